@@ -1,0 +1,1 @@
+"""pinlife: the system of record for My Number Card PINs."""

@@ -1,0 +1,133 @@
+"""decide: given a card's state and a command, which events happen and what
+the caller is told. Pure: the PIN check is passed in as a function, so the
+rules never see a verifier, a key, a database or a clock.
+
+The rules of DESIGN.md §2 for verify and change live here, each in one place:
+- check_pin: locked PINs are never checked; a correct entry resets the
+  counter; a wrong one counts; reaching the limit locks (failure, then lock).
+- decide_change: a wrong current PIN is a failed try of that PIN.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+from service.domain.commands import ChangePin, EnrollCard, VerifyPin
+from service.domain.errors import AlreadyExists, NotFound, PreconditionFailed, PreconditionViolation
+from service.domain.events import (
+    CardEnrolled,
+    Event,
+    LockedPinAttempted,
+    PinChanged,
+    PinLocked,
+    PinVerificationFailed,
+    PinVerified,
+    Purpose,
+)
+from service.domain.pins import PinType, retry_limit
+from service.domain.recovery import Recovery, recovery_for_locked_pin
+from service.domain.state import CardState
+
+# (pin_type, normalized pin) -> does it match the stored verifier?
+PinMatcher = Callable[[PinType, str], bool]
+
+
+class CheckResult(enum.Enum):
+    OK = "ok"
+    WRONG_PIN = "wrong_pin"
+    LOCKED = "locked"
+    CARD_SUSPENDED = "card_suspended"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    result: CheckResult
+    remaining_tries: int
+    final_try: bool
+    retry_limit: int
+    locked_now: bool = False
+    recovery: Recovery | None = None
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    card_id: str
+
+
+Outcome = Union[CheckOutcome, Enrolled]
+
+
+@dataclass(frozen=True)
+class Decision:
+    events: tuple[Event, ...]
+    outcome: Outcome
+    # PINs to store as new verifiers in the same transaction (never in events).
+    new_pins: dict[PinType, str] = field(default_factory=dict, repr=False)
+
+
+def _require_pin(state: CardState, pin_type: PinType):
+    if not state.enrolled:
+        raise NotFound(f"card {state.card_id} is not enrolled")
+    pin = state.pin(pin_type)
+    if pin is None:
+        raise PreconditionFailed(
+            PreconditionViolation("PIN_NOT_SET", f"{state.card_id}/{pin_type.value}", "this PIN type was never set on the card")
+        )
+    return pin
+
+
+def check_pin(
+    state: CardState, pin_type: PinType, pin: str, purpose: Purpose, matches: PinMatcher
+) -> tuple[tuple[Event, ...], CheckOutcome]:
+    current = _require_pin(state, pin_type)
+    limit = retry_limit(pin_type)
+    if current.locked:
+        outcome = CheckOutcome(
+            CheckResult.LOCKED, 0, False, limit, recovery=recovery_for_locked_pin(state, pin_type)
+        )
+        return (LockedPinAttempted(pin_type, purpose),), outcome
+    if matches(pin_type, pin):
+        return (PinVerified(pin_type),), CheckOutcome(CheckResult.OK, limit, limit == 1, limit)
+    failures = current.consecutive_failures + 1
+    remaining = limit - failures
+    failed = PinVerificationFailed(pin_type, purpose, failures, remaining)
+    if remaining > 0:
+        return (failed,), CheckOutcome(CheckResult.WRONG_PIN, remaining, remaining == 1, limit)
+    # The attempt that locks is recorded as a failure and then a lock.
+    locked_state = state.with_pin(current.__class__(pin_type, failures, locked=True))
+    outcome = CheckOutcome(
+        CheckResult.LOCKED, 0, False, limit, locked_now=True,
+        recovery=recovery_for_locked_pin(locked_state, pin_type),
+    )
+    return (failed, PinLocked(pin_type, failures)), outcome
+
+
+def decide_enroll(state: CardState, cmd: EnrollCard) -> Decision:
+    if state.enrolled:
+        raise AlreadyExists(f"card {cmd.card_id} is already enrolled")
+    return Decision((CardEnrolled(tuple(cmd.pins)),), Enrolled(cmd.card_id), dict(cmd.pins))
+
+
+def decide_verify(state: CardState, cmd: VerifyPin, matches: PinMatcher) -> Decision:
+    events, outcome = check_pin(state, cmd.pin_type, cmd.pin, Purpose.VERIFY, matches)
+    return Decision(events, outcome)
+
+
+def decide_change(state: CardState, cmd: ChangePin, matches: PinMatcher) -> Decision:
+    """Only when the current PIN is known; a wrong one is a failed try."""
+    events, outcome = check_pin(state, cmd.pin_type, cmd.current_pin, Purpose.CHANGE, matches)
+    if outcome.result is not CheckResult.OK:
+        return Decision(events, outcome)
+    return Decision((PinChanged(cmd.pin_type),), outcome, {cmd.pin_type: cmd.new_pin})
+
+
+def decide(state: CardState, cmd, matches: PinMatcher) -> Decision:
+    if isinstance(cmd, EnrollCard):
+        return decide_enroll(state, cmd)
+    if isinstance(cmd, VerifyPin):
+        return decide_verify(state, cmd, matches)
+    if isinstance(cmd, ChangePin):
+        return decide_change(state, cmd, matches)
+    raise TypeError(f"unknown command {type(cmd).__name__}")

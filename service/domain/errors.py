@@ -1,0 +1,49 @@
+"""Errors a command can end in. Domain outcomes (wrong PIN, locked,
+suspended) are answers, not errors: see outcomes in decide.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DomainError(Exception):
+    """Base of the errors a caller can cause. Messages never carry a PIN."""
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidInput(DomainError):
+    """Bad input, refused before anything is checked: costs no try."""
+
+    def __init__(self, violations: list[FieldViolation] | FieldViolation):
+        if isinstance(violations, FieldViolation):
+            violations = [violations]
+        self.violations = list(violations)
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+
+
+class NotFound(DomainError):
+    pass
+
+
+class AlreadyExists(DomainError):
+    pass
+
+
+@dataclass(frozen=True)
+class PreconditionViolation:
+    type: str
+    subject: str
+    description: str
+
+
+class PreconditionFailed(DomainError):
+    def __init__(self, violations: list[PreconditionViolation] | PreconditionViolation):
+        if isinstance(violations, PreconditionViolation):
+            violations = [violations]
+        self.violations = list(violations)
+        super().__init__("; ".join(f"{v.subject}: {v.description}" for v in self.violations))

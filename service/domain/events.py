@@ -1,0 +1,123 @@
+"""Domain events: small, past tense, immutable. The envelope (position,
+version, event id, occurred-at, channel, terminal, request id, hash) is added
+by the store; see Recorded below and service/store/tables.py.
+
+No event ever carries a PIN or a PIN verifier.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, ClassVar
+
+from service.domain.pins import PinType
+
+
+class Purpose(enum.Enum):
+    """Why a PIN was checked."""
+
+    VERIFY = "verify"
+    CHANGE = "change"
+
+
+@dataclass(frozen=True)
+class Event:
+    type_name: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    def payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "pin_type":
+                continue  # an envelope column
+            value = getattr(self, f.name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = [v.value if isinstance(v, enum.Enum) else v for v in value]
+            out[f.name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class CardEnrolled(Event):
+    type_name: ClassVar[str] = "CardEnrolled"
+    pin_types: tuple[PinType, ...]
+
+
+@dataclass(frozen=True)
+class PinVerified(Event):
+    """A correct entry: the failure counter goes back to zero."""
+
+    type_name: ClassVar[str] = "PinVerified"
+    pin_type: PinType
+
+
+@dataclass(frozen=True)
+class PinVerificationFailed(Event):
+    """A wrong entry (a verify, or the current PIN of a change)."""
+
+    type_name: ClassVar[str] = "PinVerificationFailed"
+    pin_type: PinType
+    purpose: Purpose
+    consecutive_failures: int
+    remaining_tries: int
+
+
+@dataclass(frozen=True)
+class PinLocked(Event):
+    """The retry limit was reached; follows the failure that reached it."""
+
+    type_name: ClassVar[str] = "PinLocked"
+    pin_type: PinType
+    consecutive_failures: int
+
+
+@dataclass(frozen=True)
+class LockedPinAttempted(Event):
+    """An attempt against a locked PIN: recorded, never checked."""
+
+    type_name: ClassVar[str] = "LockedPinAttempted"
+    pin_type: PinType
+    purpose: Purpose
+
+
+@dataclass(frozen=True)
+class PinChanged(Event):
+    """Self-service change with the current PIN known: counter back to zero."""
+
+    type_name: ClassVar[str] = "PinChanged"
+    pin_type: PinType
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type_name: cls
+    for cls in (CardEnrolled, PinVerified, PinVerificationFailed, PinLocked, LockedPinAttempted, PinChanged)
+}
+
+
+def event_from_stored(type_name: str, pin_type: str | None, payload: dict[str, Any]) -> Event:
+    """Rebuild a domain event from its stored form (upcast old schema versions here)."""
+    cls = EVENT_TYPES[type_name]
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name == "pin_type":
+            kwargs["pin_type"] = PinType(pin_type)
+        elif f.name == "pin_types":
+            kwargs["pin_types"] = tuple(PinType(v) for v in payload["pin_types"])
+        elif f.name == "purpose":
+            kwargs["purpose"] = Purpose(payload["purpose"])
+        else:
+            kwargs[f.name] = payload[f.name]
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An event as it sits in its stream: what evolve needs of the envelope."""
+
+    event: Event
+    version: int
+    occurred_at: datetime
