@@ -54,6 +54,7 @@ class CheckOutcome:
 @dataclass(frozen=True)
 class Enrolled:
     card_id: str
+    pin_types: tuple[PinType, ...]
 
 
 Outcome = Union[CheckOutcome, Enrolled]
@@ -107,7 +108,8 @@ def check_pin(
 def decide_enroll(state: CardState, cmd: EnrollCard) -> Decision:
     if state.enrolled:
         raise AlreadyExists(f"card {cmd.card_id} is already enrolled")
-    return Decision((CardEnrolled(tuple(cmd.pins)),), Enrolled(cmd.card_id), dict(cmd.pins))
+    pin_types = tuple(cmd.pins)
+    return Decision((CardEnrolled(pin_types),), Enrolled(cmd.card_id, pin_types), dict(cmd.pins))
 
 
 def decide_verify(state: CardState, cmd: VerifyPin, matches: PinMatcher) -> Decision:

@@ -1,0 +1,74 @@
+"""Settings from the environment. Every knob has a safe default for
+development; production refuses the development conveniences."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite:///var/pinlife.db"
+DEFAULT_KEY_FILE = "var/dev-keys.json"
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "development"
+    database_url: str = DEFAULT_DATABASE_URL
+    listen: str = "127.0.0.1:50051"
+    key_file: Path = Path(DEFAULT_KEY_FILE)
+    batch_max: int = 256
+    log_format: str = "auto"  # auto | json | console
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def listen_host(self) -> str:
+        host, _, _ = self.listen.rpartition(":")
+        return host.strip("[]")
+
+    def check(self) -> None:
+        if self.environment not in ("development", "test", "production"):
+            raise ConfigError(f"PINLIFE_ENV must be development, test or production, not {self.environment!r}")
+        if self.production:
+            # Mutual TLS arrives with the access work; until then the only
+            # transport is development plain text, which production refuses.
+            raise ConfigError("production requires mutual TLS, which this build does not configure yet")
+        if not _is_loopback(self.listen_host):
+            raise ConfigError(f"plain-text development mode may only listen on loopback, not {self.listen!r}")
+        if self.batch_max < 1:
+            raise ConfigError("PINLIFE_BATCH_MAX must be at least 1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def from_env(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    try:
+        batch_max = int(env.get("PINLIFE_BATCH_MAX", "256"))
+    except ValueError as exc:
+        raise ConfigError("PINLIFE_BATCH_MAX must be an integer") from exc
+    settings = Settings(
+        environment=env.get("PINLIFE_ENV", "development"),
+        database_url=env.get("PINLIFE_DATABASE_URL", DEFAULT_DATABASE_URL),
+        listen=env.get("PINLIFE_LISTEN", "127.0.0.1:50051"),
+        key_file=Path(env.get("PINLIFE_KEY_FILE", DEFAULT_KEY_FILE)),
+        batch_max=batch_max,
+        log_format=env.get("PINLIFE_LOG_FORMAT", "auto"),
+    )
+    settings.check()
+    return settings

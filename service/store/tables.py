@@ -1,0 +1,113 @@
+"""Table definitions. The schema itself is made by the Alembic migrations in
+migrations/versions; tests/store/test_migrations.py checks the two agree."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    Index,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+UtcDateTime = DateTime(timezone=True)
+
+# One stream per card: its head (version, hash of the last event) and status.
+cards = Table(
+    "cards",
+    metadata,
+    Column("card_id", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("enrolled_at", UtcDateTime, nullable=False),
+)
+
+# The append-only log. position is global and gap-free: it is taken from
+# log_head inside the appending transaction, whose row lock orders commits
+# (see event_store.py). UPDATE and DELETE are refused by triggers.
+events = Table(
+    "events",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("card_id", String(64), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("event_type", String(64), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("pin_type", String(32), nullable=True),
+    Column("channel", String(32), nullable=False),
+    Column("terminal_id", String(128), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("card_id", "version"),
+)
+Index("ix_events_occurred_at", events.c.occurred_at)
+
+# Single row: the last global position handed out.
+log_head = Table(
+    "log_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("position", BigInteger, nullable=False),
+)
+
+# The lock-state projection: a fold of the events, written in the same
+# transaction as the append.
+pin_states = Table(
+    "pin_states",
+    metadata,
+    Column("card_id", String(64), primary_key=True),
+    Column("pin_type", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("consecutive_failures", Integer, nullable=False),
+    Column("remaining_tries", Integer, nullable=False),
+    Column("locked_at", UtcDateTime, nullable=True),
+    Column("last_version", BigInteger, nullable=False),
+)
+
+# PIN verifiers: HMAC-SHA256 under a server key that is not in the database.
+pin_verifiers = Table(
+    "pin_verifiers",
+    metadata,
+    Column("card_id", String(64), primary_key=True),
+    Column("pin_type", String(32), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("set_at_version", BigInteger, nullable=False),
+)
+
+# Answers already given, by client request id: a retry replays the answer.
+requests = Table(
+    "requests",
+    metadata,
+    Column("terminal_id", String(128), primary_key=True),
+    Column("request_id", String(128), primary_key=True),
+    Column("card_id", String(64), nullable=False),
+    Column("command", String(32), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("outcome", Json, nullable=False),
+    Column("stream_version", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
