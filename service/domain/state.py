@@ -63,6 +63,11 @@ class CardState:
         return replace(self, pins={**self.pins, pin.pin_type: pin})
 
 
+def enrolled_card(card_id: str, pin_types: Iterable[PinType], version: int = 1) -> CardState:
+    """A card just enrolled: every PIN set, no failures."""
+    return CardState(card_id, version, {t: PinState(t, last_version=version) for t in pin_types})
+
+
 @singledispatch
 def _apply(event: Event, state: CardState, version: int, at: datetime) -> CardState:
     raise TypeError(f"no evolve rule for {type(event).__name__}")
@@ -70,7 +75,7 @@ def _apply(event: Event, state: CardState, version: int, at: datetime) -> CardSt
 
 @_apply.register
 def _(event: CardEnrolled, state, version, at):
-    return replace(state, pins={t: PinState(t, last_version=version) for t in event.pin_types})
+    return enrolled_card(state.card_id, event.pin_types, version)
 
 
 @_apply.register

@@ -273,7 +273,7 @@ def test_enroll_a_new_card():
     cmd = enroll({USER: "1234", SIGNATURE: "abc123"})
     decision = when(CardState(CARD), cmd, never_checked)
     assert decision.events == (CardEnrolled((USER, SIGNATURE)),)
-    assert decision.outcome == Enrolled(CARD)
+    assert decision.outcome == Enrolled(CARD, (USER, SIGNATURE))
     assert decision.new_pins == {USER: "1234", SIGNATURE: "ABC123"}
     state = then(CardState(CARD), decision)
     assert set(state.pins) == {USER, SIGNATURE}

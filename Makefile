@@ -1,0 +1,47 @@
+# pinlife: `make run` serves on SQLite with no set-up; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTOS := $(wildcard protos/pinlife/v1/*.proto)
+GEN := gen
+STAMP_INSTALL := $(VENV)/.installed
+STAMP_GEN := $(GEN)/.generated
+
+export PINLIFE_DATABASE_URL ?= sqlite:///var/pinlife.db
+export PINLIFE_KEY_FILE ?= var/dev-keys.json
+
+.PHONY: install gen migrate run test test-unit clean
+
+install: $(STAMP_INSTALL)
+$(STAMP_INSTALL): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# Stubs are build output (not committed): regenerated from protos/ and put on
+# the venv's path with a .pth file.
+gen: $(STAMP_GEN)
+$(STAMP_GEN): $(STAMP_INSTALL) $(PROTOS)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	echo "$(CURDIR)/$(GEN)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pinlife-gen.pth"
+	@touch $@
+
+var/dev-keys.json: | $(STAMP_INSTALL)
+	$(PY) -m service.cli dev-key var/dev-keys.json
+
+migrate: gen
+	$(PY) -m service.cli migrate
+
+run: gen var/dev-keys.json migrate
+	$(PY) -m service.cli serve
+
+test: gen
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: gen
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(GEN) .pytest_cache .hypothesis

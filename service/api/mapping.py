@@ -1,0 +1,87 @@
+"""Proto <-> domain translation, in one place."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pinlife.v1 import common_pb2 as pb
+from service.domain.decide import CheckOutcome, CheckResult
+from service.domain.errors import FieldViolation, InvalidInput
+from service.domain.pins import PinType
+from service.domain.recovery import Recovery, Route, recovery_for_locked_pin
+from service.domain.state import CardState, PinState
+
+PIN_TYPE_TO_DOMAIN = {
+    pb.PIN_TYPE_RESIDENT_REGISTRY: PinType.RESIDENT_REGISTRY,
+    pb.PIN_TYPE_CARD_INFO_INPUT_SUPPORT: PinType.CARD_INFO_INPUT_SUPPORT,
+    pb.PIN_TYPE_USER_CERTIFICATE: PinType.USER_CERTIFICATE,
+    pb.PIN_TYPE_SIGNATURE: PinType.SIGNATURE,
+}
+PIN_TYPE_TO_PROTO = {v: k for k, v in PIN_TYPE_TO_DOMAIN.items()}
+
+CHECK_RESULT_TO_PROTO = {
+    CheckResult.OK: pb.CHECK_RESULT_OK,
+    CheckResult.WRONG_PIN: pb.CHECK_RESULT_WRONG_PIN,
+    CheckResult.LOCKED: pb.CHECK_RESULT_LOCKED,
+    CheckResult.CARD_SUSPENDED: pb.CHECK_RESULT_CARD_SUSPENDED,
+}
+
+ROUTE_TO_PROTO = {
+    Route.COUNTER: pb.RECOVERY_ROUTE_COUNTER,
+    Route.CONVENIENCE_STORE_OR_COUNTER: pb.RECOVERY_ROUTE_CONVENIENCE_STORE_OR_COUNTER,
+    Route.RESUME_AT_COUNTER: pb.RECOVERY_ROUTE_RESUME_AT_COUNTER,
+}
+
+
+def pin_type(value: int) -> PinType | None:
+    """None for unspecified or unknown values (refused by the command)."""
+    return PIN_TYPE_TO_DOMAIN.get(value)
+
+
+def optional_pin_type(value: int) -> PinType | None:
+    """For filters: unspecified means all; an unknown value is bad input."""
+    if value == pb.PIN_TYPE_UNSPECIFIED:
+        return None
+    if value not in PIN_TYPE_TO_DOMAIN:
+        raise InvalidInput(FieldViolation("pin_type", f"unknown PIN type {value}"))
+    return PIN_TYPE_TO_DOMAIN[value]
+
+
+def recovery(r: Recovery | None) -> pb.Recovery | None:
+    return None if r is None else pb.Recovery(route=ROUTE_TO_PROTO[r.route], description=r.description)
+
+
+def pin_check(o: CheckOutcome) -> pb.PinCheck:
+    return pb.PinCheck(
+        result=CHECK_RESULT_TO_PROTO[o.result],
+        remaining_tries=o.remaining_tries,
+        final_try=o.final_try,
+        locked_now=o.locked_now,
+        recovery=recovery(o.recovery),
+        retry_limit=o.retry_limit,
+    )
+
+
+def pin_state(card: CardState, p: PinState) -> pb.PinState:
+    msg = pb.PinState(
+        pin_type=PIN_TYPE_TO_PROTO[p.pin_type],
+        status=pb.PIN_STATUS_LOCKED if p.locked else pb.PIN_STATUS_ACTIVE,
+        consecutive_failures=p.consecutive_failures,
+        remaining_tries=p.remaining_tries,
+        retry_limit=p.retry_limit,
+        final_try=p.final_try,
+        last_version=p.last_version,
+    )
+    if p.locked_at is not None:
+        ts = Timestamp()
+        ts.FromDatetime(p.locked_at)
+        msg.locked_at.CopyFrom(ts)
+    if p.locked:
+        msg.recovery.CopyFrom(recovery(recovery_for_locked_pin(card, p.pin_type)))
+    return msg
+
+
+def pin_states(card: CardState, only: PinType | None = None) -> list[pb.PinState]:
+    order = list(PinType)
+    pins = sorted(card.pins.values(), key=lambda p: order.index(p.pin_type))
+    return [pin_state(card, p) for p in pins if only is None or p.pin_type is only]

@@ -1,0 +1,87 @@
+"""The gRPC server: grpc.aio, PinService and CounterService, standard health
+checking and server reflection, request size limits, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pinlife.v1 import counter_service_pb2, counter_service_pb2_grpc, pin_service_pb2, pin_service_pb2_grpc
+from service.api.servicers import CounterServicer, PinServicer
+from service.app.service import PinLife
+from service.clock import Clock, system_clock
+from service.config import Settings
+from service.keys import KeyRing
+from service.store.event_store import EventStore
+
+log = structlog.get_logger()
+
+MAX_REQUEST_BYTES = 64 * 1024
+SERVICE_NAMES = (
+    pin_service_pb2.DESCRIPTOR.services_by_name["PinService"].full_name,
+    counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name,
+)
+
+
+class Server:
+    """One service instance: the app, its gRPC server and its health state."""
+
+    def __init__(self, settings: Settings, keys: KeyRing, clock: Clock = system_clock):
+        self.settings = settings
+        self.store = EventStore(settings.database_url)
+        self.app = PinLife(self.store, keys, clock, batch_max=settings.batch_max)
+        self.health = health.aio.HealthServicer()
+        self.grpc = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", 4 * 1024 * 1024),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pin_service_pb2_grpc.add_PinServiceServicer_to_server(PinServicer(self.app), self.grpc)
+        counter_service_pb2_grpc.add_CounterServiceServicer_to_server(CounterServicer(self.app), self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.grpc,
+        )
+        self.port = self.grpc.add_insecure_port(settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {settings.listen}")
+
+    async def start(self) -> None:
+        await self.app.start()
+        await self.grpc.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.warning(
+            "development_mode",
+            message="plain text on loopback, no authentication: for development only",
+            listen=self.settings.listen,
+            port=self.port,
+        )
+        log.info("serving", port=self.port, store=self.store.dialect)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.grpc.stop(grace)
+        await self.app.stop()
+        self.store.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings, keys: KeyRing) -> None:
+    server = Server(settings, keys)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()

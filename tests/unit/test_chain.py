@@ -1,0 +1,191 @@
+"""The hash chain of a card's stream (DESIGN.md §3: tamper evidence)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from service.domain.chain import GENESIS_HASH, canonical_time, event_hash, first_broken_link
+
+JST = timezone(timedelta(hours=9))
+
+
+def envelope(version: int, card_id: str = "card-0001", **changes) -> dict:
+    env = {
+        "card_id": card_id,
+        "version": version,
+        "event_id": f"00000000-0000-4000-8000-{version:012d}",
+        "type": "PinVerificationFailed",
+        "schema_version": 1,
+        "occurred_at": canonical_time(datetime(2025, 4, 1, 9, 0, tzinfo=timezone.utc) + timedelta(seconds=version)),
+        "pin_type": "user_certificate",
+        "channel": "medical_reader",
+        "terminal_id": "reader-17",
+        "request_id": f"req-{version:08d}",
+        "payload": {"purpose": "verify", "consecutive_failures": 1, "remaining_tries": 2},
+    }
+    env.update(changes)
+    return env
+
+
+def chain(n: int) -> list[tuple[int, dict, str, str]]:
+    """(position, envelope, prev_hash, hash) rows of a well-formed stream."""
+    rows, prev = [], GENESIS_HASH
+    for v in range(1, n + 1):
+        env = envelope(v)
+        h = event_hash(prev, env)
+        rows.append((100 + v, env, prev, h))
+        prev = h
+    return rows
+
+
+# --- event_hash ---------------------------------------------------------------
+
+
+def test_event_hash_is_deterministic_and_hex_sha256():
+    h = event_hash(GENESIS_HASH, envelope(1))
+    assert h == event_hash(GENESIS_HASH, envelope(1))
+    assert len(h) == 64 and int(h, 16) >= 0
+
+
+def test_event_hash_is_sha256_of_prev_hash_and_canonical_json():
+    env = {"b": "x", "a": 1, "payload": {"z": [1, 2], "y": None}}
+    canonical = b'{"a":1,"b":"x","payload":{"y":null,"z":[1,2]}}'
+    prev = "ab" * 32
+    assert event_hash(prev, env) == hashlib.sha256(bytes.fromhex(prev) + canonical).hexdigest()
+
+
+def test_event_hash_ignores_key_order():
+    env = envelope(1)
+    reordered = dict(reversed(list(env.items())))
+    reordered["payload"] = dict(reversed(list(env["payload"].items())))
+    assert event_hash(GENESIS_HASH, env) == event_hash(GENESIS_HASH, reordered)
+
+
+def test_event_hash_depends_on_the_previous_hash():
+    env = envelope(2)
+    assert event_hash(GENESIS_HASH, env) != event_hash("1" + GENESIS_HASH[1:], env)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("card_id", "card-0002"),
+        ("version", 2),
+        ("event_id", "00000000-0000-4000-8000-999999999999"),
+        ("type", "PinVerified"),
+        ("schema_version", 2),
+        ("occurred_at", canonical_time(datetime(2025, 4, 1, 9, 0, 1, 1, tzinfo=timezone.utc))),
+        ("pin_type", "signature"),
+        ("channel", "convenience_store"),
+        ("terminal_id", "reader-18"),
+        ("request_id", "req-99999999"),
+        ("payload", {"purpose": "verify", "consecutive_failures": 2, "remaining_tries": 2}),
+        ("payload", {"purpose": "change", "consecutive_failures": 1, "remaining_tries": 2}),
+        ("payload", {"purpose": "verify", "consecutive_failures": 1, "remaining_tries": "2"}),
+    ],
+)
+def test_event_hash_depends_on_every_envelope_field(field, value):
+    original = envelope(1)
+    assert original[field] != value
+    assert event_hash(GENESIS_HASH, original) != event_hash(GENESIS_HASH, {**original, field: value})
+
+
+def test_event_hash_depends_on_a_field_being_present():
+    original = envelope(1)
+    with_extra = {**original, "office": "naka"}
+    without = {k: v for k, v in original.items() if k != "terminal_id"}
+    hashes = {event_hash(GENESIS_HASH, e) for e in (original, with_extra, without)}
+    assert len(hashes) == 3
+
+
+def test_canonical_time_is_utc_with_microseconds():
+    jst = datetime(2025, 4, 1, 18, 0, 0, 123456, tzinfo=JST)
+    utc = datetime(2025, 4, 1, 9, 0, 0, 123456, tzinfo=timezone.utc)
+    naive_utc = datetime(2025, 4, 1, 9, 0, 0, 123456)
+    assert canonical_time(jst) == canonical_time(utc) == canonical_time(naive_utc) == "2025-04-01T09:00:00.123456Z"
+
+
+# --- first_broken_link ----------------------------------------------------------
+
+
+def test_a_good_chain_has_no_broken_link():
+    assert first_broken_link(chain(6)) is None
+    assert first_broken_link([]) is None
+
+
+def test_a_changed_payload_is_found_at_its_version():
+    rows = chain(6)
+    position, env, prev, h = rows[2]
+    env = copy.deepcopy(env)
+    env["payload"]["consecutive_failures"] = 0
+    rows[2] = (position, env, prev, h)
+    link = first_broken_link(rows)
+    assert (link.card_id, link.version, link.position) == ("card-0001", 3, 103)
+    assert "hash" in link.reason
+
+
+def test_a_changed_payload_with_a_recomputed_hash_breaks_the_next_link():
+    rows = chain(6)
+    position, env, prev, _ = rows[2]
+    env = {**env, "payload": {**env["payload"], "remaining_tries": 3}}
+    rows[2] = (position, env, prev, event_hash(prev, env))
+    link = first_broken_link(rows)
+    assert (link.version, link.position) == (4, 104)
+    assert "previous" in link.reason
+
+
+def test_a_changed_prev_hash_is_found_at_its_version():
+    rows = chain(6)
+    position, env, _, h = rows[1]
+    rows[1] = (position, env, "f" * 64, h)
+    link = first_broken_link(rows)
+    assert (link.version, link.position) == (2, 102)
+    assert "previous" in link.reason
+
+
+def test_a_changed_stored_hash_is_found_at_its_version():
+    rows = chain(6)
+    position, env, prev, _ = rows[5]
+    rows[5] = (position, env, prev, "0" * 64)
+    assert first_broken_link(rows).version == 6
+
+
+@pytest.mark.parametrize("missing", [0, 1, 3])
+def test_a_missing_version_is_found(missing):
+    rows = chain(6)
+    del rows[missing]
+    link = first_broken_link(rows)
+    expected = missing + 1  # the version that should come next
+    assert link.version == expected + 1  # the version found in its place
+    assert link.position == 100 + expected + 1
+    assert f"where {expected} was expected" in link.reason
+
+
+def test_a_repeated_version_is_found():
+    rows = chain(4)
+    rows.insert(2, rows[1])
+    link = first_broken_link(rows)
+    assert link.version == 2 and link.position == 102
+
+
+def test_only_the_first_break_is_reported():
+    rows = chain(6)
+    for i in (1, 4):
+        position, env, prev, h = rows[i]
+        rows[i] = (position, {**env, "terminal_id": "evil"}, prev, h)
+    assert first_broken_link(rows).version == 2
+
+
+def test_a_chain_must_start_from_genesis():
+    rows, prev = [], "a" * 64
+    for v in (1, 2):
+        env = envelope(v)
+        h = event_hash(prev, env)
+        rows.append((v, env, prev, h))
+        prev = h
+    link = first_broken_link(rows)
+    assert link.version == 1
