@@ -37,7 +37,9 @@ class _Collector:
 
 
 def _pin(c: _Collector, pin_type: PinType | None, raw: str, name: str) -> str:
-    if pin_type is None:
+    if pin_type is None:  # the format is unknown, but a missing PIN is still missing
+        if not raw:
+            c.violations.append(FieldViolation(name, "is required"))
         return raw
     return c.run(lambda: normalize_pin(pin_type, raw, name))  # type: ignore[return-value]
 
@@ -58,6 +60,7 @@ class EnrollCard:
         normalized: dict[PinType, str] = {}
         for i, (pin_type, raw) in enumerate(pins):
             if c.require_pin_type(pin_type, f"pins[{i}].pin_type") is None:
+                _pin(c, None, raw, f"pins[{i}].pin")
                 continue
             if pin_type in normalized:
                 c.violations.append(FieldViolation(f"pins[{i}].pin_type", f"{pin_type.value} is given twice"))

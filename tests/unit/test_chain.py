@@ -189,3 +189,15 @@ def test_a_chain_must_start_from_genesis():
         prev = h
     link = first_broken_link(rows)
     assert link.version == 1
+
+
+def test_canonical_time_takes_a_naive_time_as_utc_whatever_the_local_zone(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "JST-9")  # a POSIX zone string: needs no tzdata
+    time.tzset()
+    try:
+        assert canonical_time(datetime(2025, 4, 1, 9, 0)) == "2025-04-01T09:00:00.000000Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

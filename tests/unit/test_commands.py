@@ -38,13 +38,21 @@ def test_verify_pin_missing_pin_type_with_other_errors():
     assert bad_fields(VerifyPin.create, "", "bad id", None, "1234") == ["card_id", "pin_type", "request_id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: commands._pin skips every check of the PIN when pin_type is None, "
-    "so a missing PIN is not reported together with the missing pin_type",
+@pytest.mark.parametrize(
+    "create, args, expected",
+    [
+        (VerifyPin.create, (RID, CARD, None, ""), ["pin", "pin_type"]),
+        (ChangePin.create, (RID, CARD, None, "", ""), ["current_pin", "new_pin", "pin_type"]),
+        (ChangePin.create, (RID, CARD, None, "1234", ""), ["new_pin", "pin_type"]),
+    ],
+    ids=["verify", "change", "change-new-only"],
 )
-def test_verify_pin_missing_pin_type_and_missing_pin_are_both_reported():
-    assert bad_fields(VerifyPin.create, RID, CARD, None, "") == ["pin", "pin_type"]
+def test_missing_pin_type_and_missing_pin_are_both_reported(create, args, expected):
+    assert bad_fields(create, *args) == expected
+
+
+def test_enroll_missing_pin_type_and_missing_pin_are_both_reported():
+    assert bad_fields(EnrollCard.create, RID, CARD, [(None, "")]) == ["pins[0].pin", "pins[0].pin_type"]
 
 
 @pytest.mark.parametrize(

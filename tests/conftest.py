@@ -1,0 +1,104 @@
+"""Shared fixtures: throwaway databases on SQLite and PostgreSQL, each made
+by running the Alembic migrations (never create_all).
+
+PostgreSQL: PINLIFE_TEST_POSTGRES_URL (default: the local server,
+postgresql://postgres@127.0.0.1:5432/test) is the admin connection; each test
+creates its own database there and drops it afterwards. Without a reachable
+server the Postgres cases skip with the reason, unless
+PINLIFE_REQUIRE_POSTGRES=1 (as in .ci/run), where they fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from service.keys import KeyRing
+from service.store.engine import normalize_url
+from service.store.migrate import upgrade
+
+PG_ADMIN_URL = normalize_url(os.environ.get("PINLIFE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+REQUIRE_PG = os.environ.get("PINLIFE_REQUIRE_POSTGRES") == "1"
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        engine.dispose()
+        reason = f"PostgreSQL not reachable at {make_url(PG_ADMIN_URL).render_as_string()}: {type(exc).__name__}"
+        if REQUIRE_PG:
+            pytest.fail(reason + " (PINLIFE_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    yield engine
+    engine.dispose()
+
+
+class Databases:
+    """Makes migrated throwaway databases and drops them at the end."""
+
+    def __init__(self, tmp_path: Path, request):
+        self.tmp_path = tmp_path
+        self.request = request
+        self.pg_names: list[str] = []
+
+    def create(self, backend: str, migrate: bool = True) -> str:
+        if backend == "sqlite":
+            url = f"sqlite:///{self.tmp_path / f'pinlife-{uuid.uuid4().hex[:8]}.db'}"
+        else:
+            admin = self.request.getfixturevalue("pg_admin")
+            name = f"pinlife_test_{uuid.uuid4().hex[:12]}"
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            self.pg_names.append(name)
+            url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        if migrate:
+            upgrade(url)
+        return url
+
+    def drop_all(self) -> None:
+        if not self.pg_names:
+            return
+        admin = self.request.getfixturevalue("pg_admin")
+        with admin.connect() as conn:
+            for name in self.pg_names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def databases(tmp_path, request):
+    dbs = Databases(tmp_path, request)
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_url(databases, backend) -> str:
+    """A freshly migrated database of each backend."""
+    return databases.create(backend)
+
+
+def make_key_file(path: Path, keys: dict[str, bytes], current: str) -> Path:
+    path.write_text(json.dumps({"current": current, "keys": {k: base64.b64encode(v).decode() for k, v in keys.items()}}))
+    return path
+
+
+@pytest.fixture
+def keys() -> KeyRing:
+    return KeyRing("test-1", {"test-1": os.urandom(32)})

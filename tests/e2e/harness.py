@@ -1,0 +1,161 @@
+"""Real servers for end-to-end tests: in a thread of this process (so logs
+can be captured), or as separate processes (python -m service.cli serve)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from pinlife.v1 import common_pb2 as pb
+from pinlife.v1 import counter_service_pb2 as cpb
+from pinlife.v1 import counter_service_pb2_grpc
+from pinlife.v1 import pin_service_pb2 as ppb
+from pinlife.v1 import pin_service_pb2_grpc
+from service.api.server import Server
+from service.clock import system_clock
+from service.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Client:
+    def __init__(self, target: str, terminal: str = "e2e-terminal"):
+        self.channel = grpc.insecure_channel(target)
+        self.pins = pin_service_pb2_grpc.PinServiceStub(self.channel)
+        self.counter = counter_service_pb2_grpc.CounterServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self.metadata = [("x-pinlife-terminal", terminal)]
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def enroll(self, card_id: str, pins: dict[int, str], request_id: str | None = None) -> cpb.EnrollCardResponse:
+        req = cpb.EnrollCardRequest(
+            request_id=request_id or str(uuid.uuid4()),
+            card_id=card_id,
+            pins=[cpb.InitialPin(pin_type=t, pin=p) for t, p in pins.items()],
+        )
+        return self.counter.EnrollCard(req, timeout=10, metadata=self.metadata)
+
+    def verify(self, card_id: str, pin_type: int, pin: str, request_id: str | None = None, timeout: float = 10):
+        req = ppb.VerifyPinRequest(request_id=request_id or str(uuid.uuid4()), card_id=card_id, pin_type=pin_type, pin=pin)
+        return self.pins.VerifyPin(req, timeout=timeout, metadata=self.metadata)
+
+    def change(self, card_id: str, pin_type: int, current: str, new: str, request_id: str | None = None):
+        req = ppb.ChangePinRequest(
+            request_id=request_id or str(uuid.uuid4()), card_id=card_id, pin_type=pin_type, current_pin=current, new_pin=new
+        )
+        return self.pins.ChangePin(req, timeout=10, metadata=self.metadata)
+
+    def status(self, card_id: str, pin_type: int = pb.PIN_TYPE_UNSPECIFIED) -> ppb.GetPinStatusResponse:
+        return self.pins.GetPinStatus(ppb.GetPinStatusRequest(card_id=card_id, pin_type=pin_type), timeout=10, metadata=self.metadata)
+
+    def serving(self) -> bool:
+        try:
+            return self.health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError:
+            return False
+
+
+def field_violations(err: grpc.RpcError) -> dict[str, str]:
+    status = rpc_status.from_call(err)
+    out: dict[str, str] = {}
+    for detail in status.details if status else ():
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            out.update({v.field: v.description for v in bad.field_violations})
+    return out
+
+
+def precondition_violations(err: grpc.RpcError) -> list[error_details_pb2.PreconditionFailure.Violation]:
+    status = rpc_status.from_call(err)
+    out = []
+    for detail in status.details if status else ():
+        failure = error_details_pb2.PreconditionFailure()
+        if detail.Unpack(failure):
+            out.extend(failure.violations)
+    return out
+
+
+class ThreadedServer:
+    """The real Server on its own event loop in a background thread."""
+
+    def __init__(self, database_url: str, keys, clock=system_clock, batch_max: int = 256):
+        settings = Settings(environment="test", database_url=database_url, listen="127.0.0.1:0", batch_max=batch_max)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-server", daemon=True)
+        self.thread.start()
+
+        async def make() -> Server:
+            server = Server(settings, keys, clock)
+            await server.start()
+            return server
+
+        self.server: Server = self._run(make())
+        self.target = f"127.0.0.1:{self.server.port}"
+        self.store = self.server.store
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def close(self) -> None:
+        self._run(self.server.stop(0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProcessServer:
+    """`python -m service.cli serve` in its own process."""
+
+    def __init__(self, database_url: str, key_file: Path, log_path: Path):
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "PINLIFE_ENV": "test",
+            "PINLIFE_DATABASE_URL": database_url,
+            "PINLIFE_KEY_FILE": str(key_file),
+            "PINLIFE_LISTEN": self.target,
+            "PINLIFE_LOG_FORMAT": "json",
+        }
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        client = Client(self.target)
+        deadline = time.monotonic() + 30
+        try:
+            while not client.serving():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start; see {log_path}")
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
