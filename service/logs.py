@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from typing import TextIO
 
 import structlog
 
@@ -21,8 +22,9 @@ def redact_secrets(_logger, _method, event_dict):
     return event_dict
 
 
-def configure(log_format: str = "auto", level: int = logging.INFO) -> None:
-    as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+def configure(log_format: str = "auto", level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
     renderer = structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
@@ -34,6 +36,6 @@ def configure(log_format: str = "auto", level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
