@@ -10,7 +10,7 @@ STAMP_GEN := $(GEN)/.generated
 export PINLIFE_DATABASE_URL ?= sqlite:///var/pinlife.db
 export PINLIFE_KEY_FILE ?= var/dev-keys.json
 
-.PHONY: install gen migrate run test test-unit clean
+.PHONY: install gen migrate run test test-unit bench bench-quick clean
 
 install: $(STAMP_INSTALL)
 $(STAMP_INSTALL): pyproject.toml
@@ -42,6 +42,17 @@ test: gen
 
 test-unit: gen
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Performance (not part of `make test`): see bench/README.md and the README.
+$(VENV)/.bench-installed: $(STAMP_INSTALL)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: gen $(VENV)/.bench-installed
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: gen $(VENV)/.bench-installed
+	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(GEN) .pytest_cache .hypothesis

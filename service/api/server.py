@@ -54,11 +54,36 @@ class Server:
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
 
-    async def start(self) -> None:
+    async def _set_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def _watch_store(self, interval: float) -> None:
+        """Health follows the database: NOT_SERVING while it cannot be
+        reached, SERVING again by itself once it can."""
+        loop = asyncio.get_running_loop()
+        serving = True
+        while True:
+            try:
+                await asyncio.wait_for(loop.run_in_executor(None, self.store.ping), timeout=interval * 2)
+                ok = True
+            except Exception as exc:  # noqa: BLE001 - any failure means not serving
+                ok = False
+                if serving:
+                    log.warning("store_unreachable", error=type(exc).__name__)
+            if ok != serving:
+                serving = ok
+                await self._set_health(ok)
+                if ok:
+                    log.info("store_reachable_again")
+            await asyncio.sleep(interval)
+
+    async def start(self, health_interval: float = 1.0) -> None:
         await self.app.start()
         await self.grpc.start()
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(True)
+        self._watcher = asyncio.create_task(self._watch_store(health_interval), name="pinlife-health")
         log.warning(
             "development_mode",
             message="plain text on loopback, no authentication: for development only",
@@ -68,8 +93,8 @@ class Server:
         log.info("serving", port=self.port, store=self.store.dialect)
 
     async def stop(self, grace: float = 5.0) -> None:
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._watcher.cancel()
+        await self._set_health(False)
         await self.grpc.stop(grace)
         await self.app.stop()
         self.store.close()

@@ -42,7 +42,17 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Engine
         max_overflow=4,
         pool_pre_ping=True,
         hide_parameters=True,  # never log bound values (verifiers)
-        connect_args={"connect_timeout": 5, "application_name": "pinlife"},
+        # Fail fast when the database is gone instead of hanging a caller:
+        # a short connect timeout, TCP keepalives, and a statement timeout.
+        connect_args={
+            "connect_timeout": 3,
+            "application_name": "pinlife",
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
+            "options": "-c statement_timeout=10000 -c lock_timeout=10000",
+        },
     )
 
 

@@ -320,6 +320,11 @@ class EventStore:
             uow.flush()
 
     # -- reads -------------------------------------------------------------
+    def ping(self) -> None:
+        """Raises if the database cannot be reached (health checking)."""
+        with self.reader.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def read_card(self, card_id: str) -> CardState | None:
         with self.reader.begin() as conn:
             version = conn.execute(select(cards.c.version).where(cards.c.card_id == card_id)).scalar_one_or_none()

@@ -1,0 +1,178 @@
+"""Durability and faults: kill -9 under load, the database going away and
+coming back, and client deadlines shorter than the work."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+import grpc
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from pinlife.v1 import common_pb2 as pb
+from service.store.event_store import EventStore
+from service.store.tables import requests
+from tests.conftest import make_key_file
+from tests.e2e.harness import Client, ProcessServer, TcpProxy, ThreadedServer
+
+USER = pb.PIN_TYPE_USER_CERTIFICATE
+CARDS = [f"card-k{i:03d}" for i in range(40)]
+
+
+@pytest.mark.slow
+def test_kill_9_under_load_loses_no_acknowledged_answer(db_url, tmp_path):
+    key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
+    server = ProcessServer(db_url, key_file, tmp_path / "before.log")
+    setup = Client(server.target, "loader")
+    for card in CARDS:
+        setup.enroll(card, {USER: "4821"})
+    setup.close()
+
+    acknowledged: dict[str, tuple[str, pb.PinCheck]] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        client = Client(server.target, "reader-1")
+        n = 0
+        while not stop.is_set():
+            card = CARDS[(worker * 7 + n) % len(CARDS)]
+            pin = "4821" if n % 3 else "0000"
+            rid = f"w{worker}-{n}-{uuid.uuid4().hex[:8]}"
+            n += 1
+            try:
+                resp = client.verify(card, USER, pin, request_id=rid, timeout=5)
+            except grpc.RpcError:
+                continue  # not acknowledged: may or may not have been applied
+            with lock:
+                acknowledged[rid] = (card, resp.check)
+        client.close()
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    server.proc.kill()  # SIGKILL: no graceful stop, no flush
+    server.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+    server.log.close()
+    assert len(acknowledged) > 50, "the load did not get going"
+
+    store = EventStore(db_url)
+    try:
+        with store.reader.connect() as conn:
+            stored = {r.request_id: r.card_id for r in conn.execute(select(requests.c.request_id, requests.c.card_id))}
+        missing = [rid for rid in acknowledged if rid not in stored]
+        assert missing == []
+        events = list(store.all_events())
+        assert [e.position for e in events] == list(range(1, len(events) + 1))
+        by_request: dict[str, list] = {}
+        for e in events:
+            by_request.setdefault(e.request_id, []).append(e)
+        for rid, (card, check) in acknowledged.items():
+            evs = by_request[rid]
+            assert {e.card_id for e in evs} == {card}
+            # One command's events, once: consecutive versions of one stream.
+            assert [e.version for e in evs] == list(range(evs[0].version, evs[0].version + len(evs)))
+            expected = {
+                pb.CHECK_RESULT_OK: ["PinVerified"],
+                pb.CHECK_RESULT_WRONG_PIN: ["PinVerificationFailed"],
+            }.get(check.result)
+            if expected:
+                assert [e.event_type for e in evs] == expected
+        assert store.projection() == store.rebuild()
+        assert store.first_broken_link() is None
+    finally:
+        store.close()
+
+    # After restart, a retry of an acknowledged request gets the same answer.
+    again = ProcessServer(db_url, key_file, tmp_path / "after.log")
+    client = Client(again.target, "reader-1")
+    try:
+        rid, (card, check) = next(iter(acknowledged.items()))
+        resp = client.verify(card, USER, "4821", request_id=rid)
+        assert resp.replayed and resp.check == check
+    finally:
+        client.close()
+        again.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_database_outage_fails_fast_reports_not_serving_and_recovers(databases, tmp_path):
+    url = databases.create("postgres")
+    u = make_url(url)
+    proxy = TcpProxy(u.port or 5432)
+    via_proxy = u.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
+    server = ProcessServer(via_proxy, key_file, tmp_path / "server.log")
+    client = Client(server.target)
+    try:
+        client.enroll("card-out", {USER: "4821"})
+        assert client.verify("card-out", USER, "4821").check.result == pb.CHECK_RESULT_OK
+
+        proxy.cut()
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            client.verify("card-out", USER, "4821", timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 10, "failed, but not fast"
+        with pytest.raises(grpc.RpcError) as err:
+            client.status("card-out")
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        deadline = time.monotonic() + 10
+        while client.serving() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not client.serving()
+
+        proxy.restore()
+        deadline = time.monotonic() + 20
+        while not client.serving() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.serving()
+        assert client.verify("card-out", USER, "4821").check.result == pb.CHECK_RESULT_OK
+    finally:
+        client.close()
+        server.close()
+        proxy.close()
+
+
+class SlowClock:
+    """A clock that makes the next transaction slower than a client deadline."""
+
+    def __init__(self):
+        self.delay = 0.0
+
+    def __call__(self) -> datetime:
+        delay, self.delay = self.delay, 0.0
+        time.sleep(delay)
+        return datetime.now(timezone.utc)
+
+
+def test_deadline_shorter_than_the_work_then_retry_gets_the_committed_answer(db_url, keys):
+    clock = SlowClock()
+    server = ThreadedServer(db_url, keys, clock=clock)
+    client = Client(server.target)
+    try:
+        client.enroll("card-dl", {USER: "4821"})
+        clock.delay = 0.6
+        rid = str(uuid.uuid4())
+        with pytest.raises(grpc.RpcError) as err:
+            client.verify("card-dl", USER, "0000", request_id=rid, timeout=0.2)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.8)  # the write was not cancelled with the caller: it commits
+        retry = client.verify("card-dl", USER, "0000", request_id=rid)
+        assert retry.replayed
+        assert (retry.check.result, retry.check.remaining_tries) == (pb.CHECK_RESULT_WRONG_PIN, 2)
+        assert [e.event_type for e in server.store.stream("card-dl")] == ["CardEnrolled", "PinVerificationFailed"]
+        assert client.serving()
+    finally:
+        client.close()
+        server.close()
