@@ -47,9 +47,15 @@ def cmd_serve(args) -> None:
     from service import logs
     from service.api.server import serve
 
+    from service.access_config import AccessConfigError, load_access_config
+
     settings = _settings()
     logs.configure(settings.log_format)
-    asyncio.run(serve(settings, _keys(settings)))
+    try:
+        access = load_access_config(settings.access_file) if settings.access_file else None
+    except AccessConfigError as exc:
+        sys.exit(f"pinlife: {exc}")
+    asyncio.run(serve(settings, _keys(settings), access))
 
 
 def cmd_migrate(args) -> None:

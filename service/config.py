@@ -24,6 +24,11 @@ class Settings:
     key_file: Path = Path(DEFAULT_KEY_FILE)
     batch_max: int = 256
     log_format: str = "auto"  # auto | json | console
+    access_file: Path | None = None  # TLS, terminals and roles, throttling
+
+    @property
+    def tls(self) -> bool:
+        return self.access_file is not None
 
     @property
     def production(self) -> bool:
@@ -37,11 +42,9 @@ class Settings:
     def check(self) -> None:
         if self.environment not in ("development", "test", "production"):
             raise ConfigError(f"PINLIFE_ENV must be development, test or production, not {self.environment!r}")
-        if self.production:
-            # Mutual TLS arrives with the access work; until then the only
-            # transport is development plain text, which production refuses.
-            raise ConfigError("production requires mutual TLS, which this build does not configure yet")
-        if not _is_loopback(self.listen_host):
+        if self.production and not self.tls:
+            raise ConfigError("production requires mutual TLS: set PINLIFE_ACCESS_FILE")
+        if not self.tls and not _is_loopback(self.listen_host):
             raise ConfigError(f"plain-text development mode may only listen on loopback, not {self.listen!r}")
         if self.batch_max < 1:
             raise ConfigError("PINLIFE_BATCH_MAX must be at least 1")
@@ -69,6 +72,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         key_file=Path(env.get("PINLIFE_KEY_FILE", DEFAULT_KEY_FILE)),
         batch_max=batch_max,
         log_format=env.get("PINLIFE_LOG_FORMAT", "auto"),
+        access_file=Path(env["PINLIFE_ACCESS_FILE"]) if env.get("PINLIFE_ACCESS_FILE") else None,
     )
     settings.check()
     return settings

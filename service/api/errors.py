@@ -7,6 +7,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from service.domain.access import PermissionDenied, Unauthenticated
+from service.domain.throttle import Throttled
 from service.domain.errors import AlreadyExists, DomainError, InvalidInput, NotFound, PreconditionFailed
 from service.store.event_store import StoreUnavailable
 
@@ -16,6 +18,9 @@ CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (PreconditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (Throttled, grpc.StatusCode.RESOURCE_EXHAUSTED),
 ]
 
 
@@ -65,4 +70,7 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         )
     elif isinstance(exc, StoreUnavailable):
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": 1})))
+    elif isinstance(exc, Throttled):
+        seconds = max(1, int(exc.retry_after.total_seconds()))
+        status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": seconds})))
     return status

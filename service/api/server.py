@@ -12,7 +12,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pinlife.v1 import counter_service_pb2, counter_service_pb2_grpc, pin_service_pb2, pin_service_pb2_grpc
+from service.access_config import AccessConfig
+from service.api.auth import CertificateAuthenticator, development_caller
 from service.api.servicers import CounterServicer, PinServicer
+from service.domain.throttle import ThrottlePolicy
 from service.app.service import PinLife
 from service.clock import Clock, system_clock
 from service.config import Settings
@@ -31,10 +34,14 @@ SERVICE_NAMES = (
 class Server:
     """One service instance: the app, its gRPC server and its health state."""
 
-    def __init__(self, settings: Settings, keys: KeyRing, clock: Clock = system_clock):
+    def __init__(self, settings: Settings, keys: KeyRing, clock: Clock = system_clock, access: AccessConfig | None = None):
         self.settings = settings
+        self.access = access
         self.store = EventStore(settings.database_url)
-        self.app = PinLife(self.store, keys, clock, batch_max=settings.batch_max)
+        self.app = PinLife(
+            self.store, keys, clock, batch_max=settings.batch_max, throttle=access.throttle if access else ThrottlePolicy()
+        )
+        identify = CertificateAuthenticator(access) if access else development_caller
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(
             options=[
@@ -43,14 +50,20 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        pin_service_pb2_grpc.add_PinServiceServicer_to_server(PinServicer(self.app), self.grpc)
-        counter_service_pb2_grpc.add_CounterServiceServicer_to_server(CounterServicer(self.app), self.grpc)
+        pin_service_pb2_grpc.add_PinServiceServicer_to_server(PinServicer(self.app, identify), self.grpc)
+        counter_service_pb2_grpc.add_CounterServiceServicer_to_server(CounterServicer(self.app, identify), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.grpc,
         )
-        self.port = self.grpc.add_insecure_port(settings.listen)
+        if access is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(access.tls.key, access.tls.cert)], root_certificates=access.tls.client_ca, require_client_auth=True
+            )
+            self.port = self.grpc.add_secure_port(settings.listen, credentials)
+        else:
+            self.port = self.grpc.add_insecure_port(settings.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
 
@@ -84,12 +97,15 @@ class Server:
         await self.grpc.start()
         await self._set_health(True)
         self._watcher = asyncio.create_task(self._watch_store(health_interval), name="pinlife-health")
-        log.warning(
-            "development_mode",
-            message="plain text on loopback, no authentication: for development only",
-            listen=self.settings.listen,
-            port=self.port,
-        )
+        if self.access is None:
+            log.warning(
+                "development_mode",
+                message="plain text on loopback, no authentication: for development only",
+                listen=self.settings.listen,
+                port=self.port,
+            )
+        else:
+            log.info("mutual_tls", terminals=len(self.access.terminals))
         log.info("serving", port=self.port, store=self.store.dialect)
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -101,8 +117,8 @@ class Server:
         log.info("stopped")
 
 
-async def serve(settings: Settings, keys: KeyRing) -> None:
-    server = Server(settings, keys)
+async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None = None) -> None:
+    server = Server(settings, keys, access=access)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -24,27 +24,39 @@ from service.app.service import PinLife
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
 from service.domain.decide import CheckResult
 from service.domain.state import enrolled_card
+from service.domain.access import PermissionDenied, authorize
 from service.domain.card_ids import validate_card_id
 from service.domain.errors import DomainError, InvalidInput
 from service.store.event_store import StoreUnavailable
 
 log = structlog.get_logger()
 
+PIN_SERVICE = pin_pb.DESCRIPTOR.services_by_name["PinService"].full_name
+COUNTER_SERVICE = counter_pb.DESCRIPTOR.services_by_name["CounterService"].full_name
+
 Handler = Callable[..., Awaitable[object]]
 
 
-def rpc(name: str) -> Callable[[Handler], Handler]:
+def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
+    full_name = f"/{service}/{name}"
+
     def decorate(fn: Handler) -> Handler:
         @functools.wraps(fn)
         async def wrapper(self, request, context: grpc.aio.ServicerContext):
             started = time.perf_counter()
-            caller: Caller = self.identify(context)
             structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(
-                rpc=name, terminal=caller.terminal_id, channel=caller.channel, card=loggable_card_id(request)
-            )
+            structlog.contextvars.bind_contextvars(rpc=name, card=loggable_card_id(request))
             failure: BaseException | None = None
             try:
+                caller: Caller = self.identify(context)
+                structlog.contextvars.bind_contextvars(terminal=caller.terminal_id, channel=caller.channel)
+                try:
+                    authorize(full_name, caller.role)
+                except PermissionDenied:
+                    await self.app.record_refusal(
+                        caller, full_name, getattr(request, "request_id", ""), getattr(request, "card_id", "")
+                    )
+                    raise
                 return await fn(self, request, caller)
             except (DomainError, StoreUnavailable) as exc:
                 failure = exc
@@ -82,13 +94,13 @@ class _Base:
 
 
 class PinServicer(_Base, pin_grpc.PinServiceServicer):
-    @rpc("VerifyPin")
+    @rpc(PIN_SERVICE, "VerifyPin")
     async def VerifyPin(self, request: pin_pb.VerifyPinRequest, caller: Caller):
         cmd = VerifyPin.create(request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.pin)
         answer = await self.app.execute(cmd, caller)
         return pin_pb.VerifyPinResponse(check=mapping.pin_check(answer.outcome), replayed=answer.replayed)
 
-    @rpc("ChangePin")
+    @rpc(PIN_SERVICE, "ChangePin")
     async def ChangePin(self, request: pin_pb.ChangePinRequest, caller: Caller):
         cmd = ChangePin.create(
             request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.current_pin, request.new_pin
@@ -97,7 +109,7 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
         check = mapping.pin_check(answer.outcome)
         return pin_pb.ChangePinResponse(check=check, changed=answer.outcome.result is CheckResult.OK, replayed=answer.replayed)
 
-    @rpc("GetPinStatus")
+    @rpc(PIN_SERVICE, "GetPinStatus")
     async def GetPinStatus(self, request: pin_pb.GetPinStatusRequest, caller: Caller):
         only = mapping.optional_pin_type(request.pin_type)
         card = await self.app.card_status(request.card_id)
@@ -110,7 +122,7 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
 
 
 class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
-    @rpc("EnrollCard")
+    @rpc(COUNTER_SERVICE, "EnrollCard")
     async def EnrollCard(self, request: counter_pb.EnrollCardRequest, caller: Caller):
         cmd = EnrollCard.create(
             request.request_id, request.card_id, [(mapping.pin_type(p.pin_type), p.pin) for p in request.pins]

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from service.app.answers import Answer, command_name, decode, encode, fingerprint
+from service.domain.access import Role
 from service.domain.commands import Command
 from service.domain.decide import decide
 from service.domain.errors import FieldViolation, InvalidInput
+from service.domain.events import Event
 from service.domain.pins import PinType
 from service.keys import KeyRing
 from service.store.event_store import Envelope, StoredRequest, UnitOfWork
@@ -18,17 +20,33 @@ from service.store.event_store import Envelope, StoredRequest, UnitOfWork
 
 @dataclass(frozen=True)
 class Caller:
-    """The authenticated terminal behind a request."""
+    """The authenticated terminal behind a request: its channel is its role."""
 
     channel: str
     terminal_id: str
+    office: str | None = None
+
+    @property
+    def role(self) -> Role:
+        return Role(self.channel)
+
+
+@dataclass(frozen=True)
+class RecordTerminalEvents:
+    """Append access events (refusals, throttling) to a terminal's stream."""
+
+    request_id: str
+    events: tuple[Event, ...]
 
 
 class MissingVerifier(Exception):
     """A PIN type is enrolled but has no verifier: the store is damaged."""
 
 
-def execute(uow: UnitOfWork, cmd: Command, caller: Caller, keys: KeyRing, now: datetime) -> Answer:
+def execute(uow: UnitOfWork, cmd: Command | RecordTerminalEvents, caller: Caller, keys: KeyRing, now: datetime) -> Answer | int:
+    if isinstance(cmd, RecordTerminalEvents):
+        env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, now)
+        return uow.append_terminal(caller.terminal_id, cmd.events, env)
     fp = fingerprint(cmd)
     prior = uow.request(caller.terminal_id, cmd.request_id)
     if prior is not None:

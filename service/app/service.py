@@ -1,27 +1,48 @@
 """The application facade the adapters call: commands go through the group
-commit writer; reads go to a small thread pool."""
+commit writer (after the terminal throttle); reads go to a small thread
+pool; access refusals and throttling are recorded in the terminal's stream."""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
+import structlog
+
 from service.app.answers import Answer
-from service.app.handler import Caller
+from service.app.handler import Caller, RecordTerminalEvents
 from service.app.writer import GroupCommitWriter
 from service.clock import Clock, system_clock
 from service.domain.card_ids import validate_card_id
 from service.domain.commands import Command
-from service.domain.errors import NotFound
+from service.domain.decide import CheckOutcome, CheckResult
+from service.domain.errors import InvalidInput, NotFound
+from service.domain.events import AccessDenied, TerminalThrottled
+from service.domain.requests import validate_request_id
 from service.domain.state import CardState
+from service.domain.throttle import FailureTracker, ThrottlePolicy
 from service.keys import KeyRing
 from service.store.event_store import EventStore, StoreUnavailable, is_unavailable
 
+log = structlog.get_logger()
+
+FAILED = (CheckResult.WRONG_PIN, CheckResult.LOCKED)
+
 
 class PinLife:
-    def __init__(self, store: EventStore, keys: KeyRing, clock: Clock = system_clock, *, batch_max: int = 256):
+    def __init__(
+        self,
+        store: EventStore,
+        keys: KeyRing,
+        clock: Clock = system_clock,
+        *,
+        batch_max: int = 256,
+        throttle: ThrottlePolicy = ThrottlePolicy(),
+    ):
         self.store = store
+        self.clock = clock
         self.writer = GroupCommitWriter(store, keys, clock, max_batch=batch_max)
+        self.tracker = FailureTracker(throttle)
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="pinlife-reader")
 
     async def start(self) -> None:
@@ -32,7 +53,40 @@ class PinLife:
         self._readers.shutdown(wait=True)
 
     async def execute(self, cmd: Command, caller: Caller) -> Answer:
-        return await self.writer.submit(cmd, caller)
+        """Refused (Throttled) while the terminal is throttled; failures on a
+        card (wrong, locked, unknown card) count towards the throttle."""
+        self.tracker.check(caller.terminal_id, self.clock())
+        try:
+            answer = await self.writer.submit(cmd, caller)
+        except NotFound:
+            await self._count_failure(cmd, caller)
+            raise
+        if isinstance(answer.outcome, CheckOutcome) and answer.outcome.result in FAILED and not answer.replayed:
+            await self._count_failure(cmd, caller)
+        return answer
+
+    async def _count_failure(self, cmd: Command, caller: Caller) -> None:
+        now = self.clock()
+        distinct = self.tracker.record_failure(caller.terminal_id, cmd.card_id, now)
+        if distinct is None:
+            return
+        until = self.tracker.throttled_until(caller.terminal_id)
+        log.warning("terminal_throttled", distinct_cards=distinct, until=until.isoformat())
+        event = TerminalThrottled(distinct, int(self.tracker.policy.window.total_seconds()), until.isoformat())
+        await self.writer.submit(RecordTerminalEvents(cmd.request_id, (event,)), caller)
+
+    async def record_refusal(self, caller: Caller, rpc: str, request_id: str, card_id: str) -> None:
+        """Record a PERMISSION_DENIED in the terminal's stream."""
+        try:
+            card_id = validate_card_id(card_id)
+        except InvalidInput:
+            card_id = ""  # never record what may be an Individual Number
+        try:
+            request_id = validate_request_id(request_id)
+        except InvalidInput:
+            request_id = "-"
+        event = AccessDenied(rpc, caller.channel, card_id)
+        await self.writer.submit(RecordTerminalEvents(request_id, (event,)), caller)
 
     async def card_status(self, card_id: str) -> CardState:
         """Costs no try and records nothing."""

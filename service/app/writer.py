@@ -113,9 +113,10 @@ class GroupCommitWriter:
         now = self.clock()
         results: list[Result] = []
         with self.store.unit_of_work() as uow:
+            card_commands = [(cmd, caller) for cmd, caller in items if hasattr(cmd, "card_id")]
             uow.prefetch(
-                [cmd.card_id for cmd, _ in items],
-                [(caller.terminal_id, cmd.request_id) for cmd, caller in items],
+                [cmd.card_id for cmd, _ in card_commands],
+                [(caller.terminal_id, cmd.request_id) for cmd, caller in card_commands],
             )
             for cmd, caller in items:
                 try:

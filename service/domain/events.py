@@ -121,3 +121,37 @@ class Recorded:
     event: Event
     version: int
     occurred_at: datetime
+
+
+# -- terminal streams ("terminal:<id>"): access events, not about a card ------
+@dataclass(frozen=True)
+class AccessDenied(Event):
+    """A terminal called an RPC its role does not allow."""
+
+    type_name: ClassVar[str] = "AccessDenied"
+    rpc: str
+    role: str
+    card_id: str  # "" when the request named no valid card
+
+
+@dataclass(frozen=True)
+class TerminalThrottled(Event):
+    """A terminal failed on too many distinct cards within the window."""
+
+    type_name: ClassVar[str] = "TerminalThrottled"
+    distinct_cards: int
+    window_seconds: int
+    throttled_until: str  # ISO 8601, UTC
+
+
+EVENT_TYPES.update({cls.type_name: cls for cls in (AccessDenied, TerminalThrottled)})
+
+TERMINAL_STREAM_PREFIX = "terminal:"
+
+
+def terminal_stream(terminal_id: str) -> str:
+    return TERMINAL_STREAM_PREFIX + terminal_id
+
+
+def is_card_stream(stream_id: str) -> bool:
+    return not stream_id.startswith(TERMINAL_STREAM_PREFIX)

@@ -34,12 +34,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from service.domain.chain import GENESIS_HASH, BrokenLink, canonical_time, event_hash, first_broken_link
-from service.domain.events import Event, Recorded, event_from_stored
+from service.domain.events import Event, Recorded, event_from_stored, is_card_stream, terminal_stream
 from service.domain.pins import PinType
 from service.domain.state import CardState, PinState, evolve, fold
 from service.keys import Verifier
 from service.store.engine import make_engine
-from service.store.tables import cards, events, log_head, pin_states, pin_verifiers, requests
+from service.store.tables import cards, events, log_head, pin_states, pin_verifiers, requests, terminals
 
 
 class StoreUnavailable(Exception):
@@ -168,6 +168,8 @@ class UnitOfWork:
         self._dirty_cards: dict[str, datetime] = {}
         self._new_verifiers: dict[tuple[str, PinType], dict[str, Any]] = {}
         self._new_requests: list[dict[str, Any]] = []
+        self._terminal_heads: dict[str, tuple[int, str, bool]] = {}
+        self._dirty_terminals: set[str] = set()
 
     # -- reads -------------------------------------------------------------
     def prefetch(self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]]) -> None:
@@ -211,32 +213,36 @@ class UnitOfWork:
         return self._requests.get(key)
 
     # -- buffered writes ---------------------------------------------------
+    def _stage(self, stream_id: str, version: int, e: Event, env: Envelope, prev: str) -> str:
+        """Buffer one event at the given stream version; returns its hash."""
+        pin_type = getattr(e, "pin_type", None)
+        stored = StoredEvent(
+            position=0,
+            card_id=stream_id,
+            version=version,
+            event_id=str(uuid.uuid4()),
+            event_type=e.type_name,
+            schema_version=e.schema_version,
+            occurred_at=env.occurred_at,
+            pin_type=pin_type.value if pin_type else None,
+            channel=env.channel,
+            terminal_id=env.terminal_id,
+            request_id=env.request_id,
+            payload=e.payload(),
+            prev_hash=prev,
+            hash="",
+        )
+        digest = event_hash(prev, stored.envelope())
+        self._new_events.append({**stored.__dict__, "hash": digest})
+        return digest
+
     def append(self, card_id: str, new_events: Sequence[Event], env: Envelope) -> CardState:
         """Append events to a card's stream; returns the evolved state."""
         state = before = self.card(card_id)
         prev = self._hashes[card_id]
         for e in new_events:
-            pin_type = getattr(e, "pin_type", None)
-            stored = StoredEvent(
-                position=0,
-                card_id=card_id,
-                version=state.version + 1,
-                event_id=str(uuid.uuid4()),
-                event_type=e.type_name,
-                schema_version=e.schema_version,
-                occurred_at=env.occurred_at,
-                pin_type=pin_type.value if pin_type else None,
-                channel=env.channel,
-                terminal_id=env.terminal_id,
-                request_id=env.request_id,
-                payload=e.payload(),
-                prev_hash=prev,
-                hash="",
-            )
-            digest = event_hash(prev, stored.envelope())
-            self._new_events.append({**stored.__dict__, "hash": digest})
-            prev = digest
-            state = evolve(state, Recorded(e, stored.version, env.occurred_at))
+            prev = self._stage(card_id, state.version + 1, e, env, prev)
+            state = evolve(state, Recorded(e, state.version + 1, env.occurred_at))
         for t, pin in state.pins.items():
             if pin.last_version > before.version:
                 self._dirty_pins[(card_id, t)] = pin
@@ -245,6 +251,20 @@ class UnitOfWork:
         self._states[card_id] = state
         self._hashes[card_id] = prev
         return state
+
+    def append_terminal(self, terminal_id: str, new_events: Sequence[Event], env: Envelope) -> int:
+        """Append access events to a terminal's stream; returns its version."""
+        if terminal_id not in self._terminal_heads:
+            q = select(terminals.c.version, terminals.c.last_hash).where(terminals.c.terminal_id == terminal_id)
+            row = self._conn.execute(q.with_for_update()).one_or_none()
+            self._terminal_heads[terminal_id] = (row.version, row.last_hash, True) if row else (0, GENESIS_HASH, False)
+        version, prev, existed = self._terminal_heads[terminal_id]
+        for e in new_events:
+            version += 1
+            prev = self._stage(terminal_stream(terminal_id), version, e, env, prev)
+        self._terminal_heads[terminal_id] = (version, prev, existed)
+        self._dirty_terminals.add(terminal_id)
+        return version
 
     def set_verifier(self, card_id: str, pin_type: PinType, verifier: Verifier) -> None:
         self._verifiers[(card_id, pin_type)] = verifier
@@ -278,7 +298,14 @@ class UnitOfWork:
         ]
         if new_cards:
             conn.execute(cards.insert(), new_cards)
-        touched = {e["card_id"] for e in self._new_events} - self._dirty_cards.keys()
+        for t in sorted(self._dirty_terminals):
+            version, last_hash, existed = self._terminal_heads[t]
+            row = {"version": version, "last_hash": last_hash}
+            if existed:
+                conn.execute(update(terminals).where(terminals.c.terminal_id == t).values(**row))
+            else:
+                conn.execute(terminals.insert().values(terminal_id=t, **row))
+        touched = {e["card_id"] for e in self._new_events if is_card_stream(e["card_id"])} - self._dirty_cards.keys()
         if touched:
             conn.execute(
                 update(cards)
@@ -372,7 +399,8 @@ class EventStore:
         """The projection computed from the events alone."""
         streams: dict[str, list[Recorded]] = {}
         for e in self.all_events():
-            streams.setdefault(e.card_id, []).append(e.recorded())
+            if is_card_stream(e.card_id):
+                streams.setdefault(e.card_id, []).append(e.recorded())
         return {c: fold(c, recs) for c, recs in streams.items()}
 
     def first_broken_link(self, card_id: str | None = None) -> BrokenLink | None:

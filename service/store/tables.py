@@ -111,3 +111,13 @@ requests = Table(
     Column("stream_version", BigInteger, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
 )
+
+# Heads of the terminal streams ("terminal:<id>" in events.card_id), which
+# record access refusals and throttling.
+terminals = Table(
+    "terminals",
+    metadata,
+    Column("terminal_id", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+)

@@ -1,0 +1,104 @@
+"""The access file (TOML, named by PINLIFE_ACCESS_FILE): the server's TLS
+material, the terminal CA, which terminal has which role and office, and the
+throttling policy. Relative paths are taken from the file's folder.
+
+    [tls]
+    cert = "server.pem"            # server certificate chain (PEM)
+    key = "server-key.pem"         # its private key
+    client_ca = "terminal-ca.pem"  # CA that issues terminal certificates
+
+    [throttle]
+    max_distinct_cards = 10        # failures on more distinct cards than this
+    window_seconds = 600           # within this window
+    penalty_seconds = 900          # throttle the terminal this long
+
+    [terminals.reader-0001]        # the certificate's common name
+    role = "medical_reader"
+
+    [terminals.naka-ward-01]
+    role = "ward_office"
+    office = "naka-ward"
+
+    [terminals.kiosk-0042]
+    role = "convenience_store"
+    revoked = true                 # certificate refused (UNAUTHENTICATED)
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from service.domain.access import Role
+from service.domain.throttle import ThrottlePolicy
+
+TERMINAL_ID = re.compile(r"[A-Za-z0-9._-]{1,55}", re.ASCII)
+
+
+class AccessConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class TerminalEntry:
+    role: Role
+    office: str | None = None
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: bytes
+    key: bytes = field(repr=False)
+    client_ca: bytes = b""
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    tls: TlsFiles
+    terminals: dict[str, TerminalEntry]
+    throttle: ThrottlePolicy = ThrottlePolicy()
+
+
+def load_access_config(path: Path) -> AccessConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise AccessConfigError(f"access file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise AccessConfigError(f"access file {path}: {exc}") from exc
+    base = path.parent
+
+    def read(name: str) -> bytes:
+        value = data["tls"].get(name)
+        if not value:
+            raise AccessConfigError(f"access file {path}: [tls] {name} is required")
+        try:
+            return (base / value).read_bytes()
+        except OSError as exc:
+            raise AccessConfigError(f"access file {path}: cannot read [tls] {name}: {exc.strerror}") from exc
+
+    if "tls" not in data:
+        raise AccessConfigError(f"access file {path}: a [tls] section is required (mutual TLS)")
+    tls = TlsFiles(read("cert"), read("key"), read("client_ca"))
+    terminals: dict[str, TerminalEntry] = {}
+    for terminal_id, entry in data.get("terminals", {}).items():
+        if not TERMINAL_ID.fullmatch(terminal_id):
+            raise AccessConfigError(f"terminal id {terminal_id!r}: 1 to 55 of A-Z a-z 0-9 . _ -")
+        try:
+            role = Role(entry["role"])
+        except (KeyError, ValueError) as exc:
+            raise AccessConfigError(f"terminal {terminal_id}: role must be one of {[r.value for r in Role]}") from exc
+        if role is Role.DEVELOPMENT:
+            raise AccessConfigError(f"terminal {terminal_id}: the development role cannot be configured")
+        terminals[terminal_id] = TerminalEntry(role, entry.get("office"), bool(entry.get("revoked", False)))
+    t = data.get("throttle", {})
+    policy = ThrottlePolicy(
+        max_distinct_cards=int(t.get("max_distinct_cards", ThrottlePolicy.max_distinct_cards)),
+        window=timedelta(seconds=int(t.get("window_seconds", ThrottlePolicy.window.total_seconds()))),
+        penalty=timedelta(seconds=int(t.get("penalty_seconds", ThrottlePolicy.penalty.total_seconds()))),
+    )
+    return AccessConfig(tls, terminals, policy)

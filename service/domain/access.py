@@ -1,0 +1,54 @@
+"""Who may call what (DESIGN.md §5): one table from RPC to the roles allowed
+to call it. Anything else is PERMISSION_DENIED, and the refusal is recorded."""
+
+from __future__ import annotations
+
+import enum
+
+from service.domain.errors import DomainError
+
+
+class Role(enum.Enum):
+    MEDICAL_READER = "medical_reader"
+    CONVENIENCE_STORE = "convenience_store"
+    SMARTPHONE_APP = "smartphone_app"
+    SELF_SERVICE = "self_service"
+    WARD_OFFICE = "ward_office"
+    SPECIAL_CENTER = "special_center"
+    AUDITOR = "auditor"
+    # Only in development mode (plain text on loopback): may call everything.
+    DEVELOPMENT = "development"
+
+
+COUNTERS = frozenset({Role.WARD_OFFICE, Role.SPECIAL_CENTER})
+
+# RPC (full method name) -> roles allowed to call it.
+RPC_ROLES: dict[str, frozenset[Role]] = {
+    # Card readers verify; the holder's own devices verify; counters verify at the desk.
+    "/pinlife.v1.PinService/VerifyPin": frozenset(
+        {Role.MEDICAL_READER, Role.SELF_SERVICE, Role.SMARTPHONE_APP} | COUNTERS
+    ),
+    # A change needs the current PIN: self service, or a counter assisting the holder.
+    "/pinlife.v1.PinService/ChangePin": frozenset({Role.SELF_SERVICE} | COUNTERS),
+    # Status costs no try: anyone who serves the holder, and auditors (read only).
+    "/pinlife.v1.PinService/GetPinStatus": frozenset(
+        {Role.SELF_SERVICE, Role.SMARTPHONE_APP, Role.CONVENIENCE_STORE, Role.AUDITOR} | COUNTERS
+    ),
+    # Only counters enroll.
+    "/pinlife.v1.CounterService/EnrollCard": COUNTERS,
+}
+
+
+class PermissionDenied(DomainError):
+    pass
+
+
+class Unauthenticated(DomainError):
+    """No usable client identity: no certificate, an unknown or a revoked terminal."""
+
+
+def authorize(rpc: str, role: Role) -> None:
+    if role is Role.DEVELOPMENT:
+        return
+    if role not in RPC_ROLES.get(rpc, frozenset()):
+        raise PermissionDenied(f"role {role.value} may not call {rpc.rsplit('/', 1)[-1]}")
