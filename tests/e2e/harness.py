@@ -31,8 +31,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Client:
-    def __init__(self, target: str, terminal: str = "e2e-terminal"):
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, terminal: str = "e2e-terminal", credentials: grpc.ChannelCredentials | None = None):
+        if credentials is None:
+            self.channel = grpc.insecure_channel(target)
+        else:
+            self.channel = grpc.secure_channel(target, credentials, options=[("grpc.ssl_target_name_override", "localhost")])
         self.pins = pin_service_pb2_grpc.PinServiceStub(self.channel)
         self.counter = counter_service_pb2_grpc.CounterServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -92,14 +95,16 @@ def precondition_violations(err: grpc.RpcError) -> list[error_details_pb2.Precon
 class ThreadedServer:
     """The real Server on its own event loop in a background thread."""
 
-    def __init__(self, database_url: str, keys, clock=system_clock, batch_max: int = 256):
-        settings = Settings(environment="test", database_url=database_url, listen="127.0.0.1:0", batch_max=batch_max)
+    def __init__(self, database_url: str, keys, clock=system_clock, batch_max: int = 256, access=None, access_file=None):
+        settings = Settings(
+            environment="test", database_url=database_url, listen="127.0.0.1:0", batch_max=batch_max, access_file=access_file
+        )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-server", daemon=True)
         self.thread.start()
 
         async def make() -> Server:
-            server = Server(settings, keys, clock)
+            server = Server(settings, keys, clock, access=access)
             await server.start()
             return server
 

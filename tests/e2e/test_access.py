@@ -1,0 +1,216 @@
+"""Mutual TLS, roles per RPC, refusals recorded, terminal throttling, over a
+real TLS channel on SQLite and PostgreSQL. Certificates come from trustme."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import grpc
+import pytest
+import trustme
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from pinlife.v1 import common_pb2 as pb
+from pinlife.v1 import counter_service_pb2 as cpb
+from pinlife.v1 import pin_service_pb2 as ppb
+from service.access_config import load_access_config
+from service.domain.access import RPC_ROLES, Role
+from service.domain.events import terminal_stream
+from tests.e2e.harness import Client, ThreadedServer
+
+ROLES = [r for r in Role if r is not Role.DEVELOPMENT]
+USER = pb.PIN_TYPE_USER_CERTIFICATE
+
+
+class Pki:
+    def __init__(self, tmp_path):
+        self.dir = tmp_path
+        self.ca = trustme.CA(organization_name="pinlife terminal CA")
+        self.rogue = trustme.CA(organization_name="someone else")
+        self.server_cert = self.ca.issue_cert("localhost", "127.0.0.1")
+        self.server_cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+        self.server_cert.private_key_pem.write_to_path(str(tmp_path / "server-key.pem"))
+        self.ca.cert_pem.write_to_path(str(tmp_path / "terminal-ca.pem"))
+
+    def credentials(self, common_name: str, ca: trustme.CA | None = None, **kwargs) -> grpc.ChannelCredentials:
+        san = common_name.replace("_", "-") + ".terminals.example"  # DNS names allow no "_"
+        leaf = (ca or self.ca).issue_cert(san, common_name=common_name, **kwargs)
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.cert_pem.bytes(),
+            private_key=leaf.private_key_pem.bytes(),
+            certificate_chain=b"".join(b.bytes() for b in leaf.cert_chain_pems),
+        )
+
+    def access_file(self, throttle: str = "") -> str:
+        terminals = "\n".join(f'[terminals.{r.value}-01]\nrole = "{r.value}"\n' for r in ROLES)
+        text = f"""
+[tls]
+cert = "server.pem"
+key = "server-key.pem"
+client_ca = "terminal-ca.pem"
+
+{throttle}
+
+{terminals}
+[terminals.revoked-01]
+role = "medical_reader"
+revoked = true
+"""
+        path = self.dir / "access.toml"
+        path.write_text(text)
+        return path
+
+
+@pytest.fixture
+def pki(tmp_path):
+    return Pki(tmp_path)
+
+
+def start(db_url, keys, pki, throttle: str = "") -> ThreadedServer:
+    path = pki.access_file(throttle)
+    return ThreadedServer(db_url, keys, access=load_access_config(path), access_file=path)
+
+
+@pytest.fixture
+def tls_server(db_url, keys, pki):
+    srv = start(db_url, keys, pki)
+    yield srv
+    srv.close()
+
+
+def client_for(server, pki, name: str, **kwargs) -> Client:
+    return Client(server.target, credentials=pki.credentials(name, **kwargs))
+
+
+CALLS = {
+    "/pinlife.v1.PinService/VerifyPin": lambda c: c.pins.VerifyPin(
+        ppb.VerifyPinRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER, pin="4821"), timeout=10
+    ),
+    "/pinlife.v1.PinService/ChangePin": lambda c: c.pins.ChangePin(
+        ppb.ChangePinRequest(
+            request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER, current_pin="4821", new_pin="4821"
+        ),
+        timeout=10,
+    ),
+    "/pinlife.v1.PinService/GetPinStatus": lambda c: c.pins.GetPinStatus(
+        ppb.GetPinStatusRequest(card_id="card-T1"), timeout=10
+    ),
+    "/pinlife.v1.CounterService/EnrollCard": lambda c: c.counter.EnrollCard(
+        cpb.EnrollCardRequest(
+            request_id=str(uuid.uuid4()), card_id=f"card-{uuid.uuid4().hex[:8]}", pins=[cpb.InitialPin(pin_type=USER, pin="1234")]
+        ),
+        timeout=10,
+    ),
+}
+
+
+def test_every_role_against_every_rpc(tls_server, pki):
+    counter = client_for(tls_server, pki, "ward_office-01")
+    counter.enroll("card-T1", {USER: "4821"})
+    assert set(CALLS) == set(RPC_ROLES), "every RPC of the role table is exercised"
+    for role in ROLES:
+        client = client_for(tls_server, pki, f"{role.value}-01")
+        for rpc, call in CALLS.items():
+            allowed = role in RPC_ROLES[rpc]
+            before = len(tls_server.store.stream(terminal_stream(f"{role.value}-01")))
+            try:
+                call(client)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as err:
+                code = err.code()
+            if allowed:
+                assert code == grpc.StatusCode.OK, (role, rpc, code)
+            else:
+                assert code == grpc.StatusCode.PERMISSION_DENIED, (role, rpc, code)
+                denied = tls_server.store.stream(terminal_stream(f"{role.value}-01"))
+                assert len(denied) == before + 1
+                assert denied[-1].event_type == "AccessDenied"
+                assert denied[-1].payload["rpc"] == rpc and denied[-1].terminal_id == f"{role.value}-01"
+                assert denied[-1].channel == role.value
+        client.close()
+    # Events carry the terminal and its role as the channel.
+    verifies = [e for e in tls_server.store.stream("card-T1") if e.event_type == "PinVerified"]
+    assert {(e.terminal_id, e.channel) for e in verifies} >= {("medical_reader-01", "medical_reader")}
+    assert tls_server.store.first_broken_link() is None
+    assert tls_server.store.projection() == tls_server.store.rebuild()
+    counter.close()
+
+
+def test_medical_reader_only_verifies_and_auditor_only_reads(tls_server, pki):
+    assert RPC_ROLES["/pinlife.v1.PinService/VerifyPin"] >= {Role.MEDICAL_READER}
+    assert {rpc for rpc, roles in RPC_ROLES.items() if Role.MEDICAL_READER in roles} == {"/pinlife.v1.PinService/VerifyPin"}
+    assert {rpc for rpc, roles in RPC_ROLES.items() if Role.AUDITOR in roles} == {"/pinlife.v1.PinService/GetPinStatus"}
+
+
+def test_unregistered_and_revoked_terminals_are_unauthenticated(tls_server, pki):
+    for name in ("stranger-01", "revoked-01"):
+        client = client_for(tls_server, pki, name)
+        with pytest.raises(grpc.RpcError) as err:
+            CALLS["/pinlife.v1.PinService/GetPinStatus"](client)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ca": "rogue"},
+        {"not_before": dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc), "not_after": dt.datetime(2020, 2, 1, tzinfo=dt.timezone.utc)},
+    ],
+    ids=["unknown-ca", "expired"],
+)
+def test_bad_certificates_fail_the_handshake_and_the_server_stays_up(tls_server, pki, kwargs):
+    if kwargs.get("ca") == "rogue":
+        kwargs = {"ca": pki.rogue}
+    bad = client_for(tls_server, pki, "medical_reader-01", **kwargs)
+    with pytest.raises(grpc.RpcError) as err:
+        CALLS["/pinlife.v1.PinService/GetPinStatus"](bad)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake was refused
+    bad.close()
+    good = client_for(tls_server, pki, "auditor-01")
+    with pytest.raises(grpc.RpcError) as err:
+        CALLS["/pinlife.v1.PinService/GetPinStatus"](good)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # authenticated and authorized; no such card
+    good.close()
+
+
+def test_no_client_certificate_is_refused(tls_server, pki):
+    creds = grpc.ssl_channel_credentials(root_certificates=pki.ca.cert_pem.bytes())
+    client = Client(tls_server.target, credentials=creds)
+    with pytest.raises(grpc.RpcError) as err:
+        CALLS["/pinlife.v1.PinService/GetPinStatus"](client)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    client.close()
+
+
+def test_a_terminal_failing_on_many_cards_is_throttled_and_recorded(db_url, keys, pki):
+    server = start(db_url, keys, pki, "[throttle]\nmax_distinct_cards = 3\nwindow_seconds = 60\npenalty_seconds = 30\n")
+    counter = client_for(server, pki, "ward_office-01")
+    reader = client_for(server, pki, "medical_reader-01")
+    other = client_for(server, pki, "self_service-01")
+    try:
+        cards = [f"card-E{i}" for i in range(6)]
+        for card in cards:
+            counter.enroll(card, {USER: "4821"})
+        for card in cards[:4]:  # failures on 4 distinct cards: more than 3
+            assert reader.verify(card, USER, "0000").check.result == pb.CHECK_RESULT_WRONG_PIN
+        with pytest.raises(grpc.RpcError) as err:
+            reader.verify(cards[5], USER, "4821")
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        retry = [d for d in rpc_status.from_call(err.value).details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+        info = error_details_pb2.RetryInfo()
+        retry[0].Unpack(info)
+        assert 1 <= info.retry_delay.seconds <= 30
+        # Recorded, visible to auditors in the terminal's stream.
+        (throttled,) = [e for e in server.store.stream(terminal_stream("medical_reader-01")) if e.event_type == "TerminalThrottled"]
+        assert throttled.payload["distinct_cards"] == 4
+        # The refused attempt cost the holder nothing; the holders are not locked out.
+        assert [e.event_type for e in server.store.stream(cards[5])] == ["CardEnrolled"]
+        for card in cards[:4]:
+            assert other.verify(card, USER, "4821").check.result == pb.CHECK_RESULT_OK
+    finally:
+        for c in (counter, reader, other):
+            c.close()
+        server.close()
