@@ -11,8 +11,9 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pinlife.v1 import counter_service_pb2, counter_service_pb2_grpc, pin_service_pb2, pin_service_pb2_grpc
+from pinlife.v1 import counter_service_pb2, pin_service_pb2
 from service.access_config import AccessConfig
+from service.api.registration import add_servicer
 from service.api.auth import CertificateAuthenticator, development_caller
 from service.api.servicers import CounterServicer, PinServicer
 from service.domain.throttle import ThrottlePolicy
@@ -50,8 +51,10 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        pin_service_pb2_grpc.add_PinServiceServicer_to_server(PinServicer(self.app, identify), self.grpc)
-        counter_service_pb2_grpc.add_CounterServiceServicer_to_server(CounterServicer(self.app, identify), self.grpc)
+        add_servicer(self.grpc, PinServicer(self.app, identify), pin_service_pb2.DESCRIPTOR.services_by_name["PinService"])
+        add_servicer(
+            self.grpc, CounterServicer(self.app, identify), counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"]
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

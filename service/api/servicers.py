@@ -19,6 +19,7 @@ from pinlife.v1 import pin_service_pb2_grpc as pin_grpc
 from service.api import mapping
 from service.api.auth import development_caller
 from service.api.errors import code_for, to_status
+from service.api.registration import Undecodable
 from service.app.handler import Caller
 from service.app.service import PinLife
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
@@ -26,7 +27,7 @@ from service.domain.decide import CheckResult
 from service.domain.state import enrolled_card
 from service.domain.access import PermissionDenied, authorize
 from service.domain.card_ids import validate_card_id
-from service.domain.errors import DomainError, InvalidInput
+from service.domain.errors import DomainError, FieldViolation, InvalidInput
 from service.store.event_store import StoreUnavailable
 
 log = structlog.get_logger()
@@ -57,6 +58,8 @@ def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
                         caller, full_name, getattr(request, "request_id", ""), getattr(request, "card_id", "")
                     )
                     raise
+                if isinstance(request, Undecodable):
+                    raise InvalidInput(FieldViolation("request", f"is not a valid {request.type_name} message"))
                 return await fn(self, request, caller)
             except (DomainError, StoreUnavailable) as exc:
                 failure = exc
