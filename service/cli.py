@@ -80,14 +80,15 @@ def cmd_dev_key(args) -> None:
 
 
 def cmd_check(args) -> None:
-    """Walk every hash chain and compare the projection with a rebuild."""
+    """Walk every hash chain, compare the projection with a rebuild, and
+    count the verifiers under each key id."""
     from service.store.event_store import EventStore
 
     store = EventStore(_settings().database_url)
     broken = store.first_broken_link()
     same = store.rebuild() == store.projection()
     print(json.dumps({"events": store.head_position(), "first_broken_link": broken and broken.__dict__,
-                      "projection_matches_rebuild": same}))
+                      "projection_matches_rebuild": same, "verifiers_by_key": store.verifiers_by_key()}))
     store.close()
     sys.exit(0 if broken is None and same else 1)
 

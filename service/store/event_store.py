@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -385,6 +385,12 @@ class EventStore:
             q = select(pin_verifiers).where(pin_verifiers.c.card_id == card_id, pin_verifiers.c.pin_type == pin_type.value)
             r = conn.execute(q).one_or_none()
             return Verifier(r.key_id, r.digest) if r else None
+
+    def verifiers_by_key(self) -> dict[str, int]:
+        """How many verifiers each key id still protects (retire a key at 0)."""
+        with self.reader.begin() as conn:
+            q = select(pin_verifiers.c.key_id, func.count()).group_by(pin_verifiers.c.key_id)
+            return dict(conn.execute(q).all())
 
     def projection(self) -> dict[str, CardState]:
         """The live lock-state projection of every card."""
