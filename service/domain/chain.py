@@ -32,10 +32,23 @@ class BrokenLink:
     reason: str
 
 
-def first_broken_link(stream: Iterable[tuple[int, dict[str, Any], str, str]]) -> BrokenLink | None:
-    """stream: (position, envelope, prev_hash, hash) of one card in version order."""
+@dataclass(frozen=True)
+class StreamHead:
+    """What the stream's head row records: its last version and hash."""
+
+    stream_id: str
+    version: int
+    hash: str
+
+
+def first_broken_link(
+    stream: Iterable[tuple[int, dict[str, Any], str, str]], head: StreamHead | None = None
+) -> BrokenLink | None:
+    """stream: (position, envelope, prev_hash, hash) of one card in version order.
+    With the head, a stream cut short (its last events deleted) is broken too."""
     expected_prev = GENESIS_HASH
     expected_version = 1
+    last_position = 0
     for position, envelope, prev_hash, stored_hash in stream:
         card, version = envelope["card_id"], envelope["version"]
         if version != expected_version:
@@ -44,5 +57,12 @@ def first_broken_link(stream: Iterable[tuple[int, dict[str, Any], str, str]]) ->
             return BrokenLink(card, version, position, "previous-hash does not match the previous event")
         if event_hash(prev_hash, envelope) != stored_hash:
             return BrokenLink(card, version, position, "hash does not match the event's content")
-        expected_prev, expected_version = stored_hash, version + 1
+        expected_prev, expected_version, last_position = stored_hash, version + 1, position
+    if head is not None and (head.version, head.hash) != (expected_version - 1, expected_prev):
+        return BrokenLink(
+            head.stream_id,
+            expected_version,
+            last_position,
+            f"the stream ends at version {expected_version - 1} but its head records version {head.version}",
+        )
     return None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,8 +33,15 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from service.domain.chain import GENESIS_HASH, BrokenLink, canonical_time, event_hash, first_broken_link
-from service.domain.events import Event, Recorded, event_from_stored, is_card_stream, terminal_stream
+from service.domain.chain import GENESIS_HASH, BrokenLink, StreamHead, canonical_time, event_hash, first_broken_link
+from service.domain.events import (
+    TERMINAL_STREAM_PREFIX,
+    Event,
+    Recorded,
+    event_from_stored,
+    is_card_stream,
+    terminal_stream,
+)
 from service.domain.pins import PinType
 from service.domain.state import CardState, PinState, evolve, fold
 from service.keys import Verifier
@@ -238,6 +245,7 @@ class UnitOfWork:
 
     def append(self, card_id: str, new_events: Sequence[Event], env: Envelope) -> CardState:
         """Append events to a card's stream; returns the evolved state."""
+        env = replace(env, occurred_at=utc(env.occurred_at))  # stored as UTC on every backend
         state = before = self.card(card_id)
         prev = self._hashes[card_id]
         for e in new_events:
@@ -254,6 +262,7 @@ class UnitOfWork:
 
     def append_terminal(self, terminal_id: str, new_events: Sequence[Event], env: Envelope) -> int:
         """Append access events to a terminal's stream; returns its version."""
+        env = replace(env, occurred_at=utc(env.occurred_at))
         if terminal_id not in self._terminal_heads:
             q = select(terminals.c.version, terminals.c.last_hash).where(terminals.c.terminal_id == terminal_id)
             row = self._conn.execute(q.with_for_update()).one_or_none()
@@ -278,7 +287,7 @@ class UnitOfWork:
 
     def remember(self, answer: StoredRequest, at: datetime) -> None:
         self._requests[(answer.terminal_id, answer.request_id)] = answer
-        self._new_requests.append({**answer.__dict__, "created_at": at})
+        self._new_requests.append({**answer.__dict__, "created_at": utc(at)})
 
     def _upsert(self, table, rows: list[dict[str, Any]], keys: list[str]) -> None:
         if not rows:
@@ -409,16 +418,32 @@ class EventStore:
                 streams.setdefault(e.card_id, []).append(e.recorded())
         return {c: fold(c, recs) for c, recs in streams.items()}
 
+    def heads(self, stream_id: str | None = None) -> dict[str, StreamHead]:
+        """Head rows of card and terminal streams (all, or one)."""
+        with self.reader.begin() as conn:
+            qc = select(cards.c.card_id, cards.c.version, cards.c.last_hash)
+            qt = select(terminals.c.terminal_id, terminals.c.version, terminals.c.last_hash)
+            if stream_id is not None:
+                qc = qc.where(cards.c.card_id == stream_id)
+                qt = qt.where(terminals.c.terminal_id == stream_id.removeprefix(TERMINAL_STREAM_PREFIX))
+            out = {c: StreamHead(c, v, h) for c, v, h in conn.execute(qc)}
+            out.update({terminal_stream(t): StreamHead(terminal_stream(t), v, h) for t, v, h in conn.execute(qt)})
+        return out
+
     def first_broken_link(self, card_id: str | None = None) -> BrokenLink | None:
-        """Walk the hash chain of one card, or of every card in the store."""
+        """Walk the hash chain of one stream, or of every stream in the store,
+        and check that each ends where its head says."""
         if card_id is not None:
-            return first_broken_link((e.position, e.envelope(), e.prev_hash, e.hash) for e in self.stream(card_id))
+            rows = [(e.position, e.envelope(), e.prev_hash, e.hash) for e in self.stream(card_id)]
+            return first_broken_link(rows, self.heads(card_id).get(card_id, StreamHead(card_id, 0, GENESIS_HASH)))
         streams: dict[str, list[StoredEvent]] = {}
         for e in self.all_events():
             streams.setdefault(e.card_id, []).append(e)
-        broken = [
-            b
-            for s in streams.values()
-            if (b := first_broken_link((e.position, e.envelope(), e.prev_hash, e.hash) for e in sorted(s, key=lambda e: e.version)))
-        ]
-        return min(broken, key=lambda b: b.position, default=None)
+        heads = self.heads()
+        broken = []
+        for stream_id in streams.keys() | heads.keys():
+            evs = sorted(streams.get(stream_id, []), key=lambda e: e.version)
+            rows = [(e.position, e.envelope(), e.prev_hash, e.hash) for e in evs]
+            if b := first_broken_link(rows, heads.get(stream_id, StreamHead(stream_id, 0, GENESIS_HASH))):
+                broken.append(b)
+        return min(broken, key=lambda b: (b.position, b.card_id), default=None)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from service.domain.chain import GENESIS_HASH, canonical_time, event_hash, first_broken_link
+from service.domain.chain import GENESIS_HASH, StreamHead, canonical_time, event_hash, first_broken_link
 
 JST = timezone(timedelta(hours=9))
 
@@ -201,3 +201,22 @@ def test_canonical_time_takes_a_naive_time_as_utc_whatever_the_local_zone(monkey
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+# --- the stream's head ------------------------------------------------------------
+
+
+def test_a_stream_cut_short_is_broken_against_its_head():
+    rows = chain(6)
+    _, env, _, last_hash = rows[-1]
+    head = StreamHead(env["card_id"], 6, last_hash)
+    assert first_broken_link(rows, head) is None
+    link = first_broken_link(rows[:-1], head)
+    assert link is not None and link.version == 6 and "head records version 6" in link.reason
+    assert first_broken_link([], head).version == 1  # every event gone, the head remains
+
+
+def test_a_head_with_another_hash_is_broken():
+    rows = chain(3)
+    _, env, _, _ = rows[-1]
+    assert first_broken_link(rows, StreamHead(env["card_id"], 3, "f" * 64)) is not None

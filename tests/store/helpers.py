@@ -1,0 +1,102 @@
+"""Helpers for the store-layer tests: commands with fresh request ids, a
+settable clock, and raw dumps of the tables.
+
+Imported as ``tests.store.helpers`` so it cannot clash with another test
+directory's helpers module.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from typing import Any, Sequence
+
+from sqlalchemy import Engine, text
+
+from service.app.answers import Answer
+from service.app.handler import Caller
+from service.app.writer import GroupCommitWriter
+from service.domain.commands import ChangePin, Command, EnrollCard, VerifyPin
+from service.domain.pins import PinType
+
+RESIDENT = PinType.RESIDENT_REGISTRY
+CARD_INFO = PinType.CARD_INFO_INPUT_SUPPORT
+USER = PinType.USER_CERTIFICATE
+SIGNATURE = PinType.SIGNATURE
+ALL_TYPES = (RESIDENT, CARD_INFO, USER, SIGNATURE)
+
+CORRECT = {RESIDENT: "1234", CARD_INFO: "2345", USER: "3456", SIGNATURE: "ABC123"}
+WRONG = {RESIDENT: "9999", CARD_INFO: "9999", USER: "9999", SIGNATURE: "ZZZ999"}
+
+COUNTER = Caller("counter", "terminal-counter-01")
+KIOSK = Caller("kiosk", "terminal-kiosk-07")
+
+TABLES = ("cards", "events", "log_head", "pin_states", "pin_verifiers", "requests")
+
+T0 = datetime(2026, 4, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
+
+
+class FakeClock:
+    """Returns ``now`` until a test moves it; counts how often it was read."""
+
+    def __init__(self, now: datetime = T0):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now = self.now + timedelta(**(delta or {"seconds": 1}))
+        return self.now
+
+
+def rid() -> str:
+    return f"req-{uuid.uuid4().hex}"
+
+
+def enroll(card_id: str, pins: dict[PinType, str] | None = None, request_id: str | None = None) -> EnrollCard:
+    return EnrollCard.create(request_id or rid(), card_id, list((pins or CORRECT).items()))
+
+
+def verify(card_id: str, pin_type: PinType, pin: str, request_id: str | None = None) -> VerifyPin:
+    return VerifyPin.create(request_id or rid(), card_id, pin_type, pin)
+
+
+def change(card_id: str, pin_type: PinType, current: str, new: str, request_id: str | None = None) -> ChangePin:
+    return ChangePin.create(request_id or rid(), card_id, pin_type, current, new)
+
+
+def run(writer: GroupCommitWriter, *commands: Command, caller: Caller = COUNTER) -> list[Answer | BaseException]:
+    """One process() call: all the commands in one batch."""
+    return writer.process([(c, caller) for c in commands])
+
+
+def run_ok(writer: GroupCommitWriter, *commands: Command, caller: Caller = COUNTER) -> list[Answer]:
+    results = run(writer, *commands, caller=caller)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, errors
+    return results  # type: ignore[return-value]
+
+
+def one_by_one(writer: GroupCommitWriter, *commands: Command, caller: Caller = COUNTER) -> list[Answer | BaseException]:
+    """Each command in its own process() call (its own transaction)."""
+    return [writer.process([(c, caller)])[0] for c in commands]
+
+
+def dump(engine: Engine, table: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(text(f"SELECT * FROM {table}"))]
+
+
+def count(engine: Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def event_types(events: Sequence) -> list[str]:
+    return [e.event_type for e in events]
+
+
+def type_counts(events: Sequence) -> Counter:
+    return Counter(e.event_type for e in events)

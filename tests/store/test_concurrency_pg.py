@@ -1,0 +1,136 @@
+"""Several service instances on one PostgreSQL (DESIGN.md §4): each thread
+has its own EventStore (own connection pool) and GroupCommitWriter, as
+separate processes would. Never more wrong tries than the limit, exactly one
+enrolment, exactly one execution of a request id."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from service.app.answers import Answer
+from service.app.handler import Caller
+from service.app.writer import GroupCommitWriter
+from service.domain.decide import CheckResult, Enrolled
+from service.domain.errors import AlreadyExists
+from service.domain.pins import retry_limit
+from service.store.event_store import EventStore
+from tests.store.helpers import COUNTER, CORRECT, SIGNATURE, USER, WRONG, enroll, rid, run_ok, verify
+
+pytestmark = pytest.mark.postgres
+
+INSTANCES = 6
+
+
+@pytest.fixture
+def pg_url(databases) -> str:
+    return databases.create("postgres")
+
+
+@pytest.fixture
+def instances(pg_url, keys, clock):
+    stores = [EventStore(pg_url) for _ in range(INSTANCES)]
+    yield [GroupCommitWriter(s, keys, clock, max_batch=8) for s in stores]
+    for s in stores:
+        s.close()
+
+
+def in_parallel(writers, work):
+    """work(i, writer) on every writer at once (released by a barrier)."""
+    barrier = threading.Barrier(len(writers))
+
+    def go(i):
+        barrier.wait(timeout=30)
+        return work(i, writers[i])
+
+    with ThreadPoolExecutor(len(writers)) as pool:
+        return list(pool.map(go, range(len(writers))))
+
+
+def assert_log_sound(store) -> None:
+    assert [e.position for e in store.all_events()] == list(range(1, store.head_position() + 1))
+    assert store.projection() == store.rebuild()
+    assert store.first_broken_link() is None
+
+
+@pytest.mark.parametrize("pin_type", [USER, SIGNATURE], ids=["limit-3", "limit-5"])
+def test_racing_wrong_tries_lock_exactly_once(instances, pin_type):
+    store = instances[0].store
+    run_ok(instances[0], enroll("card-a"), enroll("card-b"))
+    limit = retry_limit(pin_type)
+    per_instance = 10
+
+    def work(i, w):
+        out = []
+        for n in range(per_instance):
+            # alternate single commands and small batches; card-b traffic interleaves
+            if n % 3 == 0:
+                out += w.process([(verify("card-a", pin_type, WRONG[pin_type]), Caller("counter", f"t-{i}"))])
+            else:
+                batch = [verify("card-a", pin_type, WRONG[pin_type]), verify("card-b", USER, CORRECT[USER])]
+                out += w.process([(c, Caller("counter", f"t-{i}")) for c in batch])[:1]
+        return out
+
+    results = [r for rs in in_parallel(instances, work) for r in rs]
+    assert all(isinstance(r, Answer) for r in results), [r for r in results if not isinstance(r, Answer)][:3]
+    outcomes = [r.outcome for r in results]
+    assert len(outcomes) == INSTANCES * per_instance
+    assert sum(o.result is CheckResult.WRONG_PIN for o in outcomes) == limit - 1
+    assert sum(o.locked_now for o in outcomes) == 1
+    assert sum(o.result is CheckResult.LOCKED and not o.locked_now for o in outcomes) == len(outcomes) - limit
+
+    stream = store.stream("card-a")
+    kinds = [e.event_type for e in stream]
+    assert kinds == (
+        ["CardEnrolled"]
+        + ["PinVerificationFailed"] * limit
+        + ["PinLocked"]
+        + ["LockedPinAttempted"] * (len(outcomes) - limit)
+    )
+    assert [e.payload["consecutive_failures"] for e in stream[1 : limit + 1]] == list(range(1, limit + 1))
+    assert len({e.request_id for e in stream[1:]}) == len(outcomes)  # the locking request owns two events
+    pin = store.read_card("card-a").pins[pin_type]
+    assert pin.locked and pin.consecutive_failures == limit
+    assert_log_sound(store)
+
+
+def test_racing_enrolments_of_one_card_enrol_it_once(instances):
+    store = instances[0].store
+
+    def work(i, w):
+        return w.process([(enroll("card-a", {USER: f"{1000 + i}"}), Caller("counter", f"t-{i}"))])[0]
+
+    results = in_parallel(instances, work)
+    winners = [r for r in results if isinstance(r, Answer)]
+    assert len(winners) == 1 and isinstance(winners[0].outcome, Enrolled)
+    assert all(isinstance(r, AlreadyExists) for r in results if r not in winners), results
+    assert [e.event_type for e in store.stream("card-a")] == ["CardEnrolled"]
+    # the winner's PIN is the one stored
+    won = results.index(winners[0])
+    ok = run_ok(instances[0], verify("card-a", USER, f"{1000 + won}"))[0]
+    assert ok.outcome.result is CheckResult.OK
+    assert_log_sound(store)
+
+
+@pytest.mark.parametrize("kind", ["verify", "enroll"])
+def test_one_request_id_racing_on_several_instances_runs_once(instances, kind):
+    store = instances[0].store
+    if kind == "verify":
+        run_ok(instances[0], enroll("card-a"))
+        command = verify("card-a", USER, WRONG[USER], request_id=rid())
+    else:
+        command = enroll("card-a", request_id=rid())
+    head = store.head_position()
+
+    results = in_parallel(instances, lambda i, w: w.process([(command, COUNTER)])[0])
+    assert all(isinstance(r, Answer) for r in results), results
+    assert len({(r.outcome, r.stream_version) for r in results}) == 1
+    assert sum(not r.replayed for r in results) == 1
+    assert store.head_position() == head + 1
+    assert [e.request_id for e in store.read_all(head)] == [command.request_id]
+    if kind == "verify":
+        assert results[0].outcome.remaining_tries == 2
+        assert store.read_card("card-a").pins[USER].consecutive_failures == 1
+    assert_log_sound(store)

@@ -1,0 +1,126 @@
+"""Tamper evidence (DESIGN.md §3): with the append-only trigger switched off
+by someone with power over the database, any in-place change of an event is
+found by walking the hash chain, and named by card and version."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import delete, text, update
+
+from service.domain.chain import event_hash
+from service.store.tables import events
+from tests.store.helpers import CORRECT, RESIDENT, USER, WRONG, enroll, one_by_one, run_ok, verify
+
+
+def disable_append_only(store) -> None:
+    with store.writer.begin() as conn:
+        if store.dialect == "postgresql":
+            conn.execute(text("ALTER TABLE events DISABLE TRIGGER events_no_update_delete"))
+        else:
+            conn.execute(text("DROP TRIGGER events_no_update"))
+            conn.execute(text("DROP TRIGGER events_no_delete"))
+
+
+def tamper(store, card_id: str, version: int, **values) -> None:
+    with store.writer.begin() as conn:
+        n = conn.execute(
+            update(events).where(events.c.card_id == card_id, events.c.version == version).values(**values)
+        ).rowcount
+    assert n == 1
+
+
+@pytest.fixture
+def history(store, writer, clock):
+    """card-b: enrolled, failed, failed, verified, failed; a and c untouched."""
+    run_ok(writer, enroll("card-a"), enroll("card-b"), enroll("card-c"))
+    clock.advance()
+    one_by_one(
+        writer,
+        verify("card-b", USER, WRONG[USER]),
+        verify("card-a", USER, CORRECT[USER]),
+        verify("card-b", USER, WRONG[USER]),
+        verify("card-c", RESIDENT, WRONG[RESIDENT]),
+        verify("card-b", USER, CORRECT[USER]),
+        verify("card-b", USER, WRONG[USER]),
+        verify("card-c", RESIDENT, WRONG[RESIDENT]),
+    )
+    assert store.first_broken_link() is None
+    disable_append_only(store)
+    return {e.version: e for e in store.stream("card-b")}
+
+
+def _changes(e):
+    return {
+        "payload": {"payload": {**e.payload, "consecutive_failures": 1, "remaining_tries": 2}},
+        "occurred_at": {"occurred_at": e.occurred_at + timedelta(hours=-3)},
+        "terminal_id": {"terminal_id": "terminal-forged"},
+        "channel": {"channel": "kiosk"},
+        "request_id": {"request_id": "req-forged-0001"},
+        "event_type": {"event_type": "PinVerified", "payload": {}},
+        "pin_type": {"pin_type": RESIDENT.value},
+        "event_id": {"event_id": "00000000-0000-4000-8000-000000000000"},
+        "schema_version": {"schema_version": 2},
+        "hash": {"hash": "f" * 64},
+        "prev_hash": {"prev_hash": "0" * 64},
+    }
+
+
+FIELDS = [
+    "payload", "occurred_at", "terminal_id", "channel", "request_id", "event_type",
+    "pin_type", "event_id", "schema_version", "hash", "prev_hash",
+]
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_an_event_changed_in_place_is_named(store, history, field):
+    target = history[3]  # the second failure, in the middle of the stream
+    assert target.event_type == "PinVerificationFailed" and target.payload["consecutive_failures"] == 2
+    tamper(store, "card-b", 3, **_changes(target)[field])
+
+    one = store.first_broken_link("card-b")
+    assert (one.card_id, one.version, one.position) == ("card-b", 3, target.position)
+    every = store.first_broken_link()
+    assert (every.card_id, every.version, every.position) == ("card-b", 3, target.position)
+    assert store.first_broken_link("card-a") is None
+    assert store.first_broken_link("card-c") is None
+
+
+def test_a_rehashed_event_breaks_the_next_link(store, history):
+    """Recomputing the changed event's own hash moves the break to the next event."""
+    target = history[3]
+    forged = {**target.envelope(), "payload": {**target.payload, "consecutive_failures": 1, "remaining_tries": 2}}
+    tamper(store, "card-b", 3, payload=forged["payload"], hash=event_hash(target.prev_hash, forged))
+    broken = store.first_broken_link("card-b")
+    assert (broken.card_id, broken.version) == ("card-b", 4)
+    assert "previous" in broken.reason
+    assert store.first_broken_link() == broken
+
+
+def test_a_deleted_event_is_named(store, history):
+    with store.writer.begin() as conn:
+        conn.execute(delete(events).where(events.c.card_id == "card-b", events.c.version == 2))
+    broken = store.first_broken_link("card-b")
+    assert (broken.card_id, broken.version, broken.position) == ("card-b", 3, history[3].position)
+    assert store.first_broken_link("card-a") is None
+
+
+def test_the_whole_store_check_names_the_earliest_break(store, history):
+    late_c = store.stream("card-c")[-1]
+    tamper(store, "card-c", late_c.version, terminal_id="terminal-forged")
+    tamper(store, "card-b", 4, occurred_at=history[4].occurred_at + timedelta(seconds=1))
+    assert late_c.position > history[4].position
+    broken = store.first_broken_link()
+    assert (broken.card_id, broken.version, broken.position) == ("card-b", 4, history[4].position)
+    assert store.first_broken_link("card-c").version == late_c.version
+    assert store.first_broken_link("card-a") is None
+
+
+def test_a_deleted_last_event_is_named(store, history):
+    last = history[max(history)]
+    with store.writer.begin() as conn:
+        conn.execute(delete(events).where(events.c.card_id == "card-b", events.c.version == last.version))
+    broken = store.first_broken_link("card-b")
+    assert broken is not None and broken.card_id == "card-b"
+    assert store.first_broken_link() is not None
