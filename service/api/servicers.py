@@ -54,9 +54,12 @@ def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
                 try:
                     authorize(full_name, caller.role)
                 except PermissionDenied:
-                    await self.app.record_refusal(
-                        caller, full_name, getattr(request, "request_id", ""), getattr(request, "card_id", "")
-                    )
+                    try:
+                        await self.app.record_refusal(
+                            caller, full_name, getattr(request, "request_id", ""), getattr(request, "card_id", "")
+                        )
+                    except StoreUnavailable:
+                        log.warning("refusal_not_recorded", reason="store unavailable")
                     raise
                 if isinstance(request, Undecodable):
                     raise InvalidInput(FieldViolation("request", f"is not a valid {request.type_name} message"))
