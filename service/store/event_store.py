@@ -170,6 +170,7 @@ class UnitOfWork:
         self._existing: set[str] = set()
         self._verifiers: dict[tuple[str, PinType], Verifier] = {}
         self._requests: dict[tuple[str, str], StoredRequest] = {}
+        self._looked_up: set[tuple[str, str]] = set()  # request keys already read (found or not)
         self._new_events: list[dict[str, Any]] = []
         self._dirty_pins: dict[tuple[str, PinType], PinState] = {}
         self._dirty_cards: dict[str, datetime] = {}
@@ -196,9 +197,15 @@ class UnitOfWork:
                 self._states[h.card_id] = _state_from_rows(h.card_id, h.version, rows_by_card.get(h.card_id, ()))
                 self._hashes[h.card_id] = h.last_hash
                 self._existing.add(h.card_id)
-        keys = set(request_keys) - self._requests.keys()
+        keys = set(request_keys) - self._looked_up
         if keys:
-            q = select(requests).where(requests.c.request_id.in_(sorted({k[1] for k in keys})))
+            self._looked_up |= keys
+            # Both primary-key columns constrained, so the lookup probes the
+            # index (SQLite scans the table for a row-value IN list).
+            q = select(requests).where(
+                requests.c.terminal_id.in_(sorted({k[0] for k in keys})),
+                requests.c.request_id.in_(sorted({k[1] for k in keys})),
+            )
             for r in self._conn.execute(q):
                 if (r.terminal_id, r.request_id) in keys:
                     self._requests[(r.terminal_id, r.request_id)] = StoredRequest(
@@ -215,7 +222,7 @@ class UnitOfWork:
 
     def request(self, terminal_id: str, request_id: str) -> StoredRequest | None:
         key = (terminal_id, request_id)
-        if key not in self._requests:
+        if key not in self._looked_up:
             self.prefetch((), [key])
         return self._requests.get(key)
 
