@@ -60,7 +60,7 @@ class CardState:
         return self.pins.get(pin_type)
 
     def with_pin(self, pin: PinState) -> CardState:
-        return replace(self, pins={**self.pins, pin.pin_type: pin})
+        return CardState(self.card_id, self.version, {**self.pins, pin.pin_type: pin})
 
 
 def enrolled_card(card_id: str, pin_types: Iterable[PinType], version: int = 1) -> CardState:
@@ -109,7 +109,8 @@ def evolve(state: CardState, recorded: Recorded) -> CardState:
     """Apply one recorded event. Versions must follow each other."""
     if recorded.version != state.version + 1:
         raise ValueError(f"stream {state.card_id}: version {recorded.version} after {state.version}")
-    return replace(_apply(recorded.event, state, recorded.version, recorded.occurred_at), version=recorded.version)
+    new = _apply(recorded.event, state, recorded.version, recorded.occurred_at)
+    return CardState(new.card_id, recorded.version, new.pins)
 
 
 def fold(card_id: str, history: Iterable[Recorded]) -> CardState:

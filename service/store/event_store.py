@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -183,20 +183,37 @@ class UnitOfWork:
     def prefetch(self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]]) -> None:
         ids = sorted(set(card_ids) - self._states.keys())
         if ids:
+            # Lock the card rows first (card-id order), then read: a row read
+            # in the same statement as the lock could be a stale version.
             q = select(cards.c.card_id, cards.c.version, cards.c.last_hash).where(cards.c.card_id.in_(ids))
             heads = self._conn.execute(q.order_by(cards.c.card_id).with_for_update()).all()
-            rows_by_card: dict[str, list] = {}
-            for r in self._conn.execute(select(pin_states).where(pin_states.c.card_id.in_(ids))):
-                rows_by_card.setdefault(r.card_id, []).append(r)
-            for r in self._conn.execute(select(pin_verifiers).where(pin_verifiers.c.card_id.in_(ids))):
-                self._verifiers[(r.card_id, PinType(r.pin_type))] = Verifier(r.key_id, r.digest)
+            q = (
+                select(
+                    pin_states.c.card_id, pin_states.c.pin_type, pin_states.c.consecutive_failures,
+                    pin_states.c.status, pin_states.c.locked_at, pin_states.c.last_version,
+                    pin_verifiers.c.key_id, pin_verifiers.c.digest,
+                )  # fmt: skip
+                .select_from(
+                    pin_states.outerjoin(
+                        pin_verifiers,
+                        and_(pin_verifiers.c.card_id == pin_states.c.card_id, pin_verifiers.c.pin_type == pin_states.c.pin_type),
+                    )
+                )
+                .where(pin_states.c.card_id.in_(ids))
+            )
+            pins: dict[str, dict[PinType, PinState]] = {card_id: {} for card_id in ids}
+            for card_id, pin_type, failures, status, locked_at, last_version, key_id, digest in self._conn.execute(q):
+                t = PinType(pin_type)
+                pins[card_id][t] = PinState(t, failures, status == "locked", utc(locked_at), last_version)
+                if key_id is not None:
+                    self._verifiers[(card_id, t)] = Verifier(key_id, digest)
             for card_id in ids:
                 self._states[card_id] = CardState(card_id)
                 self._hashes[card_id] = GENESIS_HASH
-            for h in heads:
-                self._states[h.card_id] = _state_from_rows(h.card_id, h.version, rows_by_card.get(h.card_id, ()))
-                self._hashes[h.card_id] = h.last_hash
-                self._existing.add(h.card_id)
+            for card_id, version, last_hash in heads:
+                self._states[card_id] = CardState(card_id, version, pins[card_id])
+                self._hashes[card_id] = last_hash
+                self._existing.add(card_id)
         keys = set(request_keys) - self._looked_up
         if keys:
             self._looked_up |= keys
