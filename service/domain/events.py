@@ -98,19 +98,25 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
 def event_from_stored(type_name: str, pin_type: str | None, payload: dict[str, Any]) -> Event:
     """Rebuild a domain event from its stored form (upcast old schema versions here)."""
     cls = EVENT_TYPES[type_name]
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
     kwargs: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name == "pin_type":
+    for name in names:
+        if name == "pin_type":
             kwargs["pin_type"] = PinType(pin_type)
-        elif f.name == "pin_types":
+        elif name == "pin_types":
             kwargs["pin_types"] = tuple(PinType(v) for v in payload["pin_types"])
-        elif f.name == "purpose":
+        elif name == "purpose":
             kwargs["purpose"] = Purpose(payload["purpose"])
         else:
-            kwargs[f.name] = payload[f.name]
+            kwargs[name] = payload[name]
     return cls(**kwargs)
 
 

@@ -434,13 +434,25 @@ class EventStore:
                 rows.setdefault(r.card_id, []).append(r)
         return {c: _state_from_rows(c, v, rows.get(c, ())) for c, v in versions.items()}
 
-    def rebuild(self) -> dict[str, CardState]:
-        """The projection computed from the events alone."""
-        streams: dict[str, list[Recorded]] = {}
-        for e in self.all_events():
-            if is_card_stream(e.card_id):
-                streams.setdefault(e.card_id, []).append(e.recorded())
-        return {c: fold(c, recs) for c, recs in streams.items()}
+    def rebuild(self, batch: int = 20000) -> dict[str, CardState]:
+        """The projection computed from the events alone (card streams only).
+        Reads just the columns evolve needs, in position order."""
+        states: dict[str, CardState] = {}
+        cols = (events.c.position, events.c.card_id, events.c.version, events.c.event_type, events.c.pin_type,
+                events.c.payload, events.c.occurred_at)  # fmt: skip
+        after = 0
+        while True:
+            with self.reader.begin() as conn:
+                q = select(*cols).where(events.c.position > after).order_by(events.c.position).limit(batch)
+                rows = conn.execute(q).all()
+            if not rows:
+                return states
+            for _, card_id, version, event_type, pin_type, payload, occurred_at in rows:
+                if is_card_stream(card_id):
+                    state = states.get(card_id) or CardState(card_id)
+                    event = event_from_stored(event_type, pin_type, payload)
+                    states[card_id] = evolve(state, Recorded(event, version, utc(occurred_at)))
+            after = rows[-1][0]
 
     def heads(self, stream_id: str | None = None) -> dict[str, StreamHead]:
         """Head rows of card and terminal streams (all, or one)."""
