@@ -12,22 +12,19 @@ and has the development role, which may call everything.
 
 from __future__ import annotations
 
-import re
-
 import grpc
 
-from service.access_config import AccessConfig
+from service.access_config import TERMINAL_ID, AccessConfig
 from service.app.handler import Caller
 from service.domain.access import Role, Unauthenticated
 
 TERMINAL_HEADER = "x-pinlife-terminal"
-_TERMINAL = re.compile(r"[A-Za-z0-9._-]{1,55}", re.ASCII)
 
 
 def development_caller(context: grpc.aio.ServicerContext) -> Caller:
     terminal = "dev-terminal"
     for key, value in context.invocation_metadata() or ():
-        if key == TERMINAL_HEADER and isinstance(value, str) and _TERMINAL.fullmatch(value):
+        if key == TERMINAL_HEADER and isinstance(value, str) and TERMINAL_ID.fullmatch(value):
             terminal = value
     return Caller(Role.DEVELOPMENT.value, terminal)
 

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from service.domain.commands import ChangePin, Command, EnrollCard, VerifyPin
+from service.domain.commands import Command
 from service.domain.decide import CheckOutcome, CheckResult, Enrolled, Outcome
 from service.domain.pins import PinType
 from service.domain.recovery import Recovery, Route
@@ -60,5 +60,3 @@ def decode(data: dict[str, Any]) -> Outcome:
         None if rec is None else Recovery(Route(rec["route"]), rec["description"]),
     )
 
-
-__all__ = ["Answer", "ChangePin", "EnrollCard", "VerifyPin", "command_name", "decode", "encode", "fingerprint"]
