@@ -1,0 +1,110 @@
+"""The real server as a separate process (`python -m service.cli serve`),
+started as tests/e2e/harness.py's ProcessServer does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.common import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    except OSError:
+        pass
+    return out
+
+
+def kib(value: str | None) -> int | None:
+    return int(value.split()[0]) if value else None
+
+
+class ServerProcess:
+    def __init__(self, database_url: str, key_file: Path, log_path: Path, *, batch_max: int | None = None):
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = {
+            **os.environ,
+            "PINLIFE_ENV": "test",
+            "PINLIFE_DATABASE_URL": database_url,
+            "PINLIFE_KEY_FILE": str(key_file),
+            "PINLIFE_LISTEN": self.target,
+            "PINLIFE_LOG_FORMAT": "json",
+        }
+        env.pop("PINLIFE_ACCESS_FILE", None)  # plain text on loopback
+        if batch_max is not None:
+            env["PINLIFE_BATCH_MAX"] = str(batch_max)
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self.pid = self.proc.pid
+        self.start_seconds = self._wait_serving(60)
+
+    def _wait_serving(self, timeout: float) -> float:
+        started = time.perf_counter()
+        channel = grpc.insecure_channel(self.target)
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            while True:
+                try:
+                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                        return time.perf_counter() - started
+                except grpc.RpcError:
+                    pass
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}:\n{self.log_tail()}")
+                if time.perf_counter() - started > timeout:
+                    raise RuntimeError(f"server not SERVING after {timeout:.0f} s; see {self.log_path}")
+                time.sleep(0.1)
+        finally:
+            channel.close()
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def memory(self) -> dict:
+        """Peak (VmHWM) and current (VmRSS) resident set of the server process."""
+        st = proc_status(self.pid)
+        return {"vm_hwm_kib": kib(st.get("VmHWM")), "vm_rss_kib": kib(st.get("VmRSS")), "threads": st.get("Threads")}
+
+    def cpu_seconds(self) -> float | None:
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
