@@ -186,6 +186,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     dirty = _git("status", "--porcelain", "--", "service", "migrations")
+    trees = [_git("rev-parse", f"HEAD:{d}") for d in ("service", "migrations")]
     return {
         "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_model": _cpu_model(),
@@ -197,6 +198,7 @@ def machine_info() -> dict:
             d: _version(d) for d in ("grpcio", "protobuf", "SQLAlchemy", "psycopg", "eventsourcing", "structlog")
         },
         "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "service_tree": "/".join((t or "?")[:10] for t in trees),  # git trees of service/ and migrations/
         "service_tree_dirty": bool(dirty),
     }
 

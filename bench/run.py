@@ -543,10 +543,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         report["wall_seconds"] = round(wall.elapsed, 1)
         end = machine_info()
-        if (end["git_commit"], end["service_tree_dirty"]) != (m["git_commit"], m["service_tree_dirty"]) or end["service_tree_dirty"]:
-            report["warning"] = (f"the service tree was not a clean, unchanged commit during the run (start {m['git_commit']}"
-                                 f"{' dirty' if m['service_tree_dirty'] else ''}, end {end['git_commit']}"
-                                 f"{' dirty' if end['service_tree_dirty'] else ''}): server processes started later may run newer code")
+        if (end["service_tree"], end["service_tree_dirty"]) != (m["service_tree"], m["service_tree_dirty"]) or end["service_tree_dirty"]:
+            report["warning"] = (f"service/ or migrations/ changed or had uncommitted changes during the run (commit {m['git_commit']} "
+                                 f"-> {end['git_commit']}, dirty {m['service_tree_dirty']} -> {end['service_tree_dirty']}): "
+                                 "server processes started later may have run other code than the in-process phases")
         service_log.close()
         out = args.json or ROOT / "bench-results" / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
