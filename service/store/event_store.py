@@ -22,6 +22,7 @@ commits late, on SQLite and on PostgreSQL with many service instances.
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import Connection, String, and_, any_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -180,12 +181,20 @@ class UnitOfWork:
         self._dirty_terminals: set[str] = set()
 
     # -- reads -------------------------------------------------------------
+    def _among(self, column, values: list[str]):
+        """column IN values. On PostgreSQL one array parameter (= ANY): an
+        IN list of varying length gets a new prepared statement per length,
+        whose generic plan can turn into a table scan."""
+        if self._pg:
+            return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(String)))
+        return column.in_(values)
+
     def prefetch(self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]]) -> None:
         ids = sorted(set(card_ids) - self._states.keys())
         if ids:
             # Lock the card rows first (card-id order), then read: a row read
             # in the same statement as the lock could be a stale version.
-            q = select(cards.c.card_id, cards.c.version, cards.c.last_hash).where(cards.c.card_id.in_(ids))
+            q = select(cards.c.card_id, cards.c.version, cards.c.last_hash).where(self._among(cards.c.card_id, ids))
             heads = self._conn.execute(q.order_by(cards.c.card_id).with_for_update()).all()
             q = (
                 select(
@@ -199,7 +208,7 @@ class UnitOfWork:
                         and_(pin_verifiers.c.card_id == pin_states.c.card_id, pin_verifiers.c.pin_type == pin_states.c.pin_type),
                     )
                 )
-                .where(pin_states.c.card_id.in_(ids))
+                .where(self._among(pin_states.c.card_id, ids))
             )
             pins: dict[str, dict[PinType, PinState]] = {card_id: {} for card_id in ids}
             for card_id, pin_type, failures, status, locked_at, last_version, key_id, digest in self._conn.execute(q):
@@ -220,8 +229,8 @@ class UnitOfWork:
             # Both primary-key columns constrained, so the lookup probes the
             # index (SQLite scans the table for a row-value IN list).
             q = select(requests).where(
-                requests.c.terminal_id.in_(sorted({k[0] for k in keys})),
-                requests.c.request_id.in_(sorted({k[1] for k in keys})),
+                self._among(requests.c.terminal_id, sorted({k[0] for k in keys})),
+                self._among(requests.c.request_id, sorted({k[1] for k in keys})),
             )
             for r in self._conn.execute(q):
                 if (r.terminal_id, r.request_id) in keys:
@@ -437,6 +446,15 @@ class EventStore:
     def rebuild(self, batch: int = 20000) -> dict[str, CardState]:
         """The projection computed from the events alone (card streams only).
         Reads just the columns evolve needs, in position order."""
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # the fold keeps millions of small objects alive; the cycle collector would rescan them again and again
+        try:
+            return self._rebuild(batch)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _rebuild(self, batch: int) -> dict[str, CardState]:
         states: dict[str, CardState] = {}
         cols = (events.c.position, events.c.card_id, events.c.version, events.c.event_type, events.c.pin_type,
                 events.c.payload, events.c.occurred_at)  # fmt: skip
