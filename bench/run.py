@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import signal
 import sqlite3
@@ -124,7 +123,6 @@ class StoreRun:
     def run(self) -> dict:
         from service.keys import KeyRing, write_new_key_file
 
-        cfg = self.cfg
         key_file = self.dir / "keys.json"
         write_new_key_file(key_file)
         keys = KeyRing.load(key_file)

@@ -44,7 +44,7 @@ from service.domain.events import (
     terminal_stream,
 )
 from service.domain.pins import PinType
-from service.domain.state import CardState, PinState, evolve, fold
+from service.domain.state import CardState, PinState, evolve
 from service.keys import Verifier
 from service.store.engine import make_engine
 from service.store.tables import cards, events, log_head, pin_states, pin_verifiers, requests, terminals

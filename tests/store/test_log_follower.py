@@ -23,7 +23,6 @@ def test_a_follower_sees_every_position_once(db_url, keys, clock):
     stores = [EventStore(db_url) for _ in range(WRITERS)]
     try:
         run_ok(GroupCommitWriter(setup, keys, clock), *[enroll(c) for c in CARDS])
-        done = threading.Event()
         errors: list[BaseException] = []
         start = threading.Barrier(WRITERS + 1)
 
