@@ -11,5 +11,7 @@ Where each rule lives:
 - decide: what events a command produces .. decide.py
 - the way out of a lock ................... recovery.py
 - the hash chain of a stream .............. chain.py
+- which role may call which RPC ........... access.py
+- terminal throttling ..................... throttle.py
 - errors (bad input, not found, ...) ...... errors.py
 """
