@@ -174,7 +174,7 @@ class UnitOfWork:
         self._looked_up: set[tuple[str, str]] = set()  # request keys already read (found or not)
         self._new_events: list[dict[str, Any]] = []
         self._dirty_pins: dict[tuple[str, PinType], PinState] = {}
-        self._dirty_cards: dict[str, datetime] = {}
+        self._new_cards: dict[str, datetime] = {}  # card -> enrolled at
         self._new_verifiers: dict[tuple[str, PinType], dict[str, Any]] = {}
         self._new_requests: list[dict[str, Any]] = []
         self._terminal_heads: dict[str, tuple[int, str, bool]] = {}
@@ -287,8 +287,8 @@ class UnitOfWork:
         for t, pin in state.pins.items():
             if pin.last_version > before.version:
                 self._dirty_pins[(card_id, t)] = pin
-        if card_id not in self._existing and card_id not in self._dirty_cards:
-            self._dirty_cards[card_id] = env.occurred_at
+        if card_id not in self._existing and card_id not in self._new_cards:
+            self._new_cards[card_id] = env.occurred_at
         self._states[card_id] = state
         self._hashes[card_id] = prev
         return state
@@ -336,7 +336,7 @@ class UnitOfWork:
         conn = self._conn
         new_cards = [
             {"card_id": c, "version": self._states[c].version, "last_hash": self._hashes[c], "status": "active", "enrolled_at": at}
-            for c, at in self._dirty_cards.items()
+            for c, at in self._new_cards.items()
         ]
         if new_cards:
             conn.execute(cards.insert(), new_cards)
@@ -347,7 +347,7 @@ class UnitOfWork:
                 conn.execute(update(terminals).where(terminals.c.terminal_id == t).values(**row))
             else:
                 conn.execute(terminals.insert().values(terminal_id=t, **row))
-        touched = {e["card_id"] for e in self._new_events if is_card_stream(e["card_id"])} - self._dirty_cards.keys()
+        touched = {e["card_id"] for e in self._new_events if is_card_stream(e["card_id"])} - self._new_cards.keys()
         if touched:
             conn.execute(
                 update(cards)
