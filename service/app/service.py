@@ -15,18 +15,15 @@ from service.app.writer import GroupCommitWriter
 from service.clock import Clock, system_clock
 from service.domain.card_ids import validate_card_id
 from service.domain.commands import Command
-from service.domain.decide import CheckOutcome, CheckResult
 from service.domain.errors import InvalidInput, NotFound
 from service.domain.events import AccessDenied, TerminalThrottled
 from service.domain.requests import validate_request_id
 from service.domain.state import CardState
-from service.domain.throttle import FailureTracker, ThrottlePolicy
+from service.domain.throttle import FailureTracker, ThrottlePolicy, is_failure
 from service.keys import KeyRing
 from service.store.event_store import EventStore, StoreUnavailable, is_unavailable
 
 log = structlog.get_logger()
-
-FAILED = (CheckResult.WRONG_PIN, CheckResult.LOCKED)
 
 
 class PinLife:
@@ -61,7 +58,7 @@ class PinLife:
         except NotFound:
             await self._count_failure(cmd, caller)
             raise
-        if isinstance(answer.outcome, CheckOutcome) and answer.outcome.result in FAILED and not answer.replayed:
+        if is_failure(answer.outcome) and not answer.replayed:
             await self._count_failure(cmd, caller)
         return answer
 

@@ -11,7 +11,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from service.domain.decide import CheckOutcome, CheckResult
 from service.domain.errors import DomainError
+
+# What counts as a failure on a card: a wrong PIN, an attempt against a locked
+# PIN, and (counted by the caller, as it is an error) an unknown card.
+FAILED_RESULTS = (CheckResult.WRONG_PIN, CheckResult.LOCKED)
+
+
+def is_failure(outcome: object) -> bool:
+    return isinstance(outcome, CheckOutcome) and outcome.result in FAILED_RESULTS
 
 
 @dataclass(frozen=True)
