@@ -108,9 +108,6 @@ class StoredEvent:
             "payload": self.payload,
         }
 
-    def recorded(self) -> Recorded:
-        return Recorded(event_from_stored(self.event_type, self.pin_type, self.payload), self.version, self.occurred_at)
-
 
 def utc(at: datetime | None) -> datetime | None:
     if at is None:
