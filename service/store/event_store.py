@@ -6,12 +6,13 @@ Write path (one transaction per batch of commands, see service/app/writer.py):
   1. prefetch: lock the batch's card rows in card-id order (SELECT ... FOR
      UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises
      writers), then read their projection rows, verifiers and any earlier
-     answers to the batch's request ids: four round trips for the batch.
+     answers to the batch's request ids: three statements for the batch.
   2. the app layer decides each command against the cached state; appends,
      verifiers and answers are buffered in memory.
   3. flush: take the global positions from the single log_head row
      (UPDATE ... RETURNING), insert the events, upsert the projection and
      verifiers, insert the answers; then commit.
+Both run as driver-level SQL (hot_sql.py); reads and rare writes use Core.
 
 Global positions are gap-free and commit in order: the log_head row lock is
 held from step 3 until commit, so a transaction that took lower positions has
@@ -30,8 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, any_, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from service.domain.chain import GENESIS_HASH, BrokenLink, StreamHead, canonical_time, event_hash, first_broken_link
@@ -47,7 +47,8 @@ from service.domain.pins import PinType
 from service.domain.state import CardState, PinState, evolve
 from service.keys import Verifier
 from service.store.engine import make_engine
-from service.store.tables import cards, events, log_head, pin_states, pin_verifiers, requests, terminals
+from service.store.hot_sql import HotSql
+from service.store.tables import cards, events, log_head, pin_states, pin_verifiers, terminals
 
 
 class StoreUnavailable(Exception):
@@ -128,18 +129,6 @@ def _state_from_rows(card_id: str, version: int, rows: Iterable) -> CardState:
     return CardState(card_id, version, pins)
 
 
-def _pin_row(card_id: str, pin: PinState) -> dict[str, Any]:
-    return {
-        "card_id": card_id,
-        "pin_type": pin.pin_type.value,
-        "status": "locked" if pin.locked else "active",
-        "consecutive_failures": pin.consecutive_failures,
-        "remaining_tries": pin.remaining_tries,
-        "locked_at": pin.locked_at,
-        "last_version": pin.last_version,
-    }
-
-
 def is_retryable(exc: BaseException) -> bool:
     """A conflict that a fresh attempt of the same transaction resolves."""
     if isinstance(exc, IntegrityError):
@@ -160,57 +149,42 @@ def is_unavailable(exc: BaseException) -> bool:
 class UnitOfWork:
     """One transaction: cached reads of the batch's cards, buffered writes."""
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, sql: HotSql):
         self._conn = conn
-        self._pg = conn.dialect.name == "postgresql"
+        self._sql = sql
         self._states: dict[str, CardState] = {}
         self._hashes: dict[str, str] = {}
         self._existing: set[str] = set()
         self._verifiers: dict[tuple[str, PinType], Verifier] = {}
         self._requests: dict[tuple[str, str], StoredRequest] = {}
         self._looked_up: set[tuple[str, str]] = set()  # request keys already read (found or not)
-        self._new_events: list[dict[str, Any]] = []
+        self._new_events: list[tuple[dict[str, Any], datetime, str, str]] = []  # envelope, at, prev hash, hash
         self._dirty_pins: dict[tuple[str, PinType], PinState] = {}
         self._new_cards: dict[str, datetime] = {}  # card -> enrolled at
-        self._new_verifiers: dict[tuple[str, PinType], dict[str, Any]] = {}
-        self._new_requests: list[dict[str, Any]] = []
+        self._new_verifiers: dict[tuple[str, PinType], tuple] = {}
+        self._new_requests: list[tuple[StoredRequest, datetime]] = []
         self._terminal_heads: dict[str, tuple[int, str, bool]] = {}
         self._dirty_terminals: set[str] = set()
 
     # -- reads -------------------------------------------------------------
-    def _among(self, column, values: list[str]):
-        """column IN values. On PostgreSQL one array parameter (= ANY): an
-        IN list of varying length gets a new prepared statement per length,
-        whose generic plan can turn into a table scan."""
-        if self._pg:
-            return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(String)))
-        return column.in_(values)
+    def _rows(self, sql_params: tuple[str, tuple]) -> list[tuple]:
+        sql, params = sql_params
+        return self._conn.exec_driver_sql(sql, params).fetchall()
 
     def prefetch(self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]]) -> None:
+        sql = self._sql
         ids = sorted(set(card_ids) - self._states.keys())
         if ids:
             # Lock the card rows first (card-id order), then read: a row read
             # in the same statement as the lock could be a stale version.
-            q = select(cards.c.card_id, cards.c.version, cards.c.last_hash).where(self._among(cards.c.card_id, ids))
-            heads = self._conn.execute(q.order_by(cards.c.card_id).with_for_update()).all()
-            q = (
-                select(
-                    pin_states.c.card_id, pin_states.c.pin_type, pin_states.c.consecutive_failures,
-                    pin_states.c.status, pin_states.c.locked_at, pin_states.c.last_version,
-                    pin_verifiers.c.key_id, pin_verifiers.c.digest,
-                )  # fmt: skip
-                .select_from(
-                    pin_states.outerjoin(
-                        pin_verifiers,
-                        and_(pin_verifiers.c.card_id == pin_states.c.card_id, pin_verifiers.c.pin_type == pin_states.c.pin_type),
-                    )
-                )
-                .where(self._among(pin_states.c.card_id, ids))
-            )
+            heads = self._rows(sql.lock_heads(ids))
             pins: dict[str, dict[PinType, PinState]] = {card_id: {} for card_id in ids}
-            for card_id, pin_type, failures, status, locked_at, last_version, key_id, digest in self._conn.execute(q):
+            read_time = sql.read_time
+            for card_id, pin_type, failures, status, locked_at, last_version, key_id, digest in self._rows(
+                sql.pins_with_verifiers(ids)
+            ):
                 t = PinType(pin_type)
-                pins[card_id][t] = PinState(t, failures, status == "locked", utc(locked_at), last_version)
+                pins[card_id][t] = PinState(t, failures, status == "locked", utc(read_time(locked_at)), last_version)
                 if key_id is not None:
                     self._verifiers[(card_id, t)] = Verifier(key_id, digest)
             for card_id in ids:
@@ -223,16 +197,11 @@ class UnitOfWork:
         keys = set(request_keys) - self._looked_up
         if keys:
             self._looked_up |= keys
-            # Both primary-key columns constrained, so the lookup probes the
-            # index (SQLite scans the table for a row-value IN list).
-            q = select(requests).where(
-                self._among(requests.c.terminal_id, sorted({k[0] for k in keys})),
-                self._among(requests.c.request_id, sorted({k[1] for k in keys})),
-            )
-            for r in self._conn.execute(q):
-                if (r.terminal_id, r.request_id) in keys:
-                    self._requests[(r.terminal_id, r.request_id)] = StoredRequest(
-                        r.terminal_id, r.request_id, r.card_id, r.command, r.fingerprint, r.outcome, r.stream_version
+            rows = self._rows(sql.requests_among(sorted({k[0] for k in keys}), sorted({k[1] for k in keys})))
+            for terminal_id, request_id, card_id, command, fp, outcome, stream_version in rows:
+                if (terminal_id, request_id) in keys:
+                    self._requests[(terminal_id, request_id)] = StoredRequest(
+                        terminal_id, request_id, card_id, command, fp, sql.read_json(outcome), stream_version
                     )
 
     def card(self, card_id: str) -> CardState:
@@ -253,24 +222,21 @@ class UnitOfWork:
     def _stage(self, stream_id: str, version: int, e: Event, env: Envelope, prev: str) -> str:
         """Buffer one event at the given stream version; returns its hash."""
         pin_type = getattr(e, "pin_type", None)
-        stored = StoredEvent(
-            position=0,
-            card_id=stream_id,
-            version=version,
-            event_id=str(uuid.uuid4()),
-            event_type=e.type_name,
-            schema_version=e.schema_version,
-            occurred_at=env.occurred_at,
-            pin_type=pin_type.value if pin_type else None,
-            channel=env.channel,
-            terminal_id=env.terminal_id,
-            request_id=env.request_id,
-            payload=e.payload(),
-            prev_hash=prev,
-            hash="",
-        )
-        digest = event_hash(prev, stored.envelope())
-        self._new_events.append({**stored.__dict__, "hash": digest})
+        envelope = {
+            "card_id": stream_id,
+            "version": version,
+            "event_id": str(uuid.uuid4()),
+            "event_type": e.type_name,
+            "schema_version": e.schema_version,
+            "occurred_at": canonical_time(env.occurred_at),
+            "pin_type": pin_type.value if pin_type else None,
+            "channel": env.channel,
+            "terminal_id": env.terminal_id,
+            "request_id": env.request_id,
+            "payload": e.payload(),
+        }
+        digest = event_hash(prev, envelope)
+        self._new_events.append((envelope, env.occurred_at, prev, digest))
         return digest
 
     def append(self, card_id: str, new_events: Sequence[Event], env: Envelope) -> CardState:
@@ -307,63 +273,55 @@ class UnitOfWork:
 
     def set_verifier(self, card_id: str, pin_type: PinType, verifier: Verifier) -> None:
         self._verifiers[(card_id, pin_type)] = verifier
-        self._new_verifiers[(card_id, pin_type)] = {
-            "card_id": card_id,
-            "pin_type": pin_type.value,
-            "key_id": verifier.key_id,
-            "digest": verifier.digest,
-            "set_at_version": self._states[card_id].version,
-        }
+        self._new_verifiers[(card_id, pin_type)] = (
+            card_id, pin_type.value, verifier.key_id, verifier.digest, self._states[card_id].version
+        )
 
     def remember(self, answer: StoredRequest, at: datetime) -> None:
         self._requests[(answer.terminal_id, answer.request_id)] = answer
-        self._new_requests.append({**answer.__dict__, "created_at": utc(at)})
-
-    def _upsert(self, table, rows: list[dict[str, Any]], keys: list[str]) -> None:
-        if not rows:
-            return
-        dialect = postgresql if self._pg else sqlite
-        stmt = dialect.insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-        )
-        self._conn.execute(stmt, rows)
+        self._new_requests.append((answer, utc(at)))
 
     def flush(self) -> None:
-        conn = self._conn
-        new_cards = [
-            {"card_id": c, "version": self._states[c].version, "last_hash": self._hashes[c], "status": "active", "enrolled_at": at}
-            for c, at in self._new_cards.items()
-        ]
-        if new_cards:
-            conn.execute(cards.insert(), new_cards)
+        """Write everything buffered (driver-level statements, hot_sql.py)."""
+        sql, run = self._sql, self._conn.exec_driver_sql
+        bind_time, bind_json = sql.bind_time, sql.bind_json
+        if self._new_cards:
+            run(sql.insert_cards, [
+                (c, self._states[c].version, self._hashes[c], "active", bind_time(at)) for c, at in self._new_cards.items()
+            ])  # fmt: skip
         for t in sorted(self._dirty_terminals):
             version, last_hash, existed = self._terminal_heads[t]
             row = {"version": version, "last_hash": last_hash}
             if existed:
-                conn.execute(update(terminals).where(terminals.c.terminal_id == t).values(**row))
+                self._conn.execute(update(terminals).where(terminals.c.terminal_id == t).values(**row))
             else:
-                conn.execute(terminals.insert().values(terminal_id=t, **row))
-        touched = {e["card_id"] for e in self._new_events if is_card_stream(e["card_id"])} - self._new_cards.keys()
+                self._conn.execute(terminals.insert().values(terminal_id=t, **row))
+        touched = {env["card_id"] for env, *_ in self._new_events if is_card_stream(env["card_id"])} - self._new_cards.keys()
         if touched:
-            conn.execute(
-                update(cards)
-                .where(cards.c.card_id == bindparam("c_id"))
-                .values(version=bindparam("c_version"), last_hash=bindparam("c_hash")),
-                [{"c_id": c, "c_version": self._states[c].version, "c_hash": self._hashes[c]} for c in sorted(touched)],
-            )
+            run(sql.update_cards, [(self._states[c].version, self._hashes[c], c) for c in sorted(touched)])
         if self._new_events:
             n = len(self._new_events)
-            last = conn.execute(
-                update(log_head).where(log_head.c.id == 1).values(position=log_head.c.position + n).returning(log_head.c.position)
-            ).scalar_one()
-            for i, row in enumerate(self._new_events):
-                row["position"] = last - n + 1 + i
-            conn.execute(events.insert(), self._new_events)
-        self._upsert(pin_states, [_pin_row(c, p) for (c, _), p in self._dirty_pins.items()], ["card_id", "pin_type"])
-        self._upsert(pin_verifiers, list(self._new_verifiers.values()), ["card_id", "pin_type"])
+            first = run(sql.take_positions, (n,)).scalar_one() - n + 1
+            run(sql.insert_events, [
+                (first + i, env["card_id"], env["version"], env["event_id"], env["event_type"], env["schema_version"],
+                 bind_time(at), env["pin_type"], env["channel"], env["terminal_id"], env["request_id"],
+                 bind_json(env["payload"]), prev, digest)
+                for i, (env, at, prev, digest) in enumerate(self._new_events)
+            ])  # fmt: skip
+        if self._dirty_pins:
+            run(sql.upsert_pins, [
+                (c, p.pin_type.value, "locked" if p.locked else "active", p.consecutive_failures, p.remaining_tries,
+                 bind_time(p.locked_at), p.last_version)
+                for (c, _), p in self._dirty_pins.items()
+            ])  # fmt: skip
+        if self._new_verifiers:
+            run(sql.upsert_verifiers, list(self._new_verifiers.values()))
         if self._new_requests:
-            conn.execute(requests.insert(), self._new_requests)
+            run(sql.insert_requests, [
+                (a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, bind_json(a.outcome), a.stream_version,
+                 bind_time(at))
+                for a, at in self._new_requests
+            ])  # fmt: skip
 
 
 class EventStore:
@@ -372,6 +330,7 @@ class EventStore:
         self.writer = make_engine(url, writer=True, pool_size=2)
         self.reader = self.writer if self.writer.dialect.name == "postgresql" else make_engine(url, pool_size=read_pool)
         self.dialect = self.writer.dialect.name
+        self._hot_sql = HotSql(self.writer.dialect)
 
     def close(self) -> None:
         self.writer.dispose()
@@ -381,7 +340,7 @@ class EventStore:
     @contextmanager
     def unit_of_work(self) -> Iterator[UnitOfWork]:
         with self.writer.begin() as conn:
-            uow = UnitOfWork(conn)
+            uow = UnitOfWork(conn, self._hot_sql)
             yield uow
             uow.flush()
 
