@@ -6,6 +6,7 @@ pin_type): cheap insurance on top of never passing them in the first place.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -16,8 +17,13 @@ import structlog
 _SECRET_KEY = re.compile(r"(^|_)(pin|pins|current_pin|new_pin|digest|verifier|key)$", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_secret(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key))
+
+
 def redact_secrets(_logger, _method, event_dict):
-    for key in [k for k in event_dict if _SECRET_KEY.search(k)]:
+    for key in [k for k in event_dict if _is_secret(k)]:
         event_dict[key] = "[redacted]"
     return event_dict
 

@@ -63,9 +63,10 @@ class GroupCommitWriter:
         """Resolves once the command's transaction has committed."""
         fut = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((cmd, caller, fut))
-        # A cancelled caller (deadline) does not cancel the write: a retry
-        # with the same request id gets the committed answer.
-        return await asyncio.shield(fut)
+        # A cancelled caller (deadline) cancels only this future: the command
+        # stays in its batch and is written; _run skips the cancelled future.
+        # A retry with the same request id gets the committed answer.
+        return await fut
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

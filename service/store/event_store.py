@@ -121,6 +121,12 @@ def _stored_event(row) -> StoredEvent:
     return StoredEvent(**{**m, "occurred_at": utc(m["occurred_at"])})
 
 
+def _pin_from_columns(sql: HotSql, pin_type: str, failures: int, status: str, locked_at, last_version: int) -> PinState:
+    """A projection row read by driver-level SQL (values not yet converted)."""
+    t = PinType(pin_type)
+    return PinState(t, failures, status == "locked", utc(sql.read_time(locked_at)), last_version)
+
+
 def _state_from_rows(card_id: str, version: int, rows: Iterable) -> CardState:
     pins = {}
     for r in rows:
@@ -179,14 +185,11 @@ class UnitOfWork:
             # in the same statement as the lock could be a stale version.
             heads = self._rows(sql.lock_heads(ids))
             pins: dict[str, dict[PinType, PinState]] = {card_id: {} for card_id in ids}
-            read_time = sql.read_time
-            for card_id, pin_type, failures, status, locked_at, last_version, key_id, digest in self._rows(
-                sql.pins_with_verifiers(ids)
-            ):
-                t = PinType(pin_type)
-                pins[card_id][t] = PinState(t, failures, status == "locked", utc(read_time(locked_at)), last_version)
+            for card_id, *columns, key_id, digest in self._rows(sql.pins_with_verifiers(ids)):
+                pin = _pin_from_columns(sql, *columns)
+                pins[card_id][pin.pin_type] = pin
                 if key_id is not None:
-                    self._verifiers[(card_id, t)] = Verifier(key_id, digest)
+                    self._verifiers[(card_id, pin.pin_type)] = Verifier(key_id, digest)
             for card_id in ids:
                 self._states[card_id] = CardState(card_id)
                 self._hashes[card_id] = GENESIS_HASH
@@ -351,12 +354,14 @@ class EventStore:
             conn.exec_driver_sql("SELECT 1")
 
     def read_card(self, card_id: str) -> CardState | None:
+        """One card's projection (GetPinStatus: driver-level SQL, hot_sql.py)."""
+        sql = self._hot_sql
         with self.reader.begin() as conn:
-            version = conn.execute(select(cards.c.version).where(cards.c.card_id == card_id)).scalar_one_or_none()
+            version = conn.exec_driver_sql(sql.card_version, (card_id,)).scalar_one_or_none()
             if version is None:
                 return None
-            rows = conn.execute(select(pin_states).where(pin_states.c.card_id == card_id))
-            return _state_from_rows(card_id, version, rows)
+            pins = [_pin_from_columns(sql, *row) for row in conn.exec_driver_sql(sql.card_pins, (card_id,))]
+            return CardState(card_id, version, {p.pin_type: p for p in pins})
 
     def stream(self, card_id: str) -> list[StoredEvent]:
         with self.reader.begin() as conn:

@@ -1,4 +1,5 @@
-"""Driver-level SQL for the write path (prefetch and flush of a unit of work).
+"""Driver-level SQL for the hot paths: the write path (prefetch and flush of
+a unit of work) and the status read.
 
 Profiling the verify path showed SQLAlchemy Core's per-execution work
 (building the statement, its cache key, the execution context, per-row
@@ -59,6 +60,10 @@ class HotSql:
         self.upsert_pins = self._upsert(pin_states, PIN_COLUMNS, ("card_id", "pin_type"))
         self.upsert_verifiers = self._upsert(pin_verifiers, VERIFIER_COLUMNS, ("card_id", "pin_type"))
         self.insert_requests = self._insert(requests, REQUEST_COLUMNS)
+        self.card_version = f"SELECT version FROM cards WHERE card_id = {p}"
+        self.card_pins = (
+            f"SELECT pin_type, consecutive_failures, status, locked_at, last_version FROM pin_states WHERE card_id = {p}"
+        )
 
         self.bind_time = self._bind(events.c.occurred_at)
         self.bind_json = self._bind(events.c.payload)
