@@ -34,6 +34,14 @@ def proc_status(pid: int) -> dict[str, str]:
     return out
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: [state, ppid, ...]."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def kib(value: str | None) -> int | None:
     return int(value.split()[0]) if value else None
 
@@ -86,17 +94,44 @@ class ServerProcess:
         except OSError:
             return ""
 
+    def processes(self) -> list[int]:
+        """The server and its descendants (the writer process, the
+        multiprocessing resource tracker): all of them are the server."""
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                fields = _stat_fields(int(entry.name))
+                if fields:
+                    parents[int(entry.name)] = int(fields[1])
+        found, frontier = [self.pid], [self.pid]
+        while frontier:
+            frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
+            found += frontier
+        return found
+
     def memory(self) -> dict:
-        """Peak (VmHWM) and current (VmRSS) resident set of the server process."""
-        st = proc_status(self.pid)
-        return {"vm_hwm_kib": kib(st.get("VmHWM")), "vm_rss_kib": kib(st.get("VmRSS")), "threads": st.get("Threads")}
+        """Peak (VmHWM) and current (VmRSS) resident set, summed over the
+        server's processes (a sum of peaks: an upper bound of the peak)."""
+        per = []
+        for pid in self.processes():
+            st = proc_status(pid)
+            if st:
+                per.append({"pid": pid, "name": st.get("Name"), "vm_hwm_kib": kib(st.get("VmHWM")),
+                            "vm_rss_kib": kib(st.get("VmRSS")), "threads": st.get("Threads")})  # fmt: skip
+        return {
+            "vm_hwm_kib": sum(p["vm_hwm_kib"] or 0 for p in per),
+            "vm_rss_kib": sum(p["vm_rss_kib"] or 0 for p in per),
+            "processes": per,
+        }
 
     def cpu_seconds(self) -> float | None:
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return None
+        """User + system CPU of the server's processes so far."""
+        total = None
+        for pid in self.processes():
+            fields = _stat_fields(pid)
+            if fields:
+                total = (total or 0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:

@@ -25,6 +25,7 @@ class Settings:
     batch_max: int = 256
     log_format: str = "auto"  # auto | json | console
     access_file: Path | None = None  # TLS, terminals and roles, throttling
+    writer: str = "process"  # process | thread: where group-commit batches run
 
     @property
     def tls(self) -> bool:
@@ -46,6 +47,8 @@ class Settings:
             raise ConfigError("production requires mutual TLS: set PINLIFE_ACCESS_FILE")
         if not self.tls and not _is_loopback(self.listen_host):
             raise ConfigError(f"plain-text development mode may only listen on loopback, not {self.listen!r}")
+        if self.writer not in ("process", "thread"):
+            raise ConfigError(f"PINLIFE_WRITER must be process or thread, not {self.writer!r}")
         if self.batch_max < 1:
             raise ConfigError("PINLIFE_BATCH_MAX must be at least 1")
 
@@ -73,6 +76,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         batch_max=batch_max,
         log_format=env.get("PINLIFE_LOG_FORMAT", "auto"),
         access_file=Path(env["PINLIFE_ACCESS_FILE"]) if env.get("PINLIFE_ACCESS_FILE") else None,
+        writer=env.get("PINLIFE_WRITER", "process"),
     )
     settings.check()
     return settings

@@ -40,7 +40,13 @@ class Server:
         self.access = access
         self.store = EventStore(settings.database_url)
         self.app = PinLife(
-            self.store, keys, clock, batch_max=settings.batch_max, throttle=access.throttle if access else ThrottlePolicy()
+            self.store,
+            keys,
+            clock,
+            batch_max=settings.batch_max,
+            throttle=access.throttle if access else ThrottlePolicy(),
+            writer_process=settings.writer == "process",
+            log_format=settings.log_format,
         )
         identify = CertificateAuthenticator(access) if access else development_caller
         self.health = health.aio.HealthServicer()
@@ -109,7 +115,7 @@ class Server:
             )
         else:
             log.info("mutual_tls", terminals=len(self.access.terminals))
-        log.info("serving", port=self.port, store=self.store.dialect)
+        log.info("serving", port=self.port, store=self.store.dialect, writer=self.settings.writer)
 
     async def stop(self, grace: float = 5.0) -> None:
         self._watcher.cancel()

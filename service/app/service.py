@@ -35,10 +35,14 @@ class PinLife:
         *,
         batch_max: int = 256,
         throttle: ThrottlePolicy = ThrottlePolicy(),
+        writer_process: bool = False,
+        log_format: str = "json",
     ):
         self.store = store
         self.clock = clock
-        self.writer = GroupCommitWriter(store, keys, clock, max_batch=batch_max)
+        self.writer = GroupCommitWriter(
+            store, keys, clock, max_batch=batch_max, separate_process=writer_process, log_format=log_format
+        )
         self.tracker = FailureTracker(throttle)
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="pinlife-reader")
 

@@ -6,6 +6,11 @@ commit per request would cap verify far below that. Batching the appends of
 concurrent requests keeps each answer durable before it is sent while paying
 the commit (fsync, round trips) once per batch.
 
+Where a batch runs: on one writer thread of this process (`ThreadBatches`),
+or in a writer process (`ProcessBatches`, service/app/writer_process.py, the
+server's default), whose Python work then uses another core instead of
+competing with the gRPC event loop for this process's GIL.
+
 Failures are contained: a conflict with another instance retries the batch;
 an unexpected error splits the batch so only the command that caused it
 fails; a domain error (not found, already exists, ...) fails only its own
@@ -24,6 +29,7 @@ import structlog
 
 from service.app.answers import Answer
 from service.app.handler import Caller, execute
+from service.app.writer_process import ProcessBatches
 from service.clock import Clock
 from service.domain.commands import Command
 from service.domain.errors import DomainError
@@ -36,19 +42,50 @@ Item = tuple[Command, Caller]
 Result = Answer | BaseException
 
 
+class ThreadBatches:
+    """Batches run on one writer thread of this process."""
+
+    def __init__(self, writer: GroupCommitWriter):
+        self._writer = writer
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="pinlife-writer")
+
+    async def start(self) -> None:
+        pass
+
+    async def run(self, items: list[Item]) -> list[Result]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._writer.process, items)
+
+    async def stop(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
 class GroupCommitWriter:
-    def __init__(self, store: EventStore, keys: KeyRing, clock: Clock, *, max_batch: int = 256, attempts: int = 6):
+    def __init__(
+        self,
+        store: EventStore,
+        keys: KeyRing,
+        clock: Clock,
+        *,
+        max_batch: int = 256,
+        attempts: int = 6,
+        separate_process: bool = False,
+        log_format: str = "json",
+    ):
         self.store = store
         self.keys = keys
         self.clock = clock
         self.max_batch = max_batch
         self.attempts = attempts
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="pinlife-writer")
+        if separate_process:
+            self._batches: ThreadBatches | ProcessBatches = ProcessBatches(store.url, keys, clock, attempts, log_format)
+        else:
+            self._batches = ThreadBatches(self)
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
 
     # -- asyncio side ------------------------------------------------------
     async def start(self) -> None:
+        await self._batches.start()
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run(), name="pinlife-writer")
 
@@ -57,7 +94,7 @@ class GroupCommitWriter:
             await self._queue.put(None)
             await self._task
             self._task = None
-        self._executor.shutdown(wait=True)
+        await self._batches.stop()
 
     async def submit(self, cmd: Command, caller: Caller) -> Answer:
         """Resolves once the command's transaction has committed."""
@@ -69,7 +106,6 @@ class GroupCommitWriter:
         return await fut
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
             first = await self._queue.get()
@@ -82,7 +118,7 @@ class GroupCommitWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            results = await loop.run_in_executor(self._executor, self.process, [(c, k) for c, k, _ in batch])
+            results = await self._batches.run([(c, k) for c, k, _ in batch])
             for (_, _, fut), result in zip(batch, results):
                 if fut.done():
                     continue

@@ -9,6 +9,18 @@ from dataclasses import dataclass
 class DomainError(Exception):
     """Base of the errors a caller can cause. Messages never carry a PIN."""
 
+    def __reduce__(self):
+        # Pickled as message and attributes, whatever the subclass's
+        # __init__ takes: errors come back from the writer process.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[DomainError], args: tuple, state: dict) -> DomainError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
+
 
 @dataclass(frozen=True)
 class FieldViolation:

@@ -95,9 +95,18 @@ def precondition_violations(err: grpc.RpcError) -> list[error_details_pb2.Precon
 class ThreadedServer:
     """The real Server on its own event loop in a background thread."""
 
-    def __init__(self, database_url: str, keys, clock=system_clock, batch_max: int = 256, access=None, access_file=None):
+    def __init__(
+        self, database_url: str, keys, clock=system_clock, batch_max: int = 256, access=None, access_file=None, writer=None
+    ):
+        # The writer process keeps the system clock: a test clock needs the thread writer.
+        writer = writer or ("process" if clock is system_clock else "thread")
         settings = Settings(
-            environment="test", database_url=database_url, listen="127.0.0.1:0", batch_max=batch_max, access_file=access_file
+            environment="test",
+            database_url=database_url,
+            listen="127.0.0.1:0",
+            batch_max=batch_max,
+            access_file=access_file,
+            writer=writer,
         )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-server", daemon=True)

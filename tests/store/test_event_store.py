@@ -18,12 +18,13 @@ from service.app.writer import GroupCommitWriter
 from service.domain.chain import GENESIS_HASH
 from service.domain.decide import CheckOutcome, CheckResult, Enrolled
 from service.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
-from service.domain.pins import PinType, retry_limit
+from service.domain.pins import retry_limit
 from service.domain.recovery import Route
 from service.domain.state import PinState
 from service.store.event_store import EventStore
 from tests.store.helpers import (
     ALL_TYPES,
+    assert_consistent,
     CARD_INFO,
     CORRECT,
     COUNTER,
@@ -49,26 +50,6 @@ def check(answer) -> CheckOutcome:
     assert isinstance(answer, Answer), answer
     assert isinstance(answer.outcome, CheckOutcome), answer
     return answer.outcome
-
-
-def assert_consistent(store) -> None:
-    """Projection == rebuild, chain intact, positions 1..head, card heads right."""
-    assert store.projection() == store.rebuild()
-    assert store.first_broken_link() is None
-    log = list(store.all_events())
-    assert [e.position for e in log] == list(range(1, store.head_position() + 1))
-    heads = {r["card_id"]: r for r in dump(store.writer, "cards")}
-    last: dict[str, object] = {}
-    for e in log:
-        last[e.card_id] = e
-    assert heads.keys() == last.keys()
-    for card_id, e in last.items():
-        assert (heads[card_id]["version"], heads[card_id]["last_hash"]) == (e.version, e.hash)
-    # the columns of pin_states that the projection does not read back
-    for r in dump(store.writer, "pin_states"):
-        pin = store.projection()[r["card_id"]].pins[PinType(r["pin_type"])]
-        assert r["status"] == ("locked" if pin.locked else "active")
-        assert r["remaining_tries"] == pin.remaining_tries
 
 
 # -- positions, versions, envelope, chain ------------------------------------------

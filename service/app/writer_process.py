@@ -1,0 +1,168 @@
+"""The writer process: group-commit batches handled in a child process.
+
+Why: on the verify path the gRPC event loop and the writer each need the
+GIL most of the time, so in one process they take turns on one core (the
+writer's transactions took three times as long inside the server as alone).
+In a child process the writer's Python (decide, hash chain, SQL) runs on
+another core; the server process keeps gRPC, authentication, throttling and
+logging. The batch is the unit that crosses the process boundary (one pickle
+each way per batch, not per request).
+
+Durability is unchanged: the child answers a batch only after it committed,
+and the server answers each request only after that. If the child dies
+mid-batch the outcome of that batch is unknown: every command in it fails
+UNAVAILABLE (a retry with the same request id gets the committed answer, or
+runs the command if it did not commit) and a new child is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.process
+import signal
+from multiprocessing.connection import Connection
+
+import structlog
+
+from service.clock import Clock, system_clock
+from service.domain.errors import DomainError
+from service.keys import KeyRing
+from service.store.event_store import StoreUnavailable
+
+log = structlog.get_logger()
+
+
+class WriterFailure(Exception):
+    """An unexpected error in the writer process (logged there with its
+    traceback); it stands in for the original, which may not cross a pipe."""
+
+
+class ProcessBatches:
+    """Batches run in one child process, started with `spawn` (a fork of a
+    process that runs gRPC is not safe). A batch goes down a pipe and its
+    results come back on the same pipe, read by the event loop itself: no
+    helper threads that would also need this process's GIL."""
+
+    def __init__(self, database_url: str, keys: KeyRing, clock: Clock, attempts: int, log_format: str):
+        if clock is not system_clock:
+            raise ValueError("the writer process keeps time with the system clock: use the thread writer for another clock")
+        self._args = (database_url, keys, attempts, log_format)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._waiting: asyncio.Future | None = None
+        self.pid: int | None = None  # the writer process (operators, tests)
+
+    async def start(self) -> None:
+        # Fail at start, not on the first request, if the child cannot start.
+        await self._start_child()
+
+    async def _start_child(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_child_main, args=(child, *self._args), name="pinlife-writer", daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable)
+        ready = await self._exchange(_READY)
+        if ready != _READY:
+            raise RuntimeError(f"the writer process did not start: {ready}")
+        self.pid = self._proc.pid
+        log.info("writer_process_started", pid=self.pid)
+
+    def _on_readable(self) -> None:
+        try:
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            message = _DIED
+            asyncio.get_running_loop().remove_reader(self._conn.fileno())
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(message)
+
+    async def _exchange(self, message):
+        self._waiting = asyncio.get_running_loop().create_future()
+        try:
+            self._conn.send(message)
+        except OSError:
+            return _DIED
+        try:
+            return await self._waiting
+        finally:
+            self._waiting = None
+
+    async def run(self, items: list) -> list:
+        results = await self._exchange(items)
+        if results is not _DIED:
+            return results
+        log.error("writer_process_died", pid=self.pid, exitcode=self._proc.exitcode, commands=len(items))
+        self._disconnect()
+        await asyncio.get_running_loop().run_in_executor(None, self._reap)
+        try:
+            await self._start_child()
+        except Exception as exc:  # noqa: BLE001 - tried again with the next batch
+            log.error("writer_process_not_started", error=type(exc).__name__)
+        return [StoreUnavailable("the writer stopped; the outcome is unknown: retry with the same request id")] * len(items)
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            asyncio.get_running_loop().remove_reader(self._conn.fileno())
+            self._conn.close()
+            self._conn = None
+
+    def _reap(self, timeout: float = 10) -> None:
+        if self._proc is not None:
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+            self._proc = None
+
+    async def stop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.send(None)  # finish and exit
+            except OSError:
+                pass
+            self._disconnect()
+        await asyncio.get_running_loop().run_in_executor(None, self._reap)
+
+
+# -- in the child ------------------------------------------------------------
+_READY = "ready"
+_DIED = object()
+
+
+def _child_main(conn: Connection, database_url: str, keys: KeyRing, attempts: int, log_format: str) -> None:
+    from service import logs
+    from service.app.writer import GroupCommitWriter
+    from service.store.event_store import EventStore
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops the writer
+    logs.configure(log_format)
+    structlog.contextvars.bind_contextvars(process="writer")
+    store = EventStore(database_url)
+    writer = GroupCommitWriter(store, keys, system_clock, attempts=attempts)
+    try:
+        while True:
+            try:
+                items = conn.recv()
+            except EOFError:
+                return  # the server is gone
+            if items is None:
+                return
+            if items == _READY:
+                conn.send(_READY)
+                continue
+            conn.send([_portable(result) for result in writer.process(items)])
+    finally:
+        store.close()
+
+
+def _portable(result):
+    """Answers and the errors a caller is told about cross as they are;
+    anything else is logged here, with its traceback, and replaced."""
+    if not isinstance(result, BaseException) or isinstance(result, (DomainError, StoreUnavailable)):
+        return result
+    log.error("command_failed_internal", error=type(result).__name__, exc_info=result)
+    return WriterFailure(type(result).__name__)
