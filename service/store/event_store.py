@@ -23,7 +23,9 @@ commits late, on SQLite and on PostgreSQL with many service instances.
 
 from __future__ import annotations
 
+import functools
 import gc
+import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -114,6 +116,13 @@ def utc(at: datetime | None) -> datetime | None:
     if at is None:
         return None
     return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+
+
+@functools.lru_cache(maxsize=8192)
+def _event_from_text(event_type: str, pin_type: str | None, payload: str) -> Event:
+    """Events are immutable and most payloads repeat (failure counts, an
+    empty payload): decode each distinct stored form once."""
+    return event_from_stored(event_type, pin_type, json.loads(payload))
 
 
 def _stored_event(row) -> StoredEvent:
@@ -417,20 +426,19 @@ class EventStore:
 
     def _rebuild(self, batch: int) -> dict[str, CardState]:
         states: dict[str, CardState] = {}
-        cols = (events.c.position, events.c.card_id, events.c.version, events.c.event_type, events.c.pin_type,
-                events.c.payload, events.c.occurred_at)  # fmt: skip
+        sql = self._hot_sql
+        read_time = sql.read_time
         after = 0
         while True:
             with self.reader.begin() as conn:
-                q = select(*cols).where(events.c.position > after).order_by(events.c.position).limit(batch)
-                rows = conn.execute(q).all()
+                rows = conn.exec_driver_sql(sql.rebuild_page, (after, batch)).fetchall()
             if not rows:
                 return states
             for _, card_id, version, event_type, pin_type, payload, occurred_at in rows:
                 if is_card_stream(card_id):
                     state = states.get(card_id) or CardState(card_id)
-                    event = event_from_stored(event_type, pin_type, payload)
-                    states[card_id] = evolve(state, Recorded(event, version, utc(occurred_at)))
+                    event = _event_from_text(event_type, pin_type, payload)
+                    states[card_id] = evolve(state, Recorded(event, version, utc(read_time(occurred_at))))
             after = rows[-1][0]
 
     def heads(self, stream_id: str | None = None) -> dict[str, StreamHead]:

@@ -1,5 +1,5 @@
 """Driver-level SQL for the hot paths: the write path (prefetch and flush of
-a unit of work) and the status read.
+a unit of work), the status read and the projection rebuild.
 
 Profiling the verify path showed SQLAlchemy Core's per-execution work
 (building the statement, its cache key, the execution context, per-row
@@ -60,6 +60,13 @@ class HotSql:
         self.upsert_pins = self._upsert(pin_states, PIN_COLUMNS, ("card_id", "pin_type"))
         self.upsert_verifiers = self._upsert(pin_verifiers, VERIFIER_COLUMNS, ("card_id", "pin_type"))
         self.insert_requests = self._insert(requests, REQUEST_COLUMNS)
+        # The payload as text (PostgreSQL would parse JSONB per row): equal
+        # payloads are then decoded once (EventStore.rebuild caches by text).
+        payload = "payload::text" if self.pg else "payload"
+        self.rebuild_page = (
+            f"SELECT position, card_id, version, event_type, pin_type, {payload}, occurred_at FROM events "
+            f"WHERE position > {p} ORDER BY position LIMIT {p}"
+        )
         self.card_version = f"SELECT version FROM cards WHERE card_id = {p}"
         self.card_pins = (
             f"SELECT pin_type, consecutive_failures, status, locked_at, last_version FROM pin_states WHERE card_id = {p}"
