@@ -118,7 +118,11 @@ class GroupCommitWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            results = await self._batches.run([(c, k) for c, k, _ in batch])
+            try:
+                results = await self._batches.run([(c, k) for c, k, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - never leave a caller waiting
+                log.error("batch_failed", error=type(exc).__name__, exc_info=True)
+                results = [exc] * len(batch)
             for (_, _, fut), result in zip(batch, results):
                 if fut.done():
                     continue

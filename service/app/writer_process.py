@@ -81,6 +81,8 @@ class ProcessBatches:
             self._waiting.set_result(message)
 
     async def _exchange(self, message):
+        if self._conn is None:  # a restart failed: try again below
+            return _DIED
         self._waiting = asyncio.get_running_loop().create_future()
         try:
             self._conn.send(message)
@@ -95,9 +97,9 @@ class ProcessBatches:
         results = await self._exchange(items)
         if results is not _DIED:
             return results
-        log.error("writer_process_died", pid=self.pid, exitcode=self._proc.exitcode, commands=len(items))
         self._disconnect()
-        await asyncio.get_running_loop().run_in_executor(None, self._reap)
+        exitcode = await asyncio.get_running_loop().run_in_executor(None, self._reap)
+        log.error("writer_process_died", pid=self.pid, exitcode=exitcode, commands=len(items))
         try:
             await self._start_child()
         except Exception as exc:  # noqa: BLE001 - tried again with the next batch
@@ -110,13 +112,16 @@ class ProcessBatches:
             self._conn.close()
             self._conn = None
 
-    def _reap(self, timeout: float = 10) -> None:
-        if self._proc is not None:
-            self._proc.join(timeout)
-            if self._proc.is_alive():
-                self._proc.kill()
-                self._proc.join()
-            self._proc = None
+    def _reap(self, timeout: float = 10) -> int | None:
+        """Wait for the child to exit (kill it after `timeout`); its exit code."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        return proc.exitcode
 
     async def stop(self) -> None:
         if self._conn is not None:

@@ -124,3 +124,33 @@ def test_domain_errors_survive_pickling_with_their_details(error: DomainError):
     assert type(copy) is type(error)
     assert str(copy) == str(error)
     assert copy.__dict__ == error.__dict__
+
+
+def test_a_writer_that_cannot_be_restarted_is_tried_again_with_the_next_batch(store, keys):
+    async def scenario():
+        writer = await started(store, keys)
+        batches = writer._batches
+        real_start, starts = batches._start_child, []
+
+        async def start_fails_once():
+            starts.append(1)
+            if len(starts) == 1:
+                raise RuntimeError("cannot start a process")
+            await real_start()
+
+        batches._start_child = start_fails_once
+        try:
+            await gather(writer, enroll("card-r"))
+            os.kill(batches.pid, signal.SIGKILL)
+            died = await gather(writer, verify("card-r", USER, WRONG[USER]))  # the restart fails
+            no_writer = await gather(writer, verify("card-r", USER, WRONG[USER]))  # restarted here
+            after = await gather(writer, verify("card-r", USER, CORRECT[USER]))
+            return died, no_writer, after, len(starts)
+        finally:
+            await writer.stop()
+
+    died, no_writer, after, starts = run_async(scenario())
+    assert isinstance(died[0], StoreUnavailable) and isinstance(no_writer[0], StoreUnavailable)
+    assert starts == 2
+    assert after[0].outcome.result is CheckResult.OK
+    assert [e.event_type for e in store.stream("card-r")] == ["CardEnrolled", "PinVerified"]
