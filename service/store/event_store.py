@@ -96,20 +96,31 @@ class StoredEvent:
     hash: str
 
     def envelope(self) -> dict[str, Any]:
-        """Every field that the hash covers (all but position and the hashes)."""
-        return {
-            "card_id": self.card_id,
-            "version": self.version,
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "schema_version": self.schema_version,
-            "occurred_at": canonical_time(self.occurred_at),
-            "pin_type": self.pin_type,
-            "channel": self.channel,
-            "terminal_id": self.terminal_id,
-            "request_id": self.request_id,
-            "payload": self.payload,
-        }
+        return hashed_envelope(
+            self.card_id, self.version, self.event_id, self.event_type, self.schema_version, self.occurred_at,
+            self.pin_type, self.channel, self.terminal_id, self.request_id, self.payload,
+        )  # fmt: skip
+
+
+def hashed_envelope(
+    card_id: str, version: int, event_id: str, event_type: str, schema_version: int, occurred_at: datetime,
+    pin_type: str | None, channel: str, terminal_id: str, request_id: str, payload: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """Every field that the hash covers (all but position and the hashes):
+    the one definition, for appending and for checking the chain."""
+    return {
+        "card_id": card_id,
+        "version": version,
+        "event_id": event_id,
+        "event_type": event_type,
+        "schema_version": schema_version,
+        "occurred_at": canonical_time(occurred_at),
+        "pin_type": pin_type,
+        "channel": channel,
+        "terminal_id": terminal_id,
+        "request_id": request_id,
+        "payload": payload,
+    }
 
 
 def utc(at: datetime | None) -> datetime | None:
@@ -234,19 +245,10 @@ class UnitOfWork:
     def _stage(self, stream_id: str, version: int, e: Event, env: Envelope, prev: str) -> str:
         """Buffer one event at the given stream version; returns its hash."""
         pin_type = getattr(e, "pin_type", None)
-        envelope = {
-            "card_id": stream_id,
-            "version": version,
-            "event_id": str(uuid.uuid4()),
-            "event_type": e.type_name,
-            "schema_version": e.schema_version,
-            "occurred_at": canonical_time(env.occurred_at),
-            "pin_type": pin_type.value if pin_type else None,
-            "channel": env.channel,
-            "terminal_id": env.terminal_id,
-            "request_id": env.request_id,
-            "payload": e.payload(),
-        }
+        envelope = hashed_envelope(
+            stream_id, version, str(uuid.uuid4()), e.type_name, e.schema_version, env.occurred_at,
+            pin_type.value if pin_type else None, env.channel, env.terminal_id, env.request_id, e.payload(),
+        )  # fmt: skip
         digest = event_hash(prev, envelope)
         self._new_events.append((envelope, env.occurred_at, prev, digest))
         return digest
