@@ -82,8 +82,10 @@ class Server:
             await self.health.set(name, status)
 
     async def _watch_store(self, interval: float) -> None:
-        """Health follows the database: NOT_SERVING while it cannot be
-        reached, SERVING again by itself once it can."""
+        """Health follows the database and the writer: NOT_SERVING while the
+        database cannot be reached or no writer process runs (one that died
+        between batches, or could not be restarted, is started again here),
+        SERVING again by itself once both can serve."""
         loop = asyncio.get_running_loop()
         serving = True
         while True:
@@ -94,6 +96,10 @@ class Server:
                 ok = False
                 if serving:
                     log.warning("store_unreachable", error=type(exc).__name__)
+            if ok and not await self.app.writer.ensure_running():
+                ok = False
+                if serving:
+                    log.warning("writer_unavailable")
             if ok != serving:
                 serving = ok
                 await self._set_health(ok)

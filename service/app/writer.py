@@ -52,6 +52,9 @@ class ThreadBatches:
     async def start(self) -> None:
         pass
 
+    async def ensure_running(self) -> bool:
+        return True  # a thread of this process: it runs while the process does
+
     async def run(self, items: list[Item]) -> list[Result]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._writer.process, items)
 
@@ -95,6 +98,11 @@ class GroupCommitWriter:
             await self._task
             self._task = None
         await self._batches.stop()
+
+    async def ensure_running(self) -> bool:
+        """Whether the writer can take commands (a writer process that died
+        between batches, or could not be restarted, is started again)."""
+        return await self._batches.ensure_running()
 
     async def submit(self, cmd: Command, caller: Caller) -> Answer:
         """Resolves once the command's transaction has committed."""

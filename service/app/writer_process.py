@@ -12,7 +12,11 @@ Durability is unchanged: the child answers a batch only after it committed,
 and the server answers each request only after that. If the child dies
 mid-batch the outcome of that batch is unknown: every command in it fails
 UNAVAILABLE (a retry with the same request id gets the committed answer, or
-runs the command if it did not commit) and a new child is started.
+runs the command if it did not commit) and a new child is started. A child
+that died between batches is replaced before the next batch is sent, and
+that batch runs. The server's health loop calls `ensure_running`, so a
+writer that died while idle, or could not be restarted, is started again
+without waiting for traffic, and health is NOT_SERVING while none runs.
 """
 
 from __future__ import annotations
@@ -52,13 +56,32 @@ class ProcessBatches:
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._waiting: asyncio.Future | None = None
+        self._lock: asyncio.Lock | None = None  # one batch or one restart at a time
+        self._gone = False  # the child's end of the pipe closed while no batch was in flight
         self.pid: int | None = None  # the writer process (operators, tests)
 
     async def start(self) -> None:
+        self._lock = asyncio.Lock()
         # Fail at start, not on the first request, if the child cannot start.
         await self._start_child()
 
+    @property
+    def running(self) -> bool:
+        return self._conn is not None and not self._gone
+
+    async def ensure_running(self) -> bool:
+        """Whether a writer process runs, after starting a new one if the
+        last one died between batches or could not be restarted (the
+        server's health loop calls this, so a writer comes back without
+        waiting for traffic that health would send elsewhere)."""
+        async with self._lock:
+            if self.running:
+                return True
+            await self._restart(reason="not running")
+            return self.running
+
     async def _start_child(self) -> None:
+        self._gone = False
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=_child_main, args=(child, *self._args), name="pinlife-writer", daemon=True)
         self._proc.start()
@@ -76,7 +99,10 @@ class ProcessBatches:
             message = self._conn.recv()
         except (EOFError, OSError):
             message = _DIED
+            self._gone = True
             asyncio.get_running_loop().remove_reader(self._conn.fileno())
+            if self._waiting is None:
+                log.error("writer_process_died", pid=self.pid, between_batches=True)
         if self._waiting is not None and not self._waiting.done():
             self._waiting.set_result(message)
 
@@ -94,17 +120,28 @@ class ProcessBatches:
             self._waiting = None
 
     async def run(self, items: list) -> list:
-        results = await self._exchange(items)
-        if results is not _DIED:
-            return results
+        async with self._lock:
+            if not self.running:  # died between batches, or a restart failed: this batch was not sent
+                await self._restart(reason="not running")
+                if not self.running:
+                    return [StoreUnavailable("no writer process is running; nothing was written: retry")] * len(items)
+            results = await self._exchange(items)
+            if results is not _DIED:
+                return results
+            await self._restart(reason="died during a batch", commands=len(items))
+            return [StoreUnavailable("the writer stopped; the outcome is unknown: retry with the same request id")] * len(items)
+
+    async def _restart(self, **context) -> None:
+        """Reap the old child, start a new one; if that fails, the next
+        batch or health check tries again."""
         self._disconnect()
         exitcode = await asyncio.get_running_loop().run_in_executor(None, self._reap)
-        log.error("writer_process_died", pid=self.pid, exitcode=exitcode, commands=len(items))
+        log.error("writer_process_restarting", pid=self.pid, exitcode=exitcode, **context)
         try:
             await self._start_child()
-        except Exception as exc:  # noqa: BLE001 - tried again with the next batch
+        except Exception as exc:  # noqa: BLE001 - tried again with the next batch or health check
+            self._disconnect()
             log.error("writer_process_not_started", error=type(exc).__name__)
-        return [StoreUnavailable("the writer stopped; the outcome is unknown: retry with the same request id")] * len(items)
 
     def _disconnect(self) -> None:
         if self._conn is not None:

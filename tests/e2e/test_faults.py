@@ -4,6 +4,7 @@ coming back, and client deadlines shorter than the work."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import uuid
@@ -144,6 +145,45 @@ def test_database_outage_fails_fast_reports_not_serving_and_recovers(databases, 
         client.close()
         server.close()
         proxy.close()
+
+
+def test_a_writer_process_that_cannot_run_makes_health_not_serving_until_it_runs_again(db_url, keys):
+    server = ThreadedServer(db_url, keys)  # the writer process, as in production
+    batches = server.server.app.writer._batches
+    client = Client(server.target)
+    real_start = batches._start_child
+    refuse = threading.Event()
+
+    async def start_child():
+        if refuse.is_set():
+            raise RuntimeError("cannot start a process")
+        await real_start()
+
+    batches._start_child = start_child
+    try:
+        client.enroll("card-w", {USER: "4821"})
+        assert client.serving()
+        refuse.set()
+        first = batches.pid
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while client.serving() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not client.serving()
+        with pytest.raises(grpc.RpcError) as err:
+            client.verify("card-w", USER, "4821")
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        refuse.clear()  # the health loop starts a writer by itself, no request needed
+        deadline = time.monotonic() + 10
+        while not client.serving() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.serving()
+        assert batches.pid not in (None, first)
+        assert client.verify("card-w", USER, "4821").check.result == pb.CHECK_RESULT_OK
+    finally:
+        client.close()
+        server.close()
 
 
 class SlowClock:

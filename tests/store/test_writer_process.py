@@ -1,11 +1,13 @@
 """The writer process (service/app/writer_process.py) against a real store
 of each backend: answers and errors cross the process boundary intact, an
 unexpected error fails only its own command, and a writer process that dies
-costs the batch in flight an UNAVAILABLE, not the service."""
+costs the batch in flight an UNAVAILABLE, not the service (one that died
+between batches is replaced before the next one, which then runs)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import signal
@@ -83,25 +85,85 @@ def test_an_unexpected_error_fails_only_its_own_command(store, keys):
     assert [e.event_type for e in store.stream("card-damaged")] == ["CardEnrolled"]
 
 
-def test_a_killed_writer_process_fails_its_batch_unavailable_and_is_replaced(store, keys):
+@contextlib.contextmanager
+def write_lock_held(store):
+    """Another connection holds the write lock: the writer process's next
+    transaction waits for it (SQLite's busy timeout, PostgreSQL's lock)."""
+    with store.writer.begin() as conn:  # SQLite: BEGIN IMMEDIATE
+        if store.dialect == "postgresql":
+            conn.execute(text("LOCK TABLE events IN EXCLUSIVE MODE"))
+        yield
+
+
+async def until(predicate, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_a_writer_process_killed_during_a_batch_fails_it_unavailable_and_is_replaced(store, keys):
     async def scenario():
         writer = await started(store, keys)
+        batches = writer._batches
         try:
             await gather(writer, enroll("card-k"))
-            first = writer._batches.pid
-            os.kill(first, signal.SIGKILL)
-            lost = await gather(writer, verify("card-k", USER, WRONG[USER]))
+            first = batches.pid
+            with write_lock_held(store):
+                in_flight = asyncio.ensure_future(gather(writer, verify("card-k", USER, WRONG[USER])))
+                await until(lambda: batches._waiting is not None)  # sent: the child waits for the lock
+                await asyncio.sleep(0.3)
+                os.kill(first, signal.SIGKILL)
+                lost = await in_flight
             after = await gather(writer, verify("card-k", USER, CORRECT[USER]))
-            return first, writer._batches.pid, lost, after
+            return first, batches.pid, lost, after
         finally:
             await writer.stop()
 
     first, second, lost, after = run_async(scenario())
     assert second not in (None, first)
     # the batch in flight when the process died: outcome unknown -> UNAVAILABLE
-    assert isinstance(lost[0], StoreUnavailable)
+    assert isinstance(lost[0], StoreUnavailable) and "outcome is unknown" in str(lost[0])
     assert after[0].outcome.result is CheckResult.OK
+    assert [e.event_type for e in store.stream("card-k")] == ["CardEnrolled", "PinVerified"]
     assert_consistent(store)
+
+
+def test_a_writer_process_that_died_between_batches_is_replaced_before_the_next_one(store, keys):
+    async def scenario():
+        writer = await started(store, keys)
+        batches = writer._batches
+        try:
+            await gather(writer, enroll("card-b"))
+            first = batches.pid
+            os.kill(first, signal.SIGKILL)
+            await until(lambda: not batches.running)  # noticed while idle: nothing was in flight
+            answers = await gather(writer, verify("card-b", USER, WRONG[USER]))
+            return first, batches.pid, answers
+        finally:
+            await writer.stop()
+
+    first, second, [answer] = run_async(scenario())
+    assert second not in (None, first)
+    assert answer.outcome.result is CheckResult.WRONG_PIN  # the batch was not lost: it ran on the new process
+    assert_consistent(store)
+
+
+def test_ensure_running_starts_a_writer_that_died_while_idle(store, keys):
+    async def scenario():
+        writer = await started(store, keys)
+        batches = writer._batches
+        try:
+            first = batches.pid
+            os.kill(first, signal.SIGKILL)
+            await until(lambda: not batches.running)
+            return first, await writer.ensure_running(), batches.pid, await gather(writer, enroll("card-e"))
+        finally:
+            await writer.stop()
+
+    first, running, second, [enrolled] = run_async(scenario())
+    assert running and second not in (None, first)
+    assert enrolled.stream_version == 1
 
 
 def test_the_writer_process_refuses_a_test_clock():
@@ -142,15 +204,19 @@ def test_a_writer_that_cannot_be_restarted_is_tried_again_with_the_next_batch(st
         try:
             await gather(writer, enroll("card-r"))
             os.kill(batches.pid, signal.SIGKILL)
-            died = await gather(writer, verify("card-r", USER, WRONG[USER]))  # the restart fails
-            no_writer = await gather(writer, verify("card-r", USER, WRONG[USER]))  # restarted here
+            await until(lambda: not batches.running)
+            no_writer = await gather(writer, verify("card-r", USER, WRONG[USER]))  # the restart fails
+            running_after_failure = batches.running
+            restarted = await gather(writer, verify("card-r", USER, WRONG[USER]))  # restarted here
             after = await gather(writer, verify("card-r", USER, CORRECT[USER]))
-            return died, no_writer, after, len(starts)
+            return no_writer, running_after_failure, restarted, after, len(starts)
         finally:
             await writer.stop()
 
-    died, no_writer, after, starts = run_async(scenario())
-    assert isinstance(died[0], StoreUnavailable) and isinstance(no_writer[0], StoreUnavailable)
+    no_writer, running_after_failure, restarted, after, starts = run_async(scenario())
+    assert isinstance(no_writer[0], StoreUnavailable) and "nothing was written" in str(no_writer[0])
+    assert not running_after_failure
     assert starts == 2
+    assert restarted[0].outcome.result is CheckResult.WRONG_PIN
     assert after[0].outcome.result is CheckResult.OK
-    assert [e.event_type for e in store.stream("card-r")] == ["CardEnrolled", "PinVerified"]
+    assert [e.event_type for e in store.stream("card-r")] == ["CardEnrolled", "PinVerificationFailed", "PinVerified"]
