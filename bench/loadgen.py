@@ -30,6 +30,7 @@ import asyncio
 import multiprocessing as mp
 import queue
 import random
+import threading
 import time
 import uuid
 from collections import Counter, deque
@@ -209,7 +210,10 @@ async def _child_main(spec: LoadSpec, idx: int, ready, go) -> dict:
 
 
 # -- parent -----------------------------------------------------------------------
-def run_load(spec: LoadSpec) -> dict:
+def run_load(spec: LoadSpec, sample=None) -> dict:
+    """`sample()`, if given, is called at the start and the end of the
+    measured window (after the warm-up); the two values come back as
+    `window_samples`."""
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = [ctx.Process(target=_child, args=(spec, i, ready, go, out), name=f"bench-load-{i}", daemon=True) for i in range(spec.procs)]
@@ -233,6 +237,9 @@ def run_load(spec: LoadSpec) -> dict:
             if time.monotonic() > deadline:
                 raise RuntimeError("load generators did not get ready in 60 s")
         go.set()
+        samples: list = []
+        if sample is not None:
+            threading.Thread(target=_sample_window, args=(sample, spec, time.perf_counter(), samples), daemon=True).start()
         wait = spec.warmup_s + spec.duration_s + spec.deadline_s + 30
         deadline = time.monotonic() + wait
         while len(results) < spec.procs:
@@ -251,7 +258,16 @@ def run_load(spec: LoadSpec) -> dict:
     fatal = [r["fatal"] for r in results.values() if "fatal" in r]
     if fatal:
         raise RuntimeError(f"load generator failed: {fatal}")
-    return aggregate(spec, list(results.values()))
+    out = aggregate(spec, list(results.values()))
+    if sample is not None:
+        out["window_samples"] = samples if len(samples) == 2 else None
+    return out
+
+
+def _sample_window(sample, spec: LoadSpec, started: float, samples: list) -> None:
+    for at in (started + spec.warmup_s, started + spec.warmup_s + spec.duration_s):
+        time.sleep(max(0.0, at - time.perf_counter()))
+        samples.append(sample())
 
 
 def aggregate(spec: LoadSpec, results: list[dict]) -> dict:

@@ -246,7 +246,7 @@ class StoreRun:
             _, lock, change = layout(cards)
             spec = replace(spec, lock_cards=lock, change_cards=change)
         cpu0, t0 = server.cpu_seconds(), time.perf_counter()
-        out = run_load(spec)
+        out = run_load(spec, sample=server.cpu_by_process)
         cpu1, wall = server.cpu_seconds(), time.perf_counter() - t0
         if cpu0 is not None and cpu1 is not None:
             # over the whole call (spawn, warm-up, measurement): a rough figure
@@ -254,7 +254,18 @@ class StoreRun:
             out["server_cpu_cores"] = round((cpu1 - cpu0) / wall, 2)
         if out.get("loadgen_cpu_s") is not None:
             out["loadgen_cpu_cores"] = round(out["loadgen_cpu_s"] / spec.duration_s, 2)
+        out["cpu_ms_per_request"] = cpu_per_request(out)
         return out
+
+    def cpu_bound(self) -> None:
+        """What CPU cost alone allows: when the machine's cores are the limit
+        (server, its children and the load generators share them),
+        verify / ceiling cannot exceed the CPU of one health check over the
+        CPU of one verify-mix request, all processes counted."""
+        h = _get(self.res, ("ceiling", "cpu_ms_per_request", "total"))
+        v = _get(self.res, ("verify_mix", "cpu_ms_per_request", "total"))
+        if h and v:
+            self.res["verify_over_ceiling_cpu_bound"] = round(h / v, 3)
 
     def ceiling(self, server) -> None:
         r = self._load(server, "health")
@@ -271,6 +282,7 @@ class StoreRun:
         ceiling = self.res.get("ceiling", {}).get("rps")
         if ceiling:
             self.res["verify_over_ceiling"] = round(r["rps"] / ceiling, 3)
+            self.cpu_bound()
         log(f"{self.kind}: verify mix {r['rps']:,.0f} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
             + (f", {self.res['verify_over_ceiling']:.2f}x ceiling" if ceiling else ""))
 
@@ -351,6 +363,19 @@ class StoreRun:
 
 
 # -- targets and the table -----------------------------------------------------------
+def cpu_per_request(load: dict) -> dict | None:
+    """CPU milliseconds per answered request over the measured window: the
+    server process, its children (the writer process), the load generators."""
+    samples, answered = load.get("window_samples"), load.get("answered")
+    if not samples or not answered or load.get("loadgen_cpu_s") is None:
+        return None
+    before, after = samples
+    out = {k: round((after[k] - before[k]) * 1000 / answered, 3) for k in after}
+    out["load_generators"] = round(load["loadgen_cpu_s"] * 1000 / answered, 3)
+    out["total"] = round(sum(out.values()), 3)
+    return out
+
+
 def judge(kind: str, r: dict) -> dict:
     """Each target: the figure, the target, and met / not met / n/a."""
     out = {}
@@ -418,7 +443,12 @@ def table(report: dict) -> str:
     row("  verify errors", ("verify_mix", "errors"))
     rows.append(("  CPU cores: server | load gen (ceiling)", [f"{fmt(g(s, 'ceiling', 'server_cpu_cores'), 2)} | {fmt(g(s, 'ceiling', 'loadgen_cpu_cores'), 2)}" for s in stores], ""))
     rows.append(("  CPU cores: server | load gen (verify)", [f"{fmt(g(s, 'verify_mix', 'server_cpu_cores'), 2)} | {fmt(g(s, 'verify_mix', 'loadgen_cpu_cores'), 2)}" for s in stores], ""))
+    for phase, label in (("ceiling", "ceiling"), ("verify_mix", "verify")):
+        rows.append((f"  CPU ms/request: server|writer|load ({label})", [
+            "{} | {} | {}".format(*(fmt(g(s, phase, "cpu_ms_per_request", k), 3) for k in ("server", "children", "load_generators")))
+            for s in stores], ""))  # fmt: skip
     rows.append(("verify / ceiling", [fmt(g(s, "verify_over_ceiling"), 3) for s in stores], ">= 0.75 SQLite, >= 0.6 PG"))
+    row("  bound by CPU cost (health CPU / verify CPU)", ("verify_over_ceiling_cpu_bound",), digits=3)
     row("in-process service, verifies/s", ("inprocess", "service", "per_s"), digits=0)
     row("in-process peer (eventsourcing), /s", ("inprocess", "peer", "per_s"), digits=0)
     rows.append(("  service p99 | peer p99 ms", [f"{fmt(g(s, 'inprocess', 'service', 'p99_ms'), 1)} | {fmt(g(s, 'inprocess', 'peer', 'p99_ms'), 1)}" for s in stores], ""))

@@ -124,6 +124,17 @@ class ServerProcess:
             "processes": per,
         }
 
+    def cpu_by_process(self) -> dict[str, float]:
+        """User + system CPU so far: the server process ("server") and its
+        children together ("children": the writer process, the resource
+        tracker)."""
+        out = {"server": 0.0, "children": 0.0}
+        for pid in self.processes():
+            fields = _stat_fields(pid)
+            if fields:
+                out["server" if pid == self.pid else "children"] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+
     def cpu_seconds(self) -> float | None:
         """User + system CPU of the server's processes so far."""
         total = None
