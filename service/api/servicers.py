@@ -118,7 +118,7 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
     @rpc(PIN_SERVICE, "GetPinStatus")
     async def GetPinStatus(self, request: pin_pb.GetPinStatusRequest, caller: Caller):
         only = mapping.optional_pin_type(request.pin_type)
-        card = await self.app.card_status(request.card_id)
+        card = await self.app.card_status(request.card_id, caller)
         return pin_pb.GetPinStatusResponse(
             card_id=card.card_id,
             card_status=mapping.pb.CARD_STATUS_ACTIVE,

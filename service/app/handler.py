@@ -1,6 +1,7 @@
 """Handle one command inside a unit of work: replay an earlier answer to the
 same request id, or load state, decide, append, store new verifiers and
-remember the answer, all in the caller's transaction."""
+remember the answer, all in the caller's transaction. A status read is
+answered from the same unit of work."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from service.domain.decide import decide
 from service.domain.errors import FieldViolation, InvalidInput
 from service.domain.events import Event
 from service.domain.pins import PinType
+from service.domain.state import CardState
 from service.keys import KeyRing
 from service.store.event_store import Envelope, StoredRequest, UnitOfWork
 
@@ -39,11 +41,24 @@ class RecordTerminalEvents:
     events: tuple[Event, ...]
 
 
+@dataclass(frozen=True)
+class ReadCard:
+    """A status read (GetPinStatus), answered inside a writer batch: costs
+    no try and records nothing."""
+
+    card_id: str
+
+
 class MissingVerifier(Exception):
     """A PIN type is enrolled but has no verifier: the store is damaged."""
 
 
-def execute(uow: UnitOfWork, cmd: Command | RecordTerminalEvents, caller: Caller, keys: KeyRing, now: datetime) -> Answer | int:
+def execute(
+    uow: UnitOfWork, cmd: Command | RecordTerminalEvents | ReadCard, caller: Caller, keys: KeyRing, now: datetime
+) -> Answer | int | CardState | None:
+    if isinstance(cmd, ReadCard):
+        state = uow.card(cmd.card_id)
+        return state if state.enrolled else None
     if isinstance(cmd, RecordTerminalEvents):
         env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, now)
         return uow.append_terminal(caller.terminal_id, cmd.events, env)

@@ -28,7 +28,7 @@ from typing import Sequence
 import structlog
 
 from service.app.answers import Answer
-from service.app.handler import Caller, execute
+from service.app.handler import Caller, ReadCard, execute
 from service.app.writer_process import ProcessBatches
 from service.clock import Clock
 from service.domain.commands import Command
@@ -165,7 +165,7 @@ class GroupCommitWriter:
             card_commands = [(cmd, caller) for cmd, caller in items if hasattr(cmd, "card_id")]
             uow.prefetch(
                 [cmd.card_id for cmd, _ in card_commands],
-                [(caller.terminal_id, cmd.request_id) for cmd, caller in card_commands],
+                [(caller.terminal_id, cmd.request_id) for cmd, caller in card_commands if not isinstance(cmd, ReadCard)],
             )
             for cmd, caller in items:
                 try:

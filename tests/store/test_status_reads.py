@@ -1,0 +1,46 @@
+"""Status reads (GetPinStatus) answered inside a writer batch
+(`ReadCard`): the same state as a read of the tables, ordered with the
+commands of their batch, and nothing recorded — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from service.app.handler import ReadCard
+from service.domain.pins import retry_limit
+from tests.store.helpers import (
+    KIOSK, TABLES, USER, WRONG, CORRECT, SIGNATURE, count, enroll, run, run_ok, verify,
+)  # fmt: skip
+
+
+def test_a_read_in_a_batch_is_the_state_the_tables_hold(store, writer):
+    run_ok(writer, enroll("card-s1"), enroll("card-s2"))
+    run_ok(writer, verify("card-s1", USER, WRONG[USER]))
+    run_ok(writer, *[verify("card-s2", SIGNATURE, WRONG[SIGNATURE]) for _ in range(retry_limit(SIGNATURE))])
+    s1, s2, unknown = run(writer, ReadCard("card-s1"), ReadCard("card-s2"), ReadCard("card-none"))
+    assert s1 == store.read_card("card-s1") and s1.pin(USER).consecutive_failures == 1
+    assert s2 == store.read_card("card-s2") and s2.pin(SIGNATURE).locked
+    assert unknown is None and store.read_card("card-none") is None
+
+
+def test_a_read_sees_the_commands_before_it_in_its_batch_and_not_those_after(store, writer):
+    run_ok(writer, enroll("card-s3"))
+    before, _, between, _, after = run(
+        writer, ReadCard("card-s3"), verify("card-s3", USER, WRONG[USER]), ReadCard("card-s3"),
+        verify("card-s3", USER, WRONG[USER]), ReadCard("card-s3"),
+    )  # fmt: skip
+    assert [s.pin(USER).consecutive_failures for s in (before, between, after)] == [0, 1, 2]
+    assert [s.version for s in (before, between, after)] == [1, 2, 3]
+    assert after == store.read_card("card-s3")
+
+
+def test_a_card_enrolled_earlier_in_the_batch_is_read(store, writer):
+    missing, enrolled, read = run(writer, ReadCard("card-s4"), enroll("card-s4"), ReadCard("card-s4"))
+    assert missing is None
+    assert read.version == enrolled.stream_version == 1 and set(read.pins) == set(CORRECT)
+
+
+def test_reads_record_nothing(store, writer):
+    run_ok(writer, enroll("card-s5"))
+    before = {t: count(store.writer, t) for t in TABLES}
+    results = run(writer, *[ReadCard("card-s5") for _ in range(5)], ReadCard("card-none"), caller=KIOSK)
+    assert all(r is None or r.version == 1 for r in results)
+    assert {t: count(store.writer, t) for t in TABLES} == before
