@@ -48,10 +48,15 @@ class ProcessBatches:
     results come back on the same pipe, read by the event loop itself: no
     helper threads that would also need this process's GIL."""
 
-    def __init__(self, database_url: str, keys: KeyRing, clock: Clock, attempts: int, log_format: str):
+    def __init__(
+        self, database_url: str, keys: KeyRing, clock: Clock, attempts: int, log_format: str, *, start_timeout: float = 20.0
+    ):
         if clock is not system_clock:
             raise ValueError("the writer process keeps time with the system clock: use the thread writer for another clock")
         self._args = (database_url, keys, attempts, log_format)
+        # A child that does not answer its first message in time is killed: a
+        # start that hangs must not hold the batches and the health loop.
+        self.start_timeout = start_timeout
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -88,7 +93,11 @@ class ProcessBatches:
         child.close()
         self._conn = parent
         asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable)
-        ready = await self._exchange(_READY)
+        try:
+            ready = await asyncio.wait_for(self._exchange(_READY), self.start_timeout)
+        except asyncio.TimeoutError:
+            self._proc.kill()
+            raise RuntimeError(f"the writer process did not start within {self.start_timeout} s") from None
         if ready != _READY:
             raise RuntimeError(f"the writer process did not start: {ready}")
         self.pid = self._proc.pid

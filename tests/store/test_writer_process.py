@@ -220,3 +220,18 @@ def test_a_writer_that_cannot_be_restarted_is_tried_again_with_the_next_batch(st
     assert restarted[0].outcome.result is CheckResult.WRONG_PIN
     assert after[0].outcome.result is CheckResult.OK
     assert [e.event_type for e in store.stream("card-r")] == ["CardEnrolled", "PinVerificationFailed", "PinVerified"]
+
+
+def test_a_writer_process_that_does_not_start_in_time_is_killed_and_reported(store, keys):
+    async def scenario():
+        batches = ProcessBatches(store.url, keys, system_clock, 3, "json", start_timeout=0.01)
+        with pytest.raises(RuntimeError, match="did not start within"):
+            await batches.start()
+        proc = batches._proc
+        batches._disconnect()
+        exitcode = await asyncio.get_running_loop().run_in_executor(None, batches._reap)
+        return proc, exitcode
+
+    proc, exitcode = run_async(scenario())
+    assert not proc.is_alive()
+    assert exitcode == -signal.SIGKILL
