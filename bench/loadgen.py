@@ -27,6 +27,7 @@ cards failing per 10 minutes) is not what is measured.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing as mp
 import queue
 import random
@@ -174,6 +175,8 @@ async def _child_main(spec: LoadSpec, idx: int, ready, go) -> dict:
     one = call_health if spec.workload == "health" else call_mix
     stats = _Stats()
 
+    gc.collect()
+    gc.freeze()  # as the server does (service/heap.py): no full collection walks the start-up objects mid-run
     ready.put(idx)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, go.wait)

@@ -20,6 +20,7 @@ from service.domain.throttle import ThrottlePolicy
 from service.app.service import PinLife
 from service.clock import Clock, system_clock
 from service.config import Settings
+from service.heap import freeze_startup_objects
 from service.keys import KeyRing
 from service.store.event_store import EventStore
 
@@ -135,6 +136,7 @@ class Server:
 async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None = None) -> None:
     server = Server(settings, keys, access=access)
     await server.start()
+    freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -187,6 +187,7 @@ _DIED = object()
 def _child_main(conn: Connection, database_url: str, keys: KeyRing, attempts: int, log_format: str) -> None:
     from service import logs
     from service.app.writer import GroupCommitWriter
+    from service.heap import freeze_startup_objects
     from service.store.event_store import EventStore
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops the writer
@@ -194,6 +195,7 @@ def _child_main(conn: Connection, database_url: str, keys: KeyRing, attempts: in
     structlog.contextvars.bind_contextvars(process="writer")
     store = EventStore(database_url)
     writer = GroupCommitWriter(store, keys, system_clock, attempts=attempts)
+    freeze_startup_objects()
     try:
         while True:
             try:
