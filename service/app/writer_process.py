@@ -42,6 +42,10 @@ class WriterFailure(Exception):
     traceback); it stands in for the original, which may not cross a pipe."""
 
 
+RESTART_BACKOFF_S = 0.5  # after a failed restart; doubles with each further failure
+RESTART_BACKOFF_MAX_S = 5.0
+
+
 class ProcessBatches:
     """Batches run in one child process, started with `spawn` (a fork of a
     process that runs gRPC is not safe). A batch goes down a pipe and its
@@ -57,6 +61,8 @@ class ProcessBatches:
         # A child that does not answer its first message in time is killed: a
         # start that hangs must not hold the batches and the health loop.
         self.start_timeout = start_timeout
+        self._failed_starts = 0  # restarts that failed in a row
+        self._next_start = 0.0  # event-loop time before which no restart is tried
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -141,16 +147,27 @@ class ProcessBatches:
             return [StoreUnavailable("the writer stopped; the outcome is unknown: retry with the same request id")] * len(items)
 
     async def _restart(self, **context) -> None:
-        """Reap the old child, start a new one; if that fails, the next
-        batch or health check tries again."""
+        """Reap the old child, start a new one; if that fails, a later batch
+        or health check tries again, after a back-off that doubles with each
+        failure (RESTART_BACKOFF_S, at most RESTART_BACKOFF_MAX_S): meanwhile
+        batches fail at once instead of each waiting for a start that is
+        likely to fail again."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_start:
+            return
         self._disconnect()
-        exitcode = await asyncio.get_running_loop().run_in_executor(None, self._reap)
+        exitcode = await loop.run_in_executor(None, self._reap)
         log.error("writer_process_restarting", pid=self.pid, exitcode=exitcode, **context)
         try:
             await self._start_child()
-        except Exception as exc:  # noqa: BLE001 - tried again with the next batch or health check
+        except Exception as exc:  # noqa: BLE001 - tried again later, see above
             self._disconnect()
-            log.error("writer_process_not_started", error=type(exc).__name__)
+            self._failed_starts += 1
+            backoff = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (self._failed_starts - 1))
+            self._next_start = loop.time() + backoff
+            log.error("writer_process_not_started", error=type(exc).__name__, retry_in_s=backoff)
+        else:
+            self._failed_starts, self._next_start = 0, 0.0
 
     def _disconnect(self) -> None:
         if self._conn is not None:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from service.app.writer import GroupCommitWriter
-from service.app.writer_process import ProcessBatches, WriterFailure
+from service.app.writer_process import RESTART_BACKOFF_S, ProcessBatches, WriterFailure
 from service.clock import system_clock
 from service.domain.decide import CheckResult
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, PreconditionFailed, PreconditionViolation
@@ -207,15 +207,20 @@ def test_a_writer_that_cannot_be_restarted_is_tried_again_with_the_next_batch(st
             await until(lambda: not batches.running)
             no_writer = await gather(writer, verify("card-r", USER, WRONG[USER]))  # the restart fails
             running_after_failure = batches.running
+            t0 = asyncio.get_running_loop().time()
+            backing_off = await gather(writer, verify("card-r", USER, WRONG[USER]))  # no start tried: fails at once
+            backing_off_s = asyncio.get_running_loop().time() - t0
+            await asyncio.sleep(RESTART_BACKOFF_S)
             restarted = await gather(writer, verify("card-r", USER, WRONG[USER]))  # restarted here
             after = await gather(writer, verify("card-r", USER, CORRECT[USER]))
-            return no_writer, running_after_failure, restarted, after, len(starts)
+            return no_writer, running_after_failure, backing_off, backing_off_s, restarted, after, len(starts)
         finally:
             await writer.stop()
 
-    no_writer, running_after_failure, restarted, after, starts = run_async(scenario())
+    no_writer, running_after_failure, backing_off, backing_off_s, restarted, after, starts = run_async(scenario())
     assert isinstance(no_writer[0], StoreUnavailable) and "nothing was written" in str(no_writer[0])
     assert not running_after_failure
+    assert isinstance(backing_off[0], StoreUnavailable) and backing_off_s < 0.2
     assert starts == 2
     assert restarted[0].outcome.result is CheckResult.WRONG_PIN
     assert after[0].outcome.result is CheckResult.OK
