@@ -365,14 +365,14 @@ class EventStore:
             conn.exec_driver_sql("SELECT 1")
 
     def read_card(self, card_id: str) -> CardState | None:
-        """One card's projection (GetPinStatus: driver-level SQL, hot_sql.py)."""
-        sql = self._hot_sql
+        """One card's projection as the tables hold it (tests and tools;
+        GetPinStatus is answered inside a writer batch, service/app/handler.py)."""
         with self.reader.begin() as conn:
-            version = conn.exec_driver_sql(sql.card_version, (card_id,)).scalar_one_or_none()
+            version = conn.execute(select(cards.c.version).where(cards.c.card_id == card_id)).scalar_one_or_none()
             if version is None:
                 return None
-            pins = [_pin_from_columns(sql, *row) for row in conn.exec_driver_sql(sql.card_pins, (card_id,))]
-            return CardState(card_id, version, {p.pin_type: p for p in pins})
+            rows = conn.execute(select(pin_states).where(pin_states.c.card_id == card_id))
+            return _state_from_rows(card_id, version, rows)
 
     def stream(self, card_id: str) -> list[StoredEvent]:
         with self.reader.begin() as conn:

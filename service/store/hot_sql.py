@@ -1,5 +1,5 @@
 """Driver-level SQL for the hot paths: the write path (prefetch and flush of
-a unit of work), the status read and the projection rebuild.
+a unit of work, which also answers status reads) and the projection rebuild.
 
 Profiling the verify path showed SQLAlchemy Core's per-execution work
 (building the statement, its cache key, the execution context, per-row
@@ -66,10 +66,6 @@ class HotSql:
         self.rebuild_page = (
             f"SELECT position, card_id, version, event_type, pin_type, {payload}, occurred_at FROM events "
             f"WHERE position > {p} ORDER BY position LIMIT {p}"
-        )
-        self.card_version = f"SELECT version FROM cards WHERE card_id = {p}"
-        self.card_pins = (
-            f"SELECT pin_type, consecutive_failures, status, locked_at, last_version FROM pin_states WHERE card_id = {p}"
         )
 
         self.bind_time = self._bind(events.c.occurred_at)

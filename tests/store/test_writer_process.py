@@ -102,6 +102,15 @@ async def until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def kill_while_idle(batches: ProcessBatches) -> int:
+    """kill -9 of the writer process between batches, until the server has
+    noticed (nothing was in flight); its pid."""
+    pid = batches.pid
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: not batches.running)
+    return pid
+
+
 def test_a_writer_process_killed_during_a_batch_fails_it_unavailable_and_is_replaced(store, keys):
     async def scenario():
         writer = await started(store, keys)
@@ -135,9 +144,7 @@ def test_a_writer_process_that_died_between_batches_is_replaced_before_the_next_
         batches = writer._batches
         try:
             await gather(writer, enroll("card-b"))
-            first = batches.pid
-            os.kill(first, signal.SIGKILL)
-            await until(lambda: not batches.running)  # noticed while idle: nothing was in flight
+            first = await kill_while_idle(batches)
             answers = await gather(writer, verify("card-b", USER, WRONG[USER]))
             return first, batches.pid, answers
         finally:
@@ -154,9 +161,7 @@ def test_ensure_running_starts_a_writer_that_died_while_idle(store, keys):
         writer = await started(store, keys)
         batches = writer._batches
         try:
-            first = batches.pid
-            os.kill(first, signal.SIGKILL)
-            await until(lambda: not batches.running)
+            first = await kill_while_idle(batches)
             return first, await writer.ensure_running(), batches.pid, await gather(writer, enroll("card-e"))
         finally:
             await writer.stop()
@@ -203,8 +208,7 @@ def test_a_writer_that_cannot_be_restarted_is_tried_again_with_the_next_batch(st
         batches._start_child = start_fails_once
         try:
             await gather(writer, enroll("card-r"))
-            os.kill(batches.pid, signal.SIGKILL)
-            await until(lambda: not batches.running)
+            await kill_while_idle(batches)
             no_writer = await gather(writer, verify("card-r", USER, WRONG[USER]))  # the restart fails
             running_after_failure = batches.running
             t0 = asyncio.get_running_loop().time()
