@@ -88,7 +88,9 @@ def test_batch_positions_versions_and_every_envelope_field(store, writer, clock)
         assert (e.channel, e.terminal_id) == ((COUNTER if in_first else KIOSK).channel, (COUNTER if in_first else KIOSK).terminal_id)
         assert e.schema_version == 1
         assert str(uuid.UUID(e.event_id)) == e.event_id
+        assert uuid.UUID(e.event_id).version == 7  # time-ordered: appended at the end of the event_id index
     assert len({e.event_id for e in log}) == len(log)
+    assert [e.event_id for e in log] == sorted(e.event_id for e in log)  # in log order, within this writer
     assert [e.pin_type for e in log] == [None, None, "user_certificate", "user_certificate", "user_certificate", "signature"]
     assert [e.payload for e in log] == [
         {"pin_types": [t.value for t in CORRECT]},
