@@ -180,10 +180,14 @@ class StoreRun:
         try:
             with open(server.log_path, errors="replace") as f:
                 for line in f:
-                    if '"event": "rpc"' in line:
-                        st = line.split('"status": "', 1)[-1].split('"', 1)[0] if '"status": "' in line else "?"
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:  # not a log line (a traceback printed by Python itself)
+                        entry = {}
+                    if entry.get("event") == "rpc":
+                        st = entry.get("status", "?")
                         statuses[st] = statuses.get(st, 0) + 1
-                    elif '"level": "info"' not in line and len(lines) < limit:
+                    elif entry.get("level") != "info" and len(lines) < limit:
                         lines.append(line.strip()[:600])
         except OSError:
             pass

@@ -16,6 +16,7 @@ from pinlife.v1 import counter_service_pb2 as counter_pb
 from pinlife.v1 import counter_service_pb2_grpc as counter_grpc
 from pinlife.v1 import pin_service_pb2 as pin_pb
 from pinlife.v1 import pin_service_pb2_grpc as pin_grpc
+from service import logs
 from service.api import mapping
 from service.api.auth import development_caller
 from service.api.errors import code_for, to_status
@@ -45,12 +46,11 @@ def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
         @functools.wraps(fn)
         async def wrapper(self, request, context: grpc.aio.ServicerContext):
             started = time.perf_counter()
-            structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(rpc=name, card=loggable_card_id(request))
+            logs.new_context(rpc=name, card=loggable_card_id(request))
             failure: BaseException | None = None
             try:
                 caller: Caller = self.identify(context)
-                structlog.contextvars.bind_contextvars(terminal=caller.terminal_id, channel=caller.channel)
+                logs.bind_context(terminal=caller.terminal_id, channel=caller.channel)
                 try:
                     authorize(full_name, caller.role)
                 except PermissionDenied:

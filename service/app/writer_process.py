@@ -209,7 +209,7 @@ def _child_main(conn: Connection, database_url: str, keys: KeyRing, attempts: in
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops the writer
     logs.configure(log_format)
-    structlog.contextvars.bind_contextvars(process="writer")
+    logs.bind_context(process="writer")
     store = EventStore(database_url)
     writer = GroupCommitWriter(store, keys, system_clock, attempts=attempts)
     freeze_startup_objects()
