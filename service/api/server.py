@@ -97,7 +97,7 @@ class Server:
                 ok = False
                 if serving:
                     log.warning("store_unreachable", error=type(exc).__name__)
-            if ok and not await self.app.writer.ensure_running():
+            if ok and not await self.app.can_write():
                 ok = False
                 if serving:
                     log.warning("writer_unavailable")

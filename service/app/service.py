@@ -50,6 +50,12 @@ class PinLife:
     async def stop(self) -> None:
         await self.writer.stop()
 
+    async def can_write(self) -> bool:
+        """Whether commands can be written now: a writer process that died
+        between batches, or could not be restarted, is started again first
+        (the server's health loop asks this every second)."""
+        return await self.writer.ensure_running()
+
     async def execute(self, cmd: Command, caller: Caller) -> Answer:
         """Refused (Throttled) while the terminal is throttled; failures on a
         card (wrong, locked, unknown card) count towards the throttle."""
