@@ -37,7 +37,6 @@ class PinLife:
         writer_process: bool = False,
         log_format: str = "json",
     ):
-        self.store = store
         self.clock = clock
         self.writer = GroupCommitWriter(
             store, keys, clock, max_batch=batch_max, separate_process=writer_process, log_format=log_format

@@ -30,10 +30,15 @@ def run_async(coro):
     return asyncio.run(coro)
 
 
-async def started(store, keys) -> GroupCommitWriter:
+@contextlib.asynccontextmanager
+async def running_writer(store, keys):
+    """A group-commit writer with its writer process, stopped on the way out."""
     writer = GroupCommitWriter(store, keys, system_clock, separate_process=True)
     await writer.start()
-    return writer
+    try:
+        yield writer
+    finally:
+        await writer.stop()
 
 
 async def gather(writer: GroupCommitWriter, *commands):
@@ -42,8 +47,7 @@ async def gather(writer: GroupCommitWriter, *commands):
 
 def test_answers_and_domain_errors_cross_the_process_boundary(store, keys):
     async def scenario():
-        writer = await started(store, keys)
-        try:
+        async with running_writer(store, keys) as writer:
             assert writer._batches.pid not in (None, os.getpid())
             [enrolled] = await gather(writer, enroll("card-p"))
             assert enrolled.stream_version == 1
@@ -54,8 +58,6 @@ def test_answers_and_domain_errors_cross_the_process_boundary(store, keys):
             )  # fmt: skip
             reused = (await gather(writer, verify("card-other", USER, CORRECT[USER], same_id)))[0]
             replay = (await gather(writer, verify("card-p", USER, CORRECT[USER], same_id)))[0]
-        finally:
-            await writer.stop()
         return ok, wrong, unknown, reused, replay
 
     ok, wrong, unknown, reused, replay = run_async(scenario())
@@ -70,14 +72,11 @@ def test_answers_and_domain_errors_cross_the_process_boundary(store, keys):
 
 def test_an_unexpected_error_fails_only_its_own_command(store, keys):
     async def scenario():
-        writer = await started(store, keys)
-        try:
+        async with running_writer(store, keys) as writer:
             await gather(writer, enroll("card-good"), enroll("card-damaged"))
             with store.writer.begin() as conn:  # a damaged store: a verifier is missing
                 conn.execute(text("DELETE FROM pin_verifiers WHERE card_id = 'card-damaged'"))
             return await gather(writer, verify("card-good", USER, CORRECT[USER]), verify("card-damaged", USER, CORRECT[USER]))
-        finally:
-            await writer.stop()
 
     good, damaged = run_async(scenario())
     assert good.outcome.result is CheckResult.OK
@@ -113,9 +112,8 @@ async def kill_while_idle(batches: ProcessBatches) -> int:
 
 def test_a_writer_process_killed_during_a_batch_fails_it_unavailable_and_is_replaced(store, keys):
     async def scenario():
-        writer = await started(store, keys)
-        batches = writer._batches
-        try:
+        async with running_writer(store, keys) as writer:
+            batches = writer._batches
             await gather(writer, enroll("card-k"))
             first = batches.pid
             with write_lock_held(store):
@@ -126,8 +124,6 @@ def test_a_writer_process_killed_during_a_batch_fails_it_unavailable_and_is_repl
                 lost = await in_flight
             after = await gather(writer, verify("card-k", USER, CORRECT[USER]))
             return first, batches.pid, lost, after
-        finally:
-            await writer.stop()
 
     first, second, lost, after = run_async(scenario())
     assert second not in (None, first)
@@ -140,15 +136,12 @@ def test_a_writer_process_killed_during_a_batch_fails_it_unavailable_and_is_repl
 
 def test_a_writer_process_that_died_between_batches_is_replaced_before_the_next_one(store, keys):
     async def scenario():
-        writer = await started(store, keys)
-        batches = writer._batches
-        try:
+        async with running_writer(store, keys) as writer:
+            batches = writer._batches
             await gather(writer, enroll("card-b"))
             first = await kill_while_idle(batches)
             answers = await gather(writer, verify("card-b", USER, WRONG[USER]))
             return first, batches.pid, answers
-        finally:
-            await writer.stop()
 
     first, second, [answer] = run_async(scenario())
     assert second not in (None, first)
@@ -158,13 +151,10 @@ def test_a_writer_process_that_died_between_batches_is_replaced_before_the_next_
 
 def test_ensure_running_starts_a_writer_that_died_while_idle(store, keys):
     async def scenario():
-        writer = await started(store, keys)
-        batches = writer._batches
-        try:
+        async with running_writer(store, keys) as writer:
+            batches = writer._batches
             first = await kill_while_idle(batches)
             return first, await writer.ensure_running(), batches.pid, await gather(writer, enroll("card-e"))
-        finally:
-            await writer.stop()
 
     first, running, second, [enrolled] = run_async(scenario())
     assert running and second not in (None, first)
@@ -195,18 +185,17 @@ def test_domain_errors_survive_pickling_with_their_details(error: DomainError):
 
 def test_a_writer_that_cannot_be_restarted_is_tried_again_with_the_next_batch(store, keys):
     async def scenario():
-        writer = await started(store, keys)
-        batches = writer._batches
-        real_start, starts = batches._start_child, []
+        async with running_writer(store, keys) as writer:
+            batches = writer._batches
+            real_start, starts = batches._start_child, []
 
-        async def start_fails_once():
-            starts.append(1)
-            if len(starts) == 1:
-                raise RuntimeError("cannot start a process")
-            await real_start()
+            async def start_fails_once():
+                starts.append(1)
+                if len(starts) == 1:
+                    raise RuntimeError("cannot start a process")
+                await real_start()
 
-        batches._start_child = start_fails_once
-        try:
+            batches._start_child = start_fails_once
             await gather(writer, enroll("card-r"))
             await kill_while_idle(batches)
             no_writer = await gather(writer, verify("card-r", USER, WRONG[USER]))  # the restart fails
@@ -218,8 +207,6 @@ def test_a_writer_that_cannot_be_restarted_is_tried_again_with_the_next_batch(st
             restarted = await gather(writer, verify("card-r", USER, WRONG[USER]))  # restarted here
             after = await gather(writer, verify("card-r", USER, CORRECT[USER]))
             return no_writer, running_after_failure, backing_off, backing_off_s, restarted, after, len(starts)
-        finally:
-            await writer.stop()
 
     no_writer, running_after_failure, backing_off, backing_off_s, restarted, after, starts = run_async(scenario())
     assert isinstance(no_writer[0], StoreUnavailable) and "nothing was written" in str(no_writer[0])
