@@ -37,8 +37,9 @@ migrate: gen
 run: gen var/dev-keys.json migrate
 	$(PY) -m service.cli serve
 
+# Tests run in parallel, one worker per core (pytest-xdist).
 test: gen
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto $(PYTEST_ARGS)
 
 test-unit: gen
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -6,6 +6,11 @@ postgresql://postgres@127.0.0.1:5432/test) is the admin connection; each test
 creates its own database there and drops it afterwards. Without a reachable
 server the Postgres cases skip with the reason, unless
 PINLIFE_REQUIRE_POSTGRES=1 (as in .ci/run), where they fail.
+
+The migrations run once per test process and backend, into a template (a
+PostgreSQL template database, a SQLite file); each test's database is a copy
+of it (CREATE DATABASE ... TEMPLATE, a file copy). Tests that exercise the
+migrations themselves ask for an unmigrated database (`migrate=False`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -45,8 +51,35 @@ def pg_admin():
     engine.dispose()
 
 
+def _pg_url(name: str) -> str:
+    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A SQLite file migrated to head, copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "pinlife-template.db"
+    upgrade(f"sqlite:///{path}")  # the migration engine is disposed: the WAL is checkpointed into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin):
+    """A PostgreSQL database migrated to head, the template of each test's."""
+    name = f"pinlife_template_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        upgrade(_pg_url(name))
+        yield name
+    finally:
+        with pg_admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 class Databases:
-    """Makes migrated throwaway databases and drops them at the end."""
+    """Makes throwaway databases (migrated copies of a template, or empty
+    ones) and drops them at the end."""
 
     def __init__(self, tmp_path: Path, request):
         self.tmp_path = tmp_path
@@ -55,17 +88,17 @@ class Databases:
 
     def create(self, backend: str, migrate: bool = True) -> str:
         if backend == "sqlite":
-            url = f"sqlite:///{self.tmp_path / f'pinlife-{uuid.uuid4().hex[:8]}.db'}"
-        else:
-            admin = self.request.getfixturevalue("pg_admin")
-            name = f"pinlife_test_{uuid.uuid4().hex[:12]}"
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            self.pg_names.append(name)
-            url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-        if migrate:
-            upgrade(url)
-        return url
+            path = self.tmp_path / f"pinlife-{uuid.uuid4().hex[:8]}.db"
+            if migrate:
+                shutil.copyfile(self.request.getfixturevalue("sqlite_template"), path)
+            return f"sqlite:///{path}"
+        admin = self.request.getfixturevalue("pg_admin")
+        template = f' TEMPLATE "{self.request.getfixturevalue("pg_template")}"' if migrate else ""
+        name = f"pinlife_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"{template}'))
+        self.pg_names.append(name)
+        return _pg_url(name)
 
     def drop_all(self) -> None:
         if not self.pg_names:

@@ -98,8 +98,9 @@ class ThreadedServer:
     def __init__(
         self, database_url: str, keys, clock=system_clock, batch_max: int = 256, access=None, access_file=None, writer=None
     ):
-        # The writer process keeps the system clock: a test clock needs the thread writer.
-        writer = writer or ("process" if clock is system_clock else "thread")
+        # The thread writer unless a test is about the writer process (which
+        # costs a spawned child per server).
+        writer = writer or "thread"
         settings = Settings(
             environment="test",
             database_url=database_url,

@@ -148,7 +148,7 @@ def test_database_outage_fails_fast_reports_not_serving_and_recovers(databases, 
 
 
 def test_a_writer_process_that_cannot_run_makes_health_not_serving_until_it_runs_again(db_url, keys):
-    server = ThreadedServer(db_url, keys)  # the writer process, as in production
+    server = ThreadedServer(db_url, keys, writer="process")  # as in production
     batches = server.server.app.writer._batches
     client = Client(server.target)
     real_start = batches._start_child
