@@ -1,5 +1,5 @@
 """Fast in-process loading, not over gRPC: commands go straight to
-GroupCommitWriter.process() in big batches (one transaction per batch), the
+ThreadRunner.process() in big batches (one transaction per batch), the
 same code path the server's writer thread runs.
 
 Every load has a target and a time budget. It stops where it is when the
@@ -17,8 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from bench.common import card_id, log, pins_for, wrong_4digit
-from service.app.handler import Caller
-from service.app.writer import GroupCommitWriter
+from service.app.handlers import Caller
+from service.app.batch import ThreadRunner
 from service.clock import system_clock
 from service.domain.commands import EnrollCard, VerifyPin
 from service.domain.pins import PinType
@@ -80,7 +80,7 @@ def enroll_command(index: int) -> EnrollCard:
     )
 
 
-def _run(writer: GroupCommitWriter, report: LoadReport, batches, batch_size: int, analyze=None) -> LoadReport:
+def _run(writer: ThreadRunner, report: LoadReport, batches, batch_size: int, analyze=None) -> LoadReport:
     started = time.perf_counter()
     next_note = started + 10
     next_analyze = 2 * batch_size
@@ -139,7 +139,7 @@ def _analyzer(store: EventStore):
 
 def enroll_cards(store: EventStore, keys: KeyRing, start: int, count: int, *, batch: int, budget_s: float) -> LoadReport:
     """Enrolls cards start .. start+count-1 with all four PINs."""
-    writer = GroupCommitWriter(store, keys, system_clock, max_batch=batch)
+    writer = ThreadRunner(store, keys, system_clock)
     report = LoadReport(f"enroll {count:,} cards", count, budget_s=budget_s)
 
     def batches():
@@ -155,7 +155,7 @@ def add_verify_events(
     """About `events` more events from VerifyPin commands spread over the
     cards: mostly right, some wrong (a wrong one is followed by a right one on
     the same card, so cards do not lock and every command is one event)."""
-    writer = GroupCommitWriter(store, keys, system_clock, max_batch=batch)
+    writer = ThreadRunner(store, keys, system_clock)
     report = LoadReport(f"add {events:,} verify events", events, budget_s=budget_s)
     rng = random.Random(seed)
 

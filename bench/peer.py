@@ -6,7 +6,7 @@ The command: verify the user-certificate PIN of a random card (90 % right,
 10 % wrong): load the card's state, decide (HMAC check under the same
 KeyRing, failure counter, lock at the limit), save one event.
 
-- service: PinLife.execute (throttle bookkeeping, then GroupCommitWriter.submit)
+- service: PinLife.execute (throttle bookkeeping, then the group-commit queue)
   from `concurrency` asyncio tasks on one event loop; the writer thread
   handles every waiting command in one transaction (group commit).
 - peer: an eventsourcing Application with one Aggregate per card;
@@ -40,7 +40,7 @@ from eventsourcing.persistence import RecordConflictError
 
 from bench.common import card_id, latency_summary, pins_for, wrong_4digit
 from service.domain.pins import PinType, retry_limit
-from service.keys import KeyRing, Verifier
+from service.keys import KeyRing, SecretRef, Verifier
 
 WRONG_SHARE = 0.10
 CARD_NS = uuid5(NAMESPACE_URL, "https://pinlife.invalid/bench/card")
@@ -86,7 +86,7 @@ class PeerCard(Aggregate):
             self.locked_pin_attempted(t)
             return "LOCKED"
         key_id, digest = self.verifiers[t]
-        if keys.matches(Verifier(key_id, digest), self.card_no, pin_type, pin):
+        if keys.matches(Verifier(key_id, digest), SecretRef.pin(self.card_no, pin_type), pin):
             self.pin_verified(t)
             return "OK"
         failures = self.failures.get(t, 0) + 1
@@ -113,7 +113,7 @@ class PeerPins(Application):
                 (PinType.USER_CERTIFICATE, p.user_certificate),
                 (PinType.SIGNATURE, p.signature),
             ):
-                v = self.keys.make(no, t, pin)
+                v = self.keys.make(SecretRef.pin(no, t), pin)
                 verifiers[t.value] = [v.key_id, v.digest]
             cards.append(PeerCard(card_no=no, verifiers=verifiers))
         self.save(*cards)
@@ -230,14 +230,14 @@ def run_peer(app: PeerPins, cards: int, concurrency: int, warmup_s: float, durat
 # -- service: asyncio tasks -----------------------------------------------------------
 async def _run_service_async(url: str, keys: KeyRing, cards: int, concurrency: int, warmup_s: float, duration_s: float,
                              batch_max: int, seed: int) -> dict:
-    from service.app.handler import Caller
-    from service.app.service import PinLife
+    from service.app.bootstrap import make_app
+    from service.app.handlers import Caller
     from service.clock import system_clock
     from service.domain.commands import VerifyPin
     from service.store.event_store import EventStore
 
     store = EventStore(url)
-    app = PinLife(store, keys, system_clock, batch_max=batch_max)
+    app = make_app(store, keys, system_clock, batch_max=batch_max)
     await app.start()
     lat: list[float] = []
     answers: Counter = Counter()

@@ -26,16 +26,15 @@ throttling policy. Relative paths are taken from the file's folder.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from service.domain.access import Role
-from service.domain.throttle import ThrottlePolicy
+from service.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
+from service.domain.policy import ThrottlePolicy
 
-TERMINAL_ID = re.compile(r"[A-Za-z0-9._-]{1,55}", re.ASCII)
 
 
 class AccessConfigError(Exception):
@@ -87,7 +86,7 @@ def load_access_config(path: Path) -> AccessConfig:
     terminals: dict[str, TerminalEntry] = {}
     for terminal_id, entry in data.get("terminals", {}).items():
         if not TERMINAL_ID.fullmatch(terminal_id):
-            raise AccessConfigError(f"terminal id {terminal_id!r}: 1 to 55 of A-Z a-z 0-9 . _ -")
+            raise AccessConfigError(f"terminal id {terminal_id!r}: 1 to {TERMINAL_ID_MAX_LENGTH} of A-Z a-z 0-9 . _ -")
         try:
             role = Role(entry["role"])
         except (KeyError, ValueError) as exc:

@@ -88,7 +88,7 @@ def cmd_check(args) -> None:
     broken = store.first_broken_link()
     same = store.rebuild() == store.projection()
     print(json.dumps({"events": store.head_position(), "first_broken_link": broken and broken.__dict__,
-                      "projection_matches_rebuild": same, "verifiers_by_key": store.verifiers_by_key()}))
+                      "projection_matches_rebuild": same, "secrets_by_key": store.secrets_by_key()}))
     store.close()
     sys.exit(0 if broken is None and same else 1)
 

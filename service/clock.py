@@ -1,12 +1,64 @@
-"""The service clock: occurred-at of every event. Tests pass their own."""
+"""The service clock: the occurred-at of every event and the "now" of every
+rule. One picklable value, so the writer process keeps the same time as the
+server. Outside production it can be moved (DESIGN.md §2: demos, staff
+training, acceptance runs against a fixed date); production refuses that
+(service/config.py). Tests may pass any callable returning an aware
+datetime to the thread writer.
+
+PINLIFE_CLOCK:
+    system                       the system clock (the default; the only one in production)
+    start:2026-12-12T10:00+09:00 starts at that instant when the server starts, then runs
+    shift:-86400                 the system clock moved by that many seconds
+    fixed:2026-12-12T10:00+09:00 stands still at that instant
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 Clock = Callable[[], datetime]
 
 
-def system_clock() -> datetime:
-    return datetime.now(timezone.utc)
+class ClockSettingError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceClock:
+    offset: timedelta = timedelta(0)  # added to the system clock
+    fixed: datetime | None = None  # stands still here, if set
+
+    def __call__(self) -> datetime:
+        if self.fixed is not None:
+            return self.fixed
+        return datetime.now(timezone.utc) + self.offset
+
+    @property
+    def is_system(self) -> bool:
+        return self.fixed is None and not self.offset
+
+    @classmethod
+    def parse(cls, setting: str) -> ServiceClock:
+        """A clock from its PINLIFE_CLOCK setting."""
+        kind, _, value = setting.strip().partition(":")
+        try:
+            if kind in ("", "system") and not value:
+                return cls()
+            if kind == "shift":
+                return cls(offset=timedelta(seconds=float(value)))
+            if kind in ("start", "fixed"):
+                at = datetime.fromisoformat(value)
+                if at.tzinfo is None:
+                    raise ClockSettingError(f"{setting!r}: give the instant with its UTC offset, e.g. +09:00")
+                at = at.astimezone(timezone.utc)
+                return cls(fixed=at) if kind == "fixed" else cls(offset=at - datetime.now(timezone.utc))
+        except ValueError as exc:
+            if isinstance(exc, ClockSettingError):
+                raise
+            raise ClockSettingError(f"{setting!r}: {exc}") from exc
+        raise ClockSettingError(f"{setting!r}: one of system, start:<instant>, shift:<seconds>, fixed:<instant>")
+
+
+system_clock = ServiceClock()

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.clock import ClockSettingError, ServiceClock
+
 DEFAULT_DATABASE_URL = "sqlite:///var/pinlife.db"
 DEFAULT_KEY_FILE = "var/dev-keys.json"
 
@@ -26,6 +28,7 @@ class Settings:
     log_format: str = "auto"  # auto | json | console
     access_file: Path | None = None  # TLS, terminals and roles, throttling
     writer: str = "process"  # process | thread: where group-commit batches run
+    clock: str = "system"  # the service clock (service/clock.py); only "system" in production
 
     @property
     def tls(self) -> bool:
@@ -40,6 +43,9 @@ class Settings:
         host, _, _ = self.listen.rpartition(":")
         return host.strip("[]")
 
+    def service_clock(self) -> ServiceClock:
+        return ServiceClock.parse(self.clock)
+
     def check(self) -> None:
         if self.environment not in ("development", "test", "production"):
             raise ConfigError(f"PINLIFE_ENV must be development, test or production, not {self.environment!r}")
@@ -51,6 +57,12 @@ class Settings:
             raise ConfigError(f"PINLIFE_WRITER must be process or thread, not {self.writer!r}")
         if self.batch_max < 1:
             raise ConfigError("PINLIFE_BATCH_MAX must be at least 1")
+        try:
+            clock = self.service_clock()
+        except ClockSettingError as exc:
+            raise ConfigError(f"PINLIFE_CLOCK {exc}") from exc
+        if self.production and not clock.is_system:
+            raise ConfigError("production keeps the system clock: unset PINLIFE_CLOCK")
 
 
 def _is_loopback(host: str) -> bool:
@@ -77,6 +89,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         log_format=env.get("PINLIFE_LOG_FORMAT", "auto"),
         access_file=Path(env["PINLIFE_ACCESS_FILE"]) if env.get("PINLIFE_ACCESS_FILE") else None,
         writer=env.get("PINLIFE_WRITER", "process"),
+        clock=env.get("PINLIFE_CLOCK", "system"),
     )
     settings.check()
     return settings

@@ -1,17 +1,21 @@
-"""PIN verifiers: HMAC-SHA256 under a server key kept outside the database
-(DESIGN.md §3). A 4-digit PIN has 10,000 values, so an unkeyed or salted hash
-in a stolen database would fall in seconds; without the key it cannot.
+"""Secrets as keyed hashes: HMAC-SHA256 under a server key kept outside the
+database (DESIGN.md §3). A 4-digit PIN has 10,000 values, so an unkeyed or
+salted hash in a stolen database would fall in seconds; without the key it
+cannot. The same holds for every other secret of a card (a proxy inquiry's
+one-time code, a store reservation's token): each is stored as a keyed hash
+under (card, kind, name), re-keyed by the same rotation.
 
 Key file (JSON, named by PINLIFE_KEY_FILE):
     {"current": "2026-11", "keys": {"2026-11": "<base64 of >= 32 random bytes>"}}
 Several keys may be listed for rotation: new verifiers use "current"; older
-ones still verify. The message binds card and PIN type, so equal PINs on two
-cards, or on two PIN types of one card, have unrelated verifiers.
+ones still verify. The message binds card, kind and name, so equal PINs on
+two cards, or on two PIN types of one card, have unrelated verifiers.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import hmac
 import json
@@ -27,8 +31,27 @@ class KeyFileError(Exception):
     pass
 
 
+class SecretKind(enum.Enum):
+    PIN = "pin"  # name: the PIN type
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Which secret: of a card, of a kind, by name."""
+
+    card_id: str
+    kind: SecretKind
+    name: str
+
+    @classmethod
+    def pin(cls, card_id: str, pin_type: PinType) -> SecretRef:
+        return cls(card_id, SecretKind.PIN, pin_type.value)
+
+
 @dataclass(frozen=True)
 class Verifier:
+    """A secret's keyed hash and the id of the key it was made with."""
+
     key_id: str
     digest: str  # hex
 
@@ -46,17 +69,20 @@ class KeyRing:
     def __repr__(self) -> str:  # never print key material
         return f"KeyRing(current={self.current!r}, ids={sorted(self._keys)!r})"
 
-    def _digest(self, key_id: str, card_id: str, pin_type: PinType, pin: str) -> str:
-        message = f"pinlife-v1\x1f{card_id}\x1f{pin_type.value}\x1f{pin}".encode()
-        return hmac.new(self._keys[key_id], message, hashlib.sha256).hexdigest()
+    def _digest(self, key_id: str, ref: SecretRef, value: str) -> str:
+        if ref.kind is SecretKind.PIN:  # the form PIN verifiers have had from the start
+            message = f"pinlife-v1\x1f{ref.card_id}\x1f{ref.name}\x1f{value}"
+        else:
+            message = f"pinlife-v1\x1f{ref.kind.value}\x1f{ref.card_id}\x1f{ref.name}\x1f{value}"
+        return hmac.new(self._keys[key_id], message.encode(), hashlib.sha256).hexdigest()
 
-    def make(self, card_id: str, pin_type: PinType, pin: str) -> Verifier:
-        return Verifier(self.current, self._digest(self.current, card_id, pin_type, pin))
+    def make(self, ref: SecretRef, value: str) -> Verifier:
+        return Verifier(self.current, self._digest(self.current, ref, value))
 
-    def matches(self, stored: Verifier, card_id: str, pin_type: PinType, pin: str) -> bool:
+    def matches(self, stored: Verifier, ref: SecretRef, value: str) -> bool:
         if stored.key_id not in self._keys:
             raise KeyFileError(f"verifier key {stored.key_id!r} is not loaded")
-        return hmac.compare_digest(self._digest(stored.key_id, card_id, pin_type, pin), stored.digest)
+        return hmac.compare_digest(self._digest(stored.key_id, ref, value), stored.digest)
 
     @classmethod
     def load(cls, path: Path) -> KeyRing:

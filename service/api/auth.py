@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import grpc
 
-from service.access_config import TERMINAL_ID, AccessConfig
-from service.app.handler import Caller
+from service.access_config import AccessConfig
+from service.app.handlers import Caller
 from service.domain.access import Role, Unauthenticated
+from service.domain.streams import TERMINAL_ID
 
 TERMINAL_HEADER = "x-pinlife-terminal"
 

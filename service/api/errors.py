@@ -10,7 +10,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from service.domain.access import PermissionDenied, Unauthenticated
 from service.domain.throttle import Throttled
 from service.domain.errors import AlreadyExists, DomainError, InvalidInput, NotFound, PreconditionFailed
-from service.store.event_store import StoreUnavailable
+from service.app.ports import StoreUnavailable
 
 CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),

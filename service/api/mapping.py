@@ -9,7 +9,7 @@ from service.domain.decide import CheckOutcome, CheckResult
 from service.domain.errors import FieldViolation, InvalidInput
 from service.domain.pins import PinType
 from service.domain.recovery import Recovery, Route, recovery_for_locked_pin
-from service.domain.state import CardState, PinState
+from service.domain.state import CardState, CardStatus, PinState
 
 PIN_TYPE_TO_DOMAIN = {
     pb.PIN_TYPE_RESIDENT_REGISTRY: PinType.RESIDENT_REGISTRY,
@@ -30,6 +30,12 @@ ROUTE_TO_PROTO = {
     Route.COUNTER: pb.RECOVERY_ROUTE_COUNTER,
     Route.CONVENIENCE_STORE_OR_COUNTER: pb.RECOVERY_ROUTE_CONVENIENCE_STORE_OR_COUNTER,
     Route.RESUME_AT_COUNTER: pb.RECOVERY_ROUTE_RESUME_AT_COUNTER,
+}
+
+
+CARD_STATUS_TO_PROTO = {
+    CardStatus.ACTIVE: pb.CARD_STATUS_ACTIVE,
+    CardStatus.SUSPENDED: pb.CARD_STATUS_SUSPENDED,
 }
 
 

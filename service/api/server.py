@@ -16,9 +16,9 @@ from service.access_config import AccessConfig
 from service.api.registration import add_servicer
 from service.api.auth import CertificateAuthenticator, development_caller
 from service.api.servicers import CounterServicer, PinServicer
-from service.domain.throttle import ThrottlePolicy
-from service.app.service import PinLife
-from service.clock import Clock, system_clock
+from service.app.bootstrap import make_app
+from service.clock import Clock, ServiceClock
+from service.domain.policy import Policy, ThrottlePolicy
 from service.config import Settings
 from service.heap import freeze_startup_objects
 from service.keys import KeyRing
@@ -36,17 +36,19 @@ SERVICE_NAMES = (
 class Server:
     """One service instance: the app, its gRPC server and its health state."""
 
-    def __init__(self, settings: Settings, keys: KeyRing, clock: Clock = system_clock, access: AccessConfig | None = None):
+    def __init__(self, settings: Settings, keys: KeyRing, clock: Clock | None = None, access: AccessConfig | None = None):
         self.settings = settings
         self.access = access
+        self.clock = clock or settings.service_clock()
         self.store = EventStore(settings.database_url)
-        self.app = PinLife(
+        self.app = make_app(
             self.store,
             keys,
-            clock,
+            self.clock,
+            Policy(throttle=access.throttle if access else ThrottlePolicy()),
+            writer=settings.writer,
+            database_url=settings.database_url,
             batch_max=settings.batch_max,
-            throttle=access.throttle if access else ThrottlePolicy(),
-            writer_process=settings.writer == "process",
             log_format=settings.log_format,
         )
         identify = CertificateAuthenticator(access) if access else development_caller
@@ -122,6 +124,8 @@ class Server:
             )
         else:
             log.info("mutual_tls", terminals=len(self.access.terminals))
+        if not (isinstance(self.clock, ServiceClock) and self.clock.is_system):
+            log.warning("clock_moved", message="the service clock is not the system clock (PINLIFE_CLOCK)", now=self.clock().isoformat())
         log.info("serving", port=self.port, store=self.store.dialect, writer=self.settings.writer)
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -21,7 +21,7 @@ from service.api import mapping
 from service.api.auth import development_caller
 from service.api.errors import code_for, to_status
 from service.api.registration import Undecodable
-from service.app.handler import Caller
+from service.app.handlers import Caller
 from service.app.service import PinLife
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
 from service.domain.decide import CheckResult
@@ -29,7 +29,7 @@ from service.domain.state import enrolled_card
 from service.domain.access import PermissionDenied, authorize
 from service.domain.card_ids import validate_card_id
 from service.domain.errors import DomainError, FieldViolation, InvalidInput
-from service.store.event_store import StoreUnavailable
+from service.app.ports import StoreUnavailable
 
 log = structlog.get_logger()
 
@@ -121,7 +121,7 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
         card = await self.app.card_status(request.card_id, caller)
         return pin_pb.GetPinStatusResponse(
             card_id=card.card_id,
-            card_status=mapping.pb.CARD_STATUS_ACTIVE,
+            card_status=mapping.CARD_STATUS_TO_PROTO[card.status],
             pins=mapping.pin_states(card, only),
             stream_version=card.version,
         )

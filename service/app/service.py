@@ -9,39 +9,28 @@ from __future__ import annotations
 import structlog
 
 from service.app.answers import Answer
-from service.app.handler import Caller, ReadCard, RecordTerminalEvents
+from service.app.handlers import Caller, ReadCard, RecordTerminalEvents
 from service.app.writer import GroupCommitWriter
-from service.clock import Clock, system_clock
+from service.clock import Clock
 from service.domain.card_ids import validate_card_id
 from service.domain.commands import Command
 from service.domain.errors import InvalidInput, NotFound
 from service.domain.events import AccessDenied, TerminalThrottled
+from service.domain.policy import Policy
 from service.domain.requests import validate_request_id
 from service.domain.state import CardState
-from service.domain.throttle import FailureTracker, ThrottlePolicy, is_failure
-from service.keys import KeyRing
-from service.store.event_store import EventStore
+from service.domain.throttle import FailureTracker, is_failure
 
 log = structlog.get_logger()
 
 
 class PinLife:
-    def __init__(
-        self,
-        store: EventStore,
-        keys: KeyRing,
-        clock: Clock = system_clock,
-        *,
-        batch_max: int = 256,
-        throttle: ThrottlePolicy = ThrottlePolicy(),
-        writer_process: bool = False,
-        log_format: str = "json",
-    ):
+    """Wired by service/app/bootstrap.py."""
+
+    def __init__(self, writer: GroupCommitWriter, clock: Clock, policy: Policy):
         self.clock = clock
-        self.writer = GroupCommitWriter(
-            store, keys, clock, max_batch=batch_max, separate_process=writer_process, log_format=log_format
-        )
-        self.tracker = FailureTracker(throttle)
+        self.writer = writer
+        self.tracker = FailureTracker(policy.throttle)
 
     async def start(self) -> None:
         await self.writer.start()

@@ -1,12 +1,12 @@
-"""The writer process: group-commit batches handled in a child process.
+"""The writer process: group-commit batches handled in a child process, by
+the same batch function as the thread runner (batch.run_batch).
 
 Why: on the verify path the gRPC event loop and the writer each need the
-GIL most of the time, so in one process they take turns on one core (the
-writer's transactions took three times as long inside the server as alone).
-In a child process the writer's Python (decide, hash chain, SQL) runs on
-another core; the server process keeps gRPC, authentication, throttling and
-logging. The batch is the unit that crosses the process boundary (one pickle
-each way per batch, not per request).
+GIL most of the time; in a child process the writer's Python (decide, hash
+chain, SQL) runs on another core (measured: docs/performance.md). The batch
+is the unit that crosses the process boundary (one pickle each way per
+batch, not per request). The service clock and the policy cross once, at
+start.
 
 Durability is unchanged: the child answers a batch only after it committed,
 and the server answers each request only after that. If the child dies
@@ -29,10 +29,11 @@ from multiprocessing.connection import Connection
 
 import structlog
 
-from service.clock import Clock, system_clock
+from service.app.ports import StoreUnavailable
+from service.clock import ServiceClock
 from service.domain.errors import DomainError
+from service.domain.policy import Policy
 from service.keys import KeyRing
-from service.store.event_store import StoreUnavailable
 
 log = structlog.get_logger()
 
@@ -46,18 +47,26 @@ RESTART_BACKOFF_S = 0.5  # after a failed restart; doubles with each further fai
 RESTART_BACKOFF_MAX_S = 5.0
 
 
-class ProcessBatches:
+class ProcessRunner:
     """Batches run in one child process, started with `spawn` (a fork of a
     process that runs gRPC is not safe). A batch goes down a pipe and its
     results come back on the same pipe, read by the event loop itself: no
     helper threads that would also need this process's GIL."""
 
     def __init__(
-        self, database_url: str, keys: KeyRing, clock: Clock, attempts: int, log_format: str, *, start_timeout: float = 20.0
+        self,
+        database_url: str,
+        keys: KeyRing,
+        clock: ServiceClock,
+        policy: Policy,
+        attempts: int,
+        log_format: str,
+        *,
+        start_timeout: float = 20.0,
     ):
-        if clock is not system_clock:
-            raise ValueError("the writer process keeps time with the system clock: use the thread writer for another clock")
-        self._args = (database_url, keys, attempts, log_format)
+        if not isinstance(clock, ServiceClock):
+            raise ValueError("the writer process takes a ServiceClock (a test clock needs the thread runner)")
+        self._args = (database_url, keys, clock, policy, attempts, log_format)
         # A child that does not answer its first message in time is killed: a
         # start that hangs must not hold the batches and the health loop.
         self.start_timeout = start_timeout
@@ -201,17 +210,22 @@ _READY = "ready"
 _DIED = object()
 
 
-def _child_main(conn: Connection, database_url: str, keys: KeyRing, attempts: int, log_format: str) -> None:
+def _child_main(
+    conn: Connection, database_url: str, keys: KeyRing, clock: ServiceClock, policy: Policy, attempts: int, log_format: str
+) -> None:
     from service import logs
-    from service.app.writer import GroupCommitWriter
+    from service.app.batch import run_batch
     from service.heap import freeze_startup_objects
     from service.store.event_store import EventStore
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops the writer
+    # Ctrl-C reaches the whole process group, and a supervisor may send
+    # SIGTERM to the whole group: the server drains, then stops the writer
+    # (or the writer exits when the server's end of the pipe closes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.configure(log_format)
     logs.bind_context(process="writer")
     store = EventStore(database_url)
-    writer = GroupCommitWriter(store, keys, system_clock, attempts=attempts)
     freeze_startup_objects()
     try:
         while True:
@@ -224,7 +238,8 @@ def _child_main(conn: Connection, database_url: str, keys: KeyRing, attempts: in
             if items == _READY:
                 conn.send(_READY)
                 continue
-            conn.send([_portable(result) for result in writer.process(items)])
+            results = run_batch(store, keys, clock, policy, items, attempts)
+            conn.send([_portable(result) for result in results])
     finally:
         store.close()
 

@@ -7,7 +7,8 @@ import re
 
 from service.domain.errors import FieldViolation, InvalidInput
 
-CARD_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+CARD_ID_MAX_LENGTH = 64
+CARD_ID_PATTERN = re.compile(rf"[A-Za-z0-9._-]{{1,{CARD_ID_MAX_LENGTH}}}", re.ASCII)
 
 
 def my_number_check_digit(first11: str) -> int:

@@ -26,7 +26,7 @@ def event_hash(prev_hash: str, envelope: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class BrokenLink:
-    card_id: str
+    stream_id: str
     version: int
     position: int
     reason: str
@@ -44,7 +44,7 @@ class StreamHead:
 def first_broken_link(
     stream: Iterable[tuple[int, dict[str, Any], str, str]], head: StreamHead | None = None
 ) -> BrokenLink | None:
-    """stream: (position, envelope, prev_hash, hash) of one card in version order.
+    """stream: (position, envelope, prev_hash, hash) of one stream in version order.
     With the head, a stream cut short (its last events deleted) is broken too."""
     expected_prev = GENESIS_HASH
     expected_version = 1

@@ -4,6 +4,7 @@ is well formed; a malformed one raises InvalidInput naming every bad field
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -44,17 +45,25 @@ def _pin(c: _Collector, pin_type: PinType | None, raw: str, name: str) -> str:
     return c.run(lambda: normalize_pin(pin_type, raw, name))  # type: ignore[return-value]
 
 
+WARD_ID = re.compile(r"[A-Za-z0-9._-]{1,32}", re.ASCII)
+
+
 @dataclass(frozen=True)
 class EnrollCard:
     request_id: str
     card_id: str
     pins: dict[PinType, str] = field(repr=False)
+    ward: str | None = None  # the holder's ward (counters act only for wards they serve)
 
     @classmethod
-    def create(cls, request_id: str, card_id: str, pins: list[tuple[PinType | None, str]]) -> EnrollCard:
+    def create(
+        cls, request_id: str, card_id: str, pins: list[tuple[PinType | None, str]], ward: str | None = None
+    ) -> EnrollCard:
         c = _Collector()
         c.run(lambda: validate_request_id(request_id))
         c.run(lambda: validate_card_id(card_id))
+        if ward is not None and not WARD_ID.fullmatch(ward):
+            c.violations.append(FieldViolation("ward", "must be 1 to 32 of A-Z a-z 0-9 . _ -"))
         if not pins:
             c.violations.append(FieldViolation("pins", "at least one initial PIN is required"))
         normalized: dict[PinType, str] = {}
@@ -67,7 +76,7 @@ class EnrollCard:
                 continue
             normalized[pin_type] = _pin(c, pin_type, raw, f"pins[{i}].pin")
         c.raise_if_any()
-        return cls(request_id, card_id, normalized)
+        return cls(request_id, card_id, normalized, ward)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""decide: given a card's state and a command, which events happen and what
-the caller is told. Pure: the PIN check is passed in as a function, so the
-rules never see a verifier, a key, a database or a clock.
+"""decide: given a card's state, a command, the time and the policy, which
+events happen and what the caller is told. Pure: the time and the policy are
+arguments and the PIN check is passed in as a function, so the rules never
+see a verifier, a key, a database or a clock.
 
 The rules of DESIGN.md §2 for verify and change live here, each in one place:
 - check_pin: locked PINs are never checked; a correct entry resets the
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from datetime import datetime
+from typing import Any, Callable, Union
 
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
 from service.domain.errors import AlreadyExists, NotFound, PreconditionFailed, PreconditionViolation
@@ -27,6 +29,7 @@ from service.domain.events import (
     Purpose,
 )
 from service.domain.pins import PinType, retry_limit
+from service.domain.policy import Policy
 from service.domain.recovery import Recovery, recovery_for_locked_pin
 from service.domain.state import CardState
 
@@ -105,31 +108,42 @@ def check_pin(
     return (failed, PinLocked(pin_type, failures)), outcome
 
 
-def decide_enroll(state: CardState, cmd: EnrollCard) -> Decision:
+@dataclass(frozen=True)
+class Context:
+    """What a rule may consult besides the card's state and the command."""
+
+    now: datetime
+    policy: Policy
+    matches: PinMatcher
+
+
+def decide_enroll(state: CardState, cmd: EnrollCard, ctx: Context) -> Decision:
     if state.enrolled:
         raise AlreadyExists(f"card {cmd.card_id} is already enrolled")
     pin_types = tuple(cmd.pins)
-    return Decision((CardEnrolled(pin_types),), Enrolled(cmd.card_id, pin_types), dict(cmd.pins))
+    return Decision((CardEnrolled(pin_types, cmd.ward),), Enrolled(cmd.card_id, pin_types), dict(cmd.pins))
 
 
-def decide_verify(state: CardState, cmd: VerifyPin, matches: PinMatcher) -> Decision:
-    events, outcome = check_pin(state, cmd.pin_type, cmd.pin, Purpose.VERIFY, matches)
+def decide_verify(state: CardState, cmd: VerifyPin, ctx: Context) -> Decision:
+    events, outcome = check_pin(state, cmd.pin_type, cmd.pin, Purpose.VERIFY, ctx.matches)
     return Decision(events, outcome)
 
 
-def decide_change(state: CardState, cmd: ChangePin, matches: PinMatcher) -> Decision:
+def decide_change(state: CardState, cmd: ChangePin, ctx: Context) -> Decision:
     """Only when the current PIN is known; a wrong one is a failed try."""
-    events, outcome = check_pin(state, cmd.pin_type, cmd.current_pin, Purpose.CHANGE, matches)
+    events, outcome = check_pin(state, cmd.pin_type, cmd.current_pin, Purpose.CHANGE, ctx.matches)
     if outcome.result is not CheckResult.OK:
         return Decision(events, outcome)
     return Decision((PinChanged(cmd.pin_type),), outcome, {cmd.pin_type: cmd.new_pin})
 
 
-def decide(state: CardState, cmd, matches: PinMatcher) -> Decision:
-    if isinstance(cmd, EnrollCard):
-        return decide_enroll(state, cmd)
-    if isinstance(cmd, VerifyPin):
-        return decide_verify(state, cmd, matches)
-    if isinstance(cmd, ChangePin):
-        return decide_change(state, cmd, matches)
-    raise TypeError(f"unknown command {type(cmd).__name__}")
+# One entry per card command: a new command is one rule function and one line here.
+DECIDERS: dict[type, Callable[[CardState, Any, Context], Decision]] = {
+    EnrollCard: decide_enroll,
+    VerifyPin: decide_verify,
+    ChangePin: decide_change,
+}
+
+
+def decide(state: CardState, cmd: Any, now: datetime, policy: Policy, matches: PinMatcher) -> Decision:
+    return DECIDERS[type(cmd)](state, cmd, Context(now, policy, matches))

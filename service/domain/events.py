@@ -43,8 +43,12 @@ class Event:
 
 @dataclass(frozen=True)
 class CardEnrolled(Event):
+    """v2 added the holder's ward (None: not given; every v1 card)."""
+
     type_name: ClassVar[str] = "CardEnrolled"
+    schema_version: ClassVar[int] = 2
     pin_types: tuple[PinType, ...]
+    ward: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,28 +102,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
-
-
-def event_from_stored(type_name: str, pin_type: str | None, payload: dict[str, Any]) -> Event:
-    """Rebuild a domain event from its stored form (upcast old schema versions here)."""
-    cls = EVENT_TYPES[type_name]
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
-    kwargs: dict[str, Any] = {}
-    for name in names:
-        if name == "pin_type":
-            kwargs["pin_type"] = PinType(pin_type)
-        elif name == "pin_types":
-            kwargs["pin_types"] = tuple(PinType(v) for v in payload["pin_types"])
-        elif name == "purpose":
-            kwargs["purpose"] = Purpose(payload["purpose"])
-        else:
-            kwargs[name] = payload[name]
-    return cls(**kwargs)
-
-
 @dataclass(frozen=True)
 class Recorded:
     """An event as it sits in its stream: what evolve needs of the envelope."""
@@ -129,7 +111,7 @@ class Recorded:
     occurred_at: datetime
 
 
-# -- terminal streams ("terminal:<id>"): access events, not about a card ------
+# -- terminal streams (service/domain/streams.py): access events, not about a card --
 @dataclass(frozen=True)
 class AccessDenied(Event):
     """A terminal called an RPC its role does not allow."""
@@ -151,13 +133,3 @@ class TerminalThrottled(Event):
 
 
 EVENT_TYPES.update({cls.type_name: cls for cls in (AccessDenied, TerminalThrottled)})
-
-TERMINAL_STREAM_PREFIX = "terminal:"
-
-
-def terminal_stream(terminal_id: str) -> str:
-    return TERMINAL_STREAM_PREFIX + terminal_id
-
-
-def is_card_stream(stream_id: str) -> bool:
-    return not stream_id.startswith(TERMINAL_STREAM_PREFIX)

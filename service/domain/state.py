@@ -6,6 +6,7 @@ date in the append transaction; a rebuild from the events must equal it.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import singledispatch
@@ -46,11 +47,18 @@ class PinState:
         return not self.locked and self.remaining_tries == 1
 
 
+class CardStatus(enum.Enum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"  # lost: every verify answers CARD_SUSPENDED
+
+
 @dataclass(frozen=True)
 class CardState:
     card_id: str
     version: int = 0
     pins: dict[PinType, PinState] = field(default_factory=dict)
+    status: CardStatus = CardStatus.ACTIVE
+    ward: str | None = None  # the holder's ward, where the card records one
 
     @property
     def enrolled(self) -> bool:
@@ -60,12 +68,12 @@ class CardState:
         return self.pins.get(pin_type)
 
     def with_pin(self, pin: PinState) -> CardState:
-        return CardState(self.card_id, self.version, {**self.pins, pin.pin_type: pin})
+        return replace(self, pins={**self.pins, pin.pin_type: pin})
 
 
-def enrolled_card(card_id: str, pin_types: Iterable[PinType], version: int = 1) -> CardState:
-    """A card just enrolled: every PIN set, no failures."""
-    return CardState(card_id, version, {t: PinState(t, last_version=version) for t in pin_types})
+def enrolled_card(card_id: str, pin_types: Iterable[PinType], version: int = 1, ward: str | None = None) -> CardState:
+    """A card just enrolled: active, every PIN set, no failures."""
+    return CardState(card_id, version, {t: PinState(t, last_version=version) for t in pin_types}, ward=ward)
 
 
 @singledispatch
@@ -75,7 +83,7 @@ def _apply(event: Event, state: CardState, version: int, at: datetime) -> CardSt
 
 @_apply.register
 def _(event: CardEnrolled, state, version, at):
-    return enrolled_card(state.card_id, event.pin_types, version)
+    return enrolled_card(state.card_id, event.pin_types, version, event.ward)
 
 
 @_apply.register
@@ -110,7 +118,7 @@ def evolve(state: CardState, recorded: Recorded) -> CardState:
     if recorded.version != state.version + 1:
         raise ValueError(f"stream {state.card_id}: version {recorded.version} after {state.version}")
     new = _apply(recorded.event, state, recorded.version, recorded.occurred_at)
-    return CardState(new.card_id, recorded.version, new.pins)
+    return replace(new, version=recorded.version)
 
 
 def fold(card_id: str, history: Iterable[Recorded]) -> CardState:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from service.domain.decide import CheckOutcome, CheckResult
 from service.domain.errors import DomainError
+from service.domain.policy import ThrottlePolicy
 
 # What counts as a failure on a card: a wrong PIN, an attempt against a locked
 # PIN, and (counted by the caller, as it is an error) an unknown card.
@@ -21,13 +22,6 @@ FAILED_RESULTS = (CheckResult.WRONG_PIN, CheckResult.LOCKED)
 
 def is_failure(outcome: object) -> bool:
     return isinstance(outcome, CheckOutcome) and outcome.result in FAILED_RESULTS
-
-
-@dataclass(frozen=True)
-class ThrottlePolicy:
-    max_distinct_cards: int = 10  # failures on more distinct cards than this ...
-    window: timedelta = timedelta(minutes=10)  # ... within this window ...
-    penalty: timedelta = timedelta(minutes=15)  # ... refuse the terminal this long
 
 
 class Throttled(DomainError):

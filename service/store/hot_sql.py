@@ -1,13 +1,10 @@
 """Driver-level SQL for the hot paths: the write path (prefetch and flush of
 a unit of work, which also answers status reads) and the projection rebuild.
 
-Profiling the verify path showed SQLAlchemy Core's per-execution work
-(building the statement, its cache key, the execution context, per-row
-parameter processing) at about 130 us per statement and most of a one-command
-transaction's 3 ms. These statements are written once per dialect and run
-with `Connection.exec_driver_sql`, which keeps SQLAlchemy's transaction,
-error wrapping (IntegrityError, OperationalError, connection invalidation) and
-pool, and skips the rest (about 16 us per statement).
+These statements are written once per dialect and run with
+`Connection.exec_driver_sql`, which keeps SQLAlchemy's transaction, error
+wrapping (IntegrityError, OperationalError, connection invalidation) and
+pool, and skips Core's per-statement work (why: docs/performance.md).
 
 Values are converted with the column types' own bind/result processors, so
 what is stored is byte for byte what the Core path stores (checked by
@@ -22,19 +19,19 @@ from typing import Any
 from sqlalchemy import Column, Table
 from sqlalchemy.engine import Dialect
 
-from service.store.tables import cards, events, pin_states, pin_verifiers, requests
+from service.store.tables import cards, events, pin_states, requests, secrets
 
 Convert = Callable[[Any], Any]
 
 # Column orders of the rows the unit of work builds (tests check each list
 # against its table, so a new column cannot be silently left out).
-CARD_COLUMNS = ("card_id", "version", "last_hash", "status", "enrolled_at")
+CARD_COLUMNS = ("card_id", "version", "last_hash", "status", "ward", "enrolled_at")
 EVENT_COLUMNS = (
-    "position", "card_id", "version", "event_id", "event_type", "schema_version", "occurred_at",
+    "position", "stream_id", "stream_kind", "version", "event_id", "event_type", "schema_version", "occurred_at",
     "pin_type", "channel", "terminal_id", "request_id", "payload", "prev_hash", "hash",
 )  # fmt: skip
 PIN_COLUMNS = ("card_id", "pin_type", "status", "consecutive_failures", "remaining_tries", "locked_at", "last_version")
-VERIFIER_COLUMNS = ("card_id", "pin_type", "key_id", "digest", "set_at_version")
+SECRET_COLUMNS = ("card_id", "kind", "name", "key_id", "digest", "set_at_version")
 REQUEST_COLUMNS = (
     "terminal_id", "request_id", "card_id", "command", "fingerprint", "outcome", "stream_version", "created_at",
 )  # fmt: skip
@@ -54,17 +51,17 @@ class HotSql:
         p = self._p
 
         self.insert_cards = self._insert(cards, CARD_COLUMNS)
-        self.update_cards = f"UPDATE cards SET version = {p}, last_hash = {p} WHERE card_id = {p}"
+        self.update_cards = f"UPDATE cards SET version = {p}, last_hash = {p}, status = {p} WHERE card_id = {p}"
         self.take_positions = f"UPDATE log_head SET position = position + {p} WHERE id = 1 RETURNING position"
         self.insert_events = self._insert(events, EVENT_COLUMNS)
         self.upsert_pins = self._upsert(pin_states, PIN_COLUMNS, ("card_id", "pin_type"))
-        self.upsert_verifiers = self._upsert(pin_verifiers, VERIFIER_COLUMNS, ("card_id", "pin_type"))
+        self.upsert_secrets = self._upsert(secrets, SECRET_COLUMNS, ("card_id", "kind", "name"))
         self.insert_requests = self._insert(requests, REQUEST_COLUMNS)
         # The payload as text (PostgreSQL would parse JSONB per row): equal
         # payloads are then decoded once (EventStore.rebuild caches by text).
         payload = "payload::text" if self.pg else "payload"
         self.rebuild_page = (
-            f"SELECT position, card_id, version, event_type, pin_type, {payload}, occurred_at FROM events "
+            f"SELECT position, stream_id, version, event_type, schema_version, pin_type, {payload}, occurred_at FROM events "
             f"WHERE position > {p} ORDER BY position LIMIT {p}"
         )
 
@@ -90,18 +87,22 @@ class HotSql:
             return f"{column} = ANY({self._p})", (list(values),)
         return f"{column} IN ({', '.join([self._p] * len(values))})", tuple(values)
 
-    def lock_heads(self, card_ids: Sequence[str]) -> tuple[str, tuple]:
-        """The batch's card heads, locked in card-id order on PostgreSQL
-        (SQLite's BEGIN IMMEDIATE already serialises writers)."""
+    def heads(self, card_ids: Sequence[str], *, lock: bool) -> tuple[str, tuple]:
+        """Card heads. With lock: locked in card-id order on PostgreSQL, for
+        the cards the batch writes (SQLite's BEGIN IMMEDIATE already
+        serialises writers); without, for cards only read (status reads),
+        which then make no writer wait."""
         where, params = self.among("card_id", card_ids)
-        lock = " FOR UPDATE" if self.pg else ""
-        return f"SELECT card_id, version, last_hash FROM cards WHERE {where} ORDER BY card_id{lock}", params
+        suffix = " ORDER BY card_id FOR UPDATE" if lock and self.pg else ""
+        return f"SELECT card_id, version, last_hash, status, ward FROM cards WHERE {where}{suffix}", params
 
     def pins_with_verifiers(self, card_ids: Sequence[str]) -> tuple[str, tuple]:
+        """Projection rows of the cards with each PIN's verifier (a secret of kind "pin")."""
         where, params = self.among("s.card_id", card_ids)
         sql = (
             "SELECT s.card_id, s.pin_type, s.consecutive_failures, s.status, s.locked_at, s.last_version, v.key_id, v.digest "
-            "FROM pin_states s LEFT OUTER JOIN pin_verifiers v ON v.card_id = s.card_id AND v.pin_type = s.pin_type "
+            "FROM pin_states s LEFT OUTER JOIN secrets v "
+            "ON v.card_id = s.card_id AND v.kind = 'pin' AND v.name = s.pin_type "
             f"WHERE {where}"
         )
         return sql, params

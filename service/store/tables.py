@@ -17,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from service.domain.streams import STREAM_ID_LENGTH, TERMINAL_ID_MAX_LENGTH
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -30,7 +32,8 @@ metadata = MetaData(
 Json = JSON().with_variant(JSONB(), "postgresql")
 UtcDateTime = DateTime(timezone=True)
 
-# One stream per card: its head (version, hash of the last event) and status.
+# One stream per card: its head (version, hash of the last event), and the
+# card's part of the projection (status, the holder's ward).
 cards = Table(
     "cards",
     metadata,
@@ -38,17 +41,21 @@ cards = Table(
     Column("version", BigInteger, nullable=False),
     Column("last_hash", String(64), nullable=False),
     Column("status", String(16), nullable=False),
+    Column("ward", String(32), nullable=True),
     Column("enrolled_at", UtcDateTime, nullable=False),
 )
 
 # The append-only log. position is global and gap-free: it is taken from
 # log_head inside the appending transaction, whose row lock orders commits
-# (see event_store.py). UPDATE and DELETE are refused by triggers.
+# (see unit_of_work.py). UPDATE and DELETE are refused by triggers.
+# stream_id names the stream: a card id, or "terminal:<terminal id>" for a
+# terminal's stream (service/domain/streams.py); stream_kind says which.
 events = Table(
     "events",
     metadata,
     Column("position", BigInteger, primary_key=True, autoincrement=False),
-    Column("card_id", String(64), nullable=False),
+    Column("stream_id", String(STREAM_ID_LENGTH), nullable=False),
+    Column("stream_kind", String(16), nullable=False),
     Column("version", BigInteger, nullable=False),
     Column("event_id", String(36), nullable=False, unique=True),
     Column("event_type", String(64), nullable=False),
@@ -61,9 +68,12 @@ events = Table(
     Column("payload", Json, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    UniqueConstraint("card_id", "version"),
+    UniqueConstraint("stream_id", "version"),
 )
 Index("ix_events_occurred_at", events.c.occurred_at)
+# Audit queries: one terminal's day, one event type's hour.
+Index("ix_events_terminal_id_occurred_at", events.c.terminal_id, events.c.occurred_at)
+Index("ix_events_event_type_occurred_at", events.c.event_type, events.c.occurred_at)
 
 # Single row: the last global position handed out.
 log_head = Table(
@@ -87,12 +97,15 @@ pin_states = Table(
     Column("last_version", BigInteger, nullable=False),
 )
 
-# PIN verifiers: HMAC-SHA256 under a server key that is not in the database.
-pin_verifiers = Table(
-    "pin_verifiers",
+# Secrets of a card, as keyed hashes (HMAC-SHA256 under a server key that is
+# not in the database, service/keys.py): PIN verifiers (kind "pin", name =
+# the PIN type), and later one-time codes and tokens, each with its key id.
+secrets = Table(
+    "secrets",
     metadata,
     Column("card_id", String(64), primary_key=True),
-    Column("pin_type", String(32), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("name", String(64), primary_key=True),
     Column("key_id", String(64), nullable=False),
     Column("digest", String(64), nullable=False),
     Column("set_at_version", BigInteger, nullable=False),
@@ -112,12 +125,12 @@ requests = Table(
     Column("created_at", UtcDateTime, nullable=False),
 )
 
-# Heads of the terminal streams ("terminal:<id>" in events.card_id), which
+# Heads of the terminal streams ("terminal:<id>" in events.stream_id), which
 # record access refusals and throttling.
 terminals = Table(
     "terminals",
     metadata,
-    Column("terminal_id", String(64), primary_key=True),
+    Column("terminal_id", String(TERMINAL_ID_MAX_LENGTH), primary_key=True),
     Column("version", BigInteger, nullable=False),
     Column("last_hash", String(64), nullable=False),
 )

@@ -17,7 +17,7 @@ from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
 from service.access_config import load_access_config
 from service.domain.access import RPC_ROLES, Role
-from service.domain.events import terminal_stream
+from service.domain.streams import terminal_stream
 from tests.e2e.harness import Client, ThreadedServer
 
 ROLES = [r for r in Role if r is not Role.DEVELOPMENT]

@@ -81,7 +81,7 @@ def test_kill_9_under_load_loses_no_acknowledged_answer(db_url, tmp_path):
             by_request.setdefault(e.request_id, []).append(e)
         for rid, (_, card, check) in acknowledged.items():
             evs = by_request[rid]
-            assert {e.card_id for e in evs} == {card}
+            assert {e.stream_id for e in evs} == {card}
             # One command's events, once: consecutive versions of one stream.
             assert [e.version for e in evs] == list(range(evs[0].version, evs[0].version + len(evs)))
             expected = {
@@ -149,7 +149,7 @@ def test_database_outage_fails_fast_reports_not_serving_and_recovers(databases, 
 
 def test_a_writer_process_that_cannot_run_makes_health_not_serving_until_it_runs_again(db_url, keys):
     server = ThreadedServer(db_url, keys, writer="process")  # as in production
-    batches = server.server.app.writer._batches
+    batches = server.server.app.writer.runner
     client = Client(server.target)
     real_start = batches._start_child
     refuse = threading.Event()

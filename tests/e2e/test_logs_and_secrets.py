@@ -93,7 +93,7 @@ def test_no_pin_in_logs_errors_events_or_database(log_lines, client, server):
     assert leaks("\n".join(errors)) == []
     assert leaks("\n".join(repr(e) for e in server.store.all_events())) == []
     dump = dump_database(server.store)
-    assert "pin_verifiers" in dump and "events" in dump  # the dump did read the tables
+    assert "secrets" in dump and "events" in dump  # the dump did read the tables
     assert leaks(dump) == []
 
 

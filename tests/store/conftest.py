@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.app.writer import GroupCommitWriter
+from service.app.batch import ThreadRunner
 from service.store.event_store import EventStore
 from tests.store.helpers import FakeClock
 
@@ -23,5 +23,5 @@ def store(db_url):
 
 
 @pytest.fixture
-def writer(store, keys, clock) -> GroupCommitWriter:
-    return GroupCommitWriter(store, keys, clock, max_batch=64)
+def writer(store, keys, clock) -> ThreadRunner:
+    return ThreadRunner(store, keys, clock)

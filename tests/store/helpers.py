@@ -15,8 +15,8 @@ from typing import Any, Sequence
 from sqlalchemy import Engine, text
 
 from service.app.answers import Answer
-from service.app.handler import Caller
-from service.app.writer import GroupCommitWriter
+from service.app.handlers import Caller
+from service.app.batch import ThreadRunner
 from service.domain.commands import ChangePin, Command, EnrollCard, VerifyPin
 from service.domain.pins import PinType
 
@@ -32,7 +32,7 @@ WRONG = {RESIDENT: "9999", CARD_INFO: "9999", USER: "9999", SIGNATURE: "ZZZ999"}
 COUNTER = Caller("counter", "terminal-counter-01")
 KIOSK = Caller("kiosk", "terminal-kiosk-07")
 
-TABLES = ("cards", "events", "log_head", "pin_states", "pin_verifiers", "requests")
+TABLES = ("cards", "events", "log_head", "pin_states", "secrets", "requests")
 
 T0 = datetime(2026, 4, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
 
@@ -67,19 +67,19 @@ def change(card_id: str, pin_type: PinType, current: str, new: str, request_id: 
     return ChangePin.create(request_id or rid(), card_id, pin_type, current, new)
 
 
-def run(writer: GroupCommitWriter, *commands: Command, caller: Caller = COUNTER) -> list[Answer | BaseException]:
+def run(writer: ThreadRunner, *commands: Command, caller: Caller = COUNTER) -> list[Answer | BaseException]:
     """One process() call: all the commands in one batch."""
     return writer.process([(c, caller) for c in commands])
 
 
-def run_ok(writer: GroupCommitWriter, *commands: Command, caller: Caller = COUNTER) -> list[Answer]:
+def run_ok(writer: ThreadRunner, *commands: Command, caller: Caller = COUNTER) -> list[Answer]:
     results = run(writer, *commands, caller=caller)
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, errors
     return results  # type: ignore[return-value]
 
 
-def one_by_one(writer: GroupCommitWriter, *commands: Command, caller: Caller = COUNTER) -> list[Answer | BaseException]:
+def one_by_one(writer: ThreadRunner, *commands: Command, caller: Caller = COUNTER) -> list[Answer | BaseException]:
     """Each command in its own process() call (its own transaction)."""
     return [writer.process([(c, caller)])[0] for c in commands]
 
@@ -111,7 +111,7 @@ def assert_consistent(store) -> None:
     heads = {r["card_id"]: r for r in dump(store.writer, "cards")}
     last: dict[str, object] = {}
     for e in log:
-        last[e.card_id] = e
+        last[e.stream_id] = e
     assert heads.keys() == last.keys()
     for card_id, e in last.items():
         assert (heads[card_id]["version"], heads[card_id]["last_hash"]) == (e.version, e.hash)

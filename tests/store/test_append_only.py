@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.app.writer import GroupCommitWriter
+from service.app.batch import ThreadRunner
 from service.store.event_store import EventStore
 from tests.store.helpers import CORRECT, USER, WRONG, dump, enroll, run_ok, verify
 
@@ -56,7 +56,7 @@ def test_truncate_is_refused_on_postgres(databases, keys, clock):
     # SQLite has no TRUNCATE (its DELETE FROM events is tested above)
     pg = EventStore(databases.create("postgres"))
     try:
-        w = GroupCommitWriter(pg, keys, clock)
+        w = ThreadRunner(pg, keys, clock)
         run_ok(w, enroll("card-a"), verify("card-a", USER, WRONG[USER]))
         before = dump(pg.writer, "events")
         _refused(pg, "TRUNCATE events")

@@ -1,5 +1,5 @@
 """Several service instances on one PostgreSQL (DESIGN.md §4): each thread
-has its own EventStore (own connection pool) and GroupCommitWriter, as
+has its own EventStore (own connection pool) and ThreadRunner, as
 separate processes would. Never more wrong tries than the limit, exactly one
 enrolment, exactly one execution of a request id."""
 
@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from service.app.answers import Answer
-from service.app.handler import Caller
-from service.app.writer import GroupCommitWriter
+from service.app.handlers import Caller
+from service.app.batch import ThreadRunner
 from service.domain.decide import CheckResult, Enrolled
 from service.domain.errors import AlreadyExists
 from service.domain.pins import retry_limit
@@ -32,7 +32,7 @@ def pg_url(databases) -> str:
 @pytest.fixture
 def instances(pg_url, keys, clock):
     stores = [EventStore(pg_url) for _ in range(INSTANCES)]
-    yield [GroupCommitWriter(s, keys, clock, max_batch=8) for s in stores]
+    yield [ThreadRunner(s, keys, clock) for s in stores]
     for s in stores:
         s.close()
 

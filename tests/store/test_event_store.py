@@ -13,14 +13,15 @@ import pytest
 from sqlalchemy import text
 
 from service.app.answers import Answer
-from service.app.handler import MissingVerifier
-from service.app.writer import GroupCommitWriter
+from service.app.handlers import MissingVerifier
+from service.app.batch import ThreadRunner
 from service.domain.chain import GENESIS_HASH
 from service.domain.decide import CheckOutcome, CheckResult, Enrolled
 from service.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from service.domain.pins import retry_limit
 from service.domain.recovery import Route
 from service.domain.state import PinState
+from service.domain.events import EVENT_TYPES
 from service.store.event_store import EventStore
 from tests.store.helpers import (
     ALL_TYPES,
@@ -68,7 +69,7 @@ def test_batch_positions_versions_and_every_envelope_field(store, writer, clock)
     a2 = run_ok(writer, *second, caller=KIOSK)
 
     log = store.read_all(0)
-    assert [(e.position, e.card_id, e.version, e.event_type) for e in log] == [
+    assert [(e.position, e.stream_id, e.version, e.event_type) for e in log] == [
         (1, "card-a", 1, "CardEnrolled"),
         (2, "card-b", 1, "CardEnrolled"),
         (3, "card-a", 2, "PinVerificationFailed"),
@@ -86,15 +87,15 @@ def test_batch_positions_versions_and_every_envelope_field(store, writer, clock)
         assert e.occurred_at == (t1 if in_first else t2)
         assert e.occurred_at.utcoffset() == timedelta(0)
         assert (e.channel, e.terminal_id) == ((COUNTER if in_first else KIOSK).channel, (COUNTER if in_first else KIOSK).terminal_id)
-        assert e.schema_version == 1
+        assert e.schema_version == EVENT_TYPES[e.event_type].schema_version
         assert str(uuid.UUID(e.event_id)) == e.event_id
         assert uuid.UUID(e.event_id).version == 7  # time-ordered: appended at the end of the event_id index
     assert len({e.event_id for e in log}) == len(log)
     assert [e.event_id for e in log] == sorted(e.event_id for e in log)  # in log order, within this writer
     assert [e.pin_type for e in log] == [None, None, "user_certificate", "user_certificate", "user_certificate", "signature"]
     assert [e.payload for e in log] == [
-        {"pin_types": [t.value for t in CORRECT]},
-        {"pin_types": ["user_certificate"]},
+        {"pin_types": [t.value for t in CORRECT], "ward": None},
+        {"pin_types": ["user_certificate"], "ward": None},
         {"purpose": "verify", "consecutive_failures": 1, "remaining_tries": 2},
         {},
         {},
@@ -104,7 +105,7 @@ def test_batch_positions_versions_and_every_envelope_field(store, writer, clock)
     # the chain: genesis, then each event's prev_hash is its predecessor's hash
     for card_id in ("card-a", "card-b"):
         stream = store.stream(card_id)
-        assert stream == [e for e in log if e.card_id == card_id]
+        assert stream == [e for e in log if e.stream_id == card_id]
         assert [e.version for e in stream] == list(range(1, len(stream) + 1))
         assert stream[0].prev_hash == GENESIS_HASH
         for prev, nxt in zip(stream, stream[1:]):
@@ -120,7 +121,7 @@ def test_batches_commit_in_order_and_a_failed_batch_takes_no_position(store, wri
     assert store.head_position() == 1
     run_ok(writer, verify("card-a", USER, WRONG[USER]), verify("card-a", RESIDENT, WRONG[RESIDENT]))
     run_ok(writer, enroll("card-b"))
-    assert [(e.position, e.card_id, e.version) for e in store.read_all()] == [
+    assert [(e.position, e.stream_id, e.version) for e in store.read_all()] == [
         (1, "card-a", 1),
         (2, "card-a", 2),
         (3, "card-a", 3),
@@ -372,7 +373,7 @@ def test_a_domain_error_fails_only_its_own_item(store, writer):
     assert isinstance(answers[2], AlreadyExists)
     assert isinstance(answers[3], PreconditionFailed)
     assert isinstance(answers[4].outcome, Enrolled)
-    assert [(e.card_id, e.event_type) for e in store.read_all(2)] == [
+    assert [(e.stream_id, e.event_type) for e in store.read_all(2)] == [
         ("card-a", "PinVerificationFailed"),
         ("card-c", "CardEnrolled"),
     ]
@@ -386,12 +387,12 @@ def test_a_domain_error_fails_only_its_own_item(store, writer):
 def test_an_unexpected_error_fails_only_its_own_item(store, writer):
     run_ok(writer, enroll("card-a"), enroll("card-b"))
     with store.writer.begin() as conn:  # a damaged store: a verifier is missing
-        conn.execute(text("DELETE FROM pin_verifiers WHERE card_id = 'card-a' AND pin_type = 'user_certificate'"))
+        conn.execute(text("DELETE FROM secrets WHERE card_id = 'card-a' AND kind = 'pin' AND name = 'user_certificate'"))
     answers = run(writer, verify("card-b", USER, WRONG[USER]), verify("card-a", USER, CORRECT[USER]), enroll("card-c"))
     assert isinstance(answers[1], MissingVerifier)
     assert check(answers[0]).result is CheckResult.WRONG_PIN
     assert isinstance(answers[2].outcome, Enrolled)
-    assert [(e.card_id, e.event_type) for e in store.read_all(2)] == [
+    assert [(e.stream_id, e.event_type) for e in store.read_all(2)] == [
         ("card-b", "PinVerificationFailed"),
         ("card-c", "CardEnrolled"),
     ]
@@ -408,7 +409,7 @@ def test_occurred_at_is_the_clock_instant_whatever_its_time_zone(db_url, keys):
     at = datetime(2026, 4, 1, 18, 30, 0, 250000, tzinfo=JST)
     s = EventStore(db_url)
     try:
-        w = GroupCommitWriter(s, keys, FakeClock(at))
+        w = ThreadRunner(s, keys, FakeClock(at))
         run_ok(w, enroll("card-a"), *[verify("card-a", USER, WRONG[USER]) for _ in range(3)])
         assert [e.occurred_at for e in s.stream("card-a")] == [at] * 5
         assert s.read_card("card-a").pins[USER].locked_at == at

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.store import hot_sql
-from service.store.event_store import utc
-from service.store.tables import cards, events, pin_states, pin_verifiers, requests
+from service.store.records import utc
+from service.store.tables import cards, events, pin_states, requests, secrets
 from tests.store.helpers import USER, WRONG, enroll, run_ok, verify
 
 
@@ -22,7 +22,7 @@ from tests.store.helpers import USER, WRONG, enroll, run_ok, verify
         (hot_sql.CARD_COLUMNS, cards),
         (hot_sql.EVENT_COLUMNS, events),
         (hot_sql.PIN_COLUMNS, pin_states),
-        (hot_sql.VERIFIER_COLUMNS, pin_verifiers),
+        (hot_sql.SECRET_COLUMNS, secrets),
         (hot_sql.REQUEST_COLUMNS, requests),
     ],
 )
@@ -35,7 +35,8 @@ def test_statements_use_the_dialects_placeholder_only(dialect):
     sql = hot_sql.HotSql(dialect)
     mark, other = ("%s", "?") if dialect.name == "postgresql" else ("?", "%s")
     for text in (sql.insert_cards, sql.update_cards, sql.take_positions, sql.insert_events, sql.upsert_pins,
-                 sql.upsert_verifiers, sql.insert_requests, sql.lock_heads(["a", "b"])[0]):  # fmt: skip
+                 sql.upsert_secrets, sql.insert_requests, sql.heads(["a", "b"], lock=True)[0],
+                 sql.heads(["a", "b"], lock=False)[0]):  # fmt: skip
         assert mark in text and other not in text
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
-from service.app.handler import Caller
-from service.app.writer import GroupCommitWriter
+from service.app.handlers import Caller
+from service.app.batch import ThreadRunner
 from service.store.event_store import EventStore
 from tests.store.helpers import ALL_TYPES, CORRECT, WRONG, enroll, run_ok, verify
 
@@ -22,13 +22,13 @@ def test_a_follower_sees_every_position_once(db_url, keys, clock):
     follower = EventStore(db_url)
     stores = [EventStore(db_url) for _ in range(WRITERS)]
     try:
-        run_ok(GroupCommitWriter(setup, keys, clock), *[enroll(c) for c in CARDS])
+        run_ok(ThreadRunner(setup, keys, clock), *[enroll(c) for c in CARDS])
         errors: list[BaseException] = []
         start = threading.Barrier(WRITERS + 1)
 
         def write(i: int) -> None:
             try:
-                w = GroupCommitWriter(stores[i], keys, clock, max_batch=8)
+                w = ThreadRunner(stores[i], keys, clock)
                 caller = Caller("counter", f"terminal-{i}")
                 start.wait(timeout=30)
                 for n in range(BATCHES):

@@ -12,7 +12,7 @@ from service.store.engine import normalize_url
 from service.store.migrate import alembic_config, downgrade, upgrade
 from service.store.tables import metadata
 
-TABLES = {"cards", "events", "log_head", "pin_states", "pin_verifiers", "requests"}
+TABLES = {"cards", "events", "log_head", "pin_states", "secrets", "requests", "terminals"}
 
 
 def _diff(url: str, target: MetaData = metadata) -> list:
@@ -62,9 +62,9 @@ def _append_only_holds(url: str) -> bool:
         with engine.connect() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO events (position, card_id, version, event_id, event_type, schema_version,"
+                    "INSERT INTO events (position, stream_id, stream_kind, version, event_id, event_type, schema_version,"
                     " occurred_at, pin_type, channel, terminal_id, request_id, payload, prev_hash, hash)"
-                    " VALUES (1, 'c', 1, 'e', 'CardEnrolled', 1, CURRENT_TIMESTAMP, NULL, 'x', 't', 'r',"
+                    " VALUES (1, 'c', 'card', 1, 'e', 'CardEnrolled', 1, CURRENT_TIMESTAMP, NULL, 'x', 't', 'r',"
                     " '{}', 'p', 'h')"
                 )
             )

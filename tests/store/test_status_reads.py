@@ -4,7 +4,7 @@ commands of their batch, and nothing recorded — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from service.app.handler import ReadCard
+from service.app.handlers import ReadCard
 from service.domain.pins import retry_limit
 from tests.store.helpers import (
     KIOSK, TABLES, USER, WRONG, CORRECT, SIGNATURE, count, enroll, run, run_ok, verify,

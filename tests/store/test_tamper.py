@@ -26,7 +26,7 @@ def disable_append_only(store) -> None:
 def tamper(store, card_id: str, version: int, **values) -> None:
     with store.writer.begin() as conn:
         n = conn.execute(
-            update(events).where(events.c.card_id == card_id, events.c.version == version).values(**values)
+            update(events).where(events.c.stream_id == card_id, events.c.version == version).values(**values)
         ).rowcount
     assert n == 1
 
@@ -80,9 +80,9 @@ def test_an_event_changed_in_place_is_named(store, history, field):
     tamper(store, "card-b", 3, **_changes(target)[field])
 
     one = store.first_broken_link("card-b")
-    assert (one.card_id, one.version, one.position) == ("card-b", 3, target.position)
+    assert (one.stream_id, one.version, one.position) == ("card-b", 3, target.position)
     every = store.first_broken_link()
-    assert (every.card_id, every.version, every.position) == ("card-b", 3, target.position)
+    assert (every.stream_id, every.version, every.position) == ("card-b", 3, target.position)
     assert store.first_broken_link("card-a") is None
     assert store.first_broken_link("card-c") is None
 
@@ -93,16 +93,16 @@ def test_a_rehashed_event_breaks_the_next_link(store, history):
     forged = {**target.envelope(), "payload": {**target.payload, "consecutive_failures": 1, "remaining_tries": 2}}
     tamper(store, "card-b", 3, payload=forged["payload"], hash=event_hash(target.prev_hash, forged))
     broken = store.first_broken_link("card-b")
-    assert (broken.card_id, broken.version) == ("card-b", 4)
+    assert (broken.stream_id, broken.version) == ("card-b", 4)
     assert "previous" in broken.reason
     assert store.first_broken_link() == broken
 
 
 def test_a_deleted_event_is_named(store, history):
     with store.writer.begin() as conn:
-        conn.execute(delete(events).where(events.c.card_id == "card-b", events.c.version == 2))
+        conn.execute(delete(events).where(events.c.stream_id == "card-b", events.c.version == 2))
     broken = store.first_broken_link("card-b")
-    assert (broken.card_id, broken.version, broken.position) == ("card-b", 3, history[3].position)
+    assert (broken.stream_id, broken.version, broken.position) == ("card-b", 3, history[3].position)
     assert store.first_broken_link("card-a") is None
 
 
@@ -112,7 +112,7 @@ def test_the_whole_store_check_names_the_earliest_break(store, history):
     tamper(store, "card-b", 4, occurred_at=history[4].occurred_at + timedelta(seconds=1))
     assert late_c.position > history[4].position
     broken = store.first_broken_link()
-    assert (broken.card_id, broken.version, broken.position) == ("card-b", 4, history[4].position)
+    assert (broken.stream_id, broken.version, broken.position) == ("card-b", 4, history[4].position)
     assert store.first_broken_link("card-c").version == late_c.version
     assert store.first_broken_link("card-a") is None
 
@@ -120,7 +120,7 @@ def test_the_whole_store_check_names_the_earliest_break(store, history):
 def test_a_deleted_last_event_is_named(store, history):
     last = history[max(history)]
     with store.writer.begin() as conn:
-        conn.execute(delete(events).where(events.c.card_id == "card-b", events.c.version == last.version))
+        conn.execute(delete(events).where(events.c.stream_id == "card-b", events.c.version == last.version))
     broken = store.first_broken_link("card-b")
-    assert broken is not None and broken.card_id == "card-b"
+    assert broken is not None and broken.stream_id == "card-b"
     assert store.first_broken_link() is not None

@@ -8,9 +8,9 @@ import hashlib
 import os
 import re
 
-from service.app.writer import GroupCommitWriter
+from service.app.batch import ThreadRunner
 from service.domain.decide import CheckResult
-from service.keys import KeyRing, Verifier
+from service.keys import KeyRing, SecretRef, Verifier
 from tests.store.helpers import (
     CARD_INFO,
     CORRECT,
@@ -37,7 +37,7 @@ SECRET_FOUR = "7391"
 
 
 def verifier_rows(store) -> dict[tuple[str, str], dict]:
-    return {(r["card_id"], r["pin_type"]): r for r in dump(store.writer, "pin_verifiers")}
+    return {(r["card_id"], r["name"]): r for r in dump(store.writer, "secrets") if r["kind"] == "pin"}
 
 
 def test_no_pin_anywhere_in_the_database(store, writer):
@@ -75,20 +75,20 @@ def test_verifiers_are_keyed_digests_with_the_key_id(store, writer, keys):
         assert r["set_at_version"] == 1
         stored = Verifier(r["key_id"], r["digest"])
         t = next(t for t in CORRECT if t.value == pin_type)
-        assert keys.matches(stored, card_id, t, CORRECT[t])
-        assert not keys.matches(stored, card_id, t, WRONG[t])
+        assert keys.matches(stored, SecretRef.pin(card_id, t), CORRECT[t])
+        assert not keys.matches(stored, SecretRef.pin(card_id, t), WRONG[t])
         # not an unkeyed hash of the PIN
         assert r["digest"] != hashlib.sha256(CORRECT[t].encode()).hexdigest()
         # and useless under another key
         other = KeyRing(keys.current, {keys.current: os.urandom(32)})
-        assert not other.matches(stored, card_id, t, CORRECT[t])
-    assert store.verifier("card-a", USER) == Verifier(keys.current, rows[("card-a", USER.value)]["digest"])
+        assert not other.matches(stored, SecretRef.pin(card_id, t), CORRECT[t])
+    assert store.secret(SecretRef.pin("card-a", USER)) == Verifier(keys.current, rows[("card-a", USER.value)]["digest"])
 
 
 def test_equal_pins_give_unrelated_digests(store, writer):
     same = {RESIDENT: "4321", CARD_INFO: "4321", USER: "4321"}
     run_ok(writer, enroll("card-a", same), enroll("card-b", same))
-    digests = [r["digest"] for r in dump(store.writer, "pin_verifiers")]
+    digests = [r["digest"] for r in dump(store.writer, "secrets")]
     assert len(digests) == 6 and len(set(digests)) == 6
 
 
@@ -121,10 +121,10 @@ def test_key_rotation_rekeys_on_success_only(store, clock):
     k1, k2 = os.urandom(32), os.urandom(32)
     old_ring = KeyRing("k1", {"k1": k1})
     new_ring = KeyRing("k2", {"k1": k1, "k2": k2})
-    run_ok(GroupCommitWriter(store, old_ring, clock), enroll("card-a"))
-    assert {r["key_id"] for r in dump(store.writer, "pin_verifiers")} == {"k1"}
+    run_ok(ThreadRunner(store, old_ring, clock), enroll("card-a"))
+    assert {r["key_id"] for r in dump(store.writer, "secrets")} == {"k1"}
 
-    rotated = GroupCommitWriter(store, new_ring, clock)
+    rotated = ThreadRunner(store, new_ring, clock)
     wrong = run_ok(rotated, verify("card-a", USER, WRONG[USER]))[0]
     assert wrong.outcome.result is CheckResult.WRONG_PIN
     assert verifier_rows(store)[("card-a", "user_certificate")]["key_id"] == "k1"
@@ -134,7 +134,7 @@ def test_key_rotation_rekeys_on_success_only(store, clock):
     rows = verifier_rows(store)
     assert rows[("card-a", "user_certificate")]["key_id"] == "k2"
     assert rows[("card-a", "user_certificate")]["set_at_version"] == 3
-    assert new_ring.matches(Verifier("k2", rows[("card-a", "user_certificate")]["digest"]), "card-a", USER, CORRECT[USER])
+    assert new_ring.matches(Verifier("k2", rows[("card-a", "user_certificate")]["digest"]), SecretRef.pin("card-a", USER), CORRECT[USER])
     # the other PIN types stay under k1 until they are used
     assert {r["key_id"] for k, r in rows.items() if k[1] != "user_certificate"} == {"k1"}
 
@@ -142,7 +142,7 @@ def test_key_rotation_rekeys_on_success_only(store, clock):
     run_ok(rotated, change("card-a", SIGNATURE, CORRECT[SIGNATURE], "NEWSIG99"))
     assert verifier_rows(store)[("card-a", "signature")]["key_id"] == "k2"
     # and the re-keyed verifiers still verify once k1 is retired
-    retired = GroupCommitWriter(store, KeyRing("k2", {"k2": k2}), clock)
+    retired = ThreadRunner(store, KeyRing("k2", {"k2": k2}), clock)
     a, b = run_ok(retired, verify("card-a", USER, CORRECT[USER]), verify("card-a", SIGNATURE, "NEWSIG99"))
     assert (a.outcome.result, b.outcome.result) == (CheckResult.OK, CheckResult.OK)
     # no event records the re-keying or any verifier

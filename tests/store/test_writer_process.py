@@ -11,18 +11,19 @@ import contextlib
 import os
 import pickle
 import signal
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
 
 from service.app.writer import GroupCommitWriter
-from service.app.writer_process import RESTART_BACKOFF_S, ProcessBatches, WriterFailure
-from service.clock import system_clock
+from service.app.writer_process import RESTART_BACKOFF_S, ProcessRunner, WriterFailure
+from service.clock import ServiceClock, system_clock
+from service.domain.policy import Policy
 from service.domain.decide import CheckResult
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, PreconditionFailed, PreconditionViolation
 from service.domain.throttle import Throttled
-from service.store.event_store import StoreUnavailable
+from service.app.ports import StoreUnavailable
 from tests.store.helpers import COUNTER, CORRECT, USER, WRONG, assert_consistent, enroll, rid, verify
 
 
@@ -33,7 +34,7 @@ def run_async(coro):
 @contextlib.asynccontextmanager
 async def running_writer(store, keys):
     """A group-commit writer with its writer process, stopped on the way out."""
-    writer = GroupCommitWriter(store, keys, system_clock, separate_process=True)
+    writer = GroupCommitWriter(ProcessRunner(store.url, keys, system_clock, Policy(), 3, "json"))
     await writer.start()
     try:
         yield writer
@@ -48,7 +49,7 @@ async def gather(writer: GroupCommitWriter, *commands):
 def test_answers_and_domain_errors_cross_the_process_boundary(store, keys):
     async def scenario():
         async with running_writer(store, keys) as writer:
-            assert writer._batches.pid not in (None, os.getpid())
+            assert writer.runner.pid not in (None, os.getpid())
             [enrolled] = await gather(writer, enroll("card-p"))
             assert enrolled.stream_version == 1
             same_id = rid()
@@ -75,7 +76,7 @@ def test_an_unexpected_error_fails_only_its_own_command(store, keys):
         async with running_writer(store, keys) as writer:
             await gather(writer, enroll("card-good"), enroll("card-damaged"))
             with store.writer.begin() as conn:  # a damaged store: a verifier is missing
-                conn.execute(text("DELETE FROM pin_verifiers WHERE card_id = 'card-damaged'"))
+                conn.execute(text("DELETE FROM secrets WHERE card_id = 'card-damaged'"))
             return await gather(writer, verify("card-good", USER, CORRECT[USER]), verify("card-damaged", USER, CORRECT[USER]))
 
     good, damaged = run_async(scenario())
@@ -101,7 +102,7 @@ async def until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def kill_while_idle(batches: ProcessBatches) -> int:
+async def kill_while_idle(batches: ProcessRunner) -> int:
     """kill -9 of the writer process between batches, until the server has
     noticed (nothing was in flight); its pid."""
     pid = batches.pid
@@ -113,7 +114,7 @@ async def kill_while_idle(batches: ProcessBatches) -> int:
 def test_a_writer_process_killed_during_a_batch_fails_it_unavailable_and_is_replaced(store, keys):
     async def scenario():
         async with running_writer(store, keys) as writer:
-            batches = writer._batches
+            batches = writer.runner
             await gather(writer, enroll("card-k"))
             first = batches.pid
             with write_lock_held(store):
@@ -137,7 +138,7 @@ def test_a_writer_process_killed_during_a_batch_fails_it_unavailable_and_is_repl
 def test_a_writer_process_that_died_between_batches_is_replaced_before_the_next_one(store, keys):
     async def scenario():
         async with running_writer(store, keys) as writer:
-            batches = writer._batches
+            batches = writer.runner
             await gather(writer, enroll("card-b"))
             first = await kill_while_idle(batches)
             answers = await gather(writer, verify("card-b", USER, WRONG[USER]))
@@ -152,7 +153,7 @@ def test_a_writer_process_that_died_between_batches_is_replaced_before_the_next_
 def test_ensure_running_starts_a_writer_that_died_while_idle(store, keys):
     async def scenario():
         async with running_writer(store, keys) as writer:
-            batches = writer._batches
+            batches = writer.runner
             first = await kill_while_idle(batches)
             return first, await writer.ensure_running(), batches.pid, await gather(writer, enroll("card-e"))
 
@@ -161,9 +162,26 @@ def test_ensure_running_starts_a_writer_that_died_while_idle(store, keys):
     assert enrolled.stream_version == 1
 
 
-def test_the_writer_process_refuses_a_test_clock():
-    with pytest.raises(ValueError, match="system clock"):
-        ProcessBatches("sqlite://", None, lambda: None, 3, "json")
+def test_the_writer_process_refuses_a_clock_it_cannot_carry():
+    with pytest.raises(ValueError, match="ServiceClock"):
+        ProcessRunner("sqlite://", None, lambda: None, Policy(), 3, "json")
+
+
+def test_a_moved_service_clock_crosses_into_the_writer_process(store, keys):
+    """The service clock is one value: events written by the writer process
+    carry the moved time, not the child's system clock."""
+    fixed = datetime(2027, 1, 9, 1, 30, tzinfo=timezone.utc)  # a 2nd Saturday, 10:30 in Tokyo
+
+    async def scenario():
+        writer = GroupCommitWriter(ProcessRunner(store.url, keys, ServiceClock(fixed=fixed), Policy(), 3, "json"))
+        await writer.start()
+        try:
+            await gather(writer, enroll("card-t"))
+        finally:
+            await writer.stop()
+
+    run_async(scenario())
+    assert [e.occurred_at for e in store.stream("card-t")] == [fixed]
 
 
 @pytest.mark.parametrize(
@@ -186,7 +204,7 @@ def test_domain_errors_survive_pickling_with_their_details(error: DomainError):
 def test_a_writer_that_cannot_be_restarted_is_tried_again_with_the_next_batch(store, keys):
     async def scenario():
         async with running_writer(store, keys) as writer:
-            batches = writer._batches
+            batches = writer.runner
             real_start, starts = batches._start_child, []
 
             async def start_fails_once():
@@ -220,7 +238,7 @@ def test_a_writer_that_cannot_be_restarted_is_tried_again_with_the_next_batch(st
 
 def test_a_writer_process_that_does_not_start_in_time_is_killed_and_reported(store, keys):
     async def scenario():
-        batches = ProcessBatches(store.url, keys, system_clock, 3, "json", start_timeout=0.01)
+        batches = ProcessRunner(store.url, keys, system_clock, Policy(), 3, "json", start_timeout=0.01)
         with pytest.raises(RuntimeError, match="did not start within"):
             await batches.start()
         proc = batches._proc

@@ -23,6 +23,7 @@ from service.domain.events import (
     Recorded,
 )
 from service.domain.pins import PinType, retry_limit
+from service.domain.policy import Policy
 from service.domain.state import CardState, evolve, fold
 
 CARD = "card-0001"
@@ -84,14 +85,21 @@ def never_checked(t: PinType, p: str) -> bool:
     raise AssertionError(f"the {t.value} PIN must not be checked")
 
 
+NOW = T0 + timedelta(days=1)  # the time when() decides at, after any given() event
+
+
 def when(
     state: CardState,
     command: EnrollCard | VerifyPin | ChangePin,
     correct_pins: dict[PinType, str] | Callable[[PinType, str], bool] = CORRECT,
+    *,
+    now: datetime = NOW,
+    policy: Policy = Policy(),
 ) -> Decision:
-    """decide() with a matcher that knows the correct PINs (or a given matcher)."""
+    """decide() at `now` under `policy`, with a matcher that knows the
+    correct PINs (or a given matcher)."""
     matches = correct_pins if callable(correct_pins) else matcher(correct_pins)
-    return decide(state, command, matches)
+    return decide(state, command, now, policy, matches)
 
 
 def then(state: CardState, decision: Decision) -> CardState:

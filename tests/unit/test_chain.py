@@ -124,7 +124,7 @@ def test_a_changed_payload_is_found_at_its_version():
     env["payload"]["consecutive_failures"] = 0
     rows[2] = (position, env, prev, h)
     link = first_broken_link(rows)
-    assert (link.card_id, link.version, link.position) == ("card-0001", 3, 103)
+    assert (link.stream_id, link.version, link.position) == ("card-0001", 3, 103)
     assert "hash" in link.reason
 
 

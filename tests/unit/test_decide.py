@@ -387,7 +387,7 @@ def test_no_event_payload_or_repr_ever_contains_a_pin():
 def test_payload_keeps_pin_type_out_and_is_json():
     event = PinVerificationFailed(USER, CHANGE, 2, 1)
     assert event.payload() == {"purpose": "change", "consecutive_failures": 2, "remaining_tries": 1}
-    assert CardEnrolled((USER, SIGNATURE)).payload() == {"pin_types": ["user_certificate", "signature"]}
+    assert CardEnrolled((USER, SIGNATURE)).payload() == {"pin_types": ["user_certificate", "signature"], "ward": None}
 
 
 def test_domain_errors_never_contain_a_pin():

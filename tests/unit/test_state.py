@@ -14,8 +14,8 @@ from service.domain.events import (
     PinVerified,
     Purpose,
     Recorded,
-    event_from_stored,
 )
+from service.domain.upcasting import event_from_stored
 from service.domain.state import CardState, PinState, evolve, fold
 from tests.unit.helpers import (
     ALL_TYPES,
@@ -133,5 +133,5 @@ def test_stored_form_round_trips():
     ]
     for event in events:
         pin_type = getattr(event, "pin_type", None)
-        rebuilt = event_from_stored(event.type_name, pin_type.value if pin_type else None, event.payload())
+        rebuilt = event_from_stored(event.type_name, event.schema_version, pin_type.value if pin_type else None, event.payload())
         assert rebuilt == event

@@ -8,7 +8,8 @@ import pytest
 
 from service.domain.decide import CheckOutcome, CheckResult, Enrolled
 from service.domain.pins import PinType
-from service.domain.throttle import FailureTracker, ThrottlePolicy, Throttled, is_failure
+from service.domain.policy import ThrottlePolicy
+from service.domain.throttle import FailureTracker, Throttled, is_failure
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
 POLICY = ThrottlePolicy(max_distinct_cards=3, window=timedelta(minutes=10), penalty=timedelta(minutes=15))

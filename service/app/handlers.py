@@ -1,0 +1,140 @@
+"""One handler per kind of command, in a table (HANDLERS): replay an earlier
+answer to the same request id, or load state, decide, append, store new
+secrets and remember the answer, all in the caller's unit of work. A status
+read is answered from the same unit of work, without a lock.
+
+A new command is one entry: its handler and what it touches (the cards the
+batch must lock or read and the request ids to look up, loaded for the
+whole batch at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from service.app.answers import Answer, command_name, decode, encode, fingerprint
+from service.app.ports import Envelope, StoredRequest, UnitOfWork
+from service.domain.access import Role
+from service.domain.commands import ChangePin, EnrollCard, VerifyPin
+from service.domain.decide import DECIDERS, decide
+from service.domain.errors import FieldViolation, InvalidInput
+from service.domain.events import Event
+from service.domain.pins import PinType
+from service.domain.policy import Policy
+from service.domain.state import CardState
+from service.keys import KeyRing, SecretRef
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated terminal behind a request: its channel is its role."""
+
+    channel: str
+    terminal_id: str
+    office: str | None = None
+
+    @property
+    def role(self) -> Role:
+        return Role(self.channel)
+
+
+@dataclass(frozen=True)
+class RecordTerminalEvents:
+    """Append access events (refusals, throttling) to a terminal's stream."""
+
+    request_id: str
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True)
+class ReadCard:
+    """A status read (GetPinStatus): costs no try, records nothing, locks nothing."""
+
+    card_id: str
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What every handler of a batch shares."""
+
+    keys: KeyRing
+    policy: Policy
+    now: datetime
+
+
+class MissingVerifier(Exception):
+    """A PIN type is enrolled but has no verifier: the store is damaged."""
+
+
+@dataclass(frozen=True)
+class Touches:
+    """What a command needs loaded before the batch runs."""
+
+    write_cards: tuple[str, ...] = ()
+    read_cards: tuple[str, ...] = ()
+    request_keys: tuple[tuple[str, str], ...] = field(default=())
+
+
+def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -> Answer:
+    fp = fingerprint(cmd)
+    prior = uow.request(caller.terminal_id, cmd.request_id)
+    if prior is not None:
+        if prior.fingerprint != fp:
+            raise InvalidInput(FieldViolation("request_id", "was already used by this terminal for a different request"))
+        return Answer(decode(prior.outcome), prior.stream_version, replayed=True)
+
+    state = uow.card(cmd.card_id)
+    rekey: dict[PinType, str] = {}
+
+    def matches(pin_type: PinType, pin: str) -> bool:
+        ref = SecretRef.pin(cmd.card_id, pin_type)
+        stored = uow.secret(ref)
+        if stored is None:
+            raise MissingVerifier(f"{cmd.card_id}/{pin_type.value}")
+        ok = deps.keys.matches(stored, ref, pin)
+        if ok and stored.key_id != deps.keys.current:
+            rekey[pin_type] = pin  # re-key a verifier under a retired key on success
+        return ok
+
+    decision = decide(state, cmd, deps.now, deps.policy, matches)
+    env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now)
+    new_state = uow.append(cmd.card_id, decision.events, env)
+    for pin_type, pin in {**rekey, **decision.new_pins}.items():
+        ref = SecretRef.pin(cmd.card_id, pin_type)
+        uow.set_secret(ref, deps.keys.make(ref, pin))
+    answer = StoredRequest(
+        caller.terminal_id, cmd.request_id, cmd.card_id, command_name(cmd), fp, encode(decision.outcome), new_state.version
+    )
+    uow.remember(answer, deps.now)
+    return Answer(decision.outcome, new_state.version)
+
+
+def card_command_touches(cmd: Any, caller: Caller) -> Touches:
+    return Touches(write_cards=(cmd.card_id,), request_keys=((caller.terminal_id, cmd.request_id),))
+
+
+def handle_terminal_events(uow: UnitOfWork, cmd: RecordTerminalEvents, caller: Caller, deps: Deps) -> int:
+    env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now)
+    return uow.append_terminal(caller.terminal_id, cmd.events, env)
+
+
+def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps) -> CardState | None:
+    state = uow.read_card(cmd.card_id)
+    return state if state.enrolled else None
+
+
+@dataclass(frozen=True)
+class Handler:
+    handle: Callable[[UnitOfWork, Any, Caller, Deps], Any]
+    touches: Callable[[Any, Caller], Touches] = lambda cmd, caller: Touches()
+
+
+HANDLERS: dict[type, Handler] = {
+    **{command: Handler(handle_card_command, card_command_touches) for command in DECIDERS},
+    RecordTerminalEvents: Handler(handle_terminal_events),
+    ReadCard: Handler(handle_read_card, lambda cmd, caller: Touches(read_cards=(cmd.card_id,))),
+}
+
+Command = EnrollCard | VerifyPin | ChangePin | RecordTerminalEvents | ReadCard

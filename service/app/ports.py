@@ -1,0 +1,84 @@
+"""The ports the app layer needs from a store: a unit of work (one
+transaction) and the records it exchanges. service/store implements them on
+SQLite and PostgreSQL; tests/unit/fakes.py in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from service.domain.events import Event
+from service.domain.state import CardState
+from service.keys import SecretRef, Verifier
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached; the caller should retry later."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who and what caused the events of one command."""
+
+    channel: str
+    terminal_id: str
+    request_id: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    """An answer kept by request id, replayed to a retry."""
+
+    terminal_id: str
+    request_id: str
+    card_id: str
+    command: str
+    fingerprint: str
+    outcome: dict[str, Any]
+    stream_version: int
+
+
+class UnitOfWork(Protocol):
+    """One transaction: reads are cached, writes buffered until it commits."""
+
+    def prefetch(
+        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = ()
+    ) -> None:
+        """Load, in one go, the cards the batch writes (locked for this
+        transaction), the cards it only reads (not locked) and the answers
+        kept for its request ids."""
+
+    def card(self, card_id: str) -> CardState:
+        """A card about to be written (locked for this transaction)."""
+
+    def read_card(self, card_id: str) -> CardState:
+        """A card only read (not locked)."""
+
+    def secret(self, ref: SecretRef) -> Verifier | None: ...
+
+    def request(self, terminal_id: str, request_id: str) -> StoredRequest | None: ...
+
+    def append(self, card_id: str, new_events: Sequence[Event], env: Envelope) -> CardState:
+        """Append to a card's stream and keep its projection; the new state."""
+
+    def append_terminal(self, terminal_id: str, new_events: Sequence[Event], env: Envelope) -> int:
+        """Append to a terminal's stream; its new version."""
+
+    def set_secret(self, ref: SecretRef, verifier: Verifier) -> None: ...
+
+    def remember(self, answer: StoredRequest, at: datetime) -> None: ...
+
+
+class Store(Protocol):
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
+        """A transaction that commits when the block ends without an error."""
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        """A conflict (e.g. with another instance) that a fresh attempt resolves."""
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        """The database cannot be reached."""

@@ -1,0 +1,71 @@
+"""Events evolve without rewriting the log: a stored event keeps the shape
+and schema version it was written with, and is upgraded to the current
+event class when read, on every read path (state loads, rebuild, integrity,
+audit). One upcaster per (event type, old schema version) turns a payload
+into the next version's; they chain up to the class's `schema_version`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, Callable
+
+from service.domain.events import EVENT_TYPES, Event, Purpose
+from service.domain.pins import PinType
+
+Payload = dict[str, Any]
+Upcaster = Callable[[Payload], Payload]
+
+
+class UnknownEventShape(Exception):
+    """A stored event this code cannot read: an unknown type, or a schema
+    version newer than its class (written by a newer release)."""
+
+
+def _card_enrolled_v1_to_v2(payload: Payload) -> Payload:
+    return {**payload, "ward": None}  # cards enrolled before wards were recorded have none
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("CardEnrolled", 1): _card_enrolled_v1_to_v2,
+}
+
+
+def upcast(type_name: str, schema_version: int, payload: Payload) -> Payload:
+    """The payload in the current schema version of its event type."""
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise UnknownEventShape(f"unknown event type {type_name!r}")
+    if schema_version > cls.schema_version:
+        raise UnknownEventShape(f"{type_name} v{schema_version} is newer than this release's v{cls.schema_version}")
+    while schema_version < cls.schema_version:
+        step = UPCASTERS.get((type_name, schema_version))
+        if step is None:
+            raise UnknownEventShape(f"no upcaster for {type_name} v{schema_version}")
+        payload = step(payload)
+        schema_version += 1
+    return payload
+
+
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
+def event_from_stored(type_name: str, schema_version: int, pin_type: str | None, payload: Payload) -> Event:
+    """The current domain event for a stored one (type, schema version, the
+    PIN type column, the JSON payload)."""
+    payload = upcast(type_name, schema_version, payload)
+    cls = EVENT_TYPES[type_name]
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    kwargs: dict[str, Any] = {}
+    for name in names:
+        if name == "pin_type":
+            kwargs["pin_type"] = PinType(pin_type)
+        elif name == "pin_types":
+            kwargs["pin_types"] = tuple(PinType(v) for v in payload["pin_types"])
+        elif name == "purpose":
+            kwargs["purpose"] = Purpose(payload["purpose"])
+        else:
+            kwargs[name] = payload[name]
+    return cls(**kwargs)

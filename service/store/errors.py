@@ -1,0 +1,23 @@
+"""How database failures are classified: retry the transaction, or tell the
+caller the store is unavailable."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A conflict that a fresh attempt of the same transaction resolves."""
+    if isinstance(exc, IntegrityError):
+        return True  # e.g. two instances enrolling one card, or one request id, at once
+    if isinstance(exc, OperationalError):
+        code = getattr(exc.orig, "sqlstate", None)
+        return code in ("40001", "40P01", "55P03") or "database is locked" in str(exc.orig)
+    return False
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    return isinstance(exc, OperationalError) and (code == "" or code.startswith(("08", "57P")))

@@ -1,0 +1,130 @@
+"""Reads on the read engine, never inside a write batch and never with a
+row lock: one card's projection and stream, the global log by position, the
+whole projection, and its rebuild from the events alone."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+from collections.abc import Iterable, Iterator
+
+from sqlalchemy import Engine, func, select
+
+from service.domain.events import Event, Recorded
+from service.domain.pins import PinType
+from service.domain.state import CardState, CardStatus, PinState, evolve
+from service.domain.streams import is_card_stream
+from service.domain.upcasting import event_from_stored
+from service.keys import SecretRef, Verifier
+from service.store.hot_sql import HotSql
+from service.store.records import StoredEvent, stored_event, utc
+from service.store.tables import cards, events, log_head, pin_states, secrets
+
+
+@functools.lru_cache(maxsize=8192)
+def _event_from_text(event_type: str, schema_version: int, pin_type: str | None, payload: str) -> Event:
+    """Events are immutable and most payloads repeat (failure counts, an
+    empty payload): decode each distinct stored form once."""
+    return event_from_stored(event_type, schema_version, pin_type, json.loads(payload))
+
+
+def _state_from_rows(card_id: str, version: int, status: str, ward: str | None, rows: Iterable) -> CardState:
+    pins = {}
+    for r in rows:
+        t = PinType(r.pin_type)
+        pins[t] = PinState(t, r.consecutive_failures, r.status == "locked", utc(r.locked_at), r.last_version)
+    return CardState(card_id, version, pins, CardStatus(status), ward)
+
+
+class Reads:
+    """Mixed into EventStore: the reads, on its read engine."""
+
+    reader: Engine
+    _hot_sql: HotSql
+
+    def ping(self) -> None:
+        """Raises if the database cannot be reached (health checking)."""
+        with self.reader.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def read_card(self, card_id: str) -> CardState | None:
+        """One card's projection as the tables hold it."""
+        with self.reader.begin() as conn:
+            q = select(cards.c.version, cards.c.status, cards.c.ward).where(cards.c.card_id == card_id)
+            head = conn.execute(q).one_or_none()
+            if head is None:
+                return None
+            rows = conn.execute(select(pin_states).where(pin_states.c.card_id == card_id))
+            return _state_from_rows(card_id, head.version, head.status, head.ward, rows)
+
+    def stream(self, stream_id: str) -> list[StoredEvent]:
+        with self.reader.begin() as conn:
+            q = select(events).where(events.c.stream_id == stream_id).order_by(events.c.version)
+            return [stored_event(r) for r in conn.execute(q)]
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        with self.reader.begin() as conn:
+            q = select(events).where(events.c.position > after_position).order_by(events.c.position).limit(limit)
+            return [stored_event(r) for r in conn.execute(q)]
+
+    def all_events(self, batch: int = 5000) -> Iterator[StoredEvent]:
+        after = 0
+        while page := self.read_all(after, batch):
+            yield from page
+            after = page[-1].position
+
+    def head_position(self) -> int:
+        with self.reader.begin() as conn:
+            return conn.execute(select(log_head.c.position).where(log_head.c.id == 1)).scalar_one()
+
+    def secret(self, ref: SecretRef) -> Verifier | None:
+        with self.reader.begin() as conn:
+            q = select(secrets).where(
+                secrets.c.card_id == ref.card_id, secrets.c.kind == ref.kind.value, secrets.c.name == ref.name
+            )
+            r = conn.execute(q).one_or_none()
+            return Verifier(r.key_id, r.digest) if r else None
+
+    def secrets_by_key(self) -> dict[str, int]:
+        """How many secrets each key id still protects (retire a key at 0)."""
+        with self.reader.begin() as conn:
+            q = select(secrets.c.key_id, func.count()).group_by(secrets.c.key_id)
+            return dict(conn.execute(q).all())
+
+    def projection(self) -> dict[str, CardState]:
+        """The live lock-state projection of every card."""
+        with self.reader.begin() as conn:
+            heads = conn.execute(select(cards.c.card_id, cards.c.version, cards.c.status, cards.c.ward)).all()
+            rows: dict[str, list] = {}
+            for r in conn.execute(select(pin_states)):
+                rows.setdefault(r.card_id, []).append(r)
+        return {c: _state_from_rows(c, v, s, w, rows.get(c, ())) for c, v, s, w in heads}
+
+    def rebuild(self, batch: int = 20000) -> dict[str, CardState]:
+        """The projection computed from the events alone (card streams only).
+        Reads just the columns evolve needs, in position order."""
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # the fold keeps millions of small objects alive; the cycle collector would rescan them again and again
+        try:
+            return self._rebuild(batch)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _rebuild(self, batch: int) -> dict[str, CardState]:
+        states: dict[str, CardState] = {}
+        sql = self._hot_sql
+        read_time = sql.read_time
+        after = 0
+        while True:
+            with self.reader.begin() as conn:
+                rows = conn.exec_driver_sql(sql.rebuild_page, (after, batch)).fetchall()
+            if not rows:
+                return states
+            for _, stream_id, version, event_type, schema_version, pin_type, payload, occurred_at in rows:
+                if is_card_stream(stream_id):
+                    state = states.get(stream_id) or CardState(stream_id)
+                    event = _event_from_text(event_type, schema_version, pin_type, payload)
+                    states[stream_id] = evolve(state, Recorded(event, version, utc(read_time(occurred_at))))
+            after = rows[-1][0]

@@ -1,0 +1,242 @@
+"""The write path: one transaction per batch of commands (service/app/batch.py).
+
+  1. prefetch: lock the head rows of the cards the batch writes, in card-id
+     order (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
+     already serialises writers); read the heads of cards only read (status
+     reads) without a lock; then read their projection rows, PIN verifiers
+     and any earlier answers to the batch's request ids.
+  2. the app layer decides each command against the cached state; appends,
+     secrets and answers are buffered in memory.
+  3. flush: take the global positions from the single log_head row
+     (UPDATE ... RETURNING), insert the events, upsert the projection and
+     the secrets, insert the answers; then commit.
+Steps 1 and 3 run as driver-level SQL (hot_sql.py); rare writes use Core.
+
+Global positions are gap-free and commit in order: the log_head row lock is
+held from step 3 until commit, so a transaction that took lower positions has
+always committed (and become visible) before a later one can take any. A
+reader following the log by position therefore never skips an event that
+commits late, on SQLite and on PostgreSQL with many service instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from service.domain.chain import GENESIS_HASH, event_hash
+from service.domain.events import Event, Recorded
+from service.domain.pins import PinType
+from service.domain.state import CardState, CardStatus, PinState, evolve
+from service.domain.streams import is_card_stream, stream_kind, terminal_stream
+from service.keys import SecretKind, SecretRef, Verifier
+from service.store.hot_sql import HotSql
+from service.app.ports import Envelope, StoredRequest
+from service.store.records import hashed_envelope, new_event_id, utc
+from service.store.tables import secrets, terminals
+
+
+def _pin_from_columns(sql: HotSql, pin_type: str, failures: int, status: str, locked_at, last_version: int) -> PinState:
+    """A projection row read by driver-level SQL (values not yet converted)."""
+    t = PinType(pin_type)
+    return PinState(t, failures, status == "locked", utc(sql.read_time(locked_at)), last_version)
+
+
+class UnitOfWork:
+    """One transaction (the port service/app/ports.py): cached reads of the
+    batch's cards, buffered writes."""
+
+    def __init__(self, conn: Connection, sql: HotSql):
+        self._conn = conn
+        self._sql = sql
+        self._states: dict[str, CardState] = {}
+        self._hashes: dict[str, str] = {}
+        self._existing: set[str] = set()
+        self._locked: set[str] = set()  # cards whose head row this transaction holds
+        self._secrets: dict[SecretRef, Verifier | None] = {}
+        self._requests: dict[tuple[str, str], StoredRequest] = {}
+        self._looked_up: set[tuple[str, str]] = set()  # request keys already read (found or not)
+        self._new_events: list[tuple[dict[str, Any], datetime, str, str]] = []  # envelope, at, prev hash, hash
+        self._dirty_pins: dict[tuple[str, PinType], PinState] = {}
+        self._new_cards: dict[str, datetime] = {}  # card -> enrolled at
+        self._new_secrets: dict[SecretRef, tuple] = {}
+        self._new_requests: list[tuple[StoredRequest, datetime]] = []
+        self._terminal_heads: dict[str, tuple[int, str, bool]] = {}
+        self._dirty_terminals: set[str] = set()
+
+    # -- reads -------------------------------------------------------------
+    def _rows(self, sql_params: tuple[str, tuple]) -> list[tuple]:
+        sql, params = sql_params
+        return self._conn.exec_driver_sql(sql, params).fetchall()
+
+    def prefetch(
+        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = ()
+    ) -> None:
+        """Load the cards the batch writes (locking their heads), the cards
+        it only reads (no lock), and earlier answers to its request ids."""
+        write_ids = sorted(set(card_ids) - self._locked)
+        read_ids = sorted(set(read_only) - self._states.keys() - set(write_ids))
+        self._load(write_ids, lock=True)
+        self._locked.update(write_ids)
+        self._load(read_ids, lock=False)
+        keys = set(request_keys) - self._looked_up
+        if keys:
+            self._looked_up |= keys
+            rows = self._rows(self._sql.requests_among(sorted({k[0] for k in keys}), sorted({k[1] for k in keys})))
+            for terminal_id, request_id, card_id, command, fp, outcome, stream_version in rows:
+                if (terminal_id, request_id) in keys:
+                    self._requests[(terminal_id, request_id)] = StoredRequest(
+                        terminal_id, request_id, card_id, command, fp, self._sql.read_json(outcome), stream_version
+                    )
+
+    def _load(self, ids: list[str], *, lock: bool) -> None:
+        if not ids:
+            return
+        sql = self._sql
+        # Lock (or read) the heads first, then the pins: a row read in the
+        # same statement as the lock could be a stale version.
+        heads = self._rows(sql.heads(ids, lock=lock))
+        pins: dict[str, dict[PinType, PinState]] = {card_id: {} for card_id in ids}
+        for card_id, *columns, key_id, digest in self._rows(sql.pins_with_verifiers(ids)):
+            pin = _pin_from_columns(sql, *columns)
+            pins[card_id][pin.pin_type] = pin
+            self._secrets[SecretRef.pin(card_id, pin.pin_type)] = None if key_id is None else Verifier(key_id, digest)
+        for card_id in ids:
+            self._states[card_id] = CardState(card_id)
+            self._hashes[card_id] = GENESIS_HASH
+        for card_id, version, last_hash, status, ward in heads:
+            self._states[card_id] = CardState(card_id, version, pins[card_id], CardStatus(status), ward)
+            self._hashes[card_id] = last_hash
+            self._existing.add(card_id)
+
+    def card(self, card_id: str) -> CardState:
+        if card_id not in self._locked:
+            self.prefetch([card_id])
+        return self._states[card_id]
+
+    def read_card(self, card_id: str) -> CardState:
+        """A card as this transaction sees it, without locking its head."""
+        if card_id not in self._states:
+            self.prefetch((), read_only=[card_id])
+        return self._states[card_id]
+
+    def secret(self, ref: SecretRef) -> Verifier | None:
+        if ref not in self._secrets:
+            if ref.kind is SecretKind.PIN:
+                self.card(ref.card_id)  # PIN verifiers come with the card
+            else:
+                q = select(secrets.c.key_id, secrets.c.digest).where(
+                    secrets.c.card_id == ref.card_id, secrets.c.kind == ref.kind.value, secrets.c.name == ref.name
+                )
+                row = self._conn.execute(q).one_or_none()
+                self._secrets[ref] = None if row is None else Verifier(row.key_id, row.digest)
+        return self._secrets.get(ref)
+
+    def request(self, terminal_id: str, request_id: str) -> StoredRequest | None:
+        key = (terminal_id, request_id)
+        if key not in self._looked_up:
+            self.prefetch((), [key])
+        return self._requests.get(key)
+
+    # -- buffered writes ---------------------------------------------------
+    def _stage(self, stream_id: str, version: int, e: Event, env: Envelope, prev: str) -> str:
+        """Buffer one event at the given stream version; returns its hash."""
+        pin_type = getattr(e, "pin_type", None)
+        envelope = hashed_envelope(
+            stream_id, version, new_event_id(), e.type_name, e.schema_version, env.occurred_at,
+            pin_type.value if pin_type else None, env.channel, env.terminal_id, env.request_id, e.payload(),
+        )  # fmt: skip
+        digest = event_hash(prev, envelope)
+        self._new_events.append((envelope, env.occurred_at, prev, digest))
+        return digest
+
+    def append(self, card_id: str, new_events: Sequence[Event], env: Envelope) -> CardState:
+        """Append events to a card's stream; returns the evolved state."""
+        env = replace(env, occurred_at=utc(env.occurred_at))  # stored as UTC on every backend
+        state = before = self.card(card_id)
+        prev = self._hashes[card_id]
+        for e in new_events:
+            prev = self._stage(card_id, state.version + 1, e, env, prev)
+            state = evolve(state, Recorded(e, state.version + 1, env.occurred_at))
+        for t, pin in state.pins.items():
+            if pin.last_version > before.version:
+                self._dirty_pins[(card_id, t)] = pin
+        if card_id not in self._existing and card_id not in self._new_cards:
+            self._new_cards[card_id] = env.occurred_at
+        self._states[card_id] = state
+        self._hashes[card_id] = prev
+        return state
+
+    def append_terminal(self, terminal_id: str, new_events: Sequence[Event], env: Envelope) -> int:
+        """Append access events to a terminal's stream; returns its version."""
+        env = replace(env, occurred_at=utc(env.occurred_at))
+        if terminal_id not in self._terminal_heads:
+            q = select(terminals.c.version, terminals.c.last_hash).where(terminals.c.terminal_id == terminal_id)
+            row = self._conn.execute(q.with_for_update()).one_or_none()
+            self._terminal_heads[terminal_id] = (row.version, row.last_hash, True) if row else (0, GENESIS_HASH, False)
+        version, prev, existed = self._terminal_heads[terminal_id]
+        for e in new_events:
+            version += 1
+            prev = self._stage(terminal_stream(terminal_id), version, e, env, prev)
+        self._terminal_heads[terminal_id] = (version, prev, existed)
+        self._dirty_terminals.add(terminal_id)
+        return version
+
+    def set_secret(self, ref: SecretRef, verifier: Verifier) -> None:
+        self._secrets[ref] = verifier
+        self._new_secrets[ref] = (
+            ref.card_id, ref.kind.value, ref.name, verifier.key_id, verifier.digest, self._states[ref.card_id].version
+        )
+
+    def remember(self, answer: StoredRequest, at: datetime) -> None:
+        self._requests[(answer.terminal_id, answer.request_id)] = answer
+        self._new_requests.append((answer, utc(at)))
+
+    def flush(self) -> None:
+        """Write everything buffered (driver-level statements, hot_sql.py)."""
+        sql, run = self._sql, self._conn.exec_driver_sql
+        bind_time, bind_json = sql.bind_time, sql.bind_json
+        if self._new_cards:
+            run(sql.insert_cards, [
+                (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at))
+                for c, at in self._new_cards.items() for s in (self._states[c],)
+            ])  # fmt: skip
+        for t in sorted(self._dirty_terminals):
+            version, last_hash, existed = self._terminal_heads[t]
+            row = {"version": version, "last_hash": last_hash}
+            if existed:
+                self._conn.execute(update(terminals).where(terminals.c.terminal_id == t).values(**row))
+            else:
+                self._conn.execute(terminals.insert().values(terminal_id=t, **row))
+        touched = {env["card_id"] for env, *_ in self._new_events if is_card_stream(env["card_id"])} - self._new_cards.keys()
+        if touched:
+            run(sql.update_cards, [
+                (s.version, self._hashes[c], s.status.value, c) for c in sorted(touched) for s in (self._states[c],)
+            ])  # fmt: skip
+        if self._new_events:
+            n = len(self._new_events)
+            first = run(sql.take_positions, (n,)).scalar_one() - n + 1
+            run(sql.insert_events, [
+                (first + i, env["card_id"], stream_kind(env["card_id"]).value, env["version"], env["event_id"],
+                 env["event_type"], env["schema_version"], bind_time(at), env["pin_type"], env["channel"],
+                 env["terminal_id"], env["request_id"], bind_json(env["payload"]), prev, digest)
+                for i, (env, at, prev, digest) in enumerate(self._new_events)
+            ])  # fmt: skip
+        if self._dirty_pins:
+            run(sql.upsert_pins, [
+                (c, p.pin_type.value, "locked" if p.locked else "active", p.consecutive_failures, p.remaining_tries,
+                 bind_time(p.locked_at), p.last_version)
+                for (c, _), p in self._dirty_pins.items()
+            ])  # fmt: skip
+        if self._new_secrets:
+            run(sql.upsert_secrets, list(self._new_secrets.values()))
+        if self._new_requests:
+            run(sql.insert_requests, [
+                (a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, bind_json(a.outcome), a.stream_version,
+                 bind_time(at))
+                for a, at in self._new_requests
+            ])  # fmt: skip
