@@ -3,6 +3,8 @@ on both backends, and can be undone and redone."""
 
 from __future__ import annotations
 
+import json
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -10,6 +12,7 @@ from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
 
 from service.store.engine import normalize_url
 from service.store.migrate import alembic_config, downgrade, upgrade
+from service.domain.pins import PinType
 from service.store.tables import metadata
 
 TABLES = {"cards", "events", "log_head", "pin_states", "secrets", "requests", "terminals"}
@@ -123,3 +126,92 @@ def test_downgrade_to_base_and_upgrade_again(db_url):
     assert facts["head"] == [(1, 0)]
     assert _expected_triggers(db_url) <= facts["triggers"]
     assert _append_only_holds(db_url)
+
+
+def _write_0002_store(url: str, keys) -> None:
+    """A store as revision 0002 left it: a card whose CardEnrolled is the v1
+    shape, a failed verify, a terminal stream, PIN verifiers; hashes as the
+    service computed them then."""
+    from datetime import datetime, timezone
+
+    from service.domain.chain import GENESIS_HASH, event_hash
+    from service.keys import SecretRef
+    from service.store.records import hashed_envelope
+    from tests.store.helpers import CORRECT, USER
+
+    at = datetime(2026, 11, 27, 1, 0, tzinfo=timezone.utc)
+    rows = [  # stream, version, type, pin type, payload
+        ("card-old", 1, "CardEnrolled", None, {"pin_types": [t.value for t in CORRECT]}),
+        ("card-old", 2, "PinVerificationFailed", "user_certificate",
+         {"purpose": "verify", "consecutive_failures": 1, "remaining_tries": 2}),
+        ("terminal:reader-9", 1, "AccessDenied", None, {"rpc": "/pinlife.v1.CounterService/EnrollCard",
+                                                         "role": "medical_reader", "card_id": "card-old"}),
+    ]  # fmt: skip
+    engine = create_engine(normalize_url(url))
+    prev: dict[str, str] = {}
+    with engine.begin() as conn:
+        for position, (stream, version, event_type, pin_type, payload) in enumerate(rows, start=1):
+            env = hashed_envelope(stream, version, f"00000000-0000-0000-0000-00000000000{position}", event_type, 1, at,
+                                  pin_type, "ward_office", "counter-1", f"req-old-{position}", payload)  # fmt: skip
+            digest = event_hash(prev.get(stream, GENESIS_HASH), env)
+            conn.execute(
+                text("INSERT INTO events (position, card_id, version, event_id, event_type, schema_version, occurred_at,"
+                     " pin_type, channel, terminal_id, request_id, payload, prev_hash, hash) VALUES (:p, :s, :v, :id,"
+                     " :t, 1, :at, :pt, 'ward_office', 'counter-1', :r, :payload, :prev, :h)"),
+                {"p": position, "s": stream, "v": version, "id": env["event_id"], "t": event_type, "at": at,
+                 "pt": pin_type, "r": env["request_id"], "payload": json.dumps(payload),
+                 "prev": prev.get(stream, GENESIS_HASH), "h": digest},
+            )  # fmt: skip
+            prev[stream] = digest
+        conn.execute(text("UPDATE log_head SET position = 3"))
+        conn.execute(text("INSERT INTO cards VALUES ('card-old', 2, :h, 'active', :at)"), {"h": prev["card-old"], "at": at})
+        conn.execute(text("INSERT INTO terminals VALUES ('reader-9', 1, :h)"), {"h": prev["terminal:reader-9"]})
+        for t in CORRECT:
+            failures = 1 if t is USER else 0
+            conn.execute(
+                text("INSERT INTO pin_states VALUES ('card-old', :t, 'active', :f, :r, NULL, :v)"),
+                {"t": t.value, "f": failures, "r": 3 - failures if t is not PinType.SIGNATURE else 5, "v": 2 if failures else 1},
+            )
+            digest = keys.make(SecretRef.pin("card-old", t), CORRECT[t]).digest
+            conn.execute(
+                text("INSERT INTO pin_verifiers VALUES ('card-old', :t, :k, :d, 1)"),
+                {"t": t.value, "k": keys.current, "d": digest},
+            )
+    engine.dispose()
+
+
+def test_an_existing_0002_store_migrates_and_its_old_events_read_as_current(databases, backend, keys):
+    """Stream ids, stream kinds, secrets and the v1 CardEnrolled shape: the
+    data of a store written before revision 0003 survives it, its chains
+    still verify, and the rebuild (which upcasts) equals the projection."""
+    from service.app.batch import ThreadRunner
+    from service.domain.events import CardEnrolled
+    from service.domain.state import CardStatus
+    from service.domain.upcasting import event_from_stored
+    from service.store.event_store import EventStore
+    from tests.store.helpers import CORRECT, USER, FakeClock, run_ok, verify
+
+    url = databases.create(backend, migrate=False)
+    upgrade(url, "0002")
+    _write_0002_store(url, keys)
+    upgrade(url)
+    assert _diff(url) == []
+    store = EventStore(url)
+    try:
+        old = store.stream("card-old")
+        assert [(e.stream_kind, e.schema_version) for e in old] == [("card", 1), ("card", 1)]
+        assert event_from_stored(old[0].event_type, old[0].schema_version, None, old[0].payload) == CardEnrolled(
+            tuple(CORRECT), ward=None
+        )
+        assert [e.stream_kind for e in store.stream("terminal:reader-9")] == ["terminal"]
+        assert store.first_broken_link() is None
+        rebuilt = store.rebuild()
+        assert rebuilt == store.projection()
+        card = rebuilt["card-old"]
+        assert (card.status, card.ward, card.pin(USER).consecutive_failures) == (CardStatus.ACTIVE, None, 1)
+        # the verifiers moved to the secrets table: the right PIN is still right
+        [answer] = run_ok(ThreadRunner(store, keys, FakeClock()), verify("card-old", USER, CORRECT[USER]))
+        assert answer.outcome.remaining_tries == 3 and answer.stream_version == 3
+        assert store.first_broken_link() is None and store.rebuild() == store.projection()
+    finally:
+        store.close()

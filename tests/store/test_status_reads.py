@@ -4,6 +4,11 @@ commands of their batch, and nothing recorded — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
+
+import pytest
+from sqlalchemy import text
+
 from service.app.handlers import ReadCard
 from service.domain.pins import retry_limit
 from tests.store.helpers import (
@@ -44,3 +49,22 @@ def test_reads_record_nothing(store, writer):
     results = run(writer, *[ReadCard("card-s5") for _ in range(5)], ReadCard("card-none"), caller=KIOSK)
     assert all(r is None or r.version == 1 for r in results)
     assert {t: count(store.writer, t) for t in TABLES} == before
+
+
+def test_a_read_takes_no_lock_that_makes_a_writer_wait(store, writer):
+    """PostgreSQL: while another transaction holds a card's head row (as a
+    writer batch of another instance does), a status read of that card is
+    answered from the last committed state instead of waiting for it. (On
+    SQLite a batch holds the database's one write lock in any case.)"""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite batches serialise on the database's write lock")
+    run_ok(writer, enroll("card-s6"))
+    with store.writer.connect() as other:
+        with other.begin():
+            other.execute(text("SELECT version FROM cards WHERE card_id = 'card-s6' FOR UPDATE"))
+            result: list = []
+            reader = threading.Thread(target=lambda: result.extend(run(writer, ReadCard("card-s6"))))
+            reader.start()
+            reader.join(timeout=5)  # a lock wait would last until lock_timeout (10 s)
+            assert not reader.is_alive(), "the status read waited for a row lock"
+    assert result[0].version == 1
