@@ -4,11 +4,9 @@ its writer process).
 Python's cyclic collector periodically walks every tracked object; a full
 (generation 2) collection walks them all. After start-up the server holds
 hundreds of thousands of long-lived objects (gRPC, protobuf descriptors,
-SQLAlchemy, structlog), so each full collection paused the event loop for
-tens of milliseconds (measured: 13 full collections, 309 ms in all, up to
-36 ms each, in 12 s of the benchmark's verify mix), straight into the
-callers' tail latency. Freezing what start-up created moves it out of the
-collector's reach: later collections walk only what requests create.
+SQLAlchemy, structlog), so each full collection paused the event loop
+(figures: docs/performance.md). Freezing what start-up created moves it out
+of the collector's reach: later collections walk only what requests create.
 """
 
 from __future__ import annotations
