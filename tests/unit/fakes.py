@@ -1,0 +1,178 @@
+"""An in-memory store for fast tests of the app layer, without I/O.
+
+FakeStore implements the Store port and FakeUnitOfWork the UnitOfWork port
+(service/app/ports.py), mirroring service/store/unit_of_work.py: a unit of
+work reads the committed data and its own buffered writes; its writes are
+committed only when the unit_of_work() block ends without an exception, and
+discarded otherwise. A card's state is the fold of its stream (evolve,
+service/domain/state.py), as the real projection is; card and terminal
+streams keep their events with version and occurred-at (UTC); PIN verifiers
+and other secrets are kept by SecretRef; answers by (terminal, request id).
+Not mirrored: SQL, locks (one thread at a time), the hash chain, pruning.
+
+A test makes the next transactions fail at commit, after their handlers ran:
+store.fail_next(2, Conflict) (retryable) or store.fail_next(1, Unavailable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+
+from service.app.ports import Envelope, StoredRequest
+from service.domain.events import Event, Recorded
+from service.domain.state import CardState, evolve
+from service.domain.streams import terminal_stream
+from service.keys import SecretKind, SecretRef, Verifier
+
+
+class Conflict(Exception):
+    """A conflict with another instance: FakeStore.is_retryable."""
+
+
+class Unavailable(Exception):
+    """The database cannot be reached: FakeStore.is_unavailable."""
+
+
+@dataclass(frozen=True)
+class FakeEvent:
+    """One event as its stream keeps it (the real store's StoredEvent, shorter)."""
+
+    position: int
+    stream_id: str
+    version: int
+    occurred_at: datetime
+    event: Event
+    envelope: Envelope
+
+    @property
+    def event_type(self) -> str:
+        return self.event.type_name
+
+
+class FakeUnitOfWork:
+    """One transaction: works on copies of the committed data, which the
+    store takes over at commit (a discarded transaction leaves no trace)."""
+
+    def __init__(self, store: FakeStore):
+        self.events = list(store.events)
+        self.states = dict(store.states)
+        self.terminals = dict(store.terminals)  # terminal id -> version of its stream
+        self.secrets = dict(store.secrets)
+        self.requests = dict(store.requests)
+        self.locked: set[str] = set()  # cards this transaction would lock
+
+    def prefetch(
+        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = ()
+    ) -> None:
+        self.locked.update(card_ids)  # nothing to load: every read below is served from memory
+
+    def card(self, card_id: str) -> CardState:
+        self.locked.add(card_id)
+        return self.read_card(card_id)
+
+    def read_card(self, card_id: str) -> CardState:
+        return self.states.get(card_id, CardState(card_id))
+
+    def secret(self, ref: SecretRef) -> Verifier | None:
+        if ref.kind is SecretKind.PIN:
+            self.card(ref.card_id)  # as the real one: PIN verifiers come with the (locked) card
+        return self.secrets.get(ref)
+
+    def request(self, terminal_id: str, request_id: str) -> StoredRequest | None:
+        return self.requests.get((terminal_id, request_id))
+
+    def _log(self, stream_id: str, version: int, event: Event, env: Envelope) -> None:
+        self.events.append(FakeEvent(len(self.events) + 1, stream_id, version, env.occurred_at, event, env))
+
+    def append(self, card_id: str, new_events: Sequence[Event], env: Envelope) -> CardState:
+        env = _utc(env)
+        state = self.card(card_id)
+        for e in new_events:
+            state = evolve(state, Recorded(e, state.version + 1, env.occurred_at))
+            self._log(card_id, state.version, e, env)
+        self.states[card_id] = state
+        return state
+
+    def append_terminal(self, terminal_id: str, new_events: Sequence[Event], env: Envelope) -> int:
+        env = _utc(env)
+        version = self.terminals.get(terminal_id, 0)
+        for e in new_events:
+            version += 1
+            self._log(terminal_stream(terminal_id), version, e, env)
+        self.terminals[terminal_id] = version
+        return version
+
+    def set_secret(self, ref: SecretRef, verifier: Verifier) -> None:
+        self.secrets[ref] = verifier
+
+    def remember(self, answer: StoredRequest, at: datetime) -> None:
+        # The real store also keeps `at`, to prune after the replay window; nothing prunes here.
+        self.requests[(answer.terminal_id, answer.request_id)] = answer
+
+
+def _utc(env: Envelope) -> Envelope:
+    return replace(env, occurred_at=env.occurred_at.astimezone(timezone.utc))  # as stored on every backend
+
+
+class FakeStore:
+    """The Store port in memory, with the reads tests need (named as the real store's)."""
+
+    def __init__(self) -> None:
+        self.events: list[FakeEvent] = []  # the log, in position order
+        self.states: dict[str, CardState] = {}
+        self.terminals: dict[str, int] = {}
+        self.secrets: dict[SecretRef, Verifier] = {}
+        self.requests: dict[tuple[str, str], StoredRequest] = {}
+        self.locked: list[set[str]] = []  # one entry per committed transaction: the cards it locked
+        self._failures: list[type[Exception]] = []
+
+    def fail_next(self, count: int, error: type[Exception] = Conflict) -> None:
+        """The next `count` transactions end in `error` at commit."""
+        self._failures += [error] * count
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[FakeUnitOfWork]:
+        uow = FakeUnitOfWork(self)
+        yield uow  # an exception in the block propagates from here: nothing is committed
+        if self._failures:
+            raise self._failures.pop(0)("injected by FakeStore.fail_next")
+        self.events, self.states, self.terminals = uow.events, uow.states, uow.terminals
+        self.secrets, self.requests = uow.secrets, uow.requests
+        self.locked.append(uow.locked)
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, Conflict)
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, Unavailable)
+
+    # -- reads, as service/store/reads.py ----------------------------------
+    def read_card(self, card_id: str) -> CardState | None:
+        state = self.states.get(card_id)
+        return state if state is not None and state.enrolled else None
+
+    def stream(self, stream_id: str) -> list[FakeEvent]:
+        return [e for e in self.events if e.stream_id == stream_id]
+
+    def head_position(self) -> int:
+        return len(self.events)
+
+    def secret(self, ref: SecretRef) -> Verifier | None:
+        return self.secrets.get(ref)
+
+
+class FakeClock:
+    """Returns `now` until a test moves it."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
