@@ -21,6 +21,7 @@ throttling policy. Relative paths are taken from the file's folder.
 
     [terminals.kiosk-0042]
     role = "convenience_store"
+    chain = "seven"                # its store chain (per-chain rules)
     revoked = true                 # certificate refused (UNAUTHENTICATED)
 """
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from service.domain.access import Role
+from service.domain.access import COUNTERS, Role
 from service.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
 from service.domain.policy import ThrottlePolicy
 
@@ -44,8 +45,9 @@ class AccessConfigError(Exception):
 @dataclass(frozen=True)
 class TerminalEntry:
     role: Role
-    office: str | None = None
+    office: str | None = None  # counters: the office whose hours and wards apply (required)
     revoked: bool = False
+    chain: str | None = None  # convenience-store kiosks: the chain
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,11 @@ def load_access_config(path: Path) -> AccessConfig:
             raise AccessConfigError(f"terminal {terminal_id}: role must be one of {[r.value for r in Role]}") from exc
         if role is Role.DEVELOPMENT:
             raise AccessConfigError(f"terminal {terminal_id}: the development role cannot be configured")
-        terminals[terminal_id] = TerminalEntry(role, entry.get("office"), bool(entry.get("revoked", False)))
+        if role in COUNTERS and not entry.get("office"):
+            raise AccessConfigError(f"terminal {terminal_id}: a counter terminal needs its office (office = ...)")
+        terminals[terminal_id] = TerminalEntry(
+            role, entry.get("office"), bool(entry.get("revoked", False)), entry.get("chain")
+        )
     t = data.get("throttle", {})
     policy = ThrottlePolicy(
         max_distinct_cards=int(t.get("max_distinct_cards", ThrottlePolicy.max_distinct_cards)),

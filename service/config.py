@@ -29,6 +29,7 @@ class Settings:
     access_file: Path | None = None  # TLS, terminals and roles, throttling
     writer: str = "process"  # process | thread: where group-commit batches run
     clock: str = "system"  # the service clock (service/clock.py); only "system" in production
+    offices_file: Path | None = None  # offices, hours, store chains (default: service/offices.toml)
 
     @property
     def tls(self) -> bool:
@@ -90,6 +91,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         access_file=Path(env["PINLIFE_ACCESS_FILE"]) if env.get("PINLIFE_ACCESS_FILE") else None,
         writer=env.get("PINLIFE_WRITER", "process"),
         clock=env.get("PINLIFE_CLOCK", "system"),
+        offices_file=Path(env["PINLIFE_OFFICES_FILE"]) if env.get("PINLIFE_OFFICES_FILE") else None,
     )
     settings.check()
     return settings

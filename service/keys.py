@@ -33,6 +33,7 @@ class KeyFileError(Exception):
 
 class SecretKind(enum.Enum):
     PIN = "pin"  # name: the PIN type
+    INQUIRY_CODE = "inquiry_code"  # name: the inquiry id
 
 
 @dataclass(frozen=True)

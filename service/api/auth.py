@@ -7,7 +7,9 @@ unknown or revoked terminal is UNAUTHENTICATED.
 
 Without TLS (development only, loopback only) there is no authentication:
 the terminal names itself in `x-pinlife-terminal` (default "dev-terminal")
-and has the development role, which may call everything.
+and has the development role, which may call everything; `x-pinlife-office`
+makes it act as a counter of that office (whose hours and wards then apply),
+`x-pinlife-chain` as a kiosk of that store chain.
 """
 
 from __future__ import annotations
@@ -20,14 +22,22 @@ from service.domain.access import Role, Unauthenticated
 from service.domain.streams import TERMINAL_ID
 
 TERMINAL_HEADER = "x-pinlife-terminal"
+OFFICE_HEADER = "x-pinlife-office"  # development: act as a counter of this office (its hours and wards apply)
+CHAIN_HEADER = "x-pinlife-chain"  # development: act as a kiosk of this store chain
 
 
 def development_caller(context: grpc.aio.ServicerContext) -> Caller:
-    terminal = "dev-terminal"
+    terminal, office, chain = "dev-terminal", None, None
     for key, value in context.invocation_metadata() or ():
-        if key == TERMINAL_HEADER and isinstance(value, str) and TERMINAL_ID.fullmatch(value):
+        if not isinstance(value, str) or not TERMINAL_ID.fullmatch(value):
+            continue
+        if key == TERMINAL_HEADER:
             terminal = value
-    return Caller(Role.DEVELOPMENT.value, terminal)
+        elif key == OFFICE_HEADER:
+            office = value
+        elif key == CHAIN_HEADER:
+            chain = value
+    return Caller(Role.DEVELOPMENT.value, terminal, office, chain)
 
 
 class CertificateAuthenticator:
@@ -44,4 +54,4 @@ class CertificateAuthenticator:
             raise Unauthenticated("this terminal is not registered")
         if entry.revoked:
             raise Unauthenticated("this terminal's certificate is revoked")
-        return Caller(entry.role.value, terminal_id, entry.office)
+        return Caller(entry.role.value, terminal_id, entry.office, entry.chain)

@@ -8,7 +8,10 @@ from pinlife.v1 import common_pb2 as pb
 from service.domain.decide import CheckOutcome, CheckResult
 from service.domain.errors import FieldViolation, InvalidInput
 from service.domain.pins import PinType
-from service.domain.recovery import Recovery, Route, recovery_for_locked_pin
+from typing import Callable
+
+from service.domain.documents import Applicant, DocumentType
+from service.domain.recovery import Procedure, Recovery, Route
 from service.domain.state import CardState, CardStatus, PinState
 
 PIN_TYPE_TO_DOMAIN = {
@@ -33,6 +36,28 @@ ROUTE_TO_PROTO = {
 }
 
 
+PROCEDURE_TO_PROTO = {
+    Procedure.COUNTER_RESET: pb.RECOVERY_PROCEDURE_COUNTER_RESET,
+    Procedure.CONVENIENCE_STORE_RESET: pb.RECOVERY_PROCEDURE_CONVENIENCE_STORE_RESET,
+    Procedure.COUNTER_RESUME: pb.RECOVERY_PROCEDURE_COUNTER_RESUME,
+}
+
+DOCUMENT_TYPE_TO_DOMAIN = {
+    pb.DOCUMENT_TYPE_MY_NUMBER_CARD: DocumentType.MY_NUMBER_CARD,
+    pb.DOCUMENT_TYPE_PUBLIC_PHOTO_ID: DocumentType.PUBLIC_PHOTO_ID,
+    pb.DOCUMENT_TYPE_OTHER_ID: DocumentType.OTHER_ID,
+    pb.DOCUMENT_TYPE_FAMILY_REGISTER: DocumentType.FAMILY_REGISTER,
+    pb.DOCUMENT_TYPE_CERTIFICATE_OF_REGISTRATION: DocumentType.CERTIFICATE_OF_REGISTRATION,
+    pb.DOCUMENT_TYPE_ADULT_GUARDIANSHIP_CERTIFICATE: DocumentType.ADULT_GUARDIANSHIP_CERTIFICATE,
+    pb.DOCUMENT_TYPE_INQUIRY_FORM: DocumentType.INQUIRY_FORM,
+    pb.DOCUMENT_TYPE_POWER_OF_ATTORNEY: DocumentType.POWER_OF_ATTORNEY,
+}
+
+APPLICANT_TO_DOMAIN = {
+    pb.APPLICANT_HOLDER: Applicant.HOLDER,
+    pb.APPLICANT_LEGAL_REPRESENTATIVE: Applicant.LEGAL_REPRESENTATIVE,
+}
+
 CARD_STATUS_TO_PROTO = {
     CardStatus.ACTIVE: pb.CARD_STATUS_ACTIVE,
     CardStatus.SUSPENDED: pb.CARD_STATUS_SUSPENDED,
@@ -53,8 +78,30 @@ def optional_pin_type(value: int) -> PinType | None:
     return PIN_TYPE_TO_DOMAIN[value]
 
 
+def documents(docs) -> list[tuple[DocumentType | None, str]]:
+    """Presented documents as the commands take them (an unknown type: None, refused there)."""
+    return [(DOCUMENT_TYPE_TO_DOMAIN.get(d.type), d.issued_on) for d in docs]
+
+
+def applicant(value: int) -> Applicant | None:
+    return APPLICANT_TO_DOMAIN.get(value)
+
+
+def timestamp(at) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
 def recovery(r: Recovery | None) -> pb.Recovery | None:
-    return None if r is None else pb.Recovery(route=ROUTE_TO_PROTO[r.route], description=r.description)
+    if r is None:
+        return None
+    return pb.Recovery(
+        route=ROUTE_TO_PROTO[r.route],
+        description=r.description,
+        procedures=[PROCEDURE_TO_PROTO[p] for p in r.procedures],
+        next_openings=[pb.OfficeOpening(office_id=o.office_id, name=o.name, opens_at=timestamp(o.at)) for o in r.openings],
+    )
 
 
 def pin_check(o: CheckOutcome) -> pb.PinCheck:
@@ -68,7 +115,10 @@ def pin_check(o: CheckOutcome) -> pb.PinCheck:
     )
 
 
-def pin_state(card: CardState, p: PinState) -> pb.PinState:
+RecoveryOf = Callable[[CardState, PinType], Recovery]
+
+
+def pin_state(card: CardState, p: PinState, recovery_of: RecoveryOf) -> pb.PinState:
     msg = pb.PinState(
         pin_type=PIN_TYPE_TO_PROTO[p.pin_type],
         status=pb.PIN_STATUS_LOCKED if p.locked else pb.PIN_STATUS_ACTIVE,
@@ -79,15 +129,13 @@ def pin_state(card: CardState, p: PinState) -> pb.PinState:
         last_version=p.last_version,
     )
     if p.locked_at is not None:
-        ts = Timestamp()
-        ts.FromDatetime(p.locked_at)
-        msg.locked_at.CopyFrom(ts)
-    if p.locked:
-        msg.recovery.CopyFrom(recovery(recovery_for_locked_pin(card, p.pin_type)))
+        msg.locked_at.CopyFrom(timestamp(p.locked_at))
+    if p.locked or card.suspended:
+        msg.recovery.CopyFrom(recovery(recovery_of(card, p.pin_type)))
     return msg
 
 
-def pin_states(card: CardState, only: PinType | None = None) -> list[pb.PinState]:
+def pin_states(card: CardState, recovery_of: RecoveryOf, only: PinType | None = None) -> list[pb.PinState]:
     order = list(PinType)
     pins = sorted(card.pins.values(), key=lambda p: order.index(p.pin_type))
-    return [pin_state(card, p) for p in pins if only is None or p.pin_type is only]
+    return [pin_state(card, p, recovery_of) for p in pins if only is None or p.pin_type is only]

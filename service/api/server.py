@@ -11,14 +11,15 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pinlife.v1 import counter_service_pb2, pin_service_pb2
+from pinlife.v1 import counter_service_pb2, pin_service_pb2, store_service_pb2
 from service.access_config import AccessConfig
 from service.api.registration import add_servicer
 from service.api.auth import CertificateAuthenticator, development_caller
-from service.api.servicers import CounterServicer, PinServicer
+from service.api.servicers import CounterServicer, PinServicer, StoreServicer
 from service.app.bootstrap import make_app
 from service.clock import Clock, ServiceClock
 from service.domain.policy import Policy, ThrottlePolicy
+from service.offices import load_policy
 from service.config import Settings
 from service.heap import freeze_startup_objects
 from service.keys import KeyRing
@@ -30,22 +31,32 @@ MAX_REQUEST_BYTES = 64 * 1024
 SERVICE_NAMES = (
     pin_service_pb2.DESCRIPTOR.services_by_name["PinService"].full_name,
     counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name,
+    store_service_pb2.DESCRIPTOR.services_by_name["ConvenienceStoreService"].full_name,
 )
 
 
 class Server:
     """One service instance: the app, its gRPC server and its health state."""
 
-    def __init__(self, settings: Settings, keys: KeyRing, clock: Clock | None = None, access: AccessConfig | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyRing,
+        clock: Clock | None = None,
+        access: AccessConfig | None = None,
+        policy: Policy | None = None,
+    ):
         self.settings = settings
         self.access = access
         self.clock = clock or settings.service_clock()
+        throttle = access.throttle if access else ThrottlePolicy()
+        policy = policy or load_policy(settings.offices_file, throttle, self.clock().date())
         self.store = EventStore(settings.database_url)
         self.app = make_app(
             self.store,
             keys,
             self.clock,
-            Policy(throttle=access.throttle if access else ThrottlePolicy()),
+            policy,
             writer=settings.writer,
             database_url=settings.database_url,
             batch_max=settings.batch_max,
@@ -64,6 +75,10 @@ class Server:
         add_servicer(
             self.grpc, CounterServicer(self.app, identify), counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"]
         )
+        add_servicer(
+            self.grpc, StoreServicer(self.app, identify),
+            store_service_pb2.DESCRIPTOR.services_by_name["ConvenienceStoreService"],
+        )  # fmt: skip
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -16,6 +16,9 @@ from pinlife.v1 import counter_service_pb2 as counter_pb
 from pinlife.v1 import counter_service_pb2_grpc as counter_grpc
 from pinlife.v1 import pin_service_pb2 as pin_pb
 from pinlife.v1 import pin_service_pb2_grpc as pin_grpc
+from pinlife.v1 import store_service_pb2 as store_pb
+from pinlife.v1 import store_service_pb2_grpc as store_grpc
+from pinlife.v1 import common_pb2 as pb
 from service import logs
 from service.api import mapping
 from service.api.auth import development_caller
@@ -23,9 +26,23 @@ from service.api.errors import code_for, to_status
 from service.api.registration import Undecodable
 from service.app.handlers import Caller
 from service.app.service import PinLife
-from service.domain.commands import ChangePin, EnrollCard, VerifyPin
+from service.domain.commands import (
+    ChangePin,
+    CompleteProxyReset,
+    EnrollCard,
+    RequestProxyReset,
+    ReserveStoreReset,
+    ResetPin,
+    ResumeCard,
+    StoreResetPin,
+    SuspendCard,
+    UnlockPin,
+    VerifyPin,
+)
+from service.domain.procedures import ProxyResult
+from service.domain.recovery import store_proving_pin
 from service.domain.decide import CheckResult
-from service.domain.state import enrolled_card
+from service.domain.state import CardState, PinState, enrolled_card
 from service.domain.access import PermissionDenied, authorize
 from service.domain.card_ids import validate_card_id
 from service.domain.errors import DomainError, FieldViolation, InvalidInput
@@ -35,6 +52,7 @@ log = structlog.get_logger()
 
 PIN_SERVICE = pin_pb.DESCRIPTOR.services_by_name["PinService"].full_name
 COUNTER_SERVICE = counter_pb.DESCRIPTOR.services_by_name["CounterService"].full_name
+STORE_SERVICE = store_pb.DESCRIPTOR.services_by_name["ConvenienceStoreService"].full_name
 
 Handler = Callable[..., Awaitable[object]]
 
@@ -115,6 +133,21 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
         check = mapping.pin_check(answer.outcome)
         return pin_pb.ChangePinResponse(check=check, changed=answer.outcome.result is CheckResult.OK, replayed=answer.replayed)
 
+    @rpc(PIN_SERVICE, "ReserveStoreReset")
+    async def ReserveStoreReset(self, request: pin_pb.ReserveStoreResetRequest, caller: Caller):
+        cmd = ReserveStoreReset.create(request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.proving_pin)
+        answer = await self.app.execute(cmd, caller)
+        o = answer.outcome
+        response = pin_pb.ReserveStoreResetResponse(
+            check=mapping.pin_check(o.check), reserved=o.reservation_id is not None, replayed=answer.replayed
+        )
+        if o.reservation_id is not None:
+            response.reservation_id = o.reservation_id
+            response.expires_at.CopyFrom(mapping.timestamp(o.expires_at))
+        proving = store_proving_pin(cmd.pin_type, True)
+        response.proving_pin_type = mapping.PIN_TYPE_TO_PROTO[proving] if proving else 0
+        return response
+
     @rpc(PIN_SERVICE, "GetPinStatus")
     async def GetPinStatus(self, request: pin_pb.GetPinStatusRequest, caller: Caller):
         only = mapping.optional_pin_type(request.pin_type)
@@ -122,23 +155,132 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
         return pin_pb.GetPinStatusResponse(
             card_id=card.card_id,
             card_status=mapping.CARD_STATUS_TO_PROTO[card.status],
-            pins=mapping.pin_states(card, only),
+            pins=mapping.pin_states(card, self.app.recovery, only),
             stream_version=card.version,
         )
 
 
+def _fresh_pin(card_id: str, pin_type, version: int) -> pb.PinState:
+    """A PIN just reset or unlocked: active, no failures."""
+    card = CardState(card_id, version, {pin_type: PinState(pin_type, last_version=version)})
+    return mapping.pin_state(card, card.pins[pin_type], lambda c, t: None)
+
+
 class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
+    @rpc(COUNTER_SERVICE, "ResetPin")
+    async def ResetPin(self, request: counter_pb.ResetPinRequest, caller: Caller):
+        cmd = ResetPin.create(
+            request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.new_pin,
+            mapping.applicant(request.applicant), mapping.documents(request.documents), request.adult_ward, caller.office,
+        )  # fmt: skip
+        answer = await self.app.execute(cmd, caller)
+        return counter_pb.ResetPinResponse(
+            pin=_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version), stream_version=answer.stream_version,
+            replayed=answer.replayed,
+        )  # fmt: skip
+
+    @rpc(COUNTER_SERVICE, "UnlockPin")
+    async def UnlockPin(self, request: counter_pb.UnlockPinRequest, caller: Caller):
+        cmd = UnlockPin.create(
+            request.request_id, request.card_id, mapping.pin_type(request.pin_type), mapping.applicant(request.applicant),
+            mapping.documents(request.documents), request.adult_ward, caller.office,
+        )  # fmt: skip
+        answer = await self.app.execute(cmd, caller)
+        return counter_pb.UnlockPinResponse(
+            pin=_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version), stream_version=answer.stream_version,
+            replayed=answer.replayed,
+        )  # fmt: skip
+
+    @rpc(COUNTER_SERVICE, "RequestProxyReset")
+    async def RequestProxyReset(self, request: counter_pb.RequestProxyResetRequest, caller: Caller):
+        cmd = RequestProxyReset.create(
+            request.request_id, request.card_id, mapping.pin_type(request.pin_type), mapping.documents(request.documents),
+            caller.office,
+        )  # fmt: skip
+        answer = await self.app.execute(cmd, caller)
+        o = answer.outcome
+        return counter_pb.RequestProxyResetResponse(
+            inquiry_id=o.inquiry_id, code=o.code or "", expires_at=mapping.timestamp(o.expires_at),
+            stream_version=answer.stream_version, replayed=answer.replayed,
+        )  # fmt: skip
+
+    @rpc(COUNTER_SERVICE, "CompleteProxyReset")
+    async def CompleteProxyReset(self, request: counter_pb.CompleteProxyResetRequest, caller: Caller):
+        cmd = CompleteProxyReset.create(
+            request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.inquiry_id, request.code,
+            request.new_pin, mapping.documents(request.documents), caller.office,
+        )  # fmt: skip
+        answer = await self.app.execute(cmd, caller)
+        o = answer.outcome
+        response = counter_pb.CompleteProxyResetResponse(
+            result=PROXY_RESULT_TO_PROTO[o.result], remaining_attempts=o.remaining_attempts,
+            stream_version=answer.stream_version, replayed=answer.replayed,
+        )  # fmt: skip
+        if o.result is ProxyResult.COMPLETED:
+            response.pin.CopyFrom(_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version))
+        return response
+
+    @rpc(COUNTER_SERVICE, "SuspendCard")
+    async def SuspendCard(self, request: counter_pb.SuspendCardRequest, caller: Caller):
+        cmd = SuspendCard.create(request.request_id, request.card_id, SUSPENSION_REASONS.get(request.reason), caller.office)
+        answer = await self.app.execute(cmd, caller)
+        return counter_pb.SuspendCardResponse(
+            card_status=mapping.CARD_STATUS_TO_PROTO[answer.outcome.status], stream_version=answer.stream_version,
+            replayed=answer.replayed,
+        )  # fmt: skip
+
+    @rpc(COUNTER_SERVICE, "ResumeCard")
+    async def ResumeCard(self, request: counter_pb.ResumeCardRequest, caller: Caller):
+        cmd = ResumeCard.create(
+            request.request_id, request.card_id, mapping.applicant(request.applicant), mapping.documents(request.documents),
+            request.adult_ward, caller.office,
+        )  # fmt: skip
+        answer = await self.app.execute(cmd, caller)
+        return counter_pb.ResumeCardResponse(
+            card_status=mapping.CARD_STATUS_TO_PROTO[answer.outcome.status], stream_version=answer.stream_version,
+            replayed=answer.replayed,
+        )  # fmt: skip
+
     @rpc(COUNTER_SERVICE, "EnrollCard")
     async def EnrollCard(self, request: counter_pb.EnrollCardRequest, caller: Caller):
         cmd = EnrollCard.create(
-            request.request_id, request.card_id, [(mapping.pin_type(p.pin_type), p.pin) for p in request.pins]
+            request.request_id, request.card_id, [(mapping.pin_type(p.pin_type), p.pin) for p in request.pins],
+            request.ward or None,
         )
         answer = await self.app.execute(cmd, caller)
         enrolled = answer.outcome
         card = enrolled_card(enrolled.card_id, enrolled.pin_types)
         return counter_pb.EnrollCardResponse(
             card_id=enrolled.card_id,
-            pins=mapping.pin_states(card),
+            pins=mapping.pin_states(card, self.app.recovery),
             stream_version=answer.stream_version,
             replayed=answer.replayed,
+        )
+
+
+PROXY_RESULT_TO_PROTO = {
+    ProxyResult.COMPLETED: counter_pb.PROXY_RESET_RESULT_COMPLETED,
+    ProxyResult.WRONG_CODE: counter_pb.PROXY_RESET_RESULT_WRONG_CODE,
+    ProxyResult.VOIDED: counter_pb.PROXY_RESET_RESULT_VOIDED,
+    ProxyResult.EXPIRED: counter_pb.PROXY_RESET_RESULT_EXPIRED,
+    ProxyResult.NO_OPEN_INQUIRY: counter_pb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY,
+}
+SUSPENSION_REASONS = {
+    counter_pb.SUSPENSION_REASON_LOST: "lost",
+    counter_pb.SUSPENSION_REASON_STOLEN: "stolen",
+    counter_pb.SUSPENSION_REASON_OTHER: "other",
+}
+
+
+class StoreServicer(_Base, store_grpc.ConvenienceStoreServiceServicer):
+    @rpc(STORE_SERVICE, "ResetPin")
+    async def ResetPin(self, request: store_pb.StoreResetPinRequest, caller: Caller):
+        cmd = StoreResetPin.create(
+            request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.proving_pin, request.new_pin,
+            caller.chain,
+        )  # fmt: skip
+        answer = await self.app.execute(cmd, caller)
+        o = answer.outcome
+        return store_pb.StoreResetPinResponse(
+            check=mapping.pin_check(o.check), reset=o.reset, stream_version=answer.stream_version, replayed=answer.replayed
         )

@@ -1,29 +1,45 @@
-"""Answers: what a command returns, and their stored form for replays."""
+"""Answers: what a command returns, and their stored form for replays.
+
+Each kind of outcome has one codec in CODECS. A replayed answer never
+carries a secret: an inquiry's one-time code is given once and stored as a
+keyed hash only, so its stored answer has no code.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Callable
 
-from service.domain.commands import Command
-from service.domain.decide import CheckOutcome, CheckResult, Enrolled, Outcome
+from service.domain.calendar import Opening
+from service.domain.decide import CheckOutcome, CheckResult, Enrolled
 from service.domain.pins import PinType
-from service.domain.recovery import Recovery, Route
+from service.domain.procedures import (
+    CardStatusChanged,
+    InquiryIssued,
+    PinRestored,
+    ProxyCompletion,
+    ProxyResult,
+    Reservation,
+    StoreReset,
+)
+from service.domain.recovery import Procedure, Recovery, Route
+from service.domain.state import CardStatus
 
 
 @dataclass(frozen=True)
 class Answer:
-    outcome: Outcome
+    outcome: Any
     stream_version: int
     replayed: bool = False
 
 
-def command_name(cmd: Command) -> str:
+def command_name(cmd: Any) -> str:
     return type(cmd).__name__
 
 
-def fingerprint(cmd: Command) -> str:
+def fingerprint(cmd: Any) -> str:
     """Identifies a request without its PINs: a reused request id with a
     different command, card or PIN type is refused rather than replayed."""
     pin_type = getattr(cmd, "pin_type", None)
@@ -31,32 +47,90 @@ def fingerprint(cmd: Command) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def encode(outcome: Outcome) -> dict[str, Any]:
-    if isinstance(outcome, Enrolled):
-        return {"kind": "enrolled", "card_id": outcome.card_id, "pin_types": [t.value for t in outcome.pin_types]}
+def _time(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def _parse(at: str | None) -> datetime | None:
+    return None if at is None else datetime.fromisoformat(at)
+
+
+def _recovery(r: Recovery | None) -> dict | None:
+    if r is None:
+        return None
     return {
-        "kind": "check",
-        "result": outcome.result.value,
-        "remaining_tries": outcome.remaining_tries,
-        "final_try": outcome.final_try,
-        "retry_limit": outcome.retry_limit,
-        "locked_now": outcome.locked_now,
-        "recovery": None
-        if outcome.recovery is None
-        else {"route": outcome.recovery.route.value, "description": outcome.recovery.description},
+        "route": r.route.value,
+        "description": r.description,
+        "procedures": [p.value for p in r.procedures],
+        "openings": [[o.office_id, o.name, o.at.isoformat()] for o in r.openings],
     }
 
 
-def decode(data: dict[str, Any]) -> Outcome:
-    if data["kind"] == "enrolled":
-        return Enrolled(data["card_id"], tuple(PinType(t) for t in data["pin_types"]))
-    rec = data["recovery"]
-    return CheckOutcome(
-        CheckResult(data["result"]),
-        data["remaining_tries"],
-        data["final_try"],
-        data["retry_limit"],
-        data["locked_now"],
-        None if rec is None else Recovery(Route(rec["route"]), rec["description"]),
+def _recovery_back(d: dict | None) -> Recovery | None:
+    if d is None:
+        return None
+    return Recovery(
+        Route(d["route"]),
+        d["description"],
+        tuple(Procedure(p) for p in d.get("procedures", ())),
+        tuple(Opening(o, n, datetime.fromisoformat(at)) for o, n, at in d.get("openings", ())),
     )
 
+
+def _check(o: CheckOutcome) -> dict:
+    return {"result": o.result.value, "remaining_tries": o.remaining_tries, "final_try": o.final_try,
+            "retry_limit": o.retry_limit, "locked_now": o.locked_now, "recovery": _recovery(o.recovery)}  # fmt: skip
+
+
+def _check_back(d: dict) -> CheckOutcome:
+    return CheckOutcome(CheckResult(d["result"]), d["remaining_tries"], d["final_try"], d["retry_limit"],
+                        d["locked_now"], _recovery_back(d["recovery"]))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Codec:
+    kind: str
+    encode: Callable[[Any], dict]
+    decode: Callable[[dict], Any]
+
+
+CODECS: dict[type, Codec] = {
+        Enrolled: Codec(
+            "enrolled",
+            lambda o: {"card_id": o.card_id, "pin_types": [t.value for t in o.pin_types]},
+            lambda d: Enrolled(d["card_id"], tuple(PinType(t) for t in d["pin_types"])),
+        ),
+        CheckOutcome: Codec("check", _check, _check_back),
+        PinRestored: Codec("restored", lambda o: {"pin_type": o.pin_type.value}, lambda d: PinRestored(PinType(d["pin_type"]))),
+        InquiryIssued: Codec(
+            "inquiry",
+            lambda o: {"inquiry_id": o.inquiry_id, "expires_at": _time(o.expires_at)},  # never the code
+            lambda d: InquiryIssued(d["inquiry_id"], _parse(d["expires_at"]), None),
+        ),
+        ProxyCompletion: Codec(
+            "proxy",
+            lambda o: {"result": o.result.value, "remaining_attempts": o.remaining_attempts},
+            lambda d: ProxyCompletion(ProxyResult(d["result"]), d["remaining_attempts"]),
+        ),
+        CardStatusChanged: Codec("card_status", lambda o: {"status": o.status.value}, lambda d: CardStatusChanged(CardStatus(d["status"]))),
+        Reservation: Codec(
+            "reservation",
+            lambda o: {"check": _check(o.check), "reservation_id": o.reservation_id, "expires_at": _time(o.expires_at)},
+            lambda d: Reservation(_check_back(d["check"]), d["reservation_id"], _parse(d["expires_at"])),
+        ),
+        StoreReset: Codec(
+            "store_reset",
+            lambda o: {"check": _check(o.check), "reset": o.reset},
+            lambda d: StoreReset(_check_back(d["check"]), d["reset"]),
+        ),
+}
+_BY_KIND = {c.kind: c for c in CODECS.values()}
+
+
+def encode(outcome: Any) -> dict[str, Any]:
+    codec = CODECS[type(outcome)]
+    return {"kind": codec.kind, **codec.encode(outcome)}
+
+
+def decode(data: dict[str, Any]) -> Any:
+    return _BY_KIND[data["kind"]].decode(data)

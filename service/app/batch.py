@@ -6,7 +6,7 @@ call it; the queue that forms batches is writer.py.
 Failures are contained: a conflict with another instance retries the batch;
 an unexpected error splits the batch so only the command that caused it
 fails; a domain error (not found, already exists, ...) fails only its own
-command and writes nothing for it.
+command, which writes nothing but a refusal its rules record (handlers.py).
 """
 
 from __future__ import annotations

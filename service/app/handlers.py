@@ -10,6 +10,7 @@ whole batch at once).
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
@@ -17,14 +18,15 @@ from typing import Any, Callable
 from service.app.answers import Answer, command_name, decode, encode, fingerprint
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
 from service.domain.access import Role
-from service.domain.commands import ChangePin, EnrollCard, VerifyPin
-from service.domain.decide import DECIDERS, decide
+from service.domain.commands import Command as CardCommand
+from service.domain.decide import DECIDERS, Context, decide
 from service.domain.errors import FieldViolation, InvalidInput
 from service.domain.events import Event
 from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.state import CardState
-from service.keys import KeyRing, SecretRef
+from service.ids import new_id
+from service.keys import KeyRing, SecretKind, SecretRef
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class Caller:
 
     channel: str
     terminal_id: str
-    office: str | None = None
+    office: str | None = None  # a counter's office (hours and wards apply)
+    chain: str | None = None  # a kiosk's store chain
 
     @property
     def role(self) -> Role:
@@ -77,6 +80,11 @@ class Touches:
     request_keys: tuple[tuple[str, str], ...] = field(default=())
 
 
+def _new_code() -> str:
+    """A one-time code to print on a mailed form: 8 random digits."""
+    return f"{secrets.randbelow(10**8):08d}"
+
+
 def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -> Answer:
     fp = fingerprint(cmd)
     prior = uow.request(caller.terminal_id, cmd.request_id)
@@ -98,12 +106,25 @@ def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -
             rekey[pin_type] = pin  # re-key a verifier under a retired key on success
         return ok
 
-    decision = decide(state, cmd, deps.now, deps.policy, matches)
+    def code_matches(kind: str, name: str, value: str) -> bool:
+        ref = SecretRef(cmd.card_id, SecretKind(kind), name)
+        stored = uow.secret(ref)
+        return stored is not None and deps.keys.matches(stored, ref, value)
+
+    ctx = Context(deps.now, deps.policy, matches, code_matches, new_id, _new_code)
+    decision = decide(state, cmd, ctx)
     env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now)
-    new_state = uow.append(cmd.card_id, decision.events, env)
+    new_state = uow.append(cmd.card_id, decision.events, env) if decision.events else state
+    if decision.terminal_events:
+        uow.append_terminal(caller.terminal_id, decision.terminal_events, env)
+    if decision.error is not None:
+        raise decision.error  # the refusal is recorded; no answer is kept, a retry is decided afresh
     for pin_type, pin in {**rekey, **decision.new_pins}.items():
         ref = SecretRef.pin(cmd.card_id, pin_type)
         uow.set_secret(ref, deps.keys.make(ref, pin))
+    for (kind, name), value in decision.new_secrets.items():
+        ref = SecretRef(cmd.card_id, SecretKind(kind), name)
+        uow.set_secret(ref, deps.keys.make(ref, value))
     answer = StoredRequest(
         caller.terminal_id, cmd.request_id, cmd.card_id, command_name(cmd), fp, encode(decision.outcome), new_state.version
     )
@@ -137,4 +158,4 @@ HANDLERS: dict[type, Handler] = {
     ReadCard: Handler(handle_read_card, lambda cmd, caller: Touches(read_cards=(cmd.card_id,))),
 }
 
-Command = EnrollCard | VerifyPin | ChangePin | RecordTerminalEvents | ReadCard
+Command = CardCommand | RecordTerminalEvents | ReadCard

@@ -16,7 +16,9 @@ from service.domain.card_ids import validate_card_id
 from service.domain.commands import Command
 from service.domain.errors import InvalidInput, NotFound
 from service.domain.events import AccessDenied, TerminalThrottled
+from service.domain.pins import PinType
 from service.domain.policy import Policy
+from service.domain.recovery import Recovery, recovery_for
 from service.domain.requests import validate_request_id
 from service.domain.state import CardState
 from service.domain.throttle import FailureTracker, is_failure
@@ -30,7 +32,12 @@ class PinLife:
     def __init__(self, writer: GroupCommitWriter, clock: Clock, policy: Policy):
         self.clock = clock
         self.writer = writer
+        self.policy = policy
         self.tracker = FailureTracker(policy.throttle)
+
+    def recovery(self, card: CardState, pin_type: PinType) -> Recovery:
+        """The way out for a locked PIN or a suspended card, now."""
+        return recovery_for(card, pin_type, self.policy, self.clock())
 
     async def start(self) -> None:
         await self.writer.start()

@@ -16,6 +16,7 @@ class Role(enum.Enum):
     WARD_OFFICE = "ward_office"
     SPECIAL_CENTER = "special_center"
     AUDITOR = "auditor"
+    CALL_CENTER = "call_center"  # the lost-card call centre: suspends cards, nothing else
     # Only in development mode (plain text on loopback): may call everything.
     DEVELOPMENT = "development"
 
@@ -34,8 +35,18 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/pinlife.v1.PinService/GetPinStatus": frozenset(
         {Role.SELF_SERVICE, Role.SMARTPHONE_APP, Role.CONVENIENCE_STORE, Role.AUDITOR} | COUNTERS
     ),
-    # Only counters enroll.
+    # Only counters enroll, reset, unlock, run the proxy procedure and resume.
     "/pinlife.v1.CounterService/EnrollCard": COUNTERS,
+    "/pinlife.v1.CounterService/ResetPin": COUNTERS,
+    "/pinlife.v1.CounterService/UnlockPin": COUNTERS,
+    "/pinlife.v1.CounterService/RequestProxyReset": COUNTERS,
+    "/pinlife.v1.CounterService/CompleteProxyReset": COUNTERS,
+    "/pinlife.v1.CounterService/ResumeCard": COUNTERS,
+    # A lost card is suspended at a counter or by the call centre, around the clock.
+    "/pinlife.v1.CounterService/SuspendCard": COUNTERS | {Role.CALL_CENTER},
+    # The reset app reserves a store reset; the kiosk completes it.
+    "/pinlife.v1.PinService/ReserveStoreReset": frozenset({Role.SMARTPHONE_APP}),
+    "/pinlife.v1.ConvenienceStoreService/ResetPin": frozenset({Role.CONVENIENCE_STORE}),
 }
 
 

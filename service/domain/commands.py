@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Callable
 
 from service.domain.card_ids import validate_card_id
+from service.domain.documents import Applicant, Document, DocumentType
 from service.domain.errors import FieldViolation, InvalidInput
 from service.domain.pins import PinType, normalize_pin
 from service.domain.requests import validate_request_id
@@ -119,4 +121,226 @@ class ChangePin:
         return cls(request_id, card_id, pin_type, current, new)  # type: ignore[arg-type]
 
 
-Command = EnrollCard | VerifyPin | ChangePin
+
+
+# -- reset procedures (DESIGN.md §2) ------------------------------------------
+ISSUE_DATE_FIELD = "documents[{i}].issued_on"
+INQUIRY_ID = re.compile(r"[A-Za-z0-9-]{8,64}", re.ASCII)
+INQUIRY_CODE = re.compile(r"[0-9]{8}", re.ASCII)
+MAX_DOCUMENTS = 16
+
+
+def _documents(c: _Collector, documents: list[tuple[DocumentType | None, str]]) -> tuple[Document, ...]:
+    """Documents as (type, issue date "YYYY-MM-DD" or ""), validated."""
+    if len(documents) > MAX_DOCUMENTS:
+        c.violations.append(FieldViolation("documents", f"at most {MAX_DOCUMENTS} documents"))
+        return ()
+    out = []
+    for i, (doc_type, issued) in enumerate(documents):
+        if doc_type is None:
+            c.violations.append(FieldViolation(f"documents[{i}].type", "is required: one of the document types"))
+            continue
+        issued_on = None
+        if issued:
+            try:
+                issued_on = date.fromisoformat(issued)
+            except ValueError:
+                c.violations.append(FieldViolation(ISSUE_DATE_FIELD.format(i=i), "must be a date YYYY-MM-DD"))
+        out.append(Document(doc_type, issued_on))
+    return tuple(out)
+
+
+def _applicant(c: _Collector, applicant: Applicant | None, allowed: tuple[Applicant, ...]) -> Applicant | None:
+    if applicant not in allowed:
+        names = ", ".join(a.value for a in allowed)
+        c.violations.append(FieldViolation("applicant", f"is required: one of {names}"))
+    return applicant
+
+
+def _base(c: _Collector, request_id: str, card_id: str) -> None:
+    c.run(lambda: validate_request_id(request_id))
+    c.run(lambda: validate_card_id(card_id))
+
+
+@dataclass(frozen=True)
+class ResetPin:
+    """At a counter: set a new PIN and unlock (holder or legal representative)."""
+
+    request_id: str
+    card_id: str
+    pin_type: PinType
+    new_pin: str = field(repr=False)
+    applicant: Applicant
+    documents: tuple[Document, ...]
+    adult_ward: bool
+    office_id: str | None
+
+    @classmethod
+    def create(cls, request_id, card_id, pin_type, new_pin, applicant, documents, adult_ward, office_id) -> ResetPin:
+        c = _Collector()
+        _base(c, request_id, card_id)
+        c.require_pin_type(pin_type, "pin_type")
+        pin = _pin(c, pin_type, new_pin, "new_pin")
+        _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
+        docs = _documents(c, documents)
+        c.raise_if_any()
+        return cls(request_id, card_id, pin_type, pin, applicant, docs, adult_ward, office_id)
+
+
+@dataclass(frozen=True)
+class UnlockPin:
+    """At a counter: clear the failure count and keep the PIN."""
+
+    request_id: str
+    card_id: str
+    pin_type: PinType
+    applicant: Applicant
+    documents: tuple[Document, ...]
+    adult_ward: bool
+    office_id: str | None
+
+    @classmethod
+    def create(cls, request_id, card_id, pin_type, applicant, documents, adult_ward, office_id) -> UnlockPin:
+        c = _Collector()
+        _base(c, request_id, card_id)
+        c.require_pin_type(pin_type, "pin_type")
+        _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
+        docs = _documents(c, documents)
+        c.raise_if_any()
+        return cls(request_id, card_id, pin_type, applicant, docs, adult_ward, office_id)
+
+
+@dataclass(frozen=True)
+class RequestProxyReset:
+    """A proxy's first visit: issue an inquiry (id, one-time code, expiry)."""
+
+    request_id: str
+    card_id: str
+    pin_type: PinType
+    documents: tuple[Document, ...]
+    office_id: str | None
+
+    @classmethod
+    def create(cls, request_id, card_id, pin_type, documents, office_id) -> RequestProxyReset:
+        c = _Collector()
+        _base(c, request_id, card_id)
+        c.require_pin_type(pin_type, "pin_type")
+        docs = _documents(c, documents)
+        c.raise_if_any()
+        return cls(request_id, card_id, pin_type, docs, office_id)
+
+
+@dataclass(frozen=True)
+class CompleteProxyReset:
+    """A proxy's second visit: the inquiry's id and code, and the new PIN."""
+
+    request_id: str
+    card_id: str
+    pin_type: PinType
+    inquiry_id: str
+    code: str = field(repr=False)
+    new_pin: str = field(repr=False)
+    documents: tuple[Document, ...] = ()
+    office_id: str | None = None
+
+    @classmethod
+    def create(cls, request_id, card_id, pin_type, inquiry_id, code, new_pin, documents, office_id) -> CompleteProxyReset:
+        c = _Collector()
+        _base(c, request_id, card_id)
+        c.require_pin_type(pin_type, "pin_type")
+        if not INQUIRY_ID.fullmatch(inquiry_id or ""):
+            c.violations.append(FieldViolation("inquiry_id", "is required: the id printed on the inquiry form"))
+        if not INQUIRY_CODE.fullmatch(code or ""):
+            c.violations.append(FieldViolation("code", "must be the 8-digit code printed on the inquiry form"))
+        pin = _pin(c, pin_type, new_pin, "new_pin")
+        docs = _documents(c, documents)
+        c.raise_if_any()
+        return cls(request_id, card_id, pin_type, inquiry_id, code, pin, docs, office_id)
+
+
+SUSPEND_REASONS = ("lost", "stolen", "other")
+
+
+@dataclass(frozen=True)
+class SuspendCard:
+    request_id: str
+    card_id: str
+    reason: str
+    office_id: str | None  # None: the lost-card call centre (around the clock)
+
+    @classmethod
+    def create(cls, request_id, card_id, reason, office_id) -> SuspendCard:
+        c = _Collector()
+        _base(c, request_id, card_id)
+        if reason not in SUSPEND_REASONS:
+            c.violations.append(FieldViolation("reason", f"is required: one of {', '.join(SUSPEND_REASONS)}"))
+        c.raise_if_any()
+        return cls(request_id, card_id, reason, office_id)
+
+
+@dataclass(frozen=True)
+class ResumeCard:
+    request_id: str
+    card_id: str
+    applicant: Applicant
+    documents: tuple[Document, ...]
+    adult_ward: bool
+    office_id: str | None
+
+    @classmethod
+    def create(cls, request_id, card_id, applicant, documents, adult_ward, office_id) -> ResumeCard:
+        c = _Collector()
+        _base(c, request_id, card_id)
+        _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
+        docs = _documents(c, documents)
+        c.raise_if_any()
+        return cls(request_id, card_id, applicant, docs, adult_ward, office_id)
+
+
+@dataclass(frozen=True)
+class ReserveStoreReset:
+    """In the reset app: reserve a store reset of `pin_type`, proving the other certificate's PIN."""
+
+    request_id: str
+    card_id: str
+    pin_type: PinType
+    proving_pin: str = field(repr=False)
+
+    @classmethod
+    def create(cls, request_id, card_id, pin_type, proving_pin) -> ReserveStoreReset:
+        c = _Collector()
+        _base(c, request_id, card_id)
+        c.require_pin_type(pin_type, "pin_type")
+        if not proving_pin:
+            c.violations.append(FieldViolation("proving_pin", "is required"))
+        c.raise_if_any()
+        return cls(request_id, card_id, pin_type, proving_pin)
+
+
+@dataclass(frozen=True)
+class StoreResetPin:
+    """At a kiosk: prove the same PIN again and set the new one (unlocks)."""
+
+    request_id: str
+    card_id: str
+    pin_type: PinType
+    proving_pin: str = field(repr=False)
+    new_pin: str = field(repr=False)
+    chain_id: str | None = None
+
+    @classmethod
+    def create(cls, request_id, card_id, pin_type, proving_pin, new_pin, chain_id) -> StoreResetPin:
+        c = _Collector()
+        _base(c, request_id, card_id)
+        c.require_pin_type(pin_type, "pin_type")
+        if not proving_pin:
+            c.violations.append(FieldViolation("proving_pin", "is required"))
+        pin = _pin(c, pin_type, new_pin, "new_pin")
+        c.raise_if_any()
+        return cls(request_id, card_id, pin_type, proving_pin, pin, chain_id)
+
+
+Command = (
+    EnrollCard | VerifyPin | ChangePin | ResetPin | UnlockPin | RequestProxyReset | CompleteProxyReset | SuspendCard
+    | ResumeCard | ReserveStoreReset | StoreResetPin
+)

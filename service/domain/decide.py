@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Callable, Union
 
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
-from service.domain.errors import AlreadyExists, NotFound, PreconditionFailed, PreconditionViolation
+from service.domain.errors import AlreadyExists, DomainError, NotFound, PreconditionFailed, PreconditionViolation
 from service.domain.events import (
     CardEnrolled,
     Event,
@@ -27,10 +27,11 @@ from service.domain.events import (
     PinVerificationFailed,
     PinVerified,
     Purpose,
+    SuspendedCardAttempted,
 )
 from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy
-from service.domain.recovery import Recovery, recovery_for_locked_pin
+from service.domain.recovery import Recovery, recovery_for
 from service.domain.state import CardState
 
 # (pin_type, normalized pin) -> does it match the stored verifier?
@@ -65,10 +66,14 @@ Outcome = Union[CheckOutcome, Enrolled]
 
 @dataclass(frozen=True)
 class Decision:
-    events: tuple[Event, ...]
-    outcome: Outcome
+    events: tuple[Event, ...]  # for the card's stream
+    outcome: Any  # the answer (None with an error)
     # PINs to store as new verifiers in the same transaction (never in events).
     new_pins: dict[PinType, str] = field(default_factory=dict, repr=False)
+    # Other secrets of the card, by (kind, name): stored only as keyed hashes.
+    new_secrets: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    terminal_events: tuple[Event, ...] = ()  # for the calling terminal's stream (refusals)
+    error: DomainError | None = None  # the events are recorded, then the caller gets this error
 
 
 def _require_pin(state: CardState, pin_type: PinType):
@@ -82,17 +87,35 @@ def _require_pin(state: CardState, pin_type: PinType):
     return pin
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a rule may consult besides the card's state and the command."""
+
+    now: datetime
+    policy: Policy
+    matches: PinMatcher
+    # (secret kind, name, value) -> does it match the stored keyed hash?
+    code_matches: Callable[[str, str, str], bool] = lambda kind, name, value: False
+    new_id: Callable[[], str] = lambda: ""  # a fresh unique id (inquiries, reservations)
+    new_code: Callable[[], str] = lambda: ""  # a fresh one-time code (8 digits)
+
+    def recovery(self, state: CardState, pin_type: PinType) -> Recovery:
+        return recovery_for(state, pin_type, self.policy, self.now)
+
+
 def check_pin(
-    state: CardState, pin_type: PinType, pin: str, purpose: Purpose, matches: PinMatcher
+    state: CardState, pin_type: PinType, pin: str, purpose: Purpose, ctx: Context
 ) -> tuple[tuple[Event, ...], CheckOutcome]:
     current = _require_pin(state, pin_type)
     limit = retry_limit(pin_type)
+    if state.suspended:
+        outcome = CheckOutcome(CheckResult.CARD_SUSPENDED, current.remaining_tries, current.final_try, limit,
+                               recovery=ctx.recovery(state, pin_type))  # fmt: skip
+        return (SuspendedCardAttempted(pin_type, purpose),), outcome
     if current.locked:
-        outcome = CheckOutcome(
-            CheckResult.LOCKED, 0, False, limit, recovery=recovery_for_locked_pin(state, pin_type)
-        )
+        outcome = CheckOutcome(CheckResult.LOCKED, 0, False, limit, recovery=ctx.recovery(state, pin_type))
         return (LockedPinAttempted(pin_type, purpose),), outcome
-    if matches(pin_type, pin):
+    if ctx.matches(pin_type, pin):
         return (PinVerified(pin_type),), CheckOutcome(CheckResult.OK, limit, limit == 1, limit)
     failures = current.consecutive_failures + 1
     remaining = limit - failures
@@ -102,19 +125,9 @@ def check_pin(
     # The attempt that locks is recorded as a failure and then a lock.
     locked_state = state.with_pin(current.__class__(pin_type, failures, locked=True))
     outcome = CheckOutcome(
-        CheckResult.LOCKED, 0, False, limit, locked_now=True,
-        recovery=recovery_for_locked_pin(locked_state, pin_type),
+        CheckResult.LOCKED, 0, False, limit, locked_now=True, recovery=ctx.recovery(locked_state, pin_type)
     )
     return (failed, PinLocked(pin_type, failures)), outcome
-
-
-@dataclass(frozen=True)
-class Context:
-    """What a rule may consult besides the card's state and the command."""
-
-    now: datetime
-    policy: Policy
-    matches: PinMatcher
 
 
 def decide_enroll(state: CardState, cmd: EnrollCard, ctx: Context) -> Decision:
@@ -125,13 +138,13 @@ def decide_enroll(state: CardState, cmd: EnrollCard, ctx: Context) -> Decision:
 
 
 def decide_verify(state: CardState, cmd: VerifyPin, ctx: Context) -> Decision:
-    events, outcome = check_pin(state, cmd.pin_type, cmd.pin, Purpose.VERIFY, ctx.matches)
+    events, outcome = check_pin(state, cmd.pin_type, cmd.pin, Purpose.VERIFY, ctx)
     return Decision(events, outcome)
 
 
 def decide_change(state: CardState, cmd: ChangePin, ctx: Context) -> Decision:
     """Only when the current PIN is known; a wrong one is a failed try."""
-    events, outcome = check_pin(state, cmd.pin_type, cmd.current_pin, Purpose.CHANGE, ctx.matches)
+    events, outcome = check_pin(state, cmd.pin_type, cmd.current_pin, Purpose.CHANGE, ctx)
     if outcome.result is not CheckResult.OK:
         return Decision(events, outcome)
     return Decision((PinChanged(cmd.pin_type),), outcome, {cmd.pin_type: cmd.new_pin})
@@ -145,5 +158,11 @@ DECIDERS: dict[type, Callable[[CardState, Any, Context], Decision]] = {
 }
 
 
-def decide(state: CardState, cmd: Any, now: datetime, policy: Policy, matches: PinMatcher) -> Decision:
-    return DECIDERS[type(cmd)](state, cmd, Context(now, policy, matches))
+def decide(state: CardState, cmd: Any, ctx: Context) -> Decision:
+    return DECIDERS[type(cmd)](state, cmd, ctx)
+
+
+# The procedures' rules build on check_pin and the types above.
+from service.domain.procedures import DECIDERS as _PROCEDURES  # noqa: E402
+
+DECIDERS.update(_PROCEDURES)

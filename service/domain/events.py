@@ -20,6 +20,8 @@ class Purpose(enum.Enum):
 
     VERIFY = "verify"
     CHANGE = "change"
+    STORE_RESERVATION = "store_reservation"  # the other certificate's PIN, proved in the reset app
+    STORE_RESET = "store_reset"  # the same PIN proved again at the kiosk
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,124 @@ class PinChanged(Event):
     pin_type: PinType
 
 
+@dataclass(frozen=True)
+class PinReset(Event):
+    """A new PIN was set and the PIN unlocked: the count starts afresh. Any
+    open inquiry or reservation for the PIN is closed."""
+
+    type_name: ClassVar[str] = "PinReset"
+    pin_type: PinType
+    procedure: str  # counter | proxy | convenience_store
+    applicant: str  # holder | legal_representative | proxy
+    documents: tuple[str, ...]  # the document types checked (never copies)
+
+
+@dataclass(frozen=True)
+class PinUnlocked(Event):
+    """The PIN was unlocked at a counter and kept: the count starts afresh."""
+
+    type_name: ClassVar[str] = "PinUnlocked"
+    pin_type: PinType
+    applicant: str
+    documents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CounterProcedureRefused(Event):
+    """A counter procedure refused for an incomplete or stale checklist."""
+
+    type_name: ClassVar[str] = "CounterProcedureRefused"
+    procedure: str  # reset | unlock | resume | proxy_inquiry | proxy_completion
+    missing: tuple[str, ...]  # the violations' subjects, e.g. documents/authority
+
+
+@dataclass(frozen=True)
+class CardSuspended(Event):
+    """A lost card: every verify answers CARD_SUSPENDED until it is resumed."""
+
+    type_name: ClassVar[str] = "CardSuspended"
+    reason: str
+
+
+@dataclass(frozen=True)
+class CardResumed(Event):
+    type_name: ClassVar[str] = "CardResumed"
+    applicant: str
+    documents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SuspendedCardAttempted(Event):
+    """An attempt against a suspended card: recorded, never checked."""
+
+    type_name: ClassVar[str] = "SuspendedCardAttempted"
+    pin_type: PinType
+    purpose: Purpose
+
+
+@dataclass(frozen=True)
+class ProxyInquiryIssued(Event):
+    """A proxy's first visit: an inquiry with a one-time code (stored only as
+    a keyed hash, never here) is mailed to the holder."""
+
+    type_name: ClassVar[str] = "ProxyInquiryIssued"
+    pin_type: PinType
+    inquiry_id: str
+    expires_at: str  # ISO 8601, UTC
+    documents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProxyInquiryClosed(Event):
+    """An open inquiry ended without a reset: superseded by a new one,
+    voided after too many wrong codes, or found expired."""
+
+    type_name: ClassVar[str] = "ProxyInquiryClosed"
+    pin_type: PinType
+    inquiry_id: str
+    reason: str  # superseded | voided | expired
+
+
+@dataclass(frozen=True)
+class ProxyInquiryCodeRejected(Event):
+    type_name: ClassVar[str] = "ProxyInquiryCodeRejected"
+    pin_type: PinType
+    inquiry_id: str
+    wrong_codes: int
+    remaining: int
+
+
+@dataclass(frozen=True)
+class StoreResetReserved(Event):
+    """The reset app reserved a convenience-store reset, proving the other
+    certificate's PIN; valid until expires_at."""
+
+    type_name: ClassVar[str] = "StoreResetReserved"
+    pin_type: PinType
+    reservation_id: str
+    proving_pin_type: str
+    expires_at: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class ResetRefused(Event):
+    """A store reservation or completion, or a proxy completion, refused
+    with a reason (no reservation, expired, counter only, ...)."""
+
+    type_name: ClassVar[str] = "ResetRefused"
+    pin_type: PinType
+    procedure: str
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name: cls
-    for cls in (CardEnrolled, PinVerified, PinVerificationFailed, PinLocked, LockedPinAttempted, PinChanged)
-}
+    for cls in (
+        CardEnrolled, PinVerified, PinVerificationFailed, PinLocked, LockedPinAttempted, PinChanged, PinReset,
+        PinUnlocked, CounterProcedureRefused, CardSuspended, CardResumed, SuspendedCardAttempted, ProxyInquiryIssued,
+        ProxyInquiryClosed, ProxyInquiryCodeRejected, StoreResetReserved, ResetRefused,
+    )
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -123,6 +239,17 @@ class AccessDenied(Event):
 
 
 @dataclass(frozen=True)
+class CounterOutOfService(Event):
+    """A counter terminal acted outside its office's hours, or for a card of
+    a ward its office does not serve: refused."""
+
+    type_name: ClassVar[str] = "CounterOutOfService"
+    rpc: str
+    card_id: str
+    reason: str  # out_of_hours | out_of_jurisdiction | unknown_office
+
+
+@dataclass(frozen=True)
 class TerminalThrottled(Event):
     """A terminal failed on too many distinct cards within the window."""
 
@@ -132,4 +259,4 @@ class TerminalThrottled(Event):
     throttled_until: str  # ISO 8601, UTC
 
 
-EVENT_TYPES.update({cls.type_name: cls for cls in (AccessDenied, TerminalThrottled)})
+EVENT_TYPES.update({cls.type_name: cls for cls in (AccessDenied, CounterOutOfService, TerminalThrottled)})

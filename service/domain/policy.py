@@ -1,7 +1,9 @@
 """What the rules take from configuration, in one value passed to `decide`
-and to the app (never read from a global): the terminal throttle today;
-office calendars, inquiry and reservation validity and per-chain store rules
-as the procedures that need them arrive.
+and to the app (never read from a global): office calendars, the validity of
+proxy inquiries and store reservations, the convenience-store chains' rules
+and kiosk hours, the terminal throttle. The composition root builds it from
+configuration (service/offices.py, service/access_config.py); it crosses into
+the writer process as a value.
 
 The retry limits are not here: they are the law's table (pins.py), not a
 setting, and the stored projection's remaining tries are computed from them.
@@ -10,7 +12,9 @@ setting, and the stored projection's remaining tries are computed from them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
+
+from service.domain.calendar import Calendar
 
 
 @dataclass(frozen=True)
@@ -23,5 +27,24 @@ class ThrottlePolicy:
 
 
 @dataclass(frozen=True)
+class StoreChain:
+    """A convenience-store chain's kiosks."""
+
+    resets_user_certificate: bool = False  # also reset the user-certificate PIN by proving the signature PIN
+
+
+@dataclass(frozen=True)
 class Policy:
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    calendar: Calendar = field(default_factory=lambda: Calendar({}))
+    # The published pages give no validity for a proxy inquiry: 30 days lets
+    # the form travel by post both ways (README: reset procedures).
+    inquiry_validity: timedelta = timedelta(days=30)
+    inquiry_max_wrong_codes: int = 3  # the inquiry is voided at this many wrong codes
+    reservation_validity: timedelta = timedelta(hours=24)
+    store_opens: time = time(6, 30)  # kiosk hours, Asia/Tokyo
+    store_closes: time = time(23, 0)
+    store_chains: dict[str, StoreChain] = field(default_factory=dict)  # unknown chain: the default rules
+
+    def chain(self, chain_id: str | None) -> StoreChain:
+        return self.store_chains.get(chain_id or "", StoreChain())

@@ -1,12 +1,16 @@
-"""The way out of a lock (DESIGN.md §2): a locked answer tells the caller
-where the holder can go."""
+"""The way out (DESIGN.md §2): every locked or suspended answer says which
+procedures can recover the PIN now, given the card's other PINs, and when
+the offices that serve the card's ward next open."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
+from service.domain.calendar import TOKYO, Opening, next_openings
 from service.domain.pins import PinType
+from service.domain.policy import Policy
 from service.domain.state import CardState
 
 
@@ -16,32 +20,72 @@ class Route(enum.Enum):
     RESUME_AT_COUNTER = "resume_at_counter"
 
 
+class Procedure(enum.Enum):
+    COUNTER_RESET = "counter_reset"  # a ward office or Special Center (holder, representative, or proxy)
+    CONVENIENCE_STORE_RESET = "convenience_store_reset"  # reserve in the app, then a kiosk within 24 h
+    COUNTER_RESUME = "counter_resume"  # a suspended card, at a counter
+
+
 @dataclass(frozen=True)
 class Recovery:
     route: Route
     description: str
+    procedures: tuple[Procedure, ...] = ()
+    openings: tuple[Opening, ...] = ()  # the next openings of the offices serving the card's ward
 
 
-COUNTER_RESET = Recovery(
-    Route.COUNTER,
-    "Reset the PIN at a ward office or a My Number Card Special Center with the card.",
-)
-STORE_RESET = Recovery(
-    Route.CONVENIENCE_STORE_OR_COUNTER,
-    "Reserve a reset in the smartphone app with the user-certificate PIN, then reset at a "
-    "convenience store kiosk within 24 hours; or reset at a ward office or Special Center.",
-)
-RESUME = Recovery(
-    Route.RESUME_AT_COUNTER,
-    "The card is suspended; it can be resumed at a ward office or Special Center.",
-)
-
-
-def recovery_for_locked_pin(state: CardState, pin_type: PinType) -> Recovery:
-    """A 4-digit PIN: a counter reset. The signature PIN: the convenience
-    store while the user-certificate PIN still works, else a counter."""
+def store_proving_pin(pin_type: PinType, chain_allows_user_certificate: bool) -> PinType | None:
+    """Which PIN proves the holder for a store reset of `pin_type` (None: counter only)."""
     if pin_type is PinType.SIGNATURE:
-        user_cert = state.pin(PinType.USER_CERTIFICATE)
-        if user_cert is not None and not user_cert.locked:
-            return STORE_RESET
-    return COUNTER_RESET
+        return PinType.USER_CERTIFICATE
+    if pin_type is PinType.USER_CERTIFICATE and chain_allows_user_certificate:
+        return PinType.SIGNATURE
+    return None
+
+
+_NAMES = {PinType.USER_CERTIFICATE: "user-certificate", PinType.SIGNATURE: "signature"}
+
+
+def _usable(state: CardState, pin_type: PinType | None) -> bool:
+    pin = state.pin(pin_type) if pin_type else None
+    return pin is not None and not pin.locked
+
+
+def _openings_text(openings: tuple[Opening, ...]) -> str:
+    if not openings:
+        return ""
+    first = openings[0]
+    return f" Next opening: {first.name}, {first.at.strftime('%Y-%m-%d %H:%M')} (Asia/Tokyo)."
+
+
+def recovery_for(state: CardState, pin_type: PinType, policy: Policy, now: datetime) -> Recovery:
+    """For a suspended card, a counter resume. For a locked 4-digit PIN, a
+    counter reset; for the signature PIN (and the user-certificate PIN where
+    a chain allows it), also the convenience store while the proving PIN
+    still works."""
+    openings = tuple(
+        Opening(o.office_id, o.name, o.at.astimezone(TOKYO)) for o in next_openings(policy.calendar, state.ward, now)
+    )
+    if state.suspended:
+        return Recovery(
+            Route.RESUME_AT_COUNTER,
+            "The card is suspended; it can be resumed at a ward office or Special Center." + _openings_text(openings),
+            (Procedure.COUNTER_RESUME,),
+            openings,
+        )
+    any_chain = any(c.resets_user_certificate for c in policy.store_chains.values())
+    proving = store_proving_pin(pin_type, any_chain)
+    if _usable(state, proving):
+        return Recovery(
+            Route.CONVENIENCE_STORE_OR_COUNTER,
+            f"Reserve a reset in the smartphone app with the {_NAMES[proving]} PIN, then reset at a convenience store "
+            "kiosk within 24 hours; or reset at a ward office or Special Center." + _openings_text(openings),
+            (Procedure.CONVENIENCE_STORE_RESET, Procedure.COUNTER_RESET),
+            openings,
+        )
+    return Recovery(
+        Route.COUNTER,
+        "Reset the PIN at a ward office or a My Number Card Special Center with the card." + _openings_text(openings),
+        (Procedure.COUNTER_RESET,),
+        openings,
+    )

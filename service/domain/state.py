@@ -14,13 +14,24 @@ from typing import Iterable
 
 from service.domain.events import (
     CardEnrolled,
+    CardResumed,
+    CardSuspended,
+    CounterProcedureRefused,
     Event,
     LockedPinAttempted,
     PinChanged,
     PinLocked,
+    PinReset,
+    PinUnlocked,
     PinVerificationFailed,
     PinVerified,
+    ProxyInquiryClosed,
+    ProxyInquiryCodeRejected,
+    ProxyInquiryIssued,
     Recorded,
+    ResetRefused,
+    StoreResetReserved,
+    SuspendedCardAttempted,
 )
 from service.domain.pins import PinType, retry_limit
 
@@ -53,12 +64,36 @@ class CardStatus(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Inquiry:
+    """An open proxy inquiry (one per PIN type); its code is a secret."""
+
+    inquiry_id: str
+    expires_at: datetime
+    wrong_codes: int = 0
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """An open convenience-store reservation (one per PIN type); its token is a secret."""
+
+    reservation_id: str
+    proving_pin_type: PinType
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
 class CardState:
     card_id: str
     version: int = 0
     pins: dict[PinType, PinState] = field(default_factory=dict)
     status: CardStatus = CardStatus.ACTIVE
     ward: str | None = None  # the holder's ward, where the card records one
+    inquiries: dict[PinType, Inquiry] = field(default_factory=dict)
+    reservations: dict[PinType, Reservation] = field(default_factory=dict)
+
+    @property
+    def suspended(self) -> bool:
+        return self.status is CardStatus.SUSPENDED
 
     @property
     def enrolled(self) -> bool:
@@ -111,6 +146,73 @@ def _(event: PinLocked, state, version, at):
 @_apply.register
 def _(event: LockedPinAttempted, state, version, at):
     return state  # recorded for the audit trail; changes no state
+
+
+@_apply.register
+def _(event: SuspendedCardAttempted, state, version, at):
+    return state  # recorded; changes no state
+
+
+@_apply.register
+def _(event: CounterProcedureRefused, state, version, at):
+    return state  # recorded; changes no state
+
+
+@_apply.register
+def _(event: ResetRefused, state, version, at):
+    return state  # recorded; changes no state
+
+
+def _without(mapping: dict, key) -> dict:
+    return {k: v for k, v in mapping.items() if k != key}
+
+
+@_apply.register
+def _(event: PinReset, state, version, at):
+    fresh = state.with_pin(PinState(event.pin_type, last_version=version))
+    return replace(
+        fresh,
+        inquiries=_without(state.inquiries, event.pin_type),
+        reservations=_without(state.reservations, event.pin_type),
+    )
+
+
+@_apply.register
+def _(event: PinUnlocked, state, version, at):
+    return state.with_pin(PinState(event.pin_type, last_version=version))
+
+
+@_apply.register
+def _(event: CardSuspended, state, version, at):
+    return replace(state, status=CardStatus.SUSPENDED)
+
+
+@_apply.register
+def _(event: CardResumed, state, version, at):
+    return replace(state, status=CardStatus.ACTIVE)
+
+
+@_apply.register
+def _(event: ProxyInquiryIssued, state, version, at):
+    inquiry = Inquiry(event.inquiry_id, datetime.fromisoformat(event.expires_at))
+    return replace(state, inquiries={**state.inquiries, event.pin_type: inquiry})
+
+
+@_apply.register
+def _(event: ProxyInquiryCodeRejected, state, version, at):
+    inquiry = replace(state.inquiries[event.pin_type], wrong_codes=event.wrong_codes)
+    return replace(state, inquiries={**state.inquiries, event.pin_type: inquiry})
+
+
+@_apply.register
+def _(event: ProxyInquiryClosed, state, version, at):
+    return replace(state, inquiries=_without(state.inquiries, event.pin_type))
+
+
+@_apply.register
+def _(event: StoreResetReserved, state, version, at):
+    reservation = Reservation(event.reservation_id, PinType(event.proving_pin_type), datetime.fromisoformat(event.expires_at))
+    return replace(state, reservations={**state.reservations, event.pin_type: reservation})
 
 
 def evolve(state: CardState, recorded: Recorded) -> CardState:

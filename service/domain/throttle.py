@@ -21,7 +21,9 @@ FAILED_RESULTS = (CheckResult.WRONG_PIN, CheckResult.LOCKED)
 
 
 def is_failure(outcome: object) -> bool:
-    return isinstance(outcome, CheckOutcome) and outcome.result in FAILED_RESULTS
+    """A failed PIN check: of a verify or change, or the proving PIN of a store reset."""
+    check = outcome if isinstance(outcome, CheckOutcome) else getattr(outcome, "check", None)
+    return isinstance(check, CheckOutcome) and check.result in FAILED_RESULTS
 
 
 class Throttled(DomainError):

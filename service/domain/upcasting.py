@@ -67,5 +67,6 @@ def event_from_stored(type_name: str, schema_version: int, pin_type: str | None,
         elif name == "purpose":
             kwargs["purpose"] = Purpose(payload["purpose"])
         else:
-            kwargs[name] = payload[name]
+            value = payload[name]
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
     return cls(**kwargs)

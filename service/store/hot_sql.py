@@ -30,7 +30,11 @@ EVENT_COLUMNS = (
     "position", "stream_id", "stream_kind", "version", "event_id", "event_type", "schema_version", "occurred_at",
     "pin_type", "channel", "terminal_id", "request_id", "payload", "prev_hash", "hash",
 )  # fmt: skip
-PIN_COLUMNS = ("card_id", "pin_type", "status", "consecutive_failures", "remaining_tries", "locked_at", "last_version")
+PIN_COLUMNS = (
+    "card_id", "pin_type", "status", "consecutive_failures", "remaining_tries", "locked_at", "last_version",
+    "inquiry_id", "inquiry_expires_at", "inquiry_wrong_codes",
+    "reservation_id", "reservation_proving_pin_type", "reservation_expires_at",
+)  # fmt: skip
 SECRET_COLUMNS = ("card_id", "kind", "name", "key_id", "digest", "set_at_version")
 REQUEST_COLUMNS = (
     "terminal_id", "request_id", "card_id", "command", "fingerprint", "outcome", "stream_version", "created_at",
@@ -100,7 +104,9 @@ class HotSql:
         """Projection rows of the cards with each PIN's verifier (a secret of kind "pin")."""
         where, params = self.among("s.card_id", card_ids)
         sql = (
-            "SELECT s.card_id, s.pin_type, s.consecutive_failures, s.status, s.locked_at, s.last_version, v.key_id, v.digest "
+            "SELECT s.card_id, s.pin_type, s.consecutive_failures, s.status, s.locked_at, s.last_version, "
+            "s.inquiry_id, s.inquiry_expires_at, s.inquiry_wrong_codes, "
+            "s.reservation_id, s.reservation_proving_pin_type, s.reservation_expires_at, v.key_id, v.digest "
             "FROM pin_states s LEFT OUTER JOIN secrets v "
             "ON v.card_id = s.card_id AND v.kind = 'pin' AND v.name = s.pin_type "
             f"WHERE {where}"

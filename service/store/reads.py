@@ -12,12 +12,12 @@ from collections.abc import Iterable, Iterator
 from sqlalchemy import Engine, func, select
 
 from service.domain.events import Event, Recorded
-from service.domain.pins import PinType
-from service.domain.state import CardState, CardStatus, PinState, evolve
+from service.domain.state import CardState, evolve
 from service.domain.streams import is_card_stream
 from service.domain.upcasting import event_from_stored
 from service.keys import SecretRef, Verifier
 from service.store.hot_sql import HotSql
+from service.store.projection import PIN_READ_COLUMNS, card_state
 from service.store.records import StoredEvent, stored_event, utc
 from service.store.tables import cards, events, log_head, pin_states, secrets
 
@@ -30,11 +30,7 @@ def _event_from_text(event_type: str, schema_version: int, pin_type: str | None,
 
 
 def _state_from_rows(card_id: str, version: int, status: str, ward: str | None, rows: Iterable) -> CardState:
-    pins = {}
-    for r in rows:
-        t = PinType(r.pin_type)
-        pins[t] = PinState(t, r.consecutive_failures, r.status == "locked", utc(r.locked_at), r.last_version)
-    return CardState(card_id, version, pins, CardStatus(status), ward)
+    return card_state(card_id, version, status, ward, (tuple(getattr(r, c) for c in PIN_READ_COLUMNS) for r in rows))
 
 
 class Reads:

@@ -7,15 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import uuid_utils
-
 from service.domain.chain import canonical_time
-
-
-def new_event_id() -> str:
-    """A UUIDv7 (RFC 9562): time-ordered, so each new event's id lands at the
-    right-hand end of the unique index on event_id (docs/performance.md)."""
-    return str(uuid_utils.uuid7())
 
 
 def utc(at: datetime | None) -> datetime | None:

@@ -95,6 +95,13 @@ pin_states = Table(
     Column("remaining_tries", Integer, nullable=False),
     Column("locked_at", UtcDateTime, nullable=True),
     Column("last_version", BigInteger, nullable=False),
+    # the PIN's open proxy inquiry and open store reservation, if any
+    Column("inquiry_id", String(64), nullable=True),
+    Column("inquiry_expires_at", UtcDateTime, nullable=True),
+    Column("inquiry_wrong_codes", Integer, nullable=True),
+    Column("reservation_id", String(64), nullable=True),
+    Column("reservation_proving_pin_type", String(32), nullable=True),
+    Column("reservation_expires_at", UtcDateTime, nullable=True),
 )
 
 # Secrets of a card, as keyed hashes (HMAC-SHA256 under a server key that is

@@ -31,19 +31,15 @@ from sqlalchemy import Connection, select, update
 from service.domain.chain import GENESIS_HASH, event_hash
 from service.domain.events import Event, Recorded
 from service.domain.pins import PinType
-from service.domain.state import CardState, CardStatus, PinState, evolve
+from service.domain.state import CardState, evolve
 from service.domain.streams import is_card_stream, stream_kind, terminal_stream
 from service.keys import SecretKind, SecretRef, Verifier
 from service.store.hot_sql import HotSql
+from service.store.projection import card_state, pin_changed, pin_row
 from service.app.ports import Envelope, StoredRequest
-from service.store.records import hashed_envelope, new_event_id, utc
+from service.ids import new_id as new_event_id
+from service.store.records import hashed_envelope, utc
 from service.store.tables import secrets, terminals
-
-
-def _pin_from_columns(sql: HotSql, pin_type: str, failures: int, status: str, locked_at, last_version: int) -> PinState:
-    """A projection row read by driver-level SQL (values not yet converted)."""
-    t = PinType(pin_type)
-    return PinState(t, failures, status == "locked", utc(sql.read_time(locked_at)), last_version)
 
 
 class UnitOfWork:
@@ -61,7 +57,7 @@ class UnitOfWork:
         self._requests: dict[tuple[str, str], StoredRequest] = {}
         self._looked_up: set[tuple[str, str]] = set()  # request keys already read (found or not)
         self._new_events: list[tuple[dict[str, Any], datetime, str, str]] = []  # envelope, at, prev hash, hash
-        self._dirty_pins: dict[tuple[str, PinType], PinState] = {}
+        self._dirty_pins: set[tuple[str, PinType]] = set()
         self._new_cards: dict[str, datetime] = {}  # card -> enrolled at
         self._new_secrets: dict[SecretRef, tuple] = {}
         self._new_requests: list[tuple[StoredRequest, datetime]] = []
@@ -100,16 +96,16 @@ class UnitOfWork:
         # Lock (or read) the heads first, then the pins: a row read in the
         # same statement as the lock could be a stale version.
         heads = self._rows(sql.heads(ids, lock=lock))
-        pins: dict[str, dict[PinType, PinState]] = {card_id: {} for card_id in ids}
+        pins: dict[str, list[tuple]] = {card_id: [] for card_id in ids}
         for card_id, *columns, key_id, digest in self._rows(sql.pins_with_verifiers(ids)):
-            pin = _pin_from_columns(sql, *columns)
-            pins[card_id][pin.pin_type] = pin
-            self._secrets[SecretRef.pin(card_id, pin.pin_type)] = None if key_id is None else Verifier(key_id, digest)
+            pins[card_id].append(columns)
+            ref = SecretRef.pin(card_id, PinType(columns[0]))
+            self._secrets[ref] = None if key_id is None else Verifier(key_id, digest)
         for card_id in ids:
             self._states[card_id] = CardState(card_id)
             self._hashes[card_id] = GENESIS_HASH
         for card_id, version, last_hash, status, ward in heads:
-            self._states[card_id] = CardState(card_id, version, pins[card_id], CardStatus(status), ward)
+            self._states[card_id] = card_state(card_id, version, status, ward, pins[card_id], sql.read_time)
             self._hashes[card_id] = last_hash
             self._existing.add(card_id)
 
@@ -162,9 +158,9 @@ class UnitOfWork:
         for e in new_events:
             prev = self._stage(card_id, state.version + 1, e, env, prev)
             state = evolve(state, Recorded(e, state.version + 1, env.occurred_at))
-        for t, pin in state.pins.items():
-            if pin.last_version > before.version:
-                self._dirty_pins[(card_id, t)] = pin
+        for t in state.pins:
+            if pin_changed(before, state, t):
+                self._dirty_pins.add((card_id, t))
         if card_id not in self._existing and card_id not in self._new_cards:
             self._new_cards[card_id] = env.occurred_at
         self._states[card_id] = state
@@ -227,11 +223,7 @@ class UnitOfWork:
                 for i, (env, at, prev, digest) in enumerate(self._new_events)
             ])  # fmt: skip
         if self._dirty_pins:
-            run(sql.upsert_pins, [
-                (c, p.pin_type.value, "locked" if p.locked else "active", p.consecutive_failures, p.remaining_tries,
-                 bind_time(p.locked_at), p.last_version)
-                for (c, _), p in self._dirty_pins.items()
-            ])  # fmt: skip
+            run(sql.upsert_pins, [pin_row(c, self._states[c], t, bind_time) for c, t in sorted(self._dirty_pins, key=str)])
         if self._new_secrets:
             run(sql.upsert_secrets, list(self._new_secrets.values()))
         if self._new_requests:

@@ -22,7 +22,7 @@ from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import counter_service_pb2_grpc
 from pinlife.v1 import pin_service_pb2 as ppb
-from pinlife.v1 import pin_service_pb2_grpc
+from pinlife.v1 import pin_service_pb2_grpc, store_service_pb2_grpc
 from service.api.server import Server
 from service.clock import system_clock
 from service.config import Settings
@@ -38,6 +38,7 @@ class Client:
             self.channel = grpc.secure_channel(target, credentials, options=[("grpc.ssl_target_name_override", "localhost")])
         self.pins = pin_service_pb2_grpc.PinServiceStub(self.channel)
         self.counter = counter_service_pb2_grpc.CounterServiceStub(self.channel)
+        self.store = store_service_pb2_grpc.ConvenienceStoreServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.metadata = [("x-pinlife-terminal", terminal)]
 

@@ -15,13 +15,20 @@ from grpc_status import rpc_status
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
+from pinlife.v1 import store_service_pb2 as spb
 from service.access_config import load_access_config
-from service.domain.access import RPC_ROLES, Role
+from service.clock import ServiceClock
+from service.domain.access import COUNTERS, RPC_ROLES, Role
 from service.domain.streams import terminal_stream
 from tests.e2e.harness import Client, ThreadedServer
 
 ROLES = [r for r in Role if r is not Role.DEVELOPMENT]
 USER = pb.PIN_TYPE_USER_CERTIFICATE
+SIGNATURE = pb.PIN_TYPE_SIGNATURE
+OFFICE = "naka-ward-office"  # of the shipped Yokohama calendar
+# A Tuesday, 10:00 in Tokyo: the ward office and the store kiosks are open.
+OPEN_HOURS = ServiceClock(fixed=dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.timezone.utc))
+HOLDER_CARD = [pb.Document(type=pb.DOCUMENT_TYPE_MY_NUMBER_CARD)]
 
 
 class Pki:
@@ -44,7 +51,10 @@ class Pki:
         )
 
     def access_file(self, throttle: str = "") -> str:
-        terminals = "\n".join(f'[terminals.{r.value}-01]\nrole = "{r.value}"\n' for r in ROLES)
+        terminals = "\n".join(
+            f'[terminals.{r.value}-01]\nrole = "{r.value}"\n' + (f'office = "{OFFICE}"\n' if r in COUNTERS else "")
+            for r in ROLES
+        )
         text = f"""
 [tls]
 cert = "server.pem"
@@ -70,7 +80,7 @@ def pki(tmp_path):
 
 def start(db_url, keys, pki, throttle: str = "") -> ThreadedServer:
     path = pki.access_file(throttle)
-    return ThreadedServer(db_url, keys, access=load_access_config(path), access_file=path)
+    return ThreadedServer(db_url, keys, clock=OPEN_HOURS, access=load_access_config(path), access_file=path)
 
 
 @pytest.fixture
@@ -103,13 +113,53 @@ CALLS = {
         ),
         timeout=10,
     ),
-}
+    "/pinlife.v1.CounterService/ResetPin": lambda c: c.counter.ResetPin(
+        cpb.ResetPinRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER, new_pin="4821",
+                            applicant=pb.APPLICANT_HOLDER, documents=HOLDER_CARD), timeout=10,
+    ),
+    "/pinlife.v1.CounterService/UnlockPin": lambda c: c.counter.UnlockPin(
+        cpb.UnlockPinRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER,
+                             applicant=pb.APPLICANT_HOLDER, documents=HOLDER_CARD), timeout=10,
+    ),
+    "/pinlife.v1.CounterService/RequestProxyReset": lambda c: c.counter.RequestProxyReset(
+        cpb.RequestProxyResetRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER,
+                                     documents=[*HOLDER_CARD, pb.Document(type=pb.DOCUMENT_TYPE_OTHER_ID)]), timeout=10,
+    ),
+    "/pinlife.v1.CounterService/CompleteProxyReset": lambda c: c.counter.CompleteProxyReset(
+        cpb.CompleteProxyResetRequest(
+            request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER, inquiry_id="not-an-open-inquiry",
+            code="12345678", new_pin="4821",
+            documents=[*HOLDER_CARD, *(pb.Document(type=t) for t in (pb.DOCUMENT_TYPE_INQUIRY_FORM,
+                       pb.DOCUMENT_TYPE_POWER_OF_ATTORNEY, pb.DOCUMENT_TYPE_PUBLIC_PHOTO_ID))],
+        ), timeout=10,
+    ),
+    "/pinlife.v1.CounterService/SuspendCard": lambda c: c.counter.SuspendCard(
+        cpb.SuspendCardRequest(request_id=str(uuid.uuid4()), card_id="card-T1", reason=cpb.SUSPENSION_REASON_LOST),
+        timeout=10,
+    ),
+    "/pinlife.v1.CounterService/ResumeCard": lambda c: c.counter.ResumeCard(
+        cpb.ResumeCardRequest(request_id=str(uuid.uuid4()), card_id="card-T1", applicant=pb.APPLICANT_HOLDER,
+                              documents=HOLDER_CARD), timeout=10,
+    ),
+    "/pinlife.v1.PinService/ReserveStoreReset": lambda c: c.pins.ReserveStoreReset(
+        ppb.ReserveStoreResetRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=SIGNATURE,
+                                     proving_pin="4821"), timeout=10,
+    ),
+    "/pinlife.v1.ConvenienceStoreService/ResetPin": lambda c: c.store.ResetPin(
+        spb.StoreResetPinRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=SIGNATURE,
+                                 proving_pin="4821", new_pin="NEW123"), timeout=10,
+    ),
+}  # fmt: skip
 
 
 def test_every_role_against_every_rpc(tls_server, pki):
     counter = client_for(tls_server, pki, "ward_office-01")
-    counter.enroll("card-T1", {USER: "4821"})
+    counter.enroll("card-T1", {USER: "4821", SIGNATURE: "ABC123"})
     assert set(CALLS) == set(RPC_ROLES), "every RPC of the role table is exercised"
+    # the kiosk's call completes a reservation; the reset app's role comes later in ROLES
+    app = client_for(tls_server, pki, "smartphone_app-01")
+    CALLS["/pinlife.v1.PinService/ReserveStoreReset"](app)
+    app.close()
     for role in ROLES:
         client = client_for(tls_server, pki, f"{role.value}-01")
         for rpc, call in CALLS.items():

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
-from service.domain.decide import Decision, PinMatcher, decide
+from service.domain.decide import Context, Decision, PinMatcher, decide
 from service.domain.events import (
     CardEnrolled,
     Event,
@@ -95,11 +95,12 @@ def when(
     *,
     now: datetime = NOW,
     policy: Policy = Policy(),
+    **ctx,
 ) -> Decision:
     """decide() at `now` under `policy`, with a matcher that knows the
     correct PINs (or a given matcher)."""
     matches = correct_pins if callable(correct_pins) else matcher(correct_pins)
-    return decide(state, command, now, policy, matches)
+    return decide(state, command, Context(now, policy, matches, **ctx))
 
 
 def then(state: CardState, decision: Decision) -> CardState:

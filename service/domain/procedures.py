@@ -1,0 +1,318 @@
+"""The reset procedures (DESIGN.md §2): at a counter (reset, unlock, the
+proxy's two visits, suspend and resume) and at a convenience store (the
+reset app's reservation, the kiosk's completion). Each is a `decide_*`
+function of (state, command, context), registered in decide.DECIDERS.
+
+Rules, each in one place here:
+- counter_gate: a counter acts only during its office's hours and only for
+  wards its office serves; a refusal is recorded on the terminal's stream.
+- checklist: an incomplete or stale checklist is refused, naming every
+  missing document, and recorded on the card's stream (documents.py).
+- decide_request_proxy / decide_complete_proxy: one open inquiry per card
+  and PIN type (a new one supersedes the old); used once; expires; voided
+  at the configured number of wrong codes.
+- decide_reserve_store / decide_store_reset: the signature PIN by proving
+  the user-certificate PIN (and the user-certificate PIN by proving the
+  signature PIN where a chain allows it); a wrong proving PIN is a failed
+  try of that PIN; the reservation lasts its validity; the kiosk works only
+  in store hours.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from service.domain.calendar import TOKYO, Calendar
+from service.domain.commands import (
+    CompleteProxyReset,
+    RequestProxyReset,
+    ReserveStoreReset,
+    ResetPin,
+    ResumeCard,
+    StoreResetPin,
+    SuspendCard,
+    UnlockPin,
+)
+from service.domain.decide import CheckOutcome, CheckResult, Context, Decision, _require_pin, check_pin
+from service.domain.documents import Applicant, Document, check_checklist
+from service.domain.errors import NotFound, PreconditionFailed, PreconditionViolation
+from service.domain.events import (
+    CardResumed,
+    CardSuspended,
+    CounterOutOfService,
+    CounterProcedureRefused,
+    Event,
+    PinReset,
+    PinUnlocked,
+    ProxyInquiryClosed,
+    ProxyInquiryCodeRejected,
+    ProxyInquiryIssued,
+    Purpose,
+    ResetRefused,
+    StoreResetReserved,
+)
+from service.domain.pins import PinType, normalize_pin
+from service.domain.recovery import store_proving_pin
+from service.domain.state import CardState, CardStatus
+
+INQUIRY_CODE_KIND = "inquiry_code"  # the secret kind of an inquiry's one-time code
+
+
+# -- outcomes ----------------------------------------------------------------
+@dataclass(frozen=True)
+class PinRestored:
+    """A counter reset or unlock, or a completed proxy reset: the PIN is active with a fresh count."""
+
+    pin_type: PinType
+
+
+@dataclass(frozen=True)
+class InquiryIssued:
+    inquiry_id: str
+    expires_at: datetime
+    code: str | None  # given once; a replayed answer carries none
+
+
+class ProxyResult(enum.Enum):
+    COMPLETED = "completed"
+    WRONG_CODE = "wrong_code"
+    VOIDED = "voided"  # too many wrong codes
+    EXPIRED = "expired"
+    NO_OPEN_INQUIRY = "no_open_inquiry"  # used already, superseded, voided earlier, or never issued
+
+
+@dataclass(frozen=True)
+class ProxyCompletion:
+    result: ProxyResult
+    remaining_attempts: int
+
+
+@dataclass(frozen=True)
+class CardStatusChanged:
+    status: CardStatus
+
+
+@dataclass(frozen=True)
+class Reservation:
+    check: CheckOutcome  # of the proving PIN
+    reservation_id: str | None  # set when reserved
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoreReset:
+    check: CheckOutcome  # of the proving PIN (the PIN being reset)
+    reset: bool
+
+
+# -- shared rules --------------------------------------------------------------
+def _enrolled(state: CardState) -> None:
+    if not state.enrolled:
+        raise NotFound(f"card {state.card_id} is not enrolled")
+
+
+def counter_gate(state: CardState, office_id: str | None, rpc: str, ctx: Context) -> Decision | None:
+    """A refusal when the counter is closed or does not serve the card's
+    ward (None: it may act). A terminal without an office (the call centre,
+    development mode) is not a counter and is not gated."""
+    if office_id is None:
+        return None
+    calendar: Calendar = ctx.policy.calendar
+    office = calendar.offices.get(office_id)
+    if office is None:
+        reason, message = "unknown_office", f"office {office_id} is not in the office calendar"
+    elif not calendar.is_open(office, ctx.now):
+        reason = "out_of_hours"
+        opens = calendar.next_opening(office, ctx.now)
+        when = opens.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M") if opens else "not within two months"
+        message = f"{office.name} is closed now; it next opens {when} (Asia/Tokyo)"
+    elif not office.serves(state.ward):
+        reason = "out_of_jurisdiction"
+        serving = ", ".join(o.name for o in calendar.serving(state.ward)) or "no configured office"
+        message = f"{office.name} does not serve ward {state.ward}; it is served by {serving}"
+    else:
+        return None
+    violation = PreconditionViolation(reason.upper(), f"offices/{office_id}", message)
+    refusal = CounterOutOfService(rpc, state.card_id, reason)
+    return Decision((), None, terminal_events=(refusal,), error=PreconditionFailed(violation))
+
+
+def _checklist(
+    state: CardState, procedure: str, applicant: Applicant, documents: tuple[Document, ...], ctx: Context,
+    *, adult_ward: bool = False, step: str = "reset",
+) -> Decision | None:  # fmt: skip
+    """A recorded refusal naming every missing or stale document, or None."""
+    today = ctx.now.astimezone(TOKYO).date()
+    violations = check_checklist(applicant, documents, today, adult_ward=adult_ward, step=step)
+    if not violations:
+        return None
+    refused = CounterProcedureRefused(procedure, tuple(v.subject for v in violations))
+    return Decision((refused,), None, error=PreconditionFailed(violations))
+
+
+def _doc_types(documents: tuple[Document, ...]) -> tuple[str, ...]:
+    return tuple(d.type.value for d in documents)
+
+
+# -- counter -------------------------------------------------------------------
+def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision:
+    _enrolled(state)
+    _require_pin(state, cmd.pin_type)
+    gate = counter_gate(state, cmd.office_id, "ResetPin", ctx) or _checklist(
+        state, "reset", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward
+    )
+    if gate:
+        return gate
+    event = PinReset(cmd.pin_type, "counter", cmd.applicant.value, _doc_types(cmd.documents))
+    return Decision((event,), PinRestored(cmd.pin_type), {cmd.pin_type: cmd.new_pin})
+
+
+def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision:
+    _enrolled(state)
+    _require_pin(state, cmd.pin_type)
+    gate = counter_gate(state, cmd.office_id, "UnlockPin", ctx) or _checklist(
+        state, "unlock", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward
+    )
+    if gate:
+        return gate
+    event = PinUnlocked(cmd.pin_type, cmd.applicant.value, _doc_types(cmd.documents))
+    return Decision((event,), PinRestored(cmd.pin_type))
+
+
+def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision:
+    _enrolled(state)
+    gate = counter_gate(state, cmd.office_id, "SuspendCard", ctx)
+    if gate:
+        return gate
+    if state.suspended:  # already: nothing happens, the answer says so
+        return Decision((), CardStatusChanged(CardStatus.SUSPENDED))
+    return Decision((CardSuspended(cmd.reason),), CardStatusChanged(CardStatus.SUSPENDED))
+
+
+def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
+    _enrolled(state)
+    gate = counter_gate(state, cmd.office_id, "ResumeCard", ctx) or _checklist(
+        state, "resume", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward
+    )
+    if gate:
+        return gate
+    if not state.suspended:
+        return Decision((), CardStatusChanged(CardStatus.ACTIVE))
+    event = CardResumed(cmd.applicant.value, _doc_types(cmd.documents))
+    return Decision((event,), CardStatusChanged(CardStatus.ACTIVE))
+
+
+def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context) -> Decision:
+    _enrolled(state)
+    _require_pin(state, cmd.pin_type)
+    gate = counter_gate(state, cmd.office_id, "RequestProxyReset", ctx) or _checklist(
+        state, "proxy_inquiry", Applicant.PROXY, cmd.documents, ctx, step="inquiry"
+    )
+    if gate:
+        return gate
+    events: list[Event] = []
+    if (old := state.inquiries.get(cmd.pin_type)) is not None:
+        events.append(ProxyInquiryClosed(cmd.pin_type, old.inquiry_id, "superseded"))
+    inquiry_id, code = ctx.new_id(), ctx.new_code()
+    expires_at = ctx.now + ctx.policy.inquiry_validity
+    events.append(ProxyInquiryIssued(cmd.pin_type, inquiry_id, expires_at.isoformat(), _doc_types(cmd.documents)))
+    return Decision(tuple(events), InquiryIssued(inquiry_id, expires_at, code), new_secrets={(INQUIRY_CODE_KIND, inquiry_id): code})
+
+
+def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Context) -> Decision:
+    _enrolled(state)
+    _require_pin(state, cmd.pin_type)
+    gate = counter_gate(state, cmd.office_id, "CompleteProxyReset", ctx) or _checklist(
+        state, "proxy_completion", Applicant.PROXY, cmd.documents, ctx, step="completion"
+    )
+    if gate:
+        return gate
+    inquiry = state.inquiries.get(cmd.pin_type)
+    if inquiry is None or inquiry.inquiry_id != cmd.inquiry_id:
+        refused = ResetRefused(cmd.pin_type, "proxy", ProxyResult.NO_OPEN_INQUIRY.value)
+        return Decision((refused,), ProxyCompletion(ProxyResult.NO_OPEN_INQUIRY, 0))
+    if ctx.now >= inquiry.expires_at:
+        closed = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, "expired")
+        return Decision((closed,), ProxyCompletion(ProxyResult.EXPIRED, 0))
+    limit = ctx.policy.inquiry_max_wrong_codes
+    if not ctx.code_matches(INQUIRY_CODE_KIND, inquiry.inquiry_id, cmd.code):
+        wrong = inquiry.wrong_codes + 1
+        rejected = ProxyInquiryCodeRejected(cmd.pin_type, inquiry.inquiry_id, wrong, max(0, limit - wrong))
+        if wrong >= limit:
+            voided = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, "voided")
+            return Decision((rejected, voided), ProxyCompletion(ProxyResult.VOIDED, 0))
+        return Decision((rejected,), ProxyCompletion(ProxyResult.WRONG_CODE, limit - wrong))
+    event = PinReset(cmd.pin_type, "proxy", Applicant.PROXY.value, _doc_types(cmd.documents))
+    return Decision((event,), ProxyCompletion(ProxyResult.COMPLETED, 0), {cmd.pin_type: cmd.new_pin})
+
+
+# -- convenience store ---------------------------------------------------------
+def _counter_only(state: CardState, cmd, procedure: str, reason: str, message: str) -> Decision:
+    refused = ResetRefused(cmd.pin_type, procedure, reason)
+    error = PreconditionFailed(PreconditionViolation(reason.upper(), f"{state.card_id}/{cmd.pin_type.value}", message))
+    return Decision((refused,), None, error=error)
+
+
+def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context) -> Decision:
+    """The reset app proves the other certificate's PIN (a failed try of
+    that PIN when wrong) and reserves a reset of `pin_type`."""
+    _enrolled(state)
+    _require_pin(state, cmd.pin_type)
+    proving = store_proving_pin(cmd.pin_type, any(c.resets_user_certificate for c in ctx.policy.store_chains.values()))
+    if proving is None or state.pin(proving) is None:
+        return _counter_only(state, cmd, "store_reservation", "counter_only",
+                             f"the {cmd.pin_type.value} PIN can be reset only at a ward office or Special Center")  # fmt: skip
+    proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
+    events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESERVATION, ctx)
+    if check.result is not CheckResult.OK:
+        return Decision(events, Reservation(check, None, None))
+    reservation_id = ctx.new_id()
+    expires_at = ctx.now + ctx.policy.reservation_validity
+    reserved = StoreResetReserved(cmd.pin_type, reservation_id, proving.value, expires_at.isoformat())
+    return Decision((*events, reserved), Reservation(check, reservation_id, expires_at))
+
+
+def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> Decision:
+    """The kiosk, within the reservation's validity and store hours: the
+    holder proves the reserved proving PIN again; then the new PIN is set
+    and unlocked."""
+    _enrolled(state)
+    _require_pin(state, cmd.pin_type)
+    local = ctx.now.astimezone(TOKYO).time()
+    if not (ctx.policy.store_opens <= local < ctx.policy.store_closes):
+        return _counter_only(state, cmd, "convenience_store", "store_closed",
+                             f"kiosk resets run {ctx.policy.store_opens:%H:%M}-{ctx.policy.store_closes:%H:%M} Asia/Tokyo")  # fmt: skip
+    proving = store_proving_pin(cmd.pin_type, ctx.policy.chain(cmd.chain_id).resets_user_certificate)
+    if proving is None:
+        return _counter_only(state, cmd, "convenience_store", "counter_only",
+                             f"this store cannot reset the {cmd.pin_type.value} PIN: a ward office or Special Center can")  # fmt: skip
+    if state.suspended:
+        events, check = check_pin(state, proving, "", Purpose.STORE_RESET, ctx)  # recorded, never checked
+        return Decision(events, StoreReset(check, False))
+    reservation = state.reservations.get(cmd.pin_type)
+    if reservation is None or reservation.proving_pin_type is not proving:
+        return _counter_only(state, cmd, "convenience_store", "no_reservation",
+                             "no reservation for this PIN: reserve in the reset app first")  # fmt: skip
+    if ctx.now >= reservation.expires_at:
+        return _counter_only(state, cmd, "convenience_store", "reservation_expired",
+                             "the reservation has expired (24 hours): reserve again in the reset app")  # fmt: skip
+    proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
+    events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESET, ctx)
+    if check.result is not CheckResult.OK:
+        return Decision(events, StoreReset(check, False))
+    reset = PinReset(cmd.pin_type, "convenience_store", Applicant.HOLDER.value, ())
+    return Decision((*events, reset), StoreReset(check, True), {cmd.pin_type: cmd.new_pin})
+
+
+DECIDERS = {
+    ResetPin: decide_reset,
+    UnlockPin: decide_unlock,
+    SuspendCard: decide_suspend,
+    ResumeCard: decide_resume,
+    RequestProxyReset: decide_request_proxy,
+    CompleteProxyReset: decide_complete_proxy,
+    ReserveStoreReset: decide_reserve_store,
+    StoreResetPin: decide_store_reset,
+}

@@ -1,0 +1,62 @@
+"""The lock-state projection's rows <-> domain state, in one place for the
+write path (unit_of_work.py) and the reads (reads.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from service.domain.pins import PinType
+from service.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
+from service.store.records import utc
+
+# The columns of pin_states after card_id, in hot_sql.PIN_COLUMNS order but
+# for remaining_tries (derived): what a state is read from.
+PIN_READ_COLUMNS = (
+    "pin_type", "consecutive_failures", "status", "locked_at", "last_version",
+    "inquiry_id", "inquiry_expires_at", "inquiry_wrong_codes",
+    "reservation_id", "reservation_proving_pin_type", "reservation_expires_at",
+)  # fmt: skip
+_TIMES = {PIN_READ_COLUMNS.index(c) for c in ("locked_at", "inquiry_expires_at", "reservation_expires_at")}
+
+
+def card_state(
+    card_id: str, version: int, status: str, ward: str | None, pin_rows: Iterable[tuple], read_time: Callable = lambda v: v
+) -> CardState:
+    """A card from its head and its pin_states rows (PIN_READ_COLUMNS;
+    `read_time` converts stored times where the driver has not)."""
+    pins, inquiries, reservations = {}, {}, {}
+    for row in pin_rows:
+        r = [utc(read_time(v)) if i in _TIMES else v for i, v in enumerate(row)]
+        (pin_type, failures, pin_status, locked_at, last_version, inq_id, inq_expires, inq_wrong, res_id, res_proving,
+         res_expires) = r  # fmt: skip
+        t = PinType(pin_type)
+        pins[t] = PinState(t, failures, pin_status == "locked", locked_at, last_version)
+        if inq_id is not None:
+            inquiries[t] = Inquiry(inq_id, inq_expires, inq_wrong or 0)
+        if res_id is not None:
+            reservations[t] = Reservation(res_id, PinType(res_proving), res_expires)
+    return CardState(card_id, version, pins, CardStatus(status), ward, inquiries, reservations)
+
+
+def pin_row(card_id: str, state: CardState, t: PinType, bind_time: Callable[[datetime | None], Any]) -> tuple:
+    """A pin_states row in hot_sql.PIN_COLUMNS order."""
+    p = state.pins[t]
+    inquiry, reservation = state.inquiries.get(t), state.reservations.get(t)
+    return (
+        card_id, t.value, "locked" if p.locked else "active", p.consecutive_failures, p.remaining_tries,
+        bind_time(p.locked_at), p.last_version,
+        inquiry and inquiry.inquiry_id, bind_time(inquiry and inquiry.expires_at), inquiry and inquiry.wrong_codes,
+        reservation and reservation.reservation_id, reservation and reservation.proving_pin_type.value,
+        bind_time(reservation and reservation.expires_at),
+    )  # fmt: skip
+
+
+def pin_changed(before: CardState, after: CardState, t: PinType) -> bool:
+    """Whether a PIN's projection row must be written after an append."""
+    return (
+        after.pins[t].last_version > before.version
+        or before.inquiries.get(t) != after.inquiries.get(t)
+        or before.reservations.get(t) != after.reservations.get(t)
+    )
