@@ -31,7 +31,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Client:
-    def __init__(self, target: str, terminal: str = "e2e-terminal", credentials: grpc.ChannelCredentials | None = None):
+    def __init__(
+        self, target: str, terminal: str = "e2e-terminal", credentials: grpc.ChannelCredentials | None = None,
+        office: str | None = None, chain: str | None = None,
+    ):  # fmt: skip
         if credentials is None:
             self.channel = grpc.insecure_channel(target)
         else:
@@ -41,6 +44,10 @@ class Client:
         self.store = store_service_pb2_grpc.ConvenienceStoreServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.metadata = [("x-pinlife-terminal", terminal)]
+        if office:  # development mode: act as a counter of this office
+            self.metadata.append(("x-pinlife-office", office))
+        if chain:
+            self.metadata.append(("x-pinlife-chain", chain))
 
     def close(self) -> None:
         self.channel.close()
@@ -142,7 +149,7 @@ def free_port() -> int:
 class ProcessServer:
     """`python -m service.cli serve` in its own process."""
 
-    def __init__(self, database_url: str, key_file: Path, log_path: Path):
+    def __init__(self, database_url: str, key_file: Path, log_path: Path, env: dict[str, str] | None = None):
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         env = {
@@ -152,6 +159,7 @@ class ProcessServer:
             "PINLIFE_KEY_FILE": str(key_file),
             "PINLIFE_LISTEN": self.target,
             "PINLIFE_LOG_FORMAT": "json",
+            **(env or {}),
         }
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(

@@ -1,6 +1,7 @@
 """Two server processes on one PostgreSQL: concurrent wrong attempts at one
-card never exceed the limit, and a retried request id appends nothing,
-whichever instance the retry reaches."""
+card never exceed the limit, a retried request id appends nothing, whichever
+instance the retry reaches, and one proxy inquiry or one store reservation
+is used once however many completions race for it."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ USER = pb.PIN_TYPE_USER_CERTIFICATE
 def two_instances(databases, tmp_path):
     url = databases.create("postgres")
     key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
-    servers = [ProcessServer(url, key_file, tmp_path / f"server-{i}.log") for i in range(2)]
+    # The service clock starts on a Tuesday at 10:00 in Tokyo: the kiosks are open.
+    env = {"PINLIFE_CLOCK": "start:2026-12-01T10:00:00+09:00"}
+    servers = [ProcessServer(url, key_file, tmp_path / f"server-{i}.log", env) for i in range(2)]
     store = EventStore(url)
     yield servers, store
     store.close()
@@ -75,3 +78,64 @@ def test_a_retry_reaching_the_other_instance_appends_nothing(two_instances):
     assert types == ["CardEnrolled", "PinVerificationFailed"]
     a.close()
     b.close()
+
+
+def _race(clients, call, n: int = 16) -> Counter:
+    with ThreadPoolExecutor(len(clients)) as pool:
+        return Counter(pool.map(lambda i: call(clients[i % len(clients)]), range(n)))
+
+
+def test_one_inquiry_completed_from_two_instances_at_once_resets_once(two_instances):
+    from pinlife.v1 import counter_service_pb2 as cpb
+
+    servers, store = two_instances
+    clients = [Client(s.target, terminal=f"counter-{i}") for i, s in enumerate(servers) for _ in range(4)]
+    clients[0].enroll("card-proxy-race", {USER: "4821"})
+    card = pb.Document(type=pb.DOCUMENT_TYPE_MY_NUMBER_CARD)
+    inquiry = clients[0].counter.RequestProxyReset(cpb.RequestProxyResetRequest(
+        request_id=str(uuid.uuid4()), card_id="card-proxy-race", pin_type=USER,
+        documents=[card, pb.Document(type=pb.DOCUMENT_TYPE_OTHER_ID)]), timeout=10, metadata=clients[0].metadata)  # fmt: skip
+    second_visit = [card] + [pb.Document(type=t) for t in (pb.DOCUMENT_TYPE_INQUIRY_FORM, pb.DOCUMENT_TYPE_POWER_OF_ATTORNEY,
+                                                          pb.DOCUMENT_TYPE_PUBLIC_PHOTO_ID)]  # fmt: skip
+
+    def complete(c):
+        req = cpb.CompleteProxyResetRequest(request_id=str(uuid.uuid4()), card_id="card-proxy-race", pin_type=USER,
+                                            inquiry_id=inquiry.inquiry_id, code=inquiry.code, new_pin="2468",
+                                            documents=second_visit)  # fmt: skip
+        return c.counter.CompleteProxyReset(req, timeout=20, metadata=c.metadata).result
+
+    results = _race(clients, complete)
+    assert results == {cpb.PROXY_RESET_RESULT_COMPLETED: 1, cpb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY: 15}
+    assert [e.event_type for e in store.stream("card-proxy-race")].count("PinReset") == 1
+    assert store.rebuild() == store.projection() and store.first_broken_link() is None
+    for c in clients:
+        c.close()
+
+
+def test_one_reservation_completed_at_two_kiosks_at_once_resets_once(two_instances):
+    import grpc
+
+    from pinlife.v1 import pin_service_pb2 as ppb
+    from pinlife.v1 import store_service_pb2 as spb
+
+    servers, store = two_instances
+    clients = [Client(s.target, terminal=f"kiosk-{i}") for i, s in enumerate(servers) for _ in range(4)]
+    clients[0].enroll("card-kiosk-race", {USER: "4821", pb.PIN_TYPE_SIGNATURE: "ABC123"})
+    reserved = clients[0].pins.ReserveStoreReset(ppb.ReserveStoreResetRequest(
+        request_id=str(uuid.uuid4()), card_id="card-kiosk-race", pin_type=pb.PIN_TYPE_SIGNATURE, proving_pin="4821"),
+        timeout=10, metadata=clients[0].metadata)  # fmt: skip
+    assert reserved.reserved
+
+    def kiosk(c):
+        req = spb.StoreResetPinRequest(request_id=str(uuid.uuid4()), card_id="card-kiosk-race",
+                                       pin_type=pb.PIN_TYPE_SIGNATURE, proving_pin="4821", new_pin="NEW123")  # fmt: skip
+        try:
+            return "reset" if c.store.ResetPin(req, timeout=20, metadata=c.metadata).reset else "not reset"
+        except grpc.RpcError as err:
+            return err.code().name
+
+    assert _race(clients, kiosk) == {"reset": 1, "FAILED_PRECONDITION": 15}
+    assert [e.event_type for e in store.stream("card-kiosk-race")].count("PinReset") == 1
+    assert store.rebuild() == store.projection()
+    for c in clients:
+        c.close()
