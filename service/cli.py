@@ -2,10 +2,20 @@
 server as a newcomer would.
 
     pinlife serve | migrate | dev-key [PATH] | check
-    pinlife enroll CARD --pin TYPE=PIN ...     (a missing =PIN is prompted for)
+    pinlife enroll CARD --pin TYPE=PIN ... [--ward WARD]   (a missing =PIN is prompted for)
     pinlife verify CARD TYPE [PIN]
     pinlife change CARD TYPE [CURRENT NEW]
     pinlife status CARD [TYPE]
+    counters (with --office OFFICE in development; documents as --doc TYPE[:YYYY-MM-DD]):
+    pinlife reset CARD TYPE [NEW] --doc my_number_card [--applicant legal_representative] [--adult-ward]
+    pinlife unlock CARD TYPE --doc ...
+    pinlife proxy-request CARD TYPE --doc my_number_card --doc other_id
+    pinlife proxy-complete CARD TYPE INQUIRY_ID [CODE NEW] --doc ...
+    pinlife suspend CARD [--reason lost|stolen|other]
+    pinlife resume CARD --doc my_number_card
+    the reset app and a convenience-store kiosk:
+    pinlife reserve CARD TYPE [PROVING_PIN]
+    pinlife store-reset CARD TYPE [PROVING_PIN NEW]
 
 TYPE is one of: resident_registry, card_info_input_support,
 user_certificate, signature. PINs left off the command line are read
@@ -103,6 +113,44 @@ def _stub(args):
     return pin_service_pb2_grpc.PinServiceStub(channel), counter_service_pb2_grpc.CounterServiceStub(channel)
 
 
+def _store_stub(args):
+    import grpc
+
+    from pinlife.v1 import store_service_pb2_grpc
+
+    return store_service_pb2_grpc.ConvenienceStoreServiceStub(grpc.insecure_channel(args.server))
+
+
+def _metadata(args) -> list[tuple[str, str]]:
+    """Development mode: who the CLI acts as (terminal, counter office, store chain)."""
+    md = [("x-pinlife-terminal", args.terminal)]
+    if args.office:
+        md.append(("x-pinlife-office", args.office))
+    if args.chain:
+        md.append(("x-pinlife-chain", args.chain))
+    return md
+
+
+def _documents(items: list[str]):
+    from pinlife.v1 import common_pb2 as pb
+
+    docs = []
+    for item in items or []:
+        name, _, issued = item.partition(":")
+        value = getattr(pb, f"DOCUMENT_TYPE_{name.upper()}", None)
+        if value is None:
+            names = [n.removeprefix("DOCUMENT_TYPE_").lower() for n in pb.DocumentType.keys()[1:]]
+            sys.exit(f"pinlife: unknown document {name!r}; one of {', '.join(names)}")
+        docs.append(pb.Document(type=value, issued_on=issued))
+    return docs
+
+
+def _applicant(name: str) -> int:
+    from pinlife.v1 import common_pb2 as pb
+
+    return getattr(pb, f"APPLICANT_{name.upper()}")
+
+
 def _pin_type(name: str) -> int:
     from service.api.mapping import PIN_TYPE_TO_PROTO
 
@@ -122,12 +170,12 @@ def _show(message) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2, ensure_ascii=False))
 
 
-def _call(fn, request) -> None:
+def _call(fn, request, args) -> None:
     import grpc
     from grpc_status import rpc_status
 
     try:
-        _show(fn(request, timeout=10, metadata=[("x-pinlife-terminal", "cli")]))
+        _show(fn(request, timeout=10, metadata=_metadata(args)))
     except grpc.RpcError as err:
         status = rpc_status.from_call(err)
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
@@ -135,10 +183,13 @@ def _call(fn, request) -> None:
             from google.rpc import error_details_pb2
 
             for detail in status.details:
-                bad = error_details_pb2.BadRequest()
+                bad, failure = error_details_pb2.BadRequest(), error_details_pb2.PreconditionFailure()
                 if detail.Unpack(bad):
                     for v in bad.field_violations:
                         print(f"  {v.field}: {v.description}", file=sys.stderr)
+                elif detail.Unpack(failure):
+                    for p in failure.violations:
+                        print(f"  {p.type} {p.subject}: {p.description}", file=sys.stderr)
         sys.exit(1)
 
 
@@ -150,7 +201,8 @@ def cmd_enroll(args) -> None:
         name, sep, value = item.partition("=")
         pins.append(cpb.InitialPin(pin_type=_pin_type(name), pin=value if sep else _ask(f"{name} PIN: ", None)))
     _, counter = _stub(args)
-    _call(counter.EnrollCard, cpb.EnrollCardRequest(request_id=str(uuid.uuid4()), card_id=args.card, pins=pins))
+    request = cpb.EnrollCardRequest(request_id=str(uuid.uuid4()), card_id=args.card, pins=pins, ward=args.ward or "")
+    _call(counter.EnrollCard, request, args)
 
 
 def cmd_verify(args) -> None:
@@ -159,7 +211,7 @@ def cmd_verify(args) -> None:
     pin, _ = _stub(args)
     request = ppb.VerifyPinRequest(request_id=str(uuid.uuid4()), card_id=args.card,
                                    pin_type=_pin_type(args.type), pin=_ask("PIN: ", args.pin))
-    _call(pin.VerifyPin, request)
+    _call(pin.VerifyPin, request, args)
 
 
 def cmd_change(args) -> None:
@@ -170,19 +222,105 @@ def cmd_change(args) -> None:
         request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type),
         current_pin=_ask("current PIN: ", args.current), new_pin=_ask("new PIN: ", args.new),
     )
-    _call(pin.ChangePin, request)
+    _call(pin.ChangePin, request, args)
 
 
 def cmd_status(args) -> None:
     from pinlife.v1 import pin_service_pb2 as ppb
 
     pin, _ = _stub(args)
-    _call(pin.GetPinStatus, ppb.GetPinStatusRequest(card_id=args.card, pin_type=_pin_type(args.type) if args.type else 0))
+    _call(pin.GetPinStatus, ppb.GetPinStatusRequest(card_id=args.card, pin_type=_pin_type(args.type) if args.type else 0), args)
+
+
+def cmd_reset(args) -> None:
+    from pinlife.v1 import counter_service_pb2 as cpb
+
+    _, counter = _stub(args)
+    request = cpb.ResetPinRequest(
+        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type), new_pin=_ask("new PIN: ", args.new),
+        applicant=_applicant(args.applicant), documents=_documents(args.doc), adult_ward=args.adult_ward,
+    )
+    _call(counter.ResetPin, request, args)
+
+
+def cmd_unlock(args) -> None:
+    from pinlife.v1 import counter_service_pb2 as cpb
+
+    _, counter = _stub(args)
+    request = cpb.UnlockPinRequest(
+        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type),
+        applicant=_applicant(args.applicant), documents=_documents(args.doc), adult_ward=args.adult_ward,
+    )
+    _call(counter.UnlockPin, request, args)
+
+
+def cmd_proxy_request(args) -> None:
+    from pinlife.v1 import counter_service_pb2 as cpb
+
+    _, counter = _stub(args)
+    request = cpb.RequestProxyResetRequest(
+        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type), documents=_documents(args.doc)
+    )
+    _call(counter.RequestProxyReset, request, args)
+
+
+def cmd_proxy_complete(args) -> None:
+    from pinlife.v1 import counter_service_pb2 as cpb
+
+    _, counter = _stub(args)
+    request = cpb.CompleteProxyResetRequest(
+        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type), inquiry_id=args.inquiry_id,
+        code=_ask("inquiry code: ", args.code), new_pin=_ask("new PIN: ", args.new), documents=_documents(args.doc),
+    )
+    _call(counter.CompleteProxyReset, request, args)
+
+
+def cmd_suspend(args) -> None:
+    from pinlife.v1 import counter_service_pb2 as cpb
+
+    _, counter = _stub(args)
+    reason = getattr(cpb, f"SUSPENSION_REASON_{args.reason.upper()}")
+    _call(counter.SuspendCard, cpb.SuspendCardRequest(request_id=str(uuid.uuid4()), card_id=args.card, reason=reason), args)
+
+
+def cmd_resume(args) -> None:
+    from pinlife.v1 import counter_service_pb2 as cpb
+
+    _, counter = _stub(args)
+    request = cpb.ResumeCardRequest(
+        request_id=str(uuid.uuid4()), card_id=args.card, applicant=_applicant(args.applicant),
+        documents=_documents(args.doc), adult_ward=args.adult_ward,
+    )
+    _call(counter.ResumeCard, request, args)
+
+
+def cmd_reserve(args) -> None:
+    from pinlife.v1 import pin_service_pb2 as ppb
+
+    pin, _ = _stub(args)
+    request = ppb.ReserveStoreResetRequest(
+        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type),
+        proving_pin=_ask("the other certificate's PIN: ", args.proving),
+    )
+    _call(pin.ReserveStoreReset, request, args)
+
+
+def cmd_store_reset(args) -> None:
+    from pinlife.v1 import store_service_pb2 as spb
+
+    request = spb.StoreResetPinRequest(
+        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type),
+        proving_pin=_ask("the PIN proved when reserving: ", args.proving), new_pin=_ask("new PIN: ", args.new),
+    )
+    _call(_store_stub(args).ResetPin, request, args)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pinlife", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", default="127.0.0.1:50051", help="address of a running server")
+    parser.add_argument("--terminal", default="cli", help="development mode: the terminal id the CLI acts as")
+    parser.add_argument("--office", help="development mode: act as a counter of this office (e.g. naka-ward-office)")
+    parser.add_argument("--chain", help="development mode: act as a kiosk of this store chain")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the gRPC server").set_defaults(fn=cmd_serve)
     sub.add_parser("migrate", help="apply the Alembic migrations").set_defaults(fn=cmd_migrate)
@@ -193,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("enroll", help="enroll a card with its initial PINs")
     p.add_argument("card")
     p.add_argument("--pin", action="append", required=True, metavar="TYPE[=PIN]")
+    p.add_argument("--ward", help="the holder's ward (counters act only for wards they serve)")
     p.set_defaults(fn=cmd_enroll)
     p = sub.add_parser("verify", help="verify a PIN")
     p.add_argument("card")
@@ -209,6 +348,55 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("card")
     p.add_argument("type", nargs="?", choices=TYPES)
     p.set_defaults(fn=cmd_status)
+    def counter_args(p, applicant: bool = True) -> None:
+        p.add_argument("--doc", action="append", metavar="TYPE[:YYYY-MM-DD]", help="a document presented (repeat)")
+        if applicant:
+            p.add_argument("--applicant", default="holder", choices=["holder", "legal_representative"])
+            p.add_argument("--adult-ward", action="store_true", help="the holder is an adult ward")
+
+    p = sub.add_parser("reset", help="counter: set a new PIN and unlock")
+    p.add_argument("card")
+    p.add_argument("type", choices=TYPES)
+    p.add_argument("new", nargs="?")
+    counter_args(p)
+    p.set_defaults(fn=cmd_reset)
+    p = sub.add_parser("unlock", help="counter: clear the failure count, keep the PIN")
+    p.add_argument("card")
+    p.add_argument("type", choices=TYPES)
+    counter_args(p)
+    p.set_defaults(fn=cmd_unlock)
+    p = sub.add_parser("proxy-request", help="counter: a proxy's first visit (issues an inquiry)")
+    p.add_argument("card")
+    p.add_argument("type", choices=TYPES)
+    counter_args(p, applicant=False)
+    p.set_defaults(fn=cmd_proxy_request)
+    p = sub.add_parser("proxy-complete", help="counter: a proxy's second visit")
+    p.add_argument("card")
+    p.add_argument("type", choices=TYPES)
+    p.add_argument("inquiry_id")
+    p.add_argument("code", nargs="?")
+    p.add_argument("new", nargs="?")
+    counter_args(p, applicant=False)
+    p.set_defaults(fn=cmd_proxy_complete)
+    p = sub.add_parser("suspend", help="counter or call centre: suspend a lost card")
+    p.add_argument("card")
+    p.add_argument("--reason", default="lost", choices=["lost", "stolen", "other"])
+    p.set_defaults(fn=cmd_suspend)
+    p = sub.add_parser("resume", help="counter: resume a suspended card")
+    p.add_argument("card")
+    counter_args(p)
+    p.set_defaults(fn=cmd_resume)
+    p = sub.add_parser("reserve", help="reset app: reserve a convenience-store reset")
+    p.add_argument("card")
+    p.add_argument("type", choices=TYPES)
+    p.add_argument("proving", nargs="?")
+    p.set_defaults(fn=cmd_reserve)
+    p = sub.add_parser("store-reset", help="kiosk: complete a reserved reset")
+    p.add_argument("card")
+    p.add_argument("type", choices=TYPES)
+    p.add_argument("proving", nargs="?")
+    p.add_argument("new", nargs="?")
+    p.set_defaults(fn=cmd_store_reset)
     args = parser.parse_args(argv)
     args.fn(args)
 

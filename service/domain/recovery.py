@@ -51,10 +51,12 @@ def _usable(state: CardState, pin_type: PinType | None) -> bool:
     return pin is not None and not pin.locked
 
 
-def _openings_text(openings: tuple[Opening, ...]) -> str:
+def _openings_text(openings: tuple[Opening, ...], now: datetime) -> str:
     if not openings:
         return ""
     first = openings[0]
+    if first.at <= now:
+        return f" {first.name} is open now."
     return f" Next opening: {first.name}, {first.at.strftime('%Y-%m-%d %H:%M')} (Asia/Tokyo)."
 
 
@@ -69,7 +71,7 @@ def recovery_for(state: CardState, pin_type: PinType, policy: Policy, now: datet
     if state.suspended:
         return Recovery(
             Route.RESUME_AT_COUNTER,
-            "The card is suspended; it can be resumed at a ward office or Special Center." + _openings_text(openings),
+            "The card is suspended; it can be resumed at a ward office or Special Center." + _openings_text(openings, now),
             (Procedure.COUNTER_RESUME,),
             openings,
         )
@@ -79,13 +81,13 @@ def recovery_for(state: CardState, pin_type: PinType, policy: Policy, now: datet
         return Recovery(
             Route.CONVENIENCE_STORE_OR_COUNTER,
             f"Reserve a reset in the smartphone app with the {_NAMES[proving]} PIN, then reset at a convenience store "
-            "kiosk within 24 hours; or reset at a ward office or Special Center." + _openings_text(openings),
+            "kiosk within 24 hours; or reset at a ward office or Special Center." + _openings_text(openings, now),
             (Procedure.CONVENIENCE_STORE_RESET, Procedure.COUNTER_RESET),
             openings,
         )
     return Recovery(
         Route.COUNTER,
-        "Reset the PIN at a ward office or a My Number Card Special Center with the card." + _openings_text(openings),
+        "Reset the PIN at a ward office or a My Number Card Special Center with the card." + _openings_text(openings, now),
         (Procedure.COUNTER_RESET,),
         openings,
     )
