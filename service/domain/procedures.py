@@ -6,6 +6,7 @@ function of (state, command, context), registered in decide.DECIDERS.
 Rules, each in one place here:
 - counter_gate: a counter acts only during its office's hours and only for
   wards its office serves; a refusal is recorded on the terminal's stream.
+  It is decided first, so a closed counter learns nothing about a card.
 - checklist: an incomplete or stale checklist is refused, naming every
   missing document, and recorded on the card's stream (documents.py).
 - decide_request_proxy / decide_complete_proxy: one open inquiry per card
@@ -158,46 +159,42 @@ def _doc_types(documents: tuple[Document, ...]) -> tuple[str, ...]:
 
 # -- counter -------------------------------------------------------------------
 def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision:
+    if gate := counter_gate(state, cmd.office_id, "ResetPin", ctx):
+        return gate
     _enrolled(state)
     _require_pin(state, cmd.pin_type)
-    gate = counter_gate(state, cmd.office_id, "ResetPin", ctx) or _checklist(
-        state, "reset", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward
-    )
-    if gate:
-        return gate
+    if refusal := _checklist(state, "reset", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+        return refusal
     event = PinReset(cmd.pin_type, "counter", cmd.applicant.value, _doc_types(cmd.documents))
     return Decision((event,), PinRestored(cmd.pin_type), {cmd.pin_type: cmd.new_pin})
 
 
 def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision:
+    if gate := counter_gate(state, cmd.office_id, "UnlockPin", ctx):
+        return gate
     _enrolled(state)
     _require_pin(state, cmd.pin_type)
-    gate = counter_gate(state, cmd.office_id, "UnlockPin", ctx) or _checklist(
-        state, "unlock", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward
-    )
-    if gate:
-        return gate
+    if refusal := _checklist(state, "unlock", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+        return refusal
     event = PinUnlocked(cmd.pin_type, cmd.applicant.value, _doc_types(cmd.documents))
     return Decision((event,), PinRestored(cmd.pin_type))
 
 
 def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision:
-    _enrolled(state)
-    gate = counter_gate(state, cmd.office_id, "SuspendCard", ctx)
-    if gate:
+    if gate := counter_gate(state, cmd.office_id, "SuspendCard", ctx):
         return gate
+    _enrolled(state)
     if state.suspended:  # already: nothing happens, the answer says so
         return Decision((), CardStatusChanged(CardStatus.SUSPENDED))
     return Decision((CardSuspended(cmd.reason),), CardStatusChanged(CardStatus.SUSPENDED))
 
 
 def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
-    _enrolled(state)
-    gate = counter_gate(state, cmd.office_id, "ResumeCard", ctx) or _checklist(
-        state, "resume", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward
-    )
-    if gate:
+    if gate := counter_gate(state, cmd.office_id, "ResumeCard", ctx):
         return gate
+    _enrolled(state)
+    if refusal := _checklist(state, "resume", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+        return refusal
     if not state.suspended:
         return Decision((), CardStatusChanged(CardStatus.ACTIVE))
     event = CardResumed(cmd.applicant.value, _doc_types(cmd.documents))
@@ -205,13 +202,12 @@ def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
 
 
 def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context) -> Decision:
+    if gate := counter_gate(state, cmd.office_id, "RequestProxyReset", ctx):
+        return gate
     _enrolled(state)
     _require_pin(state, cmd.pin_type)
-    gate = counter_gate(state, cmd.office_id, "RequestProxyReset", ctx) or _checklist(
-        state, "proxy_inquiry", Applicant.PROXY, cmd.documents, ctx, step="inquiry"
-    )
-    if gate:
-        return gate
+    if refusal := _checklist(state, "proxy_inquiry", Applicant.PROXY, cmd.documents, ctx, step="inquiry"):
+        return refusal
     events: list[Event] = []
     if (old := state.inquiries.get(cmd.pin_type)) is not None:
         events.append(ProxyInquiryClosed(cmd.pin_type, old.inquiry_id, "superseded"))
@@ -222,13 +218,12 @@ def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context)
 
 
 def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Context) -> Decision:
+    if gate := counter_gate(state, cmd.office_id, "CompleteProxyReset", ctx):
+        return gate
     _enrolled(state)
     _require_pin(state, cmd.pin_type)
-    gate = counter_gate(state, cmd.office_id, "CompleteProxyReset", ctx) or _checklist(
-        state, "proxy_completion", Applicant.PROXY, cmd.documents, ctx, step="completion"
-    )
-    if gate:
-        return gate
+    if refusal := _checklist(state, "proxy_completion", Applicant.PROXY, cmd.documents, ctx, step="completion"):
+        return refusal
     inquiry = state.inquiries.get(cmd.pin_type)
     if inquiry is None or inquiry.inquiry_id != cmd.inquiry_id:
         refused = ResetRefused(cmd.pin_type, "proxy", ProxyResult.NO_OPEN_INQUIRY.value)
@@ -297,7 +292,7 @@ def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> De
                              "no reservation for this PIN: reserve in the reset app first")  # fmt: skip
     if ctx.now >= reservation.expires_at:
         return _counter_only(state, cmd, "convenience_store", "reservation_expired",
-                             "the reservation has expired (24 hours): reserve again in the reset app")  # fmt: skip
+                             "the reservation has expired: reserve again in the reset app")  # fmt: skip
     proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
     events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESET, ctx)
     if check.result is not CheckResult.OK:
