@@ -65,7 +65,7 @@ def cmd_serve(args) -> None:
         access = load_access_config(settings.access_file) if settings.access_file else None
     except AccessConfigError as exc:
         sys.exit(f"pinlife: {exc}")
-    asyncio.run(serve(settings, _keys(settings), access))
+    sys.exit(asyncio.run(serve(settings, _keys(settings), access)))
 
 
 def cmd_migrate(args) -> None:

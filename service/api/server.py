@@ -52,6 +52,9 @@ class Server:
         throttle = access.throttle if access else ThrottlePolicy()
         policy = policy or load_policy(settings.offices_file, throttle, self.clock().date())
         self.store = EventStore(settings.database_url)
+        # Crash-only: a writer process that dies stops this server, which
+        # exits non-zero for its supervisor to start a fresh one.
+        self.failed = asyncio.Event()
         self.app = make_app(
             self.store,
             keys,
@@ -61,6 +64,7 @@ class Server:
             database_url=settings.database_url,
             batch_max=settings.batch_max,
             log_format=settings.log_format,
+            on_writer_death=self.failed.set,
         )
         identify = CertificateAuthenticator(access) if access else development_caller
         self.health = health.aio.HealthServicer()
@@ -101,9 +105,8 @@ class Server:
 
     async def _watch_store(self, interval: float) -> None:
         """Health follows the database and the writer: NOT_SERVING while the
-        database cannot be reached or no writer process runs (one that died
-        between batches, or could not be restarted, is started again here),
-        SERVING again by itself once both can serve."""
+        database cannot be reached (SERVING again by itself once it can), or
+        once the writer process has died (the server is then stopping)."""
         loop = asyncio.get_running_loop()
         serving = True
         while True:
@@ -152,7 +155,9 @@ class Server:
         log.info("stopped")
 
 
-async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None = None) -> None:
+async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None = None) -> int:
+    """Serve until SIGINT or SIGTERM (exit status 0), or until the writer
+    process dies (1: the supervisor starts a fresh server)."""
     server = Server(settings, keys, access=access)
     await server.start()
     freeze_startup_objects()
@@ -160,5 +165,12 @@ async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None =
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    failed = server.failed.is_set()
+    if failed:
+        log.error("stopping_after_writer_death", message="the writer process died: exiting for a restart")
     await server.stop()
+    return 1 if failed else 0

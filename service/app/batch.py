@@ -85,7 +85,7 @@ class ThreadRunner:
     async def start(self) -> None:
         pass
 
-    async def ensure_running(self) -> bool:
+    async def alive(self) -> bool:
         return True  # a thread of this process: it runs while the process does
 
     def process(self, items: Sequence[Item]) -> list[Result]:

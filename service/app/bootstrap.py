@@ -4,6 +4,8 @@ own parts (a fake store, a test clock)."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from service.app.batch import ATTEMPTS, ThreadRunner
 from service.app.ports import Store
 from service.app.service import PinLife
@@ -23,14 +25,16 @@ def make_runner(
     writer: str = "thread",
     database_url: str | None = None,
     log_format: str = "json",
+    on_writer_death: Callable[[], None] = lambda: None,
 ) -> Runner:
     """`thread`: batches on a thread of this process, against `store`.
     `process`: in a writer process with its own store on `database_url`
-    (which needs a ServiceClock: it is copied into the process)."""
+    (which needs a ServiceClock: it is copied into the process); if that
+    process dies, `on_writer_death` is called (the server then exits)."""
     if writer == "process":
         if database_url is None or not isinstance(clock, ServiceClock):
             raise ValueError("the writer process needs the database URL and a ServiceClock")
-        return ProcessRunner(database_url, keys, clock, policy, ATTEMPTS, log_format)
+        return ProcessRunner(database_url, keys, clock, policy, ATTEMPTS, log_format, on_death=on_writer_death)
     return ThreadRunner(store, keys, clock, policy)
 
 
@@ -44,6 +48,10 @@ def make_app(
     database_url: str | None = None,
     batch_max: int = 256,
     log_format: str = "json",
+    on_writer_death: Callable[[], None] = lambda: None,
 ) -> PinLife:
-    runner = make_runner(store, keys, clock, policy, writer=writer, database_url=database_url, log_format=log_format)
+    runner = make_runner(
+        store, keys, clock, policy, writer=writer, database_url=database_url, log_format=log_format,
+        on_writer_death=on_writer_death,
+    )  # fmt: skip
     return PinLife(GroupCommitWriter(runner, max_batch=batch_max), clock, policy)

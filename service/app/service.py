@@ -46,10 +46,9 @@ class PinLife:
         await self.writer.stop()
 
     async def can_write(self) -> bool:
-        """Whether commands can be written now: a writer process that died
-        between batches, or could not be restarted, is started again first
-        (the server's health loop asks this every second)."""
-        return await self.writer.ensure_running()
+        """Whether commands can be written now (the server's health loop asks
+        this every second; a writer process that died cannot)."""
+        return await self.writer.alive()
 
     async def execute(self, cmd: Command, caller: Caller) -> Answer:
         """Refused (Throttled) while the terminal is throttled; failures on a

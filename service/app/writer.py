@@ -27,7 +27,7 @@ class Runner(Protocol):
 
     async def run(self, items: list[Item]) -> list[Result]: ...
 
-    async def ensure_running(self) -> bool: ...
+    async def alive(self) -> bool: ...
 
     async def stop(self) -> None: ...
 
@@ -54,10 +54,9 @@ class GroupCommitWriter:
             self._task = None
         await self.runner.stop()
 
-    async def ensure_running(self) -> bool:
-        """Whether the writer can take commands (a writer process that died
-        between batches, or could not be restarted, is started again)."""
-        return await self.runner.ensure_running()
+    async def alive(self) -> bool:
+        """Whether the writer can take commands (a writer process that died cannot)."""
+        return await self.runner.alive()
 
     async def submit(self, cmd: Any, caller: Caller) -> Any:
         """Resolves once the command's transaction has committed."""

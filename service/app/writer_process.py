@@ -8,15 +8,14 @@ is the unit that crosses the process boundary (one pickle each way per
 batch, not per request). The service clock and the policy cross once, at
 start.
 
-Durability is unchanged: the child answers a batch only after it committed,
-and the server answers each request only after that. If the child dies
-mid-batch the outcome of that batch is unknown: every command in it fails
-UNAVAILABLE (a retry with the same request id gets the committed answer, or
-runs the command if it did not commit) and a new child is started. A child
-that died between batches is replaced before the next batch is sent, and
-that batch runs. The server's health loop calls `ensure_running`, so a
-writer that died while idle, or could not be restarted, is started again
-without waiting for traffic, and health is NOT_SERVING while none runs.
+Crash-only: the child is started once. If it dies, the batch in flight
+fails UNAVAILABLE (its outcome is unknown: a retry with the same request id
+gets the committed answer, or runs the command if it did not commit), every
+later batch fails UNAVAILABLE at once ("nothing was written"), health turns
+NOT_SERVING, and `on_death` tells the server, which drains and exits non-zero
+so that its supervisor starts a fresh one. Durability is unchanged: the
+child answers a batch only after it committed, and the server answers each
+request only after that.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import multiprocessing
 import multiprocessing.process
 import signal
 from multiprocessing.connection import Connection
+from typing import Callable
 
 import structlog
 
@@ -41,10 +41,6 @@ log = structlog.get_logger()
 class WriterFailure(Exception):
     """An unexpected error in the writer process (logged there with its
     traceback); it stands in for the original, which may not cross a pipe."""
-
-
-RESTART_BACKOFF_S = 0.5  # after a failed restart; doubles with each further failure
-RESTART_BACKOFF_MAX_S = 5.0
 
 
 class ProcessRunner:
@@ -63,45 +59,25 @@ class ProcessRunner:
         log_format: str,
         *,
         start_timeout: float = 20.0,
+        on_death: Callable[[], None] = lambda: None,
     ):
         if not isinstance(clock, ServiceClock):
             raise ValueError("the writer process takes a ServiceClock (a test clock needs the thread runner)")
         self._args = (database_url, keys, clock, policy, attempts, log_format)
-        # A child that does not answer its first message in time is killed: a
-        # start that hangs must not hold the batches and the health loop.
+        # A child that does not answer its first message in time is killed:
+        # a start that hangs must not hold the server's start.
         self.start_timeout = start_timeout
-        self._failed_starts = 0  # restarts that failed in a row
-        self._next_start = 0.0  # event-loop time before which no restart is tried
+        self.on_death = on_death
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self._waiting: asyncio.Future | None = None
-        self._lock: asyncio.Lock | None = None  # one batch or one restart at a time
-        self._gone = False  # the child's end of the pipe closed while no batch was in flight
+        self._lock: asyncio.Lock | None = None  # one batch at a time
+        self.dead = False  # the child died; nothing more is sent
         self.pid: int | None = None  # the writer process (operators, tests)
 
     async def start(self) -> None:
         self._lock = asyncio.Lock()
-        # Fail at start, not on the first request, if the child cannot start.
-        await self._start_child()
-
-    @property
-    def running(self) -> bool:
-        return self._conn is not None and not self._gone
-
-    async def ensure_running(self) -> bool:
-        """Whether a writer process runs, after starting a new one if the
-        last one died between batches or could not be restarted (the
-        server's health loop calls this, so a writer comes back without
-        waiting for traffic that health would send elsewhere)."""
-        async with self._lock:
-            if self.running:
-                return True
-            await self._restart(reason="not running")
-            return self.running
-
-    async def _start_child(self) -> None:
-        self._gone = False
         parent, child = self._ctx.Pipe()
         self._proc = self._ctx.Process(target=_child_main, args=(child, *self._args), name="pinlife-writer", daemon=True)
         self._proc.start()
@@ -118,21 +94,29 @@ class ProcessRunner:
         self.pid = self._proc.pid
         log.info("writer_process_started", pid=self.pid)
 
+    async def alive(self) -> bool:
+        """Whether the writer process still runs (health)."""
+        return not self.dead
+
+    def _died(self, **context) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        self._disconnect()
+        log.error("writer_process_died", pid=self.pid, **context)
+        self.on_death()
+
     def _on_readable(self) -> None:
         try:
             message = self._conn.recv()
         except (EOFError, OSError):
             message = _DIED
-            self._gone = True
-            asyncio.get_running_loop().remove_reader(self._conn.fileno())
             if self._waiting is None:
-                log.error("writer_process_died", pid=self.pid, between_batches=True)
+                self._died(between_batches=True)
         if self._waiting is not None and not self._waiting.done():
             self._waiting.set_result(message)
 
     async def _exchange(self, message):
-        if self._conn is None:  # a restart failed: try again below
-            return _DIED
         self._waiting = asyncio.get_running_loop().create_future()
         try:
             self._conn.send(message)
@@ -145,38 +129,13 @@ class ProcessRunner:
 
     async def run(self, items: list) -> list:
         async with self._lock:
-            if not self.running:  # died between batches, or a restart failed: this batch was not sent
-                await self._restart(reason="not running")
-                if not self.running:
-                    return [StoreUnavailable("no writer process is running; nothing was written: retry")] * len(items)
+            if self.dead:
+                return [StoreUnavailable("the writer process is gone; nothing was written: retry")] * len(items)
             results = await self._exchange(items)
             if results is not _DIED:
                 return results
-            await self._restart(reason="died during a batch", commands=len(items))
+            self._died(during_batch=True, commands=len(items))
             return [StoreUnavailable("the writer stopped; the outcome is unknown: retry with the same request id")] * len(items)
-
-    async def _restart(self, **context) -> None:
-        """Reap the old child, start a new one; if that fails, a later batch
-        or health check tries again, after a back-off that doubles with each
-        failure (RESTART_BACKOFF_S, at most RESTART_BACKOFF_MAX_S): meanwhile
-        batches fail at once instead of each waiting for a start that is
-        likely to fail again."""
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._next_start:
-            return
-        self._disconnect()
-        exitcode = await loop.run_in_executor(None, self._reap)
-        log.error("writer_process_restarting", pid=self.pid, exitcode=exitcode, **context)
-        try:
-            await self._start_child()
-        except Exception as exc:  # noqa: BLE001 - tried again later, see above
-            self._disconnect()
-            self._failed_starts += 1
-            backoff = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (self._failed_starts - 1))
-            self._next_start = loop.time() + backoff
-            log.error("writer_process_not_started", error=type(exc).__name__, retry_in_s=backoff)
-        else:
-            self._failed_starts, self._next_start = 0, 0.0
 
     def _disconnect(self) -> None:
         if self._conn is not None:

@@ -149,7 +149,9 @@ def free_port() -> int:
 class ProcessServer:
     """`python -m service.cli serve` in its own process."""
 
-    def __init__(self, database_url: str, key_file: Path, log_path: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self, database_url: str, key_file: Path, log_path: Path, env: dict[str, str] | None = None, new_session: bool = False
+    ):
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         env = {
@@ -163,7 +165,8 @@ class ProcessServer:
         }
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=new_session,  # its own process group, as under a supervisor
         )
         client = Client(self.target)
         deadline = time.monotonic() + 30

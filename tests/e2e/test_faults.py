@@ -147,43 +147,95 @@ def test_database_outage_fails_fast_reports_not_serving_and_recovers(databases, 
         proxy.close()
 
 
-def test_a_writer_process_that_cannot_run_makes_health_not_serving_until_it_runs_again(db_url, keys):
-    server = ThreadedServer(db_url, keys, writer="process")  # as in production
-    batches = server.server.app.writer.runner
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            out += [int(c) for c in f.read().split()]
+    return out
+
+
+def _writer_pid(server: ProcessServer) -> int:
+    """The server's writer process (multiprocessing also runs a resource tracker)."""
+    for child in _children(server.proc.pid):
+        with open(f"/proc/{child}/cmdline", "rb") as f:
+            if b"spawn_main" in f.read():
+                return child
+    raise AssertionError("no writer process found")
+
+
+@pytest.mark.slow
+def test_a_dead_writer_process_stops_the_server_for_its_supervisor_and_a_fresh_one_serves(db_url, tmp_path):
+    """Crash-only: kill -9 of the writer process; the server turns
+    NOT_SERVING, exits with status 1, and a restarted server serves with
+    nothing acknowledged lost."""
+    key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
+    server = ProcessServer(db_url, key_file, tmp_path / "first.log")
     client = Client(server.target)
-    real_start = batches._start_child
-    refuse = threading.Event()
-
-    async def start_child():
-        if refuse.is_set():
-            raise RuntimeError("cannot start a process")
-        await real_start()
-
-    batches._start_child = start_child
     try:
         client.enroll("card-w", {USER: "4821"})
-        assert client.serving()
-        refuse.set()
-        first = batches.pid
-        os.kill(first, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while client.serving() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not client.serving()
-        with pytest.raises(grpc.RpcError) as err:
-            client.verify("card-w", USER, "4821")
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-
-        refuse.clear()  # the health loop starts a writer by itself, no request needed
-        deadline = time.monotonic() + 10
-        while not client.serving() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert client.serving()
-        assert batches.pid not in (None, first)
-        assert client.verify("card-w", USER, "4821").check.result == pb.CHECK_RESULT_OK
+        assert client.verify("card-w", USER, "0000").check.remaining_tries == 2  # acknowledged
+        os.kill(_writer_pid(server), signal.SIGKILL)
+        assert server.proc.wait(20) == 1
     finally:
         client.close()
         server.close()
+    log = (tmp_path / "first.log").read_text()
+    assert "writer_process_died" in log and "stopping_after_writer_death" in log
+    again = ProcessServer(db_url, key_file, tmp_path / "second.log")
+    client = Client(again.target)
+    try:
+        assert client.verify("card-w", USER, "4821").check.result == pb.CHECK_RESULT_OK
+    finally:
+        client.close()
+        again.close()
+    store = EventStore(db_url)
+    try:
+        assert [e.event_type for e in store.stream("card-w")] == ["CardEnrolled", "PinVerificationFailed", "PinVerified"]
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_drains_and_exits_0_losing_nothing(db_url, tmp_path):
+    """A supervisor signalling the server's process group: the writer process
+    ignores the signal while the server drains, every acknowledged answer is
+    in the log, and the server exits 0."""
+    key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
+    server = ProcessServer(db_url, key_file, tmp_path / "server.log", new_session=True)
+    client = Client(server.target, "reader-g")
+    client.enroll("card-g", {USER: "4821"})
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            rid = str(uuid.uuid4())
+            try:
+                client.verify("card-g", USER, "4821", request_id=rid, timeout=5)
+                acknowledged.append(rid)
+            except grpc.RpcError:
+                pass
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    time.sleep(1.0)
+    os.killpg(server.proc.pid, signal.SIGTERM)
+    status = server.proc.wait(20)
+    stop.set()
+    thread.join()
+    client.close()
+    server.close()
+    assert status == 0
+    assert "writer_process_died" not in (tmp_path / "server.log").read_text()
+    assert len(acknowledged) > 10, "the load did not get going"
+    store = EventStore(db_url)
+    try:
+        with store.reader.connect() as conn:
+            stored = set(conn.execute(select(requests.c.request_id)).scalars())
+        assert set(acknowledged) <= stored
+    finally:
+        store.close()
 
 
 class SlowClock:

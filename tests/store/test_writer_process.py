@@ -1,8 +1,9 @@
 """The writer process (service/app/writer_process.py) against a real store
 of each backend: answers and errors cross the process boundary intact, an
 unexpected error fails only its own command, and a writer process that dies
-costs the batch in flight an UNAVAILABLE, not the service (one that died
-between batches is replaced before the next one, which then runs)."""
+(crash-only) costs the batch in flight an UNAVAILABLE, fails every later
+batch at once without writing, reports its death once, and is not restarted
+(the server exits for its supervisor)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from service.app.writer import GroupCommitWriter
-from service.app.writer_process import RESTART_BACKOFF_S, ProcessRunner, WriterFailure
+from service.app.writer_process import ProcessRunner, WriterFailure
 from service.clock import ServiceClock, system_clock
 from service.domain.policy import Policy
 from service.domain.decide import CheckResult
@@ -32,9 +33,11 @@ def run_async(coro):
 
 
 @contextlib.asynccontextmanager
-async def running_writer(store, keys):
-    """A group-commit writer with its writer process, stopped on the way out."""
-    writer = GroupCommitWriter(ProcessRunner(store.url, keys, system_clock, Policy(), 3, "json"))
+async def running_writer(store, keys, deaths: list | None = None):
+    """A group-commit writer with its writer process, stopped on the way out;
+    each death it reports is appended to `deaths`."""
+    on_death = (lambda: deaths.append(1)) if deaths is not None else (lambda: None)
+    writer = GroupCommitWriter(ProcessRunner(store.url, keys, system_clock, Policy(), 3, "json", on_death=on_death))
     await writer.start()
     try:
         yield writer
@@ -102,64 +105,70 @@ async def until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def kill_while_idle(batches: ProcessRunner) -> int:
+async def kill_while_idle(runner: ProcessRunner) -> int:
     """kill -9 of the writer process between batches, until the server has
     noticed (nothing was in flight); its pid."""
-    pid = batches.pid
+    pid = runner.pid
     os.kill(pid, signal.SIGKILL)
-    await until(lambda: not batches.running)
+    await until(lambda: runner.dead)
     return pid
 
 
-def test_a_writer_process_killed_during_a_batch_fails_it_unavailable_and_is_replaced(store, keys):
+def test_a_writer_process_killed_during_a_batch_fails_it_unavailable_and_takes_no_more(store, keys):
+    deaths: list = []
+
     async def scenario():
-        async with running_writer(store, keys) as writer:
-            batches = writer.runner
+        async with running_writer(store, keys, deaths) as writer:
+            runner = writer.runner
             await gather(writer, enroll("card-k"))
-            first = batches.pid
             with write_lock_held(store):
                 in_flight = asyncio.ensure_future(gather(writer, verify("card-k", USER, WRONG[USER])))
-                await until(lambda: batches._waiting is not None)  # sent: the child waits for the lock
+                await until(lambda: runner._waiting is not None)  # sent: the child waits for the lock
                 await asyncio.sleep(0.3)
-                os.kill(first, signal.SIGKILL)
+                os.kill(runner.pid, signal.SIGKILL)
                 lost = await in_flight
             after = await gather(writer, verify("card-k", USER, CORRECT[USER]))
-            return first, batches.pid, lost, after
+            return lost, after, await writer.alive()
 
-    first, second, lost, after = run_async(scenario())
-    assert second not in (None, first)
+    lost, after, alive = run_async(scenario())
     # the batch in flight when the process died: outcome unknown -> UNAVAILABLE
     assert isinstance(lost[0], StoreUnavailable) and "outcome is unknown" in str(lost[0])
-    assert after[0].outcome.result is CheckResult.OK
-    assert [e.event_type for e in store.stream("card-k")] == ["CardEnrolled", "PinVerified"]
+    # crash-only: no new writer; later batches fail at once, writing nothing
+    assert isinstance(after[0], StoreUnavailable) and "nothing was written" in str(after[0])
+    assert not alive and deaths == [1]
+    assert [e.event_type for e in store.stream("card-k")] == ["CardEnrolled"]
     assert_consistent(store)
 
 
-def test_a_writer_process_that_died_between_batches_is_replaced_before_the_next_one(store, keys):
+def test_a_writer_process_that_died_between_batches_is_reported_and_the_next_batch_writes_nothing(store, keys):
+    deaths: list = []
+
     async def scenario():
-        async with running_writer(store, keys) as writer:
-            batches = writer.runner
+        async with running_writer(store, keys, deaths) as writer:
             await gather(writer, enroll("card-b"))
-            first = await kill_while_idle(batches)
-            answers = await gather(writer, verify("card-b", USER, WRONG[USER]))
-            return first, batches.pid, answers
+            await kill_while_idle(writer.runner)
+            return await gather(writer, verify("card-b", USER, WRONG[USER])), await writer.alive()
 
-    first, second, [answer] = run_async(scenario())
-    assert second not in (None, first)
-    assert answer.outcome.result is CheckResult.WRONG_PIN  # the batch was not lost: it ran on the new process
+    [answer], alive = run_async(scenario())
+    assert isinstance(answer, StoreUnavailable) and "nothing was written" in str(answer)
+    assert not alive and deaths == [1]
+    assert [e.event_type for e in store.stream("card-b")] == ["CardEnrolled"]
     assert_consistent(store)
 
 
-def test_ensure_running_starts_a_writer_that_died_while_idle(store, keys):
+def test_the_writer_process_ignores_the_sigterm_aimed_at_its_server(store, keys):
+    """A supervisor may signal the whole process group: the writer keeps
+    serving batches while the server drains, and stops when told to."""
+
     async def scenario():
         async with running_writer(store, keys) as writer:
-            batches = writer.runner
-            first = await kill_while_idle(batches)
-            return first, await writer.ensure_running(), batches.pid, await gather(writer, enroll("card-e"))
+            await gather(writer, enroll("card-g"))
+            os.kill(writer.runner.pid, signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            return await gather(writer, verify("card-g", USER, CORRECT[USER])), await writer.alive()
 
-    first, running, second, [enrolled] = run_async(scenario())
-    assert running and second not in (None, first)
-    assert enrolled.stream_version == 1
+    [answer], alive = run_async(scenario())
+    assert alive and answer.outcome.result is CheckResult.OK
 
 
 def test_the_writer_process_refuses_a_clock_it_cannot_carry():
@@ -199,41 +208,6 @@ def test_domain_errors_survive_pickling_with_their_details(error: DomainError):
     assert type(copy) is type(error)
     assert str(copy) == str(error)
     assert copy.__dict__ == error.__dict__
-
-
-def test_a_writer_that_cannot_be_restarted_is_tried_again_with_the_next_batch(store, keys):
-    async def scenario():
-        async with running_writer(store, keys) as writer:
-            batches = writer.runner
-            real_start, starts = batches._start_child, []
-
-            async def start_fails_once():
-                starts.append(1)
-                if len(starts) == 1:
-                    raise RuntimeError("cannot start a process")
-                await real_start()
-
-            batches._start_child = start_fails_once
-            await gather(writer, enroll("card-r"))
-            await kill_while_idle(batches)
-            no_writer = await gather(writer, verify("card-r", USER, WRONG[USER]))  # the restart fails
-            running_after_failure = batches.running
-            t0 = asyncio.get_running_loop().time()
-            backing_off = await gather(writer, verify("card-r", USER, WRONG[USER]))  # no start tried: fails at once
-            backing_off_s = asyncio.get_running_loop().time() - t0
-            await asyncio.sleep(RESTART_BACKOFF_S)
-            restarted = await gather(writer, verify("card-r", USER, WRONG[USER]))  # restarted here
-            after = await gather(writer, verify("card-r", USER, CORRECT[USER]))
-            return no_writer, running_after_failure, backing_off, backing_off_s, restarted, after, len(starts)
-
-    no_writer, running_after_failure, backing_off, backing_off_s, restarted, after, starts = run_async(scenario())
-    assert isinstance(no_writer[0], StoreUnavailable) and "nothing was written" in str(no_writer[0])
-    assert not running_after_failure
-    assert isinstance(backing_off[0], StoreUnavailable) and backing_off_s < 0.2
-    assert starts == 2
-    assert restarted[0].outcome.result is CheckResult.WRONG_PIN
-    assert after[0].outcome.result is CheckResult.OK
-    assert [e.event_type for e in store.stream("card-r")] == ["CardEnrolled", "PinVerificationFailed", "PinVerified"]
 
 
 def test_a_writer_process_that_does_not_start_in_time_is_killed_and_reported(store, keys):
