@@ -40,7 +40,6 @@ from service.domain.commands import (
     VerifyPin,
 )
 from service.domain.procedures import ProxyResult
-from service.domain.recovery import store_proving_pin
 from service.domain.decide import CheckResult
 from service.domain.state import CardState, PinState, enrolled_card
 from service.domain.access import PermissionDenied, authorize
@@ -144,8 +143,8 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
         if o.reservation_id is not None:
             response.reservation_id = o.reservation_id
             response.expires_at.CopyFrom(mapping.timestamp(o.expires_at))
-        proving = store_proving_pin(cmd.pin_type, True)
-        response.proving_pin_type = mapping.PIN_TYPE_TO_PROTO[proving] if proving else 0
+        if o.proving_pin_type is not None:
+            response.proving_pin_type = mapping.PIN_TYPE_TO_PROTO[o.proving_pin_type]
         return response
 
     @rpc(PIN_SERVICE, "GetPinStatus")

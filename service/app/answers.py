@@ -115,8 +115,10 @@ CODECS: dict[type, Codec] = {
         CardStatusChanged: Codec("card_status", lambda o: {"status": o.status.value}, lambda d: CardStatusChanged(CardStatus(d["status"]))),
         Reservation: Codec(
             "reservation",
-            lambda o: {"check": _check(o.check), "reservation_id": o.reservation_id, "expires_at": _time(o.expires_at)},
-            lambda d: Reservation(_check_back(d["check"]), d["reservation_id"], _parse(d["expires_at"])),
+            lambda o: {"check": _check(o.check), "reservation_id": o.reservation_id, "expires_at": _time(o.expires_at),
+                       "proving_pin_type": o.proving_pin_type and o.proving_pin_type.value},
+            lambda d: Reservation(_check_back(d["check"]), d["reservation_id"], _parse(d["expires_at"]),
+                                  d["proving_pin_type"] and PinType(d["proving_pin_type"])),
         ),
         StoreReset: Codec(
             "store_reset",

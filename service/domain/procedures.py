@@ -100,6 +100,7 @@ class Reservation:
     check: CheckOutcome  # of the proving PIN
     reservation_id: str | None  # set when reserved
     expires_at: datetime | None
+    proving_pin_type: PinType | None = None  # the PIN proved (to be entered again at the kiosk)
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,8 @@ def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Contex
 
 
 # -- convenience store ---------------------------------------------------------
-def _counter_only(state: CardState, cmd, procedure: str, reason: str, message: str) -> Decision:
+def _refuse(state: CardState, cmd, procedure: str, reason: str, message: str) -> Decision:
+    """A store procedure refused with a reason: recorded, then FAILED_PRECONDITION."""
     refused = ResetRefused(cmd.pin_type, procedure, reason)
     error = PreconditionFailed(PreconditionViolation(reason.upper(), f"{state.card_id}/{cmd.pin_type.value}", message))
     return Decision((refused,), None, error=error)
@@ -257,16 +259,16 @@ def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context)
     _require_pin(state, cmd.pin_type)
     proving = store_proving_pin(cmd.pin_type, any(c.resets_user_certificate for c in ctx.policy.store_chains.values()))
     if proving is None or state.pin(proving) is None:
-        return _counter_only(state, cmd, "store_reservation", "counter_only",
+        return _refuse(state, cmd, "store_reservation", "counter_only",
                              f"the {cmd.pin_type.value} PIN can be reset only at a ward office or Special Center")  # fmt: skip
     proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
     events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESERVATION, ctx)
     if check.result is not CheckResult.OK:
-        return Decision(events, Reservation(check, None, None))
+        return Decision(events, Reservation(check, None, None, proving))
     reservation_id = ctx.new_id()
     expires_at = ctx.now + ctx.policy.reservation_validity
     reserved = StoreResetReserved(cmd.pin_type, reservation_id, proving.value, expires_at.isoformat())
-    return Decision((*events, reserved), Reservation(check, reservation_id, expires_at))
+    return Decision((*events, reserved), Reservation(check, reservation_id, expires_at, proving))
 
 
 def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> Decision:
@@ -277,21 +279,21 @@ def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> De
     _require_pin(state, cmd.pin_type)
     local = ctx.now.astimezone(TOKYO).time()
     if not (ctx.policy.store_opens <= local < ctx.policy.store_closes):
-        return _counter_only(state, cmd, "convenience_store", "store_closed",
+        return _refuse(state, cmd, "convenience_store", "store_closed",
                              f"kiosk resets run {ctx.policy.store_opens:%H:%M}-{ctx.policy.store_closes:%H:%M} Asia/Tokyo")  # fmt: skip
     proving = store_proving_pin(cmd.pin_type, ctx.policy.chain(cmd.chain_id).resets_user_certificate)
     if proving is None:
-        return _counter_only(state, cmd, "convenience_store", "counter_only",
+        return _refuse(state, cmd, "convenience_store", "counter_only",
                              f"this store cannot reset the {cmd.pin_type.value} PIN: a ward office or Special Center can")  # fmt: skip
     if state.suspended:
         events, check = check_pin(state, proving, "", Purpose.STORE_RESET, ctx)  # recorded, never checked
         return Decision(events, StoreReset(check, False))
     reservation = state.reservations.get(cmd.pin_type)
     if reservation is None or reservation.proving_pin_type is not proving:
-        return _counter_only(state, cmd, "convenience_store", "no_reservation",
+        return _refuse(state, cmd, "convenience_store", "no_reservation",
                              "no reservation for this PIN: reserve in the reset app first")  # fmt: skip
     if ctx.now >= reservation.expires_at:
-        return _counter_only(state, cmd, "convenience_store", "reservation_expired",
+        return _refuse(state, cmd, "convenience_store", "reservation_expired",
                              "the reservation has expired: reserve again in the reset app")  # fmt: skip
     proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
     events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESET, ctx)

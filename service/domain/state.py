@@ -103,7 +103,12 @@ class CardState:
         return self.pins.get(pin_type)
 
     def with_pin(self, pin: PinState) -> CardState:
-        return replace(self, pins={**self.pins, pin.pin_type: pin})
+        # Spelled out rather than dataclasses.replace: this runs for nearly
+        # every event, on the write path and in rebuilds.
+        return CardState(
+            self.card_id, self.version, {**self.pins, pin.pin_type: pin}, self.status, self.ward, self.inquiries,
+            self.reservations,
+        )  # fmt: skip
 
 
 def enrolled_card(card_id: str, pin_types: Iterable[PinType], version: int = 1, ward: str | None = None) -> CardState:
@@ -134,13 +139,13 @@ def _(event: PinChanged, state, version, at):
 @_apply.register
 def _(event: PinVerificationFailed, state, version, at):
     pin = state.pins[event.pin_type]
-    return state.with_pin(replace(pin, consecutive_failures=event.consecutive_failures, last_version=version))
+    return state.with_pin(PinState(pin.pin_type, event.consecutive_failures, pin.locked, pin.locked_at, version))
 
 
 @_apply.register
 def _(event: PinLocked, state, version, at):
     pin = state.pins[event.pin_type]
-    return state.with_pin(replace(pin, locked=True, locked_at=at, last_version=version))
+    return state.with_pin(PinState(pin.pin_type, pin.consecutive_failures, True, at, version))
 
 
 @_apply.register
@@ -220,7 +225,9 @@ def evolve(state: CardState, recorded: Recorded) -> CardState:
     if recorded.version != state.version + 1:
         raise ValueError(f"stream {state.card_id}: version {recorded.version} after {state.version}")
     new = _apply(recorded.event, state, recorded.version, recorded.occurred_at)
-    return replace(new, version=recorded.version)
+    return CardState(
+        new.card_id, recorded.version, new.pins, new.status, new.ward, new.inquiries, new.reservations
+    )  # fmt: skip
 
 
 def fold(card_id: str, history: Iterable[Recorded]) -> CardState:

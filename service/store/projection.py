@@ -18,7 +18,6 @@ PIN_READ_COLUMNS = (
     "inquiry_id", "inquiry_expires_at", "inquiry_wrong_codes",
     "reservation_id", "reservation_proving_pin_type", "reservation_expires_at",
 )  # fmt: skip
-_TIMES = {PIN_READ_COLUMNS.index(c) for c in ("locked_at", "inquiry_expires_at", "reservation_expires_at")}
 
 
 def card_state(
@@ -27,16 +26,15 @@ def card_state(
     """A card from its head and its pin_states rows (PIN_READ_COLUMNS;
     `read_time` converts stored times where the driver has not)."""
     pins, inquiries, reservations = {}, {}, {}
-    for row in pin_rows:
-        r = [utc(read_time(v)) if i in _TIMES else v for i, v in enumerate(row)]
-        (pin_type, failures, pin_status, locked_at, last_version, inq_id, inq_expires, inq_wrong, res_id, res_proving,
-         res_expires) = r  # fmt: skip
+    for (pin_type, failures, pin_status, locked_at, last_version, inq_id, inq_expires, inq_wrong, res_id, res_proving,
+         res_expires) in pin_rows:  # fmt: skip
         t = PinType(pin_type)
+        locked_at = None if locked_at is None else utc(read_time(locked_at))
         pins[t] = PinState(t, failures, pin_status == "locked", locked_at, last_version)
         if inq_id is not None:
-            inquiries[t] = Inquiry(inq_id, inq_expires, inq_wrong or 0)
+            inquiries[t] = Inquiry(inq_id, utc(read_time(inq_expires)), inq_wrong or 0)
         if res_id is not None:
-            reservations[t] = Reservation(res_id, PinType(res_proving), res_expires)
+            reservations[t] = Reservation(res_id, PinType(res_proving), utc(read_time(res_expires)))
     return CardState(card_id, version, pins, CardStatus(status), ward, inquiries, reservations)
 
 

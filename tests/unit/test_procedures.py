@@ -287,7 +287,7 @@ def test_reserving_a_signature_reset_proves_the_user_certificate_pin():
     state = card(*locked(SIGNATURE))
     decision = store(state, reserve())
     assert decision.events == (PinVerified(USER), RESERVATION)
-    assert decision.outcome == Reservation(decision.outcome.check, "res-00000001", EXPIRES)
+    assert decision.outcome == Reservation(decision.outcome.check, "res-00000001", EXPIRES, USER)
     assert then(state, decision).reservations[SIGNATURE].expires_at == EXPIRES
 
 
