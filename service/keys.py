@@ -15,7 +15,6 @@ two cards, or on two PIN types of one card, have unrelated verifiers.
 from __future__ import annotations
 
 import base64
-import enum
 import hashlib
 import hmac
 import json
@@ -23,6 +22,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from service.domain.pins import PinType
 
@@ -31,17 +31,20 @@ class KeyFileError(Exception):
     pass
 
 
-class SecretKind(enum.Enum):
+class SecretKind:
+    """The kinds of secret (stored in secrets.kind)."""
+
     PIN = "pin"  # name: the PIN type
     INQUIRY_CODE = "inquiry_code"  # name: the inquiry id
+    ALL = (PIN, INQUIRY_CODE)
 
 
-@dataclass(frozen=True)
-class SecretRef:
-    """Which secret: of a card, of a kind, by name."""
+class SecretRef(NamedTuple):
+    """Which secret: of a card, of a kind, by name. (A tuple of strings: it
+    keys the unit of work's cache on the write path, so it hashes cheaply.)"""
 
     card_id: str
-    kind: SecretKind
+    kind: str
     name: str
 
     @classmethod
@@ -71,10 +74,10 @@ class KeyRing:
         return f"KeyRing(current={self.current!r}, ids={sorted(self._keys)!r})"
 
     def _digest(self, key_id: str, ref: SecretRef, value: str) -> str:
-        if ref.kind is SecretKind.PIN:  # the form PIN verifiers have had from the start
+        if ref.kind == SecretKind.PIN:  # the form PIN verifiers have had from the start
             message = f"pinlife-v1\x1f{ref.card_id}\x1f{ref.name}\x1f{value}"
         else:
-            message = f"pinlife-v1\x1f{ref.kind.value}\x1f{ref.card_id}\x1f{ref.name}\x1f{value}"
+            message = f"pinlife-v1\x1f{ref.kind}\x1f{ref.card_id}\x1f{ref.name}\x1f{value}"
         return hmac.new(self._keys[key_id], message.encode(), hashlib.sha256).hexdigest()
 
     def make(self, ref: SecretRef, value: str) -> Verifier:

@@ -11,9 +11,9 @@ whole batch at once).
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from service.app.answers import Answer, command_name, decode, encode, fingerprint
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
@@ -26,7 +26,7 @@ from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.state import CardState
 from service.ids import new_id
-from service.keys import KeyRing, SecretKind, SecretRef
+from service.keys import KeyRing, SecretRef
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,12 @@ class MissingVerifier(Exception):
     """A PIN type is enrolled but has no verifier: the store is damaged."""
 
 
-@dataclass(frozen=True)
-class Touches:
+class Touches(NamedTuple):
     """What a command needs loaded before the batch runs."""
 
     write_cards: tuple[str, ...] = ()
     read_cards: tuple[str, ...] = ()
-    request_keys: tuple[tuple[str, str], ...] = field(default=())
+    request_keys: tuple[tuple[str, str], ...] = ()
 
 
 def _new_code() -> str:
@@ -107,7 +106,7 @@ def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -
         return ok
 
     def code_matches(kind: str, name: str, value: str) -> bool:
-        ref = SecretRef(cmd.card_id, SecretKind(kind), name)
+        ref = SecretRef(cmd.card_id, kind, name)
         stored = uow.secret(ref)
         return stored is not None and deps.keys.matches(stored, ref, value)
 
@@ -123,7 +122,7 @@ def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -
         ref = SecretRef.pin(cmd.card_id, pin_type)
         uow.set_secret(ref, deps.keys.make(ref, pin))
     for (kind, name), value in decision.new_secrets.items():
-        ref = SecretRef(cmd.card_id, SecretKind(kind), name)
+        ref = SecretRef(cmd.card_id, kind, name)
         uow.set_secret(ref, deps.keys.make(ref, value))
     answer = StoredRequest(
         caller.terminal_id, cmd.request_id, cmd.card_id, command_name(cmd), fp, encode(decision.outcome), new_state.version

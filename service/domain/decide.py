@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Union
+from typing import Any, Callable, Mapping, NamedTuple, Union
 
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
 from service.domain.errors import AlreadyExists, DomainError, NotFound, PreconditionFailed, PreconditionViolation
@@ -32,7 +32,7 @@ from service.domain.events import (
 from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy
 from service.domain.recovery import Recovery, recovery_for
-from service.domain.state import CardState
+from service.domain.state import EMPTY, CardState
 
 # (pin_type, normalized pin) -> does it match the stored verifier?
 PinMatcher = Callable[[PinType, str], bool]
@@ -69,9 +69,9 @@ class Decision:
     events: tuple[Event, ...]  # for the card's stream
     outcome: Any  # the answer (None with an error)
     # PINs to store as new verifiers in the same transaction (never in events).
-    new_pins: dict[PinType, str] = field(default_factory=dict, repr=False)
+    new_pins: Mapping[PinType, str] = field(default_factory=lambda: EMPTY, repr=False)
     # Other secrets of the card, by (kind, name): stored only as keyed hashes.
-    new_secrets: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    new_secrets: Mapping[tuple[str, str], str] = field(default_factory=lambda: EMPTY, repr=False)
     terminal_events: tuple[Event, ...] = ()  # for the calling terminal's stream (refusals)
     error: DomainError | None = None  # the events are recorded, then the caller gets this error
 
@@ -87,8 +87,7 @@ def _require_pin(state: CardState, pin_type: PinType):
     return pin
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """What a rule may consult besides the card's state and the command."""
 
     now: datetime

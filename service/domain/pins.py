@@ -25,6 +25,14 @@ class PinType(enum.Enum):
     USER_CERTIFICATE = "user_certificate"
     SIGNATURE = "signature"
 
+    # Members are singletons compared by identity: hash them by identity too,
+    # in C, instead of Enum's Python-level hash of the name (PIN types key the
+    # state's dicts on the write path).
+    __hash__ = object.__hash__
+
+
+PIN_TYPE_BY_VALUE: dict[str, PinType] = {t.value: t for t in PinType}  # faster than PinType(value)
+
 
 @dataclass(frozen=True)
 class PinRule:

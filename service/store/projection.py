@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from service.domain.pins import PinType
+from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
 from service.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
 from service.store.records import utc
 
@@ -20,6 +20,9 @@ PIN_READ_COLUMNS = (
 )  # fmt: skip
 
 
+_STATUS = {s.value: s for s in CardStatus}
+
+
 def card_state(
     card_id: str, version: int, status: str, ward: str | None, pin_rows: Iterable[tuple], read_time: Callable = lambda v: v
 ) -> CardState:
@@ -28,33 +31,39 @@ def card_state(
     pins, inquiries, reservations = {}, {}, {}
     for (pin_type, failures, pin_status, locked_at, last_version, inq_id, inq_expires, inq_wrong, res_id, res_proving,
          res_expires) in pin_rows:  # fmt: skip
-        t = PinType(pin_type)
+        t = PIN_TYPE_BY_VALUE[pin_type]
         locked_at = None if locked_at is None else utc(read_time(locked_at))
         pins[t] = PinState(t, failures, pin_status == "locked", locked_at, last_version)
         if inq_id is not None:
             inquiries[t] = Inquiry(inq_id, utc(read_time(inq_expires)), inq_wrong or 0)
         if res_id is not None:
             reservations[t] = Reservation(res_id, PinType(res_proving), utc(read_time(res_expires)))
-    return CardState(card_id, version, pins, CardStatus(status), ward, inquiries, reservations)
+    return CardState(card_id, version, pins, _STATUS[status], ward, inquiries, reservations)
 
 
 def pin_row(card_id: str, state: CardState, t: PinType, bind_time: Callable[[datetime | None], Any]) -> tuple:
     """A pin_states row in hot_sql.PIN_COLUMNS order."""
     p = state.pins[t]
+    row = (card_id, t.value, "locked" if p.locked else "active", p.consecutive_failures, p.remaining_tries,
+           None if p.locked_at is None else bind_time(p.locked_at), p.last_version)  # fmt: skip
     inquiry, reservation = state.inquiries.get(t), state.reservations.get(t)
-    return (
-        card_id, t.value, "locked" if p.locked else "active", p.consecutive_failures, p.remaining_tries,
-        bind_time(p.locked_at), p.last_version,
-        inquiry and inquiry.inquiry_id, bind_time(inquiry and inquiry.expires_at), inquiry and inquiry.wrong_codes,
+    if inquiry is None and reservation is None:
+        return row + (None,) * 6
+    return row + (
+        inquiry and inquiry.inquiry_id, inquiry and bind_time(inquiry.expires_at), inquiry and inquiry.wrong_codes,
         reservation and reservation.reservation_id, reservation and reservation.proving_pin_type.value,
-        bind_time(reservation and reservation.expires_at),
+        reservation and bind_time(reservation.expires_at),
     )  # fmt: skip
 
 
-def pin_changed(before: CardState, after: CardState, t: PinType) -> bool:
-    """Whether a PIN's projection row must be written after an append."""
-    return (
-        after.pins[t].last_version > before.version
-        or before.inquiries.get(t) != after.inquiries.get(t)
-        or before.reservations.get(t) != after.reservations.get(t)
-    )
+def changed_pins(before: CardState, after: CardState) -> list[PinType]:
+    """The PINs whose projection rows must be written after an append: those
+    an event changed, and those whose open inquiry or reservation changed."""
+    changed = [t for t, p in after.pins.items() if p.last_version > before.version]
+    if before.inquiries or after.inquiries or before.reservations or after.reservations:
+        changed += [
+            t for t in after.pins
+            if t not in changed and (before.inquiries.get(t) != after.inquiries.get(t)
+                                     or before.reservations.get(t) != after.reservations.get(t))
+        ]  # fmt: skip
+    return changed

@@ -35,7 +35,7 @@ from service.domain.state import CardState, evolve
 from service.domain.streams import is_card_stream, stream_kind, terminal_stream
 from service.keys import SecretKind, SecretRef, Verifier
 from service.store.hot_sql import HotSql
-from service.store.projection import card_state, pin_changed, pin_row
+from service.store.projection import card_state, changed_pins, pin_row
 from service.app.ports import Envelope, StoredRequest
 from service.ids import new_id as new_event_id
 from service.store.records import hashed_envelope, utc
@@ -99,7 +99,7 @@ class UnitOfWork:
         pins: dict[str, list[tuple]] = {card_id: [] for card_id in ids}
         for card_id, *columns, key_id, digest in self._rows(sql.pins_with_verifiers(ids)):
             pins[card_id].append(columns)
-            ref = SecretRef.pin(card_id, PinType(columns[0]))
+            ref = SecretRef(card_id, SecretKind.PIN, columns[0])
             self._secrets[ref] = None if key_id is None else Verifier(key_id, digest)
         for card_id in ids:
             self._states[card_id] = CardState(card_id)
@@ -122,11 +122,11 @@ class UnitOfWork:
 
     def secret(self, ref: SecretRef) -> Verifier | None:
         if ref not in self._secrets:
-            if ref.kind is SecretKind.PIN:
+            if ref.kind == SecretKind.PIN:
                 self.card(ref.card_id)  # PIN verifiers come with the card
             else:
                 q = select(secrets.c.key_id, secrets.c.digest).where(
-                    secrets.c.card_id == ref.card_id, secrets.c.kind == ref.kind.value, secrets.c.name == ref.name
+                    secrets.c.card_id == ref.card_id, secrets.c.kind == ref.kind, secrets.c.name == ref.name
                 )
                 row = self._conn.execute(q).one_or_none()
                 self._secrets[ref] = None if row is None else Verifier(row.key_id, row.digest)
@@ -158,9 +158,7 @@ class UnitOfWork:
         for e in new_events:
             prev = self._stage(card_id, state.version + 1, e, env, prev)
             state = evolve(state, Recorded(e, state.version + 1, env.occurred_at))
-        for t in state.pins:
-            if pin_changed(before, state, t):
-                self._dirty_pins.add((card_id, t))
+        self._dirty_pins.update((card_id, t) for t in changed_pins(before, state))
         if card_id not in self._existing and card_id not in self._new_cards:
             self._new_cards[card_id] = env.occurred_at
         self._states[card_id] = state
@@ -185,7 +183,7 @@ class UnitOfWork:
     def set_secret(self, ref: SecretRef, verifier: Verifier) -> None:
         self._secrets[ref] = verifier
         self._new_secrets[ref] = (
-            ref.card_id, ref.kind.value, ref.name, verifier.key_id, verifier.digest, self._states[ref.card_id].version
+            ref.card_id, ref.kind, ref.name, verifier.key_id, verifier.digest, self._states[ref.card_id].version
         )
 
     def remember(self, answer: StoredRequest, at: datetime) -> None:

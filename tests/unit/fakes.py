@@ -77,7 +77,7 @@ class FakeUnitOfWork:
         return self.states.get(card_id, CardState(card_id))
 
     def secret(self, ref: SecretRef) -> Verifier | None:
-        if ref.kind is SecretKind.PIN:
+        if ref.kind == SecretKind.PIN:
             self.card(ref.card_id)  # as the real one: PIN verifiers come with the (locked) card
         return self.secrets.get(ref)
 
