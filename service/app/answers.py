@@ -95,36 +95,36 @@ class Codec:
 
 
 CODECS: dict[type, Codec] = {
-        Enrolled: Codec(
-            "enrolled",
-            lambda o: {"card_id": o.card_id, "pin_types": [t.value for t in o.pin_types]},
-            lambda d: Enrolled(d["card_id"], tuple(PinType(t) for t in d["pin_types"])),
-        ),
-        CheckOutcome: Codec("check", _check, _check_back),
-        PinRestored: Codec("restored", lambda o: {"pin_type": o.pin_type.value}, lambda d: PinRestored(PinType(d["pin_type"]))),
-        InquiryIssued: Codec(
-            "inquiry",
-            lambda o: {"inquiry_id": o.inquiry_id, "expires_at": _time(o.expires_at)},  # never the code
-            lambda d: InquiryIssued(d["inquiry_id"], _parse(d["expires_at"]), None),
-        ),
-        ProxyCompletion: Codec(
-            "proxy",
-            lambda o: {"result": o.result.value, "remaining_attempts": o.remaining_attempts},
-            lambda d: ProxyCompletion(ProxyResult(d["result"]), d["remaining_attempts"]),
-        ),
-        CardStatusChanged: Codec("card_status", lambda o: {"status": o.status.value}, lambda d: CardStatusChanged(CardStatus(d["status"]))),
-        Reservation: Codec(
-            "reservation",
-            lambda o: {"check": _check(o.check), "reservation_id": o.reservation_id, "expires_at": _time(o.expires_at),
-                       "proving_pin_type": o.proving_pin_type and o.proving_pin_type.value},
-            lambda d: Reservation(_check_back(d["check"]), d["reservation_id"], _parse(d["expires_at"]),
-                                  d["proving_pin_type"] and PinType(d["proving_pin_type"])),
-        ),
-        StoreReset: Codec(
-            "store_reset",
-            lambda o: {"check": _check(o.check), "reset": o.reset},
-            lambda d: StoreReset(_check_back(d["check"]), d["reset"]),
-        ),
+    Enrolled: Codec(
+        "enrolled",
+        lambda o: {"card_id": o.card_id, "pin_types": [t.value for t in o.pin_types]},
+        lambda d: Enrolled(d["card_id"], tuple(PinType(t) for t in d["pin_types"])),
+    ),
+    CheckOutcome: Codec("check", _check, _check_back),
+    PinRestored: Codec("restored", lambda o: {"pin_type": o.pin_type.value}, lambda d: PinRestored(PinType(d["pin_type"]))),
+    InquiryIssued: Codec(
+        "inquiry",
+        lambda o: {"inquiry_id": o.inquiry_id, "expires_at": _time(o.expires_at)},  # never the code
+        lambda d: InquiryIssued(d["inquiry_id"], _parse(d["expires_at"]), None),
+    ),
+    ProxyCompletion: Codec(
+        "proxy",
+        lambda o: {"result": o.result.value, "remaining_attempts": o.remaining_attempts},
+        lambda d: ProxyCompletion(ProxyResult(d["result"]), d["remaining_attempts"]),
+    ),
+    CardStatusChanged: Codec("card_status", lambda o: {"status": o.status.value}, lambda d: CardStatusChanged(CardStatus(d["status"]))),
+    Reservation: Codec(
+        "reservation",
+        lambda o: {"check": _check(o.check), "reservation_id": o.reservation_id, "expires_at": _time(o.expires_at),
+                   "proving_pin_type": o.proving_pin_type and o.proving_pin_type.value},
+        lambda d: Reservation(_check_back(d["check"]), d["reservation_id"], _parse(d["expires_at"]),
+                              d["proving_pin_type"] and PinType(d["proving_pin_type"])),
+    ),
+    StoreReset: Codec(
+        "store_reset",
+        lambda o: {"check": _check(o.check), "reset": o.reset},
+        lambda d: StoreReset(_check_back(d["check"]), d["reset"]),
+    ),
 }
 _BY_KIND = {c.kind: c for c in CODECS.values()}
 

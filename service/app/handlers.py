@@ -18,7 +18,6 @@ from typing import Any, Callable, NamedTuple
 from service.app.answers import Answer, command_name, decode, encode, fingerprint
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
 from service.domain.access import Role
-from service.domain.commands import Command as CardCommand
 from service.domain.decide import DECIDERS, Context, decide
 from service.domain.errors import FieldViolation, InvalidInput
 from service.domain.events import Event
@@ -156,5 +155,3 @@ HANDLERS: dict[type, Handler] = {
     RecordTerminalEvents: Handler(handle_terminal_events),
     ReadCard: Handler(handle_read_card, lambda cmd, caller: Touches(read_cards=(cmd.card_id,))),
 }
-
-Command = CardCommand | RecordTerminalEvents | ReadCard
