@@ -25,10 +25,10 @@ Convert = Callable[[Any], Any]
 
 # Column orders of the rows the unit of work builds (tests check each list
 # against its table, so a new column cannot be silently left out).
-CARD_COLUMNS = ("card_id", "version", "last_hash", "status", "ward", "enrolled_at")
+CARD_COLUMNS = ("card_id", "version", "last_hash", "status", "ward", "enrolled_at", "mac")
 EVENT_COLUMNS = (
     "position", "stream_id", "stream_kind", "version", "event_id", "event_type", "schema_version", "occurred_at",
-    "pin_type", "channel", "terminal_id", "request_id", "payload", "prev_hash", "hash",
+    "pin_type", "channel", "terminal_id", "request_id", "payload", "prev_hash", "hash", "key_id",
 )  # fmt: skip
 PIN_COLUMNS = (
     "card_id", "pin_type", "status", "consecutive_failures", "remaining_tries", "locked_at", "last_version",

@@ -33,6 +33,7 @@ class StoredEvent:
     payload: dict[str, Any]
     prev_hash: str
     hash: str
+    key_id: str | None = None  # of the chain's HMAC; None before keyed chains
 
     def envelope(self) -> dict[str, Any]:
         return hashed_envelope(

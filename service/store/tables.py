@@ -11,6 +11,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     Table,
     UniqueConstraint,
     Index,
@@ -43,6 +44,9 @@ cards = Table(
     Column("status", String(16), nullable=False),
     Column("ward", String(32), nullable=True),
     Column("enrolled_at", UtcDateTime, nullable=False),
+    # "<integrity key id>:<HMAC>" over the card's whole state and head
+    # (service/store/projection.py): checked before the service acts on it.
+    Column("mac", String(160), nullable=True),
 )
 
 # The append-only log. position is global and gap-free: it is taken from
@@ -68,6 +72,8 @@ events = Table(
     Column("payload", Json, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # the integrity key of the chain HMAC (service/domain/chain.py)
+    Column("key_id", String(64), nullable=True),
     UniqueConstraint("stream_id", "version"),
 )
 Index("ix_events_occurred_at", events.c.occurred_at)
@@ -131,6 +137,7 @@ requests = Table(
     Column("stream_version", BigInteger, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
 )
+Index("ix_requests_created_at", requests.c.created_at)  # pruning past the replay window
 
 # Heads of the terminal streams ("terminal:<id>" in events.stream_id), which
 # record access refusals and throttling.
@@ -140,4 +147,33 @@ terminals = Table(
     Column("terminal_id", String(TERMINAL_ID_MAX_LENGTH), primary_key=True),
     Column("version", BigInteger, nullable=False),
     Column("last_hash", String(64), nullable=False),
+    # the terminal's failure window (JSON list of [card id, time]) and
+    # throttle, decided in the write transaction (service/domain/throttle.py)
+    Column("throttle_failures", Text, nullable=True),
+    Column("throttled_until", UtcDateTime, nullable=True),
+)
+
+# A check value per key id and purpose (service/keys.py): a different key
+# under a known id is refused at start instead of failing every PIN.
+key_checks = Table(
+    "key_checks",
+    metadata,
+    Column("purpose", String(16), primary_key=True),
+    Column("key_id", String(64), primary_key=True),
+    Column("check_value", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Signed checkpoints (service/store/checkpoints.py): the RFC 6962 root over
+# the log's first tree_size events, its C2SP signed note, and the Merkle
+# frontier the next checkpoint extends (MACed under the integrity key).
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", String(64), nullable=False),
+    Column("frontier", Text, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("mac", String(160), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )

@@ -196,7 +196,7 @@ class UnitOfWork:
         bind_time, bind_json = sql.bind_time, sql.bind_json
         if self._new_cards:
             run(sql.insert_cards, [
-                (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at))
+                (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at), None)
                 for c, at in self._new_cards.items() for s in (self._states[c],)
             ])  # fmt: skip
         for t in sorted(self._dirty_terminals):
@@ -217,7 +217,7 @@ class UnitOfWork:
             run(sql.insert_events, [
                 (first + i, env["card_id"], stream_kind(env["card_id"]).value, env["version"], env["event_id"],
                  env["event_type"], env["schema_version"], bind_time(at), env["pin_type"], env["channel"],
-                 env["terminal_id"], env["request_id"], bind_json(env["payload"]), prev, digest)
+                 env["terminal_id"], env["request_id"], bind_json(env["payload"]), prev, digest, None)
                 for i, (env, at, prev, digest) in enumerate(self._new_events)
             ])  # fmt: skip
         if self._dirty_pins:
