@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from service.keys import KeyRing
+from tests.keys import CHECKPOINT, INTEGRITY, ring
 from service.store.engine import normalize_url
 from service.store.migrate import upgrade
 
@@ -128,10 +128,16 @@ def db_url(databases, backend) -> str:
 
 
 def make_key_file(path: Path, keys: dict[str, bytes], current: str) -> Path:
-    path.write_text(json.dumps({"current": current, "keys": {k: base64.b64encode(v).decode() for k, v in keys.items()}}))
+    """A key file with these verifier keys and the shared test integrity and checkpoint keys."""
+    b64 = lambda v: base64.b64encode(v).decode()  # noqa: E731
+    integrity = {"current": INTEGRITY.current, "keys": {INTEGRITY.current: b64(INTEGRITY.key(INTEGRITY.current))}}
+    checkpoint = {"origin": CHECKPOINT.origin, "seed": b64(CHECKPOINT.seed)}
+    body = {"current": current, "keys": {k: b64(v) for k, v in keys.items()}, "integrity": integrity, "checkpoint": checkpoint}
+    path.write_text(json.dumps(body))
+    path.chmod(0o600)
     return path
 
 
 @pytest.fixture
-def keys() -> KeyRing:
-    return KeyRing("test-1", {"test-1": os.urandom(32)})
+def keys():
+    return ring("test-1", {"test-1": os.urandom(32)})

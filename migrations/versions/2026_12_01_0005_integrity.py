@@ -32,6 +32,9 @@ Ts = sa.DateTime(timezone=True)
 
 def upgrade() -> None:
     op.add_column("events", sa.Column("key_id", sa.String(64), nullable=True))
+    # Events not yet keyed, found without a scan (empty once re-chained).
+    unkeyed = sa.text("key_id IS NULL")
+    op.create_index("ix_events_unkeyed", "events", ["position"], postgresql_where=unkeyed, sqlite_where=unkeyed)
     op.add_column("cards", sa.Column("mac", sa.String(160), nullable=True))
     op.add_column("terminals", sa.Column("throttle_failures", sa.Text, nullable=True))
     op.add_column("terminals", sa.Column("throttled_until", Ts, nullable=True))
@@ -46,7 +49,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "checkpoints",
-        sa.Column("tree_size", sa.BigInteger, nullable=False),
+        sa.Column("tree_size", sa.BigInteger, nullable=False, autoincrement=False),
         sa.Column("root_hash", sa.String(64), nullable=False),
         sa.Column("frontier", sa.Text, nullable=False),
         sa.Column("note", sa.Text, nullable=False),
@@ -65,4 +68,5 @@ def downgrade() -> None:
         batch.drop_column("throttle_failures")
     with op.batch_alter_table("cards") as batch:
         batch.drop_column("mac")
+    op.drop_index("ix_events_unkeyed", "events")
     op.drop_column("events", "key_id")  # SQLite >= 3.35 drops a column in place

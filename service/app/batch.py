@@ -59,7 +59,7 @@ def _transaction(store: Store, deps: Deps, items: Sequence[Item]) -> list[Result
     handlers = [HANDLERS[type(cmd)] for cmd, _ in items]
     touches = [h.touches(cmd, caller) for h, (cmd, caller) in zip(handlers, items)]
     results: list[Result] = []
-    with store.unit_of_work() as uow:
+    with store.unit_of_work(deps.keys.integrity) as uow:
         uow.prefetch(
             [c for t in touches for c in t.write_cards],
             [k for t in touches for k in t.request_keys],

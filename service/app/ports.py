@@ -12,11 +12,25 @@ from typing import Any, Protocol
 
 from service.domain.events import Event
 from service.domain.state import CardState
-from service.keys import SecretRef, Verifier
+from service.keys import IntegrityKeys, SecretRef, Verifier
 
 
 class StoreUnavailable(Exception):
     """The database cannot be reached; the caller should retry later."""
+
+
+class IntegrityViolation(Exception):
+    """What the database holds for a card does not authenticate under the
+    integrity keys (it was changed outside the service): the service never
+    acts on it, and the command fails with nothing appended."""
+
+    def __init__(self, stream_id: str, reason: str):
+        self.stream_id = stream_id
+        self.reason = reason
+        super().__init__(f"the stored state of {stream_id} fails its integrity check ({reason}); nothing was changed")
+
+    def __reduce__(self):  # crosses from the writer process
+        return (IntegrityViolation, (self.stream_id, self.reason))
 
 
 @dataclass(frozen=True)
@@ -74,7 +88,7 @@ class UnitOfWork(Protocol):
 
 
 class Store(Protocol):
-    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
+    def unit_of_work(self, integrity: IntegrityKeys) -> AbstractContextManager[UnitOfWork]:
         """A transaction that commits when the block ends without an error."""
 
     def is_retryable(self, exc: BaseException) -> bool:

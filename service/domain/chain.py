@@ -1,13 +1,28 @@
-"""Tamper evidence (DESIGN.md §3): each event's hash chains it to the previous
-event of its stream. hash = SHA-256(previous hash || canonical envelope)."""
+"""Tamper evidence (DESIGN.md §3).
+
+Each event is linked to the previous event of its stream by a keyed hash
+that also covers its global position:
+
+    link = HMAC-SHA256(integrity key, previous link || position (8 bytes) || canonical envelope)
+
+Without the integrity key (kept outside the database) no one can make a link
+that checks, so rewriting, reordering or renumbering events is detected
+even by someone who can write every table. Events chained before keyed
+chains used `legacy_hash` (an unkeyed SHA-256 without the position);
+`pinlife migrate` re-chains them under the key (service/store/rechain.py).
+
+The Merkle leaf of an event (`leaf_data`) is unkeyed on purpose: anyone
+holding the events can recompute a checkpoint's root (service/domain/merkle.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 GENESIS_HASH = "0" * 64
 
@@ -18,10 +33,24 @@ def canonical_time(at: datetime) -> str:
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_hash(prev_hash: str, envelope: dict[str, Any]) -> str:
-    """envelope: every stored field of the event but position and hashes."""
-    body = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
-    return hashlib.sha256(bytes.fromhex(prev_hash) + body.encode()).hexdigest()
+def canonical(envelope: dict[str, Any]) -> bytes:
+    return json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode()
+
+
+def link_hash(key: bytes, prev_hash: str, position: int, envelope: dict[str, Any]) -> str:
+    """envelope: every stored field of the event but position, hashes and key id."""
+    message = bytes.fromhex(prev_hash) + position.to_bytes(8, "big") + canonical(envelope)
+    return hmac.digest(key, message, "sha256").hex()
+
+
+def legacy_hash(prev_hash: str, envelope: dict[str, Any]) -> str:
+    """The unkeyed link of events stored before keyed chains (migration 0005)."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical(envelope)).hexdigest()
+
+
+def leaf_data(position: int, envelope: dict[str, Any]) -> bytes:
+    """What an event's Merkle leaf hashes: its position and canonical envelope."""
+    return position.to_bytes(8, "big") + canonical(envelope)
 
 
 @dataclass(frozen=True)
@@ -41,22 +70,38 @@ class StreamHead:
     hash: str
 
 
+class Link(NamedTuple):
+    """One stored event as the chain sees it."""
+
+    position: int
+    envelope: dict[str, Any]
+    prev_hash: str
+    hash: str
+    key_id: str | None
+
+
 def first_broken_link(
-    stream: Iterable[tuple[int, dict[str, Any], str, str]], head: StreamHead | None = None
+    stream: Iterable[Link], key: Callable[[str], bytes | None], head: StreamHead | None = None
 ) -> BrokenLink | None:
-    """stream: (position, envelope, prev_hash, hash) of one stream in version order.
-    With the head, a stream cut short (its last events deleted) is broken too."""
+    """stream: one stream's events in version order; key: an integrity key
+    by id (None when not loaded). With the head, a stream cut short (its last
+    events deleted) is broken too."""
     expected_prev = GENESIS_HASH
     expected_version = 1
     last_position = 0
-    for position, envelope, prev_hash, stored_hash in stream:
-        card, version = envelope["card_id"], envelope["version"]
+    for position, envelope, prev_hash, stored_hash, key_id in stream:
+        sid, version = envelope["card_id"], envelope["version"]
         if version != expected_version:
-            return BrokenLink(card, version, position, f"version {version} where {expected_version} was expected")
+            return BrokenLink(sid, version, position, f"version {version} where {expected_version} was expected")
         if prev_hash != expected_prev:
-            return BrokenLink(card, version, position, "previous-hash does not match the previous event")
-        if event_hash(prev_hash, envelope) != stored_hash:
-            return BrokenLink(card, version, position, "hash does not match the event's content")
+            return BrokenLink(sid, version, position, "previous-hash does not match the previous event")
+        if key_id is None:
+            return BrokenLink(sid, version, position, "the link is not keyed (run `pinlife migrate` with the key file)")
+        k = key(key_id)
+        if k is None:
+            return BrokenLink(sid, version, position, f"integrity key {key_id!r} is not loaded")
+        if not hmac.compare_digest(link_hash(k, prev_hash, position, envelope), stored_hash):
+            return BrokenLink(sid, version, position, "the keyed link does not match the event's content and position")
         expected_prev, expected_version, last_position = stored_hash, version + 1, position
     if head is not None and (head.version, head.hash) != (expected_version - 1, expected_prev):
         return BrokenLink(

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from service.keys import IntegrityKeys
 from service.store import errors
 from service.store.engine import make_engine
 from service.store.hot_sql import HotSql
@@ -39,8 +40,8 @@ class EventStore(Integrity):
     is_unavailable = staticmethod(errors.is_unavailable)
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[UnitOfWork]:
+    def unit_of_work(self, integrity: IntegrityKeys) -> Iterator[UnitOfWork]:
         with self.writer.begin() as conn:
-            uow = UnitOfWork(conn, self._hot_sql)
+            uow = UnitOfWork(conn, self._hot_sql, integrity)
             yield uow
             uow.flush()

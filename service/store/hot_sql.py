@@ -55,7 +55,7 @@ class HotSql:
         p = self._p
 
         self.insert_cards = self._insert(cards, CARD_COLUMNS)
-        self.update_cards = f"UPDATE cards SET version = {p}, last_hash = {p}, status = {p} WHERE card_id = {p}"
+        self.update_cards = f"UPDATE cards SET version = {p}, last_hash = {p}, status = {p}, mac = {p} WHERE card_id = {p}"
         self.take_positions = f"UPDATE log_head SET position = position + {p} WHERE id = 1 RETURNING position"
         self.insert_events = self._insert(events, EVENT_COLUMNS)
         self.upsert_pins = self._upsert(pin_states, PIN_COLUMNS, ("card_id", "pin_type"))
@@ -98,7 +98,7 @@ class HotSql:
         which then make no writer wait."""
         where, params = self.among("card_id", card_ids)
         suffix = " ORDER BY card_id FOR UPDATE" if lock and self.pg else ""
-        return f"SELECT card_id, version, last_hash, status, ward FROM cards WHERE {where}{suffix}", params
+        return f"SELECT card_id, version, last_hash, status, ward, mac FROM cards WHERE {where}{suffix}", params
 
     def pins_with_verifiers(self, card_ids: Sequence[str]) -> tuple[str, tuple]:
         """Projection rows of the cards with each PIN's verifier (a secret of kind "pin")."""

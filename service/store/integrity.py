@@ -1,15 +1,26 @@
-"""Integrity of the stored log: walk the hash chain of one stream or of
-every stream, and check that each ends where its head row says."""
+"""Integrity of the stored log, checked with the integrity keys: every
+stream's keyed links, each stream ending where its head row says, global
+positions 1..head without a gap, and every card's MAC over its projection.
+(The lawful-history replay and checkpoints are service/store/audit_check.py.)"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from sqlalchemy import select
 
-from service.domain.chain import GENESIS_HASH, BrokenLink, StreamHead, first_broken_link
+from service.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
+from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.streams import TERMINAL_STREAM_PREFIX, terminal_stream
+from service.keys import IntegrityKeys, SecretKind, Verifier
+from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
 from service.store.reads import Reads
 from service.store.records import StoredEvent
-from service.store.tables import cards, terminals
+from service.store.tables import cards, pin_states, secrets, terminals
+
+
+def _link(e: StoredEvent) -> Link:
+    return Link(e.position, e.envelope(), e.prev_hash, e.hash, e.key_id)
 
 
 class Integrity(Reads):
@@ -27,20 +38,52 @@ class Integrity(Reads):
             out.update({terminal_stream(t): StreamHead(terminal_stream(t), v, h) for t, v, h in conn.execute(qt)})
         return out
 
-    def first_broken_link(self, stream_id: str | None = None) -> BrokenLink | None:
-        """Walk the hash chain of one stream, or of every stream in the store,
-        and check that each ends where its head says."""
+    def first_broken_link(self, integrity: IntegrityKeys, stream_id: str | None = None) -> BrokenLink | None:
+        """The first problem, by position: a keyed link that does not check,
+        a stream that does not end at its head, or (for the whole store) a
+        position missing between 1 and the log head."""
+        key = integrity.key_or_none
         if stream_id is not None:
-            rows = [(e.position, e.envelope(), e.prev_hash, e.hash) for e in self.stream(stream_id)]
-            return first_broken_link(rows, self.heads(stream_id).get(stream_id, StreamHead(stream_id, 0, GENESIS_HASH)))
-        streams: dict[str, list[StoredEvent]] = {}
+            head = self.heads(stream_id).get(stream_id, StreamHead(stream_id, 0, GENESIS_HASH))
+            return first_broken_link([_link(e) for e in self.stream(stream_id)], key, head)
+        streams: dict[str, list[Link]] = {}
+        gap = None
+        expected = 1
         for e in self.all_events():
-            streams.setdefault(e.stream_id, []).append(e)
+            if gap is None and e.position != expected:
+                gap = BrokenLink(e.stream_id, e.version, expected, f"position {expected} is missing from the log")
+            expected = e.position + 1
+            streams.setdefault(e.stream_id, []).append(_link(e))
+        head_position = self.head_position()
+        if gap is None and expected - 1 != head_position:
+            gap = BrokenLink("", 0, expected, f"the log ends at position {expected - 1} but its head is {head_position}")
         heads = self.heads()
-        broken = []
+        broken = [gap] if gap else []
         for sid in streams.keys() | heads.keys():
-            evs = sorted(streams.get(sid, []), key=lambda e: e.version)
-            rows = [(e.position, e.envelope(), e.prev_hash, e.hash) for e in evs]
-            if b := first_broken_link(rows, heads.get(sid, StreamHead(sid, 0, GENESIS_HASH))):
+            links = sorted(streams.get(sid, []), key=lambda link: link.envelope["version"])
+            if b := first_broken_link(links, key, heads.get(sid, StreamHead(sid, 0, GENESIS_HASH))):
                 broken.append(b)
         return min(broken, key=lambda b: (b.position, b.stream_id), default=None)
+
+    def cards_failing_mac(self, integrity: IntegrityKeys, card_id: str | None = None) -> Iterator[str]:
+        """Cards whose head, PIN states or verifiers do not match their MAC."""
+        with self.reader.begin() as conn:
+            qh = select(cards.c.card_id, cards.c.version, cards.c.last_hash, cards.c.status, cards.c.ward, cards.c.mac)
+            qp = select(pin_states)
+            qs = select(secrets.c.card_id, secrets.c.name, secrets.c.key_id, secrets.c.digest).where(
+                secrets.c.kind == SecretKind.PIN
+            )
+            if card_id is not None:
+                qh, qp, qs = (q.where(t.c.card_id == card_id) for q, t in ((qh, cards), (qp, pin_states), (qs, secrets)))
+            heads = conn.execute(qh).all()
+            rows: dict[str, list] = {}
+            for r in conn.execute(qp):
+                rows.setdefault(r.card_id, []).append(tuple(getattr(r, c) for c in PIN_READ_COLUMNS))
+            verifiers: dict[str, dict] = {}
+            for c, name, key_id, digest in conn.execute(qs):
+                verifiers.setdefault(c, {})[PIN_TYPE_BY_VALUE.get(name)] = Verifier(key_id, digest)
+        read_time = self._hot_sql.read_time
+        for c, version, last_hash, status, ward, mac in heads:
+            state = card_state(c, version, status, ward, rows.get(c, ()), read_time)
+            if not integrity.checks(mac, state_message(state, last_hash, verifiers.get(c, {}))):
+                yield c

@@ -1,14 +1,23 @@
 """The lock-state projection's rows <-> domain state, in one place for the
-write path (unit_of_work.py) and the reads (reads.py)."""
+write path (unit_of_work.py) and the reads (reads.py), and what a card's MAC
+covers (state_message).
+
+A card's MAC (cards.mac, under the integrity keys) covers its whole state
+(every PIN's row, open inquiries and reservations, status, ward) and its
+stream head (version and last link). It is checked whenever a card is loaded
+for a command or a status read: a row edited, deleted, added or copied from
+another card never authenticates, so the service never acts on it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
 from service.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
+from service.domain.chain import canonical_time
+from service.keys import Verifier
 from service.store.records import utc
 
 # The columns of pin_states after card_id, in hot_sql.PIN_COLUMNS order but
@@ -67,3 +76,22 @@ def changed_pins(before: CardState, after: CardState) -> list[PinType]:
                                      or before.reservations.get(t) != after.reservations.get(t))
         ]  # fmt: skip
     return changed
+
+
+def _t(at: datetime | None) -> str:
+    return "" if at is None else canonical_time(at)
+
+
+def state_message(state: CardState, last_hash: str, verifiers: Mapping[PinType, Verifier | None]) -> bytes:
+    """The bytes a card's MAC covers: its state, head and PIN verifiers (so
+    an older verifier cannot be restored). No field holds \\x1e or \\x1f."""
+    parts = ["pinlife-card-v1", state.card_id, str(state.version), last_hash, state.status.value, state.ward or ""]
+    for t in sorted(state.pins, key=lambda t: t.value):
+        p, inq, res, v = state.pins[t], state.inquiries.get(t), state.reservations.get(t), verifiers.get(t)
+        parts.append(
+            ("-" if v is None else f"{v.key_id}:{v.digest}")
+            + f"\x1e{t.value}\x1e{p.consecutive_failures}\x1e{int(p.locked)}\x1e{_t(p.locked_at)}\x1e{p.last_version}"
+            + ("" if inq is None else f"\x1ei\x1e{inq.inquiry_id}\x1e{_t(inq.expires_at)}\x1e{inq.wrong_codes}")
+            + ("" if res is None else f"\x1er\x1e{res.reservation_id}\x1e{res.proving_pin_type.value}\x1e{_t(res.expires_at)}")
+        )  # fmt: skip
+    return "\x1f".join(parts).encode()

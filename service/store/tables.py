@@ -80,6 +80,9 @@ Index("ix_events_occurred_at", events.c.occurred_at)
 # Audit queries: one terminal's day, one event type's hour.
 Index("ix_events_terminal_id_occurred_at", events.c.terminal_id, events.c.occurred_at)
 Index("ix_events_event_type_occurred_at", events.c.event_type, events.c.occurred_at)
+# Events not yet keyed (stored before keyed chains, until `pinlife migrate` re-chains them).
+_unkeyed = events.c.key_id.is_(None)
+Index("ix_events_unkeyed", events.c.position, postgresql_where=_unkeyed, sqlite_where=_unkeyed)
 
 # Single row: the last global position handed out.
 log_head = Table(

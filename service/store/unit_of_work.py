@@ -8,8 +8,12 @@
   2. the app layer decides each command against the cached state; appends,
      secrets and answers are buffered in memory.
   3. flush: take the global positions from the single log_head row
-     (UPDATE ... RETURNING), insert the events, upsert the projection and
-     the secrets, insert the answers; then commit.
+     (UPDATE ... RETURNING), link each event to its stream under the
+     integrity key (the link covers the position, service/domain/chain.py),
+     insert the events, write the heads with each card's MAC, upsert the
+     projection and the secrets, insert the answers; then commit.
+A card whose head and projection rows do not match their MAC is never acted
+on: loading it raises IntegrityViolation (service/app/ports.py).
 Steps 1 and 3 run as driver-level SQL (hot_sql.py); rare writes use Core.
 
 Global positions are gap-free and commit in order: the log_head row lock is
@@ -26,42 +30,47 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, select, update
 
-from service.domain.chain import GENESIS_HASH, event_hash
+from service.domain.chain import GENESIS_HASH, link_hash
 from service.domain.events import Event, Recorded
 from service.domain.pins import PinType
 from service.domain.state import CardState, evolve
 from service.domain.streams import is_card_stream, stream_kind, terminal_stream
-from service.keys import SecretKind, SecretRef, Verifier
+from service.keys import IntegrityKeys, SecretKind, SecretRef, Verifier
 from service.store.hot_sql import HotSql
-from service.store.projection import card_state, changed_pins, pin_row
-from service.app.ports import Envelope, StoredRequest
+from service.store.projection import card_state, changed_pins, pin_row, state_message
+from service.app.ports import Envelope, IntegrityViolation, StoredRequest
 from service.ids import new_id as new_event_id
 from service.store.records import hashed_envelope, utc
 from service.store.tables import secrets, terminals
+
+
+log = structlog.get_logger()
 
 
 class UnitOfWork:
     """One transaction (the port service/app/ports.py): cached reads of the
     batch's cards, buffered writes."""
 
-    def __init__(self, conn: Connection, sql: HotSql):
+    def __init__(self, conn: Connection, sql: HotSql, integrity: IntegrityKeys):
         self._conn = conn
         self._sql = sql
+        self._integrity = integrity
         self._states: dict[str, CardState] = {}
-        self._hashes: dict[str, str] = {}
+        self._hashes: dict[str, str] = {}  # stream id (card or terminal stream) -> its last link
         self._existing: set[str] = set()
         self._locked: set[str] = set()  # cards whose head row this transaction holds
         self._secrets: dict[SecretRef, Verifier | None] = {}
         self._requests: dict[tuple[str, str], StoredRequest] = {}
         self._looked_up: set[tuple[str, str]] = set()  # request keys already read (found or not)
-        self._new_events: list[tuple[dict[str, Any], datetime, str, str]] = []  # envelope, at, prev hash, hash
+        self._new_events: list[tuple[dict[str, Any], datetime]] = []  # envelope, at
         self._dirty_pins: set[tuple[str, PinType]] = set()
         self._new_cards: dict[str, datetime] = {}  # card -> enrolled at
         self._new_secrets: dict[SecretRef, tuple] = {}
         self._new_requests: list[tuple[StoredRequest, datetime]] = []
-        self._terminal_heads: dict[str, tuple[int, str, bool]] = {}
+        self._terminal_heads: dict[str, tuple[int, bool]] = {}  # terminal -> (version, row exists)
         self._dirty_terminals: set[str] = set()
 
     # -- reads -------------------------------------------------------------
@@ -99,13 +108,18 @@ class UnitOfWork:
         pins: dict[str, list[tuple]] = {card_id: [] for card_id in ids}
         for card_id, *columns, key_id, digest in self._rows(sql.pins_with_verifiers(ids)):
             pins[card_id].append(columns)
-            ref = SecretRef(card_id, SecretKind.PIN, columns[0])
-            self._secrets[ref] = None if key_id is None else Verifier(key_id, digest)
+            self._secrets[SecretRef(card_id, SecretKind.PIN, columns[0])] = (
+                None if key_id is None else Verifier(key_id, digest)
+            )
         for card_id in ids:
             self._states[card_id] = CardState(card_id)
             self._hashes[card_id] = GENESIS_HASH
-        for card_id, version, last_hash, status, ward in heads:
-            self._states[card_id] = card_state(card_id, version, status, ward, pins[card_id], sql.read_time)
+        for card_id, version, last_hash, status, ward, mac in heads:
+            state = card_state(card_id, version, status, ward, pins[card_id], sql.read_time)
+            if not self._integrity.checks(mac, state_message(state, last_hash, self._verifiers(state))):
+                log.error("integrity_violation", stream=card_id, what="card MAC")
+                raise IntegrityViolation(card_id, "its head and PIN states do not match their MAC")
+            self._states[card_id] = state
             self._hashes[card_id] = last_hash
             self._existing.add(card_id)
 
@@ -139,30 +153,27 @@ class UnitOfWork:
         return self._requests.get(key)
 
     # -- buffered writes ---------------------------------------------------
-    def _stage(self, stream_id: str, version: int, e: Event, env: Envelope, prev: str) -> str:
-        """Buffer one event at the given stream version; returns its hash."""
+    def _stage(self, stream_id: str, version: int, e: Event, env: Envelope) -> None:
+        """Buffer one event at the given stream version (linked at flush,
+        when its position is known)."""
         pin_type = getattr(e, "pin_type", None)
         envelope = hashed_envelope(
             stream_id, version, new_event_id(), e.type_name, e.schema_version, env.occurred_at,
             pin_type.value if pin_type else None, env.channel, env.terminal_id, env.request_id, e.payload(),
         )  # fmt: skip
-        digest = event_hash(prev, envelope)
-        self._new_events.append((envelope, env.occurred_at, prev, digest))
-        return digest
+        self._new_events.append((envelope, env.occurred_at))
 
     def append(self, card_id: str, new_events: Sequence[Event], env: Envelope) -> CardState:
         """Append events to a card's stream; returns the evolved state."""
         env = replace(env, occurred_at=utc(env.occurred_at))  # stored as UTC on every backend
         state = before = self.card(card_id)
-        prev = self._hashes[card_id]
         for e in new_events:
-            prev = self._stage(card_id, state.version + 1, e, env, prev)
+            self._stage(card_id, state.version + 1, e, env)
             state = evolve(state, Recorded(e, state.version + 1, env.occurred_at))
         self._dirty_pins.update((card_id, t) for t in changed_pins(before, state))
         if card_id not in self._existing and card_id not in self._new_cards:
             self._new_cards[card_id] = env.occurred_at
         self._states[card_id] = state
-        self._hashes[card_id] = prev
         return state
 
     def append_terminal(self, terminal_id: str, new_events: Sequence[Event], env: Envelope) -> int:
@@ -171,12 +182,13 @@ class UnitOfWork:
         if terminal_id not in self._terminal_heads:
             q = select(terminals.c.version, terminals.c.last_hash).where(terminals.c.terminal_id == terminal_id)
             row = self._conn.execute(q.with_for_update()).one_or_none()
-            self._terminal_heads[terminal_id] = (row.version, row.last_hash, True) if row else (0, GENESIS_HASH, False)
-        version, prev, existed = self._terminal_heads[terminal_id]
+            self._terminal_heads[terminal_id] = (row.version, True) if row else (0, False)
+            self._hashes[terminal_stream(terminal_id)] = row.last_hash if row else GENESIS_HASH
+        version, existed = self._terminal_heads[terminal_id]
         for e in new_events:
             version += 1
-            prev = self._stage(terminal_stream(terminal_id), version, e, env, prev)
-        self._terminal_heads[terminal_id] = (version, prev, existed)
+            self._stage(terminal_stream(terminal_id), version, e, env)
+        self._terminal_heads[terminal_id] = (version, existed)
         self._dirty_terminals.add(terminal_id)
         return version
 
@@ -190,36 +202,63 @@ class UnitOfWork:
         self._requests[(answer.terminal_id, answer.request_id)] = answer
         self._new_requests.append((answer, utc(at)))
 
+    def _link(self) -> list[tuple]:
+        """Take the batch's global positions and link each new event to its
+        stream under the current integrity key; the events' rows."""
+        sql, hashes = self._sql, self._hashes
+        n = len(self._new_events)
+        first = self._conn.exec_driver_sql(sql.take_positions, (n,)).scalar_one() - n + 1
+        key_id = self._integrity.current
+        key = self._integrity.key(key_id)
+        bind_time, bind_json = sql.bind_time, sql.bind_json
+        rows = []
+        for position, (env, at) in enumerate(self._new_events, first):
+            sid = env["card_id"]
+            prev = hashes[sid]
+            hashes[sid] = link = link_hash(key, prev, position, env)
+            rows.append((
+                position, sid, stream_kind(sid).value, env["version"], env["event_id"], env["event_type"],
+                env["schema_version"], bind_time(at), env["pin_type"], env["channel"], env["terminal_id"],
+                env["request_id"], bind_json(env["payload"]), prev, link, key_id,
+            ))  # fmt: skip
+        return rows
+
+    def _verifiers(self, state: CardState) -> dict[PinType, Verifier | None]:
+        return {t: self._secrets.get(SecretRef.pin(state.card_id, t)) for t in state.pins}
+
+    def _mac(self, card_id: str) -> str:
+        state = self._states[card_id]
+        return self._integrity.tag(state_message(state, self._hashes[card_id], self._verifiers(state)))
+
     def flush(self) -> None:
-        """Write everything buffered (driver-level statements, hot_sql.py)."""
+        """Write everything buffered (driver-level statements, hot_sql.py).
+        Positions come first: the links cover them, and the heads and MACs
+        cover the links."""
         sql, run = self._sql, self._conn.exec_driver_sql
         bind_time, bind_json = sql.bind_time, sql.bind_json
+        event_rows = self._link() if self._new_events else []
         if self._new_cards:
             run(sql.insert_cards, [
-                (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at), None)
+                (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at), self._mac(c))
                 for c, at in self._new_cards.items() for s in (self._states[c],)
             ])  # fmt: skip
         for t in sorted(self._dirty_terminals):
-            version, last_hash, existed = self._terminal_heads[t]
-            row = {"version": version, "last_hash": last_hash}
+            version, existed = self._terminal_heads[t]
+            row = {"version": version, "last_hash": self._hashes[terminal_stream(t)]}
             if existed:
                 self._conn.execute(update(terminals).where(terminals.c.terminal_id == t).values(**row))
             else:
                 self._conn.execute(terminals.insert().values(terminal_id=t, **row))
-        touched = {env["card_id"] for env, *_ in self._new_events if is_card_stream(env["card_id"])} - self._new_cards.keys()
+        touched = {env["card_id"] for env, _ in self._new_events if is_card_stream(env["card_id"])}
+        touched |= {ref.card_id for ref in self._new_secrets if ref.kind == SecretKind.PIN}  # the MAC covers verifiers
+        touched -= self._new_cards.keys()
         if touched:
             run(sql.update_cards, [
-                (s.version, self._hashes[c], s.status.value, c) for c in sorted(touched) for s in (self._states[c],)
+                (s.version, self._hashes[c], s.status.value, self._mac(c), c)
+                for c in sorted(touched) for s in (self._states[c],)
             ])  # fmt: skip
-        if self._new_events:
-            n = len(self._new_events)
-            first = run(sql.take_positions, (n,)).scalar_one() - n + 1
-            run(sql.insert_events, [
-                (first + i, env["card_id"], stream_kind(env["card_id"]).value, env["version"], env["event_id"],
-                 env["event_type"], env["schema_version"], bind_time(at), env["pin_type"], env["channel"],
-                 env["terminal_id"], env["request_id"], bind_json(env["payload"]), prev, digest, None)
-                for i, (env, at, prev, digest) in enumerate(self._new_events)
-            ])  # fmt: skip
+        if event_rows:
+            run(sql.insert_events, event_rows)
         if self._dirty_pins:
             run(sql.upsert_pins, [pin_row(c, self._states[c], t, bind_time) for c, t in sorted(self._dirty_pins, key=str)])
         if self._new_secrets:

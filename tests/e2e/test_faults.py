@@ -20,6 +20,7 @@ from service.store.event_store import EventStore
 from service.store.tables import requests
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ProcessServer, TcpProxy, ThreadedServer
+from tests.keys import INTEGRITY
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 CARDS = [f"card-k{i:03d}" for i in range(40)]
@@ -93,7 +94,7 @@ def test_kill_9_under_load_loses_no_acknowledged_answer(db_url, tmp_path):
             if expected:
                 assert [e.event_type for e in evs] == expected
         assert store.projection() == store.rebuild()
-        assert store.first_broken_link() is None
+        assert store.first_broken_link(INTEGRITY) is None
     finally:
         store.close()
 

@@ -7,7 +7,8 @@ import os
 
 from pinlife.v1 import common_pb2 as pb
 from service.domain.pins import PinType
-from service.keys import KeyRing, SecretRef
+from service.keys import SecretRef
+from tests.keys import ring
 from tests.e2e.harness import Client, ThreadedServer
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
@@ -16,13 +17,13 @@ SIGN = pb.PIN_TYPE_SIGNATURE
 
 def test_rotation_keeps_old_verifiers_working_and_rekeys_on_success(db_url):
     k1, k2 = os.urandom(32), os.urandom(32)
-    old = ThreadedServer(db_url, KeyRing("k1", {"k1": k1}))
+    old = ThreadedServer(db_url, ring("k1", {"k1": k1}))
     client = Client(old.target)
     client.enroll("card-R1", {USER: "4821", SIGN: "ABC123"})
     client.close()
     old.close()
 
-    new = ThreadedServer(db_url, KeyRing("k2", {"k1": k1, "k2": k2}))
+    new = ThreadedServer(db_url, ring("k2", {"k1": k1, "k2": k2}))
     client = Client(new.target)
     try:
         assert new.store.secret(SecretRef.pin("card-R1", PinType.USER_CERTIFICATE)).key_id == "k1"
@@ -43,7 +44,7 @@ def test_rotation_keeps_old_verifiers_working_and_rekeys_on_success(db_url):
 
     # Once no verifier is left under k1, it can be retired.
     assert new.store.secrets_by_key() == {"k2": 2}
-    last = ThreadedServer(db_url, KeyRing("k2", {"k2": k2}))
+    last = ThreadedServer(db_url, ring("k2", {"k2": k2}))
     client = Client(last.target)
     try:
         assert client.verify("card-R1", USER, "4821").check.result == pb.CHECK_RESULT_OK

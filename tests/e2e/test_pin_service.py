@@ -18,6 +18,7 @@ CARD_INFO = pb.PIN_TYPE_CARD_INFO_INPUT_SUPPORT
 ALL_PINS = {RESIDENT: "4821", CARD_INFO: "4821", USER: "4821", SIGN: "Kx73pq"}
 
 from tests.e2e.harness import field_violations, precondition_violations  # noqa: E402
+from tests.keys import INTEGRITY
 
 
 def enrolled(client, card="card-A1", pins=None):
@@ -223,4 +224,4 @@ def test_projection_equals_rebuild_and_chain_verifies_after_a_session(client, se
         client.verify(card, USER, pin)
     client.change(card, SIGN, "kx73pq", "NEW123")
     assert server.store.projection() == server.store.rebuild()
-    assert server.store.first_broken_link() is None
+    assert server.store.first_broken_link(INTEGRITY) is None

@@ -19,6 +19,7 @@ from pinlife.v1 import store_service_pb2 as spb
 from service.domain.streams import terminal_stream
 from tests.e2e.harness import Client, ThreadedServer, precondition_violations
 from tests.store.helpers import FakeClock
+from tests.keys import INTEGRITY
 
 USER, SIGN = pb.PIN_TYPE_USER_CERTIFICATE, pb.PIN_TYPE_SIGNATURE
 RESIDENT = pb.PIN_TYPE_RESIDENT_REGISTRY
@@ -116,7 +117,7 @@ def test_a_patient_locked_out_at_a_clinic_is_told_where_and_when_then_a_clerk_re
     assert types[-4:] == ["CounterProcedureRefused", "PinReset", "PinVerified", "PinVerificationFailed"]
     reset_event = server.store.stream("card-P1")[-3]
     assert reset_event.payload == {"procedure": "counter", "applicant": "holder", "documents": ["my_number_card"]}
-    assert server.store.rebuild() == server.store.projection() and server.store.first_broken_link() is None
+    assert server.store.rebuild() == server.store.projection() and server.store.first_broken_link(INTEGRITY) is None
 
 
 def test_a_counter_outside_its_hours_or_wards_is_refused_and_the_refusal_recorded(server, clients, clock):

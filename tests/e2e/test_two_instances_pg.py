@@ -16,6 +16,7 @@ from pinlife.v1 import common_pb2 as pb
 from service.store.event_store import EventStore
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ProcessServer
+from tests.keys import INTEGRITY
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -56,7 +57,7 @@ def test_concurrent_wrong_attempts_on_two_instances_give_exactly_one_lock(two_in
     positions = [e.position for e in store.all_events()]
     assert positions == list(range(1, len(positions) + 1))
     assert store.projection() == store.rebuild()
-    assert store.first_broken_link() is None
+    assert store.first_broken_link(INTEGRITY) is None
     for c in clients:
         c.close()
 
@@ -107,7 +108,7 @@ def test_one_inquiry_completed_from_two_instances_at_once_resets_once(two_instan
     results = _race(clients, complete)
     assert results == {cpb.PROXY_RESET_RESULT_COMPLETED: 1, cpb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY: 15}
     assert [e.event_type for e in store.stream("card-proxy-race")].count("PinReset") == 1
-    assert store.rebuild() == store.projection() and store.first_broken_link() is None
+    assert store.rebuild() == store.projection() and store.first_broken_link(INTEGRITY) is None
     for c in clients:
         c.close()
 

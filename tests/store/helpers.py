@@ -19,6 +19,7 @@ from service.app.handlers import Caller
 from service.app.batch import ThreadRunner
 from service.domain.commands import ChangePin, Command, EnrollCard, VerifyPin
 from service.domain.pins import PinType
+from tests.keys import INTEGRITY
 
 RESIDENT = PinType.RESIDENT_REGISTRY
 CARD_INFO = PinType.CARD_INFO_INPUT_SUPPORT
@@ -105,7 +106,7 @@ def type_counts(events: Sequence) -> Counter:
 def assert_consistent(store) -> None:
     """Projection == rebuild, chain intact, positions 1..head, card heads right."""
     assert store.projection() == store.rebuild()
-    assert store.first_broken_link() is None
+    assert store.first_broken_link(INTEGRITY) is None
     log = list(store.all_events())
     assert [e.position for e in log] == list(range(1, store.head_position() + 1))
     heads = {r["card_id"]: r for r in dump(store.writer, "cards")}

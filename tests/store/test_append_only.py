@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError
 from service.app.batch import ThreadRunner
 from service.store.event_store import EventStore
 from tests.store.helpers import CORRECT, USER, WRONG, dump, enroll, run_ok, verify
+from tests.keys import INTEGRITY
 
 REFUSED = [
     "UPDATE events SET channel = 'forged' WHERE position = 2",
@@ -40,7 +41,7 @@ def _refused(store, sql: str) -> DBAPIError:
 def test_update_and_delete_are_refused(store, filled, sql):
     _refused(store, sql)
     assert dump(store.writer, "events") == filled
-    assert store.first_broken_link() is None
+    assert store.first_broken_link(INTEGRITY) is None
 
 
 def test_refused_inside_autocommit_too(store, filled):

@@ -18,6 +18,7 @@ from service.domain.errors import AlreadyExists
 from service.domain.pins import retry_limit
 from service.store.event_store import EventStore
 from tests.store.helpers import COUNTER, CORRECT, SIGNATURE, USER, WRONG, enroll, rid, run_ok, verify
+from tests.keys import INTEGRITY
 
 pytestmark = pytest.mark.postgres
 
@@ -52,7 +53,7 @@ def in_parallel(writers, work):
 def assert_log_sound(store) -> None:
     assert [e.position for e in store.all_events()] == list(range(1, store.head_position() + 1))
     assert store.projection() == store.rebuild()
-    assert store.first_broken_link() is None
+    assert store.first_broken_link(INTEGRITY) is None
 
 
 @pytest.mark.parametrize("pin_type", [USER, SIGNATURE], ids=["limit-3", "limit-5"])

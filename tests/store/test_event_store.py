@@ -4,6 +4,8 @@ the log, idempotent retries and per-item failure in a batch."""
 
 from __future__ import annotations
 
+from tests.keys import INTEGRITY
+
 import dataclasses
 import random
 import uuid
@@ -13,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from service.app.answers import Answer
-from service.app.handlers import MissingVerifier
+from service.app.ports import IntegrityViolation
 from service.app.batch import ThreadRunner
 from service.domain.chain import GENESIS_HASH
 from service.domain.decide import CheckOutcome, CheckResult, Enrolled
@@ -110,7 +112,7 @@ def test_batch_positions_versions_and_every_envelope_field(store, writer, clock)
         assert stream[0].prev_hash == GENESIS_HASH
         for prev, nxt in zip(stream, stream[1:]):
             assert nxt.prev_hash == prev.hash
-        assert store.first_broken_link(card_id) is None
+        assert store.first_broken_link(INTEGRITY, card_id) is None
     assert len({e.hash for e in log}) == len(log)
     assert_consistent(store)
 
@@ -386,10 +388,10 @@ def test_a_domain_error_fails_only_its_own_item(store, writer):
 
 def test_an_unexpected_error_fails_only_its_own_item(store, writer):
     run_ok(writer, enroll("card-a"), enroll("card-b"))
-    with store.writer.begin() as conn:  # a damaged store: a verifier is missing
+    with store.writer.begin() as conn:  # a damaged store: a verifier is missing, which card-a's MAC covers
         conn.execute(text("DELETE FROM secrets WHERE card_id = 'card-a' AND kind = 'pin' AND name = 'user_certificate'"))
     answers = run(writer, verify("card-b", USER, WRONG[USER]), verify("card-a", USER, CORRECT[USER]), enroll("card-c"))
-    assert isinstance(answers[1], MissingVerifier)
+    assert isinstance(answers[1], IntegrityViolation) and answers[1].stream_id == "card-a"
     assert check(answers[0]).result is CheckResult.WRONG_PIN
     assert isinstance(answers[2].outcome, Enrolled)
     assert [(e.stream_id, e.event_type) for e in store.read_all(2)] == [
@@ -413,6 +415,6 @@ def test_occurred_at_is_the_clock_instant_whatever_its_time_zone(db_url, keys):
         run_ok(w, enroll("card-a"), *[verify("card-a", USER, WRONG[USER]) for _ in range(3)])
         assert [e.occurred_at for e in s.stream("card-a")] == [at] * 5
         assert s.read_card("card-a").pins[USER].locked_at == at
-        assert s.first_broken_link() is None
+        assert s.first_broken_link(INTEGRITY) is None
     finally:
         s.close()

@@ -11,6 +11,7 @@ from service.app.handlers import Caller
 from service.app.batch import ThreadRunner
 from service.store.event_store import EventStore
 from tests.store.helpers import ALL_TYPES, CORRECT, WRONG, enroll, run_ok, verify
+from tests.keys import INTEGRITY
 
 WRITERS = 4
 BATCHES = 15
@@ -72,7 +73,7 @@ def test_a_follower_sees_every_position_once(db_url, keys, clock):
         assert seen == list(range(1, head + 1))
         assert reads_while_writing > 1  # the follower really read while the writers appended
         assert follower.projection() == follower.rebuild()
-        assert follower.first_broken_link() is None
+        assert follower.first_broken_link(INTEGRITY) is None
     finally:
         for s in [setup, follower, *stores]:
             s.close()

@@ -14,6 +14,7 @@ from service.store.engine import normalize_url
 from service.store.migrate import alembic_config, downgrade, upgrade
 from service.domain.pins import PinType
 from service.store.tables import metadata
+from tests.keys import INTEGRITY
 
 TABLES = {"cards", "events", "log_head", "pin_states", "secrets", "requests", "terminals"}
 
@@ -134,7 +135,8 @@ def _write_0002_store(url: str, keys) -> None:
     service computed them then."""
     from datetime import datetime, timezone
 
-    from service.domain.chain import GENESIS_HASH, event_hash
+    from service.domain.chain import GENESIS_HASH
+    from service.domain.chain import legacy_hash as event_hash  # how events were chained before 0005
     from service.keys import SecretRef
     from service.store.records import hashed_envelope
     from tests.store.helpers import CORRECT, USER
@@ -189,6 +191,7 @@ def test_an_existing_0002_store_migrates_and_its_old_events_read_as_current(data
     from service.domain.state import CardStatus
     from service.domain.upcasting import event_from_stored
     from service.store.event_store import EventStore
+    from service.store.rechain import rechain
     from tests.store.helpers import CORRECT, USER, FakeClock, run_ok, verify
 
     url = databases.create(backend, migrate=False)
@@ -198,13 +201,16 @@ def test_an_existing_0002_store_migrates_and_its_old_events_read_as_current(data
     assert _diff(url) == []
     store = EventStore(url)
     try:
+        assert store.first_broken_link(INTEGRITY) is not None  # unkeyed until re-chained under the key
+        assert rechain(store, INTEGRITY) > 0
+        assert rechain(store, INTEGRITY) == 0
         old = store.stream("card-old")
         assert [(e.stream_kind, e.schema_version) for e in old] == [("card", 1), ("card", 1)]
         assert event_from_stored(old[0].event_type, old[0].schema_version, None, old[0].payload) == CardEnrolled(
             tuple(CORRECT), ward=None
         )
         assert [e.stream_kind for e in store.stream("terminal:reader-9")] == ["terminal"]
-        assert store.first_broken_link() is None
+        assert store.first_broken_link(INTEGRITY) is None
         rebuilt = store.rebuild()
         assert rebuilt == store.projection()
         card = rebuilt["card-old"]
@@ -212,6 +218,6 @@ def test_an_existing_0002_store_migrates_and_its_old_events_read_as_current(data
         # the verifiers moved to the secrets table: the right PIN is still right
         [answer] = run_ok(ThreadRunner(store, keys, FakeClock()), verify("card-old", USER, CORRECT[USER]))
         assert answer.outcome.remaining_tries == 3 and answer.stream_version == 3
-        assert store.first_broken_link() is None and store.rebuild() == store.projection()
+        assert store.first_broken_link(INTEGRITY) is None and store.rebuild() == store.projection()
     finally:
         store.close()

@@ -10,7 +10,8 @@ import re
 
 from service.app.batch import ThreadRunner
 from service.domain.decide import CheckResult
-from service.keys import KeyRing, SecretRef, Verifier
+from service.keys import SecretRef, Verifier
+from tests.keys import ring
 from tests.store.helpers import (
     CARD_INFO,
     CORRECT,
@@ -80,7 +81,7 @@ def test_verifiers_are_keyed_digests_with_the_key_id(store, writer, keys):
         # not an unkeyed hash of the PIN
         assert r["digest"] != hashlib.sha256(CORRECT[t].encode()).hexdigest()
         # and useless under another key
-        other = KeyRing(keys.current, {keys.current: os.urandom(32)})
+        other = ring(keys.current, {keys.current: os.urandom(32)})
         assert not other.matches(stored, SecretRef.pin(card_id, t), CORRECT[t])
     assert store.secret(SecretRef.pin("card-a", USER)) == Verifier(keys.current, rows[("card-a", USER.value)]["digest"])
 
@@ -119,8 +120,8 @@ def test_a_failed_change_keeps_the_verifier(store, writer):
 
 def test_key_rotation_rekeys_on_success_only(store, clock):
     k1, k2 = os.urandom(32), os.urandom(32)
-    old_ring = KeyRing("k1", {"k1": k1})
-    new_ring = KeyRing("k2", {"k1": k1, "k2": k2})
+    old_ring = ring("k1", {"k1": k1})
+    new_ring = ring("k2", {"k1": k1, "k2": k2})
     run_ok(ThreadRunner(store, old_ring, clock), enroll("card-a"))
     assert {r["key_id"] for r in dump(store.writer, "secrets")} == {"k1"}
 
@@ -142,7 +143,7 @@ def test_key_rotation_rekeys_on_success_only(store, clock):
     run_ok(rotated, change("card-a", SIGNATURE, CORRECT[SIGNATURE], "NEWSIG99"))
     assert verifier_rows(store)[("card-a", "signature")]["key_id"] == "k2"
     # and the re-keyed verifiers still verify once k1 is retired
-    retired = ThreadRunner(store, KeyRing("k2", {"k2": k2}), clock)
+    retired = ThreadRunner(store, ring("k2", {"k2": k2}), clock)
     a, b = run_ok(retired, verify("card-a", USER, CORRECT[USER]), verify("card-a", SIGNATURE, "NEWSIG99"))
     assert (a.outcome.result, b.outcome.result) == (CheckResult.OK, CheckResult.OK)
     # no event records the re-keying or any verifier

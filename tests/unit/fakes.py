@@ -134,7 +134,7 @@ class FakeStore:
         self._failures += [error] * count
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[FakeUnitOfWork]:
+    def unit_of_work(self, integrity=None) -> Iterator[FakeUnitOfWork]:
         uow = FakeUnitOfWork(self)
         yield uow  # an exception in the block propagates from here: nothing is committed
         if self._failures:

@@ -19,12 +19,12 @@ from service.domain.events import AccessDenied, TerminalThrottled
 from service.domain.policy import Policy, ThrottlePolicy
 from service.domain.streams import terminal_stream
 from service.domain.throttle import Throttled
-from service.keys import KeyRing
+from tests.keys import ring
 from tests.unit.fakes import FakeClock, FakeStore
 from tests.unit.helpers import CORRECT, USER, WRONG, enroll, request_id, verify
 
 T0 = datetime(2026, 4, 1, 1, 30, tzinfo=timezone.utc)
-KEYS = KeyRing("k-1", {"k-1": b"k" * 32})
+KEYS = ring("k-1", {"k-1": b"k" * 32})
 THROTTLE = ThrottlePolicy(max_distinct_cards=2, window=timedelta(minutes=10), penalty=timedelta(minutes=15))
 COUNTER = Caller("ward_office", "terminal-counter-01", office="naka")
 READER = Caller("medical_reader", "terminal-reader-01")

@@ -1,4 +1,6 @@
-"""The hash chain of a card's stream (DESIGN.md §3: tamper evidence)."""
+"""The keyed chain of a stream (DESIGN.md §3: tamper evidence): each link is
+an HMAC under an integrity key over the previous link, the event's global
+position and its canonical envelope."""
 
 from __future__ import annotations
 
@@ -8,7 +10,20 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from service.domain.chain import GENESIS_HASH, StreamHead, canonical_time, event_hash, first_broken_link
+import hmac
+
+from service.domain.chain import GENESIS_HASH, Link, StreamHead, canonical_time, first_broken_link, legacy_hash, link_hash
+
+KEY, OTHER_KEY = b"k" * 32, b"o" * 32
+KEYS = {"k1": KEY}
+
+
+def event_hash(prev: str, env: dict, position: int = 1) -> str:
+    return link_hash(KEY, prev, position, env)
+
+
+def check(rows, head=None):
+    return first_broken_link([Link(*r) for r in rows], KEYS.get, head)
 
 JST = timezone(timedelta(hours=9))
 
@@ -31,13 +46,13 @@ def envelope(version: int, card_id: str = "card-0001", **changes) -> dict:
     return env
 
 
-def chain(n: int) -> list[tuple[int, dict, str, str]]:
-    """(position, envelope, prev_hash, hash) rows of a well-formed stream."""
+def chain(n: int) -> list[tuple[int, dict, str, str, str]]:
+    """(position, envelope, prev_hash, hash, key id) rows of a well-formed stream."""
     rows, prev = [], GENESIS_HASH
     for v in range(1, n + 1):
         env = envelope(v)
-        h = event_hash(prev, env)
-        rows.append((100 + v, env, prev, h))
+        h = event_hash(prev, env, 100 + v)
+        rows.append((100 + v, env, prev, h, "k1"))
         prev = h
     return rows
 
@@ -51,11 +66,38 @@ def test_event_hash_is_deterministic_and_hex_sha256():
     assert len(h) == 64 and int(h, 16) >= 0
 
 
-def test_event_hash_is_sha256_of_prev_hash_and_canonical_json():
+def test_a_link_is_an_hmac_of_prev_hash_position_and_canonical_json():
     env = {"b": "x", "a": 1, "payload": {"z": [1, 2], "y": None}}
     canonical = b'{"a":1,"b":"x","payload":{"y":null,"z":[1,2]}}'
     prev = "ab" * 32
-    assert event_hash(prev, env) == hashlib.sha256(bytes.fromhex(prev) + canonical).hexdigest()
+    message = bytes.fromhex(prev) + (7).to_bytes(8, "big") + canonical
+    assert link_hash(KEY, prev, 7, env) == hmac.new(KEY, message, hashlib.sha256).hexdigest()
+    assert legacy_hash(prev, env) == hashlib.sha256(bytes.fromhex(prev) + canonical).hexdigest()
+
+
+def test_a_link_depends_on_the_key_and_the_global_position():
+    env = envelope(1)
+    assert link_hash(KEY, GENESIS_HASH, 1, env) != link_hash(OTHER_KEY, GENESIS_HASH, 1, env)
+    assert link_hash(KEY, GENESIS_HASH, 1, env) != link_hash(KEY, GENESIS_HASH, 2, env)
+
+
+def test_a_stream_relinked_with_another_key_or_unkeyed_is_broken():
+    rows, prev = [], GENESIS_HASH
+    for v in (1, 2):
+        h = link_hash(OTHER_KEY, prev, 100 + v, envelope(v))
+        rows.append((100 + v, envelope(v), prev, h, "k1"))
+        prev = h
+    assert "keyed link" in check(rows).reason
+    unkeyed = [(p, e, pr, legacy_hash(pr, e), None) for p, e, pr, _, _ in chain(2)]
+    assert "not keyed" in check(unkeyed).reason
+    assert "not loaded" in check([(*chain(1)[0][:4], "k9")]).reason
+
+
+def test_an_event_moved_to_another_position_is_broken():
+    rows = chain(3)
+    position, env, prev, h, kid = rows[1]
+    rows[1] = (position + 50, env, prev, h, kid)
+    assert check(rows).version == 2
 
 
 def test_event_hash_ignores_key_order():
@@ -113,52 +155,52 @@ def test_canonical_time_is_utc_with_microseconds():
 
 
 def test_a_good_chain_has_no_broken_link():
-    assert first_broken_link(chain(6)) is None
-    assert first_broken_link([]) is None
+    assert check(chain(6)) is None
+    assert check([]) is None
 
 
 def test_a_changed_payload_is_found_at_its_version():
     rows = chain(6)
-    position, env, prev, h = rows[2]
+    position, env, prev, h, kid = rows[2]
     env = copy.deepcopy(env)
     env["payload"]["consecutive_failures"] = 0
-    rows[2] = (position, env, prev, h)
-    link = first_broken_link(rows)
+    rows[2] = (position, env, prev, h, kid)
+    link = check(rows)
     assert (link.stream_id, link.version, link.position) == ("card-0001", 3, 103)
-    assert "hash" in link.reason
+    assert "link" in link.reason
 
 
 def test_a_changed_payload_with_a_recomputed_hash_breaks_the_next_link():
     rows = chain(6)
-    position, env, prev, _ = rows[2]
+    position, env, prev, _, kid = rows[2]
     env = {**env, "payload": {**env["payload"], "remaining_tries": 3}}
-    rows[2] = (position, env, prev, event_hash(prev, env))
-    link = first_broken_link(rows)
+    rows[2] = (position, env, prev, event_hash(prev, env, position), kid)
+    link = check(rows)
     assert (link.version, link.position) == (4, 104)
     assert "previous" in link.reason
 
 
 def test_a_changed_prev_hash_is_found_at_its_version():
     rows = chain(6)
-    position, env, _, h = rows[1]
-    rows[1] = (position, env, "f" * 64, h)
-    link = first_broken_link(rows)
+    position, env, _, h, kid = rows[1]
+    rows[1] = (position, env, "f" * 64, h, kid)
+    link = check(rows)
     assert (link.version, link.position) == (2, 102)
     assert "previous" in link.reason
 
 
 def test_a_changed_stored_hash_is_found_at_its_version():
     rows = chain(6)
-    position, env, prev, _ = rows[5]
-    rows[5] = (position, env, prev, "0" * 64)
-    assert first_broken_link(rows).version == 6
+    position, env, prev, _, kid = rows[5]
+    rows[5] = (position, env, prev, "0" * 64, kid)
+    assert check(rows).version == 6
 
 
 @pytest.mark.parametrize("missing", [0, 1, 3])
 def test_a_missing_version_is_found(missing):
     rows = chain(6)
     del rows[missing]
-    link = first_broken_link(rows)
+    link = check(rows)
     expected = missing + 1  # the version that should come next
     assert link.version == expected + 1  # the version found in its place
     assert link.position == 100 + expected + 1
@@ -168,26 +210,26 @@ def test_a_missing_version_is_found(missing):
 def test_a_repeated_version_is_found():
     rows = chain(4)
     rows.insert(2, rows[1])
-    link = first_broken_link(rows)
+    link = check(rows)
     assert link.version == 2 and link.position == 102
 
 
 def test_only_the_first_break_is_reported():
     rows = chain(6)
     for i in (1, 4):
-        position, env, prev, h = rows[i]
-        rows[i] = (position, {**env, "terminal_id": "evil"}, prev, h)
-    assert first_broken_link(rows).version == 2
+        position, env, prev, h, kid = rows[i]
+        rows[i] = (position, {**env, "terminal_id": "evil"}, prev, h, kid)
+    assert check(rows).version == 2
 
 
 def test_a_chain_must_start_from_genesis():
     rows, prev = [], "a" * 64
     for v in (1, 2):
         env = envelope(v)
-        h = event_hash(prev, env)
-        rows.append((v, env, prev, h))
+        h = event_hash(prev, env, v)
+        rows.append((v, env, prev, h, "k1"))
         prev = h
-    link = first_broken_link(rows)
+    link = check(rows)
     assert link.version == 1
 
 
@@ -208,15 +250,15 @@ def test_canonical_time_takes_a_naive_time_as_utc_whatever_the_local_zone(monkey
 
 def test_a_stream_cut_short_is_broken_against_its_head():
     rows = chain(6)
-    _, env, _, last_hash = rows[-1]
+    _, env, _, last_hash, _ = rows[-1]
     head = StreamHead(env["card_id"], 6, last_hash)
-    assert first_broken_link(rows, head) is None
-    link = first_broken_link(rows[:-1], head)
+    assert check(rows, head) is None
+    link = check(rows[:-1], head)
     assert link is not None and link.version == 6 and "head records version 6" in link.reason
-    assert first_broken_link([], head).version == 1  # every event gone, the head remains
+    assert check([], head).version == 1  # every event gone, the head remains
 
 
 def test_a_head_with_another_hash_is_broken():
     rows = chain(3)
-    _, env, _, _ = rows[-1]
-    assert first_broken_link(rows, StreamHead(env["card_id"], 3, "f" * 64)) is not None
+    _, env, _, _, _ = rows[-1]
+    assert check(rows, StreamHead(env["card_id"], 3, "f" * 64)) is not None

@@ -14,6 +14,8 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
+from tests.keys import ring
+
 from service.api.errors import code_for
 from service.app import batch
 from service.app.answers import Answer
@@ -26,7 +28,7 @@ from service.domain.errors import InvalidInput, NotFound
 from service.domain.events import AccessDenied, CardEnrolled
 from service.domain.policy import Policy
 from service.domain.state import CardState
-from service.keys import KeyRing, SecretRef
+from service.keys import SecretRef
 from tests.unit.fakes import Conflict, FakeClock, FakeStore, Unavailable
 from tests.unit.helpers import ALL_TYPES, CORRECT, RESIDENT, SIGNATURE, USER, WRONG, change, enroll, verify
 
@@ -34,7 +36,7 @@ T0 = datetime(2026, 4, 1, 1, 30, tzinfo=timezone.utc)
 COUNTER = Caller("ward_office", "terminal-counter-01", office="naka")
 READER = Caller("medical_reader", "terminal-reader-01")
 OLD_KEY, NEW_KEY = b"o" * 32, b"n" * 32
-KEYS = KeyRing("k-new", {"k-new": NEW_KEY})
+KEYS = ring("k-new", {"k-new": NEW_KEY})
 
 
 @pytest.fixture
@@ -225,9 +227,9 @@ def test_given_a_failed_change_then_the_verifier_is_kept(store, runner):
 
 def enrolled_under_the_old_key(store, clock) -> ThreadRunner:
     """card-a enrolled under k-old; the runner returned has k-new current and k-old retired."""
-    run_ok(ThreadRunner(store, KeyRing("k-old", {"k-old": OLD_KEY}), clock), enroll(CORRECT, "card-a"))
+    run_ok(ThreadRunner(store, ring("k-old", {"k-old": OLD_KEY}), clock), enroll(CORRECT, "card-a"))
     assert {v.key_id for v in store.secrets.values()} == {"k-old"}
-    return ThreadRunner(store, KeyRing("k-new", {"k-old": OLD_KEY, "k-new": NEW_KEY}), clock)
+    return ThreadRunner(store, ring("k-new", {"k-old": OLD_KEY, "k-new": NEW_KEY}), clock)
 
 
 def test_given_a_verifier_under_a_retired_key_when_verified_correctly_then_it_is_rekeyed_to_the_current_key(

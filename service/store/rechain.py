@@ -1,0 +1,105 @@
+"""Keying a store written before keyed chains (migration 0005): once, as the
+schema owner, with the integrity key. `pinlife migrate` runs it after the
+schema migrations.
+
+It first proves the old, unkeyed chain intact and the projection equal to a
+rebuild (it refuses otherwise: keying a damaged store would bless the
+damage), then relinks every event in position order under the current
+integrity key (the links now cover positions), and writes each stream's
+head and each card's MAC, in one transaction. The append-only triggers are
+lifted for that transaction only.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, text, update
+
+from service.domain.chain import GENESIS_HASH, legacy_hash, link_hash
+from service.domain.pins import PIN_TYPE_BY_VALUE
+from service.domain.streams import TERMINAL_STREAM_PREFIX, is_card_stream
+from service.keys import IntegrityKeys, SecretKind, Verifier
+from service.store.event_store import EventStore
+from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
+from service.store.tables import cards, events, pin_states, secrets, terminals
+
+
+class RechainRefused(Exception):
+    pass
+
+
+def unkeyed_events(store: EventStore) -> int:
+    with store.reader.begin() as conn:
+        q = select(events.c.position).where(events.c.key_id.is_(None)).limit(1)
+        return int(conn.execute(q).first() is not None)
+
+
+def rechain(store: EventStore, integrity: IntegrityKeys) -> int:
+    """Key every unkeyed event; returns how many were relinked (0 when the
+    store is already keyed)."""
+    if not unkeyed_events(store):
+        return 0
+    with store.reader.begin() as conn:
+        keyed = conn.execute(select(events.c.position).where(events.c.key_id.is_not(None)).limit(1)).first()
+    if keyed is not None:
+        raise RechainRefused("the store holds both keyed and unkeyed events; run `pinlife check`")
+    if store.rebuild() != store.projection():
+        raise RechainRefused("the projection does not match a rebuild from the events; run `pinlife check`")
+    prev: dict[str, str] = {}
+    rows = []
+    for e in store.all_events():
+        env = e.envelope()
+        expected_prev = prev.get(e.stream_id, GENESIS_HASH)
+        if e.prev_hash != expected_prev or legacy_hash(e.prev_hash, env) != e.hash:
+            raise RechainRefused(f"the unkeyed chain is broken at {e.stream_id} version {e.version} (position {e.position})")
+        prev[e.stream_id] = e.hash
+        rows.append((e.position, e.stream_id, env))
+    key_id = integrity.current
+    key = integrity.key(key_id)
+    with store.writer.begin() as conn:
+        triggers = _lift_append_only(conn, store.dialect)
+        links: dict[str, str] = {}
+        for position, stream_id, env in rows:
+            p = links.get(stream_id, GENESIS_HASH)
+            links[stream_id] = link = link_hash(key, p, position, env)
+            conn.execute(update(events).where(events.c.position == position).values(prev_hash=p, hash=link, key_id=key_id))
+        _restore_append_only(conn, store.dialect, triggers)
+        for stream_id, link in links.items():
+            if is_card_stream(stream_id):
+                conn.execute(update(cards).where(cards.c.card_id == stream_id).values(last_hash=link))
+            else:
+                t = stream_id.removeprefix(TERMINAL_STREAM_PREFIX)
+                conn.execute(update(terminals).where(terminals.c.terminal_id == t).values(last_hash=link))
+        _mac_every_card(conn, integrity, store._hot_sql.read_time)
+    return len(rows)
+
+
+def _mac_every_card(conn, integrity: IntegrityKeys, read_time) -> None:
+    heads = conn.execute(select(cards.c.card_id, cards.c.version, cards.c.last_hash, cards.c.status, cards.c.ward)).all()
+    pins: dict[str, list] = {}
+    for r in conn.execute(select(pin_states)):
+        pins.setdefault(r.card_id, []).append(tuple(getattr(r, c) for c in PIN_READ_COLUMNS))
+    verifiers: dict[str, dict] = {}
+    q = select(secrets.c.card_id, secrets.c.name, secrets.c.key_id, secrets.c.digest).where(secrets.c.kind == SecretKind.PIN)
+    for c, name, key_id, digest in conn.execute(q):
+        verifiers.setdefault(c, {})[PIN_TYPE_BY_VALUE[name]] = Verifier(key_id, digest)
+    for c, version, last_hash, status, ward in heads:
+        state = card_state(c, version, status, ward, pins.get(c, ()), read_time)
+        mac = integrity.tag(state_message(state, last_hash, verifiers.get(c, {})))
+        conn.execute(update(cards).where(cards.c.card_id == c).values(mac=mac))
+
+
+def _lift_append_only(conn, dialect: str) -> list[str]:
+    """Lift the append-only triggers in this transaction; what restores them."""
+    if dialect == "postgresql":
+        conn.execute(text("ALTER TABLE events DISABLE TRIGGER events_no_update_delete"))
+        return ["ALTER TABLE events ENABLE TRIGGER events_no_update_delete"]
+    q = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+    saved = conn.execute(text(q)).all()
+    for name, _ in saved:
+        conn.execute(text(f"DROP TRIGGER {name}"))
+    return [sql for _, sql in saved]
+
+
+def _restore_append_only(conn, dialect: str, statements: list[str]) -> None:
+    for sql in statements:
+        conn.execute(text(sql))
