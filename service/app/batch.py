@@ -64,6 +64,7 @@ def _transaction(store: Store, deps: Deps, items: Sequence[Item]) -> list[Result
             [c for t in touches for c in t.write_cards],
             [k for t in touches for k in t.request_keys],
             [c for t in touches for c in t.read_cards],
+            [x for t in touches for x in t.terminals],
         )
         for handler, (cmd, caller) in zip(handlers, items):
             try:

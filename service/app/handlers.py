@@ -1,7 +1,9 @@
 """One handler per kind of command, in a table (HANDLERS): replay an earlier
-answer to the same request id, or load state, decide, append, store new
-secrets and remember the answer, all in the caller's unit of work. A status
-read is answered from the same unit of work, without a lock.
+answer to the same request id (within the replay window), or refuse a
+throttled terminal, or load state, decide, append, count a failure in the
+terminal's window, store new secrets and remember the answer, all in the
+caller's unit of work. A status read is answered from the same unit of work
+without locking the card; a miss counts as a failure of its terminal.
 
 A new command is one entry: its handler and what it touches (the cards the
 batch must lock or read and the request ids to look up, loaded for the
@@ -11,6 +13,8 @@ whole batch at once).
 from __future__ import annotations
 
 import secrets
+
+import structlog
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, NamedTuple
@@ -19,12 +23,17 @@ from service.app.answers import Answer, command_name, decode, encode, fingerprin
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
 from service.domain.access import Role
 from service.domain.decide import DECIDERS, Context, decide
-from service.domain.errors import FieldViolation, InvalidInput
+from service.domain import throttle
+from service.domain.errors import FieldViolation, InvalidInput, NotFound
+from service.domain.events import TerminalThrottled
+from service.domain.throttle import is_failure
 from service.domain.events import Event
 from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.state import CardState
 from service.ids import new_id
+
+log = structlog.get_logger()
 from service.keys import KeyRing, SecretRef
 
 
@@ -76,6 +85,7 @@ class Touches(NamedTuple):
     write_cards: tuple[str, ...] = ()
     read_cards: tuple[str, ...] = ()
     request_keys: tuple[tuple[str, str], ...] = ()
+    terminals: tuple[str, ...] = ()  # whose failure windows are decided (rows locked)
 
 
 def _new_code() -> str:
@@ -83,13 +93,35 @@ def _new_code() -> str:
     return f"{secrets.randbelow(10**8):08d}"
 
 
+def replay(prior: StoredRequest, fp: str, deps: Deps) -> Answer:
+    """The answer kept for a retry of the same request, within the replay window."""
+    if prior.fingerprint != fp:
+        raise InvalidInput(FieldViolation("request_id", "was already used by this terminal for a different request"))
+    if prior.created_at is not None and deps.now - prior.created_at > deps.policy.replay_window:
+        hours = int(deps.policy.replay_window.total_seconds() // 3600)
+        raise InvalidInput(FieldViolation("request_id", f"was used more than {hours} h ago; send a new request id"))
+    return Answer(decode(prior.outcome), prior.stream_version, replayed=True)
+
+
+def count_failure(uow: UnitOfWork, caller: Caller, card_id: str, deps: Deps) -> tuple[Event, ...]:
+    """Count a failure on a card in the terminal's window; the event to
+    record when it starts a throttle."""
+    policy = deps.policy.throttle
+    window, distinct = throttle.record_failure(uow.terminal_window(caller.terminal_id), card_id, deps.now, policy)
+    uow.set_terminal_window(caller.terminal_id, window)
+    if distinct is None:
+        return ()
+    log.warning("terminal_throttled", distinct_cards=distinct, until=window.throttled_until.isoformat())
+    return (TerminalThrottled(distinct, int(policy.window.total_seconds()), window.throttled_until.isoformat()),)
+
+
 def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -> Answer:
     fp = fingerprint(cmd)
     prior = uow.request(caller.terminal_id, cmd.request_id)
     if prior is not None:
-        if prior.fingerprint != fp:
-            raise InvalidInput(FieldViolation("request_id", "was already used by this terminal for a different request"))
-        return Answer(decode(prior.outcome), prior.stream_version, replayed=True)
+        return replay(prior, fp, deps)
+    throttle.check(uow.terminal_window(caller.terminal_id), caller.terminal_id, deps.now)
+    env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now)
 
     state = uow.card(cmd.card_id)
     rekey: dict[PinType, str] = {}
@@ -110,11 +142,18 @@ def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -
         return stored is not None and deps.keys.matches(stored, ref, value)
 
     ctx = Context(deps.now, deps.policy, matches, code_matches, new_id, _new_code)
-    decision = decide(state, cmd, ctx)
-    env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now)
+    try:
+        decision = decide(state, cmd, ctx)
+    except NotFound:
+        if throttled := count_failure(uow, caller, cmd.card_id, deps):
+            uow.append_terminal(caller.terminal_id, throttled, env)
+        raise
     new_state = uow.append(cmd.card_id, decision.events, env) if decision.events else state
-    if decision.terminal_events:
-        uow.append_terminal(caller.terminal_id, decision.terminal_events, env)
+    terminal_events = decision.terminal_events
+    if is_failure(decision.outcome):
+        terminal_events += count_failure(uow, caller, cmd.card_id, deps)
+    if terminal_events:
+        uow.append_terminal(caller.terminal_id, terminal_events, env)
     if decision.error is not None:
         raise decision.error  # the refusal is recorded; no answer is kept, a retry is decided afresh
     for pin_type, pin in {**rekey, **decision.new_pins}.items():
@@ -131,7 +170,7 @@ def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -
 
 
 def card_command_touches(cmd: Any, caller: Caller) -> Touches:
-    return Touches(write_cards=(cmd.card_id,), request_keys=((caller.terminal_id, cmd.request_id),))
+    return Touches((cmd.card_id,), (), ((caller.terminal_id, cmd.request_id),), (caller.terminal_id,))
 
 
 def handle_terminal_events(uow: UnitOfWork, cmd: RecordTerminalEvents, caller: Caller, deps: Deps) -> int:
@@ -140,8 +179,13 @@ def handle_terminal_events(uow: UnitOfWork, cmd: RecordTerminalEvents, caller: C
 
 
 def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps) -> CardState | None:
+    throttle.check(uow.terminal_window(caller.terminal_id), caller.terminal_id, deps.now)
     state = uow.read_card(cmd.card_id)
-    return state if state.enrolled else None
+    if state.enrolled:
+        return state
+    if throttled := count_failure(uow, caller, cmd.card_id, deps):  # a miss: enumeration counts
+        uow.append_terminal(caller.terminal_id, throttled, Envelope(caller.channel, caller.terminal_id, "-", deps.now))
+    return None
 
 
 @dataclass(frozen=True)
@@ -153,5 +197,5 @@ class Handler:
 HANDLERS: dict[type, Handler] = {
     **{command: Handler(handle_card_command, card_command_touches) for command in DECIDERS},
     RecordTerminalEvents: Handler(handle_terminal_events),
-    ReadCard: Handler(handle_read_card, lambda cmd, caller: Touches(read_cards=(cmd.card_id,))),
+    ReadCard: Handler(handle_read_card, lambda cmd, caller: Touches(read_cards=(cmd.card_id,), terminals=(caller.terminal_id,))),
 }

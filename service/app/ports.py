@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from service.domain.events import Event
 from service.domain.state import CardState
+from service.domain.throttle import TerminalWindow
 from service.keys import IntegrityKeys, SecretRef, Verifier
 
 
@@ -54,17 +55,25 @@ class StoredRequest:
     fingerprint: str
     outcome: dict[str, Any]
     stream_version: int
+    created_at: datetime | None = None  # when it was first answered (the replay window runs from it)
 
 
 class UnitOfWork(Protocol):
     """One transaction: reads are cached, writes buffered until it commits."""
 
     def prefetch(
-        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = ()
-    ) -> None:
+        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = (),
+        terminal_ids: Iterable[str] = (),
+    ) -> None:  # fmt: skip
         """Load, in one go, the cards the batch writes (locked for this
-        transaction), the cards it only reads (not locked) and the answers
-        kept for its request ids."""
+        transaction), the cards it only reads (not locked), the terminals
+        whose failure windows it decides (locked) and the answers kept for
+        its request ids."""
+
+    def terminal_window(self, terminal_id: str) -> TerminalWindow:
+        """A terminal's failure window (its row locked for this transaction)."""
+
+    def set_terminal_window(self, terminal_id: str, window: TerminalWindow) -> None: ...
 
     def card(self, card_id: str) -> CardState:
         """A card about to be written (locked for this transaction)."""

@@ -1,10 +1,14 @@
 """The application facade the adapters call: commands go through the group
-commit writer (after the terminal throttle); status reads go through it too,
-answered inside a batch's transaction (in the writer process that saves
-this process a thread hop and a contended interpreter lock per read);
-access refusals and throttling are recorded in the terminal's stream."""
+commit writer, whose handlers also decide the terminal throttle inside the
+transaction (handlers.py); status reads go through it too, answered inside
+a batch's transaction (in the writer process that saves this process a
+thread hop and a contended interpreter lock per read); access refusals are
+recorded in the terminal's stream, aggregated so that no caller can grow
+the log without bound."""
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -15,13 +19,12 @@ from service.clock import Clock
 from service.domain.card_ids import validate_card_id
 from service.domain.commands import Command
 from service.domain.errors import InvalidInput, NotFound
-from service.domain.events import AccessDenied, TerminalThrottled
+from service.domain.events import AccessDenied
 from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.recovery import Recovery, recovery_for
 from service.domain.requests import validate_request_id
 from service.domain.state import CardState
-from service.domain.throttle import FailureTracker, is_failure
 
 log = structlog.get_logger()
 
@@ -33,7 +36,7 @@ class PinLife:
         self.clock = clock
         self.writer = writer
         self.policy = policy
-        self.tracker = FailureTracker(policy.throttle)
+        self.refusals = Refusals(policy.throttle.window)
 
     def recovery(self, card: CardState, pin_type: PinType) -> Recovery:
         """The way out for a locked PIN or a suspended card, now."""
@@ -53,25 +56,7 @@ class PinLife:
     async def execute(self, cmd: Command, caller: Caller) -> Answer:
         """Refused (Throttled) while the terminal is throttled; failures on a
         card (wrong, locked, unknown card) count towards the throttle."""
-        self.tracker.check(caller.terminal_id, self.clock())
-        try:
-            answer = await self.writer.submit(cmd, caller)
-        except NotFound:
-            await self._count_failure(cmd, caller)
-            raise
-        if is_failure(answer.outcome) and not answer.replayed:
-            await self._count_failure(cmd, caller)
-        return answer
-
-    async def _count_failure(self, cmd: Command, caller: Caller) -> None:
-        now = self.clock()
-        distinct = self.tracker.record_failure(caller.terminal_id, cmd.card_id, now)
-        if distinct is None:
-            return
-        until = self.tracker.throttled_until(caller.terminal_id)
-        log.warning("terminal_throttled", distinct_cards=distinct, until=until.isoformat())
-        event = TerminalThrottled(distinct, int(self.tracker.policy.window.total_seconds()), until.isoformat())
-        await self.writer.submit(RecordTerminalEvents(cmd.request_id, (event,)), caller)
+        return await self.writer.submit(cmd, caller)
 
     async def record_refusal(self, caller: Caller, rpc: str, request_id: str, card_id: str) -> None:
         """Record a PERMISSION_DENIED in the terminal's stream."""
@@ -83,7 +68,10 @@ class PinLife:
             request_id = validate_request_id(request_id)
         except InvalidInput:
             request_id = "-"
-        event = AccessDenied(rpc, caller.channel, card_id)
+        repeated = self.refusals.admit(caller.terminal_id, self.clock())
+        if repeated is None:
+            return  # counted, recorded with this terminal's next AccessDenied
+        event = AccessDenied(rpc, caller.channel, card_id, repeated)
         await self.writer.submit(RecordTerminalEvents(request_id, (event,)), caller)
 
     async def card_status(self, card_id: str, caller: Caller) -> CardState:
@@ -94,3 +82,28 @@ class PinLife:
         if state is None:
             raise NotFound(f"card {card_id} is not enrolled")
         return state
+
+
+class Refusals:
+    """Aggregates a terminal's access refusals: the first in a window is
+    recorded (with the count of those not recorded since the previous one);
+    the rest of the window is only counted. Per instance, so at most one
+    event per terminal, window and instance."""
+
+    MAX_TERMINALS = 10_000  # bounded memory: the oldest terminal's count is dropped
+
+    def __init__(self, window: timedelta):
+        self.window = window
+        self._last: dict[str, tuple[datetime, int]] = {}  # terminal -> (last recorded, not recorded since)
+
+    def admit(self, terminal_id: str, now: datetime) -> int | None:
+        """The count to record with a new AccessDenied now, or None when
+        this refusal is only counted."""
+        last = self._last.get(terminal_id)
+        if last is not None and now - last[0] < self.window:
+            self._last[terminal_id] = (last[0], last[1] + 1)
+            return None
+        if len(self._last) >= self.MAX_TERMINALS and terminal_id not in self._last:
+            self._last.pop(next(iter(self._last)))
+        self._last[terminal_id] = (now, 0)
+        return 0 if last is None else last[1]

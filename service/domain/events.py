@@ -230,12 +230,17 @@ class Recorded:
 # -- terminal streams (service/domain/streams.py): access events, not about a card --
 @dataclass(frozen=True)
 class AccessDenied(Event):
-    """A terminal called an RPC its role does not allow."""
+    """A terminal called an RPC its role does not allow. Refusals are
+    aggregated (service/app/service.py: Refusals): at most one event per
+    terminal and window, `repeated` counting the refusals of that terminal
+    not recorded on their own since its previous AccessDenied."""
 
     type_name: ClassVar[str] = "AccessDenied"
+    schema_version: ClassVar[int] = 2
     rpc: str
     role: str
     card_id: str  # "" when the request named no valid card
+    repeated: int = 0
 
 
 @dataclass(frozen=True)

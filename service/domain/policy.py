@@ -45,6 +45,9 @@ class Policy:
     store_opens: time = time(6, 30)  # kiosk hours, Asia/Tokyo
     store_closes: time = time(23, 0)
     store_chains: dict[str, StoreChain] = field(default_factory=dict)  # unknown chain: the default rules
+    # A request id's answer is replayed to retries this long; after, the id is
+    # refused as reused (and the kept answer is pruned).
+    replay_window: timedelta = timedelta(hours=24)
 
     def chain(self, chain_id: str | None) -> StoreChain:
         return self.store_chains.get(chain_id or "", StoreChain())

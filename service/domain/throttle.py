@@ -3,20 +3,27 @@ cards within a window (a compromised reader enumerating cards) is refused for
 a while. It throttles the terminal, never a card: a holder's PINs still
 follow only their own retry rule.
 
+The window is a value (TerminalWindow) kept with the terminal's stream head
+and decided inside the write transaction that holds the terminal's row lock
+(service/app/handlers.py), so the bound holds whatever the concurrency and
+across service instances: at most `max_distinct_cards` + 1 cards fail before
+the terminal is refused.
+
 Pure: the caller passes the time in."""
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Mapping, NamedTuple
 
 from service.domain.decide import CheckOutcome, CheckResult
 from service.domain.errors import DomainError
 from service.domain.policy import ThrottlePolicy
+from service.domain.state import EMPTY
 
 # What counts as a failure on a card: a wrong PIN, an attempt against a locked
-# PIN, and (counted by the caller, as it is an error) an unknown card.
+# PIN, and (counted by the caller, as it is an error) an unknown card, also
+# when a status read asks for it.
 FAILED_RESULTS = (CheckResult.WRONG_PIN, CheckResult.LOCKED)
 
 
@@ -28,46 +35,40 @@ def is_failure(outcome: object) -> bool:
 
 class Throttled(DomainError):
     def __init__(self, terminal_id: str, retry_after: timedelta):
+        self.terminal_id = terminal_id
         self.retry_after = retry_after
         super().__init__(
             f"terminal {terminal_id} is throttled after failures on many cards; retry in "
             f"{max(1, int(retry_after.total_seconds()))} s"
         )
 
+    def __reduce__(self):  # crosses from the writer process
+        return (Throttled, (self.terminal_id, self.retry_after))
 
-@dataclass
-class _TerminalWindow:
-    failures: deque = field(default_factory=deque)  # (at, card_id), oldest first
+
+class TerminalWindow(NamedTuple):
+    """A terminal's recent failures: the last failure time of each distinct
+    card (so its size stays at most max_distinct_cards + 1), and the end of
+    its throttle, if any."""
+
+    last_failure: Mapping[str, datetime] = EMPTY
     throttled_until: datetime | None = None
 
 
-class FailureTracker:
-    """Per-terminal sliding window of failed PIN checks by card."""
+def check(window: TerminalWindow, terminal_id: str, now: datetime) -> None:
+    """Raises Throttled while the terminal is throttled."""
+    if window.throttled_until is not None and now < window.throttled_until:
+        raise Throttled(terminal_id, window.throttled_until - now)
 
-    def __init__(self, policy: ThrottlePolicy):
-        self.policy = policy
-        self._terminals: dict[str, _TerminalWindow] = {}
 
-    def check(self, terminal_id: str, now: datetime) -> None:
-        """Raises Throttled while the terminal is throttled."""
-        w = self._terminals.get(terminal_id)
-        if w is not None and w.throttled_until is not None and now < w.throttled_until:
-            raise Throttled(terminal_id, w.throttled_until - now)
-
-    def record_failure(self, terminal_id: str, card_id: str, now: datetime) -> int | None:
-        """Count a failed check. Returns the number of distinct cards when
-        this failure starts a throttle (to be recorded), else None."""
-        w = self._terminals.setdefault(terminal_id, _TerminalWindow())
-        w.failures.append((now, card_id))
-        while w.failures and w.failures[0][0] <= now - self.policy.window:
-            w.failures.popleft()
-        distinct = len({card for _, card in w.failures})
-        if distinct > self.policy.max_distinct_cards and (w.throttled_until is None or now >= w.throttled_until):
-            w.throttled_until = now + self.policy.penalty
-            w.failures.clear()
-            return distinct
-        return None
-
-    def throttled_until(self, terminal_id: str) -> datetime | None:
-        w = self._terminals.get(terminal_id)
-        return w.throttled_until if w else None
+def record_failure(
+    window: TerminalWindow, card_id: str, now: datetime, policy: ThrottlePolicy
+) -> tuple[TerminalWindow, int | None]:
+    """Count a failed check on a card. Returns the new window, and the number
+    of distinct cards when this failure starts a throttle (to be recorded)."""
+    since = now - policy.window
+    recent = {c: at for c, at in window.last_failure.items() if at > since}
+    recent[card_id] = now
+    if len(recent) > policy.max_distinct_cards and (window.throttled_until is None or now >= window.throttled_until):
+        return TerminalWindow(EMPTY, now + policy.penalty), len(recent)
+    return TerminalWindow(recent, window.throttled_until), None

@@ -26,8 +26,13 @@ def _card_enrolled_v1_to_v2(payload: Payload) -> Payload:
     return {**payload, "ward": None}  # cards enrolled before wards were recorded have none
 
 
+def _access_denied_v1_to_v2(payload: Payload) -> Payload:
+    return {**payload, "repeated": 0}  # v1 recorded every refusal on its own
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("CardEnrolled", 1): _card_enrolled_v1_to_v2,
+    ("AccessDenied", 1): _access_denied_v1_to_v2,
 }
 
 

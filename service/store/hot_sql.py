@@ -61,6 +61,14 @@ class HotSql:
         self.upsert_pins = self._upsert(pin_states, PIN_COLUMNS, ("card_id", "pin_type"))
         self.upsert_secrets = self._upsert(secrets, SECRET_COLUMNS, ("card_id", "kind", "name"))
         self.insert_requests = self._insert(requests, REQUEST_COLUMNS)
+        self.insert_terminal = (
+            f"INSERT INTO terminals (terminal_id, version, last_hash) VALUES ({p}, {p}, {p}) "
+            "ON CONFLICT (terminal_id) DO NOTHING"
+        )
+        self.update_terminal = (
+            f"UPDATE terminals SET version = {p}, last_hash = {p}, throttle_failures = {p}, throttled_until = {p} "
+            f"WHERE terminal_id = {p}"
+        )
         # The payload as text (PostgreSQL would parse JSONB per row): equal
         # payloads are then decoded once (EventStore.rebuild caches by text).
         payload = "payload::text" if self.pg else "payload"
@@ -100,6 +108,13 @@ class HotSql:
         suffix = " ORDER BY card_id FOR UPDATE" if lock and self.pg else ""
         return f"SELECT card_id, version, last_hash, status, ward, mac FROM cards WHERE {where}{suffix}", params
 
+    def terminals(self, terminal_ids: Sequence[str]) -> tuple[str, tuple]:
+        """Terminal heads and failure windows, locked in id order on PostgreSQL."""
+        where, params = self.among("terminal_id", terminal_ids)
+        suffix = " ORDER BY terminal_id FOR UPDATE" if self.pg else ""
+        columns = "terminal_id, version, last_hash, throttle_failures, throttled_until"
+        return f"SELECT {columns} FROM terminals WHERE {where}{suffix}", params
+
     def pins_with_verifiers(self, card_ids: Sequence[str]) -> tuple[str, tuple]:
         """Projection rows of the cards with each PIN's verifier (a secret of kind "pin")."""
         where, params = self.among("s.card_id", card_ids)
@@ -118,7 +133,7 @@ class HotSql:
         index (SQLite scans the table for a row-value IN list)."""
         t_where, t_params = self.among("terminal_id", terminal_ids)
         r_where, r_params = self.among("request_id", request_ids)
-        columns = "terminal_id, request_id, card_id, command, fingerprint, outcome, stream_version"
+        columns = "terminal_id, request_id, card_id, command, fingerprint, outcome, stream_version, created_at"
         sql = f"SELECT {columns} FROM requests WHERE {t_where} AND {r_where}"
         return sql, t_params + r_params
 

@@ -10,12 +10,14 @@ another card never authenticates, so the service never acts on it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
-from service.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
+from service.domain.state import EMPTY, CardState, CardStatus, Inquiry, PinState, Reservation
+from service.domain.throttle import TerminalWindow
 from service.domain.chain import canonical_time
 from service.keys import Verifier
 from service.store.records import utc
@@ -76,6 +78,17 @@ def changed_pins(before: CardState, after: CardState) -> list[PinType]:
                                      or before.reservations.get(t) != after.reservations.get(t))
         ]  # fmt: skip
     return changed
+
+
+def window_from_row(failures: str | None, until: Any, read_time: Callable) -> TerminalWindow:
+    """A terminal's failure window from its row (failures: JSON {card: time})."""
+    last = {c: datetime.fromisoformat(at) for c, at in json.loads(failures).items()} if failures else EMPTY
+    return TerminalWindow(last, None if until is None else utc(read_time(until)))
+
+
+def window_to_row(window: TerminalWindow, bind_time: Callable) -> tuple[str | None, Any]:
+    failures = json.dumps({c: at.isoformat() for c, at in window.last_failure.items()}) if window.last_failure else None
+    return failures, None if window.throttled_until is None else bind_time(window.throttled_until)
 
 
 def _t(at: datetime | None) -> str:

@@ -31,20 +31,21 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 
 from service.domain.chain import GENESIS_HASH, link_hash
 from service.domain.events import Event, Recorded
 from service.domain.pins import PinType
 from service.domain.state import CardState, evolve
+from service.domain.throttle import TerminalWindow
 from service.domain.streams import is_card_stream, stream_kind, terminal_stream
 from service.keys import IntegrityKeys, SecretKind, SecretRef, Verifier
 from service.store.hot_sql import HotSql
-from service.store.projection import card_state, changed_pins, pin_row, state_message
+from service.store.projection import card_state, changed_pins, pin_row, state_message, window_from_row, window_to_row
 from service.app.ports import Envelope, IntegrityViolation, StoredRequest
 from service.ids import new_id as new_event_id
 from service.store.records import hashed_envelope, utc
-from service.store.tables import secrets, terminals
+from service.store.tables import secrets
 
 
 log = structlog.get_logger()
@@ -70,7 +71,7 @@ class UnitOfWork:
         self._new_cards: dict[str, datetime] = {}  # card -> enrolled at
         self._new_secrets: dict[SecretRef, tuple] = {}
         self._new_requests: list[tuple[StoredRequest, datetime]] = []
-        self._terminal_heads: dict[str, tuple[int, bool]] = {}  # terminal -> (version, row exists)
+        self._terminals: dict[str, list] = {}  # terminal -> [version, TerminalWindow], its row locked
         self._dirty_terminals: set[str] = set()
 
     # -- reads -------------------------------------------------------------
@@ -79,24 +80,55 @@ class UnitOfWork:
         return self._conn.exec_driver_sql(sql, params).fetchall()
 
     def prefetch(
-        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = ()
-    ) -> None:
+        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = (),
+        terminal_ids: Iterable[str] = (),
+    ) -> None:  # fmt: skip
         """Load the cards the batch writes (locking their heads), the cards
-        it only reads (no lock), and earlier answers to its request ids."""
+        it only reads (no lock), the terminals whose failure windows it
+        decides (locked, after the cards), and earlier answers to its
+        request ids."""
         write_ids = sorted(set(card_ids) - self._locked)
         read_ids = sorted(set(read_only) - self._states.keys() - set(write_ids))
         self._load(write_ids, lock=True)
         self._locked.update(write_ids)
         self._load(read_ids, lock=False)
+        self._load_terminals(sorted(set(terminal_ids) - self._terminals.keys()))
         keys = set(request_keys) - self._looked_up
         if keys:
             self._looked_up |= keys
             rows = self._rows(self._sql.requests_among(sorted({k[0] for k in keys}), sorted({k[1] for k in keys})))
-            for terminal_id, request_id, card_id, command, fp, outcome, stream_version in rows:
+            for terminal_id, request_id, card_id, command, fp, outcome, stream_version, created_at in rows:
                 if (terminal_id, request_id) in keys:
                     self._requests[(terminal_id, request_id)] = StoredRequest(
-                        terminal_id, request_id, card_id, command, fp, self._sql.read_json(outcome), stream_version
-                    )
+                        terminal_id, request_id, card_id, command, fp, self._sql.read_json(outcome), stream_version,
+                        utc(self._sql.read_time(created_at)),
+                    )  # fmt: skip
+
+    def _load_terminals(self, ids: list[str]) -> None:
+        """Lock the terminals' rows (made first if missing: a new terminal's
+        row is inserted, or waited for, so two instances never both start
+        from an empty window)."""
+        if not ids:
+            return
+        sql = self._sql
+        rows = self._rows(sql.terminals(ids))
+        missing = sorted(set(ids) - {r[0] for r in rows})
+        if missing:
+            self._conn.exec_driver_sql(sql.insert_terminal, [(t, 0, GENESIS_HASH) for t in missing])
+            rows = self._rows(sql.terminals(ids))
+        for terminal_id, version, last_hash, failures, until in rows:
+            self._terminals[terminal_id] = [version, window_from_row(failures, until, sql.read_time)]
+            self._hashes[terminal_stream(terminal_id)] = last_hash
+
+    def terminal_window(self, terminal_id: str) -> TerminalWindow:
+        if terminal_id not in self._terminals:
+            self._load_terminals([terminal_id])
+        return self._terminals[terminal_id][1]
+
+    def set_terminal_window(self, terminal_id: str, window: TerminalWindow) -> None:
+        self.terminal_window(terminal_id)
+        self._terminals[terminal_id][1] = window
+        self._dirty_terminals.add(terminal_id)
 
     def _load(self, ids: list[str], *, lock: bool) -> None:
         if not ids:
@@ -179,18 +211,13 @@ class UnitOfWork:
     def append_terminal(self, terminal_id: str, new_events: Sequence[Event], env: Envelope) -> int:
         """Append access events to a terminal's stream; returns its version."""
         env = replace(env, occurred_at=utc(env.occurred_at))
-        if terminal_id not in self._terminal_heads:
-            q = select(terminals.c.version, terminals.c.last_hash).where(terminals.c.terminal_id == terminal_id)
-            row = self._conn.execute(q.with_for_update()).one_or_none()
-            self._terminal_heads[terminal_id] = (row.version, True) if row else (0, False)
-            self._hashes[terminal_stream(terminal_id)] = row.last_hash if row else GENESIS_HASH
-        version, existed = self._terminal_heads[terminal_id]
+        self.terminal_window(terminal_id)  # locks its row
+        head = self._terminals[terminal_id]
         for e in new_events:
-            version += 1
-            self._stage(terminal_stream(terminal_id), version, e, env)
-        self._terminal_heads[terminal_id] = (version, existed)
+            head[0] += 1
+            self._stage(terminal_stream(terminal_id), head[0], e, env)
         self._dirty_terminals.add(terminal_id)
-        return version
+        return head[0]
 
     def set_secret(self, ref: SecretRef, verifier: Verifier) -> None:
         self._secrets[ref] = verifier
@@ -242,13 +269,11 @@ class UnitOfWork:
                 (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at), self._mac(c))
                 for c, at in self._new_cards.items() for s in (self._states[c],)
             ])  # fmt: skip
-        for t in sorted(self._dirty_terminals):
-            version, existed = self._terminal_heads[t]
-            row = {"version": version, "last_hash": self._hashes[terminal_stream(t)]}
-            if existed:
-                self._conn.execute(update(terminals).where(terminals.c.terminal_id == t).values(**row))
-            else:
-                self._conn.execute(terminals.insert().values(terminal_id=t, **row))
+        if self._dirty_terminals:
+            run(sql.update_terminal, [
+                (version, self._hashes[terminal_stream(t)], *window_to_row(window, bind_time), t)
+                for t in sorted(self._dirty_terminals) for version, window in (self._terminals[t],)
+            ])  # fmt: skip
         touched = {env["card_id"] for env, _ in self._new_events if is_card_stream(env["card_id"])}
         touched |= {ref.card_id for ref in self._new_secrets if ref.kind == SecretKind.PIN}  # the MAC covers verifiers
         touched -= self._new_cards.keys()

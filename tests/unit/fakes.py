@@ -8,7 +8,8 @@ discarded otherwise. A card's state is the fold of its stream (evolve,
 service/domain/state.py), as the real projection is; card and terminal
 streams keep their events with version and occurred-at (UTC); PIN verifiers
 and other secrets are kept by SecretRef; answers by (terminal, request id).
-Not mirrored: SQL, locks (one thread at a time), the hash chain, pruning.
+Not mirrored: SQL, locks (one thread at a time; `locked` records what
+would be locked), the keyed chain and MACs, pruning.
 
 A test makes the next transactions fail at commit, after their handlers ran:
 store.fail_next(2, Conflict) (retryable) or store.fail_next(1, Unavailable).
@@ -25,6 +26,7 @@ from service.app.ports import Envelope, StoredRequest
 from service.domain.events import Event, Recorded
 from service.domain.state import CardState, evolve
 from service.domain.streams import terminal_stream
+from service.domain.throttle import TerminalWindow
 from service.keys import SecretKind, SecretRef, Verifier
 
 
@@ -60,14 +62,24 @@ class FakeUnitOfWork:
         self.events = list(store.events)
         self.states = dict(store.states)
         self.terminals = dict(store.terminals)  # terminal id -> version of its stream
+        self.windows = dict(store.windows)  # terminal id -> its failure window
         self.secrets = dict(store.secrets)
         self.requests = dict(store.requests)
         self.locked: set[str] = set()  # cards this transaction would lock
 
     def prefetch(
-        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = ()
-    ) -> None:
+        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = (),
+        terminal_ids: Iterable[str] = (),
+    ) -> None:  # fmt: skip
         self.locked.update(card_ids)  # nothing to load: every read below is served from memory
+        self.locked.update(terminal_stream(t) for t in terminal_ids)
+
+    def terminal_window(self, terminal_id: str) -> TerminalWindow:
+        self.locked.add(terminal_stream(terminal_id))
+        return self.windows.get(terminal_id, TerminalWindow())
+
+    def set_terminal_window(self, terminal_id: str, window: TerminalWindow) -> None:
+        self.windows[terminal_id] = window
 
     def card(self, card_id: str) -> CardState:
         self.locked.add(card_id)
@@ -109,8 +121,8 @@ class FakeUnitOfWork:
         self.secrets[ref] = verifier
 
     def remember(self, answer: StoredRequest, at: datetime) -> None:
-        # The real store also keeps `at`, to prune after the replay window; nothing prunes here.
-        self.requests[(answer.terminal_id, answer.request_id)] = answer
+        # As the real store, the answer keeps when it was given (the replay window); nothing prunes here.
+        self.requests[(answer.terminal_id, answer.request_id)] = replace(answer, created_at=at)
 
 
 def _utc(env: Envelope) -> Envelope:
@@ -124,6 +136,7 @@ class FakeStore:
         self.events: list[FakeEvent] = []  # the log, in position order
         self.states: dict[str, CardState] = {}
         self.terminals: dict[str, int] = {}
+        self.windows: dict[str, TerminalWindow] = {}
         self.secrets: dict[SecretRef, Verifier] = {}
         self.requests: dict[tuple[str, str], StoredRequest] = {}
         self.locked: list[set[str]] = []  # one entry per committed transaction: the cards it locked
@@ -139,7 +152,7 @@ class FakeStore:
         yield uow  # an exception in the block propagates from here: nothing is committed
         if self._failures:
             raise self._failures.pop(0)("injected by FakeStore.fail_next")
-        self.events, self.states, self.terminals = uow.events, uow.states, uow.terminals
+        self.events, self.states, self.terminals, self.windows = uow.events, uow.states, uow.terminals, uow.windows
         self.secrets, self.requests = uow.secrets, uow.requests
         self.locked.append(uow.locked)
 

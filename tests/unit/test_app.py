@@ -148,6 +148,20 @@ def test_given_replayed_answers_then_they_are_not_counted_again(store, clock):
 
 # -- refusals -----------------------------------------------------------------------
 
+
+def test_given_a_burst_of_refusals_then_one_event_per_window_records_how_many(store, clock):
+    async def scenario(app: PinLife) -> None:
+        for _ in range(500):
+            await app.record_refusal(READER, ENROLL_RPC, request_id(), "card-a")
+        assert len(store.stream(terminal_stream(READER.terminal_id))) == 1
+        clock.advance(minutes=10)
+        await app.record_refusal(READER, ENROLL_RPC, request_id(), "card-a")
+        await app.record_refusal(COUNTER, ENROLL_RPC, request_id(), "card-a")  # another terminal: its own window
+
+    drive(store, clock, scenario)
+    assert [e.event.repeated for e in store.stream(terminal_stream(READER.terminal_id))] == [0, 499]
+    assert [e.event.repeated for e in store.stream(terminal_stream(COUNTER.terminal_id))] == [0]
+
 ENROLL_RPC = "/pinlife.v1.CounterService/EnrollCard"
 
 
@@ -171,7 +185,9 @@ def test_given_a_refusal_naming_an_individual_number_then_the_number_is_never_re
 
     async def scenario(app: PinLife) -> None:
         await app.record_refusal(READER, ENROLL_RPC, request_id(), MY_NUMBER)
+        clock.advance(minutes=10)  # refusals within a window are aggregated: one window each
         await app.record_refusal(READER, ENROLL_RPC, "bad id", "card/../x")  # malformed: neither is kept
+        clock.advance(minutes=10)
         await app.record_refusal(READER, ENROLL_RPC, request_id(), not_my_number)
 
     drive(store, clock, scenario)

@@ -20,6 +20,7 @@ from service.api.errors import code_for
 from service.app import batch
 from service.app.answers import Answer
 from service.app.batch import ThreadRunner, run_batch
+from service.domain.streams import terminal_stream
 from service.app.handlers import Caller, MissingVerifier, ReadCard
 from service.app.ports import Envelope, StoredRequest, StoreUnavailable
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
@@ -310,15 +311,16 @@ def test_given_a_wrong_verify_when_a_status_read_follows_in_the_same_batch_then_
     assert len(store.requests) == requests_before + 1  # the verify's answer only
 
 
-def test_given_only_status_reads_then_no_card_is_locked_and_nothing_is_written(store, runner):
+def test_given_only_status_reads_then_no_card_is_locked_and_only_a_miss_is_counted(store, runner):
     run_ok(runner, enroll(CORRECT, "card-a"))
     events, requests = list(store.events), dict(store.requests)
 
     status, unknown = run(runner, ReadCard("card-a"), ReadCard("card-x"), caller=READER)
 
     assert status == store.read_card("card-a") and unknown is None
-    assert store.locked[-1] == set()
+    assert store.locked[-1] == {terminal_stream(READER.terminal_id)}  # the terminal's window, no card
     assert (store.events, store.requests) == (events, requests)
+    assert set(store.windows[READER.terminal_id].last_failure) == {"card-x"}  # enumeration counts
 
 
 def test_given_a_missing_verifier_when_the_batch_is_split_then_only_that_command_fails(store, runner):

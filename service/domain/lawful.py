@@ -1,0 +1,655 @@
+"""A lawful history: could the rules have produced this card stream?
+
+The hash chain proves that a stream was not changed after it was written; it
+cannot tell whether someone with write access wrote a stream the rules would
+never have produced (a locked PIN silently unlocked, a lock without the
+failures, a second enrolment ...). `first_unlawful` folds a card's stream with
+the domain's own `evolve` and, before applying each event, asks the rule of
+its type whether the state the earlier events lead to allows it. It names the
+first event that breaks a rule, or returns None.
+
+The rule of every card event type is in RULES, one entry per type: what its
+deciders (decide.py, procedures.py) require of the card's state before they
+emit it (`requires`), what must follow it in the same command (`then`), and
+what they also require that no stream can show (`unchecked`: PIN
+correctness, office hours, documents' issue dates ...). A new event type
+needs an entry here (tests/unit/test_lawful.py fails without one).
+
+Checked for every stream, outside the table:
+- versions run 1, 2, ... n without a gap or a repeat;
+- occurred-at never goes back (within `clock_tolerance`: the service clock
+  is the wall clock of whichever instance decided, not a monotonic one);
+- the first event is CardEnrolled;
+- an event that must be followed by another in the same command (a failure
+  reaching the limit by its lock, a last wrong inquiry code by the voiding, a
+  superseded inquiry by the new one) is: directly, at the same occurred-at
+  (one command's events are appended together, at one instant). A stream
+  that ends before the follower is unlawful at the event left alone.
+
+Configuration is not in the stream. Given the Policy (only if it has not
+changed over the streams' lives), a few more rules are checked: the kiosk's
+hours, the validity of inquiries and reservations, the number of wrong
+inquiry codes, and whether any store chain may reset the user-certificate
+PIN. Without it those are not checked.
+
+Pure: no clock, no store, no keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, Callable, Iterable, NamedTuple
+
+from service.domain.calendar import TOKYO
+from service.domain.commands import SUSPEND_REASONS, WARD_ID
+from service.domain.documents import Applicant, Document, DocumentType, check_checklist
+from service.domain.events import (
+    AccessDenied,
+    CardEnrolled,
+    CardResumed,
+    CardSuspended,
+    CounterOutOfService,
+    CounterProcedureRefused,
+    Event,
+    LockedPinAttempted,
+    PinChanged,
+    PinLocked,
+    PinReset,
+    PinUnlocked,
+    PinVerificationFailed,
+    PinVerified,
+    ProxyInquiryClosed,
+    ProxyInquiryCodeRejected,
+    ProxyInquiryIssued,
+    Purpose,
+    Recorded,
+    ResetRefused,
+    StoreResetReserved,
+    SuspendedCardAttempted,
+    TerminalThrottled,
+)
+from service.domain.pins import PinType, retry_limit
+from service.domain.policy import Policy
+from service.domain.recovery import store_proving_pin
+from service.domain.state import CardState, evolve
+
+
+@dataclass(frozen=True)
+class Unlawful:
+    """The first event of a stream that the rules could not have produced
+    from the state the earlier events lead to."""
+
+    version: int
+    event_type: str
+    reason: str
+
+
+class Before(NamedTuple):
+    """What a rule sees: the card as the earlier events left it."""
+
+    state: CardState
+    at: datetime  # the event's occurred-at: the `now` its decider ran at
+    previous: Recorded | None  # the event just before (None for the first)
+    policy: Policy | None  # configuration, when the caller vouches for it
+    ids: set[str]  # inquiry and reservation ids issued earlier in the stream (ids are fresh)
+
+
+class Then(NamedTuple):
+    """What must directly follow an event, in the same command."""
+
+    what: str
+    matches: Callable[[Event], bool]
+
+
+Reason = str | None  # why the event is unlawful here (None: it is lawful)
+
+
+class Rule(NamedTuple):
+    requires: Callable[[Any, Before], Reason]
+    then: Callable[[Any], Then | None]
+    unchecked: str  # what the deciders also require that the stream cannot show
+
+
+def _nothing(event: Any) -> Then | None:
+    return None
+
+
+# -- what several rules share -------------------------------------------------------
+HOLDER_OR_REPRESENTATIVE = (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE)
+_STORE_TARGETS = (PinType.SIGNATURE, PinType.USER_CERTIFICATE)  # the PINs a store can reset
+
+
+def _pin(b: Before, t: PinType) -> Reason:
+    if b.state.pin(t) is None:
+        return f"the card never enrolled a {t.value} PIN"
+    return None
+
+
+def _active(b: Before) -> Reason:
+    if b.state.suspended:
+        return "the card is suspended: every check of it is recorded as SuspendedCardAttempted"
+    return None
+
+
+def _unlocked(b: Before, t: PinType) -> Reason:
+    if b.state.pins[t].locked:
+        return f"the {t.value} PIN is locked: a locked PIN is never checked (LockedPinAttempted)"
+    return None
+
+
+def _checked(b: Before, t: PinType) -> Reason:
+    """check_pin reaches the PIN check: enrolled, card active, PIN not locked."""
+    return _pin(b, t) or _active(b) or _unlocked(b, t)
+
+
+def _stores_reset_user_certificate(b: Before, unknown: bool) -> bool:
+    """Does any configured store chain reset the user-certificate PIN? `unknown` without the policy."""
+    if b.policy is None:
+        return unknown
+    return any(c.resets_user_certificate for c in b.policy.store_chains.values())
+
+
+def _proves(b: Before, proving: PinType) -> Reason:
+    """`proving` is the PIN a store procedure checks for an enrolled PIN to reset."""
+    allow = _stores_reset_user_certificate(b, unknown=True)
+    targets = [t for t in _STORE_TARGETS if store_proving_pin(t, allow) is proving and b.state.pin(t) is not None]
+    if not targets:
+        return f"the {proving.value} PIN proves no store reset of a PIN this card has"
+    return None
+
+
+def _kiosk(b: Before, want_open: bool = True) -> Reason:
+    """Kiosk hours (configuration: checked only with the policy)."""
+    if b.policy is None:
+        return None
+    local = b.at.astimezone(TOKYO).time()
+    is_open = b.policy.store_opens <= local < b.policy.store_closes
+    if is_open == want_open:
+        return None
+    hours = f"{b.policy.store_opens:%H:%M}-{b.policy.store_closes:%H:%M}"
+    if want_open:
+        return f"kiosks run {hours} Asia/Tokyo; this was at {local:%H:%M}"
+    return f"refused as closed at {local:%H:%M}, within the kiosk hours {hours} Asia/Tokyo"
+
+
+def _reservation_proved_by(b: Before, proving: PinType) -> Reason:
+    """The kiosk checks the proving PIN only within a live reservation it proves."""
+    for reservation in b.state.reservations.values():
+        if reservation.proving_pin_type is proving:
+            if b.at >= reservation.expires_at:
+                expired = reservation.expires_at.isoformat()
+                return f"the reservation proved by the {proving.value} PIN expired at {expired}"
+            return None
+    return f"no store reservation is proved by the {proving.value} PIN: the kiosk checks a PIN only for one"
+
+
+def _purpose(b: Before, t: PinType, purpose: Purpose) -> Reason:
+    """What the purpose of a check adds: a store procedure's proving PIN."""
+    if purpose is Purpose.STORE_RESERVATION:
+        return _proves(b, t)
+    if purpose is Purpose.STORE_RESET:
+        # Hours first; then a suspended card is answered before the reservation is looked at.
+        return _proves(b, t) or _kiosk(b) or (None if b.state.suspended else _reservation_proved_by(b, t))
+    return None
+
+
+def _documents(
+    b: Before, applicant: str, documents: tuple[str, ...], step: str, allowed: tuple[Applicant, ...]
+) -> Reason:
+    """The recorded checklist is complete (documents.check_checklist). Issue
+    dates and the adult-ward flag are not recorded: taken as fresh, either flag."""
+    try:
+        who = Applicant(applicant)
+    except ValueError:
+        return f"unknown applicant {applicant!r}"
+    if who not in allowed:
+        return f"a {applicant} cannot apply for this ({', '.join(a.value for a in allowed)} can)"
+    try:
+        types = [DocumentType(d) for d in documents]
+    except ValueError:
+        return f"unknown document type among {list(documents)}"
+    today = b.at.astimezone(TOKYO).date()
+    docs = tuple(Document(t, today) for t in types)
+    gaps = [check_checklist(who, docs, today, adult_ward=ward, step=step) for ward in (False, True)]
+    if any(not g for g in gaps):
+        return None
+    return "the recorded checklist is incomplete: " + ", ".join(v.subject for v in gaps[0])
+
+
+def _instant(text: str) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return at if at.tzinfo is not None else None
+
+
+def _expiry(b: Before, expires_at: str, validity: Callable[[Policy], timedelta]) -> Reason:
+    at = _instant(expires_at)
+    if at is None:
+        return f"expires_at {expires_at!r} is not an instant with a UTC offset"
+    if b.policy is not None and at != b.at + validity(b.policy):
+        return f"expires_at {expires_at} is not the configured validity ({validity(b.policy)}) after {b.at.isoformat()}"
+    return None
+
+
+def _fresh_id(b: Before, new_id: str) -> Reason:
+    if new_id in b.ids:
+        return f"the id {new_id} was issued before in this stream: every inquiry and reservation gets a fresh id"
+    return None
+
+
+def _right_after(b: Before, what: str, matches: Callable[[Event], bool]) -> Reason:
+    """The event just before is `what`, of the same command (same occurred-at)."""
+    p = b.previous
+    if p is None or not matches(p.event):
+        got = p.event.type_name if p else "nothing"
+        return f"it comes only right after {what} in the same command; the event before is {got}"
+    if p.occurred_at != b.at:
+        return f"it comes in the same command as {what}, at the same instant; that was at {p.occurred_at.isoformat()}"
+    return None
+
+
+def _open_inquiry(b: Before, t: PinType, inquiry_id: str | None = None, *, live: bool = True) -> Reason:
+    inquiry = b.state.inquiries.get(t)
+    if inquiry is None:
+        return f"no proxy inquiry is open for the {t.value} PIN"
+    if inquiry_id is not None and inquiry.inquiry_id != inquiry_id:
+        return f"the open inquiry for the {t.value} PIN is {inquiry.inquiry_id}, not {inquiry_id}"
+    if live and b.at >= inquiry.expires_at:
+        return f"the inquiry expired at {inquiry.expires_at.isoformat()}: the rules close it as expired instead"
+    return None
+
+
+# -- one rule per event type ----------------------------------------------------------
+def _card_enrolled(e: CardEnrolled, b: Before) -> Reason:
+    if b.state.enrolled:
+        return "the card is already enrolled: a card is enrolled once"
+    if not e.pin_types:
+        return "an enrolment sets at least one PIN"
+    if len(set(e.pin_types)) != len(e.pin_types):
+        return "an enrolment sets each PIN type once"
+    if e.ward is not None and not WARD_ID.fullmatch(e.ward):
+        return f"ward {e.ward!r} is not a ward id"
+    return None
+
+
+def _pin_verified(e: PinVerified, b: Before) -> Reason:
+    return _checked(b, e.pin_type)
+
+
+def _pin_verification_failed(e: PinVerificationFailed, b: Before) -> Reason:
+    if reason := _checked(b, e.pin_type) or _purpose(b, e.pin_type, e.purpose):
+        return reason
+    pin, limit = b.state.pins[e.pin_type], retry_limit(e.pin_type)
+    if e.consecutive_failures != pin.consecutive_failures + 1:
+        return (
+            f"it records {e.consecutive_failures} consecutive failures of the {e.pin_type.value} PIN, which had "
+            f"{pin.consecutive_failures}: a wrong entry adds exactly one"
+        )
+    if e.consecutive_failures > limit:
+        return f"failures of the {e.pin_type.value} PIN count past its limit of {limit} without a lock"
+    if e.remaining_tries != limit - e.consecutive_failures:
+        return f"it records {e.remaining_tries} remaining tries; {limit} - {e.consecutive_failures} remain"
+    return None
+
+
+def _then_lock(e: PinVerificationFailed) -> Then | None:
+    if e.consecutive_failures < retry_limit(e.pin_type):
+        return None
+    t = e.pin_type
+    return Then(f"PinLocked of the {t.value} PIN", lambda n: type(n) is PinLocked and n.pin_type is t)
+
+
+def _pin_locked(e: PinLocked, b: Before) -> Reason:
+    t = e.pin_type
+    if reason := _pin(b, t) or _active(b):
+        return reason
+    pin, limit = b.state.pins[t], retry_limit(t)
+    if pin.locked:
+        return f"the {t.value} PIN is already locked"
+    if reason := _right_after(
+        b,
+        f"the failure that reaches the limit of {limit} (the PIN had {pin.consecutive_failures} consecutive failures)",
+        lambda p: type(p) is PinVerificationFailed and p.pin_type is t and p.consecutive_failures == limit,
+    ):
+        return f"a PIN locks only at its limit of consecutive failures: {reason}"
+    if e.consecutive_failures != limit:
+        return f"it records {e.consecutive_failures} consecutive failures; the {t.value} PIN locks at {limit}"
+    return None
+
+
+def _locked_pin_attempted(e: LockedPinAttempted, b: Before) -> Reason:
+    t = e.pin_type
+    if reason := _pin(b, t) or _active(b):
+        return reason
+    if not b.state.pins[t].locked:
+        return f"the {t.value} PIN is not locked: an attempt against it would have been checked"
+    return _purpose(b, t, e.purpose)
+
+
+def _pin_changed(e: PinChanged, b: Before) -> Reason:
+    return _checked(b, e.pin_type)
+
+
+def _pin_reset(e: PinReset, b: Before) -> Reason:
+    t = e.pin_type
+    if reason := _pin(b, t):
+        return reason
+    if e.procedure == "counter":
+        return _documents(b, e.applicant, e.documents, "reset", HOLDER_OR_REPRESENTATIVE)
+    if e.procedure == "proxy":
+        return _documents(b, e.applicant, e.documents, "completion", (Applicant.PROXY,)) or _open_inquiry(b, t)
+    if e.procedure == "convenience_store":
+        return _store_reset(e, b)
+    return f"unknown reset procedure {e.procedure!r}"
+
+
+def _store_reset(e: PinReset, b: Before) -> Reason:
+    t = e.pin_type
+    if e.applicant != Applicant.HOLDER.value or e.documents:
+        return "a kiosk reset is the holder's, with no documents"
+    if reason := _kiosk(b) or _active(b):
+        return reason
+    reservation = b.state.reservations.get(t)
+    if reservation is None:
+        return f"no store reservation for the {t.value} PIN"
+    if b.at >= reservation.expires_at:
+        return f"the reservation expired at {reservation.expires_at.isoformat()}"
+    if store_proving_pin(t, _stores_reset_user_certificate(b, unknown=True)) is not reservation.proving_pin_type:
+        return f"no configured store chain resets the {t.value} PIN"
+    return _proved_just_before(b, reservation.proving_pin_type)
+
+
+def _proved_just_before(b: Before, proving: PinType) -> Reason:
+    """A store procedure checks its proving PIN, then acts, in one command."""
+    return _right_after(
+        b, f"PinVerified of the {proving.value} PIN", lambda p: type(p) is PinVerified and p.pin_type is proving
+    )
+
+
+def _pin_unlocked(e: PinUnlocked, b: Before) -> Reason:
+    return _pin(b, e.pin_type) or _documents(b, e.applicant, e.documents, "reset", HOLDER_OR_REPRESENTATIVE)
+
+
+_REFUSABLE = {  # procedure -> the checklist subjects it can name as missing (any applicant)
+    "reset": {"documents/my_number_card", "documents/ids", "documents/public_photo_id", "documents/authority"},
+    "unlock": {"documents/my_number_card", "documents/ids", "documents/public_photo_id", "documents/authority"},
+    "resume": {"documents/my_number_card", "documents/ids", "documents/public_photo_id", "documents/authority"},
+    "proxy_inquiry": {"documents/my_number_card", "documents/ids"},
+    "proxy_completion": {
+        "documents/my_number_card", "documents/inquiry_form", "documents/power_of_attorney", "documents/public_photo_id",
+    },
+}  # fmt: skip
+
+
+def _counter_procedure_refused(e: CounterProcedureRefused, b: Before) -> Reason:
+    subjects = _REFUSABLE.get(e.procedure)
+    if subjects is None:
+        return f"unknown counter procedure {e.procedure!r}"
+    if not e.missing:
+        return "a refusal names what is missing"
+    if len(set(e.missing)) != len(e.missing) or not set(e.missing) <= subjects:
+        return f"a {e.procedure} checklist cannot miss {list(e.missing)}"
+    return None
+
+
+def _card_suspended(e: CardSuspended, b: Before) -> Reason:
+    if b.state.suspended:
+        return "the card is already suspended: a second suspend records nothing"
+    if e.reason not in SUSPEND_REASONS:
+        return f"unknown suspension reason {e.reason!r}"
+    return None
+
+
+def _card_resumed(e: CardResumed, b: Before) -> Reason:
+    if not b.state.suspended:
+        return "the card is active: resuming an active card records nothing"
+    return _documents(b, e.applicant, e.documents, "reset", HOLDER_OR_REPRESENTATIVE)
+
+
+def _suspended_card_attempted(e: SuspendedCardAttempted, b: Before) -> Reason:
+    if reason := _pin(b, e.pin_type):
+        return reason
+    if not b.state.suspended:
+        return "the card is active: an attempt on it would have been checked"
+    return _purpose(b, e.pin_type, e.purpose)
+
+
+def _proxy_inquiry_issued(e: ProxyInquiryIssued, b: Before) -> Reason:
+    t = e.pin_type
+    if reason := _pin(b, t):
+        return reason
+    if (open_ := b.state.inquiries.get(t)) is not None:
+        return f"inquiry {open_.inquiry_id} is still open for the {t.value} PIN: a new one is issued after closing it"
+    return (
+        _documents(b, Applicant.PROXY.value, e.documents, "inquiry", (Applicant.PROXY,))
+        or _expiry(b, e.expires_at, lambda p: p.inquiry_validity)
+        or _fresh_id(b, e.inquiry_id)
+    )
+
+
+def _proxy_inquiry_closed(e: ProxyInquiryClosed, b: Before) -> Reason:
+    t = e.pin_type
+    if reason := _pin(b, t) or _open_inquiry(b, t, e.inquiry_id, live=False):
+        return reason
+    if e.reason == "superseded":
+        return None  # the new inquiry must follow (then)
+    if e.reason == "expired":
+        expires = b.state.inquiries[t].expires_at
+        if b.at < expires:
+            return f"the inquiry expires only at {expires.isoformat()}"
+        return None
+    if e.reason == "voided":
+        return _right_after(
+            b, f"the wrong code that uses the last attempt of inquiry {e.inquiry_id}",
+            lambda p: type(p) is ProxyInquiryCodeRejected and p.inquiry_id == e.inquiry_id and p.remaining == 0,
+        )  # fmt: skip
+    return f"unknown reason {e.reason!r} to close an inquiry"
+
+
+def _then_issue(e: ProxyInquiryClosed) -> Then | None:
+    if e.reason != "superseded":
+        return None
+    t = e.pin_type
+    return Then(f"ProxyInquiryIssued for the {t.value} PIN", lambda n: type(n) is ProxyInquiryIssued and n.pin_type is t)
+
+
+def _proxy_inquiry_code_rejected(e: ProxyInquiryCodeRejected, b: Before) -> Reason:
+    t = e.pin_type
+    if reason := _pin(b, t) or _open_inquiry(b, t, e.inquiry_id):
+        return reason
+    inquiry = b.state.inquiries[t]
+    if e.wrong_codes != inquiry.wrong_codes + 1:
+        return f"it records {e.wrong_codes} wrong codes; the inquiry had {inquiry.wrong_codes}: a wrong code adds one"
+    if e.remaining < 0:
+        return "a negative number of remaining attempts"
+    if b.policy is not None and e.remaining != max(0, b.policy.inquiry_max_wrong_codes - e.wrong_codes):
+        limit = b.policy.inquiry_max_wrong_codes
+        return f"{e.remaining} attempts remain after {e.wrong_codes} wrong codes of the configured {limit}"
+    return None
+
+
+def _then_void(e: ProxyInquiryCodeRejected) -> Then | None:
+    if e.remaining > 0:
+        return None
+    i = e.inquiry_id
+    return Then(
+        f"ProxyInquiryClosed (voided) of inquiry {i}",
+        lambda n: type(n) is ProxyInquiryClosed and n.inquiry_id == i and n.reason == "voided",
+    )
+
+
+def _store_reset_reserved(e: StoreResetReserved, b: Before) -> Reason:
+    t = e.pin_type
+    if reason := _pin(b, t) or _active(b):
+        return reason
+    try:
+        proving = PinType(e.proving_pin_type)
+    except ValueError:
+        return f"unknown proving PIN type {e.proving_pin_type!r}"
+    expected = store_proving_pin(t, _stores_reset_user_certificate(b, unknown=True))
+    if expected is None:
+        return f"the {t.value} PIN is reset only at a counter"
+    if proving is not expected:
+        return f"a store reset of the {t.value} PIN is proved by the {expected.value} PIN, not {proving.value}"
+    return (
+        _pin(b, proving)
+        or _proved_just_before(b, proving)
+        or _expiry(b, e.expires_at, lambda p: p.reservation_validity)
+        or _fresh_id(b, e.reservation_id)
+    )
+
+
+def _reset_refused(e: ResetRefused, b: Before) -> Reason:
+    t = e.pin_type
+    if reason := _pin(b, t):
+        return reason
+    if (e.procedure, e.reason) == ("proxy", "no_open_inquiry"):
+        return None  # the inquiry id asked for is not recorded: any state allows it
+    if (e.procedure, e.reason) == ("store_reservation", "counter_only"):
+        # Refused when no PIN proves it, or the proving PIN is not enrolled.
+        proving = store_proving_pin(t, _stores_reset_user_certificate(b, unknown=False))
+        if proving is not None and b.state.pin(proving) is not None:
+            return f"the {t.value} PIN can be reserved for a store reset by the {proving.value} PIN"
+        return None
+    if e.procedure == "convenience_store":
+        return _kiosk_refused(e, b)
+    return f"no rule refuses a {e.procedure} procedure with {e.reason!r}"
+
+
+def _kiosk_refused(e: ResetRefused, b: Before) -> Reason:
+    """decide_store_reset, in its order: hours, counter only, suspended, reservation, expiry."""
+    t = e.pin_type
+    if e.reason == "store_closed":
+        return _kiosk(b, want_open=False)
+    if reason := _kiosk(b):
+        return reason
+    if e.reason == "counter_only":
+        # The user-certificate PIN depends on the chain (not recorded); every store resets the signature PIN.
+        return "every store resets the signature PIN" if t is PinType.SIGNATURE else None
+    if e.reason not in ("no_reservation", "reservation_expired"):
+        return f"no rule refuses a kiosk reset with {e.reason!r}"
+    if reason := _active(b):
+        return f"{reason}; the kiosk answers so before it looks for a reservation"
+    if store_proving_pin(t, True) is None:
+        return f"the {t.value} PIN is refused as counter only before a reservation is looked for"
+    reservation = b.state.reservations.get(t)
+    if e.reason == "no_reservation":
+        if reservation is not None:
+            return f"a reservation for the {t.value} PIN is open (it would be used, or refused as expired)"
+        return None
+    if reservation is None:
+        return f"no reservation for the {t.value} PIN"
+    if b.at < reservation.expires_at:
+        return f"the reservation is valid until {reservation.expires_at.isoformat()}"
+    return None
+
+
+NOT_CHECKABLE_CHECK = "whether the PIN entered was right (verifiers are not in the stream)"
+NOT_CHECKABLE_COUNTER = (
+    "the office's hours and wards (the terminal's office is not in Recorded); the documents' issue dates "
+    "(authority within 3 months) and whether the holder is an adult ward (not recorded)"
+)
+
+# event type -> its rule. Every card event type has one (tests/unit/test_lawful.py).
+RULES: dict[type[Event], Rule] = {
+    CardEnrolled: Rule(_card_enrolled, _nothing,
+        "nothing: decide_enroll requires only a card not yet enrolled"),
+    PinVerified: Rule(_pin_verified, _nothing,
+        f"{NOT_CHECKABLE_CHECK}; whether it was a verify or a store procedure's proving PIN (no purpose recorded)"),
+    PinVerificationFailed: Rule(_pin_verification_failed, _then_lock,
+        f"{NOT_CHECKABLE_CHECK}; kiosk hours without the policy"),
+    PinLocked: Rule(_pin_locked, _nothing, "nothing: it follows the failure at the limit in the same command"),
+    LockedPinAttempted: Rule(_locked_pin_attempted, _nothing, "kiosk hours without the policy"),
+    PinChanged: Rule(_pin_changed, _nothing, "whether the current PIN was right (verifiers are not in the stream)"),
+    PinReset: Rule(_pin_reset, _nothing,
+        f"counter: {NOT_CHECKABLE_COUNTER}; proxy: the inquiry code (a secret) and the office; "
+        "store: the proving PIN's correctness, the chain's setting (chain id not recorded), kiosk hours without policy. "
+        "The PIN need not be locked nor the card active for a counter or proxy reset: the deciders do not require it"),
+    PinUnlocked: Rule(_pin_unlocked, _nothing,
+        f"{NOT_CHECKABLE_COUNTER}. The PIN need not be locked: decide_unlock does not require it"),
+    CounterProcedureRefused: Rule(_counter_procedure_refused, _nothing,
+        "which PIN (no PIN type recorded), the applicant and the documents presented; the office's hours"),
+    CardSuspended: Rule(_card_suspended, _nothing, "the office's hours (the call centre has none)"),
+    CardResumed: Rule(_card_resumed, _nothing, NOT_CHECKABLE_COUNTER),
+    SuspendedCardAttempted: Rule(_suspended_card_attempted, _nothing,
+        "kiosk hours without the policy; nothing about the PIN (it is never checked)"),
+    ProxyInquiryIssued: Rule(_proxy_inquiry_issued, _nothing,
+        f"{NOT_CHECKABLE_COUNTER}; the validity without the policy"),
+    ProxyInquiryClosed: Rule(_proxy_inquiry_closed, _then_issue, "the office's hours"),
+    ProxyInquiryCodeRejected: Rule(_proxy_inquiry_code_rejected, _then_void,
+        "whether the code was wrong (a secret); the documents at the second visit (not recorded in it); "
+        "the attempts left without the policy"),
+    StoreResetReserved: Rule(_store_reset_reserved, _nothing,
+        "the proving PIN's correctness; without the policy, whether a chain resets the user-certificate PIN "
+        "and the validity"),
+    ResetRefused: Rule(_reset_refused, _nothing,
+        "proxy: the inquiry id asked for and the documents (not recorded); store: the chain (not recorded), "
+        "the hours without the policy"),
+}  # fmt: skip
+
+# Events of a terminal's stream (streams.py), never of a card's.
+TERMINAL_EVENTS: frozenset[type[Event]] = frozenset({AccessDenied, CounterOutOfService, TerminalThrottled})
+
+
+# -- the fold --------------------------------------------------------------------------
+def first_unlawful(
+    stream: Iterable[Recorded], *, policy: Policy | None = None, clock_tolerance: timedelta = timedelta(0)
+) -> Unlawful | None:
+    """The first event of a card's stream (in version order, as stored) that
+    the rules could not have produced from the state the earlier events lead
+    to; None if every event is lawful.
+
+    policy: the configuration the stream was decided under, to check the
+    rules that depend on it too (leave it None if it may have changed).
+    clock_tolerance: how far occurred-at may step back (several instances'
+    clocks, a wall clock stepped back); zero by default."""
+    state = CardState("")
+    previous: Recorded | None = None
+    pending: tuple[Recorded, Then] | None = None  # an event still waiting for its follower
+    ids: set[str] = set()
+    for r in stream:
+        e = r.event
+        unlawful = partial(Unlawful, r.version, e.type_name)
+        if r.version != state.version + 1:
+            return unlawful(f"versions run 1, 2, ...: expected {state.version + 1}, got {r.version}")
+        if previous is not None and r.occurred_at < previous.occurred_at - clock_tolerance:
+            return unlawful(
+                f"occurred at {r.occurred_at.isoformat()}, before version {previous.version} "
+                f"({previous.occurred_at.isoformat()}): time does not go back"
+            )
+        if pending is not None:
+            first, then = pending
+            if not then.matches(e) or r.occurred_at != first.occurred_at:
+                return unlawful(
+                    f"version {first.version} ({first.event.type_name}) is followed in the same command by "
+                    f"{then.what}, at the same instant"
+                )
+            pending = None
+        if not state.enrolled and type(e) is not CardEnrolled:
+            return unlawful("the first event of a card stream is CardEnrolled")
+        rule = RULES.get(type(e))
+        if rule is None:
+            where = "a terminal's stream" if type(e) in TERMINAL_EVENTS else "no card stream (no rule)"
+            return unlawful(f"{e.type_name} belongs to {where}")
+        if reason := rule.requires(e, Before(state, r.occurred_at, previous, policy, ids)):
+            return unlawful(reason)
+        try:
+            state = evolve(state, r)
+        except Exception as exc:  # a payload the fold cannot apply is not lawful either
+            return unlawful(f"the fold cannot apply it: {exc!r}")
+        if (then := rule.then(e)) is not None:
+            pending = (r, then)
+        if type(e) is ProxyInquiryIssued:
+            ids.add(e.inquiry_id)
+        elif type(e) is StoreResetReserved:
+            ids.add(e.reservation_id)
+        previous = r
+    if pending is not None:
+        first, then = pending
+        reason = f"the stream ends before {then.what}, which follows it in the same command"
+        return Unlawful(first.version, first.event.type_name, reason)
+    return None

@@ -1,0 +1,183 @@
+"""Signed checkpoints of the log (RFC 6962 Merkle tree head, C2SP
+tlog-checkpoint signed with Ed25519; formats in service/notes.py).
+
+`sign_checkpoint` extends the last checkpoint's Merkle frontier with the
+events appended since (O(log n) hashes per event, amortised O(1)), checks
+each new event's keyed link before it signs, and stores the checkpoint with
+its frontier. The frontier row is MACed under the integrity key: a frontier
+edited in the database is never extended (the server would otherwise sign
+a forged tree). The server signs one every few seconds while the log grows
+(service/api/server.py); `pinlife checkpoint` signs one now.
+
+`check_against` recomputes the root of the first N events from the store and
+compares it with a checkpoint taken earlier (kept outside the operator's
+reach): a log truncated, a stream deleted, or any event changed, moved or
+inserted before position N is detected, whatever else the attacker rewrote.
+
+Leaves hash each event's position and canonical envelope (unkeyed), so an
+auditor recomputes roots with the events alone. Inclusion and consistency
+proofs can later be served from the same leaves and the stored frontiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+from datetime import datetime
+from typing import NamedTuple
+
+import structlog
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
+
+from service.domain.chain import leaf_data, link_hash
+from service.domain.merkle import Frontier
+from service.app.ports import IntegrityViolation
+from service.keys import KeyRing
+from service.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
+from service.store.event_store import EventStore
+from service.store.tables import checkpoints, log_head
+
+log = structlog.get_logger()
+
+FRONTIER_LABEL = b"pinlife-frontier-v1\x1f"
+
+
+class StoredCheckpoint(NamedTuple):
+    tree_size: int
+    root_hash: str
+    note: str
+
+
+def signer(keys: KeyRing) -> NoteSigner:
+    if keys.checkpoint is None:
+        raise ValueError("no checkpoint key (the key file's \"checkpoint\" section)")
+    return NoteSigner(keys.checkpoint.origin, keys.checkpoint.private_key())
+
+
+def public_verifier_key(keys: KeyRing) -> str:
+    """The note verifier key an auditor checks checkpoints with."""
+    return signer(keys).verifier_key
+
+
+def latest(store: EventStore) -> StoredCheckpoint | None:
+    with store.reader.begin() as conn:
+        q = select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note)
+        row = conn.execute(q.order_by(checkpoints.c.tree_size.desc()).limit(1)).first()
+    return StoredCheckpoint(*row) if row else None
+
+
+def stored(store: EventStore) -> list[StoredCheckpoint]:
+    with store.reader.begin() as conn:
+        q = select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note).order_by(checkpoints.c.tree_size)
+        return [StoredCheckpoint(*r) for r in conn.execute(q)]
+
+
+def _leaves(store: EventStore, after: int, upto: int, keys: KeyRing | None = None) -> Iterator[bytes]:
+    """Leaf data of positions after+1..upto, in order; with keys, each
+    event's own keyed link is checked first."""
+    expected = after + 1
+    while expected <= upto:
+        page = store.read_all(expected - 1, min(5000, upto - expected + 1))
+        if not page:
+            break
+        for e in page:
+            if e.position != expected:
+                raise IntegrityViolation("log", f"position {expected} is missing")
+            env = e.envelope()
+            if keys is not None:
+                key = keys.integrity.key_or_none(e.key_id or "")
+                if key is None or link_hash(key, e.prev_hash, e.position, env) != e.hash:
+                    raise IntegrityViolation(e.stream_id, f"the event at position {e.position} fails its keyed link")
+            yield leaf_data(e.position, env)
+            expected += 1
+    if expected <= upto:
+        raise IntegrityViolation("log", f"the log ends at position {expected - 1}, before {upto}")
+
+
+def sign_checkpoint(store: EventStore, keys: KeyRing, now: datetime) -> StoredCheckpoint | None:
+    """Sign a checkpoint of the log as it is now; None when nothing was
+    appended since the last one (or another instance signed it first)."""
+    s = signer(keys)
+    with store.reader.begin() as conn:
+        head = conn.execute(select(log_head.c.position).where(log_head.c.id == 1)).scalar_one()
+        q = select(checkpoints.c.tree_size, checkpoints.c.frontier, checkpoints.c.mac)
+        last = conn.execute(q.order_by(checkpoints.c.tree_size.desc()).limit(1)).first()
+    frontier = Frontier()
+    if last is not None:
+        if not keys.integrity.checks(last.mac, FRONTIER_LABEL + last.frontier.encode()):
+            log.error("integrity_violation", stream="checkpoints", what="frontier MAC")
+            raise IntegrityViolation("checkpoints", f"the frontier of checkpoint {last.tree_size} fails its MAC")
+        frontier = Frontier.from_json(last.frontier)
+        if frontier.size != last.tree_size:
+            raise IntegrityViolation("checkpoints", f"the frontier of checkpoint {last.tree_size} has another size")
+    if head <= frontier.size:
+        return None
+    frontier = frontier.extend(_leaves(store, frontier.size, head, keys))
+    root = frontier.root()
+    note = s.sign(Checkpoint(s.name, frontier.size, root).body())
+    body = frontier.to_json()
+    row = dict(
+        tree_size=frontier.size, root_hash=root.hex(), frontier=body, note=note,
+        mac=keys.integrity.tag(FRONTIER_LABEL + body.encode()), created_at=now,
+    )  # fmt: skip
+    try:
+        with store.writer.begin() as conn:
+            conn.execute(checkpoints.insert().values(**row))
+    except sa_exc.IntegrityError:
+        return None  # another instance signed this size first
+    log.info("checkpoint_signed", tree_size=frontier.size)
+    return StoredCheckpoint(frontier.size, root.hex(), note)
+
+
+class CheckpointProblem(NamedTuple):
+    tree_size: int
+    reason: str
+
+
+def check_against(store: EventStore, note: str, verifier_keys: list[str]) -> CheckpointProblem | None:
+    """Whether the log's first N events still have the root a signed
+    checkpoint of size N records (its signature checked first)."""
+    try:
+        body, _ = open_note(note, verifier_keys)
+        cp = parse_checkpoint(body)
+    except NoteError as exc:
+        return CheckpointProblem(0, f"the checkpoint does not verify: {exc}")
+    try:
+        root = Frontier().extend(_leaves(store, 0, cp.size)).root()
+    except IntegrityViolation as exc:
+        return CheckpointProblem(cp.size, exc.reason)
+    if root != cp.root:
+        return CheckpointProblem(
+            cp.size, f"the log's first {cp.size} events do not have the checkpoint's root (rewritten or removed)"
+        )
+    return None
+
+
+def check_stored(store: EventStore, keys: KeyRing) -> CheckpointProblem | None:
+    """Every stored checkpoint: its signature, and its root against the
+    log, in one pass over the events."""
+    vkey = public_verifier_key(keys)
+    expected = stored(store)
+    if not expected:
+        return None
+    frontier = Frontier()
+    leaves = _leaves(store, 0, store.head_position())
+    for cp in expected:
+        try:
+            body, _ = open_note(cp.note, [vkey])
+            parsed = parse_checkpoint(body)
+        except NoteError as exc:
+            return CheckpointProblem(cp.tree_size, f"stored checkpoint does not verify: {exc}")
+        if (parsed.size, parsed.root.hex()) != (cp.tree_size, cp.root_hash):
+            return CheckpointProblem(cp.tree_size, "the stored checkpoint's row does not match its signed note")
+        try:
+            frontier = frontier.extend(islice(leaves, cp.tree_size - frontier.size))
+        except IntegrityViolation as exc:
+            return CheckpointProblem(cp.tree_size, exc.reason)
+        if frontier.size < cp.tree_size:
+            return CheckpointProblem(cp.tree_size, f"the log holds fewer than {cp.tree_size} events (truncated)")
+        if frontier.root() != parsed.root:
+            return CheckpointProblem(cp.tree_size, f"the log's first {cp.tree_size} events do not match the checkpoint")
+    return None
+
