@@ -1,7 +1,8 @@
 """pinlife command line: run the server, migrate, and talk to a running
 server as a newcomer would.
 
-    pinlife serve | migrate | dev-key [PATH] | check
+    pinlife serve | migrate | dev-key [PATH] | grants ROLE
+    pinlife check [--checkpoint NOTE_FILE ...] | checkpoint
     pinlife enroll CARD --pin TYPE=PIN ... [--ward WARD]   (a missing =PIN is prompted for)
     pinlife verify CARD TYPE [PIN]
     pinlife change CARD TYPE [CURRENT NEW]
@@ -68,39 +69,137 @@ def cmd_serve(args) -> None:
     sys.exit(asyncio.run(serve(settings, _keys(settings), access)))
 
 
-def cmd_migrate(args) -> None:
-    from service.store.migrate import upgrade
+def sqlite_path(url: str):
+    """The file of a SQLite store (None for other databases, or in memory)."""
+    from pathlib import Path
 
-    upgrade(_settings().database_url)
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def _store(settings):
+    """The configured store, refused (not created) when it does not exist."""
+    from service.store.event_store import EventStore
+
+    path = sqlite_path(settings.database_url)
+    if path is not None and not path.exists():
+        sys.exit(f"pinlife: there is no store at {path} (run `pinlife migrate` to make one)")
+    return EventStore(settings.database_url)
+
+
+def cmd_migrate(args) -> None:
+    """Apply the migrations; then, if the store holds events chained before
+    keyed chains, re-chain them under the integrity key (service/store/rechain.py)."""
+    from service.store.event_store import EventStore
+    from service.store.migrate import upgrade
+    from service.store.rechain import RechainRefused, rechain, unkeyed_events
+
+    settings = _settings()
+    upgrade(settings.database_url)
     print("migrated to head")
+    store = EventStore(settings.database_url)
+    try:
+        if unkeyed_events(store):
+            try:
+                print(f"re-chained {rechain(store, _keys(settings).integrity)} events under the integrity key")
+            except RechainRefused as exc:
+                sys.exit(f"pinlife: not re-chained: {exc}")
+    finally:
+        store.close()
+
+
+def cmd_grants(args) -> None:
+    """Print the SQL that gives the service's PostgreSQL role exactly the
+    privileges it needs (docs/database-roles.md); run it as the schema owner."""
+    from service.store.roles import RoleNameError, grant_script
+
+    try:
+        print(grant_script(args.role), end="")
+    except RoleNameError as exc:
+        sys.exit(f"pinlife: {exc}")
 
 
 def cmd_dev_key(args) -> None:
+    """A development key file. Never over a store that already has
+    verifiers: they were made with a key this command cannot bring back, and
+    a new key under the same id would turn every correct PIN into a wrong one."""
     from pathlib import Path
 
-    from service.keys import write_new_key_file
+    from service.keys import add_missing_sections, write_new_key_file
+    from service.store.event_store import EventStore
+    from service.store.key_checks import has_verifiers
 
-    path = Path(args.path or _settings().key_file)
+    settings = _settings()
+    path = Path(args.path or settings.key_file)
     if path.exists():
-        print(f"{path} exists; keeping it")
+        added = add_missing_sections(path)
+        print(f"{path} exists; keeping its keys" + (f", added {' and '.join(added)} keys" if added else ""))
         return
+    db = sqlite_path(settings.database_url)
+    if db is None or db.exists():
+        store = EventStore(settings.database_url)
+        try:
+            if has_verifiers(store):
+                sys.exit(
+                    f"pinlife: {path} is missing but the store {settings.database_url} already has PIN verifiers "
+                    "made with its key: restore the key file (a new key would make every correct PIN wrong), "
+                    "or point PINLIFE_DATABASE_URL at a new store"
+                )
+        except Exception as exc:  # noqa: BLE001 - an unmigrated or unreachable store has no verifiers to lose
+            if isinstance(exc, SystemExit):
+                raise
+        finally:
+            store.close()
     write_new_key_file(path)
-    print(f"WARNING: wrote a development verifier key to {path}. Production keys come from a "
+    print(f"WARNING: wrote development keys to {path}. Production keys come from a "
           "secret store and are named by PINLIFE_KEY_FILE.", file=sys.stderr)
 
 
 def cmd_check(args) -> None:
-    """Walk every hash chain, compare the projection with a rebuild, and
-    count the verifiers under each key id."""
-    from service.store.event_store import EventStore
+    """Every integrity check of the store (service/store/check.py); exit 0
+    intact, 1 a problem found, 2 an error."""
+    from pathlib import Path
 
-    store = EventStore(_settings().database_url)
-    broken = store.first_broken_link()
-    same = store.rebuild() == store.projection()
-    print(json.dumps({"events": store.head_position(), "first_broken_link": broken and broken.__dict__,
-                      "projection_matches_rebuild": same, "secrets_by_key": store.secrets_by_key()}))
-    store.close()
-    sys.exit(0 if broken is None and same else 1)
+    from service.store.check import check_store
+
+    settings = _settings()
+    notes = []
+    for name in args.checkpoint or ():
+        try:
+            notes.append(Path(name).read_text())
+        except OSError as exc:
+            sys.exit(f"pinlife: cannot read the checkpoint {name}: {exc.strerror}")
+    store = _store(settings)
+    try:
+        report = check_store(store, _keys(settings), notes)
+        print(json.dumps({**report.as_dict(), "secrets_by_key": store.secrets_by_key()}, default=str))
+    finally:
+        store.close()
+    sys.exit(0 if report.intact else 1)
+
+
+def cmd_checkpoint(args) -> None:
+    """Sign a checkpoint of the log now and print it (the signed note), with
+    the verifier key to check it with on stderr."""
+    from service.clock import system_clock
+    from service.store import checkpoints
+
+    settings = _settings()
+    keys = _keys(settings)
+    store = _store(settings)
+    try:
+        checkpoints.sign_checkpoint(store, keys, system_clock())
+        latest = checkpoints.latest(store)
+    finally:
+        store.close()
+    if latest is None:
+        sys.exit("pinlife: the log is empty; nothing to sign")
+    print(latest.note, end="")
+    print(f"verifier key: {checkpoints.public_verifier_key(keys)}", file=sys.stderr)
 
 
 # -- client commands --------------------------------------------------------
@@ -324,10 +423,16 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the gRPC server").set_defaults(fn=cmd_serve)
     sub.add_parser("migrate", help="apply the Alembic migrations").set_defaults(fn=cmd_migrate)
-    p = sub.add_parser("dev-key", help="create a development verifier key file if missing")
+    p = sub.add_parser("dev-key", help="create development keys if missing (never over a store with verifiers)")
     p.add_argument("path", nargs="?")
     p.set_defaults(fn=cmd_dev_key)
-    sub.add_parser("check", help="verify the hash chains and the projection").set_defaults(fn=cmd_check)
+    p = sub.add_parser("grants", help="print the SQL granting the service's PostgreSQL role its privileges")
+    p.add_argument("role", help="the login role the server connects as (e.g. pinlife_app)")
+    p.set_defaults(fn=cmd_grants)
+    p = sub.add_parser("check", help="check the keyed chains, MACs, positions, lawful history and checkpoints")
+    p.add_argument("--checkpoint", action="append", metavar="NOTE_FILE", help="a signed checkpoint kept outside the store")
+    p.set_defaults(fn=cmd_check)
+    sub.add_parser("checkpoint", help="sign a checkpoint of the log now and print it").set_defaults(fn=cmd_checkpoint)
     p = sub.add_parser("enroll", help="enroll a card with its initial PINs")
     p.add_argument("card")
     p.add_argument("--pin", action="append", required=True, metavar="TYPE[=PIN]")

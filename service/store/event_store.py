@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
+
+from sqlalchemy import delete
 
 from service.keys import IntegrityKeys
 from service.store import errors
 from service.store.engine import make_engine
 from service.store.hot_sql import HotSql
+from service.store.tables import requests
 from service.store.integrity import Integrity
 from service.store.unit_of_work import UnitOfWork
 
@@ -38,6 +42,12 @@ class EventStore(Integrity):
 
     is_retryable = staticmethod(errors.is_retryable)
     is_unavailable = staticmethod(errors.is_unavailable)
+
+    def prune_answers(self, older_than: datetime) -> int:
+        """Forget answers given before `older_than` (past the replay window,
+        a retry of theirs is refused as reused anyway); how many."""
+        with self.writer.begin() as conn:
+            return conn.execute(delete(requests).where(requests.c.created_at < older_than)).rowcount
 
     @contextmanager
     def unit_of_work(self, integrity: IntegrityKeys) -> Iterator[UnitOfWork]:
