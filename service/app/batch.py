@@ -97,4 +97,5 @@ class ThreadRunner:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.process, items)
 
     async def stop(self) -> None:
-        self._executor.shutdown(wait=True)
+        # Off the event loop: a stalled batch may still be running (writer.py).
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)

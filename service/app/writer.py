@@ -7,6 +7,11 @@ Where a batch runs is the runner's business: one writer thread of this
 process (`ThreadRunner`, service/app/batch.py), or a writer process
 (`ProcessRunner`, service/app/writer_process.py, the server's default).
 Both call the same batch function (batch.run_batch).
+
+A batch has a deadline (`BATCH_DEADLINE`): a database path that hangs
+(packets held, not refused: a stopped or overloaded server, a proxy or
+firewall that stops forwarding while the kernel still acknowledges) must not
+hold callers until their own deadlines. See `GroupCommitWriter`.
 """
 
 from __future__ import annotations
@@ -18,8 +23,21 @@ import structlog
 
 from service.app.batch import Item, Result
 from service.app.handlers import Caller
+from service.app.ports import StoreUnavailable
 
 log = structlog.get_logger()
+
+# Seconds a batch may take, from the moment it is handed to its runner, before
+# its callers are told UNAVAILABLE and the writer counts as stalled. About 30
+# times the p99 of a whole verify at the measured ceiling (docs/performance.md:
+# ~70 ms), so a busy store is not mistaken for a stalled one; short enough
+# that a caller with a typical 5-10 s deadline can still retry elsewhere.
+BATCH_DEADLINE = 2.0
+
+STALLED_BATCH = (
+    "the database did not answer within {deadline:g} s; the outcome is unknown: retry with the same request id"
+)
+NOT_ANSWERING = "the database is not answering; nothing was written: retry"
 
 
 class Runner(Protocol):
@@ -33,33 +51,79 @@ class Runner(Protocol):
 
 
 class GroupCommitWriter:
-    """The queue that forms batches and hands them to its runner."""
+    """The queue that forms batches and hands them to its runner.
 
-    def __init__(self, runner: Runner, *, max_batch: int = 256):
+    Fail-fast on a hung store: a batch that has not come back from its runner
+    within `batch_deadline` seconds is *stalled*:
+
+    - its callers are answered `StoreUnavailable` (UNAVAILABLE): the outcome
+      is unknown, as for a writer process that died. The batch is not
+      cancelled (a runner cannot take back what it has sent to the database);
+      it may still commit. A retry with the same request id gets the
+      committed answer (handlers replay a kept answer), or runs the command
+      if it did not commit; a status read simply asks again.
+    - the commands queued behind it, and every command submitted while it is
+      outstanding, fail `StoreUnavailable` at once ("nothing was written"):
+      nothing queues up behind a batch that may never return.
+    - `alive()` is False, so the server's health loop (which polls it every
+      second through PinLife.can_write) reports NOT_SERVING.
+
+    When the stalled batch finally comes back (the database path resumed, or
+    the connection failed: TCP user timeout, keepalives, the server's own
+    timeouts, see service/store/engine.py), its late results are dropped (its
+    callers have been answered already), the stall clears, `alive()` follows
+    the runner again and batches flow. One batch runs at a time, so a caller
+    is answered within `batch_deadline` of its batch being handed over, which
+    is at most `2 * batch_deadline` after it submitted (it may have waited
+    for the batch before it, itself bounded). `batch_deadline=None` turns the
+    deadline off (tools).
+    """
+
+    def __init__(self, runner: Runner, *, max_batch: int = 256, batch_deadline: float | None = BATCH_DEADLINE):
+        if batch_deadline is not None and batch_deadline <= 0:
+            raise ValueError("the batch deadline must be positive (or None: no deadline)")
         self.runner = runner
         self.max_batch = max_batch
+        self.batch_deadline = batch_deadline
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stalled_since: float | None = None  # loop time the stalled batch was handed over
 
     # -- asyncio side ------------------------------------------------------
     async def start(self) -> None:
         await self.runner.start()
         self._queue = asyncio.Queue()
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="pinlife-writer")
 
     async def stop(self) -> None:
+        """Finish the batches queued (drain), then stop the runner. A stalled
+        batch is not waited for here: its callers have been answered."""
         if self._task is not None:
+            self._stopping.set()
             await self._queue.put(None)
             await self._task
             self._task = None
         await self.runner.stop()
 
+    @property
+    def stalled(self) -> bool:
+        """Whether a batch is outstanding past its deadline."""
+        return self._stalled_since is not None
+
     async def alive(self) -> bool:
-        """Whether the writer can take commands (a writer process that died cannot)."""
+        """Whether the writer can take commands: not while a batch is stalled
+        (a hung database path), nor once a writer process has died."""
+        if self.stalled:
+            return False
         return await self.runner.alive()
 
     async def submit(self, cmd: Any, caller: Caller) -> Any:
-        """Resolves once the command's transaction has committed."""
+        """Resolves once the command's transaction has committed; raises
+        StoreUnavailable at once while a batch is stalled."""
+        if self.stalled:
+            raise StoreUnavailable(NOT_ANSWERING)
         fut = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((cmd, caller, fut))
         # A cancelled caller (deadline) cancels only this future: the command
@@ -80,15 +144,80 @@ class GroupCommitWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            try:
-                results = await self.runner.run([(c, k) for c, k, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - never leave a caller waiting
-                log.error("batch_failed", error=type(exc).__name__, exc_info=True)
-                results = [exc] * len(batch)
-            for (_, _, fut), result in zip(batch, results):
-                if fut.done():
-                    continue
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+            if not await self._handle(batch):
+                break
+
+    async def _handle(self, batch: list) -> bool:
+        """Run one batch and answer its callers; False if the writer is to
+        stop without waiting for a stalled batch."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        running = asyncio.ensure_future(self.runner.run([(c, k) for c, k, _ in batch]))
+        done, _ = await asyncio.wait({running}, timeout=self.batch_deadline)
+        if running in done:
+            self._answer(batch, self._results(running, len(batch)))
+            return True
+
+        # Stalled: answer its callers and the queue now, then wait for it.
+        self._stalled_since = started
+        log.error("batch_stalled", deadline_s=self.batch_deadline, commands=len(batch))
+        for _, _, fut in batch:
+            if not fut.done():
+                fut.set_exception(StoreUnavailable(STALLED_BATCH.format(deadline=self.batch_deadline)))
+        self._fail_queued()
+        stop_requested = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({running, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_requested.cancel()
+        if not running.done():
+            log.warning("writer_stopping_with_a_stalled_batch", stalled_s=round(loop.time() - started, 3))
+            running.add_done_callback(_discard)  # whatever it ends in, nobody waits for it
+            return False
+        late = self._results(running, len(batch))
+        self._stalled_since = None
+        log.warning(
+            "batch_stall_cleared",
+            stalled_s=round(loop.time() - started, 3),
+            late_results_dropped=len(late),
+            store_unavailable=sum(isinstance(r, StoreUnavailable) for r in late),
+        )
+        return True  # a stop's end marker, if any, is still in the queue
+
+    def _fail_queued(self) -> None:
+        """Fail every command waiting in the queue (not sent: nothing was
+        written); a stop's end marker goes back in."""
+        stop_marker = False
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                stop_marker = True
+                continue
+            fut = item[2]
+            if not fut.done():
+                fut.set_exception(StoreUnavailable(NOT_ANSWERING))
+        if stop_marker:
+            self._queue.put_nowait(None)
+
+    @staticmethod
+    def _results(running: asyncio.Future, n: int) -> list:
+        exc = running.exception()
+        if exc is None:
+            return running.result()
+        log.error("batch_failed", error=type(exc).__name__, exc_info=exc)
+        return [exc] * n
+
+    @staticmethod
+    def _answer(batch: list, results: list) -> None:
+        for (_, _, fut), result in zip(batch, results):
+            if fut.done():
+                continue  # cancelled by its caller (deadline)
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+
+def _discard(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: no "never retrieved" warning

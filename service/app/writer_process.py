@@ -16,6 +16,14 @@ NOT_SERVING, and `on_death` tells the server, which drains and exits non-zero
 so that its supervisor starts a fresh one. Durability is unchanged: the
 child answers a batch only after it committed, and the server answers each
 request only after that.
+
+A batch that does not come back in time (a hung database path) is the
+group-commit writer's business (writer.py, BATCH_DEADLINE): its callers are
+answered UNAVAILABLE there while this runner keeps waiting for the child,
+which is not killed for it (it is not dead, only waiting on its database
+connection); when the child answers, the late results are dropped and
+batches flow again. A stop with such a batch outstanding does not wait for
+it: the child is told to exit after it, and killed if it has not within 10 s.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Callable
 
 import structlog
 
-from service.app.ports import StoreUnavailable
+from service.app.ports import IntegrityViolation, StoreUnavailable
 from service.clock import ServiceClock
 from service.domain.errors import DomainError
 from service.domain.policy import Policy
@@ -132,6 +140,9 @@ class ProcessRunner:
             if self.dead:
                 return [StoreUnavailable("the writer process is gone; nothing was written: retry")] * len(items)
             results = await self._exchange(items)
+            if results is _ABANDONED:
+                unknown = "the server stopped waiting; the outcome is unknown: retry with the same request id"
+                return [StoreUnavailable(unknown)] * len(items)
             if results is not _DIED:
                 return results
             self._died(during_batch=True, commands=len(items))
@@ -155,6 +166,10 @@ class ProcessRunner:
         return proc.exitcode
 
     async def stop(self) -> None:
+        if self._waiting is not None and not self._waiting.done():
+            # A stalled batch (writer.py answered its callers at its deadline):
+            # nobody waits for its results any more.
+            self._waiting.set_result(_ABANDONED)
         if self._conn is not None:
             try:
                 self._conn.send(None)  # finish and exit
@@ -167,6 +182,7 @@ class ProcessRunner:
 # -- in the child ------------------------------------------------------------
 _READY = "ready"
 _DIED = object()
+_ABANDONED = object()  # stop() gave up on a stalled batch
 
 
 def _child_main(
@@ -206,7 +222,7 @@ def _child_main(
 def _portable(result):
     """Answers and the errors a caller is told about cross as they are;
     anything else is logged here, with its traceback, and replaced."""
-    if not isinstance(result, BaseException) or isinstance(result, (DomainError, StoreUnavailable)):
+    if not isinstance(result, BaseException) or isinstance(result, (DomainError, StoreUnavailable, IntegrityViolation)):
         return result
     log.error("command_failed_internal", error=type(result).__name__, exc_info=result)
     return WriterFailure(type(result).__name__)

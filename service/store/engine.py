@@ -2,16 +2,52 @@
 
 SQLite: WAL with synchronous=FULL (an acknowledged commit survives a crash
 of the process or the machine); writers take the lock at BEGIN IMMEDIATE, so
-two processes never deadlock on a lock upgrade. PostgreSQL: psycopg 3,
-default synchronous_commit (on).
+two processes never deadlock on a lock upgrade. The database file is
+private: a folder this module creates for it is 0700, a database file it
+creates is 0600 before SQLite opens it, and SQLite gives its -wal and -shm
+files the database file's mode. An existing folder (say /tmp) is never
+changed; an existing database file readable by group or others is left as
+it is, with a warning (chmod 600 it, and its -wal and -shm).
+
+PostgreSQL: psycopg 3, default synchronous_commit (on), bounded waits (see
+the constants below). A hung database path (packets held, not refused)
+that a kernel still acknowledges is not caught by any of them: the
+group-commit writer's batch deadline is what answers the callers then
+(service/app/writer.py, BATCH_DEADLINE); these bound how long such a
+connection lives on.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
+import structlog
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+log = structlog.get_logger()
+
+# PostgreSQL waits, all bounded:
+CONNECT_TIMEOUT = 2  # s: a new connection (libpq's smallest effective value)
+POOL_TIMEOUT = 5.0  # s: waiting for a free pooled connection
+KEEPALIVES_IDLE = 2  # s of silence on an idle connection before the first probe ...
+KEEPALIVES_INTERVAL = 1  # ... then a probe every second ...
+KEEPALIVES_COUNT = 3  # ... and the connection is dead after 3 unanswered
+TCP_USER_TIMEOUT_MS = 5000  # ms that sent data may stay unacknowledged (a dead peer, a dropped path)
+STATEMENT_TIMEOUT_MS = 10000  # server side: one statement
+LOCK_TIMEOUT_MS = 10000  # server side: one lock wait (a conflict, retried by batch.run_batch)
+# Writer engines only: the server ends a write transaction left idle this long
+# (its client's path went silent mid-transaction), so the row locks it holds
+# (log_head) do not stop every other instance. A batch never idles in a
+# transaction; readers may (a long rebuild between fetches), so not them.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 10000
+
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+
+_warned: set[str] = set()
 
 
 def normalize_url(url: str) -> str:
@@ -21,17 +57,34 @@ def normalize_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+def postgres_connect_args(*, writer: bool) -> dict:
+    options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+    if writer:
+        options += f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+    return {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "application_name": "pinlife",
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVES_IDLE,
+        "keepalives_interval": KEEPALIVES_INTERVAL,
+        "keepalives_count": KEEPALIVES_COUNT,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+        "options": options,
+    }
+
+
 def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Engine:
     url = normalize_url(url)
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        if u.database and u.database != ":memory:" and not u.database.startswith("file:"):
+            prepare_sqlite_file(Path(u.database))
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=4,
+            pool_timeout=POOL_TIMEOUT,
             hide_parameters=True,
         )
         _sqlite_setup(engine, begin="BEGIN IMMEDIATE" if writer else "BEGIN")
@@ -40,20 +93,58 @@ def make_engine(url: str, *, writer: bool = False, pool_size: int = 5) -> Engine
         url,
         pool_size=pool_size,
         max_overflow=4,
+        pool_timeout=POOL_TIMEOUT,
         pool_pre_ping=True,
         hide_parameters=True,  # never log bound values (verifiers)
-        # Fail fast when the database is gone instead of hanging a caller:
-        # a short connect timeout, TCP keepalives, and a statement timeout.
-        connect_args={
-            "connect_timeout": 3,
-            "application_name": "pinlife",
-            "keepalives": 1,
-            "keepalives_idle": 5,
-            "keepalives_interval": 2,
-            "keepalives_count": 2,
-            "options": "-c statement_timeout=10000 -c lock_timeout=10000",
-        },
+        # Fail fast when the database is gone instead of hanging a caller.
+        connect_args=postgres_connect_args(writer=writer),
     )
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """Make the folders missing on the way to `path` (0700 each) and an empty
+    database file (0600) if there is none, before SQLite opens it: SQLite
+    creates the -wal and -shm files with the database file's mode. Nothing
+    that exists already is changed."""
+    _make_private_folders(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        _warn_if_exposed(path)
+        return
+    try:
+        os.fchmod(fd, PRIVATE_FILE)  # exactly 0600, whatever the umask
+    finally:
+        os.close(fd)
+
+
+def _make_private_folders(folder: Path) -> None:
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for f in reversed(missing):
+        try:
+            f.mkdir(PRIVATE_FOLDER)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs, left as it is
+        os.chmod(f, PRIVATE_FOLDER)  # exactly 0700, whatever the umask
+
+
+def _warn_if_exposed(path: Path) -> None:
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    if mode & 0o077 and str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning(
+            "store_file_exposed",
+            message=f"the SQLite store {path} is accessible by group or others (mode {mode:04o}): "
+            f"chmod 600 {path} (and its -wal and -shm files)",
+        )
 
 
 def _sqlite_setup(engine: Engine, begin: str) -> None:

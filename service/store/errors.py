@@ -4,6 +4,7 @@ caller the store is unavailable."""
 from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -17,6 +18,8 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, PoolTimeout):
+        return True  # no pooled connection came free within pool_timeout
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     code = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""

@@ -1,0 +1,202 @@
+"""The group-commit writer's batch deadline (service/app/writer.py), with a
+runner that blocks until the test lets it go: a hung database path fails the
+batch in flight UNAVAILABLE within the deadline, refuses new commands at
+once, turns alive() false, and clears when the batch comes back. Deadlines
+here are tens of milliseconds; nothing touches a database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from service.app.batch import ThreadRunner
+from service.app.handlers import Caller
+from service.app.ports import StoreUnavailable
+from service.app.writer import BATCH_DEADLINE, GroupCommitWriter
+from service.domain.decide import CheckResult
+from tests.keys import ring
+from tests.unit.fakes import FakeClock, FakeStore
+from tests.unit.helpers import CORRECT, USER, enroll, verify
+
+DEADLINE = 0.05
+CALLER = Caller("ward_office", "terminal-counter-01", office="naka")
+
+
+class GatedRunner:
+    """Answers each command with ("done", cmd) once its gate is open; a
+    closed gate is a database path that holds the packets."""
+
+    def __init__(self):
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.batches: list[list] = []
+        self.alive_answer = True
+        self.stopped = False
+
+    async def start(self) -> None:
+        pass
+
+    async def run(self, items):
+        self.batches.append([cmd for cmd, _ in items])
+        await self.gate.wait()
+        return [("done", cmd) for cmd, _ in items]
+
+    async def alive(self) -> bool:
+        return self.alive_answer
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+@contextlib.asynccontextmanager
+async def started(runner, deadline=DEADLINE):
+    writer = GroupCommitWriter(runner, batch_deadline=deadline)
+    await writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.stop()
+
+
+async def until(predicate, timeout: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_the_default_deadline_is_two_seconds():
+    assert BATCH_DEADLINE == 2.0
+    assert GroupCommitWriter(GatedRunner()).batch_deadline == BATCH_DEADLINE
+    with pytest.raises(ValueError):
+        GroupCommitWriter(GatedRunner(), batch_deadline=0)
+
+
+def test_a_batch_within_its_deadline_is_answered():
+    async def scenario():
+        async with started(GatedRunner()) as writer:
+            return await asyncio.gather(writer.submit("a", CALLER), writer.submit("b", CALLER)), await writer.alive()
+
+    answers, alive = asyncio.run(scenario())
+    assert answers == [("done", "a"), ("done", "b")] and alive
+
+
+def test_a_stalled_batch_fails_unavailable_refuses_new_commands_and_clears_when_it_returns():
+    async def scenario():
+        runner = GatedRunner()
+        async with started(runner) as writer:
+            loop = asyncio.get_running_loop()
+            runner.gate.clear()  # the database path hangs
+            t0 = loop.time()
+            in_flight = asyncio.ensure_future(writer.submit("stuck", CALLER))
+            await until(lambda: len(runner.batches) == 1)
+            queued = asyncio.ensure_future(writer.submit("queued", CALLER))  # behind the stuck batch
+            with pytest.raises(StoreUnavailable, match="outcome is unknown: retry with the same request id"):
+                await in_flight
+            waited = loop.time() - t0
+            with pytest.raises(StoreUnavailable, match="nothing was written"):
+                await queued
+            assert writer.stalled and not await writer.alive()
+            t1 = loop.time()
+            with pytest.raises(StoreUnavailable, match="nothing was written"):
+                await writer.submit("new", CALLER)  # at once, not queued behind it
+            refused_in = loop.time() - t1
+            assert runner.batches == [["stuck"]]  # neither was handed to the runner
+
+            runner.gate.set()  # the path resumes: the late result is dropped
+            await until(lambda: not writer.stalled)
+            assert await writer.alive()
+            after = await writer.submit("after", CALLER)
+            return waited, refused_in, after, runner.batches
+
+    waited, refused_in, after, batches = asyncio.run(scenario())
+    assert DEADLINE <= waited < DEADLINE + 1.0
+    assert refused_in < DEADLINE
+    assert after == ("done", "after") and batches == [["stuck"], ["after"]]
+
+
+def test_alive_follows_the_runner_when_nothing_is_stalled():
+    async def scenario():
+        runner = GatedRunner()
+        async with started(runner) as writer:
+            runner.alive_answer = False  # e.g. a writer process that died
+            return await writer.alive()
+
+    assert asyncio.run(scenario()) is False
+
+
+def test_stopping_does_not_wait_for_a_stalled_batch():
+    async def scenario():
+        runner = GatedRunner()
+        writer = GroupCommitWriter(runner, batch_deadline=DEADLINE)
+        await writer.start()
+        runner.gate.clear()
+        with pytest.raises(StoreUnavailable):
+            await writer.submit("stuck", CALLER)
+        await asyncio.wait_for(writer.stop(), 1.0)
+        return runner.stopped
+
+    assert asyncio.run(scenario())
+
+
+def test_stopping_drains_a_batch_within_its_deadline():
+    async def scenario():
+        runner = GatedRunner()
+        async with started(runner, deadline=1.0) as writer:
+            runner.gate.clear()
+            pending = asyncio.ensure_future(writer.submit("slow", CALLER))
+            await until(lambda: len(runner.batches) == 1)
+            stopping = asyncio.ensure_future(writer.stop())
+            await asyncio.sleep(0.02)
+            runner.gate.set()
+            await stopping
+            writer._task = None  # stopped already; the context manager's stop only stops the runner again
+            return await pending
+
+    assert asyncio.run(scenario()) == ("done", "slow")
+
+
+class HangingStore(FakeStore):
+    """The in-memory store, whose transactions hang while `flowing` is clear, on
+    the writer thread (as a socket read of a stalled connection does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flowing = threading.Event()
+        self.flowing.set()
+
+    def unit_of_work(self, integrity=None):
+        if not self.flowing.wait(10):
+            raise AssertionError("the test never let the store go")
+        return super().unit_of_work(integrity)
+
+
+def test_the_thread_runner_stalls_and_recovers_and_a_retry_replays_the_late_commit():
+    """The real ThreadRunner: the stalled batch commits late; its caller was
+    told UNAVAILABLE (outcome unknown) and its retry with the same request
+    id gets the committed answer, replayed."""
+    store = HangingStore()
+    clock = FakeClock(datetime(2026, 4, 1, 1, 30, tzinfo=timezone.utc))
+    runner = ThreadRunner(store, ring("k-1", {"k-1": b"k" * 32}), clock)
+
+    async def scenario():
+        async with started(runner) as writer:
+            await writer.submit(enroll(CORRECT, "card-a"), CALLER)
+            store.flowing.clear()
+            command = verify(USER, CORRECT[USER], "card-a")
+            with pytest.raises(StoreUnavailable, match="outcome is unknown"):
+                await writer.submit(command, CALLER)
+            assert not await writer.alive()
+            store.flowing.set()
+            await until(lambda: not writer.stalled)
+            assert await writer.alive()
+            return await writer.submit(command, CALLER)
+
+    retry = asyncio.run(scenario())
+    assert retry.replayed and retry.outcome.result is CheckResult.OK
+    assert [e.event_type for e in store.stream("card-a")] == ["CardEnrolled", "PinVerified"]
