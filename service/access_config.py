@@ -55,6 +55,7 @@ class TlsFiles:
     cert: bytes
     key: bytes = field(repr=False)
     client_ca: bytes = b""
+    key_path: Path | None = None  # where the key was read (the server checks its mode: service/file_modes.py)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def load_access_config(path: Path) -> AccessConfig:
 
     if "tls" not in data:
         raise AccessConfigError(f"access file {path}: a [tls] section is required (mutual TLS)")
-    tls = TlsFiles(read("cert"), read("key"), read("client_ca"))
+    tls = TlsFiles(read("cert"), read("key"), read("client_ca"), base / data["tls"]["key"])
     terminals: dict[str, TerminalEntry] = {}
     for terminal_id, entry in data.get("terminals", {}).items():
         if not TERMINAL_ID.fullmatch(terminal_id):

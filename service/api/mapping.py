@@ -6,8 +6,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import common_pb2 as pb
 from service.domain.decide import CheckOutcome, CheckResult
-from service.domain.errors import FieldViolation, InvalidInput
-from service.domain.pins import PinType
+from service.domain.errors import InvalidInput
+from service.domain.pins import PinType, UnknownPinType, pin_type_violation
 from typing import Callable
 
 from service.domain.documents import Applicant, DocumentType
@@ -64,18 +64,23 @@ CARD_STATUS_TO_PROTO = {
 }
 
 
-def pin_type(value: int) -> PinType | None:
-    """None for unspecified or unknown values (refused by the command)."""
-    return PIN_TYPE_TO_DOMAIN.get(value)
+def pin_type(value: int) -> PinType | UnknownPinType | None:
+    """None for unspecified; an unknown value is kept as UnknownPinType. The
+    command refuses both, with the message of pins.pin_type_violation."""
+    found = PIN_TYPE_TO_DOMAIN.get(value)
+    if found is None and value != pb.PIN_TYPE_UNSPECIFIED:
+        return UnknownPinType(value)
+    return found
 
 
 def optional_pin_type(value: int) -> PinType | None:
     """For filters: unspecified means all; an unknown value is bad input."""
     if value == pb.PIN_TYPE_UNSPECIFIED:
         return None
-    if value not in PIN_TYPE_TO_DOMAIN:
-        raise InvalidInput(FieldViolation("pin_type", f"unknown PIN type {value}"))
-    return PIN_TYPE_TO_DOMAIN[value]
+    found = pin_type(value)
+    if not isinstance(found, PinType):
+        raise InvalidInput(pin_type_violation("pin_type", found))
+    return found
 
 
 def documents(docs) -> list[tuple[DocumentType | None, str]]:

@@ -21,13 +21,16 @@ from service.clock import Clock, ServiceClock
 from service.domain.policy import Policy, ThrottlePolicy
 from service.offices import load_policy
 from service.config import Settings
+from service.file_modes import FileModeError, check_private_file
 from service.heap import freeze_startup_objects
 from service.keys import KeyRing
+from service.schema_check import SchemaMismatch, check_schema
 from service.store.event_store import EventStore
 
 log = structlog.get_logger()
 
 MAX_REQUEST_BYTES = 64 * 1024
+STARTUP_REFUSALS = (SchemaMismatch, FileModeError)  # raised by Server(...): the server does not start
 SERVICE_NAMES = (
     pin_service_pb2.DESCRIPTOR.services_by_name["PinService"].full_name,
     counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name,
@@ -48,6 +51,16 @@ class Server:
     ):
         self.settings = settings
         self.access = access
+        # Refuse to start (STARTUP_REFUSALS) rather than serve and fail every
+        # call, or serve with an exposed private key in production.
+        check_schema(settings.database_url)
+        self.warnings: list[str] = []
+        if access is not None and access.tls.key_path is not None:
+            warning = check_private_file(
+                access.tls.key_path, production=settings.production, what="the TLS private key ([tls] key)"
+            )
+            if warning:
+                self.warnings.append(warning)
         self.clock = clock or settings.service_clock()
         throttle = access.throttle if access else ThrottlePolicy()
         policy = policy or load_policy(settings.offices_file, throttle, self.clock().date())
@@ -136,12 +149,15 @@ class Server:
         if self.access is None:
             log.warning(
                 "development_mode",
-                message="plain text on loopback, no authentication: for development only",
+                message="plain text on loopback, no authentication: for development only; every call without "
+                "an x-pinlife-terminal header is the one terminal dev-terminal, throttled as one",
                 listen=self.settings.listen,
                 port=self.port,
             )
         else:
             log.info("mutual_tls", terminals=len(self.access.terminals))
+        for warning in self.warnings:
+            log.warning("private_file_exposed", message=warning)
         if not (isinstance(self.clock, ServiceClock) and self.clock.is_system):
             log.warning("clock_moved", message="the service clock is not the system clock (PINLIFE_CLOCK)", now=self.clock().isoformat())
         log.info("serving", port=self.port, store=self.store.dialect, writer=self.settings.writer)
@@ -157,8 +173,13 @@ class Server:
 
 async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None = None) -> int:
     """Serve until SIGINT or SIGTERM (exit status 0), or until the writer
-    process dies (1: the supervisor starts a fresh server)."""
-    server = Server(settings, keys, access=access)
+    process dies (1: the supervisor starts a fresh server). A server that
+    may not start (STARTUP_REFUSALS) says why in one line and exits 2."""
+    try:
+        server = Server(settings, keys, access=access)
+    except STARTUP_REFUSALS as exc:
+        log.error("refusing_to_start", message=str(exc))
+        return 2
     await server.start()
     freeze_startup_objects()
     stop = asyncio.Event()

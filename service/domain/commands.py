@@ -12,7 +12,7 @@ from typing import Callable
 from service.domain.card_ids import validate_card_id
 from service.domain.documents import Applicant, Document, DocumentType
 from service.domain.errors import FieldViolation, InvalidInput
-from service.domain.pins import PinType, normalize_pin
+from service.domain.pins import PinType, UnknownPinType, normalize_pin, pin_type_violation
 from service.domain.requests import validate_request_id
 
 
@@ -29,10 +29,12 @@ class _Collector:
             self.violations.extend(exc.violations)
             return None
 
-    def require_pin_type(self, pin_type: PinType | None, field_name: str) -> PinType | None:
-        if pin_type is None:
-            self.violations.append(FieldViolation(field_name, "is required: one of the four PIN types"))
-        return pin_type
+    def require_pin_type(self, pin_type: PinType | UnknownPinType | None, field_name: str) -> PinType | None:
+        """The PIN type, or None (a violation) if it is missing or unknown."""
+        if isinstance(pin_type, PinType):
+            return pin_type
+        self.violations.append(pin_type_violation(field_name, pin_type))
+        return None
 
     def raise_if_any(self) -> None:
         if self.violations:
@@ -48,6 +50,7 @@ def _pin(c: _Collector, pin_type: PinType | None, raw: str, name: str) -> str:
 
 
 WARD_ID = re.compile(r"[A-Za-z0-9._-]{1,32}", re.ASCII)
+MAX_PINS = len(PinType)  # EnrollCard: one PIN of each type at most
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class EnrollCard:
 
     @classmethod
     def create(
-        cls, request_id: str, card_id: str, pins: list[tuple[PinType | None, str]], ward: str | None = None
+        cls, request_id: str, card_id: str, pins: list[tuple[PinType | UnknownPinType | None, str]], ward: str | None = None
     ) -> EnrollCard:
         c = _Collector()
         c.run(lambda: validate_request_id(request_id))
@@ -68,6 +71,9 @@ class EnrollCard:
             c.violations.append(FieldViolation("ward", "must be 1 to 32 of A-Z a-z 0-9 . _ -"))
         if not pins:
             c.violations.append(FieldViolation("pins", "at least one initial PIN is required"))
+        if len(pins) > MAX_PINS:  # one violation, not one per PIN
+            c.violations.append(FieldViolation("pins", f"at most {MAX_PINS} PINs: one of each PIN type"))
+            pins = []
         normalized: dict[PinType, str] = {}
         for i, (pin_type, raw) in enumerate(pins):
             if c.require_pin_type(pin_type, f"pins[{i}].pin_type") is None:
@@ -89,11 +95,11 @@ class VerifyPin:
     pin: str = field(repr=False)
 
     @classmethod
-    def create(cls, request_id: str, card_id: str, pin_type: PinType | None, pin: str) -> VerifyPin:
+    def create(cls, request_id: str, card_id: str, pin_type: PinType | UnknownPinType | None, pin: str) -> VerifyPin:
         c = _Collector()
         c.run(lambda: validate_request_id(request_id))
         c.run(lambda: validate_card_id(card_id))
-        c.require_pin_type(pin_type, "pin_type")
+        pin_type = c.require_pin_type(pin_type, "pin_type")
         normalized = _pin(c, pin_type, pin, "pin")
         c.raise_if_any()
         return cls(request_id, card_id, pin_type, normalized)  # type: ignore[arg-type]
@@ -109,12 +115,12 @@ class ChangePin:
 
     @classmethod
     def create(
-        cls, request_id: str, card_id: str, pin_type: PinType | None, current_pin: str, new_pin: str
+        cls, request_id: str, card_id: str, pin_type: PinType | UnknownPinType | None, current_pin: str, new_pin: str
     ) -> ChangePin:
         c = _Collector()
         c.run(lambda: validate_request_id(request_id))
         c.run(lambda: validate_card_id(card_id))
-        c.require_pin_type(pin_type, "pin_type")
+        pin_type = c.require_pin_type(pin_type, "pin_type")
         current = _pin(c, pin_type, current_pin, "current_pin")
         new = _pin(c, pin_type, new_pin, "new_pin")
         c.raise_if_any()
@@ -179,7 +185,7 @@ class ResetPin:
     def create(cls, request_id, card_id, pin_type, new_pin, applicant, documents, adult_ward, office_id) -> ResetPin:
         c = _Collector()
         _base(c, request_id, card_id)
-        c.require_pin_type(pin_type, "pin_type")
+        pin_type = c.require_pin_type(pin_type, "pin_type")
         pin = _pin(c, pin_type, new_pin, "new_pin")
         _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
         docs = _documents(c, documents)
@@ -203,7 +209,7 @@ class UnlockPin:
     def create(cls, request_id, card_id, pin_type, applicant, documents, adult_ward, office_id) -> UnlockPin:
         c = _Collector()
         _base(c, request_id, card_id)
-        c.require_pin_type(pin_type, "pin_type")
+        pin_type = c.require_pin_type(pin_type, "pin_type")
         _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
         docs = _documents(c, documents)
         c.raise_if_any()
@@ -224,7 +230,7 @@ class RequestProxyReset:
     def create(cls, request_id, card_id, pin_type, documents, office_id) -> RequestProxyReset:
         c = _Collector()
         _base(c, request_id, card_id)
-        c.require_pin_type(pin_type, "pin_type")
+        pin_type = c.require_pin_type(pin_type, "pin_type")
         docs = _documents(c, documents)
         c.raise_if_any()
         return cls(request_id, card_id, pin_type, docs, office_id)
@@ -247,7 +253,7 @@ class CompleteProxyReset:
     def create(cls, request_id, card_id, pin_type, inquiry_id, code, new_pin, documents, office_id) -> CompleteProxyReset:
         c = _Collector()
         _base(c, request_id, card_id)
-        c.require_pin_type(pin_type, "pin_type")
+        pin_type = c.require_pin_type(pin_type, "pin_type")
         if not INQUIRY_ID.fullmatch(inquiry_id or ""):
             c.violations.append(FieldViolation("inquiry_id", "is required: the id printed on the inquiry form"))
         if not INQUIRY_CODE.fullmatch(code or ""):
@@ -310,7 +316,7 @@ class ReserveStoreReset:
     def create(cls, request_id, card_id, pin_type, proving_pin) -> ReserveStoreReset:
         c = _Collector()
         _base(c, request_id, card_id)
-        c.require_pin_type(pin_type, "pin_type")
+        pin_type = c.require_pin_type(pin_type, "pin_type")
         if not proving_pin:
             c.violations.append(FieldViolation("proving_pin", "is required"))
         c.raise_if_any()
@@ -332,7 +338,7 @@ class StoreResetPin:
     def create(cls, request_id, card_id, pin_type, proving_pin, new_pin, chain_id) -> StoreResetPin:
         c = _Collector()
         _base(c, request_id, card_id)
-        c.require_pin_type(pin_type, "pin_type")
+        pin_type = c.require_pin_type(pin_type, "pin_type")
         if not proving_pin:
             c.violations.append(FieldViolation("proving_pin", "is required"))
         pin = _pin(c, pin_type, new_pin, "new_pin")

@@ -28,13 +28,21 @@ class FieldViolation:
     description: str
 
 
+MAX_FIELD_VIOLATIONS = 20  # reported in one error; the rest are counted (the answer's size is bounded)
+
+
 class InvalidInput(DomainError):
-    """Bad input, refused before anything is checked: costs no try."""
+    """Bad input, refused before anything is checked: costs no try. At most
+    MAX_FIELD_VIOLATIONS are kept, then one line says how many more there were."""
 
     def __init__(self, violations: list[FieldViolation] | FieldViolation):
         if isinstance(violations, FieldViolation):
             violations = [violations]
-        self.violations = list(violations)
+        violations = list(violations)
+        if len(violations) > MAX_FIELD_VIOLATIONS:
+            more = len(violations) - MAX_FIELD_VIOLATIONS
+            violations = violations[:MAX_FIELD_VIOLATIONS] + [FieldViolation("request", f"and {more} more")]
+        self.violations = violations
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
 
 

@@ -35,6 +35,21 @@ PIN_TYPE_BY_VALUE: dict[str, PinType] = {t.value: t for t in PinType}  # faster 
 
 
 @dataclass(frozen=True)
+class UnknownPinType:
+    """A PIN type the caller sent that is none of ours (an API enum value no
+    PinType maps to): refused by the command as a field violation."""
+
+    value: object
+
+
+def pin_type_violation(field: str, given: UnknownPinType | None) -> FieldViolation:
+    """The one message for a missing or unknown PIN type, on every RPC."""
+    if given is None:
+        return FieldViolation(field, "is required: one of the four PIN types")
+    return FieldViolation(field, f"is not a known PIN type ({given.value}): one of the four PIN types")
+
+
+@dataclass(frozen=True)
 class PinRule:
     retry_limit: int
     description: str

@@ -21,6 +21,7 @@ from service.clock import ServiceClock
 from service.domain.access import COUNTERS, RPC_ROLES, Role
 from service.domain.streams import terminal_stream
 from tests.e2e.harness import Client, ThreadedServer
+from tests.keys import INTEGRITY
 
 ROLES = [r for r in Role if r is not Role.DEVELOPMENT]
 USER = pb.PIN_TYPE_USER_CERTIFICATE
@@ -162,6 +163,7 @@ def test_every_role_against_every_rpc(tls_server, pki):
     app.close()
     for role in ROLES:
         client = client_for(tls_server, pki, f"{role.value}-01")
+        refused_before = False  # the server's clock is fixed: one refusal window per terminal
         for rpc, call in CALLS.items():
             allowed = role in RPC_ROLES[rpc]
             before = len(tls_server.store.stream(terminal_stream(f"{role.value}-01")))
@@ -175,15 +177,19 @@ def test_every_role_against_every_rpc(tls_server, pki):
             else:
                 assert code == grpc.StatusCode.PERMISSION_DENIED, (role, rpc, code)
                 denied = tls_server.store.stream(terminal_stream(f"{role.value}-01"))
+                if refused_before:  # aggregated: counted, recorded with the terminal's next window
+                    assert len(denied) == before
+                    continue
+                refused_before = True
                 assert len(denied) == before + 1
                 assert denied[-1].event_type == "AccessDenied"
                 assert denied[-1].payload["rpc"] == rpc and denied[-1].terminal_id == f"{role.value}-01"
-                assert denied[-1].channel == role.value
+                assert denied[-1].channel == role.value and denied[-1].payload["repeated"] == 0
         client.close()
     # Events carry the terminal and its role as the channel.
     verifies = [e for e in tls_server.store.stream("card-T1") if e.event_type == "PinVerified"]
     assert {(e.terminal_id, e.channel) for e in verifies} >= {("medical_reader-01", "medical_reader")}
-    assert tls_server.store.first_broken_link() is None
+    assert tls_server.store.first_broken_link(INTEGRITY) is None
     assert tls_server.store.projection() == tls_server.store.rebuild()
     counter.close()
 
@@ -264,3 +270,107 @@ def test_a_terminal_failing_on_many_cards_is_throttled_and_recorded(db_url, keys
         for c in (counter, reader, other):
             c.close()
         server.close()
+
+
+# --- one unambiguous identity ------------------------------------------------
+def leaf_credentials(pki, common_names: list[str]) -> grpc.ChannelCredentials:
+    """A client certificate of the terminal CA whose subject has these common
+    names (trustme makes one at most), made with the CA's own key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.cert_pem.bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca.private_key_pem.bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pinlife terminals")]
+        + [x509.NameAttribute(NameOID.COMMON_NAME, name) for name in common_names]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.cert_pem.bytes(),
+        private_key=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        certificate_chain=cert.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["auditor-01", "medical_reader-01"], ["medical_reader-01", "auditor-01"], ["auditor-01", "auditor-01"], []],
+    ids=["two-registered", "two-other-order", "the-same-twice", "none"],
+)
+def test_a_certificate_without_exactly_one_common_name_is_unauthenticated(tls_server, pki, names):
+    """Two common names name two terminals (it authenticated as the first);
+    none names no terminal."""
+    client = Client(tls_server.target, credentials=leaf_credentials(pki, names))
+    with pytest.raises(grpc.RpcError) as err:
+        CALLS["/pinlife.v1.PinService/GetPinStatus"](client)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "exactly one common name" in err.value.details()
+    client.close()
+    # the same CA's certificate with one common name is a terminal
+    one = Client(tls_server.target, credentials=leaf_credentials(pki, ["auditor-01"]))
+    with pytest.raises(grpc.RpcError) as err:
+        CALLS["/pinlife.v1.PinService/GetPinStatus"](one)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # authenticated and authorized; no such card
+    one.close()
+
+
+# --- development mode: the terminal's own headers ---------------------------
+@pytest.mark.parametrize(
+    "header, value",
+    [
+        ("x-pinlife-terminal", "reader 07"),
+        ("x-pinlife-terminal", "x" * 65),
+        ("x-pinlife-terminal", ""),
+        ("x-pinlife-terminal", "terminal:reader-07"),
+        ("x-pinlife-office", "naka ward office"),
+        ("x-pinlife-chain", "seven/eleven"),
+    ],
+    ids=["space", "too-long", "empty", "colon", "office", "chain"],
+)
+def test_development_mode_refuses_a_malformed_terminal_header(server, header, value):
+    """It was ignored: the call ran as dev-terminal (or as no counter)."""
+    client = Client(server.target)
+    client.metadata = [(header, value)]
+    with pytest.raises(grpc.RpcError) as err:
+        client.status("card-D1")
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert err.value.details() == f"{header} must be 1 to 64 of A-Z a-z 0-9 . _ -"
+    assert server.store.stream(terminal_stream("dev-terminal")) == []
+    client.close()
+
+
+def test_development_mode_refuses_a_terminal_header_given_twice(server):
+    client = Client(server.target)
+    client.metadata = [("x-pinlife-terminal", "reader-07"), ("x-pinlife-terminal", "reader-08")]
+    with pytest.raises(grpc.RpcError) as err:
+        client.status("card-D1")
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert err.value.details() == "x-pinlife-terminal is given twice"
+    client.close()
+
+
+def test_development_mode_takes_well_formed_headers(server):
+    client = Client(server.target, terminal="reader-07", office=OFFICE, chain="seven")
+    with pytest.raises(grpc.RpcError) as err:
+        client.status("card-D1")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    client.close()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
-from service.domain.errors import InvalidInput
+from service.domain.errors import FieldViolation, InvalidInput
+from service.domain.pins import UnknownPinType
 from tests.unit.helpers import CARD, CARD_INFO, RESIDENT, SIGNATURE, USER
 
 RID = "req-00000001"
@@ -126,19 +127,26 @@ def test_enroll_card_needs_at_least_one_pin():
 
 def test_enroll_card_collects_every_violation_with_indexed_names():
     pins = [
-        (USER, "1234"),  # fine
-        (RESIDENT, "12"),  # pins[1].pin
-        (None, "1234"),  # pins[2].pin_type
-        (USER, "5678"),  # pins[3].pin_type: given twice
-        (SIGNATURE, "ABCDEF"),  # pins[4].pin: no digit
+        (RESIDENT, "12"),  # pins[0].pin
+        (None, "1234"),  # pins[1].pin_type
+        (RESIDENT, "5678"),  # pins[2].pin_type: given twice
+        (SIGNATURE, "ABCDEF"),  # pins[3].pin: no digit
     ]
     assert bad_fields(EnrollCard.create, "short", "", pins) == [
         "card_id",
-        "pins[1].pin",
+        "pins[0].pin",
+        "pins[1].pin_type",
         "pins[2].pin_type",
-        "pins[3].pin_type",
-        "pins[4].pin",
+        "pins[3].pin",
         "request_id",
+    ]
+
+
+def test_enroll_card_takes_at_most_one_pin_of_each_type_and_says_so_once():
+    with pytest.raises(InvalidInput) as info:
+        EnrollCard.create(RID, CARD, [(USER, "x")] * 3000)
+    assert [(v.field, v.description) for v in info.value.violations] == [
+        ("pins", "at most 4 PINs: one of each PIN type")
     ]
 
 
@@ -189,3 +197,36 @@ def test_errors_of_commands_never_show_a_pin():
         text = str(error) + repr(error) + repr(error.violations)
         assert "8642" not in text
         assert "secretpin7q" not in text.lower()
+
+
+# --- PIN types: one message, missing or unknown --------------------------------
+
+
+@pytest.mark.parametrize(
+    "given, description",
+    [
+        (None, "is required: one of the four PIN types"),
+        (UnknownPinType(99), "is not a known PIN type (99): one of the four PIN types"),
+    ],
+    ids=["missing", "unknown"],
+)
+def test_a_missing_and_an_unknown_pin_type_have_one_message_each(given, description):
+    for create, field in [
+        (lambda t: VerifyPin.create(RID, CARD, t, "1234"), "pin_type"),
+        (lambda t: ChangePin.create(RID, CARD, t, "1234", "5678"), "pin_type"),
+        (lambda t: EnrollCard.create(RID, CARD, [(t, "1234")]), "pins[0].pin_type"),
+    ]:
+        with pytest.raises(InvalidInput) as info:
+            create(given)
+        assert [(v.field, v.description) for v in info.value.violations] == [(field, description)]
+
+
+# --- at most twenty violations in one error ---------------------------------
+
+
+def test_an_error_keeps_twenty_violations_and_counts_the_rest():
+    error = InvalidInput([FieldViolation(f"f{i}", "is bad") for i in range(25)])
+    assert [v.field for v in error.violations] == [f"f{i}" for i in range(20)] + ["request"]
+    assert error.violations[-1].description == "and 5 more"
+    assert str(error).endswith("f19: is bad; request: and 5 more")
+    assert len(InvalidInput([FieldViolation(f"f{i}", "is bad") for i in range(20)]).violations) == 20
