@@ -46,12 +46,21 @@ def _settings() -> config_mod.Settings:
 
 
 def _keys(settings):
+    """The key file, refused when others may read it in production (a
+    warning in development), as OpenSSH treats private keys."""
+    from service.file_modes import FileModeError, check_private_file
     from service.keys import KeyFileError, KeyRing
 
     try:
-        return KeyRing.load(settings.key_file)
+        keys = KeyRing.load(settings.key_file)
+        warning = check_private_file(settings.key_file, production=settings.production, what="the key file (PINLIFE_KEY_FILE)")
     except KeyFileError as exc:
         sys.exit(f"pinlife: {exc} (set PINLIFE_KEY_FILE, or run `pinlife dev-key` in development)")
+    except FileModeError as exc:
+        sys.exit(f"pinlife: {exc}")
+    if warning:
+        print(f"pinlife: warning: {warning}", file=sys.stderr)
+    return keys
 
 
 def cmd_serve(args) -> None:

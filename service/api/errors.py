@@ -10,7 +10,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from service.domain.access import PermissionDenied, Unauthenticated
 from service.domain.throttle import Throttled
 from service.domain.errors import AlreadyExists, DomainError, InvalidInput, NotFound, PreconditionFailed
-from service.app.ports import StoreUnavailable
+from service.app.ports import IntegrityViolation, StoreUnavailable
 
 CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
@@ -21,6 +21,8 @@ CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Throttled, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # What the database holds for the card does not authenticate: never acted on.
+    (IntegrityViolation, grpc.StatusCode.DATA_LOSS),
 ]
 
 
@@ -39,7 +41,7 @@ def _pack(message) -> any_pb2.Any:
 
 def to_status(exc: BaseException) -> status_pb2.Status:
     code = code_for(exc)
-    if code is grpc.StatusCode.INTERNAL or not isinstance(exc, (DomainError, StoreUnavailable)):
+    if code is grpc.StatusCode.INTERNAL or not isinstance(exc, (DomainError, StoreUnavailable, IntegrityViolation)):
         message = "internal error; the request was not applied"
     else:
         message = str(exc)

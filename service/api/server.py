@@ -25,12 +25,18 @@ from service.file_modes import FileModeError, check_private_file
 from service.heap import freeze_startup_objects
 from service.keys import KeyRing
 from service.schema_check import SchemaMismatch, check_schema
+from service.maintenance import Maintenance
 from service.store.event_store import EventStore
+from service.store.key_checks import key_problems
 
 log = structlog.get_logger()
 
 MAX_REQUEST_BYTES = 64 * 1024
-STARTUP_REFUSALS = (SchemaMismatch, FileModeError)  # raised by Server(...): the server does not start
+class KeysRefused(Exception):
+    """The key file does not fit this store (service/store/key_checks.py)."""
+
+
+STARTUP_REFUSALS = (SchemaMismatch, FileModeError, KeysRefused)  # raised by Server(...): the server does not start
 SERVICE_NAMES = (
     pin_service_pb2.DESCRIPTOR.services_by_name["PinService"].full_name,
     counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name,
@@ -65,6 +71,10 @@ class Server:
         throttle = access.throttle if access else ThrottlePolicy()
         policy = policy or load_policy(settings.offices_file, throttle, self.clock().date())
         self.store = EventStore(settings.database_url)
+        if problems := key_problems(self.store, keys, self.clock()):
+            self.store.close()
+            raise KeysRefused("; ".join(problems))
+        self.maintenance = Maintenance(self.store, keys, self.clock, policy.replay_window)
         # Crash-only: a writer process that dies stops this server, which
         # exits non-zero for its supervisor to start a fresh one.
         self.failed = asyncio.Event()
@@ -122,9 +132,12 @@ class Server:
         once the writer process has died (the server is then stopping)."""
         loop = asyncio.get_running_loop()
         serving = True
+        ping: asyncio.Future | None = None
         while True:
             try:
-                await asyncio.wait_for(loop.run_in_executor(None, self.store.ping), timeout=interval * 2)
+                if ping is None or ping.done():  # never more than one ping stuck on a hung path
+                    ping = loop.run_in_executor(None, self.store.ping)
+                await asyncio.wait_for(asyncio.shield(ping), timeout=interval * 2)
                 ok = True
             except Exception as exc:  # noqa: BLE001 - any failure means not serving
                 ok = False
@@ -146,6 +159,7 @@ class Server:
         await self.grpc.start()
         await self._set_health(True)
         self._watcher = asyncio.create_task(self._watch_store(health_interval), name="pinlife-health")
+        self.maintenance.start()
         if self.access is None:
             log.warning(
                 "development_mode",
@@ -167,6 +181,7 @@ class Server:
         await self._set_health(False)
         await self.grpc.stop(grace)
         await self.app.stop()
+        await self.maintenance.stop()
         self.store.close()
         log.info("stopped")
 

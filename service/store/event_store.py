@@ -23,6 +23,7 @@ from service.keys import IntegrityKeys
 from service.store import errors
 from service.store.engine import make_engine
 from service.store.hot_sql import HotSql
+from service.store.records import utc
 from service.store.tables import requests
 from service.store.integrity import Integrity
 from service.store.unit_of_work import UnitOfWork
@@ -46,8 +47,9 @@ class EventStore(Integrity):
     def prune_answers(self, older_than: datetime) -> int:
         """Forget answers given before `older_than` (past the replay window,
         a retry of theirs is refused as reused anyway); how many."""
+        cutoff = utc(older_than)  # stored in UTC on every backend (SQLite compares the text)
         with self.writer.begin() as conn:
-            return conn.execute(delete(requests).where(requests.c.created_at < older_than)).rowcount
+            return conn.execute(delete(requests).where(requests.c.created_at < cutoff)).rowcount
 
     @contextmanager
     def unit_of_work(self, integrity: IntegrityKeys) -> Iterator[UnitOfWork]:
