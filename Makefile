@@ -10,7 +10,7 @@ STAMP_GEN := $(GEN)/.generated
 export PINLIFE_DATABASE_URL ?= sqlite:///var/pinlife.db
 export PINLIFE_KEY_FILE ?= var/dev-keys.json
 
-.PHONY: install gen migrate run test test-unit bench bench-quick clean
+.PHONY: install gen dev-keys migrate run test test-unit bench bench-quick clean
 
 install: $(STAMP_INSTALL)
 $(STAMP_INSTALL): pyproject.toml
@@ -28,13 +28,15 @@ $(STAMP_GEN): $(STAMP_INSTALL) $(PROTOS)
 	echo "$(CURDIR)/$(GEN)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pinlife-gen.pth"
 	@touch $@
 
-var/dev-keys.json: | $(STAMP_INSTALL)
-	$(PY) -m service.cli dev-key var/dev-keys.json
+# Development keys: made if missing (never over a store that already has
+# verifiers), completed if an older file lacks a section; kept otherwise.
+dev-keys: gen
+	$(PY) -m service.cli dev-key $(PINLIFE_KEY_FILE)
 
-migrate: gen
+migrate: gen dev-keys
 	$(PY) -m service.cli migrate
 
-run: gen var/dev-keys.json migrate
+run: gen dev-keys migrate
 	$(PY) -m service.cli serve
 
 # Tests run in parallel, one worker per core (pytest-xdist).
