@@ -238,7 +238,7 @@ BOUND = 10
 
 
 @pytest.fixture
-def two_pg_instances(databases, keys, tmp_path, pki):
+def two_pg_instances(databases, tmp_path, pki):
     url = databases.create("postgres")
     key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
     servers = TlsProcesses(2, url, key_file, pki.access_file(max_distinct_cards=BOUND), pki, tmp_path)
