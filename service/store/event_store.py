@@ -45,8 +45,10 @@ class EventStore(Integrity):
     is_unavailable = staticmethod(errors.is_unavailable)
 
     def prune_answers(self, older_than: datetime) -> int:
-        """Forget answers given before `older_than` (past the replay window,
-        a retry of theirs is refused as reused anyway); how many."""
+        """Forget answers given before `older_than`; how many. Called with
+        the replay window plus a margin (service/maintenance.py): until then a
+        retry is refused as reused; after it the id is unknown again, and a
+        request carrying it is a new request."""
         cutoff = utc(older_than)  # stored in UTC on every backend (SQLite compares the text)
         with self.writer.begin() as conn:
             return conn.execute(delete(requests).where(requests.c.created_at < cutoff)).rowcount
