@@ -196,11 +196,15 @@ def cmd_checkpoint(args) -> None:
     the verifier key to check it with on stderr."""
     from service.clock import system_clock
     from service.store import checkpoints
+    from service.store.key_checks import key_problems
 
     settings = _settings()
     keys = _keys(settings)
     store = _store(settings)
     try:
+        problems = key_problems(store, keys, system_clock())
+        if problems:
+            sys.exit("pinlife: not signed: " + "; ".join(problems))
         checkpoints.sign_checkpoint(store, keys, system_clock())
         latest = checkpoints.latest(store)
     finally:
@@ -512,6 +516,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("new", nargs="?")
     p.set_defaults(fn=cmd_store_reset)
     args = parser.parse_args(argv)
+    if args.fn is not cmd_serve:
+        from service import logs
+
+        logs.configure()  # stderr: stdout carries only the command's output
     args.fn(args)
 
 

@@ -185,6 +185,8 @@ class KeyRing:
             raise KeyFileError(f"key file {path} does not exist") from exc
         except ValueError as exc:
             raise KeyFileError(f"key file {path} is not valid JSON") from exc
+        except OSError as exc:
+            raise KeyFileError(f"key file {path} cannot be read: {exc.strerror}") from exc
         try:
             keys = _decode_keys(data["keys"])
             if "integrity" not in data:
