@@ -11,11 +11,13 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pinlife.v1 import counter_service_pb2, pin_service_pb2, store_service_pb2
+from pinlife.v1 import audit_service_pb2, counter_service_pb2, pin_service_pb2, store_service_pb2
 from service.access_config import AccessConfig
 from service.api.registration import add_servicer
 from service.api.auth import CertificateAuthenticator, development_caller
+from service.api.audit_servicer import AuditServicer
 from service.api.servicers import CounterServicer, PinServicer, StoreServicer
+from service.app.audit import Audit
 from service.app.bootstrap import make_app
 from service.clock import Clock, ServiceClock
 from service.domain.policy import Policy, ThrottlePolicy
@@ -26,6 +28,7 @@ from service.heap import freeze_startup_objects
 from service.keys import KeyRing
 from service.schema_check import SchemaMismatch, check_schema
 from service.maintenance import Maintenance
+from service.store.audit_reads import StoreAuditReads
 from service.store.event_store import EventStore
 from service.store.key_checks import key_problems
 
@@ -41,6 +44,7 @@ SERVICE_NAMES = (
     pin_service_pb2.DESCRIPTOR.services_by_name["PinService"].full_name,
     counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name,
     store_service_pb2.DESCRIPTOR.services_by_name["ConvenienceStoreService"].full_name,
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 
 
@@ -105,6 +109,11 @@ class Server:
         add_servicer(
             self.grpc, StoreServicer(self.app, identify),
             store_service_pb2.DESCRIPTOR.services_by_name["ConvenienceStoreService"],
+        )  # fmt: skip
+        self.audit = Audit(StoreAuditReads(self.store, keys), self.app, self.store.is_unavailable)
+        add_servicer(
+            self.grpc, AuditServicer(self.app, self.audit, identify),
+            audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
         )  # fmt: skip
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(

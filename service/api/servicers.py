@@ -4,9 +4,10 @@ codes and writes the one log line per call."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import grpc
 import structlog
@@ -56,7 +57,41 @@ STORE_SERVICE = store_pb.DESCRIPTOR.services_by_name["ConvenienceStoreService"].
 Handler = Callable[..., Awaitable[object]]
 
 
+async def _admit(self, request, context: grpc.aio.ServicerContext, full_name: str) -> Caller:
+    """Who calls, and whether their role may call this RPC (a refusal is recorded)."""
+    caller: Caller = self.identify(context)
+    logs.bind_context(terminal=caller.terminal_id, channel=caller.channel)
+    try:
+        authorize(full_name, caller.role)
+    except PermissionDenied:
+        try:
+            await self.app.record_refusal(
+                caller, full_name, getattr(request, "request_id", ""), getattr(request, "card_id", "")
+            )
+        except StoreUnavailable:
+            log.warning("refusal_not_recorded", reason="store unavailable")
+        raise
+    if isinstance(request, Undecodable):
+        raise InvalidInput(FieldViolation("request", f"is not a valid {request.type_name} message"))
+    return caller
+
+
+def _failed(exc: BaseException) -> BaseException:
+    if not isinstance(exc, (DomainError, StoreUnavailable)):  # never a stack trace to the caller
+        log.error("rpc_internal_error", error=type(exc).__name__, exc_info=True)
+    return exc
+
+
+def _log_call(started: float, failure: BaseException | None, context: grpc.aio.ServicerContext) -> None:
+    code = "OK" if failure is None else code_for(failure).name
+    if context.cancelled() and failure is None:
+        code = "CANCELLED"
+    log.info("rpc", status=code, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+
+
 def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
+    """A unary RPC: identify and authorize the caller, run, map errors to
+    canonical codes, write the one log line per call."""
     full_name = f"/{service}/{name}"
 
     def decorate(fn: Handler) -> Handler:
@@ -66,32 +101,41 @@ def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
             logs.new_context(rpc=name, card=loggable_card_id(request))
             failure: BaseException | None = None
             try:
-                caller: Caller = self.identify(context)
-                logs.bind_context(terminal=caller.terminal_id, channel=caller.channel)
-                try:
-                    authorize(full_name, caller.role)
-                except PermissionDenied:
-                    try:
-                        await self.app.record_refusal(
-                            caller, full_name, getattr(request, "request_id", ""), getattr(request, "card_id", "")
-                        )
-                    except StoreUnavailable:
-                        log.warning("refusal_not_recorded", reason="store unavailable")
-                    raise
-                if isinstance(request, Undecodable):
-                    raise InvalidInput(FieldViolation("request", f"is not a valid {request.type_name} message"))
+                caller = await _admit(self, request, context, full_name)
                 return await fn(self, request, caller)
-            except (DomainError, StoreUnavailable) as exc:
-                failure = exc
-            except Exception as exc:  # noqa: BLE001 - never a stack trace to the caller
-                log.error("rpc_internal_error", error=type(exc).__name__, exc_info=True)
-                failure = exc
+            except Exception as exc:  # noqa: BLE001
+                failure = _failed(exc)
             finally:
-                code = "OK" if failure is None else code_for(failure).name
-                if context.cancelled() and failure is None:
-                    code = "CANCELLED"
-                log.info("rpc", status=code, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+                _log_call(started, failure, context)
             await context.abort_with_status(rpc_status.to_status(to_status(failure)))
+
+        return wrapper
+
+    return decorate
+
+
+def rpc_stream(service: str, name: str) -> Callable[[Callable[..., AsyncIterator[object]]], Callable[..., AsyncIterator[object]]]:
+    """A server-streaming RPC: as `rpc`, for an async generator of responses."""
+    full_name = f"/{service}/{name}"
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        async def wrapper(self, request, context: grpc.aio.ServicerContext):
+            started = time.perf_counter()
+            logs.new_context(rpc=name, card=loggable_card_id(request))
+            failure: BaseException | None = None
+            try:
+                caller = await _admit(self, request, context, full_name)
+                async for response in fn(self, request, caller):
+                    yield response
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                failure = _failed(exc)
+            finally:
+                _log_call(started, failure, context)
+            if failure is not None:
+                await context.abort_with_status(rpc_status.to_status(to_status(failure)))
 
         return wrapper
 

@@ -121,7 +121,7 @@ def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -
     if prior is not None:
         return replay(prior, fp, deps)
     throttle.check(uow.terminal_window(caller.terminal_id), caller.terminal_id, deps.now)
-    env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now)
+    env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now, caller.office)
 
     state = uow.card(cmd.card_id)
     rekey: dict[PinType, str] = {}
@@ -174,7 +174,7 @@ def card_command_touches(cmd: Any, caller: Caller) -> Touches:
 
 
 def handle_terminal_events(uow: UnitOfWork, cmd: RecordTerminalEvents, caller: Caller, deps: Deps) -> int:
-    env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now)
+    env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now, caller.office)
     return uow.append_terminal(caller.terminal_id, cmd.events, env)
 
 
@@ -184,7 +184,7 @@ def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps)
     if state.enrolled:
         return state
     if throttled := count_failure(uow, caller, cmd.card_id, deps):  # a miss: enumeration counts
-        uow.append_terminal(caller.terminal_id, throttled, Envelope(caller.channel, caller.terminal_id, "-", deps.now))
+        uow.append_terminal(caller.terminal_id, throttled, Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office))
     return None
 
 

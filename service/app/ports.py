@@ -42,6 +42,7 @@ class Envelope:
     terminal_id: str
     request_id: str
     occurred_at: datetime
+    office: str | None = None  # a counter's office
 
 
 @dataclass(frozen=True)

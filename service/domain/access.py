@@ -47,6 +47,11 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     # The reset app reserves a store reset; the kiosk completes it.
     "/pinlife.v1.PinService/ReserveStoreReset": frozenset({Role.SMARTPHONE_APP}),
     "/pinlife.v1.ConvenienceStoreService/ResetPin": frozenset({Role.CONVENIENCE_STORE}),
+    # Auditors read the history; nobody else may (every call of theirs is itself recorded).
+    **{
+        f"/pinlife.v1.AuditService/{rpc}": frozenset({Role.AUDITOR})
+        for rpc in ("GetCardHistory", "QueryEvents", "WatchEvents", "VerifyIntegrity", "GetCheckpoint", "GetStatistics")
+    },
 }
 
 

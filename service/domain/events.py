@@ -264,4 +264,17 @@ class TerminalThrottled(Event):
     throttled_until: str  # ISO 8601, UTC
 
 
-EVENT_TYPES.update({cls.type_name: cls for cls in (AccessDenied, CounterOutOfService, TerminalThrottled)})
+@dataclass(frozen=True)
+class AuditRead(Event):
+    """An auditor's call (the audit of the auditors), on the auditor
+    terminal's stream: which RPC, which card or filter, how many events it
+    returned."""
+
+    type_name: ClassVar[str] = "AuditRead"
+    rpc: str
+    card_id: str  # "" when the call named no card
+    filter: str  # the filter as JSON (service/domain/audit.py: Filter.as_dict)
+    events_returned: int
+
+
+EVENT_TYPES.update({cls.type_name: cls for cls in (AccessDenied, CounterOutOfService, TerminalThrottled, AuditRead)})

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from service.domain.chain import BrokenLink
 from service.domain.events import Recorded
+from service.domain.state import CardState, evolve
 from service.domain.lawful import first_unlawful
 from service.domain.streams import is_card_stream
 from service.domain.upcasting import event_from_stored
@@ -29,11 +31,13 @@ from service.store.event_store import EventStore
 # Instances' clocks differ a little: a lawful stream may step back this much.
 CLOCK_TOLERANCE = timedelta(seconds=5)
 LISTED = 20  # cards named per kind of problem; the count is always complete
+PROGRESS_EVERY = 10_000  # events between progress reports
 
 
 @dataclass
 class Report:
-    events: int = 0  # rows in the log
+    events: int = 0  # rows in the log (of the card's stream for one card)
+    cards: int = 0
     head_position: int = 0
     first_broken_link: BrokenLink | None = None
     cards_failing_mac: list[str] = field(default_factory=list)
@@ -56,26 +60,60 @@ class Report:
         return {**asdict(self), "intact": self.intact}
 
 
-def check_store(store: EventStore, keys: KeyRing, supplied: list[str] = ()) -> Report:
-    """supplied: signed checkpoint notes kept outside the store."""
+Progress = Callable[[str, int, int], None]  # phase, done, total
+
+
+def _quiet(phase: str, done: int, total: int) -> None:
+    pass
+
+
+def check_store(store: EventStore, keys: KeyRing, supplied: Sequence[str] = (), progress: Progress = _quiet) -> Report:
+    """supplied: signed checkpoint notes kept outside the store. progress is
+    called as each phase starts and ends, and every PROGRESS_EVERY events
+    of the passes over the log."""
     report = Report(head_position=store.head_position())
-    report.first_broken_link = store.first_broken_link(keys.integrity)
+    head = report.head_position
+    progress("links", 0, head)
+    report.first_broken_link = store.first_broken_link(keys.integrity, progress=lambda n: progress("links", n, head))
+    progress("links", head, head)
+    progress("macs", 0, 1)
     failing = list(store.cards_failing_mac(keys.integrity))
     report.cards_failing_mac, report.cards_failing_mac_count = failing[:LISTED], len(failing)
+    progress("macs", 1, 1)
+    progress("projection", 0, 1)
     rebuilt, projected = store.rebuild(), store.projection()
+    report.cards = len(projected)
     mismatched = sorted(c for c in rebuilt.keys() | projected.keys() if rebuilt.get(c) != projected.get(c))
     report.projection_mismatches, report.projection_mismatch_count = mismatched[:LISTED], len(mismatched)
+    progress("projection", 1, 1)
     streams: dict[str, list[Recorded]] = {}
+    progress("lawful", 0, head)
     for e in store.all_events():
         report.events += 1
+        if report.events % PROGRESS_EVERY == 0:
+            progress("lawful", report.events, head)
         if is_card_stream(e.stream_id):
             event = event_from_stored(e.event_type, e.schema_version, e.pin_type, e.payload)
             streams.setdefault(e.stream_id, []).append(Recorded(event, e.version, e.occurred_at))
     for stream_id in sorted(streams):
-        recorded = sorted(streams[stream_id], key=lambda r: r.version)
-        if (u := first_unlawful(recorded, clock_tolerance=CLOCK_TOLERANCE)) is not None:
-            report.first_unlawful = {"stream_id": stream_id, **asdict(u)}
+        if (u := _first_unlawful(stream_id, streams[stream_id])) is not None:
+            report.first_unlawful = u
             break
+    progress("lawful", head, head)
+    progress("checkpoints", 0, len(supplied) + 1)
+    _check_checkpoints(store, keys, supplied, report)
+    progress("checkpoints", len(supplied) + 1, len(supplied) + 1)
+    return report
+
+
+def _first_unlawful(stream_id: str, recorded: list[Recorded]) -> dict[str, Any] | None:
+    recorded = sorted(recorded, key=lambda r: r.version)
+    if (u := first_unlawful(recorded, clock_tolerance=CLOCK_TOLERANCE)) is not None:
+        return {"stream_id": stream_id, **asdict(u)}
+    return None
+
+
+def _check_checkpoints(store: EventStore, keys: KeyRing, supplied: Sequence[str], report: Report) -> None:
     report.stored_checkpoints = len(checkpoints.stored(store))
     if keys.checkpoint is not None and (p := checkpoints.check_stored(store, keys)):
         report.checkpoint_problem = p._asdict()
@@ -84,4 +122,24 @@ def check_store(store: EventStore, keys: KeyRing, supplied: list[str] = ()) -> R
         if p := checkpoints.check_against(store, note, vkeys):
             report.supplied_checkpoint_problem = p._asdict()
             break
+
+
+def check_card(store: EventStore, keys: KeyRing, card_id: str) -> Report:
+    """One card: its keyed links up to its head, its MAC, its projection
+    against a fold of its events, and its lawful history."""
+    stored = store.stream(card_id)
+    report = Report(head_position=store.head_position(), events=len(stored), cards=1)
+    report.first_broken_link = store.first_broken_link(keys.integrity, card_id)
+    if failing := list(store.cards_failing_mac(keys.integrity, card_id)):
+        report.cards_failing_mac, report.cards_failing_mac_count = failing, len(failing)
+    recorded = [
+        Recorded(event_from_stored(e.event_type, e.schema_version, e.pin_type, e.payload), e.version, e.occurred_at)
+        for e in stored
+    ]
+    rebuilt = CardState(card_id)
+    for r in recorded:
+        rebuilt = evolve(rebuilt, r)
+    if store.read_card(card_id) != (rebuilt if recorded else None):
+        report.projection_mismatches, report.projection_mismatch_count = [card_id], 1
+    report.first_unlawful = _first_unlawful(card_id, recorded)
     return report

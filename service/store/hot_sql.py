@@ -29,6 +29,7 @@ CARD_COLUMNS = ("card_id", "version", "last_hash", "status", "ward", "enrolled_a
 EVENT_COLUMNS = (
     "position", "stream_id", "stream_kind", "version", "event_id", "event_type", "schema_version", "occurred_at",
     "pin_type", "channel", "terminal_id", "request_id", "payload", "prev_hash", "hash", "key_id",
+    "office",
 )  # fmt: skip
 PIN_COLUMNS = (
     "card_id", "pin_type", "status", "consecutive_failures", "remaining_tries", "locked_at", "last_version",

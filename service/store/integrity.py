@@ -5,7 +5,7 @@ positions 1..head without a gap, and every card's MAC over its projection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sqlalchemy import select
 
@@ -38,7 +38,9 @@ class Integrity(Reads):
             out.update({terminal_stream(t): StreamHead(terminal_stream(t), v, h) for t, v, h in conn.execute(qt)})
         return out
 
-    def first_broken_link(self, integrity: IntegrityKeys, stream_id: str | None = None) -> BrokenLink | None:
+    def first_broken_link(
+        self, integrity: IntegrityKeys, stream_id: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> BrokenLink | None:
         """The first problem, by position: a keyed link that does not check,
         a stream that does not end at its head, or (for the whole store) a
         position missing between 1 and the log head."""
@@ -49,7 +51,9 @@ class Integrity(Reads):
         streams: dict[str, list[Link]] = {}
         gap = None
         expected = 1
-        for e in self.all_events():
+        for n, e in enumerate(self.all_events(), 1):
+            if progress is not None and n % 10_000 == 0:
+                progress(n)
             if gap is None and e.position != expected:
                 gap = BrokenLink(e.stream_id, e.version, expected, f"position {expected} is missing from the log")
             expected = e.position + 1
@@ -82,8 +86,7 @@ class Integrity(Reads):
             verifiers: dict[str, dict] = {}
             for c, name, key_id, digest in conn.execute(qs):
                 verifiers.setdefault(c, {})[PIN_TYPE_BY_VALUE.get(name)] = Verifier(key_id, digest)
-        read_time = self._hot_sql.read_time
         for c, version, last_hash, status, ward, mac in heads:
-            state = card_state(c, version, status, ward, rows.get(c, ()), read_time)
+            state = card_state(c, version, status, ward, rows.get(c, ()))  # select() has converted the times
             if not integrity.checks(mac, state_message(state, last_hash, verifiers.get(c, {}))):
                 yield c

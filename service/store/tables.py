@@ -74,12 +74,21 @@ events = Table(
     Column("hash", String(64), nullable=False),
     # the integrity key of the chain HMAC (service/domain/chain.py)
     Column("key_id", String(64), nullable=True),
+    # the counter's office behind the event (NULL for other callers)
+    Column("office", String(64), nullable=True),
     UniqueConstraint("stream_id", "version"),
 )
-Index("ix_events_occurred_at", events.c.occurred_at)
-# Audit queries: one terminal's day, one event type's hour.
-Index("ix_events_terminal_id_occurred_at", events.c.terminal_id, events.c.occurred_at)
-Index("ix_events_event_type_occurred_at", events.c.event_type, events.c.occurred_at)
+# Audit queries (service/store/audit_reads.py): keyset pages in (occurred_at,
+# position) order of the whole log, one terminal's day, one event type's
+# hour, one office's day.
+Index("ix_events_occurred_at_position", events.c.occurred_at, events.c.position)
+Index("ix_events_terminal_id_occurred_at_position", events.c.terminal_id, events.c.occurred_at, events.c.position)
+Index("ix_events_event_type_occurred_at_position", events.c.event_type, events.c.occurred_at, events.c.position)
+_office = events.c.office.isnot(None)
+Index(
+    "ix_events_office_occurred_at_position", events.c.office, events.c.occurred_at, events.c.position,
+    postgresql_where=_office, sqlite_where=_office,
+)  # fmt: skip
 # Events not yet keyed (stored before keyed chains, until `pinlife migrate` re-chains them).
 _unkeyed = events.c.key_id.is_(None)
 Index("ix_events_unkeyed", events.c.position, postgresql_where=_unkeyed, sqlite_where=_unkeyed)

@@ -191,7 +191,7 @@ class UnitOfWork:
         pin_type = getattr(e, "pin_type", None)
         envelope = hashed_envelope(
             stream_id, version, new_event_id(), e.type_name, e.schema_version, env.occurred_at,
-            pin_type.value if pin_type else None, env.channel, env.terminal_id, env.request_id, e.payload(),
+            pin_type.value if pin_type else None, env.channel, env.terminal_id, env.request_id, e.payload(), env.office,
         )  # fmt: skip
         self._new_events.append((envelope, env.occurred_at))
 
@@ -246,7 +246,7 @@ class UnitOfWork:
             rows.append((
                 position, sid, stream_kind(sid).value, env["version"], env["event_id"], env["event_type"],
                 env["schema_version"], bind_time(at), env["pin_type"], env["channel"], env["terminal_id"],
-                env["request_id"], bind_json(env["payload"]), prev, link, key_id,
+                env["request_id"], bind_json(env["payload"]), prev, link, key_id, env.get("office"),
             ))  # fmt: skip
         return rows
 

@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from pinlife.v1 import audit_service_pb2_grpc
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import counter_service_pb2_grpc
@@ -28,6 +29,17 @@ from service.clock import system_clock
 from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class WithMetadata:
+    """A stub whose calls carry the client's metadata (its terminal header)."""
+
+    def __init__(self, stub, metadata):
+        self._stub, self._metadata = stub, metadata
+
+    def __getattr__(self, name):
+        method = getattr(self._stub, name)
+        return lambda request, **kw: method(request, metadata=self._metadata, **kw)
 
 
 class Client:
@@ -48,6 +60,7 @@ class Client:
             self.metadata.append(("x-pinlife-office", office))
         if chain:
             self.metadata.append(("x-pinlife-chain", chain))
+        self.audit = WithMetadata(audit_service_pb2_grpc.AuditServiceStub(self.channel), self.metadata)
 
     def close(self) -> None:
         self.channel.close()

@@ -12,6 +12,9 @@ import trustme
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
@@ -150,7 +153,39 @@ CALLS = {
         spb.StoreResetPinRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=SIGNATURE,
                                  proving_pin="4821", new_pin="NEW123"), timeout=10,
     ),
+    "/pinlife.v1.AuditService/GetCardHistory": lambda c: c.audit.GetCardHistory(
+        apb.GetCardHistoryRequest(card_id="card-T1"), timeout=10),
+    "/pinlife.v1.AuditService/QueryEvents": lambda c: c.audit.QueryEvents(apb.QueryEventsRequest(page_size=5), timeout=10),
+    "/pinlife.v1.AuditService/WatchEvents": lambda c: _first(c.audit.WatchEvents(apb.WatchEventsRequest(), timeout=10)),
+    "/pinlife.v1.AuditService/VerifyIntegrity": lambda c: list(
+        c.audit.VerifyIntegrity(apb.VerifyIntegrityRequest(card_id="card-T1"), timeout=30)),
+    "/pinlife.v1.AuditService/GetCheckpoint": lambda c: _checkpoint(c),
+    "/pinlife.v1.AuditService/GetStatistics": lambda c: c.audit.GetStatistics(
+        apb.GetStatisticsRequest(**{"from": _ts(OPEN_HOURS() - dt.timedelta(hours=1)), "to": _ts(OPEN_HOURS() + dt.timedelta(hours=1))}),
+        timeout=10),
 }  # fmt: skip
+
+
+def _ts(at: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(at)
+    return ts
+
+
+def _first(stream):
+    try:
+        return next(stream)
+    finally:
+        stream.cancel()
+
+
+def _checkpoint(c):
+    try:
+        return c.audit.GetCheckpoint(apb.GetCheckpointRequest(), timeout=10)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.NOT_FOUND:  # allowed, nothing signed yet
+            raise
+        return None
 
 
 def test_every_role_against_every_rpc(tls_server, pki):
@@ -197,7 +232,9 @@ def test_every_role_against_every_rpc(tls_server, pki):
 def test_medical_reader_only_verifies_and_auditor_only_reads(tls_server, pki):
     assert RPC_ROLES["/pinlife.v1.PinService/VerifyPin"] >= {Role.MEDICAL_READER}
     assert {rpc for rpc, roles in RPC_ROLES.items() if Role.MEDICAL_READER in roles} == {"/pinlife.v1.PinService/VerifyPin"}
-    assert {rpc for rpc, roles in RPC_ROLES.items() if Role.AUDITOR in roles} == {"/pinlife.v1.PinService/GetPinStatus"}
+    audit = {rpc for rpc in RPC_ROLES if rpc.startswith("/pinlife.v1.AuditService/")}
+    assert len(audit) == 6 and all(RPC_ROLES[rpc] == {Role.AUDITOR} for rpc in audit)
+    assert {rpc for rpc, roles in RPC_ROLES.items() if Role.AUDITOR in roles} == {"/pinlife.v1.PinService/GetPinStatus", *audit}
 
 
 def test_unregistered_and_revoked_terminals_are_unauthenticated(tls_server, pki):

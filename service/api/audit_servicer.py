@@ -1,0 +1,90 @@
+"""AuditService: translates requests to the audit facade
+(service/app/audit.py) and its answers to protos (audit_mapping.py)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Callable
+
+import grpc
+
+from pinlife.v1 import audit_service_pb2 as apb
+from pinlife.v1 import audit_service_pb2_grpc as audit_grpc
+from service.api import audit_mapping as amap
+from service.api.auth import development_caller
+from service.api.servicers import _Base, rpc, rpc_stream
+from service.app.audit import Audit
+from service.app.handlers import Caller
+from service.app.service import PinLife
+from service.domain.errors import FieldViolation, InvalidInput
+from service.app.ports import IntegrityViolation
+from service.notes import NoteError, open_note, parse_checkpoint
+
+AUDIT_SERVICE = apb.DESCRIPTOR.services_by_name["AuditService"].full_name
+MAX_SUPPLIED_CHECKPOINTS = 16
+PROGRESS_EVERY_S = 0.5
+
+
+class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
+    def __init__(
+        self, app: PinLife, audit: Audit, identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller
+    ):
+        super().__init__(app, identify)
+        self.audit = audit
+
+    @rpc(AUDIT_SERVICE, "GetCardHistory")
+    async def GetCardHistory(self, request: apb.GetCardHistoryRequest, caller: Caller):
+        f = amap.event_filter(request.filter)
+        page = await self.audit.history(
+            caller, request.card_id, f, amap.order(request.order), request.page_size, request.page_token
+        )
+        return apb.GetCardHistoryResponse(
+            events=[amap.event(e) for e in page.events], next_page_token=page.next_token, stream_version=page.stream_version
+        )
+
+    @rpc(AUDIT_SERVICE, "QueryEvents")
+    async def QueryEvents(self, request: apb.QueryEventsRequest, caller: Caller):
+        f = amap.event_filter(request.filter, request.stream_kind)
+        page = await self.audit.query(caller, f, amap.order(request.order), request.page_size, request.page_token)
+        return apb.QueryEventsResponse(events=[amap.event(e) for e in page.events], next_page_token=page.next_token)
+
+    @rpc_stream(AUDIT_SERVICE, "WatchEvents")
+    async def WatchEvents(self, request: apb.WatchEventsRequest, caller: Caller):
+        async for e in self.audit.watch(caller, request.after_position):
+            yield apb.WatchEventsResponse(event=amap.event(e))
+
+    @rpc_stream(AUDIT_SERVICE, "VerifyIntegrity")
+    async def VerifyIntegrity(self, request: apb.VerifyIntegrityRequest, caller: Caller):
+        if len(request.checkpoints) > MAX_SUPPLIED_CHECKPOINTS:
+            raise InvalidInput(FieldViolation("checkpoints", f"at most {MAX_SUPPLIED_CHECKPOINTS}"))
+        async for kind, value in self.audit.verify(caller, request.card_id, list(request.checkpoints)):
+            if kind == "progress":
+                phase, done, total = value
+                yield apb.VerifyIntegrityResponse(progress=apb.IntegrityProgress(phase=phase, done=done, total=total))
+            else:
+                yield apb.VerifyIntegrityResponse(report=amap.integrity_report(value))
+
+    @rpc(AUDIT_SERVICE, "GetCheckpoint")
+    async def GetCheckpoint(self, request: apb.GetCheckpointRequest, caller: Caller):
+        note, verifier_key = await self.audit.checkpoint(caller)
+        try:
+            body, _ = open_note(note, [verifier_key])
+            cp = parse_checkpoint(body)
+        except NoteError as exc:
+            raise IntegrityViolation("checkpoints", f"the latest stored checkpoint does not verify: {exc}") from exc
+        return apb.GetCheckpointResponse(
+            note=note, origin=cp.origin, tree_size=cp.size, root_hash=base64.b64encode(cp.root).decode(),
+            verifier_key=verifier_key,
+        )  # fmt: skip
+
+    @rpc(AUDIT_SERVICE, "GetStatistics")
+    async def GetStatistics(self, request: apb.GetStatisticsRequest, caller: Caller):
+        stats = await self.audit.statistics(
+            caller,
+            amap.time(getattr(request, "from"), request.HasField("from")),
+            amap.time(request.to, request.HasField("to")),
+            amap.granularity(request.granularity),
+            request.top_terminals,
+        )
+        return amap.statistics(stats)
+

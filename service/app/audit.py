@@ -1,0 +1,165 @@
+"""The auditors' facade (AuditService): reads off the writer, on the store's
+read engine in a worker thread, and the audit of the auditors: every call
+is recorded on the auditor terminal's stream (an AuditRead event: the RPC,
+the card or filter, how many events were returned) before its answer is
+given, so an answer is never returned unrecorded.
+
+Validation, cursors and the classification of events are domain rules
+(service/domain/audit.py); the SQL is service/store/audit_reads.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from service.app.handlers import Caller, RecordTerminalEvents
+from service.app.ports import StoreUnavailable
+from service.app.service import PinLife
+from service.domain.audit import (
+    Cursor,
+    Filter,
+    Granularity,
+    Order,
+    decode_cursor,
+    encode_cursor,
+    page_size,
+    top_terminals,
+    validate_filter,
+    validate_statistics_range,
+)
+from service.domain.card_ids import validate_card_id
+from service.domain.errors import FieldViolation, InvalidInput, NotFound
+from service.domain.events import AuditRead
+
+log = structlog.get_logger()
+T = TypeVar("T")
+
+
+class AuditReads(Protocol):
+    """What the audit needs of a store (service/store/audit_reads.py)."""
+
+    def card_version(self, card_id: str) -> int | None: ...
+    def card_history(self, card_id: str, f: Filter, order: Order, after_version: int | None, limit: int) -> list: ...
+    def query_events(self, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int) -> list: ...
+    def read_all(self, after_position: int, limit: int) -> list: ...
+    def head_position(self) -> int: ...
+    def statistics(self, start: datetime, end: datetime, granularity: Granularity, top: int) -> Any: ...
+    def checkpoint(self) -> tuple[str, str] | None: ...
+    def verify(self, card_id: str | None, notes: Sequence[str], progress: Callable[[str, int, int], None]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Page:
+    events: list  # StoredEvent
+    next_token: str
+    stream_version: int = 0
+
+
+class Audit:
+    def __init__(self, reads: AuditReads, app: PinLife, is_unavailable: Callable[[BaseException], bool]):
+        self.reads = reads
+        self.app = app
+        self._is_unavailable = is_unavailable
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as exc:
+            if self._is_unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+
+    async def record(self, caller: Caller, rpc: str, card_id: str, filter: dict[str, Any], returned: int) -> None:
+        """The audit of the auditors: one AuditRead on the caller's terminal stream."""
+        event = AuditRead(rpc, card_id, json.dumps(filter, sort_keys=True, separators=(",", ":")), returned)
+        await self.app.writer.submit(RecordTerminalEvents(str(uuid.uuid4()), (event,)), caller)
+
+    async def history(self, caller: Caller, card_id: str, f: Filter, order: Order, size: int, token: str) -> Page:
+        card_id = validate_card_id(card_id)
+        f = validate_filter(f)
+        size = page_size(size)
+        query = {"rpc": "GetCardHistory", "card": card_id, "order": order.value, "filter": f.as_dict()}
+        cursor = decode_cursor(token, query, (int,))
+        after = None if cursor is None else cursor.key[0]
+        version = await self._read(self.reads.card_version, card_id)
+        if version is None:
+            await self.record(caller, "GetCardHistory", card_id, f.as_dict(), 0)
+            raise NotFound(f"card {card_id} is not enrolled")
+        events = await self._read(self.reads.card_history, card_id, f, order, after, size + 1)
+        more = len(events) > size
+        events = events[:size]
+        next_token = encode_cursor(Cursor((events[-1].version,)), query) if more else ""
+        await self.record(caller, "GetCardHistory", card_id, f.as_dict(), len(events))
+        return Page(events, next_token, version)
+
+    async def query(self, caller: Caller, f: Filter, order: Order, size: int, token: str) -> Page:
+        f = validate_filter(f)
+        size = page_size(size)
+        query = {"rpc": "QueryEvents", "order": order.value, "filter": f.as_dict()}
+        cursor = decode_cursor(token, query, (datetime, int))
+        after = None if cursor is None else cursor.key
+        events = await self._read(self.reads.query_events, f, order, after, size + 1)
+        more = len(events) > size
+        events = events[:size]
+        next_token = encode_cursor(Cursor((events[-1].occurred_at.isoformat(), events[-1].position)), query) if more else ""
+        await self.record(caller, "QueryEvents", "", f.as_dict(), len(events))
+        return Page(events, next_token)
+
+    async def statistics(self, caller: Caller, start: datetime | None, end: datetime | None, granularity: Granularity, top: int):
+        start, end = validate_statistics_range(start, end, granularity)
+        top = top_terminals(top)
+        stats = await self._read(self.reads.statistics, start, end, granularity, top)
+        filter = {"from": start.isoformat(), "to": end.isoformat(), "granularity": granularity.value, "top": top}
+        await self.record(caller, "GetStatistics", "", filter, 0)
+        return stats
+
+    async def checkpoint(self, caller: Caller) -> tuple[str, str]:
+        found = await self._read(self.reads.checkpoint)
+        await self.record(caller, "GetCheckpoint", "", {}, 0)
+        if found is None:
+            raise NotFound("no checkpoint has been signed yet (the log is empty, or no checkpoint key is configured)")
+        return found
+
+    async def verify(self, caller: Caller, card_id: str, notes: Sequence[str]) -> AsyncIterator[tuple[str, Any]]:
+        """Yields ("progress", (phase, done, total)) while the check runs,
+        then ("report", Report)."""
+        card = validate_card_id(card_id) if card_id else None
+        if card is not None and notes:
+            raise InvalidInput(FieldViolation("checkpoints", "apply to the whole store, not to one card"))
+        if card is not None and await self._read(self.reads.card_version, card) is None:
+            raise NotFound(f"card {card} is not enrolled")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            loop.call_soon_threadsafe(_offer, queue, ("progress", (phase, done, total)))
+
+        task = asyncio.ensure_future(self._read(self.reads.verify, card, list(notes), progress))
+        try:
+            while not task.done() or not queue.empty():
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            report = task.result()
+        finally:
+            if not task.done():
+                task.cancel()  # the thread finishes its pass; its result is dropped
+        filter = {"card": card or "", "checkpoints": len(notes)}
+        await self.record(caller, "VerifyIntegrity", card or "", filter, report.events)
+        yield ("report", report)
+
+
+def _offer(queue: asyncio.Queue, item: Any) -> None:
+    if not queue.full():  # progress is advisory: a slow reader skips some
+        queue.put_nowait(item)

@@ -1,0 +1,219 @@
+"""The auditors' reads (AuditService), on the read engine: a card's history
+by stream version, queries across streams as keyset pages in
+(occurred_at, position) order, and the statistics' GROUP BY queries.
+
+Each query's leading conditions match an index of service/store/tables.py
+(one terminal's day: terminal_id, occurred_at, position; one event type's
+hour: event_type, ...; one office's day: office, ...; otherwise the
+occurred_at range), so a page is an ordered index range read that stops
+after page_size rows; tests/store/test_audit_reads.py shows the plans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tuple_
+
+from service.domain.audit import TOKYO, Counts, Filter, Granularity, Order, bucket_start, buckets
+from service.keys import KeyRing
+from service.store import checkpoints
+from service.store.check import Progress, Report, check_card, check_store
+from service.store.event_store import EventStore
+from service.store.records import StoredEvent, stored_event, utc
+from service.store.tables import cards, events
+
+
+def _where(q: Select, f: Filter) -> Select:
+    c = events.c
+    if f.start is not None:
+        q = q.where(c.occurred_at >= utc(f.start))
+    if f.end is not None:
+        q = q.where(c.occurred_at < utc(f.end))
+    if (types := f.types()) is not None:
+        q = q.where(c.event_type.in_(sorted(types)))
+    if f.channels:
+        q = q.where(c.channel.in_(sorted(f.channels)))
+    if f.terminal_id is not None:
+        q = q.where(c.terminal_id == f.terminal_id)
+    if f.office is not None:
+        q = q.where(c.office == f.office)
+    if f.pin_type is not None:
+        q = q.where(c.pin_type == f.pin_type.value)
+    if f.stream_kind is not None:
+        q = q.where(c.stream_kind == f.stream_kind)
+    return q
+
+
+def card_version(store: EventStore, card_id: str) -> int | None:
+    with store.reader.begin() as conn:
+        return conn.execute(select(cards.c.version).where(cards.c.card_id == card_id)).scalar_one_or_none()
+
+
+def card_history(
+    store: EventStore, card_id: str, f: Filter, order: Order, after_version: int | None, limit: int
+) -> list[StoredEvent]:
+    """Up to `limit` events of the card's stream after `after_version` in
+    the given order (the stream's (stream_id, version) index)."""
+    c = events.c
+    q = _where(select(events).where(c.stream_id == card_id), f)
+    newest = order is Order.NEWEST_FIRST
+    if after_version is not None:
+        q = q.where(c.version < after_version if newest else c.version > after_version)
+    q = q.order_by(c.version.desc() if newest else c.version).limit(limit)
+    with store.reader.begin() as conn:
+        return [stored_event(r) for r in conn.execute(q)]
+
+
+def query_events(
+    store: EventStore, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int
+) -> list[StoredEvent]:
+    """Up to `limit` events matching the filter after the keyset `after`
+    ((occurred_at, position) of the last event of the previous page)."""
+    c = events.c
+    q = _where(select(events), f)
+    newest = order is Order.NEWEST_FIRST
+    if after is not None:
+        at = bindparam("after_at", utc(after[0]), type_=c.occurred_at.type)
+        pos = bindparam("after_position", after[1], type_=c.position.type)
+        key = tuple_(c.occurred_at, c.position)
+        q = q.where(key < tuple_(at, pos) if newest else key > tuple_(at, pos))
+        q = q.where(c.occurred_at <= at if newest else c.occurred_at >= at)  # a plain range for every planner
+    q = q.order_by(*((c.occurred_at.desc(), c.position.desc()) if newest else (c.occurred_at, c.position))).limit(limit)
+    with store.reader.begin() as conn:
+        return [stored_event(r) for r in conn.execute(q)]
+
+
+def query_plan(store: EventStore, f: Filter, order: Order = Order.OLDEST_FIRST, limit: int = 100) -> str:
+    """The database's plan of a query's first page (tests and the benchmark show it)."""
+    c = events.c
+    q = _where(select(events), f).order_by(c.occurred_at, c.position).limit(limit)
+    compiled = q.compile(store.reader, compile_kwargs={"literal_binds": True})
+    prefix = "EXPLAIN " if store.dialect == "postgresql" else "EXPLAIN QUERY PLAN "
+    with store.reader.begin() as conn:
+        rows = conn.exec_driver_sql(prefix + str(compiled)).all()
+    return "\n".join(str(r[0]) if store.dialect == "postgresql" else str(r[-1]) for r in rows)
+
+
+# -- statistics ------------------------------------------------------------------
+@dataclass
+class Statistics:
+    total: Counts = field(default_factory=Counts)
+    by_channel: dict[str, Counts] = field(default_factory=dict)
+    by_office: dict[str, Counts] = field(default_factory=dict)
+    by_terminal: dict[str, Counts] = field(default_factory=dict)
+    by_pin_type: dict[str, Counts] = field(default_factory=dict)
+    by_time: dict[datetime, Counts] = field(default_factory=dict)
+    distinct_card_failures: list[tuple[str, int, int]] = field(default_factory=list)  # terminal, cards, failures
+
+
+def _bucket_sql(store: EventStore, granularity: Granularity):
+    """The start of the event's hour or day in Asia/Tokyo (Japan keeps no
+    daylight saving time: a fixed +9 hours on SQLite)."""
+    if store.dialect == "postgresql":
+        unit = "day" if granularity is Granularity.DAY else "hour"
+        return literal_column(f"date_trunc('{unit}', events.occurred_at AT TIME ZONE 'Asia/Tokyo')")
+    fmt = "%Y-%m-%d 00:00:00" if granularity is Granularity.DAY else "%Y-%m-%d %H:00:00"
+    return func.strftime(fmt, events.c.occurred_at, "+9 hours")
+
+
+def _aggregated_refusals(store: EventStore):
+    if store.dialect == "postgresql":
+        return literal_column("(events.payload->>'repeated')::bigint")
+    return func.json_extract(events.c.payload, "$.repeated")
+
+
+def statistics(store: EventStore, start: datetime, end: datetime, granularity: Granularity, top: int) -> Statistics:
+    c = events.c
+    stats = Statistics()
+    in_range = and_(c.occurred_at >= utc(start), c.occurred_at < utc(end))
+
+    def grouped(key, into: dict, convert: Callable = lambda k: k, where=None) -> None:
+        q = select(key, c.event_type, func.count()).where(in_range)
+        if where is not None:
+            q = q.where(where)
+        for k, event_type, n in conn.execute(q.group_by(key, c.event_type)):
+            into.setdefault(convert(k), Counts()).add(event_type, n)
+
+    with store.reader.begin() as conn:
+        for event_type, n in conn.execute(select(c.event_type, func.count()).where(in_range).group_by(c.event_type)):
+            stats.total.add(event_type, n)
+        grouped(c.channel, stats.by_channel)
+        grouped(c.office, stats.by_office, where=c.office.isnot(None))
+        grouped(c.pin_type, stats.by_pin_type, where=c.pin_type.isnot(None))
+
+        def local(k) -> datetime:
+            if isinstance(k, str):
+                k = datetime.fromisoformat(k)
+            return k.replace(tzinfo=TOKYO)
+
+        grouped(_bucket_sql(store, granularity), stats.by_time, local)
+        busiest = select(c.terminal_id).where(in_range).group_by(c.terminal_id)
+        busiest = busiest.order_by(func.count().desc(), c.terminal_id).limit(top)
+        terminals = [t for (t,) in conn.execute(busiest)]
+        if terminals:
+            grouped(c.terminal_id, stats.by_terminal, where=c.terminal_id.in_(terminals))
+        # AccessDenied aggregates refusals not recorded on their own: add them (at most one event per terminal and window).
+        repeated = _aggregated_refusals(store)
+        q = select(c.channel, c.office, c.terminal_id, _bucket_sql(store, granularity), repeated)
+        for channel, office, terminal, bucket, n in conn.execute(q.where(in_range, c.event_type == "AccessDenied")):
+            if n:
+                for counts in (stats.total, stats.by_channel.get(channel), stats.by_office.get(office),
+                               stats.by_terminal.get(terminal), stats.by_time.get(local(bucket))):  # fmt: skip
+                    if counts is not None:
+                        counts.values["refusals"] += int(n)
+        failing = (
+            select(c.terminal_id, func.count(c.stream_id.distinct()), func.count())
+            .where(in_range, c.event_type == "PinVerificationFailed")
+            .group_by(c.terminal_id)
+            .order_by(func.count(c.stream_id.distinct()).desc(), c.terminal_id)
+            .limit(top)
+        )
+        stats.distinct_card_failures = [(t, int(d), int(n)) for t, d, n in conn.execute(failing)]
+    stats.by_time = {b: stats.by_time.get(b, Counts()) for b in _all_buckets(start, end, granularity, stats.by_time)}
+    return stats
+
+
+def _all_buckets(start: datetime, end: datetime, granularity: Granularity, seen: dict) -> list[datetime]:
+    every = buckets(start, end, granularity)
+    return sorted(set(every) | {b for b in seen if b >= bucket_start(start, granularity)})
+
+
+
+class StoreAuditReads:
+    """The auditors' port (service/app/ports.py: AuditReads) on a store."""
+
+    def __init__(self, store: EventStore, keys: KeyRing):
+        self.store, self.keys = store, keys
+
+    def card_version(self, card_id: str) -> int | None:
+        return card_version(self.store, card_id)
+
+    def card_history(self, card_id: str, f: Filter, order: Order, after_version: int | None, limit: int) -> list[StoredEvent]:
+        return card_history(self.store, card_id, f, order, after_version, limit)
+
+    def query_events(self, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int) -> list[StoredEvent]:
+        return query_events(self.store, f, order, after, limit)
+
+    def read_all(self, after_position: int, limit: int) -> list[StoredEvent]:
+        return self.store.read_all(after_position, limit)
+
+    def head_position(self) -> int:
+        return self.store.head_position()
+
+    def statistics(self, start: datetime, end: datetime, granularity: Granularity, top: int) -> Statistics:
+        return statistics(self.store, start, end, granularity, top)
+
+    def checkpoint(self) -> tuple[str, str] | None:
+        """The latest signed checkpoint note and the key to verify it with."""
+        if self.keys.checkpoint is None:
+            return None
+        latest = checkpoints.latest(self.store)
+        return None if latest is None else (latest.note, checkpoints.public_verifier_key(self.keys))
+
+    def verify(self, card_id: str | None, notes: Sequence[str], progress: Progress) -> Report:
+        if card_id is not None:
+            return check_card(self.store, self.keys, card_id)
+        return check_store(self.store, self.keys, notes, progress)
