@@ -18,6 +18,7 @@ from service.api.auth import CertificateAuthenticator, development_caller
 from service.api.audit_servicer import AuditServicer
 from service.api.servicers import CounterServicer, PinServicer, StoreServicer
 from service.app.audit import Audit
+from service.app.log_signal import LogSignal
 from service.app.bootstrap import make_app
 from service.clock import Clock, ServiceClock
 from service.domain.policy import Policy, ThrottlePolicy
@@ -29,6 +30,7 @@ from service.keys import KeyRing
 from service.schema_check import SchemaMismatch, check_schema
 from service.maintenance import Maintenance
 from service.store.audit_reads import StoreAuditReads
+from service.store.pg_listener import LogListener
 from service.store.event_store import EventStore
 from service.store.key_checks import key_problems
 
@@ -110,7 +112,12 @@ class Server:
             self.grpc, StoreServicer(self.app, identify),
             store_service_pb2.DESCRIPTOR.services_by_name["ConvenienceStoreService"],
         )  # fmt: skip
-        self.audit = Audit(StoreAuditReads(self.store, keys), self.app, self.store.is_unavailable)
+        self.log_signal = LogSignal()
+        self.app.writer.after_batch.append(self.log_signal.notify)
+        self.log_listener = (
+            LogListener(settings.database_url, self.log_signal.notify) if self.store.dialect == "postgresql" else None
+        )
+        self.audit = Audit(StoreAuditReads(self.store, keys), self.app, self.store.is_unavailable, self.log_signal)
         add_servicer(
             self.grpc, AuditServicer(self.app, self.audit, identify),
             audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
@@ -169,6 +176,8 @@ class Server:
         await self._set_health(True)
         self._watcher = asyncio.create_task(self._watch_store(health_interval), name="pinlife-health")
         self.maintenance.start()
+        if self.log_listener is not None:
+            self.log_listener.start()
         if self.access is None:
             log.warning(
                 "development_mode",
@@ -188,7 +197,10 @@ class Server:
     async def stop(self, grace: float = 5.0) -> None:
         self._watcher.cancel()
         await self._set_health(False)
+        self.log_signal.close()  # watchers end UNAVAILABLE and resume elsewhere
         await self.grpc.stop(grace)
+        if self.log_listener is not None:
+            await self.log_listener.stop()
         await self.app.stop()
         await self.maintenance.stop()
         self.store.close()

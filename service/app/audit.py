@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from service.app.handlers import Caller, RecordTerminalEvents
+from service.app.log_signal import LogSignal
 from service.app.ports import StoreUnavailable
 from service.app.service import PinLife
 from service.domain.audit import (
@@ -63,11 +64,22 @@ class Page:
     stream_version: int = 0
 
 
+WATCH_PAGE = 500  # events read at a time by a watcher catching up
+STOPPING = "the server is stopping: watch again after the last position received"
+
+
 class Audit:
-    def __init__(self, reads: AuditReads, app: PinLife, is_unavailable: Callable[[BaseException], bool]):
+    def __init__(
+        self,
+        reads: AuditReads,
+        app: PinLife,
+        is_unavailable: Callable[[BaseException], bool],
+        signal: LogSignal | None = None,
+    ):
         self.reads = reads
         self.app = app
         self._is_unavailable = is_unavailable
+        self.signal = signal or LogSignal()
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -127,6 +139,23 @@ class Audit:
         if found is None:
             raise NotFound("no checkpoint has been signed yet (the log is empty, or no checkpoint key is configured)")
         return found
+
+    async def watch(self, caller: Caller, after_position: int) -> AsyncIterator:
+        """Every event after `after_position`, in position order: those stored,
+        then each batch as it commits; never ends on its own. Recorded once,
+        when the watch starts."""
+        await self.record(caller, "WatchEvents", "", {"after_position": after_position}, 0)
+        position = after_position
+        while True:
+            if self.signal.closed:
+                raise StoreUnavailable(STOPPING)
+            ticket = self.signal.ticket()
+            events = await self._read(self.reads.read_all, position, WATCH_PAGE)
+            for e in events:
+                yield e
+                position = e.position
+            if len(events) < WATCH_PAGE:
+                await self.signal.wait(ticket)
 
     async def verify(self, caller: Caller, card_id: str, notes: Sequence[str]) -> AsyncIterator[tuple[str, Any]]:
         """Yields ("progress", (phase, done, total)) while the check runs,

@@ -17,7 +17,7 @@ hold callers until their own deadlines. See `GroupCommitWriter`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import structlog
 
@@ -89,6 +89,9 @@ class GroupCommitWriter:
         self._task: asyncio.Task | None = None
         self._stopping: asyncio.Event | None = None
         self._stalled_since: float | None = None  # loop time the stalled batch was handed over
+        # Called after each batch came back (committed or not): the log may
+        # have grown (watchers of the log, service/app/log_signal.py).
+        self.after_batch: list[Callable[[], None]] = []
 
     # -- asyncio side ------------------------------------------------------
     async def start(self) -> None:
@@ -156,6 +159,7 @@ class GroupCommitWriter:
         done, _ = await asyncio.wait({running}, timeout=self.batch_deadline)
         if running in done:
             self._answer(batch, self._results(running, len(batch)))
+            self._batch_done()
             return True
 
         # Stalled: answer its callers and the queue now, then wait for it.
@@ -176,6 +180,7 @@ class GroupCommitWriter:
             return False
         late = self._results(running, len(batch))
         self._stalled_since = None
+        self._batch_done()
         log.warning(
             "batch_stall_cleared",
             stalled_s=round(loop.time() - started, 3),
@@ -183,6 +188,10 @@ class GroupCommitWriter:
             store_unavailable=sum(isinstance(r, StoreUnavailable) for r in late),
         )
         return True  # a stop's end marker, if any, is still in the queue
+
+    def _batch_done(self) -> None:
+        for listener in self.after_batch:
+            listener()
 
     def _fail_queued(self) -> None:
         """Fail every command waiting in the queue (not sent: nothing was

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from service.domain.access import Role
+from service.domain.calendar import TOKYO
 from service.domain.errors import FieldViolation, InvalidInput
 from service.domain.events import EVENT_TYPES
 from service.domain.pins import PinType
@@ -28,7 +29,6 @@ MAX_DAY_BUCKETS_DAYS = 366
 DEFAULT_TOP_TERMINALS = 20
 MAX_TOP_TERMINALS = 1000
 MAX_FILTER_VALUES = 50  # event types or channels in one filter
-TOKYO = timezone(timedelta(hours=9), "Asia/Tokyo")  # Japan keeps no daylight saving time
 
 
 class Outcome(enum.Enum):

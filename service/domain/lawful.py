@@ -47,6 +47,7 @@ from service.domain.commands import SUSPEND_REASONS, WARD_ID
 from service.domain.documents import Applicant, Document, DocumentType, check_checklist
 from service.domain.events import (
     AccessDenied,
+    AuditRead,
     CardEnrolled,
     CardResumed,
     CardSuspended,
@@ -592,7 +593,9 @@ RULES: dict[type[Event], Rule] = {
 }  # fmt: skip
 
 # Events of a terminal's stream (streams.py), never of a card's.
-TERMINAL_EVENTS: frozenset[type[Event]] = frozenset({AccessDenied, CounterOutOfService, TerminalThrottled})
+TERMINAL_EVENTS: frozenset[type[Event]] = frozenset(
+    {AccessDenied, AuditRead, CounterOutOfService, TerminalThrottled}
+)
 
 
 # -- the fold --------------------------------------------------------------------------
