@@ -1,0 +1,264 @@
+"""Signed checkpoints as the store keeps them (service/store/checkpoints.py),
+on SQLite and PostgreSQL: the Merkle frontier stored with each checkpoint
+and extended from it is the RFC 6962 tree of the log's leaves; a frontier
+edited in the database is never extended (nothing is signed); a stored or
+supplied checkpoint note altered after signing is reported by the check.
+(The pure Merkle tree and notes: tests/unit/test_merkle.py, test_notes.py;
+truncation against a kept checkpoint through the CLI:
+tests/e2e/test_integrity_attacks.py.)"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select, update
+
+from service.app.ports import IntegrityViolation
+from service.domain.chain import leaf_data, link_hash
+from service.domain.merkle import Frontier
+from service.keys import IntegrityKeys, SecretRef
+from service.notes import NoteSigner, open_note, parse_checkpoint
+from service.store import checkpoints
+from service.store.check import check_store
+from service.store.projection import state_message
+from service.store.tables import cards, checkpoints as checkpoints_table, events
+from tests.keys import CHECKPOINT, INTEGRITY
+from tests.store.helpers import CORRECT, USER, enroll, run_ok, verify
+
+CARD = "card-M"
+
+
+def disable_append_only(store) -> None:
+    """What the database's owner can do: PostgreSQL's triggers disabled, SQLite's dropped."""
+    with store.writer.begin() as conn:
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE events DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER events_no_update")
+            conn.exec_driver_sql("DROP TRIGGER events_no_delete")
+
+
+# -- an RFC 6962 Merkle tree hash, written here from the RFC (not the product's) --------
+def _mth(hashes: list[bytes]) -> bytes:
+    if not hashes:
+        return hashlib.sha256(b"").digest()
+    if len(hashes) == 1:
+        return hashes[0]
+    k = 1 << ((len(hashes) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + _mth(hashes[:k]) + _mth(hashes[k:])).digest()
+
+
+def leaf_hashes(store, upto: int | None = None) -> list[bytes]:
+    """SHA-256(0x00 || leaf) of each stored event, in position order."""
+    out = [hashlib.sha256(b"\x00" + leaf_data(e.position, e.envelope())).digest() for e in store.all_events()]
+    assert len(out) == store.head_position()
+    return out if upto is None else out[:upto]
+
+
+def subtree_roots(hashes: list[bytes]) -> list[bytes]:
+    """The roots of the perfect subtrees that make up the tree, left to right."""
+    roots, start = [], 0
+    for bit in reversed(range(len(hashes).bit_length())):
+        if len(hashes) >> bit & 1:
+            roots.append(_mth(hashes[start : start + (1 << bit)]))
+            start += 1 << bit
+    return roots
+
+
+def grow_to(writer, store, n: int) -> None:
+    """Append events (a card's enrolment, then correct verifies) until the log holds n."""
+    if store.head_position() == 0:
+        run_ok(writer, enroll(CARD))
+    while (head := store.head_position()) < n:
+        run_ok(writer, *(verify(CARD, USER, CORRECT[USER]) for _ in range(min(250, n - head))))
+    assert store.head_position() == n
+
+
+def stored_row(store, tree_size: int):
+    with store.reader.begin() as conn:
+        return conn.execute(select(checkpoints_table).where(checkpoints_table.c.tree_size == tree_size)).one()
+
+
+# -- the incremental frontier is the from-scratch tree ------------------------------------
+SCHEDULES = {
+    "step by step": [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 31, 32, 33, 1000, 1024, 1025],
+    "once": [1025],
+    "in ones then a long run": [1, 2, 3, 7, 8, 9, 1023],
+}
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_each_stored_checkpoint_is_the_rfc6962_tree_of_the_logs_leaves(store, writer, keys, clock, schedule):
+    vkey = checkpoints.public_verifier_key(keys)
+    for n in SCHEDULES[schedule]:
+        grow_to(writer, store, n)
+        signed = checkpoints.sign_checkpoint(store, keys, clock())
+        assert signed is not None and signed.tree_size == n
+        hashes = leaf_hashes(store)
+        root = _mth(hashes)
+        assert signed.root_hash == root.hex(), n
+        assert checkpoints.latest(store) == signed
+        row = stored_row(store, n)
+        assert row.root_hash == root.hex()
+        frontier = json.loads(row.frontier)
+        assert frontier == {"size": n, "hashes": [h.hex() for h in subtree_roots(hashes)]}, n
+        assert INTEGRITY.checks(row.mac, checkpoints.FRONTIER_LABEL + row.frontier.encode())
+        body, signers = open_note(row.note, [vkey])
+        assert signers == [CHECKPOINT.origin]
+        assert tuple(parse_checkpoint(body)) == (CHECKPOINT.origin, n, root, ())
+        assert checkpoints.sign_checkpoint(store, keys, clock()) is None  # nothing appended since
+    assert [c.tree_size for c in checkpoints.stored(store)] == SCHEDULES[schedule]
+    assert checkpoints.check_stored(store, keys) is None
+    report = check_store(store, keys)
+    assert report.intact and report.stored_checkpoints == len(SCHEDULES[schedule])
+
+
+# -- a forged frontier is never extended ----------------------------------------------------
+def _other_tree(store, row) -> str:
+    """The frontier of a tree of the same size with one leaf changed."""
+    leaves = [leaf_data(e.position, e.envelope()) for e in store.all_events()][: row.tree_size]
+    leaves[-1] = leaves[-1] + b" "
+    return Frontier().extend(leaves).to_json()
+
+
+def _hash_replaced(store, row) -> dict:
+    doc = json.loads(row.frontier)
+    doc["hashes"][0] = "ab" * 32
+    return {"frontier": json.dumps(doc, separators=(",", ":"))}
+
+
+GUESSED = IntegrityKeys(INTEGRITY.current, {INTEGRITY.current: b"g" * 32})
+FORGERIES = {
+    "a hash replaced": (_hash_replaced, "fails its MAC"),
+    "another tree's frontier": (lambda store, row: {"frontier": _other_tree(store, row)}, "fails its MAC"),
+    "re-MACed under a guessed key": (
+        lambda store, row: {
+            "frontier": (f := _other_tree(store, row)),
+            "mac": GUESSED.tag(checkpoints.FRONTIER_LABEL + f.encode()),
+        },
+        "fails its MAC",
+    ),
+    "the MAC removed": (lambda store, row: {"mac": ""}, "fails its MAC"),
+    "an older checkpoint's frontier and MAC": (
+        lambda store, row: {k: getattr(stored_row(store, 3), k) for k in ("frontier", "mac")},
+        "has another size",
+    ),
+}
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+def test_a_forged_frontier_is_never_extended_nor_signed(store, writer, keys, clock, forgery):
+    grow_to(writer, store, 3)
+    checkpoints.sign_checkpoint(store, keys, clock())
+    grow_to(writer, store, 7)
+    checkpoints.sign_checkpoint(store, keys, clock())
+    make, reason = FORGERIES[forgery]
+    values = make(store, stored_row(store, 7))
+    with store.writer.begin() as conn:
+        n = conn.execute(update(checkpoints_table).where(checkpoints_table.c.tree_size == 7).values(**values)).rowcount
+    assert n == 1
+
+    grow_to(writer, store, 12)  # the log goes on growing
+    before = checkpoints.stored(store)
+    with pytest.raises(IntegrityViolation) as err:
+        checkpoints.sign_checkpoint(store, keys, clock())
+    assert err.value.stream_id == "checkpoints"
+    assert err.value.reason == f"the frontier of checkpoint 7 {reason}"
+    assert checkpoints.stored(store) == before  # nothing signed
+
+
+# -- altered checkpoint notes are reported --------------------------------------------------
+def _swap_line(note: str, index: int, new: str) -> str:
+    lines = note.split("\n")
+    lines[index] = new
+    return "\n".join(lines)
+
+
+def _other_root(note: str) -> str:
+    return _swap_line(note, 2, base64.b64encode(hashlib.sha256(b"another root").digest()).decode())
+
+
+def _other_size(note: str) -> str:
+    return _swap_line(note, 1, str(int(note.split("\n")[1]) - 1))
+
+
+def _resigned(note: str) -> str:
+    """The body signed again by the attacker's own key under the log's name."""
+    body = note[: note.rfind("\n\n") + 1]
+    return NoteSigner(CHECKPOINT.origin, Ed25519PrivateKey.from_private_bytes(b"a" * 32)).sign(body)
+
+
+ALTERED_NOTES = {
+    "root changed": (_other_root, "invalid signature by key"),
+    "size changed": (_other_size, "invalid signature by key"),
+    "signed by another key": (_resigned, "note has no signature by a known key"),
+}
+
+
+@pytest.fixture
+def signed(store, writer, keys, clock):
+    grow_to(writer, store, 9)
+    cp = checkpoints.sign_checkpoint(store, keys, clock())
+    assert check_store(store, keys, [cp.note]).intact
+    return cp
+
+
+@pytest.mark.parametrize("alteration", sorted(ALTERED_NOTES))
+def test_a_stored_note_altered_after_signing_is_reported(store, keys, signed, alteration):
+    alter, reason = ALTERED_NOTES[alteration]
+    note = alter(signed.note)
+    assert note != signed.note and note.endswith("\n")
+    with store.writer.begin() as conn:
+        conn.execute(update(checkpoints_table).where(checkpoints_table.c.tree_size == 9).values(note=note))
+    report = check_store(store, keys)
+    assert not report.intact
+    assert report.checkpoint_problem["tree_size"] == 9
+    assert report.checkpoint_problem["reason"].startswith(f"stored checkpoint does not verify: {reason}")
+
+
+@pytest.mark.parametrize("alteration", sorted(ALTERED_NOTES))
+def test_a_supplied_note_altered_after_signing_is_reported(store, keys, signed, alteration):
+    alter, reason = ALTERED_NOTES[alteration]
+    report = check_store(store, keys, [alter(signed.note)])
+    assert not report.intact and report.checkpoint_problem is None
+    assert report.supplied_checkpoint_problem["tree_size"] == 0
+    assert report.supplied_checkpoint_problem["reason"].startswith(f"the checkpoint does not verify: {reason}")
+
+
+def test_a_stored_row_whose_root_differs_from_its_signed_note_is_reported(store, keys, signed):
+    with store.writer.begin() as conn:
+        conn.execute(update(checkpoints_table).values(root_hash="ab" * 32))
+    report = check_store(store, keys)
+    assert report.checkpoint_problem == {
+        "tree_size": 9, "reason": "the stored checkpoint's row does not match its signed note",
+    }  # fmt: skip
+
+
+def test_with_the_integrity_key_a_relinked_event_still_fails_the_stored_checkpoint(store, writer, keys, signed):
+    """An attacker holding the integrity key but not the checkpoint key
+    changes an event before the checkpoint, relinks it and re-MACs the card:
+    links, heads and MACs check; the signed root does not."""
+    last = store.stream(CARD)[-1]
+    assert last.position == 9
+    changed = {**last.envelope(), "terminal_id": "terminal-forged"}
+    new_hash = link_hash(INTEGRITY.key(INTEGRITY.current), last.prev_hash, last.position, changed)
+    disable_append_only(store)
+    state = store.read_card(CARD)
+    verifiers = {t: store.secret(SecretRef.pin(CARD, t)) for t in state.pins}
+    with store.writer.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 9).values(terminal_id="terminal-forged", hash=new_hash))
+        mac = INTEGRITY.tag(state_message(state, new_hash, verifiers))
+        conn.execute(update(cards).where(cards.c.card_id == CARD).values(last_hash=new_hash, mac=mac))
+
+    report = check_store(store, keys)
+    assert report.first_broken_link is None and report.cards_failing_mac == [] and report.first_unlawful is None
+    assert report.checkpoint_problem == {
+        "tree_size": 9, "reason": "the log's first 9 events do not match the checkpoint",
+    }  # fmt: skip
+    assert checkpoints.check_against(store, signed.note, [checkpoints.public_verifier_key(keys)]) == (
+        9, "the log's first 9 events do not have the checkpoint's root (rewritten or removed)",
+    )  # fmt: skip
