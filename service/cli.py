@@ -17,6 +17,11 @@ server as a newcomer would.
     the reset app and a convenience-store kiosk:
     pinlife reserve CARD TYPE [PROVING_PIN]
     pinlife store-reset CARD TYPE [PROVING_PIN NEW]
+    auditors (`pinlife audit -h`): history, query, watch, verify, checkpoint, stats
+
+Client commands take --server (default $PINLIFE_LISTEN, else
+127.0.0.1:50051) and, for mutual TLS, --ca, --cert and --key (or
+PINLIFE_CA, PINLIFE_CERT and PINLIFE_CLIENT_KEY), before or after the command.
 
 TYPE is one of: resident_registry, card_info_input_support,
 user_certificate, signature. PINs left off the command line are read
@@ -36,6 +41,7 @@ from service import config as config_mod
 from service.domain.pins import PinType
 
 TYPES = [t.value for t in PinType]
+SERVER_SIDE = {"serve", "migrate", "dev-key", "grants", "check", "checkpoint"}  # the rest call a server
 
 
 def _settings() -> config_mod.Settings:
@@ -194,6 +200,7 @@ def cmd_check(args) -> None:
 def cmd_checkpoint(args) -> None:
     """Sign a checkpoint of the log now and print it (the signed note), with
     the verifier key to check it with on stderr."""
+    from service.app.ports import IntegrityViolation
     from service.clock import system_clock
     from service.store import checkpoints
     from service.store.key_checks import key_problems
@@ -205,7 +212,10 @@ def cmd_checkpoint(args) -> None:
         problems = key_problems(store, keys, system_clock())
         if problems:
             sys.exit("pinlife: not signed: " + "; ".join(problems))
-        checkpoints.sign_checkpoint(store, keys, system_clock())
+        try:
+            checkpoints.sign_checkpoint(store, keys, system_clock())
+        except IntegrityViolation as exc:
+            sys.exit(f"pinlife: not signed: {exc.stream_id}: {exc.reason} (`pinlife check` for the report)")
         latest = checkpoints.latest(store)
     finally:
         store.close()
@@ -216,25 +226,104 @@ def cmd_checkpoint(args) -> None:
 
 
 # -- client commands --------------------------------------------------------
-def _stub(args):
+def default_server(env=None) -> str:
+    """$PINLIFE_LISTEN (a wildcard host reached on loopback), else 127.0.0.1:50051."""
+    import os
+
+    listen = (os.environ if env is None else env).get("PINLIFE_LISTEN") or "127.0.0.1:50051"
+    host, sep, port = listen.rpartition(":")
+    wildcard = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}
+    return f"{wildcard[host]}:{port}" if sep and host in wildcard else listen
+
+
+def client_options(parser: argparse.ArgumentParser, suppress: bool = False, identity: bool = True) -> None:
+    """Where a client command calls, and as whom: given before the command
+    (with their defaults) or after it (suppress: only what is given
+    overrides). identity: the development-mode --terminal, --office, --chain."""
+    import os
+
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    g = parser.add_argument_group("connection")
+    g.add_argument("--server", default=default(default_server()),
+                   help="address of a running server (default: $PINLIFE_LISTEN, else 127.0.0.1:50051)")
+    g.add_argument("--ca", metavar="FILE", default=default(os.environ.get("PINLIFE_CA")),
+                   help="mutual TLS: the CA certificate that issued the server's certificate (PEM; $PINLIFE_CA)")
+    g.add_argument("--cert", metavar="FILE", default=default(os.environ.get("PINLIFE_CERT")),
+                   help="mutual TLS: this terminal's certificate chain, its common name the terminal id (PEM; $PINLIFE_CERT)")
+    g.add_argument("--key", metavar="FILE", default=default(os.environ.get("PINLIFE_CLIENT_KEY")),
+                   help="mutual TLS: the private key of --cert (PEM; $PINLIFE_CLIENT_KEY)")
+    if not identity:
+        return
+    g.add_argument("--terminal", default=default("cli"), help="development mode: the terminal id the CLI acts as")
+    g.add_argument("--office", default=default(None), help="development mode: act as a counter of this office (e.g. naka-ward-office)")
+    g.add_argument("--chain", default=default(None), help="development mode: act as a kiosk of this store chain")
+
+
+def fail(message: str, code: int = 2):
+    """One line on stderr, and the exit code (2: the command could not run)."""
+    print(f"pinlife: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _tls(args) -> bool:
+    return bool(args.ca or args.cert or args.key)
+
+
+def _credentials(args):
     import grpc
 
+    if bool(args.cert) != bool(args.key):
+        fail("--cert and --key go together (the terminal's certificate and its private key)")
+
+    def read(option: str, name: str | None) -> bytes | None:
+        if not name:
+            return None
+        try:
+            with open(name, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            fail(f"cannot read {option} {name}: {exc.strerror}")
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read("--ca", args.ca), private_key=read("--key", args.key),
+        certificate_chain=read("--cert", args.cert),
+    )
+
+
+def channel(args):
+    """The one channel of a command, shared by its stubs: mutual TLS when
+    --ca, --cert or --key is given (or their PINLIFE_ variables), else plain
+    text (development mode)."""
+    import grpc
+
+    if getattr(args, "_channel", None) is None:
+        if _tls(args):
+            args._channel = grpc.secure_channel(args.server, _credentials(args))
+        else:
+            args._channel = grpc.insecure_channel(args.server)
+    return args._channel
+
+
+def _stub(args):
     from pinlife.v1 import counter_service_pb2_grpc, pin_service_pb2_grpc
 
-    channel = grpc.insecure_channel(args.server)
-    return pin_service_pb2_grpc.PinServiceStub(channel), counter_service_pb2_grpc.CounterServiceStub(channel)
+    ch = channel(args)
+    return pin_service_pb2_grpc.PinServiceStub(ch), counter_service_pb2_grpc.CounterServiceStub(ch)
 
 
 def _store_stub(args):
-    import grpc
-
     from pinlife.v1 import store_service_pb2_grpc
 
-    return store_service_pb2_grpc.ConvenienceStoreServiceStub(grpc.insecure_channel(args.server))
+    return store_service_pb2_grpc.ConvenienceStoreServiceStub(channel(args))
 
 
-def _metadata(args) -> list[tuple[str, str]]:
-    """Development mode: who the CLI acts as (terminal, counter office, store chain)."""
+def metadata(args) -> list[tuple[str, str]]:
+    """Development mode: who the CLI acts as (terminal, counter office, store
+    chain). With TLS the certificate says who, and nothing is sent."""
+    if _tls(args):
+        return []
     md = [("x-pinlife-terminal", args.terminal)]
     if args.office:
         md.append(("x-pinlife-office", args.office))
@@ -282,26 +371,40 @@ def _show(message) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2, ensure_ascii=False))
 
 
-def _call(fn, request, args) -> None:
-    import grpc
+def rpc_error(err) -> tuple[str, list[str]]:
+    """An RPC error as "CODE: details", and what its google.rpc details add
+    (field violations, failed preconditions, when to retry), one per item."""
+    from google.rpc import error_details_pb2
     from grpc_status import rpc_status
 
+    code = err.code().name if err.code() is not None else "UNKNOWN"
+    head = f"{code}: {' '.join((err.details() or '').split())}"
+    extra: list[str] = []
     try:
-        _show(fn(request, timeout=10, metadata=_metadata(args)))
-    except grpc.RpcError as err:
         status = rpc_status.from_call(err)
-        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-        if status is not None:
-            from google.rpc import error_details_pb2
+    except ValueError:  # a status detail that contradicts the call's code or message
+        status = None
+    for detail in status.details if status is not None else ():
+        bad, failure, retry = error_details_pb2.BadRequest(), error_details_pb2.PreconditionFailure(), error_details_pb2.RetryInfo()
+        if detail.Unpack(bad):
+            extra += [f"{v.field}: {v.description}" for v in bad.field_violations]
+        elif detail.Unpack(failure):
+            extra += [f"{p.type} {p.subject}: {p.description}" for p in failure.violations]
+        elif detail.Unpack(retry):
+            extra.append(f"retry in {retry.retry_delay.ToTimedelta().total_seconds():g} s")
+    return head, extra
 
-            for detail in status.details:
-                bad, failure = error_details_pb2.BadRequest(), error_details_pb2.PreconditionFailure()
-                if detail.Unpack(bad):
-                    for v in bad.field_violations:
-                        print(f"  {v.field}: {v.description}", file=sys.stderr)
-                elif detail.Unpack(failure):
-                    for p in failure.violations:
-                        print(f"  {p.type} {p.subject}: {p.description}", file=sys.stderr)
+
+def _call(fn, request, args) -> None:
+    import grpc
+
+    try:
+        _show(fn(request, timeout=10, metadata=metadata(args)))
+    except grpc.RpcError as err:
+        head, extra = rpc_error(err)
+        print(f"error: {head}", file=sys.stderr)
+        for line in extra:
+            print(f"  {line}", file=sys.stderr)
         sys.exit(1)
 
 
@@ -429,10 +532,7 @@ def cmd_store_reset(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pinlife", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", default="127.0.0.1:50051", help="address of a running server")
-    parser.add_argument("--terminal", default="cli", help="development mode: the terminal id the CLI acts as")
-    parser.add_argument("--office", help="development mode: act as a counter of this office (e.g. naka-ward-office)")
-    parser.add_argument("--chain", help="development mode: act as a kiosk of this store chain")
+    client_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the gRPC server").set_defaults(fn=cmd_serve)
     sub.add_parser("migrate", help="apply the Alembic migrations").set_defaults(fn=cmd_migrate)
@@ -515,9 +615,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("proving", nargs="?")
     p.add_argument("new", nargs="?")
     p.set_defaults(fn=cmd_store_reset)
+    from service import audit_cli
+
+    audit_cli.register(sub, client_options)
+    for name, p in sub.choices.items():  # the connection options after a client command too
+        if name not in SERVER_SIDE and name != "audit":
+            client_options(p, suppress=True)
     args = parser.parse_args(argv)
     if args.fn is not cmd_serve:
+        import os
+
         from service import logs
+
+        # A client's errors are the one line it prints, not gRPC's own log
+        # (read when gRPC starts, which it has not yet in this process).
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
         logs.configure()  # stderr: stdout carries only the command's output
     args.fn(args)

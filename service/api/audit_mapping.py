@@ -202,7 +202,7 @@ def integrity_report(r: Report) -> apb.IntegrityReport:
             problems.append(apb.IntegrityProblem(kind=kind, position=p["tree_size"], reason=p["reason"]))
     out = apb.IntegrityReport(
         intact=r.intact, problems=problems, events_checked=r.events, cards_checked=r.cards,
-        head_position=r.head_position, checkpoints_checked=r.stored_checkpoints,
+        head_position=r.head_position, checkpoints_checked=r.stored_checkpoints + r.supplied_checkpoints,
     )  # fmt: skip
     if problems:
         out.first_problem.CopyFrom(problems[0])

@@ -46,6 +46,7 @@ class Report:
     projection_mismatch_count: int = 0
     first_unlawful: dict[str, Any] | None = None
     stored_checkpoints: int = 0
+    supplied_checkpoints: int = 0
     checkpoint_problem: dict[str, Any] | None = None
     supplied_checkpoint_problem: dict[str, Any] | None = None
 
@@ -115,6 +116,7 @@ def _first_unlawful(stream_id: str, recorded: list[Recorded]) -> dict[str, Any] 
 
 def _check_checkpoints(store: EventStore, keys: KeyRing, supplied: Sequence[str], report: Report) -> None:
     report.stored_checkpoints = len(checkpoints.stored(store))
+    report.supplied_checkpoints = len(supplied)
     if keys.checkpoint is not None and (p := checkpoints.check_stored(store, keys)):
         report.checkpoint_problem = p._asdict()
     vkeys = [checkpoints.public_verifier_key(keys)] if keys.checkpoint is not None else []

@@ -158,12 +158,23 @@ def check_stored(store: EventStore, keys: KeyRing) -> CheckpointProblem | None:
     """Every stored checkpoint: its signature, and its root against the
     log, in one pass over the events."""
     vkey = public_verifier_key(keys)
-    expected = stored(store)
+    with store.reader.begin() as conn:
+        q = select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note, checkpoints.c.frontier, checkpoints.c.mac)
+        expected = conn.execute(q.order_by(checkpoints.c.tree_size)).all()
     if not expected:
         return None
     frontier = Frontier()
     leaves = _leaves(store, 0, store.head_position())
     for cp in expected:
+        # The frontier the next checkpoint extends: authentic, and the tree
+        # of the log's first tree_size events (checked below with the root).
+        if not keys.integrity.checks(cp.mac, FRONTIER_LABEL + cp.frontier.encode()):
+            return CheckpointProblem(cp.tree_size, "the stored frontier fails its MAC (the next checkpoint cannot be signed)")
+        try:
+            kept = Frontier.from_json(cp.frontier)
+            kept_root = kept.root()
+        except (ValueError, KeyError, TypeError):
+            return CheckpointProblem(cp.tree_size, "the stored frontier cannot be read")
         try:
             body, _ = open_note(cp.note, [vkey])
             parsed = parse_checkpoint(body)
@@ -179,5 +190,7 @@ def check_stored(store: EventStore, keys: KeyRing) -> CheckpointProblem | None:
             return CheckpointProblem(cp.tree_size, f"the log holds fewer than {cp.tree_size} events (truncated)")
         if frontier.root() != parsed.root:
             return CheckpointProblem(cp.tree_size, f"the log's first {cp.tree_size} events do not match the checkpoint")
+        if kept.size != cp.tree_size or kept_root != parsed.root:
+            return CheckpointProblem(cp.tree_size, "the stored frontier is not the tree of the checkpoint it belongs to")
     return None
 

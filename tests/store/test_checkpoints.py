@@ -169,6 +169,10 @@ def test_a_forged_frontier_is_never_extended_nor_signed(store, writer, keys, clo
     assert err.value.stream_id == "checkpoints"
     assert err.value.reason == f"the frontier of checkpoint 7 {reason}"
     assert checkpoints.stored(store) == before  # nothing signed
+    # ... and the check names the forged row (signing would otherwise fail
+    # for ever with the store reported clean).
+    problem = checkpoints.check_stored(store, keys)
+    assert problem is not None and problem.tree_size == 7, problem
 
 
 # -- altered checkpoint notes are reported --------------------------------------------------

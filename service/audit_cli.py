@@ -1,0 +1,912 @@
+"""pinlife audit: the auditor's client of AuditService
+(protos/pinlife/v1/audit_service.proto).
+
+    pinlife audit history CARD [--type PIN_TYPE] [--event-type T ...] [--outcome O ...] [--from WHEN] [--to WHEN]
+                               [--newest-first] [--limit N]
+    pinlife audit query [--from WHEN] [--to WHEN] [--event-type T ...] [--channel C ...] [--terminal ID] [--office ID]
+                        [--type PIN_TYPE] [--outcome O ...] [--streams cards|terminals|all] [--newest-first] [--limit N]
+    pinlife audit watch [--after POSITION] [--limit N]
+    pinlife audit verify [CARD] [--checkpoint FILE ...] [--keep FILE | --no-keep]
+    pinlife audit checkpoint [--save FILE] [--compare FILE] [--keep FILE | --no-keep] [--accept-new-key]
+    pinlife audit stats [--from WHEN] [--to WHEN] [--granularity hour|day] [--top N]
+
+Output (--format): `table` on a terminal (times in Asia/Tokyo), else `jsonl`
+(one JSON object per event: the whole envelope, hashes included, and the
+payload as JSON; canonical proto3 JSON, so 64-bit numbers are strings), or
+`csv`. history and query read page after page until no more match or --limit.
+
+WHEN is ISO 8601 (a date, or a time without an offset, is Asia/Tokyo: 2026-12-01,
+2026-12-01T10:30, 2026-12-01T01:30Z), `now`, `today`, or `now-2h` (s, m, h, d, w).
+--event-type, --channel and --outcome repeat, or take a comma-separated list.
+
+`checkpoint` keeps each checkpoint it fetches in the auditor's own file
+(--keep, default ~/.local/share/pinlife/checkpoints.jsonl), after checking
+its signature, its key against the one kept for its origin, and that no kept
+checkpoint of the same size has another root; `verify` checks the whole
+store against the newest kept checkpoints of the same server (up to 16).
+
+Exit codes: 0 done (verify: intact); 1 verify or checkpoint --compare found a
+problem; 2 the command could not run (an error, one line on stderr:
+`pinlife: CODE: details`). Ctrl-C ends `watch` (130).
+
+In development mode (`make run`: plain text on loopback) every terminal has
+the development role, which may call AuditService: `pinlife audit ...` works
+as it is. With mutual TLS the certificate given with --cert/--key must be a
+terminal whose role is `auditor` in the access file; any other role is
+PERMISSION_DENIED (and the refusal is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Iterator
+
+from service.domain.calendar import TOKYO
+
+FORMATS = ("table", "jsonl", "csv")
+MAX_PAGE = 1000  # the server's bound on page_size
+MAX_CHECKPOINTS = 16  # the server's bound on the checkpoints one VerifyIntegrity checks
+OUTCOMES = {  # EventOutcome by the names an auditor types
+    "success": "EVENT_OUTCOME_SUCCESS",
+    "failure": "EVENT_OUTCOME_FAILURE",
+    "locked": "EVENT_OUTCOME_LOCKED",
+    "lock": "EVENT_OUTCOME_LOCKED",
+    "refused": "EVENT_OUTCOME_REFUSED",
+    "refusal": "EVENT_OUTCOME_REFUSED",
+    "other": "EVENT_OUTCOME_OTHER",
+}
+STREAMS = {"all": "STREAM_KIND_UNSPECIFIED", "cards": "STREAM_KIND_CARD", "terminals": "STREAM_KIND_TERMINAL"}
+PHASES = {  # VerifyIntegrity's progress phases, as the bar names them
+    "links": "keyed links and positions",
+    "macs": "card MACs",
+    "projection": "projection against a rebuild",
+    "lawful": "lawful history",
+    "checkpoints": "checkpoints",
+}
+OUTCOME_STYLES = {"success": "green", "failure": "yellow", "locked": "bold red", "refused": "magenta", "other": "dim"}
+COUNTS = ("checks", "failures", "locks", "resets", "unlocks", "changes", "refusals", "throttles", "suspensions", "events")
+EVENT_CSV = (
+    "position", "occurred_at", "stream_id", "stream_kind", "version", "event_type", "pin_type", "channel", "terminal_id",
+    "office_id", "outcome", "request_id", "event_id", "schema_version", "key_id", "hash", "prev_hash", "payload",
+)  # fmt: skip
+RELATIVE = re.compile(r"(?:now)?-(\d+)([smhdw])")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class Problem(Exception):
+    """Something the command was asked to confirm does not hold (exit 1)."""
+
+
+# -- arguments ------------------------------------------------------------------------
+def when(text: str) -> datetime:
+    """An argparse type: a point in time (see the module's doc)."""
+    t = text.strip().lower()
+    now = datetime.now(timezone.utc)
+    if t == "now":
+        return now
+    if t == "today":
+        return datetime.now(TOKYO).replace(hour=0, minute=0, second=0, microsecond=0)
+    if m := RELATIVE.fullmatch(t):
+        return now - timedelta(**{UNITS[m[2]]: int(m[1])})
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: ISO 8601 (2026-12-01, 2026-12-01T10:30 in Asia/Tokyo, or with an offset), "
+            "now, today, now-2h"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=TOKYO)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return n
+
+
+def _listed(values: list[str] | None) -> list[str]:
+    """Repeated options, each possibly a comma-separated list."""
+    return [v.strip() for item in values or () for v in item.split(",") if v.strip()]
+
+
+def register(sub, client_options: Callable[..., None]) -> None:
+    """The `audit` command and its subcommands, each taking the connection
+    options (--server, --ca, --cert, --key) after it too."""
+    from service.cli import TYPES
+
+    audit = sub.add_parser(
+        "audit", help="auditors: history, query, watch, verify, checkpoint, stats (AuditService)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+
+    def command(name: str, fn, help: str, formats: bool = True) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help, description=help)
+        client_options(p, suppress=True, identity=False)
+        if formats:
+            p.add_argument("--format", choices=FORMATS, help="table (the default on a terminal), jsonl (the default otherwise), csv")
+        p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up on a call after this long")
+        p.set_defaults(fn=_guarded(fn))
+        return p
+
+    def times(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--from", dest="start", type=when, metavar="WHEN", help="events at or after (default: the first)")
+        p.add_argument("--to", dest="end", type=when, metavar="WHEN", help="events before (default: the last)")
+
+    def event_filter(p: argparse.ArgumentParser) -> None:
+        times(p)
+        p.add_argument("--event-type", action="append", metavar="TYPE", help="e.g. PinLocked (repeat, or a,b)")
+        p.add_argument("--type", dest="pin_type", choices=TYPES, help="this PIN type only")
+        p.add_argument("--outcome", action="append", metavar="OUTCOME",
+                       help="success|failure|locked|refused|other (repeat, or a,b)")
+        p.add_argument("--newest-first", action="store_true", help="the latest first")
+        p.add_argument("--limit", type=_positive, metavar="N", help="at most N events")
+
+    p = command("history", cmd_history, "one card's events, in stream order")
+    p.add_argument("card")
+    event_filter(p)
+    p = command("query", cmd_query, "events across cards and terminal streams, in time order")
+    event_filter(p)
+    p.add_argument("--channel", action="append", metavar="CHANNEL", help="the caller's role, e.g. medical_reader (repeat, or a,b)")
+    p.add_argument("--terminal", dest="filter_terminal", metavar="ID", help="events caused by this terminal")
+    p.add_argument("--office", dest="filter_office", metavar="ID", help="events caused at this office's counters")
+    p.add_argument("--streams", choices=list(STREAMS), default="all", help="card streams, terminal streams, or both")
+    p = command("watch", cmd_watch, "follow the log as it grows (Ctrl-C ends); resumes after the last position on a reconnect")
+    p.add_argument("--after", type=int, default=0, metavar="POSITION", help="start after this global position (default: 0, every event)")
+    p.add_argument("--limit", type=_positive, metavar="N", help="stop after N events")
+    def kept(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--keep", metavar="FILE", default=kept_file(),
+                       help="the auditor's file of fetched checkpoints (default: $PINLIFE_AUDIT_CHECKPOINTS, "
+                            "else ~/.local/share/pinlife/checkpoints.jsonl)")  # fmt: skip
+        p.add_argument("--no-keep", dest="keep", action="store_const", const=None, help="neither read nor write it")
+
+    p = command("verify", cmd_verify, "check the whole store (or one card): links, MACs, projection, lawful history, checkpoints")
+    p.add_argument("card", nargs="?", help="one card (default: the whole store)")
+    p.add_argument("--checkpoint", action="append", metavar="FILE", help="a signed checkpoint note kept outside (repeat)")
+    kept(p)
+    p = command("checkpoint", cmd_checkpoint, "fetch the latest signed checkpoint of the log (a C2SP signed note) and keep it")
+    p.add_argument("--save", metavar="FILE", help="also write the note to FILE")
+    p.add_argument("--compare", metavar="FILE", help="confirm the log still holds the checkpoint saved in FILE (exit 1 if not)")
+    p.add_argument("--accept-new-key", action="store_true",
+                   help="keep a checkpoint signed by another key than the one kept for its origin (after a key rotation)")
+    kept(p)
+    p = command("stats", cmd_stats, "counts by channel, office, terminal, PIN type and hour or day (Asia/Tokyo)")
+    times(p)
+    p.add_argument("--granularity", choices=["hour", "day"], default="hour",
+                   help="buckets (default hour; the default range is the last 24 hours, or 7 days by day)")
+    p.add_argument("--top", type=_positive, metavar="N", help="terminals listed (default 20)")
+
+
+# -- running ------------------------------------------------------------------------
+def _guarded(fn):
+    """Every failure as one line on stderr and an exit code; never a traceback."""
+
+    def run(args) -> None:
+        import grpc
+
+        from service import cli
+
+        try:
+            fn(args)
+        except grpc.RpcError as err:
+            head, extra = cli.rpc_error(err)
+            extra = [x for x in extra if x not in head]
+            cli.fail(head + (f" ({'; '.join(extra)})" if extra else "") + _hint(err, cli._tls(args)))
+        except Problem as exc:
+            cli.fail(str(exc), code=1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except BrokenPipeError:  # a reader such as `head` stopped reading: leave quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
+        except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback only on request
+            if os.environ.get("PINLIFE_DEBUG"):
+                raise
+            cli.fail(f"internal error: {type(exc).__name__}: {exc} (PINLIFE_DEBUG=1 shows where)")
+        finally:
+            if getattr(args, "_channel", None) is not None:
+                args._channel.close()  # and its connectivity watcher, which would keep the process alive
+
+    return run
+
+
+def _hint(err, tls: bool) -> str:
+    """What a connection that closes at once most likely means."""
+    import grpc
+
+    details = (err.details() or "").lower()
+    if err.code() != grpc.StatusCode.UNAVAILABLE or not ("socket closed" in details or "handshake" in details):
+        return ""
+    if tls:
+        return " (the TLS handshake failed: check --ca, --cert and --key)"
+    return " (does the server require mutual TLS? --ca, --cert and --key)"
+
+
+def _stub(args):
+    from pinlife.v1 import audit_service_pb2_grpc
+    from service import cli
+
+    return audit_service_pb2_grpc.AuditServiceStub(cli.channel(args))
+
+
+def _call_options(args, streaming: bool = False) -> dict[str, Any]:
+    from service import cli
+
+    timeout = args.timeout if args.timeout is not None else (None if streaming else 30.0)
+    return {"timeout": timeout, "metadata": cli.metadata(args)}
+
+
+def _format(args) -> str:
+    return args.format or ("table" if sys.stdout.isatty() else "jsonl")
+
+
+def _read(option: str, name: str) -> str:
+    from service import cli
+
+    try:
+        with open(name, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        cli.fail(f"cannot read {option} {name}: {getattr(exc, 'strerror', None) or exc}")
+
+
+def _ts(at: datetime):
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    t = Timestamp()
+    t.FromDatetime(at.astimezone(timezone.utc))
+    return t
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _emit(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+# -- events: rendering --------------------------------------------------------------
+def _short(enum_type, value: int, prefix: str) -> str:
+    if not value:
+        return ""
+    try:
+        return enum_type.Name(value).removeprefix(prefix).lower()
+    except ValueError:  # a value newer than these stubs
+        return str(value)
+
+
+def _plain(value: Any) -> Any:
+    """A Struct's numbers are floats: whole ones back to ints."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def payload(e) -> dict[str, Any]:
+    """The payload as JSON, its fields in the order of the typed payload's
+    message (a Struct keeps none), then any others by name."""
+    from google.protobuf.json_format import MessageToDict
+
+    values = _plain(MessageToDict(e.payload.json))
+    kind = e.payload.WhichOneof("kind")
+    known = [f.name for f in getattr(e.payload, kind).DESCRIPTOR.fields] if kind else []
+    return {k: values[k] for k in [*known, *sorted(values)] if k in values}
+
+
+def record(e) -> dict[str, Any]:
+    """The whole envelope (canonical proto3 JSON), the payload as JSON."""
+    from google.protobuf.json_format import MessageToDict
+
+    out = MessageToDict(e, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    out["payload"] = payload(e)
+    return {f.name: out[f.name] for f in e.DESCRIPTOR.fields if f.name in out}  # in the proto's order
+
+
+def _tokyo(ts, iso: bool = False) -> str:
+    at = ts.ToDatetime(tzinfo=timezone.utc).astimezone(TOKYO)
+    return at.isoformat() if iso else at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _details(e) -> str:
+    parts = []
+    for k, v in payload(e).items():
+        if v in ("", None, [], {}):
+            continue
+        parts.append(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}")
+    return " ".join(parts)
+
+
+def _cells(e) -> dict[str, str]:
+    from pinlife.v1 import audit_service_pb2 as apb
+    from pinlife.v1 import common_pb2 as pb
+
+    return {
+        "position": str(e.position),
+        "occurred_at": _tokyo(e.occurred_at),
+        "type": e.event_type,
+        "card": e.stream_id if e.stream_kind == apb.STREAM_KIND_CARD else "",
+        "pin_type": _short(pb.PinType, e.pin_type, "PIN_TYPE_"),
+        "channel": e.channel,
+        "terminal": e.terminal_id,
+        "office": e.office_id,
+        "outcome": _short(apb.EventOutcome, e.outcome, "EVENT_OUTCOME_"),
+        "details": _details(e),
+    }
+
+
+def _csv_row(e) -> list[Any]:
+    from pinlife.v1 import audit_service_pb2 as apb
+    from pinlife.v1 import common_pb2 as pb
+
+    return [
+        e.position, _tokyo(e.occurred_at, iso=True), e.stream_id, _short(apb.StreamKind, e.stream_kind, "STREAM_KIND_"),
+        e.version, e.event_type, _short(pb.PinType, e.pin_type, "PIN_TYPE_"), e.channel, e.terminal_id, e.office_id,
+        _short(apb.EventOutcome, e.outcome, "EVENT_OUTCOME_"), e.request_id, e.event_id, e.schema_version, e.key_id,
+        e.hash, e.prev_hash, json.dumps(payload(e), ensure_ascii=False, separators=(",", ":")),
+    ]  # fmt: skip
+
+
+COLUMNS = (  # key, header, rich column options
+    ("position", "pos", {"justify": "right", "style": "dim"}),
+    ("occurred_at", "occurred at (JST)", {"min_width": 19}),
+    ("type", "type", {"style": "bold"}),
+    ("card", "card", {}),
+    ("pin_type", "PIN", {}),
+    ("channel", "channel", {}),
+    ("terminal", "terminal", {}),
+    ("office", "office", {}),
+    ("outcome", "outcome", {}),
+    ("details", "details", {"style": "dim"}),
+)
+ALWAYS_SHOWN = {"position", "occurred_at", "type", "outcome"}
+DROPPED_FIRST = ("office", "channel", "pin_type", "terminal", "details")  # on a narrow terminal
+DETAILS_MIN = 24
+
+
+class EventWriter:
+    """Events out in the chosen format: jsonl and csv as they come, a table
+    at the end, or (live) a line per event for `watch`."""
+
+    def __init__(self, fmt: str, live: bool = False):
+        self.fmt, self.live, self.count = fmt, live, 0
+        self.rows: list[dict[str, str]] = []
+        self.console = _console() if fmt == "table" else None
+        self.csv = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
+        if self.csv is not None:
+            self.csv.writerow(EVENT_CSV)
+            sys.stdout.flush()
+
+    def add(self, events: Iterable) -> None:
+        for e in events:
+            self.count += 1
+            if self.fmt == "jsonl":
+                sys.stdout.write(json.dumps(record(e), ensure_ascii=False, separators=(",", ":")) + "\n")
+            elif self.csv is not None:
+                self.csv.writerow(_csv_row(e))
+            elif self.live:
+                self._line(_cells(e))
+            else:
+                self.rows.append(_cells(e))
+            if self.live:
+                sys.stdout.flush()  # each event as it arrives, into a pipe too
+
+    def _line(self, c: dict[str, str]) -> None:
+        from rich.text import Text
+
+        line = Text()
+        line.append(f"#{c['position']:<7} ", "dim")
+        line.append(f"{c['occurred_at']}  ")
+        line.append(f"{c['type']:<26}", "bold")
+        for key, width in (("card", 18), ("pin_type", 18), ("channel", 15), ("terminal", 16), ("office", 18)):
+            line.append(f"{c[key] or '-':<{width}}", "" if c[key] else "dim")
+        line.append(f"{c['outcome']:<9}", OUTCOME_STYLES.get(c["outcome"], ""))
+        line.append(c["details"], "dim")
+        self.console.print(line, overflow="ellipsis", no_wrap=True, crop=True, soft_wrap=False)
+
+    def finish(self, caption: str, title: str | None = None, hide: Iterable[str] = ()) -> None:
+        """The table, one line per event, as wide as the terminal: a column
+        every row leaves empty (or hidden) is left out, then, while the
+        details would be narrower than DETAILS_MIN, the least telling ones."""
+        if self.fmt != "table" or self.live:
+            return
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        shown = {
+            key: max([len(header), *(len(row[key]) for row in self.rows)]) for key, header, _ in COLUMNS
+            if key not in hide and (key in ALWAYS_SHOWN or any(row[key] for row in self.rows))
+        }  # fmt: skip
+        room = lambda: self.console.width - sum(w for k, w in shown.items() if k != "details") - 3 * len(shown)  # noqa: E731
+        for key in DROPPED_FIRST:
+            if room() >= DETAILS_MIN or "details" not in shown:
+                break
+            shown.pop(key, None)
+        table = Table(title=title, title_justify="left", title_style="bold", caption=caption, caption_justify="left",
+                      header_style="bold cyan", box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
+        for key, header, options in COLUMNS:
+            if key in shown:
+                width = {"width": max(room(), 8)} if key == "details" else {}
+                table.add_column(header, no_wrap=True, overflow="ellipsis", **options, **width)
+        for row in self.rows:
+            table.add_row(*(Text(row[key], OUTCOME_STYLES.get(row[key], "") if key == "outcome" else "") for key in shown))
+        self.console.print(table)
+
+
+def _filter(args, card: bool = False):
+    from pinlife.v1 import audit_service_pb2 as apb
+    from pinlife.v1 import common_pb2 as pb
+
+    f = apb.EventFilter(event_types=_listed(args.event_type))
+    if args.start is not None:
+        getattr(f, "from").CopyFrom(_ts(args.start))
+    if args.end is not None:
+        f.to.CopyFrom(_ts(args.end))
+    if args.pin_type:
+        f.pin_type = pb.PinType.Value(f"PIN_TYPE_{args.pin_type.upper()}")
+    for name in _listed(args.outcome):
+        if name.lower() not in OUTCOMES:
+            from service import cli
+
+            cli.fail(f"unknown outcome {name!r}; one of {', '.join(dict.fromkeys(OUTCOMES))}")
+        f.outcomes.append(apb.EventOutcome.Value(OUTCOMES[name.lower()]))
+    if not card:
+        f.channels.extend(_listed(args.channel))
+        f.terminal_id = args.filter_terminal or ""
+        f.office_id = args.filter_office or ""
+    return f
+
+
+def _pages(call, request, args) -> Iterator[tuple[Any, list]]:
+    """Each page's response and its events, following next_page_token until
+    no more match or --limit events were read."""
+    got, limit = 0, args.limit
+    while True:
+        request.page_size = min(MAX_PAGE, limit - got) if limit else MAX_PAGE
+        response = call(request, **_call_options(args))
+        events = list(response.events)[: (limit - got) if limit else None]
+        got += len(events)
+        yield response, events
+        if not response.next_page_token or (limit and got >= limit):
+            return
+        request.page_token = response.next_page_token
+
+
+def _more(response, args, shown: int) -> str:
+    return f"; more match (--limit {args.limit})" if args.limit and shown >= args.limit and response.next_page_token else ""
+
+
+def cmd_history(args) -> None:
+    from pinlife.v1 import audit_service_pb2 as apb
+
+    order = apb.ORDER_NEWEST_FIRST if args.newest_first else apb.ORDER_OLDEST_FIRST
+    request = apb.GetCardHistoryRequest(card_id=args.card, order=order, filter=_filter(args, card=True))
+    out = EventWriter(_format(args))
+    response = None
+    for response, events in _pages(_stub(args).GetCardHistory, request, args):
+        out.add(events)
+    out.finish(
+        f"{out.count} events (stream version {response.stream_version}){_more(response, args, out.count)}",
+        title=f"card {args.card}", hide={"card"},
+    )
+
+
+def cmd_query(args) -> None:
+    from pinlife.v1 import audit_service_pb2 as apb
+
+    order = apb.ORDER_NEWEST_FIRST if args.newest_first else apb.ORDER_OLDEST_FIRST
+    request = apb.QueryEventsRequest(
+        filter=_filter(args), order=order, stream_kind=apb.StreamKind.Value(STREAMS[args.streams])
+    )
+    out = EventWriter(_format(args))
+    response = None
+    for response, events in _pages(_stub(args).QueryEvents, request, args):
+        out.add(events)
+    out.finish(f"{out.count} events{_more(response, args, out.count)}")
+
+
+def cmd_watch(args) -> None:
+    """WatchEvents until Ctrl-C (or --limit). A connection lost once the
+    server was reached is re-established, resuming after the last position
+    received (the server never skips or repeats one); an unreachable server
+    at the start is an error."""
+    import grpc
+
+    from pinlife.v1 import audit_service_pb2 as apb
+    from service import cli
+
+    reached = threading.Event()
+    ch = cli.channel(args)
+    ch.subscribe(lambda state: state == grpc.ChannelConnectivity.READY and reached.set(), try_to_connect=True)
+    stub, out = _stub(args), EventWriter(_format(args), live=True)
+    after, retrying = args.after, False
+    while True:
+        call = stub.WatchEvents(apb.WatchEventsRequest(after_position=after), wait_for_ready=retrying, **_call_options(args, streaming=True))
+        try:
+            for response in call:
+                if retrying:
+                    print(f"pinlife: watching again after position {after}", file=sys.stderr)
+                    retrying = False
+                out.add([response.event])
+                after = response.event.position
+                if args.limit and out.count >= args.limit:
+                    call.cancel()
+                    return
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE or not reached.is_set():
+                raise
+            print(f"pinlife: {cli.rpc_error(err)[0]}; reconnecting, to resume after position {after}", file=sys.stderr)
+        except KeyboardInterrupt:
+            call.cancel()
+            raise
+        retrying = True
+
+
+# -- verify and checkpoints --------------------------------------------------------
+def _verify(args, card: str, notes: list[str]):
+    """VerifyIntegrity: a progress bar on stderr (when it is a terminal), then the report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from pinlife.v1 import audit_service_pb2 as apb
+
+    console = _console(stderr=True)
+    tasks: dict[str, Any] = {}
+    report = None
+    columns = (SpinnerColumn(), TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
+        for answer in _stub(args).VerifyIntegrity(apb.VerifyIntegrityRequest(card_id=card, checkpoints=notes), **_call_options(args, streaming=True)):
+            if answer.WhichOneof("kind") == "progress":
+                p = answer.progress
+                if p.phase not in tasks:
+                    for task in tasks.values():  # progress is advisory: a phase begun means the last one ended
+                        bar.update(task, completed=bar.tasks[task].total)
+                    tasks[p.phase] = bar.add_task(PHASES.get(p.phase, p.phase), total=max(p.total, 1))
+                bar.update(tasks[p.phase], completed=p.done, total=max(p.total, 1))
+            elif answer.WhichOneof("kind") == "report":
+                report = answer.report
+                for task in tasks.values():
+                    bar.update(task, completed=bar.tasks[task].total)
+    if report is None:
+        from service import cli
+
+        cli.fail("the server ended the check without a report")
+    return report
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _problem_text(p) -> str:
+    from pinlife.v1 import audit_service_pb2 as apb
+
+    where = " ".join(x for x in (p.stream_id, f"v{p.version}" if p.version else "", f"position {p.position}" if p.position else "") if x)
+    kind = _short(apb.IntegrityProblemKind, p.kind, "INTEGRITY_PROBLEM_KIND_")
+    return f"{kind}{f' at {where}' if where else ''}: {p.reason}"
+
+
+def _show_report(report, fmt: str) -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    from pinlife.v1 import audit_service_pb2 as apb
+
+    if fmt == "jsonl":
+        _emit(json.dumps(MessageToDict(report, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)))
+        return
+    if fmt == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["intact", "events_checked", "cards_checked", "head_position", "checkpoints_checked",
+                    "problem", "stream_id", "version", "position", "reason"])  # fmt: skip
+        head = [str(report.intact).lower(), report.events_checked, report.cards_checked, report.head_position, report.checkpoints_checked]
+        for p in report.problems or [None]:
+            kind = _short(apb.IntegrityProblemKind, p.kind, "INTEGRITY_PROBLEM_KIND_") if p else ""
+            w.writerow(head + ([kind, p.stream_id, p.version, p.position, p.reason] if p else ["", "", "", "", ""]))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console()
+    summary = f"{_n(report.events_checked, 'event')} and {_n(report.cards_checked, 'card')} checked"
+    if report.head_position:
+        summary += f", up to position {report.head_position}"
+    if report.checkpoints_checked:
+        summary += f"; {_n(report.checkpoints_checked, 'checkpoint')}"
+    if report.intact:
+        console.print(Text.assemble(("✓ intact", "bold green"), f": {summary}"))
+        return
+    console.print(Text.assemble(("✗ problem found", "bold red"), ": ", _problem_text(report.first_problem)))
+    table = Table(caption=summary, caption_justify="left", header_style="bold cyan")
+    for header in ("problem", "stream", "version", "position", "reason"):
+        table.add_column(header, overflow="fold")
+    for p in report.problems:
+        kind = _short(apb.IntegrityProblemKind, p.kind, "INTEGRITY_PROBLEM_KIND_")
+        table.add_row(Text(kind, "red"), Text(p.stream_id), str(p.version or ""), str(p.position or ""), Text(p.reason))
+    console.print(table)
+
+
+def cmd_verify(args) -> None:
+    """The whole store is checked against the checkpoints given and the
+    newest ones kept from this server (up to the server's bound)."""
+    notes = [_read("--checkpoint", name) for name in args.checkpoint or ()]
+    if args.keep and not args.card:
+        room = max(0, MAX_CHECKPOINTS - len(notes))
+        held = [k["note"] for k in Kept(args.keep).of_server(args.server)][-room:] if room else []
+        notes += [n for n in held if n not in notes]
+    report = _verify(args, args.card or "", notes)
+    _show_report(report, _format(args))
+    sys.exit(0 if report.intact else 1)
+
+
+def cmd_checkpoint(args) -> None:
+    """The latest signed checkpoint. --compare first (the note kept before
+    must still be a prefix of the log; nothing is saved if it is not), then
+    --save."""
+    from google.protobuf.json_format import MessageToDict
+
+    from pinlife.v1 import audit_service_pb2 as apb
+
+    fmt = args.format or "table"  # the note itself, on a terminal or not: `> FILE` keeps it
+    compared = None
+    if args.compare:
+        report = _verify(args, "", [_read("--compare", args.compare)])
+        supplied = [p for p in report.problems if p.kind == apb.INTEGRITY_PROBLEM_KIND_SUPPLIED_CHECKPOINT]
+        if supplied:
+            raise Problem(f"the log no longer holds the checkpoint in {args.compare}: {supplied[0].reason}")
+        if not report.intact:
+            raise Problem(f"the log holds the checkpoint in {args.compare}, but {_problem_text(report.first_problem)} "
+                          "(`pinlife audit verify` for the report)")  # fmt: skip
+        compared = {"file": args.compare, "held": True, "events_checked": report.events_checked}
+        if fmt == "table":
+            _console(stderr=True).print(_ok(f"the log still holds the checkpoint in {args.compare}"))
+    r = _stub(args).GetCheckpoint(apb.GetCheckpointRequest(), **_call_options(args))
+    if args.keep:
+        kept = Kept(args.keep).add(args.server, r, accept_new_key=args.accept_new_key)
+        if fmt == "table":
+            _console(stderr=True).print(_ok(f"kept in {args.keep} ({_n(kept, 'checkpoint')} of this server)"))
+    if args.save:
+        try:
+            with open(args.save, "w", encoding="utf-8") as f:
+                f.write(r.note)
+        except OSError as exc:
+            from service import cli
+
+            cli.fail(f"cannot write --save {args.save}: {exc.strerror}")
+    if fmt == "jsonl":
+        out = MessageToDict(r, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        out |= {"saved": args.save or "", **({"compared": compared} if compared else {})}
+        _emit(json.dumps(out, ensure_ascii=False))
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["origin", "tree_size", "root_hash", "verifier_key", "saved", "compared", "held"])
+        w.writerow([r.origin, r.tree_size, r.root_hash, r.verifier_key, args.save or "", args.compare or "",
+                    "true" if compared else ""])  # fmt: skip
+    else:
+        sys.stdout.write(r.note)
+        sys.stdout.flush()
+        err = _console(stderr=True)
+        err.print(f"verifier key: {r.verifier_key}", style="dim", soft_wrap=True)
+        if args.save:
+            err.print(_ok(f"saved the checkpoint of tree size {r.tree_size} to {args.save}"))
+
+
+def _ok(message: str):
+    from rich.text import Text
+
+    return Text.assemble(("✓ ", "bold green"), message)
+
+
+# -- the auditor's kept checkpoints ---------------------------------------------------
+def kept_file() -> str:
+    """$PINLIFE_AUDIT_CHECKPOINTS, else checkpoints.jsonl in the user's data folder (XDG)."""
+    if path := os.environ.get("PINLIFE_AUDIT_CHECKPOINTS"):
+        return path
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "pinlife", "checkpoints.jsonl")
+
+
+class Kept:
+    """The checkpoints an auditor fetched, one JSON object per line (server,
+    origin, tree size, root, verifier key, note, when fetched), kept on the
+    auditor's machine, out of the operator's reach. Each note is checked
+    with the verifier key before it is kept; the first key seen for an
+    origin is the one expected after (trust on first use), and two
+    checkpoints of one size with different roots are a forked log."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def all(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                lines = [line for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            from service import cli
+
+            cli.fail(f"cannot read --keep {self.path}: {getattr(exc, 'strerror', None) or exc}")
+        try:
+            return [json.loads(line) for line in lines]
+        except ValueError as exc:
+            from service import cli
+
+            cli.fail(f"--keep {self.path} is not JSON Lines: {exc}")
+
+    def of_server(self, server: str) -> list[dict[str, Any]]:
+        """This server's kept checkpoints, smallest tree first."""
+        return sorted((k for k in self.all() if k.get("server") == server), key=lambda k: int(k["tree_size"]))
+
+    def add(self, server: str, r, accept_new_key: bool = False) -> int:
+        """Keep the GetCheckpoint answer r (unless that size is kept);
+        returns how many this server now has. Problem (exit 1) on a note
+        that does not verify, another key for the origin, or a fork."""
+        from service.notes import NoteError, open_note, parse_checkpoint
+
+        try:
+            body, _ = open_note(r.note, [r.verifier_key])
+            cp = parse_checkpoint(body)
+        except NoteError as exc:
+            raise Problem(f"the server's checkpoint does not verify with its own key: {exc}") from None
+        mine = [k for k in self.all() if k.get("origin") == cp.origin]
+        keys = {k["verifier_key"] for k in mine}
+        if keys and r.verifier_key not in keys and not accept_new_key:
+            raise Problem(f"the checkpoint of {cp.origin} is signed by {r.verifier_key}, not by the key kept in "
+                          f"{self.path} ({sorted(keys)[0]}); after a key rotation keep it with --accept-new-key")  # fmt: skip
+        for k in mine:
+            if int(k["tree_size"]) == cp.size and k["root_hash"] != r.root_hash:
+                raise Problem(f"the log of {cp.origin} has forked: tree size {cp.size} had root {k['root_hash']}, "
+                              f"now {r.root_hash}")  # fmt: skip
+        if not any(int(k["tree_size"]) == cp.size and k.get("server") == server for k in mine):
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+            entry = {"server": server, "origin": cp.origin, "tree_size": cp.size, "root_hash": r.root_hash,
+                     "verifier_key": r.verifier_key, "note": r.note,
+                     "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        return len(self.of_server(server))
+
+
+# -- statistics ----------------------------------------------------------------------
+def _stats_range(args) -> tuple[datetime, datetime]:
+    """The range asked for; by default the last 24 hours (7 days by day),
+    ending at the end of the current hour (day) in Asia/Tokyo."""
+    day = args.granularity == "day"
+    span = timedelta(days=7) if day else timedelta(hours=24)
+    if args.end is not None:
+        end = args.end
+    else:
+        now = datetime.now(TOKYO)
+        start_of = now.replace(hour=0, minute=0, second=0, microsecond=0) if day else now.replace(minute=0, second=0, microsecond=0)
+        end = start_of + (timedelta(days=1) if day else timedelta(hours=1))
+    return (args.start if args.start is not None else end - span), end
+
+
+def _bucket(key: str) -> str:
+    try:
+        return datetime.fromisoformat(key).astimezone(TOKYO).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return key
+
+
+def cmd_stats(args) -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    from pinlife.v1 import audit_service_pb2 as apb
+
+    start, end = _stats_range(args)
+    granularity = apb.GRANULARITY_DAY if args.granularity == "day" else apb.GRANULARITY_HOUR
+    request = apb.GetStatisticsRequest(granularity=granularity, top_terminals=args.top or 0)
+    getattr(request, "from").CopyFrom(_ts(start))
+    request.to.CopyFrom(_ts(end))
+    s = _stub(args).GetStatistics(request, **_call_options(args))
+    fmt = _format(args)
+    if fmt == "jsonl":
+        out = MessageToDict(s, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        _emit(json.dumps({"from": start.isoformat(), "to": end.isoformat(), "granularity": args.granularity, **out}))
+        return
+    sections = (("channel", s.by_channel), ("office", s.by_office), ("terminal", s.by_terminal), ("pin_type", s.by_pin_type), ("time", s.by_time))
+    if fmt == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["dimension", "key", *COUNTS, "distinct_cards"])
+        w.writerow(["total", "", *(getattr(s.total, c) for c in COUNTS), ""])
+        for dimension, rows in sections:
+            for row in rows:
+                w.writerow([dimension, row.key, *(getattr(row.counts, c) for c in COUNTS), ""])
+        for t in s.most_distinct_card_failures:
+            only = {"failures": t.failures}
+            w.writerow(["distinct_card_failures", t.terminal_id, *(only.get(c, "") for c in COUNTS), t.distinct_cards])
+        return
+    _stats_tables(s, start, end, args.granularity)
+
+
+def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console()
+
+    def cell(n: int) -> Text:
+        return Text(str(n)) if n else Text("·", "dim")
+
+    def table(title: str, first: str, footer: bool = False) -> Table:
+        t = Table(title=title, title_justify="left", title_style="bold", header_style="bold cyan", box=box.SIMPLE_HEAD,
+                  show_footer=footer, footer_style="bold")  # fmt: skip
+        t.add_column(first, footer="total" if footer else "", no_wrap=True)
+        return t
+
+    # The counts nothing in the range has are said once, not shown as columns of zeros.
+    counted = [c for c in COUNTS if getattr(s.total, c)] or ["events"]
+    none = [c for c in COUNTS if c not in counted]
+
+    def counts_table(title: str, first: str, rows, total=None) -> Table:
+        t = table(title, first, footer=total is not None)
+        t.columns[0].min_width = max([len(first), *(len(key) for key, _ in rows)])
+        for c in counted:
+            t.add_column(c, justify="right", footer=str(getattr(total, c)) if total is not None else "")
+        for key, counts in rows:
+            t.add_row(Text(key), *(cell(getattr(counts, c)) for c in counted))
+        return t
+
+    span = f"{start.astimezone(TOKYO):%Y-%m-%d %H:%M} → {end.astimezone(TOKYO):%Y-%m-%d %H:%M} (Asia/Tokyo), by {granularity}"
+    console.print(Text.assemble(("Statistics ", "bold"), span))
+    if none:
+        console.print(Text(f"none in the range: {', '.join(none)}", "dim"))
+    console.print(counts_table("by channel", "channel", [(r.key, r.counts) for r in s.by_channel], s.total))
+    for title, first, rows in (("by office", "office", s.by_office), ("by PIN type", "PIN type", s.by_pin_type),
+                               ("busiest terminals", "terminal", s.by_terminal)):  # fmt: skip
+        if rows:
+            console.print(counts_table(title, first, [(r.key, r.counts) for r in rows]))
+    if s.by_time:
+        shown = ["events", *(c for c in ("checks", "failures", "locks", "refusals", "throttles") if c in counted)]
+        t = table(f"by {granularity}", "from")
+        for c in shown:
+            t.add_column(c, justify="right")
+        t.add_column("", no_wrap=True)
+        peak = max(r.counts.events for r in s.by_time) or 1
+        for run in _runs(list(s.by_time)):
+            if len(run) >= 3 and not run[0].counts.events:  # a quiet stretch: one line
+                quiet = Text(f"{_bucket(run[0].key)} … {_bucket(run[-1].key)}", "dim")
+                t.add_row(quiet, *(cell(0) for _ in shown), Text(f"{len(run)} quiet {granularity}s", "dim"))
+                continue
+            for r in run:
+                bar = Text("█" * max(round(20 * r.counts.events / peak), 1 if r.counts.events else 0), "cyan")
+                t.add_row(_bucket(r.key), *(cell(getattr(r.counts, c)) for c in shown), bar)
+        console.print(t)
+    if s.most_distinct_card_failures:
+        t = table("enumeration: distinct cards failed", "terminal")
+        t.add_column("distinct cards", justify="right")
+        t.add_column("failures", justify="right")
+        for f in s.most_distinct_card_failures:
+            t.add_row(f.terminal_id, Text(str(f.distinct_cards), "bold yellow"), str(f.failures))
+        console.print(t)
+
+
+def _runs(buckets: list) -> list[list]:
+    """Consecutive buckets grouped by whether they saw any event."""
+    runs: list[list] = []
+    for b in buckets:
+        if runs and bool(runs[-1][-1].counts.events) == bool(b.counts.events):
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    return runs
