@@ -45,3 +45,155 @@ def rebuild_speed(store: EventStore) -> dict:
         "seconds": round(seconds, 3),
         "events_per_s": round(events / seconds, 1) if seconds else None,
     }
+
+
+# -- AuditService's reads: pages, watch ---------------------------------------------------
+PAGE = 100
+
+
+def audit_pages(store: EventStore, keys, cards: int, reads: int, seed: int = 11) -> dict:
+    """The store side of GetCardHistory and QueryEvents (service/store/audit_reads.py),
+    a page of PAGE events each: one card's history (first page, oldest first),
+    and one terminal's day from a random point in it (a keyset page, as a
+    cursor resumes), with the PostgreSQL plans of the day's query."""
+    from datetime import timedelta
+
+    from service.domain.audit import Filter, Order
+    from service.store.audit_reads import StoreAuditReads, query_plan
+
+    reads_ = StoreAuditReads(store, keys)
+    rng = random.Random(seed)
+    # one card reader of the loaded verifies (bench/loader.py), and its day
+    # (Asia/Tokyo) around its latest event
+    from sqlalchemy import func, select
+
+    from service.domain.calendar import TOKYO
+    from service.store.tables import events
+
+    with store.reader.begin() as conn:
+        terminal, latest = conn.execute(
+            select(events.c.terminal_id, func.max(events.c.occurred_at)).where(events.c.stream_kind == "card")
+            .group_by(events.c.terminal_id)
+            .order_by(events.c.terminal_id.like("bench-reader-%").desc(), func.count().desc()).limit(1)
+        ).one()  # fmt: skip
+    if latest.tzinfo is None:  # SQLite stores UTC without an offset
+        from datetime import timezone
+
+        latest = latest.replace(tzinfo=timezone.utc)
+    local = latest.astimezone(TOKYO)
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = Filter(start=start, end=start + timedelta(days=1), terminal_id=terminal)
+    with store.reader.begin() as conn:
+        cond = (events.c.terminal_id == terminal) & (events.c.occurred_at >= day.start) & (events.c.occurred_at < day.end)
+        keys_in_day = conn.execute(
+            select(events.c.occurred_at, events.c.position).where(cond).order_by(func.random()).limit(min(reads, 2000))
+        ).all()  # fmt: skip
+    in_day = len(keys_in_day)
+
+    def timed(fn) -> tuple[list[float], list[int]]:
+        lat, sizes = [], []
+        for _ in range(min(50, reads)):
+            fn()
+        for _ in range(reads):
+            t = time.perf_counter()
+            n = fn()
+            lat.append(time.perf_counter() - t)
+            sizes.append(n)
+        return lat, sizes
+
+    def history_page() -> int:
+        return len(reads_.card_history(card_id(rng.randrange(cards)), Filter(), Order.OLDEST_FIRST, None, PAGE))
+
+    def terminal_day_page() -> int:
+        after = tuple(rng.choice(keys_in_day)) if keys_in_day else None
+        return len(reads_.query_events(day, Order.OLDEST_FIRST, after, PAGE))
+
+    def summary(lat, sizes) -> dict:
+        return {**{k: v for k, v in latency_summary(lat).items() if k != "count"}, "reads": len(lat),
+                "events_per_page_mean": round(sum(sizes) / len(sizes), 1) if sizes else None}  # fmt: skip
+
+    h = summary(*timed(history_page))
+    d = summary(*timed(terminal_day_page))
+    d.update(terminal=terminal, day=start.date().isoformat(), events_in_day_sampled=in_day)
+    out = {"page_size": PAGE, "card_history": h, "terminal_day": d}
+    if store.dialect == "postgresql":
+        out["plans"] = {
+            "terminal_day": query_plan(store, day, limit=PAGE),
+            "event_type_hour": query_plan(
+                store, Filter(start=latest - timedelta(hours=1), end=latest, event_types=frozenset({"PinVerificationFailed"})), limit=PAGE
+            ),
+        }
+    return out
+
+
+def watch_catch_up(target: str, events: int, timeout_s: float = 120.0) -> dict:
+    """WatchEvents from position 0 over gRPC until `events` are received:
+    the catch-up rate, events/s (stored events, read page after page)."""
+    import grpc
+
+    from pinlife.v1 import audit_service_pb2 as apb
+    from pinlife.v1 import audit_service_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = audit_service_pb2_grpc.AuditServiceStub(channel)
+        md = (("x-pinlife-terminal", "bench-auditor"),)
+        stream = stub.WatchEvents(apb.WatchEventsRequest(after_position=0), timeout=timeout_s, metadata=md)
+        t, n, last = time.perf_counter(), 0, 0
+        for r in stream:
+            n, last = n + 1, r.event.position
+            if n >= events:
+                break
+        seconds = time.perf_counter() - t
+        stream.cancel()
+    return {"events": n, "last_position": last, "seconds": round(seconds, 2),
+            "events_per_s": round(n / seconds, 0) if seconds else None}  # fmt: skip
+
+
+class LiveWatcher:
+    """WatchEvents from the head while a load runs: for each event, the time
+    from its occurred_at (set before the batch commits) to its delivery, an
+    upper bound of commit → delivery. Same host, same clock."""
+
+    def __init__(self, target: str, after: int):
+        import threading
+
+        self.target, self.after = target, after
+        self.lags: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-watcher", daemon=True)
+        self.error: str | None = None
+
+    def start(self) -> "LiveWatcher":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import grpc
+
+        from pinlife.v1 import audit_service_pb2 as apb
+        from pinlife.v1 import audit_service_pb2_grpc
+
+        try:
+            with grpc.insecure_channel(self.target) as channel:
+                stub = audit_service_pb2_grpc.AuditServiceStub(channel)
+                md = (("x-pinlife-terminal", "bench-auditor"),)
+                self._stream = stub.WatchEvents(apb.WatchEventsRequest(after_position=self.after), metadata=md)
+                for r in self._stream:
+                    now = time.time()
+                    occurred = r.event.occurred_at.seconds + r.event.occurred_at.nanos / 1e9
+                    self.lags.append(now - occurred)
+                    if self._stop.is_set():
+                        break
+        except grpc.RpcError as exc:
+            if not self._stop.is_set():
+                self.error = f"{exc.code().name}: {exc.details()}"
+
+    def stop(self) -> dict:
+        self._stop.set()
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            stream.cancel()
+        self._thread.join(timeout=10)
+        lat = latency_summary(self.lags)
+        return {"events": len(self.lags), **{f"lag_{k}": v for k, v in lat.items() if k != "count"},
+                **({"error": self.error} if self.error else {})}  # fmt: skip

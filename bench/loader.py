@@ -22,10 +22,15 @@ from service.app.batch import ThreadRunner
 from service.clock import system_clock
 from service.domain.commands import EnrollCard, VerifyPin
 from service.domain.pins import PinType
+from service.domain.policy import Policy, ThrottlePolicy
 from service.keys import KeyRing
 from service.store.event_store import EventStore
 
 LOADER = Caller("development", "bench-loader")
+READERS = 100  # the verify events come from this many card readers, in rotation
+# Test data, not an attack: the readers' wrong PINs (20% of the verifies,
+# spread over every card) must not throttle them.
+LOAD_POLICY = Policy(throttle=ThrottlePolicy(max_distinct_cards=10**9))
 
 
 @dataclass
@@ -155,7 +160,7 @@ def add_verify_events(
     """About `events` more events from VerifyPin commands spread over the
     cards: mostly right, some wrong (a wrong one is followed by a right one on
     the same card, so cards do not lock and every command is one event)."""
-    writer = ThreadRunner(store, keys, system_clock)
+    writer = ThreadRunner(store, keys, system_clock, LOAD_POLICY)
     report = LoadReport(f"add {events:,} verify events", events, budget_s=budget_s)
     rng = random.Random(seed)
 
@@ -164,9 +169,10 @@ def add_verify_events(
         while len(items) < batch:
             i = rng.randrange(cards)
             right = pins_for(i).user_certificate
+            reader = Caller("medical_reader", f"bench-reader-{rng.randrange(READERS):03d}")
             if rng.random() < 0.2:
-                items.append((VerifyPin(str(uuid.uuid4()), card_id(i), PinType.USER_CERTIFICATE, wrong_4digit(right)), LOADER))
-            items.append((VerifyPin(str(uuid.uuid4()), card_id(i), PinType.USER_CERTIFICATE, right), LOADER))
+                items.append((VerifyPin(str(uuid.uuid4()), card_id(i), PinType.USER_CERTIFICATE, wrong_4digit(right)), reader))
+            items.append((VerifyPin(str(uuid.uuid4()), card_id(i), PinType.USER_CERTIFICATE, right), reader))
         return items
 
     def batches():

@@ -8,7 +8,9 @@ For each store (SQLite in a temp dir, then PostgreSQL in throwaway databases):
      Check ceiling, then a realistic verify mix; requests/s, p50, p99, errors;
   4. in-process, no gRPC: the service's command path against a peer built on
      the `eventsourcing` library, same command, store kind, cards, concurrency;
-  5. audit reads with many events: history page p50/p99, projection rebuild speed;
+  5. audit reads with many events: history page p50/p99, projection rebuild speed,
+     AuditService pages (one card's history, one terminal's day; PostgreSQL plans printed),
+     WatchEvents catch-up events/s; live watch lag while the verify mix runs (after step 3);
   6. the server's peak RSS (VmHWM).
 Prints a table and writes JSON. It reports; it never fails on a target.
 See bench/README.md.
@@ -72,17 +74,20 @@ class Config:
     peer_duration_s: float
     peer_budget_s: float
     reads: int  # history pages read
+    watch_events: int  # events a WatchEvents catch-up reads
 
 
 FULL = Config(
     mode="full", cards=100_000, cards_budget_s=120, events=1_000_000, events_budget_s=240, load_batch=1000,
     procs=4, inflight=16, warmup_s=5, duration_s=30,
     peer_cards=5000, peer_concurrency=64, peer_warmup_s=3, peer_duration_s=30, peer_budget_s=60, reads=2000,
+    watch_events=300_000,
 )
 QUICK = Config(
     mode="quick", cards=20_000, cards_budget_s=15, events=100_000, events_budget_s=20, load_batch=1000,
     procs=4, inflight=16, warmup_s=2, duration_s=8,
     peer_cards=2000, peer_concurrency=64, peer_warmup_s=1.5, peer_duration_s=8, peer_budget_s=15, reads=1000,
+    watch_events=100_000,
 )
 
 
@@ -137,6 +142,7 @@ class StoreRun:
             if server is not None:
                 self.phase("ceiling", self.ceiling, server)
                 self.phase("verify mix", self.verify_mix, server, cards)
+                self.phase("live watch", self.live_watch, server, url, cards)
                 self.res["server"]["memory"] = server.memory()
                 self.res["server"]["log"] = self.server_log_excerpt(server)
                 self.res["server"]["log_bytes"] = server.log_path.stat().st_size if server.log_path.exists() else None
@@ -337,7 +343,7 @@ class StoreRun:
             f"service/peer {out.get('service_over_peer')}x")
 
     def audit(self, url: str, keys, cards: int) -> None:
-        from bench.audit import history_reads, rebuild_speed
+        from bench.audit import audit_pages, history_reads, rebuild_speed, watch_catch_up
         from bench.loader import add_verify_events
         from service.store.event_store import EventStore
 
@@ -362,8 +368,46 @@ class StoreRun:
             rb = rebuild_speed(store)
             out["rebuild"] = rb
             log(f"{self.kind}: rebuild {rb['events']:,} events in {rb['seconds']} s = {rb['events_per_s']:,.0f} events/s")
+            p = audit_pages(store, keys, cards, cfg.reads)
+            out["pages"] = p
+            log(f"{self.kind}: GetCardHistory page p50 {p['card_history']['p50_ms']} ms, p99 {p['card_history']['p99_ms']} ms; "
+                f"one terminal's day page p50 {p['terminal_day']['p50_ms']} ms, p99 {p['terminal_day']['p99_ms']} ms")
+            for name, plan in p.get("plans", {}).items():
+                log(f"{self.kind}: plan of {name}:\n    " + plan.replace("\n", "\n    "))
         finally:
             store.close()
+        from bench.server import ServerProcess
+
+        server = ServerProcess(url, self.dir / "keys.json", self.dir / "server-audit.log")
+        self._closers.append(server.stop)
+        try:
+            w = watch_catch_up(server.target, min(out["events"], cfg.watch_events))
+            out["watch_catch_up"] = w
+            log(f"{self.kind}: WatchEvents catch-up {w['events']:,} events in {w['seconds']} s = {w['events_per_s']:,.0f} events/s")
+        finally:
+            server.stop()
+
+    def live_watch(self, server, url: str, cards: int) -> None:
+        """The verify mix again, with a WatchEvents subscriber following the
+        log: the lag from each event's time to its delivery, and the verify
+        figures while it runs (the plain verify mix above is the reference)."""
+        from bench.audit import LiveWatcher
+        from service.store.event_store import EventStore
+
+        store = EventStore(url)
+        try:
+            head = store.head_position()
+        finally:
+            store.close()
+        watcher = LiveWatcher(server.target, head).start()
+        try:
+            r = self._load(server, "mix", cards)
+        finally:
+            w = watcher.stop()
+        w["verify_rps"], w["verify_p50_ms"], w["verify_p99_ms"], w["verify_errors"] = r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]
+        self.res["watch_live"] = w
+        log(f"{self.kind}: live watch: {w['events']:,} events delivered, lag p50 {w.get('lag_p50_ms')} ms, p99 {w.get('lag_p99_ms')} ms; "
+            f"verify mix meanwhile {r['rps']:,.0f} req/s, p99 {r['p99_ms']} ms")
 
 
 # -- targets and the table -----------------------------------------------------------
@@ -462,6 +506,11 @@ def table(report: dict) -> str:
     row("  event load rate, events/s", ("audit", "load", "per_s"), digits=0)
     rows.append(("history page p50 | p99 ms", [f"{fmt(g(s, 'audit', 'history', 'p50_ms'), 2)} | {fmt(g(s, 'audit', 'history', 'p99_ms'), 2)}" for s in stores], "p99 < 20 at 1M events"))
     row("  events per page (mean)", ("audit", "history", "events_per_page_mean"), digits=1)
+    rows.append(("GetCardHistory page (100) p50 | p99 ms", [f"{fmt(g(s, 'audit', 'pages', 'card_history', 'p50_ms'), 2)} | {fmt(g(s, 'audit', 'pages', 'card_history', 'p99_ms'), 2)}" for s in stores], ""))
+    rows.append(("one terminal's day page (100) p50 | p99 ms", [f"{fmt(g(s, 'audit', 'pages', 'terminal_day', 'p50_ms'), 2)} | {fmt(g(s, 'audit', 'pages', 'terminal_day', 'p99_ms'), 2)}" for s in stores], ""))
+    row("WatchEvents catch-up, events/s", ("audit", "watch_catch_up", "events_per_s"), digits=0)
+    rows.append(("live watch lag p50 | p99 ms (under the verify mix)", [f"{fmt(g(s, 'watch_live', 'lag_p50_ms'), 1)} | {fmt(g(s, 'watch_live', 'lag_p99_ms'), 1)}" for s in stores], ""))
+    row("  verify mix req/s with a watcher", ("watch_live", "verify_rps"), digits=0)
     row("rebuild, events/s", ("audit", "rebuild", "events_per_s"), ">= 50,000", digits=0)
     row("server peak RSS (VmHWM), MB", ("targets", "peak_rss_mb", "value"), "< 300")
     met("target: verify/ceiling", "verify_over_ceiling")
