@@ -137,7 +137,10 @@ class Audit:
         found = await self._read(self.reads.checkpoint)
         await self.record(caller, "GetCheckpoint", "", {}, 0)
         if found is None:
-            raise NotFound("no checkpoint has been signed yet (the log is empty, or no checkpoint key is configured)")
+            raise NotFound(
+                "no checkpoint has been signed yet: the server signs one every 10 s while the log grows "
+                "(or no checkpoint key is configured)"
+            )
         return found
 
     async def watch(self, caller: Caller, after_position: int) -> AsyncIterator:
