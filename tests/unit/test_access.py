@@ -12,7 +12,13 @@ ENROLL = "/pinlife.v1.CounterService/EnrollCard"
 
 def test_only_counters_enroll_and_auditors_only_read():
     assert RPC_ROLES[ENROLL] == COUNTERS
-    assert [rpc for rpc, roles in RPC_ROLES.items() if Role.AUDITOR in roles] == ["/pinlife.v1.PinService/GetPinStatus"]
+    audit = [f"/pinlife.v1.AuditService/{rpc}" for rpc in (
+        "GetCardHistory", "QueryEvents", "WatchEvents", "VerifyIntegrity", "GetCheckpoint", "GetStatistics",
+    )]  # fmt: skip
+    assert sorted(rpc for rpc, roles in RPC_ROLES.items() if Role.AUDITOR in roles) == sorted(
+        ["/pinlife.v1.PinService/GetPinStatus", *audit]
+    )
+    assert all(RPC_ROLES[rpc] == {Role.AUDITOR} for rpc in audit)  # only auditors read the log
     assert [rpc for rpc, roles in RPC_ROLES.items() if Role.MEDICAL_READER in roles] == [VERIFY]
 
 
