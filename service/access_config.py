@@ -1,4 +1,5 @@
-"""The access file (TOML, named by PINLIFE_ACCESS_FILE): the server's TLS
+"""The access rules (TOML: the [access] tables of the configuration file, or
+the access file named by PINLIFE_ACCESS_FILE): the server's TLS
 material, the terminal CA, which terminal has which role and office, and the
 throttling policy. Relative paths are taken from the file's folder.
 
@@ -72,19 +73,34 @@ def load_access_config(path: Path) -> AccessConfig:
         raise AccessConfigError(f"access file {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise AccessConfigError(f"access file {path}: {exc}") from exc
-    base = path.parent
+    return parse_access_config(data, path.parent, f"access file {path}")
+
+
+def access_from_settings(settings) -> AccessConfig | None:
+    """The access rules of the configuration: the [access] tables of the
+    configuration file, or the access file it names; None in development mode."""
+    if settings.access_tables is not None:
+        return parse_access_config(settings.access_tables, settings.config_dir or Path("."), "[access]")
+    if settings.access_file is not None:
+        return load_access_config(settings.access_file)
+    return None
+
+
+def parse_access_config(data: dict, base: Path, origin: str) -> AccessConfig:
+    """The access rules from their TOML tables (tls, throttle, terminals);
+    relative paths are taken from base."""
 
     def read(name: str) -> bytes:
         value = data["tls"].get(name)
         if not value:
-            raise AccessConfigError(f"access file {path}: [tls] {name} is required")
+            raise AccessConfigError(f"{origin}: [tls] {name} is required")
         try:
             return (base / value).read_bytes()
         except OSError as exc:
-            raise AccessConfigError(f"access file {path}: cannot read [tls] {name}: {exc.strerror}") from exc
+            raise AccessConfigError(f"{origin}: cannot read [tls] {name}: {exc.strerror}") from exc
 
     if "tls" not in data:
-        raise AccessConfigError(f"access file {path}: a [tls] section is required (mutual TLS)")
+        raise AccessConfigError(f"{origin}: a [tls] section is required (mutual TLS)")
     tls = TlsFiles(read("cert"), read("key"), read("client_ca"), base / data["tls"]["key"])
     terminals: dict[str, TerminalEntry] = {}
     for terminal_id, entry in data.get("terminals", {}).items():
@@ -102,9 +118,14 @@ def load_access_config(path: Path) -> AccessConfig:
             role, entry.get("office"), bool(entry.get("revoked", False)), entry.get("chain")
         )
     t = data.get("throttle", {})
-    policy = ThrottlePolicy(
-        max_distinct_cards=int(t.get("max_distinct_cards", ThrottlePolicy.max_distinct_cards)),
-        window=timedelta(seconds=int(t.get("window_seconds", ThrottlePolicy.window.total_seconds()))),
-        penalty=timedelta(seconds=int(t.get("penalty_seconds", ThrottlePolicy.penalty.total_seconds()))),
-    )
+    try:
+        policy = ThrottlePolicy(
+            max_distinct_cards=int(t.get("max_distinct_cards", ThrottlePolicy.max_distinct_cards)),
+            window=timedelta(seconds=int(t.get("window_seconds", ThrottlePolicy.window.total_seconds()))),
+            penalty=timedelta(seconds=int(t.get("penalty_seconds", ThrottlePolicy.penalty.total_seconds()))),
+        )
+    except (TypeError, ValueError) as exc:
+        raise AccessConfigError(f"{origin}: [throttle] values are whole numbers ({exc})") from exc
+    if policy.max_distinct_cards < 1 or policy.window.total_seconds() <= 0 or policy.penalty.total_seconds() <= 0:
+        raise AccessConfigError(f"{origin}: [throttle] values must be positive")
     return AccessConfig(tls, terminals, policy)

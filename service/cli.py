@@ -34,21 +34,67 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
 import uuid
+from datetime import date
 
 from service import config as config_mod
 from service.domain.pins import PinType
 
 TYPES = [t.value for t in PinType]
-SERVER_SIDE = {"serve", "migrate", "dev-key", "grants", "check", "checkpoint"}  # the rest call a server
+SERVER_SIDE = {"serve", "migrate", "dev-key", "grants", "check", "checkpoint", "config"}  # the rest call a server
 
 
 def _settings() -> config_mod.Settings:
     try:
         return config_mod.from_env()
     except config_mod.ConfigError as exc:
-        sys.exit(f"pinlife: configuration: {exc}")
+        _config_problems(exc.problems)
+
+
+def _config_problems(problems: list[str], code: int = 2):
+    lines = [f"pinlife: configuration: {problems[0]}"] if len(problems) == 1 else [
+        f"pinlife: configuration: {len(problems)} problems:", *(f"  - {p}" for p in problems)
+    ]  # fmt: skip
+    print("\n".join(lines), file=sys.stderr)
+    sys.exit(code)
+
+
+def cmd_config_check(args) -> None:
+    """Everything `serve` reads before it serves, without serving: the
+    configuration (file and variables), the access rules, the offices file
+    and the key file. Every problem at once; exit 0 if none, 1 otherwise."""
+    from service.access_config import AccessConfigError, access_from_settings
+    from service.keys import KeyFileError, KeyRing
+    from service.domain.policy import ThrottlePolicy
+    from service.offices import OfficesConfigError, load_policy
+
+    env = dict(os.environ)
+    if args.file:
+        env.pop("PINLIFE_CONFIG", None)
+    try:
+        settings = config_mod.load(env, path=args.file)
+    except config_mod.ConfigError as exc:
+        _config_problems(exc.problems, code=1)
+    problems = []
+    try:
+        access_from_settings(settings)
+    except AccessConfigError as exc:
+        problems.append(f"access: {exc}")
+    try:
+        load_policy(settings.offices_file, ThrottlePolicy(), date.today())
+    except OfficesConfigError as exc:
+        problems.append(f"offices: {exc}")
+    try:
+        KeyRing.load(settings.key_file)
+    except KeyFileError as exc:
+        problems.append(f"PINLIFE_KEY_FILE ([keys] key_file): {exc}")
+    if problems:
+        _config_problems(problems, code=1)
+    where = args.file or os.environ.get("PINLIFE_CONFIG") or "the environment"
+    mode = "mutual TLS" if settings.tls else "development mode (plain text on loopback)"
+    print(f"pinlife: {where}: ok ({settings.env}, {mode}, {settings.database_url.split('://')[0]} store)")
 
 
 def _keys(settings):
@@ -73,12 +119,12 @@ def cmd_serve(args) -> None:
     from service import logs
     from service.api.server import serve
 
-    from service.access_config import AccessConfigError, load_access_config
+    from service.access_config import AccessConfigError, access_from_settings
 
     settings = _settings()
     logs.configure(settings.log_format)
     try:
-        access = load_access_config(settings.access_file) if settings.access_file else None
+        access = access_from_settings(settings)
     except AccessConfigError as exc:
         sys.exit(f"pinlife: {exc}")
     sys.exit(asyncio.run(serve(settings, _keys(settings), access)))
@@ -536,6 +582,11 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the gRPC server").set_defaults(fn=cmd_serve)
     sub.add_parser("migrate", help="apply the Alembic migrations").set_defaults(fn=cmd_migrate)
+    p = sub.add_parser("config", help="the configuration (pinlife.toml, PINLIFE_CONFIG)")
+    config_sub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    p = config_sub.add_parser("check", help="validate a configuration without serving: every problem at once (exit 1)")
+    p.add_argument("file", nargs="?", help="the configuration file (default: $PINLIFE_CONFIG, else the environment alone)")
+    p.set_defaults(fn=cmd_config_check)
     p = sub.add_parser("dev-key", help="create development keys if missing (never over a store with verifiers)")
     p.add_argument("path", nargs="?")
     p.set_defaults(fn=cmd_dev_key)

@@ -1,43 +1,136 @@
-"""Settings from the environment. Every knob has a safe default for
-development; production refuses the development conveniences."""
+"""The service's configuration: one TOML file (`pinlife.toml`, named by
+PINLIFE_CONFIG; `pinlife.example.toml` documents every key), each key
+overridable by an environment variable named after it (PINLIFE_ and the
+key's name in capitals: `[store] database_url` is PINLIFE_DATABASE_URL).
+Every key has a safe default for development; production refuses the
+development conveniences. All problems are reported at once, each naming
+the key, its variable and what is wrong (`pinlife config check FILE`).
+
+No secret lives in the file: keys and TLS private keys are files it names.
+The access rules (TLS, terminals and roles, throttling) are the `[access]`
+tables of this file, or the access file it names (service/access_config.py);
+offices, hours and store chains are the offices file it names
+(service/offices.py; the shipped default is service/offices.toml)."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, Callable
 
 from service.clock import ClockSettingError, ServiceClock
 
 DEFAULT_DATABASE_URL = "sqlite:///var/pinlife.db"
 DEFAULT_KEY_FILE = "var/dev-keys.json"
+ENVIRONMENTS = ("development", "test", "production")
+LOG_FORMATS = ("auto", "json", "console")
+WRITERS = ("process", "thread")
+ACCESS_TABLES = ("tls", "throttle", "terminals")  # [access] tables given inline (service/access_config.py)
 
 
 class ConfigError(Exception):
-    pass
+    """Every problem found, each naming its key and variable."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Key:
+    section: str
+    name: str
+    kind: type  # str, int, float, Path (an optional path: "" is none)
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] = lambda value: None  # a problem, or None
+
+    @property
+    def var(self) -> str:
+        return "PINLIFE_" + self.name.upper()
+
+    @property
+    def where(self) -> str:
+        return f"{self.var} ([{self.section}] {self.name})"
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in allowed else f"must be {', '.join(allowed[:-1])} or {allowed[-1]}, not {v!r}"
+
+
+def _at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v >= low else f"must be at least {low:g}"
+
+
+def _address(optional: bool = False) -> Callable[[Any], str | None]:
+    def check(v: str) -> str | None:
+        if optional and v == "":
+            return None
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            return f"must be HOST:PORT, not {v!r}"
+        return None
+
+    return check
+
+
+# The keys, by section. Settings (below) has one field per key, same name.
+KEYS: tuple[Key, ...] = (
+    Key("server", "env", str, "development", "development, test or production", _one_of(*ENVIRONMENTS)),
+    Key("server", "listen", str, "127.0.0.1:50051", "gRPC address (plain text only on loopback)", _address()),
+    Key("server", "metrics_listen", str, "", "Prometheus metrics over HTTP, HOST:PORT (empty: off)", _address(optional=True)),
+    Key("server", "grace_seconds", float, 10.0, "on SIGTERM, how long in-flight calls may finish", _at_least(0)),
+    Key("server", "log_format", str, "auto", "auto (console on a terminal, else JSON), json or console", _one_of(*LOG_FORMATS)),
+    Key("server", "clock", str, "system", "the service clock; only system in production (start:, shift:, fixed:)"),
+    Key("store", "database_url", str, DEFAULT_DATABASE_URL, "sqlite:///FILE or postgresql://USER@HOST/DB"),
+    Key("store", "pool_size", int, 4, "read connections per instance", _at_least(1)),
+    Key("store", "writer", str, "process", "where batches run: process (a writer process) or thread", _one_of(*WRITERS)),
+    Key("store", "batch_max", int, 256, "commands per group-commit transaction", _at_least(1)),
+    Key("store", "batch_deadline_seconds", float, 2.0, "a batch not committed by then fails UNAVAILABLE", _at_least(0.1)),
+    Key("keys", "key_file", Path, Path(DEFAULT_KEY_FILE), "the verifier, integrity and checkpoint keys (mode 0600)"),
+    Key("access", "access_file", Path, None, "TLS, terminals, roles, throttling (or the [access] tables here)"),
+    Key("procedures", "offices_file", Path, None, "offices, hours, closures, store chains (default: the shipped one)"),
+    Key("procedures", "replay_window_hours", float, 24.0, "a request id's answer is replayed this long", _at_least(0.01)),
+)
+BY_VAR = {k.var: k for k in KEYS}
 
 
 @dataclass(frozen=True)
 class Settings:
-    environment: str = "development"
-    database_url: str = DEFAULT_DATABASE_URL
+    env: str = "development"
     listen: str = "127.0.0.1:50051"
-    key_file: Path = Path(DEFAULT_KEY_FILE)
+    metrics_listen: str = ""
+    grace_seconds: float = 10.0
+    log_format: str = "auto"
+    clock: str = "system"
+    database_url: str = DEFAULT_DATABASE_URL
+    pool_size: int = 4
+    writer: str = "process"
     batch_max: int = 256
-    log_format: str = "auto"  # auto | json | console
-    access_file: Path | None = None  # TLS, terminals and roles, throttling
-    writer: str = "process"  # process | thread: where group-commit batches run
-    clock: str = "system"  # the service clock (service/clock.py); only "system" in production
-    offices_file: Path | None = None  # offices, hours, store chains (default: service/offices.toml)
+    batch_deadline_seconds: float = 2.0
+    key_file: Path = Path(DEFAULT_KEY_FILE)
+    access_file: Path | None = None
+    offices_file: Path | None = None
+    replay_window_hours: float = 24.0
+    # The [access] tables given in the configuration file itself, and the
+    # folder their relative paths are taken from.
+    access_tables: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    config_dir: Path | None = None
 
     @property
     def tls(self) -> bool:
-        return self.access_file is not None
+        return self.access_file is not None or self.access_tables is not None
+
+    @property
+    def environment(self) -> str:
+        return self.env
 
     @property
     def production(self) -> bool:
-        return self.environment == "production"
+        return self.env == "production"
 
     @property
     def listen_host(self) -> str:
@@ -48,22 +141,27 @@ class Settings:
         return ServiceClock.parse(self.clock)
 
     def check(self) -> None:
-        if self.environment not in ("development", "test", "production"):
-            raise ConfigError(f"PINLIFE_ENV must be development, test or production, not {self.environment!r}")
+        if problems := self.problems():
+            raise ConfigError(problems)
+
+    def problems(self) -> list[str]:
+        """The rules between keys (one key's own rule is its Key.check)."""
+        problems = []
         if self.production and not self.tls:
-            raise ConfigError("production requires mutual TLS: set PINLIFE_ACCESS_FILE")
+            problems.append("production requires mutual TLS: set PINLIFE_ACCESS_FILE ([access] access_file) or the [access] tables")
         if not self.tls and not _is_loopback(self.listen_host):
-            raise ConfigError(f"plain-text development mode may only listen on loopback, not {self.listen!r}")
-        if self.writer not in ("process", "thread"):
-            raise ConfigError(f"PINLIFE_WRITER must be process or thread, not {self.writer!r}")
-        if self.batch_max < 1:
-            raise ConfigError("PINLIFE_BATCH_MAX must be at least 1")
+            problems.append(f"PINLIFE_LISTEN ([server] listen): plain-text development mode may only listen on loopback, not {self.listen!r}")
         try:
             clock = self.service_clock()
         except ClockSettingError as exc:
-            raise ConfigError(f"PINLIFE_CLOCK {exc}") from exc
-        if self.production and not clock.is_system:
-            raise ConfigError("production keeps the system clock: unset PINLIFE_CLOCK")
+            problems.append(f"PINLIFE_CLOCK ([server] clock) {exc}")
+        else:
+            if self.production and not clock.is_system:
+                problems.append("PINLIFE_CLOCK ([server] clock): production keeps the system clock")
+        return problems
+
+
+assert [f.name for f in fields(Settings)][: len(KEYS)] == [k.name for k in KEYS], "Settings follows KEYS"
 
 
 def _is_loopback(host: str) -> bool:
@@ -75,23 +173,99 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def from_env(env: dict[str, str] | None = None) -> Settings:
-    env = dict(os.environ if env is None else env)
+def _convert(key: Key, raw: Any, from_env: bool) -> Any:
+    """The value of raw for key; ValueError with what is wrong."""
+    if key.kind is Path:
+        if not isinstance(raw, str):
+            raise ValueError(f"must be a path (a string), not {raw!r}")
+        return Path(raw) if raw else (None if key.default is None else key.default)
+    if key.kind is str:
+        if not isinstance(raw, str):
+            raise ValueError(f"must be a string, not {raw!r}")
+        return raw
+    if key.kind is int:
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+            raise ValueError(f"must be an integer, not {raw!r}")
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer, not {raw!r}") from None
+    if key.kind is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)) or (isinstance(raw, str) and not from_env):
+            raise ValueError(f"must be a number, not {raw!r}")
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number, not {raw!r}") from None
+    raise AssertionError(key.kind)
+
+
+def read_file(path: Path) -> dict[str, Any]:
     try:
-        batch_max = int(env.get("PINLIFE_BATCH_MAX", "256"))
-    except ValueError as exc:
-        raise ConfigError("PINLIFE_BATCH_MAX must be an integer") from exc
-    settings = Settings(
-        environment=env.get("PINLIFE_ENV", "development"),
-        database_url=env.get("PINLIFE_DATABASE_URL", DEFAULT_DATABASE_URL),
-        listen=env.get("PINLIFE_LISTEN", "127.0.0.1:50051"),
-        key_file=Path(env.get("PINLIFE_KEY_FILE", DEFAULT_KEY_FILE)),
-        batch_max=batch_max,
-        log_format=env.get("PINLIFE_LOG_FORMAT", "auto"),
-        access_file=Path(env["PINLIFE_ACCESS_FILE"]) if env.get("PINLIFE_ACCESS_FILE") else None,
-        writer=env.get("PINLIFE_WRITER", "process"),
-        clock=env.get("PINLIFE_CLOCK", "system"),
-        offices_file=Path(env["PINLIFE_OFFICES_FILE"]) if env.get("PINLIFE_OFFICES_FILE") else None,
-    )
-    settings.check()
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"PINLIFE_CONFIG: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"PINLIFE_CONFIG: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"PINLIFE_CONFIG: {path} is not valid TOML: {exc}") from None
+
+
+def load(env: dict[str, str] | None = None, path: Path | str | None = None) -> Settings:
+    """The settings: the file (path, else $PINLIFE_CONFIG, else none), each
+    key overridden by its variable when set. ConfigError lists every problem."""
+    env = dict(os.environ if env is None else env)
+    path = Path(path) if path else (Path(env["PINLIFE_CONFIG"]) if env.get("PINLIFE_CONFIG") else None)
+    data = read_file(path) if path else {}
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    base = path.parent if path else None
+    sections = {k.section for k in KEYS}
+    for section, table in data.items():
+        if section not in sections:
+            problems.append(f"[{section}]: unknown section (one of {', '.join(sorted(sections))})")
+        elif not isinstance(table, dict):
+            problems.append(f"[{section}]: must be a table")
+    for key in KEYS:
+        table = data.get(key.section)
+        table = table if isinstance(table, dict) else {}
+        if key.var in env:
+            raw, from_env = env[key.var], True
+        elif key.name in table:
+            raw, from_env = table[key.name], False
+        else:
+            values[key.name] = key.default
+            continue
+        try:
+            value = _convert(key, raw, from_env)
+        except ValueError as exc:
+            problems.append(f"{key.where} {exc}")
+            values[key.name] = key.default
+            continue
+        if isinstance(value, Path) and not from_env and base is not None and not value.is_absolute():
+            value = base / value  # a path in the file is taken from the file's folder
+        if value is not None and (problem := key.check(value)):
+            problems.append(f"{key.where} {problem}")
+            value = key.default
+        values[key.name] = value
+    known = {(k.section, k.name) for k in KEYS}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            continue
+        for name in table:
+            if (section, name) not in known and not (section == "access" and name in ACCESS_TABLES):
+                problems.append(f"[{section}] {name}: unknown key")
+    access = data.get("access") if isinstance(data.get("access"), dict) else {}
+    tables = {name: access[name] for name in ACCESS_TABLES if name in access}
+    if tables and values.get("access_file") is not None:
+        problems.append("[access]: give the access tables here or name an access file, not both")
+    settings = Settings(**values, access_tables=tables or None, config_dir=base)
+    problems += settings.problems()
+    if problems:
+        raise ConfigError(problems)
     return settings
+
+
+def from_env(env: dict[str, str] | None = None) -> Settings:
+    """The settings from the environment (and the file PINLIFE_CONFIG names)."""
+    return load(env)

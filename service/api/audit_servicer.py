@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import time
+from datetime import timezone
 from typing import Callable
 
 import grpc
@@ -50,8 +52,19 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
 
     @rpc_stream(AUDIT_SERVICE, "WatchEvents")
     async def WatchEvents(self, request: apb.WatchEventsRequest, caller: Caller):
-        async for e in self.audit.watch(caller, request.after_position):
-            yield apb.WatchEventsResponse(event=amap.event(e))
+        metrics = self.metrics
+        if metrics is None:
+            async for e in self.audit.watch(caller, request.after_position):
+                yield apb.WatchEventsResponse(event=amap.event(e))
+            return
+        metrics.watch_subscribers.inc()
+        try:
+            async for e in self.audit.watch(caller, request.after_position):
+                yield apb.WatchEventsResponse(event=amap.event(e))
+                at = e.occurred_at if e.occurred_at.tzinfo else e.occurred_at.replace(tzinfo=timezone.utc)
+                metrics.watch_lag.observe(max(0.0, time.time() - at.timestamp()))
+        finally:
+            metrics.watch_subscribers.dec()
 
     @rpc_stream(AUDIT_SERVICE, "VerifyIntegrity")
     async def VerifyIntegrity(self, request: apb.VerifyIntegrityRequest, caller: Caller):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from dataclasses import replace
+from datetime import timedelta
 
 import grpc
 import structlog
@@ -29,6 +31,7 @@ from service.heap import freeze_startup_objects
 from service.keys import KeyRing
 from service.schema_check import SchemaMismatch, check_schema
 from service.maintenance import Maintenance
+from service.metrics import Metrics
 from service.store.audit_reads import StoreAuditReads
 from service.store.pg_listener import LogListener
 from service.store.event_store import EventStore
@@ -41,7 +44,11 @@ class KeysRefused(Exception):
     """The key file does not fit this store (service/store/key_checks.py)."""
 
 
-STARTUP_REFUSALS = (SchemaMismatch, FileModeError, KeysRefused)  # raised by Server(...): the server does not start
+class ListenError(Exception):
+    """A port this server cannot listen on (in use, or an address not its own)."""
+
+
+STARTUP_REFUSALS = (SchemaMismatch, FileModeError, KeysRefused, ListenError)  # raised by Server(...): the server does not start
 SERVICE_NAMES = (
     pin_service_pb2.DESCRIPTOR.services_by_name["PinService"].full_name,
     counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"].full_name,
@@ -75,8 +82,12 @@ class Server:
                 self.warnings.append(warning)
         self.clock = clock or settings.service_clock()
         throttle = access.throttle if access else ThrottlePolicy()
-        policy = policy or load_policy(settings.offices_file, throttle, self.clock().date())
-        self.store = EventStore(settings.database_url)
+        if policy is None:
+            policy = replace(
+                load_policy(settings.offices_file, throttle, self.clock().date()),
+                replay_window=timedelta(hours=settings.replay_window_hours),
+            )
+        self.store = EventStore(settings.database_url, read_pool=settings.pool_size)
         if problems := key_problems(self.store, keys, self.clock()):
             self.store.close()
             raise KeysRefused("; ".join(problems))
@@ -84,6 +95,13 @@ class Server:
         # Crash-only: a writer process that dies stops this server, which
         # exits non-zero for its supervisor to start a fresh one.
         self.failed = asyncio.Event()
+        self.metrics = Metrics() if settings.metrics_listen else None
+        self.metrics_port: int | None = None
+
+        def writer_died() -> None:
+            if self.metrics is not None:
+                self.metrics.writer_died()
+            self.failed.set()
         self.app = make_app(
             self.store,
             keys,
@@ -92,8 +110,9 @@ class Server:
             writer=settings.writer,
             database_url=settings.database_url,
             batch_max=settings.batch_max,
+            batch_deadline=settings.batch_deadline_seconds,
             log_format=settings.log_format,
-            on_writer_death=self.failed.set,
+            on_writer_death=writer_died,
         )
         identify = CertificateAuthenticator(access) if access else development_caller
         self.health = health.aio.HealthServicer()
@@ -104,24 +123,25 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        add_servicer(self.grpc, PinServicer(self.app, identify), pin_service_pb2.DESCRIPTOR.services_by_name["PinService"])
-        add_servicer(
-            self.grpc, CounterServicer(self.app, identify), counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"]
-        )
-        add_servicer(
-            self.grpc, StoreServicer(self.app, identify),
-            store_service_pb2.DESCRIPTOR.services_by_name["ConvenienceStoreService"],
-        )  # fmt: skip
+        pins, counters, stores = PinServicer(self.app, identify), CounterServicer(self.app, identify), StoreServicer(self.app, identify)
+        add_servicer(self.grpc, pins, pin_service_pb2.DESCRIPTOR.services_by_name["PinService"])
+        add_servicer(self.grpc, counters, counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"])
+        add_servicer(self.grpc, stores, store_service_pb2.DESCRIPTOR.services_by_name["ConvenienceStoreService"])
         self.log_signal = LogSignal()
         self.app.writer.after_batch.append(self.log_signal.notify)
         self.log_listener = (
             LogListener(settings.database_url, self.log_signal.notify) if self.store.dialect == "postgresql" else None
         )
         self.audit = Audit(StoreAuditReads(self.store, keys), self.app, self.store.is_unavailable, self.log_signal)
-        add_servicer(
-            self.grpc, AuditServicer(self.app, self.audit, identify),
-            audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"],
-        )  # fmt: skip
+        audits = AuditServicer(self.app, self.audit, identify)
+        add_servicer(self.grpc, audits, audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"])
+        self.servicers = (pins, counters, stores, audits)
+        if self.metrics is not None:
+            for servicer in self.servicers:
+                servicer.metrics = self.metrics
+            self.app.writer.on_batch.append(self.metrics.batch)
+            self.app.writer.on_stall.append(self.metrics.stalled)
+            self.metrics.watch_pool((("reader", self.store.reader), ("writer", self.store.writer)))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -131,11 +151,16 @@ class Server:
             credentials = grpc.ssl_server_credentials(
                 [(access.tls.key, access.tls.cert)], root_certificates=access.tls.client_ca, require_client_auth=True
             )
-            self.port = self.grpc.add_secure_port(settings.listen, credentials)
-        else:
-            self.port = self.grpc.add_insecure_port(settings.listen)
+        try:
+            if access is not None:
+                self.port = self.grpc.add_secure_port(settings.listen, credentials)
+            else:
+                self.port = self.grpc.add_insecure_port(settings.listen)
+        except RuntimeError:  # grpc's "Failed to bind"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {settings.listen}")
+            self.store.close()
+            raise ListenError(f"cannot listen on {settings.listen} (PINLIFE_LISTEN): the address is in use or not this host's")
 
     async def _set_health(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -171,6 +196,14 @@ class Server:
             await asyncio.sleep(interval)
 
     async def start(self, health_interval: float = 1.0) -> None:
+        if self.metrics is not None:
+            try:
+                self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
+            except OSError as exc:
+                self.store.close()
+                raise ListenError(
+                    f"cannot serve metrics on {self.settings.metrics_listen} (PINLIFE_METRICS_LISTEN): {exc.strerror or exc}"
+                ) from None
         await self.app.start()
         await self.grpc.start()
         await self._set_health(True)
@@ -192,7 +225,7 @@ class Server:
             log.warning("private_file_exposed", message=warning)
         if not (isinstance(self.clock, ServiceClock) and self.clock.is_system):
             log.warning("clock_moved", message="the service clock is not the system clock (PINLIFE_CLOCK)", now=self.clock().isoformat())
-        log.info("serving", port=self.port, store=self.store.dialect, writer=self.settings.writer)
+        log.info("serving", port=self.port, store=self.store.dialect, writer=self.settings.writer, metrics_port=self.metrics_port)
 
     async def stop(self, grace: float = 5.0) -> None:
         self._watcher.cancel()
@@ -204,6 +237,8 @@ class Server:
         await self.app.stop()
         await self.maintenance.stop()
         self.store.close()
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("stopped")
 
 
@@ -216,7 +251,11 @@ async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None =
     except STARTUP_REFUSALS as exc:
         log.error("refusing_to_start", message=str(exc))
         return 2
-    await server.start()
+    try:
+        await server.start()
+    except ListenError as exc:
+        log.error("refusing_to_start", message=str(exc))
+        return 2
     freeze_startup_objects()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -229,5 +268,5 @@ async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None =
     failed = server.failed.is_set()
     if failed:
         log.error("stopping_after_writer_death", message="the writer process died: exiting for a restart")
-    await server.stop()
+    await server.stop(grace=settings.grace_seconds)
     return 1 if failed else 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
 
 import grpc
 import structlog
@@ -48,6 +48,9 @@ from service.domain.card_ids import validate_card_id
 from service.domain.errors import DomainError, FieldViolation, InvalidInput
 from service.app.ports import StoreUnavailable
 
+if TYPE_CHECKING:
+    from service.metrics import Metrics
+
 log = structlog.get_logger()
 
 PIN_SERVICE = pin_pb.DESCRIPTOR.services_by_name["PinService"].full_name
@@ -82,11 +85,19 @@ def _failed(exc: BaseException) -> BaseException:
     return exc
 
 
-def _log_call(started: float, failure: BaseException | None, context: grpc.aio.ServicerContext) -> None:
+def _log_call(
+    self, full_name: str, started: float, failure: BaseException | None, context: grpc.aio.ServicerContext,
+    ended: bool = True,
+) -> None:  # fmt: skip
+    """The one log line of a call, and its metrics (ended: False when a
+    stream was closed before it ended: its client went away)."""
     code = "OK" if failure is None else code_for(failure).name
-    if context.cancelled() and failure is None:
+    if (context.cancelled() or not ended) and failure is None:
         code = "CANCELLED"
-    log.info("rpc", status=code, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+    seconds = time.perf_counter() - started
+    log.info("rpc", status=code, duration_ms=round(seconds * 1000, 3))
+    if self.metrics is not None:
+        self.metrics.rpc(full_name, code, seconds)
 
 
 def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
@@ -106,7 +117,7 @@ def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
             except Exception as exc:  # noqa: BLE001
                 failure = _failed(exc)
             finally:
-                _log_call(started, failure, context)
+                _log_call(self, full_name, started, failure, context)
             await context.abort_with_status(rpc_status.to_status(to_status(failure)))
 
         return wrapper
@@ -124,16 +135,18 @@ def rpc_stream(service: str, name: str) -> Callable[[Callable[..., AsyncIterator
             started = time.perf_counter()
             logs.new_context(rpc=name, card=loggable_card_id(request))
             failure: BaseException | None = None
+            ended = False
             try:
                 caller = await _admit(self, request, context, full_name)
                 async for response in fn(self, request, caller):
                     yield response
+                ended = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001
                 failure = _failed(exc)
             finally:
-                _log_call(started, failure, context)
+                _log_call(self, full_name, started, failure, context, ended)
             if failure is not None:
                 await context.abort_with_status(rpc_status.to_status(to_status(failure)))
 
@@ -155,6 +168,8 @@ def loggable_card_id(request) -> str | None:
 
 
 class _Base:
+    metrics: Metrics | None = None  # set by the server when it keeps metrics
+
     def __init__(self, app: PinLife, identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller):
         self.app = app
         self.identify = identify

@@ -9,7 +9,7 @@ from typing import Callable
 from service.app.batch import ATTEMPTS, ThreadRunner
 from service.app.ports import Store
 from service.app.service import PinLife
-from service.app.writer import GroupCommitWriter, Runner
+from service.app.writer import BATCH_DEADLINE, GroupCommitWriter, Runner
 from service.app.writer_process import ProcessRunner
 from service.clock import Clock, ServiceClock
 from service.domain.policy import Policy
@@ -47,6 +47,7 @@ def make_app(
     writer: str = "thread",
     database_url: str | None = None,
     batch_max: int = 256,
+    batch_deadline: float = BATCH_DEADLINE,
     log_format: str = "json",
     on_writer_death: Callable[[], None] = lambda: None,
 ) -> PinLife:
@@ -54,4 +55,4 @@ def make_app(
         store, keys, clock, policy, writer=writer, database_url=database_url, log_format=log_format,
         on_writer_death=on_writer_death,
     )  # fmt: skip
-    return PinLife(GroupCommitWriter(runner, max_batch=batch_max), clock, policy)
+    return PinLife(GroupCommitWriter(runner, max_batch=batch_max, batch_deadline=batch_deadline), clock, policy)

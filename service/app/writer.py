@@ -92,6 +92,10 @@ class GroupCommitWriter:
         # Called after each batch came back (committed or not): the log may
         # have grown (watchers of the log, service/app/log_signal.py).
         self.after_batch: list[Callable[[], None]] = []
+        # Observers (metrics): each committed batch's (command, caller) pairs,
+        # results and seconds from hand-off to commit; each stall.
+        self.on_batch: list[Callable[[list, list, float], None]] = []
+        self.on_stall: list[Callable[[], None]] = []
 
     # -- asyncio side ------------------------------------------------------
     async def start(self) -> None:
@@ -158,13 +162,20 @@ class GroupCommitWriter:
         running = asyncio.ensure_future(self.runner.run([(c, k) for c, k, _ in batch]))
         done, _ = await asyncio.wait({running}, timeout=self.batch_deadline)
         if running in done:
-            self._answer(batch, self._results(running, len(batch)))
+            results = self._results(running, len(batch))
+            self._answer(batch, results)
             self._batch_done()
+            if self.on_batch:
+                items, seconds = [(c, k) for c, k, _ in batch], loop.time() - started
+                for observer in self.on_batch:
+                    _observe(observer, items, results, seconds)
             return True
 
         # Stalled: answer its callers and the queue now, then wait for it.
         self._stalled_since = started
         log.error("batch_stalled", deadline_s=self.batch_deadline, commands=len(batch))
+        for observer in self.on_stall:
+            _observe(observer)
         for _, _, fut in batch:
             if not fut.done():
                 fut.set_exception(StoreUnavailable(STALLED_BATCH.format(deadline=self.batch_deadline)))
@@ -225,6 +236,14 @@ class GroupCommitWriter:
                 fut.set_exception(result)
             else:
                 fut.set_result(result)
+
+
+def _observe(observer: Callable[..., None], *args: Any) -> None:
+    """An observer's failure is logged, never the writer's."""
+    try:
+        observer(*args)
+    except Exception:  # noqa: BLE001
+        log.error("batch_observer_failed", observer=getattr(observer, "__qualname__", repr(observer)), exc_info=True)
 
 
 def _discard(fut: asyncio.Future) -> None:

@@ -117,18 +117,20 @@ class ThreadedServer:
     """The real Server on its own event loop in a background thread."""
 
     def __init__(
-        self, database_url: str, keys, clock=system_clock, batch_max: int = 256, access=None, access_file=None, writer=None
-    ):
+        self, database_url: str, keys, clock=system_clock, batch_max: int = 256, access=None, access_file=None, writer=None,
+        metrics: bool = False,
+    ):  # fmt: skip
         # The thread writer unless a test is about the writer process (which
         # costs a spawned child per server).
         writer = writer or "thread"
         settings = Settings(
-            environment="test",
+            env="test",
             database_url=database_url,
             listen="127.0.0.1:0",
             batch_max=batch_max,
             access_file=access_file,
             writer=writer,
+            metrics_listen="127.0.0.1:0" if metrics else "",
         )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-server", daemon=True)
@@ -142,6 +144,7 @@ class ThreadedServer:
         self.server: Server = self._run(make())
         self.target = f"127.0.0.1:{self.server.port}"
         self.store = self.server.store
+        self.metrics_url = f"http://127.0.0.1:{self.server.metrics_port}/metrics" if metrics else None
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)

@@ -52,7 +52,7 @@ def _serve(settings: Settings, keys, access=None) -> int:
 
 
 def _settings(url: str, **kw) -> Settings:
-    return Settings(environment="test", database_url=url, listen="127.0.0.1:0", writer="thread", **kw)
+    return Settings(env="test", database_url=url, listen="127.0.0.1:0", writer="thread", **kw)
 
 
 def _database(databases, backend: str, state: str) -> str:
@@ -139,7 +139,7 @@ def tls(tmp_path):
 def test_production_refuses_a_tls_key_others_may_read(db_url, keys, tls, log_lines):
     _, access_file, key = tls
     key.chmod(0o644)
-    settings = replace(_settings(db_url), environment="production", access_file=access_file)
+    settings = replace(_settings(db_url), env="production", access_file=access_file)
     access = load_access_config(access_file)
     with pytest.raises(FileModeError, match=rf"the TLS private key \(\[tls\] key\) {key} .*mode 0644.*chmod 600 {key}"):
         Server(settings, keys, access=access)

@@ -106,7 +106,7 @@ def _process_server(url: str, key_file: Path, log: Path, env: dict[str, str]) ->
 
 
 def _settings(url: str) -> Settings:
-    return Settings(environment="test", database_url=url, listen="127.0.0.1:0", writer="thread")
+    return Settings(env="test", database_url=url, listen="127.0.0.1:0", writer="thread")
 
 
 def _new_store(databases, backend: str, tmp_path: Path) -> str:
@@ -284,7 +284,7 @@ def test_an_integrity_or_checkpoint_key_replaced_under_its_id_is_refused(db_url,
 
     change, expected = REPLACE[which]
     _rewrite(key_file, change)
-    message = _serve_refused(_env(db_url, key_file, environment="test"))
+    message = _serve_refused(_env(db_url, key_file, env="test"))
     assert message.startswith(expected) and "check value" in message
     assert "verifier key" not in message  # only the key that differs is named
     assert _stored_checks(db_url) == recorded and _stream(db_url, CARD) == history
@@ -394,7 +394,7 @@ def test_pinlife_checkpoint_refuses_a_different_checkpoint_key_under_the_recorde
 
     key_file = tmp_path / "keys.json"
     write_new_key_file(key_file)
-    env = _env(db_url, key_file, environment="test")
+    env = _env(db_url, key_file, env="test")
     server = _process_server(db_url, key_file, tmp_path / "server.log", env)
     client = Client(server.target)
     try:

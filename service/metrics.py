@@ -1,0 +1,134 @@
+"""Prometheus metrics (the maintained `prometheus_client`), served in the
+text format over HTTP on their own port ([server] metrics_listen), apart
+from the gRPC port. One registry per server instance.
+
+Labels never carry a card id, a terminal id, an office or a PIN: only RPC
+names and codes, PIN types, channels (the callers' roles), results and
+procedures, so the series are few and hold nothing personal.
+
+    grpc_server_handled_total{grpc_service, grpc_method, grpc_code}
+    grpc_server_handling_seconds{grpc_service, grpc_method, grpc_code}   histogram
+    pinlife_pin_checks_total{pin_type, channel, result}    verify, change, a proving PIN
+    pinlife_pin_locks_total{pin_type, channel}
+    pinlife_pin_resets_total{pin_type, procedure}
+    pinlife_batch_commands                                  histogram: commands per group commit
+    pinlife_batch_seconds                                   histogram: hand-off to commit
+    pinlife_writer_failures_total{kind}                     stalled (past the deadline) | died
+    pinlife_store_pool_connections{engine, state}           reader | writer; in_use | idle
+    pinlife_watch_subscribers                               WatchEvents streams open
+    pinlife_watch_lag_seconds                               histogram: an event's time to its delivery
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+from service.domain.commands import CompleteProxyReset, ResetPin, StoreResetPin, UnlockPin
+from service.domain.decide import CheckOutcome
+from service.domain.procedures import PinRestored, ProxyCompletion, ProxyResult, StoreReset
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.handled = Counter("grpc_server_handled", "RPCs completed, by method and code.",
+                               ("grpc_service", "grpc_method", "grpc_code"), registry=r)  # fmt: skip
+        self.handling = Histogram("grpc_server_handling_seconds", "RPC handling time, by method and code.",
+                                  ("grpc_service", "grpc_method", "grpc_code"), buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.checks = Counter("pinlife_pin_checks", "PIN checks (verify, change, a proving PIN), by result.",
+                              ("pin_type", "channel", "result"), registry=r)  # fmt: skip
+        self.locks = Counter("pinlife_pin_locks", "PINs locked by a failed check.", ("pin_type", "channel"), registry=r)
+        self.resets = Counter("pinlife_pin_resets", "PINs reset or unlocked, by procedure.", ("pin_type", "procedure"), registry=r)
+        self.batch_commands = Histogram("pinlife_batch_commands", "Commands per group-commit transaction.",
+                                        buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
+        self.batch_seconds = Histogram("pinlife_batch_seconds", "A batch from hand-off to commit.",
+                                       buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.writer_failures = Counter("pinlife_writer_failures", "Batches past their deadline (stalled); writer processes that died.",
+                                       ("kind",), registry=r)  # fmt: skip
+        self.watch_subscribers = Gauge("pinlife_watch_subscribers", "WatchEvents streams open.", registry=r)
+        self.watch_lag = Histogram("pinlife_watch_lag_seconds", "From an event's time to its delivery to a watcher.",
+                                   buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        for kind in ("stalled", "died"):
+            self.writer_failures.labels(kind)  # present at 0 from the start
+        self._http: Any = None
+
+    # -- hooks -------------------------------------------------------------------
+    def rpc(self, full_name: str, code: str, seconds: float) -> None:
+        _, service, method = full_name.split("/", 2)
+        self.handled.labels(service, method, code).inc()
+        self.handling.labels(service, method, code).observe(seconds)
+
+    def batch(self, items: Sequence[tuple[Any, Any]], results: Sequence[Any], seconds: float) -> None:
+        """After a batch committed: its size and time, and what its commands did."""
+        self.batch_commands.observe(len(items))
+        self.batch_seconds.observe(seconds)
+        for (cmd, caller), result in zip(items, results):
+            if isinstance(result, BaseException) or getattr(result, "replayed", False):
+                continue
+            outcome = getattr(result, "outcome", None)
+            check = outcome if isinstance(outcome, CheckOutcome) else getattr(outcome, "check", None)
+            pin_type = getattr(cmd, "pin_type", None)
+            pin = pin_type.value if pin_type is not None else "none"
+            if isinstance(check, CheckOutcome):
+                self.checks.labels(pin, caller.channel, check.result.value).inc()
+                if check.locked_now:
+                    self.locks.labels(pin, caller.channel).inc()
+            if _reset(cmd, outcome):
+                self.resets.labels(pin, type(cmd).__name__).inc()
+
+    def stalled(self) -> None:
+        self.writer_failures.labels("stalled").inc()
+
+    def writer_died(self) -> None:
+        self.writer_failures.labels("died").inc()
+
+    def watch_pool(self, engines: Iterable[tuple[str, Any]]) -> None:
+        """The store's connection pools, read when scraped."""
+        self.registry.register(_PoolCollector(list(engines)))
+
+    # -- serving -----------------------------------------------------------------
+    def serve(self, listen: str) -> int:
+        """Serve /metrics on listen (HOST:PORT; port 0 picks one); the port."""
+        host, _, port = listen.rpartition(":")
+        self._http, _ = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+        return self._http.server_port
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+def _reset(cmd: Any, outcome: Any) -> bool:
+    if isinstance(cmd, (ResetPin, UnlockPin)):
+        return isinstance(outcome, PinRestored)
+    if isinstance(cmd, CompleteProxyReset):
+        return isinstance(outcome, ProxyCompletion) and outcome.result is ProxyResult.COMPLETED
+    if isinstance(cmd, StoreResetPin):
+        return isinstance(outcome, StoreReset) and outcome.reset
+    return False
+
+
+class _PoolCollector:
+    def __init__(self, engines: list[tuple[str, Any]]):
+        self.engines = engines
+
+    def collect(self):
+        family = GaugeMetricFamily("pinlife_store_pool_connections", "Store connections by engine and state.",
+                                   labels=("engine", "state"))  # fmt: skip
+        for name, engine in self.engines:
+            pool = engine.pool
+            in_use = pool.checkedout() if hasattr(pool, "checkedout") else 0
+            idle = pool.checkedin() if hasattr(pool, "checkedin") else 0
+            family.add_metric((name, "in_use"), in_use)
+            family.add_metric((name, "idle"), idle)
+        yield family
