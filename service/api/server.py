@@ -18,7 +18,7 @@ from service.access_config import AccessConfig
 from service.api.registration import add_servicer
 from service.api.auth import CertificateAuthenticator, development_caller
 from service.api.audit_servicer import AuditServicer
-from service.api.servicers import CounterServicer, PinServicer, StoreServicer
+from service.api.servicers import CounterServicer, Gate, PinServicer, StoreServicer
 from service.app.audit import Audit
 from service.app.log_signal import LogSignal
 from service.app.bootstrap import make_app
@@ -136,6 +136,9 @@ class Server:
         audits = AuditServicer(self.app, self.audit, identify)
         add_servicer(self.grpc, audits, audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"])
         self.servicers = (pins, counters, stores, audits)
+        self.gate = Gate()
+        for servicer in self.servicers:
+            servicer.gate = self.gate
         if self.metrics is not None:
             for servicer in self.servicers:
                 servicer.metrics = self.metrics
@@ -211,15 +214,7 @@ class Server:
         self.maintenance.start()
         if self.log_listener is not None:
             self.log_listener.start()
-        if self.access is None:
-            log.warning(
-                "development_mode",
-                message="plain text on loopback, no authentication: for development only; every call without "
-                "an x-pinlife-terminal header is the one terminal dev-terminal, throttled as one",
-                listen=self.settings.listen,
-                port=self.port,
-            )
-        else:
+        if self.access is not None:
             log.info("mutual_tls", terminals=len(self.access.terminals))
         for warning in self.warnings:
             log.warning("private_file_exposed", message=warning)
@@ -228,10 +223,17 @@ class Server:
         log.info("serving", port=self.port, store=self.store.dialect, writer=self.settings.writer, metrics_port=self.metrics_port)
 
     async def stop(self, grace: float = 5.0) -> None:
+        """NOT_SERVING; new calls refused UNAVAILABLE while those in flight
+        finish (up to grace seconds); then gRPC stops, the writer commits
+        what it holds, and the store closes."""
         self._watcher.cancel()
         await self._set_health(False)
         self.log_signal.close()  # watchers end UNAVAILABLE and resume elsewhere
-        await self.grpc.stop(grace)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if not await self.gate.drained(grace):
+            log.warning("stopping_with_calls_in_flight", calls=self.gate.in_flight, grace_s=grace)
+        await self.grpc.stop(max(0.0, grace - (loop.time() - started)))
         if self.log_listener is not None:
             await self.log_listener.stop()
         await self.app.stop()
@@ -246,6 +248,13 @@ async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None =
     """Serve until SIGINT or SIGTERM (exit status 0), or until the writer
     process dies (1: the supervisor starts a fresh server). A server that
     may not start (STARTUP_REFUSALS) says why in one line and exits 2."""
+    if access is None:  # the first line a newcomer sees
+        log.warning(
+            "development_mode",
+            message="plain text on loopback, no authentication: for development only; every call without "
+            "an x-pinlife-terminal header is the one terminal dev-terminal, throttled as one",
+            listen=settings.listen,
+        )
     try:
         server = Server(settings, keys, access=access)
     except STARTUP_REFUSALS as exc:

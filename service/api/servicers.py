@@ -100,6 +100,28 @@ def _log_call(
         self.metrics.rpc(full_name, code, seconds)
 
 
+STOPPING = "the server is stopping; nothing was done: retry (another instance)"
+
+
+class Gate:
+    """The calls a server admits: every call while it serves; none once it
+    stops (UNAVAILABLE, nothing done, before gRPC's own shutdown could
+    cancel a call mid-way), while those in flight finish."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.in_flight = 0
+
+    async def drained(self, timeout: float) -> bool:
+        """Close, then wait (up to timeout) until no admitted call runs."""
+        self.closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return not self.in_flight
+
+
 def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
     """A unary RPC: identify and authorize the caller, run, map errors to
     canonical codes, write the one log line per call."""
@@ -111,12 +133,17 @@ def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
             started = time.perf_counter()
             logs.new_context(rpc=name, card=loggable_card_id(request))
             failure: BaseException | None = None
+            gate = self.gate
+            gate.in_flight += 1
             try:
+                if gate.closed:
+                    raise StoreUnavailable(STOPPING)
                 caller = await _admit(self, request, context, full_name)
                 return await fn(self, request, caller)
             except Exception as exc:  # noqa: BLE001
                 failure = _failed(exc)
             finally:
+                gate.in_flight -= 1
                 _log_call(self, full_name, started, failure, context)
             await context.abort_with_status(rpc_status.to_status(to_status(failure)))
 
@@ -137,6 +164,8 @@ def rpc_stream(service: str, name: str) -> Callable[[Callable[..., AsyncIterator
             failure: BaseException | None = None
             ended = False
             try:
+                if self.gate.closed:
+                    raise StoreUnavailable(STOPPING)
                 caller = await _admit(self, request, context, full_name)
                 async for response in fn(self, request, caller):
                     yield response
@@ -173,6 +202,7 @@ class _Base:
     def __init__(self, app: PinLife, identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller):
         self.app = app
         self.identify = identify
+        self.gate = Gate()  # the server gives its servicers one gate
 
 
 class PinServicer(_Base, pin_grpc.PinServiceServicer):

@@ -157,11 +157,3 @@ def test_development_warns_of_a_tls_key_others_may_read_and_starts(db_url, keys,
     _start_and_stop(replace(_settings(db_url), access_file=access_file), keys, load_access_config(access_file))
     (warning,) = [line for line in _lines(log_lines) if line["event"] == "private_file_exposed"]
     assert warning["level"] == "warning" and f"chmod 600 {key}" in warning["message"]
-
-
-# --- the development-mode warning ---------------------------------------------
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_the_development_warning_says_callers_without_a_terminal_are_throttled_as_one(db_url, keys, log_lines):
-    _start_and_stop(_settings(db_url), keys, None)
-    (line,) = [line for line in _lines(log_lines) if line["event"] == "development_mode"]
-    assert "without an x-pinlife-terminal header is the one terminal dev-terminal, throttled as one" in line["message"]
