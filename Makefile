@@ -10,7 +10,7 @@ STAMP_GEN := $(GEN)/.generated
 export PINLIFE_DATABASE_URL ?= sqlite:///var/pinlife.db
 export PINLIFE_KEY_FILE ?= var/dev-keys.json
 
-.PHONY: install gen dev-keys migrate run test test-unit bench bench-quick clean
+.PHONY: install gen dev-keys migrate run demo test test-unit bench bench-quick clean
 
 install: $(STAMP_INSTALL)
 $(STAMP_INSTALL): pyproject.toml
@@ -38,6 +38,11 @@ migrate: gen dev-keys
 
 run: gen dev-keys migrate
 	$(PY) -m service.cli serve
+
+# The README's seed story through the real API with the CLI, on a throwaway
+# store and its own server (service/demo.py; DEMO_ARGS="--clock ..." moves it).
+demo: gen
+	$(PY) -m service.demo $(DEMO_ARGS)
 
 # Tests run in parallel, one worker per core (pytest-xdist).
 test: gen
