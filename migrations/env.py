@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
+from sqlalchemy.engine import Engine
 
 from service.store.engine import make_engine
 from service.store.tables import metadata
@@ -29,7 +30,13 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
+    connection = config.attributes.get("connection")  # a Connection, or an Engine (pytest-alembic)
+    if isinstance(connection, Engine):
+        with connection.connect() as conn:
+            context.configure(connection=conn, target_metadata=metadata)
+            with context.begin_transaction():
+                context.run_migrations()
+        return
     if connection is not None:
         context.configure(connection=connection, target_metadata=metadata)
         with context.begin_transaction():
