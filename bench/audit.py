@@ -10,6 +10,7 @@ import time
 
 from bench.common import card_id, latency_summary
 from service.store.event_store import EventStore
+from datetime import UTC
 
 
 def history_reads(store: EventStore, cards: int, reads: int, seed: int = 5) -> dict:
@@ -77,9 +78,7 @@ def audit_pages(store: EventStore, keys, cards: int, reads: int, seed: int = 11)
             .order_by(events.c.terminal_id.like("bench-reader-%").desc(), func.count().desc()).limit(1)
         ).one()  # fmt: skip
     if latest.tzinfo is None:  # SQLite stores UTC without an offset
-        from datetime import timezone
-
-        latest = latest.replace(tzinfo=timezone.utc)
+        latest = latest.replace(tzinfo=UTC)
     local = latest.astimezone(TOKYO)
     start = local.replace(hour=0, minute=0, second=0, microsecond=0)
     day = Filter(start=start, end=start + timedelta(days=1), terminal_id=terminal)
@@ -120,7 +119,9 @@ def audit_pages(store: EventStore, keys, cards: int, reads: int, seed: int = 11)
         out["plans"] = {
             "terminal_day": query_plan(store, day, limit=PAGE),
             "event_type_hour": query_plan(
-                store, Filter(start=latest - timedelta(hours=1), end=latest, event_types=frozenset({"PinVerificationFailed"})), limit=PAGE
+                store,
+                Filter(start=latest - timedelta(hours=1), end=latest, event_types=frozenset({"PinVerificationFailed"})),
+                limit=PAGE,
             ),
         }
     return out
@@ -163,7 +164,7 @@ class LiveWatcher:
         self._thread = threading.Thread(target=self._run, name="bench-watcher", daemon=True)
         self.error: str | None = None
 
-    def start(self) -> "LiveWatcher":
+    def start(self) -> LiveWatcher:
         self._thread.start()
         return self
 

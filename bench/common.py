@@ -194,9 +194,7 @@ def machine_info() -> dict:
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "sqlite": sqlite3.sqlite_version,
-        "packages": {
-            d: _version(d) for d in ("grpcio", "protobuf", "SQLAlchemy", "psycopg", "eventsourcing", "structlog")
-        },
+        "packages": {d: _version(d) for d in ("grpcio", "protobuf", "SQLAlchemy", "psycopg", "eventsourcing", "structlog")},
         "git_commit": _git("rev-parse", "--short", "HEAD"),
         "service_tree": "/".join((t or "?")[:10] for t in trees),  # git trees of service/ and migrations/
         "service_tree_dirty": bool(dirty),

@@ -106,8 +106,10 @@ def _run(writer: ThreadRunner, report: LoadReport, batches, batch_size: int, ana
         if errors and report.failed == len(errors):
             log(f"  {report.what}: first failure {type(errors[0]).__name__}: {errors[0]}")
         if now >= next_note:
-            log(f"  {report.what}: {report.done:,}/{report.target:,} in {now - started:.0f} s "
-                f"(last batch of {len(items)}: {now - t:.2f} s)")
+            log(
+                f"  {report.what}: {report.done:,}/{report.target:,} in {now - started:.0f} s "
+                f"(last batch of {len(items)}: {now - t:.2f} s)"
+            )
             next_note = now + 10
         elapsed = now - started
         if report.done >= report.target:
@@ -119,8 +121,10 @@ def _run(writer: ThreadRunner, report: LoadReport, batches, batch_size: int, ana
             projected = elapsed + (report.target - report.done) / (len(items) / (now - t))
             if projected > 1.5 * report.budget_s:
                 report.budget_hit = True
-                report.stop_reason = (f"at the last batch's rate the target would take {projected:.0f} s in all, "
-                                      f"over 1.5x the {report.budget_s:.0f} s budget")
+                report.stop_reason = (
+                    f"at the last batch's rate the target would take {projected:.0f} s in all, "
+                    f"over 1.5x the {report.budget_s:.0f} s budget"
+                )
                 break
     else:
         report.stop_reason = "every command sent" + (f", {report.failed:,} failed" if report.failed else "")

@@ -129,7 +129,9 @@ async def _child_main(spec: LoadSpec, idx: int, ready, go) -> dict:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
 
     async def verify(i: int, pin: str) -> str:
-        req = ppb.VerifyPinRequest(request_id=str(uuid.uuid4()), card_id=card_id(i), pin_type=cpb.PIN_TYPE_USER_CERTIFICATE, pin=pin)
+        req = ppb.VerifyPinRequest(
+            request_id=str(uuid.uuid4()), card_id=card_id(i), pin_type=cpb.PIN_TYPE_USER_CERTIFICATE, pin=pin
+        )
         r = await pins.VerifyPin(req, timeout=spec.deadline_s, metadata=metadata())
         return check_name.get(r.check.result, str(r.check.result))
 
@@ -159,8 +161,11 @@ async def _child_main(spec: LoadSpec, idx: int, ready, go) -> dict:
         current = change_pin[i]
         new = wrong_4digit(current, rng.randrange(1, 9999))
         req = ppb.ChangePinRequest(
-            request_id=str(uuid.uuid4()), card_id=card_id(i), pin_type=cpb.PIN_TYPE_USER_CERTIFICATE,
-            current_pin=current, new_pin=new,
+            request_id=str(uuid.uuid4()),
+            card_id=card_id(i),
+            pin_type=cpb.PIN_TYPE_USER_CERTIFICATE,
+            current_pin=current,
+            new_pin=new,
         )
         try:
             r = await pins.ChangePin(req, timeout=spec.deadline_s, metadata=metadata())
@@ -219,7 +224,9 @@ def run_load(spec: LoadSpec, sample=None) -> dict:
     `window_samples`."""
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=_child, args=(spec, i, ready, go, out), name=f"bench-load-{i}", daemon=True) for i in range(spec.procs)]
+    procs = [
+        ctx.Process(target=_child, args=(spec, i, ready, go, out), name=f"bench-load-{i}", daemon=True) for i in range(spec.procs)
+    ]
     results: dict[int, dict] = {}
     try:
         for p in procs:

@@ -223,13 +223,22 @@ def run_peer(app: PeerPins, cards: int, concurrency: int, warmup_s: float, durat
         th.start()
     for th in threads:
         th.join(warmup_s + duration_s + 120)
-    return _summary("eventsourcing peer", lat, answers, errors, duration_s, version_conflicts_retried=conflicts[0],
-                    concurrency=f"{concurrency} threads", process_cpu_s=round(time.process_time() - cpu0, 2))
+    return _summary(
+        "eventsourcing peer",
+        lat,
+        answers,
+        errors,
+        duration_s,
+        version_conflicts_retried=conflicts[0],
+        concurrency=f"{concurrency} threads",
+        process_cpu_s=round(time.process_time() - cpu0, 2),
+    )
 
 
 # -- service: asyncio tasks -----------------------------------------------------------
-async def _run_service_async(url: str, keys: KeyRing, cards: int, concurrency: int, warmup_s: float, duration_s: float,
-                             batch_max: int, seed: int) -> dict:
+async def _run_service_async(
+    url: str, keys: KeyRing, cards: int, concurrency: int, warmup_s: float, duration_s: float, batch_max: int, seed: int
+) -> dict:
     from service.app.bootstrap import make_app
     from service.app.handlers import Caller
     from service.clock import system_clock
@@ -273,10 +282,26 @@ async def _run_service_async(url: str, keys: KeyRing, cards: int, concurrency: i
     finally:
         await app.stop()
         store.close()
-    return _summary("service (PinLife, group commit)", lat, answers, errors, duration_s,
-                    concurrency=f"{concurrency} asyncio tasks", batch_max=batch_max, process_cpu_s=round(cpu, 2))
+    return _summary(
+        "service (PinLife, group commit)",
+        lat,
+        answers,
+        errors,
+        duration_s,
+        concurrency=f"{concurrency} asyncio tasks",
+        batch_max=batch_max,
+        process_cpu_s=round(cpu, 2),
+    )
 
 
-def run_service(url: str, keys: KeyRing, cards: int, concurrency: int, warmup_s: float, duration_s: float,
-                batch_max: int = 256, seed: int = 11) -> dict:
+def run_service(
+    url: str,
+    keys: KeyRing,
+    cards: int,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    batch_max: int = 256,
+    seed: int = 11,
+) -> dict:
     return asyncio.run(_run_service_async(url, keys, cards, concurrency, warmup_s, duration_s, batch_max, seed))

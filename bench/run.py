@@ -29,7 +29,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from bench.common import (
@@ -78,15 +78,41 @@ class Config:
 
 
 FULL = Config(
-    mode="full", cards=100_000, cards_budget_s=120, events=1_000_000, events_budget_s=240, load_batch=1000,
-    procs=4, inflight=16, warmup_s=5, duration_s=30,
-    peer_cards=5000, peer_concurrency=64, peer_warmup_s=3, peer_duration_s=30, peer_budget_s=60, reads=2000,
+    mode="full",
+    cards=100_000,
+    cards_budget_s=120,
+    events=1_000_000,
+    events_budget_s=240,
+    load_batch=1000,
+    procs=4,
+    inflight=16,
+    warmup_s=5,
+    duration_s=30,
+    peer_cards=5000,
+    peer_concurrency=64,
+    peer_warmup_s=3,
+    peer_duration_s=30,
+    peer_budget_s=60,
+    reads=2000,
     watch_events=300_000,
 )
 QUICK = Config(
-    mode="quick", cards=20_000, cards_budget_s=15, events=100_000, events_budget_s=20, load_batch=1000,
-    procs=4, inflight=16, warmup_s=2, duration_s=8,
-    peer_cards=2000, peer_concurrency=64, peer_warmup_s=1.5, peer_duration_s=8, peer_budget_s=15, reads=1000,
+    mode="quick",
+    cards=20_000,
+    cards_budget_s=15,
+    events=100_000,
+    events_budget_s=20,
+    load_batch=1000,
+    procs=4,
+    inflight=16,
+    warmup_s=2,
+    duration_s=8,
+    peer_cards=2000,
+    peer_concurrency=64,
+    peer_warmup_s=1.5,
+    peer_duration_s=8,
+    peer_budget_s=15,
+    reads=1000,
     watch_events=100_000,
 )
 
@@ -229,8 +255,12 @@ class StoreRun:
             rep = enroll_cards(store, keys, 0, self.cfg.cards, batch=self.cfg.load_batch, budget_s=self.cfg.cards_budget_s)
             self.analyze(url, "cards")
             cards = rep.done + rep.failed  # indices [0, cards) were attempted
-            self.res["cards"] = {"target": self.cfg.cards, "loaded": rep.done, "load": rep.as_dict(),
-                                 "events_after_load": store.head_position()}
+            self.res["cards"] = {
+                "target": self.cfg.cards,
+                "loaded": rep.done,
+                "load": rep.as_dict(),
+                "events_after_load": store.head_position(),
+            }
             msg = f"{self.kind}: enrolled {rep.done:,} cards in {rep.seconds:.1f} s ({rep.rate:,.0f}/s)"
             if rep.budget_hit:
                 msg += f" -- stopped before the target of {self.cfg.cards:,}: {rep.stop_reason}"
@@ -280,7 +310,9 @@ class StoreRun:
     def ceiling(self, server) -> None:
         r = self._load(server, "health")
         self.res["ceiling"] = r
-        log(f"{self.kind}: ceiling (health Check) {r['rps']:,.0f} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}")
+        log(
+            f"{self.kind}: ceiling (health Check) {r['rps']:,.0f} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
+        )
 
     def verify_mix(self, server, cards: int) -> None:
         from bench.loadgen import MIX, layout
@@ -293,8 +325,10 @@ class StoreRun:
         if ceiling:
             self.res["verify_over_ceiling"] = round(r["rps"] / ceiling, 3)
             self.cpu_bound()
-        log(f"{self.kind}: verify mix {r['rps']:,.0f} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
-            + (f", {self.res['verify_over_ceiling']:.2f}x ceiling" if ceiling else ""))
+        log(
+            f"{self.kind}: verify mix {r['rps']:,.0f} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
+            + (f", {self.res['verify_over_ceiling']:.2f}x ceiling" if ceiling else "")
+        )
 
     def inprocess(self, keys) -> None:
         from bench.loader import enroll_cards
@@ -303,8 +337,12 @@ class StoreRun:
         from service.store.migrate import upgrade
 
         cfg = self.cfg
-        out: dict = {"cards": cfg.peer_cards, "concurrency": cfg.peer_concurrency,
-                     "warmup_s": cfg.peer_warmup_s, "duration_s": cfg.peer_duration_s}
+        out: dict = {
+            "cards": cfg.peer_cards,
+            "concurrency": cfg.peer_concurrency,
+            "warmup_s": cfg.peer_warmup_s,
+            "duration_s": cfg.peer_duration_s,
+        }
         self.res["inprocess"] = out
         # the service's own path, on its own database
         url = self.new_database("inproc")
@@ -339,8 +377,10 @@ class StoreRun:
         app.close()
         if peer["per_s"]:
             out["service_over_peer"] = round(svc["per_s"] / peer["per_s"], 2)
-        log(f"{self.kind}: in-process peer {peer['per_s']:,.0f}/s p99 {peer['p99_ms']} ms; "
-            f"service/peer {out.get('service_over_peer')}x")
+        log(
+            f"{self.kind}: in-process peer {peer['per_s']:,.0f}/s p99 {peer['p99_ms']} ms; "
+            f"service/peer {out.get('service_over_peer')}x"
+        )
 
     def audit(self, url: str, keys, cards: int) -> None:
         from bench.audit import audit_pages, history_reads, rebuild_speed, watch_catch_up
@@ -354,24 +394,32 @@ class StoreRun:
             out: dict = {"target_events": cfg.events, "events_before_load": before}
             self.res["audit"] = out
             if cfg.events > before:
-                rep = add_verify_events(store, keys, cards, cfg.events - before, batch=cfg.load_batch, budget_s=cfg.events_budget_s)
+                rep = add_verify_events(
+                    store, keys, cards, cfg.events - before, batch=cfg.load_batch, budget_s=cfg.events_budget_s
+                )
                 out["load"] = rep.as_dict()
-                log(f"{self.kind}: added {rep.done:,} verify events in {rep.seconds:.1f} s ({rep.rate:,.0f}/s)"
-                    + (f" -- stopped before the target: {rep.stop_reason}" if rep.budget_hit else ""))
+                log(
+                    f"{self.kind}: added {rep.done:,} verify events in {rep.seconds:.1f} s ({rep.rate:,.0f}/s)"
+                    + (f" -- stopped before the target: {rep.stop_reason}" if rep.budget_hit else "")
+                )
                 self.analyze(url, "events")
             out["events"] = store.head_position()
             out["cards"] = cards
             h = history_reads(store, cards, cfg.reads)
             out["history"] = h
-            log(f"{self.kind}: {out['events']:,} events; history page p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms "
-                f"({h['events_per_page_mean']} events/page)")
+            log(
+                f"{self.kind}: {out['events']:,} events; history page p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms "
+                f"({h['events_per_page_mean']} events/page)"
+            )
             rb = rebuild_speed(store)
             out["rebuild"] = rb
             log(f"{self.kind}: rebuild {rb['events']:,} events in {rb['seconds']} s = {rb['events_per_s']:,.0f} events/s")
             p = audit_pages(store, keys, cards, cfg.reads)
             out["pages"] = p
-            log(f"{self.kind}: GetCardHistory page p50 {p['card_history']['p50_ms']} ms, p99 {p['card_history']['p99_ms']} ms; "
-                f"one terminal's day page p50 {p['terminal_day']['p50_ms']} ms, p99 {p['terminal_day']['p99_ms']} ms")
+            log(
+                f"{self.kind}: GetCardHistory page p50 {p['card_history']['p50_ms']} ms, p99 {p['card_history']['p99_ms']} ms; "
+                f"one terminal's day page p50 {p['terminal_day']['p50_ms']} ms, p99 {p['terminal_day']['p99_ms']} ms"
+            )
             for name, plan in p.get("plans", {}).items():
                 log(f"{self.kind}: plan of {name}:\n    " + plan.replace("\n", "\n    "))
         finally:
@@ -383,7 +431,9 @@ class StoreRun:
         try:
             w = watch_catch_up(server.target, min(out["events"], cfg.watch_events))
             out["watch_catch_up"] = w
-            log(f"{self.kind}: WatchEvents catch-up {w['events']:,} events in {w['seconds']} s = {w['events_per_s']:,.0f} events/s")
+            log(
+                f"{self.kind}: WatchEvents catch-up {w['events']:,} events in {w['seconds']} s = {w['events_per_s']:,.0f} events/s"
+            )
         finally:
             server.stop()
 
@@ -404,10 +454,17 @@ class StoreRun:
             r = self._load(server, "mix", cards)
         finally:
             w = watcher.stop()
-        w["verify_rps"], w["verify_p50_ms"], w["verify_p99_ms"], w["verify_errors"] = r["rps"], r["p50_ms"], r["p99_ms"], r["errors"]
+        w["verify_rps"], w["verify_p50_ms"], w["verify_p99_ms"], w["verify_errors"] = (
+            r["rps"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["errors"],
+        )
         self.res["watch_live"] = w
-        log(f"{self.kind}: live watch: {w['events']:,} events delivered, lag p50 {w.get('lag_p50_ms')} ms, p99 {w.get('lag_p99_ms')} ms; "
-            f"verify mix meanwhile {r['rps']:,.0f} req/s, p99 {r['p99_ms']} ms")
+        log(
+            f"{self.kind}: live watch: {w['events']:,} events delivered, lag p50 {w.get('lag_p50_ms')} ms, p99 {w.get('lag_p99_ms')} ms; "
+            f"verify mix meanwhile {r['rps']:,.0f} req/s, p99 {r['p99_ms']} ms"
+        )
 
 
 # -- targets and the table -----------------------------------------------------------
@@ -437,17 +494,30 @@ def judge(kind: str, r: dict) -> dict:
     p99 = r.get("verify_mix", {}).get("p99_ms")
     put("verify_p99_ms", p99, f"< {TARGETS['verify_p99_ms']}", p99 is not None and p99 < TARGETS["verify_p99_ms"])
     sp = r.get("inprocess", {}).get("service_over_peer")
-    put("inprocess_service_over_peer", sp, f">= {TARGETS['inprocess_service_over_peer']}",
-        sp is not None and sp >= TARGETS["inprocess_service_over_peer"])
+    put(
+        "inprocess_service_over_peer",
+        sp,
+        f">= {TARGETS['inprocess_service_over_peer']}",
+        sp is not None and sp >= TARGETS["inprocess_service_over_peer"],
+    )
     a = r.get("audit", {})
     hp = a.get("history", {}).get("p99_ms")
     events = a.get("events") or 0
     note = None if events >= TARGETS["history_min_events"] else f"only {events:,} events stored (target is with 1,000,000)"
-    put("history_p99_ms", hp, f"< {TARGETS['history_p99_ms']} with >= 1,000,000 events",
-        hp is not None and hp < TARGETS["history_p99_ms"] and not note, note)
+    put(
+        "history_p99_ms",
+        hp,
+        f"< {TARGETS['history_p99_ms']} with >= 1,000,000 events",
+        hp is not None and hp < TARGETS["history_p99_ms"] and not note,
+        note,
+    )
     rb = a.get("rebuild", {}).get("events_per_s")
-    put("rebuild_events_per_s", rb, f">= {TARGETS['rebuild_events_per_s']:,.0f}",
-        rb is not None and rb >= TARGETS["rebuild_events_per_s"])
+    put(
+        "rebuild_events_per_s",
+        rb,
+        f">= {TARGETS['rebuild_events_per_s']:,.0f}",
+        rb is not None and rb >= TARGETS["rebuild_events_per_s"],
+    )
     hwm = r.get("server", {}).get("memory", {}).get("vm_hwm_kib")
     mb = None if hwm is None else round(hwm * 1024 / 1e6, 1)
     put("peak_rss_mb", mb, f"< {TARGETS['peak_rss_mb']}", mb is not None and mb < TARGETS["peak_rss_mb"])
@@ -484,13 +554,40 @@ def table(report: dict) -> str:
     row("  enrolment rate, cards/s", ("cards", "load", "per_s"), digits=0)
     row("server start, s", ("server", "start_s"), digits=2)
     row("ceiling: health Check req/s", ("ceiling", "rps"), digits=0)
-    rows.append(("  ceiling p50 | p99 ms", [f"{fmt(g(s, 'ceiling', 'p50_ms'), 2)} | {fmt(g(s, 'ceiling', 'p99_ms'), 2)}" for s in stores], ""))
+    rows.append(
+        (
+            "  ceiling p50 | p99 ms",
+            [f"{fmt(g(s, 'ceiling', 'p50_ms'), 2)} | {fmt(g(s, 'ceiling', 'p99_ms'), 2)}" for s in stores],
+            "",
+        )
+    )
     row("  ceiling errors", ("ceiling", "errors"))
     row("verify mix req/s", ("verify_mix", "rps"), digits=0)
-    rows.append(("  verify p50 | p99 ms", [f"{fmt(g(s, 'verify_mix', 'p50_ms'), 2)} | {fmt(g(s, 'verify_mix', 'p99_ms'), 2)}" for s in stores], "p99 < 50"))
+    rows.append(
+        (
+            "  verify p50 | p99 ms",
+            [f"{fmt(g(s, 'verify_mix', 'p50_ms'), 2)} | {fmt(g(s, 'verify_mix', 'p99_ms'), 2)}" for s in stores],
+            "p99 < 50",
+        )
+    )
     row("  verify errors", ("verify_mix", "errors"))
-    rows.append(("  CPU cores: server | load gen (ceiling)", [f"{fmt(g(s, 'ceiling', 'server_cpu_cores'), 2)} | {fmt(g(s, 'ceiling', 'loadgen_cpu_cores'), 2)}" for s in stores], ""))
-    rows.append(("  CPU cores: server | load gen (verify)", [f"{fmt(g(s, 'verify_mix', 'server_cpu_cores'), 2)} | {fmt(g(s, 'verify_mix', 'loadgen_cpu_cores'), 2)}" for s in stores], ""))
+    rows.append(
+        (
+            "  CPU cores: server | load gen (ceiling)",
+            [f"{fmt(g(s, 'ceiling', 'server_cpu_cores'), 2)} | {fmt(g(s, 'ceiling', 'loadgen_cpu_cores'), 2)}" for s in stores],
+            "",
+        )
+    )
+    rows.append(
+        (
+            "  CPU cores: server | load gen (verify)",
+            [
+                f"{fmt(g(s, 'verify_mix', 'server_cpu_cores'), 2)} | {fmt(g(s, 'verify_mix', 'loadgen_cpu_cores'), 2)}"
+                for s in stores
+            ],
+            "",
+        )
+    )
     for phase, label in (("ceiling", "ceiling"), ("verify_mix", "verify")):
         rows.append((f"  CPU ms/request: server|writer|load ({label})", [
             "{} | {} | {}".format(*(fmt(g(s, phase, "cpu_ms_per_request", k), 3) for k in ("server", "children", "load_generators")))
@@ -499,17 +596,53 @@ def table(report: dict) -> str:
     row("  bound by CPU cost (health CPU / verify CPU)", ("verify_over_ceiling_cpu_bound",), digits=3)
     row("in-process service, verifies/s", ("inprocess", "service", "per_s"), digits=0)
     row("in-process peer (eventsourcing), /s", ("inprocess", "peer", "per_s"), digits=0)
-    rows.append(("  service p99 | peer p99 ms", [f"{fmt(g(s, 'inprocess', 'service', 'p99_ms'), 1)} | {fmt(g(s, 'inprocess', 'peer', 'p99_ms'), 1)}" for s in stores], ""))
+    rows.append(
+        (
+            "  service p99 | peer p99 ms",
+            [f"{fmt(g(s, 'inprocess', 'service', 'p99_ms'), 1)} | {fmt(g(s, 'inprocess', 'peer', 'p99_ms'), 1)}" for s in stores],
+            "",
+        )
+    )
     row("service / peer", ("inprocess", "service_over_peer"), ">= 3", digits=2)
     row("events stored (audit)", ("audit", "events"))
     row("  event load, s", ("audit", "load", "seconds"))
     row("  event load rate, events/s", ("audit", "load", "per_s"), digits=0)
-    rows.append(("history page p50 | p99 ms", [f"{fmt(g(s, 'audit', 'history', 'p50_ms'), 2)} | {fmt(g(s, 'audit', 'history', 'p99_ms'), 2)}" for s in stores], "p99 < 20 at 1M events"))
+    rows.append(
+        (
+            "history page p50 | p99 ms",
+            [f"{fmt(g(s, 'audit', 'history', 'p50_ms'), 2)} | {fmt(g(s, 'audit', 'history', 'p99_ms'), 2)}" for s in stores],
+            "p99 < 20 at 1M events",
+        )
+    )
     row("  events per page (mean)", ("audit", "history", "events_per_page_mean"), digits=1)
-    rows.append(("GetCardHistory page (100) p50 | p99 ms", [f"{fmt(g(s, 'audit', 'pages', 'card_history', 'p50_ms'), 2)} | {fmt(g(s, 'audit', 'pages', 'card_history', 'p99_ms'), 2)}" for s in stores], ""))
-    rows.append(("one terminal's day page (100) p50 | p99 ms", [f"{fmt(g(s, 'audit', 'pages', 'terminal_day', 'p50_ms'), 2)} | {fmt(g(s, 'audit', 'pages', 'terminal_day', 'p99_ms'), 2)}" for s in stores], ""))
+    rows.append(
+        (
+            "GetCardHistory page (100) p50 | p99 ms",
+            [
+                f"{fmt(g(s, 'audit', 'pages', 'card_history', 'p50_ms'), 2)} | {fmt(g(s, 'audit', 'pages', 'card_history', 'p99_ms'), 2)}"
+                for s in stores
+            ],
+            "",
+        )
+    )
+    rows.append(
+        (
+            "one terminal's day page (100) p50 | p99 ms",
+            [
+                f"{fmt(g(s, 'audit', 'pages', 'terminal_day', 'p50_ms'), 2)} | {fmt(g(s, 'audit', 'pages', 'terminal_day', 'p99_ms'), 2)}"
+                for s in stores
+            ],
+            "",
+        )
+    )
     row("WatchEvents catch-up, events/s", ("audit", "watch_catch_up", "events_per_s"), digits=0)
-    rows.append(("live watch lag p50 | p99 ms (under the verify mix)", [f"{fmt(g(s, 'watch_live', 'lag_p50_ms'), 1)} | {fmt(g(s, 'watch_live', 'lag_p99_ms'), 1)}" for s in stores], ""))
+    rows.append(
+        (
+            "live watch lag p50 | p99 ms (under the verify mix)",
+            [f"{fmt(g(s, 'watch_live', 'lag_p50_ms'), 1)} | {fmt(g(s, 'watch_live', 'lag_p99_ms'), 1)}" for s in stores],
+            "",
+        )
+    )
     row("  verify mix req/s with a watcher", ("watch_live", "verify_rps"), digits=0)
     row("rebuild, events/s", ("audit", "rebuild", "events_per_s"), ">= 50,000", digits=0)
     row("server peak RSS (VmHWM), MB", ("targets", "peak_rss_mb", "value"), "< 300")
@@ -526,7 +659,9 @@ def table(report: dict) -> str:
     head = f"{'':<{w0}}  " + "  ".join(f"{s:>{widths[i]}}" for i, s in enumerate(stores)) + "  target"
     lines = [head, "-" * len(head)]
     for label, vals, target in rows:
-        lines.append(f"{label:<{w0}}  " + "  ".join(f"{v:>{widths[i]}}" for i, v in enumerate(vals)) + (f"  {target}" if target else ""))
+        lines.append(
+            f"{label:<{w0}}  " + "  ".join(f"{v:>{widths[i]}}" for i, v in enumerate(vals)) + (f"  {target}" if target else "")
+        )
     return "\n".join(lines)
 
 
@@ -559,9 +694,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_config(a: argparse.Namespace) -> Config:
     cfg = QUICK if a.quick else FULL
     over = {
-        "cards": a.cards, "events": a.events, "duration_s": a.duration, "peer_duration_s": a.duration,
-        "warmup_s": a.warmup, "procs": a.procs, "inflight": a.inflight, "peer_cards": a.peer_cards,
-        "cards_budget_s": a.load_budget, "events_budget_s": a.load_budget,
+        "cards": a.cards,
+        "events": a.events,
+        "duration_s": a.duration,
+        "peer_duration_s": a.duration,
+        "warmup_s": a.warmup,
+        "procs": a.procs,
+        "inflight": a.inflight,
+        "peer_cards": a.peer_cards,
+        "cards_budget_s": a.load_budget,
+        "events_budget_s": a.load_budget,
     }
     cfg = replace(cfg, **{k: v for k, v in over.items() if v is not None})
     return replace(cfg, peer_concurrency=cfg.procs * cfg.inflight)
@@ -581,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     service_log = open(workdir / "inprocess-service.log", "w")
     logs.configure("json", level=logging.WARNING, stream=service_log)  # the in-process service's warnings
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     wall = Stopwatch()
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     report: dict = {
@@ -594,10 +736,12 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
         "stores": {},
     }
-    log(f"mode {cfg.mode}: stores {', '.join(stores)}; cards {cfg.cards:,} (load budget {cfg.cards_budget_s:.0f} s), "
+    log(
+        f"mode {cfg.mode}: stores {', '.join(stores)}; cards {cfg.cards:,} (load budget {cfg.cards_budget_s:.0f} s), "
         f"events {cfg.events:,} (budget {cfg.events_budget_s:.0f} s); gRPC {cfg.procs} procs x {cfg.inflight} in flight = "
         f"{cfg.procs * cfg.inflight}, warm-up {cfg.warmup_s:g} s + {cfg.duration_s:g} s; in-process {cfg.peer_cards:,} cards, "
-        f"{cfg.peer_concurrency} concurrent, {cfg.peer_duration_s:g} s; {cfg.reads:,} history reads")
+        f"{cfg.peer_concurrency} concurrent, {cfg.peer_duration_s:g} s; {cfg.reads:,} history reads"
+    )
     m = report["machine"]
     log(f"machine: {m['nproc']} cpus, {m['cpu_model']}, Python {m['python']}, SQLite {m['sqlite']}; temp dir {workdir}")
     interrupted = False
@@ -624,10 +768,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         report["wall_seconds"] = round(wall.elapsed, 1)
         end = machine_info()
-        if (end["service_tree"], end["service_tree_dirty"]) != (m["service_tree"], m["service_tree_dirty"]) or end["service_tree_dirty"]:
-            report["warning"] = (f"service/ or migrations/ changed or had uncommitted changes during the run (commit {m['git_commit']} "
-                                 f"-> {end['git_commit']}, dirty {m['service_tree_dirty']} -> {end['service_tree_dirty']}): "
-                                 "server processes started later may have run other code than the in-process phases")
+        if (end["service_tree"], end["service_tree_dirty"]) != (m["service_tree"], m["service_tree_dirty"]) or end[
+            "service_tree_dirty"
+        ]:
+            report["warning"] = (
+                f"service/ or migrations/ changed or had uncommitted changes during the run (commit {m['git_commit']} "
+                f"-> {end['git_commit']}, dirty {m['service_tree_dirty']} -> {end['service_tree_dirty']}): "
+                "server processes started later may have run other code than the in-process phases"
+            )
         service_log.close()
         out = args.json or ROOT / "bench-results" / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -638,8 +786,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print(f"pinlife benchmark, {cfg.mode} mode, {m['nproc']} cpus ({m['cpu_model']}), Python {m['python']}, "
-          f"service at {m['git_commit']}{' (dirty)' if m['service_tree_dirty'] else ''}")
+    print(
+        f"pinlife benchmark, {cfg.mode} mode, {m['nproc']} cpus ({m['cpu_model']}), Python {m['python']}, "
+        f"service at {m['git_commit']}{' (dirty)' if m['service_tree_dirty'] else ''}"
+    )
     for kind, r in report["stores"].items():
         f = r.get("store_facts", {})
         print(f"  {kind}: {f.get('version', r.get('skipped', '?'))}")
@@ -655,9 +805,11 @@ def main(argv: list[str] | None = None) -> int:
         for what, path in (("cards", ("cards", "load")), ("events", ("audit", "load"))):
             ld = _get(r, path)
             if ld and ld.get("budget_hit"):
-                print(f"{kind}: the {what} load stopped at {ld['done']:,} of {ld['target']:,} after {ld['seconds']:.0f} s "
-                      f"({ld['stop_reason']}); batches of {ld['batch_size']} took first {ld['first_batches_s']} s, "
-                      f"last {ld['last_batches_s']} s")
+                print(
+                    f"{kind}: the {what} load stopped at {ld['done']:,} of {ld['target']:,} after {ld['seconds']:.0f} s "
+                    f"({ld['stop_reason']}); batches of {ld['batch_size']} took first {ld['first_batches_s']} s, "
+                    f"last {ld['last_batches_s']} s"
+                )
     if report.get("warning"):
         print(f"WARNING: {report['warning']}")
     print(f"\nwall time {report['wall_seconds']:.0f} s; results written to {out}")

@@ -38,7 +38,6 @@ from service.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
 from service.domain.policy import ThrottlePolicy
 
 
-
 class AccessConfigError(Exception):
     pass
 
@@ -114,9 +113,7 @@ def parse_access_config(data: dict, base: Path, origin: str) -> AccessConfig:
             raise AccessConfigError(f"terminal {terminal_id}: the development role cannot be configured")
         if role in COUNTERS and not entry.get("office"):
             raise AccessConfigError(f"terminal {terminal_id}: a counter terminal needs its office (office = ...)")
-        terminals[terminal_id] = TerminalEntry(
-            role, entry.get("office"), bool(entry.get("revoked", False)), entry.get("chain")
-        )
+        terminals[terminal_id] = TerminalEntry(role, entry.get("office"), bool(entry.get("revoked", False)), entry.get("chain"))
     t = data.get("throttle", {})
     try:
         policy = ThrottlePolicy(

@@ -45,8 +45,9 @@ import os
 import re
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator
+from datetime import datetime, timedelta, UTC
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 from service.domain.calendar import TOKYO
 
@@ -88,7 +89,7 @@ class Problem(Exception):
 def when(text: str) -> datetime:
     """An argparse type: a point in time (see the module's doc)."""
     t = text.strip().lower()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if t == "now":
         return now
     if t == "today":
@@ -135,7 +136,9 @@ def register(sub, client_options: Callable[..., None]) -> None:
         p = commands.add_parser(name, help=help, description=help)
         client_options(p, suppress=True, identity=False)
         if formats:
-            p.add_argument("--format", choices=FORMATS, help="table (the default on a terminal), jsonl (the default otherwise), csv")
+            p.add_argument(
+                "--format", choices=FORMATS, help="table (the default on a terminal), jsonl (the default otherwise), csv"
+            )
         p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up on a call after this long")
         p.set_defaults(fn=_guarded(fn))
         return p
@@ -148,8 +151,9 @@ def register(sub, client_options: Callable[..., None]) -> None:
         times(p)
         p.add_argument("--event-type", action="append", metavar="TYPE", help="e.g. PinLocked (repeat, or a,b)")
         p.add_argument("--type", dest="pin_type", choices=TYPES, help="this PIN type only")
-        p.add_argument("--outcome", action="append", metavar="OUTCOME",
-                       help="success|failure|locked|refused|other (repeat, or a,b)")
+        p.add_argument(
+            "--outcome", action="append", metavar="OUTCOME", help="success|failure|locked|refused|other (repeat, or a,b)"
+        )
         p.add_argument("--newest-first", action="store_true", help="the latest first")
         p.add_argument("--limit", type=_positive, metavar="N", help="at most N events")
 
@@ -158,13 +162,18 @@ def register(sub, client_options: Callable[..., None]) -> None:
     event_filter(p)
     p = command("query", cmd_query, "events across cards and terminal streams, in time order")
     event_filter(p)
-    p.add_argument("--channel", action="append", metavar="CHANNEL", help="the caller's role, e.g. medical_reader (repeat, or a,b)")
+    p.add_argument(
+        "--channel", action="append", metavar="CHANNEL", help="the caller's role, e.g. medical_reader (repeat, or a,b)"
+    )
     p.add_argument("--terminal", dest="filter_terminal", metavar="ID", help="events caused by this terminal")
     p.add_argument("--office", dest="filter_office", metavar="ID", help="events caused at this office's counters")
     p.add_argument("--streams", choices=list(STREAMS), default="all", help="card streams, terminal streams, or both")
     p = command("watch", cmd_watch, "follow the log as it grows (Ctrl-C ends); resumes after the last position on a reconnect")
-    p.add_argument("--after", type=int, default=0, metavar="POSITION", help="start after this global position (default: 0, every event)")
+    p.add_argument(
+        "--after", type=int, default=0, metavar="POSITION", help="start after this global position (default: 0, every event)"
+    )
     p.add_argument("--limit", type=_positive, metavar="N", help="stop after N events")
+
     def kept(p: argparse.ArgumentParser) -> None:
         p.add_argument("--keep", metavar="FILE", default=kept_file(),
                        help="the auditor's file of fetched checkpoints (default: $PINLIFE_AUDIT_CHECKPOINTS, "
@@ -178,13 +187,20 @@ def register(sub, client_options: Callable[..., None]) -> None:
     p = command("checkpoint", cmd_checkpoint, "fetch the latest signed checkpoint of the log (a C2SP signed note) and keep it")
     p.add_argument("--save", metavar="FILE", help="also write the note to FILE")
     p.add_argument("--compare", metavar="FILE", help="confirm the log still holds the checkpoint saved in FILE (exit 1 if not)")
-    p.add_argument("--accept-new-key", action="store_true",
-                   help="keep a checkpoint signed by another key than the one kept for its origin (after a key rotation)")
+    p.add_argument(
+        "--accept-new-key",
+        action="store_true",
+        help="keep a checkpoint signed by another key than the one kept for its origin (after a key rotation)",
+    )
     kept(p)
     p = command("stats", cmd_stats, "counts by channel, office, terminal, PIN type and hour or day (Asia/Tokyo)")
     times(p)
-    p.add_argument("--granularity", choices=["hour", "day"], default="hour",
-                   help="buckets (default hour; the default range is the last 24 hours, or 7 days by day)")
+    p.add_argument(
+        "--granularity",
+        choices=["hour", "day"],
+        default="hour",
+        help="buckets (default hour; the default range is the last 24 hours, or 7 days by day)",
+    )
     p.add_argument("--top", type=_positive, metavar="N", help="terminals listed (default 20)")
 
 
@@ -265,7 +281,7 @@ def _ts(at: datetime):
     from google.protobuf.timestamp_pb2 import Timestamp
 
     t = Timestamp()
-    t.FromDatetime(at.astimezone(timezone.utc))
+    t.FromDatetime(at.astimezone(UTC))
     return t
 
 
@@ -322,7 +338,7 @@ def record(e) -> dict[str, Any]:
 
 
 def _tokyo(ts, iso: bool = False) -> str:
-    at = ts.ToDatetime(tzinfo=timezone.utc).astimezone(TOKYO)
+    at = ts.ToDatetime(tzinfo=UTC).astimezone(TOKYO)
     return at.isoformat() if iso else at.strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -502,11 +518,12 @@ def cmd_history(args) -> None:
     request = apb.GetCardHistoryRequest(card_id=args.card, order=order, filter=_filter(args, card=True))
     out = EventWriter(_format(args))
     response = None
-    for response, events in _pages(_stub(args).GetCardHistory, request, args):
+    for response, events in _pages(_stub(args).GetCardHistory, request, args):  # noqa: B007 - the last page's response
         out.add(events)
     out.finish(
         f"{out.count} events (stream version {response.stream_version}){_more(response, args, out.count)}",
-        title=f"card {args.card}", hide={"card"},
+        title=f"card {args.card}",
+        hide={"card"},
     )
 
 
@@ -514,12 +531,10 @@ def cmd_query(args) -> None:
     from pinlife.v1 import audit_service_pb2 as apb
 
     order = apb.ORDER_NEWEST_FIRST if args.newest_first else apb.ORDER_OLDEST_FIRST
-    request = apb.QueryEventsRequest(
-        filter=_filter(args), order=order, stream_kind=apb.StreamKind.Value(STREAMS[args.streams])
-    )
+    request = apb.QueryEventsRequest(filter=_filter(args), order=order, stream_kind=apb.StreamKind.Value(STREAMS[args.streams]))
     out = EventWriter(_format(args))
     response = None
-    for response, events in _pages(_stub(args).QueryEvents, request, args):
+    for response, events in _pages(_stub(args).QueryEvents, request, args):  # noqa: B007 - the last page's response
         out.add(events)
     out.finish(f"{out.count} events{_more(response, args, out.count)}")
 
@@ -540,7 +555,9 @@ def cmd_watch(args) -> None:
     stub, out = _stub(args), EventWriter(_format(args), live=True)
     after, retrying = args.after, False
     while True:
-        call = stub.WatchEvents(apb.WatchEventsRequest(after_position=after), wait_for_ready=retrying, **_call_options(args, streaming=True))
+        call = stub.WatchEvents(
+            apb.WatchEventsRequest(after_position=after), wait_for_ready=retrying, **_call_options(args, streaming=True)
+        )
         try:
             for response in call:
                 if retrying:
@@ -573,7 +590,9 @@ def _verify(args, card: str, notes: list[str]):
     report = None
     columns = (SpinnerColumn(), TextColumn("{task.description:<30}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
-        for answer in _stub(args).VerifyIntegrity(apb.VerifyIntegrityRequest(card_id=card, checkpoints=notes), **_call_options(args, streaming=True)):
+        for answer in _stub(args).VerifyIntegrity(
+            apb.VerifyIntegrityRequest(card_id=card, checkpoints=notes), **_call_options(args, streaming=True)
+        ):
             if answer.WhichOneof("kind") == "progress":
                 p = answer.progress
                 if p.phase not in tasks:
@@ -599,7 +618,9 @@ def _n(count: int, noun: str) -> str:
 def _problem_text(p) -> str:
     from pinlife.v1 import audit_service_pb2 as apb
 
-    where = " ".join(x for x in (p.stream_id, f"v{p.version}" if p.version else "", f"position {p.position}" if p.position else "") if x)
+    where = " ".join(
+        x for x in (p.stream_id, f"v{p.version}" if p.version else "", f"position {p.position}" if p.position else "") if x
+    )
     kind = _short(apb.IntegrityProblemKind, p.kind, "INTEGRITY_PROBLEM_KIND_")
     return f"{kind}{f' at {where}' if where else ''}: {p.reason}"
 
@@ -616,7 +637,13 @@ def _show_report(report, fmt: str) -> None:
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(["intact", "events_checked", "cards_checked", "head_position", "checkpoints_checked",
                     "problem", "stream_id", "version", "position", "reason"])  # fmt: skip
-        head = [str(report.intact).lower(), report.events_checked, report.cards_checked, report.head_position, report.checkpoints_checked]
+        head = [
+            str(report.intact).lower(),
+            report.events_checked,
+            report.cards_checked,
+            report.head_position,
+            report.checkpoints_checked,
+        ]
         for p in report.problems or [None]:
             kind = _short(apb.IntegrityProblemKind, p.kind, "INTEGRITY_PROBLEM_KIND_") if p else ""
             w.writerow(head + ([kind, p.stream_id, p.version, p.position, p.reason] if p else ["", "", "", "", ""]))
@@ -779,7 +806,7 @@ class Kept:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
             entry = {"server": server, "origin": cp.origin, "tree_size": cp.size, "root_hash": r.root_hash,
                      "verifier_key": r.verifier_key, "note": r.note,
-                     "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+                     "fetched_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry, ensure_ascii=False) + "\n")
         return len(self.of_server(server))
@@ -795,7 +822,9 @@ def _stats_range(args) -> tuple[datetime, datetime]:
         end = args.end
     else:
         now = datetime.now(TOKYO)
-        start_of = now.replace(hour=0, minute=0, second=0, microsecond=0) if day else now.replace(minute=0, second=0, microsecond=0)
+        start_of = (
+            now.replace(hour=0, minute=0, second=0, microsecond=0) if day else now.replace(minute=0, second=0, microsecond=0)
+        )
         end = start_of + (timedelta(days=1) if day else timedelta(hours=1))
     return (args.start if args.start is not None else end - span), end
 
@@ -823,7 +852,13 @@ def cmd_stats(args) -> None:
         out = MessageToDict(s, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
         _emit(json.dumps({"from": start.isoformat(), "to": end.isoformat(), "granularity": args.granularity, **out}))
         return
-    sections = (("channel", s.by_channel), ("office", s.by_office), ("terminal", s.by_terminal), ("pin_type", s.by_pin_type), ("time", s.by_time))
+    sections = (
+        ("channel", s.by_channel),
+        ("office", s.by_office),
+        ("terminal", s.by_terminal),
+        ("pin_type", s.by_pin_type),
+        ("time", s.by_time),
+    )
     if fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(["dimension", "key", *COUNTS, "distinct_cards"])

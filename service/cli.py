@@ -216,8 +216,10 @@ def cmd_dev_key(args) -> None:
         finally:
             store.close()
     write_new_key_file(path)
-    print(f"WARNING: wrote development keys to {path}. Production keys come from a "
-          "secret store and are named by PINLIFE_KEY_FILE.", file=sys.stderr)
+    print(
+        f"WARNING: wrote development keys to {path}. Production keys come from a secret store and are named by PINLIFE_KEY_FILE.",
+        file=sys.stderr,
+    )
 
 
 def cmd_check(args) -> None:
@@ -292,18 +294,35 @@ def client_options(parser: argparse.ArgumentParser, suppress: bool = False, iden
         return argparse.SUPPRESS if suppress else value
 
     g = parser.add_argument_group("connection")
-    g.add_argument("--server", default=default(default_server()),
-                   help="address of a running server (default: $PINLIFE_LISTEN, else 127.0.0.1:50051)")
-    g.add_argument("--ca", metavar="FILE", default=default(os.environ.get("PINLIFE_CA")),
-                   help="mutual TLS: the CA certificate that issued the server's certificate (PEM; $PINLIFE_CA)")
-    g.add_argument("--cert", metavar="FILE", default=default(os.environ.get("PINLIFE_CERT")),
-                   help="mutual TLS: this terminal's certificate chain, its common name the terminal id (PEM; $PINLIFE_CERT)")
-    g.add_argument("--key", metavar="FILE", default=default(os.environ.get("PINLIFE_CLIENT_KEY")),
-                   help="mutual TLS: the private key of --cert (PEM; $PINLIFE_CLIENT_KEY)")
+    g.add_argument(
+        "--server",
+        default=default(default_server()),
+        help="address of a running server (default: $PINLIFE_LISTEN, else 127.0.0.1:50051)",
+    )
+    g.add_argument(
+        "--ca",
+        metavar="FILE",
+        default=default(os.environ.get("PINLIFE_CA")),
+        help="mutual TLS: the CA certificate that issued the server's certificate (PEM; $PINLIFE_CA)",
+    )
+    g.add_argument(
+        "--cert",
+        metavar="FILE",
+        default=default(os.environ.get("PINLIFE_CERT")),
+        help="mutual TLS: this terminal's certificate chain, its common name the terminal id (PEM; $PINLIFE_CERT)",
+    )
+    g.add_argument(
+        "--key",
+        metavar="FILE",
+        default=default(os.environ.get("PINLIFE_CLIENT_KEY")),
+        help="mutual TLS: the private key of --cert (PEM; $PINLIFE_CLIENT_KEY)",
+    )
     if not identity:
         return
     g.add_argument("--terminal", default=default("cli"), help="development mode: the terminal id the CLI acts as")
-    g.add_argument("--office", default=default(None), help="development mode: act as a counter of this office (e.g. naka-ward-office)")
+    g.add_argument(
+        "--office", default=default(None), help="development mode: act as a counter of this office (e.g. naka-ward-office)"
+    )
     g.add_argument("--chain", default=default(None), help="development mode: act as a kiosk of this store chain")
 
 
@@ -333,7 +352,8 @@ def _credentials(args):
             fail(f"cannot read {option} {name}: {exc.strerror}")
 
     return grpc.ssl_channel_credentials(
-        root_certificates=read("--ca", args.ca), private_key=read("--key", args.key),
+        root_certificates=read("--ca", args.ca),
+        private_key=read("--key", args.key),
         certificate_chain=read("--cert", args.cert),
     )
 
@@ -431,7 +451,11 @@ def rpc_error(err) -> tuple[str, list[str]]:
     except ValueError:  # a status detail that contradicts the call's code or message
         status = None
     for detail in status.details if status is not None else ():
-        bad, failure, retry = error_details_pb2.BadRequest(), error_details_pb2.PreconditionFailure(), error_details_pb2.RetryInfo()
+        bad, failure, retry = (
+            error_details_pb2.BadRequest(),
+            error_details_pb2.PreconditionFailure(),
+            error_details_pb2.RetryInfo(),
+        )
         if detail.Unpack(bad):
             extra += [f"{v.field}: {v.description}" for v in bad.field_violations]
         elif detail.Unpack(failure):
@@ -470,8 +494,9 @@ def cmd_verify(args) -> None:
     from pinlife.v1 import pin_service_pb2 as ppb
 
     pin, _ = _stub(args)
-    request = ppb.VerifyPinRequest(request_id=str(uuid.uuid4()), card_id=args.card,
-                                   pin_type=_pin_type(args.type), pin=_ask("PIN: ", args.pin))
+    request = ppb.VerifyPinRequest(
+        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type), pin=_ask("PIN: ", args.pin)
+    )
     _call(pin.VerifyPin, request, args)
 
 
@@ -480,8 +505,11 @@ def cmd_change(args) -> None:
 
     pin, _ = _stub(args)
     request = ppb.ChangePinRequest(
-        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type),
-        current_pin=_ask("current PIN: ", args.current), new_pin=_ask("new PIN: ", args.new),
+        request_id=str(uuid.uuid4()),
+        card_id=args.card,
+        pin_type=_pin_type(args.type),
+        current_pin=_ask("current PIN: ", args.current),
+        new_pin=_ask("new PIN: ", args.new),
     )
     _call(pin.ChangePin, request, args)
 
@@ -498,8 +526,13 @@ def cmd_reset(args) -> None:
 
     _, counter = _stub(args)
     request = cpb.ResetPinRequest(
-        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type), new_pin=_ask("new PIN: ", args.new),
-        applicant=_applicant(args.applicant), documents=_documents(args.doc), adult_ward=args.adult_ward,
+        request_id=str(uuid.uuid4()),
+        card_id=args.card,
+        pin_type=_pin_type(args.type),
+        new_pin=_ask("new PIN: ", args.new),
+        applicant=_applicant(args.applicant),
+        documents=_documents(args.doc),
+        adult_ward=args.adult_ward,
     )
     _call(counter.ResetPin, request, args)
 
@@ -509,8 +542,12 @@ def cmd_unlock(args) -> None:
 
     _, counter = _stub(args)
     request = cpb.UnlockPinRequest(
-        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type),
-        applicant=_applicant(args.applicant), documents=_documents(args.doc), adult_ward=args.adult_ward,
+        request_id=str(uuid.uuid4()),
+        card_id=args.card,
+        pin_type=_pin_type(args.type),
+        applicant=_applicant(args.applicant),
+        documents=_documents(args.doc),
+        adult_ward=args.adult_ward,
     )
     _call(counter.UnlockPin, request, args)
 
@@ -530,8 +567,13 @@ def cmd_proxy_complete(args) -> None:
 
     _, counter = _stub(args)
     request = cpb.CompleteProxyResetRequest(
-        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type), inquiry_id=args.inquiry_id,
-        code=_ask("inquiry code: ", args.code), new_pin=_ask("new PIN: ", args.new), documents=_documents(args.doc),
+        request_id=str(uuid.uuid4()),
+        card_id=args.card,
+        pin_type=_pin_type(args.type),
+        inquiry_id=args.inquiry_id,
+        code=_ask("inquiry code: ", args.code),
+        new_pin=_ask("new PIN: ", args.new),
+        documents=_documents(args.doc),
     )
     _call(counter.CompleteProxyReset, request, args)
 
@@ -549,8 +591,11 @@ def cmd_resume(args) -> None:
 
     _, counter = _stub(args)
     request = cpb.ResumeCardRequest(
-        request_id=str(uuid.uuid4()), card_id=args.card, applicant=_applicant(args.applicant),
-        documents=_documents(args.doc), adult_ward=args.adult_ward,
+        request_id=str(uuid.uuid4()),
+        card_id=args.card,
+        applicant=_applicant(args.applicant),
+        documents=_documents(args.doc),
+        adult_ward=args.adult_ward,
     )
     _call(counter.ResumeCard, request, args)
 
@@ -560,7 +605,9 @@ def cmd_reserve(args) -> None:
 
     pin, _ = _stub(args)
     request = ppb.ReserveStoreResetRequest(
-        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type),
+        request_id=str(uuid.uuid4()),
+        card_id=args.card,
+        pin_type=_pin_type(args.type),
         proving_pin=_ask("the other certificate's PIN: ", args.proving),
     )
     _call(pin.ReserveStoreReset, request, args)
@@ -570,8 +617,11 @@ def cmd_store_reset(args) -> None:
     from pinlife.v1 import store_service_pb2 as spb
 
     request = spb.StoreResetPinRequest(
-        request_id=str(uuid.uuid4()), card_id=args.card, pin_type=_pin_type(args.type),
-        proving_pin=_ask("the PIN proved when reserving: ", args.proving), new_pin=_ask("new PIN: ", args.new),
+        request_id=str(uuid.uuid4()),
+        card_id=args.card,
+        pin_type=_pin_type(args.type),
+        proving_pin=_ask("the PIN proved when reserving: ", args.proving),
+        new_pin=_ask("new PIN: ", args.new),
     )
     _call(_store_stub(args).ResetPin, request, args)
 
@@ -617,6 +667,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("card")
     p.add_argument("type", nargs="?", choices=TYPES)
     p.set_defaults(fn=cmd_status)
+
     def counter_args(p, applicant: bool = True) -> None:
         p.add_argument("--doc", action="append", metavar="TYPE[:YYYY-MM-DD]", help="a document presented (repeat)")
         if applicant:

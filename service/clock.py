@@ -15,8 +15,8 @@ PINLIFE_CLOCK:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import datetime, timedelta, UTC
+from collections.abc import Callable
 
 Clock = Callable[[], datetime]
 
@@ -33,7 +33,7 @@ class ServiceClock:
     def __call__(self) -> datetime:
         if self.fixed is not None:
             return self.fixed
-        return datetime.now(timezone.utc) + self.offset
+        return datetime.now(UTC) + self.offset
 
     @property
     def is_system(self) -> bool:
@@ -52,8 +52,8 @@ class ServiceClock:
                 at = datetime.fromisoformat(value)
                 if at.tzinfo is None:
                     raise ClockSettingError(f"{setting!r}: give the instant with its UTC offset, e.g. +09:00")
-                at = at.astimezone(timezone.utc)
-                return cls(fixed=at) if kind == "fixed" else cls(offset=at - datetime.now(timezone.utc))
+                at = at.astimezone(UTC)
+                return cls(fixed=at) if kind == "fixed" else cls(offset=at - datetime.now(UTC))
         except ValueError as exc:
             if isinstance(exc, ClockSettingError):
                 raise

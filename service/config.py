@@ -19,7 +19,8 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from service.clock import ClockSettingError, ServiceClock
 
@@ -148,9 +149,13 @@ class Settings:
         """The rules between keys (one key's own rule is its Key.check)."""
         problems = []
         if self.production and not self.tls:
-            problems.append("production requires mutual TLS: set PINLIFE_ACCESS_FILE ([access] access_file) or the [access] tables")
+            problems.append(
+                "production requires mutual TLS: set PINLIFE_ACCESS_FILE ([access] access_file) or the [access] tables"
+            )
         if not self.tls and not _is_loopback(self.listen_host):
-            problems.append(f"PINLIFE_LISTEN ([server] listen): plain-text development mode may only listen on loopback, not {self.listen!r}")
+            problems.append(
+                f"PINLIFE_LISTEN ([server] listen): plain-text development mode may only listen on loopback, not {self.listen!r}"
+            )
         try:
             clock = self.service_clock()
         except ClockSettingError as exc:

@@ -29,7 +29,7 @@ import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 from service.clock import ClockSettingError, ServiceClock
@@ -162,7 +162,7 @@ class Demo:
         kind, _, value = self.clock.partition(":")
         if kind == "start":
             ran = time.monotonic() - self.started if self.started else 0.0
-            return datetime.fromisoformat(value).astimezone(timezone.utc) + timedelta(seconds=ran)
+            return datetime.fromisoformat(value).astimezone(UTC) + timedelta(seconds=ran)
         return self.service_clock()
 
     def today_text(self) -> str:
@@ -174,7 +174,11 @@ class Demo:
         local, today = at.astimezone(TOKYO), self.now().astimezone(TOKYO).date()
         if local.date() == today:
             return f"today {local:%H:%M}"
-        return f"{local:%a} {local.day} {local:%b %Y %H:%M}" if local.year != today.year else f"{local:%a} {local.day} {local:%b %H:%M}"
+        return (
+            f"{local:%a} {local.day} {local:%b %Y %H:%M}"
+            if local.year != today.year
+            else f"{local:%a} {local.day} {local:%b %H:%M}"
+        )
 
     def hours_today(self, office_id: str) -> str:
         """The office's hours on the service clock's day, from the same offices
@@ -227,7 +231,10 @@ class Demo:
         self.env["PINLIFE_LISTEN"] = f"127.0.0.1:{port}"
         shown = ("PINLIFE_DATABASE_URL", "PINLIFE_KEY_FILE", "PINLIFE_LISTEN", "PINLIFE_AUDIT_CHECKPOINTS")
         command(["export", *(f"{k}={self.env[k]}" for k in shown)])
-        for argv, what in ((("dev-key", self.env["PINLIFE_KEY_FILE"]), "development keys written"), (("migrate",), "store migrated")):
+        for argv, what in (
+            (("dev-key", self.env["PINLIFE_KEY_FILE"]), "development keys written"),
+            (("migrate",), "store migrated"),
+        ):
             a = self.pinlife(*argv)
             if a.code != 0:
                 raise StoryBroke(what, a.said())
@@ -326,7 +333,9 @@ class Demo:
                 final = check.get("final_try", False)
                 if final != (n == limit - 1):
                     raise StoryBroke(f"final_try {n == limit - 1}", f"final_try {final}")
-                self.answer(f"wrong PIN; {tries(limit - n)} left" + ("; the reader warns: the next wrong one locks it" if final else ""))
+                self.answer(
+                    f"wrong PIN; {tries(limit - n)} left" + ("; the reader warns: the next wrong one locks it" if final else "")
+                )
             else:
                 check = self.expect_check(a, "CHECK_RESULT_LOCKED", "the PIN locked by this try")
                 if not check.get("locked_now"):
@@ -343,7 +352,9 @@ class Demo:
         pins = a.json("the card enrolled").get("pins", [])
         if len(pins) != 3 or any(p.get("status") != "PIN_STATUS_ACTIVE" for p in pins):
             raise StoryBroke("three active PINs", a.said())
-        self.answer("enrolled: " + ", ".join(f"{pin_name(p['pin_type'])} ({tries(p['remaining_tries'])})" for p in pins) + ", all active")
+        self.answer(
+            "enrolled: " + ", ".join(f"{pin_name(p['pin_type'])} ({tries(p['remaining_tries'])})" for p in pins) + ", all active"
+        )
 
         # 2. locked at the clinic, told where and when
         self.step("At a clinic's card reader the patient mistypes the user-certificate PIN three times.")
@@ -401,7 +412,9 @@ class Demo:
         r = a.json("the reset reserved")
         if not r.get("reserved") or r.get("proving_pin_type") != "PIN_TYPE_USER_CERTIFICATE":
             raise StoryBroke("reserved, proved by the user-certificate PIN", a.said())
-        self.answer(f"reserved, proved with the {pin_name(r['proving_pin_type'])}; go to a kiosk by {self.when(instant(r['expires_at']))}")
+        self.answer(
+            f"reserved, proved with the {pin_name(r['proving_pin_type'])}; go to a kiosk by {self.when(instant(r['expires_at']))}"
+        )
 
         self.step("At a convenience-store kiosk the holder proves the same PIN again and sets a new signature PIN.")
         a = self.pinlife("--terminal", "kiosk-0042", "store-reset", CARD, "signature", "5678", "NEW789")
@@ -418,7 +431,9 @@ class Demo:
         # 6. a proxy's two visits
         self.step("The holder has forgotten the resident-registry PIN and cannot go in person: a proxy goes, twice. "
                   "First visit, with the holder's card and the proxy's own ID.")  # fmt: skip
-        a = self.pinlife("--office", OFFICE, "proxy-request", CARD, "resident_registry", "--doc", "my_number_card", "--doc", "other_id")
+        a = self.pinlife(
+            "--office", OFFICE, "proxy-request", CARD, "resident_registry", "--doc", "my_number_card", "--doc", "other_id"
+        )
         r = a.json("an inquiry issued")
         inquiry, code = r.get("inquiry_id", ""), r.get("code", "")
         if not inquiry or not re.fullmatch(r"\d{8}", code):
@@ -478,7 +493,11 @@ class Demo:
         for e in events:
             at = instant(e["occurred_at"]).astimezone(TOKYO)
             by = e.get("terminal_id", "") + (f" @ {e['office_id']}" if e.get("office_id") else "")
-            pin = short(e.get("pin_type", ""), "PIN_TYPE_") if e.get("pin_type", "PIN_TYPE_UNSPECIFIED") != "PIN_TYPE_UNSPECIFIED" else ""
+            pin = (
+                short(e.get("pin_type", ""), "PIN_TYPE_")
+                if e.get("pin_type", "PIN_TYPE_UNSPECIFIED") != "PIN_TYPE_UNSPECIFIED"
+                else ""
+            )
             outcome = short(e.get("outcome", ""), "EVENT_OUTCOME_")
             print(f"     {e['version']:>3}  {at:%H:%M:%S}  {e['event_type']:<24} {pin:<18} {by:<23} {outcome}", flush=True)
 

@@ -145,7 +145,7 @@ class KeyRing:
     ):  # fmt: skip
         _check_keys("verifier", current, keys)
         if integrity is None:
-            raise KeyFileError("no integrity keys (the key file's \"integrity\" section)")
+            raise KeyFileError('no integrity keys (the key file\'s "integrity" section)')
         self.current = current
         self._keys = dict(keys)
         self.integrity = integrity
@@ -191,7 +191,7 @@ class KeyRing:
             keys = _decode_keys(data["keys"])
             if "integrity" not in data:
                 raise KeyFileError(
-                    f"key file {path} has no \"integrity\" section (add one with `pinlife dev-key {path}` in "
+                    f'key file {path} has no "integrity" section (add one with `pinlife dev-key {path}` in '
                     "development; in production from the secret store)"
                 )
             integrity = IntegrityKeys(data["integrity"]["current"], _decode_keys(data["integrity"]["keys"]))

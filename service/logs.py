@@ -36,7 +36,7 @@ def redact_secrets(_logger, _method, event_dict):
     return event_dict
 
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("pinlife_log_context", default={})
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("pinlife_log_context", default={})  # noqa: B039 - never mutated: replaced
 
 
 def new_context(**values: Any) -> None:

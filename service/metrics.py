@@ -46,7 +46,9 @@ class Metrics:
         self.checks = Counter("pinlife_pin_checks", "PIN checks (verify, change, a proving PIN), by result.",
                               ("pin_type", "channel", "result"), registry=r)  # fmt: skip
         self.locks = Counter("pinlife_pin_locks", "PINs locked by a failed check.", ("pin_type", "channel"), registry=r)
-        self.resets = Counter("pinlife_pin_resets", "PINs reset or unlocked, by procedure.", ("pin_type", "procedure"), registry=r)
+        self.resets = Counter(
+            "pinlife_pin_resets", "PINs reset or unlocked, by procedure.", ("pin_type", "procedure"), registry=r
+        )
         self.batch_commands = Histogram("pinlife_batch_commands", "Commands per group-commit transaction.",
                                         buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
         self.batch_seconds = Histogram("pinlife_batch_seconds", "A batch from hand-off to commit.",

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -60,7 +60,7 @@ def granularity(value: int) -> Granularity:
 
 
 def time(ts: Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=timezone.utc) if present else None
+    return ts.ToDatetime(tzinfo=UTC) if present else None
 
 
 def event_filter(f: apb.EventFilter, stream_kind: int = apb.STREAM_KIND_UNSPECIFIED, prefix: str = "filter") -> Filter:
@@ -106,7 +106,7 @@ def _typed(message: Any, payload: dict[str, Any]) -> None:
             continue
         value = payload[fd.name]
         if fd.message_type is not None and fd.message_type.full_name == "google.protobuf.Timestamp":
-            getattr(message, fd.name).FromDatetime(datetime.fromisoformat(value).astimezone(timezone.utc))
+            getattr(message, fd.name).FromDatetime(datetime.fromisoformat(value).astimezone(UTC))
         elif fd.enum_type is not None and fd.enum_type.name == "PinType":
             values = value if isinstance(value, list) else [value]
             converted = [mapping.PIN_TYPE_TO_PROTO[PIN_TYPE_BY_VALUE[v]] for v in values]

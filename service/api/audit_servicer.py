@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import timezone
-from typing import Callable
+from datetime import UTC
+from collections.abc import Callable
 
 import grpc
 
@@ -28,9 +28,7 @@ PROGRESS_EVERY_S = 0.5
 
 
 class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
-    def __init__(
-        self, app: PinLife, audit: Audit, identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller
-    ):
+    def __init__(self, app: PinLife, audit: Audit, identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller):
         super().__init__(app, identify)
         self.audit = audit
 
@@ -61,7 +59,7 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         try:
             async for e in self.audit.watch(caller, request.after_position):
                 yield apb.WatchEventsResponse(event=amap.event(e))
-                at = e.occurred_at if e.occurred_at.tzinfo else e.occurred_at.replace(tzinfo=timezone.utc)
+                at = e.occurred_at if e.occurred_at.tzinfo else e.occurred_at.replace(tzinfo=UTC)
                 metrics.watch_lag.observe(max(0.0, time.time() - at.timestamp()))
         finally:
             metrics.watch_subscribers.dec()
@@ -100,4 +98,3 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
             request.top_terminals,
         )
         return amap.statistics(stats)
-

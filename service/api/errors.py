@@ -62,9 +62,7 @@ def to_status(exc: BaseException) -> status_pb2.Status:
             _pack(
                 error_details_pb2.PreconditionFailure(
                     violations=[
-                        error_details_pb2.PreconditionFailure.Violation(
-                            type=v.type, subject=v.subject, description=v.description
-                        )
+                        error_details_pb2.PreconditionFailure.Violation(type=v.type, subject=v.subject, description=v.description)
                         for v in exc.violations
                     ]
                 )

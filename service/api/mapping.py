@@ -8,7 +8,7 @@ from pinlife.v1 import common_pb2 as pb
 from service.domain.decide import CheckOutcome, CheckResult
 from service.domain.errors import InvalidInput
 from service.domain.pins import PinType, UnknownPinType, pin_type_violation
-from typing import Callable
+from collections.abc import Callable
 
 from service.domain.documents import Applicant, DocumentType
 from service.domain.recovery import Procedure, Recovery, Route

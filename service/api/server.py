@@ -40,6 +40,8 @@ from service.store.key_checks import key_problems
 log = structlog.get_logger()
 
 MAX_REQUEST_BYTES = 64 * 1024
+
+
 class KeysRefused(Exception):
     """The key file does not fit this store (service/store/key_checks.py)."""
 
@@ -102,6 +104,7 @@ class Server:
             if self.metrics is not None:
                 self.metrics.writer_died()
             self.failed.set()
+
         self.app = make_app(
             self.store,
             keys,
@@ -123,7 +126,11 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        pins, counters, stores = PinServicer(self.app, identify), CounterServicer(self.app, identify), StoreServicer(self.app, identify)
+        pins, counters, stores = (
+            PinServicer(self.app, identify),
+            CounterServicer(self.app, identify),
+            StoreServicer(self.app, identify),
+        )
         add_servicer(self.grpc, pins, pin_service_pb2.DESCRIPTOR.services_by_name["PinService"])
         add_servicer(self.grpc, counters, counter_service_pb2.DESCRIPTOR.services_by_name["CounterService"])
         add_servicer(self.grpc, stores, store_service_pb2.DESCRIPTOR.services_by_name["ConvenienceStoreService"])
@@ -219,7 +226,9 @@ class Server:
         for warning in self.warnings:
             log.warning("private_file_exposed", message=warning)
         if not (isinstance(self.clock, ServiceClock) and self.clock.is_system):
-            log.warning("clock_moved", message="the service clock is not the system clock (PINLIFE_CLOCK)", now=self.clock().isoformat())
+            log.warning(
+                "clock_moved", message="the service clock is not the system clock (PINLIFE_CLOCK)", now=self.clock().isoformat()
+            )
         log.info("serving", port=self.port, store=self.store.dialect, writer=self.settings.writer, metrics_port=self.metrics_port)
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import structlog
@@ -68,9 +69,7 @@ async def _admit(self, request, context: grpc.aio.ServicerContext, full_name: st
         authorize(full_name, caller.role)
     except PermissionDenied:
         try:
-            await self.app.record_refusal(
-                caller, full_name, getattr(request, "request_id", ""), getattr(request, "card_id", "")
-            )
+            await self.app.record_refusal(caller, full_name, getattr(request, "request_id", ""), getattr(request, "card_id", ""))
         except StoreUnavailable:
             log.warning("refusal_not_recorded", reason="store unavailable")
         raise
@@ -223,7 +222,9 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
 
     @rpc(PIN_SERVICE, "ReserveStoreReset")
     async def ReserveStoreReset(self, request: pin_pb.ReserveStoreResetRequest, caller: Caller):
-        cmd = ReserveStoreReset.create(request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.proving_pin)
+        cmd = ReserveStoreReset.create(
+            request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.proving_pin
+        )
         answer = await self.app.execute(cmd, caller)
         o = answer.outcome
         response = pin_pb.ReserveStoreResetResponse(
@@ -332,7 +333,9 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
     @rpc(COUNTER_SERVICE, "EnrollCard")
     async def EnrollCard(self, request: counter_pb.EnrollCardRequest, caller: Caller):
         cmd = EnrollCard.create(
-            request.request_id, request.card_id, [(mapping.pin_type(p.pin_type), p.pin) for p in request.pins],
+            request.request_id,
+            request.card_id,
+            [(mapping.pin_type(p.pin_type), p.pin) for p in request.pins],
             request.ward or None,
         )
         answer = await self.app.execute(cmd, caller)

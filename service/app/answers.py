@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from service.domain.calendar import Opening
 from service.domain.decide import CheckOutcome, CheckResult, Enrolled
@@ -112,13 +113,23 @@ CODECS: dict[type, Codec] = {
         lambda o: {"result": o.result.value, "remaining_attempts": o.remaining_attempts},
         lambda d: ProxyCompletion(ProxyResult(d["result"]), d["remaining_attempts"]),
     ),
-    CardStatusChanged: Codec("card_status", lambda o: {"status": o.status.value}, lambda d: CardStatusChanged(CardStatus(d["status"]))),
+    CardStatusChanged: Codec(
+        "card_status", lambda o: {"status": o.status.value}, lambda d: CardStatusChanged(CardStatus(d["status"]))
+    ),
     Reservation: Codec(
         "reservation",
-        lambda o: {"check": _check(o.check), "reservation_id": o.reservation_id, "expires_at": _time(o.expires_at),
-                   "proving_pin_type": o.proving_pin_type and o.proving_pin_type.value},
-        lambda d: Reservation(_check_back(d["check"]), d["reservation_id"], _parse(d["expires_at"]),
-                              d["proving_pin_type"] and PinType(d["proving_pin_type"])),
+        lambda o: {
+            "check": _check(o.check),
+            "reservation_id": o.reservation_id,
+            "expires_at": _time(o.expires_at),
+            "proving_pin_type": o.proving_pin_type and o.proving_pin_type.value,
+        },
+        lambda d: Reservation(
+            _check_back(d["check"]),
+            d["reservation_id"],
+            _parse(d["expires_at"]),
+            d["proving_pin_type"] and PinType(d["proving_pin_type"]),
+        ),
     ),
     StoreReset: Codec(
         "store_reset",

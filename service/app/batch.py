@@ -15,7 +15,8 @@ import asyncio
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import structlog
 

@@ -4,7 +4,7 @@ own parts (a fake store, a test clock)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from service.app.batch import ATTEMPTS, ThreadRunner
 from service.app.ports import Store

@@ -17,7 +17,8 @@ import secrets
 import structlog
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 from service.app.answers import Answer, command_name, decode, encode, fingerprint
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
@@ -32,9 +33,9 @@ from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.state import CardState
 from service.ids import new_id
+from service.keys import KeyRing, SecretRef
 
 log = structlog.get_logger()
-from service.keys import KeyRing, SecretRef
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,9 @@ def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps)
     if state.enrolled:
         return state
     if throttled := count_failure(uow, caller, cmd.card_id, deps):  # a miss: enumeration counts
-        uow.append_terminal(caller.terminal_id, throttled, Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office))
+        uow.append_terminal(
+            caller.terminal_id, throttled, Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
+        )
     return None
 
 

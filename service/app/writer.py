@@ -17,7 +17,8 @@ hold callers until their own deadlines. See `GroupCommitWriter`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable
 
 import structlog
 
@@ -34,9 +35,7 @@ log = structlog.get_logger()
 # that a caller with a typical 5-10 s deadline can still retry elsewhere.
 BATCH_DEADLINE = 2.0
 
-STALLED_BATCH = (
-    "the database did not answer within {deadline:g} s; the outcome is unknown: retry with the same request id"
-)
+STALLED_BATCH = "the database did not answer within {deadline:g} s; the outcome is unknown: retry with the same request id"
 NOT_ANSWERING = "the database is not answering; nothing was written: retry"
 
 

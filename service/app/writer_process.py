@@ -33,7 +33,7 @@ import multiprocessing
 import multiprocessing.process
 import signal
 from multiprocessing.connection import Connection
-from typing import Callable
+from collections.abc import Callable
 
 import structlog
 
@@ -94,7 +94,7 @@ class ProcessRunner:
         asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable)
         try:
             ready = await asyncio.wait_for(self._exchange(_READY), self.start_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._proc.kill()
             raise RuntimeError(f"the writer process did not start within {self.start_timeout} s") from None
         if ready != _READY:

@@ -26,9 +26,7 @@ COUNTERS = frozenset({Role.WARD_OFFICE, Role.SPECIAL_CENTER})
 # RPC (full method name) -> roles allowed to call it.
 RPC_ROLES: dict[str, frozenset[Role]] = {
     # Card readers verify; the holder's own devices verify; counters verify at the desk.
-    "/pinlife.v1.PinService/VerifyPin": frozenset(
-        {Role.MEDICAL_READER, Role.SELF_SERVICE, Role.SMARTPHONE_APP} | COUNTERS
-    ),
+    "/pinlife.v1.PinService/VerifyPin": frozenset({Role.MEDICAL_READER, Role.SELF_SERVICE, Role.SMARTPHONE_APP} | COUNTERS),
     # A change needs the current PIN: self service, or a counter assisting the holder.
     "/pinlife.v1.PinService/ChangePin": frozenset({Role.SELF_SERVICE} | COUNTERS),
     # Status costs no try: anyone who serves the holder, and auditors (read only).

@@ -13,7 +13,7 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.domain.access import Role
@@ -154,7 +154,9 @@ def validate_filter(f: Filter, prefix: str = "filter") -> Filter:
         if len(values) > MAX_FILTER_VALUES:
             problems.append(FieldViolation(f"{prefix}.{name}", f"at most {MAX_FILTER_VALUES} values"))
         elif unknown := sorted(values - set(known)):
-            problems.append(FieldViolation(f"{prefix}.{name}", f"unknown: {', '.join(unknown[:5])}; known: {', '.join(sorted(known))}"))
+            problems.append(
+                FieldViolation(f"{prefix}.{name}", f"unknown: {', '.join(unknown[:5])}; known: {', '.join(sorted(known))}")
+            )
     for name in ("terminal_id", "office"):
         value = getattr(f, name)
         if value is not None and (len(value) > 64 or not value.isprintable()):
@@ -232,7 +234,9 @@ class Counts:
         self.values["refusals"] += aggregated_refusals
 
 
-def validate_statistics_range(start: datetime | None, end: datetime | None, granularity: Granularity) -> tuple[datetime, datetime]:
+def validate_statistics_range(
+    start: datetime | None, end: datetime | None, granularity: Granularity
+) -> tuple[datetime, datetime]:
     problems = []
     if start is None:
         problems.append(FieldViolation("from", "is required"))

@@ -23,12 +23,7 @@ def my_number_check_digit(first11: str) -> int:
 
 
 def looks_like_individual_number(value: str) -> bool:
-    return (
-        len(value) == 12
-        and value.isascii()
-        and value.isdigit()
-        and my_number_check_digit(value[:11]) == int(value[11])
-    )
+    return len(value) == 12 and value.isascii() and value.isdigit() and my_number_check_digit(value[:11]) == int(value[11])
 
 
 def validate_card_id(card_id: str, field: str = "card_id") -> str:
@@ -37,7 +32,5 @@ def validate_card_id(card_id: str, field: str = "card_id") -> str:
     if not CARD_ID_PATTERN.fullmatch(card_id):
         raise InvalidInput(FieldViolation(field, "must be 1 to 64 characters of A-Z a-z 0-9 . _ -"))
     if looks_like_individual_number(card_id):
-        raise InvalidInput(
-            FieldViolation(field, "looks like an Individual Number (My Number); use the opaque card id")
-        )
+        raise InvalidInput(FieldViolation(field, "looks like an Individual Number (My Number); use the opaque card id"))
     return card_id

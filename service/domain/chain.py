@@ -21,16 +21,17 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, NamedTuple
+from datetime import datetime, UTC
+from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
 
 GENESIS_HASH = "0" * 64
 
 
 def canonical_time(at: datetime) -> str:
     if at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical(envelope: dict[str, Any]) -> bytes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable
+from collections.abc import Callable
 
 from service.domain.card_ids import validate_card_id
 from service.domain.documents import Applicant, Document, DocumentType
@@ -125,8 +125,6 @@ class ChangePin:
         new = _pin(c, pin_type, new_pin, "new_pin")
         c.raise_if_any()
         return cls(request_id, card_id, pin_type, current, new)  # type: ignore[arg-type]
-
-
 
 
 # -- reset procedures (DESIGN.md §2) ------------------------------------------
@@ -347,6 +345,15 @@ class StoreResetPin:
 
 
 Command = (
-    EnrollCard | VerifyPin | ChangePin | ResetPin | UnlockPin | RequestProxyReset | CompleteProxyReset | SuspendCard
-    | ResumeCard | ReserveStoreReset | StoreResetPin
+    EnrollCard
+    | VerifyPin
+    | ChangePin
+    | ResetPin
+    | UnlockPin
+    | RequestProxyReset
+    | CompleteProxyReset
+    | SuspendCard
+    | ResumeCard
+    | ReserveStoreReset
+    | StoreResetPin
 )

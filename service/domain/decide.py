@@ -14,7 +14,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping, NamedTuple, Union
+from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
 
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
 from service.domain.errors import AlreadyExists, DomainError, NotFound, PreconditionFailed, PreconditionViolation
@@ -61,7 +62,7 @@ class Enrolled:
     pin_types: tuple[PinType, ...]
 
 
-Outcome = Union[CheckOutcome, Enrolled]
+Outcome = CheckOutcome | Enrolled
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,7 @@ def check_pin(
         return (failed,), CheckOutcome(CheckResult.WRONG_PIN, remaining, remaining == 1, limit)
     # The attempt that locks is recorded as a failure and then a lock.
     locked_state = state.with_pin(current.__class__(pin_type, failures, locked=True))
-    outcome = CheckOutcome(
-        CheckResult.LOCKED, 0, False, limit, locked_now=True, recovery=ctx.recovery(locked_state, pin_type)
-    )
+    outcome = CheckOutcome(CheckResult.LOCKED, 0, False, limit, locked_now=True, recovery=ctx.recovery(locked_state, pin_type))
     return (failed, PinLocked(pin_type, failures)), outcome
 
 

@@ -40,7 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
 
 from service.domain.calendar import TOKYO
 from service.domain.commands import SUSPEND_REASONS, WARD_ID
@@ -196,9 +197,7 @@ def _purpose(b: Before, t: PinType, purpose: Purpose) -> Reason:
     return None
 
 
-def _documents(
-    b: Before, applicant: str, documents: tuple[str, ...], step: str, allowed: tuple[Applicant, ...]
-) -> Reason:
+def _documents(b: Before, applicant: str, documents: tuple[str, ...], step: str, allowed: tuple[Applicant, ...]) -> Reason:
     """The recorded checklist is complete (documents.check_checklist). Issue
     dates and the adult-ward flag are not recorded: taken as fresh, either flag."""
     try:
@@ -366,9 +365,7 @@ def _store_reset(e: PinReset, b: Before) -> Reason:
 
 def _proved_just_before(b: Before, proving: PinType) -> Reason:
     """A store procedure checks its proving PIN, then acts, in one command."""
-    return _right_after(
-        b, f"PinVerified of the {proving.value} PIN", lambda p: type(p) is PinVerified and p.pin_type is proving
-    )
+    return _right_after(b, f"PinVerified of the {proving.value} PIN", lambda p: type(p) is PinVerified and p.pin_type is proving)
 
 
 def _pin_unlocked(e: PinUnlocked, b: Before) -> Reason:
@@ -593,9 +590,7 @@ RULES: dict[type[Event], Rule] = {
 }  # fmt: skip
 
 # Events of a terminal's stream (streams.py), never of a card's.
-TERMINAL_EVENTS: frozenset[type[Event]] = frozenset(
-    {AccessDenied, AuditRead, CounterOutOfService, TerminalThrottled}
-)
+TERMINAL_EVENTS: frozenset[type[Event]] = frozenset({AccessDenied, AuditRead, CounterOutOfService, TerminalThrottled})
 
 
 # -- the fold --------------------------------------------------------------------------

@@ -89,7 +89,5 @@ def normalize_pin(pin_type: PinType, raw: str, field: str) -> str:
         raise InvalidInput(FieldViolation(field, "is required"))
     pin = PIN_RULES[pin_type].normalize(raw)
     if pin is None:
-        raise InvalidInput(
-            FieldViolation(field, f"a {pin_type.value} PIN must be {PIN_RULES[pin_type].description}")
-        )
+        raise InvalidInput(FieldViolation(field, f"a {pin_type.value} PIN must be {PIN_RULES[pin_type].description}"))
     return pin

@@ -215,7 +215,9 @@ def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context)
     inquiry_id, code = ctx.new_id(), ctx.new_code()
     expires_at = ctx.now + ctx.policy.inquiry_validity
     events.append(ProxyInquiryIssued(cmd.pin_type, inquiry_id, expires_at.isoformat(), _doc_types(cmd.documents)))
-    return Decision(tuple(events), InquiryIssued(inquiry_id, expires_at, code), new_secrets={(INQUIRY_CODE_KIND, inquiry_id): code})
+    return Decision(
+        tuple(events), InquiryIssued(inquiry_id, expires_at, code), new_secrets={(INQUIRY_CODE_KIND, inquiry_id): code}
+    )
 
 
 def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Context) -> Decision:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import enum
 from types import MappingProxyType
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
+from collections.abc import Mapping
 from datetime import datetime
 from functools import singledispatch
-from typing import Iterable
+from collections.abc import Iterable
 
 from service.domain.events import (
     CardEnrolled,

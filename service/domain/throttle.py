@@ -14,7 +14,8 @@ Pure: the caller passes the time in."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
+from collections.abc import Mapping
 
 from service.domain.decide import CheckOutcome, CheckResult
 from service.domain.errors import DomainError

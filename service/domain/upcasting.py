@@ -8,7 +8,8 @@ into the next version's; they chain up to the class's `schema_version`.
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from service.domain.events import EVENT_TYPES, Event, Purpose
 from service.domain.pins import PinType

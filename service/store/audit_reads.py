@@ -67,9 +67,7 @@ def card_history(
         return [stored_event(r) for r in conn.execute(q)]
 
 
-def query_events(
-    store: EventStore, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int
-) -> list[StoredEvent]:
+def query_events(store: EventStore, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int) -> list[StoredEvent]:
     """Up to `limit` events matching the filter after the keyset `after`
     ((occurred_at, position) of the last event of the previous page)."""
     c = events.c
@@ -179,7 +177,6 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
 def _all_buckets(start: datetime, end: datetime, granularity: Granularity, seen: dict) -> list[datetime]:
     every = buckets(start, end, granularity)
     return sorted(set(every) | {b for b in seen if b >= bucket_start(start, granularity)})
-
 
 
 class StoreAuditReads:

@@ -51,7 +51,7 @@ class StoredCheckpoint(NamedTuple):
 
 def signer(keys: KeyRing) -> NoteSigner:
     if keys.checkpoint is None:
-        raise ValueError("no checkpoint key (the key file's \"checkpoint\" section)")
+        raise ValueError('no checkpoint key (the key file\'s "checkpoint" section)')
     return NoteSigner(keys.checkpoint.origin, keys.checkpoint.private_key())
 
 
@@ -159,7 +159,9 @@ def check_stored(store: EventStore, keys: KeyRing) -> CheckpointProblem | None:
     log, in one pass over the events."""
     vkey = public_verifier_key(keys)
     with store.reader.begin() as conn:
-        q = select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note, checkpoints.c.frontier, checkpoints.c.mac)
+        q = select(
+            checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note, checkpoints.c.frontier, checkpoints.c.mac
+        )
         expected = conn.execute(q.order_by(checkpoints.c.tree_size)).all()
     if not expected:
         return None
@@ -193,4 +195,3 @@ def check_stored(store: EventStore, keys: KeyRing) -> CheckpointProblem | None:
         if kept.size != cp.tree_size or kept_root != parsed.root:
             return CheckpointProblem(cp.tree_size, "the stored frontier is not the tree of the checkpoint it belongs to")
     return None
-

@@ -63,8 +63,7 @@ class HotSql:
         self.upsert_secrets = self._upsert(secrets, SECRET_COLUMNS, ("card_id", "kind", "name"))
         self.insert_requests = self._insert(requests, REQUEST_COLUMNS)
         self.insert_terminal = (
-            f"INSERT INTO terminals (terminal_id, version, last_hash) VALUES ({p}, {p}, {p}) "
-            "ON CONFLICT (terminal_id) DO NOTHING"
+            f"INSERT INTO terminals (terminal_id, version, last_hash) VALUES ({p}, {p}, {p}) ON CONFLICT (terminal_id) DO NOTHING"
         )
         self.update_terminal = (
             f"UPDATE terminals SET version = {p}, last_hash = {p}, throttle_failures = {p}, throttled_until = {p} "

@@ -8,7 +8,7 @@ while it is down, watchers fall back to polling (service/app/log_signal.py)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 import psycopg
 import structlog

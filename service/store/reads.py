@@ -76,9 +76,7 @@ class Reads:
 
     def secret(self, ref: SecretRef) -> Verifier | None:
         with self.reader.begin() as conn:
-            q = select(secrets).where(
-                secrets.c.card_id == ref.card_id, secrets.c.kind == ref.kind, secrets.c.name == ref.name
-            )
+            q = select(secrets).where(secrets.c.card_id == ref.card_id, secrets.c.kind == ref.kind, secrets.c.name == ref.name)
             r = conn.execute(q).one_or_none()
             return Verifier(r.key_id, r.digest) if r else None
 

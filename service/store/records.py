@@ -4,7 +4,7 @@ answer kept for replays, and the fields the hash chain covers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from service.domain.chain import canonical_time
@@ -13,7 +13,7 @@ from service.domain.chain import canonical_time
 def utc(at: datetime | None) -> datetime | None:
     if at is None:
         return None
-    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 @dataclass(frozen=True)

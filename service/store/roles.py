@@ -94,9 +94,7 @@ def validate_role(name: str) -> str:
     """The role name, if it is a plain lower-case identifier that is not a
     reserved or system role (and not ``postgres``, the usual superuser)."""
     if not isinstance(name, str) or not _ROLE_NAME.fullmatch(name):
-        raise RoleNameError(
-            f"role name {name!r}: 1-63 of a-z 0-9 _ (lower case, not starting with a digit)"
-        )
+        raise RoleNameError(f"role name {name!r}: 1-63 of a-z 0-9 _ (lower case, not starting with a digit)")
     if name in _RESERVED_ROLES or name.startswith("pg_"):
         raise RoleNameError(f"role name {name!r} is reserved")
     return name

@@ -140,9 +140,7 @@ class UnitOfWork:
         pins: dict[str, list[tuple]] = {card_id: [] for card_id in ids}
         for card_id, *columns, key_id, digest in self._rows(sql.pins_with_verifiers(ids)):
             pins[card_id].append(columns)
-            self._secrets[SecretRef(card_id, SecretKind.PIN, columns[0])] = (
-                None if key_id is None else Verifier(key_id, digest)
-            )
+            self._secrets[SecretRef(card_id, SecretKind.PIN, columns[0])] = None if key_id is None else Verifier(key_id, digest)
         for card_id in ids:
             self._states[card_id] = CardState(card_id)
             self._hashes[card_id] = GENESIS_HASH
@@ -222,7 +220,12 @@ class UnitOfWork:
     def set_secret(self, ref: SecretRef, verifier: Verifier) -> None:
         self._secrets[ref] = verifier
         self._new_secrets[ref] = (
-            ref.card_id, ref.kind, ref.name, verifier.key_id, verifier.digest, self._states[ref.card_id].version
+            ref.card_id,
+            ref.kind,
+            ref.name,
+            verifier.key_id,
+            verifier.digest,
+            self._states[ref.card_id].version,
         )
 
     def remember(self, answer: StoredRequest, at: datetime) -> None:

@@ -84,7 +84,9 @@ class Client:
         return self.pins.ChangePin(req, timeout=10, metadata=self.metadata)
 
     def status(self, card_id: str, pin_type: int = pb.PIN_TYPE_UNSPECIFIED) -> ppb.GetPinStatusResponse:
-        return self.pins.GetPinStatus(ppb.GetPinStatusRequest(card_id=card_id, pin_type=pin_type), timeout=10, metadata=self.metadata)
+        return self.pins.GetPinStatus(
+            ppb.GetPinStatusRequest(card_id=card_id, pin_type=pin_type), timeout=10, metadata=self.metadata
+        )
 
     def serving(self) -> bool:
         try:
@@ -181,7 +183,11 @@ class ProcessServer:
         }
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "service.cli", "serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=new_session,  # its own process group, as under a supervisor
         )
         client = Client(self.target)

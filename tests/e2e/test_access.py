@@ -31,7 +31,7 @@ USER = pb.PIN_TYPE_USER_CERTIFICATE
 SIGNATURE = pb.PIN_TYPE_SIGNATURE
 OFFICE = "naka-ward-office"  # of the shipped Yokohama calendar
 # A Tuesday, 10:00 in Tokyo: the ward office and the store kiosks are open.
-OPEN_HOURS = ServiceClock(fixed=dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.timezone.utc))
+OPEN_HOURS = ServiceClock(fixed=dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.UTC))
 HOLDER_CARD = [pb.Document(type=pb.DOCUMENT_TYPE_MY_NUMBER_CARD)]
 
 
@@ -56,8 +56,7 @@ class Pki:
 
     def access_file(self, throttle: str = "") -> str:
         terminals = "\n".join(
-            f'[terminals.{r.value}-01]\nrole = "{r.value}"\n' + (f'office = "{OFFICE}"\n' if r in COUNTERS else "")
-            for r in ROLES
+            f'[terminals.{r.value}-01]\nrole = "{r.value}"\n' + (f'office = "{OFFICE}"\n' if r in COUNTERS else "") for r in ROLES
         )
         text = f"""
 [tls]
@@ -250,7 +249,7 @@ def test_unregistered_and_revoked_terminals_are_unauthenticated(tls_server, pki)
     "kwargs",
     [
         {"ca": "rogue"},
-        {"not_before": dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc), "not_after": dt.datetime(2020, 2, 1, tzinfo=dt.timezone.utc)},
+        {"not_before": dt.datetime(2020, 1, 1, tzinfo=dt.UTC), "not_after": dt.datetime(2020, 2, 1, tzinfo=dt.UTC)},
     ],
     ids=["unknown-ca", "expired"],
 )
@@ -297,7 +296,9 @@ def test_a_terminal_failing_on_many_cards_is_throttled_and_recorded(db_url, keys
         retry[0].Unpack(info)
         assert 1 <= info.retry_delay.seconds <= 30
         # Recorded, visible to auditors in the terminal's stream.
-        (throttled,) = [e for e in server.store.stream(terminal_stream("medical_reader-01")) if e.event_type == "TerminalThrottled"]
+        (throttled,) = [
+            e for e in server.store.stream(terminal_stream("medical_reader-01")) if e.event_type == "TerminalThrottled"
+        ]
         assert throttled.payload["distinct_cards"] == 4
         # The refused attempt cost the holder nothing; the holders are not locked out.
         assert [e.event_type for e in server.store.stream(cards[5])] == ["CardEnrolled"]
@@ -321,7 +322,7 @@ def leaf_credentials(pki, common_names: list[str]) -> grpc.ChannelCredentials:
     ca_cert = x509.load_pem_x509_certificate(pki.ca.cert_pem.bytes())
     ca_key = serialization.load_pem_private_key(pki.ca.private_key_pem.bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     subject = x509.Name(
         [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "pinlife terminals")]
         + [x509.NameAttribute(NameOID.COMMON_NAME, name) for name in common_names]

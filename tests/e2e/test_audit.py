@@ -25,7 +25,7 @@ from tests.e2e.harness import Client, ThreadedServer, field_violations
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 SIGNATURE = pb.PIN_TYPE_SIGNATURE
-NOW = dt.datetime(2026, 12, 1, 1, 30, tzinfo=dt.timezone.utc)  # a Tuesday, 10:30 in Tokyo
+NOW = dt.datetime(2026, 12, 1, 1, 30, tzinfo=dt.UTC)  # a Tuesday, 10:30 in Tokyo
 AUDITOR = "auditor-e2e"
 
 
@@ -89,7 +89,7 @@ def test_a_cards_history_has_every_envelope_field_and_typed_payloads(reader, aud
     assert len({e.position for e in r.events}) == 6 and len({e.event_id for e in r.events}) == 6
     first_fail = r.events[1]
     assert first_fail.pin_type == USER and first_fail.channel == "development" and first_fail.terminal_id == "reader-01"
-    assert first_fail.occurred_at.ToDatetime(tzinfo=dt.timezone.utc) == NOW
+    assert first_fail.occurred_at.ToDatetime(tzinfo=dt.UTC) == NOW
     assert first_fail.request_id and first_fail.key_id and first_fail.outcome == apb.EVENT_OUTCOME_FAILURE
     p = first_fail.payload
     assert p.WhichOneof("kind") == "pin_verification_failed"
@@ -98,9 +98,7 @@ def test_a_cards_history_has_every_envelope_field_and_typed_payloads(reader, aud
     assert r.events[0].payload.card_enrolled.pin_types == [USER, SIGNATURE]
     assert r.events[0].schema_version == 2
     assert r.events[4].payload.pin_locked.consecutive_failures == 3 and r.events[4].outcome == apb.EVENT_OUTCOME_LOCKED
-    newest = auditor.audit.GetCardHistory(
-        apb.GetCardHistoryRequest(card_id="card-H1", order=apb.ORDER_NEWEST_FIRST), timeout=10
-    )
+    newest = auditor.audit.GetCardHistory(apb.GetCardHistoryRequest(card_id="card-H1", order=apb.ORDER_NEWEST_FIRST), timeout=10)
     assert [e.version for e in newest.events] == [6, 5, 4, 3, 2, 1]
 
 
@@ -142,16 +140,25 @@ def test_history_refuses_bad_requests_with_the_field_named(reader, auditor):
     reader.verify("card-H3", USER, "4821")
     token = history(apb.GetCardHistoryRequest(card_id="card-H3", page_size=1), timeout=10).next_page_token
     assert token and not first.next_page_token
-    assert "page_token" in invalid(lambda: history(apb.GetCardHistoryRequest(card_id="card-H3", page_token="garbage!"), timeout=10))
+    assert "page_token" in invalid(
+        lambda: history(apb.GetCardHistoryRequest(card_id="card-H3", page_token="garbage!"), timeout=10)
+    )
     forged = base64.urlsafe_b64encode(b'{"v":1,"k":["x"],"q":"0"}').decode()
     assert "page_token" in invalid(lambda: history(apb.GetCardHistoryRequest(card_id="card-H3", page_token=forged), timeout=10))
     other = apb.GetCardHistoryRequest(card_id="card-H3", page_token=token, order=apb.ORDER_NEWEST_FIRST)
     assert "another query" in invalid(lambda: history(other, timeout=10))["page_token"]
     assert "page_size" in invalid(lambda: history(apb.GetCardHistoryRequest(card_id="card-H3", page_size=1001), timeout=10))
     reversed_range = apb.EventFilter(**{"from": ts(NOW), "to": ts(NOW - dt.timedelta(hours=1))})
-    assert "filter.to" in invalid(lambda: history(apb.GetCardHistoryRequest(card_id="card-H3", filter=reversed_range), timeout=10))
+    assert "filter.to" in invalid(
+        lambda: history(apb.GetCardHistoryRequest(card_id="card-H3", filter=reversed_range), timeout=10)
+    )
     unknown = apb.EventFilter(event_types=["PinExploded"])
-    assert "PinExploded" in invalid(lambda: history(apb.GetCardHistoryRequest(card_id="card-H3", filter=unknown), timeout=10))["filter.event_types"]
+    assert (
+        "PinExploded"
+        in invalid(lambda: history(apb.GetCardHistoryRequest(card_id="card-H3", filter=unknown), timeout=10))[
+            "filter.event_types"
+        ]
+    )
     assert "card_id" in invalid(lambda: history(apb.GetCardHistoryRequest(card_id="123456789018"), timeout=10))
     with pytest.raises(grpc.RpcError) as err:
         history(apb.GetCardHistoryRequest(card_id="card-nobody"), timeout=10)
@@ -167,7 +174,10 @@ def test_query_events_across_cards_and_terminal_streams(server, reader, auditor)
     other.close()
     query = auditor.audit.QueryEvents
     mine = query(apb.QueryEventsRequest(filter=apb.EventFilter(terminal_id="reader-02", **window())), timeout=10)
-    assert [(e.stream_id, e.event_type) for e in mine.events] == [("card-Q9", "CardEnrolled"), ("card-Q9", "PinVerificationFailed")]
+    assert [(e.stream_id, e.event_type) for e in mine.events] == [
+        ("card-Q9", "CardEnrolled"),
+        ("card-Q9", "PinVerificationFailed"),
+    ]
     locks = query(apb.QueryEventsRequest(filter=apb.EventFilter(event_types=["PinLocked"])), timeout=10)
     assert sorted(e.stream_id for e in locks.events) == ["card-Q0", "card-Q1", "card-Q2"]
     failures = query(apb.QueryEventsRequest(filter=apb.EventFilter(outcomes=[apb.EVENT_OUTCOME_FAILURE])), timeout=10)
@@ -179,7 +189,9 @@ def test_query_events_across_cards_and_terminal_streams(server, reader, auditor)
     for order in (apb.ORDER_OLDEST_FIRST, apb.ORDER_NEWEST_FIRST):
         seen, token = [], ""
         while True:
-            r = query(apb.QueryEventsRequest(order=order, page_size=4, page_token=token, stream_kind=apb.STREAM_KIND_CARD), timeout=10)
+            r = query(
+                apb.QueryEventsRequest(order=order, page_size=4, page_token=token, stream_kind=apb.STREAM_KIND_CARD), timeout=10
+            )
             seen += [e.position for e in r.events]
             token = r.next_page_token
             if not token:
@@ -187,7 +199,9 @@ def test_query_events_across_cards_and_terminal_streams(server, reader, auditor)
         everything.append(seen)
     assert everything[0] == sorted(everything[0]) and everything[1] == everything[0][::-1]
     assert len(everything[0]) == 3 * 6 + 2
-    assert "filter.channels" in invalid(lambda: query(apb.QueryEventsRequest(filter=apb.EventFilter(channels=["hacker"])), timeout=10))
+    assert "filter.channels" in invalid(
+        lambda: query(apb.QueryEventsRequest(filter=apb.EventFilter(channels=["hacker"])), timeout=10)
+    )
     assert "page_size" in invalid(lambda: query(apb.QueryEventsRequest(page_size=5000), timeout=10))
 
 
@@ -201,8 +215,15 @@ def test_every_audit_call_is_recorded_on_the_auditors_stream(reader, auditor):
     reads = auditor.audit.QueryEvents(
         apb.QueryEventsRequest(filter=apb.EventFilter(event_types=["AuditRead"], terminal_id=AUDITOR)), timeout=10
     )
-    recorded = [(e.payload.audit_read.rpc, e.payload.audit_read.card_id, e.payload.audit_read.events_returned) for e in reads.events]
-    assert recorded == [("GetCardHistory", "card-A1", 4), ("QueryEvents", "", 6), ("GetStatistics", "", 0), ("GetCardHistory", "card-nobody", 0)]
+    recorded = [
+        (e.payload.audit_read.rpc, e.payload.audit_read.card_id, e.payload.audit_read.events_returned) for e in reads.events
+    ]
+    assert recorded == [
+        ("GetCardHistory", "card-A1", 4),
+        ("QueryEvents", "", 6),
+        ("GetStatistics", "", 0),
+        ("GetCardHistory", "card-nobody", 0),
+    ]
     assert all(e.stream_id == f"terminal:{AUDITOR}" and e.stream_kind == apb.STREAM_KIND_TERMINAL for e in reads.events)
     assert '"terminal_id":"reader-01"' in reads.events[1].payload.audit_read.filter
 
@@ -224,12 +245,15 @@ def test_statistics_count_by_channel_terminal_pin_type_and_hour(server, reader, 
     top = stats.most_distinct_card_failures[0]
     assert (top.terminal_id, top.distinct_cards, top.failures) == ("reader-01", 2, 4)
     by_day = auditor.audit.GetStatistics(
-        apb.GetStatisticsRequest(**window(dt.timedelta(days=2), dt.timedelta(days=1)), granularity=apb.GRANULARITY_DAY), timeout=10
+        apb.GetStatisticsRequest(**window(dt.timedelta(days=2), dt.timedelta(days=1)), granularity=apb.GRANULARITY_DAY),
+        timeout=10,
     )
     assert len(by_day.by_time) == 4 and sum(c.counts.failures for c in by_day.by_time) == 4
     stats_call = auditor.audit.GetStatistics
     assert "from" in invalid(lambda: stats_call(apb.GetStatisticsRequest(to=ts(NOW)), timeout=10))
-    assert "to" in invalid(lambda: stats_call(apb.GetStatisticsRequest(**{"from": ts(NOW), "to": ts(NOW - dt.timedelta(hours=1))}), timeout=10))
+    assert "to" in invalid(
+        lambda: stats_call(apb.GetStatisticsRequest(**{"from": ts(NOW), "to": ts(NOW - dt.timedelta(hours=1))}), timeout=10)
+    )
     assert "to" in invalid(lambda: stats_call(apb.GetStatisticsRequest(**window(dt.timedelta(days=40))), timeout=10))
     assert "top_terminals" in invalid(lambda: stats_call(apb.GetStatisticsRequest(**window(), top_terminals=5000), timeout=10))
 

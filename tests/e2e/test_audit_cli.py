@@ -24,7 +24,7 @@ from tests.e2e.test_access import Pki, start
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 SIGNATURE = pb.PIN_TYPE_SIGNATURE
-NOW = dt.datetime(2026, 12, 1, 1, 30, tzinfo=dt.timezone.utc)  # a Tuesday, 10:30 in Tokyo
+NOW = dt.datetime(2026, 12, 1, 1, 30, tzinfo=dt.UTC)  # a Tuesday, 10:30 in Tokyo
 EVENT_CSV = (
     "position,occurred_at,stream_id,stream_kind,version,event_type,pin_type,channel,terminal_id,office_id,outcome,"
     "request_id,event_id,schema_version,key_id,hash,prev_hash,payload"
@@ -167,7 +167,9 @@ def test_verify_and_checkpoints_then_a_tampered_event(server, audit, history, ke
     # Someone with power over the database rewrites a wrong PIN into a right one.
     with server.store.writer.begin() as conn:
         conn.exec_driver_sql("DROP TRIGGER IF EXISTS events_no_update")
-        conn.exec_driver_sql("UPDATE events SET event_type = 'PinVerified', payload = '{}' WHERE stream_id = 'card-1' AND version = 2")
+        conn.exec_driver_sql(
+            "UPDATE events SET event_type = 'PinVerified', payload = '{}' WHERE stream_id = 'card-1' AND version = 2"
+        )
     done = audit("verify")
     assert done.returncode == 1, done.stderr
     (report,) = [json.loads(line) for line in done.stdout.splitlines()]
@@ -214,14 +216,23 @@ def test_mutual_tls_options_roles_and_env(databases, keys, tmp_path):
         auditor = terminal_files(pki, "auditor-01")
         options = ["--ca", auditor["PINLIFE_CA"], "--cert", auditor["PINLIFE_CERT"], "--key", auditor["PINLIFE_CLIENT_KEY"]]
         (enrolled,) = jsonl(pinlife("audit", "history", "card-T1", "--server", srv.target, *options))
-        assert (enrolled["terminal_id"], enrolled["channel"], enrolled["event_type"]) == ("ward_office-01", "ward_office", "CardEnrolled")
+        assert (enrolled["terminal_id"], enrolled["channel"], enrolled["event_type"]) == (
+            "ward_office-01",
+            "ward_office",
+            "CardEnrolled",
+        )
         # The same options serve every client command, before or after it (an auditor may read a PIN's status).
-        for args in (["status", "card-T1", "--server", srv.target, *options], ["--server", srv.target, *options, "status", "card-T1"]):
+        for args in (
+            ["status", "card-T1", "--server", srv.target, *options],
+            ["--server", srv.target, *options, "status", "card-T1"],
+        ):
             done = pinlife(*args)
             assert done.returncode == 0 and json.loads(done.stdout)["card_id"] == "card-T1", done.stderr
         # By the environment: a reader's certificate is refused, in one line.
         reader = terminal_files(pki, "medical_reader-01")
-        line = one_line_error(pinlife("audit", "history", "card-T1", env={**reader, "PINLIFE_LISTEN": srv.target}), "PERMISSION_DENIED")
+        line = one_line_error(
+            pinlife("audit", "history", "card-T1", env={**reader, "PINLIFE_LISTEN": srv.target}), "PERMISSION_DENIED"
+        )
         assert "medical_reader" in line
         assert jsonl(pinlife("audit", "history", "card-T1", env={**auditor, "PINLIFE_LISTEN": srv.target}))
         one_line_error(pinlife("audit", "stats", "--server", srv.target, "--ca", auditor["PINLIFE_CA"], "--cert", auditor["PINLIFE_CERT"]),
@@ -229,7 +240,9 @@ def test_mutual_tls_options_roles_and_env(databases, keys, tmp_path):
         line = one_line_error(pinlife("audit", "stats", "--server", srv.target), "UNAVAILABLE")  # plain text to a TLS server
         assert "mutual TLS" in line
         garbage = {**auditor, "PINLIFE_CLIENT_KEY": auditor["PINLIFE_CA"]}  # not a key: gRPC's own log stays quiet
-        assert "check --ca, --cert and --key" in one_line_error(pinlife("audit", "stats", "--server", srv.target, env=garbage), "UNAVAILABLE")
+        assert "check --ca, --cert and --key" in one_line_error(
+            pinlife("audit", "stats", "--server", srv.target, env=garbage), "UNAVAILABLE"
+        )
     finally:
         srv.close()
 

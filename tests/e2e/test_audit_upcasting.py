@@ -44,8 +44,8 @@ from tests.keys import INTEGRITY
 USER, SIGNATURE = pb.PIN_TYPE_USER_CERTIFICATE, pb.PIN_TYPE_SIGNATURE
 PINS = {PinType.USER_CERTIFICATE: "4821", PinType.SIGNATURE: "KX73PQ"}
 OLD_CARD, NEW_CARD = "card-old-1", "card-new-1"
-ENROLLED_AT = dt.datetime(2025, 3, 3, 0, 15, tzinfo=dt.timezone.utc)  # by the release before wards
-NOW = dt.datetime(2026, 12, 1, 1, 30, tzinfo=dt.timezone.utc)  # a Tuesday, 10:30 in Tokyo
+ENROLLED_AT = dt.datetime(2025, 3, 3, 0, 15, tzinfo=dt.UTC)  # by the release before wards
+NOW = dt.datetime(2026, 12, 1, 1, 30, tzinfo=dt.UTC)  # a Tuesday, 10:30 in Tokyo
 AUDITOR = "auditor-up"
 WAIT_S = 20  # a bound on a hung watch, not a measured duration
 
@@ -126,7 +126,7 @@ def assert_read_as_current(e: apb.AuditEvent, stored) -> None:
     assert MessageToDict(e.payload.json) == {"pin_types": ["user_certificate", "signature"], "ward": None}
     assert (e.hash, e.prev_hash, e.key_id) == (stored.hash, GENESIS_HASH, INTEGRITY.current)
     assert (e.channel, e.terminal_id, e.office_id) == ("ward_office", "naka-counter-07", "")
-    assert e.occurred_at.ToDatetime(tzinfo=dt.timezone.utc) == ENROLLED_AT
+    assert e.occurred_at.ToDatetime(tzinfo=dt.UTC) == ENROLLED_AT
     assert e.outcome == apb.EVENT_OUTCOME_SUCCESS
 
 
@@ -183,7 +183,7 @@ def test_a_version_1_enrolment_is_read_as_the_current_shape_on_every_read_path(u
         # WatchEvents: from the first position, the old event first, typed as the current shape.
         head = store.head_position()
         watched = watch_until(auditor, head)
-        assert [e.position for e in watched[: head]] == list(range(1, head + 1))
+        assert [e.position for e in watched[:head]] == list(range(1, head + 1))
         assert_read_as_current(watched[0], stored)
         assert [(e.event_type, e.hash) for e in watched[:head]] == [(e.event_type, e.hash) for e in store.read_all(0, head)]
 
@@ -192,7 +192,9 @@ def test_a_version_1_enrolment_is_read_as_the_current_shape_on_every_read_path(u
         assert rebuilt == projected
         old = rebuilt[OLD_CARD]
         assert (old.version, old.ward, old.status) == (3, None, CardStatus.ACTIVE)
-        assert set(old.pins) == set(PINS) and old.pins[PinType.USER_CERTIFICATE].consecutive_failures == 1  # the wrong entry above
+        assert (
+            set(old.pins) == set(PINS) and old.pins[PinType.USER_CERTIFICATE].consecutive_failures == 1
+        )  # the wrong entry above
 
         # VerifyIntegrity: the card alone, then the whole store with a checkpoint kept by the auditor.
         one = list(auditor.audit.VerifyIntegrity(apb.VerifyIntegrityRequest(card_id=OLD_CARD), timeout=30))[-1].report
@@ -241,7 +243,7 @@ def access_file(pki: Pki) -> Any:
     """One terminal per (role, audit RPC), so that each refusal is the first
     of its terminal's window (recorded on its own, not only counted)."""
     entries = []
-    for i, role in enumerate(OTHER_ROLES):
+    for role in OTHER_ROLES:
         office = 'office = "naka-ward-office"\n' if role in (Role.WARD_OFFICE, Role.SPECIAL_CENTER) else ""
         for j in range(len(AUDIT_CALLS)):
             entries.append(f'[terminals.{role.value}-{j}]\nrole = "{role.value}"\n{office}')

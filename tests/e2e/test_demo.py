@@ -55,7 +55,10 @@ def test_the_seed_story_plays_to_the_end():
     assert "→ enrolled:" in step(1) and "all active" in step(1)
     locked = step(2)
     assert "wrong PIN; 2 tries left" in locked and "the next wrong one locks it" in locked
-    assert re.search(r"→ locked; go to Naka Ward Office, open now \(08:45–17:00\); or My Number Card Special Center \(Yokohama Station\), opens today 11:30", locked)
+    assert re.search(
+        r"→ locked; go to Naka Ward Office, open now \(08:45–17:00\); or My Number Card Special Center \(Yokohama Station\), opens today 11:30",
+        locked,
+    )
     assert "the reader shows:" in locked
     assert "→ still locked" in step(3)
     # the counter: refused without the card, reset with it

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import grpc
 import pytest
@@ -252,7 +252,7 @@ class SlowClock:
         if threading.current_thread().name.startswith("pinlife-writer"):
             delay, self.delay = self.delay, 0.0
             time.sleep(delay)
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 def test_deadline_shorter_than_the_work_then_retry_gets_the_committed_answer(db_url, keys):

@@ -434,9 +434,7 @@ def forge_verified_after_lock(store: EventStore, card: str) -> StoredEvent:
         conn.execute(
             update(pin_states)
             .where(pin_states.c.card_id == card, pin_states.c.pin_type == USER_VALUE)
-            .values(
-                status="active", consecutive_failures=0, remaining_tries=3, locked_at=None, last_version=state.version
-            )
+            .values(status="active", consecutive_failures=0, remaining_tries=3, locked_at=None, last_version=state.version)
         )
         conn.execute(update(cards).where(cards.c.card_id == card).values(version=state.version, last_hash=h, mac=mac))
     return store.stream(card)[-1]

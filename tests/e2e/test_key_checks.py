@@ -66,7 +66,7 @@ def _serve_refused(env: dict[str, str]) -> str:
     assert done.returncode == 2, done.stderr
     (line,) = refusals(done)
     assert line["level"] == "error"
-    assert not any('"serving"' in l for l in done.stderr.splitlines())
+    assert not any('"serving"' in line for line in done.stderr.splitlines())
     return line["message"]
 
 
@@ -202,8 +202,8 @@ def test_make_run_makes_keys_before_it_migrates_and_serves(tmp_path):
     env = {**os.environ, "PINLIFE_KEY_FILE": str(key_file), "PINLIFE_DATABASE_URL": url}
     done = subprocess.run(["make", "-n", "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    lines = [l for l in done.stdout.splitlines() if "service.cli" in l]
-    assert [l.split("service.cli ")[1] for l in lines] == [f"dev-key {key_file}", "migrate", "serve"]
+    lines = [line for line in done.stdout.splitlines() if "service.cli" in line]
+    assert [line.split("service.cli ")[1] for line in lines] == [f"dev-key {key_file}", "migrate", "serve"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -246,7 +246,9 @@ def test_a_new_key_id_starts_and_its_check_value_is_recorded(db_url, tmp_path):
         server.close()
     after = _stored_checks(db_url)
     assert after == rotated.check_values()
-    assert {("verifier", "dev-1"), ("verifier", "dev-2"), ("integrity", "integrity-1"), ("integrity", "integrity-2")} <= set(after)
+    assert {("verifier", "dev-1"), ("verifier", "dev-2"), ("integrity", "integrity-1"), ("integrity", "integrity-2")} <= set(
+        after
+    )
     assert {k: after[k] for k in before} == before  # the first values are kept
 
     # And dev-2, once recorded, is held to its value like dev-1.
@@ -378,7 +380,10 @@ def test_an_old_key_file_is_refused_until_dev_key_adds_the_missing_sections(tmp_
     assert (key_file.stat().st_mode & 0o777) == 0o600
     ring = KeyRing.load(key_file)
     assert ring.integrity is not None and ring.checkpoint is not None
-    assert ring.check_values()[("verifier", "dev-1")] == make_ring("dev-1", {"dev-1": verifier}).check_values()[("verifier", "dev-1")]
+    assert (
+        ring.check_values()[("verifier", "dev-1")]
+        == make_ring("dev-1", {"dev-1": verifier}).check_values()[("verifier", "dev-1")]
+    )
 
     complete = key_file.read_bytes()
     again = cli("dev-key", str(key_file), env=env)

@@ -130,7 +130,9 @@ def test_a_port_in_use_is_one_line_and_exit_2(db_url, tmp_path):
         line = json.loads(one_line(serve({**env, "PINLIFE_LISTEN": f"127.0.0.1:{port}"})))
         assert line["event"] == "refusing_to_start"
         assert line["message"].startswith(f"cannot listen on 127.0.0.1:{port} (PINLIFE_LISTEN)")
-        line = json.loads(one_line(serve({**env, "PINLIFE_LISTEN": "127.0.0.1:0", "PINLIFE_METRICS_LISTEN": f"127.0.0.1:{port}"})))
+        line = json.loads(
+            one_line(serve({**env, "PINLIFE_LISTEN": "127.0.0.1:0", "PINLIFE_METRICS_LISTEN": f"127.0.0.1:{port}"}))
+        )
         assert line["message"].startswith(f"cannot serve metrics on 127.0.0.1:{port} (PINLIFE_METRICS_LISTEN)")
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import MetaData, select
 
 from pinlife.v1 import common_pb2 as pb
 from service import logs
+from datetime import UTC
 
 # Distinctive values: none is a year, a time part or a common number.
 PINS = {
@@ -111,7 +112,7 @@ def test_no_pin_or_inquiry_code_in_the_reset_procedures(log_lines, db_url, keys)
     """Counter reset, a proxy's two visits, the store reservation and the
     kiosk: neither a PIN nor the inquiry's one-time code reaches a log line,
     an error, an event or a column (the code is stored as a keyed hash)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pinlife.v1 import counter_service_pb2 as cpb
     from pinlife.v1 import pin_service_pb2 as ppb
@@ -119,7 +120,7 @@ def test_no_pin_or_inquiry_code_in_the_reset_procedures(log_lines, db_url, keys)
     from service.clock import ServiceClock
     from tests.e2e.harness import Client, ThreadedServer
 
-    server = ThreadedServer(db_url, keys, clock=ServiceClock(fixed=datetime(2026, 12, 1, 1, 0, tzinfo=timezone.utc)))
+    server = ThreadedServer(db_url, keys, clock=ServiceClock(fixed=datetime(2026, 12, 1, 1, 0, tzinfo=UTC)))
     client = Client(server.target)
     md, card = client.metadata, pb.Document(type=pb.DOCUMENT_TYPE_MY_NUMBER_CARD)
     user, sign = pb.PIN_TYPE_USER_CERTIFICATE, pb.PIN_TYPE_SIGNATURE

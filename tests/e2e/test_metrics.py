@@ -19,6 +19,7 @@ from pinlife.v1 import common_pb2 as pb
 from tests.e2e.harness import Client, ThreadedServer
 from tests.e2e.test_procedures import CARD, NAKA, PINS, TUESDAY_10, USER, enroll, lock, reset
 from tests.store.helpers import FakeClock
+from datetime import UTC
 
 PERSONAL = ("card-M", "clinic-reader-m", "naka-counter-m", NAKA, "4821", "0000", "1357", "KX73PQ")
 
@@ -44,9 +45,8 @@ def value(samples: dict, name: str, **labels) -> float:
 
 @pytest.fixture
 def server(db_url, keys):
-    from datetime import timezone
 
-    srv = ThreadedServer(db_url, keys, clock=FakeClock(TUESDAY_10.astimezone(timezone.utc)), metrics=True)
+    srv = ThreadedServer(db_url, keys, clock=FakeClock(TUESDAY_10.astimezone(UTC)), metrics=True)
     yield srv
     srv.close()
 

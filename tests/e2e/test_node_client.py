@@ -45,7 +45,7 @@ UNREACHABLE = re.compile(
     re.MULTILINE,
 )
 # A Tuesday, 10:00 in Tokyo: a counter terminal (mutual TLS) may enroll.
-OPEN_HOURS = ServiceClock(fixed=dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.timezone.utc))
+OPEN_HOURS = ServiceClock(fixed=dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.UTC))
 
 
 def npm_install() -> None:
@@ -97,7 +97,9 @@ def node_example(tmp_path_factory) -> Path:
 
 def run_client(example: Path, target: str, env: dict[str, str] | None = None) -> list[dict]:
     # Only what the test gives: not a developer's PINLIFE_LISTEN or TLS files.
-    base = {k: v for k, v in os.environ.items() if k not in ("PINLIFE_LISTEN", "PINLIFE_CA", "PINLIFE_CERT", "PINLIFE_CLIENT_KEY")}
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("PINLIFE_LISTEN", "PINLIFE_CA", "PINLIFE_CERT", "PINLIFE_CLIENT_KEY")
+    }
     done = subprocess.run(
         [NODE, str(example / "client.js"), target, CARD], cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**base, **(env or {})},

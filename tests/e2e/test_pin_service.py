@@ -18,7 +18,7 @@ CARD_INFO = pb.PIN_TYPE_CARD_INFO_INPUT_SUPPORT
 ALL_PINS = {RESIDENT: "4821", CARD_INFO: "4821", USER: "4821", SIGN: "Kx73pq"}
 
 from tests.e2e.harness import field_violations, precondition_violations  # noqa: E402
-from tests.keys import INTEGRITY
+from tests.keys import INTEGRITY  # noqa: E402
 
 
 def enrolled(client, card="card-A1", pins=None):

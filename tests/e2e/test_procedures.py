@@ -7,7 +7,7 @@ clock is a test clock moved between steps (Asia/Tokyo times below)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 
 import grpc
 import pytest
@@ -42,7 +42,7 @@ def rid() -> str:
 
 @pytest.fixture
 def clock():
-    return FakeClock(TUESDAY_10.astimezone(timezone.utc))
+    return FakeClock(TUESDAY_10.astimezone(UTC))
 
 
 @pytest.fixture
@@ -100,8 +100,8 @@ def test_a_patient_locked_out_at_a_clinic_is_told_where_and_when_then_a_clerk_re
     assert rec.route == pb.RECOVERY_ROUTE_COUNTER and list(rec.procedures) == [pb.RECOVERY_PROCEDURE_COUNTER_RESET]
     # the offices serving ward naka, earliest first: the ward office is open now, the Special Center at 11:30
     assert [o.office_id for o in rec.next_openings] == [NAKA, "special-center-yokohama"]
-    assert rec.next_openings[0].opens_at.ToDatetime(timezone.utc) == TUESDAY_10.astimezone(timezone.utc)
-    assert rec.next_openings[1].opens_at.ToDatetime(timezone.utc) == datetime(2026, 12, 1, 11, 30, tzinfo=JST)
+    assert rec.next_openings[0].opens_at.ToDatetime(UTC) == TUESDAY_10.astimezone(UTC)
+    assert rec.next_openings[1].opens_at.ToDatetime(UTC) == datetime(2026, 12, 1, 11, 30, tzinfo=JST)
     assert "Naka Ward Office" in rec.description
     status = clients["naka"].status("card-P1", USER).pins[0]
     assert status.status == pb.PIN_STATUS_LOCKED and status.recovery.next_openings[0].office_id == NAKA
@@ -123,14 +123,14 @@ def test_a_patient_locked_out_at_a_clinic_is_told_where_and_when_then_a_clerk_re
 def test_a_counter_outside_its_hours_or_wards_is_refused_and_the_refusal_recorded(server, clients, clock):
     enroll(clients["naka"], "card-H1")
     lock(clients["reader"], "card-H1", USER, "0000", 3)
-    clock.now = datetime(2026, 12, 2, 3, 0, tzinfo=JST).astimezone(timezone.utc)  # 3 a.m.
+    clock.now = datetime(2026, 12, 2, 3, 0, tzinfo=JST).astimezone(UTC)  # 3 a.m.
     err = refused(lambda: reset(clients["naka"], "card-H1"))
     assert "next opens 2026-12-02 08:45" in err.details()
     [violation] = precondition_violations(err)
     assert (violation.type, violation.subject) == ("OUT_OF_HOURS", f"offices/{NAKA}")
-    clock.now = datetime(2026, 12, 19, 10, 0, tzinfo=JST).astimezone(timezone.utc)  # a 3rd Saturday: ward office closed
+    clock.now = datetime(2026, 12, 19, 10, 0, tzinfo=JST).astimezone(UTC)  # a 3rd Saturday: ward office closed
     assert "next opens 2026-12-21 08:45" in refused(lambda: reset(clients["naka"], "card-H1")).details()
-    clock.now = TUESDAY_10.astimezone(timezone.utc)
+    clock.now = TUESDAY_10.astimezone(UTC)
     err = refused(lambda: reset(clients["tsurumi"], "card-H1"))
     assert "does not serve ward naka" in err.details() and "Naka Ward Office" in err.details()
     refusals = [e.payload["reason"] for e in server.store.stream(terminal_stream("naka-counter-01"))]
@@ -162,7 +162,9 @@ def test_a_legal_representative_needs_two_ids_and_a_recent_proof_of_authority(se
 def test_unlock_keeps_the_pin(server, clients):
     enroll(clients["naka"], "card-U1")
     lock(clients["reader"], "card-U1", USER, "0000", 3)
-    req = cpb.UnlockPinRequest(request_id=rid(), card_id="card-U1", pin_type=USER, applicant=pb.APPLICANT_HOLDER, documents=[CARD])
+    req = cpb.UnlockPinRequest(
+        request_id=rid(), card_id="card-U1", pin_type=USER, applicant=pb.APPLICANT_HOLDER, documents=[CARD]
+    )
     assert clients["naka"].counter.UnlockPin(req, timeout=10, metadata=clients["naka"].metadata).pin.remaining_tries == 3
     assert clients["reader"].verify("card-U1", USER, "4821").check.result == pb.CHECK_RESULT_OK
 
@@ -184,7 +186,7 @@ def test_a_proxy_completes_the_two_visit_procedure_once(server, clients, clock):
     first_id = rid()
     inquiry = proxy_request(clients["naka"], "card-X1", first_id)
     assert len(inquiry.code) == 8 and inquiry.code.isdigit() and not inquiry.replayed
-    assert inquiry.expires_at.ToDatetime(timezone.utc) == TUESDAY_10.astimezone(timezone.utc) + timedelta(days=30)
+    assert inquiry.expires_at.ToDatetime(UTC) == TUESDAY_10.astimezone(UTC) + timedelta(days=30)
     again = proxy_request(clients["naka"], "card-X1", first_id)  # a retry: the same inquiry, and the code is not given twice
     assert (again.replayed, again.inquiry_id, again.code) == (True, inquiry.inquiry_id, "")
 
@@ -207,11 +209,16 @@ def test_an_inquiry_is_voided_after_wrong_codes_superseded_by_a_new_one_and_expi
     enroll(clients["naka"], "card-X2")
     first = proxy_request(clients["naka"], "card-X2")
     second = proxy_request(clients["naka"], "card-X2")  # supersedes the first
-    assert proxy_complete(clients["naka"], "card-X2", first.inquiry_id, first.code).result == cpb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY
+    assert (
+        proxy_complete(clients["naka"], "card-X2", first.inquiry_id, first.code).result == cpb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY
+    )
     wrong = "00000000" if second.code != "00000000" else "11111111"
     results = [proxy_complete(clients["naka"], "card-X2", second.inquiry_id, wrong).result for _ in range(3)]
     assert results == [cpb.PROXY_RESET_RESULT_WRONG_CODE, cpb.PROXY_RESET_RESULT_WRONG_CODE, cpb.PROXY_RESET_RESULT_VOIDED]
-    assert proxy_complete(clients["naka"], "card-X2", second.inquiry_id, second.code).result == cpb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY
+    assert (
+        proxy_complete(clients["naka"], "card-X2", second.inquiry_id, second.code).result
+        == cpb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY
+    )
     third = proxy_request(clients["naka"], "card-X2")
     clock.advance(days=31)
     clock.now = clock.now.replace(hour=1)  # 10:00 in Tokyo, a weekday (2027-01-01 is closed: move on)
@@ -236,17 +243,20 @@ def test_a_holder_resets_the_signature_pin_at_a_convenience_store(server, client
     enroll(clients["naka"], "card-S1")
     locked = lock(clients["reader"], "card-S1", SIGN, "ZZZ999", 5)
     assert locked.recovery.route == pb.RECOVERY_ROUTE_CONVENIENCE_STORE_OR_COUNTER
-    assert list(locked.recovery.procedures) == [pb.RECOVERY_PROCEDURE_CONVENIENCE_STORE_RESET, pb.RECOVERY_PROCEDURE_COUNTER_RESET]
+    assert list(locked.recovery.procedures) == [
+        pb.RECOVERY_PROCEDURE_CONVENIENCE_STORE_RESET,
+        pb.RECOVERY_PROCEDURE_COUNTER_RESET,
+    ]
     err = refused(lambda: kiosk_reset(clients["kiosk"], "card-S1", "4821"))
     assert "no reservation" in err.details()
     wrong = reserve(clients["app"], "card-S1", "0000")  # a wrong proving PIN is a failed try of the user-certificate PIN
     assert (wrong.reserved, wrong.check.result, wrong.check.remaining_tries) == (False, pb.CHECK_RESULT_WRONG_PIN, 2)
     ok = reserve(clients["app"], "card-S1", "4821")
     assert ok.reserved and ok.proving_pin_type == USER
-    assert ok.expires_at.ToDatetime(timezone.utc) == TUESDAY_10.astimezone(timezone.utc) + timedelta(hours=24)
-    clock.now = datetime(2026, 12, 1, 23, 30, tzinfo=JST).astimezone(timezone.utc)
+    assert ok.expires_at.ToDatetime(UTC) == TUESDAY_10.astimezone(UTC) + timedelta(hours=24)
+    clock.now = datetime(2026, 12, 1, 23, 30, tzinfo=JST).astimezone(UTC)
     assert "06:30-23:00" in refused(lambda: kiosk_reset(clients["kiosk"], "card-S1", "4821")).details()
-    clock.now = datetime(2026, 12, 2, 7, 0, tzinfo=JST).astimezone(timezone.utc)  # next morning, within 24 hours
+    clock.now = datetime(2026, 12, 2, 7, 0, tzinfo=JST).astimezone(UTC)  # next morning, within 24 hours
     done = kiosk_reset(clients["kiosk"], "card-S1", "4821", "NEWPIN7")
     assert done.reset and done.check.result == pb.CHECK_RESULT_OK
     assert clients["reader"].verify("card-S1", SIGN, "newpin7").check.result == pb.CHECK_RESULT_OK
@@ -272,18 +282,27 @@ def test_store_refusals_expiry_counter_only_and_a_locked_proving_pin(server, cli
 
 def test_a_lost_card_is_suspended_by_the_call_centre_answers_suspended_and_is_resumed_at_a_counter(server, clients, clock):
     enroll(clients["naka"], "card-Z1")
-    clock.now = datetime(2026, 12, 5, 3, 0, tzinfo=JST).astimezone(timezone.utc)  # Saturday, 3 a.m.: the hold line works
+    clock.now = datetime(2026, 12, 5, 3, 0, tzinfo=JST).astimezone(UTC)  # Saturday, 3 a.m.: the hold line works
     req = cpb.SuspendCardRequest(request_id=rid(), card_id="card-Z1", reason=cpb.SUSPENSION_REASON_LOST)
-    assert clients["call"].counter.SuspendCard(req, timeout=10, metadata=clients["call"].metadata).card_status == pb.CARD_STATUS_SUSPENDED
+    assert (
+        clients["call"].counter.SuspendCard(req, timeout=10, metadata=clients["call"].metadata).card_status
+        == pb.CARD_STATUS_SUSPENDED
+    )
     answer = clients["reader"].verify("card-Z1", USER, "4821").check
     assert answer.result == pb.CHECK_RESULT_CARD_SUSPENDED and answer.recovery.route == pb.RECOVERY_ROUTE_RESUME_AT_COUNTER
     assert clients["reader"].verify("card-Z1", USER, "0000").check.remaining_tries == 3  # never checked, costs nothing
     change = ppb.ChangePinRequest(request_id=rid(), card_id="card-Z1", pin_type=USER, current_pin="4821", new_pin="1111")
-    assert clients["reader"].pins.ChangePin(change, timeout=10, metadata=clients["reader"].metadata).check.result == pb.CHECK_RESULT_CARD_SUSPENDED
+    assert (
+        clients["reader"].pins.ChangePin(change, timeout=10, metadata=clients["reader"].metadata).check.result
+        == pb.CHECK_RESULT_CARD_SUSPENDED
+    )
     assert clients["naka"].status("card-Z1").card_status == pb.CARD_STATUS_SUSPENDED
-    clock.now = TUESDAY_10.astimezone(timezone.utc) + timedelta(days=7)
+    clock.now = TUESDAY_10.astimezone(UTC) + timedelta(days=7)
     resume = cpb.ResumeCardRequest(request_id=rid(), card_id="card-Z1", applicant=pb.APPLICANT_HOLDER, documents=[CARD])
-    assert clients["naka"].counter.ResumeCard(resume, timeout=10, metadata=clients["naka"].metadata).card_status == pb.CARD_STATUS_ACTIVE
+    assert (
+        clients["naka"].counter.ResumeCard(resume, timeout=10, metadata=clients["naka"].metadata).card_status
+        == pb.CARD_STATUS_ACTIVE
+    )
     assert clients["reader"].verify("card-Z1", USER, "4821").check.result == pb.CHECK_RESULT_OK
     types = [e.event_type for e in server.store.stream("card-Z1")]
     assert types[1:] == ["CardSuspended", "SuspendedCardAttempted", "SuspendedCardAttempted", "SuspendedCardAttempted",

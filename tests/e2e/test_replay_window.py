@@ -8,7 +8,7 @@ API on SQLite and PostgreSQL, with the server's clock moved by the test."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 
 import grpc
 import pytest
@@ -24,7 +24,7 @@ from tests.keys import INTEGRITY
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 WINDOW = Policy().replay_window
 # A Tuesday, 10:00 in Tokyo.
-START = datetime(2026, 12, 1, 1, 0, tzinfo=timezone.utc)
+START = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)
 TOKYO = timezone(timedelta(hours=9))
 
 

@@ -115,7 +115,8 @@ def test_the_role_has_exactly_the_granted_privileges(restricted):
         assert tables == set(PRIVILEGES)
         held = {
             table: tuple(
-                p for p in TABLE_PRIVILEGES
+                p
+                for p in TABLE_PRIVILEGES
                 if conn.execute("SELECT has_table_privilege(%s, %s, %s)", (restricted.role, f"public.{table}", p)).fetchone()[0]
             )  # fmt: skip
             for table in tables

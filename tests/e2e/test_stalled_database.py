@@ -147,6 +147,7 @@ def test_a_stalled_database_fails_calls_fast_reports_not_serving_and_recovers(da
         # Calls in flight together (one batch, or a batch and the ones queued
         # behind it), then the next ones and a status read.
         rids = [str(uuid.uuid4()) for _ in range(4)]
+
         def verify(rid: str | None = None):
             return _code_and_seconds(lambda: client.verify("card-stall", USER, "4821", request_id=rid, timeout=30))
 

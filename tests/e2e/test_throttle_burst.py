@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import grpc
@@ -37,7 +37,7 @@ from tests.keys import INTEGRITY
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 OFFICE = "naka-ward-office"  # of the shipped Yokohama calendar
 # A Tuesday, 10:00 in Tokyo: the ward office is open.
-START = datetime(2026, 12, 1, 1, 0, tzinfo=timezone.utc)
+START = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)
 THROTTLED = grpc.StatusCode.RESOURCE_EXHAUSTED  # service/api/errors.py: Throttled
 FAILURE_EVENTS = {"PinVerificationFailed", "PinLocked", "LockedPinAttempted"}
 READER, COUNTER, AUDITOR = "medical_reader-01", "ward_office-01", "auditor-01"
@@ -299,8 +299,7 @@ def test_status_misses_throttle_a_terminal_enumerating_cards(db_url, keys, pki):
         counter.enroll("card-K1", {USER: "4821"})
         length = sum(1 for _ in server.store.all_events())
         futures = [
-            auditor.pins.GetPinStatus.future(ppb.GetPinStatusRequest(card_id=f"ghost-{i:03d}"), timeout=60)
-            for i in range(200)
+            auditor.pins.GetPinStatus.future(ppb.GetPinStatusRequest(card_id=f"ghost-{i:03d}"), timeout=60) for i in range(200)
         ]
         codes = Counter(outcome_code(f) for f in futures)
         assert codes == {grpc.StatusCode.NOT_FOUND: 6, THROTTLED: 194}

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from datetime import datetime, timedelta, UTC
+from typing import Any
+from collections.abc import Sequence
 
 from sqlalchemy import Engine, text
 
@@ -35,7 +36,7 @@ KIOSK = Caller("kiosk", "terminal-kiosk-07")
 
 TABLES = ("cards", "events", "log_head", "pin_states", "secrets", "requests")
 
-T0 = datetime(2026, 4, 1, 9, 30, 15, 123456, tzinfo=timezone.utc)
+T0 = datetime(2026, 4, 1, 9, 30, 15, 123456, tzinfo=UTC)
 
 
 class FakeClock:

@@ -7,7 +7,7 @@ index condition bounds both the key and the time range
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from sqlalchemy import text
@@ -16,7 +16,7 @@ from service.domain.audit import Filter
 from service.store.audit_reads import query_plan
 
 ROWS = 50_000
-T0 = datetime(2026, 9, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 9, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 # Synthetic rows (plans only: the hashes are not links): position i, one

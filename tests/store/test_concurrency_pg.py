@@ -85,10 +85,7 @@ def test_racing_wrong_tries_lock_exactly_once(instances, pin_type):
     stream = store.stream("card-a")
     kinds = [e.event_type for e in stream]
     assert kinds == (
-        ["CardEnrolled"]
-        + ["PinVerificationFailed"] * limit
-        + ["PinLocked"]
-        + ["LockedPinAttempted"] * (len(outcomes) - limit)
+        ["CardEnrolled"] + ["PinVerificationFailed"] * limit + ["PinLocked"] + ["LockedPinAttempted"] * (len(outcomes) - limit)
     )
     assert [e.payload["consecutive_failures"] for e in stream[1 : limit + 1]] == list(range(1, limit + 1))
     assert len({e.request_id for e in stream[1:]}) == len(outcomes)  # the locking request owns two events

@@ -82,4 +82,3 @@ def test_an_existing_exposed_store_is_left_as_it_is_with_a_warning(tmp_path):
     assert mode(path) == 0o644
     [warning] = [e for e in logs if e["event"] == "store_file_exposed"]
     assert "chmod 600" in warning["message"] and warning["log_level"] == "warning"
-

@@ -88,7 +88,10 @@ def test_batch_positions_versions_and_every_envelope_field(store, writer, clock)
         in_first = commands[e.request_id] in first
         assert e.occurred_at == (t1 if in_first else t2)
         assert e.occurred_at.utcoffset() == timedelta(0)
-        assert (e.channel, e.terminal_id) == ((COUNTER if in_first else KIOSK).channel, (COUNTER if in_first else KIOSK).terminal_id)
+        assert (e.channel, e.terminal_id) == (
+            (COUNTER if in_first else KIOSK).channel,
+            (COUNTER if in_first else KIOSK).terminal_id,
+        )
         assert e.schema_version == EVENT_TYPES[e.event_type].schema_version
         assert str(uuid.UUID(e.event_id)) == e.event_id
         assert uuid.UUID(e.event_id).version == 7  # time-ordered: appended at the end of the event_id index

@@ -4,7 +4,7 @@ Core does, so the Core reads (streams, audit, rebuild) see the same data."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 from sqlalchemy import select
@@ -50,7 +50,7 @@ def test_sqlite_in_list_has_one_placeholder_per_value_and_pg_one_array():
 def test_values_written_by_the_hot_path_read_back_through_core(store, writer, clock):
     """Times (with microseconds), JSON payloads and answers written by the
     driver-level path come back unchanged through Core reads."""
-    clock.now = datetime(2026, 11, 27, 1, 2, 3, 456789, tzinfo=timezone.utc)
+    clock.now = datetime(2026, 11, 27, 1, 2, 3, 456789, tzinfo=UTC)
     run_ok(writer, enroll("card-hot"))
     run_ok(writer, verify("card-hot", USER, WRONG[USER]), verify("card-hot", USER, WRONG[USER]))
     stream = store.stream("card-hot")

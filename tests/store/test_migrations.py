@@ -15,6 +15,7 @@ from service.store.migrate import alembic_config, downgrade, upgrade
 from service.domain.pins import PinType
 from service.store.tables import metadata
 from tests.keys import INTEGRITY
+from datetime import UTC
 
 TABLES = {"cards", "events", "log_head", "pin_states", "secrets", "requests", "terminals"}
 
@@ -41,9 +42,7 @@ def _schema_facts(url: str) -> dict:
             tables = set(inspect(conn).get_table_names())
             head = conn.execute(text("SELECT id, position FROM log_head")).all() if "log_head" in tables else None
             if conn.dialect.name == "postgresql":
-                triggers = set(
-                    conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")).scalars()
-                )
+                triggers = set(conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")).scalars())
                 functions = set(conn.execute(text("SELECT proname FROM pg_proc WHERE proname = 'events_append_only'")).scalars())
             else:
                 triggers = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
@@ -133,7 +132,7 @@ def _write_0002_store(url: str, keys) -> None:
     """A store as revision 0002 left it: a card whose CardEnrolled is the v1
     shape, a failed verify, a terminal stream, PIN verifiers; hashes as the
     service computed them then."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from service.domain.chain import GENESIS_HASH
     from service.domain.chain import legacy_hash as event_hash  # how events were chained before 0005
@@ -141,7 +140,7 @@ def _write_0002_store(url: str, keys) -> None:
     from service.store.records import hashed_envelope
     from tests.store.helpers import CORRECT, USER
 
-    at = datetime(2026, 11, 27, 1, 0, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
     rows = [  # stream, version, type, pin type, payload
         ("card-old", 1, "CardEnrolled", None, {"pin_types": [t.value for t in CORRECT]}),
         ("card-old", 2, "PinVerificationFailed", "user_certificate",

@@ -69,8 +69,17 @@ def _changes(e):
 
 
 FIELDS = [
-    "payload", "occurred_at", "terminal_id", "channel", "request_id", "event_type",
-    "pin_type", "event_id", "schema_version", "hash", "prev_hash",
+    "payload",
+    "occurred_at",
+    "terminal_id",
+    "channel",
+    "request_id",
+    "event_type",
+    "pin_type",
+    "event_id",
+    "schema_version",
+    "hash",
+    "prev_hash",
 ]
 
 

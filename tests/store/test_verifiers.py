@@ -135,7 +135,9 @@ def test_key_rotation_rekeys_on_success_only(store, clock):
     rows = verifier_rows(store)
     assert rows[("card-a", "user_certificate")]["key_id"] == "k2"
     assert rows[("card-a", "user_certificate")]["set_at_version"] == 3
-    assert new_ring.matches(Verifier("k2", rows[("card-a", "user_certificate")]["digest"]), SecretRef.pin("card-a", USER), CORRECT[USER])
+    assert new_ring.matches(
+        Verifier("k2", rows[("card-a", "user_certificate")]["digest"]), SecretRef.pin("card-a", USER), CORRECT[USER]
+    )
     # the other PIN types stay under k1 until they are used
     assert {r["key_id"] for k, r in rows.items() if k[1] != "user_certificate"} == {"k1"}
 

@@ -14,13 +14,13 @@ import contextlib
 import os
 import pickle
 import signal
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from sqlalchemy import text
 
 from service.app.writer import GroupCommitWriter
-from service.app.writer_process import ProcessRunner, WriterFailure
+from service.app.writer_process import ProcessRunner
 from service.clock import ServiceClock, system_clock
 from service.domain.policy import Policy
 from service.domain.decide import CheckResult
@@ -181,7 +181,7 @@ def test_the_writer_process_refuses_a_clock_it_cannot_carry():
 def test_a_moved_service_clock_crosses_into_the_writer_process(store, keys):
     """The service clock is one value: events written by the writer process
     carry the moved time, not the child's system clock."""
-    fixed = datetime(2027, 1, 9, 1, 30, tzinfo=timezone.utc)  # a 2nd Saturday, 10:30 in Tokyo
+    fixed = datetime(2027, 1, 9, 1, 30, tzinfo=UTC)  # a 2nd Saturday, 10:30 in Tokyo
 
     async def scenario():
         writer = GroupCommitWriter(ProcessRunner(store.url, keys, ServiceClock(fixed=fixed), Policy(), 3, "json"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from service.app.ports import Envelope, StoredRequest
 from service.domain.events import Event, Recorded
@@ -126,7 +126,7 @@ class FakeUnitOfWork:
 
 
 def _utc(env: Envelope) -> Envelope:
-    return replace(env, occurred_at=env.occurred_at.astimezone(timezone.utc))  # as stored on every backend
+    return replace(env, occurred_at=env.occurred_at.astimezone(UTC))  # as stored on every backend
 
 
 class FakeStore:

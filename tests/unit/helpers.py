@@ -10,8 +10,8 @@ with a helpers module of another test directory.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import datetime, timedelta, UTC
+from collections.abc import Callable
 
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
 from service.domain.decide import Context, Decision, PinMatcher, decide
@@ -27,7 +27,7 @@ from service.domain.policy import Policy
 from service.domain.state import CardState, evolve, fold
 
 CARD = "card-0001"
-T0 = datetime(2025, 4, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 4, 1, 9, 0, tzinfo=UTC)
 
 RESIDENT = PinType.RESIDENT_REGISTRY
 CARD_INFO = PinType.CARD_INFO_INPUT_SUPPORT

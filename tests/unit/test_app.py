@@ -5,7 +5,7 @@ asyncio.run: the terminal throttle and the recording of refusals."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -23,7 +23,7 @@ from tests.keys import ring
 from tests.unit.fakes import FakeClock, FakeStore
 from tests.unit.helpers import CORRECT, USER, WRONG, enroll, request_id, verify
 
-T0 = datetime(2026, 4, 1, 1, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 4, 1, 1, 30, tzinfo=UTC)
 KEYS = ring("k-1", {"k-1": b"k" * 32})
 THROTTLE = ThrottlePolicy(max_distinct_cards=2, window=timedelta(minutes=10), penalty=timedelta(minutes=15))
 COUNTER = Caller("ward_office", "terminal-counter-01", office="naka")
@@ -73,9 +73,7 @@ async def fail_on(app: PinLife, card: str, caller: Caller = READER):
 # -- throttling ---------------------------------------------------------------------
 
 
-def test_given_failures_on_more_distinct_cards_than_allowed_then_the_terminal_is_throttled_and_it_is_recorded(
-    store, clock
-):
+def test_given_failures_on_more_distinct_cards_than_allowed_then_the_terminal_is_throttled_and_it_is_recorded(store, clock):
     async def scenario(app: PinLife) -> None:
         await fail_on(app, "card-a")
         clock.advance(seconds=1)
@@ -162,6 +160,7 @@ def test_given_a_burst_of_refusals_then_one_event_per_window_records_how_many(st
     assert [e.event.repeated for e in store.stream(terminal_stream(READER.terminal_id))] == [0, 499]
     assert [e.event.repeated for e in store.stream(terminal_stream(COUNTER.terminal_id))] == [0]
 
+
 ENROLL_RPC = "/pinlife.v1.CounterService/EnrollCard"
 
 
@@ -172,9 +171,7 @@ def test_given_a_refusal_then_it_is_recorded_as_access_denied_on_the_terminal_st
     drive(store, clock, scenario)
     stream = store.stream(terminal_stream(READER.terminal_id))
     assert [e.event for e in stream] == [AccessDenied(ENROLL_RPC, "medical_reader", "card-a")]
-    assert [(e.version, e.envelope.request_id, e.envelope.channel) for e in stream] == [
-        (1, "req-refused-0001", "medical_reader")
-    ]
+    assert [(e.version, e.envelope.request_id, e.envelope.channel) for e in stream] == [(1, "req-refused-0001", "medical_reader")]
     assert [e.event_type for e in store.stream("card-a")] == ["CardEnrolled"]  # nothing on the card
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from hypothesis import given, settings
@@ -44,7 +44,7 @@ from service.domain.errors import InvalidInput
 from service.domain.events import EVENT_TYPES
 from service.domain.pins import PinType
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 12, 1, 1, 30, tzinfo=UTC)  # 10:30 in Tokyo
 HOUR, DAY = Granularity.HOUR, Granularity.DAY
 STEP = {HOUR: timedelta(hours=1), DAY: timedelta(days=1)}
@@ -137,7 +137,9 @@ def test_page_size_zero_means_the_default_and_the_bounds_are_kept():
 
 @pytest.mark.parametrize("requested", [MAX_PAGE_SIZE + 1, 5000, -1, -DEFAULT_PAGE_SIZE])
 def test_page_size_out_of_bounds_is_refused_naming_the_field(requested):
-    assert violations(lambda: page_size(requested)) == {"page_size": f"must be 1 to {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"}
+    assert violations(lambda: page_size(requested)) == {
+        "page_size": f"must be 1 to {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
+    }
     assert set(violations(lambda: page_size(requested, "query.page_size"))) == {"query.page_size"}
 
 
@@ -145,7 +147,9 @@ def test_top_terminals_zero_means_the_default_and_over_the_maximum_is_refused():
     assert top_terminals(0) == DEFAULT_TOP_TERMINALS
     assert [top_terminals(n) for n in (1, 5, MAX_TOP_TERMINALS)] == [1, 5, MAX_TOP_TERMINALS]
     for requested in (MAX_TOP_TERMINALS + 1, 10**6):
-        assert violations(lambda: top_terminals(requested)) == {"top_terminals": f"must be at most {MAX_TOP_TERMINALS}"}
+        assert violations(lambda requested=requested: top_terminals(requested)) == {
+            "top_terminals": f"must be at most {MAX_TOP_TERMINALS}"
+        }
 
 
 # -- cursors --------------------------------------------------------------------------
@@ -284,7 +288,7 @@ def test_a_range_too_long_by_hour_may_be_asked_by_day():
 @pytest.mark.parametrize("granularity", [HOUR, DAY])
 def test_a_reversed_or_empty_statistics_range_is_refused(granularity):
     for end in (NOW, NOW - timedelta(hours=1)):
-        assert violations(lambda: validate_statistics_range(NOW, end, granularity)) == {
+        assert violations(lambda end=end: validate_statistics_range(NOW, end, granularity)) == {
             "to": "must be after from (the range is [from, to))"
         }
 
@@ -414,13 +418,17 @@ def test_counters_count_known_types_and_every_event():
 
 
 def test_a_filters_dict_is_stable_whatever_the_order_of_its_sets():
-    a = Filter(start=NOW, event_types=frozenset(["PinVerified", "PinLocked"]), outcomes=frozenset([Outcome.LOCKED, Outcome.FAILURE]))
-    b = Filter(start=NOW, event_types=frozenset(["PinLocked", "PinVerified"]), outcomes=frozenset([Outcome.FAILURE, Outcome.LOCKED]))
+    a = Filter(
+        start=NOW, event_types=frozenset(["PinVerified", "PinLocked"]), outcomes=frozenset([Outcome.LOCKED, Outcome.FAILURE])
+    )
+    b = Filter(
+        start=NOW, event_types=frozenset(["PinLocked", "PinVerified"]), outcomes=frozenset([Outcome.FAILURE, Outcome.LOCKED])
+    )
     assert a.as_dict() == b.as_dict() == {
         "from": NOW.isoformat(), "event_types": ["PinLocked", "PinVerified"], "outcomes": ["failure", "locked"]
     }  # fmt: skip
     token = encode_cursor(Cursor((1,)), {"filter": a.as_dict()})
     assert decode_cursor(token, {"filter": b.as_dict()}, (int,)) == Cursor((1,))
-    assert "another query" in violations(
-        lambda: decode_cursor(token, {"filter": Filter(start=NOW).as_dict()}, (int,))
-    )["page_token"]
+    assert (
+        "another query" in violations(lambda: decode_cursor(token, {"filter": Filter(start=NOW).as_dict()}, (int,)))["page_token"]
+    )

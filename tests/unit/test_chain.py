@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 
 import pytest
 
@@ -25,6 +25,7 @@ def event_hash(prev: str, env: dict, position: int = 1) -> str:
 def check(rows, head=None):
     return first_broken_link([Link(*r) for r in rows], KEYS.get, head)
 
+
 JST = timezone(timedelta(hours=9))
 
 
@@ -35,7 +36,7 @@ def envelope(version: int, card_id: str = "card-0001", **changes) -> dict:
         "event_id": f"00000000-0000-4000-8000-{version:012d}",
         "type": "PinVerificationFailed",
         "schema_version": 1,
-        "occurred_at": canonical_time(datetime(2025, 4, 1, 9, 0, tzinfo=timezone.utc) + timedelta(seconds=version)),
+        "occurred_at": canonical_time(datetime(2025, 4, 1, 9, 0, tzinfo=UTC) + timedelta(seconds=version)),
         "pin_type": "user_certificate",
         "channel": "medical_reader",
         "terminal_id": "reader-17",
@@ -120,7 +121,7 @@ def test_event_hash_depends_on_the_previous_hash():
         ("event_id", "00000000-0000-4000-8000-999999999999"),
         ("type", "PinVerified"),
         ("schema_version", 2),
-        ("occurred_at", canonical_time(datetime(2025, 4, 1, 9, 0, 1, 1, tzinfo=timezone.utc))),
+        ("occurred_at", canonical_time(datetime(2025, 4, 1, 9, 0, 1, 1, tzinfo=UTC))),
         ("pin_type", "signature"),
         ("channel", "convenience_store"),
         ("terminal_id", "reader-18"),
@@ -146,7 +147,7 @@ def test_event_hash_depends_on_a_field_being_present():
 
 def test_canonical_time_is_utc_with_microseconds():
     jst = datetime(2025, 4, 1, 18, 0, 0, 123456, tzinfo=JST)
-    utc = datetime(2025, 4, 1, 9, 0, 0, 123456, tzinfo=timezone.utc)
+    utc = datetime(2025, 4, 1, 9, 0, 0, 123456, tzinfo=UTC)
     naive_utc = datetime(2025, 4, 1, 9, 0, 0, 123456)
     assert canonical_time(jst) == canonical_time(utc) == canonical_time(naive_utc) == "2025-04-01T09:00:00.123456Z"
 

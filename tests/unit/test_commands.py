@@ -145,9 +145,7 @@ def test_enroll_card_collects_every_violation_with_indexed_names():
 def test_enroll_card_takes_at_most_one_pin_of_each_type_and_says_so_once():
     with pytest.raises(InvalidInput) as info:
         EnrollCard.create(RID, CARD, [(USER, "x")] * 3000)
-    assert [(v.field, v.description) for v in info.value.violations] == [
-        ("pins", "at most 4 PINs: one of each PIN type")
-    ]
+    assert [(v.field, v.description) for v in info.value.violations] == [("pins", "at most 4 PINs: one of each PIN type")]
 
 
 def test_enroll_card_duplicate_pin_type_is_named():

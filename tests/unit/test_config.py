@@ -5,7 +5,7 @@ instead of a server that starts half-configured."""
 from __future__ import annotations
 
 import pickle
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -40,9 +40,14 @@ def test_the_writer_can_run_on_a_thread():
         ({"PINLIFE_CLOCK": "shift:soon"}, r"PINLIFE_CLOCK \(\[server\] clock\) 'shift:soon'"),
         ({"PINLIFE_METRICS_LISTEN": "9464"}, r"PINLIFE_METRICS_LISTEN \(\[server\] metrics_listen\) must be HOST:PORT"),
         ({"PINLIFE_GRACE_SECONDS": "-1"}, r"PINLIFE_GRACE_SECONDS \(\[server\] grace_seconds\) must be at least 0"),
-        ({"PINLIFE_REPLAY_WINDOW_HOURS": "soon"}, r"PINLIFE_REPLAY_WINDOW_HOURS \(\[procedures\] replay_window_hours\) must be a number"),
-        ({"PINLIFE_ENV": "production", "PINLIFE_ACCESS_FILE": "access.toml", "PINLIFE_CLOCK": "shift:3600"},
-         "production keeps the system clock"),
+        (
+            {"PINLIFE_REPLAY_WINDOW_HOURS": "soon"},
+            r"PINLIFE_REPLAY_WINDOW_HOURS \(\[procedures\] replay_window_hours\) must be a number",
+        ),
+        (
+            {"PINLIFE_ENV": "production", "PINLIFE_ACCESS_FILE": "access.toml", "PINLIFE_CLOCK": "shift:3600"},
+            "production keeps the system clock",
+        ),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(env, message):
@@ -52,12 +57,12 @@ def test_bad_settings_are_refused_with_the_variable_named(env, message):
 
 def test_the_service_clock_can_be_moved_outside_production():
     fixed = from_env({"PINLIFE_CLOCK": "fixed:2027-01-09T10:30:00+09:00"}).service_clock()
-    assert fixed() == fixed() == datetime(2027, 1, 9, 1, 30, tzinfo=timezone.utc)
+    assert fixed() == fixed() == datetime(2027, 1, 9, 1, 30, tzinfo=UTC)
     shifted = from_env({"PINLIFE_CLOCK": "shift:-86400"}).service_clock()
-    assert abs(shifted() - (datetime.now(timezone.utc) - timedelta(days=1))) < timedelta(seconds=5)
+    assert abs(shifted() - (datetime.now(UTC) - timedelta(days=1))) < timedelta(seconds=5)
     started = from_env({"PINLIFE_CLOCK": "start:2027-01-09T10:30:00+09:00"}).service_clock()
     first = started()
-    assert abs(first - datetime(2027, 1, 9, 1, 30, tzinfo=timezone.utc)) < timedelta(seconds=5)
+    assert abs(first - datetime(2027, 1, 9, 1, 30, tzinfo=UTC)) < timedelta(seconds=5)
     assert started() >= first  # it runs on from there
     assert from_env({}).service_clock().is_system and not shifted.is_system
 
@@ -75,7 +80,13 @@ EXAMPLE = ROOT / "pinlife.example.toml"
 
 def test_the_example_file_loads_and_documents_every_key():
     s = load({}, path=EXAMPLE)
-    assert (s.env, s.listen, s.metrics_listen, s.writer, s.tls) == ("development", "127.0.0.1:50051", "127.0.0.1:9464", "process", False)
+    assert (s.env, s.listen, s.metrics_listen, s.writer, s.tls) == (
+        "development",
+        "127.0.0.1:50051",
+        "127.0.0.1:9464",
+        "process",
+        False,
+    )
     assert s.key_file == ROOT / "var/dev-keys.json"  # taken from the file's folder
     text = EXAMPLE.read_text()
     for key in KEYS:
@@ -85,7 +96,9 @@ def test_the_example_file_loads_and_documents_every_key():
 
 def test_a_variable_overrides_its_key_and_paths_in_the_file_are_from_its_folder(tmp_path):
     f = tmp_path / "pinlife.toml"
-    f.write_text('[store]\nbatch_max = 64\ndatabase_url = "sqlite:///x.db"\n[keys]\nkey_file = "keys.json"\n[procedures]\nreplay_window_hours = 2\n')
+    f.write_text(
+        '[store]\nbatch_max = 64\ndatabase_url = "sqlite:///x.db"\n[keys]\nkey_file = "keys.json"\n[procedures]\nreplay_window_hours = 2\n'
+    )
     s = load({"PINLIFE_CONFIG": str(f)})
     assert (s.batch_max, s.key_file, s.replay_window_hours) == (64, tmp_path / "keys.json", 2.0)
     s = load({"PINLIFE_CONFIG": str(f), "PINLIFE_BATCH_MAX": "8", "PINLIFE_KEY_FILE": "rel/keys.json"})
@@ -121,7 +134,9 @@ def test_an_unreadable_file_is_one_problem(tmp_path, text, message):
 
 def test_access_rules_given_in_the_file_are_mutual_tls_and_read_from_its_folder(tmp_path):
     f = tmp_path / "pinlife.toml"
-    f.write_text('[access.tls]\ncert = "s.pem"\nkey = "k.pem"\nclient_ca = "ca.pem"\n[access.terminals.audit-01]\nrole = "auditor"\n')
+    f.write_text(
+        '[access.tls]\ncert = "s.pem"\nkey = "k.pem"\nclient_ca = "ca.pem"\n[access.terminals.audit-01]\nrole = "auditor"\n'
+    )
     s = load({}, path=f)
     assert s.tls and s.access_tables["terminals"] == {"audit-01": {"role": "auditor"}}
     with pytest.raises(AccessConfigError, match=r"\[access\]: cannot read \[tls\] cert"):

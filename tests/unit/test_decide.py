@@ -336,9 +336,7 @@ def test_locked_signature_without_a_user_certificate_goes_to_a_counter():
 
 def test_locking_the_user_certificate_moves_a_locked_signature_to_the_counter():
     state = given(enrolled(), *locked(SIGNATURE))
-    assert when(state, verify(SIGNATURE, "ABC123"), never_checked).outcome.recovery.route is (
-        Route.CONVENIENCE_STORE_OR_COUNTER
-    )
+    assert when(state, verify(SIGNATURE, "ABC123"), never_checked).outcome.recovery.route is (Route.CONVENIENCE_STORE_OR_COUNTER)
     state = given(enrolled(), *locked(SIGNATURE), *locked(USER))
     assert when(state, verify(SIGNATURE, "ABC123"), never_checked).outcome.recovery.route is Route.COUNTER
 

@@ -74,9 +74,7 @@ def test_a_representative_with_one_id_only():
 
 
 def test_a_representative_with_two_ids_but_no_public_photo_id():
-    assert problems(REPRESENTATIVE, CARD, OTHER_ID, OTHER_ID, family_register()) == [
-        (MISSING, "documents/public_photo_id")
-    ]
+    assert problems(REPRESENTATIVE, CARD, OTHER_ID, OTHER_ID, family_register()) == [(MISSING, "documents/public_photo_id")]
 
 
 def test_the_holders_card_is_not_an_id_of_the_representative():
@@ -127,9 +125,7 @@ def test_the_validity_is_counted_back_from_month_ends():
     today = date(2026, 5, 31)
     ids = (CARD, PHOTO_ID, OTHER_ID)
     assert problems(REPRESENTATIVE, *ids, family_register(date(2026, 2, 28)), today=today) == []
-    assert problems(REPRESENTATIVE, *ids, family_register(date(2026, 2, 27)), today=today) == [
-        (STALE, "documents/authority")
-    ]
+    assert problems(REPRESENTATIVE, *ids, family_register(date(2026, 2, 27)), today=today) == [(STALE, "documents/authority")]
 
 
 def test_stale_and_missing_are_reported_together():

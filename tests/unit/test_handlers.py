@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from types import SimpleNamespace
 
 import grpc
@@ -33,7 +33,7 @@ from service.keys import SecretRef
 from tests.unit.fakes import Conflict, FakeClock, FakeStore, Unavailable
 from tests.unit.helpers import ALL_TYPES, CORRECT, RESIDENT, SIGNATURE, USER, WRONG, change, enroll, verify
 
-T0 = datetime(2026, 4, 1, 1, 30, tzinfo=timezone.utc)
+T0 = datetime(2026, 4, 1, 1, 30, tzinfo=UTC)
 COUNTER = Caller("ward_office", "terminal-counter-01", office="naka")
 READER = Caller("medical_reader", "terminal-reader-01")
 OLD_KEY, NEW_KEY = b"o" * 32, b"n" * 32
@@ -233,9 +233,7 @@ def enrolled_under_the_old_key(store, clock) -> ThreadRunner:
     return ThreadRunner(store, ring("k-new", {"k-old": OLD_KEY, "k-new": NEW_KEY}), clock)
 
 
-def test_given_a_verifier_under_a_retired_key_when_verified_correctly_then_it_is_rekeyed_to_the_current_key(
-    store, clock
-):
+def test_given_a_verifier_under_a_retired_key_when_verified_correctly_then_it_is_rekeyed_to_the_current_key(store, clock):
     rotated = enrolled_under_the_old_key(store, clock)
     answer = run_ok(rotated, verify(USER, CORRECT[USER], "card-a"))[0]
 

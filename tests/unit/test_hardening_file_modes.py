@@ -27,9 +27,7 @@ def test_production_refuses_a_file_group_or_others_may_use(key, mode):
     key.chmod(mode)
     with pytest.raises(FileModeError) as err:
         check_private_file(key, production=True, what="the TLS private key")
-    assert str(err.value) == (
-        f"the TLS private key {key} is accessible by group or others (mode {mode:04o}): chmod 600 {key}"
-    )
+    assert str(err.value) == (f"the TLS private key {key} is accessible by group or others (mode {mode:04o}): chmod 600 {key}")
 
 
 def test_development_returns_the_warning_instead(key):

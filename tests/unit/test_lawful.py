@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from itertools import count
 from typing import ClassVar
 
@@ -46,7 +46,7 @@ from tests.unit.helpers import ALL_TYPES, CARD, CARD_INFO, RESIDENT, SIGNATURE, 
 # Lawful histories: produced by decide + evolve
 # ============================================================================
 
-START = datetime(2026, 6, 1, 1, 0, tzinfo=timezone.utc)  # 10:00 in Tokyo
+START = datetime(2026, 6, 1, 1, 0, tzinfo=UTC)  # 10:00 in Tokyo
 _M, _H = timedelta(minutes=1), timedelta(hours=1)
 # How far the clock moves before a command: often not at all (one batch, one instant) or a little; now and then
 # past a reservation's 24 hours or an inquiry's 30 days.
@@ -322,7 +322,7 @@ def test_an_event_type_without_a_rule_is_unlawful_in_a_card_stream():
 # Forged histories: named at their first unlawful event
 # ============================================================================
 
-T0 = datetime(2026, 6, 1, 3, 0, tzinfo=timezone.utc)  # noon in Tokyo: kiosks open
+T0 = datetime(2026, 6, 1, 3, 0, tzinfo=UTC)  # noon in Tokyo: kiosks open
 VERIFY, CHANGE, RESERVATION_PURPOSE, KIOSK = Purpose.VERIFY, Purpose.CHANGE, Purpose.STORE_RESERVATION, Purpose.STORE_RESET
 HOLDER_CARD = ("my_number_card",)
 
@@ -692,7 +692,8 @@ def test_kiosk_hours_are_checked_with_the_policy():
     night = T0 + timedelta(hours=15)  # 03:00 in Tokyo
     stream = [
         *history(ENROLLED, (PinVerified(USER), reserved(at=T0 + timedelta(minutes=1)))),
-        Recorded(PinVerified(USER), 4, night), Recorded(STORE_RESET, 5, night),
+        Recorded(PinVerified(USER), 4, night),
+        Recorded(STORE_RESET, 5, night),
     ]
     assert first_unlawful(stream) is None
     assert_unlawful(first_unlawful(stream, policy=Policy()), 5, "PinReset", "kiosks run 06:30-23:00", "03:00")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 import structlog
@@ -27,7 +27,7 @@ def test_a_line_is_json_with_level_timestamp_context_and_redaction(lines):
     logs.new_context(rpc="VerifyPin", card="card-1")
     logs.bind_context(terminal="kiosk-7")
     structlog.get_logger().info("rpc", status="OK", pin="5917", new_pin="3852", pin_type="signature",
-                                at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))  # fmt: skip
+                                at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))  # fmt: skip
     [line] = lines()
     assert line["event"] == "rpc" and line["level"] == "info" and line["status"] == "OK"
     assert (line["rpc"], line["card"], line["terminal"]) == ("VerifyPin", "card-1", "kiosk-7")

@@ -15,8 +15,7 @@ from service.domain.merkle import EMPTY_ROOT, Frontier, leaf_hash, node_hash, ro
 # Test data of the Certificate Transparency reference implementation
 # (transparency-dev/merkle testonly/constants.go, from certificate-transparency-go).
 CT_LEAVES = [
-    bytes.fromhex(h)
-    for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+    bytes.fromhex(h) for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
 ]
 CT_ROOTS = [  # MTH of the first n leaves, n = 0..8
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",

@@ -7,7 +7,7 @@ schedule; the card's holder lives in Nishi ward."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, UTC
 from itertools import count
 
 import pytest
@@ -45,7 +45,7 @@ THE_CARD = [(T.MY_NUMBER_CARD, "")]
 
 def utc(y, mo, d, h=0, mi=0) -> datetime:
     """A Tokyo wall-clock time, as the service clock gives it (UTC)."""
-    return datetime(y, mo, d, h, mi, tzinfo=TOKYO).astimezone(timezone.utc)
+    return datetime(y, mo, d, h, mi, tzinfo=TOKYO).astimezone(UTC)
 
 
 OPEN = utc(2026, 6, 1, 10)  # a Monday morning: ward offices open

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -71,7 +71,7 @@ def test_evolve_refuses_a_version_that_does_not_follow():
 
 
 def test_locked_at_comes_from_the_lock_event():
-    t_fail = datetime(2025, 4, 1, 9, 0, tzinfo=timezone.utc)
+    t_fail = datetime(2025, 4, 1, 9, 0, tzinfo=UTC)
     t_lock = t_fail + timedelta(milliseconds=3)
     history = [
         Recorded(enrolled(), 1, t_fail - timedelta(days=30)),

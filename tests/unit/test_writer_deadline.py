@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -181,7 +181,7 @@ def test_the_thread_runner_stalls_and_recovers_and_a_retry_replays_the_late_comm
     told UNAVAILABLE (outcome unknown) and its retry with the same request
     id gets the committed answer, replayed."""
     store = HangingStore()
-    clock = FakeClock(datetime(2026, 4, 1, 1, 30, tzinfo=timezone.utc))
+    clock = FakeClock(datetime(2026, 4, 1, 1, 30, tzinfo=UTC))
     runner = ThreadRunner(store, ring("k-1", {"k-1": b"k" * 32}), clock)
 
     async def scenario():
