@@ -5,6 +5,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-26
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa

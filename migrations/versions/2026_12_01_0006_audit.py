@@ -14,6 +14,7 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-01
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
