@@ -199,48 +199,6 @@ def test_a_dead_writer_process_stops_the_server_for_its_supervisor_and_a_fresh_o
         store.close()
 
 
-@pytest.mark.slow
-def test_sigterm_to_the_whole_process_group_drains_and_exits_0_losing_nothing(db_url, tmp_path):
-    """A supervisor signalling the server's process group: the writer process
-    ignores the signal while the server drains, every acknowledged answer is
-    in the log, and the server exits 0."""
-    key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
-    server = ProcessServer(db_url, key_file, tmp_path / "server.log", new_session=True)
-    client = Client(server.target, "reader-g")
-    client.enroll("card-g", {USER: "4821"})
-    acknowledged: list[str] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            rid = str(uuid.uuid4())
-            try:
-                client.verify("card-g", USER, "4821", request_id=rid, timeout=5)
-                acknowledged.append(rid)
-            except grpc.RpcError:
-                pass
-
-    thread = threading.Thread(target=load)
-    thread.start()
-    time.sleep(1.0)
-    os.killpg(server.proc.pid, signal.SIGTERM)
-    status = server.proc.wait(20)
-    stop.set()
-    thread.join()
-    client.close()
-    server.close()
-    assert status == 0
-    assert "writer_process_died" not in (tmp_path / "server.log").read_text()
-    assert len(acknowledged) > 10, "the load did not get going"
-    store = EventStore(db_url)
-    try:
-        with store.reader.connect() as conn:
-            stored = set(conn.execute(select(requests.c.request_id)).scalars())
-        assert set(acknowledged) <= stored
-    finally:
-        store.close()
-
-
 class SlowClock:
     """A clock that makes the next write transaction slower than a client
     deadline (it is read at the start of each transaction, in the writer)."""
