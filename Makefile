@@ -10,7 +10,7 @@ STAMP_GEN := $(GEN)/.generated
 export PINLIFE_DATABASE_URL ?= sqlite:///var/pinlife.db
 export PINLIFE_KEY_FILE ?= var/dev-keys.json
 
-.PHONY: install gen dev-keys migrate run demo test test-unit bench bench-quick clean
+.PHONY: install gen dev-keys migrate run demo check test test-unit bench bench-quick release-protos clean
 
 install: $(STAMP_INSTALL)
 $(STAMP_INSTALL): pyproject.toml
@@ -24,7 +24,10 @@ $(STAMP_INSTALL): pyproject.toml
 gen: $(STAMP_GEN)
 $(STAMP_GEN): $(STAMP_INSTALL) $(PROTOS)
 	rm -rf $(GEN) && mkdir -p $(GEN)
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --grpc_python_out=$(GEN) \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=$(GEN) \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=$(GEN) \
+		$(PROTOS)
 	echo "$(CURDIR)/$(GEN)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pinlife-gen.pth"
 	@touch $@
 
@@ -44,8 +47,28 @@ run: gen dev-keys migrate
 demo: gen
 	$(PY) -m service.demo $(DEMO_ARGS)
 
+# Hygiene, before the tests: lint and format (ruff), types (mypy on
+# service/), the protos (buf lint; buf breaking against the released
+# contract, tools/buf/released.binpb). buf comes from npm (tools/buf).
+BUF := tools/buf/node_modules/.bin/buf
+LINTED := service tests bench migrations
+$(BUF): tools/buf/package.json tools/buf/package-lock.json
+	npm ci --prefix tools/buf --no-audit --no-fund --loglevel=error
+	@touch $@
+
+check: gen $(BUF)
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
+	$(PY) -m mypy
+	$(BUF) lint
+	$(BUF) breaking protos --against tools/buf/released.binpb
+
+# A release of the API: what later changes to protos/ must not break.
+release-protos: $(BUF)
+	$(BUF) build protos -o tools/buf/released.binpb
+
 # Tests run in parallel, one worker per core (pytest-xdist).
-test: gen
+test: check
 	$(PY) -m pytest -n auto $(PYTEST_ARGS)
 
 test-unit: gen

@@ -46,10 +46,13 @@ import re
 import sys
 import threading
 from datetime import datetime, timedelta, UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterable, Iterator
 
 from service.domain.calendar import TOKYO
+
+if TYPE_CHECKING:  # rich is imported when a table is shown
+    from rich.console import Console
 
 FORMATS = ("table", "jsonl", "csv")
 MAX_PAGE = 1000  # the server's bound on page_size
@@ -285,7 +288,7 @@ def _ts(at: datetime):
     return t
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False)
@@ -381,7 +384,7 @@ def _csv_row(e) -> list[Any]:
     ]  # fmt: skip
 
 
-COLUMNS = (  # key, header, rich column options
+COLUMNS: tuple[tuple[str, str, dict[str, Any]], ...] = (  # key, header, rich column options
     ("position", "pos", {"justify": "right", "style": "dim"}),
     ("occurred_at", "occurred at (JST)", {"min_width": 19}),
     ("type", "type", {"style": "bold"}),
@@ -436,13 +439,14 @@ class EventWriter:
             line.append(f"{c[key] or '-':<{width}}", "" if c[key] else "dim")
         line.append(f"{c['outcome']:<9}", OUTCOME_STYLES.get(c["outcome"], ""))
         line.append(c["details"], "dim")
+        assert self.console is not None  # live lines are the table format's
         self.console.print(line, overflow="ellipsis", no_wrap=True, crop=True, soft_wrap=False)
 
     def finish(self, caption: str, title: str | None = None, hide: Iterable[str] = ()) -> None:
         """The table, one line per event, as wide as the terminal: a column
         every row leaves empty (or hidden) is left out, then, while the
         details would be narrower than DETAILS_MIN, the least telling ones."""
-        if self.fmt != "table" or self.live:
+        if self.console is None or self.live:  # the console is the table format's
             return
         from rich import box
         from rich.table import Table
@@ -461,8 +465,8 @@ class EventWriter:
                       header_style="bold cyan", box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
         for key, header, options in COLUMNS:
             if key in shown:
-                width = {"width": max(room(), 8)} if key == "details" else {}
-                table.add_column(header, no_wrap=True, overflow="ellipsis", **options, **width)
+                width = max(room(), 8) if key == "details" else None
+                table.add_column(header, no_wrap=True, overflow="ellipsis", width=width, **options)
         for row in self.rows:
             table.add_row(*(Text(row[key], OUTCOME_STYLES.get(row[key], "") if key == "outcome" else "") for key in shown))
         self.console.print(table)
@@ -517,7 +521,6 @@ def cmd_history(args) -> None:
     order = apb.ORDER_NEWEST_FIRST if args.newest_first else apb.ORDER_OLDEST_FIRST
     request = apb.GetCardHistoryRequest(card_id=args.card, order=order, filter=_filter(args, card=True))
     out = EventWriter(_format(args))
-    response = None
     for response, events in _pages(_stub(args).GetCardHistory, request, args):  # noqa: B007 - the last page's response
         out.add(events)
     out.finish(
@@ -551,7 +554,12 @@ def cmd_watch(args) -> None:
 
     reached = threading.Event()
     ch = cli.channel(args)
-    ch.subscribe(lambda state: state == grpc.ChannelConnectivity.READY and reached.set(), try_to_connect=True)
+
+    def connected(state: grpc.ChannelConnectivity) -> None:
+        if state == grpc.ChannelConnectivity.READY:
+            reached.set()
+
+    ch.subscribe(connected, try_to_connect=True)
     stub, out = _stub(args), EventWriter(_format(args), live=True)
     after, retrying = args.after, False
     while True:

@@ -38,9 +38,13 @@ import os
 import sys
 import uuid
 from datetime import date
+from typing import TYPE_CHECKING, NoReturn
 
 from service import config as config_mod
 from service.domain.pins import PinType
+
+if TYPE_CHECKING:  # the client commands import the stubs when they run
+    from pinlife.v1 import common_pb2
 
 TYPES = [t.value for t in PinType]
 SERVER_SIDE = {"serve", "migrate", "dev-key", "grants", "check", "checkpoint", "config"}  # the rest call a server
@@ -53,7 +57,7 @@ def _settings() -> config_mod.Settings:
         _config_problems(exc.problems)
 
 
-def _config_problems(problems: list[str], code: int = 2):
+def _config_problems(problems: list[str], code: int = 2) -> NoReturn:
     lines = [f"pinlife: configuration: {problems[0]}"] if len(problems) == 1 else [
         f"pinlife: configuration: {len(problems)} problems:", *(f"  - {p}" for p in problems)
     ]  # fmt: skip
@@ -326,7 +330,7 @@ def client_options(parser: argparse.ArgumentParser, suppress: bool = False, iden
     g.add_argument("--chain", default=default(None), help="development mode: act as a kiosk of this store chain")
 
 
-def fail(message: str, code: int = 2):
+def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr, and the exit code (2: the command could not run)."""
     print(f"pinlife: {message}", file=sys.stderr)
     sys.exit(code)
@@ -412,13 +416,13 @@ def _documents(items: list[str]):
     return docs
 
 
-def _applicant(name: str) -> int:
+def _applicant(name: str) -> common_pb2.Applicant.ValueType:
     from pinlife.v1 import common_pb2 as pb
 
     return getattr(pb, f"APPLICANT_{name.upper()}")
 
 
-def _pin_type(name: str) -> int:
+def _pin_type(name: str) -> common_pb2.PinType.ValueType:
     from service.api.mapping import PIN_TYPE_TO_PROTO
 
     try:
@@ -515,10 +519,12 @@ def cmd_change(args) -> None:
 
 
 def cmd_status(args) -> None:
+    from pinlife.v1 import common_pb2 as pb
     from pinlife.v1 import pin_service_pb2 as ppb
 
     pin, _ = _stub(args)
-    _call(pin.GetPinStatus, ppb.GetPinStatusRequest(card_id=args.card, pin_type=_pin_type(args.type) if args.type else 0), args)
+    pin_type = _pin_type(args.type) if args.type else pb.PIN_TYPE_UNSPECIFIED
+    _call(pin.GetPinStatus, ppb.GetPinStatusRequest(card_id=args.card, pin_type=pin_type), args)
 
 
 def cmd_reset(args) -> None:

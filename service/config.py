@@ -260,7 +260,9 @@ def load(env: dict[str, str] | None = None, path: Path | str | None = None) -> S
         for name in table:
             if (section, name) not in known and not (section == "access" and name in ACCESS_TABLES):
                 problems.append(f"[{section}] {name}: unknown key")
-    access = data.get("access") if isinstance(data.get("access"), dict) else {}
+    access = data.get("access")
+    if not isinstance(access, dict):
+        access = {}
     tables = {name: access[name] for name in ACCESS_TABLES if name in access}
     if tables and values.get("access_file") is not None:
         problems.append("[access]: give the access tables here or name an access file, not both")

@@ -31,9 +31,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
+from collections.abc import Callable
+from typing import IO
 
 from service.clock import ClockSettingError, ServiceClock
-from service.domain.calendar import TOKYO
+from service.domain.calendar import TOKYO, Calendar
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLOCK = "start:2026-12-01T10:00:00+09:00"  # a Tuesday: ward offices are open
@@ -141,7 +143,7 @@ class Demo:
         self.service_clock = ServiceClock.parse(clock)  # refuses a malformed setting before anything starts
         self.tmp = Path(tempfile.mkdtemp(prefix="pinlife-demo-"))
         self.server: subprocess.Popen | None = None
-        self.server_log = None
+        self.server_log: IO[bytes] | None = None
         self.started = 0.0  # time.monotonic() when the server process started
         # Only the demo's own settings: none of a shell's PINLIFE_ variables (a TLS client, another store).
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}
@@ -153,7 +155,7 @@ class Demo:
             PINLIFE_LOG_FORMAT="json",
         )
         self.steps = 0
-        self.calendar = None
+        self.calendar: Calendar | None = None
 
     # the service clock, as the server sees it (started when the server started)
     def now(self) -> datetime:
@@ -266,11 +268,13 @@ class Demo:
         )  # fmt: skip
         channel = grpc.insecure_channel(self.env["PINLIFE_LISTEN"])
         try:
-            health = health_pb2_grpc.HealthStub(channel)
+            stub = health_pb2_grpc.HealthStub(channel)
+            # types-grpcio-health-checking's HealthStub declares no methods: its Check is typed here.
+            check: Callable[..., health_pb2.HealthCheckResponse] = stub.Check  # type: ignore[attr-defined]
             deadline = time.monotonic() + START_TIMEOUT
             while time.monotonic() < deadline and self.server.poll() is None:
                 try:
-                    if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                    if check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
                         return True
                 except grpc.RpcError:
                     pass

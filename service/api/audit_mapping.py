@@ -94,8 +94,8 @@ assert all(_oneof_name(t) in PAYLOAD_FIELDS for t in EVENT_TYPES), "every event 
 
 
 def _repeated(fd: FieldDescriptor) -> bool:
-    is_repeated = getattr(fd, "is_repeated", None)  # protobuf >= 5.29; `label` before
-    return bool(is_repeated) if is_repeated is not None else fd.label == FieldDescriptor.LABEL_REPEATED
+    is_repeated = getattr(fd, "is_repeated", None)  # protobuf >= 5.29; `label` before (gone from newer runtimes and stubs)
+    return bool(is_repeated) if is_repeated is not None else getattr(fd, "label", None) == FieldDescriptor.LABEL_REPEATED
 
 
 def _typed(message: Any, payload: dict[str, Any]) -> None:
@@ -127,7 +127,7 @@ def event(e: StoredEvent) -> apb.AuditEvent:
     except UnknownEventShape:
         payload, schema_version = e.payload, e.schema_version  # shown as stored, in the generic form only
     out = apb.AuditEvent(
-        position=e.position, stream_id=e.stream_id, stream_kind=STREAM_KIND_TO_PROTO.get(e.stream_kind, 0),
+        position=e.position, stream_id=e.stream_id, stream_kind=STREAM_KIND_TO_PROTO.get(e.stream_kind, apb.STREAM_KIND_UNSPECIFIED),
         version=e.version, event_id=e.event_id, event_type=e.event_type, schema_version=schema_version,
         stored_schema_version=e.schema_version, occurred_at=mapping.timestamp(e.occurred_at),
         channel=e.channel, terminal_id=e.terminal_id, office_id=e.office or "", request_id=e.request_id,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import time
 from datetime import UTC
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -33,7 +33,7 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         self.audit = audit
 
     @rpc(AUDIT_SERVICE, "GetCardHistory")
-    async def GetCardHistory(self, request: apb.GetCardHistoryRequest, caller: Caller):
+    async def GetCardHistory(self, request: apb.GetCardHistoryRequest, caller: Caller) -> apb.GetCardHistoryResponse:
         f = amap.event_filter(request.filter)
         page = await self.audit.history(
             caller, request.card_id, f, amap.order(request.order), request.page_size, request.page_token
@@ -43,13 +43,13 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         )
 
     @rpc(AUDIT_SERVICE, "QueryEvents")
-    async def QueryEvents(self, request: apb.QueryEventsRequest, caller: Caller):
+    async def QueryEvents(self, request: apb.QueryEventsRequest, caller: Caller) -> apb.QueryEventsResponse:
         f = amap.event_filter(request.filter, request.stream_kind)
         page = await self.audit.query(caller, f, amap.order(request.order), request.page_size, request.page_token)
         return apb.QueryEventsResponse(events=[amap.event(e) for e in page.events], next_page_token=page.next_token)
 
     @rpc_stream(AUDIT_SERVICE, "WatchEvents")
-    async def WatchEvents(self, request: apb.WatchEventsRequest, caller: Caller):
+    async def WatchEvents(self, request: apb.WatchEventsRequest, caller: Caller) -> AsyncIterator[apb.WatchEventsResponse]:
         metrics = self.metrics
         if metrics is None:
             async for e in self.audit.watch(caller, request.after_position):
@@ -65,7 +65,9 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
             metrics.watch_subscribers.dec()
 
     @rpc_stream(AUDIT_SERVICE, "VerifyIntegrity")
-    async def VerifyIntegrity(self, request: apb.VerifyIntegrityRequest, caller: Caller):
+    async def VerifyIntegrity(
+        self, request: apb.VerifyIntegrityRequest, caller: Caller
+    ) -> AsyncIterator[apb.VerifyIntegrityResponse]:
         if len(request.checkpoints) > MAX_SUPPLIED_CHECKPOINTS:
             raise InvalidInput(FieldViolation("checkpoints", f"at most {MAX_SUPPLIED_CHECKPOINTS}"))
         async for kind, value in self.audit.verify(caller, request.card_id, list(request.checkpoints)):
@@ -76,7 +78,7 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
                 yield apb.VerifyIntegrityResponse(report=amap.integrity_report(value))
 
     @rpc(AUDIT_SERVICE, "GetCheckpoint")
-    async def GetCheckpoint(self, request: apb.GetCheckpointRequest, caller: Caller):
+    async def GetCheckpoint(self, request: apb.GetCheckpointRequest, caller: Caller) -> apb.GetCheckpointResponse:
         note, verifier_key = await self.audit.checkpoint(caller)
         try:
             body, _ = open_note(note, [verifier_key])
@@ -89,7 +91,7 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         )  # fmt: skip
 
     @rpc(AUDIT_SERVICE, "GetStatistics")
-    async def GetStatistics(self, request: apb.GetStatisticsRequest, caller: Caller):
+    async def GetStatistics(self, request: apb.GetStatisticsRequest, caller: Caller) -> apb.GetStatisticsResponse:
         stats = await self.audit.statistics(
             caller,
             amap.time(getattr(request, "from"), request.HasField("from")),

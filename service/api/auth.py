@@ -64,7 +64,7 @@ class CertificateAuthenticator:
         self.access = access
 
     def __call__(self, context: grpc.aio.ServicerContext) -> Caller:
-        pems = (context.auth_context() or {}).get("x509_pem_cert") or []
+        pems = list((context.auth_context() or {}).get("x509_pem_cert") or ())
         names = certificate_common_names(pems[0]) if pems else ()
         if len(names) != 1:
             # grpc reports only the first common name; a subject with several

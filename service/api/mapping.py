@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import common_pb2 as pb
@@ -64,7 +66,7 @@ CARD_STATUS_TO_PROTO = {
 }
 
 
-def pin_type(value: int) -> PinType | UnknownPinType | None:
+def pin_type(value: pb.PinType.ValueType) -> PinType | UnknownPinType | None:
     """None for unspecified; an unknown value is kept as UnknownPinType. The
     command refuses both, with the message of pins.pin_type_violation."""
     found = PIN_TYPE_TO_DOMAIN.get(value)
@@ -73,7 +75,7 @@ def pin_type(value: int) -> PinType | UnknownPinType | None:
     return found
 
 
-def optional_pin_type(value: int) -> PinType | None:
+def optional_pin_type(value: pb.PinType.ValueType) -> PinType | None:
     """For filters: unspecified means all; an unknown value is bad input."""
     if value == pb.PIN_TYPE_UNSPECIFIED:
         return None
@@ -88,7 +90,7 @@ def documents(docs) -> list[tuple[DocumentType | None, str]]:
     return [(DOCUMENT_TYPE_TO_DOMAIN.get(d.type), d.issued_on) for d in docs]
 
 
-def applicant(value: int) -> Applicant | None:
+def applicant(value: pb.Applicant.ValueType) -> Applicant | None:
     return APPLICANT_TO_DOMAIN.get(value)
 
 
@@ -98,6 +100,12 @@ def timestamp(at) -> Timestamp:
     return ts
 
 
+@overload
+def recovery(r: Recovery) -> pb.Recovery: ...
+@overload
+def recovery(r: None) -> None: ...
+@overload
+def recovery(r: Recovery | None) -> pb.Recovery | None: ...
 def recovery(r: Recovery | None) -> pb.Recovery | None:
     if r is None:
         return None

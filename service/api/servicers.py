@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import TYPE_CHECKING
-from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
 import grpc
 import structlog
@@ -44,6 +44,8 @@ from service.domain.commands import (
 from service.domain.procedures import ProxyResult
 from service.domain.decide import CheckResult
 from service.domain.state import CardState, PinState, enrolled_card
+from service.domain.pins import PinType
+from service.domain.recovery import Recovery
 from service.domain.access import PermissionDenied, authorize
 from service.domain.card_ids import validate_card_id
 from service.domain.errors import DomainError, FieldViolation, InvalidInput
@@ -58,7 +60,9 @@ PIN_SERVICE = pin_pb.DESCRIPTOR.services_by_name["PinService"].full_name
 COUNTER_SERVICE = counter_pb.DESCRIPTOR.services_by_name["CounterService"].full_name
 STORE_SERVICE = store_pb.DESCRIPTOR.services_by_name["ConvenienceStoreService"].full_name
 
-Handler = Callable[..., Awaitable[object]]
+_S = TypeVar("_S", bound="_Base")
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
 
 
 async def _admit(self, request, context: grpc.aio.ServicerContext, full_name: str) -> Caller:
@@ -121,14 +125,21 @@ class Gate:
         return not self.in_flight
 
 
-def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
+def rpc(
+    service: str, name: str
+) -> Callable[
+    [Callable[[_S, _Req, Caller], Awaitable[_Resp]]],
+    Callable[[_S, _Req, grpc.aio.ServicerContext], Coroutine[Any, Any, _Resp]],
+]:
     """A unary RPC: identify and authorize the caller, run, map errors to
     canonical codes, write the one log line per call."""
     full_name = f"/{service}/{name}"
 
-    def decorate(fn: Handler) -> Handler:
+    def decorate(
+        fn: Callable[[_S, _Req, Caller], Awaitable[_Resp]],
+    ) -> Callable[[_S, _Req, grpc.aio.ServicerContext], Coroutine[Any, Any, _Resp]]:
         @functools.wraps(fn)
-        async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        async def wrapper(self: _S, request: _Req, context: grpc.aio.ServicerContext) -> _Resp:
             started = time.perf_counter()
             logs.new_context(rpc=name, card=loggable_card_id(request))
             failure: BaseException | None = None
@@ -151,13 +162,20 @@ def rpc(service: str, name: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
-def rpc_stream(service: str, name: str) -> Callable[[Callable[..., AsyncIterator[object]]], Callable[..., AsyncIterator[object]]]:
+def rpc_stream(
+    service: str, name: str
+) -> Callable[
+    [Callable[[_S, _Req, Caller], AsyncIterator[_Resp]]],
+    Callable[[_S, _Req, grpc.aio.ServicerContext], AsyncIterator[_Resp]],
+]:
     """A server-streaming RPC: as `rpc`, for an async generator of responses."""
     full_name = f"/{service}/{name}"
 
-    def decorate(fn):
+    def decorate(
+        fn: Callable[[_S, _Req, Caller], AsyncIterator[_Resp]],
+    ) -> Callable[[_S, _Req, grpc.aio.ServicerContext], AsyncIterator[_Resp]]:
         @functools.wraps(fn)
-        async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        async def wrapper(self: _S, request: _Req, context: grpc.aio.ServicerContext) -> AsyncIterator[_Resp]:
             started = time.perf_counter()
             logs.new_context(rpc=name, card=loggable_card_id(request))
             failure: BaseException | None = None
@@ -206,13 +224,13 @@ class _Base:
 
 class PinServicer(_Base, pin_grpc.PinServiceServicer):
     @rpc(PIN_SERVICE, "VerifyPin")
-    async def VerifyPin(self, request: pin_pb.VerifyPinRequest, caller: Caller):
+    async def VerifyPin(self, request: pin_pb.VerifyPinRequest, caller: Caller) -> pin_pb.VerifyPinResponse:
         cmd = VerifyPin.create(request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.pin)
         answer = await self.app.execute(cmd, caller)
         return pin_pb.VerifyPinResponse(check=mapping.pin_check(answer.outcome), replayed=answer.replayed)
 
     @rpc(PIN_SERVICE, "ChangePin")
-    async def ChangePin(self, request: pin_pb.ChangePinRequest, caller: Caller):
+    async def ChangePin(self, request: pin_pb.ChangePinRequest, caller: Caller) -> pin_pb.ChangePinResponse:
         cmd = ChangePin.create(
             request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.current_pin, request.new_pin
         )
@@ -221,7 +239,9 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
         return pin_pb.ChangePinResponse(check=check, changed=answer.outcome.result is CheckResult.OK, replayed=answer.replayed)
 
     @rpc(PIN_SERVICE, "ReserveStoreReset")
-    async def ReserveStoreReset(self, request: pin_pb.ReserveStoreResetRequest, caller: Caller):
+    async def ReserveStoreReset(
+        self, request: pin_pb.ReserveStoreResetRequest, caller: Caller
+    ) -> pin_pb.ReserveStoreResetResponse:
         cmd = ReserveStoreReset.create(
             request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.proving_pin
         )
@@ -238,7 +258,7 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
         return response
 
     @rpc(PIN_SERVICE, "GetPinStatus")
-    async def GetPinStatus(self, request: pin_pb.GetPinStatusRequest, caller: Caller):
+    async def GetPinStatus(self, request: pin_pb.GetPinStatusRequest, caller: Caller) -> pin_pb.GetPinStatusResponse:
         only = mapping.optional_pin_type(request.pin_type)
         card = await self.app.card_status(request.card_id, caller)
         return pin_pb.GetPinStatusResponse(
@@ -249,15 +269,19 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
         )
 
 
-def _fresh_pin(card_id: str, pin_type, version: int) -> pb.PinState:
+def _fresh_pin(card_id: str, pin_type: PinType, version: int) -> pb.PinState:
     """A PIN just reset or unlocked: active, no failures."""
     card = CardState(card_id, version, {pin_type: PinState(pin_type, last_version=version)})
-    return mapping.pin_state(card, card.pins[pin_type], lambda c, t: None)
+    return mapping.pin_state(card, card.pins[pin_type], _no_recovery)
+
+
+def _no_recovery(card: CardState, pin_type: PinType) -> Recovery:
+    raise AssertionError("a fresh PIN is neither locked nor on a suspended card: it has no way out to show")
 
 
 class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
     @rpc(COUNTER_SERVICE, "ResetPin")
-    async def ResetPin(self, request: counter_pb.ResetPinRequest, caller: Caller):
+    async def ResetPin(self, request: counter_pb.ResetPinRequest, caller: Caller) -> counter_pb.ResetPinResponse:
         cmd = ResetPin.create(
             request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.new_pin,
             mapping.applicant(request.applicant), mapping.documents(request.documents), request.adult_ward, caller.office,
@@ -269,7 +293,7 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
         )  # fmt: skip
 
     @rpc(COUNTER_SERVICE, "UnlockPin")
-    async def UnlockPin(self, request: counter_pb.UnlockPinRequest, caller: Caller):
+    async def UnlockPin(self, request: counter_pb.UnlockPinRequest, caller: Caller) -> counter_pb.UnlockPinResponse:
         cmd = UnlockPin.create(
             request.request_id, request.card_id, mapping.pin_type(request.pin_type), mapping.applicant(request.applicant),
             mapping.documents(request.documents), request.adult_ward, caller.office,
@@ -281,7 +305,9 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
         )  # fmt: skip
 
     @rpc(COUNTER_SERVICE, "RequestProxyReset")
-    async def RequestProxyReset(self, request: counter_pb.RequestProxyResetRequest, caller: Caller):
+    async def RequestProxyReset(
+        self, request: counter_pb.RequestProxyResetRequest, caller: Caller
+    ) -> counter_pb.RequestProxyResetResponse:
         cmd = RequestProxyReset.create(
             request.request_id, request.card_id, mapping.pin_type(request.pin_type), mapping.documents(request.documents),
             caller.office,
@@ -294,7 +320,9 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
         )  # fmt: skip
 
     @rpc(COUNTER_SERVICE, "CompleteProxyReset")
-    async def CompleteProxyReset(self, request: counter_pb.CompleteProxyResetRequest, caller: Caller):
+    async def CompleteProxyReset(
+        self, request: counter_pb.CompleteProxyResetRequest, caller: Caller
+    ) -> counter_pb.CompleteProxyResetResponse:
         cmd = CompleteProxyReset.create(
             request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.inquiry_id, request.code,
             request.new_pin, mapping.documents(request.documents), caller.office,
@@ -310,7 +338,7 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
         return response
 
     @rpc(COUNTER_SERVICE, "SuspendCard")
-    async def SuspendCard(self, request: counter_pb.SuspendCardRequest, caller: Caller):
+    async def SuspendCard(self, request: counter_pb.SuspendCardRequest, caller: Caller) -> counter_pb.SuspendCardResponse:
         cmd = SuspendCard.create(request.request_id, request.card_id, SUSPENSION_REASONS.get(request.reason), caller.office)
         answer = await self.app.execute(cmd, caller)
         return counter_pb.SuspendCardResponse(
@@ -319,7 +347,7 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
         )  # fmt: skip
 
     @rpc(COUNTER_SERVICE, "ResumeCard")
-    async def ResumeCard(self, request: counter_pb.ResumeCardRequest, caller: Caller):
+    async def ResumeCard(self, request: counter_pb.ResumeCardRequest, caller: Caller) -> counter_pb.ResumeCardResponse:
         cmd = ResumeCard.create(
             request.request_id, request.card_id, mapping.applicant(request.applicant), mapping.documents(request.documents),
             request.adult_ward, caller.office,
@@ -331,7 +359,7 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
         )  # fmt: skip
 
     @rpc(COUNTER_SERVICE, "EnrollCard")
-    async def EnrollCard(self, request: counter_pb.EnrollCardRequest, caller: Caller):
+    async def EnrollCard(self, request: counter_pb.EnrollCardRequest, caller: Caller) -> counter_pb.EnrollCardResponse:
         cmd = EnrollCard.create(
             request.request_id,
             request.card_id,
@@ -365,7 +393,7 @@ SUSPENSION_REASONS = {
 
 class StoreServicer(_Base, store_grpc.ConvenienceStoreServiceServicer):
     @rpc(STORE_SERVICE, "ResetPin")
-    async def ResetPin(self, request: store_pb.StoreResetPinRequest, caller: Caller):
+    async def ResetPin(self, request: store_pb.StoreResetPinRequest, caller: Caller) -> store_pb.StoreResetPinResponse:
         cmd = StoreResetPin.create(
             request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.proving_pin, request.new_pin,
             caller.chain,

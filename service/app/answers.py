@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 from collections.abc import Callable
 
 from service.domain.calendar import Opening
@@ -52,6 +52,10 @@ def _time(at: datetime | None) -> str | None:
     return None if at is None else at.isoformat()
 
 
+@overload
+def _parse(at: str) -> datetime: ...
+@overload
+def _parse(at: str | None) -> datetime | None: ...
 def _parse(at: str | None) -> datetime | None:
     return None if at is None else datetime.fromisoformat(at)
 

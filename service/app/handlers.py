@@ -112,8 +112,10 @@ def count_failure(uow: UnitOfWork, caller: Caller, card_id: str, deps: Deps) -> 
     uow.set_terminal_window(caller.terminal_id, window)
     if distinct is None:
         return ()
-    log.warning("terminal_throttled", distinct_cards=distinct, until=window.throttled_until.isoformat())
-    return (TerminalThrottled(distinct, int(policy.window.total_seconds()), window.throttled_until.isoformat()),)
+    until = window.throttled_until
+    assert until is not None  # a failure that starts a throttle sets its end
+    log.warning("terminal_throttled", distinct_cards=distinct, until=until.isoformat())
+    return (TerminalThrottled(distinct, int(policy.window.total_seconds()), until.isoformat()),)
 
 
 def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -> Answer:

@@ -107,11 +107,18 @@ class GroupCommitWriter:
         """Finish the batches queued (drain), then stop the runner. A stalled
         batch is not waited for here: its callers have been answered."""
         if self._task is not None:
-            self._stopping.set()
-            await self._queue.put(None)
+            queue, stopping = self._started()
+            stopping.set()
+            await queue.put(None)
             await self._task
             self._task = None
         await self.runner.stop()
+
+    def _started(self) -> tuple[asyncio.Queue, asyncio.Event]:
+        """The queue and the stop signal, which start() makes."""
+        if self._queue is None or self._stopping is None:
+            raise RuntimeError("the writer is not started")
+        return self._queue, self._stopping
 
     @property
     def stalled(self) -> bool:
@@ -130,22 +137,24 @@ class GroupCommitWriter:
         StoreUnavailable at once while a batch is stalled."""
         if self.stalled:
             raise StoreUnavailable(NOT_ANSWERING)
+        queue, _ = self._started()
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((cmd, caller, fut))
+        queue.put_nowait((cmd, caller, fut))
         # A cancelled caller (deadline) cancels only this future: the command
         # stays in its batch and is written; _run skips the cancelled future.
         # A retry with the same request id gets the committed answer.
         return await fut
 
     async def _run(self) -> None:
+        queue, _ = self._started()
         stopping = False
         while not stopping:
-            first = await self._queue.get()
+            first = await queue.get()
             if first is None:
                 break
             batch = [first]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                nxt = self._queue.get_nowait()
+            while len(batch) < self.max_batch and not queue.empty():
+                nxt = queue.get_nowait()
                 if nxt is None:
                     stopping = True
                     break
@@ -173,13 +182,14 @@ class GroupCommitWriter:
         # Stalled: answer its callers and the queue now, then wait for it.
         self._stalled_since = started
         log.error("batch_stalled", deadline_s=self.batch_deadline, commands=len(batch))
-        for observer in self.on_stall:
-            _observe(observer)
+        for on_stall in self.on_stall:
+            _observe(on_stall)
         for _, _, fut in batch:
             if not fut.done():
                 fut.set_exception(StoreUnavailable(STALLED_BATCH.format(deadline=self.batch_deadline)))
         self._fail_queued()
-        stop_requested = asyncio.ensure_future(self._stopping.wait())
+        _, stopping = self._started()
+        stop_requested = asyncio.ensure_future(stopping.wait())
         try:
             await asyncio.wait({running, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -206,9 +216,10 @@ class GroupCommitWriter:
     def _fail_queued(self) -> None:
         """Fail every command waiting in the queue (not sent: nothing was
         written); a stop's end marker goes back in."""
+        queue, _ = self._started()
         stop_marker = False
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        while not queue.empty():
+            item = queue.get_nowait()
             if item is None:
                 stop_marker = True
                 continue
@@ -216,7 +227,7 @@ class GroupCommitWriter:
             if not fut.done():
                 fut.set_exception(StoreUnavailable(NOT_ANSWERING))
         if stop_marker:
-            self._queue.put_nowait(None)
+            queue.put_nowait(None)
 
     @staticmethod
     def _results(running: asyncio.Future, n: int) -> list:

@@ -115,6 +115,8 @@ class ProcessRunner:
         self.on_death()
 
     def _on_readable(self) -> None:
+        if self._conn is None:  # disconnected (its reader is removed with it)
+            return
         try:
             message = self._conn.recv()
         except (EOFError, OSError):
@@ -125,6 +127,8 @@ class ProcessRunner:
             self._waiting.set_result(message)
 
     async def _exchange(self, message):
+        if self._conn is None:  # disconnected: as a closed pipe
+            return _DIED
         self._waiting = asyncio.get_running_loop().create_future()
         try:
             self._conn.send(message)
@@ -136,6 +140,8 @@ class ProcessRunner:
             self._waiting = None
 
     async def run(self, items: list) -> list:
+        if self._lock is None:
+            raise RuntimeError("the writer process is not started")
         async with self._lock:
             if self.dead:
                 return [StoreUnavailable("the writer process is gone; nothing was written: retry")] * len(items)

@@ -75,8 +75,9 @@ class EnrollCard:
             c.violations.append(FieldViolation("pins", f"at most {MAX_PINS} PINs: one of each PIN type"))
             pins = []
         normalized: dict[PinType, str] = {}
-        for i, (pin_type, raw) in enumerate(pins):
-            if c.require_pin_type(pin_type, f"pins[{i}].pin_type") is None:
+        for i, (given, raw) in enumerate(pins):
+            pin_type = c.require_pin_type(given, f"pins[{i}].pin_type")
+            if pin_type is None:
                 _pin(c, None, raw, f"pins[{i}].pin")
                 continue
             if pin_type in normalized:

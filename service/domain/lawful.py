@@ -639,8 +639,8 @@ def first_unlawful(
             state = evolve(state, r)
         except Exception as exc:  # a payload the fold cannot apply is not lawful either
             return unlawful(f"the fold cannot apply it: {exc!r}")
-        if (then := rule.then(e)) is not None:
-            pending = (r, then)
+        if (follower := rule.then(e)) is not None:
+            pending = (r, follower)
         if type(e) is ProxyInquiryIssued:
             ids.add(e.inquiry_id)
         elif type(e) is StoreResetReserved:

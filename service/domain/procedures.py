@@ -22,8 +22,10 @@ Rules, each in one place here:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from service.domain.calendar import TOKYO, Calendar
 from service.domain.commands import (
@@ -305,7 +307,7 @@ def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> De
     return Decision((*events, reset), StoreReset(check, True), {cmd.pin_type: cmd.new_pin})
 
 
-DECIDERS = {
+DECIDERS: dict[type, Callable[[CardState, Any, Context], Decision]] = {
     ResetPin: decide_reset,
     UnlockPin: decide_unlock,
     SuspendCard: decide_suspend,

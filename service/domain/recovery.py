@@ -77,7 +77,7 @@ def recovery_for(state: CardState, pin_type: PinType, policy: Policy, now: datet
         )
     any_chain = any(c.resets_user_certificate for c in policy.store_chains.values())
     proving = store_proving_pin(pin_type, any_chain)
-    if _usable(state, proving):
+    if proving is not None and _usable(state, proving):
         return Recovery(
             Route.CONVENIENCE_STORE_OR_COUNTER,
             f"Reserve a reset in the smartphone app with the {_NAMES[proving]} PIN, then reset at a convenience store "

@@ -11,9 +11,10 @@ after page_size rows; tests/store/test_audit_reads.py shows the plans.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tuple_
 
@@ -136,7 +137,11 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
             into.setdefault(convert(k), Counts()).add(event_type, n)
 
     with store.reader.begin() as conn:
-        for event_type, n in conn.execute(select(c.event_type, func.count()).where(in_range).group_by(c.event_type)):
+        # (rows typed as plain tuples: mypy unpacks SQLAlchemy 2.1's Row[*tuple[Any, ...]] to object)
+        totals: Iterable[tuple[Any, ...]] = conn.execute(
+            select(c.event_type, func.count()).where(in_range).group_by(c.event_type)
+        )
+        for event_type, n in totals:
             stats.total.add(event_type, n)
         grouped(c.channel, stats.by_channel)
         grouped(c.office, stats.by_office, where=c.office.isnot(None))
@@ -156,7 +161,8 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
         # AccessDenied aggregates refusals not recorded on their own: add them (at most one event per terminal and window).
         repeated = _aggregated_refusals(store)
         q = select(c.channel, c.office, c.terminal_id, _bucket_sql(store, granularity), repeated)
-        for channel, office, terminal, bucket, n in conn.execute(q.where(in_range, c.event_type == "AccessDenied")):
+        denied: Iterable[tuple[Any, ...]] = conn.execute(q.where(in_range, c.event_type == "AccessDenied"))
+        for channel, office, terminal, bucket, n in denied:
             if n:
                 for counts in (stats.total, stats.by_channel.get(channel), stats.by_office.get(office),
                                stats.by_terminal.get(terminal), stats.by_time.get(local(bucket))):  # fmt: skip
@@ -169,7 +175,8 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
             .order_by(func.count(c.stream_id.distinct()).desc(), c.terminal_id)
             .limit(top)
         )
-        stats.distinct_card_failures = [(t, int(d), int(n)) for t, d, n in conn.execute(failing)]
+        failing_rows: Iterable[tuple[Any, ...]] = conn.execute(failing)
+        stats.distinct_card_failures = [(t, int(d), int(n)) for t, d, n in failing_rows]
     stats.by_time = {b: stats.by_time.get(b, Counts()) for b in _all_buckets(start, end, granularity, stats.by_time)}
     return stats
 

@@ -64,13 +64,13 @@ def latest(store: EventStore) -> StoredCheckpoint | None:
     with store.reader.begin() as conn:
         q = select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note)
         row = conn.execute(q.order_by(checkpoints.c.tree_size.desc()).limit(1)).first()
-    return StoredCheckpoint(*row) if row else None
+    return StoredCheckpoint(row.tree_size, row.root_hash, row.note) if row else None
 
 
 def stored(store: EventStore) -> list[StoredCheckpoint]:
     with store.reader.begin() as conn:
         q = select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note).order_by(checkpoints.c.tree_size)
-        return [StoredCheckpoint(*r) for r in conn.execute(q)]
+        return [StoredCheckpoint(r.tree_size, r.root_hash, r.note) for r in conn.execute(q)]
 
 
 def _leaves(store: EventStore, after: int, upto: int, keys: KeyRing | None = None) -> Iterator[bytes]:
@@ -100,7 +100,7 @@ def sign_checkpoint(store: EventStore, keys: KeyRing, now: datetime) -> StoredCh
     appended since the last one (or another instance signed it first)."""
     s = signer(keys)
     with store.reader.begin() as conn:
-        head = conn.execute(select(log_head.c.position).where(log_head.c.id == 1)).scalar_one()
+        head: int = conn.execute(select(log_head.c.position).where(log_head.c.id == 1)).scalar_one()
         q = select(checkpoints.c.tree_size, checkpoints.c.frontier, checkpoints.c.mac)
         last = conn.execute(q.order_by(checkpoints.c.tree_size.desc()).limit(1)).first()
     frontier = Frontier()

@@ -5,7 +5,8 @@ positions 1..head without a gap, and every card's MAC over its projection.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import select
 
@@ -34,8 +35,10 @@ class Integrity(Reads):
             if stream_id is not None:
                 qc = qc.where(cards.c.card_id == stream_id)
                 qt = qt.where(terminals.c.terminal_id == stream_id.removeprefix(TERMINAL_STREAM_PREFIX))
-            out = {c: StreamHead(c, v, h) for c, v, h in conn.execute(qc)}
-            out.update({terminal_stream(t): StreamHead(terminal_stream(t), v, h) for t, v, h in conn.execute(qt)})
+            out = {r.card_id: StreamHead(r.card_id, r.version, r.last_hash) for r in conn.execute(qc)}
+            for r in conn.execute(qt):
+                sid = terminal_stream(r.terminal_id)
+                out[sid] = StreamHead(sid, r.version, r.last_hash)
         return out
 
     def first_broken_link(
@@ -79,13 +82,13 @@ class Integrity(Reads):
             )
             if card_id is not None:
                 qh, qp, qs = (q.where(t.c.card_id == card_id) for q, t in ((qh, cards), (qp, pin_states), (qs, secrets)))
-            heads = conn.execute(qh).all()
+            heads: Sequence[tuple[Any, ...]] = conn.execute(qh).all()
             rows: dict[str, list] = {}
             for r in conn.execute(qp):
                 rows.setdefault(r.card_id, []).append(tuple(getattr(r, c) for c in PIN_READ_COLUMNS))
             verifiers: dict[str, dict] = {}
-            for c, name, key_id, digest in conn.execute(qs):
-                verifiers.setdefault(c, {})[PIN_TYPE_BY_VALUE.get(name)] = Verifier(key_id, digest)
+            for r in conn.execute(qs):
+                verifiers.setdefault(r.card_id, {})[PIN_TYPE_BY_VALUE.get(r.name)] = Verifier(r.key_id, r.digest)
         for c, version, last_hash, status, ward, mac in heads:
             state = card_state(c, version, status, ward, rows.get(c, ()))  # select() has converted the times
             if not integrity.checks(mac, state_message(state, last_hash, verifiers.get(c, {}))):

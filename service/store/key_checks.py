@@ -26,9 +26,8 @@ def key_problems(store: EventStore, keys: KeyRing, now: datetime) -> list[str]:
     problems = []
     values = keys.check_values()
     with store.reader.begin() as conn:
-        stored = {
-            (p, k): v for p, k, v in conn.execute(select(key_checks.c.purpose, key_checks.c.key_id, key_checks.c.check_value))
-        }
+        q = select(key_checks.c.purpose, key_checks.c.key_id, key_checks.c.check_value)
+        stored = {(r.purpose, r.key_id): r.check_value for r in conn.execute(q)}
     new = []
     for (purpose, key_id), value in sorted(values.items()):
         known = stored.get((purpose, key_id))

@@ -11,7 +11,7 @@ another card never authenticates, so the service never acts on it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +35,12 @@ _STATUS = {s.value: s for s in CardStatus}
 
 
 def card_state(
-    card_id: str, version: int, status: str, ward: str | None, pin_rows: Iterable[tuple], read_time: Callable = lambda v: v
+    card_id: str,
+    version: int,
+    status: str,
+    ward: str | None,
+    pin_rows: Iterable[Sequence[Any]],
+    read_time: Callable = lambda v: v,
 ) -> CardState:
     """A card from its head and its pin_states rows (PIN_READ_COLUMNS;
     `read_time` converts stored times where the driver has not)."""

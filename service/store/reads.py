@@ -7,7 +7,8 @@ from __future__ import annotations
 import functools
 import gc
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 
@@ -89,7 +90,9 @@ class Reads:
     def projection(self) -> dict[str, CardState]:
         """The live lock-state projection of every card."""
         with self.reader.begin() as conn:
-            heads = conn.execute(select(cards.c.card_id, cards.c.version, cards.c.status, cards.c.ward)).all()
+            heads: Sequence[tuple[Any, ...]] = conn.execute(
+                select(cards.c.card_id, cards.c.version, cards.c.status, cards.c.ward)
+            ).all()
             rows: dict[str, list] = {}
             for r in conn.execute(select(pin_states)):
                 rows.setdefault(r.card_id, []).append(r)
@@ -113,7 +116,7 @@ class Reads:
         after = 0
         while True:
             with self.reader.begin() as conn:
-                rows = conn.exec_driver_sql(sql.rebuild_page, (after, batch)).fetchall()
+                rows: Sequence[tuple[Any, ...]] = conn.exec_driver_sql(sql.rebuild_page, (after, batch)).fetchall()
             if not rows:
                 return states
             for _, stream_id, version, event_type, schema_version, pin_type, payload, occurred_at in rows:

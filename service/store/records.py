@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, UTC
-from typing import Any
+from typing import Any, overload
 
 from service.domain.chain import canonical_time
 
 
+@overload
+def utc(at: datetime) -> datetime: ...
+@overload
+def utc(at: None) -> None: ...
+@overload
+def utc(at: datetime | None) -> datetime | None: ...
 def utc(at: datetime | None) -> datetime | None:
     if at is None:
         return None

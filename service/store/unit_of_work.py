@@ -75,7 +75,7 @@ class UnitOfWork:
         self._dirty_terminals: set[str] = set()
 
     # -- reads -------------------------------------------------------------
-    def _rows(self, sql_params: tuple[str, tuple]) -> list[tuple]:
+    def _rows(self, sql_params: tuple[str, tuple]) -> Sequence[tuple[Any, ...]]:
         sql, params = sql_params
         return self._conn.exec_driver_sql(sql, params).fetchall()
 
@@ -137,7 +137,7 @@ class UnitOfWork:
         # Lock (or read) the heads first, then the pins: a row read in the
         # same statement as the lock could be a stale version.
         heads = self._rows(sql.heads(ids, lock=lock))
-        pins: dict[str, list[tuple]] = {card_id: [] for card_id in ids}
+        pins: dict[str, list[list[Any]]] = {card_id: [] for card_id in ids}
         for card_id, *columns, key_id, digest in self._rows(sql.pins_with_verifiers(ids)):
             pins[card_id].append(columns)
             self._secrets[SecretRef(card_id, SecretKind.PIN, columns[0])] = None if key_id is None else Verifier(key_id, digest)
