@@ -42,7 +42,7 @@ migrate: gen dev-keys
 run: gen dev-keys migrate
 	$(PY) -m service.cli serve
 
-# The README's seed story through the real API with the CLI, on a throwaway
+# The seed story (docs/procedures.md) through the real API with the CLI, on a throwaway
 # store and its own server (service/demo.py; DEMO_ARGS="--clock ..." moves it).
 demo: gen
 	$(PY) -m service.demo $(DEMO_ARGS)

@@ -168,8 +168,9 @@ class StoreRun:
             if server is not None:
                 self.phase("ceiling", self.ceiling, server)
                 self.phase("verify mix", self.verify_mix, server, cards)
-                self.phase("live watch", self.live_watch, server, url, cards)
                 self.res["server"]["memory"] = server.memory()
+                self.phase("live watch", self.live_watch, server, url, cards)
+                self.res["server"]["memory_after_watch"] = server.memory()
                 self.res["server"]["log"] = self.server_log_excerpt(server)
                 self.res["server"]["log_bytes"] = server.log_path.stat().st_size if server.log_path.exists() else None
                 server.stop()

@@ -57,6 +57,13 @@ def _settings() -> config_mod.Settings:
         _config_problems(exc.problems)
 
 
+def die(message: str) -> NoReturn:
+    """The command could not run: one line on stderr, exit 2 (1 is kept for
+    a problem found, as `pinlife check` reports one)."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
 def _config_problems(problems: list[str], code: int = 2) -> NoReturn:
     lines = [f"pinlife: configuration: {problems[0]}"] if len(problems) == 1 else [
         f"pinlife: configuration: {len(problems)} problems:", *(f"  - {p}" for p in problems)
@@ -111,9 +118,9 @@ def _keys(settings):
         keys = KeyRing.load(settings.key_file)
         warning = check_private_file(settings.key_file, production=settings.production, what="the key file (PINLIFE_KEY_FILE)")
     except KeyFileError as exc:
-        sys.exit(f"pinlife: {exc} (set PINLIFE_KEY_FILE, or run `pinlife dev-key` in development)")
+        die(f"pinlife: {exc} (set PINLIFE_KEY_FILE, or run `pinlife dev-key` in development)")
     except FileModeError as exc:
-        sys.exit(f"pinlife: {exc}")
+        die(f"pinlife: {exc}")
     if warning:
         print(f"pinlife: warning: {warning}", file=sys.stderr)
     return keys
@@ -130,7 +137,7 @@ def cmd_serve(args) -> None:
     try:
         access = access_from_settings(settings)
     except AccessConfigError as exc:
-        sys.exit(f"pinlife: {exc}")
+        die(f"pinlife: {exc}")
     sys.exit(asyncio.run(serve(settings, _keys(settings), access)))
 
 
@@ -152,7 +159,7 @@ def _store(settings):
 
     path = sqlite_path(settings.database_url)
     if path is not None and not path.exists():
-        sys.exit(f"pinlife: there is no store at {path} (run `pinlife migrate` to make one)")
+        die(f"pinlife: there is no store at {path} (run `pinlife migrate` to make one)")
     return EventStore(settings.database_url)
 
 
@@ -172,7 +179,7 @@ def cmd_migrate(args) -> None:
             try:
                 print(f"re-chained {rechain(store, _keys(settings).integrity)} events under the integrity key")
             except RechainRefused as exc:
-                sys.exit(f"pinlife: not re-chained: {exc}")
+                die(f"pinlife: not re-chained: {exc}")
     finally:
         store.close()
 
@@ -185,7 +192,7 @@ def cmd_grants(args) -> None:
     try:
         print(grant_script(args.role), end="")
     except RoleNameError as exc:
-        sys.exit(f"pinlife: {exc}")
+        die(f"pinlife: {exc}")
 
 
 def cmd_dev_key(args) -> None:
@@ -209,7 +216,7 @@ def cmd_dev_key(args) -> None:
         store = EventStore(settings.database_url)
         try:
             if has_verifiers(store):
-                sys.exit(
+                die(
                     f"pinlife: {path} is missing but the store {settings.database_url} already has PIN verifiers "
                     "made with its key: restore the key file (a new key would make every correct PIN wrong), "
                     "or point PINLIFE_DATABASE_URL at a new store"
@@ -239,7 +246,7 @@ def cmd_check(args) -> None:
         try:
             notes.append(Path(name).read_text())
         except OSError as exc:
-            sys.exit(f"pinlife: cannot read the checkpoint {name}: {exc.strerror}")
+            die(f"pinlife: cannot read the checkpoint {name}: {exc.strerror}")
     store = _store(settings)
     try:
         report = check_store(store, _keys(settings), notes)
@@ -263,16 +270,17 @@ def cmd_checkpoint(args) -> None:
     try:
         problems = key_problems(store, keys, system_clock())
         if problems:
-            sys.exit("pinlife: not signed: " + "; ".join(problems))
+            die("pinlife: not signed: " + "; ".join(problems))
         try:
             checkpoints.sign_checkpoint(store, keys, system_clock())
         except IntegrityViolation as exc:
+            # a problem found in the store: 1, as `pinlife check` says
             sys.exit(f"pinlife: not signed: {exc.stream_id}: {exc.reason} (`pinlife check` for the report)")
         latest = checkpoints.latest(store)
     finally:
         store.close()
     if latest is None:
-        sys.exit("pinlife: the log is empty; nothing to sign")
+        die("pinlife: the log is empty; nothing to sign")
     print(latest.note, end="")
     print(f"verifier key: {checkpoints.public_verifier_key(keys)}", file=sys.stderr)
 
@@ -411,7 +419,7 @@ def _documents(items: list[str]):
         value = getattr(pb, f"DOCUMENT_TYPE_{name.upper()}", None)
         if value is None:
             names = [n.removeprefix("DOCUMENT_TYPE_").lower() for n in pb.DocumentType.keys()[1:]]
-            sys.exit(f"pinlife: unknown document {name!r}; one of {', '.join(names)}")
+            die(f"pinlife: unknown document {name!r}; one of {', '.join(names)}")
         docs.append(pb.Document(type=value, issued_on=issued))
     return docs
 
@@ -428,7 +436,7 @@ def _pin_type(name: str) -> common_pb2.PinType.ValueType:
     try:
         return PIN_TYPE_TO_PROTO[PinType(name)]
     except ValueError:
-        sys.exit(f"pinlife: unknown PIN type {name!r}; one of {', '.join(TYPES)}")
+        die(f"pinlife: unknown PIN type {name!r}; one of {', '.join(TYPES)}")
 
 
 def _ask(prompt: str, given: str | None) -> str:

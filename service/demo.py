@@ -1,4 +1,4 @@
-"""`make demo` (python -m service.demo): the README's seed story, played
+"""`make demo` (python -m service.demo): the seed story (docs/procedures.md), played
 through the real API with the shipped CLI, as a person would read it.
 
 A server on a throwaway SQLite store, its service clock started on a
@@ -599,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     if not interrupted:
         say()
         if code == 0:
-            say("The story played as the README tells it.")
+            say("The story played as docs/procedures.md tells it.")
         say(f"The server is stopped and {demo.tmp} removed.")
     return code
 

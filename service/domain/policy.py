@@ -38,7 +38,7 @@ class Policy:
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     calendar: Calendar = field(default_factory=lambda: Calendar({}))
     # The published pages give no validity for a proxy inquiry: 30 days lets
-    # the form travel by post both ways (README: reset procedures).
+    # the form travel by post both ways (docs/procedures.md).
     inquiry_validity: timedelta = timedelta(days=30)
     inquiry_max_wrong_codes: int = 3  # the inquiry is voided at this many wrong codes
     reservation_validity: timedelta = timedelta(hours=24)

@@ -87,7 +87,7 @@ def test_the_seed_story_plays_to_the_end():
     assert "$ pinlife audit checkpoint" in step(17) and "kept in" in step(17)
     assert "$ pinlife audit verify" in step(18)
     assert re.search(r"→ intact: \d+ events and 1 card checked", step(18))
-    assert "The story played as the README tells it." in out
+    assert "The story played as docs/procedures.md tells it." in out
     cleaned_up(out)
 
 
