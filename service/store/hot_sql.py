@@ -62,9 +62,6 @@ class HotSql:
         self.upsert_pins = self._upsert(pin_states, PIN_COLUMNS, ("card_id", "pin_type"))
         self.upsert_secrets = self._upsert(secrets, SECRET_COLUMNS, ("card_id", "kind", "name"))
         self.insert_requests = self._insert(requests, REQUEST_COLUMNS)
-        self.insert_terminal = (
-            f"INSERT INTO terminals (terminal_id, version, last_hash) VALUES ({p}, {p}, {p}) ON CONFLICT (terminal_id) DO NOTHING"
-        )
         self.update_terminal = (
             f"UPDATE terminals SET version = {p}, last_hash = {p}, throttle_failures = {p}, throttled_until = {p} "
             f"WHERE terminal_id = {p}"
@@ -114,6 +111,18 @@ class HotSql:
         suffix = " ORDER BY terminal_id FOR UPDATE" if self.pg else ""
         columns = "terminal_id, version, last_hash, throttle_failures, throttled_until"
         return f"SELECT {columns} FROM terminals WHERE {where}{suffix}", params
+
+    def insert_terminals(self, terminal_ids: Sequence[str], genesis: str) -> tuple[str, tuple]:
+        """New terminals' rows, returned as terminals() returns them (a row
+        this transaction inserts is its own until commit); a terminal another
+        transaction inserted first is not returned."""
+        rows = ", ".join([f"({self._p}, 0, {self._p})"] * len(terminal_ids))
+        params = tuple(v for t in terminal_ids for v in (t, genesis))
+        columns = "terminal_id, version, last_hash, throttle_failures, throttled_until"
+        return (
+            f"INSERT INTO terminals (terminal_id, version, last_hash) VALUES {rows} "
+            f"ON CONFLICT (terminal_id) DO NOTHING RETURNING {columns}"
+        ), params
 
     def pins_with_verifiers(self, card_ids: Sequence[str]) -> tuple[str, tuple]:
         """Projection rows of the cards with each PIN's verifier (a secret of kind "pin")."""

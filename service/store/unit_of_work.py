@@ -111,11 +111,12 @@ class UnitOfWork:
         if not ids:
             return
         sql = self._sql
-        rows = self._rows(sql.terminals(ids))
+        rows = list(self._rows(sql.terminals(ids)))
         missing = sorted(set(ids) - {r[0] for r in rows})
-        if missing:
-            self._conn.exec_driver_sql(sql.insert_terminal, [(t, 0, GENESIS_HASH) for t in missing])
-            rows = self._rows(sql.terminals(ids))
+        if missing:  # made here (one statement), or by another transaction first: then waited for and locked
+            rows += self._rows(sql.insert_terminals(missing, GENESIS_HASH))
+            if raced := sorted(set(missing) - {r[0] for r in rows}):
+                rows += self._rows(sql.terminals(raced))
         for terminal_id, version, last_hash, failures, until in rows:
             self._terminals[terminal_id] = [version, window_from_row(failures, until, sql.read_time)]
             self._hashes[terminal_stream(terminal_id)] = last_hash
