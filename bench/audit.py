@@ -127,9 +127,10 @@ def audit_pages(store: EventStore, keys, cards: int, reads: int, seed: int = 11)
     return out
 
 
-def watch_catch_up(target: str, events: int, timeout_s: float = 120.0) -> dict:
-    """WatchEvents from position 0 over gRPC until `events` are received:
-    the catch-up rate, events/s (stored events, read page after page)."""
+def watch_catch_up(target: str, events: int, budget_s: float = 60.0) -> dict:
+    """WatchEvents from position 0 over gRPC: the catch-up rate in events/s
+    (stored events, read page after page), over `events` events or
+    `budget_s` seconds, whichever comes first."""
     import grpc
 
     from pinlife.v1 import audit_service_pb2 as apb
@@ -138,11 +139,12 @@ def watch_catch_up(target: str, events: int, timeout_s: float = 120.0) -> dict:
     with grpc.insecure_channel(target) as channel:
         stub = audit_service_pb2_grpc.AuditServiceStub(channel)
         md = (("x-pinlife-terminal", "bench-auditor"),)
-        stream = stub.WatchEvents(apb.WatchEventsRequest(after_position=0), timeout=timeout_s, metadata=md)
+        stream = stub.WatchEvents(apb.WatchEventsRequest(after_position=0), metadata=md)
         t, n, last = time.perf_counter(), 0, 0
+        stop_at = t + budget_s
         for r in stream:
             n, last = n + 1, r.event.position
-            if n >= events:
+            if n >= events or (n % 1000 == 0 and time.perf_counter() > stop_at):
                 break
         seconds = time.perf_counter() - t
         stream.cancel()
