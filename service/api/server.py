@@ -40,6 +40,7 @@ from service.store.key_checks import key_problems
 log = structlog.get_logger()
 
 MAX_REQUEST_BYTES = 64 * 1024
+CLOSING_S = 1.0  # on stopping: refusing UNAVAILABLE with the port open, at most this long
 
 
 class KeysRefused(Exception):
@@ -242,6 +243,10 @@ class Server:
         started = loop.time()
         if not await self.gate.drained(grace):
             log.warning("stopping_with_calls_in_flight", calls=self.gate.in_flight, grace_s=grace)
+        # Keep answering UNAVAILABLE a moment longer (health says
+        # NOT_SERVING): callers and balancers move on before the port closes,
+        # where gRPC's own shutdown would cancel a call arriving at that instant.
+        await asyncio.sleep(max(0.0, min(CLOSING_S, grace - (loop.time() - started))))
         await self.grpc.stop(max(0.0, grace - (loop.time() - started)))
         if self.log_listener is not None:
             await self.log_listener.stop()
