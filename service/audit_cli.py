@@ -49,14 +49,13 @@ from datetime import datetime, timedelta, UTC
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterable, Iterator
 
+from service.domain.audit import MAX_PAGE_SIZE, MAX_SUPPLIED_CHECKPOINTS
 from service.domain.calendar import TOKYO
 
 if TYPE_CHECKING:  # rich is imported when a table is shown
     from rich.console import Console
 
 FORMATS = ("table", "jsonl", "csv")
-MAX_PAGE = 1000  # the server's bound on page_size
-MAX_CHECKPOINTS = 16  # the server's bound on the checkpoints one VerifyIntegrity checks
 OUTCOMES = {  # EventOutcome by the names an auditor types
     "success": "EVENT_OUTCOME_SUCCESS",
     "failure": "EVENT_OUTCOME_FAILURE",
@@ -501,7 +500,7 @@ def _pages(call, request, args) -> Iterator[tuple[Any, list]]:
     no more match or --limit events were read."""
     got, limit = 0, args.limit
     while True:
-        request.page_size = min(MAX_PAGE, limit - got) if limit else MAX_PAGE
+        request.page_size = min(MAX_PAGE_SIZE, limit - got) if limit else MAX_PAGE_SIZE
         response = call(request, **_call_options(args))
         events = list(response.events)[: (limit - got) if limit else None]
         got += len(events)
@@ -683,7 +682,7 @@ def cmd_verify(args) -> None:
     newest ones kept from this server (up to the server's bound)."""
     notes = [_read("--checkpoint", name) for name in args.checkpoint or ()]
     if args.keep and not args.card:
-        room = max(0, MAX_CHECKPOINTS - len(notes))
+        room = max(0, MAX_SUPPLIED_CHECKPOINTS - len(notes))
         held = [k["note"] for k in Kept(args.keep).of_server(args.server)][-room:] if room else []
         notes += [n for n in held if n not in notes]
     report = _verify(args, args.card or "", notes)

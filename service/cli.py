@@ -288,7 +288,6 @@ def cmd_checkpoint(args) -> None:
 # -- client commands --------------------------------------------------------
 def default_server(env=None) -> str:
     """$PINLIFE_LISTEN (a wildcard host reached on loopback), else 127.0.0.1:50051."""
-    import os
 
     listen = (os.environ if env is None else env).get("PINLIFE_LISTEN") or "127.0.0.1:50051"
     host, sep, port = listen.rpartition(":")
@@ -300,7 +299,6 @@ def client_options(parser: argparse.ArgumentParser, suppress: bool = False, iden
     """Where a client command calls, and as whom: given before the command
     (with their defaults) or after it (suppress: only what is given
     overrides). identity: the development-mode --terminal, --office, --chain."""
-    import os
 
     def default(value):
         return argparse.SUPPRESS if suppress else value
@@ -739,8 +737,6 @@ def main(argv: list[str] | None = None) -> None:
             client_options(p, suppress=True)
     args = parser.parse_args(argv)
     if args.fn is not cmd_serve:
-        import os
-
         from service import logs
 
         # A client's errors are the one line it prints, not gRPC's own log

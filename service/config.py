@@ -45,9 +45,13 @@ class Key:
     section: str
     name: str
     kind: type  # str, int, float, Path (an optional path: "" is none)
-    default: Any
     help: str
     check: Callable[[Any], str | None] = lambda value: None  # a problem, or None
+
+    @property
+    def default(self) -> Any:
+        """The default is the Settings field's (one place)."""
+        return _DEFAULTS[self.name]
 
     @property
     def var(self) -> str:
@@ -80,23 +84,22 @@ def _address(optional: bool = False) -> Callable[[Any], str | None]:
 
 # The keys, by section. Settings (below) has one field per key, same name.
 KEYS: tuple[Key, ...] = (
-    Key("server", "env", str, "development", "development, test or production", _one_of(*ENVIRONMENTS)),
-    Key("server", "listen", str, "127.0.0.1:50051", "gRPC address (plain text only on loopback)", _address()),
-    Key("server", "metrics_listen", str, "", "Prometheus metrics over HTTP, HOST:PORT (empty: off)", _address(optional=True)),
-    Key("server", "grace_seconds", float, 10.0, "on SIGTERM, how long in-flight calls may finish", _at_least(0)),
-    Key("server", "log_format", str, "auto", "auto (console on a terminal, else JSON), json or console", _one_of(*LOG_FORMATS)),
-    Key("server", "clock", str, "system", "the service clock; only system in production (start:, shift:, fixed:)"),
-    Key("store", "database_url", str, DEFAULT_DATABASE_URL, "sqlite:///FILE or postgresql://USER@HOST/DB"),
-    Key("store", "pool_size", int, 4, "read connections per instance", _at_least(1)),
-    Key("store", "writer", str, "process", "where batches run: process (a writer process) or thread", _one_of(*WRITERS)),
-    Key("store", "batch_max", int, 256, "commands per group-commit transaction", _at_least(1)),
-    Key("store", "batch_deadline_seconds", float, 2.0, "a batch not committed by then fails UNAVAILABLE", _at_least(0.1)),
-    Key("keys", "key_file", Path, Path(DEFAULT_KEY_FILE), "the verifier, integrity and checkpoint keys (mode 0600)"),
-    Key("access", "access_file", Path, None, "TLS, terminals, roles, throttling (or the [access] tables here)"),
-    Key("procedures", "offices_file", Path, None, "offices, hours, closures, store chains (default: the shipped one)"),
-    Key("procedures", "replay_window_hours", float, 24.0, "a request id's answer is replayed this long", _at_least(0.01)),
+    Key("server", "env", str, "development, test or production", _one_of(*ENVIRONMENTS)),
+    Key("server", "listen", str, "gRPC address (plain text only on loopback)", _address()),
+    Key("server", "metrics_listen", str, "Prometheus metrics over HTTP, HOST:PORT (empty: off)", _address(optional=True)),
+    Key("server", "grace_seconds", float, "on SIGTERM, how long in-flight calls may finish", _at_least(0)),
+    Key("server", "log_format", str, "auto (console on a terminal, else JSON), json or console", _one_of(*LOG_FORMATS)),
+    Key("server", "clock", str, "the service clock; only system in production (start:, shift:, fixed:)"),
+    Key("store", "database_url", str, "sqlite:///FILE or postgresql://USER@HOST/DB"),
+    Key("store", "pool_size", int, "read connections per instance", _at_least(1)),
+    Key("store", "writer", str, "where batches run: process (a writer process) or thread", _one_of(*WRITERS)),
+    Key("store", "batch_max", int, "commands per group-commit transaction", _at_least(1)),
+    Key("store", "batch_deadline_seconds", float, "a batch not committed by then fails UNAVAILABLE", _at_least(0.1)),
+    Key("keys", "key_file", Path, "the verifier, integrity and checkpoint keys (mode 0600)"),
+    Key("access", "access_file", Path, "TLS, terminals, roles, throttling (or the [access] tables here)"),
+    Key("procedures", "offices_file", Path, "offices, hours, closures, store chains (default: the shipped one)"),
+    Key("procedures", "replay_window_hours", float, "a request id's answer is replayed this long", _at_least(0.01)),
 )
-BY_VAR = {k.var: k for k in KEYS}
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ class Settings:
 
 
 assert [f.name for f in fields(Settings)][: len(KEYS)] == [k.name for k in KEYS], "Settings follows KEYS"
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
 
 
 def _is_loopback(host: str) -> bool:

@@ -21,7 +21,9 @@ procedures, so the series are few and hold nothing personal.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -85,6 +87,11 @@ class Metrics:
                     self.locks.labels(pin, caller.channel).inc()
             if _reset(cmd, outcome):
                 self.resets.labels(pin, type(cmd).__name__).inc()
+
+    def delivered(self, occurred_at: datetime) -> None:
+        """An event sent to a watcher: its lag from the event's time."""
+        at = occurred_at if occurred_at.tzinfo else occurred_at.replace(tzinfo=UTC)  # SQLite: UTC without an offset
+        self.watch_lag.observe(max(0.0, time.time() - at.timestamp()))
 
     def stalled(self) -> None:
         self.writer_failures.labels("stalled").inc()

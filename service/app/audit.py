@@ -25,6 +25,7 @@ from service.app.log_signal import LogSignal
 from service.app.ports import StoreUnavailable
 from service.app.service import PinLife
 from service.domain.audit import (
+    MAX_SUPPLIED_CHECKPOINTS,
     Cursor,
     Filter,
     Granularity,
@@ -163,6 +164,8 @@ class Audit:
     async def verify(self, caller: Caller, card_id: str, notes: Sequence[str]) -> AsyncIterator[tuple[str, Any]]:
         """Yields ("progress", (phase, done, total)) while the check runs,
         then ("report", Report)."""
+        if len(notes) > MAX_SUPPLIED_CHECKPOINTS:
+            raise InvalidInput(FieldViolation("checkpoints", f"at most {MAX_SUPPLIED_CHECKPOINTS}"))
         card = validate_card_id(card_id) if card_id else None
         if card is not None and notes:
             raise InvalidInput(FieldViolation("checkpoints", "apply to the whole store, not to one card"))

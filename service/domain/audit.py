@@ -28,6 +28,7 @@ MAX_HOUR_BUCKETS_DAYS = 31
 MAX_DAY_BUCKETS_DAYS = 366
 DEFAULT_TOP_TERMINALS = 20
 MAX_TOP_TERMINALS = 1000
+MAX_SUPPLIED_CHECKPOINTS = 16  # checkpoints an auditor may supply to one integrity check
 MAX_FILTER_VALUES = 50  # event types or channels in one filter
 
 
