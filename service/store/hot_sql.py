@@ -13,11 +13,14 @@ tests/store/test_hot_sql.py against the table definitions).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Column, Table
+import psycopg
+
+from sqlalchemy import Column, Connection, Table
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 
 from service.store.tables import cards, events, pin_states, requests, secrets
 
@@ -42,8 +45,27 @@ REQUEST_COLUMNS = (
 )  # fmt: skip
 
 
+# What the write path reads of a card: its head, and each PIN's row with its verifier.
+_HEAD = "card_id, version, last_hash, status, ward, mac"
+_PIN = (
+    "s.pin_type, s.consecutive_failures, s.status, s.locked_at, s.last_version, "
+    "s.inquiry_id, s.inquiry_expires_at, s.inquiry_wrong_codes, "
+    "s.reservation_id, s.reservation_proving_pin_type, s.reservation_expires_at, v.key_id, v.digest"
+)
+_VERIFIER = "LEFT OUTER JOIN secrets v ON v.card_id = s.card_id AND v.kind = 'pin' AND v.name = s.pin_type"
+
+
 def _identity(value: Any) -> Any:
     return value
+
+
+class Statement(NamedTuple):
+    """One statement of a round trip (HotSql.run): its text and parameters,
+    or a list of parameter rows with many=True."""
+
+    sql: str
+    params: Any = ()
+    many: bool = False
 
 
 class HotSql:
@@ -96,55 +118,95 @@ class HotSql:
             return f"{column} = ANY({self._p})", (list(values),)
         return f"{column} IN ({', '.join([self._p] * len(values))})", tuple(values)
 
-    def heads(self, card_ids: Sequence[str], *, lock: bool) -> tuple[str, tuple]:
-        """Card heads. With lock: locked in card-id order on PostgreSQL, for
-        the cards the batch writes (SQLite's BEGIN IMMEDIATE already
-        serialises writers); without, for cards only read (status reads),
-        which then make no writer wait."""
+    def locked_heads(self, card_ids: Sequence[str]) -> Statement:
+        """Heads of the cards a batch writes, locked in card-id order on
+        PostgreSQL (SQLite's BEGIN IMMEDIATE already serialises writers).
+        Their PINs are read after (pins_with_verifiers): a row read in the
+        same statement as a lock could be a version older than the one locked."""
         where, params = self.among("card_id", card_ids)
-        suffix = " ORDER BY card_id FOR UPDATE" if lock and self.pg else ""
-        return f"SELECT card_id, version, last_hash, status, ward, mac FROM cards WHERE {where}{suffix}", params
+        suffix = " ORDER BY card_id FOR UPDATE" if self.pg else ""
+        return Statement(f"SELECT {_HEAD} FROM cards WHERE {where}{suffix}", params)
 
-    def terminals(self, terminal_ids: Sequence[str]) -> tuple[str, tuple]:
+    def read_cards(self, card_ids: Sequence[str]) -> Statement:
+        """Cards only read (status reads), not locked, so no writer waits:
+        each head with its PINs in one statement, hence one snapshot (a head
+        and PINs read by two statements could straddle another instance's
+        commit and fail their MAC). One row per PIN, {_HEAD} then as
+        pins_with_verifiers after card_id; a card without PINs gives one row
+        with NULLs after its head."""
+        where, params = self.among("c.card_id", card_ids)
+        head = ", ".join(f"c.{c}" for c in _HEAD.split(", "))
+        sql = (
+            f"SELECT {head}, {_PIN} FROM cards c LEFT OUTER JOIN pin_states s ON s.card_id = c.card_id {_VERIFIER} WHERE {where}"
+        )
+        return Statement(sql, params)
+
+    def pins_with_verifiers(self, card_ids: Sequence[str]) -> Statement:
+        """Projection rows of the cards with each PIN's verifier (a secret of
+        kind "pin"): card_id, then PIN_READ_COLUMNS, key_id, digest."""
+        where, params = self.among("s.card_id", card_ids)
+        return Statement(f"SELECT s.card_id, {_PIN} FROM pin_states s {_VERIFIER} WHERE {where}", params)
+
+    def terminals(self, terminal_ids: Sequence[str]) -> Statement:
         """Terminal heads and failure windows, locked in id order on PostgreSQL."""
         where, params = self.among("terminal_id", terminal_ids)
         suffix = " ORDER BY terminal_id FOR UPDATE" if self.pg else ""
         columns = "terminal_id, version, last_hash, throttle_failures, throttled_until"
-        return f"SELECT {columns} FROM terminals WHERE {where}{suffix}", params
+        return Statement(f"SELECT {columns} FROM terminals WHERE {where}{suffix}", params)
 
-    def insert_terminals(self, terminal_ids: Sequence[str], genesis: str) -> tuple[str, tuple]:
-        """New terminals' rows, returned as terminals() returns them (a row
-        this transaction inserts is its own until commit); a terminal another
-        transaction inserted first is not returned."""
-        rows = ", ".join([f"({self._p}, 0, {self._p})"] * len(terminal_ids))
+    def insert_terminals(self, terminal_ids: Sequence[str], genesis: str) -> Statement:
+        """Rows for the terminals not seen before, in id order; a terminal
+        that has its row already (or whose row another transaction is
+        inserting: waited for) is left as it is. terminals() then locks them all."""
+        if self.pg:
+            return Statement(
+                "INSERT INTO terminals (terminal_id, version, last_hash) "
+                "SELECT t, 0, %s FROM unnest(%s::text[]) AS u(t) ORDER BY t ON CONFLICT (terminal_id) DO NOTHING",
+                (genesis, list(terminal_ids)),
+            )
+        rows = ", ".join(["(?, 0, ?)"] * len(terminal_ids))
         params = tuple(v for t in terminal_ids for v in (t, genesis))
-        columns = "terminal_id, version, last_hash, throttle_failures, throttled_until"
-        return (
-            f"INSERT INTO terminals (terminal_id, version, last_hash) VALUES {rows} "
-            f"ON CONFLICT (terminal_id) DO NOTHING RETURNING {columns}"
-        ), params
-
-    def pins_with_verifiers(self, card_ids: Sequence[str]) -> tuple[str, tuple]:
-        """Projection rows of the cards with each PIN's verifier (a secret of kind "pin")."""
-        where, params = self.among("s.card_id", card_ids)
-        sql = (
-            "SELECT s.card_id, s.pin_type, s.consecutive_failures, s.status, s.locked_at, s.last_version, "
-            "s.inquiry_id, s.inquiry_expires_at, s.inquiry_wrong_codes, "
-            "s.reservation_id, s.reservation_proving_pin_type, s.reservation_expires_at, v.key_id, v.digest "
-            "FROM pin_states s LEFT OUTER JOIN secrets v "
-            "ON v.card_id = s.card_id AND v.kind = 'pin' AND v.name = s.pin_type "
-            f"WHERE {where}"
+        return Statement(
+            f"INSERT INTO terminals (terminal_id, version, last_hash) VALUES {rows} ON CONFLICT (terminal_id) DO NOTHING",
+            params,
         )
-        return sql, params
 
-    def requests_among(self, terminal_ids: Sequence[str], request_ids: Sequence[str]) -> tuple[str, tuple]:
+    def requests_among(self, terminal_ids: Sequence[str], request_ids: Sequence[str]) -> Statement:
         """Both primary-key columns constrained, so the lookup probes the
         index (SQLite scans the table for a row-value IN list)."""
         t_where, t_params = self.among("terminal_id", terminal_ids)
         r_where, r_params = self.among("request_id", request_ids)
         columns = "terminal_id, request_id, card_id, command, fingerprint, outcome, stream_version, created_at"
         sql = f"SELECT {columns} FROM requests WHERE {t_where} AND {r_where}"
-        return sql, t_params + r_params
+        return Statement(sql, t_params + r_params)
+
+    # -- running -----------------------------------------------------------------
+    def run(self, conn: Connection, statements: Mapping[str, Statement]) -> dict[str, Sequence[Any]]:
+        """Run the statements in order in the connection's transaction; each
+        one's rows by name (none for a write). PostgreSQL: in one round trip
+        (a psycopg pipeline: each statement still sees what the ones before
+        it did and locked); SQLite: one after another."""
+        if not self.pg:
+            out: dict[str, Sequence[Any]] = {}
+            for name, (sql, params, _many) in statements.items():
+                result = conn.exec_driver_sql(sql, params)
+                out[name] = list(result.fetchall()) if result.returns_rows else []
+            return out
+        pg = cast(psycopg.Connection, conn.connection.driver_connection)
+        cursors = {}
+        try:
+            with pg.pipeline():
+                for name, (sql, params, many) in statements.items():
+                    cursor = pg.cursor()
+                    (cursor.executemany if many else cursor.execute)(sql, params)
+                    cursors[name] = cursor
+            return {name: cursor.fetchall() if cursor.description else [] for name, cursor in cursors.items()}
+        except psycopg.Error as exc:  # as SQLAlchemy would have raised it (errors.py classifies those)
+            if pg.broken:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(
+                f"pipeline: {', '.join(statements)}", None, exc, psycopg.Error, hide_parameters=True, dialect=self.dialect
+            ) from exc
 
     # -- converters ------------------------------------------------------------
     def _bind(self, column: Column) -> Convert:

@@ -40,7 +40,7 @@ from service.domain.state import CardState, evolve
 from service.domain.throttle import TerminalWindow
 from service.domain.streams import is_card_stream, stream_kind, terminal_stream
 from service.keys import IntegrityKeys, SecretKind, SecretRef, Verifier
-from service.store.hot_sql import HotSql
+from service.store.hot_sql import HotSql, Statement
 from service.store.projection import card_state, changed_pins, pin_row, state_message, window_from_row, window_to_row
 from service.app.ports import Envelope, IntegrityViolation, StoredRequest
 from service.ids import new_id as new_event_id
@@ -75,71 +75,57 @@ class UnitOfWork:
         self._dirty_terminals: set[str] = set()
 
     # -- reads -------------------------------------------------------------
-    def _rows(self, sql_params: tuple[str, tuple]) -> Sequence[tuple[Any, ...]]:
-        sql, params = sql_params
-        return self._conn.exec_driver_sql(sql, params).fetchall()
-
     def prefetch(
         self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = (),
         terminal_ids: Iterable[str] = (),
     ) -> None:  # fmt: skip
-        """Load the cards the batch writes (locking their heads), the cards
-        it only reads (no lock), the terminals whose failure windows it
-        decides (locked, after the cards), and earlier answers to its
-        request ids."""
+        """Load, in one round trip (HotSql.run), the cards the batch writes
+        (locking their heads), the cards it only reads (no lock), the
+        terminals whose failure windows it decides (a new terminal's row
+        made, or waited for if another transaction is making it, so two
+        instances never both start from an empty window; then all locked,
+        after the cards), and earlier answers to its request ids."""
+        sql = self._sql
         write_ids = sorted(set(card_ids) - self._locked)
         read_ids = sorted(set(read_only) - self._states.keys() - set(write_ids))
-        self._load(write_ids, lock=True)
-        self._locked.update(write_ids)
-        self._load(read_ids, lock=False)
-        self._load_terminals(sorted(set(terminal_ids) - self._terminals.keys()))
+        terminals = sorted(set(terminal_ids) - self._terminals.keys())
         keys = set(request_keys) - self._looked_up
+        plan: dict[str, Statement] = {}
+        if write_ids:
+            plan["heads"] = sql.locked_heads(write_ids)
+            plan["pins"] = sql.pins_with_verifiers(write_ids)
+        if read_ids:
+            plan["read"] = sql.read_cards(read_ids)
+        if terminals:
+            plan["new terminals"] = sql.insert_terminals(terminals, GENESIS_HASH)
+            plan["terminals"] = sql.terminals(terminals)
         if keys:
-            self._looked_up |= keys
-            rows = self._rows(self._sql.requests_among(sorted({k[0] for k in keys}), sorted({k[1] for k in keys})))
-            for terminal_id, request_id, card_id, command, fp, outcome, stream_version, created_at in rows:
-                if (terminal_id, request_id) in keys:
-                    self._requests[(terminal_id, request_id)] = StoredRequest(
-                        terminal_id, request_id, card_id, command, fp, self._sql.read_json(outcome), stream_version,
-                        utc(self._sql.read_time(created_at)),
-                    )  # fmt: skip
-
-    def _load_terminals(self, ids: list[str]) -> None:
-        """Lock the terminals' rows (made first if missing: a new terminal's
-        row is inserted, or waited for, so two instances never both start
-        from an empty window)."""
-        if not ids:
+            plan["requests"] = sql.requests_among(sorted({k[0] for k in keys}), sorted({k[1] for k in keys}))
+        if not plan:
             return
-        sql = self._sql
-        rows = list(self._rows(sql.terminals(ids)))
-        missing = sorted(set(ids) - {r[0] for r in rows})
-        if missing:  # made here (one statement), or by another transaction first: then waited for and locked
-            rows += self._rows(sql.insert_terminals(missing, GENESIS_HASH))
-            if raced := sorted(set(missing) - {r[0] for r in rows}):
-                rows += self._rows(sql.terminals(raced))
-        for terminal_id, version, last_hash, failures, until in rows:
+        rows = sql.run(self._conn, plan)
+        if write_ids:
+            self._load(write_ids, rows["heads"], rows["pins"])
+            self._locked.update(write_ids)
+        if read_ids:
+            heads = {r[:6] for r in rows["read"]}
+            self._load(read_ids, heads, [(r[0], *r[6:]) for r in rows["read"] if r[6] is not None])
+        for terminal_id, version, last_hash, failures, until in rows.get("terminals", ()):
             self._terminals[terminal_id] = [version, window_from_row(failures, until, sql.read_time)]
             self._hashes[terminal_stream(terminal_id)] = last_hash
+        self._looked_up |= keys
+        for terminal_id, request_id, card_id, command, fp, outcome, stream_version, created_at in rows.get("requests", ()):
+            if (terminal_id, request_id) in keys:
+                self._requests[(terminal_id, request_id)] = StoredRequest(
+                    terminal_id, request_id, card_id, command, fp, sql.read_json(outcome), stream_version,
+                    utc(sql.read_time(created_at)),
+                )  # fmt: skip
 
-    def terminal_window(self, terminal_id: str) -> TerminalWindow:
-        if terminal_id not in self._terminals:
-            self._load_terminals([terminal_id])
-        return self._terminals[terminal_id][1]
-
-    def set_terminal_window(self, terminal_id: str, window: TerminalWindow) -> None:
-        self.terminal_window(terminal_id)
-        self._terminals[terminal_id][1] = window
-        self._dirty_terminals.add(terminal_id)
-
-    def _load(self, ids: list[str], *, lock: bool) -> None:
-        if not ids:
-            return
+    def _load(self, ids: list[str], heads: Iterable[Sequence[Any]], pin_rows: Iterable[Sequence[Any]]) -> None:
+        """Cards from their heads and PIN rows (with verifiers), each checked against its MAC."""
         sql = self._sql
-        # Lock (or read) the heads first, then the pins: a row read in the
-        # same statement as the lock could be a stale version.
-        heads = self._rows(sql.heads(ids, lock=lock))
-        pins: dict[str, list[list[Any]]] = {card_id: [] for card_id in ids}
-        for card_id, *columns, key_id, digest in self._rows(sql.pins_with_verifiers(ids)):
+        pins: dict[str, list[Sequence[Any]]] = {card_id: [] for card_id in ids}
+        for card_id, *columns, key_id, digest in pin_rows:
             pins[card_id].append(columns)
             self._secrets[SecretRef(card_id, SecretKind.PIN, columns[0])] = None if key_id is None else Verifier(key_id, digest)
         for card_id in ids:
@@ -153,6 +139,16 @@ class UnitOfWork:
             self._states[card_id] = state
             self._hashes[card_id] = last_hash
             self._existing.add(card_id)
+
+    def terminal_window(self, terminal_id: str) -> TerminalWindow:
+        if terminal_id not in self._terminals:
+            self.prefetch((), terminal_ids=[terminal_id])
+        return self._terminals[terminal_id][1]
+
+    def set_terminal_window(self, terminal_id: str, window: TerminalWindow) -> None:
+        self.terminal_window(terminal_id)
+        self._terminals[terminal_id][1] = window
+        self._dirty_terminals.add(terminal_id)
 
     def card(self, card_id: str) -> CardState:
         if card_id not in self._locked:
@@ -262,39 +258,43 @@ class UnitOfWork:
         return self._integrity.tag(state_message(state, self._hashes[card_id], self._verifiers(state)))
 
     def flush(self) -> None:
-        """Write everything buffered (driver-level statements, hot_sql.py).
-        Positions come first: the links cover them, and the heads and MACs
-        cover the links."""
-        sql, run = self._sql, self._conn.exec_driver_sql
+        """Write everything buffered. Positions come first (the links cover
+        them, and the heads and MACs cover the links); then every write in
+        one round trip (HotSql.run), in this order."""
+        sql = self._sql
         bind_time, bind_json = sql.bind_time, sql.bind_json
+        plan: dict[str, Statement] = {}
         event_rows = self._link() if self._new_events else []
         if self._new_cards:
-            run(sql.insert_cards, [
+            plan["cards"] = Statement(sql.insert_cards, [
                 (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at), self._mac(c))
                 for c, at in self._new_cards.items() for s in (self._states[c],)
-            ])  # fmt: skip
+            ], many=True)  # fmt: skip
         if self._dirty_terminals:
-            run(sql.update_terminal, [
+            plan["terminals"] = Statement(sql.update_terminal, [
                 (version, self._hashes[terminal_stream(t)], *window_to_row(window, bind_time), t)
                 for t in sorted(self._dirty_terminals) for version, window in (self._terminals[t],)
-            ])  # fmt: skip
+            ], many=True)  # fmt: skip
         touched = {env["card_id"] for env, _ in self._new_events if is_card_stream(env["card_id"])}
         touched |= {ref.card_id for ref in self._new_secrets if ref.kind == SecretKind.PIN}  # the MAC covers verifiers
         touched -= self._new_cards.keys()
         if touched:
-            run(sql.update_cards, [
+            plan["heads"] = Statement(sql.update_cards, [
                 (s.version, self._hashes[c], s.status.value, self._mac(c), c)
                 for c in sorted(touched) for s in (self._states[c],)
-            ])  # fmt: skip
+            ], many=True)  # fmt: skip
         if event_rows:
-            run(sql.insert_events, event_rows)
+            plan["events"] = Statement(sql.insert_events, event_rows, many=True)
         if self._dirty_pins:
-            run(sql.upsert_pins, [pin_row(c, self._states[c], t, bind_time) for c, t in sorted(self._dirty_pins, key=str)])
+            pins = [pin_row(c, self._states[c], t, bind_time) for c, t in sorted(self._dirty_pins, key=str)]
+            plan["pins"] = Statement(sql.upsert_pins, pins, many=True)
         if self._new_secrets:
-            run(sql.upsert_secrets, list(self._new_secrets.values()))
+            plan["secrets"] = Statement(sql.upsert_secrets, list(self._new_secrets.values()), many=True)
         if self._new_requests:
-            run(sql.insert_requests, [
+            plan["answers"] = Statement(sql.insert_requests, [
                 (a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, bind_json(a.outcome), a.stream_version,
                  bind_time(at))
                 for a, at in self._new_requests
-            ])  # fmt: skip
+            ], many=True)  # fmt: skip
+        if plan:
+            sql.run(self._conn, plan)

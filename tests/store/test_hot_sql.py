@@ -8,9 +8,14 @@ from datetime import datetime, UTC
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.dialects import postgresql, sqlite
 
+from service.app.batch import ThreadRunner
 from service.store import hot_sql
+from service.store.errors import is_retryable, is_unavailable
+from service.store.event_store import EventStore
+from service.store.hot_sql import Statement
 from service.store.records import utc
 from service.store.tables import cards, events, pin_states, requests, secrets
 from tests.store.helpers import USER, WRONG, enroll, run_ok, verify
@@ -35,8 +40,8 @@ def test_statements_use_the_dialects_placeholder_only(dialect):
     sql = hot_sql.HotSql(dialect)
     mark, other = ("%s", "?") if dialect.name == "postgresql" else ("?", "%s")
     for text in (sql.insert_cards, sql.update_cards, sql.take_positions, sql.insert_events, sql.upsert_pins,
-                 sql.upsert_secrets, sql.insert_requests, sql.heads(["a", "b"], lock=True)[0],
-                 sql.heads(["a", "b"], lock=False)[0]):  # fmt: skip
+                 sql.upsert_secrets, sql.insert_requests, sql.locked_heads(["a", "b"]).sql,
+                 sql.read_cards(["a", "b"]).sql, sql.terminals(["a"]).sql, sql.insert_terminals(["a"], "x").sql):  # fmt: skip
         assert mark in text and other not in text
 
 
@@ -64,3 +69,58 @@ def test_values_written_by_the_hot_path_read_back_through_core(store, writer, cl
     clock.advance(seconds=1)
     run_ok(writer, verify("card-hot", USER, WRONG[USER]))  # the third failure locks
     assert store.read_card("card-hot").pins[USER].locked_at == clock.now
+
+
+def test_a_round_trip_runs_its_statements_in_order_and_returns_each_ones_rows(store):
+    """HotSql.run: a read sees the writes queued before it (PostgreSQL sends
+    them all in one pipeline), and each statement's rows come back by name."""
+    sql = store._hot_sql
+    with store.writer.begin() as conn:
+        rows = sql.run(conn, {
+            "new": sql.insert_terminals(["term-b", "term-a"], "genesis"),
+            "again": sql.insert_terminals(["term-a"], "other"),  # already there: left as it is
+            "locked": sql.terminals(["term-a", "term-b", "term-c"]),
+        })  # fmt: skip
+    assert rows["new"] == [] and rows["again"] == []
+    assert [tuple(r) for r in rows["locked"]] == [("term-a", 0, "genesis", None, None), ("term-b", 0, "genesis", None, None)]
+
+
+@pytest.mark.postgres
+def test_a_failing_statement_in_a_round_trip_raises_as_sqlalchemy_would_and_writes_nothing(databases, keys):
+    store = EventStore(databases.create("postgres"))
+    sql = store._hot_sql
+    try:
+        with pytest.raises(IntegrityError) as err:
+            with store.writer.begin() as conn:
+                sql.run(conn, {
+                    "new": sql.insert_terminals(["term-a"], "genesis"),
+                    "twice": Statement(sql.insert_requests, [("t", "r", "c", "verify", "fp", "{}", 1, utc(datetime.now(UTC)))] * 2, many=True),
+                })  # fmt: skip
+        assert is_retryable(err.value)
+        with store.reader.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM terminals").scalar_one() == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_in_a_round_trip_is_the_store_unavailable_and_the_next_batch_reconnects(databases, keys, clock):
+    store = EventStore(databases.create("postgres"))
+    sql, writer = store._hot_sql, ThreadRunner(store, keys, clock)
+    try:
+        raised = []
+        with pytest.raises(DBAPIError):  # rolling back on the lost connection fails too
+            with store.writer.begin() as conn:
+                pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+                with store.reader.connect() as other:
+                    other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+                try:
+                    sql.run(conn, {"locked": sql.terminals(["term-a"])})
+                except Exception as exc:
+                    raised.append(exc)
+                    raise
+        assert isinstance(raised[0], DBAPIError) and is_unavailable(raised[0])
+        run_ok(writer, enroll("card-after"))
+        assert store.read_card("card-after").enrolled
+    finally:
+        store.close()
