@@ -32,6 +32,8 @@ PIN_READ_COLUMNS = (
 
 
 _STATUS = {s.value: s for s in CardStatus}
+_STATUS_VALUE = {s: s.value for s in CardStatus}
+_PIN_ORDER = sorted(((t, t.value) for t in PinType), key=lambda tv: tv[1])  # what a MAC covers, in this order
 
 
 def card_state(
@@ -103,12 +105,14 @@ def _t(at: datetime | None) -> str:
 def state_message(state: CardState, last_hash: str, verifiers: Mapping[PinType, Verifier | None]) -> bytes:
     """The bytes a card's MAC covers: its state, head and PIN verifiers (so
     an older verifier cannot be restored). No field holds \\x1e or \\x1f."""
-    parts = ["pinlife-card-v1", state.card_id, str(state.version), last_hash, state.status.value, state.ward or ""]
-    for t in sorted(state.pins, key=lambda t: t.value):
-        p, inq, res, v = state.pins[t], state.inquiries.get(t), state.reservations.get(t), verifiers.get(t)
+    parts = ["pinlife-card-v1", state.card_id, str(state.version), last_hash, _STATUS_VALUE[state.status], state.ward or ""]
+    for t, value in _PIN_ORDER:
+        if (p := state.pins.get(t)) is None:
+            continue
+        inq, res, v = state.inquiries.get(t), state.reservations.get(t), verifiers.get(t)
         parts.append(
             ("-" if v is None else f"{v.key_id}:{v.digest}")
-            + f"\x1e{t.value}\x1e{p.consecutive_failures}\x1e{int(p.locked)}\x1e{_t(p.locked_at)}\x1e{p.last_version}"
+            + f"\x1e{value}\x1e{p.consecutive_failures}\x1e{int(p.locked)}\x1e{_t(p.locked_at)}\x1e{p.last_version}"
             + ("" if inq is None else f"\x1ei\x1e{inq.inquiry_id}\x1e{_t(inq.expires_at)}\x1e{inq.wrong_codes}")
             + ("" if res is None else f"\x1er\x1e{res.reservation_id}\x1e{res.proving_pin_type.value}\x1e{_t(res.expires_at)}")
         )  # fmt: skip

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, select
 
 from service.domain.chain import GENESIS_HASH, link_hash
 from service.domain.events import Event, Recorded
-from service.domain.pins import PinType
+from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
 from service.domain.state import CardState, evolve
 from service.domain.throttle import TerminalWindow
 from service.domain.streams import is_card_stream, stream_kind, terminal_stream
@@ -64,6 +64,7 @@ class UnitOfWork:
         self._existing: set[str] = set()
         self._locked: set[str] = set()  # cards whose head row this transaction holds
         self._secrets: dict[SecretRef, Verifier | None] = {}
+        self._pin_verifiers: dict[str, dict[PinType, Verifier | None]] = {}  # card -> its PINs' (the MAC covers them)
         self._requests: dict[tuple[str, str], StoredRequest] = {}
         self._looked_up: set[tuple[str, str]] = set()  # request keys already read (found or not)
         self._new_events: list[tuple[dict[str, Any], datetime]] = []  # envelope, at
@@ -125,9 +126,13 @@ class UnitOfWork:
         """Cards from their heads and PIN rows (with verifiers), each checked against its MAC."""
         sql = self._sql
         pins: dict[str, list[Sequence[Any]]] = {card_id: [] for card_id in ids}
+        for card_id in ids:
+            self._pin_verifiers[card_id] = {}
         for card_id, *columns, key_id, digest in pin_rows:
             pins[card_id].append(columns)
-            self._secrets[SecretRef(card_id, SecretKind.PIN, columns[0])] = None if key_id is None else Verifier(key_id, digest)
+            verifier = None if key_id is None else Verifier(key_id, digest)
+            self._secrets[SecretRef(card_id, SecretKind.PIN, columns[0])] = verifier
+            self._pin_verifiers[card_id][PIN_TYPE_BY_VALUE[columns[0]]] = verifier
         for card_id in ids:
             self._states[card_id] = CardState(card_id)
             self._hashes[card_id] = GENESIS_HASH
@@ -216,6 +221,8 @@ class UnitOfWork:
 
     def set_secret(self, ref: SecretRef, verifier: Verifier) -> None:
         self._secrets[ref] = verifier
+        if ref.kind == SecretKind.PIN:
+            self._pin_verifiers.setdefault(ref.card_id, {})[PIN_TYPE_BY_VALUE[ref.name]] = verifier
         self._new_secrets[ref] = (
             ref.card_id,
             ref.kind,
@@ -251,7 +258,7 @@ class UnitOfWork:
         return rows
 
     def _verifiers(self, state: CardState) -> dict[PinType, Verifier | None]:
-        return {t: self._secrets.get(SecretRef.pin(state.card_id, t)) for t in state.pins}
+        return self._pin_verifiers.get(state.card_id, {})
 
     def _mac(self, card_id: str) -> str:
         state = self._states[card_id]
