@@ -138,7 +138,15 @@ def cmd_serve(args) -> None:
         access = access_from_settings(settings)
     except AccessConfigError as exc:
         die(f"pinlife: {exc}")
-    sys.exit(asyncio.run(serve(settings, _keys(settings), access)))
+    keys = _keys(settings)
+
+    async def serve_then_exit() -> None:
+        status = await serve(settings, keys, access)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)  # from the running loop, with gRPC as it is (see serve)
+
+    asyncio.run(serve_then_exit())
 
 
 def sqlite_path(url: str):

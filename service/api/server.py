@@ -40,7 +40,6 @@ from service.store.key_checks import key_problems
 log = structlog.get_logger()
 
 MAX_REQUEST_BYTES = 64 * 1024
-CLOSING_S = 1.0  # on stopping: refusing UNAVAILABLE with the port open, at most this long
 
 
 class KeysRefused(Exception):
@@ -232,10 +231,16 @@ class Server:
             )
         log.info("serving", port=self.port, store=self.store.dialect, writer=self.settings.writer, metrics_port=self.metrics_port)
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, grace: float = 5.0, *, process_exits: bool = False) -> None:
         """NOT_SERVING; new calls refused UNAVAILABLE while those in flight
         finish (up to grace seconds); then gRPC stops, the writer commits
-        what it holds, and the store closes."""
+        what it holds, and the store closes.
+
+        process_exits: the caller ends the process next (serve), so gRPC is
+        not shut down: calls still arriving are refused UNAVAILABLE until the
+        process ends, and the connections then close with it (UNAVAILABLE
+        to any call left). gRPC's own shutdown would cancel a call it had
+        received but not yet handed over, which a client sees as CANCELLED."""
         self._watcher.cancel()
         await self._set_health(False)
         self.log_signal.close()  # watchers end UNAVAILABLE and resume elsewhere
@@ -243,11 +248,8 @@ class Server:
         started = loop.time()
         if not await self.gate.drained(grace):
             log.warning("stopping_with_calls_in_flight", calls=self.gate.in_flight, grace_s=grace)
-        # Keep answering UNAVAILABLE a moment longer (health says
-        # NOT_SERVING): callers and balancers move on before the port closes,
-        # where gRPC's own shutdown would cancel a call arriving at that instant.
-        await asyncio.sleep(max(0.0, min(CLOSING_S, grace - (loop.time() - started))))
-        await self.grpc.stop(max(0.0, grace - (loop.time() - started)))
+        if not process_exits:
+            await self.grpc.stop(max(0.0, grace - (loop.time() - started)))
         if self.log_listener is not None:
             await self.log_listener.stop()
         await self.app.stop()
@@ -261,7 +263,9 @@ class Server:
 async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None = None) -> int:
     """Serve until SIGINT or SIGTERM (exit status 0), or until the writer
     process dies (1: the supervisor starts a fresh server). A server that
-    may not start (STARTUP_REFUSALS) says why in one line and exits 2."""
+    may not start (STARTUP_REFUSALS) says why in one line and exits 2.
+    After serving, the caller ends the process at once with the status
+    returned (os._exit: gRPC is left to close with it, Server.stop)."""
     if access is None:  # the first line a newcomer sees
         log.warning(
             "development_mode",
@@ -291,5 +295,5 @@ async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None =
     failed = server.failed.is_set()
     if failed:
         log.error("stopping_after_writer_death", message="the writer process died: exiting for a restart")
-    await server.stop(grace=settings.grace_seconds)
+    await server.stop(grace=settings.grace_seconds, process_exits=True)
     return 1 if failed else 0

@@ -54,7 +54,6 @@ def test_sigterm_under_load_flips_health_drains_and_loses_nothing(db_url, tmp_pa
 
     acknowledged: list[str] = []
     errors: list[tuple[float, grpc.StatusCode]] = []
-    cancelled: list[str] = []
     stop = threading.Event()
 
     def load(i: int) -> None:
@@ -67,9 +66,7 @@ def test_sigterm_under_load_flips_health_drains_and_loses_nothing(db_url, tmp_pa
                 acknowledged.append(rid)
             except grpc.RpcError as err:
                 errors.append((time.monotonic(), err.code()))
-                if err.code() == grpc.StatusCode.CANCELLED:
-                    cancelled.append(rid)
-                time.sleep(0.05)
+                time.sleep(0.005)  # and on: calls keep arriving until the port closes
 
     threads = [threading.Thread(target=watch_health), *(threading.Thread(target=load, args=(i,)) for i in range(CLIENTS))]
     for t in threads:
@@ -98,13 +95,10 @@ def test_sigterm_under_load_flips_health_drains_and_loses_nothing(db_url, tmp_pa
     flips = [t for t, s in statuses if s == health_pb2.HealthCheckResponse.NOT_SERVING]
     assert flips and flips[0] >= sent, statuses  # NOT_SERVING announced once the signal came
     assert errors, "the clients went on calling after the stop"
-    # UNAVAILABLE while the server refuses calls before it closes its port;
-    # a call that reaches the port at the instant gRPC's own shutdown closes
-    # it can be answered CANCELLED (seen about once in five runs under load):
-    # such a call was never run (checked below), so a retry is safe.
-    assert grpc.StatusCode.UNAVAILABLE in {code for _, code in errors}, errors
-    assert {code for _, code in errors} <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, errors
-    assert len(cancelled) <= CLIENTS, errors
+    # Refused while the server drains, and when the port closes with the
+    # process: UNAVAILABLE only (never CANCELLED, as gRPC's own shutdown
+    # answers a call it received but had not handed over).
+    assert {code for _, code in errors} == {grpc.StatusCode.UNAVAILABLE}, errors
     assert all(t >= sent for t, _ in errors)  # no error before the signal
     store = EventStore(db_url)
     try:
@@ -113,7 +107,6 @@ def test_sigterm_under_load_flips_health_drains_and_loses_nothing(db_url, tmp_pa
     finally:
         store.close()
     assert set(acknowledged) <= stored  # every answer a client got is in the log
-    assert not set(cancelled) & stored  # a cancelled call did nothing
 
 
 def serve(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
