@@ -3,7 +3,8 @@ commands in one transaction and returns one result per command, in order.
 The thread runner below and the writer process (writer_process.py) both
 call it; the queue that forms batches is writer.py.
 
-Failures are contained: a conflict with another instance retries the batch;
+Failures are contained: a conflict with another instance retries the batch
+(the retries lock the terminals' rows the first attempt read unlocked);
 an unexpected error splits the batch so only the command that caused it
 fails; a domain error (not found, already exists, ...) fails only its own
 command, which writes nothing but a refusal its rules record (handlers.py).
@@ -41,7 +42,7 @@ def run_batch(
     """Handle a batch in one transaction; one result per item, in order."""
     for attempt in range(1, attempts + 1):
         try:
-            return _transaction(store, Deps(keys, policy, clock()), items)
+            return _transaction(store, Deps(keys, policy, clock()), items, lock_terminals=attempt > 1)
         except Exception as exc:  # noqa: BLE001 - classified below
             if store.is_unavailable(exc):
                 log.warning("store_unavailable", error=type(exc).__name__)
@@ -56,11 +57,11 @@ def run_batch(
     raise AssertionError("unreachable")
 
 
-def _transaction(store: Store, deps: Deps, items: Sequence[Item]) -> list[Result]:
+def _transaction(store: Store, deps: Deps, items: Sequence[Item], lock_terminals: bool) -> list[Result]:
     handlers = [HANDLERS[type(cmd)] for cmd, _ in items]
     touches = [h.touches(cmd, caller) for h, (cmd, caller) in zip(handlers, items)]
     results: list[Result] = []
-    with store.unit_of_work(deps.keys.integrity) as uow:
+    with store.unit_of_work(deps.keys.integrity, lock_terminals=lock_terminals) as uow:
         uow.prefetch(
             [c for t in touches for c in t.write_cards],
             [k for t in touches for k in t.request_keys],

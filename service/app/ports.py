@@ -98,8 +98,11 @@ class UnitOfWork(Protocol):
 
 
 class Store(Protocol):
-    def unit_of_work(self, integrity: IntegrityKeys) -> AbstractContextManager[UnitOfWork]:
-        """A transaction that commits when the block ends without an error."""
+    def unit_of_work(self, integrity: IntegrityKeys, *, lock_terminals: bool = False) -> AbstractContextManager[UnitOfWork]:
+        """A transaction that commits when the block ends without an error.
+        Terminals' rows are read unlocked, and a write of one another
+        transaction changed meanwhile fails the transaction (retryable);
+        with lock_terminals (a retry) they are locked when read instead."""
 
     def is_retryable(self, exc: BaseException) -> bool:
         """A conflict (e.g. with another instance) that a fresh attempt resolves."""

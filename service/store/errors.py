@@ -7,8 +7,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 
+class WriteConflict(Exception):
+    """A row written by another transaction since this one read it unlocked
+    (service/store/unit_of_work.py): retried, then with the rows locked."""
+
+
 def is_retryable(exc: BaseException) -> bool:
     """A conflict that a fresh attempt of the same transaction resolves."""
+    if isinstance(exc, WriteConflict):
+        return True
     if isinstance(exc, IntegrityError):
         return True  # e.g. two instances enrolling one card, or one request id, at once
     if isinstance(exc, OperationalError):

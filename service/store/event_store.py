@@ -54,8 +54,8 @@ class EventStore(Integrity):
             return conn.execute(delete(requests).where(requests.c.created_at < cutoff)).rowcount
 
     @contextmanager
-    def unit_of_work(self, integrity: IntegrityKeys) -> Iterator[UnitOfWork]:
+    def unit_of_work(self, integrity: IntegrityKeys, *, lock_terminals: bool = False) -> Iterator[UnitOfWork]:
         with self.writer.begin() as conn:
-            uow = UnitOfWork(conn, self._hot_sql, integrity)
+            uow = UnitOfWork(conn, self._hot_sql, integrity, lock_terminals=lock_terminals)
             yield uow
             uow.flush()

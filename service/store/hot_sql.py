@@ -22,7 +22,8 @@ from sqlalchemy import Column, Connection, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from service.store.tables import cards, events, pin_states, requests, secrets
+from service.store.errors import WriteConflict
+from service.store.tables import cards, events, pin_states, requests, secrets, terminals
 
 Convert = Callable[[Any], Any]
 
@@ -40,6 +41,7 @@ PIN_COLUMNS = (
     "reservation_id", "reservation_proving_pin_type", "reservation_expires_at",
 )  # fmt: skip
 SECRET_COLUMNS = ("card_id", "kind", "name", "key_id", "digest", "set_at_version")
+TERMINAL_COLUMNS = ("terminal_id", "version", "last_hash", "throttle_failures", "throttled_until", "revision")
 REQUEST_COLUMNS = (
     "terminal_id", "request_id", "card_id", "command", "fingerprint", "outcome", "stream_version", "created_at",
 )  # fmt: skip
@@ -61,11 +63,13 @@ def _identity(value: Any) -> Any:
 
 class Statement(NamedTuple):
     """One statement of a round trip (HotSql.run): its text and parameters,
-    or a list of parameter rows with many=True."""
+    or a list of parameter rows with many=True; for a write that must
+    change a given number of rows, that number (else WriteConflict)."""
 
     sql: str
     params: Any = ()
     many: bool = False
+    expect: int | None = None
 
 
 class HotSql:
@@ -84,9 +88,11 @@ class HotSql:
         self.upsert_pins = self._upsert(pin_states, PIN_COLUMNS, ("card_id", "pin_type"))
         self.upsert_secrets = self._upsert(secrets, SECRET_COLUMNS, ("card_id", "kind", "name"))
         self.insert_requests = self._insert(requests, REQUEST_COLUMNS)
+        self.insert_terminal = self._insert(terminals, TERMINAL_COLUMNS)
+        # a row read at the revision given (last parameter), or no row changes
         self.update_terminal = (
-            f"UPDATE terminals SET version = {p}, last_hash = {p}, throttle_failures = {p}, throttled_until = {p} "
-            f"WHERE terminal_id = {p}"
+            f"UPDATE terminals SET version = {p}, last_hash = {p}, throttle_failures = {p}, throttled_until = {p}, "
+            f"revision = revision + 1 WHERE terminal_id = {p} AND revision = {p}"
         )
         # The payload as text (PostgreSQL would parse JSONB per row): equal
         # payloads are then decoded once (EventStore.rebuild caches by text).
@@ -147,17 +153,17 @@ class HotSql:
         where, params = self.among("s.card_id", card_ids)
         return Statement(f"SELECT s.card_id, {_PIN} FROM pin_states s {_VERIFIER} WHERE {where}", params)
 
-    def terminals(self, terminal_ids: Sequence[str]) -> Statement:
-        """Terminal heads and failure windows, locked in id order on PostgreSQL."""
+    def terminals(self, terminal_ids: Sequence[str], *, lock: bool) -> Statement:
+        """Terminal rows (TERMINAL_COLUMNS); with lock, locked in id order on PostgreSQL."""
         where, params = self.among("terminal_id", terminal_ids)
-        suffix = " ORDER BY terminal_id FOR UPDATE" if self.pg else ""
-        columns = "terminal_id, version, last_hash, throttle_failures, throttled_until"
-        return Statement(f"SELECT {columns} FROM terminals WHERE {where}{suffix}", params)
+        suffix = " ORDER BY terminal_id FOR UPDATE" if lock and self.pg else ""
+        return Statement(f"SELECT {', '.join(TERMINAL_COLUMNS)} FROM terminals WHERE {where}{suffix}", params)
 
     def insert_terminals(self, terminal_ids: Sequence[str], genesis: str) -> Statement:
         """Rows for the terminals not seen before, in id order; a terminal
         that has its row already (or whose row another transaction is
-        inserting: waited for) is left as it is. terminals() then locks them all."""
+        inserting: waited for) is left as it is. terminals(lock=True) then
+        locks them all."""
         if self.pg:
             return Statement(
                 "INSERT INTO terminals (terminal_id, version, last_hash) "
@@ -188,25 +194,30 @@ class HotSql:
         it did and locked); SQLite: one after another."""
         if not self.pg:
             out: dict[str, Sequence[Any]] = {}
-            for name, (sql, params, _many) in statements.items():
+            for name, (sql, params, _many, expect) in statements.items():
                 result = conn.exec_driver_sql(sql, params)
                 out[name] = list(result.fetchall()) if result.returns_rows else []
+                if expect is not None and result.rowcount != expect:
+                    raise WriteConflict(f"{name}: {result.rowcount} of {expect} rows as read")
             return out
         pg = cast(psycopg.Connection, conn.connection.driver_connection)
         cursors = {}
         try:
             with pg.pipeline():
-                for name, (sql, params, many) in statements.items():
+                for name, (sql, params, many, _expect) in statements.items():
                     cursor = pg.cursor()
                     (cursor.executemany if many else cursor.execute)(sql, params)
                     cursors[name] = cursor
-            return {name: cursor.fetchall() if cursor.description else [] for name, cursor in cursors.items()}
         except psycopg.Error as exc:  # as SQLAlchemy would have raised it (errors.py classifies those)
             if pg.broken:
                 conn.invalidate(exc)
             raise DBAPIError.instance(
                 f"pipeline: {', '.join(statements)}", None, exc, psycopg.Error, hide_parameters=True, dialect=self.dialect
             ) from exc
+        for name, statement in statements.items():
+            if statement.expect is not None and cursors[name].rowcount != statement.expect:
+                raise WriteConflict(f"{name}: {cursors[name].rowcount} of {statement.expect} rows as read")
+        return {name: cursor.fetchall() if cursor.description else [] for name, cursor in cursors.items()}
 
     # -- converters ------------------------------------------------------------
     def _bind(self, column: Column) -> Convert:

@@ -163,6 +163,9 @@ terminals = Table(
     # throttle, decided in the write transaction (service/domain/throttle.py)
     Column("throttle_failures", Text, nullable=True),
     Column("throttled_until", UtcDateTime, nullable=True),
+    # incremented by each write of the row: a batch writes a row it read
+    # unlocked only if this is unchanged (service/store/unit_of_work.py)
+    Column("revision", BigInteger, nullable=False, server_default="0"),
 )
 
 # A check value per key id and purpose (service/keys.py): a different key

@@ -55,8 +55,9 @@ class UnitOfWork:
     """One transaction (the port service/app/ports.py): cached reads of the
     batch's cards, buffered writes."""
 
-    def __init__(self, conn: Connection, sql: HotSql, integrity: IntegrityKeys):
+    def __init__(self, conn: Connection, sql: HotSql, integrity: IntegrityKeys, *, lock_terminals: bool = False):
         self._conn = conn
+        self._lock_terminals = lock_terminals
         self._sql = sql
         self._integrity = integrity
         self._states: dict[str, CardState] = {}
@@ -72,7 +73,8 @@ class UnitOfWork:
         self._new_cards: dict[str, datetime] = {}  # card -> enrolled at
         self._new_secrets: dict[SecretRef, tuple] = {}
         self._new_requests: list[tuple[StoredRequest, datetime]] = []
-        self._terminals: dict[str, list] = {}  # terminal -> [version, TerminalWindow], its row locked
+        # terminal -> [version, TerminalWindow, revision read (None: no row yet)]
+        self._terminals: dict[str, list] = {}
         self._dirty_terminals: set[str] = set()
 
     # -- reads -------------------------------------------------------------
@@ -82,10 +84,15 @@ class UnitOfWork:
     ) -> None:  # fmt: skip
         """Load, in one round trip (HotSql.run), the cards the batch writes
         (locking their heads), the cards it only reads (no lock), the
-        terminals whose failure windows it decides (a new terminal's row
-        made, or waited for if another transaction is making it, so two
-        instances never both start from an empty window; then all locked,
-        after the cards), and earlier answers to its request ids."""
+        terminals whose failure windows it decides, and earlier answers to
+        its request ids.
+
+        Terminals are read unlocked (most commands leave them as they are):
+        flush writes a terminal's row only if it is still as read, else the
+        batch fails with WriteConflict and is retried with lock_terminals,
+        which makes any missing row (or waits for another transaction
+        making it) and locks them all, after the cards. Either way two
+        transactions never both move a terminal's window from the same state."""
         sql = self._sql
         write_ids = sorted(set(card_ids) - self._locked)
         read_ids = sorted(set(read_only) - self._states.keys() - set(write_ids))
@@ -97,9 +104,10 @@ class UnitOfWork:
             plan["pins"] = sql.pins_with_verifiers(write_ids)
         if read_ids:
             plan["read"] = sql.read_cards(read_ids)
-        if terminals:
+        if terminals and self._lock_terminals:
             plan["new terminals"] = sql.insert_terminals(terminals, GENESIS_HASH)
-            plan["terminals"] = sql.terminals(terminals)
+        if terminals:
+            plan["terminals"] = sql.terminals(terminals, lock=self._lock_terminals)
         if keys:
             plan["requests"] = sql.requests_among(sorted({k[0] for k in keys}), sorted({k[1] for k in keys}))
         if not plan:
@@ -111,8 +119,11 @@ class UnitOfWork:
         if read_ids:
             heads = {r[:6] for r in rows["read"]}
             self._load(read_ids, heads, [(r[0], *r[6:]) for r in rows["read"] if r[6] is not None])
-        for terminal_id, version, last_hash, failures, until in rows.get("terminals", ()):
-            self._terminals[terminal_id] = [version, window_from_row(failures, until, sql.read_time)]
+        for t in terminals:
+            self._terminals[t] = [0, TerminalWindow(), None]
+            self._hashes[terminal_stream(t)] = GENESIS_HASH
+        for terminal_id, version, last_hash, failures, until, revision in rows.get("terminals", ()):
+            self._terminals[terminal_id] = [version, window_from_row(failures, until, sql.read_time), revision]
             self._hashes[terminal_stream(terminal_id)] = last_hash
         self._looked_up |= keys
         for terminal_id, request_id, card_id, command, fp, outcome, stream_version, created_at in rows.get("requests", ()):
@@ -211,7 +222,7 @@ class UnitOfWork:
     def append_terminal(self, terminal_id: str, new_events: Sequence[Event], env: Envelope) -> int:
         """Append access events to a terminal's stream; returns its version."""
         env = replace(env, occurred_at=utc(env.occurred_at))
-        self.terminal_window(terminal_id)  # locks its row
+        self.terminal_window(terminal_id)
         head = self._terminals[terminal_id]
         for e in new_events:
             head[0] += 1
@@ -277,11 +288,19 @@ class UnitOfWork:
                 (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at), self._mac(c))
                 for c, at in self._new_cards.items() for s in (self._states[c],)
             ], many=True)  # fmt: skip
-        if self._dirty_terminals:
-            plan["terminals"] = Statement(sql.update_terminal, [
-                (version, self._hashes[terminal_stream(t)], *window_to_row(window, bind_time), t)
-                for t in sorted(self._dirty_terminals) for version, window in (self._terminals[t],)
-            ], many=True)  # fmt: skip
+        if self._dirty_terminals:  # each row as read, or a WriteConflict
+            new_rows, updates = [], []
+            for t in sorted(self._dirty_terminals):
+                version, window, revision = self._terminals[t]
+                columns = (version, self._hashes[terminal_stream(t)], *window_to_row(window, bind_time))
+                if revision is None:
+                    new_rows.append((t, *columns, 1))  # a row another transaction made meanwhile: IntegrityError
+                else:
+                    updates.append((*columns, t, revision))
+            if new_rows:
+                plan["new terminals"] = Statement(sql.insert_terminal, new_rows, many=True)
+            if updates:
+                plan["terminals"] = Statement(sql.update_terminal, updates, many=True, expect=len(updates))
         touched = {env["card_id"] for env, _ in self._new_events if is_card_stream(env["card_id"])}
         touched |= {ref.card_id for ref in self._new_secrets if ref.kind == SecretKind.PIN}  # the MAC covers verifiers
         touched -= self._new_cards.keys()

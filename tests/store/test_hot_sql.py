@@ -13,12 +13,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from service.app.batch import ThreadRunner
 from service.store import hot_sql
-from service.store.errors import is_retryable, is_unavailable
+from service.domain import throttle
+from service.domain.policy import ThrottlePolicy
+from service.store.errors import WriteConflict, is_retryable, is_unavailable
 from service.store.event_store import EventStore
 from service.store.hot_sql import Statement
 from service.store.records import utc
-from service.store.tables import cards, events, pin_states, requests, secrets
-from tests.store.helpers import USER, WRONG, enroll, run_ok, verify
+from service.store.tables import cards, events, pin_states, requests, secrets, terminals
+from tests.store.helpers import COUNTER, USER, WRONG, enroll, run_ok, verify
+
+POLICY = ThrottlePolicy()
 
 
 @pytest.mark.parametrize(
@@ -29,6 +33,7 @@ from tests.store.helpers import USER, WRONG, enroll, run_ok, verify
         (hot_sql.PIN_COLUMNS, pin_states),
         (hot_sql.SECRET_COLUMNS, secrets),
         (hot_sql.REQUEST_COLUMNS, requests),
+        (hot_sql.TERMINAL_COLUMNS, terminals),
     ],
 )
 def test_row_layouts_name_every_column_of_their_table_once(columns, table):
@@ -41,7 +46,7 @@ def test_statements_use_the_dialects_placeholder_only(dialect):
     mark, other = ("%s", "?") if dialect.name == "postgresql" else ("?", "%s")
     for text in (sql.insert_cards, sql.update_cards, sql.take_positions, sql.insert_events, sql.upsert_pins,
                  sql.upsert_secrets, sql.insert_requests, sql.locked_heads(["a", "b"]).sql,
-                 sql.read_cards(["a", "b"]).sql, sql.terminals(["a"]).sql, sql.insert_terminals(["a"], "x").sql):  # fmt: skip
+                 sql.read_cards(["a", "b"]).sql, sql.terminals(["a"], lock=True).sql, sql.insert_terminals(["a"], "x").sql):  # fmt: skip
         assert mark in text and other not in text
 
 
@@ -79,10 +84,13 @@ def test_a_round_trip_runs_its_statements_in_order_and_returns_each_ones_rows(st
         rows = sql.run(conn, {
             "new": sql.insert_terminals(["term-b", "term-a"], "genesis"),
             "again": sql.insert_terminals(["term-a"], "other"),  # already there: left as it is
-            "locked": sql.terminals(["term-a", "term-b", "term-c"]),
+            "locked": sql.terminals(["term-a", "term-b", "term-c"], lock=True),
         })  # fmt: skip
     assert rows["new"] == [] and rows["again"] == []
-    assert [tuple(r) for r in rows["locked"]] == [("term-a", 0, "genesis", None, None), ("term-b", 0, "genesis", None, None)]
+    assert [tuple(r) for r in rows["locked"]] == [
+        ("term-a", 0, "genesis", None, None, 0),
+        ("term-b", 0, "genesis", None, None, 0),
+    ]
 
 
 @pytest.mark.postgres
@@ -115,12 +123,53 @@ def test_a_connection_lost_in_a_round_trip_is_the_store_unavailable_and_the_next
                 with store.reader.connect() as other:
                     other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
                 try:
-                    sql.run(conn, {"locked": sql.terminals(["term-a"])})
+                    sql.run(conn, {"locked": sql.terminals(["term-a"], lock=True)})
                 except Exception as exc:
                     raised.append(exc)
                     raise
         assert isinstance(raised[0], DBAPIError) and is_unavailable(raised[0])
         run_ok(writer, enroll("card-after"))
         assert store.read_card("card-after").enrolled
+    finally:
+        store.close()
+
+
+# -- terminals read unlocked, written only as read (service/store/unit_of_work.py) --
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("row_first", [True, False], ids=["row-updated", "row-made"])
+def test_a_terminal_written_by_another_transaction_since_it_was_read_fails_the_batch_as_retryable(
+    databases, keys, clock, row_first
+):
+    """Another instance records a failure for the terminal (updating its row,
+    or making it) between this transaction's unlocked read and its write:
+    the write does not happen, and the batch's retry (lock_terminals) writes
+    on the row as it now is."""
+    store = EventStore(databases.create("postgres"))
+    writer = ThreadRunner(store, keys, clock)
+    terminal = COUNTER.terminal_id
+    try:
+        run_ok(writer, enroll("card-1"), enroll("card-2"), enroll("card-3"))
+        if row_first:
+            run_ok(writer, verify("card-3", USER, WRONG[USER]))
+        raised = []
+        with pytest.raises((WriteConflict, IntegrityError)):
+            with store.unit_of_work(keys.integrity) as uow:
+                window = uow.terminal_window(terminal)
+                run_ok(writer, verify("card-2", USER, WRONG[USER]))  # commits meanwhile: nothing here is locked
+                uow.set_terminal_window(terminal, throttle.record_failure(window, "card-1", clock(), POLICY)[0])
+                try:
+                    uow.flush()
+                except Exception as exc:
+                    raised.append(exc)
+                    raise
+        assert is_retryable(raised[0])
+        assert isinstance(raised[0], WriteConflict if row_first else IntegrityError)
+        with store.unit_of_work(keys.integrity, lock_terminals=True) as uow:
+            window = uow.terminal_window(terminal)
+            uow.set_terminal_window(terminal, throttle.record_failure(window, "card-1", clock(), POLICY)[0])
+        with store.unit_of_work(keys.integrity) as uow:
+            assert set(uow.terminal_window(terminal).last_failure) == {"card-1", "card-2"} | ({"card-3"} if row_first else set())
     finally:
         store.close()

@@ -140,6 +140,7 @@ class FakeStore:
         self.secrets: dict[SecretRef, Verifier] = {}
         self.requests: dict[tuple[str, str], StoredRequest] = {}
         self.locked: list[set[str]] = []  # one entry per committed transaction: the cards it locked
+        self.attempts: list[bool] = []  # one entry per transaction begun: whether it locked its terminals
         self._failures: list[type[Exception]] = []
 
     def fail_next(self, count: int, error: type[Exception] = Conflict) -> None:
@@ -147,7 +148,8 @@ class FakeStore:
         self._failures += [error] * count
 
     @contextmanager
-    def unit_of_work(self, integrity=None) -> Iterator[FakeUnitOfWork]:
+    def unit_of_work(self, integrity=None, lock_terminals=False) -> Iterator[FakeUnitOfWork]:
+        self.attempts.append(lock_terminals)
         uow = FakeUnitOfWork(self)
         yield uow  # an exception in the block propagates from here: nothing is committed
         if self._failures:

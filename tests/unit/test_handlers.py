@@ -356,6 +356,7 @@ def test_given_a_retryable_conflict_then_the_batch_is_retried_and_written_once(s
         ("card-b", "CardEnrolled"),
     ]
     assert len(no_backoff) == 2  # a pause before each new attempt
+    assert store.attempts[-3:] == [False, True, True]  # the retries lock the terminals the first read unlocked
 
 
 def test_given_conflicts_on_every_attempt_then_the_command_fails_and_nothing_is_written(store, clock):

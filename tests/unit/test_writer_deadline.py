@@ -170,10 +170,10 @@ class HangingStore(FakeStore):
         self.flowing = threading.Event()
         self.flowing.set()
 
-    def unit_of_work(self, integrity=None):
+    def unit_of_work(self, integrity=None, lock_terminals=False):
         if not self.flowing.wait(10):
             raise AssertionError("the test never let the store go")
-        return super().unit_of_work(integrity)
+        return super().unit_of_work(integrity, lock_terminals)
 
 
 def test_the_thread_runner_stalls_and_recovers_and_a_retry_replays_the_late_commit():
