@@ -1,12 +1,16 @@
 """Background work of a running server, off the request path: sign a
-checkpoint of the log every few seconds while it grows, and prune answers
-past the replay window. Each instance runs it; instances racing to sign
-the same tree size store it once (service/store/checkpoints.py)."""
+checkpoint of the log when no writer has for a while (writers sign every
+CHECKPOINT_EVERY seconds while they write: LeafFeed, service/store/
+checkpoints.py; this covers an idle log's tail, a new store, and an
+instance that does not write), and prune answers past the replay window.
+Each instance runs it; instances racing to sign the same tree size store it
+once."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from datetime import timedelta
 
 import structlog
@@ -14,11 +18,11 @@ import structlog
 from service.clock import Clock
 from service.keys import KeyRing
 from service.store import checkpoints
+from service.store.checkpoints import CHECKPOINT_EVERY
 from service.store.event_store import EventStore
 
 log = structlog.get_logger()
 
-CHECKPOINT_EVERY = 10.0  # seconds
 PRUNE_EVERY = 60.0  # seconds
 # Answers are kept a little past the replay window, so that a retry near its
 # end is refused as reused (not taken for a new request) on every instance.
@@ -29,10 +33,22 @@ class Maintenance:
     def __init__(self, store: EventStore, keys: KeyRing, clock: Clock, replay_window: timedelta):
         self.store, self.keys, self.clock, self.replay_window = store, keys, clock, replay_window
         self._task: asyncio.Task | None = None
+        self._latest: tuple[int, float] | None = None  # the latest stored checkpoint's size, and since when
 
     def checkpoint(self) -> None:
-        if self.keys.checkpoint is not None:
-            checkpoints.sign_checkpoint(self.store, self.keys, self.clock())
+        """Sign one at start, and when no checkpoint was stored for two rounds."""
+        if self.keys.checkpoint is None:
+            return
+        latest = checkpoints.latest(self.store)
+        size, now = (latest.tree_size if latest else 0), time.monotonic()
+        if self._latest is not None:
+            if size != self._latest[0]:
+                self._latest = (size, now)  # a writer signs: nothing to do
+                return
+            if now - self._latest[1] < 2 * CHECKPOINT_EVERY - 1:
+                return
+        signed = checkpoints.sign_checkpoint(self.store, self.keys, self.clock())
+        self._latest = (signed.tree_size if signed else size, now)
 
     def prune(self) -> int:
         pruned = self.store.prune_answers(self.clock() - self.replay_window - PRUNE_MARGIN)

@@ -31,6 +31,7 @@ from service.heap import freeze_startup_objects
 from service.keys import KeyRing
 from service.schema_check import SchemaMismatch, check_schema
 from service.maintenance import Maintenance
+from service.store.checkpoints import LeafFeed
 from service.metrics import Metrics
 from service.store.audit_reads import StoreAuditReads
 from service.store.pg_listener import LogListener
@@ -116,6 +117,7 @@ class Server:
             batch_deadline=settings.batch_deadline_seconds,
             log_format=settings.log_format,
             on_writer_death=writer_died,
+            leaves=LeafFeed(self.store, keys, self.clock),  # a thread writer's checkpoints (a writer process has its own)
         )
         identify = CertificateAuthenticator(access) if access else development_caller
         self.health = health.aio.HealthServicer()

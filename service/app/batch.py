@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import structlog
 
 from service.app.handlers import HANDLERS, Caller, Deps
-from service.app.ports import Store, StoreUnavailable
+from service.app.ports import LeafSink, Store, StoreUnavailable
 from service.clock import Clock
 from service.domain.errors import DomainError
 from service.domain.policy import Policy
@@ -37,12 +37,14 @@ ATTEMPTS = 6  # of one batch, on conflicts with another instance
 
 
 def run_batch(
-    store: Store, keys: KeyRing, clock: Clock, policy: Policy, items: Sequence[Item], attempts: int = ATTEMPTS
-) -> list[Result]:
-    """Handle a batch in one transaction; one result per item, in order."""
+    store: Store, keys: KeyRing, clock: Clock, policy: Policy, items: Sequence[Item], attempts: int = ATTEMPTS,
+    leaves: LeafSink | None = None,
+) -> list[Result]:  # fmt: skip
+    """Handle a batch in one transaction; one result per item, in order.
+    `leaves` is told the committed events' Merkle leaves."""
     for attempt in range(1, attempts + 1):
         try:
-            return _transaction(store, Deps(keys, policy, clock()), items, lock_terminals=attempt > 1)
+            return _transaction(store, Deps(keys, policy, clock()), items, attempt > 1, leaves)
         except Exception as exc:  # noqa: BLE001 - classified below
             if store.is_unavailable(exc):
                 log.warning("store_unavailable", error=type(exc).__name__)
@@ -51,13 +53,13 @@ def run_batch(
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))
                 continue
             if len(items) > 1:
-                return [run_batch(store, keys, clock, policy, [item], attempts)[0] for item in items]
+                return [run_batch(store, keys, clock, policy, [item], attempts, leaves)[0] for item in items]
             log.error("command_failed", command=type(items[0][0]).__name__, error=type(exc).__name__, attempt=attempt)
             return [exc]
     raise AssertionError("unreachable")
 
 
-def _transaction(store: Store, deps: Deps, items: Sequence[Item], lock_terminals: bool) -> list[Result]:
+def _transaction(store: Store, deps: Deps, items: Sequence[Item], lock_terminals: bool, leaves: LeafSink | None) -> list[Result]:
     handlers = [HANDLERS[type(cmd)] for cmd, _ in items]
     touches = [h.touches(cmd, caller) for h, (cmd, caller) in zip(handlers, items)]
     results: list[Result] = []
@@ -73,16 +75,22 @@ def _transaction(store: Store, deps: Deps, items: Sequence[Item], lock_terminals
                 results.append(handler.handle(uow, cmd, caller, deps))
             except DomainError as exc:
                 results.append(exc)
+    if leaves is not None and uow.leaves:  # committed
+        leaves.committed(uow.leaves)
     return results
 
 
 class ThreadRunner:
     """Runs batches on one writer thread of this process."""
 
-    def __init__(self, store: Store, keys: KeyRing, clock: Clock, policy: Policy = Policy(), attempts: int = ATTEMPTS):
+    def __init__(
+        self, store: Store, keys: KeyRing, clock: Clock, policy: Policy = Policy(), attempts: int = ATTEMPTS,
+        leaves: LeafSink | None = None,
+    ):  # fmt: skip
         self.store = store
         self._args = (store, keys, clock, policy)
         self._attempts = attempts
+        self._leaves = leaves
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="pinlife-writer")
 
     async def start(self) -> None:
@@ -93,7 +101,7 @@ class ThreadRunner:
 
     def process(self, items: Sequence[Item]) -> list[Result]:
         """One batch, on the calling thread (tests and tools)."""
-        return run_batch(*self._args, items, self._attempts)
+        return run_batch(*self._args, items, self._attempts, self._leaves)
 
     async def run(self, items: list[Item]) -> list[Result]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.process, items)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from service.app.batch import ATTEMPTS, ThreadRunner
-from service.app.ports import Store
+from service.app.ports import LeafSink, Store
 from service.app.service import PinLife
 from service.app.writer import BATCH_DEADLINE, GroupCommitWriter, Runner
 from service.app.writer_process import ProcessRunner
@@ -26,16 +26,18 @@ def make_runner(
     database_url: str | None = None,
     log_format: str = "json",
     on_writer_death: Callable[[], None] = lambda: None,
+    leaves: LeafSink | None = None,
 ) -> Runner:
-    """`thread`: batches on a thread of this process, against `store`.
-    `process`: in a writer process with its own store on `database_url`
-    (which needs a ServiceClock: it is copied into the process); if that
-    process dies, `on_writer_death` is called (the server then exits)."""
+    """`thread`: batches on a thread of this process, against `store`,
+    telling `leaves` what they commit. `process`: in a writer process with
+    its own store on `database_url` (which needs a ServiceClock: it is
+    copied into the process) and its own checkpoints; if that process dies,
+    `on_writer_death` is called (the server then exits)."""
     if writer == "process":
         if database_url is None or not isinstance(clock, ServiceClock):
             raise ValueError("the writer process needs the database URL and a ServiceClock")
         return ProcessRunner(database_url, keys, clock, policy, ATTEMPTS, log_format, on_death=on_writer_death)
-    return ThreadRunner(store, keys, clock, policy)
+    return ThreadRunner(store, keys, clock, policy, leaves=leaves)
 
 
 def make_app(
@@ -50,9 +52,10 @@ def make_app(
     batch_deadline: float = BATCH_DEADLINE,
     log_format: str = "json",
     on_writer_death: Callable[[], None] = lambda: None,
+    leaves: LeafSink | None = None,
 ) -> PinLife:
     runner = make_runner(
         store, keys, clock, policy, writer=writer, database_url=database_url, log_format=log_format,
-        on_writer_death=on_writer_death,
+        on_writer_death=on_writer_death, leaves=leaves,
     )  # fmt: skip
     return PinLife(GroupCommitWriter(runner, max_batch=batch_max, batch_deadline=batch_deadline), clock, policy)

@@ -86,7 +86,7 @@ class Touches(NamedTuple):
     write_cards: tuple[str, ...] = ()
     read_cards: tuple[str, ...] = ()
     request_keys: tuple[tuple[str, str], ...] = ()
-    terminals: tuple[str, ...] = ()  # whose failure windows are decided (rows locked)
+    terminals: tuple[str, ...] = ()  # whose failure windows are decided
 
 
 def _new_code() -> str:

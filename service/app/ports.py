@@ -62,6 +62,8 @@ class StoredRequest:
 class UnitOfWork(Protocol):
     """One transaction: reads are cached, writes buffered until it commits."""
 
+    leaves: list[tuple[int, bytes]]  # (position, Merkle leaf hash) of the events written, once flushed
+
     def prefetch(
         self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = (),
         terminal_ids: Iterable[str] = (),
@@ -95,6 +97,13 @@ class UnitOfWork(Protocol):
     def set_secret(self, ref: SecretRef, verifier: Verifier) -> None: ...
 
     def remember(self, answer: StoredRequest, at: datetime) -> None: ...
+
+
+class LeafSink(Protocol):
+    """Told the Merkle leaves (position, leaf hash) of each committed batch's
+    events (service/store/checkpoints.py LeafFeed signs checkpoints with them)."""
+
+    def committed(self, leaves: Sequence[tuple[int, bytes]]) -> None: ...
 
 
 class Store(Protocol):

@@ -197,6 +197,7 @@ def _child_main(
     from service import logs
     from service.app.batch import run_batch
     from service.heap import freeze_startup_objects
+    from service.store.checkpoints import LeafFeed
     from service.store.event_store import EventStore
 
     # Ctrl-C reaches the whole process group, and a supervisor may send
@@ -207,6 +208,7 @@ def _child_main(
     logs.configure(log_format)
     logs.bind_context(process="writer")
     store = EventStore(database_url)
+    leaves = LeafFeed(store, keys, clock)
     freeze_startup_objects()
     try:
         while True:
@@ -219,7 +221,7 @@ def _child_main(
             if items == _READY:
                 conn.send(_READY)
                 continue
-            results = run_batch(store, keys, clock, policy, items, attempts)
+            results = run_batch(store, keys, clock, policy, items, attempts, leaves)
             conn.send([_portable(result) for result in results])
     finally:
         store.close()

@@ -25,6 +25,8 @@ from datetime import datetime, UTC
 from typing import Any, NamedTuple
 from collections.abc import Callable, Iterable
 
+from service.domain.merkle import leaf_hash
+
 GENESIS_HASH = "0" * 64
 
 
@@ -42,6 +44,13 @@ def link_hash(key: bytes, prev_hash: str, position: int, envelope: dict[str, Any
     """envelope: every stored field of the event but position, hashes and key id."""
     message = bytes.fromhex(prev_hash) + position.to_bytes(8, "big") + canonical(envelope)
     return hmac.digest(key, message, "sha256").hex()
+
+
+def link_and_leaf(key: bytes, prev_hash: str, position: int, envelope: dict[str, Any]) -> tuple[str, bytes]:
+    """link_hash, and the hash of the event's Merkle leaf (leaf_data), from one
+    canonical encoding: the write path hands its leaves to the checkpoints."""
+    data = position.to_bytes(8, "big") + canonical(envelope)
+    return hmac.digest(key, bytes.fromhex(prev_hash) + data, "sha256").hex(), leaf_hash(data)
 
 
 def legacy_hash(prev_hash: str, envelope: dict[str, Any]) -> str:

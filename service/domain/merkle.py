@@ -84,9 +84,12 @@ class Frontier:
 
     def extend(self, leaves: Iterable[bytes]) -> Frontier:
         """The frontier with the leaves (their data) appended in order."""
+        return self.extend_hashed(leaf_hash(data) for data in leaves)
+
+    def extend_hashed(self, leaf_hashes: Iterable[bytes]) -> Frontier:
+        """The frontier with leaves appended in order, given their leaf_hash."""
         size, hashes = self.size, list(self.hashes)
-        for data in leaves:
-            h = leaf_hash(data)
+        for h in leaf_hashes:
             # Each trailing 1 bit of size is a perfect subtree of the new
             # leaf's height: merge it, as in a binary counter's carry.
             carry = size

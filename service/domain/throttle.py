@@ -4,10 +4,11 @@ a while. It throttles the terminal, never a card: a holder's PINs still
 follow only their own retry rule.
 
 The window is a value (TerminalWindow) kept with the terminal's stream head
-and decided inside the write transaction that holds the terminal's row lock
-(service/app/handlers.py), so the bound holds whatever the concurrency and
-across service instances: at most `max_distinct_cards` + 1 cards fail before
-the terminal is refused.
+and decided inside the write transaction (service/app/handlers.py), which
+writes it only over the row as it read it (else the transaction is retried
+with the row locked: service/store/unit_of_work.py), so the bound holds
+whatever the concurrency and across service instances: at most
+`max_distinct_cards` + 1 cards fail before the terminal is refused.
 
 Pure: the caller passes the time in."""
 

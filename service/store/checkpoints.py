@@ -21,7 +21,8 @@ proofs can later be served from the same leaves and the stored frontiers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from itertools import islice
 from datetime import datetime
 from typing import NamedTuple
@@ -30,6 +31,7 @@ import structlog
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
+from service.clock import Clock
 from service.domain.chain import leaf_data, link_hash
 from service.domain.merkle import Frontier
 from service.app.ports import IntegrityViolation
@@ -41,6 +43,8 @@ from service.store.tables import checkpoints, log_head
 log = structlog.get_logger()
 
 FRONTIER_LABEL = b"pinlife-frontier-v1\x1f"
+CHECKPOINT_EVERY = 10.0  # seconds between checkpoints while the log grows
+KNOWN_LEAVES_MAX = 200_000  # leaves a writer keeps for its next checkpoint (past it: read back)
 
 
 class StoredCheckpoint(NamedTuple):
@@ -95,10 +99,20 @@ def _leaves(store: EventStore, after: int, upto: int, keys: KeyRing | None = Non
         raise IntegrityViolation("log", f"the log ends at position {expected - 1}, before {upto}")
 
 
-def sign_checkpoint(store: EventStore, keys: KeyRing, now: datetime) -> StoredCheckpoint | None:
+def sign_checkpoint(
+    store: EventStore, keys: KeyRing, now: datetime, known: MutableMapping[int, bytes] | None = None
+) -> StoredCheckpoint | None:
     """Sign a checkpoint of the log as it is now; None when nothing was
-    appended since the last one (or another instance signed it first)."""
+    appended since the last one (or another instance signed it first).
+
+    known: the leaf hashes (by position) of events this process committed
+    itself (LeafFeed). When they cover every position since the last
+    checkpoint, the events are not read back: they are as this process
+    wrote them, so the checkpoint commits to them even if a row was edited
+    meanwhile (the edit then fails against it). Entries the signed tree
+    covers are removed."""
     s = signer(keys)
+    known = {} if known is None else known
     with store.reader.begin() as conn:
         head: int = conn.execute(select(log_head.c.position).where(log_head.c.id == 1)).scalar_one()
         q = select(checkpoints.c.tree_size, checkpoints.c.frontier, checkpoints.c.mac)
@@ -111,9 +125,15 @@ def sign_checkpoint(store: EventStore, keys: KeyRing, now: datetime) -> StoredCh
         frontier = Frontier.from_json(last.frontier)
         if frontier.size != last.tree_size:
             raise IntegrityViolation("checkpoints", f"the frontier of checkpoint {last.tree_size} has another size")
+    _forget(known, frontier.size)
     if head <= frontier.size:
         return None
-    frontier = frontier.extend(_leaves(store, frontier.size, head, keys))
+    positions = range(frontier.size + 1, head + 1)
+    if all(p in known for p in positions):
+        frontier = frontier.extend_hashed(known[p] for p in positions)
+    else:
+        frontier = frontier.extend(_leaves(store, frontier.size, head, keys))
+    _forget(known, frontier.size)
     root = frontier.root()
     note = s.sign(Checkpoint(s.name, frontier.size, root).body())
     body = frontier.to_json()
@@ -195,3 +215,41 @@ def check_stored(store: EventStore, keys: KeyRing) -> CheckpointProblem | None:
         if kept.size != cp.tree_size or kept_root != parsed.root:
             return CheckpointProblem(cp.tree_size, "the stored frontier is not the tree of the checkpoint it belongs to")
     return None
+
+
+def _forget(known: MutableMapping[int, bytes], upto: int) -> None:
+    for p in [p for p in known if p <= upto]:
+        del known[p]
+
+
+class LeafFeed:
+    """A writer's checkpoints: the Merkle leaves of the events it commits
+    (from each batch, service/app/batch.py), signed every CHECKPOINT_EVERY
+    seconds while the log grows, without reading the events back when this
+    writer wrote every one since the last checkpoint (the usual case with
+    one instance; with several, sign_checkpoint reads the others' events
+    and checks their links). The server's maintenance signs when no writer
+    has for a while (an idle log's tail; service/maintenance.py). A failure
+    is logged, never the batch's."""
+
+    def __init__(
+        self, store: EventStore, keys: KeyRing, clock: Clock, every: float = CHECKPOINT_EVERY,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):  # fmt: skip
+        self.store, self.keys, self.clock, self.every, self._monotonic = store, keys, clock, every, monotonic
+        self._known: dict[int, bytes] = {}
+        self._signed_at = monotonic()
+
+    def committed(self, leaves: Iterable[tuple[int, bytes]]) -> None:
+        if self.keys.checkpoint is None:
+            return
+        self._known.update(leaves)
+        if len(self._known) > KNOWN_LEAVES_MAX:
+            self._known.clear()  # signing has failed for long: the next one reads the events back
+        if self._monotonic() - self._signed_at < self.every:
+            return
+        self._signed_at = self._monotonic()
+        try:
+            sign_checkpoint(self.store, self.keys, self.clock(), self._known)
+        except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
+            log.error("checkpoint_failed", error=type(exc).__name__, detail=str(exc))

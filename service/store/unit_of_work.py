@@ -1,17 +1,20 @@
 """The write path: one transaction per batch of commands (service/app/batch.py).
 
-  1. prefetch: lock the head rows of the cards the batch writes, in card-id
-     order (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
-     already serialises writers); read the heads of cards only read (status
-     reads) without a lock; then read their projection rows, PIN verifiers
-     and any earlier answers to the batch's request ids.
+  1. prefetch, in one round trip on PostgreSQL (HotSql.run): lock the head
+     rows of the cards the batch writes, in card-id order (SELECT ... FOR
+     UPDATE; SQLite's BEGIN IMMEDIATE already serialises writers), then read
+     their PIN states and verifiers; read the cards only read (status
+     reads) without a lock; read the terminals' rows without a lock (or,
+     on a retry, lock them); read any earlier answers to the request ids.
   2. the app layer decides each command against the cached state; appends,
      secrets and answers are buffered in memory.
   3. flush: take the global positions from the single log_head row
      (UPDATE ... RETURNING), link each event to its stream under the
-     integrity key (the link covers the position, service/domain/chain.py),
-     insert the events, write the heads with each card's MAC, upsert the
-     projection and the secrets, insert the answers; then commit.
+     integrity key (the link covers the position, service/domain/chain.py);
+     then, in one more round trip: the terminals changed (each only over
+     the revision read, else WriteConflict and the batch is retried), the
+     heads with each card's MAC, the events, the projection, the secrets,
+     the answers; then commit.
 A card whose head and projection rows do not match their MAC is never acted
 on: loading it raises IntegrityViolation (service/app/ports.py).
 Steps 1 and 3 run as driver-level SQL (hot_sql.py); rare writes use Core.
@@ -33,7 +36,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, select
 
-from service.domain.chain import GENESIS_HASH, link_hash
+from service.domain.chain import GENESIS_HASH, link_and_leaf
 from service.domain.events import Event, Recorded
 from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
 from service.domain.state import CardState, evolve
@@ -76,6 +79,7 @@ class UnitOfWork:
         # terminal -> [version, TerminalWindow, revision read (None: no row yet)]
         self._terminals: dict[str, list] = {}
         self._dirty_terminals: set[str] = set()
+        self.leaves: list[tuple[int, bytes]] = []  # (position, Merkle leaf hash) of each event written, for checkpoints
 
     # -- reads -------------------------------------------------------------
     def prefetch(
@@ -260,7 +264,9 @@ class UnitOfWork:
         for position, (env, at) in enumerate(self._new_events, first):
             sid = env["card_id"]
             prev = hashes[sid]
-            hashes[sid] = link = link_hash(key, prev, position, env)
+            link, leaf = link_and_leaf(key, prev, position, env)
+            hashes[sid] = link
+            self.leaves.append((position, leaf))
             rows.append((
                 position, sid, stream_kind(sid).value, env["version"], env["event_id"], env["event_type"],
                 env["schema_version"], bind_time(at), env["pin_type"], env["channel"], env["terminal_id"],

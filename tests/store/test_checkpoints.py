@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 
+from service.app.batch import ThreadRunner
 from service.app.ports import IntegrityViolation
 from service.domain.chain import leaf_data, link_hash
 from service.domain.merkle import Frontier
@@ -27,7 +28,7 @@ from service.store.check import check_store
 from service.store.projection import state_message
 from service.store.tables import cards, checkpoints as checkpoints_table, events
 from tests.keys import CHECKPOINT, INTEGRITY
-from tests.store.helpers import CORRECT, USER, enroll, run_ok, verify
+from tests.store.helpers import COUNTER, CORRECT, USER, enroll, run_ok, verify
 
 CARD = "card-M"
 
@@ -266,3 +267,51 @@ def test_with_the_integrity_key_a_relinked_event_still_fails_the_stored_checkpoi
     assert checkpoints.check_against(store, signed.note, [checkpoints.public_verifier_key(keys)]) == (
         9, "the log's first 9 events do not have the checkpoint's root (rewritten or removed)",
     )  # fmt: skip
+
+
+# -- a writer's checkpoints from the leaves it committed (LeafFeed) -------------------------
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_writer_signs_from_the_leaves_it_committed_without_reading_the_events_back(store, keys, clock):
+    """The checkpoint is the RFC 6962 tree of the log; an event edited in the
+    database between its commit and the checkpoint does not enter it (the
+    writer signs what it wrote), so the edit fails against the checkpoint."""
+    ticks = Ticks()
+    feed = checkpoints.LeafFeed(store, keys, clock, every=10, monotonic=ticks)
+    writer = ThreadRunner(store, keys, clock, leaves=feed)
+    run_ok(writer, enroll(CARD))
+    run_ok(writer, *(verify(CARD, USER, CORRECT[USER]) for _ in range(5)))
+    assert checkpoints.latest(store) is None  # not yet: every 10 s
+    disable_append_only(store)
+    with store.writer.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 3).values(terminal_id="terminal-forged"))
+    ticks.now = 10
+    run_ok(writer, verify(CARD, USER, CORRECT[USER]))
+    signed = checkpoints.latest(store)
+    assert signed is not None and signed.tree_size == 7
+    assert checkpoints.check_stored(store, keys) == (7, "the log's first 7 events do not match the checkpoint")
+    with store.writer.begin() as conn:  # the edit undone: the log is the tree signed
+        conn.execute(update(events).where(events.c.position == 3).values(terminal_id=COUNTER.terminal_id))
+    assert checkpoints.check_stored(store, keys) is None
+    assert signed.root_hash == _mth(leaf_hashes(store)).hex()
+
+
+def test_a_writer_signs_over_another_writers_events_by_reading_and_checking_them(store, keys, clock):
+    ticks = Ticks()
+    feed = checkpoints.LeafFeed(store, keys, clock, every=10, monotonic=ticks)
+    ours, theirs = ThreadRunner(store, keys, clock, leaves=feed), ThreadRunner(store, keys, clock)
+    run_ok(ours, enroll(CARD))
+    run_ok(theirs, verify(CARD, USER, CORRECT[USER]))  # another instance's event between ours
+    ticks.now = 10
+    run_ok(ours, verify(CARD, USER, CORRECT[USER]))
+    signed = checkpoints.latest(store)
+    assert signed is not None and signed.tree_size == 3 and signed.root_hash == _mth(leaf_hashes(store)).hex()
+    assert checkpoints.check_stored(store, keys) is None

@@ -66,6 +66,7 @@ class FakeUnitOfWork:
         self.secrets = dict(store.secrets)
         self.requests = dict(store.requests)
         self.locked: set[str] = set()  # cards this transaction would lock
+        self.leaves: list[tuple[int, bytes]] = []  # no Merkle leaves here: checkpoints are the real store's
 
     def prefetch(
         self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = (),
