@@ -35,13 +35,14 @@ class Maintenance:
         self._task: asyncio.Task | None = None
         self._latest: tuple[int, float] | None = None  # the latest stored checkpoint's size, and since when
 
-    def checkpoint(self) -> None:
-        """Sign one at start, and when no checkpoint was stored for two rounds."""
+    def checkpoint(self, force: bool = False) -> None:
+        """Sign one at start, when no checkpoint was stored for two rounds,
+        and with force (stopping)."""
         if self.keys.checkpoint is None:
             return
         latest = checkpoints.latest(self.store)
         size, now = (latest.tree_size if latest else 0), time.monotonic()
-        if self._latest is not None:
+        if self._latest is not None and not force:
             if size != self._latest[0]:
                 self._latest = (size, now)  # a writer signs: nothing to do
                 return
@@ -80,4 +81,8 @@ class Maintenance:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        await self._run(self.checkpoint)  # the log as this instance leaves it
+        await self._run(self.final_checkpoint)
+
+    def final_checkpoint(self) -> None:
+        """The log as this instance leaves it."""
+        self.checkpoint(force=True)

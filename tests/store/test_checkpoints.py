@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -23,6 +24,7 @@ from service.domain.chain import leaf_data, link_hash
 from service.domain.merkle import Frontier
 from service.keys import IntegrityKeys, SecretRef
 from service.notes import NoteSigner, open_note, parse_checkpoint
+from service import maintenance
 from service.store import checkpoints
 from service.store.check import check_store
 from service.store.projection import state_message
@@ -315,3 +317,33 @@ def test_a_writer_signs_over_another_writers_events_by_reading_and_checking_them
     signed = checkpoints.latest(store)
     assert signed is not None and signed.tree_size == 3 and signed.root_hash == _mth(leaf_hashes(store)).hex()
     assert checkpoints.check_stored(store, keys) is None
+
+
+def test_the_maintenance_signs_at_start_when_no_writer_has_for_two_rounds_and_on_stopping(store, keys, clock, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(maintenance.time, "monotonic", lambda: now[0])
+    m = maintenance.Maintenance(store, keys, clock, timedelta(hours=24))
+    writer = ThreadRunner(store, keys, clock)  # signs nothing itself
+
+    def size() -> int:
+        latest = checkpoints.latest(store)
+        return latest.tree_size if latest else 0
+
+    run_ok(writer, enroll(CARD))
+    m.checkpoint()
+    assert size() == 1  # at start
+    run_ok(writer, verify(CARD, USER, CORRECT[USER]))
+    now[0] += checkpoints.CHECKPOINT_EVERY
+    m.checkpoint()
+    assert size() == 1  # one round without a checkpoint: a writer may be about to sign
+    now[0] += checkpoints.CHECKPOINT_EVERY
+    m.checkpoint()
+    assert size() == 2  # two: none does
+    run_ok(writer, verify(CARD, USER, CORRECT[USER]))
+    checkpoints.sign_checkpoint(store, keys, clock())  # as a writer does
+    run_ok(writer, verify(CARD, USER, CORRECT[USER]))
+    now[0] += 5 * checkpoints.CHECKPOINT_EVERY
+    m.checkpoint()
+    assert size() == 3  # a writer signed since the last round
+    m.final_checkpoint()
+    assert size() == 4  # stopping: the log as this instance leaves it
