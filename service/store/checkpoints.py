@@ -79,10 +79,11 @@ def stored(store: EventStore) -> list[StoredCheckpoint]:
 
 def _leaves(store: EventStore, after: int, upto: int, keys: KeyRing | None = None) -> Iterator[bytes]:
     """Leaf data of positions after+1..upto, in order; with keys, each
-    event's own keyed link is checked first."""
+    event's own keyed link is checked first. Read 1,000 events a page: a
+    server that signs at start over a large tail holds one page at a time."""
     expected = after + 1
     while expected <= upto:
-        page = store.read_all(expected - 1, min(5000, upto - expected + 1))
+        page = store.read_all(expected - 1, min(1000, upto - expected + 1))
         if not page:
             break
         for e in page:
