@@ -201,6 +201,6 @@ class Handler:
 
 HANDLERS: dict[type, Handler] = {
     **{command: Handler(handle_card_command, card_command_touches) for command in DECIDERS},
-    RecordTerminalEvents: Handler(handle_terminal_events),
+    RecordTerminalEvents: Handler(handle_terminal_events, lambda cmd, caller: Touches(terminals=(caller.terminal_id,))),
     ReadCard: Handler(handle_read_card, lambda cmd, caller: Touches(read_cards=(cmd.card_id,), terminals=(caller.terminal_id,))),
 }

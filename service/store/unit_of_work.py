@@ -43,6 +43,7 @@ from service.domain.state import CardState, evolve
 from service.domain.throttle import TerminalWindow
 from service.domain.streams import is_card_stream, stream_kind, terminal_stream
 from service.keys import IntegrityKeys, SecretKind, SecretRef, Verifier
+from service.store.errors import WriteConflict
 from service.store.hot_sql import HotSql, Statement
 from service.store.projection import card_state, changed_pins, pin_row, state_message, window_from_row, window_to_row
 from service.app.ports import Envelope, IntegrityViolation, StoredRequest
@@ -251,12 +252,42 @@ class UnitOfWork:
         self._requests[(answer.terminal_id, answer.request_id)] = answer
         self._new_requests.append((answer, utc(at)))
 
-    def _link(self) -> list[tuple]:
-        """Take the batch's global positions and link each new event to its
-        stream under the current integrity key; the events' rows."""
+    def _claim(self) -> int:
+        """Before anything is written, in one round trip: lock the terminals
+        this batch changes and check they are as read, make the rows of new
+        ones, take the batch's global positions (the log_head row, locked to
+        commit: always last, so lock waits never form a cycle through it),
+        then check that the terminals only read are still as read (every
+        transaction that took positions before has committed by now).
+        Raises WriteConflict (or IntegrityError for a row made meanwhile);
+        returns the first position (0 without events)."""
+        sql, plan = self._sql, {}
+        changed = sorted(t for t in self._dirty_terminals if self._terminals[t][2] is not None)
+        made = sorted(t for t in self._dirty_terminals if self._terminals[t][2] is None)
+        read = sorted(self._terminals.keys() - self._dirty_terminals) if self._new_events else []
+        if changed:
+            plan["changed"] = sql.terminals(changed, lock=True)
+        if made:
+            plan["made"] = Statement(sql.insert_terminal, [(t, 0, GENESIS_HASH, None, None, 0) for t in made], many=True)
+        if self._new_events:
+            plan["positions"] = Statement(sql.take_positions, (len(self._new_events),))
+        if read:
+            plan["read"] = sql.terminals(read, lock=False)
+        if not plan:
+            return 0
+        rows = sql.run(self._conn, plan)
+        for name, ids in (("changed", changed), ("read", read)):
+            now = {r[0]: r[5] for r in rows.get(name, ())}
+            if moved := [t for t in ids if now.get(t) != self._terminals[t][2]]:
+                raise WriteConflict(f"terminal rows changed since read: {len(moved)}")
+        for t in made:
+            self._terminals[t][2] = 0
+        return rows["positions"][0][0] - len(self._new_events) + 1 if self._new_events else 0
+
+    def _link(self, first: int) -> list[tuple]:
+        """Link each new event to its stream under the current integrity key,
+        from the first position taken; the events' rows."""
         sql, hashes = self._sql, self._hashes
-        n = len(self._new_events)
-        first = self._conn.exec_driver_sql(sql.take_positions, (n,)).scalar_one() - n + 1
         key_id = self._integrity.current
         key = self._integrity.key(key_id)
         bind_time, bind_json = sql.bind_time, sql.bind_json
@@ -282,31 +313,25 @@ class UnitOfWork:
         return self._integrity.tag(state_message(state, self._hashes[card_id], self._verifiers(state)))
 
     def flush(self) -> None:
-        """Write everything buffered. Positions come first (the links cover
-        them, and the heads and MACs cover the links); then every write in
-        one round trip (HotSql.run), in this order."""
+        """Write everything buffered. The terminals and positions are claimed
+        first (_claim; the links cover the positions, and the heads and MACs
+        cover the links); then every write in one round trip (HotSql.run),
+        in this order."""
         sql = self._sql
         bind_time, bind_json = sql.bind_time, sql.bind_json
         plan: dict[str, Statement] = {}
-        event_rows = self._link() if self._new_events else []
+        first = self._claim()
+        event_rows = self._link(first) if self._new_events else []
         if self._new_cards:
             plan["cards"] = Statement(sql.insert_cards, [
                 (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at), self._mac(c))
                 for c, at in self._new_cards.items() for s in (self._states[c],)
             ], many=True)  # fmt: skip
-        if self._dirty_terminals:  # each row as read, or a WriteConflict
-            new_rows, updates = [], []
-            for t in sorted(self._dirty_terminals):
-                version, window, revision = self._terminals[t]
-                columns = (version, self._hashes[terminal_stream(t)], *window_to_row(window, bind_time))
-                if revision is None:
-                    new_rows.append((t, *columns, 1))  # a row another transaction made meanwhile: IntegrityError
-                else:
-                    updates.append((*columns, t, revision))
-            if new_rows:
-                plan["new terminals"] = Statement(sql.insert_terminal, new_rows, many=True)
-            if updates:
-                plan["terminals"] = Statement(sql.update_terminal, updates, many=True, expect=len(updates))
+        if self._dirty_terminals:  # locked by _claim, as read
+            plan["terminals"] = Statement(sql.update_terminal, [
+                (version, self._hashes[terminal_stream(t)], *window_to_row(window, bind_time), t, revision)
+                for t in sorted(self._dirty_terminals) for version, window, revision in (self._terminals[t],)
+            ], many=True, expect=len(self._dirty_terminals))  # fmt: skip
         touched = {env["card_id"] for env, _ in self._new_events if is_card_stream(env["card_id"])}
         touched |= {ref.card_id for ref in self._new_secrets if ref.kind == SecretKind.PIN}  # the MAC covers verifiers
         touched -= self._new_cards.keys()

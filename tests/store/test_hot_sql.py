@@ -12,6 +12,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.app.batch import ThreadRunner
+from service.app.handlers import HANDLERS, Deps
+from service.domain.policy import Policy
 from service.store import hot_sql
 from service.domain import throttle
 from service.domain.policy import ThrottlePolicy
@@ -20,7 +22,7 @@ from service.store.event_store import EventStore
 from service.store.hot_sql import Statement
 from service.store.records import utc
 from service.store.tables import cards, events, pin_states, requests, secrets, terminals
-from tests.store.helpers import COUNTER, USER, WRONG, enroll, run_ok, verify
+from tests.store.helpers import COUNTER, CORRECT, USER, WRONG, enroll, run_ok, verify
 
 POLICY = ThrottlePolicy()
 
@@ -171,5 +173,26 @@ def test_a_terminal_written_by_another_transaction_since_it_was_read_fails_the_b
             uow.set_terminal_window(terminal, throttle.record_failure(window, "card-1", clock(), POLICY)[0])
         with store.unit_of_work(keys.integrity) as uow:
             assert set(uow.terminal_window(terminal).last_failure) == {"card-1", "card-2"} | ({"card-3"} if row_first else set())
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_check_that_read_a_terminal_before_another_instance_throttled_it_is_retried_after(databases, keys, clock):
+    """A passing check writes nothing to its terminal, yet its events must not
+    follow (in log order) a concurrent change of the terminal it did not see:
+    its batch fails WriteConflict, and the retry sees the terminal as it is."""
+    store = EventStore(databases.create("postgres"))
+    writer = ThreadRunner(store, keys, clock)
+    try:
+        run_ok(writer, enroll("card-1"), enroll("card-2"))
+        run_ok(writer, verify("card-2", USER, WRONG[USER]))  # the terminal has a row
+        with pytest.raises(WriteConflict):
+            with store.unit_of_work(keys.integrity) as uow:
+                cmd = verify("card-1", USER, CORRECT[USER])
+                answer = HANDLERS[type(cmd)].handle(uow, cmd, COUNTER, Deps(keys, Policy(), clock()))
+                assert answer.outcome.result.name == "OK"
+                run_ok(writer, verify("card-2", USER, WRONG[USER]))  # another instance changes the window meanwhile
+        assert [e.event_type for e in store.stream("card-1")] == ["CardEnrolled"]  # nothing written
     finally:
         store.close()
