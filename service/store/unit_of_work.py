@@ -8,13 +8,15 @@
      on a retry, lock them); read any earlier answers to the request ids.
   2. the app layer decides each command against the cached state; appends,
      secrets and answers are buffered in memory.
-  3. flush: take the global positions from the single log_head row
-     (UPDATE ... RETURNING), link each event to its stream under the
-     integrity key (the link covers the position, service/domain/chain.py);
-     then, in one more round trip: the terminals changed (each only over
-     the revision read, else WriteConflict and the batch is retried), the
-     heads with each card's MAC, the events, the projection, the secrets,
-     the answers; then commit.
+  3. flush, in two round trips: first claim (_claim) the terminals the
+     batch changes (locked, and as read, else WriteConflict and the batch
+     is retried) and the global positions (the single log_head row, UPDATE
+     ... RETURNING, always the last lock taken), and check that the
+     terminals only read are unchanged; link each event to its stream
+     under the integrity key (the link covers the position,
+     service/domain/chain.py); then write the terminals, the heads with
+     each card's MAC, the events, the projection, the secrets and the
+     answers; then commit.
 A card whose head and projection rows do not match their MAC is never acted
 on: loading it raises IntegrityViolation (service/app/ports.py).
 Steps 1 and 3 run as driver-level SQL (hot_sql.py); rare writes use Core.
