@@ -42,15 +42,19 @@ def canonical(envelope: dict[str, Any]) -> bytes:
 
 def link_hash(key: bytes, prev_hash: str, position: int, envelope: dict[str, Any]) -> str:
     """envelope: every stored field of the event but position, hashes and key id."""
-    message = bytes.fromhex(prev_hash) + position.to_bytes(8, "big") + canonical(envelope)
-    return hmac.digest(key, message, "sha256").hex()
+    return _link(key, prev_hash, leaf_data(position, envelope))
 
 
 def link_and_leaf(key: bytes, prev_hash: str, position: int, envelope: dict[str, Any]) -> tuple[str, bytes]:
-    """link_hash, and the hash of the event's Merkle leaf (leaf_data), from one
-    canonical encoding: the write path hands its leaves to the checkpoints."""
-    data = position.to_bytes(8, "big") + canonical(envelope)
-    return hmac.digest(key, bytes.fromhex(prev_hash) + data, "sha256").hex(), leaf_hash(data)
+    """link_hash, and the hash of the event's Merkle leaf, from one canonical
+    encoding: the write path hands its leaves to the checkpoints."""
+    data = leaf_data(position, envelope)
+    return _link(key, prev_hash, data), leaf_hash(data)
+
+
+def _link(key: bytes, prev_hash: str, data: bytes) -> str:
+    """The link: HMAC-SHA256 of the previous link and the event's position and canonical envelope."""
+    return hmac.digest(key, bytes.fromhex(prev_hash) + data, "sha256").hex()
 
 
 def legacy_hash(prev_hash: str, envelope: dict[str, Any]) -> str:

@@ -48,13 +48,19 @@ REQUEST_COLUMNS = (
 
 
 # What the write path reads of a card: its head, and each PIN's row with its verifier.
-_HEAD = "card_id, version, last_hash, status, ward, mac"
+HEAD_COLUMNS = ("card_id", "version", "last_hash", "status", "ward", "mac")
+_HEAD = ", ".join(HEAD_COLUMNS)
 _PIN = (
     "s.pin_type, s.consecutive_failures, s.status, s.locked_at, s.last_version, "
     "s.inquiry_id, s.inquiry_expires_at, s.inquiry_wrong_codes, "
     "s.reservation_id, s.reservation_proving_pin_type, s.reservation_expires_at, v.key_id, v.digest"
 )
 _VERIFIER = "LEFT OUTER JOIN secrets v ON v.card_id = s.card_id AND v.kind = 'pin' AND v.name = s.pin_type"
+
+
+def _as_expected(name: str, expect: int | None, rowcount: int) -> None:
+    if expect is not None and rowcount != expect:
+        raise WriteConflict(f"{name}: {rowcount} of {expect} rows as read")
 
 
 def _identity(value: Any) -> Any:
@@ -137,11 +143,11 @@ class HotSql:
         """Cards only read (status reads), not locked, so no writer waits:
         each head with its PINs in one statement, hence one snapshot (a head
         and PINs read by two statements could straddle another instance's
-        commit and fail their MAC). One row per PIN, {_HEAD} then as
+        commit and fail their MAC). One row per PIN: HEAD_COLUMNS, then as
         pins_with_verifiers after card_id; a card without PINs gives one row
         with NULLs after its head."""
         where, params = self.among("c.card_id", card_ids)
-        head = ", ".join(f"c.{c}" for c in _HEAD.split(", "))
+        head = ", ".join(f"c.{c}" for c in HEAD_COLUMNS)
         sql = (
             f"SELECT {head}, {_PIN} FROM cards c LEFT OUTER JOIN pin_states s ON s.card_id = c.card_id {_VERIFIER} WHERE {where}"
         )
@@ -197,8 +203,7 @@ class HotSql:
             for name, (sql, params, _many, expect) in statements.items():
                 result = conn.exec_driver_sql(sql, params)
                 out[name] = list(result.fetchall()) if result.returns_rows else []
-                if expect is not None and result.rowcount != expect:
-                    raise WriteConflict(f"{name}: {result.rowcount} of {expect} rows as read")
+                _as_expected(name, expect, result.rowcount)
             return out
         pg = cast(psycopg.Connection, conn.connection.driver_connection)
         cursors = {}
@@ -215,8 +220,7 @@ class HotSql:
                 f"pipeline: {', '.join(statements)}", None, exc, psycopg.Error, hide_parameters=True, dialect=self.dialect
             ) from exc
         for name, statement in statements.items():
-            if statement.expect is not None and cursors[name].rowcount != statement.expect:
-                raise WriteConflict(f"{name}: {cursors[name].rowcount} of {statement.expect} rows as read")
+            _as_expected(name, statement.expect, cursors[name].rowcount)
         return {name: cursor.fetchall() if cursor.description else [] for name, cursor in cursors.items()}
 
     # -- converters ------------------------------------------------------------

@@ -46,7 +46,7 @@ from service.domain.throttle import TerminalWindow
 from service.domain.streams import is_card_stream, stream_kind, terminal_stream
 from service.keys import IntegrityKeys, SecretKind, SecretRef, Verifier
 from service.store.errors import WriteConflict
-from service.store.hot_sql import HotSql, Statement
+from service.store.hot_sql import HEAD_COLUMNS, HotSql, Statement
 from service.store.projection import card_state, changed_pins, pin_row, state_message, window_from_row, window_to_row
 from service.app.ports import Envelope, IntegrityViolation, StoredRequest
 from service.ids import new_id as new_event_id
@@ -124,8 +124,9 @@ class UnitOfWork:
             self._load(write_ids, rows["heads"], rows["pins"])
             self._locked.update(write_ids)
         if read_ids:
-            heads = {r[:6] for r in rows["read"]}
-            self._load(read_ids, heads, [(r[0], *r[6:]) for r in rows["read"] if r[6] is not None])
+            w = len(HEAD_COLUMNS)  # each row: the card's head, then one PIN's columns (NULL: no PIN)
+            heads = {r[:w] for r in rows["read"]}
+            self._load(read_ids, heads, [(r[0], *r[w:]) for r in rows["read"] if r[w] is not None])
         for t in terminals:
             self._terminals[t] = [0, TerminalWindow(), None]
             self._hashes[terminal_stream(t)] = GENESIS_HASH
