@@ -88,6 +88,7 @@ class GroupCommitWriter:
         self._task: asyncio.Task | None = None
         self._stopping: asyncio.Event | None = None
         self._stalled_since: float | None = None  # loop time the stalled batch was handed over
+        self._stall_signal = asyncio.Event()  # set while a batch is stalled (stop() does not wait for it)
         # Called after each batch came back (committed or not): the log may
         # have grown (watchers of the log, service/app/log_signal.py).
         self.after_batch: list[Callable[[], None]] = []
@@ -110,8 +111,18 @@ class GroupCommitWriter:
             queue, stopping = self._started()
             stopping.set()
             await queue.put(None)
-            await self._task
-            self._task = None
+            task, self._task = self._task, None
+            stall = asyncio.ensure_future(self._stall_signal.wait())
+            try:
+                await asyncio.wait({task, stall}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stall.cancel()
+            if task.done():
+                task.result()  # a failure of the writer's own loop is raised here
+            else:
+                stalled_s = asyncio.get_running_loop().time() - (self._stalled_since or 0.0)
+                log.warning("writer_stopping_with_a_stalled_batch", stalled_s=round(stalled_s, 3))
+                task.add_done_callback(_discard)  # whatever it ends in, nobody waits for it
         await self.runner.stop()
 
     def _started(self) -> tuple[asyncio.Queue, asyncio.Event]:
@@ -163,24 +174,51 @@ class GroupCommitWriter:
                 break
 
     async def _handle(self, batch: list) -> bool:
-        """Run one batch and answer its callers; False if the writer is to
-        stop without waiting for a stalled batch."""
+        """Run one batch and answer its callers; False if the writer stops
+        meanwhile. The runner is awaited in this task, not in one of its own:
+        a task would start, and wake this one, a turn of the event loop later
+        each time, and a busy loop's turn is a large part of a batch's time
+        (docs/performance.md). The deadline is a timer (_stall)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        running = asyncio.ensure_future(self.runner.run([(c, k) for c, k, _ in batch]))
-        done, _ = await asyncio.wait({running}, timeout=self.batch_deadline)
-        if running in done:
-            results = self._results(running, len(batch))
+        items = [(c, k) for c, k, _ in batch]
+        deadline = None if self.batch_deadline is None else loop.call_later(self.batch_deadline, self._stall, batch, started)
+        try:
+            results = await self.runner.run(items)
+        except Exception as exc:  # noqa: BLE001 - never leave a caller waiting
+            log.error("batch_failed", error=type(exc).__name__, exc_info=exc)
+            results = [exc] * len(batch)
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+        if self._stalled_since is None:
             self._answer(batch, results)
             self._batch_done()
             if self.on_batch:
-                items, seconds = [(c, k) for c, k, _ in batch], loop.time() - started
+                seconds = loop.time() - started
                 for observer in self.on_batch:
                     _observe(observer, items, results, seconds)
             return True
+        # It came back after its deadline: its callers were answered by _stall.
+        self._stalled_since = None
+        self._stall_signal.clear()
+        self._batch_done()
+        _, stopping = self._started()
+        if stopping.is_set():
+            return False  # stop() has given up on it
+        log.warning(
+            "batch_stall_cleared",
+            stalled_s=round(loop.time() - started, 3),
+            late_results_dropped=len(results),
+            store_unavailable=sum(isinstance(r, StoreUnavailable) for r in results),
+        )
+        return True  # a stop's end marker, if any, is still in the queue
 
-        # Stalled: answer its callers and the queue now, then wait for it.
+    def _stall(self, batch: list, started: float) -> None:
+        """The batch in flight passed its deadline: answer its callers and
+        the queue now; the batch itself is still awaited by _handle."""
         self._stalled_since = started
+        self._stall_signal.set()
         log.error("batch_stalled", deadline_s=self.batch_deadline, commands=len(batch))
         for on_stall in self.on_stall:
             _observe(on_stall)
@@ -188,26 +226,6 @@ class GroupCommitWriter:
             if not fut.done():
                 fut.set_exception(StoreUnavailable(STALLED_BATCH.format(deadline=self.batch_deadline)))
         self._fail_queued()
-        _, stopping = self._started()
-        stop_requested = asyncio.ensure_future(stopping.wait())
-        try:
-            await asyncio.wait({running, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_requested.cancel()
-        if not running.done():
-            log.warning("writer_stopping_with_a_stalled_batch", stalled_s=round(loop.time() - started, 3))
-            running.add_done_callback(_discard)  # whatever it ends in, nobody waits for it
-            return False
-        late = self._results(running, len(batch))
-        self._stalled_since = None
-        self._batch_done()
-        log.warning(
-            "batch_stall_cleared",
-            stalled_s=round(loop.time() - started, 3),
-            late_results_dropped=len(late),
-            store_unavailable=sum(isinstance(r, StoreUnavailable) for r in late),
-        )
-        return True  # a stop's end marker, if any, is still in the queue
 
     def _batch_done(self) -> None:
         for listener in self.after_batch:
@@ -228,14 +246,6 @@ class GroupCommitWriter:
                 fut.set_exception(StoreUnavailable(NOT_ANSWERING))
         if stop_marker:
             queue.put_nowait(None)
-
-    @staticmethod
-    def _results(running: asyncio.Future, n: int) -> list:
-        exc = running.exception()
-        if exc is None:
-            return running.result()
-        log.error("batch_failed", error=type(exc).__name__, exc_info=exc)
-        return [exc] * n
 
     @staticmethod
     def _answer(batch: list, results: list) -> None:

@@ -43,6 +43,14 @@ LOCK_TIMEOUT_MS = 10000  # server side: one lock wait (a conflict, retried by ba
 # (log_head) do not stop every other instance. A batch never idles in a
 # transaction; readers may (a long rebuild between fetches), so not them.
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 10000
+# Writer engines also plan without sequential scans (enable_seqscan=off):
+# every write-path statement is a key lookup, and psycopg prepares a
+# statement at its fifth run; PostgreSQL may then keep one generic plan for
+# it, made while a table is small (a new store, a new terminal table, or no
+# autovacuum ANALYZE since), which would scan the whole table on every batch
+# for the connection's life, slower as the table grows. A statement that has
+# no index to use still runs (the setting only weighs plans).
+WRITER_PLANNING = "-c enable_seqscan=off"
 
 PRIVATE_FOLDER = 0o700
 PRIVATE_FILE = 0o600
@@ -60,7 +68,7 @@ def normalize_url(url: str) -> str:
 def postgres_connect_args(*, writer: bool) -> dict:
     options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
     if writer:
-        options += f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+        options += f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS} {WRITER_PLANNING}"
     return {
         "connect_timeout": CONNECT_TIMEOUT,
         "application_name": "pinlife",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, UTC
 
+import psycopg
+import psycopg.sql
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -196,3 +198,39 @@ def test_a_check_that_read_a_terminal_before_another_instance_throttled_it_is_re
         assert [e.event_type for e in store.stream("card-1")] == ["CardEnrolled"]  # nothing written
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", ["terminals", "requests", "heads", "pins", "status"])
+def test_a_lookup_prepared_while_its_table_was_empty_still_probes_the_index(databases, name):
+    """psycopg prepares a statement at its fifth run, and PostgreSQL may keep
+    one generic plan for it: on a new store (or without autovacuum's ANALYZE)
+    that plan is made while the table is empty, and a scan of the whole
+    table would then run on every batch for the connection's life, slower
+    as the table grows. The writer's connections plan without sequential
+    scans (service/store/engine.py), so the generic plan probes the index."""
+    store = EventStore(databases.create("postgres"))
+    sql = store._hot_sql
+    statement = {
+        "terminals": sql.terminals(["t-1", "t-2"], lock=False),
+        "requests": sql.requests_among(["t-1"], ["r-1", "r-2"]),
+        "heads": sql.locked_heads(["card-1", "card-2"]),
+        "pins": sql.pins_with_verifiers(["card-1", "card-2"]),
+        "status": sql.read_cards(["card-1", "card-2"]),
+    }[name]
+    text_ = statement.sql
+    for n in range(1, len(statement.params) + 1):
+        text_ = text_.replace("%s", f"${n}", 1)
+    try:
+        with store.writer.connect() as conn:
+            pg = conn.connection.driver_connection
+            pg.execute("SET plan_cache_mode = force_generic_plan")  # the plan a prepared statement may keep
+            pg.execute(f"PREPARE q AS {text_}")
+            args = ", ".join(psycopg.sql.Literal(v).as_string(pg) for v in statement.params)
+            plan = "\n".join(r[0] for r in pg.execute(f"EXPLAIN EXECUTE q({args})"))
+            pg.execute("DEALLOCATE q")
+            pg.execute("RESET plan_cache_mode")
+            conn.rollback()
+    finally:
+        store.close()
+    assert "Seq Scan" not in plan and "Index" in plan, plan
