@@ -36,8 +36,11 @@ def canonical_time(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
 def canonical(envelope: dict[str, Any]) -> bytes:
-    return json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode()
+    return _CANONICAL.encode(envelope).encode()
 
 
 def link_hash(key: bytes, prev_hash: str, position: int, envelope: dict[str, Any]) -> str:

@@ -12,7 +12,8 @@
      batch changes (locked, and as read, else WriteConflict and the batch
      is retried) and the global positions (the single log_head row, UPDATE
      ... RETURNING, always the last lock taken), and check that the
-     terminals only read are unchanged; link each event to its stream
+     terminals only read are unchanged (on PostgreSQL: on SQLite nothing
+     can have changed); link each event to its stream
      under the integrity key (the link covers the position,
      service/domain/chain.py); then write the terminals, the heads with
      each card's MAC, the events, the projection, the secrets and the
@@ -263,11 +264,15 @@ class UnitOfWork:
         then check that the terminals only read are still as read (every
         transaction that took positions before has committed by now).
         Raises WriteConflict (or IntegrityError for a row made meanwhile);
-        returns the first position (0 without events)."""
+        returns the first position (0 without events). On SQLite nothing is
+        checked: BEGIN IMMEDIATE took the database's write lock before the
+        batch read anything, so no one else has written since."""
         sql, plan = self._sql, {}
-        changed = sorted(t for t in self._dirty_terminals if self._terminals[t][2] is not None)
         made = sorted(t for t in self._dirty_terminals if self._terminals[t][2] is None)
-        read = sorted(self._terminals.keys() - self._dirty_terminals) if self._new_events else []
+        changed, read = [], []
+        if sql.pg:
+            changed = sorted(t for t in self._dirty_terminals if self._terminals[t][2] is not None)
+            read = sorted(self._terminals.keys() - self._dirty_terminals) if self._new_events else []
         if changed:
             plan["changed"] = sql.terminals(changed, lock=True)
         if made:

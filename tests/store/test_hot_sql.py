@@ -234,3 +234,21 @@ def test_a_lookup_prepared_while_its_table_was_empty_still_probes_the_index(data
     finally:
         store.close()
     assert "Seq Scan" not in plan and "Index" in plan, plan
+
+
+def test_on_sqlite_a_batch_holds_the_write_lock_from_its_first_read(databases, keys):
+    """Why a batch on SQLite claims its terminals without re-checking them
+    (UnitOfWork._claim): nothing can be written between its prefetch and its
+    commit, by this process or another."""
+    url = databases.create("sqlite")
+    first, second = EventStore(url), EventStore(url)
+    try:
+        with first.unit_of_work(keys.integrity) as uow:
+            uow.prefetch(["card-1"], terminal_ids=["t-1"])
+            with second.writer.connect() as conn:
+                conn.connection.driver_connection.execute("PRAGMA busy_timeout = 50")
+                with pytest.raises(DBAPIError, match="database is locked"):
+                    conn.exec_driver_sql("INSERT INTO terminals (terminal_id, version, last_hash) VALUES ('t-1', 0, 'x')")
+    finally:
+        first.close()
+        second.close()
