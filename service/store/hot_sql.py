@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
+import sqlite3
+
 import psycopg
 
 from sqlalchemy import Column, Connection, Table
@@ -199,12 +201,7 @@ class HotSql:
         (a psycopg pipeline: each statement still sees what the ones before
         it did and locked); SQLite: one after another."""
         if not self.pg:
-            out: dict[str, Sequence[Any]] = {}
-            for name, (sql, params, _many, expect) in statements.items():
-                result = conn.exec_driver_sql(sql, params)
-                out[name] = list(result.fetchall()) if result.returns_rows else []
-                _as_expected(name, expect, result.rowcount)
-            return out
+            return self._run_sqlite(conn, statements)
         pg = cast(psycopg.Connection, conn.connection.driver_connection)
         cursors = {}
         try:
@@ -222,6 +219,24 @@ class HotSql:
         for name, statement in statements.items():
             _as_expected(name, statement.expect, cursors[name].rowcount)
         return {name: cursor.fetchall() if cursor.description else [] for name, cursor in cursors.items()}
+
+    def _run_sqlite(self, conn: Connection, statements: Mapping[str, Statement]) -> dict[str, Sequence[Any]]:
+        """One after another on the driver's cursor (rows as plain tuples),
+        errors raised as SQLAlchemy would have raised them."""
+        db = cast(sqlite3.Connection, conn.connection.driver_connection)
+        out: dict[str, Sequence[Any]] = {}
+        cursor = db.cursor()
+        try:
+            for name, (sql, params, many, expect) in statements.items():
+                try:
+                    (cursor.executemany if many else cursor.execute)(sql, params)
+                    out[name] = cursor.fetchall() if cursor.description else []
+                except sqlite3.Error as exc:
+                    raise DBAPIError.instance(name, None, exc, sqlite3.Error, hide_parameters=True, dialect=self.dialect) from exc
+                _as_expected(name, expect, cursor.rowcount)
+        finally:
+            cursor.close()
+        return out
 
     # -- converters ------------------------------------------------------------
     def _bind(self, column: Column) -> Convert:

@@ -104,16 +104,23 @@ def _t(at: datetime | None) -> str:
 
 def state_message(state: CardState, last_hash: str, verifiers: Mapping[PinType, Verifier | None]) -> bytes:
     """The bytes a card's MAC covers: its state, head and PIN verifiers (so
-    an older verifier cannot be restored). No field holds \\x1e or \\x1f."""
+    an older verifier cannot be restored). No field holds \\x1e or \\x1f.
+    A stored format (tests/store/test_mac_message.py); built on every card
+    load and write, hence spelled out."""
     parts = ["pinlife-card-v1", state.card_id, str(state.version), last_hash, _STATUS_VALUE[state.status], state.ward or ""]
+    pins, inquiries, reservations = state.pins, state.inquiries, state.reservations
     for t, value in _PIN_ORDER:
-        if (p := state.pins.get(t)) is None:
+        if (p := pins.get(t)) is None:
             continue
-        inq, res, v = state.inquiries.get(t), state.reservations.get(t), verifiers.get(t)
-        parts.append(
-            ("-" if v is None else f"{v.key_id}:{v.digest}")
-            + f"\x1e{value}\x1e{p.consecutive_failures}\x1e{int(p.locked)}\x1e{_t(p.locked_at)}\x1e{p.last_version}"
-            + ("" if inq is None else f"\x1ei\x1e{inq.inquiry_id}\x1e{_t(inq.expires_at)}\x1e{inq.wrong_codes}")
-            + ("" if res is None else f"\x1er\x1e{res.reservation_id}\x1e{res.proving_pin_type.value}\x1e{_t(res.expires_at)}")
-        )  # fmt: skip
+        v = verifiers.get(t)
+        at = p.locked_at
+        part = (
+            f"{'-' if v is None else f'{v.key_id}:{v.digest}'}\x1e{value}\x1e{p.consecutive_failures}"
+            f"\x1e{'1' if p.locked else '0'}\x1e{'' if at is None else canonical_time(at)}\x1e{p.last_version}"
+        )
+        if inquiries and (inq := inquiries.get(t)) is not None:
+            part += f"\x1ei\x1e{inq.inquiry_id}\x1e{_t(inq.expires_at)}\x1e{inq.wrong_codes}"
+        if reservations and (res := reservations.get(t)) is not None:
+            part += f"\x1er\x1e{res.reservation_id}\x1e{res.proving_pin_type.value}\x1e{_t(res.expires_at)}"
+        parts.append(part)
     return "\x1f".join(parts).encode()

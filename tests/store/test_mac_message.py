@@ -1,0 +1,39 @@
+"""The bytes a card's MAC covers (service/store/projection.py state_message)
+are a stored format: every card's MAC in every store was made over them, so
+they must never change, whatever the code that builds them."""
+
+from __future__ import annotations
+
+from datetime import datetime, UTC
+
+from service.domain.pins import PinType
+from service.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
+from service.keys import Verifier
+from service.store.projection import state_message
+
+AT = datetime(2026, 4, 1, 1, 30, 5, 123456, tzinfo=UTC)
+RR, CI, UC, SG = PinType.RESIDENT_REGISTRY, PinType.CARD_INFO_INPUT_SUPPORT, PinType.USER_CERTIFICATE, PinType.SIGNATURE
+
+
+def test_a_card_with_a_locked_pin_an_inquiry_and_a_reservation():
+    state = CardState(
+        "card-1", 9, {RR: PinState(RR, 0, True, AT, 8), CI: PinState(CI, 2, False, None, 6)}, CardStatus.SUSPENDED, "naka",
+        {CI: Inquiry("inq-1", AT, 1)}, {RR: Reservation("res-1", CI, AT)},
+    )  # fmt: skip
+    assert state_message(state, "ab" * 32, {RR: Verifier("k-1", "d" * 8), CI: None}) == (
+        b"pinlife-card-v1\x1fcard-1\x1f9\x1f" + b"ab" * 32 + b"\x1fsuspended\x1fnaka"
+        b"\x1f-\x1ecard_info_input_support\x1e2\x1e0\x1e\x1e6\x1ei\x1einq-1\x1e2026-04-01T01:30:05.123456Z\x1e1"
+        b"\x1fk-1:dddddddd\x1eresident_registry\x1e0\x1e1\x1e2026-04-01T01:30:05.123456Z\x1e8"
+        b"\x1er\x1eres-1\x1ecard_info_input_support\x1e2026-04-01T01:30:05.123456Z"
+    )
+
+
+def test_a_card_just_enrolled_with_every_pin():
+    state = CardState("card-2", 1, {t: PinState(t, last_version=1) for t in PinType})
+    assert state_message(state, "0" * 64, {t: Verifier("k-2", "eeee") for t in PinType}) == (
+        b"pinlife-card-v1\x1fcard-2\x1f1\x1f" + b"0" * 64 + b"\x1factive\x1f"
+        b"\x1fk-2:eeee\x1ecard_info_input_support\x1e0\x1e0\x1e\x1e1"
+        b"\x1fk-2:eeee\x1eresident_registry\x1e0\x1e0\x1e\x1e1"
+        b"\x1fk-2:eeee\x1esignature\x1e0\x1e0\x1e\x1e1"
+        b"\x1fk-2:eeee\x1euser_certificate\x1e0\x1e0\x1e\x1e1"
+    )
