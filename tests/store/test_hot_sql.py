@@ -97,9 +97,8 @@ def test_a_round_trip_runs_its_statements_in_order_and_returns_each_ones_rows(st
     ]
 
 
-@pytest.mark.postgres
-def test_a_failing_statement_in_a_round_trip_raises_as_sqlalchemy_would_and_writes_nothing(databases, keys):
-    store = EventStore(databases.create("postgres"))
+def test_a_failing_statement_in_a_round_trip_raises_as_sqlalchemy_would_and_writes_nothing(db_url, keys):
+    store = EventStore(db_url)
     sql = store._hot_sql
     try:
         with pytest.raises(IntegrityError) as err:
