@@ -7,6 +7,7 @@ import asyncio
 import signal
 from dataclasses import replace
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -32,11 +33,13 @@ from service.keys import KeyRing
 from service.schema_check import SchemaMismatch, check_schema
 from service.maintenance import Maintenance
 from service.store.checkpoints import LeafFeed
-from service.metrics import Metrics
 from service.store.audit_reads import StoreAuditReads
-from service.store.pg_listener import LogListener
 from service.store.event_store import EventStore
 from service.store.key_checks import key_problems
+
+if TYPE_CHECKING:
+    from service.metrics import Metrics
+    from service.store.pg_listener import LogListener
 
 log = structlog.get_logger()
 
@@ -98,7 +101,11 @@ class Server:
         # Crash-only: a writer process that dies stops this server, which
         # exits non-zero for its supervisor to start a fresh one.
         self.failed = asyncio.Event()
-        self.metrics = Metrics() if settings.metrics_listen else None
+        self.metrics: Metrics | None = None
+        if settings.metrics_listen:  # prometheus_client is loaded only then
+            from service.metrics import Metrics
+
+            self.metrics = Metrics()
         self.metrics_port: int | None = None
 
         def writer_died() -> None:
@@ -138,9 +145,11 @@ class Server:
         add_servicer(self.grpc, stores, store_service_pb2.DESCRIPTOR.services_by_name["ConvenienceStoreService"])
         self.log_signal = LogSignal()
         self.app.writer.after_batch.append(self.log_signal.notify)
-        self.log_listener = (
-            LogListener(settings.database_url, self.log_signal.notify) if self.store.dialect == "postgresql" else None
-        )
+        self.log_listener: LogListener | None = None
+        if self.store.dialect == "postgresql":  # psycopg is loaded only then
+            from service.store.pg_listener import LogListener
+
+            self.log_listener = LogListener(settings.database_url, self.log_signal.notify)
         self.audit = Audit(StoreAuditReads(self.store, keys), self.app, self.store.is_unavailable, self.log_signal)
         audits = AuditServicer(self.app, self.audit, identify)
         add_servicer(self.grpc, audits, audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"])

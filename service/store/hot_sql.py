@@ -14,11 +14,8 @@ tests/store/test_hot_sql.py against the table definitions).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, cast
-
 import sqlite3
-
-import psycopg
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sqlalchemy import Column, Connection, Table
 from sqlalchemy.engine import Dialect
@@ -26,6 +23,9 @@ from sqlalchemy.exc import DBAPIError
 
 from service.store.errors import WriteConflict
 from service.store.tables import cards, events, pin_states, requests, secrets, terminals
+
+if TYPE_CHECKING:
+    import psycopg  # the driver is the dialect's (psycopg is not loaded for a SQLite store)
 
 Convert = Callable[[Any], Any]
 
@@ -202,7 +202,8 @@ class HotSql:
         it did and locked); SQLite: one after another."""
         if not self.pg:
             return self._run_sqlite(conn, statements)
-        pg = cast(psycopg.Connection, conn.connection.driver_connection)
+        pg = cast("psycopg.Connection", conn.connection.driver_connection)
+        driver_error = self.dialect.loaded_dbapi.Error  # psycopg.Error
         cursors = {}
         try:
             with pg.pipeline():
@@ -210,11 +211,11 @@ class HotSql:
                     cursor = pg.cursor()
                     (cursor.executemany if many else cursor.execute)(sql, params)
                     cursors[name] = cursor
-        except psycopg.Error as exc:  # as SQLAlchemy would have raised it (errors.py classifies those)
+        except driver_error as exc:  # as SQLAlchemy would have raised it (errors.py classifies those)
             if pg.broken:
                 conn.invalidate(exc)
             raise DBAPIError.instance(
-                f"pipeline: {', '.join(statements)}", None, exc, psycopg.Error, hide_parameters=True, dialect=self.dialect
+                f"pipeline: {', '.join(statements)}", None, exc, driver_error, hide_parameters=True, dialect=self.dialect
             ) from exc
         for name, statement in statements.items():
             _as_expected(name, statement.expect, cursors[name].rowcount)

@@ -4,12 +4,15 @@ on both backends, and can be undone and redone."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
 
+from service.schema_check import code_revisions
 from service.store.engine import normalize_url
 from service.store.migrate import alembic_config, downgrade, upgrade
 from service.domain.pins import PinType
@@ -220,3 +223,26 @@ def test_an_existing_0002_store_migrates_and_its_old_events_read_as_current(data
         assert store.first_broken_link(INTEGRITY) is None and store.rebuild() == store.projection()
     finally:
         store.close()
+
+
+def test_the_server_reads_the_code_s_revisions_from_the_migration_files_as_alembic_does():
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    known, heads = code_revisions()
+    assert heads == set(script.get_heads())
+    assert known == {s.revision for s in script.walk_revisions()}
+
+
+def test_a_server_on_sqlite_loads_neither_alembic_nor_psycopg_nor_prometheus(databases):
+    """Memory: each costs the server (and psycopg its writer process too)
+    several MB it does not use on SQLite without metrics."""
+    url = databases.create("sqlite")
+    probe = (
+        "import sys\n"
+        "import service.cli, service.api.server, service.app.writer_process, service.app.batch\n"
+        "import service.store.checkpoints, service.store.hot_sql, service.maintenance\n"
+        "from service.schema_check import check_schema\n"
+        f"check_schema({url!r})\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'psycopg', 'prometheus_client'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
