@@ -4,13 +4,13 @@ report SERVING and fail every call. The server refuses to start instead
 (service/api/server.py), naming what to run.
 
 The code's revisions are read from the migration files as Alembic finds
-them (`revision = "..."`, `down_revision = ...`), without loading Alembic
-into a server that never migrates (tests/store/test_migrations.py checks
-both views agree)."""
+them (their module-level `revision` and `down_revision`), without loading
+Alembic into a server that never migrates (tests/store/test_migrations.py
+checks both views agree)."""
 
 from __future__ import annotations
 
-import re
+import ast
 from pathlib import Path
 
 from sqlalchemy import inspect, text
@@ -19,8 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service.store.engine import make_engine
 
 VERSIONS = Path(__file__).resolve().parents[1] / "migrations" / "versions"
-_REVISION = re.compile(r"^revision\s*(?::[^=]+)?=\s*[\"']([^\"']+)[\"']\s*$", re.M)
-_DOWN_REVISION = re.compile(r"^down_revision\s*(?::[^=]+)?=\s*(?:None|[\"']([^\"']+)[\"'])\s*$", re.M)
+_MISSING = object()
 
 MIGRATE = "run `pinlife migrate` (`make migrate`) with the same PINLIFE_DATABASE_URL"
 
@@ -35,14 +34,39 @@ def code_revisions(folder: Path = VERSIONS) -> tuple[set[str], set[str]]:
     known: set[str] = set()
     below: set[str] = set()
     for path in sorted(folder.glob("*.py")):
-        body = path.read_text(encoding="utf-8")
-        revision, down = _REVISION.search(body), _DOWN_REVISION.search(body)
-        if revision is None or down is None:
-            raise SchemaMismatch(f'{path.name}: no `revision = "..."` and `down_revision = ...` line')
-        known.add(revision.group(1))
-        if down.group(1):
-            below.add(down.group(1))
+        if path.name.startswith(("__init__", ".#")):
+            continue  # Alembic skips these too
+        values = _module_values(path, ("revision", "down_revision"))
+        revision, down = values.get("revision"), values.get("down_revision", _MISSING)
+        if not isinstance(revision, str) or down is _MISSING:
+            raise SchemaMismatch(f"{path.name}: a migration without `revision` and `down_revision`")
+        if revision in known:
+            raise SchemaMismatch(f"{path.name}: revision {revision} is defined twice")
+        known.add(revision)
+        below.update(down if isinstance(down, (tuple, list)) else () if down is None else (down,))
+    if not known:
+        raise SchemaMismatch(f"no migrations in {folder}: the installation is incomplete")
     return known, known - below
+
+
+def _module_values(path: Path, names: tuple[str, ...]) -> dict[str, object]:
+    """The literal values last assigned to these names at a module's top level."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        values: dict[str, object] = {}
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                targets, value = node.targets, node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            else:
+                continue
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in names:
+                    values[target.id] = ast.literal_eval(value)
+        return values
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SchemaMismatch(f"{path.name}: cannot read its revision ({type(exc).__name__})") from exc
 
 
 def check_schema(url: str) -> None:

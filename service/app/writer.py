@@ -37,6 +37,7 @@ BATCH_DEADLINE = 2.0
 
 STALLED_BATCH = "the database did not answer within {deadline:g} s; the outcome is unknown: retry with the same request id"
 NOT_ANSWERING = "the database is not answering; nothing was written: retry"
+WRITER_STOPPED = "the writer stopped; the outcome is unknown: retry with the same request id"
 
 
 class Runner(Protocol):
@@ -89,6 +90,7 @@ class GroupCommitWriter:
         self._stopping: asyncio.Event | None = None
         self._stalled_since: float | None = None  # loop time the stalled batch was handed over
         self._stall_signal = asyncio.Event()  # set while a batch is stalled (stop() does not wait for it)
+        self._deadline: asyncio.Handle | None = None  # the batch in flight's deadline (_handle)
         # Called after each batch came back (committed or not): the log may
         # have grown (watchers of the log, service/app/log_signal.py).
         self.after_batch: list[Callable[[], None]] = []
@@ -107,23 +109,27 @@ class GroupCommitWriter:
     async def stop(self) -> None:
         """Finish the batches queued (drain), then stop the runner. A stalled
         batch is not waited for here: its callers have been answered."""
-        if self._task is not None:
-            queue, stopping = self._started()
-            stopping.set()
-            await queue.put(None)
-            task, self._task = self._task, None
-            stall = asyncio.ensure_future(self._stall_signal.wait())
-            try:
-                await asyncio.wait({task, stall}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stall.cancel()
-            if task.done():
-                task.result()  # a failure of the writer's own loop is raised here
-            else:
-                stalled_s = asyncio.get_running_loop().time() - (self._stalled_since or 0.0)
-                log.warning("writer_stopping_with_a_stalled_batch", stalled_s=round(stalled_s, 3))
-                task.add_done_callback(_discard)  # whatever it ends in, nobody waits for it
-        await self.runner.stop()
+        try:
+            if self._task is not None:
+                queue, stopping = self._started()
+                stopping.set()
+                await queue.put(None)
+                task = self._task
+                stall = asyncio.ensure_future(self._stall_signal.wait())
+                try:
+                    await asyncio.wait({task, stall}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stall.cancel()
+                self._task = None
+                if task.done():
+                    if not task.cancelled():
+                        task.result()  # a failure of the writer's own loop is raised here
+                else:
+                    stalled_s = asyncio.get_running_loop().time() - (self._stalled_since or 0.0)
+                    log.warning("writer_stopping_with_a_stalled_batch", stalled_s=round(stalled_s, 3))
+                    task.add_done_callback(_discard)  # whatever it ends in, nobody waits for it
+        finally:
+            await self.runner.stop()
 
     def _started(self) -> tuple[asyncio.Queue, asyncio.Event]:
         """The queue and the stop signal, which start() makes."""
@@ -182,15 +188,20 @@ class GroupCommitWriter:
         loop = asyncio.get_running_loop()
         started = loop.time()
         items = [(c, k) for c, k, _ in batch]
-        deadline = None if self.batch_deadline is None else loop.call_later(self.batch_deadline, self._stall, batch, started)
+        if self.batch_deadline is not None:
+            self._deadline = loop.call_later(self.batch_deadline, self._stall_after_a_turn, batch, started)
         try:
             results = await self.runner.run(items)
         except Exception as exc:  # noqa: BLE001 - never leave a caller waiting
             log.error("batch_failed", error=type(exc).__name__, exc_info=exc)
             results = [exc] * len(batch)
+        except BaseException:  # cancelled (the loop is ending): the outcome is unknown
+            self._answer(batch, [StoreUnavailable(WRITER_STOPPED)] * len(batch))
+            raise
         finally:
-            if deadline is not None:
-                deadline.cancel()
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
         if self._stalled_since is None:
             self._answer(batch, results)
             self._batch_done()
@@ -214,6 +225,11 @@ class GroupCommitWriter:
         )
         return True  # a stop's end marker, if any, is still in the queue
 
+    def _stall_after_a_turn(self, batch: list, started: float) -> None:
+        """At the deadline: a result that came back in this same turn of the
+        loop (its caller not woken yet) is answered first."""
+        self._deadline = asyncio.get_running_loop().call_soon(self._stall, batch, started)
+
     def _stall(self, batch: list, started: float) -> None:
         """The batch in flight passed its deadline: answer its callers and
         the queue now; the batch itself is still awaited by _handle."""
@@ -229,7 +245,7 @@ class GroupCommitWriter:
 
     def _batch_done(self) -> None:
         for listener in self.after_batch:
-            listener()
+            _observe(listener)
 
     def _fail_queued(self) -> None:
         """Fail every command waiting in the queue (not sent: nothing was
@@ -267,5 +283,6 @@ def _observe(observer: Callable[..., None], *args: Any) -> None:
 
 
 def _discard(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()  # retrieved: no "never retrieved" warning
+    """Nobody waits for it any more: a failure is logged, not lost."""
+    if not fut.cancelled() and (exc := fut.exception()) is not None:
+        log.error("abandoned_batch_failed", error=type(exc).__name__, exc_info=exc)

@@ -7,12 +7,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
 
-from service.schema_check import code_revisions
+from service.schema_check import SchemaMismatch, code_revisions
 from service.store.engine import normalize_url
 from service.store.migrate import alembic_config, downgrade, upgrade
 from service.domain.pins import PinType
@@ -246,3 +248,32 @@ def test_a_server_on_sqlite_loads_neither_alembic_nor_psycopg_nor_prometheus(dat
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def _migration(folder, name: str, body: str) -> None:
+    (folder / name).write_text(body)
+
+
+def test_revisions_are_read_as_alembic_reads_them(tmp_path):
+    _migration(tmp_path, "a.py", 'revision = "a"\ndown_revision = None\n')
+    _migration(tmp_path, "b.py", 'revision: str = "b"  # noqa\ndown_revision: str | None = "a"\n')
+    _migration(tmp_path, "c.py", '"""revision = "not this"\n"""\nrevision = "c"\ndown_revision = "a"\n')
+    _migration(tmp_path, "d.py", 'revision = "d"\ndown_revision = ("b", "c")  # a merge\n')
+    _migration(tmp_path, "__init__.py", "")
+    assert code_revisions(tmp_path) == ({"a", "b", "c", "d"}, {"d"})
+
+
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ({}, "no migrations in"),
+        ({"a.py": "x = 1\n"}, "a migration without `revision` and `down_revision`"),
+        ({"a.py": 'revision = "a"\ndown_revision = None\n', "b.py": 'revision = "a"\ndown_revision = None\n'}, "defined twice"),
+        ({"a.py": 'revision = "a"\ndown_revision = OTHER\n'}, "cannot read its revision"),
+    ],
+)
+def test_migration_files_that_cannot_be_read_refuse_to_start(tmp_path, files, message):
+    for name, body in files.items():
+        _migration(tmp_path, name, body)
+    with pytest.raises(SchemaMismatch, match=message):
+        code_revisions(tmp_path)

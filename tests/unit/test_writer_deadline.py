@@ -235,3 +235,21 @@ def test_the_thread_runner_stalls_and_recovers_and_a_retry_replays_the_late_comm
     retry = asyncio.run(scenario())
     assert retry.replayed and retry.outcome.result is CheckResult.OK
     assert [e.event_type for e in store.stream("card-a")] == ["CardEnrolled", "PinVerified"]
+
+
+def test_a_writer_cancelled_with_a_batch_in_flight_answers_it_unavailable():
+    """The loop is ending (cancelled): the batch's callers are told the
+    outcome is unknown, not left waiting."""
+
+    async def scenario():
+        runner = GatedRunner()
+        async with started(runner) as writer:
+            runner.gate.clear()
+            in_flight = asyncio.ensure_future(writer.submit("stuck", CALLER))
+            await until(lambda: len(runner.batches) == 1)
+            writer._task.cancel()
+            with pytest.raises(StoreUnavailable, match="the writer stopped; the outcome is unknown"):
+                await in_flight
+            return runner
+
+    assert asyncio.run(scenario()).stopped
