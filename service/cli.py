@@ -210,6 +210,7 @@ def cmd_dev_key(args) -> None:
     from pathlib import Path
 
     from service.keys import add_missing_sections, write_new_key_file
+    from service.store.engine import display_url
     from service.store.event_store import EventStore
     from service.store.key_checks import has_verifiers
 
@@ -225,7 +226,7 @@ def cmd_dev_key(args) -> None:
         try:
             if has_verifiers(store):
                 die(
-                    f"pinlife: {path} is missing but the store {settings.database_url} already has PIN verifiers "
+                    f"pinlife: {path} is missing but the store {display_url(settings.database_url)} already has PIN verifiers "
                     "made with its key: restore the key file (a new key would make every correct PIN wrong), "
                     "or point PINLIFE_DATABASE_URL at a new store"
                 )

@@ -65,6 +65,11 @@ def normalize_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+def display_url(url: str) -> str:
+    """A database URL for messages: its password, if any, as ***."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def postgres_connect_args(*, writer: bool) -> dict:
     options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
     if writer:

@@ -424,3 +424,23 @@ def test_pinlife_checkpoint_refuses_a_different_checkpoint_key_under_the_recorde
         store.close()
     assert signed == [], "a checkpoint was signed with a key the store was not used with"
     assert done.returncode != 0 and "'pinlife.dev/local'" in done.stderr and "check value" in done.stderr
+
+
+@pytest.mark.postgres
+def test_dev_key_names_a_store_with_verifiers_without_its_password(databases, tmp_path, keys):
+    from sqlalchemy.engine import make_url
+
+    from service.app.batch import ThreadRunner
+    from tests.store.helpers import FakeClock, enroll, run_ok
+
+    url = databases.create("postgres")
+    store = EventStore(url)
+    try:
+        run_ok(ThreadRunner(store, keys, FakeClock()), enroll("card-1"))
+    finally:
+        store.close()
+    with_password = make_url(url).set(password="s3cret-pw").render_as_string(hide_password=False)  # trust auth ignores it
+    refused = cli("dev-key", str(tmp_path / "keys.json"), env=_env(with_password, tmp_path / "keys.json"))
+    assert refused.returncode != 0 and "already has PIN verifiers" in refused.stderr, refused.stderr
+    assert "s3cret-pw" not in refused.stderr + refused.stdout
+    assert "postgres:***@" in refused.stderr
