@@ -173,10 +173,11 @@ def _store(settings):
 
 def cmd_migrate(args) -> None:
     """Apply the migrations; then, if the store holds events chained before
-    keyed chains, re-chain them under the integrity key (service/store/rechain.py)."""
+    keyed chains, re-chain them under the integrity key, and MAC answers kept
+    before answers had MACs (service/store/rechain.py)."""
     from service.store.event_store import EventStore
     from service.store.migrate import upgrade
-    from service.store.rechain import RechainRefused, rechain, unkeyed_events
+    from service.store.rechain import RechainRefused, rechain, seal_answers, unkeyed_events, unsealed_answers
 
     settings = _settings()
     upgrade(settings.database_url)
@@ -188,6 +189,8 @@ def cmd_migrate(args) -> None:
                 print(f"re-chained {rechain(store, _keys(settings).integrity)} events under the integrity key")
             except RechainRefused as exc:
                 die(f"pinlife: not re-chained: {exc}")
+        if unsealed_answers(store):
+            print(f"sealed {seal_answers(store, _keys(settings).integrity)} kept answers under the integrity key")
     finally:
         store.close()
 

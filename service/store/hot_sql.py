@@ -45,7 +45,7 @@ PIN_COLUMNS = (
 SECRET_COLUMNS = ("card_id", "kind", "name", "key_id", "digest", "set_at_version")
 TERMINAL_COLUMNS = ("terminal_id", "version", "last_hash", "throttle_failures", "throttled_until", "revision")
 REQUEST_COLUMNS = (
-    "terminal_id", "request_id", "card_id", "command", "fingerprint", "outcome", "stream_version", "created_at",
+    "terminal_id", "request_id", "card_id", "command", "fingerprint", "outcome", "stream_version", "created_at", "mac",
 )  # fmt: skip
 
 
@@ -190,7 +190,7 @@ class HotSql:
         index (SQLite scans the table for a row-value IN list)."""
         t_where, t_params = self.among("terminal_id", terminal_ids)
         r_where, r_params = self.among("request_id", request_ids)
-        columns = "terminal_id, request_id, card_id, command, fingerprint, outcome, stream_version, created_at"
+        columns = ", ".join(REQUEST_COLUMNS)
         sql = f"SELECT {columns} FROM requests WHERE {t_where} AND {r_where}"
         return Statement(sql, t_params + r_params)
 

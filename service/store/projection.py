@@ -18,7 +18,7 @@ from typing import Any
 from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
 from service.domain.state import EMPTY, CardState, CardStatus, Inquiry, PinState, Reservation
 from service.domain.throttle import TerminalWindow
-from service.domain.chain import canonical_time
+from service.domain.chain import canonical, canonical_time
 from service.keys import Verifier
 from service.store.records import utc
 
@@ -123,4 +123,16 @@ def state_message(state: CardState, last_hash: str, verifiers: Mapping[PinType, 
         if reservations and (res := reservations.get(t)) is not None:
             part += f"\x1er\x1e{res.reservation_id}\x1e{res.proving_pin_type.value}\x1e{_t(res.expires_at)}"
         parts.append(part)
+    return "\x1f".join(parts).encode()
+
+
+def answer_message(
+    terminal_id: str, request_id: str, card_id: str, command: str, fingerprint: str, outcome: Mapping[str, Any],
+    stream_version: int, created_at: datetime,
+) -> bytes:  # fmt: skip
+    """The bytes a kept answer's MAC covers: every column of its row, the
+    outcome in canonical JSON (PostgreSQL's JSONB does not keep the text).
+    A stored format (tests/store/test_mac_message.py)."""
+    parts = ("pinlife-answer-v1", terminal_id, request_id, card_id, command, fingerprint, canonical(dict(outcome)).decode(),
+             str(stream_version), canonical_time(created_at))  # fmt: skip
     return "\x1f".join(parts).encode()

@@ -1,4 +1,5 @@
-"""Keying a store written before keyed chains (migration 0005): once, as the
+"""Keying a store written before keyed chains (migration 0005), and sealing
+answers kept before answers had MACs (migration 0008): once, as the
 schema owner, with the integrity key. `pinlife migrate` runs it after the
 schema migrations.
 
@@ -20,7 +21,7 @@ from service.domain.streams import TERMINAL_STREAM_PREFIX, is_card_stream
 from service.keys import IntegrityKeys, SecretKind, Verifier
 from service.store.event_store import EventStore
 from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
-from service.store.tables import cards, events, pin_states, secrets, terminals
+from service.store.tables import cards, events, pin_states, requests, secrets, terminals
 
 
 class RechainRefused(Exception):
@@ -103,3 +104,26 @@ def _lift_append_only(conn, dialect: str) -> list[str]:
 def _restore_append_only(conn, dialect: str, statements: list[str]) -> None:
     for sql in statements:
         conn.execute(text(sql))
+
+
+def seal_answers(store: EventStore, integrity: IntegrityKeys) -> int:
+    """MAC the kept answers stored before migration 0008 (those without
+    one), under the current integrity key; how many. Nothing else changes."""
+    from service.store.projection import answer_message
+
+    r = requests.c
+    with store.writer.begin() as conn:
+        rows = conn.execute(select(requests).where(r.mac.is_(None))).all()
+        for row in rows:
+            message = answer_message(
+                row.terminal_id, row.request_id, row.card_id, row.command, row.fingerprint, row.outcome,
+                row.stream_version, row.created_at,
+            )  # fmt: skip
+            key = (r.terminal_id == row.terminal_id) & (r.request_id == row.request_id)
+            conn.execute(update(requests).where(key).values(mac=integrity.tag(message)))
+    return len(rows)
+
+
+def unsealed_answers(store: EventStore) -> bool:
+    with store.reader.begin() as conn:
+        return conn.execute(select(requests.c.request_id).where(requests.c.mac.is_(None)).limit(1)).first() is not None

@@ -148,6 +148,10 @@ requests = Table(
     Column("outcome", Json, nullable=False),
     Column("stream_version", BigInteger, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # HMAC under the integrity key over the whole answer (projection.py
+    # answer_message): an edited answer is never replayed. NULL only in rows
+    # kept before migration 0008 until `pinlife migrate` seals them.
+    Column("mac", String(80), nullable=True),
 )
 Index("ix_requests_created_at", requests.c.created_at)  # pruning past the replay window
 

@@ -48,7 +48,15 @@ from service.domain.streams import is_card_stream, stream_kind, terminal_stream
 from service.keys import IntegrityKeys, SecretKind, SecretRef, Verifier
 from service.store.errors import WriteConflict
 from service.store.hot_sql import HEAD_COLUMNS, HotSql, Statement
-from service.store.projection import card_state, changed_pins, pin_row, state_message, window_from_row, window_to_row
+from service.store.projection import (
+    answer_message,
+    card_state,
+    changed_pins,
+    pin_row,
+    state_message,
+    window_from_row,
+    window_to_row,
+)
 from service.app.ports import Envelope, IntegrityViolation, StoredRequest
 from service.ids import new_id as new_event_id
 from service.store.records import hashed_envelope, utc
@@ -135,12 +143,16 @@ class UnitOfWork:
             self._terminals[terminal_id] = [version, window_from_row(failures, until, sql.read_time), revision]
             self._hashes[terminal_stream(terminal_id)] = last_hash
         self._looked_up |= keys
-        for terminal_id, request_id, card_id, command, fp, outcome, stream_version, created_at in rows.get("requests", ()):
+        for terminal_id, request_id, card_id, command, fp, outcome, stream_version, created_at, mac in rows.get("requests", ()):
             if (terminal_id, request_id) in keys:
-                self._requests[(terminal_id, request_id)] = StoredRequest(
+                answer = StoredRequest(
                     terminal_id, request_id, card_id, command, fp, sql.read_json(outcome), stream_version,
                     utc(sql.read_time(created_at)),
                 )  # fmt: skip
+                if not self._integrity.checks(mac, _answer_message(answer)):
+                    log.error("integrity_violation", stream=card_id, what="kept answer MAC", request_id=request_id)
+                    raise IntegrityViolation(card_id, f"the answer kept for request {request_id} does not match its MAC")
+                self._requests[(terminal_id, request_id)] = answer
 
     def _load(self, ids: list[str], heads: Iterable[Sequence[Any]], pin_rows: Iterable[Sequence[Any]]) -> None:
         """Cards from their heads and PIN rows (with verifiers), each checked against its MAC."""
@@ -356,10 +368,18 @@ class UnitOfWork:
         if self._new_secrets:
             plan["secrets"] = Statement(sql.upsert_secrets, list(self._new_secrets.values()), many=True)
         if self._new_requests:
+            tag = self._integrity.tag
             plan["answers"] = Statement(sql.insert_requests, [
                 (a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, bind_json(a.outcome), a.stream_version,
-                 bind_time(at))
+                 bind_time(at), tag(_answer_message(a, at)))
                 for a, at in self._new_requests
             ], many=True)  # fmt: skip
         if plan:
             sql.run(self._conn, plan)
+
+
+def _answer_message(a: StoredRequest, at: datetime | None = None) -> bytes:
+    """What a kept answer's MAC covers (at: when it is first kept)."""
+    created = at if at is not None else a.created_at
+    assert created is not None  # read answers always carry their time
+    return answer_message(a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, a.outcome, a.stream_version, created)

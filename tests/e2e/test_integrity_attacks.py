@@ -37,7 +37,7 @@ from service.keys import SecretRef
 from service.store.event_store import EventStore
 from service.store.projection import state_message
 from service.store.records import StoredEvent, hashed_envelope
-from service.store.tables import cards, checkpoints, events, log_head, pin_states, secrets
+from service.store.tables import cards, checkpoints, events, log_head, pin_states, requests, secrets
 from tests.conftest import make_key_file
 from tests.e2e.harness import ROOT, Client, ThreadedServer
 from tests.keys import INTEGRITY, ring
@@ -184,6 +184,33 @@ def interleaved_history(c: Client) -> None:
     c.verify("card-A", USER, WRONG[USER])  # the third: failure and lock
     c.verify("card-B", SIGN, PINS[SIGN])
     c.verify("card-C", USER, PINS[USER])
+
+
+# -- a kept answer edited: never replayed -----------------------------------------------------
+@pytest.mark.parametrize("forgery", ["outcome", "outcome and mac"])
+def test_a_kept_answer_edited_in_the_store_is_never_replayed(svc, forgery):
+    """A wrong PIN's kept answer turned into a correct one (copied from
+    another request of the card, with or without its MAC): the terminal's
+    retry of the wrong PIN gets DATA_LOSS, not a success."""
+    c = svc.client
+    c.enroll("card-A", PINS)
+    assert c.verify("card-A", USER, PINS[USER], request_id="request-ok").check.result == pb.CHECK_RESULT_OK
+    assert c.verify("card-A", USER, WRONG[USER], request_id="request-1").check.result == pb.CHECK_RESULT_WRONG_PIN
+    replayed = c.verify("card-A", USER, WRONG[USER], request_id="request-1").check  # a retry: the kept answer
+    assert replayed.result == pb.CHECK_RESULT_WRONG_PIN
+
+    with svc.store.writer.begin() as conn:
+        ok = conn.execute(select(requests).where(requests.c.request_id == "request-ok")).one()
+        forged = {"outcome": ok.outcome} | ({"mac": ok.mac} if forgery == "outcome and mac" else {})
+        assert conn.execute(update(requests).where(requests.c.request_id == "request-1").values(**forged)).rowcount == 1
+
+    before = svc.count()
+    with pytest.raises(grpc.RpcError) as err:
+        c.verify("card-A", USER, WRONG[USER], request_id="request-1")
+    assert err.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "card-A" in err.value.details() and "request-1" in err.value.details()
+    assert svc.count() == before
+    assert c.verify("card-A", USER, PINS[USER], request_id="request-ok").check.result == pb.CHECK_RESULT_OK  # untouched
 
 
 # -- a. the projection edited: DATA_LOSS, nothing appended, the card named ------------------

@@ -105,7 +105,7 @@ def test_a_failing_statement_in_a_round_trip_raises_as_sqlalchemy_would_and_writ
             with store.writer.begin() as conn:
                 sql.run(conn, {
                     "new": sql.insert_terminals(["term-a"], "genesis"),
-                    "twice": Statement(sql.insert_requests, [("t", "r", "c", "verify", "fp", "{}", 1, utc(datetime.now(UTC)))] * 2, many=True),
+                    "twice": Statement(sql.insert_requests, [("t", "r", "c", "verify", "fp", "{}", 1, utc(datetime.now(UTC)), None)] * 2, many=True),
                 })  # fmt: skip
         assert is_retryable(err.value)
         with store.reader.connect() as conn:
@@ -251,3 +251,25 @@ def test_on_sqlite_a_batch_holds_the_write_lock_from_its_first_read(databases, k
     finally:
         first.close()
         second.close()
+
+
+def test_answers_kept_before_they_had_macs_are_sealed_by_migrate_and_replayed(store, writer, keys):
+    """Rows from before migration 0008 have no MAC: not replayed (an
+    integrity error) until `pinlife migrate` seals them (rechain.seal_answers);
+    then a retry gets its kept answer."""
+    from service.app.ports import IntegrityViolation
+    from service.store.rechain import seal_answers, unsealed_answers
+
+    run_ok(writer, enroll("card-1"))
+    first = verify("card-1", USER, WRONG[USER])
+    run_ok(writer, first)
+    with store.writer.begin() as conn:
+        conn.execute(requests.update().values(mac=None))  # as kept before 0008
+    assert unsealed_answers(store)
+    (refused,) = writer.process([(first, COUNTER)])
+    assert isinstance(refused, IntegrityViolation) and "does not match its MAC" in str(refused)
+
+    assert seal_answers(store, keys.integrity) == 2  # the enrolment's and the verify's
+    assert not unsealed_answers(store)
+    (retry,) = run_ok(writer, first)
+    assert retry.replayed

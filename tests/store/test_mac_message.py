@@ -9,7 +9,7 @@ from datetime import datetime, UTC
 from service.domain.pins import PinType
 from service.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
 from service.keys import Verifier
-from service.store.projection import state_message
+from service.store.projection import answer_message, state_message
 
 AT = datetime(2026, 4, 1, 1, 30, 5, 123456, tzinfo=UTC)
 RR, CI, UC, SG = PinType.RESIDENT_REGISTRY, PinType.CARD_INFO_INPUT_SUPPORT, PinType.USER_CERTIFICATE, PinType.SIGNATURE
@@ -36,4 +36,13 @@ def test_a_card_just_enrolled_with_every_pin():
         b"\x1fk-2:eeee\x1eresident_registry\x1e0\x1e0\x1e\x1e1"
         b"\x1fk-2:eeee\x1esignature\x1e0\x1e0\x1e\x1e1"
         b"\x1fk-2:eeee\x1euser_certificate\x1e0\x1e0\x1e\x1e1"
+    )
+
+
+def test_a_kept_answer():
+    outcome = {"kind": "check", "result": "wrong_pin", "remaining_tries": 2, "locked_now": False}
+    assert answer_message("term-1", "request-1", "card-1", "verify", "f" * 8, outcome, 7, AT) == (
+        b"pinlife-answer-v1\x1fterm-1\x1frequest-1\x1fcard-1\x1fverify\x1fffffffff"
+        b'\x1f{"kind":"check","locked_now":false,"remaining_tries":2,"result":"wrong_pin"}'
+        b"\x1f7\x1f2026-04-01T01:30:05.123456Z"
     )
