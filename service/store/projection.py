@@ -127,12 +127,13 @@ def state_message(state: CardState, last_hash: str, verifiers: Mapping[PinType, 
 
 
 def answer_message(
-    terminal_id: str, request_id: str, card_id: str, command: str, fingerprint: str, outcome: Mapping[str, Any],
-    stream_version: int, created_at: datetime,
+    terminal_id: str, request_id: str, card_id: str, command: str, fingerprint: str, outcome: dict[str, Any],
+    stream_version: int, created_at: str,
 ) -> bytes:  # fmt: skip
     """The bytes a kept answer's MAC covers: every column of its row, the
-    outcome in canonical JSON (PostgreSQL's JSONB does not keep the text).
-    A stored format (tests/store/test_mac_message.py)."""
-    parts = ("pinlife-answer-v1", terminal_id, request_id, card_id, command, fingerprint, canonical(dict(outcome)).decode(),
-             str(stream_version), canonical_time(created_at))  # fmt: skip
+    outcome in canonical JSON (PostgreSQL's JSONB does not keep the text),
+    created_at as canonical_time gives it (one per batch: its callers reuse
+    it). A stored format (tests/store/test_mac_message.py)."""
+    parts = ("pinlife-answer-v1", terminal_id, request_id, card_id, command, fingerprint, canonical(outcome).decode(),
+             str(stream_version), created_at)  # fmt: skip
     return "\x1f".join(parts).encode()

@@ -109,6 +109,7 @@ def _restore_append_only(conn, dialect: str, statements: list[str]) -> None:
 def seal_answers(store: EventStore, integrity: IntegrityKeys) -> int:
     """MAC the kept answers stored before migration 0008 (those without
     one), under the current integrity key; how many. Nothing else changes."""
+    from service.domain.chain import canonical_time
     from service.store.projection import answer_message
 
     r = requests.c
@@ -117,7 +118,7 @@ def seal_answers(store: EventStore, integrity: IntegrityKeys) -> int:
         for row in rows:
             message = answer_message(
                 row.terminal_id, row.request_id, row.card_id, row.command, row.fingerprint, row.outcome,
-                row.stream_version, row.created_at,
+                row.stream_version, canonical_time(row.created_at),
             )  # fmt: skip
             key = (r.terminal_id == row.terminal_id) & (r.request_id == row.request_id)
             conn.execute(update(requests).where(key).values(mac=integrity.tag(message)))

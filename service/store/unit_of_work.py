@@ -39,7 +39,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, select
 
-from service.domain.chain import GENESIS_HASH, link_and_leaf
+from service.domain.chain import GENESIS_HASH, canonical_time, link_and_leaf
 from service.domain.events import Event, Recorded
 from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
 from service.domain.state import CardState, evolve
@@ -149,7 +149,8 @@ class UnitOfWork:
                     terminal_id, request_id, card_id, command, fp, sql.read_json(outcome), stream_version,
                     utc(sql.read_time(created_at)),
                 )  # fmt: skip
-                if not self._integrity.checks(mac, _answer_message(answer)):
+                assert answer.created_at is not None
+                if not self._integrity.checks(mac, _answer_message(answer, canonical_time(answer.created_at))):
                     log.error("integrity_violation", stream=card_id, what="kept answer MAC", request_id=request_id)
                     raise IntegrityViolation(card_id, f"the answer kept for request {request_id} does not match its MAC")
                 self._requests[(terminal_id, request_id)] = answer
@@ -368,18 +369,18 @@ class UnitOfWork:
         if self._new_secrets:
             plan["secrets"] = Statement(sql.upsert_secrets, list(self._new_secrets.values()), many=True)
         if self._new_requests:
-            tag = self._integrity.tag
+            tag, times = self._integrity.tag, {at: canonical_time(at) for at in {at for _, at in self._new_requests}}
             plan["answers"] = Statement(sql.insert_requests, [
                 (a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, bind_json(a.outcome), a.stream_version,
-                 bind_time(at), tag(_answer_message(a, at)))
+                 bind_time(at), tag(_answer_message(a, times[at])))
                 for a, at in self._new_requests
             ], many=True)  # fmt: skip
         if plan:
             sql.run(self._conn, plan)
 
 
-def _answer_message(a: StoredRequest, at: datetime | None = None) -> bytes:
-    """What a kept answer's MAC covers (at: when it is first kept)."""
-    created = at if at is not None else a.created_at
-    assert created is not None  # read answers always carry their time
-    return answer_message(a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, a.outcome, a.stream_version, created)
+def _answer_message(a: StoredRequest, created_at: str) -> bytes:
+    """What a kept answer's MAC covers (created_at: canonical_time of when it was first kept)."""
+    return answer_message(
+        a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, a.outcome, a.stream_version, created_at
+    )
