@@ -109,14 +109,14 @@ def test_metrics_count_rpcs_checks_locks_resets_batches_and_watchers(server):
         assert ("pinlife_store_pool_connections", (("engine", "reader"), ("state", "in_use"))) in samples
         assert ("pinlife_store_pool_connections", (("engine", "writer"), ("state", "idle"))) in samples
 
-        for _ in range(50):  # the server sees the watcher go (its next write or wake-up)
+        watch_cancelled = dict(grpc_service="pinlife.v1.AuditService", grpc_method="WatchEvents", grpc_code="CANCELLED")
+        for _ in range(50):  # the server sees the watcher go (its next write or wake-up), then counts the call
             after = scrape(server)
-            if value(after, "pinlife_watch_subscribers") == 0:
+            if value(after, "pinlife_watch_subscribers") == 0 and value(after, "grpc_server_handled_total", **watch_cancelled):
                 break
             time.sleep(0.1)
         assert value(after, "pinlife_watch_subscribers") == 0
-        assert value(after, "grpc_server_handled_total", grpc_service="pinlife.v1.AuditService",
-                     grpc_method="WatchEvents", grpc_code="CANCELLED") == 1  # fmt: skip
+        assert value(after, "grpc_server_handled_total", **watch_cancelled) == 1
     finally:
         for c in (reader, counter, auditor):
             c.close()
