@@ -19,6 +19,7 @@ from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
 from service.domain.state import EMPTY, CardState, CardStatus, Inquiry, PinState, Reservation
 from service.domain.throttle import TerminalWindow
 from service.domain.chain import canonical, canonical_time
+from service.app.ports import StoredRequest
 from service.keys import Verifier
 from service.store.records import utc
 
@@ -126,14 +127,11 @@ def state_message(state: CardState, last_hash: str, verifiers: Mapping[PinType, 
     return "\x1f".join(parts).encode()
 
 
-def answer_message(
-    terminal_id: str, request_id: str, card_id: str, command: str, fingerprint: str, outcome: dict[str, Any],
-    stream_version: int, created_at: str,
-) -> bytes:  # fmt: skip
+def answer_message(a: StoredRequest, created_at: str) -> bytes:
     """The bytes a kept answer's MAC covers: every column of its row, the
     outcome in canonical JSON (PostgreSQL's JSONB does not keep the text),
-    created_at as canonical_time gives it (one per batch: its callers reuse
-    it). A stored format (tests/store/test_mac_message.py)."""
-    parts = ("pinlife-answer-v1", terminal_id, request_id, card_id, command, fingerprint, canonical(outcome).decode(),
-             str(stream_version), created_at)  # fmt: skip
+    created_at as canonical_time gives it (the write path formats a batch's
+    time once). A stored format (tests/store/test_mac_message.py)."""
+    parts = ("pinlife-answer-v1", a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint,
+             canonical(a.outcome).decode(), str(a.stream_version), created_at)  # fmt: skip
     return "\x1f".join(parts).encode()

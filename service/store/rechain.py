@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from sqlalchemy import select, text, update
 
-from service.domain.chain import GENESIS_HASH, legacy_hash, link_hash
+from service.domain.chain import GENESIS_HASH, canonical_time, legacy_hash, link_hash
 from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.streams import TERMINAL_STREAM_PREFIX, is_card_stream
+from service.app.ports import StoredRequest
 from service.keys import IntegrityKeys, SecretKind, Verifier
 from service.store.event_store import EventStore
-from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
+from service.store.projection import PIN_READ_COLUMNS, answer_message, card_state, state_message
 from service.store.tables import cards, events, pin_states, requests, secrets, terminals
 
 
@@ -109,17 +110,14 @@ def _restore_append_only(conn, dialect: str, statements: list[str]) -> None:
 def seal_answers(store: EventStore, integrity: IntegrityKeys) -> int:
     """MAC the kept answers stored before migration 0008 (those without
     one), under the current integrity key; how many. Nothing else changes."""
-    from service.domain.chain import canonical_time
-    from service.store.projection import answer_message
-
     r = requests.c
     with store.writer.begin() as conn:
         rows = conn.execute(select(requests).where(r.mac.is_(None))).all()
         for row in rows:
-            message = answer_message(
-                row.terminal_id, row.request_id, row.card_id, row.command, row.fingerprint, row.outcome,
-                row.stream_version, canonical_time(row.created_at),
-            )  # fmt: skip
+            answer = StoredRequest(
+                row.terminal_id, row.request_id, row.card_id, row.command, row.fingerprint, row.outcome, row.stream_version
+            )
+            message = answer_message(answer, canonical_time(row.created_at))
             key = (r.terminal_id == row.terminal_id) & (r.request_id == row.request_id)
             conn.execute(update(requests).where(key).values(mac=integrity.tag(message)))
     return len(rows)

@@ -145,12 +145,11 @@ class UnitOfWork:
         self._looked_up |= keys
         for terminal_id, request_id, card_id, command, fp, outcome, stream_version, created_at, mac in rows.get("requests", ()):
             if (terminal_id, request_id) in keys:
+                kept_at = utc(sql.read_time(created_at))
                 answer = StoredRequest(
-                    terminal_id, request_id, card_id, command, fp, sql.read_json(outcome), stream_version,
-                    utc(sql.read_time(created_at)),
-                )  # fmt: skip
-                assert answer.created_at is not None
-                if not self._integrity.checks(mac, _answer_message(answer, canonical_time(answer.created_at))):
+                    terminal_id, request_id, card_id, command, fp, sql.read_json(outcome), stream_version, kept_at
+                )
+                if not self._integrity.checks(mac, answer_message(answer, canonical_time(kept_at))):
                     log.error("integrity_violation", stream=card_id, what="kept answer MAC", request_id=request_id)
                     raise IntegrityViolation(card_id, f"the answer kept for request {request_id} does not match its MAC")
                 self._requests[(terminal_id, request_id)] = answer
@@ -372,15 +371,8 @@ class UnitOfWork:
             tag, times = self._integrity.tag, {at: canonical_time(at) for at in {at for _, at in self._new_requests}}
             plan["answers"] = Statement(sql.insert_requests, [
                 (a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, bind_json(a.outcome), a.stream_version,
-                 bind_time(at), tag(_answer_message(a, times[at])))
+                 bind_time(at), tag(answer_message(a, times[at])))
                 for a, at in self._new_requests
             ], many=True)  # fmt: skip
         if plan:
             sql.run(self._conn, plan)
-
-
-def _answer_message(a: StoredRequest, created_at: str) -> bytes:
-    """What a kept answer's MAC covers (created_at: canonical_time of when it was first kept)."""
-    return answer_message(
-        a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, a.outcome, a.stream_version, created_at
-    )

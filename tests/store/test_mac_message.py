@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, UTC
 
+from service.app.ports import StoredRequest
 from service.domain.chain import canonical_time
 from service.domain.pins import PinType
 from service.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
@@ -42,7 +43,7 @@ def test_a_card_just_enrolled_with_every_pin():
 
 def test_a_kept_answer():
     outcome = {"kind": "check", "result": "wrong_pin", "remaining_tries": 2, "locked_now": False}
-    assert answer_message("term-1", "request-1", "card-1", "verify", "f" * 8, outcome, 7, canonical_time(AT)) == (
+    assert answer_message(StoredRequest("term-1", "request-1", "card-1", "verify", "f" * 8, outcome, 7), canonical_time(AT)) == (
         b"pinlife-answer-v1\x1fterm-1\x1frequest-1\x1fcard-1\x1fverify\x1fffffffff"
         b'\x1f{"kind":"check","locked_now":false,"remaining_tries":2,"result":"wrong_pin"}'
         b"\x1f7\x1f2026-04-01T01:30:05.123456Z"
