@@ -43,9 +43,9 @@ run: gen dev-keys migrate
 	$(PY) -m service.cli serve
 
 # The seed story (docs/procedures.md) through the real API with the CLI, on a throwaway
-# store and its own server (service/demo.py; DEMO_ARGS="--clock ..." moves it).
+# store and its own server (tools/demo.py; DEMO_ARGS="--clock ..." moves it).
 demo: gen
-	$(PY) -m service.demo $(DEMO_ARGS)
+	$(PY) -m tools.demo $(DEMO_ARGS)
 
 # Hygiene, before the tests: lint and format (ruff), types (mypy on
 # service/), the protos (buf lint; buf breaking against the released

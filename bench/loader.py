@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from bench.common import card_id, log, pins_for, wrong_4digit
 from service.app.handlers import Caller
 from service.app.batch import ThreadRunner
-from service.clock import system_clock
+from service.runtime.clock import system_clock
 from service.domain.commands import EnrollCard, VerifyPin
 from service.domain.pins import PinType
 from service.domain.policy import Policy, ThrottlePolicy
-from service.keys import KeyRing
+from service.keys.ring import KeyRing
 from service.store.event_store import EventStore
 
 LOADER = Caller("development", "bench-loader")

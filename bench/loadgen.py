@@ -181,7 +181,7 @@ async def _child_main(spec: LoadSpec, idx: int, ready, go) -> dict:
     stats = _Stats()
 
     gc.collect()
-    gc.freeze()  # as the server does (service/heap.py): no full collection walks the start-up objects mid-run
+    gc.freeze()  # as the server does (service/runtime/heap.py): no full collection walks the start-up objects mid-run
     ready.put(idx)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, go.wait)

@@ -40,7 +40,7 @@ from eventsourcing.persistence import RecordConflictError
 
 from bench.common import card_id, latency_summary, pins_for, wrong_4digit
 from service.domain.pins import PinType, retry_limit
-from service.keys import KeyRing, SecretRef, Verifier
+from service.keys.ring import KeyRing, SecretRef, Verifier
 
 WRONG_SHARE = 0.10
 CARD_NS = uuid5(NAMESPACE_URL, "https://pinlife.invalid/bench/card")
@@ -239,9 +239,9 @@ def run_peer(app: PeerPins, cards: int, concurrency: int, warmup_s: float, durat
 async def _run_service_async(
     url: str, keys: KeyRing, cards: int, concurrency: int, warmup_s: float, duration_s: float, batch_max: int, seed: int
 ) -> dict:
-    from service.app.bootstrap import make_app
+    from service.bootstrap.instance import make_app
     from service.app.handlers import Caller
-    from service.clock import system_clock
+    from service.runtime.clock import system_clock
     from service.domain.commands import VerifyPin
     from service.store.event_store import EventStore
 

@@ -152,7 +152,7 @@ class StoreRun:
             return None
 
     def run(self) -> dict:
-        from service.keys import KeyRing, write_new_key_file
+        from service.keys.ring import KeyRing, write_new_key_file
 
         key_file = self.dir / "keys.json"
         write_new_key_file(key_file)
@@ -718,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    from service import logs
+    from service.runtime import logs
 
     workdir = Path(tempfile.mkdtemp(prefix="pinlife-bench-"))
     service_log = open(workdir / "inprocess-service.log", "w")

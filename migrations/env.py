@@ -17,7 +17,7 @@ config = context.config
 def _url() -> str:
     url = config.attributes.get("url") or os.environ.get("PINLIFE_DATABASE_URL")
     if not url:
-        from service.config import DEFAULT_DATABASE_URL
+        from service.config.settings import DEFAULT_DATABASE_URL
 
         url = DEFAULT_DATABASE_URL
     return url

@@ -8,7 +8,7 @@
 - terminals.throttle_failures / throttled_until: a terminal's failure window,
   decided inside the write transaction (service/domain/throttle.py).
 - requests.created_at is indexed: answers past the replay window are pruned.
-- key_checks: a check value per key id (service/keys.py), so a different key
+- key_checks: a check value per key id (service/keys/ring.py), so a different key
   under a known id is refused at start.
 - checkpoints: signed tree heads (RFC 6962 Merkle root over the log in
   position order, C2SP signed notes) with the Merkle frontier they extend.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -12,20 +13,30 @@ from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import audit_service_pb2_grpc as audit_grpc
 from service.api import audit_mapping as amap
 from service.api.auth import development_caller
-from service.api.servicers import _Base, rpc, rpc_stream
+from service.api.servicers import Gate, _Base, rpc, rpc_stream
 from service.app.audit import Audit
 from service.app.handlers import Caller
 from service.app.service import PinLife
 from service.app.ports import IntegrityViolation
-from service.notes import NoteError, open_note, parse_checkpoint
+from service.keys.notes import NoteError, open_note, parse_checkpoint
+
+if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on
+    from service.runtime.metrics import Metrics
 
 AUDIT_SERVICE = apb.DESCRIPTOR.services_by_name["AuditService"].full_name
 PROGRESS_EVERY_S = 0.5
 
 
 class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
-    def __init__(self, app: PinLife, audit: Audit, identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller):
-        super().__init__(app, identify)
+    def __init__(
+        self,
+        app: PinLife,
+        audit: Audit,
+        identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller,
+        gate: Gate | None = None,
+        metrics: Metrics | None = None,
+    ):
+        super().__init__(app, identify, gate, metrics)
         self.audit = audit
 
     @rpc(AUDIT_SERVICE, "GetCardHistory")

@@ -21,7 +21,7 @@ from pinlife.v1 import pin_service_pb2_grpc as pin_grpc
 from pinlife.v1 import store_service_pb2 as store_pb
 from pinlife.v1 import store_service_pb2_grpc as store_grpc
 from pinlife.v1 import common_pb2 as pb
-from service import logs
+from service.runtime import logs
 from service.api import mapping
 from service.api.auth import development_caller
 from service.api.errors import code_for, to_status
@@ -52,7 +52,7 @@ from service.domain.errors import DomainError, FieldViolation, InvalidInput
 from service.app.ports import StoreUnavailable
 
 if TYPE_CHECKING:
-    from service.metrics import Metrics
+    from service.runtime.metrics import Metrics
 
 log = structlog.get_logger()
 
@@ -214,12 +214,17 @@ def loggable_card_id(request) -> str | None:
 
 
 class _Base:
-    metrics: Metrics | None = None  # set by the server when it keeps metrics
-
-    def __init__(self, app: PinLife, identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller):
+    def __init__(
+        self,
+        app: PinLife,
+        identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller,
+        gate: Gate | None = None,
+        metrics: Metrics | None = None,
+    ):
         self.app = app
         self.identify = identify
-        self.gate = Gate()  # the server gives its servicers one gate
+        self.gate = gate or Gate()  # the endpoint gives its servicers one gate
+        self.metrics = metrics  # when the server keeps metrics
 
 
 class PinServicer(_Base, pin_grpc.PinServiceServicer):

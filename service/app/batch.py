@@ -23,10 +23,10 @@ import structlog
 
 from service.app.handlers import HANDLERS, Caller, Deps
 from service.app.ports import LeafSink, Store, StoreUnavailable
-from service.clock import Clock
+from service.runtime.clock import Clock
 from service.domain.errors import DomainError
 from service.domain.policy import Policy
-from service.keys import KeyRing
+from service.keys.ring import KeyRing
 
 log = structlog.get_logger()
 

@@ -32,8 +32,8 @@ from service.domain.events import Event
 from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.state import CardState
-from service.ids import new_id
-from service.keys import KeyRing, SecretRef
+from service.runtime.ids import new_id
+from service.keys.ring import KeyRing, SecretRef
 
 log = structlog.get_logger()
 

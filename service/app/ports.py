@@ -13,7 +13,8 @@ from typing import Any, Protocol
 from service.domain.events import Event
 from service.domain.state import CardState
 from service.domain.throttle import TerminalWindow
-from service.keys import IntegrityKeys, SecretRef, Verifier
+from service.keys.ring import IntegrityKeys, KeyRing, SecretRef, Verifier
+from service.runtime.clock import Clock
 
 
 class StoreUnavailable(Exception):
@@ -107,6 +108,8 @@ class LeafSink(Protocol):
 
 
 class Store(Protocol):
+    def close(self) -> None: ...
+
     def unit_of_work(self, integrity: IntegrityKeys, *, lock_terminals: bool = False) -> AbstractContextManager[UnitOfWork]:
         """A transaction that commits when the block ends without an error.
         Terminals' rows are read unlocked, and a write of one another
@@ -118,3 +121,11 @@ class Store(Protocol):
 
     def is_unavailable(self, exc: BaseException) -> bool:
         """The database cannot be reached."""
+
+
+class StoreFactory(Protocol):
+    """Opens the store a writer process writes with, and what it tells of
+    the leaves it commits (service/bootstrap builds one; it is pickled into
+    the process, so it must be a plain value)."""
+
+    def __call__(self, keys: KeyRing, clock: Clock) -> tuple[Store, LeafSink | None]: ...

@@ -15,7 +15,7 @@ import structlog
 from service.app.answers import Answer
 from service.app.handlers import Caller, ReadCard, RecordTerminalEvents
 from service.app.writer import GroupCommitWriter
-from service.clock import Clock
+from service.runtime.clock import Clock
 from service.domain.card_ids import validate_card_id
 from service.domain.commands import Command
 from service.domain.errors import InvalidInput, NotFound

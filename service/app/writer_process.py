@@ -37,11 +37,14 @@ from collections.abc import Callable
 
 import structlog
 
-from service.app.ports import IntegrityViolation, StoreUnavailable
-from service.clock import ServiceClock
+from service.app.batch import run_batch
+from service.app.ports import IntegrityViolation, StoreFactory, StoreUnavailable
 from service.domain.errors import DomainError
 from service.domain.policy import Policy
-from service.keys import KeyRing
+from service.keys.ring import KeyRing
+from service.runtime import logs
+from service.runtime.clock import ServiceClock
+from service.runtime.heap import freeze_startup_objects
 
 log = structlog.get_logger()
 
@@ -59,7 +62,7 @@ class ProcessRunner:
 
     def __init__(
         self,
-        database_url: str,
+        open_store: StoreFactory,
         keys: KeyRing,
         clock: ServiceClock,
         policy: Policy,
@@ -71,7 +74,7 @@ class ProcessRunner:
     ):
         if not isinstance(clock, ServiceClock):
             raise ValueError("the writer process takes a ServiceClock (a test clock needs the thread runner)")
-        self._args = (database_url, keys, clock, policy, attempts, log_format)
+        self._args = (open_store, keys, clock, policy, attempts, log_format)
         # A child that does not answer its first message in time is killed:
         # a start that hangs must not hold the server's start.
         self.start_timeout = start_timeout
@@ -192,14 +195,14 @@ _ABANDONED = object()  # stop() gave up on a stalled batch
 
 
 def _child_main(
-    conn: Connection, database_url: str, keys: KeyRing, clock: ServiceClock, policy: Policy, attempts: int, log_format: str
+    conn: Connection,
+    open_store: StoreFactory,
+    keys: KeyRing,
+    clock: ServiceClock,
+    policy: Policy,
+    attempts: int,
+    log_format: str,
 ) -> None:
-    from service import logs
-    from service.app.batch import run_batch
-    from service.heap import freeze_startup_objects
-    from service.store.checkpoints import LeafFeed
-    from service.store.event_store import EventStore
-
     # Ctrl-C reaches the whole process group, and a supervisor may send
     # SIGTERM to the whole group: the server drains, then stops the writer
     # (or the writer exits when the server's end of the pipe closes).
@@ -207,8 +210,7 @@ def _child_main(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.configure(log_format)
     logs.bind_context(process="writer")
-    store = EventStore(database_url)
-    leaves = LeafFeed(store, keys, clock)
+    store, leaves = open_store(keys, clock)
     freeze_startup_objects()
     try:
         while True:

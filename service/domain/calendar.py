@@ -1,5 +1,5 @@
 """Offices, their hours and the wards they serve (DESIGN.md §2). Pure: the
-office data and the public holidays are configuration (service/offices.py
+office data and the public holidays are configuration (service/config/offices.py
 reads them from TOML and a maintained holiday library); times are
 Asia/Tokyo.
 
@@ -11,7 +11,7 @@ How a day is decided, in this order:
   3. otherwise the hours rules whose weekday (and, if given, week of the
      month) match.
 So a closing weekday beats a holiday, and a holiday beats a weekday's hours:
-the shipped Yokohama data documents both choices (service/offices.toml).
+the shipped Yokohama data documents both choices (service/config/offices.toml).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 and to the app (never read from a global): office calendars, the validity of
 proxy inquiries and store reservations, the convenience-store chains' rules
 and kiosk hours, the terminal throttle. The composition root builds it from
-configuration (service/offices.py, service/access_config.py); it crosses into
+configuration (service/config/offices.py, service/config/access.py); it crosses into
 the writer process as a value.
 
 The retry limits are not here: they are the law's table (pins.py), not a

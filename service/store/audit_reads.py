@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tuple_
 
 from service.domain.audit import TOKYO, Counts, Filter, Granularity, Order, bucket_start, buckets
-from service.keys import KeyRing
+from service.keys.ring import KeyRing
 from service.store import checkpoints
 from service.store.check import Progress, Report, check_card, check_store
 from service.store.event_store import EventStore

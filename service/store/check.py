@@ -24,7 +24,7 @@ from service.domain.state import CardState, evolve
 from service.domain.lawful import first_unlawful
 from service.domain.streams import is_card_stream
 from service.domain.upcasting import event_from_stored
-from service.keys import KeyRing
+from service.keys.ring import KeyRing
 from service.store import checkpoints
 from service.store.event_store import EventStore
 

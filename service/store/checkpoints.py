@@ -1,5 +1,5 @@
 """Signed checkpoints of the log (RFC 6962 Merkle tree head, C2SP
-tlog-checkpoint signed with Ed25519; formats in service/notes.py).
+tlog-checkpoint signed with Ed25519; formats in service/keys/notes.py).
 
 `sign_checkpoint` extends the last checkpoint's Merkle frontier with the
 events appended since (O(log n) hashes per event, amortised O(1)), checks
@@ -31,12 +31,12 @@ import structlog
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from service.clock import Clock
+from service.runtime.clock import Clock
 from service.domain.chain import leaf_data, link_hash
 from service.domain.merkle import Frontier
 from service.app.ports import IntegrityViolation
-from service.keys import KeyRing
-from service.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
+from service.keys.ring import KeyRing
+from service.keys.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
 from service.store.event_store import EventStore
 from service.store.tables import checkpoints, log_head
 
@@ -230,7 +230,7 @@ class LeafFeed:
     writer wrote every one since the last checkpoint (the usual case with
     one instance; with several, sign_checkpoint reads the others' events
     and checks their links). The server's maintenance signs when no writer
-    has for a while (an idle log's tail; service/maintenance.py). A failure
+    has for a while (an idle log's tail; service/store/maintenance.py). A failure
     is logged, never the batch's."""
 
     def __init__(

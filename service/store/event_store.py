@@ -19,7 +19,7 @@ from datetime import datetime
 
 from sqlalchemy import delete
 
-from service.keys import IntegrityKeys
+from service.keys.ring import IntegrityKeys
 from service.store import errors
 from service.store.engine import make_engine
 from service.store.hot_sql import HotSql
@@ -46,7 +46,7 @@ class EventStore(Integrity):
 
     def prune_answers(self, older_than: datetime) -> int:
         """Forget answers given before `older_than`; how many. Called with
-        the replay window plus a margin (service/maintenance.py): until then a
+        the replay window plus a margin (service/store/maintenance.py): until then a
         retry is refused as reused; after it the id is unknown again, and a
         request carrying it is a new request."""
         cutoff = utc(older_than)  # stored in UTC on every backend (SQLite compares the text)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from service.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
 from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.streams import TERMINAL_STREAM_PREFIX, terminal_stream
-from service.keys import IntegrityKeys, SecretKind, Verifier
+from service.keys.ring import IntegrityKeys, SecretKind, Verifier
 from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
 from service.store.reads import Reads
 from service.store.records import StoredEvent

@@ -1,4 +1,4 @@
-"""Key check values (service/keys.py): each key id's check value is kept in
+"""Key check values (service/keys/ring.py): each key id's check value is kept in
 the database at first use; at start, a loaded key whose check value differs
 from the stored one is refused, because a different key under a known id
 would turn every correct PIN into a wrong one (and lock cards), or make
@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
-from service.keys import KeyRing
+from service.keys.ring import KeyRing
 from service.store.event_store import EventStore
 from service.store.rechain import unkeyed_events
 from service.store.tables import key_checks, secrets

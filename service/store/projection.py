@@ -20,7 +20,7 @@ from service.domain.state import EMPTY, CardState, CardStatus, Inquiry, PinState
 from service.domain.throttle import TerminalWindow
 from service.domain.chain import canonical, canonical_time
 from service.app.ports import StoredRequest
-from service.keys import Verifier
+from service.keys.ring import Verifier
 from service.store.records import utc
 
 # The columns of pin_states after card_id, in hot_sql.PIN_COLUMNS order but

@@ -16,7 +16,7 @@ from service.domain.events import Event, Recorded
 from service.domain.state import CardState, evolve
 from service.domain.streams import is_card_stream
 from service.domain.upcasting import event_from_stored
-from service.keys import SecretRef, Verifier
+from service.keys.ring import SecretRef, Verifier
 from service.store.hot_sql import HotSql
 from service.store.projection import PIN_READ_COLUMNS, card_state
 from service.store.records import StoredEvent, stored_event, utc

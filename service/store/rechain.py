@@ -19,7 +19,7 @@ from service.domain.chain import GENESIS_HASH, canonical_time, legacy_hash, link
 from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.streams import TERMINAL_STREAM_PREFIX, is_card_stream
 from service.app.ports import StoredRequest
-from service.keys import IntegrityKeys, SecretKind, Verifier
+from service.keys.ring import IntegrityKeys, SecretKind, Verifier
 from service.store.event_store import EventStore
 from service.store.projection import PIN_READ_COLUMNS, answer_message, card_state, state_message
 from service.store.tables import cards, events, pin_states, requests, secrets, terminals

@@ -123,7 +123,7 @@ pin_states = Table(
 )
 
 # Secrets of a card, as keyed hashes (HMAC-SHA256 under a server key that is
-# not in the database, service/keys.py): PIN verifiers (kind "pin", name =
+# not in the database, service/keys/ring.py): PIN verifiers (kind "pin", name =
 # the PIN type), and later one-time codes and tokens, each with its key id.
 secrets = Table(
     "secrets",
@@ -172,7 +172,7 @@ terminals = Table(
     Column("revision", BigInteger, nullable=False, server_default="0"),
 )
 
-# A check value per key id and purpose (service/keys.py): a different key
+# A check value per key id and purpose (service/keys/ring.py): a different key
 # under a known id is refused at start instead of failing every PIN.
 key_checks = Table(
     "key_checks",

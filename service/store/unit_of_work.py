@@ -45,7 +45,7 @@ from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
 from service.domain.state import CardState, evolve
 from service.domain.throttle import TerminalWindow
 from service.domain.streams import is_card_stream, stream_kind, terminal_stream
-from service.keys import IntegrityKeys, SecretKind, SecretRef, Verifier
+from service.keys.ring import IntegrityKeys, SecretKind, SecretRef, Verifier
 from service.store.errors import WriteConflict
 from service.store.hot_sql import HEAD_COLUMNS, HotSql, Statement
 from service.store.projection import (
@@ -58,7 +58,7 @@ from service.store.projection import (
     window_to_row,
 )
 from service.app.ports import Envelope, IntegrityViolation, StoredRequest
-from service.ids import new_id as new_event_id
+from service.runtime.ids import new_id as new_event_id
 from service.store.records import hashed_envelope, utc
 from service.store.tables import secrets
 

@@ -24,9 +24,9 @@ from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import counter_service_pb2_grpc
 from pinlife.v1 import pin_service_pb2 as ppb
 from pinlife.v1 import pin_service_pb2_grpc, store_service_pb2_grpc
-from service.api.server import Server
-from service.clock import system_clock
-from service.config import Settings
+from service.bootstrap.serving import Server
+from service.runtime.clock import system_clock
+from service.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

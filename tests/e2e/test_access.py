@@ -19,8 +19,8 @@ from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
 from pinlife.v1 import store_service_pb2 as spb
-from service.access_config import load_access_config
-from service.clock import ServiceClock
+from service.config.access import load_access_config
+from service.runtime.clock import ServiceClock
 from service.domain.access import COUNTERS, RPC_ROLES, Role
 from service.domain.streams import terminal_stream
 from tests.e2e.harness import Client, ThreadedServer

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from pinlife.v1 import common_pb2 as pb
-from service.clock import ServiceClock
+from service.runtime.clock import ServiceClock
 from service.store import checkpoints
 from tests.e2e.harness import ROOT, Client, ThreadedServer, free_port
 from tests.e2e.test_access import Pki, start

@@ -24,16 +24,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
-from service.access_config import load_access_config
+from service.config.access import load_access_config
 from service.app.ports import Envelope
-from service.clock import ServiceClock
+from service.runtime.clock import ServiceClock
 from service.domain.access import RPC_ROLES, Role
 from service.domain.chain import GENESIS_HASH, link_hash
 from service.domain.events import CardEnrolled
 from service.domain.pins import PinType
 from service.domain.state import CardStatus
 from service.domain.streams import terminal_stream
-from service.keys import SecretRef
+from service.keys.ring import SecretRef
 from service.store import checkpoints
 from service.store.event_store import EventStore
 from service.store.records import hashed_envelope

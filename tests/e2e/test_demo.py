@@ -1,4 +1,4 @@
-"""`make demo` (python -m service.demo): the seed story through the real API
+"""`make demo` (python -m tools.demo): the seed story through the real API
 with the shipped CLI, against its own server. It must play to the end and
 say each step's key facts; and when an answer is not the story's, it must
 say so, clean up and exit 1, without a traceback."""
@@ -20,9 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "service.demo", *args], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT
-    )
+    return subprocess.run([sys.executable, "-m", "tools.demo", *args], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def cleaned_up(out: str) -> None:

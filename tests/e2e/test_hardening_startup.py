@@ -18,12 +18,12 @@ import structlog
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
-from service import logs
-from service.access_config import load_access_config
-from service.api.server import Server, serve
-from service.config import Settings
-from service.file_modes import FileModeError
-from service.schema_check import SchemaMismatch, check_schema
+from service.runtime import logs
+from service.config.access import load_access_config
+from service.bootstrap.serving import Server, serve
+from service.config.settings import Settings
+from service.keys.file_modes import FileModeError
+from service.store.schema_check import SchemaMismatch, check_schema
 from service.store.engine import normalize_url
 from service.store.migrate import alembic_config, upgrade
 from tests.conftest import make_key_file

@@ -33,7 +33,7 @@ from sqlalchemy import delete, func, insert, select, update
 from pinlife.v1 import common_pb2 as pb
 from service.domain.chain import GENESIS_HASH, legacy_hash, link_hash
 from service.domain.pins import PinType
-from service.keys import SecretRef
+from service.keys.ring import SecretRef
 from service.store.event_store import EventStore
 from service.store.projection import state_message
 from service.store.records import StoredEvent, hashed_envelope

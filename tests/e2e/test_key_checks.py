@@ -23,10 +23,11 @@ import pytest
 from sqlalchemy import select
 
 from pinlife.v1 import common_pb2 as pb
-from service.api.server import KeysRefused, Server
-from service.config import Settings
+from service.bootstrap.instance import KeysRefused
+from service.bootstrap.serving import Server
+from service.config.settings import Settings
 from service.domain.pins import PinType
-from service.keys import KeyFileError, KeyRing, SecretRef, write_new_key_file
+from service.keys.ring import KeyFileError, KeyRing, SecretRef, write_new_key_file
 from service.store.event_store import EventStore
 from service.store.tables import key_checks
 from tests.e2e.harness import ROOT, Client, ProcessServer, ThreadedServer, free_port

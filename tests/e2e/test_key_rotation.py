@@ -7,7 +7,7 @@ import os
 
 from pinlife.v1 import common_pb2 as pb
 from service.domain.pins import PinType
-from service.keys import SecretRef
+from service.keys.ring import SecretRef
 from tests.keys import ring
 from tests.e2e.harness import Client, ThreadedServer
 

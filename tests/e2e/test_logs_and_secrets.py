@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy import MetaData, select
 
 from pinlife.v1 import common_pb2 as pb
-from service import logs
+from service.runtime import logs
 from datetime import UTC
 
 # Distinctive values: none is a year, a time part or a common number.
@@ -117,7 +117,7 @@ def test_no_pin_or_inquiry_code_in_the_reset_procedures(log_lines, db_url, keys)
     from pinlife.v1 import counter_service_pb2 as cpb
     from pinlife.v1 import pin_service_pb2 as ppb
     from pinlife.v1 import store_service_pb2 as spb
-    from service.clock import ServiceClock
+    from service.runtime.clock import ServiceClock
     from tests.e2e.harness import Client, ThreadedServer
 
     server = ThreadedServer(db_url, keys, clock=ServiceClock(fixed=datetime(2026, 12, 1, 1, 0, tzinfo=UTC)))

@@ -1,4 +1,4 @@
-"""Prometheus metrics (service/metrics.py) scraped from a real server's
+"""Prometheus metrics (service/runtime/metrics.py) scraped from a real server's
 metrics port during traffic and parsed with the client library's own
 parser: RPCs by method and code, PIN checks by result, locks, resets,
 group-commit batches, the store's pools, watchers; and no card id, terminal
@@ -125,6 +125,6 @@ def test_metrics_count_rpcs_checks_locks_resets_batches_and_watchers(server):
 def test_a_server_without_a_metrics_address_serves_none(db_url, keys):
     srv = ThreadedServer(db_url, keys)
     try:
-        assert srv.server.metrics is None and srv.server.metrics_port is None
+        assert srv.server.instance.metrics is None and srv.server.metrics_port is None
     finally:
         srv.close()

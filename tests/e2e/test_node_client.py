@@ -24,8 +24,8 @@ import pytest
 import trustme
 
 from pinlife.v1 import common_pb2 as pb
-from service.access_config import load_access_config
-from service.clock import ServiceClock
+from service.config.access import load_access_config
+from service.runtime.clock import ServiceClock
 from tests.e2e.harness import ROOT, Client, ThreadedServer
 
 EXAMPLE = ROOT / "examples" / "node"

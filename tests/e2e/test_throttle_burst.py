@@ -27,7 +27,7 @@ from grpc_status import rpc_status
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
-from service.access_config import load_access_config
+from service.config.access import load_access_config
 from service.domain.streams import terminal_stream
 from service.store.event_store import EventStore
 from tests.conftest import make_key_file

@@ -22,9 +22,9 @@ from service.app.batch import ThreadRunner
 from service.app.ports import IntegrityViolation
 from service.domain.chain import leaf_data, link_hash
 from service.domain.merkle import Frontier
-from service.keys import IntegrityKeys, SecretRef
-from service.notes import NoteSigner, open_note, parse_checkpoint
-from service import maintenance
+from service.keys.ring import IntegrityKeys, SecretRef
+from service.keys.notes import NoteSigner, open_note, parse_checkpoint
+from service.store import maintenance
 from service.store import checkpoints
 from service.store.check import check_store
 from service.store.projection import state_message

@@ -10,7 +10,7 @@ from service.app.ports import StoredRequest
 from service.domain.chain import canonical_time
 from service.domain.pins import PinType
 from service.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
-from service.keys import Verifier
+from service.keys.ring import Verifier
 from service.store.projection import answer_message, state_message
 
 AT = datetime(2026, 4, 1, 1, 30, 5, 123456, tzinfo=UTC)

@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
 
-from service.schema_check import SchemaMismatch, code_revisions
+from service.store.schema_check import SchemaMismatch, code_revisions
 from service.store.engine import normalize_url
 from service.store.migrate import alembic_config, downgrade, upgrade
 from service.domain.pins import PinType
@@ -141,7 +141,7 @@ def _write_0002_store(url: str, keys) -> None:
 
     from service.domain.chain import GENESIS_HASH
     from service.domain.chain import legacy_hash as event_hash  # how events were chained before 0005
-    from service.keys import SecretRef
+    from service.keys.ring import SecretRef
     from service.store.records import hashed_envelope
     from tests.store.helpers import CORRECT, USER
 
@@ -240,9 +240,9 @@ def test_a_server_on_sqlite_loads_neither_alembic_nor_psycopg_nor_prometheus(dat
     url = databases.create("sqlite")
     probe = (
         "import sys\n"
-        "import service.cli, service.api.server, service.app.writer_process, service.app.batch\n"
-        "import service.store.checkpoints, service.store.hot_sql, service.maintenance\n"
-        "from service.schema_check import check_schema\n"
+        "import service.cli.main, service.cli.serve, service.bootstrap.serving, service.app.writer_process\n"
+        "import service.store.checkpoints, service.store.hot_sql, service.store.maintenance\n"
+        "from service.store.schema_check import check_schema\n"
         f"check_schema({url!r})\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'psycopg', 'prometheus_client'}))\n"
     )

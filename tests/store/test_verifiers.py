@@ -10,7 +10,7 @@ import re
 
 from service.app.batch import ThreadRunner
 from service.domain.decide import CheckResult
-from service.keys import SecretRef, Verifier
+from service.keys.ring import SecretRef, Verifier
 from tests.keys import ring
 from tests.store.helpers import (
     CARD_INFO,

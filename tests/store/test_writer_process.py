@@ -7,6 +7,7 @@ batch at once without writing, reports its death once, and is not restarted
 
 from __future__ import annotations
 
+from service.bootstrap.instance import WriterStore
 from service.app.ports import IntegrityViolation
 
 import asyncio
@@ -21,7 +22,7 @@ from sqlalchemy import text
 
 from service.app.writer import GroupCommitWriter
 from service.app.writer_process import ProcessRunner
-from service.clock import ServiceClock, system_clock
+from service.runtime.clock import ServiceClock, system_clock
 from service.domain.policy import Policy
 from service.domain.decide import CheckResult
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, PreconditionFailed, PreconditionViolation
@@ -39,7 +40,7 @@ async def running_writer(store, keys, deaths: list | None = None):
     """A group-commit writer with its writer process, stopped on the way out;
     each death it reports is appended to `deaths`."""
     on_death = (lambda: deaths.append(1)) if deaths is not None else (lambda: None)
-    writer = GroupCommitWriter(ProcessRunner(store.url, keys, system_clock, Policy(), 3, "json", on_death=on_death))
+    writer = GroupCommitWriter(ProcessRunner(WriterStore(store.url), keys, system_clock, Policy(), 3, "json", on_death=on_death))
     await writer.start()
     try:
         yield writer
@@ -175,7 +176,7 @@ def test_the_writer_process_ignores_the_sigterm_aimed_at_its_server(store, keys)
 
 def test_the_writer_process_refuses_a_clock_it_cannot_carry():
     with pytest.raises(ValueError, match="ServiceClock"):
-        ProcessRunner("sqlite://", None, lambda: None, Policy(), 3, "json")
+        ProcessRunner(WriterStore("sqlite://"), None, lambda: None, Policy(), 3, "json")
 
 
 def test_a_moved_service_clock_crosses_into_the_writer_process(store, keys):
@@ -184,7 +185,7 @@ def test_a_moved_service_clock_crosses_into_the_writer_process(store, keys):
     fixed = datetime(2027, 1, 9, 1, 30, tzinfo=UTC)  # a 2nd Saturday, 10:30 in Tokyo
 
     async def scenario():
-        writer = GroupCommitWriter(ProcessRunner(store.url, keys, ServiceClock(fixed=fixed), Policy(), 3, "json"))
+        writer = GroupCommitWriter(ProcessRunner(WriterStore(store.url), keys, ServiceClock(fixed=fixed), Policy(), 3, "json"))
         await writer.start()
         try:
             await gather(writer, enroll("card-t"))
@@ -214,7 +215,7 @@ def test_domain_errors_survive_pickling_with_their_details(error: DomainError):
 
 def test_a_writer_process_that_does_not_start_in_time_is_killed_and_reported(store, keys):
     async def scenario():
-        batches = ProcessRunner(store.url, keys, system_clock, Policy(), 3, "json", start_timeout=0.01)
+        batches = ProcessRunner(WriterStore(store.url), keys, system_clock, Policy(), 3, "json", start_timeout=0.01)
         with pytest.raises(RuntimeError, match="did not start within"):
             await batches.start()
         proc = batches._proc

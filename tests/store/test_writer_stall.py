@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from service.bootstrap.instance import WriterStore
 from service.app.ports import StoreUnavailable
 from service.app.writer import GroupCommitWriter
 from service.app.writer_process import ProcessRunner
-from service.clock import system_clock
+from service.runtime.clock import system_clock
 from service.domain.decide import CheckResult
 from service.domain.policy import Policy
 from tests.store.helpers import COUNTER, CORRECT, USER, WRONG, assert_consistent, enroll, rid, verify
@@ -26,7 +27,9 @@ DEADLINE = 0.3  # s: short, for the test; the server's is BATCH_DEADLINE
 
 @contextlib.asynccontextmanager
 async def process_writer(store, keys):
-    writer = GroupCommitWriter(ProcessRunner(store.url, keys, system_clock, Policy(), 3, "json"), batch_deadline=DEADLINE)
+    writer = GroupCommitWriter(
+        ProcessRunner(WriterStore(store.url), keys, system_clock, Policy(), 3, "json"), batch_deadline=DEADLINE
+    )
     await writer.start()
     try:
         yield writer
@@ -66,7 +69,9 @@ def test_a_batch_waiting_on_its_database_past_the_deadline_fails_unavailable_and
 
 def test_a_stop_does_not_wait_for_a_stalled_batch(store, keys):
     async def scenario():
-        writer = GroupCommitWriter(ProcessRunner(store.url, keys, system_clock, Policy(), 3, "json"), batch_deadline=DEADLINE)
+        writer = GroupCommitWriter(
+            ProcessRunner(WriterStore(store.url), keys, system_clock, Policy(), 3, "json"), batch_deadline=DEADLINE
+        )
         await writer.start()
         await writer.submit(enroll("card-sp"), COUNTER)
         with write_lock_held(store):

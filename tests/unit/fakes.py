@@ -27,7 +27,7 @@ from service.domain.events import Event, Recorded
 from service.domain.state import CardState, evolve
 from service.domain.streams import terminal_stream
 from service.domain.throttle import TerminalWindow
-from service.keys import SecretKind, SecretRef, Verifier
+from service.keys.ring import SecretKind, SecretRef, Verifier
 
 
 class Conflict(Exception):

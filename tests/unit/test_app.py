@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, UTC
 
 import pytest
 
-from service.app.bootstrap import make_app
+from service.bootstrap.instance import make_app
 from service.app.handlers import Caller
 from service.app.service import PinLife
 from service.domain.card_ids import looks_like_individual_number, my_number_check_digit

@@ -1,5 +1,5 @@
 """Office hours (DESIGN.md §2), first with the shipped Yokohama schedule
-(service/offices.toml and Japanese public holidays from the `holidays`
+(service/config/offices.toml and Japanese public holidays from the `holidays`
 library), then with small hand-built calendars for the rules of a day."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from service.domain.calendar import (
     week_of_month,
 )
 from service.domain.policy import ThrottlePolicy
-from service.offices import load_policy
+from service.config.offices import load_policy
 
 CALENDAR = load_policy(None, ThrottlePolicy(), date(2026, 6, 1)).calendar
 WARD = CALENDAR.offices["nishi-ward-office"]

@@ -1,4 +1,4 @@
-"""The configuration (service/config.py): the file, the variables named
+"""The configuration (service/config/settings.py): the file, the variables named
 after its keys, defaults, and every problem at once, each naming its key,
 instead of a server that starts half-configured."""
 
@@ -11,8 +11,8 @@ import pytest
 
 from pathlib import Path
 
-from service.access_config import AccessConfigError, access_from_settings
-from service.config import KEYS, ConfigError, from_env, load
+from service.config.access import AccessConfigError, access_from_settings
+from service.config.settings import KEYS, ConfigError, from_env, load
 
 
 def test_defaults_are_a_loopback_development_server_with_the_writer_process():

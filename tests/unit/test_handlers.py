@@ -29,7 +29,7 @@ from service.domain.errors import InvalidInput, NotFound
 from service.domain.events import AccessDenied, CardEnrolled
 from service.domain.policy import Policy
 from service.domain.state import CardState
-from service.keys import SecretRef
+from service.keys.ring import SecretRef
 from tests.unit.fakes import Conflict, FakeClock, FakeStore, Unavailable
 from tests.unit.helpers import ALL_TYPES, CORRECT, RESIDENT, SIGNATURE, USER, WRONG, change, enroll, verify
 

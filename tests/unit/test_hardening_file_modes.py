@@ -1,11 +1,11 @@
 """A private file (a TLS or verifier key) readable by group or others is
-refused in production and warned of in development (service/file_modes.py)."""
+refused in production and warned of in development (service/keys/file_modes.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.file_modes import FileModeError, check_private_file
+from service.keys.file_modes import FileModeError, check_private_file
 
 
 @pytest.fixture

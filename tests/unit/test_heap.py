@@ -1,4 +1,4 @@
-"""service/heap.py: start-up objects are frozen out of the collector, and
+"""service/runtime/heap.py: start-up objects are frozen out of the collector, and
 cycles created afterwards are still collected."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from service.heap import freeze_startup_objects
+from service.runtime.heap import freeze_startup_objects
 
 
 class Node:

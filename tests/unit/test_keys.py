@@ -1,4 +1,4 @@
-"""The key ring (service/keys.py): integrity tags and their rotation, PIN
+"""The key ring (service/keys/ring.py): integrity tags and their rotation, PIN
 verifiers, check values (which tell two keys under one id apart without
 showing either), a repr without key material, and the key file's errors."""
 
@@ -12,7 +12,7 @@ import stat
 import pytest
 
 from service.domain.pins import PinType
-from service.keys import (
+from service.keys.ring import (
     CheckpointKey,
     IntegrityKeys,
     KeyFileError,

@@ -11,7 +11,7 @@ from datetime import datetime, UTC
 import pytest
 import structlog
 
-from service import logs
+from service.runtime import logs
 
 
 @pytest.fixture

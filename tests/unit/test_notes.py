@@ -1,4 +1,4 @@
-"""Signed notes and checkpoints (service/notes.py), including interoperability
+"""Signed notes and checkpoints (service/keys/notes.py), including interoperability
 with Go's golang.org/x/mod/sumdb/note and the C2SP specification's examples."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service.domain.merkle import Frontier
-from service.notes import (
+from service.keys.notes import (
     Checkpoint,
     NoteError,
     NoteSigner,

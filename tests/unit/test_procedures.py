@@ -31,7 +31,7 @@ from service.domain.procedures import (
 )  # fmt: skip
 from service.domain.recovery import Procedure, Route
 from service.domain.state import CardStatus, PinState
-from service.offices import load_policy
+from service.config.offices import load_policy
 from tests.unit.helpers import (
     ALL_TYPES, CARD, CARD_INFO, CORRECT, RESIDENT, SIGNATURE, USER, WRONG, failures, given, never_checked, request_id,
     then, verify, when,

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service.store.engine import make_engine
 
-VERSIONS = Path(__file__).resolve().parents[1] / "migrations" / "versions"
+VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 _MISSING = object()
 
 MIGRATE = "run `pinlife migrate` (`make migrate`) with the same PINLIFE_DATABASE_URL"

@@ -1,4 +1,4 @@
-"""`make demo` (python -m service.demo): the seed story (docs/procedures.md), played
+"""`make demo` (python -m tools.demo): the seed story (docs/procedures.md), played
 through the real API with the shipped CLI, as a person would read it.
 
 A server on a throwaway SQLite store, its service clock started on a
@@ -10,7 +10,7 @@ the story expects; at the first that differs the demo says what it expected
 and what came, stops the server and exits 1. The server is stopped
 (SIGTERM) and the temporary directory removed in every case.
 
-    python -m service.demo [--clock start:2026-12-01T10:00:00+09:00]
+    python -m tools.demo [--clock start:2026-12-01T10:00:00+09:00]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import IO
 
-from service.clock import ClockSettingError, ServiceClock
+from service.runtime.clock import ClockSettingError, ServiceClock
 from service.domain.calendar import TOKYO, Calendar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +188,7 @@ class Demo:
         when it closes)."""
         if self.calendar is None:
             from service.domain.policy import ThrottlePolicy
-            from service.offices import load_policy
+            from service.config.offices import load_policy
 
             self.calendar = load_policy(None, ThrottlePolicy(), self.now().astimezone(TOKYO).date()).calendar
         office = self.calendar.offices.get(office_id)
@@ -566,7 +566,7 @@ class Demo:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--clock", default=DEFAULT_CLOCK,
                         help=f"the service clock (PINLIFE_CLOCK; default {DEFAULT_CLOCK}, a Tuesday morning)")  # fmt: skip

@@ -1,5 +1,5 @@
 """The procedures' configuration (TOML, named by PINLIFE_OFFICES_FILE; the
-shipped default is service/offices.toml, the seed's Yokohama schedule):
+shipped default is service/config/offices.toml, the seed's Yokohama schedule):
 offices with their hours, closures and wards; store kiosk hours and chains;
 the validity of proxy inquiries and store reservations. Public holidays come
 from the maintained `holidays` library, precomputed for the years around

@@ -55,7 +55,7 @@ class TlsFiles:
     cert: bytes
     key: bytes = field(repr=False)
     client_ca: bytes = b""
-    key_path: Path | None = None  # where the key was read (the server checks its mode: service/file_modes.py)
+    key_path: Path | None = None  # where the key was read (the server checks its mode: service/keys/file_modes.py)
 
 
 @dataclass(frozen=True)

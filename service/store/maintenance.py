@@ -15,8 +15,8 @@ from datetime import timedelta
 
 import structlog
 
-from service.clock import Clock
-from service.keys import KeyRing
+from service.runtime.clock import Clock
+from service.keys.ring import KeyRing
 from service.store import checkpoints
 from service.store.checkpoints import CHECKPOINT_EVERY
 from service.store.event_store import EventStore

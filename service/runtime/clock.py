@@ -2,7 +2,7 @@
 rule. One picklable value, so the writer process keeps the same time as the
 server. Outside production it can be moved (DESIGN.md §2: demos, staff
 training, acceptance runs against a fixed date); production refuses that
-(service/config.py). Tests may pass any callable returning an aware
+(service/config/settings.py). Tests may pass any callable returning an aware
 datetime to the thread writer.
 
 PINLIFE_CLOCK:

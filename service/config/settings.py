@@ -8,9 +8,9 @@ the key, its variable and what is wrong (`pinlife config check FILE`).
 
 No secret lives in the file: keys and TLS private keys are files it names.
 The access rules (TLS, terminals and roles, throttling) are the `[access]`
-tables of this file, or the access file it names (service/access_config.py);
+tables of this file, or the access file it names (service/config/access.py);
 offices, hours and store chains are the offices file it names
-(service/offices.py; the shipped default is service/offices.toml)."""
+(service/config/offices.py; the shipped default is service/config/offices.toml)."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from service.clock import ClockSettingError, ServiceClock
+from service.runtime.clock import ClockSettingError, ServiceClock
 
 DEFAULT_DATABASE_URL = "sqlite:///var/pinlife.db"
 DEFAULT_KEY_FILE = "var/dev-keys.json"
 ENVIRONMENTS = ("development", "test", "production")
 LOG_FORMATS = ("auto", "json", "console")
 WRITERS = ("process", "thread")
-ACCESS_TABLES = ("tls", "throttle", "terminals")  # [access] tables given inline (service/access_config.py)
+ACCESS_TABLES = ("tls", "throttle", "terminals")  # [access] tables given inline (service/config/access.py)
 
 
 class ConfigError(Exception):

@@ -16,7 +16,7 @@ Key file (JSON, named by PINLIFE_KEY_FILE, mode 0600):
 - "integrity": HMAC keys of the event chain and of the projection's MACs
   (service/domain/chain.py, service/store/projection.py), rotated the same
   way: new links and MACs use "current", older ids still check.
-- "checkpoint": the Ed25519 seed that signs checkpoints (service/notes.py)
+- "checkpoint": the Ed25519 seed that signs checkpoints (service/keys/notes.py)
   and the log's origin line; optional (no checkpoints are signed without it).
 
 A check value per key id (an HMAC of a fixed label; for the checkpoint key,

@@ -1,71 +1,41 @@
-"""pinlife audit: the auditor's client of AuditService
-(protos/pinlife/v1/audit_service.proto).
-
-    pinlife audit history CARD [--type PIN_TYPE] [--event-type T ...] [--outcome O ...] [--from WHEN] [--to WHEN]
-                               [--newest-first] [--limit N]
-    pinlife audit query [--from WHEN] [--to WHEN] [--event-type T ...] [--channel C ...] [--terminal ID] [--office ID]
-                        [--type PIN_TYPE] [--outcome O ...] [--streams cards|terminals|all] [--newest-first] [--limit N]
-    pinlife audit watch [--after POSITION] [--limit N]
-    pinlife audit verify [CARD] [--checkpoint FILE ...] [--keep FILE | --no-keep]
-    pinlife audit checkpoint [--save FILE] [--compare FILE] [--keep FILE | --no-keep] [--accept-new-key]
-    pinlife audit stats [--from WHEN] [--to WHEN] [--granularity hour|day] [--top N]
-
-Output (--format): `table` on a terminal (times in Asia/Tokyo), else `jsonl`
-(one JSON object per event: the whole envelope, hashes included, and the
-payload as JSON; canonical proto3 JSON, so 64-bit numbers are strings), or
-`csv`. history and query read page after page until no more match or --limit.
-
-WHEN is ISO 8601 (a date, or a time without an offset, is Asia/Tokyo: 2026-12-01,
-2026-12-01T10:30, 2026-12-01T01:30Z), `now`, `today`, or `now-2h` (s, m, h, d, w).
---event-type, --channel and --outcome repeat, or take a comma-separated list.
-
-`checkpoint` keeps each checkpoint it fetches in the auditor's own file
-(--keep, default ~/.local/share/pinlife/checkpoints.jsonl), after checking
-its signature, its key against the one kept for its origin, and that no kept
-checkpoint of the same size has another root; `verify` checks the whole
-store against the newest kept checkpoints of the same server (up to 16).
-
-Exit codes: 0 done (verify: intact); 1 verify or checkpoint --compare found a
-problem; 2 the command could not run (an error, one line on stderr:
-`pinlife: CODE: details`). Ctrl-C ends `watch` (130).
-
-In development mode (`make run`: plain text on loopback) every terminal has
-the development role, which may call AuditService: `pinlife audit ...` works
-as it is. With mutual TLS the certificate given with --cert/--key must be a
-terminal whose role is `auditor` in the access file; any other role is
-PERMISSION_DENIED (and the refusal is recorded).
-"""
+"""`pinlife audit`: the auditor's client of AuditService
+(protos/pinlife/v1/audit_service.proto): its usage is in main.py
+(AUDIT_USAGE). Every failure is one line and an exit code (service/cli/exits.py);
+Ctrl-C ends `watch` (130)."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
-import re
 import sys
 import threading
-from datetime import datetime, timedelta, UTC
-from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.timestamp_pb2 import Timestamp
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from service.cli.args import OUTCOMES, STREAMS, listed
+from service.cli.client import channel, close, metadata, rpc_error, uses_tls
+from service.cli.exits import PROBLEM, fail
 from service.domain.audit import MAX_PAGE_SIZE, MAX_SUPPLIED_CHECKPOINTS
 from service.domain.calendar import TOKYO
+from service.keys.notes import NoteError, open_note, parse_checkpoint
 
-if TYPE_CHECKING:  # rich is imported when a table is shown
-    from rich.console import Console
+from pinlife.v1 import audit_service_pb2 as apb
+from pinlife.v1 import audit_service_pb2_grpc
+from pinlife.v1 import common_pb2 as pb
 
-FORMATS = ("table", "jsonl", "csv")
-OUTCOMES = {  # EventOutcome by the names an auditor types
-    "success": "EVENT_OUTCOME_SUCCESS",
-    "failure": "EVENT_OUTCOME_FAILURE",
-    "locked": "EVENT_OUTCOME_LOCKED",
-    "lock": "EVENT_OUTCOME_LOCKED",
-    "refused": "EVENT_OUTCOME_REFUSED",
-    "refusal": "EVENT_OUTCOME_REFUSED",
-    "other": "EVENT_OUTCOME_OTHER",
-}
-STREAMS = {"all": "STREAM_KIND_UNSPECIFIED", "cards": "STREAM_KIND_CARD", "terminals": "STREAM_KIND_TERMINAL"}
 PHASES = {  # VerifyIntegrity's progress phases, as the bar names them
     "links": "keyed links and positions",
     "macs": "card MACs",
@@ -79,150 +49,26 @@ EVENT_CSV = (
     "position", "occurred_at", "stream_id", "stream_kind", "version", "event_type", "pin_type", "channel", "terminal_id",
     "office_id", "outcome", "request_id", "event_id", "schema_version", "key_id", "hash", "prev_hash", "payload",
 )  # fmt: skip
-RELATIVE = re.compile(r"(?:now)?-(\d+)([smhdw])")
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 class Problem(Exception):
     """Something the command was asked to confirm does not hold (exit 1)."""
 
 
-# -- arguments ------------------------------------------------------------------------
-def when(text: str) -> datetime:
-    """An argparse type: a point in time (see the module's doc)."""
-    t = text.strip().lower()
-    now = datetime.now(UTC)
-    if t == "now":
-        return now
-    if t == "today":
-        return datetime.now(TOKYO).replace(hour=0, minute=0, second=0, microsecond=0)
-    if m := RELATIVE.fullmatch(t):
-        return now - timedelta(**{UNITS[m[2]]: int(m[1])})
-    try:
-        at = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: ISO 8601 (2026-12-01, 2026-12-01T10:30 in Asia/Tokyo, or with an offset), "
-            "now, today, now-2h"
-        ) from None
-    return at if at.tzinfo else at.replace(tzinfo=TOKYO)
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return n
-
-
-def _listed(values: list[str] | None) -> list[str]:
-    """Repeated options, each possibly a comma-separated list."""
-    return [v.strip() for item in values or () for v in item.split(",") if v.strip()]
-
-
-def register(sub, client_options: Callable[..., None]) -> None:
-    """The `audit` command and its subcommands, each taking the connection
-    options (--server, --ca, --cert, --key) after it too."""
-    from service.cli import TYPES
-
-    audit = sub.add_parser(
-        "audit", help="auditors: history, query, watch, verify, checkpoint, stats (AuditService)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
-
-    def command(name: str, fn, help: str, formats: bool = True) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help, description=help)
-        client_options(p, suppress=True, identity=False)
-        if formats:
-            p.add_argument(
-                "--format", choices=FORMATS, help="table (the default on a terminal), jsonl (the default otherwise), csv"
-            )
-        p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up on a call after this long")
-        p.set_defaults(fn=_guarded(fn))
-        return p
-
-    def times(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--from", dest="start", type=when, metavar="WHEN", help="events at or after (default: the first)")
-        p.add_argument("--to", dest="end", type=when, metavar="WHEN", help="events before (default: the last)")
-
-    def event_filter(p: argparse.ArgumentParser) -> None:
-        times(p)
-        p.add_argument("--event-type", action="append", metavar="TYPE", help="e.g. PinLocked (repeat, or a,b)")
-        p.add_argument("--type", dest="pin_type", choices=TYPES, help="this PIN type only")
-        p.add_argument(
-            "--outcome", action="append", metavar="OUTCOME", help="success|failure|locked|refused|other (repeat, or a,b)"
-        )
-        p.add_argument("--newest-first", action="store_true", help="the latest first")
-        p.add_argument("--limit", type=_positive, metavar="N", help="at most N events")
-
-    p = command("history", cmd_history, "one card's events, in stream order")
-    p.add_argument("card")
-    event_filter(p)
-    p = command("query", cmd_query, "events across cards and terminal streams, in time order")
-    event_filter(p)
-    p.add_argument(
-        "--channel", action="append", metavar="CHANNEL", help="the caller's role, e.g. medical_reader (repeat, or a,b)"
-    )
-    p.add_argument("--terminal", dest="filter_terminal", metavar="ID", help="events caused by this terminal")
-    p.add_argument("--office", dest="filter_office", metavar="ID", help="events caused at this office's counters")
-    p.add_argument("--streams", choices=list(STREAMS), default="all", help="card streams, terminal streams, or both")
-    p = command("watch", cmd_watch, "follow the log as it grows (Ctrl-C ends); resumes after the last position on a reconnect")
-    p.add_argument(
-        "--after", type=int, default=0, metavar="POSITION", help="start after this global position (default: 0, every event)"
-    )
-    p.add_argument("--limit", type=_positive, metavar="N", help="stop after N events")
-
-    def kept(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--keep", metavar="FILE", default=kept_file(),
-                       help="the auditor's file of fetched checkpoints (default: $PINLIFE_AUDIT_CHECKPOINTS, "
-                            "else ~/.local/share/pinlife/checkpoints.jsonl)")  # fmt: skip
-        p.add_argument("--no-keep", dest="keep", action="store_const", const=None, help="neither read nor write it")
-
-    p = command("verify", cmd_verify, "check the whole store (or one card): links, MACs, projection, lawful history, checkpoints")
-    p.add_argument("card", nargs="?", help="one card (default: the whole store)")
-    p.add_argument("--checkpoint", action="append", metavar="FILE", help="a signed checkpoint note kept outside (repeat)")
-    kept(p)
-    p = command("checkpoint", cmd_checkpoint, "fetch the latest signed checkpoint of the log (a C2SP signed note) and keep it")
-    p.add_argument("--save", metavar="FILE", help="also write the note to FILE")
-    p.add_argument("--compare", metavar="FILE", help="confirm the log still holds the checkpoint saved in FILE (exit 1 if not)")
-    p.add_argument(
-        "--accept-new-key",
-        action="store_true",
-        help="keep a checkpoint signed by another key than the one kept for its origin (after a key rotation)",
-    )
-    kept(p)
-    p = command("stats", cmd_stats, "counts by channel, office, terminal, PIN type and hour or day (Asia/Tokyo)")
-    times(p)
-    p.add_argument(
-        "--granularity",
-        choices=["hour", "day"],
-        default="hour",
-        help="buckets (default hour; the default range is the last 24 hours, or 7 days by day)",
-    )
-    p.add_argument("--top", type=_positive, metavar="N", help="terminals listed (default 20)")
-
-
 # -- running ------------------------------------------------------------------------
-def _guarded(fn):
+def guarded(fn: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
     """Every failure as one line on stderr and an exit code; never a traceback."""
 
-    def run(args) -> None:
-        import grpc
-
-        from service import cli
-
+    @functools.wraps(fn)
+    def run(args: argparse.Namespace) -> None:
         try:
             fn(args)
         except grpc.RpcError as err:
-            head, extra = cli.rpc_error(err)
+            head, extra = rpc_error(err)
             extra = [x for x in extra if x not in head]
-            cli.fail(head + (f" ({'; '.join(extra)})" if extra else "") + _hint(err, cli._tls(args)))
+            fail(head + (f" ({'; '.join(extra)})" if extra else "") + _hint(err, uses_tls(args)))
         except Problem as exc:
-            cli.fail(str(exc), code=1)
+            fail(str(exc), code=PROBLEM)
         except KeyboardInterrupt:
             sys.exit(130)
         except BrokenPipeError:  # a reader such as `head` stopped reading: leave quietly
@@ -231,17 +77,15 @@ def _guarded(fn):
         except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback only on request
             if os.environ.get("PINLIFE_DEBUG"):
                 raise
-            cli.fail(f"internal error: {type(exc).__name__}: {exc} (PINLIFE_DEBUG=1 shows where)")
+            fail(f"internal error: {type(exc).__name__}: {exc} (PINLIFE_DEBUG=1 shows where)")
         finally:
-            if getattr(args, "_channel", None) is not None:
-                args._channel.close()  # and its connectivity watcher, which would keep the process alive
+            close(args)
 
     return run
 
 
 def _hint(err, tls: bool) -> str:
     """What a connection that closes at once most likely means."""
-    import grpc
 
     details = (err.details() or "").lower()
     if err.code() != grpc.StatusCode.UNAVAILABLE or not ("socket closed" in details or "handshake" in details):
@@ -252,17 +96,12 @@ def _hint(err, tls: bool) -> str:
 
 
 def _stub(args):
-    from pinlife.v1 import audit_service_pb2_grpc
-    from service import cli
-
-    return audit_service_pb2_grpc.AuditServiceStub(cli.channel(args))
+    return audit_service_pb2_grpc.AuditServiceStub(channel(args))
 
 
 def _call_options(args, streaming: bool = False) -> dict[str, Any]:
-    from service import cli
-
     timeout = args.timeout if args.timeout is not None else (None if streaming else 30.0)
-    return {"timeout": timeout, "metadata": cli.metadata(args)}
+    return {"timeout": timeout, "metadata": metadata(args)}
 
 
 def _format(args) -> str:
@@ -270,26 +109,20 @@ def _format(args) -> str:
 
 
 def _read(option: str, name: str) -> str:
-    from service import cli
-
     try:
         with open(name, encoding="utf-8") as f:
             return f.read()
     except (OSError, UnicodeDecodeError) as exc:
-        cli.fail(f"cannot read {option} {name}: {getattr(exc, 'strerror', None) or exc}")
+        fail(f"cannot read {option} {name}: {getattr(exc, 'strerror', None) or exc}")
 
 
 def _ts(at: datetime):
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     t = Timestamp()
     t.FromDatetime(at.astimezone(UTC))
     return t
 
 
 def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
-
     return Console(stderr=stderr, highlight=False)
 
 
@@ -322,7 +155,6 @@ def _plain(value: Any) -> Any:
 def payload(e) -> dict[str, Any]:
     """The payload as JSON, its fields in the order of the typed payload's
     message (a Struct keeps none), then any others by name."""
-    from google.protobuf.json_format import MessageToDict
 
     values = _plain(MessageToDict(e.payload.json))
     kind = e.payload.WhichOneof("kind")
@@ -332,7 +164,6 @@ def payload(e) -> dict[str, Any]:
 
 def record(e) -> dict[str, Any]:
     """The whole envelope (canonical proto3 JSON), the payload as JSON."""
-    from google.protobuf.json_format import MessageToDict
 
     out = MessageToDict(e, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     out["payload"] = payload(e)
@@ -354,9 +185,6 @@ def _details(e) -> str:
 
 
 def _cells(e) -> dict[str, str]:
-    from pinlife.v1 import audit_service_pb2 as apb
-    from pinlife.v1 import common_pb2 as pb
-
     return {
         "position": str(e.position),
         "occurred_at": _tokyo(e.occurred_at),
@@ -372,9 +200,6 @@ def _cells(e) -> dict[str, str]:
 
 
 def _csv_row(e) -> list[Any]:
-    from pinlife.v1 import audit_service_pb2 as apb
-    from pinlife.v1 import common_pb2 as pb
-
     return [
         e.position, _tokyo(e.occurred_at, iso=True), e.stream_id, _short(apb.StreamKind, e.stream_kind, "STREAM_KIND_"),
         e.version, e.event_type, _short(pb.PinType, e.pin_type, "PIN_TYPE_"), e.channel, e.terminal_id, e.office_id,
@@ -428,8 +253,6 @@ class EventWriter:
                 sys.stdout.flush()  # each event as it arrives, into a pipe too
 
     def _line(self, c: dict[str, str]) -> None:
-        from rich.text import Text
-
         line = Text()
         line.append(f"#{c['position']:<7} ", "dim")
         line.append(f"{c['occurred_at']}  ")
@@ -447,9 +270,6 @@ class EventWriter:
         details would be narrower than DETAILS_MIN, the least telling ones."""
         if self.console is None or self.live:  # the console is the table format's
             return
-        from rich import box
-        from rich.table import Table
-        from rich.text import Text
 
         shown = {
             key: max([len(header), *(len(row[key]) for row in self.rows)]) for key, header, _ in COLUMNS
@@ -472,24 +292,19 @@ class EventWriter:
 
 
 def _filter(args, card: bool = False):
-    from pinlife.v1 import audit_service_pb2 as apb
-    from pinlife.v1 import common_pb2 as pb
-
-    f = apb.EventFilter(event_types=_listed(args.event_type))
+    f = apb.EventFilter(event_types=listed(args.event_type))
     if args.start is not None:
         getattr(f, "from").CopyFrom(_ts(args.start))
     if args.end is not None:
         f.to.CopyFrom(_ts(args.end))
     if args.pin_type:
         f.pin_type = pb.PinType.Value(f"PIN_TYPE_{args.pin_type.upper()}")
-    for name in _listed(args.outcome):
+    for name in listed(args.outcome):
         if name.lower() not in OUTCOMES:
-            from service import cli
-
-            cli.fail(f"unknown outcome {name!r}; one of {', '.join(dict.fromkeys(OUTCOMES))}")
+            fail(f"unknown outcome {name!r}; one of {', '.join(dict.fromkeys(OUTCOMES))}")
         f.outcomes.append(apb.EventOutcome.Value(OUTCOMES[name.lower()]))
     if not card:
-        f.channels.extend(_listed(args.channel))
+        f.channels.extend(listed(args.channel))
         f.terminal_id = args.filter_terminal or ""
         f.office_id = args.filter_office or ""
     return f
@@ -514,9 +329,8 @@ def _more(response, args, shown: int) -> str:
     return f"; more match (--limit {args.limit})" if args.limit and shown >= args.limit and response.next_page_token else ""
 
 
-def cmd_history(args) -> None:
-    from pinlife.v1 import audit_service_pb2 as apb
-
+@guarded
+def history(args: argparse.Namespace) -> None:
     order = apb.ORDER_NEWEST_FIRST if args.newest_first else apb.ORDER_OLDEST_FIRST
     request = apb.GetCardHistoryRequest(card_id=args.card, order=order, filter=_filter(args, card=True))
     out = EventWriter(_format(args))
@@ -529,9 +343,8 @@ def cmd_history(args) -> None:
     )
 
 
-def cmd_query(args) -> None:
-    from pinlife.v1 import audit_service_pb2 as apb
-
+@guarded
+def query(args: argparse.Namespace) -> None:
     order = apb.ORDER_NEWEST_FIRST if args.newest_first else apb.ORDER_OLDEST_FIRST
     request = apb.QueryEventsRequest(filter=_filter(args), order=order, stream_kind=apb.StreamKind.Value(STREAMS[args.streams]))
     out = EventWriter(_format(args))
@@ -541,18 +354,15 @@ def cmd_query(args) -> None:
     out.finish(f"{out.count} events{_more(response, args, out.count)}")
 
 
-def cmd_watch(args) -> None:
+@guarded
+def watch(args: argparse.Namespace) -> None:
     """WatchEvents until Ctrl-C (or --limit). A connection lost once the
     server was reached is re-established, resuming after the last position
     received (the server never skips or repeats one); an unreachable server
     at the start is an error."""
-    import grpc
-
-    from pinlife.v1 import audit_service_pb2 as apb
-    from service import cli
 
     reached = threading.Event()
-    ch = cli.channel(args)
+    ch = channel(args)
 
     def connected(state: grpc.ChannelConnectivity) -> None:
         if state == grpc.ChannelConnectivity.READY:
@@ -578,7 +388,7 @@ def cmd_watch(args) -> None:
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.UNAVAILABLE or not reached.is_set():
                 raise
-            print(f"pinlife: {cli.rpc_error(err)[0]}; reconnecting, to resume after position {after}", file=sys.stderr)
+            print(f"pinlife: {rpc_error(err)[0]}; reconnecting, to resume after position {after}", file=sys.stderr)
         except KeyboardInterrupt:
             call.cancel()
             raise
@@ -588,9 +398,6 @@ def cmd_watch(args) -> None:
 # -- verify and checkpoints --------------------------------------------------------
 def _verify(args, card: str, notes: list[str]):
     """VerifyIntegrity: a progress bar on stderr (when it is a terminal), then the report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from pinlife.v1 import audit_service_pb2 as apb
 
     console = _console(stderr=True)
     tasks: dict[str, Any] = {}
@@ -612,9 +419,7 @@ def _verify(args, card: str, notes: list[str]):
                 for task in tasks.values():
                     bar.update(task, completed=bar.tasks[task].total)
     if report is None:
-        from service import cli
-
-        cli.fail("the server ended the check without a report")
+        fail("the server ended the check without a report")
     return report
 
 
@@ -623,8 +428,6 @@ def _n(count: int, noun: str) -> str:
 
 
 def _problem_text(p) -> str:
-    from pinlife.v1 import audit_service_pb2 as apb
-
     where = " ".join(
         x for x in (p.stream_id, f"v{p.version}" if p.version else "", f"position {p.position}" if p.position else "") if x
     )
@@ -633,10 +436,6 @@ def _problem_text(p) -> str:
 
 
 def _show_report(report, fmt: str) -> None:
-    from google.protobuf.json_format import MessageToDict
-
-    from pinlife.v1 import audit_service_pb2 as apb
-
     if fmt == "jsonl":
         _emit(json.dumps(MessageToDict(report, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)))
         return
@@ -655,8 +454,6 @@ def _show_report(report, fmt: str) -> None:
             kind = _short(apb.IntegrityProblemKind, p.kind, "INTEGRITY_PROBLEM_KIND_") if p else ""
             w.writerow(head + ([kind, p.stream_id, p.version, p.position, p.reason] if p else ["", "", "", "", ""]))
         return
-    from rich.table import Table
-    from rich.text import Text
 
     console = _console()
     summary = f"{_n(report.events_checked, 'event')} and {_n(report.cards_checked, 'card')} checked"
@@ -677,7 +474,8 @@ def _show_report(report, fmt: str) -> None:
     console.print(table)
 
 
-def cmd_verify(args) -> None:
+@guarded
+def verify(args: argparse.Namespace) -> None:
     """The whole store is checked against the checkpoints given and the
     newest ones kept from this server (up to the server's bound)."""
     notes = [_read("--checkpoint", name) for name in args.checkpoint or ()]
@@ -690,13 +488,11 @@ def cmd_verify(args) -> None:
     sys.exit(0 if report.intact else 1)
 
 
-def cmd_checkpoint(args) -> None:
+@guarded
+def checkpoint(args: argparse.Namespace) -> None:
     """The latest signed checkpoint. --compare first (the note kept before
     must still be a prefix of the log; nothing is saved if it is not), then
     --save."""
-    from google.protobuf.json_format import MessageToDict
-
-    from pinlife.v1 import audit_service_pb2 as apb
 
     fmt = args.format or "table"  # the note itself, on a terminal or not: `> FILE` keeps it
     compared = None
@@ -721,9 +517,7 @@ def cmd_checkpoint(args) -> None:
             with open(args.save, "w", encoding="utf-8") as f:
                 f.write(r.note)
         except OSError as exc:
-            from service import cli
-
-            cli.fail(f"cannot write --save {args.save}: {exc.strerror}")
+            fail(f"cannot write --save {args.save}: {exc.strerror}")
     if fmt == "jsonl":
         out = MessageToDict(r, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
         out |= {"saved": args.save or "", **({"compared": compared} if compared else {})}
@@ -743,20 +537,10 @@ def cmd_checkpoint(args) -> None:
 
 
 def _ok(message: str):
-    from rich.text import Text
-
     return Text.assemble(("✓ ", "bold green"), message)
 
 
 # -- the auditor's kept checkpoints ---------------------------------------------------
-def kept_file() -> str:
-    """$PINLIFE_AUDIT_CHECKPOINTS, else checkpoints.jsonl in the user's data folder (XDG)."""
-    if path := os.environ.get("PINLIFE_AUDIT_CHECKPOINTS"):
-        return path
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(data, "pinlife", "checkpoints.jsonl")
-
-
 class Kept:
     """The checkpoints an auditor fetched, one JSON object per line (server,
     origin, tree size, root, verifier key, note, when fetched), kept on the
@@ -775,15 +559,11 @@ class Kept:
         except FileNotFoundError:
             return []
         except (OSError, UnicodeDecodeError) as exc:
-            from service import cli
-
-            cli.fail(f"cannot read --keep {self.path}: {getattr(exc, 'strerror', None) or exc}")
+            fail(f"cannot read --keep {self.path}: {getattr(exc, 'strerror', None) or exc}")
         try:
             return [json.loads(line) for line in lines]
         except ValueError as exc:
-            from service import cli
-
-            cli.fail(f"--keep {self.path} is not JSON Lines: {exc}")
+            fail(f"--keep {self.path} is not JSON Lines: {exc}")
 
     def of_server(self, server: str) -> list[dict[str, Any]]:
         """This server's kept checkpoints, smallest tree first."""
@@ -793,7 +573,6 @@ class Kept:
         """Keep the GetCheckpoint answer r (unless that size is kept);
         returns how many this server now has. Problem (exit 1) on a note
         that does not verify, another key for the origin, or a fork."""
-        from service.notes import NoteError, open_note, parse_checkpoint
 
         try:
             body, _ = open_note(r.note, [r.verifier_key])
@@ -843,11 +622,8 @@ def _bucket(key: str) -> str:
         return key
 
 
-def cmd_stats(args) -> None:
-    from google.protobuf.json_format import MessageToDict
-
-    from pinlife.v1 import audit_service_pb2 as apb
-
+@guarded
+def stats(args: argparse.Namespace) -> None:
     start, end = _stats_range(args)
     granularity = apb.GRANULARITY_DAY if args.granularity == "day" else apb.GRANULARITY_HOUR
     request = apb.GetStatisticsRequest(granularity=granularity, top_terminals=args.top or 0)
@@ -881,10 +657,6 @@ def cmd_stats(args) -> None:
 
 
 def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
     console = _console()
 
     def cell(n: int) -> Text:

@@ -1,0 +1,221 @@
+"""The parts of one service instance, built from settings: the store, the
+runner that writes its batches (a thread of this process, or the writer
+process with a store of its own), the app, the auditors' facade, the
+background maintenance and, when configured, metrics. A start is refused
+(STARTUP_REFUSALS) rather than serving and failing every call: a schema
+that is not this release's, a key file that does not fit the store, or, in
+production, an exposed private key."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from service.api.server import ListenError
+from service.app.audit import Audit
+from service.app.batch import ATTEMPTS, ThreadRunner
+from service.app.log_signal import LogSignal
+from service.app.ports import LeafSink, Store, StoreFactory
+from service.app.service import PinLife
+from service.app.writer import BATCH_DEADLINE, GroupCommitWriter, Runner
+from service.app.writer_process import ProcessRunner
+from service.config.access import AccessConfig
+from service.config.offices import load_policy
+from service.config.settings import Settings
+from service.domain.policy import Policy, ThrottlePolicy
+from service.keys.file_modes import FileModeError, check_private_file
+from service.keys.ring import KeyRing
+from service.runtime.clock import Clock, ServiceClock
+from service.store.audit_reads import StoreAuditReads
+from service.store.checkpoints import LeafFeed
+from service.store.event_store import EventStore
+from service.store.key_checks import key_problems
+from service.store.maintenance import Maintenance
+from service.store.schema_check import SchemaMismatch, check_schema
+
+if TYPE_CHECKING:  # loaded only when used: prometheus_client with metrics on, psycopg on PostgreSQL
+    from service.runtime.metrics import Metrics
+    from service.store.pg_listener import LogListener
+
+log = structlog.get_logger()
+
+
+class KeysRefused(Exception):
+    """The key file does not fit this store (service/store/key_checks.py)."""
+
+
+STARTUP_REFUSALS = (SchemaMismatch, FileModeError, KeysRefused, ListenError)  # the server does not start
+
+
+def service_policy(settings: Settings, access: AccessConfig | None, clock: Clock) -> Policy:
+    """The rules' configuration: the offices file (hours, wards, store
+    chains), the access file's throttle, the replay window."""
+    throttle = access.throttle if access else ThrottlePolicy()
+    return replace(
+        load_policy(settings.offices_file, throttle, clock().date()),
+        replay_window=timedelta(hours=settings.replay_window_hours),
+    )
+
+
+@dataclass(frozen=True)
+class WriterStore:
+    """What a writer process opens: its own store on the database, and the
+    leaf feed that signs checkpoints of what it commits. A plain value, so
+    that it can be pickled into the process."""
+
+    database_url: str
+
+    def __call__(self, keys: KeyRing, clock: Clock) -> tuple[Store, LeafSink | None]:
+        store = EventStore(self.database_url)
+        return store, LeafFeed(store, keys, clock)
+
+
+def make_runner(
+    store: Store,
+    keys: KeyRing,
+    clock: Clock,
+    policy: Policy,
+    *,
+    writer: str = "thread",
+    open_store: StoreFactory | None = None,
+    log_format: str = "json",
+    on_writer_death: Callable[[], None] = lambda: None,
+    leaves: LeafSink | None = None,
+) -> Runner:
+    """`thread`: batches on a thread of this process, against `store`,
+    telling `leaves` what they commit. `process`: in a writer process that
+    opens its own store with `open_store` (and needs a ServiceClock: it is
+    copied into the process); if that process dies, `on_writer_death` is
+    called (the server then exits)."""
+    if writer == "process":
+        if open_store is None or not isinstance(clock, ServiceClock):
+            raise ValueError("the writer process needs a store factory and a ServiceClock")
+        return ProcessRunner(open_store, keys, clock, policy, ATTEMPTS, log_format, on_death=on_writer_death)
+    return ThreadRunner(store, keys, clock, policy, leaves=leaves)
+
+
+def make_app(
+    store: Store,
+    keys: KeyRing,
+    clock: Clock,
+    policy: Policy = Policy(),
+    *,
+    writer: str = "thread",
+    open_store: StoreFactory | None = None,
+    batch_max: int = 256,
+    batch_deadline: float | None = BATCH_DEADLINE,
+    log_format: str = "json",
+    on_writer_death: Callable[[], None] = lambda: None,
+    leaves: LeafSink | None = None,
+) -> PinLife:
+    """The app over a store (a real one, or a test's fake) and its
+    group-commit writer, with the runner make_runner builds."""
+    runner = make_runner(
+        store, keys, clock, policy, writer=writer, open_store=open_store, log_format=log_format,
+        on_writer_death=on_writer_death, leaves=leaves,
+    )  # fmt: skip
+    return PinLife(GroupCommitWriter(runner, max_batch=batch_max, batch_deadline=batch_deadline), clock, policy)
+
+
+class Instance:
+    """One instance's parts, built and checked; `start` and `stop` run the
+    ones that have a life of their own (the writer, maintenance, the
+    PostgreSQL log listener, the metrics endpoint)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyRing,
+        clock: Clock | None = None,
+        access: AccessConfig | None = None,
+        policy: Policy | None = None,
+    ):
+        self.settings = settings
+        self.access = access
+        check_schema(settings.database_url)
+        self.warnings: list[str] = []
+        if access is not None and access.tls.key_path is not None:
+            warning = check_private_file(
+                access.tls.key_path, production=settings.production, what="the TLS private key ([tls] key)"
+            )
+            if warning:
+                self.warnings.append(warning)
+        self.clock = clock or settings.service_clock()
+        self.policy = policy or service_policy(settings, access, self.clock)
+        self.store = EventStore(settings.database_url, read_pool=settings.pool_size)
+        if problems := key_problems(self.store, keys, self.clock()):
+            self.store.close()
+            raise KeysRefused("; ".join(problems))
+        self.maintenance = Maintenance(self.store, keys, self.clock, self.policy.replay_window)
+        # Crash-only: a writer process that dies stops this instance, whose
+        # process exits non-zero for its supervisor to start a fresh one.
+        self.failed = asyncio.Event()
+        self.metrics: Metrics | None = None
+        if settings.metrics_listen:  # prometheus_client is loaded only then
+            from service.runtime.metrics import Metrics
+
+            self.metrics = Metrics()
+        self.metrics_port: int | None = None
+        self.app = make_app(
+            self.store,
+            keys,
+            self.clock,
+            self.policy,
+            batch_max=settings.batch_max,
+            batch_deadline=settings.batch_deadline_seconds,
+            writer=settings.writer,
+            open_store=WriterStore(settings.database_url),
+            log_format=settings.log_format,
+            on_writer_death=self._writer_died,
+            leaves=LeafFeed(self.store, keys, self.clock),  # a thread writer's checkpoints (a writer process has its own)
+        )
+        self.log_signal = LogSignal()
+        self.app.writer.after_batch.append(self.log_signal.notify)
+        self.log_listener: LogListener | None = None
+        if self.store.dialect == "postgresql":  # psycopg is loaded only then
+            from service.store.pg_listener import LogListener
+
+            self.log_listener = LogListener(settings.database_url, self.log_signal.notify)
+        self.audit = Audit(StoreAuditReads(self.store, keys), self.app, self.store.is_unavailable, self.log_signal)
+        if self.metrics is not None:
+            self.app.writer.on_batch.append(self.metrics.batch)
+            self.app.writer.on_stall.append(self.metrics.stalled)
+            self.metrics.watch_pool((("reader", self.store.reader), ("writer", self.store.writer)))
+
+    def _writer_died(self) -> None:
+        if self.metrics is not None:
+            self.metrics.writer_died()
+        self.failed.set()
+
+    async def start(self) -> None:
+        if self.metrics is not None:
+            try:
+                self.metrics_port = self.metrics.serve(self.settings.metrics_listen)
+            except OSError as exc:
+                raise ListenError(
+                    f"cannot serve metrics on {self.settings.metrics_listen} (PINLIFE_METRICS_LISTEN): {exc.strerror or exc}"
+                ) from None
+        await self.app.start()
+        self.maintenance.start()
+        if self.log_listener is not None:
+            self.log_listener.start()
+
+    async def stop(self) -> None:
+        """Watchers end, the writer commits what it holds, maintenance signs
+        a last checkpoint, and the store closes."""
+        self.log_signal.close()
+        if self.log_listener is not None:
+            await self.log_listener.stop()
+        await self.app.stop()
+        await self.maintenance.stop()
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+        if self.metrics is not None:
+            self.metrics.close()

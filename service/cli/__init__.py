@@ -1,0 +1,4 @@
+"""The `pinlife` command: main.py builds the command line and runs each
+command from its own module (serve, admin: the store's tools, pins: the
+PIN, counter and kiosk client, audit: the auditor's client), over one client
+module (client.py) and one set of exit codes (exits.py)."""

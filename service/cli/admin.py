@@ -1,0 +1,185 @@
+"""The store's commands: migrate, config check, dev-key, grants, check and
+checkpoint. They read the settings and the key file as `serve` does
+(configured.py) and talk to no server.
+
+Exit codes: 0 done; 1 a problem found (`check`, `config check`); 2 the
+command could not run (one line on stderr)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from service.app.ports import IntegrityViolation
+from service.cli.exits import fail
+from service.cli.configured import config_problems, keys, settings
+from service.config import settings as config_mod
+from service.config.access import AccessConfigError, access_from_settings
+from service.config.offices import OfficesConfigError, load_policy
+from service.domain.policy import ThrottlePolicy
+from service.keys.ring import KeyFileError, KeyRing, add_missing_sections, write_new_key_file
+from service.runtime.clock import system_clock
+from service.store import checkpoints
+from service.store.check import check_store
+from service.store.engine import display_url
+from service.store.event_store import EventStore
+from service.store.key_checks import has_verifiers, key_problems
+from service.store.migrate import upgrade
+from service.store.rechain import RechainRefused, rechain, seal_answers, unkeyed_events, unsealed_answers
+from service.store.roles import RoleNameError, grant_script
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite store (None for other databases, or in memory)."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def existing_store(s: config_mod.Settings) -> EventStore:
+    """The configured store, refused (not created) when it does not exist."""
+    path = sqlite_path(s.database_url)
+    if path is not None and not path.exists():
+        fail(f"there is no store at {path} (run `pinlife migrate` to make one)")
+    return EventStore(s.database_url)
+
+
+def config_check(args: argparse.Namespace) -> None:
+    """Everything `serve` reads before it serves, without serving: the
+    configuration (file and variables), the access rules, the offices file
+    and the key file. Every problem at once; exit 0 if none, 1 otherwise."""
+    env = dict(os.environ)
+    if args.file:
+        env.pop("PINLIFE_CONFIG", None)
+    try:
+        s = config_mod.load(env, path=args.file)
+    except config_mod.ConfigError as exc:
+        config_problems(exc.problems, code=1)
+    problems = []
+    try:
+        access_from_settings(s)
+    except AccessConfigError as exc:
+        problems.append(f"access: {exc}")
+    try:
+        load_policy(s.offices_file, ThrottlePolicy(), date.today())
+    except OfficesConfigError as exc:
+        problems.append(f"offices: {exc}")
+    try:
+        KeyRing.load(s.key_file)
+    except KeyFileError as exc:
+        problems.append(f"PINLIFE_KEY_FILE ([keys] key_file): {exc}")
+    if problems:
+        config_problems(problems, code=1)
+    where = args.file or os.environ.get("PINLIFE_CONFIG") or "the environment"
+    mode = "mutual TLS" if s.tls else "development mode (plain text on loopback)"
+    print(f"pinlife: {where}: ok ({s.env}, {mode}, {s.database_url.split('://')[0]} store)")
+
+
+def migrate(args: argparse.Namespace) -> None:
+    """Apply the migrations; then, if the store holds events chained before
+    keyed chains, re-chain them under the integrity key, and MAC answers kept
+    before answers had MACs (service/store/rechain.py)."""
+    s = settings()
+    upgrade(s.database_url)
+    print("migrated to head")
+    store = EventStore(s.database_url)
+    try:
+        if unkeyed_events(store):
+            try:
+                print(f"re-chained {rechain(store, keys(s).integrity)} events under the integrity key")
+            except RechainRefused as exc:
+                fail(f"not re-chained: {exc}")
+        if unsealed_answers(store):
+            print(f"sealed {seal_answers(store, keys(s).integrity)} kept answers under the integrity key")
+    finally:
+        store.close()
+
+
+def grants(args: argparse.Namespace) -> None:
+    """Print the SQL that gives the service's PostgreSQL role exactly the
+    privileges it needs (docs/database-roles.md); run it as the schema owner."""
+    try:
+        print(grant_script(args.role), end="")
+    except RoleNameError as exc:
+        fail(str(exc))
+
+
+def dev_key(args: argparse.Namespace) -> None:
+    """A development key file. Never over a store that already has
+    verifiers: they were made with a key this command cannot bring back, and
+    a new key under the same id would turn every correct PIN into a wrong one."""
+    s = settings()
+    path = Path(args.path or s.key_file)
+    if path.exists():
+        added = add_missing_sections(path)
+        print(f"{path} exists; keeping its keys" + (f", added {' and '.join(added)} keys" if added else ""))
+        return
+    db = sqlite_path(s.database_url)
+    if db is None or db.exists():
+        store = EventStore(s.database_url)
+        try:
+            verifiers = has_verifiers(store)
+        except Exception:  # noqa: BLE001 - an unmigrated or unreachable store has no verifiers to lose
+            verifiers = False
+        finally:
+            store.close()
+        if verifiers:
+            fail(
+                f"{path} is missing but the store {display_url(s.database_url)} already has PIN verifiers "
+                "made with its key: restore the key file (a new key would make every correct PIN wrong), "
+                "or point PINLIFE_DATABASE_URL at a new store"
+            )
+    write_new_key_file(path)
+    print(
+        f"WARNING: wrote development keys to {path}. Production keys come from a secret store and are named by PINLIFE_KEY_FILE.",
+        file=sys.stderr,
+    )
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every integrity check of the store (service/store/check.py); exit 0
+    intact, 1 a problem found, 2 an error."""
+    s = settings()
+    notes = []
+    for name in args.checkpoint or ():
+        try:
+            notes.append(Path(name).read_text())
+        except OSError as exc:
+            fail(f"cannot read the checkpoint {name}: {exc.strerror}")
+    store = existing_store(s)
+    try:
+        report = check_store(store, keys(s), notes)
+        print(json.dumps({**report.as_dict(), "secrets_by_key": store.secrets_by_key()}, default=str))
+    finally:
+        store.close()
+    sys.exit(0 if report.intact else 1)
+
+
+def checkpoint(args: argparse.Namespace) -> None:
+    """Sign a checkpoint of the log now and print it (the signed note), with
+    the verifier key to check it with on stderr."""
+    s = settings()
+    ring = keys(s)
+    store = existing_store(s)
+    try:
+        if problems := key_problems(store, ring, system_clock()):
+            fail("not signed: " + "; ".join(problems))
+        try:
+            checkpoints.sign_checkpoint(store, ring, system_clock())
+        except IntegrityViolation as exc:
+            # a problem found in the store: 1, as `pinlife check` says
+            fail(f"not signed: {exc.stream_id}: {exc.reason} (`pinlife check` for the report)", code=1)
+        latest = checkpoints.latest(store)
+    finally:
+        store.close()
+    if latest is None:
+        fail("the log is empty; nothing to sign")
+    print(latest.note, end="")
+    print(f"verifier key: {checkpoints.public_verifier_key(ring)}", file=sys.stderr)

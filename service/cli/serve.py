@@ -1,0 +1,33 @@
+"""`pinlife serve`: the server, with the settings, the access rules and the
+key file checked first (service/bootstrap/serving.py serves)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from service.bootstrap.serving import serve as serve_forever
+from service.cli.exits import fail
+from service.cli.configured import keys, settings
+from service.config.access import AccessConfigError, access_from_settings
+from service.runtime import logs
+
+
+def serve(args: argparse.Namespace) -> None:
+    s = settings()
+    logs.configure(s.log_format)
+    try:
+        access = access_from_settings(s)
+    except AccessConfigError as exc:
+        fail(str(exc))
+    ring = keys(s)
+
+    async def serve_then_exit() -> None:
+        status = await serve_forever(s, ring, access)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)  # from the running loop, with gRPC as it is (see serve)
+
+    asyncio.run(serve_then_exit())

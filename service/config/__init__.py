@@ -1,0 +1,3 @@
+"""Configuration: the settings (settings.py), the access rules that map terminals to roles (access.py), and
+the offices file with its calendars and store chains (offices.py, offices.toml): each read and validated here, then
+handed to the composition root as plain values."""
