@@ -1,7 +1,7 @@
 """Audit reads on a store holding many events: one card's history page
-(EventStore.stream(card_id): every event of that card, in order, decoded),
+(store.log.stream(card_id): every event of that card, in order, decoded),
 and rebuilding the lock-state projection from the events alone
-(EventStore.rebuild(): reads the whole log in position order and folds it)."""
+(store.cards.rebuild(): reads the whole log in position order and folds it)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from datetime import UTC
 def history_reads(store: EventStore, cards: int, reads: int, seed: int = 5) -> dict:
     rng = random.Random(seed)
     for _ in range(min(50, reads)):  # warm the pool and the statement cache
-        store.stream(card_id(rng.randrange(cards)))
+        store.log.stream(card_id(rng.randrange(cards)))
     lat: list[float] = []
     sizes: list[int] = []
     for _ in range(reads):
         c = card_id(rng.randrange(cards))
         t = time.perf_counter()
-        page = store.stream(c)
+        page = store.log.stream(c)
         lat.append(time.perf_counter() - t)
         sizes.append(len(page))
     s = sorted(sizes)
@@ -36,9 +36,9 @@ def history_reads(store: EventStore, cards: int, reads: int, seed: int = 5) -> d
 
 
 def rebuild_speed(store: EventStore) -> dict:
-    events = store.head_position()
+    events = store.log.head_position()
     t = time.perf_counter()
-    states = store.rebuild()
+    states = store.cards.rebuild()
     seconds = time.perf_counter() - t
     return {
         "events": events,

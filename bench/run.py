@@ -260,7 +260,7 @@ class StoreRun:
                 "target": self.cfg.cards,
                 "loaded": rep.done,
                 "load": rep.as_dict(),
-                "events_after_load": store.head_position(),
+                "events_after_load": store.log.head_position(),
             }
             msg = f"{self.kind}: enrolled {rep.done:,} cards in {rep.seconds:.1f} s ({rep.rate:,.0f}/s)"
             if rep.budget_hit:
@@ -391,7 +391,7 @@ class StoreRun:
         cfg = self.cfg
         store = EventStore(url)
         try:
-            before = store.head_position()
+            before = store.log.head_position()
             out: dict = {"target_events": cfg.events, "events_before_load": before}
             self.res["audit"] = out
             if cfg.events > before:
@@ -404,7 +404,7 @@ class StoreRun:
                     + (f" -- stopped before the target: {rep.stop_reason}" if rep.budget_hit else "")
                 )
                 self.analyze(url, "events")
-            out["events"] = store.head_position()
+            out["events"] = store.log.head_position()
             out["cards"] = cards
             h = history_reads(store, cards, cfg.reads)
             out["history"] = h
@@ -447,7 +447,7 @@ class StoreRun:
 
         store = EventStore(url)
         try:
-            head = store.head_position()
+            head = store.log.head_position()
         finally:
             store.close()
         watcher = LiveWatcher(server.target, head).start()

@@ -14,13 +14,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import audit_service_pb2 as apb
 from service.api import mapping
-from service.domain.audit import Counts, Filter, Granularity, Order, Outcome, outcome_of
+from service.domain.audit import Counts, Filter, Granularity, Order, Outcome, Statistics, outcome_of
 from service.domain.errors import FieldViolation, InvalidInput
 from service.domain.pins import PinType
-from service.domain.upcasting import UnknownEventShape, upcast
 from service.domain.events import EVENT_TYPES
-from service.store.check import Report
-from service.store.records import StoredEvent
+from service.domain.integrity import Report
+from service.domain.log import LoggedEvent
 
 OUTCOME_TO_DOMAIN = {
     apb.EVENT_OUTCOME_SUCCESS: Outcome.SUCCESS,
@@ -120,12 +119,8 @@ def _typed(message: Any, payload: dict[str, Any]) -> None:
             setattr(message, fd.name, value)
 
 
-def event(e: StoredEvent) -> apb.AuditEvent:
-    try:
-        payload = upcast(e.event_type, e.schema_version, e.payload)
-        schema_version = EVENT_TYPES[e.event_type].schema_version
-    except UnknownEventShape:
-        payload, schema_version = e.payload, e.schema_version  # shown as stored, in the generic form only
+def event(e: LoggedEvent) -> apb.AuditEvent:
+    payload, schema_version = e.current_payload(), e.current_schema_version  # as stored when it cannot be read
     out = apb.AuditEvent(
         position=e.position, stream_id=e.stream_id, stream_kind=STREAM_KIND_TO_PROTO.get(e.stream_kind, apb.STREAM_KIND_UNSPECIFIED),
         version=e.version, event_id=e.event_id, event_type=e.event_type, schema_version=schema_version,
@@ -136,7 +131,7 @@ def event(e: StoredEvent) -> apb.AuditEvent:
     if e.pin_type:
         out.pin_type = mapping.PIN_TYPE_TO_PROTO[PIN_TYPE_BY_VALUE[e.pin_type]]
     name = _oneof_name(e.event_type)
-    if name in PAYLOAD_FIELDS and schema_version == EVENT_TYPES[e.event_type].schema_version:
+    if name in PAYLOAD_FIELDS and e.event is not None:
         _typed(getattr(out.payload, name), payload)
         getattr(out.payload, name).SetInParent()
     json_payload = Struct()
@@ -154,7 +149,7 @@ def counts_by(table: dict) -> list[apb.CountsBy]:
     return [apb.CountsBy(key=str(k), counts=counts(v)) for k, v in table.items()]
 
 
-def statistics(stats) -> apb.GetStatisticsResponse:
+def statistics(stats: Statistics) -> apb.GetStatisticsResponse:
     by_terminal = sorted(stats.by_terminal.items(), key=lambda kv: (-kv[1].values["events"], kv[0]))
     return apb.GetStatisticsResponse(
         total=counts(stats.total),

@@ -30,6 +30,7 @@ from service.domain.audit import (
     Filter,
     Granularity,
     Order,
+    Statistics,
     decode_cursor,
     encode_cursor,
     page_size,
@@ -40,27 +41,31 @@ from service.domain.audit import (
 from service.domain.card_ids import validate_card_id
 from service.domain.errors import FieldViolation, InvalidInput, NotFound
 from service.domain.events import AuditRead
+from service.domain.integrity import Progress, Report
+from service.domain.log import LoggedEvent
 
 log = structlog.get_logger()
 T = TypeVar("T")
 
 
 class AuditReads(Protocol):
-    """What the audit needs of a store (service/store/audit_reads.py)."""
+    """What the audit needs of a store (service/store/audit_reads.py), in the domain's values."""
 
     def card_version(self, card_id: str) -> int | None: ...
-    def card_history(self, card_id: str, f: Filter, order: Order, after_version: int | None, limit: int) -> list: ...
-    def query_events(self, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int) -> list: ...
-    def read_all(self, after_position: int, limit: int) -> list: ...
+    def card_history(self, card_id: str, f: Filter, order: Order, after_version: int | None, limit: int) -> list[LoggedEvent]: ...
+    def query_events(self, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int) -> list[LoggedEvent]: ...
+    def read_all(self, after_position: int, limit: int) -> list[LoggedEvent]: ...
     def head_position(self) -> int: ...
-    def statistics(self, start: datetime, end: datetime, granularity: Granularity, top: int) -> Any: ...
+    def statistics(self, start: datetime, end: datetime, granularity: Granularity, top: int) -> Statistics: ...
     def checkpoint(self) -> tuple[str, str] | None: ...
-    def verify(self, card_id: str | None, notes: Sequence[str], progress: Callable[[str, int, int], None]) -> Any: ...
+    def verify(self, card_id: str | None, notes: Sequence[str], progress: Progress) -> Report: ...
 
 
 @dataclass(frozen=True)
 class Page:
-    events: list  # StoredEvent
+    """A page of events (GetCardHistory, QueryEvents) and the token of the next."""
+
+    events: list[LoggedEvent]
     next_token: str
     stream_version: int = 0
 

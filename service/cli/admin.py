@@ -156,7 +156,7 @@ def check(args: argparse.Namespace) -> None:
     store = existing_store(s)
     try:
         report = check_store(store, keys(s), notes)
-        print(json.dumps({**report.as_dict(), "secrets_by_key": store.secrets_by_key()}, default=str))
+        print(json.dumps({**report.as_dict(), "secrets_by_key": store.cards.secrets_by_key()}, default=str))
     finally:
         store.close()
     sys.exit(0 if report.intact else 1)

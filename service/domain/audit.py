@@ -278,3 +278,14 @@ def buckets(start: datetime, end: datetime, granularity: Granularity) -> list[da
         out.append(at)
         at += step
     return out
+
+
+@dataclass
+class Statistics:
+    total: Counts = field(default_factory=Counts)
+    by_channel: dict[str, Counts] = field(default_factory=dict)
+    by_office: dict[str, Counts] = field(default_factory=dict)
+    by_terminal: dict[str, Counts] = field(default_factory=dict)
+    by_pin_type: dict[str, Counts] = field(default_factory=dict)
+    by_time: dict[datetime, Counts] = field(default_factory=dict)
+    distinct_card_failures: list[tuple[str, int, int]] = field(default_factory=list)  # terminal, cards, failures

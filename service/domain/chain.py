@@ -43,6 +43,35 @@ def canonical(envelope: dict[str, Any]) -> bytes:
     return _CANONICAL.encode(envelope).encode()
 
 
+def hashed_envelope(
+    stream_id: str, version: int, event_id: str, event_type: str, schema_version: int, occurred_at: datetime,
+    pin_type: str | None, channel: str, terminal_id: str, request_id: str, payload: dict[str, Any],
+    office: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every field that the hash covers (all but position and the hashes):
+    the one definition, for appending and for checking the chain. The
+    stream's id is hashed under the key "card_id", the name it had when the
+    first events were chained: renaming it would break every stored hash.
+    The office is covered when set (counters' events since revision 0006),
+    so every event stored before it keeps its hash."""
+    envelope = {
+        "card_id": stream_id,
+        "version": version,
+        "event_id": event_id,
+        "event_type": event_type,
+        "schema_version": schema_version,
+        "occurred_at": canonical_time(occurred_at),
+        "pin_type": pin_type,
+        "channel": channel,
+        "terminal_id": terminal_id,
+        "request_id": request_id,
+        "payload": payload,
+    }
+    if office is not None:
+        envelope["office"] = office
+    return envelope
+
+
 def link_hash(key: bytes, prev_hash: str, position: int, envelope: dict[str, Any]) -> str:
     """envelope: every stored field of the event but position, hashes and key id."""
     return _link(key, prev_hash, leaf_data(position, envelope))

@@ -12,18 +12,18 @@ after page_size rows; tests/store/test_audit_reads.py shows the plans.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tuple_
 
-from service.domain.audit import TOKYO, Counts, Filter, Granularity, Order, bucket_start, buckets
+from service.domain.audit import TOKYO, Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
 from service.keys.ring import KeyRing
 from service.store import checkpoints
 from service.store.check import Progress, Report, check_card, check_store
 from service.store.event_store import EventStore
-from service.store.records import StoredEvent, stored_event, utc
+from service.domain.log import LoggedEvent
+from service.store.records import logged_event, utc
 from service.store.tables import cards, events
 
 
@@ -55,7 +55,7 @@ def card_version(store: EventStore, card_id: str) -> int | None:
 
 def card_history(
     store: EventStore, card_id: str, f: Filter, order: Order, after_version: int | None, limit: int
-) -> list[StoredEvent]:
+) -> list[LoggedEvent]:
     """Up to `limit` events of the card's stream after `after_version` in
     the given order (the stream's (stream_id, version) index)."""
     c = events.c
@@ -65,10 +65,10 @@ def card_history(
         q = q.where(c.version < after_version if newest else c.version > after_version)
     q = q.order_by(c.version.desc() if newest else c.version).limit(limit)
     with store.reader.begin() as conn:
-        return [stored_event(r) for r in conn.execute(q)]
+        return [logged_event(r) for r in conn.execute(q)]
 
 
-def query_events(store: EventStore, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int) -> list[StoredEvent]:
+def query_events(store: EventStore, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int) -> list[LoggedEvent]:
     """Up to `limit` events matching the filter after the keyset `after`
     ((occurred_at, position) of the last event of the previous page)."""
     c = events.c
@@ -82,7 +82,7 @@ def query_events(store: EventStore, f: Filter, order: Order, after: tuple[dateti
         q = q.where(c.occurred_at <= at if newest else c.occurred_at >= at)  # a plain range for every planner
     q = q.order_by(*((c.occurred_at.desc(), c.position.desc()) if newest else (c.occurred_at, c.position))).limit(limit)
     with store.reader.begin() as conn:
-        return [stored_event(r) for r in conn.execute(q)]
+        return [logged_event(r) for r in conn.execute(q)]
 
 
 def query_plan(store: EventStore, f: Filter, order: Order = Order.OLDEST_FIRST, limit: int = 100) -> str:
@@ -97,17 +97,6 @@ def query_plan(store: EventStore, f: Filter, order: Order = Order.OLDEST_FIRST, 
 
 
 # -- statistics ------------------------------------------------------------------
-@dataclass
-class Statistics:
-    total: Counts = field(default_factory=Counts)
-    by_channel: dict[str, Counts] = field(default_factory=dict)
-    by_office: dict[str, Counts] = field(default_factory=dict)
-    by_terminal: dict[str, Counts] = field(default_factory=dict)
-    by_pin_type: dict[str, Counts] = field(default_factory=dict)
-    by_time: dict[datetime, Counts] = field(default_factory=dict)
-    distinct_card_failures: list[tuple[str, int, int]] = field(default_factory=list)  # terminal, cards, failures
-
-
 def _bucket_sql(store: EventStore, granularity: Granularity):
     """The start of the event's hour or day in Asia/Tokyo (Japan keeps no
     daylight saving time: a fixed +9 hours on SQLite)."""
@@ -195,17 +184,17 @@ class StoreAuditReads:
     def card_version(self, card_id: str) -> int | None:
         return card_version(self.store, card_id)
 
-    def card_history(self, card_id: str, f: Filter, order: Order, after_version: int | None, limit: int) -> list[StoredEvent]:
+    def card_history(self, card_id: str, f: Filter, order: Order, after_version: int | None, limit: int) -> list[LoggedEvent]:
         return card_history(self.store, card_id, f, order, after_version, limit)
 
-    def query_events(self, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int) -> list[StoredEvent]:
+    def query_events(self, f: Filter, order: Order, after: tuple[datetime, int] | None, limit: int) -> list[LoggedEvent]:
         return query_events(self.store, f, order, after, limit)
 
-    def read_all(self, after_position: int, limit: int) -> list[StoredEvent]:
-        return self.store.read_all(after_position, limit)
+    def read_all(self, after_position: int, limit: int) -> list[LoggedEvent]:
+        return self.store.log.read_all(after_position, limit)
 
     def head_position(self) -> int:
-        return self.store.head_position()
+        return self.store.log.head_position()
 
     def statistics(self, start: datetime, end: datetime, granularity: Granularity, top: int) -> Statistics:
         return statistics(self.store, start, end, granularity, top)

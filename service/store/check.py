@@ -13,17 +13,16 @@ by stream, version and position where it has one.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import timedelta
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from service.domain.chain import BrokenLink
+from service.domain.integrity import Progress, Report
 from service.domain.events import Recorded
 from service.domain.state import CardState, evolve
 from service.domain.lawful import first_unlawful
 from service.domain.streams import is_card_stream
-from service.domain.upcasting import event_from_stored
 from service.keys.ring import KeyRing
 from service.store import checkpoints
 from service.store.event_store import EventStore
@@ -34,36 +33,6 @@ LISTED = 20  # cards named per kind of problem; the count is always complete
 PROGRESS_EVERY = 10_000  # events between progress reports
 
 
-@dataclass
-class Report:
-    events: int = 0  # rows in the log (of the card's stream for one card)
-    cards: int = 0
-    head_position: int = 0
-    first_broken_link: BrokenLink | None = None
-    cards_failing_mac: list[str] = field(default_factory=list)
-    cards_failing_mac_count: int = 0
-    projection_mismatches: list[str] = field(default_factory=list)
-    projection_mismatch_count: int = 0
-    first_unlawful: dict[str, Any] | None = None
-    stored_checkpoints: int = 0
-    supplied_checkpoints: int = 0
-    checkpoint_problem: dict[str, Any] | None = None
-    supplied_checkpoint_problem: dict[str, Any] | None = None
-
-    @property
-    def intact(self) -> bool:
-        return not (
-            self.first_broken_link or self.cards_failing_mac_count or self.projection_mismatch_count
-            or self.first_unlawful or self.checkpoint_problem or self.supplied_checkpoint_problem
-        )  # fmt: skip
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "intact": self.intact}
-
-
-Progress = Callable[[str, int, int], None]  # phase, done, total
-
-
 def _quiet(phase: str, done: int, total: int) -> None:
     pass
 
@@ -72,30 +41,29 @@ def check_store(store: EventStore, keys: KeyRing, supplied: Sequence[str] = (), 
     """supplied: signed checkpoint notes kept outside the store. progress is
     called as each phase starts and ends, and every PROGRESS_EVERY events
     of the passes over the log."""
-    report = Report(head_position=store.head_position())
+    report = Report(head_position=store.log.head_position())
     head = report.head_position
     progress("links", 0, head)
-    report.first_broken_link = store.first_broken_link(keys.integrity, progress=lambda n: progress("links", n, head))
+    report.first_broken_link = store.integrity.first_broken_link(keys.integrity, progress=lambda n: progress("links", n, head))
     progress("links", head, head)
     progress("macs", 0, 1)
-    failing = list(store.cards_failing_mac(keys.integrity))
+    failing = list(store.integrity.cards_failing_mac(keys.integrity))
     report.cards_failing_mac, report.cards_failing_mac_count = failing[:LISTED], len(failing)
     progress("macs", 1, 1)
     progress("projection", 0, 1)
-    rebuilt, projected = store.rebuild(), store.projection()
+    rebuilt, projected = store.cards.rebuild(), store.cards.projection()
     report.cards = len(projected)
     mismatched = sorted(c for c in rebuilt.keys() | projected.keys() if rebuilt.get(c) != projected.get(c))
     report.projection_mismatches, report.projection_mismatch_count = mismatched[:LISTED], len(mismatched)
     progress("projection", 1, 1)
     streams: dict[str, list[Recorded]] = {}
     progress("lawful", 0, head)
-    for e in store.all_events():
+    for e in store.log.all_events():
         report.events += 1
         if report.events % PROGRESS_EVERY == 0:
             progress("lawful", report.events, head)
         if is_card_stream(e.stream_id):
-            event = event_from_stored(e.event_type, e.schema_version, e.pin_type, e.payload)
-            streams.setdefault(e.stream_id, []).append(Recorded(event, e.version, e.occurred_at))
+            streams.setdefault(e.stream_id, []).append(e.recorded())
     for stream_id in sorted(streams):
         if (u := _first_unlawful(stream_id, streams[stream_id])) is not None:
             report.first_unlawful = u
@@ -129,19 +97,16 @@ def _check_checkpoints(store: EventStore, keys: KeyRing, supplied: Sequence[str]
 def check_card(store: EventStore, keys: KeyRing, card_id: str) -> Report:
     """One card: its keyed links up to its head, its MAC, its projection
     against a fold of its events, and its lawful history."""
-    stored = store.stream(card_id)
-    report = Report(head_position=store.head_position(), events=len(stored), cards=1)
-    report.first_broken_link = store.first_broken_link(keys.integrity, card_id)
-    if failing := list(store.cards_failing_mac(keys.integrity, card_id)):
+    stored = store.log.stream(card_id)
+    report = Report(head_position=store.log.head_position(), events=len(stored), cards=1)
+    report.first_broken_link = store.integrity.first_broken_link(keys.integrity, card_id)
+    if failing := list(store.integrity.cards_failing_mac(keys.integrity, card_id)):
         report.cards_failing_mac, report.cards_failing_mac_count = failing, len(failing)
-    recorded = [
-        Recorded(event_from_stored(e.event_type, e.schema_version, e.pin_type, e.payload), e.version, e.occurred_at)
-        for e in stored
-    ]
+    recorded = [e.recorded() for e in stored]
     rebuilt = CardState(card_id)
     for r in recorded:
         rebuilt = evolve(rebuilt, r)
-    if store.read_card(card_id) != (rebuilt if recorded else None):
+    if store.cards.read_card(card_id) != (rebuilt if recorded else None):
         report.projection_mismatches, report.projection_mismatch_count = [card_id], 1
     report.first_unlawful = _first_unlawful(card_id, recorded)
     return report

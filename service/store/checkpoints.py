@@ -38,7 +38,7 @@ from service.app.ports import IntegrityViolation
 from service.keys.ring import KeyRing
 from service.keys.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
 from service.store.event_store import EventStore
-from service.store.tables import checkpoints, log_head
+from service.store.tables import checkpoints
 
 log = structlog.get_logger()
 
@@ -83,7 +83,7 @@ def _leaves(store: EventStore, after: int, upto: int, keys: KeyRing | None = Non
     server that signs at start over a large tail holds one page at a time."""
     expected = after + 1
     while expected <= upto:
-        page = store.read_all(expected - 1, min(1000, upto - expected + 1))
+        page = store.log.read_all(expected - 1, min(1000, upto - expected + 1))
         if not page:
             break
         for e in page:
@@ -115,7 +115,7 @@ def sign_checkpoint(
     s = signer(keys)
     known = {} if known is None else known
     with store.reader.begin() as conn:
-        head: int = conn.execute(select(log_head.c.position).where(log_head.c.id == 1)).scalar_one()
+        head: int = conn.execute(store.log.head_query).scalar_one()
         q = select(checkpoints.c.tree_size, checkpoints.c.frontier, checkpoints.c.mac)
         last = conn.execute(q.order_by(checkpoints.c.tree_size.desc()).limit(1)).first()
     frontier = Frontier()
@@ -187,7 +187,7 @@ def check_stored(store: EventStore, keys: KeyRing) -> CheckpointProblem | None:
     if not expected:
         return None
     frontier = Frontier()
-    leaves = _leaves(store, 0, store.head_position())
+    leaves = _leaves(store, 0, store.log.head_position())
     for cp in expected:
         # The frontier the next checkpoint extends: authentic, and the tree
         # of the log's first tree_size events (checked below with the root).

@@ -1,14 +1,16 @@
-"""The event store: the one object the app and the tools hold. Its parts,
-each in its own module:
+"""The event store: the one object the composition root and the tools hold.
+It is made of parts, each in its own module:
 
 - unit_of_work.py  the write path: one transaction per batch (append, the
                    projection, secrets, answers), on the writer engine;
-- reads.py         reads and the projection rebuild, on the read engine;
-- integrity.py     hash chains and stream heads;
-- records.py       stored events and answers, the fields the chain covers;
+- reads.py         store.log (one log's events) and store.cards (the
+                   projection, its rebuild, secrets), on the read engine;
+- integrity.py     store.integrity: keyed links, stream heads, card MACs;
+- records.py       the one mapper from stored rows to values;
 - errors.py        which database failures are retried or reported;
 - hot_sql.py       the driver-level statements of the write path and rebuild;
-- tables.py        the schema (made by the migrations in migrations/).
+- tables.py        the schema (made by the migrations in migrations/) and
+                   the store's named log (MAIN_LOG).
 """
 
 from __future__ import annotations
@@ -24,18 +26,27 @@ from service.store import errors
 from service.store.engine import make_engine
 from service.store.hot_sql import HotSql
 from service.store.records import utc
-from service.store.tables import requests
-from service.store.integrity import Integrity
+from service.store.integrity import IntegrityReader
+from service.store.reads import CardReader, LogReader
+from service.store.tables import MAIN_LOG, Log, requests
 from service.store.unit_of_work import UnitOfWork
 
 
-class EventStore(Integrity):
-    def __init__(self, url: str, *, read_pool: int = 4):
+class EventStore:
+    def __init__(self, url: str, *, read_pool: int = 4, log: Log = MAIN_LOG):
         self.url = url
         self.writer = make_engine(url, writer=True, pool_size=2)
         self.reader = make_engine(url, pool_size=read_pool)
         self.dialect = self.writer.dialect.name
-        self._hot_sql = HotSql(self.writer.dialect)
+        self._hot_sql = HotSql(self.writer.dialect, log)
+        self.log = LogReader(self.reader, log)
+        self.cards = CardReader(self.reader, self._hot_sql)
+        self.integrity = IntegrityReader(self.reader, self.log)
+
+    def ping(self) -> None:
+        """Raises if the database cannot be reached (health checking)."""
+        with self.reader.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
 
     def close(self) -> None:
         self.writer.dispose()

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 from service.store.errors import WriteConflict
-from service.store.tables import cards, events, pin_states, requests, secrets, terminals
+from service.store.tables import MAIN_LOG, Log, cards, events, pin_states, requests, secrets, terminals
 
 if TYPE_CHECKING:
     import psycopg  # the driver is the dialect's (psycopg is not loaded for a SQLite store)
@@ -83,7 +83,7 @@ class Statement(NamedTuple):
 class HotSql:
     """The write path's statements and value converters for one dialect."""
 
-    def __init__(self, dialect: Dialect):
+    def __init__(self, dialect: Dialect, log: Log = MAIN_LOG):
         self.dialect = dialect
         self.pg = dialect.name == "postgresql"
         self._p = "%s" if self.pg else "?"
@@ -91,7 +91,7 @@ class HotSql:
 
         self.insert_cards = self._insert(cards, CARD_COLUMNS)
         self.update_cards = f"UPDATE cards SET version = {p}, last_hash = {p}, status = {p}, mac = {p} WHERE card_id = {p}"
-        self.take_positions = f"UPDATE log_head SET position = position + {p} WHERE id = 1 RETURNING position"
+        self.take_positions = f"UPDATE log_head SET position = position + {p} WHERE id = {log.head_id} RETURNING position"
         self.insert_events = self._insert(events, EVENT_COLUMNS)
         self.upsert_pins = self._upsert(pin_states, PIN_COLUMNS, ("card_id", "pin_type"))
         self.upsert_secrets = self._upsert(secrets, SECRET_COLUMNS, ("card_id", "kind", "name"))

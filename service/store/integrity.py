@@ -1,35 +1,38 @@
-"""Integrity of the stored log, checked with the integrity keys: every
+"""The integrity reader (store.integrity), with the integrity keys: every
 stream's keyed links, each stream ending where its head row says, global
 positions 1..head without a gap, and every card's MAC over its projection.
-(The lawful-history replay and checkpoints are service/store/audit_check.py.)"""
+(The whole-store check that adds the rebuild, the lawful-history replay and
+checkpoints is check.py.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from service.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
+from service.domain.log import LoggedEvent
 from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.streams import TERMINAL_STREAM_PREFIX, terminal_stream
 from service.keys.ring import IntegrityKeys, SecretKind, Verifier
 from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
-from service.store.reads import Reads
-from service.store.records import StoredEvent
+from service.store.reads import LogReader
 from service.store.tables import cards, pin_states, secrets, terminals
 
 
-def _link(e: StoredEvent) -> Link:
+def _link(e: LoggedEvent) -> Link:
     return Link(e.position, e.envelope(), e.prev_hash, e.hash, e.key_id)
 
 
-class Integrity(Reads):
-    """Mixed into EventStore: integrity checks over its reads."""
+class IntegrityReader:
+    def __init__(self, engine: Engine, log: LogReader):
+        self.engine = engine
+        self.log = log
 
     def heads(self, stream_id: str | None = None) -> dict[str, StreamHead]:
         """Head rows of card and terminal streams (all, or one)."""
-        with self.reader.begin() as conn:
+        with self.engine.begin() as conn:
             qc = select(cards.c.card_id, cards.c.version, cards.c.last_hash)
             qt = select(terminals.c.terminal_id, terminals.c.version, terminals.c.last_hash)
             if stream_id is not None:
@@ -50,18 +53,18 @@ class Integrity(Reads):
         key = integrity.key_or_none
         if stream_id is not None:
             head = self.heads(stream_id).get(stream_id, StreamHead(stream_id, 0, GENESIS_HASH))
-            return first_broken_link([_link(e) for e in self.stream(stream_id)], key, head)
+            return first_broken_link([_link(e) for e in self.log.stream(stream_id)], key, head)
         streams: dict[str, list[Link]] = {}
         gap = None
         expected = 1
-        for n, e in enumerate(self.all_events(), 1):
+        for n, e in enumerate(self.log.all_events(), 1):
             if progress is not None and n % 10_000 == 0:
                 progress(n)
             if gap is None and e.position != expected:
                 gap = BrokenLink(e.stream_id, e.version, expected, f"position {expected} is missing from the log")
             expected = e.position + 1
             streams.setdefault(e.stream_id, []).append(_link(e))
-        head_position = self.head_position()
+        head_position = self.log.head_position()
         if gap is None and expected - 1 != head_position:
             gap = BrokenLink("", 0, expected, f"the log ends at position {expected - 1} but its head is {head_position}")
         heads = self.heads()
@@ -74,7 +77,7 @@ class Integrity(Reads):
 
     def cards_failing_mac(self, integrity: IntegrityKeys, card_id: str | None = None) -> Iterator[str]:
         """Cards whose head, PIN states or verifiers do not match their MAC."""
-        with self.reader.begin() as conn:
+        with self.engine.begin() as conn:
             qh = select(cards.c.card_id, cards.c.version, cards.c.last_hash, cards.c.status, cards.c.ward, cards.c.mac)
             qp = select(pin_states)
             qs = select(secrets.c.card_id, secrets.c.name, secrets.c.key_id, secrets.c.digest).where(

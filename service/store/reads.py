@@ -1,6 +1,14 @@
-"""Reads on the read engine, never inside a write batch and never with a
-row lock: one card's projection and stream, the global log by position, the
-whole projection, and its rebuild from the events alone."""
+"""The store's readers, on the read engine, never inside a write batch and
+never with a row lock. Each is an object of its own that EventStore holds:
+
+- LogReader (store.log): one log's events, a stream, the log after a
+  position, its head;
+- CardReader (store.cards): the lock-state projection, a card, its
+  rebuild from the events alone, and the secrets' keys.
+
+Rows become values through one mapper (records.logged_event); the rebuild
+reads only the columns evolve needs and decodes each distinct stored form
+once (its hot path)."""
 
 from __future__ import annotations
 
@@ -13,14 +21,15 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from service.domain.events import Event, Recorded
+from service.domain.log import LoggedEvent
 from service.domain.state import CardState, evolve
 from service.domain.streams import is_card_stream
 from service.domain.upcasting import event_from_stored
 from service.keys.ring import SecretRef, Verifier
 from service.store.hot_sql import HotSql
 from service.store.projection import PIN_READ_COLUMNS, card_state
-from service.store.records import StoredEvent, stored_event, utc
-from service.store.tables import cards, events, log_head, pin_states, secrets
+from service.store.records import logged_event, utc
+from service.store.tables import MAIN_LOG, Log, cards, events, log_head, pin_states, secrets
 
 
 @functools.lru_cache(maxsize=8192)
@@ -34,20 +43,44 @@ def _state_from_rows(card_id: str, version: int, status: str, ward: str | None, 
     return card_state(card_id, version, status, ward, (tuple(getattr(r, c) for c in PIN_READ_COLUMNS) for r in rows))
 
 
-class Reads:
-    """Mixed into EventStore: the reads, on its read engine."""
+class LogReader:
+    """One log's events."""
 
-    reader: Engine
-    _hot_sql: HotSql
+    def __init__(self, engine: Engine, log: Log = MAIN_LOG):
+        self.engine = engine
+        self.head_query = select(log_head.c.position).where(log_head.c.id == log.head_id)  # the log's last position
 
-    def ping(self) -> None:
-        """Raises if the database cannot be reached (health checking)."""
-        with self.reader.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
+    def stream(self, stream_id: str) -> list[LoggedEvent]:
+        with self.engine.begin() as conn:
+            q = select(events).where(events.c.stream_id == stream_id).order_by(events.c.version)
+            return [logged_event(r) for r in conn.execute(q)]
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[LoggedEvent]:
+        with self.engine.begin() as conn:
+            q = select(events).where(events.c.position > after_position).order_by(events.c.position).limit(limit)
+            return [logged_event(r) for r in conn.execute(q)]
+
+    def all_events(self, batch: int = 5000) -> Iterator[LoggedEvent]:
+        after = 0
+        while page := self.read_all(after, batch):
+            yield from page
+            after = page[-1].position
+
+    def head_position(self) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(self.head_query).scalar_one()
+
+
+class CardReader:
+    """The lock-state projection and the secrets' keys."""
+
+    def __init__(self, engine: Engine, hot_sql: HotSql):
+        self.engine = engine
+        self._hot_sql = hot_sql
 
     def read_card(self, card_id: str) -> CardState | None:
         """One card's projection as the tables hold it."""
-        with self.reader.begin() as conn:
+        with self.engine.begin() as conn:
             q = select(cards.c.version, cards.c.status, cards.c.ward).where(cards.c.card_id == card_id)
             head = conn.execute(q).one_or_none()
             if head is None:
@@ -55,41 +88,21 @@ class Reads:
             rows = conn.execute(select(pin_states).where(pin_states.c.card_id == card_id))
             return _state_from_rows(card_id, head.version, head.status, head.ward, rows)
 
-    def stream(self, stream_id: str) -> list[StoredEvent]:
-        with self.reader.begin() as conn:
-            q = select(events).where(events.c.stream_id == stream_id).order_by(events.c.version)
-            return [stored_event(r) for r in conn.execute(q)]
-
-    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[StoredEvent]:
-        with self.reader.begin() as conn:
-            q = select(events).where(events.c.position > after_position).order_by(events.c.position).limit(limit)
-            return [stored_event(r) for r in conn.execute(q)]
-
-    def all_events(self, batch: int = 5000) -> Iterator[StoredEvent]:
-        after = 0
-        while page := self.read_all(after, batch):
-            yield from page
-            after = page[-1].position
-
-    def head_position(self) -> int:
-        with self.reader.begin() as conn:
-            return conn.execute(select(log_head.c.position).where(log_head.c.id == 1)).scalar_one()
-
     def secret(self, ref: SecretRef) -> Verifier | None:
-        with self.reader.begin() as conn:
+        with self.engine.begin() as conn:
             q = select(secrets).where(secrets.c.card_id == ref.card_id, secrets.c.kind == ref.kind, secrets.c.name == ref.name)
             r = conn.execute(q).one_or_none()
             return Verifier(r.key_id, r.digest) if r else None
 
     def secrets_by_key(self) -> dict[str, int]:
         """How many secrets each key id still protects (retire a key at 0)."""
-        with self.reader.begin() as conn:
+        with self.engine.begin() as conn:
             q = select(secrets.c.key_id, func.count()).group_by(secrets.c.key_id)
             return dict(conn.execute(q).all())
 
     def projection(self) -> dict[str, CardState]:
         """The live lock-state projection of every card."""
-        with self.reader.begin() as conn:
+        with self.engine.begin() as conn:
             heads: Sequence[tuple[Any, ...]] = conn.execute(
                 select(cards.c.card_id, cards.c.version, cards.c.status, cards.c.ward)
             ).all()
@@ -115,7 +128,7 @@ class Reads:
         read_time = sql.read_time
         after = 0
         while True:
-            with self.reader.begin() as conn:
+            with self.engine.begin() as conn:
                 rows: Sequence[tuple[Any, ...]] = conn.exec_driver_sql(sql.rebuild_page, (after, batch)).fetchall()
             if not rows:
                 return states

@@ -44,11 +44,11 @@ def rechain(store: EventStore, integrity: IntegrityKeys) -> int:
         keyed = conn.execute(select(events.c.position).where(events.c.key_id.is_not(None)).limit(1)).first()
     if keyed is not None:
         raise RechainRefused("the store holds both keyed and unkeyed events; run `pinlife check`")
-    if store.rebuild() != store.projection():
+    if store.cards.rebuild() != store.cards.projection():
         raise RechainRefused("the projection does not match a rebuild from the events; run `pinlife check`")
     prev: dict[str, str] = {}
     rows = []
-    for e in store.all_events():
+    for e in store.log.all_events():
         env = e.envelope()
         expected_prev = prev.get(e.stream_id, GENESIS_HASH)
         if e.prev_hash != expected_prev or legacy_hash(e.prev_hash, env) != e.hash:

@@ -3,6 +3,8 @@ migrations/versions; tests/store/test_migrations.py checks the two agree."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -93,13 +95,26 @@ Index(
 _unkeyed = events.c.key_id.is_(None)
 Index("ix_events_unkeyed", events.c.position, postgresql_where=_unkeyed, sqlite_where=_unkeyed)
 
-# Single row: the last global position handed out.
+# A row per log: the last position handed out (today's stores hold one log).
 log_head = Table(
     "log_head",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("position", BigInteger, nullable=False),
 )
+
+
+@dataclass(frozen=True)
+class Log:
+    """A log of the store: its own gap-free positions, from its log_head row.
+    A store holds one today; a sharded one holds a log per shard, each with
+    its own positions and signed checkpoints (DESIGN.md §1)."""
+
+    name: str
+    head_id: int
+
+
+MAIN_LOG = Log("main", 1)
 
 # The lock-state projection: a fold of the events, written in the same
 # transaction as the append.

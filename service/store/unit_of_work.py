@@ -59,7 +59,8 @@ from service.store.projection import (
 )
 from service.app.ports import Envelope, IntegrityViolation, StoredRequest
 from service.runtime.ids import new_id as new_event_id
-from service.store.records import hashed_envelope, utc
+from service.domain.chain import hashed_envelope
+from service.store.records import utc
 from service.store.tables import secrets
 
 

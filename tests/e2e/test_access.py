@@ -200,7 +200,7 @@ def test_every_role_against_every_rpc(tls_server, pki):
         refused_before = False  # the server's clock is fixed: one refusal window per terminal
         for rpc, call in CALLS.items():
             allowed = role in RPC_ROLES[rpc]
-            before = len(tls_server.store.stream(terminal_stream(f"{role.value}-01")))
+            before = len(tls_server.store.log.stream(terminal_stream(f"{role.value}-01")))
             try:
                 call(client)
                 code = grpc.StatusCode.OK
@@ -210,7 +210,7 @@ def test_every_role_against_every_rpc(tls_server, pki):
                 assert code == grpc.StatusCode.OK, (role, rpc, code)
             else:
                 assert code == grpc.StatusCode.PERMISSION_DENIED, (role, rpc, code)
-                denied = tls_server.store.stream(terminal_stream(f"{role.value}-01"))
+                denied = tls_server.store.log.stream(terminal_stream(f"{role.value}-01"))
                 if refused_before:  # aggregated: counted, recorded with the terminal's next window
                     assert len(denied) == before
                     continue
@@ -221,10 +221,10 @@ def test_every_role_against_every_rpc(tls_server, pki):
                 assert denied[-1].channel == role.value and denied[-1].payload["repeated"] == 0
         client.close()
     # Events carry the terminal and its role as the channel.
-    verifies = [e for e in tls_server.store.stream("card-T1") if e.event_type == "PinVerified"]
+    verifies = [e for e in tls_server.store.log.stream("card-T1") if e.event_type == "PinVerified"]
     assert {(e.terminal_id, e.channel) for e in verifies} >= {("medical_reader-01", "medical_reader")}
-    assert tls_server.store.first_broken_link(INTEGRITY) is None
-    assert tls_server.store.projection() == tls_server.store.rebuild()
+    assert tls_server.store.integrity.first_broken_link(INTEGRITY) is None
+    assert tls_server.store.cards.projection() == tls_server.store.cards.rebuild()
     counter.close()
 
 
@@ -297,11 +297,11 @@ def test_a_terminal_failing_on_many_cards_is_throttled_and_recorded(db_url, keys
         assert 1 <= info.retry_delay.seconds <= 30
         # Recorded, visible to auditors in the terminal's stream.
         (throttled,) = [
-            e for e in server.store.stream(terminal_stream("medical_reader-01")) if e.event_type == "TerminalThrottled"
+            e for e in server.store.log.stream(terminal_stream("medical_reader-01")) if e.event_type == "TerminalThrottled"
         ]
         assert throttled.payload["distinct_cards"] == 4
         # The refused attempt cost the holder nothing; the holders are not locked out.
-        assert [e.event_type for e in server.store.stream(cards[5])] == ["CardEnrolled"]
+        assert [e.event_type for e in server.store.log.stream(cards[5])] == ["CardEnrolled"]
         for card in cards[:4]:
             assert other.verify(card, USER, "4821").check.result == pb.CHECK_RESULT_OK
     finally:
@@ -392,7 +392,7 @@ def test_development_mode_refuses_a_malformed_terminal_header(server, header, va
         client.status("card-D1")
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert err.value.details() == f"{header} must be 1 to 64 of A-Z a-z 0-9 . _ -"
-    assert server.store.stream(terminal_stream("dev-terminal")) == []
+    assert server.store.log.stream(terminal_stream("dev-terminal")) == []
     client.close()
 
 

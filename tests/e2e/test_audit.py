@@ -267,7 +267,7 @@ def test_the_latest_checkpoint_verifies_with_the_key_given_and_matches_the_log(s
     r = auditor.audit.GetCheckpoint(apb.GetCheckpointRequest(), timeout=10)
     body, _ = open_note(r.note, [r.verifier_key])
     assert body.splitlines() == [r.origin, str(r.tree_size), r.root_hash]
-    events = server.store.read_all(0, r.tree_size)
+    events = server.store.log.read_all(0, r.tree_size)
     assert len(events) == r.tree_size
     assert base64.b64decode(r.root_hash) == merkle.root_of([leaf_data(e.position, e.envelope()) for e in events])
 

@@ -131,7 +131,7 @@ def test_history_in_every_format_and_queries(server, audit, history):
 
 
 def test_watch_gives_stored_events_in_position_order_after_a_position(server, audit, history):
-    head = server.store.head_position()
+    head = server.store.log.head_position()
     watched = jsonl(audit("watch", "--after", "3", "--limit", str(head - 3)))
     assert [int(e["position"]) for e in watched] == list(range(4, head + 1))
 

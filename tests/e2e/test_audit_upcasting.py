@@ -36,7 +36,7 @@ from service.domain.streams import terminal_stream
 from service.keys.ring import SecretRef
 from service.store import checkpoints
 from service.store.event_store import EventStore
-from service.store.records import hashed_envelope
+from service.domain.chain import hashed_envelope
 from tests.e2e.harness import Client, ThreadedServer
 from tests.e2e.test_access import Pki
 from tests.keys import INTEGRITY
@@ -88,7 +88,7 @@ def upgraded(db_url, keys):
 def the_stored_row_is_the_old_shape_correctly_linked(store: EventStore) -> Any:
     """The row as the older release left it, its link recomputed here from
     chain.link_hash over the v1 envelope."""
-    (e,) = [x for x in store.stream(OLD_CARD) if x.version == 1]
+    (e,) = [x for x in store.log.stream(OLD_CARD) if x.version == 1]
     assert (e.event_type, e.schema_version, e.office) == ("CardEnrolled", 1, None)
     assert e.payload == {"pin_types": ["user_certificate", "signature"]}  # no "ward": never rewritten
     envelope = hashed_envelope(
@@ -143,7 +143,7 @@ def test_a_version_1_enrolment_is_read_as_the_current_shape_on_every_read_path(u
         with pytest.raises(grpc.RpcError) as err:  # enrolled once, whatever the shape it was stored in
             reader.enroll(OLD_CARD, {USER: "1111"})
         assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS, err.value.details()
-        (new,) = [e for e in store.stream(NEW_CARD) if e.event_type == "CardEnrolled"]
+        (new,) = [e for e in store.log.stream(NEW_CARD) if e.event_type == "CardEnrolled"]
         assert (new.schema_version, new.payload) == (2, {"pin_types": ["user_certificate"], "ward": None})
 
         # GetCardHistory: typed payload, the stored schema version reported, the chain intact.
@@ -181,14 +181,14 @@ def test_a_version_1_enrolment_is_read_as_the_current_shape_on_every_read_path(u
         assert all(e.payload.WhichOneof("kind") == "card_enrolled" for e in enrolments)
 
         # WatchEvents: from the first position, the old event first, typed as the current shape.
-        head = store.head_position()
+        head = store.log.head_position()
         watched = watch_until(auditor, head)
         assert [e.position for e in watched[:head]] == list(range(1, head + 1))
         assert_read_as_current(watched[0], stored)
-        assert [(e.event_type, e.hash) for e in watched[:head]] == [(e.event_type, e.hash) for e in store.read_all(0, head)]
+        assert [(e.event_type, e.hash) for e in watched[:head]] == [(e.event_type, e.hash) for e in store.log.read_all(0, head)]
 
         # The projection's rebuild from the events alone: the v1 event folds to a card without a ward.
-        rebuilt, projected = store.rebuild(), store.projection()
+        rebuilt, projected = store.cards.rebuild(), store.cards.projection()
         assert rebuilt == projected
         old = rebuilt[OLD_CARD]
         assert (old.version, old.ward, old.status) == (3, None, CardStatus.ACTIVE)
@@ -207,7 +207,7 @@ def test_a_version_1_enrolment_is_read_as_the_current_shape_on_every_read_path(u
         assert report.intact and not report.problems, report
         # the supplied one and those the store keeps (the first signed when the log held only the v1 event)
         assert report.cards_checked == 2 and report.checkpoints_checked == len(checkpoints.stored(store)) + 1 >= 3
-        assert report.events_checked == report.head_position == store.head_position() - 1  # then its own AuditRead
+        assert report.events_checked == report.head_position == store.log.head_position() - 1  # then its own AuditRead
 
         # Read everywhere, written nowhere: the stored row keeps its v1 shape and its link.
         assert the_stored_row_is_the_old_shape_correctly_linked(store) == stored
@@ -262,7 +262,7 @@ def test_every_audit_rpc_is_refused_to_every_other_role_and_each_refusal_recorde
     srv = ThreadedServer(db_url, keys, clock=ServiceClock(fixed=NOW), access=load_access_config(path), access_file=path)
     clients: list[Client] = []
     try:
-        head = srv.store.head_position()
+        head = srv.store.log.head_position()
         for role in OTHER_ROLES:
             for j, (rpc, call) in enumerate(AUDIT_CALLS.items()):
                 terminal = f"{role.value}-{j}"
@@ -271,20 +271,20 @@ def test_every_audit_rpc_is_refused_to_every_other_role_and_each_refusal_recorde
                 with pytest.raises(grpc.RpcError) as err:
                     call(client)
                 assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, (role, rpc, err.value.details())
-                (denied,) = srv.store.stream(terminal_stream(terminal))
+                (denied,) = srv.store.log.stream(terminal_stream(terminal))
                 assert (denied.event_type, denied.terminal_id, denied.channel) == ("AccessDenied", terminal, role.value)
                 assert denied.payload == {
                     "rpc": rpc, "role": role.value, "card_id": OLD_CARD if rpc in CARD_NAMED else "", "repeated": 0,
                 }  # fmt: skip
         # Nothing was read for them: one AccessDenied per call, no AuditRead anywhere.
-        log = srv.store.read_all(head, 10_000)
+        log = srv.store.log.read_all(head, 10_000)
         assert [e.event_type for e in log] == ["AccessDenied"] * len(OTHER_ROLES) * len(AUDIT_CALLS)
         # A second refusal in the same window is counted, not recorded on its own.
         again = clients[0]
         with pytest.raises(grpc.RpcError) as err:
             AUDIT_CALLS["/pinlife.v1.AuditService/QueryEvents"](again)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert len(srv.store.stream(terminal_stream(f"{OTHER_ROLES[0].value}-0"))) == 1
+        assert len(srv.store.log.stream(terminal_stream(f"{OTHER_ROLES[0].value}-0"))) == 1
         # The auditor, on the same server, is served, and its call recorded as an AuditRead.
         auditor = Client(srv.target, credentials=pki.credentials(AUDITOR))
         clients.append(auditor)
@@ -294,9 +294,9 @@ def test_every_audit_rpc_is_refused_to_every_other_role_and_each_refusal_recorde
         assert len(refusals.events) == len(OTHER_ROLES) * len(AUDIT_CALLS)
         assert {e.payload.access_denied.rpc for e in refusals.events} == set(AUDIT_CALLS)
         assert all(e.outcome == apb.EVENT_OUTCOME_REFUSED for e in refusals.events)
-        (read,) = srv.store.stream(terminal_stream(AUDITOR))
+        (read,) = srv.store.log.stream(terminal_stream(AUDITOR))
         assert (read.event_type, read.payload["rpc"]) == ("AuditRead", "QueryEvents")
-        assert srv.store.first_broken_link(INTEGRITY) is None
+        assert srv.store.integrity.first_broken_link(INTEGRITY) is None
     finally:
         for c in clients:
             c.close()

@@ -67,17 +67,17 @@ def test_a_watch_gives_the_stored_events_then_each_commit_in_order(server):
     reader.enroll("card-W1", {USER: "4821"})
     for _ in range(3):
         reader.verify("card-W1", USER, "0000")
-    stored_head = server.store.head_position()
+    stored_head = server.store.log.head_position()
 
     watch = Watch(auditor)
     seen = watch.until(stored_head)
     reader.verify("card-W1", USER, "4821")  # locked: recorded
     reader.enroll("card-W2", {USER: "1111"})
-    seen += watch.until(server.store.head_position())
+    seen += watch.until(server.store.log.head_position())
     watch.cancel()
 
-    assert [e.position for e in seen] == list(range(1, server.store.head_position() + 1))
-    stored = server.store.read_all(0, 1000)
+    assert [e.position for e in seen] == list(range(1, server.store.log.head_position() + 1))
+    stored = server.store.log.read_all(0, 1000)
     assert [(e.event_type, e.hash) for e in seen] == [(e.event_type, e.hash) for e in stored]
     types = [e.event_type for e in seen]
     assert types[:5] == ["CardEnrolled", "PinVerificationFailed", "PinVerificationFailed", "PinVerificationFailed", "PinLocked"]
@@ -127,7 +127,7 @@ def test_a_watcher_on_one_instance_sees_every_commit_of_both_exactly_once(db_url
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(enroll, range(60)))
-        head = a.store.head_position()
+        head = a.store.log.head_position()
         seen = watch.until(head)
         watch.cancel()
         positions = [1] + [e.position for e in seen]

@@ -94,8 +94,8 @@ def test_random_messages_and_garbage_get_clean_answers_and_leave_a_valid_log(hos
     garbage()
     assert hostile.serving()
     assert hostile.verify("card-H1", pb.PIN_TYPE_USER_CERTIFICATE, "1234").check.result == pb.CHECK_RESULT_OK
-    assert server.store.first_broken_link(INTEGRITY) is None
-    assert server.store.projection() == server.store.rebuild()
+    assert server.store.integrity.first_broken_link(INTEGRITY) is None
+    assert server.store.cards.projection() == server.store.cards.rebuild()
 
 
 # --- one PIN type message on every RPC -------------------------------------

@@ -36,7 +36,8 @@ from service.domain.pins import PinType
 from service.keys.ring import SecretRef
 from service.store.event_store import EventStore
 from service.store.projection import state_message
-from service.store.records import StoredEvent, hashed_envelope
+from service.domain.chain import hashed_envelope
+from service.domain.log import LoggedEvent
 from service.store.tables import cards, checkpoints, events, log_head, pin_states, requests, secrets
 from tests.conftest import make_key_file
 from tests.e2e.harness import ROOT, Client, ThreadedServer
@@ -109,8 +110,8 @@ class Service:
         with self.store.reader.begin() as conn:
             return conn.execute(select(func.count()).select_from(events)).scalar_one()
 
-    def event_at(self, position: int) -> StoredEvent:
-        (e,) = self.store.read_all(position - 1, 1)
+    def event_at(self, position: int) -> LoggedEvent:
+        (e,) = self.store.log.read_all(position - 1, 1)
         assert e.position == position
         return e
 
@@ -140,7 +141,7 @@ def wipe_stored_checkpoints(conn) -> None:
     conn.execute(delete(checkpoints))
 
 
-def rewrite_log(conn, kept: list[StoredEvent], relink) -> int:
+def rewrite_log(conn, kept: list[LoggedEvent], relink) -> int:
     """Replace the log with `kept`, renumbered 1..n, each stream's versions
     1..k; an event whose position, version or previous link changed is
     relinked by relink(prev_hash, position, envelope) -> (hash, key_id). The
@@ -231,7 +232,7 @@ def test_a_lock_undone_in_the_projection_is_never_acted_on_and_check_names_the_c
         ).rowcount
     assert n == 1
 
-    before, stream = svc.count(), svc.store.stream("card-A")
+    before, stream = svc.count(), svc.store.log.stream("card-A")
     assert stream[-1].event_type == "PinLocked"
     with pytest.raises(grpc.RpcError) as err:
         c.verify("card-A", USER, PINS[USER])
@@ -244,7 +245,7 @@ def test_a_lock_undone_in_the_projection_is_never_acted_on_and_check_names_the_c
         c.change("card-A", USER, PINS[USER], "1357")
     assert err.value.code() == grpc.StatusCode.DATA_LOSS
     assert svc.count() == before
-    assert svc.store.stream("card-A") == stream
+    assert svc.store.log.stream("card-A") == stream
 
     # the other card is served as before
     assert c.verify("card-B", USER, PINS[USER]).check.result == pb.CHECK_RESULT_OK
@@ -289,7 +290,7 @@ def test_a_cards_failures_and_lock_cut_out_and_the_log_renumbered_break_the_firs
     c.verify("card-C", USER, PINS[USER])
     svc.stop()
 
-    log = list(svc.store.all_events())
+    log = list(svc.store.log.all_events())
     cut = [e for e in log if e.stream_id == "card-A" and e.event_type in ("PinVerificationFailed", "PinLocked")]
     assert len(cut) == 4
     kept = [e for e in log if e not in cut]
@@ -303,7 +304,7 @@ def test_a_cards_failures_and_lock_cut_out_and_the_log_renumbered_break_the_firs
     assert first == cut[0].position
     now_there = svc.event_at(first)
     assert now_there.stream_id != "card-A"
-    assert [e.position for e in svc.store.all_events()] == list(range(1, len(kept) + 1))  # no gap left
+    assert [e.position for e in svc.store.log.all_events()] == list(range(1, len(kept) + 1))  # no gap left
 
     rc, report = svc.check()
     assert rc == 1
@@ -318,15 +319,15 @@ def test_a_cards_failures_and_lock_cut_out_and_the_log_renumbered_break_the_firs
 def test_a_whole_card_deleted_leaves_a_gap_in_positions(svc):
     interleaved_history(svc.client)
     svc.stop()
-    gone = svc.store.stream("card-B")
+    gone = svc.store.log.stream("card-B")
     first_gone = gone[0].position
-    assert first_gone < svc.store.head_position() and gone[-1].position < svc.store.head_position()
+    assert first_gone < svc.store.log.head_position() and gone[-1].position < svc.store.log.head_position()
     with as_attacker(svc.store) as conn:
         conn.execute(delete(events).where(events.c.stream_id == "card-B"))
         for table in (cards, pin_states, secrets):
             conn.execute(delete(table).where(table.c.card_id == "card-B"))
         wipe_stored_checkpoints(conn)
-    next_event = svc.store.read_all(first_gone, 1)[0]
+    next_event = svc.store.log.read_all(first_gone, 1)[0]
 
     rc, report = svc.check()
     assert rc == 1
@@ -342,7 +343,7 @@ def test_a_whole_card_deleted_leaves_a_gap_in_positions(svc):
 def test_two_adjacent_events_of_different_cards_swapped_are_detected(svc):
     interleaved_history(svc.client)
     svc.stop()
-    log = list(svc.store.all_events())
+    log = list(svc.store.log.all_events())
     # Adjacent events of two cards, neither a stream's first: each stream's own
     # order, versions and previous links are unchanged by the swap.
     p = next(
@@ -375,7 +376,7 @@ def test_a_log_cut_inside_a_kept_checkpoint_fails_check_against_that_checkpoint(
     c.verify("card-E2", SIGN, PINS[SIGN])
     c.verify("card-E1", SIGN, WRONG[SIGN])
     kept = svc.checkpoint("checkpoint.note")
-    size = svc.store.head_position()
+    size = svc.store.log.head_position()
     assert kept.read_text().splitlines()[1] == str(size)
     c.verify("card-E2", USER, PINS[USER])
     c.verify("card-E1", USER, PINS[USER])
@@ -402,15 +403,15 @@ def test_a_log_truncated_to_an_exact_prefix_is_caught_only_by_a_kept_checkpoint(
     c.enroll("card-E1", PINS)
     c.verify("card-E1", USER, PINS[USER])
     c.verify("card-E1", SIGN, WRONG[SIGN])
-    prefix = svc.store.head_position()
+    prefix = svc.store.log.head_position()
     c.enroll("card-E2", PINS)
     c.verify("card-E2", USER, PINS[USER])
     kept = svc.checkpoint("checkpoint.note")
-    size = svc.store.head_position()
+    size = svc.store.log.head_position()
     c.enroll("card-E3", PINS)
     c.verify("card-E2", SIGN, PINS[SIGN])
     svc.stop()
-    assert prefix < size < svc.store.head_position()
+    assert prefix < size < svc.store.log.head_position()
 
     with as_attacker(svc.store) as conn:
         conn.execute(delete(events).where(events.c.position > prefix))
@@ -429,15 +430,15 @@ def test_a_log_truncated_to_an_exact_prefix_is_caught_only_by_a_kept_checkpoint(
 
 
 # -- f. with the key: a forged PinVerified after a lock -----------------------------------------
-def forge_verified_after_lock(store: EventStore, card: str) -> StoredEvent:
+def forge_verified_after_lock(store: EventStore, card: str) -> LoggedEvent:
     """Append a PinVerified of the card's locked user PIN with a correct
     keyed link, and write the projection it folds to with a correct MAC.
     Only INSERTs and projection writes: the triggers are not in the way."""
-    stream = store.stream(card)
+    stream = store.log.stream(card)
     locked = stream[-1]
     assert locked.event_type == "PinLocked"
-    model = next(e for e in store.all_events() if e.event_type == "PinVerified")  # an authentic one to copy
-    position = store.head_position() + 1
+    model = next(e for e in store.log.all_events() if e.event_type == "PinVerified")  # an authentic one to copy
+    position = store.log.head_position() + 1
     env = hashed_envelope(
         card, locked.version + 1, str(uuid.uuid4()), "PinVerified", model.schema_version,
         locked.occurred_at + timedelta(seconds=1), USER_VALUE, locked.channel, locked.terminal_id,
@@ -453,9 +454,9 @@ def forge_verified_after_lock(store: EventStore, card: str) -> StoredEvent:
             prev_hash=locked.hash, hash=h, key_id=INTEGRITY.current,
         ))  # fmt: skip
         conn.execute(update(log_head).where(log_head.c.id == 1).values(position=position))
-    state = store.rebuild()[card]
+    state = store.cards.rebuild()[card]
     assert not state.pins[PinType.USER_CERTIFICATE].locked
-    verifiers = {t: store.secret(SecretRef.pin(card, t)) for t in state.pins}
+    verifiers = {t: store.cards.secret(SecretRef.pin(card, t)) for t in state.pins}
     mac = INTEGRITY.tag(state_message(state, h, verifiers))
     with store.writer.begin() as conn:
         conn.execute(
@@ -464,7 +465,7 @@ def forge_verified_after_lock(store: EventStore, card: str) -> StoredEvent:
             .values(status="active", consecutive_failures=0, remaining_tries=3, locked_at=None, last_version=state.version)
         )
         conn.execute(update(cards).where(cards.c.card_id == card).values(version=state.version, last_hash=h, mac=mac))
-    return store.stream(card)[-1]
+    return store.log.stream(card)[-1]
 
 
 def test_with_the_key_a_forged_verify_after_a_lock_is_named_by_the_lawful_history_check(svc):
@@ -476,7 +477,7 @@ def test_with_the_key_a_forged_verify_after_a_lock_is_named_by_the_lawful_histor
     c.verify("card-B", USER, PINS[USER])
 
     forged = forge_verified_after_lock(svc.store, "card-A")
-    assert forged.position == svc.store.head_position()
+    assert forged.position == svc.store.log.head_position()
     # The forgery authenticates: the service acts on it (a known limit against the key holder).
     assert c.verify("card-A", USER, PINS[USER]).check.result == pb.CHECK_RESULT_OK
     svc.stop()
@@ -486,7 +487,7 @@ def test_with_the_key_a_forged_verify_after_a_lock_is_named_by_the_lawful_histor
     unlawful = report["first_unlawful"]
     named = (unlawful["stream_id"], unlawful["version"], unlawful["event_type"])
     assert named == ("card-A", forged.version, "PinVerified")
-    assert svc.store.stream("card-A")[forged.version - 1].position == forged.position
+    assert svc.store.log.stream("card-A")[forged.version - 1].position == forged.position
     assert "the user_certificate PIN is locked" in unlawful["reason"]
     # links, MACs, projection and the stored checkpoints all authenticate: only the rules tell
     assert report["first_broken_link"] is None
@@ -502,7 +503,7 @@ def test_a_forged_frontier_fails_check_and_pinlife_checkpoint_refuses_in_one_lin
     c.verify("card-G", USER, PINS[USER])
     svc.stop()
     first = int(svc.tmp_path.joinpath("first.note").read_text().splitlines()[1])
-    assert first < svc.store.head_position()
+    assert first < svc.store.log.head_position()
     with as_attacker(svc.store) as conn:  # later checkpoints gone, the first one's frontier MAC forged
         conn.execute(delete(checkpoints).where(checkpoints.c.tree_size > first))
         conn.execute(update(checkpoints).where(checkpoints.c.tree_size == first).values(mac="00" * 32))

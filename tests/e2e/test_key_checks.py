@@ -84,7 +84,7 @@ def _stored_checks(url: str) -> dict[tuple[str, str], str]:
 def _stream(url: str, stream_id: str) -> list:
     store = EventStore(url)
     try:
-        return store.stream(stream_id)
+        return store.log.stream(stream_id)
     finally:
         store.close()
 
@@ -242,7 +242,7 @@ def test_a_new_key_id_starts_and_its_check_value_is_recorded(db_url, tmp_path):
     server = ThreadedServer(db_url, rotated)
     try:
         assert _verify(server.target) == pb.CHECK_RESULT_OK  # made under dev-1, checked, re-keyed to dev-2
-        assert server.store.secret(SecretRef.pin(CARD, PinType.USER_CERTIFICATE)).key_id == "dev-2"
+        assert server.store.cards.secret(SecretRef.pin(CARD, PinType.USER_CERTIFICATE)).key_id == "dev-2"
     finally:
         server.close()
     after = _stored_checks(db_url)

@@ -92,7 +92,7 @@ def test_no_pin_in_logs_errors_events_or_database(log_lines, client, server):
     errors = run_scenario(client)
     assert leaks(log_lines.getvalue()) == []
     assert leaks("\n".join(errors)) == []
-    assert leaks("\n".join(repr(e) for e in server.store.all_events())) == []
+    assert leaks("\n".join(repr(e) for e in server.store.log.all_events())) == []
     dump = dump_database(server.store)
     assert "secrets" in dump and "events" in dump  # the dump did read the tables
     assert leaks(dump) == []
@@ -150,7 +150,7 @@ def test_no_pin_or_inquiry_code_in_the_reset_procedures(log_lines, db_url, keys)
                                      proving_pin="6048", new_pin="MVKQ8402TRDZ"), metadata=md).reset  # fmt: skip
         assert leaks(log_lines.getvalue()) == []
         assert leaks("\n".join(errors)) == []
-        assert leaks("\n".join(repr(e) for e in server.store.all_events())) == []
+        assert leaks("\n".join(repr(e) for e in server.store.log.all_events())) == []
         assert leaks(dump_database(server.store)) == []
     finally:
         SECRETS[:] = list(PINS.values()) + OTHER

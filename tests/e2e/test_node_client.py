@@ -133,7 +133,7 @@ def check_answers(lines: list[dict]) -> None:
 def check_store(server: ThreadedServer, client: Client, terminal: str, channel: str) -> None:
     """The calls really were recorded: the card's stream in the store, and its
     state read back by the Python client."""
-    stream = server.store.stream(CARD)
+    stream = server.store.log.stream(CARD)
     assert [e.event_type for e in stream] == ["CardEnrolled", "PinVerificationFailed", "PinVerified"]
     assert {(e.terminal_id, e.channel) for e in stream} == {(terminal, channel)}
     assert [e.pin_type for e in stream[1:]] == ["user_certificate", "user_certificate"]

@@ -59,7 +59,7 @@ def test_verify_counts_down_flags_the_final_try_and_locks_at_the_limit(client, s
     state = pin_state(client, card, USER)
     assert state.status == pb.PIN_STATUS_LOCKED and state.consecutive_failures == 3
     assert state.HasField("locked_at")
-    types = [e.event_type for e in server.store.stream(card)]
+    types = [e.event_type for e in server.store.log.stream(card)]
     assert types == ["CardEnrolled"] + ["PinVerificationFailed"] * 3 + ["PinLocked", "LockedPinAttempted"]
 
 
@@ -88,7 +88,7 @@ def test_signature_pin_is_case_insensitive_and_locks_after_five(client):
 
 def test_malformed_pin_is_invalid_argument_and_costs_no_try(client, server):
     card = enrolled(client)
-    before = server.store.head_position()
+    before = server.store.log.head_position()
     for bad in ("123", "12345", "12a4", "１２３４", ""):
         with pytest.raises(grpc.RpcError) as err:
             client.verify(card, USER, bad)
@@ -97,16 +97,16 @@ def test_malformed_pin_is_invalid_argument_and_costs_no_try(client, server):
     with pytest.raises(grpc.RpcError) as err:
         client.verify(card, SIGN, "abcdef")  # no digit
     assert "pin" in field_violations(err.value)
-    assert server.store.head_position() == before
+    assert server.store.log.head_position() == before
     assert pin_state(client, card, USER).remaining_tries == 3
 
 
 def test_status_costs_no_try_and_records_nothing(client, server):
     card = enrolled(client)
-    before = server.store.head_position()
+    before = server.store.log.head_position()
     for _ in range(5):
         client.status(card)
-    assert server.store.head_position() == before
+    assert server.store.log.head_position() == before
 
 
 def test_change_with_known_pin_sets_the_new_one(client):
@@ -132,22 +132,22 @@ def test_change_with_wrong_current_pin_costs_a_try(client):
 
 def test_change_with_malformed_new_pin_costs_nothing(client, server):
     card = enrolled(client)
-    before = server.store.head_position()
+    before = server.store.log.head_position()
     with pytest.raises(grpc.RpcError) as err:
         client.change(card, USER, "0000", "12")
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(err.value)) == {"new_pin"}
-    assert server.store.head_position() == before
+    assert server.store.log.head_position() == before
 
 
 def test_retry_with_same_request_id_returns_first_answer_and_appends_nothing(client, server):
     card = enrolled(client)
     rid = str(uuid.uuid4())
     first = client.verify(card, USER, "0000", request_id=rid)
-    position = server.store.head_position()
+    position = server.store.log.head_position()
     again = client.verify(card, USER, "0000", request_id=rid)
     assert again.replayed and again.check == first.check
-    assert server.store.head_position() == position
+    assert server.store.log.head_position() == position
     assert pin_state(client, card, USER).consecutive_failures == 1
     # The same id for another request is refused, naming the field.
     with pytest.raises(grpc.RpcError) as err:
@@ -223,5 +223,5 @@ def test_projection_equals_rebuild_and_chain_verifies_after_a_session(client, se
     for pin in ("0000", "4821", "0000", "0000", "0000", "4821"):
         client.verify(card, USER, pin)
     client.change(card, SIGN, "kx73pq", "NEW123")
-    assert server.store.projection() == server.store.rebuild()
-    assert server.store.first_broken_link(INTEGRITY) is None
+    assert server.store.cards.projection() == server.store.cards.rebuild()
+    assert server.store.integrity.first_broken_link(INTEGRITY) is None

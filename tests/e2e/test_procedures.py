@@ -113,11 +113,14 @@ def test_a_patient_locked_out_at_a_clinic_is_told_where_and_when_then_a_clerk_re
     assert answer.pin.status == pb.PIN_STATUS_ACTIVE and answer.pin.remaining_tries == 3
     assert clients["reader"].verify("card-P1", USER, "1357").check.result == pb.CHECK_RESULT_OK
     assert clients["reader"].verify("card-P1", USER, "4821").check.result == pb.CHECK_RESULT_WRONG_PIN
-    types = [e.event_type for e in server.store.stream("card-P1")]
+    types = [e.event_type for e in server.store.log.stream("card-P1")]
     assert types[-4:] == ["CounterProcedureRefused", "PinReset", "PinVerified", "PinVerificationFailed"]
-    reset_event = server.store.stream("card-P1")[-3]
+    reset_event = server.store.log.stream("card-P1")[-3]
     assert reset_event.payload == {"procedure": "counter", "applicant": "holder", "documents": ["my_number_card"]}
-    assert server.store.rebuild() == server.store.projection() and server.store.first_broken_link(INTEGRITY) is None
+    assert (
+        server.store.cards.rebuild() == server.store.cards.projection()
+        and server.store.integrity.first_broken_link(INTEGRITY) is None
+    )
 
 
 def test_a_counter_outside_its_hours_or_wards_is_refused_and_the_refusal_recorded(server, clients, clock):
@@ -133,9 +136,11 @@ def test_a_counter_outside_its_hours_or_wards_is_refused_and_the_refusal_recorde
     clock.now = TUESDAY_10.astimezone(UTC)
     err = refused(lambda: reset(clients["tsurumi"], "card-H1"))
     assert "does not serve ward naka" in err.details() and "Naka Ward Office" in err.details()
-    refusals = [e.payload["reason"] for e in server.store.stream(terminal_stream("naka-counter-01"))]
+    refusals = [e.payload["reason"] for e in server.store.log.stream(terminal_stream("naka-counter-01"))]
     assert refusals == ["out_of_hours", "out_of_hours"]
-    assert [e.payload["reason"] for e in server.store.stream(terminal_stream("tsurumi-counter-01"))] == ["out_of_jurisdiction"]
+    assert [e.payload["reason"] for e in server.store.log.stream(terminal_stream("tsurumi-counter-01"))] == [
+        "out_of_jurisdiction"
+    ]
     assert reset(clients["naka"], "card-H1").pin.status == pb.PIN_STATUS_ACTIVE  # in hours, its ward: done
 
 
@@ -155,7 +160,7 @@ def test_a_legal_representative_needs_two_ids_and_a_recent_proof_of_authority(se
     ok = reset(clients["naka"], "card-L1", applicant=pb.APPLICANT_LEGAL_REPRESENTATIVE, adult_ward=True,
                documents=[CARD, OTHER_ID, PHOTO_ID, D(type=pb.DOCUMENT_TYPE_ADULT_GUARDIANSHIP_CERTIFICATE, issued_on="2026-09-01")])  # fmt: skip
     assert ok.pin.status == pb.PIN_STATUS_ACTIVE
-    refusals = [e for e in server.store.stream("card-L1") if e.event_type == "CounterProcedureRefused"]
+    refusals = [e for e in server.store.log.stream("card-L1") if e.event_type == "CounterProcedureRefused"]
     assert len(refusals) == 2
 
 
@@ -201,8 +206,8 @@ def test_a_proxy_completes_the_two_visit_procedure_once(server, clients, clock):
     assert reused.result == cpb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY
     assert clients["reader"].verify("card-X1", USER, "2468").check.result == pb.CHECK_RESULT_OK
     # the code is in no event, and stored only as a keyed hash
-    assert all(inquiry.code not in str(e.payload) for e in server.store.stream("card-X1"))
-    assert server.store.rebuild() == server.store.projection()
+    assert all(inquiry.code not in str(e.payload) for e in server.store.log.stream("card-X1"))
+    assert server.store.cards.rebuild() == server.store.cards.projection()
 
 
 def test_an_inquiry_is_voided_after_wrong_codes_superseded_by_a_new_one_and_expires(server, clients, clock):
@@ -225,7 +230,7 @@ def test_an_inquiry_is_voided_after_wrong_codes_superseded_by_a_new_one_and_expi
     while clock.now.astimezone(JST).weekday() >= 5 or clock.now.astimezone(JST).strftime("%m-%d") <= "01-03":
         clock.advance(days=1)
     assert proxy_complete(clients["naka"], "card-X2", third.inquiry_id, third.code).result == cpb.PROXY_RESET_RESULT_EXPIRED
-    closed = [e.payload["reason"] for e in server.store.stream("card-X2") if e.event_type == "ProxyInquiryClosed"]
+    closed = [e.payload["reason"] for e in server.store.log.stream("card-X2") if e.event_type == "ProxyInquiryClosed"]
     assert closed == ["superseded", "voided", "expired"]
 
 
@@ -261,7 +266,7 @@ def test_a_holder_resets_the_signature_pin_at_a_convenience_store(server, client
     assert done.reset and done.check.result == pb.CHECK_RESULT_OK
     assert clients["reader"].verify("card-S1", SIGN, "newpin7").check.result == pb.CHECK_RESULT_OK
     assert "no reservation" in refused(lambda: kiosk_reset(clients["kiosk"], "card-S1", "4821")).details()  # used
-    assert server.store.rebuild() == server.store.projection()
+    assert server.store.cards.rebuild() == server.store.cards.projection()
 
 
 def test_store_refusals_expiry_counter_only_and_a_locked_proving_pin(server, clients, clock):
@@ -276,7 +281,7 @@ def test_store_refusals_expiry_counter_only_and_a_locked_proving_pin(server, cli
     lock(clients["reader"], "card-S2", USER, "0000", 3)
     blocked = reserve(clients["app"], "card-S2", "4821")
     assert (blocked.reserved, blocked.check.result) == (False, pb.CHECK_RESULT_LOCKED)
-    refusals = [e.payload["reason"] for e in server.store.stream("card-S2") if e.event_type == "ResetRefused"]
+    refusals = [e.payload["reason"] for e in server.store.log.stream("card-S2") if e.event_type == "ResetRefused"]
     assert refusals == ["reservation_expired", "counter_only", "counter_only"]
 
 
@@ -304,10 +309,10 @@ def test_a_lost_card_is_suspended_by_the_call_centre_answers_suspended_and_is_re
         == pb.CARD_STATUS_ACTIVE
     )
     assert clients["reader"].verify("card-Z1", USER, "4821").check.result == pb.CHECK_RESULT_OK
-    types = [e.event_type for e in server.store.stream("card-Z1")]
+    types = [e.event_type for e in server.store.log.stream("card-Z1")]
     assert types[1:] == ["CardSuspended", "SuspendedCardAttempted", "SuspendedCardAttempted", "SuspendedCardAttempted",
                          "CardResumed", "PinVerified"]  # fmt: skip
-    assert server.store.rebuild() == server.store.projection()
+    assert server.store.cards.rebuild() == server.store.cards.projection()
 
 
 def test_bad_input_to_the_procedures_is_invalid_argument_with_every_field(clients):

@@ -53,7 +53,7 @@ def moved(db_url, keys):
 
 
 def log_length(store) -> int:
-    return sum(1 for _ in store.all_events())
+    return sum(1 for _ in store.log.all_events())
 
 
 def test_window_is_24_hours():
@@ -69,7 +69,7 @@ def test_an_answer_is_replayed_within_the_window_and_refused_after_it(moved):
     assert first.check.result == pb.CHECK_RESULT_OK and not first.replayed
     wrong = client.verify("card-R1", USER, "0000", request_id=wrong_id)
     assert wrong.check.result == pb.CHECK_RESULT_WRONG_PIN and wrong.check.remaining_tries == 2
-    stream = [e.event_type for e in store.stream("card-R1")]
+    stream = [e.event_type for e in store.log.stream("card-R1")]
     length = log_length(store)
 
     # Within the window, up to its very end: the kept answer, nothing appended.
@@ -81,7 +81,7 @@ def test_an_answer_is_replayed_within_the_window_and_refused_after_it(moved):
         assert again_wrong.replayed and again_wrong.check == wrong.check
     clock.now = START + WINDOW  # exactly the window: still replayed
     assert client.verify("card-R1", USER, "4821", request_id=ok_id).replayed
-    assert [e.event_type for e in store.stream("card-R1")] == stream
+    assert [e.event_type for e in store.log.stream("card-R1")] == stream
     assert log_length(store) == length
 
     # After it: refused as reused, on request_id, and nothing appended.
@@ -97,7 +97,7 @@ def test_an_answer_is_replayed_within_the_window_and_refused_after_it(moved):
     with pytest.raises(grpc.RpcError) as err:
         client.verify("card-R1", USER, "0000", request_id=wrong_id)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in field_violations(err.value)
-    assert [e.event_type for e in store.stream("card-R1")] == stream
+    assert [e.event_type for e in store.log.stream("card-R1")] == stream
     assert log_length(store) == length
     # The refused retry of the wrong try cost the holder no try.
     (state,) = client.status("card-R1", USER).pins
@@ -107,8 +107,8 @@ def test_an_answer_is_replayed_within_the_window_and_refused_after_it(moved):
     fresh = client.verify("card-R1", USER, "4821")
     assert fresh.check.result == pb.CHECK_RESULT_OK and not fresh.replayed
     assert log_length(store) == length + 1
-    assert store.first_broken_link(INTEGRITY) is None
-    assert store.projection() == store.rebuild()
+    assert store.integrity.first_broken_link(INTEGRITY) is None
+    assert store.cards.projection() == store.cards.rebuild()
 
 
 def test_the_window_runs_from_each_answer_not_from_the_terminal(moved):
@@ -162,7 +162,7 @@ def test_prune_answers_deletes_those_older_than_the_cutoff_and_keeps_the_rest(mo
     again = client.verify("card-P1", USER, "0000", request_id=new)
     assert again.replayed and again.check == new_answer.check
     assert log_length(server.store) == length
-    assert server.store.first_broken_link(INTEGRITY) is None
+    assert server.store.integrity.first_broken_link(INTEGRITY) is None
 
 
 def test_prune_answers_takes_a_cutoff_in_any_time_zone(moved, db_url):

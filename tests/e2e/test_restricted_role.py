@@ -264,9 +264,9 @@ def test_the_server_runs_every_kind_of_command_as_the_restricted_role(restricted
 
         # `pinlife check` reads as the same role: every chain intact, the projection a fold of the log
         store = EventStore(restricted.url)
-        assert store.first_broken_link(INTEGRITY) is None
-        assert store.projection() == store.rebuild()
-        types = [e.event_type for e in store.stream("card-R1")]
+        assert store.integrity.first_broken_link(INTEGRITY) is None
+        assert store.cards.projection() == store.cards.rebuild()
+        types = [e.event_type for e in store.log.stream("card-R1")]
         assert types[:2] == ["CardEnrolled", "PinVerified"] and "PinReset" in types and "PinChanged" in types
     finally:
         if store is not None:

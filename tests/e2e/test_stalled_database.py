@@ -168,7 +168,7 @@ def test_a_stalled_database_fails_calls_fast_reports_not_serving_and_recovers(da
             assert client.verify("card-stall", USER, "4821", request_id=rid).check.result == pb.CHECK_RESULT_OK
         assert client.status("card-stall").card_id == "card-stall"
         per_request: dict[str, int] = {}
-        for e in server.store.stream("card-stall"):
+        for e in server.store.log.stream("card-stall"):
             per_request[e.request_id] = per_request.get(e.request_id, 0) + 1
         assert all(per_request[rid] == 1 for rid in rids)
     finally:

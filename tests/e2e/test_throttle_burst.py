@@ -211,7 +211,7 @@ def assert_burst_bounded(store: EventStore, results: list[tuple[str, object]], c
     assert len(answered) + refused[THROTTLED] == len(results)
 
     # Every card's stream: failures only on answered cards, one failure event per answer.
-    events = list(store.all_events())
+    events = list(store.log.all_events())
     failed_cards = {e.stream_id for e in events if e.event_type in FAILURE_EVENTS}
     locked_cards = {e.stream_id for e in events if e.event_type == "PinLocked"}
     assert failed_cards == answered_cards
@@ -222,14 +222,14 @@ def assert_burst_bounded(store: EventStore, results: list[tuple[str, object]], c
     attempts = Counter(e.stream_id for e in events if e.event_type in ("PinVerificationFailed", "LockedPinAttempted"))
     assert attempts == per_card
     for card in set(cards) - answered_cards:  # a refused attempt cost its holder nothing
-        assert [e.event_type for e in store.stream(card)] == ["CardEnrolled"]
+        assert [e.event_type for e in store.log.stream(card)] == ["CardEnrolled"]
 
     # Throttled once, recorded in the terminal's stream.
-    terminal = store.stream(terminal_stream(READER))
+    terminal = store.log.stream(terminal_stream(READER))
     assert [e.event_type for e in terminal] == ["TerminalThrottled"]
     assert terminal[0].payload["distinct_cards"] == bound + 1 == len(answered_cards)
-    assert store.first_broken_link(INTEGRITY) is None
-    assert store.projection() == store.rebuild()
+    assert store.integrity.first_broken_link(INTEGRITY) is None
+    assert store.cards.projection() == store.cards.rebuild()
 
 
 # -- 1a: the burst, on two PostgreSQL instances and on one SQLite instance -------
@@ -297,15 +297,15 @@ def test_status_misses_throttle_a_terminal_enumerating_cards(db_url, keys, pki):
     auditor = client_for(server.target, pki, AUDITOR)
     try:
         counter.enroll("card-K1", {USER: "4821"})
-        length = sum(1 for _ in server.store.all_events())
+        length = sum(1 for _ in server.store.log.all_events())
         futures = [
             auditor.pins.GetPinStatus.future(ppb.GetPinStatusRequest(card_id=f"ghost-{i:03d}"), timeout=60) for i in range(200)
         ]
         codes = Counter(outcome_code(f) for f in futures)
         assert codes == {grpc.StatusCode.NOT_FOUND: 6, THROTTLED: 194}
-        (throttled,) = server.store.stream(terminal_stream(AUDITOR))
+        (throttled,) = server.store.log.stream(terminal_stream(AUDITOR))
         assert throttled.event_type == "TerminalThrottled" and throttled.payload["distinct_cards"] == 6
-        assert sum(1 for _ in server.store.all_events()) == length + 1  # misses and refusals append nothing else
+        assert sum(1 for _ in server.store.log.all_events()) == length + 1  # misses and refusals append nothing else
 
         # Throttled: even an enrolled card's status is refused, with the time left.
         clock.advance(timedelta(seconds=30))
@@ -330,8 +330,8 @@ def test_status_misses_throttle_a_terminal_enumerating_cards(db_url, keys, pki):
         with pytest.raises(grpc.RpcError) as err:
             auditor.status("card-K1")
         assert err.value.code() == THROTTLED
-        assert [e.event_type for e in server.store.stream(terminal_stream(AUDITOR))] == ["TerminalThrottled"] * 2
-        assert server.store.first_broken_link(INTEGRITY) is None
+        assert [e.event_type for e in server.store.log.stream(terminal_stream(AUDITOR))] == ["TerminalThrottled"] * 2
+        assert server.store.integrity.first_broken_link(INTEGRITY) is None
     finally:
         counter.close()
         auditor.close()
@@ -379,8 +379,8 @@ def test_refusals_do_not_grow_the_log(db_url, keys, pki):
     readers = [client_for(server.target, pki, READER) for _ in range(4)]
     try:
         assert enroll_storm(readers, 2000) == {grpc.StatusCode.PERMISSION_DENIED: 2000}
-        events = list(server.store.all_events())
-        terminal = server.store.stream(terminal_stream(READER))
+        events = list(server.store.log.all_events())
+        terminal = server.store.log.stream(terminal_stream(READER))
         assert len(events) == len(terminal) and 1 <= len(terminal) <= 2
         first = terminal[0]
         assert first.event_type == "AccessDenied" and first.payload["repeated"] == 0
@@ -390,10 +390,10 @@ def test_refusals_do_not_grow_the_log(db_url, keys, pki):
         # The next window's first refusal carries the count of those only counted.
         clock.advance(timedelta(seconds=601))
         assert enroll_storm(readers[:1], 1) == {grpc.StatusCode.PERMISSION_DENIED: 1}
-        terminal = server.store.stream(terminal_stream(READER))
+        terminal = server.store.log.stream(terminal_stream(READER))
         assert [e.event_type for e in terminal] == ["AccessDenied", "AccessDenied"]
         assert terminal[1].payload["repeated"] == 1999
-        assert server.store.first_broken_link(INTEGRITY) is None
+        assert server.store.integrity.first_broken_link(INTEGRITY) is None
     finally:
         for c in readers:
             c.close()
@@ -407,12 +407,12 @@ def test_refusals_on_two_postgres_instances_do_not_grow_the_log(two_pg_instances
     readers = [client_for(t, pki, READER) for t in targets for _ in range(2)]
     try:
         assert enroll_storm(readers, 2000) == {grpc.StatusCode.PERMISSION_DENIED: 2000}
-        terminal = store.stream(terminal_stream(READER))
+        terminal = store.log.stream(terminal_stream(READER))
         assert 1 <= len(terminal) <= 2  # one per window and instance
         assert {e.event_type for e in terminal} == {"AccessDenied"}
         assert all(e.payload["repeated"] == 0 for e in terminal)  # each instance's first in its window
-        assert sum(1 for _ in store.all_events()) == len(terminal)
-        assert store.first_broken_link(INTEGRITY) is None
+        assert sum(1 for _ in store.log.all_events()) == len(terminal)
+        assert store.integrity.first_broken_link(INTEGRITY) is None
     finally:
         for c in readers:
             c.close()
@@ -436,13 +436,13 @@ def test_a_throttled_terminal_gets_its_earlier_answers_replayed(db_url, keys, pk
         with pytest.raises(grpc.RpcError) as err:
             reader.verify(cards[4], USER, "4821")
         assert err.value.code() == THROTTLED
-        length = sum(1 for _ in server.store.all_events())
+        length = sum(1 for _ in server.store.log.all_events())
 
         again_ok = reader.verify(cards[0], USER, "4821", request_id=ok_id)
         again_wrong = reader.verify(cards[0], USER, "0000", request_id=wrong_id)
         assert again_ok.replayed and again_ok.check == ok.check
         assert again_wrong.replayed and again_wrong.check == wrong.check
-        assert sum(1 for _ in server.store.all_events()) == length  # replays append nothing
+        assert sum(1 for _ in server.store.log.all_events()) == length  # replays append nothing
         with pytest.raises(grpc.RpcError) as err:  # a new request is still refused
             reader.verify(cards[0], USER, "4821")
         assert err.value.code() == THROTTLED

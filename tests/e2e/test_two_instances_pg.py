@@ -52,12 +52,12 @@ def test_concurrent_wrong_attempts_on_two_instances_give_exactly_one_lock(two_in
     results = Counter(pb.CheckResult.Name(c.result) for c in checks)
     assert results == {"CHECK_RESULT_WRONG_PIN": 2, "CHECK_RESULT_LOCKED": attempts - 2}
     assert sum(c.locked_now for c in checks) == 1
-    types = Counter(e.event_type for e in store.stream("card-race"))
+    types = Counter(e.event_type for e in store.log.stream("card-race"))
     assert types == {"CardEnrolled": 1, "PinVerificationFailed": 3, "PinLocked": 1, "LockedPinAttempted": attempts - 3}
-    positions = [e.position for e in store.all_events()]
+    positions = [e.position for e in store.log.all_events()]
     assert positions == list(range(1, len(positions) + 1))
-    assert store.projection() == store.rebuild()
-    assert store.first_broken_link(INTEGRITY) is None
+    assert store.cards.projection() == store.cards.rebuild()
+    assert store.integrity.first_broken_link(INTEGRITY) is None
     for c in clients:
         c.close()
 
@@ -75,7 +75,7 @@ def test_a_retry_reaching_the_other_instance_appends_nothing(two_instances):
         answers = list(pool.map(send, [a, b] * 4))
     assert len({a.check.SerializeToString() for a in answers}) == 1
     assert sum(not ans.replayed for ans in answers) == 1
-    types = [e.event_type for e in store.stream("card-retry")]
+    types = [e.event_type for e in store.log.stream("card-retry")]
     assert types == ["CardEnrolled", "PinVerificationFailed"]
     a.close()
     b.close()
@@ -107,8 +107,8 @@ def test_one_inquiry_completed_from_two_instances_at_once_resets_once(two_instan
 
     results = _race(clients, complete)
     assert results == {cpb.PROXY_RESET_RESULT_COMPLETED: 1, cpb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY: 15}
-    assert [e.event_type for e in store.stream("card-proxy-race")].count("PinReset") == 1
-    assert store.rebuild() == store.projection() and store.first_broken_link(INTEGRITY) is None
+    assert [e.event_type for e in store.log.stream("card-proxy-race")].count("PinReset") == 1
+    assert store.cards.rebuild() == store.cards.projection() and store.integrity.first_broken_link(INTEGRITY) is None
     for c in clients:
         c.close()
 
@@ -136,7 +136,7 @@ def test_one_reservation_completed_at_two_kiosks_at_once_resets_once(two_instanc
             return err.code().name
 
     assert _race(clients, kiosk) == {"reset": 1, "FAILED_PRECONDITION": 15}
-    assert [e.event_type for e in store.stream("card-kiosk-race")].count("PinReset") == 1
-    assert store.rebuild() == store.projection()
+    assert [e.event_type for e in store.log.stream("card-kiosk-race")].count("PinReset") == 1
+    assert store.cards.rebuild() == store.cards.projection()
     for c in clients:
         c.close()

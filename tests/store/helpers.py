@@ -106,10 +106,10 @@ def type_counts(events: Sequence) -> Counter:
 
 def assert_consistent(store) -> None:
     """Projection == rebuild, chain intact, positions 1..head, card heads right."""
-    assert store.projection() == store.rebuild()
-    assert store.first_broken_link(INTEGRITY) is None
-    log = list(store.all_events())
-    assert [e.position for e in log] == list(range(1, store.head_position() + 1))
+    assert store.cards.projection() == store.cards.rebuild()
+    assert store.integrity.first_broken_link(INTEGRITY) is None
+    log = list(store.log.all_events())
+    assert [e.position for e in log] == list(range(1, store.log.head_position() + 1))
     heads = {r["card_id"]: r for r in dump(store.writer, "cards")}
     last: dict[str, object] = {}
     for e in log:
@@ -119,6 +119,6 @@ def assert_consistent(store) -> None:
         assert (heads[card_id]["version"], heads[card_id]["last_hash"]) == (e.version, e.hash)
     # the columns of pin_states that the projection does not read back
     for r in dump(store.writer, "pin_states"):
-        pin = store.projection()[r["card_id"]].pins[PinType(r["pin_type"])]
+        pin = store.cards.projection()[r["card_id"]].pins[PinType(r["pin_type"])]
         assert r["status"] == ("locked" if pin.locked else "active")
         assert r["remaining_tries"] == pin.remaining_tries

@@ -41,7 +41,7 @@ def _refused(store, sql: str) -> DBAPIError:
 def test_update_and_delete_are_refused(store, filled, sql):
     _refused(store, sql)
     assert dump(store.writer, "events") == filled
-    assert store.first_broken_link(INTEGRITY) is None
+    assert store.integrity.first_broken_link(INTEGRITY) is None
 
 
 def test_refused_inside_autocommit_too(store, filled):
@@ -70,5 +70,5 @@ def test_truncate_is_refused_on_postgres(databases, keys, clock):
 def test_appending_still_works_after_a_refusal(store, writer, filled):
     _refused(store, "DELETE FROM events")
     run_ok(writer, verify("card-b", USER, WRONG[USER]))
-    assert store.head_position() == 5
-    assert [e.position for e in store.all_events()] == [1, 2, 3, 4, 5]
+    assert store.log.head_position() == 5
+    assert [e.position for e in store.log.all_events()] == [1, 2, 3, 4, 5]

@@ -57,8 +57,8 @@ def _mth(hashes: list[bytes]) -> bytes:
 
 def leaf_hashes(store, upto: int | None = None) -> list[bytes]:
     """SHA-256(0x00 || leaf) of each stored event, in position order."""
-    out = [hashlib.sha256(b"\x00" + leaf_data(e.position, e.envelope())).digest() for e in store.all_events()]
-    assert len(out) == store.head_position()
+    out = [hashlib.sha256(b"\x00" + leaf_data(e.position, e.envelope())).digest() for e in store.log.all_events()]
+    assert len(out) == store.log.head_position()
     return out if upto is None else out[:upto]
 
 
@@ -74,11 +74,11 @@ def subtree_roots(hashes: list[bytes]) -> list[bytes]:
 
 def grow_to(writer, store, n: int) -> None:
     """Append events (a card's enrolment, then correct verifies) until the log holds n."""
-    if store.head_position() == 0:
+    if store.log.head_position() == 0:
         run_ok(writer, enroll(CARD))
-    while (head := store.head_position()) < n:
+    while (head := store.log.head_position()) < n:
         run_ok(writer, *(verify(CARD, USER, CORRECT[USER]) for _ in range(min(250, n - head))))
-    assert store.head_position() == n
+    assert store.log.head_position() == n
 
 
 def stored_row(store, tree_size: int):
@@ -123,7 +123,7 @@ def test_each_stored_checkpoint_is_the_rfc6962_tree_of_the_logs_leaves(store, wr
 # -- a forged frontier is never extended ----------------------------------------------------
 def _other_tree(store, row) -> str:
     """The frontier of a tree of the same size with one leaf changed."""
-    leaves = [leaf_data(e.position, e.envelope()) for e in store.all_events()][: row.tree_size]
+    leaves = [leaf_data(e.position, e.envelope()) for e in store.log.all_events()][: row.tree_size]
     leaves[-1] = leaves[-1] + b" "
     return Frontier().extend(leaves).to_json()
 
@@ -249,13 +249,13 @@ def test_with_the_integrity_key_a_relinked_event_still_fails_the_stored_checkpoi
     """An attacker holding the integrity key but not the checkpoint key
     changes an event before the checkpoint, relinks it and re-MACs the card:
     links, heads and MACs check; the signed root does not."""
-    last = store.stream(CARD)[-1]
+    last = store.log.stream(CARD)[-1]
     assert last.position == 9
     changed = {**last.envelope(), "terminal_id": "terminal-forged"}
     new_hash = link_hash(INTEGRITY.key(INTEGRITY.current), last.prev_hash, last.position, changed)
     disable_append_only(store)
-    state = store.read_card(CARD)
-    verifiers = {t: store.secret(SecretRef.pin(CARD, t)) for t in state.pins}
+    state = store.cards.read_card(CARD)
+    verifiers = {t: store.cards.secret(SecretRef.pin(CARD, t)) for t in state.pins}
     with store.writer.begin() as conn:
         conn.execute(update(events).where(events.c.position == 9).values(terminal_id="terminal-forged", hash=new_hash))
         mac = INTEGRITY.tag(state_message(state, new_hash, verifiers))

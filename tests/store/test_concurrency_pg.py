@@ -51,9 +51,9 @@ def in_parallel(writers, work):
 
 
 def assert_log_sound(store) -> None:
-    assert [e.position for e in store.all_events()] == list(range(1, store.head_position() + 1))
-    assert store.projection() == store.rebuild()
-    assert store.first_broken_link(INTEGRITY) is None
+    assert [e.position for e in store.log.all_events()] == list(range(1, store.log.head_position() + 1))
+    assert store.cards.projection() == store.cards.rebuild()
+    assert store.integrity.first_broken_link(INTEGRITY) is None
 
 
 @pytest.mark.parametrize("pin_type", [USER, SIGNATURE], ids=["limit-3", "limit-5"])
@@ -82,14 +82,14 @@ def test_racing_wrong_tries_lock_exactly_once(instances, pin_type):
     assert sum(o.locked_now for o in outcomes) == 1
     assert sum(o.result is CheckResult.LOCKED and not o.locked_now for o in outcomes) == len(outcomes) - limit
 
-    stream = store.stream("card-a")
+    stream = store.log.stream("card-a")
     kinds = [e.event_type for e in stream]
     assert kinds == (
         ["CardEnrolled"] + ["PinVerificationFailed"] * limit + ["PinLocked"] + ["LockedPinAttempted"] * (len(outcomes) - limit)
     )
     assert [e.payload["consecutive_failures"] for e in stream[1 : limit + 1]] == list(range(1, limit + 1))
     assert len({e.request_id for e in stream[1:]}) == len(outcomes)  # the locking request owns two events
-    pin = store.read_card("card-a").pins[pin_type]
+    pin = store.cards.read_card("card-a").pins[pin_type]
     assert pin.locked and pin.consecutive_failures == limit
     assert_log_sound(store)
 
@@ -104,7 +104,7 @@ def test_racing_enrolments_of_one_card_enrol_it_once(instances):
     winners = [r for r in results if isinstance(r, Answer)]
     assert len(winners) == 1 and isinstance(winners[0].outcome, Enrolled)
     assert all(isinstance(r, AlreadyExists) for r in results if r not in winners), results
-    assert [e.event_type for e in store.stream("card-a")] == ["CardEnrolled"]
+    assert [e.event_type for e in store.log.stream("card-a")] == ["CardEnrolled"]
     # the winner's PIN is the one stored
     won = results.index(winners[0])
     ok = run_ok(instances[0], verify("card-a", USER, f"{1000 + won}"))[0]
@@ -120,15 +120,15 @@ def test_one_request_id_racing_on_several_instances_runs_once(instances, kind):
         command = verify("card-a", USER, WRONG[USER], request_id=rid())
     else:
         command = enroll("card-a", request_id=rid())
-    head = store.head_position()
+    head = store.log.head_position()
 
     results = in_parallel(instances, lambda i, w: w.process([(command, COUNTER)])[0])
     assert all(isinstance(r, Answer) for r in results), results
     assert len({(r.outcome, r.stream_version) for r in results}) == 1
     assert sum(not r.replayed for r in results) == 1
-    assert store.head_position() == head + 1
-    assert [e.request_id for e in store.read_all(head)] == [command.request_id]
+    assert store.log.head_position() == head + 1
+    assert [e.request_id for e in store.log.read_all(head)] == [command.request_id]
     if kind == "verify":
         assert results[0].outcome.remaining_tries == 2
-        assert store.read_card("card-a").pins[USER].consecutive_failures == 1
+        assert store.cards.read_card("card-a").pins[USER].consecutive_failures == 1
     assert_log_sound(store)

@@ -70,7 +70,7 @@ def test_batch_positions_versions_and_every_envelope_field(store, writer, clock)
     ]
     a2 = run_ok(writer, *second, caller=KIOSK)
 
-    log = store.read_all(0)
+    log = store.log.read_all(0)
     assert [(e.position, e.stream_id, e.version, e.event_type) for e in log] == [
         (1, "card-a", 1, "CardEnrolled"),
         (2, "card-b", 1, "CardEnrolled"),
@@ -79,7 +79,7 @@ def test_batch_positions_versions_and_every_envelope_field(store, writer, clock)
         (5, "card-a", 3, "PinVerified"),
         (6, "card-a", 4, "PinChanged"),
     ]
-    assert store.head_position() == 6
+    assert store.log.head_position() == 6
     assert [a.stream_version for a in a1 + a2] == [1, 1, 2, 2, 3, 4]
 
     commands = {c.request_id: c for c in first + second}
@@ -109,13 +109,13 @@ def test_batch_positions_versions_and_every_envelope_field(store, writer, clock)
 
     # the chain: genesis, then each event's prev_hash is its predecessor's hash
     for card_id in ("card-a", "card-b"):
-        stream = store.stream(card_id)
+        stream = store.log.stream(card_id)
         assert stream == [e for e in log if e.stream_id == card_id]
         assert [e.version for e in stream] == list(range(1, len(stream) + 1))
         assert stream[0].prev_hash == GENESIS_HASH
         for prev, nxt in zip(stream, stream[1:]):
             assert nxt.prev_hash == prev.hash
-        assert store.first_broken_link(INTEGRITY, card_id) is None
+        assert store.integrity.first_broken_link(INTEGRITY, card_id) is None
     assert len({e.hash for e in log}) == len(log)
     assert_consistent(store)
 
@@ -123,10 +123,10 @@ def test_batch_positions_versions_and_every_envelope_field(store, writer, clock)
 def test_batches_commit_in_order_and_a_failed_batch_takes_no_position(store, writer, clock):
     run_ok(writer, enroll("card-a"))
     run(writer, verify("card-x", USER, CORRECT[USER]))  # NotFound: appends nothing
-    assert store.head_position() == 1
+    assert store.log.head_position() == 1
     run_ok(writer, verify("card-a", USER, WRONG[USER]), verify("card-a", RESIDENT, WRONG[RESIDENT]))
     run_ok(writer, enroll("card-b"))
-    assert [(e.position, e.stream_id, e.version) for e in store.read_all()] == [
+    assert [(e.position, e.stream_id, e.version) for e in store.log.read_all()] == [
         (1, "card-a", 1),
         (2, "card-a", 2),
         (3, "card-a", 3),
@@ -147,7 +147,7 @@ def test_a_later_command_in_the_same_batch_sees_the_earlier_ones(store, writer, 
     ]
     assert outcomes[2].recovery.route is Route.COUNTER and outcomes[3].recovery.route is Route.COUNTER
     assert [a.stream_version for a in answers] == [2, 3, 5, 6]
-    stream = store.stream("card-a")
+    stream = store.log.stream("card-a")
     assert event_types(stream) == [
         "CardEnrolled",
         "PinVerificationFailed",
@@ -158,10 +158,10 @@ def test_a_later_command_in_the_same_batch_sees_the_earlier_ones(store, writer, 
     ]
     assert [e.payload.get("consecutive_failures") for e in stream[1:5]] == [1, 2, 3, 3]
     assert stream[5].payload == {"purpose": "verify"}
-    pin = store.read_card("card-a").pins[USER]
+    pin = store.cards.read_card("card-a").pins[USER]
     assert (pin.locked, pin.locked_at, pin.consecutive_failures, pin.remaining_tries) == (True, clock.now, 3, 0)
     # the other PIN types of the card are untouched
-    assert store.read_card("card-a").pins[RESIDENT] == PinState(RESIDENT, last_version=1)
+    assert store.cards.read_card("card-a").pins[RESIDENT] == PinState(RESIDENT, last_version=1)
     assert_consistent(store)
 
 
@@ -179,13 +179,13 @@ def test_enroll_change_and_verify_of_one_card_in_one_batch(store, writer):
     assert isinstance(answers[1].outcome, Enrolled)
     assert isinstance(answers[2], AlreadyExists)
     assert [check(a).result for a in answers[3:]] == [CheckResult.OK, CheckResult.WRONG_PIN, CheckResult.OK]
-    assert event_types(store.stream("card-a")) == [
+    assert event_types(store.log.stream("card-a")) == [
         "CardEnrolled",
         "PinChanged",
         "PinVerificationFailed",
         "PinVerified",
     ]
-    assert store.read_card("card-a").pins[USER].consecutive_failures == 0
+    assert store.cards.read_card("card-a").pins[USER].consecutive_failures == 0
     assert_consistent(store)
 
 
@@ -219,8 +219,8 @@ def test_projection_equals_rebuild_after_a_varied_scenario(store, writer, clock)
     assert check(answers[4]).recovery.route is Route.CONVENIENCE_STORE_OR_COUNTER
     assert check(answers[5]).result is CheckResult.LOCKED
 
-    live = store.projection()
-    assert live == store.rebuild()
+    live = store.cards.projection()
+    assert live == store.cards.rebuild()
     assert_consistent(store)
     a, b, c = live["card-a"], live["card-b"], live["card-c"]
     assert a.pins[USER].locked and a.pins[USER].locked_at == lock_time
@@ -228,7 +228,7 @@ def test_projection_equals_rebuild_after_a_varied_scenario(store, writer, clock)
     assert not a.pins[RESIDENT].locked and a.pins[RESIDENT].consecutive_failures == 0
     assert b.pins[RESIDENT].consecutive_failures == 0 and b.pins[CARD_INFO].consecutive_failures == 0
     assert set(c.pins) == {USER, SIGNATURE} and c.pins[SIGNATURE].locked
-    assert store.read_card("card-b") == b and store.read_card("card-zzz") is None
+    assert store.cards.read_card("card-b") == b and store.cards.read_card("card-zzz") is None
 
 
 def test_projection_equals_rebuild_after_random_batches(store, writer, clock):
@@ -254,7 +254,7 @@ def test_projection_equals_rebuild_after_random_batches(store, writer, clock):
             if hasattr(cmd, "new_pin") and check(ans).result is CheckResult.OK:
                 pins[cmd.card_id][cmd.pin_type] = cmd.new_pin
     assert_consistent(store)
-    assert {e.event_type for e in store.all_events()} >= {"PinLocked", "LockedPinAttempted", "PinChanged", "PinVerified"}
+    assert {e.event_type for e in store.log.all_events()} >= {"PinLocked", "LockedPinAttempted", "PinChanged", "PinVerified"}
 
 
 # -- reading the log ----------------------------------------------------------------
@@ -263,17 +263,17 @@ def test_projection_equals_rebuild_after_random_batches(store, writer, clock):
 def test_read_all_pages_the_log(store, writer):
     run_ok(writer, *[enroll(f"card-{i}") for i in range(4)])
     run_ok(writer, *[verify(f"card-{i % 4}", USER, WRONG[USER]) for i in range(8)])
-    head = store.head_position()
+    head = store.log.head_position()
     assert head == 12
     pages, after = [], 0
-    while page := store.read_all(after, limit=5):
+    while page := store.log.read_all(after, limit=5):
         assert len(page) <= 5
         pages.append([e.position for e in page])
         after = page[-1].position
     assert pages == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12]]
-    assert [e.position for e in store.read_all(7, limit=2)] == [8, 9]
-    assert store.read_all(head) == []
-    assert store.read_all(0, limit=1000) == list(store.all_events(batch=3))
+    assert [e.position for e in store.log.read_all(7, limit=2)] == [8, 9]
+    assert store.log.read_all(head) == []
+    assert store.log.read_all(0, limit=1000) == list(store.log.all_events(batch=3))
 
 
 # -- idempotency --------------------------------------------------------------------
@@ -285,20 +285,20 @@ def test_a_retry_replays_the_first_answer_and_appends_nothing(store, writer, clo
     wrong = verify("card-a", USER, WRONG[USER])
     first = run_ok(writer, wrong)[0]
     assert check(first).remaining_tries == 2 and not first.replayed
-    head, rows = store.head_position(), count(store.writer, "requests")
+    head, rows = store.log.head_position(), count(store.writer, "requests")
 
     clock.advance()
     # a retry of the same request, even with a different PIN, burns no try
     again = run_ok(writer, wrong, verify("card-a", USER, CORRECT[USER], request_id=wrong.request_id))
     assert again == [dataclasses.replace(first, replayed=True)] * 2
     assert run_ok(writer, enrolling) == [dataclasses.replace(first_enroll, replayed=True)]
-    assert store.head_position() == head and count(store.writer, "requests") == rows
-    assert store.read_card("card-a").pins[USER].consecutive_failures == 1
+    assert store.log.head_position() == head and count(store.writer, "requests") == rows
+    assert store.cards.read_card("card-a").pins[USER].consecutive_failures == 1
 
     # later commands change the card; a retry still gets the first answer
     run_ok(writer, verify("card-a", USER, CORRECT[USER]))
     assert run_ok(writer, wrong) == [dataclasses.replace(first, replayed=True)]
-    assert store.read_card("card-a").pins[USER].consecutive_failures == 0
+    assert store.cards.read_card("card-a").pins[USER].consecutive_failures == 0
 
 
 def test_a_retry_in_the_same_batch_is_replayed(store, writer):
@@ -306,7 +306,7 @@ def test_a_retry_in_the_same_batch_is_replayed(store, writer):
     wrong = verify("card-a", USER, WRONG[USER])
     answers = run_ok(writer, wrong, wrong, wrong)
     assert answers[1:] == [dataclasses.replace(answers[0], replayed=True)] * 2
-    assert event_types(store.stream("card-a")) == ["CardEnrolled", "PinVerificationFailed"]
+    assert event_types(store.log.stream("card-a")) == ["CardEnrolled", "PinVerificationFailed"]
 
 
 def test_the_same_request_id_from_another_terminal_is_another_request(store, writer):
@@ -316,7 +316,7 @@ def test_the_same_request_id_from_another_terminal_is_another_request(store, wri
     at_kiosk = run_ok(writer, wrong, caller=KIOSK)[0]
     assert not at_kiosk.replayed
     assert (check(at_counter).remaining_tries, check(at_kiosk).remaining_tries) == (2, 1)
-    stream = store.stream("card-a")
+    stream = store.log.stream("card-a")
     assert [(e.terminal_id, e.request_id) for e in stream[1:]] == [
         (COUNTER.terminal_id, wrong.request_id),
         (KIOSK.terminal_id, wrong.request_id),
@@ -346,15 +346,15 @@ def test_a_request_id_reused_for_another_request_is_refused(store, writer, reuse
         refused = answers[1]
     else:
         run_ok(writer, first)
-        head, rows, cards = store.head_position(), dump(store.writer, "requests"), store.projection()
+        head, rows, cards = store.log.head_position(), dump(store.writer, "requests"), store.cards.projection()
         refused = run(writer, other)[0]
-        assert store.head_position() == head
+        assert store.log.head_position() == head
         assert dump(store.writer, "requests") == rows
-        assert store.projection() == cards
+        assert store.cards.projection() == cards
     assert isinstance(refused, InvalidInput), refused
     assert [v.field for v in refused.violations] == ["request_id"]
-    assert store.head_position() == 3  # two enrolments and the first verify
-    assert store.read_card("card-c") is None
+    assert store.log.head_position() == 3  # two enrolments and the first verify
+    assert store.cards.read_card("card-c") is None
     assert count(store.writer, "requests") == 3
     # the first request is still replayed as before
     assert run_ok(writer, first)[0].replayed
@@ -378,14 +378,14 @@ def test_a_domain_error_fails_only_its_own_item(store, writer):
     assert isinstance(answers[2], AlreadyExists)
     assert isinstance(answers[3], PreconditionFailed)
     assert isinstance(answers[4].outcome, Enrolled)
-    assert [(e.stream_id, e.event_type) for e in store.read_all(2)] == [
+    assert [(e.stream_id, e.event_type) for e in store.log.read_all(2)] == [
         ("card-a", "PinVerificationFailed"),
         ("card-c", "CardEnrolled"),
     ]
     remembered = {r["request_id"] for r in dump(store.writer, "requests")}
     assert {batch[1].request_id, batch[4].request_id} <= remembered
     assert not {batch[i].request_id for i in (0, 2, 3)} & remembered
-    assert store.read_card("card-x") is None
+    assert store.cards.read_card("card-x") is None
     assert_consistent(store)
 
 
@@ -397,7 +397,7 @@ def test_an_unexpected_error_fails_only_its_own_item(store, writer):
     assert isinstance(answers[1], IntegrityViolation) and answers[1].stream_id == "card-a"
     assert check(answers[0]).result is CheckResult.WRONG_PIN
     assert isinstance(answers[2].outcome, Enrolled)
-    assert [(e.stream_id, e.event_type) for e in store.read_all(2)] == [
+    assert [(e.stream_id, e.event_type) for e in store.log.read_all(2)] == [
         ("card-b", "PinVerificationFailed"),
         ("card-c", "CardEnrolled"),
     ]
@@ -416,8 +416,8 @@ def test_occurred_at_is_the_clock_instant_whatever_its_time_zone(db_url, keys):
     try:
         w = ThreadRunner(s, keys, FakeClock(at))
         run_ok(w, enroll("card-a"), *[verify("card-a", USER, WRONG[USER]) for _ in range(3)])
-        assert [e.occurred_at for e in s.stream("card-a")] == [at] * 5
-        assert s.read_card("card-a").pins[USER].locked_at == at
-        assert s.first_broken_link(INTEGRITY) is None
+        assert [e.occurred_at for e in s.log.stream("card-a")] == [at] * 5
+        assert s.cards.read_card("card-a").pins[USER].locked_at == at
+        assert s.integrity.first_broken_link(INTEGRITY) is None
     finally:
         s.close()

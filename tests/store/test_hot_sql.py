@@ -67,7 +67,7 @@ def test_values_written_by_the_hot_path_read_back_through_core(store, writer, cl
     clock.now = datetime(2026, 11, 27, 1, 2, 3, 456789, tzinfo=UTC)
     run_ok(writer, enroll("card-hot"))
     run_ok(writer, verify("card-hot", USER, WRONG[USER]), verify("card-hot", USER, WRONG[USER]))
-    stream = store.stream("card-hot")
+    stream = store.log.stream("card-hot")
     assert [e.occurred_at for e in stream] == [clock.now] * 3
     assert [e.payload.get("consecutive_failures") for e in stream[1:]] == [1, 2]
     with store.reader.connect() as conn:
@@ -77,7 +77,7 @@ def test_values_written_by_the_hot_path_read_back_through_core(store, writer, cl
     assert len(outcomes) == 3 and all(isinstance(o, dict) and o for o in outcomes)
     clock.advance(seconds=1)
     run_ok(writer, verify("card-hot", USER, WRONG[USER]))  # the third failure locks
-    assert store.read_card("card-hot").pins[USER].locked_at == clock.now
+    assert store.cards.read_card("card-hot").pins[USER].locked_at == clock.now
 
 
 def test_a_round_trip_runs_its_statements_in_order_and_returns_each_ones_rows(store):
@@ -132,7 +132,7 @@ def test_a_connection_lost_in_a_round_trip_is_the_store_unavailable_and_the_next
                     raise
         assert isinstance(raised[0], DBAPIError) and is_unavailable(raised[0])
         run_ok(writer, enroll("card-after"))
-        assert store.read_card("card-after").enrolled
+        assert store.cards.read_card("card-after").enrolled
     finally:
         store.close()
 
@@ -194,7 +194,7 @@ def test_a_check_that_read_a_terminal_before_another_instance_throttled_it_is_re
                 answer = HANDLERS[type(cmd)].handle(uow, cmd, COUNTER, Deps(keys, Policy(), clock()))
                 assert answer.outcome.result.name == "OK"
                 run_ok(writer, verify("card-2", USER, WRONG[USER]))  # another instance changes the window meanwhile
-        assert [e.event_type for e in store.stream("card-1")] == ["CardEnrolled"]  # nothing written
+        assert [e.event_type for e in store.log.stream("card-1")] == ["CardEnrolled"]  # nothing written
     finally:
         store.close()
 

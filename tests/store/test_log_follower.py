@@ -55,12 +55,12 @@ def test_a_follower_sees_every_position_once(db_url, keys, clock):
         while True:
             if not writers_done and not any(t.is_alive() for t in threads):
                 writers_done, deadline = True, time.monotonic() + 10
-            page = follower.read_all(cursor, limit=7)
+            page = follower.log.read_all(cursor, limit=7)
             if page:
                 reads_while_writing += not writers_done
                 seen += [e.position for e in page]
                 cursor = page[-1].position
-            elif writers_done and (cursor == follower.head_position() or time.monotonic() > deadline):
+            elif writers_done and (cursor == follower.log.head_position() or time.monotonic() > deadline):
                 break  # caught up, or stuck before a position that never appears
             else:
                 time.sleep(0.0005)  # do not starve the writers of the GIL
@@ -68,12 +68,12 @@ def test_a_follower_sees_every_position_once(db_url, keys, clock):
             t.join()
 
         assert not errors, errors[:3]
-        head = follower.head_position()
+        head = follower.log.head_position()
         assert head > len(CARDS) + WRITERS * BATCHES  # every command appended at least one event
         assert seen == list(range(1, head + 1))
         assert reads_while_writing > 1  # the follower really read while the writers appended
-        assert follower.projection() == follower.rebuild()
-        assert follower.first_broken_link(INTEGRITY) is None
+        assert follower.cards.projection() == follower.cards.rebuild()
+        assert follower.integrity.first_broken_link(INTEGRITY) is None
     finally:
         for s in [setup, follower, *stores]:
             s.close()

@@ -142,7 +142,7 @@ def _write_0002_store(url: str, keys) -> None:
     from service.domain.chain import GENESIS_HASH
     from service.domain.chain import legacy_hash as event_hash  # how events were chained before 0005
     from service.keys.ring import SecretRef
-    from service.store.records import hashed_envelope
+    from service.domain.chain import hashed_envelope
     from tests.store.helpers import CORRECT, USER
 
     at = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
@@ -205,24 +205,24 @@ def test_an_existing_0002_store_migrates_and_its_old_events_read_as_current(data
     assert _diff(url) == []
     store = EventStore(url)
     try:
-        assert store.first_broken_link(INTEGRITY) is not None  # unkeyed until re-chained under the key
+        assert store.integrity.first_broken_link(INTEGRITY) is not None  # unkeyed until re-chained under the key
         assert rechain(store, INTEGRITY) > 0
         assert rechain(store, INTEGRITY) == 0
-        old = store.stream("card-old")
+        old = store.log.stream("card-old")
         assert [(e.stream_kind, e.schema_version) for e in old] == [("card", 1), ("card", 1)]
         assert event_from_stored(old[0].event_type, old[0].schema_version, None, old[0].payload) == CardEnrolled(
             tuple(CORRECT), ward=None
         )
-        assert [e.stream_kind for e in store.stream("terminal:reader-9")] == ["terminal"]
-        assert store.first_broken_link(INTEGRITY) is None
-        rebuilt = store.rebuild()
-        assert rebuilt == store.projection()
+        assert [e.stream_kind for e in store.log.stream("terminal:reader-9")] == ["terminal"]
+        assert store.integrity.first_broken_link(INTEGRITY) is None
+        rebuilt = store.cards.rebuild()
+        assert rebuilt == store.cards.projection()
         card = rebuilt["card-old"]
         assert (card.status, card.ward, card.pin(USER).consecutive_failures) == (CardStatus.ACTIVE, None, 1)
         # the verifiers moved to the secrets table: the right PIN is still right
         [answer] = run_ok(ThreadRunner(store, keys, FakeClock()), verify("card-old", USER, CORRECT[USER]))
         assert answer.outcome.remaining_tries == 3 and answer.stream_version == 3
-        assert store.first_broken_link(INTEGRITY) is None and store.rebuild() == store.projection()
+        assert store.integrity.first_broken_link(INTEGRITY) is None and store.cards.rebuild() == store.cards.projection()
     finally:
         store.close()
 

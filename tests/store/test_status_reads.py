@@ -21,9 +21,9 @@ def test_a_read_in_a_batch_is_the_state_the_tables_hold(store, writer):
     run_ok(writer, verify("card-s1", USER, WRONG[USER]))
     run_ok(writer, *[verify("card-s2", SIGNATURE, WRONG[SIGNATURE]) for _ in range(retry_limit(SIGNATURE))])
     s1, s2, unknown = run(writer, ReadCard("card-s1"), ReadCard("card-s2"), ReadCard("card-none"))
-    assert s1 == store.read_card("card-s1") and s1.pin(USER).consecutive_failures == 1
-    assert s2 == store.read_card("card-s2") and s2.pin(SIGNATURE).locked
-    assert unknown is None and store.read_card("card-none") is None
+    assert s1 == store.cards.read_card("card-s1") and s1.pin(USER).consecutive_failures == 1
+    assert s2 == store.cards.read_card("card-s2") and s2.pin(SIGNATURE).locked
+    assert unknown is None and store.cards.read_card("card-none") is None
 
 
 def test_a_read_sees_the_commands_before_it_in_its_batch_and_not_those_after(store, writer):
@@ -34,7 +34,7 @@ def test_a_read_sees_the_commands_before_it_in_its_batch_and_not_those_after(sto
     )  # fmt: skip
     assert [s.pin(USER).consecutive_failures for s in (before, between, after)] == [0, 1, 2]
     assert [s.version for s in (before, between, after)] == [1, 2, 3]
-    assert after == store.read_card("card-s3")
+    assert after == store.cards.read_card("card-s3")
 
 
 def test_a_card_enrolled_earlier_in_the_batch_is_read(store, writer):

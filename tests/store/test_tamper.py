@@ -47,9 +47,9 @@ def history(store, writer, clock):
         verify("card-b", USER, WRONG[USER]),
         verify("card-c", RESIDENT, WRONG[RESIDENT]),
     )
-    assert store.first_broken_link(INTEGRITY) is None
+    assert store.integrity.first_broken_link(INTEGRITY) is None
     disable_append_only(store)
-    return {e.version: e for e in store.stream("card-b")}
+    return {e.version: e for e in store.log.stream("card-b")}
 
 
 def _changes(e):
@@ -89,12 +89,12 @@ def test_an_event_changed_in_place_is_named(store, history, field):
     assert target.event_type == "PinVerificationFailed" and target.payload["consecutive_failures"] == 2
     tamper(store, "card-b", 3, **_changes(target)[field])
 
-    one = store.first_broken_link(INTEGRITY, "card-b")
+    one = store.integrity.first_broken_link(INTEGRITY, "card-b")
     assert (one.stream_id, one.version, one.position) == ("card-b", 3, target.position)
-    every = store.first_broken_link(INTEGRITY)
+    every = store.integrity.first_broken_link(INTEGRITY)
     assert (every.stream_id, every.version, every.position) == ("card-b", 3, target.position)
-    assert store.first_broken_link(INTEGRITY, "card-a") is None
-    assert store.first_broken_link(INTEGRITY, "card-c") is None
+    assert store.integrity.first_broken_link(INTEGRITY, "card-a") is None
+    assert store.integrity.first_broken_link(INTEGRITY, "card-c") is None
 
 
 def test_a_rehashed_event_without_the_key_is_named(store, history):
@@ -104,9 +104,9 @@ def test_a_rehashed_event_without_the_key_is_named(store, history):
     forged = {**target.envelope(), "payload": {**target.payload, "consecutive_failures": 1, "remaining_tries": 2}}
     for forged_hash in (legacy_hash(target.prev_hash, forged), link_hash(b"x" * 32, target.prev_hash, target.position, forged)):
         tamper(store, "card-b", 3, payload=forged["payload"], hash=forged_hash)
-        broken = store.first_broken_link(INTEGRITY, "card-b")
+        broken = store.integrity.first_broken_link(INTEGRITY, "card-b")
         assert (broken.stream_id, broken.version) == ("card-b", 3)
-        assert store.first_broken_link(INTEGRITY) == broken
+        assert store.integrity.first_broken_link(INTEGRITY) == broken
 
 
 def test_with_the_key_a_rehashed_event_breaks_the_next_link(store, history):
@@ -116,7 +116,7 @@ def test_with_the_key_a_rehashed_event_breaks_the_next_link(store, history):
     forged = {**target.envelope(), "payload": {**target.payload, "consecutive_failures": 1, "remaining_tries": 2}}
     key = INTEGRITY.key(target.key_id)
     tamper(store, "card-b", 3, payload=forged["payload"], hash=link_hash(key, target.prev_hash, target.position, forged))
-    broken = store.first_broken_link(INTEGRITY, "card-b")
+    broken = store.integrity.first_broken_link(INTEGRITY, "card-b")
     assert (broken.stream_id, broken.version) == ("card-b", 4)
     assert "previous" in broken.reason
 
@@ -124,26 +124,26 @@ def test_with_the_key_a_rehashed_event_breaks_the_next_link(store, history):
 def test_a_deleted_event_is_named(store, history):
     with store.writer.begin() as conn:
         conn.execute(delete(events).where(events.c.stream_id == "card-b", events.c.version == 2))
-    broken = store.first_broken_link(INTEGRITY, "card-b")
+    broken = store.integrity.first_broken_link(INTEGRITY, "card-b")
     assert (broken.stream_id, broken.version, broken.position) == ("card-b", 3, history[3].position)
-    assert store.first_broken_link(INTEGRITY, "card-a") is None
+    assert store.integrity.first_broken_link(INTEGRITY, "card-a") is None
 
 
 def test_the_whole_store_check_names_the_earliest_break(store, history):
-    late_c = store.stream("card-c")[-1]
+    late_c = store.log.stream("card-c")[-1]
     tamper(store, "card-c", late_c.version, terminal_id="terminal-forged")
     tamper(store, "card-b", 4, occurred_at=history[4].occurred_at + timedelta(seconds=1))
     assert late_c.position > history[4].position
-    broken = store.first_broken_link(INTEGRITY)
+    broken = store.integrity.first_broken_link(INTEGRITY)
     assert (broken.stream_id, broken.version, broken.position) == ("card-b", 4, history[4].position)
-    assert store.first_broken_link(INTEGRITY, "card-c").version == late_c.version
-    assert store.first_broken_link(INTEGRITY, "card-a") is None
+    assert store.integrity.first_broken_link(INTEGRITY, "card-c").version == late_c.version
+    assert store.integrity.first_broken_link(INTEGRITY, "card-a") is None
 
 
 def test_a_deleted_last_event_is_named(store, history):
     last = history[max(history)]
     with store.writer.begin() as conn:
         conn.execute(delete(events).where(events.c.stream_id == "card-b", events.c.version == last.version))
-    broken = store.first_broken_link(INTEGRITY, "card-b")
+    broken = store.integrity.first_broken_link(INTEGRITY, "card-b")
     assert broken is not None and broken.stream_id == "card-b"
-    assert store.first_broken_link(INTEGRITY) is not None
+    assert store.integrity.first_broken_link(INTEGRITY) is not None

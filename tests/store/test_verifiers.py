@@ -83,7 +83,7 @@ def test_verifiers_are_keyed_digests_with_the_key_id(store, writer, keys):
         # and useless under another key
         other = ring(keys.current, {keys.current: os.urandom(32)})
         assert not other.matches(stored, SecretRef.pin(card_id, t), CORRECT[t])
-    assert store.secret(SecretRef.pin("card-a", USER)) == Verifier(keys.current, rows[("card-a", USER.value)]["digest"])
+    assert store.cards.secret(SecretRef.pin("card-a", USER)) == Verifier(keys.current, rows[("card-a", USER.value)]["digest"])
 
 
 def test_equal_pins_give_unrelated_digests(store, writer):
@@ -149,4 +149,9 @@ def test_key_rotation_rekeys_on_success_only(store, clock):
     a, b = run_ok(retired, verify("card-a", USER, CORRECT[USER]), verify("card-a", SIGNATURE, "NEWSIG99"))
     assert (a.outcome.result, b.outcome.result) == (CheckResult.OK, CheckResult.OK)
     # no event records the re-keying or any verifier
-    assert {e.event_type for e in store.all_events()} == {"CardEnrolled", "PinVerificationFailed", "PinVerified", "PinChanged"}
+    assert {e.event_type for e in store.log.all_events()} == {
+        "CardEnrolled",
+        "PinVerificationFailed",
+        "PinVerified",
+        "PinChanged",
+    }

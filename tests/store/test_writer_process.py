@@ -73,7 +73,7 @@ def test_answers_and_domain_errors_cross_the_process_boundary(store, keys):
     assert isinstance(unknown, NotFound)
     assert isinstance(reused, InvalidInput) and [v.field for v in reused.violations] == ["request_id"]
     assert replay.replayed and replay.outcome == ok.outcome
-    assert [e.event_type for e in store.stream("card-p")] == ["CardEnrolled", "PinVerified", "PinVerificationFailed"]
+    assert [e.event_type for e in store.log.stream("card-p")] == ["CardEnrolled", "PinVerified", "PinVerificationFailed"]
     assert_consistent(store)
 
 
@@ -88,7 +88,7 @@ def test_an_unexpected_error_fails_only_its_own_command(store, keys):
     good, damaged = run_async(scenario())
     assert good.outcome.result is CheckResult.OK
     assert isinstance(damaged, IntegrityViolation) and damaged.stream_id == "card-damaged"  # crosses the process as itself
-    assert [e.event_type for e in store.stream("card-damaged")] == ["CardEnrolled"]
+    assert [e.event_type for e in store.log.stream("card-damaged")] == ["CardEnrolled"]
 
 
 @contextlib.contextmanager
@@ -139,7 +139,7 @@ def test_a_writer_process_killed_during_a_batch_fails_it_unavailable_and_takes_n
     # crash-only: no new writer; later batches fail at once, writing nothing
     assert isinstance(after[0], StoreUnavailable) and "nothing was written" in str(after[0])
     assert not alive and deaths == [1]
-    assert [e.event_type for e in store.stream("card-k")] == ["CardEnrolled"]
+    assert [e.event_type for e in store.log.stream("card-k")] == ["CardEnrolled"]
     assert_consistent(store)
 
 
@@ -155,7 +155,7 @@ def test_a_writer_process_that_died_between_batches_is_reported_and_the_next_bat
     [answer], alive = run_async(scenario())
     assert isinstance(answer, StoreUnavailable) and "nothing was written" in str(answer)
     assert not alive and deaths == [1]
-    assert [e.event_type for e in store.stream("card-b")] == ["CardEnrolled"]
+    assert [e.event_type for e in store.log.stream("card-b")] == ["CardEnrolled"]
     assert_consistent(store)
 
 
@@ -193,7 +193,7 @@ def test_a_moved_service_clock_crosses_into_the_writer_process(store, keys):
             await writer.stop()
 
     run_async(scenario())
-    assert [e.occurred_at for e in store.stream("card-t")] == [fixed]
+    assert [e.occurred_at for e in store.log.stream("card-t")] == [fixed]
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def test_a_batch_waiting_on_its_database_past_the_deadline_fails_unavailable_and
     assert not stalled_alive and alive
     # the stalled batch committed late; its retry replays that answer
     assert retry.replayed and (retry.outcome.result, retry.outcome.remaining_tries) == (CheckResult.WRONG_PIN, 2)
-    assert [e.event_type for e in store.stream("card-st")] == ["CardEnrolled", "PinVerificationFailed"]
+    assert [e.event_type for e in store.log.stream("card-st")] == ["CardEnrolled", "PinVerificationFailed"]
     assert_consistent(store)
 
 

@@ -40,7 +40,7 @@ class Unavailable(Exception):
 
 @dataclass(frozen=True)
 class FakeEvent:
-    """One event as its stream keeps it (the real store's StoredEvent, shorter)."""
+    """One event as its stream keeps it (the real store's LoggedEvent, shorter)."""
 
     position: int
     stream_id: str
@@ -131,7 +131,7 @@ def _utc(env: Envelope) -> Envelope:
 
 
 class FakeStore:
-    """The Store port in memory, with the reads tests need (named as the real store's)."""
+    """The Store port in memory."""
 
     def __init__(self) -> None:
         self.events: list[FakeEvent] = []  # the log, in position order
@@ -143,6 +143,8 @@ class FakeStore:
         self.locked: list[set[str]] = []  # one entry per committed transaction: the cards it locked
         self.attempts: list[bool] = []  # one entry per transaction begun: whether it locked its terminals
         self._failures: list[type[Exception]] = []
+        self.log = FakeLog(self)  # the reads tests need, named as the real store's
+        self.cards = FakeCards(self)
 
     def fail_next(self, count: int, error: type[Exception] = Conflict) -> None:
         """The next `count` transactions end in `error` at commit."""
@@ -165,19 +167,32 @@ class FakeStore:
     def is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, Unavailable)
 
-    # -- reads, as service/store/reads.py ----------------------------------
-    def read_card(self, card_id: str) -> CardState | None:
-        state = self.states.get(card_id)
-        return state if state is not None and state.enrolled else None
+
+class FakeLog:
+    """store.log, as service/store/reads.py's LogReader."""
+
+    def __init__(self, store: FakeStore):
+        self._store = store
 
     def stream(self, stream_id: str) -> list[FakeEvent]:
-        return [e for e in self.events if e.stream_id == stream_id]
+        return [e for e in self._store.events if e.stream_id == stream_id]
 
     def head_position(self) -> int:
-        return len(self.events)
+        return len(self._store.events)
+
+
+class FakeCards:
+    """store.cards, as service/store/reads.py's CardReader."""
+
+    def __init__(self, store: FakeStore):
+        self._store = store
+
+    def read_card(self, card_id: str) -> CardState | None:
+        state = self._store.states.get(card_id)
+        return state if state is not None and state.enrolled else None
 
     def secret(self, ref: SecretRef) -> Verifier | None:
-        return self.secrets.get(ref)
+        return self._store.secrets.get(ref)
 
 
 class FakeClock:

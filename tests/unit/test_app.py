@@ -61,7 +61,7 @@ def drive(store: FakeStore, clock: FakeClock, scenario) -> None:
 
 
 def terminal_events(store: FakeStore, caller: Caller) -> list:
-    return [e.event for e in store.stream(terminal_stream(caller.terminal_id))]
+    return [e.event for e in store.log.stream(terminal_stream(caller.terminal_id))]
 
 
 async def fail_on(app: PinLife, card: str, caller: Caller = READER):
@@ -84,12 +84,12 @@ def test_given_failures_on_more_distinct_cards_than_allowed_then_the_terminal_is
             TerminalThrottled(3, 600, (T0 + timedelta(seconds=2) + THROTTLE.penalty).isoformat())
         ]
 
-        head = store.head_position()
+        head = store.log.head_position()
         clock.advance(minutes=14)
         with pytest.raises(Throttled) as refused:
             await app.execute(verify(USER, CORRECT[USER], "card-d"), READER)
         assert refused.value.retry_after == timedelta(minutes=1)
-        assert store.head_position() == head  # a throttled command is not written
+        assert store.log.head_position() == head  # a throttled command is not written
         # only that terminal: another one still verifies
         assert (await app.execute(verify(USER, CORRECT[USER], "card-d"), COUNTER)).outcome.result is CheckResult.OK
         # and after the penalty the terminal is served again
@@ -97,7 +97,7 @@ def test_given_failures_on_more_distinct_cards_than_allowed_then_the_terminal_is
         assert (await app.execute(verify(USER, CORRECT[USER], "card-d"), READER)).outcome.result is CheckResult.OK
 
     drive(store, clock, scenario)
-    stream = store.stream(terminal_stream(READER.terminal_id))
+    stream = store.log.stream(terminal_stream(READER.terminal_id))
     assert [(e.version, e.envelope.terminal_id, e.envelope.channel) for e in stream] == [
         (1, READER.terminal_id, "medical_reader")
     ]
@@ -141,7 +141,7 @@ def test_given_replayed_answers_then_they_are_not_counted_again(store, clock):
 
     drive(store, clock, scenario)
     assert terminal_events(store, READER) == []
-    assert store.read_card("card-c").pins[USER].consecutive_failures == 1
+    assert store.cards.read_card("card-c").pins[USER].consecutive_failures == 1
 
 
 # -- refusals -----------------------------------------------------------------------
@@ -151,14 +151,14 @@ def test_given_a_burst_of_refusals_then_one_event_per_window_records_how_many(st
     async def scenario(app: PinLife) -> None:
         for _ in range(500):
             await app.record_refusal(READER, ENROLL_RPC, request_id(), "card-a")
-        assert len(store.stream(terminal_stream(READER.terminal_id))) == 1
+        assert len(store.log.stream(terminal_stream(READER.terminal_id))) == 1
         clock.advance(minutes=10)
         await app.record_refusal(READER, ENROLL_RPC, request_id(), "card-a")
         await app.record_refusal(COUNTER, ENROLL_RPC, request_id(), "card-a")  # another terminal: its own window
 
     drive(store, clock, scenario)
-    assert [e.event.repeated for e in store.stream(terminal_stream(READER.terminal_id))] == [0, 499]
-    assert [e.event.repeated for e in store.stream(terminal_stream(COUNTER.terminal_id))] == [0]
+    assert [e.event.repeated for e in store.log.stream(terminal_stream(READER.terminal_id))] == [0, 499]
+    assert [e.event.repeated for e in store.log.stream(terminal_stream(COUNTER.terminal_id))] == [0]
 
 
 ENROLL_RPC = "/pinlife.v1.CounterService/EnrollCard"
@@ -169,10 +169,10 @@ def test_given_a_refusal_then_it_is_recorded_as_access_denied_on_the_terminal_st
         await app.record_refusal(READER, ENROLL_RPC, "req-refused-0001", "card-a")
 
     drive(store, clock, scenario)
-    stream = store.stream(terminal_stream(READER.terminal_id))
+    stream = store.log.stream(terminal_stream(READER.terminal_id))
     assert [e.event for e in stream] == [AccessDenied(ENROLL_RPC, "medical_reader", "card-a")]
     assert [(e.version, e.envelope.request_id, e.envelope.channel) for e in stream] == [(1, "req-refused-0001", "medical_reader")]
-    assert [e.event_type for e in store.stream("card-a")] == ["CardEnrolled"]  # nothing on the card
+    assert [e.event_type for e in store.log.stream("card-a")] == ["CardEnrolled"]  # nothing on the card
 
 
 def test_given_a_refusal_naming_an_individual_number_then_the_number_is_never_recorded(store, clock):
@@ -188,7 +188,7 @@ def test_given_a_refusal_naming_an_individual_number_then_the_number_is_never_re
         await app.record_refusal(READER, ENROLL_RPC, request_id(), not_my_number)
 
     drive(store, clock, scenario)
-    stream = store.stream(terminal_stream(READER.terminal_id))
+    stream = store.log.stream(terminal_stream(READER.terminal_id))
     assert [e.event.card_id for e in stream] == ["", "", not_my_number]
     assert stream[1].envelope.request_id == "-"
     assert MY_NUMBER not in repr((store.events, store.states, store.requests, store.secrets))

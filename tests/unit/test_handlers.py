@@ -80,7 +80,7 @@ def check(answer) -> CheckOutcome:
 
 
 def event_types(store: FakeStore, stream_id: str) -> list[str]:
-    return [e.event_type for e in store.stream(stream_id)]
+    return [e.event_type for e in store.log.stream(stream_id)]
 
 
 # -- enroll and verify ----------------------------------------------------------
@@ -95,8 +95,8 @@ def test_given_an_enrolled_card_when_pins_are_verified_then_wrong_counts_and_rig
     assert (check(wrong).result, check(wrong).remaining_tries, wrong.stream_version) == (CheckResult.WRONG_PIN, 2, 2)
     assert (check(right).result, check(right).remaining_tries, right.stream_version) == (CheckResult.OK, 3, 3)
     assert event_types(store, "card-a") == ["CardEnrolled", "PinVerificationFailed", "PinVerified"]
-    assert [e.occurred_at for e in store.stream("card-a")] == [T0] * 3
-    assert store.read_card("card-a").pins[USER].consecutive_failures == 0
+    assert [e.occurred_at for e in store.log.stream("card-a")] == [T0] * 3
+    assert store.cards.read_card("card-a").pins[USER].consecutive_failures == 0
 
 
 def test_given_wrong_tries_up_to_the_limit_in_one_batch_then_the_last_locks_and_later_ones_are_locked(store, runner):
@@ -108,7 +108,7 @@ def test_given_wrong_tries_up_to_the_limit_in_one_batch_then_the_last_locks_and_
         (CheckResult.LOCKED, True),
         (CheckResult.LOCKED, False),
     ]
-    assert store.read_card("card-a").pins[USER].locked
+    assert store.cards.read_card("card-a").pins[USER].locked
     assert event_types(store, "card-a")[-3:] == ["PinVerificationFailed", "PinLocked", "LockedPinAttempted"]
 
 
@@ -121,7 +121,7 @@ def test_given_an_answered_request_when_it_is_retried_then_the_first_answer_is_r
     run_ok(runner, enroll(CORRECT, "card-a"))
     wrong = verify(USER, WRONG[USER], "card-a")
     first = run_ok(runner, wrong)[0]
-    head, answers_kept = store.head_position(), dict(store.requests)
+    head, answers_kept = store.log.head_position(), dict(store.requests)
 
     clock.advance(minutes=1)
     # even with the right PIN, a retry of the same request burns no try and is not re-checked
@@ -130,9 +130,9 @@ def test_given_an_answered_request_when_it_is_retried_then_the_first_answer_is_r
 
     assert not first.replayed
     assert again == [dataclasses.replace(first, replayed=True)] * 2
-    assert store.head_position() == head
+    assert store.log.head_position() == head
     assert store.requests == answers_kept
-    assert store.read_card("card-a").pins[USER].consecutive_failures == 1
+    assert store.cards.read_card("card-a").pins[USER].consecutive_failures == 1
 
 
 def test_given_a_request_when_it_is_repeated_in_the_same_batch_then_only_the_first_is_applied(store, runner):
@@ -180,9 +180,9 @@ def test_given_a_used_request_id_when_reused_for_another_request_then_invalid_ar
     # nothing appended or remembered for it: two enrolments and the first verify
     assert [(e.stream_id, e.event_type) for e in store.events][2:] == [("card-a", "PinVerificationFailed")]
     assert len(store.requests) == 3
-    assert store.read_card("card-c") is None
-    assert store.read_card("card-b").pins[USER].consecutive_failures == 0
-    assert store.read_card("card-a").pins[RESIDENT].consecutive_failures == 0
+    assert store.cards.read_card("card-c") is None
+    assert store.cards.read_card("card-b").pins[USER].consecutive_failures == 0
+    assert store.cards.read_card("card-a").pins[RESIDENT].consecutive_failures == 0
     # and the first request is still replayed as before
     assert run_ok(runner, first) == [dataclasses.replace(first_answer, replayed=True)]
 
@@ -196,10 +196,10 @@ SIG_FIRST, SIG_NEW = "QWXYZ7391KJ", "PLMNO8462TR"
 def test_given_enroll_and_change_then_new_verifiers_are_stored_never_in_an_event_or_answer(store, runner):
     answers = run_ok(runner, enroll({USER: "7391", SIGNATURE: SIG_FIRST}, "card-a"))
     ref = SecretRef.pin("card-a", SIGNATURE)
-    enrolled_verifier = store.secret(ref)
+    enrolled_verifier = store.cards.secret(ref)
     assert enrolled_verifier.key_id == "k-new"
     assert KEYS.matches(enrolled_verifier, ref, SIG_FIRST)
-    assert KEYS.matches(store.secret(SecretRef.pin("card-a", USER)), SecretRef.pin("card-a", USER), "7391")
+    assert KEYS.matches(store.cards.secret(SecretRef.pin("card-a", USER)), SecretRef.pin("card-a", USER), "7391")
 
     answers += run_ok(
         runner,
@@ -208,13 +208,13 @@ def test_given_enroll_and_change_then_new_verifiers_are_stored_never_in_an_event
         verify(SIGNATURE, SIG_NEW, "card-a"),
     )
     assert [check(a).result for a in answers[1:]] == [CheckResult.OK, CheckResult.WRONG_PIN, CheckResult.OK]
-    assert store.secret(ref) != enrolled_verifier and KEYS.matches(store.secret(ref), ref, SIG_NEW)
+    assert store.cards.secret(ref) != enrolled_verifier and KEYS.matches(store.cards.secret(ref), ref, SIG_NEW)
 
     written = repr((store.events, store.requests, answers))
     assert "PinChanged" in written and "k-new" not in written  # the dump does reach events; no verifier in it
     for pin in (SIG_FIRST, SIG_NEW):
         assert pin not in written.upper()
-    for verifier in (enrolled_verifier, store.secret(ref)):
+    for verifier in (enrolled_verifier, store.cards.secret(ref)):
         assert verifier.digest not in written
 
 
@@ -239,9 +239,9 @@ def test_given_a_verifier_under_a_retired_key_when_verified_correctly_then_it_is
 
     assert check(answer).result is CheckResult.OK
     ref = SecretRef.pin("card-a", USER)
-    assert store.secret(ref).key_id == "k-new"
+    assert store.cards.secret(ref).key_id == "k-new"
     # other PIN types stay under the old key until they are used
-    assert {t: store.secret(SecretRef.pin("card-a", t)).key_id for t in ALL_TYPES if t is not USER} == {
+    assert {t: store.cards.secret(SecretRef.pin("card-a", t)).key_id for t in ALL_TYPES if t is not USER} == {
         t: "k-old" for t in ALL_TYPES if t is not USER
     }
     # the re-keyed verifier works once the old key is gone; no event records the re-keying
@@ -257,17 +257,17 @@ def test_given_a_verifier_under_a_retired_key_when_the_pin_is_changed_then_the_n
     assert check(run_ok(rotated, change(SIGNATURE, CORRECT[SIGNATURE], SIG_NEW, "card-a"))[0]).result is CheckResult.OK
 
     ref = SecretRef.pin("card-a", SIGNATURE)
-    assert store.secret(ref).key_id == "k-new" and KEYS.matches(store.secret(ref), ref, SIG_NEW)
+    assert store.cards.secret(ref).key_id == "k-new" and KEYS.matches(store.cards.secret(ref), ref, SIG_NEW)
 
 
 def test_given_a_verifier_under_a_retired_key_when_verified_wrongly_then_it_keeps_the_old_key(store, clock):
     rotated = enrolled_under_the_old_key(store, clock)
-    before = store.secret(SecretRef.pin("card-a", USER))
+    before = store.cards.secret(SecretRef.pin("card-a", USER))
 
     answer = run_ok(rotated, verify(USER, WRONG[USER], "card-a"))[0]
 
     assert check(answer).result is CheckResult.WRONG_PIN
-    assert store.secret(SecretRef.pin("card-a", USER)) == before
+    assert store.cards.secret(SecretRef.pin("card-a", USER)) == before
 
 
 # -- failures are per command -----------------------------------------------------------
@@ -287,7 +287,7 @@ def test_given_a_batch_with_an_unknown_card_then_only_that_command_fails_and_the
         ("card-a", "PinVerificationFailed"),
         ("card-b", "CardEnrolled"),
     ]
-    assert store.read_card("card-x") is None
+    assert store.cards.read_card("card-x") is None
     assert set(store.requests) - answered_before == {(COUNTER.terminal_id, commands[i].request_id) for i in (0, 2)}
     assert len(store.locked) == transactions_before + 1  # one transaction: a domain error does not split the batch
 
@@ -305,7 +305,7 @@ def test_given_a_wrong_verify_when_a_status_read_follows_in_the_same_batch_then_
     assert (status.version, status.pins[USER].consecutive_failures, status.pins[USER].remaining_tries) == (2, 1, 2)
     assert unknown is None
     assert event_types(store, "card-a") == ["CardEnrolled", "PinVerificationFailed"]
-    assert store.head_position() == 2
+    assert store.log.head_position() == 2
     assert len(store.requests) == requests_before + 1  # the verify's answer only
 
 
@@ -315,7 +315,7 @@ def test_given_only_status_reads_then_no_card_is_locked_and_only_a_miss_is_count
 
     status, unknown = run(runner, ReadCard("card-a"), ReadCard("card-x"), caller=READER)
 
-    assert status == store.read_card("card-a") and unknown is None
+    assert status == store.cards.read_card("card-a") and unknown is None
     assert store.locked[-1] == {terminal_stream(READER.terminal_id)}  # the terminal's window, no card
     assert (store.events, store.requests) == (events, requests)
     assert set(store.windows[READER.terminal_id].last_failure) == {"card-x"}  # enumeration counts
@@ -383,7 +383,7 @@ def test_given_an_unavailable_store_then_every_command_of_the_batch_gets_store_u
     results = run_batch(store, KEYS, clock, Policy(), items)
 
     assert len(results) == 3 and all(isinstance(r, StoreUnavailable) for r in results)
-    assert store.head_position() == 1 and store.read_card("card-b") is None
+    assert store.log.head_position() == 1 and store.cards.read_card("card-b") is None
     # not retried: the next batch finds the store back and writes normally
     assert check(run_ok(runner, items[0][0])[0]).remaining_tries == 2
 
@@ -412,6 +412,6 @@ def test_given_a_unit_of_work_when_its_block_raises_then_the_fake_keeps_nothing_
         (1, "card-a", 1),
         (2, "terminal:terminal-counter-01", 1),
     ]
-    assert store.read_card("card-a").pins[USER].last_version == 1
-    assert store.secret(SecretRef.pin("card-a", USER)).key_id == "k-new"
+    assert store.cards.read_card("card-a").pins[USER].last_version == 1
+    assert store.cards.secret(SecretRef.pin("card-a", USER)).key_id == "k-new"
     assert ("terminal-counter-01", "req-fake-0001") in store.requests

@@ -234,7 +234,7 @@ def test_the_thread_runner_stalls_and_recovers_and_a_retry_replays_the_late_comm
 
     retry = asyncio.run(scenario())
     assert retry.replayed and retry.outcome.result is CheckResult.OK
-    assert [e.event_type for e in store.stream("card-a")] == ["CardEnrolled", "PinVerified"]
+    assert [e.event_type for e in store.log.stream("card-a")] == ["CardEnrolled", "PinVerified"]
 
 
 def test_a_writer_cancelled_with_a_batch_in_flight_answers_it_unavailable():
