@@ -55,7 +55,7 @@ class StoryBroke(Exception):
 
 
 @dataclass
-class Answer:
+class Reply:
     code: int
     out: str
     err: str
@@ -198,7 +198,7 @@ class Demo:
         return ", ".join(f"{a:%H:%M}–{b:%H:%M}" for a, b in spans)
 
     # running the CLI
-    def pinlife(self, *argv: str, show: bool = True) -> Answer:
+    def pinlife(self, *argv: str, show: bool = True) -> Reply:
         """Run `pinlife ARGV` (python -m service.cli), print the command as a person types it."""
         if show:
             command(["pinlife", *argv])
@@ -209,7 +209,7 @@ class Demo:
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             raise StoryBroke(f"an answer within {CALL_TIMEOUT} s", "none (the command was stopped)") from None
-        return Answer(done.returncode, done.stdout, done.stderr)
+        return Reply(done.returncode, done.stdout, done.stderr)
 
     def answer(self, text: str) -> None:
         say(text, indent=5, prefix="→ ")
@@ -320,7 +320,7 @@ class Demo:
                 places.append(f"{o['name']}, opens {self.when(at)}")
         return "; or ".join(places)
 
-    def expect_check(self, a: Answer, result: str, what: str) -> dict:
+    def expect_check(self, a: Reply, result: str, what: str) -> dict:
         check = a.json(what).get("check", {})
         if check.get("result") != result:
             raise StoryBroke(f"{what} ({result})", check.get("result") or a.said())

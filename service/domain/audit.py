@@ -83,7 +83,7 @@ COUNTED_AS: dict[str, tuple[str, ...]] = {
     "TerminalThrottled": ("throttles",),
     "CardSuspended": ("suspensions",),
 }
-COUNTERS = ("checks", "failures", "locks", "resets", "unlocks", "changes", "refusals", "throttles", "suspensions", "events")
+COUNT_NAMES = ("checks", "failures", "locks", "resets", "unlocks", "changes", "refusals", "throttles", "suspensions", "events")
 
 
 def outcome_of(event_type: str) -> Outcome:
@@ -226,7 +226,7 @@ def _key_part(value: Any, kind: type) -> Any:
 # -- statistics ---------------------------------------------------------------
 @dataclass
 class Counts:
-    values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    values: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_NAMES, 0))
 
     def add(self, event_type: str, n: int, aggregated_refusals: int = 0) -> None:
         self.values["events"] += n

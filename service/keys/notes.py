@@ -92,7 +92,7 @@ def verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
     return f"{name}+{key_id(name, raw).hex()}+{base64.b64encode(bytes([ALG_ED25519]) + raw).decode()}"
 
 
-class Verifier(NamedTuple):
+class NoteVerifier(NamedTuple):
     """A parsed verifier key."""
 
     name: str
@@ -107,8 +107,8 @@ class Verifier(NamedTuple):
         return True
 
 
-def parse_verifier_key(vkey: str) -> Verifier:
-    """The Verifier of a verifier key string; NoteError if malformed, of
+def parse_verifier_key(vkey: str) -> NoteVerifier:
+    """The NoteVerifier of a verifier key string; NoteError if malformed, of
     another algorithm, or if its key id does not match its name and key."""
     name, _, rest = vkey.partition("+")
     hash16, _, key64 = rest.partition("+")  # base64 may itself contain '+'
@@ -120,7 +120,7 @@ def parse_verifier_key(vkey: str) -> Verifier:
         raise NoteError(f"verifier key {vkey!r} is not a 32-byte Ed25519 key")
     if key_id(name, key[1:]) != bytes.fromhex(hash16):
         raise NoteError(f"verifier key {vkey!r}: the key id does not match the name and key")
-    return Verifier(name, bytes.fromhex(hash16), Ed25519PublicKey.from_public_bytes(key[1:]))
+    return NoteVerifier(name, bytes.fromhex(hash16), Ed25519PublicKey.from_public_bytes(key[1:]))
 
 
 def new_signing_seed() -> str:
@@ -176,12 +176,12 @@ def parse_signer_key(skey: str) -> NoteSigner:
 # --- notes --------------------------------------------------------------------
 
 
-def open_note(text: str, verifier_keys: Iterable[str | Verifier]) -> tuple[str, list[str]]:
+def open_note(text: str, verifier_keys: Iterable[str | NoteVerifier]) -> tuple[str, list[str]]:
     """The body of a signed note and the names of the known keys that signed
     it, in signature order. Signatures by unknown keys are ignored (key
     rotation, witnesses' cosignatures); a bad signature by a known key, or no
     signature by any known key, rejects the note."""
-    known: dict[tuple[str, bytes], Verifier] = {}
+    known: dict[tuple[str, bytes], NoteVerifier] = {}
     for k in verifier_keys:
         v = parse_verifier_key(k) if isinstance(k, str) else k
         other = known.setdefault((v.name, v.key_id), v)

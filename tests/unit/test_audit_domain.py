@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from service.domain.audit import (
     CHANNELS,
     COUNTED_AS,
-    COUNTERS,
+    COUNT_NAMES,
     DEFAULT_PAGE_SIZE,
     DEFAULT_TOP_TERMINALS,
     MAX_DAY_BUCKETS_DAYS,
@@ -407,7 +407,7 @@ def test_a_filter_by_outcome_admits_exactly_the_types_of_that_outcome():
 
 def test_counters_count_known_types_and_every_event():
     assert set(COUNTED_AS) <= set(EVENT_TYPES)
-    assert {c for counted in COUNTED_AS.values() for c in counted} | {"events"} == set(COUNTERS)
+    assert {c for counted in COUNTED_AS.values() for c in counted} | {"events"} == set(COUNT_NAMES)
     c = Counts()
     c.add("PinVerificationFailed", 3)
     c.add("PinVerified", 2)

@@ -13,7 +13,7 @@ from service.keys.notes import (
     Checkpoint,
     NoteError,
     NoteSigner,
-    Verifier,
+    NoteVerifier,
     key_id,
     load_signing_key,
     new_signing_seed,
@@ -160,7 +160,7 @@ def test_checkpoint_round_trip(signer):
 
 def test_verifier_key_of_signer(signer):
     v = parse_verifier_key(signer.verifier_key)
-    assert isinstance(v, Verifier)
+    assert isinstance(v, NoteVerifier)
     assert (v.name, v.key_id) == (ORIGIN, signer.key_id)
     assert v.key_id == key_id(ORIGIN, v.public_key.public_bytes_raw())
     assert signer.verifier_key.startswith(f"{ORIGIN}+{signer.key_id.hex()}+")
