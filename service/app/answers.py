@@ -60,7 +60,7 @@ def _parse(at: str | None) -> datetime | None:
     return None if at is None else datetime.fromisoformat(at)
 
 
-def _recovery(r: Recovery | None) -> dict | None:
+def _recovery(r: Recovery | None) -> dict[str, Any] | None:
     if r is None:
         return None
     return {
@@ -71,7 +71,7 @@ def _recovery(r: Recovery | None) -> dict | None:
     }
 
 
-def _recovery_back(d: dict | None) -> Recovery | None:
+def _recovery_back(d: dict[str, Any] | None) -> Recovery | None:
     if d is None:
         return None
     return Recovery(
@@ -82,12 +82,12 @@ def _recovery_back(d: dict | None) -> Recovery | None:
     )
 
 
-def _check(o: CheckOutcome) -> dict:
+def _check(o: CheckOutcome) -> dict[str, Any]:
     return {"result": o.result.value, "remaining_tries": o.remaining_tries, "final_try": o.final_try,
             "retry_limit": o.retry_limit, "locked_now": o.locked_now, "recovery": _recovery(o.recovery)}  # fmt: skip
 
 
-def _check_back(d: dict) -> CheckOutcome:
+def _check_back(d: dict[str, Any]) -> CheckOutcome:
     return CheckOutcome(CheckResult(d["result"]), d["remaining_tries"], d["final_try"], d["retry_limit"],
                         d["locked_now"], _recovery_back(d["recovery"]))  # fmt: skip
 
@@ -95,8 +95,8 @@ def _check_back(d: dict) -> CheckOutcome:
 @dataclass(frozen=True)
 class Codec:
     kind: str
-    encode: Callable[[Any], dict]
-    decode: Callable[[dict], Any]
+    encode: Callable[[Any], dict[str, Any]]
+    decode: Callable[[dict[str, Any]], Any]
 
 
 CODECS: dict[type, Codec] = {

@@ -131,7 +131,9 @@ class Audit:
         await self.record(caller, "QueryEvents", "", f.as_dict(), len(events))
         return Page(events, next_token)
 
-    async def statistics(self, caller: Caller, start: datetime | None, end: datetime | None, granularity: Granularity, top: int):
+    async def statistics(
+        self, caller: Caller, start: datetime | None, end: datetime | None, granularity: Granularity, top: int
+    ) -> Statistics:
         start, end = validate_statistics_range(start, end, granularity)
         top = top_terminals(top)
         stats = await self._read(self.reads.statistics, start, end, granularity, top)
@@ -149,7 +151,7 @@ class Audit:
             )
         return found
 
-    async def watch(self, caller: Caller, after_position: int) -> AsyncIterator:
+    async def watch(self, caller: Caller, after_position: int) -> AsyncIterator[LoggedEvent]:
         """Every event after `after_position`, in position order: those stored,
         then each batch as it commits; never ends on its own. Recorded once,
         when the watch starts."""
@@ -177,7 +179,7 @@ class Audit:
         if card is not None and await self._read(self.reads.card_version, card) is None:
             raise NotFound(f"card {card} is not enrolled")
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=1000)
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1000)
 
         def progress(phase: str, done: int, total: int) -> None:
             loop.call_soon_threadsafe(_offer, queue, ("progress", (phase, done, total)))
@@ -200,6 +202,6 @@ class Audit:
         yield ("report", report)
 
 
-def _offer(queue: asyncio.Queue, item: Any) -> None:
+def _offer(queue: asyncio.Queue[tuple[str, Any]], item: tuple[str, Any]) -> None:
     if not queue.full():  # progress is advisory: a slow reader skips some
         queue.put_nowait(item)

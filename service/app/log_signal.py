@@ -23,10 +23,10 @@ POLL_S = 1.0
 
 class LogSignal:
     def __init__(self) -> None:
-        self._next: asyncio.Future | None = None
+        self._next: asyncio.Future[None] | None = None
         self.closed = False
 
-    def ticket(self) -> asyncio.Future:
+    def ticket(self) -> asyncio.Future[None]:
         """Take before reading the log; `wait(ticket)` then returns at once if
         anything was signalled since, so no signal falls between the read
         and the wait."""
@@ -44,6 +44,6 @@ class LogSignal:
         self.closed = True
         self.notify()
 
-    async def wait(self, ticket: asyncio.Future, timeout: float = POLL_S) -> None:
+    async def wait(self, ticket: asyncio.Future[None], timeout: float = POLL_S) -> None:
         if not ticket.done():
             await asyncio.wait({ticket}, timeout=timeout)

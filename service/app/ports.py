@@ -31,7 +31,7 @@ class IntegrityViolation(Exception):
         self.reason = reason
         super().__init__(f"the stored state of {stream_id} fails its integrity check ({reason}); nothing was changed")
 
-    def __reduce__(self):  # crosses from the writer process
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses from the writer process
         return (IntegrityViolation, (self.stream_id, self.reason))
 
 

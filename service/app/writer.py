@@ -28,6 +28,8 @@ from service.app.ports import StoreUnavailable
 
 log = structlog.get_logger()
 
+Queued = tuple[Any, Caller, "asyncio.Future[Any]"]  # a command, its caller, and the future its caller awaits
+
 # Seconds a batch may take, from the moment it is handed to its runner, before
 # its callers are told UNAVAILABLE and the writer counts as stalled. About 30
 # times the p99 of a whole verify at the measured ceiling (docs/performance.md:
@@ -85,8 +87,8 @@ class GroupCommitWriter:
         self.runner = runner
         self.max_batch = max_batch
         self.batch_deadline = batch_deadline
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
+        self._queue: asyncio.Queue[Queued | None] | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
         self._stalled_since: float | None = None  # loop time the stalled batch was handed over
         self._stall_signal = asyncio.Event()  # set while a batch is stalled (stop() does not wait for it)
@@ -96,7 +98,7 @@ class GroupCommitWriter:
         self.after_batch: list[Callable[[], None]] = []
         # Observers (metrics): each committed batch's (command, caller) pairs,
         # results and seconds from hand-off to commit; each stall.
-        self.on_batch: list[Callable[[list, list, float], None]] = []
+        self.on_batch: list[Callable[[list[Item], list[Result], float], None]] = []
         self.on_stall: list[Callable[[], None]] = []
 
     # -- asyncio side ------------------------------------------------------
@@ -131,7 +133,7 @@ class GroupCommitWriter:
         finally:
             await self.runner.stop()
 
-    def _started(self) -> tuple[asyncio.Queue, asyncio.Event]:
+    def _started(self) -> tuple[asyncio.Queue[Queued | None], asyncio.Event]:
         """The queue and the stop signal, which start() makes."""
         if self._queue is None or self._stopping is None:
             raise RuntimeError("the writer is not started")
@@ -179,7 +181,7 @@ class GroupCommitWriter:
             if not await self._handle(batch):
                 break
 
-    async def _handle(self, batch: list) -> bool:
+    async def _handle(self, batch: list[Queued]) -> bool:
         """Run one batch and answer its callers; False if the writer stops
         meanwhile. The runner is awaited in this task, not in one of its own:
         a task would start, and wake this one, a turn of the event loop later
@@ -225,12 +227,12 @@ class GroupCommitWriter:
         )
         return True  # a stop's end marker, if any, is still in the queue
 
-    def _stall_after_a_turn(self, batch: list, started: float) -> None:
+    def _stall_after_a_turn(self, batch: list[Queued], started: float) -> None:
         """At the deadline: a result that came back in this same turn of the
         loop (its caller not woken yet) is answered first."""
         self._deadline = asyncio.get_running_loop().call_soon(self._stall, batch, started)
 
-    def _stall(self, batch: list, started: float) -> None:
+    def _stall(self, batch: list[Queued], started: float) -> None:
         """The batch in flight passed its deadline: answer its callers and
         the queue now; the batch itself is still awaited by _handle."""
         self._stalled_since = started
@@ -264,7 +266,7 @@ class GroupCommitWriter:
             queue.put_nowait(None)
 
     @staticmethod
-    def _answer(batch: list, results: list) -> None:
+    def _answer(batch: list[Queued], results: list[Result]) -> None:
         for (_, _, fut), result in zip(batch, results):
             if fut.done():
                 continue  # cancelled by its caller (deadline)
@@ -282,7 +284,7 @@ def _observe(observer: Callable[..., None], *args: Any) -> None:
         log.error("batch_observer_failed", observer=getattr(observer, "__qualname__", repr(observer)), exc_info=True)
 
 
-def _discard(fut: asyncio.Future) -> None:
+def _discard(fut: asyncio.Future[Any]) -> None:
     """Nobody waits for it any more: a failure is logged, not lost."""
     if not fut.cancelled() and (exc := fut.exception()) is not None:
         log.error("abandoned_batch_failed", error=type(exc).__name__, exc_info=exc)

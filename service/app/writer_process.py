@@ -34,10 +34,11 @@ import multiprocessing.process
 import signal
 from multiprocessing.connection import Connection
 from collections.abc import Callable
+from typing import cast
 
 import structlog
 
-from service.app.batch import run_batch
+from service.app.batch import Item, Result, run_batch
 from service.app.ports import IntegrityViolation, StoreFactory, StoreUnavailable
 from service.domain.errors import DomainError
 from service.domain.policy import Policy
@@ -82,7 +83,7 @@ class ProcessRunner:
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
-        self._waiting: asyncio.Future | None = None
+        self._waiting: asyncio.Future[object] | None = None
         self._lock: asyncio.Lock | None = None  # one batch at a time
         self.dead = False  # the child died; nothing more is sent
         self.pid: int | None = None  # the writer process (operators, tests)
@@ -109,7 +110,7 @@ class ProcessRunner:
         """Whether the writer process still runs (health)."""
         return not self.dead
 
-    def _died(self, **context) -> None:
+    def _died(self, **context: object) -> None:
         if self.dead:
             return
         self.dead = True
@@ -129,7 +130,7 @@ class ProcessRunner:
         if self._waiting is not None and not self._waiting.done():
             self._waiting.set_result(message)
 
-    async def _exchange(self, message):
+    async def _exchange(self, message: object) -> object:
         if self._conn is None:  # disconnected: as a closed pipe
             return _DIED
         self._waiting = asyncio.get_running_loop().create_future()
@@ -142,7 +143,7 @@ class ProcessRunner:
         finally:
             self._waiting = None
 
-    async def run(self, items: list) -> list:
+    async def run(self, items: list[Item]) -> list[Result]:
         if self._lock is None:
             raise RuntimeError("the writer process is not started")
         async with self._lock:
@@ -153,7 +154,7 @@ class ProcessRunner:
                 unknown = "the server stopped waiting; the outcome is unknown: retry with the same request id"
                 return [StoreUnavailable(unknown)] * len(items)
             if results is not _DIED:
-                return results
+                return cast(list[Result], results)  # what the child sent: one result per item
             self._died(during_batch=True, commands=len(items))
             return [StoreUnavailable("the writer stopped; the outcome is unknown: retry with the same request id")] * len(items)
 
@@ -229,7 +230,7 @@ def _child_main(
         store.close()
 
 
-def _portable(result):
+def _portable(result: Result) -> Result:
     """Answers and the errors a caller is told about cross as they are;
     anything else is logged here, with its traceback, and replaced."""
     if not isinstance(result, BaseException) or isinstance(result, (DomainError, StoreUnavailable, IntegrityViolation)):

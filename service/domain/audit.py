@@ -180,7 +180,7 @@ def page_size(requested: int, field_name: str = "page_size") -> int:
 class Cursor:
     """Where the next page starts: after this key, in the query's order."""
 
-    key: tuple  # (version,) for a card's history; (occurred_at ISO, position) for queries
+    key: tuple[Any, ...]  # (version,) for a card's history; (occurred_at ISO, position) for queries
 
 
 def _digest(query: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from collections.abc import Callable
+from typing import TypeVar
 
 from service.domain.card_ids import validate_card_id
 from service.domain.documents import Applicant, Document, DocumentType
@@ -39,6 +40,18 @@ class _Collector:
     def raise_if_any(self) -> None:
         if self.violations:
             raise InvalidInput(self.violations)
+
+
+GivenPinType = PinType | UnknownPinType | None  # as the API gives it: refused unless a PinType
+GivenDocuments = list[tuple[DocumentType | None, str]]  # (type or None for an unknown one, issue date "YYYY-MM-DD" or "")
+T = TypeVar("T")
+
+
+def _given(value: T | None) -> T:
+    """A field validated above (raise_if_any has refused a missing one)."""
+    if value is None:
+        raise AssertionError("validated before construction")
+    return value
 
 
 def _pin(c: _Collector, pin_type: PinType | None, raw: str, name: str) -> str:
@@ -103,7 +116,7 @@ class VerifyPin:
         pin_type = c.require_pin_type(pin_type, "pin_type")
         normalized = _pin(c, pin_type, pin, "pin")
         c.raise_if_any()
-        return cls(request_id, card_id, pin_type, normalized)  # type: ignore[arg-type]
+        return cls(request_id, card_id, _given(pin_type), normalized)
 
 
 @dataclass(frozen=True)
@@ -125,7 +138,7 @@ class ChangePin:
         current = _pin(c, pin_type, current_pin, "current_pin")
         new = _pin(c, pin_type, new_pin, "new_pin")
         c.raise_if_any()
-        return cls(request_id, card_id, pin_type, current, new)  # type: ignore[arg-type]
+        return cls(request_id, card_id, _given(pin_type), current, new)
 
 
 # -- reset procedures (DESIGN.md §2) ------------------------------------------
@@ -181,7 +194,17 @@ class ResetPin:
     office_id: str | None
 
     @classmethod
-    def create(cls, request_id, card_id, pin_type, new_pin, applicant, documents, adult_ward, office_id) -> ResetPin:
+    def create(
+        cls,
+        request_id: str,
+        card_id: str,
+        pin_type: GivenPinType,
+        new_pin: str,
+        applicant: Applicant | None,
+        documents: GivenDocuments,
+        adult_ward: bool,
+        office_id: str | None,
+    ) -> ResetPin:
         c = _Collector()
         _base(c, request_id, card_id)
         pin_type = c.require_pin_type(pin_type, "pin_type")
@@ -189,7 +212,7 @@ class ResetPin:
         _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
         docs = _documents(c, documents)
         c.raise_if_any()
-        return cls(request_id, card_id, pin_type, pin, applicant, docs, adult_ward, office_id)
+        return cls(request_id, card_id, _given(pin_type), pin, _given(applicant), docs, adult_ward, office_id)
 
 
 @dataclass(frozen=True)
@@ -205,14 +228,23 @@ class UnlockPin:
     office_id: str | None
 
     @classmethod
-    def create(cls, request_id, card_id, pin_type, applicant, documents, adult_ward, office_id) -> UnlockPin:
+    def create(
+        cls,
+        request_id: str,
+        card_id: str,
+        pin_type: GivenPinType,
+        applicant: Applicant | None,
+        documents: GivenDocuments,
+        adult_ward: bool,
+        office_id: str | None,
+    ) -> UnlockPin:
         c = _Collector()
         _base(c, request_id, card_id)
         pin_type = c.require_pin_type(pin_type, "pin_type")
         _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
         docs = _documents(c, documents)
         c.raise_if_any()
-        return cls(request_id, card_id, pin_type, applicant, docs, adult_ward, office_id)
+        return cls(request_id, card_id, _given(pin_type), _given(applicant), docs, adult_ward, office_id)
 
 
 @dataclass(frozen=True)
@@ -226,13 +258,15 @@ class RequestProxyReset:
     office_id: str | None
 
     @classmethod
-    def create(cls, request_id, card_id, pin_type, documents, office_id) -> RequestProxyReset:
+    def create(
+        cls, request_id: str, card_id: str, pin_type: GivenPinType, documents: GivenDocuments, office_id: str | None
+    ) -> RequestProxyReset:
         c = _Collector()
         _base(c, request_id, card_id)
         pin_type = c.require_pin_type(pin_type, "pin_type")
         docs = _documents(c, documents)
         c.raise_if_any()
-        return cls(request_id, card_id, pin_type, docs, office_id)
+        return cls(request_id, card_id, _given(pin_type), docs, office_id)
 
 
 @dataclass(frozen=True)
@@ -249,7 +283,17 @@ class CompleteProxyReset:
     office_id: str | None = None
 
     @classmethod
-    def create(cls, request_id, card_id, pin_type, inquiry_id, code, new_pin, documents, office_id) -> CompleteProxyReset:
+    def create(
+        cls,
+        request_id: str,
+        card_id: str,
+        pin_type: GivenPinType,
+        inquiry_id: str,
+        code: str,
+        new_pin: str,
+        documents: GivenDocuments,
+        office_id: str | None,
+    ) -> CompleteProxyReset:
         c = _Collector()
         _base(c, request_id, card_id)
         pin_type = c.require_pin_type(pin_type, "pin_type")
@@ -260,7 +304,7 @@ class CompleteProxyReset:
         pin = _pin(c, pin_type, new_pin, "new_pin")
         docs = _documents(c, documents)
         c.raise_if_any()
-        return cls(request_id, card_id, pin_type, inquiry_id, code, pin, docs, office_id)
+        return cls(request_id, card_id, _given(pin_type), inquiry_id, code, pin, docs, office_id)
 
 
 SUSPEND_REASONS = ("lost", "stolen", "other")
@@ -274,13 +318,13 @@ class SuspendCard:
     office_id: str | None  # None: the lost-card call centre (around the clock)
 
     @classmethod
-    def create(cls, request_id, card_id, reason, office_id) -> SuspendCard:
+    def create(cls, request_id: str, card_id: str, reason: str | None, office_id: str | None) -> SuspendCard:
         c = _Collector()
         _base(c, request_id, card_id)
         if reason not in SUSPEND_REASONS:
             c.violations.append(FieldViolation("reason", f"is required: one of {', '.join(SUSPEND_REASONS)}"))
         c.raise_if_any()
-        return cls(request_id, card_id, reason, office_id)
+        return cls(request_id, card_id, _given(reason), office_id)
 
 
 @dataclass(frozen=True)
@@ -293,13 +337,21 @@ class ResumeCard:
     office_id: str | None
 
     @classmethod
-    def create(cls, request_id, card_id, applicant, documents, adult_ward, office_id) -> ResumeCard:
+    def create(
+        cls,
+        request_id: str,
+        card_id: str,
+        applicant: Applicant | None,
+        documents: GivenDocuments,
+        adult_ward: bool,
+        office_id: str | None,
+    ) -> ResumeCard:
         c = _Collector()
         _base(c, request_id, card_id)
         _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
         docs = _documents(c, documents)
         c.raise_if_any()
-        return cls(request_id, card_id, applicant, docs, adult_ward, office_id)
+        return cls(request_id, card_id, _given(applicant), docs, adult_ward, office_id)
 
 
 @dataclass(frozen=True)
@@ -312,14 +364,14 @@ class ReserveStoreReset:
     proving_pin: str = field(repr=False)
 
     @classmethod
-    def create(cls, request_id, card_id, pin_type, proving_pin) -> ReserveStoreReset:
+    def create(cls, request_id: str, card_id: str, pin_type: GivenPinType, proving_pin: str) -> ReserveStoreReset:
         c = _Collector()
         _base(c, request_id, card_id)
         pin_type = c.require_pin_type(pin_type, "pin_type")
         if not proving_pin:
             c.violations.append(FieldViolation("proving_pin", "is required"))
         c.raise_if_any()
-        return cls(request_id, card_id, pin_type, proving_pin)
+        return cls(request_id, card_id, _given(pin_type), proving_pin)
 
 
 @dataclass(frozen=True)
@@ -334,7 +386,9 @@ class StoreResetPin:
     chain_id: str | None = None
 
     @classmethod
-    def create(cls, request_id, card_id, pin_type, proving_pin, new_pin, chain_id) -> StoreResetPin:
+    def create(
+        cls, request_id: str, card_id: str, pin_type: GivenPinType, proving_pin: str, new_pin: str, chain_id: str | None
+    ) -> StoreResetPin:
         c = _Collector()
         _base(c, request_id, card_id)
         pin_type = c.require_pin_type(pin_type, "pin_type")
@@ -342,7 +396,7 @@ class StoreResetPin:
             c.violations.append(FieldViolation("proving_pin", "is required"))
         pin = _pin(c, pin_type, new_pin, "new_pin")
         c.raise_if_any()
-        return cls(request_id, card_id, pin_type, proving_pin, pin, chain_id)
+        return cls(request_id, card_id, _given(pin_type), proving_pin, pin, chain_id)
 
 
 Command = (

@@ -4,18 +4,19 @@ suspended) are answers, not errors: see outcomes in decide.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class DomainError(Exception):
     """Base of the errors a caller can cause. Messages never carry a PIN."""
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as message and attributes, whatever the subclass's
         # __init__ takes: errors come back from the writer process.
         return (_restore, (type(self), self.args, self.__dict__))
 
 
-def _restore(cls: type[DomainError], args: tuple, state: dict) -> DomainError:
+def _restore(cls: type[DomainError], args: tuple[Any, ...], state: dict[str, Any]) -> DomainError:
     exc = cls.__new__(cls)
     Exception.__init__(exc, *args)
     exc.__dict__.update(state)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from collections.abc import Mapping
 from datetime import datetime
 from functools import singledispatch
@@ -37,7 +37,10 @@ from service.domain.events import (
 )
 from service.domain.pins import PinType, retry_limit
 
-EMPTY: Mapping = MappingProxyType({})  # the shared, unchangeable empty default
+K = TypeVar("K")
+V = TypeVar("V")
+
+EMPTY: Mapping[Any, Any] = MappingProxyType({})  # the shared, unchangeable empty default
 
 
 class PinState(NamedTuple):
@@ -125,58 +128,58 @@ def _apply(event: Event, state: CardState, version: int, at: datetime) -> CardSt
 
 
 @_apply.register
-def _(event: CardEnrolled, state, version, at):
+def _(event: CardEnrolled, state: CardState, version: int, at: datetime) -> CardState:
     return enrolled_card(state.card_id, event.pin_types, version, event.ward)
 
 
 @_apply.register
-def _(event: PinVerified, state, version, at):
+def _(event: PinVerified, state: CardState, version: int, at: datetime) -> CardState:
     return state.with_pin(PinState(event.pin_type, last_version=version))
 
 
 @_apply.register
-def _(event: PinChanged, state, version, at):
+def _(event: PinChanged, state: CardState, version: int, at: datetime) -> CardState:
     return state.with_pin(PinState(event.pin_type, last_version=version))
 
 
 @_apply.register
-def _(event: PinVerificationFailed, state, version, at):
+def _(event: PinVerificationFailed, state: CardState, version: int, at: datetime) -> CardState:
     pin = state.pins[event.pin_type]
     return state.with_pin(PinState(pin.pin_type, event.consecutive_failures, pin.locked, pin.locked_at, version))
 
 
 @_apply.register
-def _(event: PinLocked, state, version, at):
+def _(event: PinLocked, state: CardState, version: int, at: datetime) -> CardState:
     pin = state.pins[event.pin_type]
     return state.with_pin(PinState(pin.pin_type, pin.consecutive_failures, True, at, version))
 
 
 @_apply.register
-def _(event: LockedPinAttempted, state, version, at):
+def _(event: LockedPinAttempted, state: CardState, version: int, at: datetime) -> CardState:
     return state  # recorded for the audit trail; changes no state
 
 
 @_apply.register
-def _(event: SuspendedCardAttempted, state, version, at):
+def _(event: SuspendedCardAttempted, state: CardState, version: int, at: datetime) -> CardState:
     return state  # recorded; changes no state
 
 
 @_apply.register
-def _(event: CounterProcedureRefused, state, version, at):
+def _(event: CounterProcedureRefused, state: CardState, version: int, at: datetime) -> CardState:
     return state  # recorded; changes no state
 
 
 @_apply.register
-def _(event: ResetRefused, state, version, at):
+def _(event: ResetRefused, state: CardState, version: int, at: datetime) -> CardState:
     return state  # recorded; changes no state
 
 
-def _without(mapping: dict, key) -> dict:
+def _without(mapping: Mapping[K, V], key: K) -> dict[K, V]:
     return {k: v for k, v in mapping.items() if k != key}
 
 
 @_apply.register
-def _(event: PinReset, state, version, at):
+def _(event: PinReset, state: CardState, version: int, at: datetime) -> CardState:
     fresh = state.with_pin(PinState(event.pin_type, last_version=version))
     return fresh._replace(
         inquiries=_without(state.inquiries, event.pin_type),
@@ -185,39 +188,39 @@ def _(event: PinReset, state, version, at):
 
 
 @_apply.register
-def _(event: PinUnlocked, state, version, at):
+def _(event: PinUnlocked, state: CardState, version: int, at: datetime) -> CardState:
     return state.with_pin(PinState(event.pin_type, last_version=version))
 
 
 @_apply.register
-def _(event: CardSuspended, state, version, at):
+def _(event: CardSuspended, state: CardState, version: int, at: datetime) -> CardState:
     return state._replace(status=CardStatus.SUSPENDED)
 
 
 @_apply.register
-def _(event: CardResumed, state, version, at):
+def _(event: CardResumed, state: CardState, version: int, at: datetime) -> CardState:
     return state._replace(status=CardStatus.ACTIVE)
 
 
 @_apply.register
-def _(event: ProxyInquiryIssued, state, version, at):
+def _(event: ProxyInquiryIssued, state: CardState, version: int, at: datetime) -> CardState:
     inquiry = Inquiry(event.inquiry_id, datetime.fromisoformat(event.expires_at))
     return state._replace(inquiries={**state.inquiries, event.pin_type: inquiry})
 
 
 @_apply.register
-def _(event: ProxyInquiryCodeRejected, state, version, at):
+def _(event: ProxyInquiryCodeRejected, state: CardState, version: int, at: datetime) -> CardState:
     inquiry = state.inquiries[event.pin_type]._replace(wrong_codes=event.wrong_codes)
     return state._replace(inquiries={**state.inquiries, event.pin_type: inquiry})
 
 
 @_apply.register
-def _(event: ProxyInquiryClosed, state, version, at):
+def _(event: ProxyInquiryClosed, state: CardState, version: int, at: datetime) -> CardState:
     return state._replace(inquiries=_without(state.inquiries, event.pin_type))
 
 
 @_apply.register
-def _(event: StoreResetReserved, state, version, at):
+def _(event: StoreResetReserved, state: CardState, version: int, at: datetime) -> CardState:
     reservation = Reservation(event.reservation_id, PinType(event.proving_pin_type), datetime.fromisoformat(event.expires_at))
     return state._replace(reservations={**state.reservations, event.pin_type: reservation})
 

@@ -15,7 +15,7 @@ Pure: the caller passes the time in."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from collections.abc import Mapping
 
 from service.domain.decide import CheckOutcome, CheckResult
@@ -44,7 +44,7 @@ class Throttled(DomainError):
             f"{max(1, int(retry_after.total_seconds()))} s"
         )
 
-    def __reduce__(self):  # crosses from the writer process
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses from the writer process
         return (Throttled, (self.terminal_id, self.retry_after))
 
 
