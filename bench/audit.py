@@ -73,10 +73,12 @@ def audit_pages(store: EventStore, keys, cards: int, reads: int, seed: int = 11)
 
     with store.reader.begin() as conn:
         terminal, latest = conn.execute(
-            select(events.c.terminal_id, func.max(events.c.occurred_at)).where(events.c.stream_kind == "card")
+            select(events.c.terminal_id, func.max(events.c.occurred_at))
+            .where(events.c.stream_kind == "card")
             .group_by(events.c.terminal_id)
-            .order_by(events.c.terminal_id.like("bench-reader-%").desc(), func.count().desc()).limit(1)
-        ).one()  # fmt: skip
+            .order_by(events.c.terminal_id.like("bench-reader-%").desc(), func.count().desc())
+            .limit(1)
+        ).one()
     if latest.tzinfo is None:  # SQLite stores UTC without an offset
         latest = latest.replace(tzinfo=UTC)
     local = latest.astimezone(TOKYO)
@@ -86,7 +88,7 @@ def audit_pages(store: EventStore, keys, cards: int, reads: int, seed: int = 11)
         cond = (events.c.terminal_id == terminal) & (events.c.occurred_at >= day.start) & (events.c.occurred_at < day.end)
         keys_in_day = conn.execute(
             select(events.c.occurred_at, events.c.position).where(cond).order_by(func.random()).limit(min(reads, 2000))
-        ).all()  # fmt: skip
+        ).all()
     in_day = len(keys_in_day)
 
     def timed(fn) -> tuple[list[float], list[int]]:
@@ -108,8 +110,11 @@ def audit_pages(store: EventStore, keys, cards: int, reads: int, seed: int = 11)
         return len(reads_.query_events(day, Order.OLDEST_FIRST, after, PAGE))
 
     def summary(lat, sizes) -> dict:
-        return {**{k: v for k, v in latency_summary(lat).items() if k != "count"}, "reads": len(lat),
-                "events_per_page_mean": round(sum(sizes) / len(sizes), 1) if sizes else None}  # fmt: skip
+        return {
+            **{k: v for k, v in latency_summary(lat).items() if k != "count"},
+            "reads": len(lat),
+            "events_per_page_mean": round(sum(sizes) / len(sizes), 1) if sizes else None,
+        }
 
     h = summary(*timed(history_page))
     d = summary(*timed(terminal_day_page))
@@ -148,8 +153,12 @@ def watch_catch_up(target: str, events: int, budget_s: float = 60.0) -> dict:
                 break
         seconds = time.perf_counter() - t
         stream.cancel()
-    return {"events": n, "last_position": last, "seconds": round(seconds, 2),
-            "events_per_s": round(n / seconds, 0) if seconds else None}  # fmt: skip
+    return {
+        "events": n,
+        "last_position": last,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(n / seconds, 0) if seconds else None,
+    }
 
 
 class LiveWatcher:
@@ -198,5 +207,8 @@ class LiveWatcher:
             stream.cancel()
         self._thread.join(timeout=10)
         lat = latency_summary(self.lags)
-        return {"events": len(self.lags), **{f"lag_{k}": v for k, v in lat.items() if k != "count"},
-                **({"error": self.error} if self.error else {})}  # fmt: skip
+        return {
+            "events": len(self.lags),
+            **{f"lag_{k}": v for k, v in lat.items() if k != "count"},
+            **({"error": self.error} if self.error else {}),
+        }

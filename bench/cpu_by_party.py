@@ -70,8 +70,18 @@ def main() -> None:
         try:
             _, lock, change = layout(args.cards)
             for w in range(args.windows):
-                spec = LoadSpec(server.target, "mix", 4, 16, 2.0, args.duration, cards=args.cards, lock_cards=lock,
-                                change_cards=change, seed=w + 1)  # fmt: skip
+                spec = LoadSpec(
+                    server.target,
+                    "mix",
+                    4,
+                    16,
+                    2.0,
+                    args.duration,
+                    cards=args.cards,
+                    lock_cards=lock,
+                    change_cards=change,
+                    seed=w + 1,
+                )
                 wal0 = wal_bytes(url) if pg else 0
                 cpu0, pg0, t0 = server.cpu_seconds() or 0.0, postgres_cpu_seconds(), time.perf_counter()
                 out = run_load(spec)

@@ -590,9 +590,18 @@ def table(report: dict) -> str:
         )
     )
     for phase, label in (("ceiling", "ceiling"), ("verify_mix", "verify")):
-        rows.append((f"  CPU ms/request: server|writer|load ({label})", [
-            "{} | {} | {}".format(*(fmt(g(s, phase, "cpu_ms_per_request", k), 3) for k in ("server", "children", "load_generators")))
-            for s in stores], ""))  # fmt: skip
+        rows.append(
+            (
+                f"  CPU ms/request: server|writer|load ({label})",
+                [
+                    "{} | {} | {}".format(
+                        *(fmt(g(s, phase, "cpu_ms_per_request", k), 3) for k in ("server", "children", "load_generators"))
+                    )
+                    for s in stores
+                ],
+                "",
+            )
+        )
     rows.append(("verify / ceiling", [fmt(g(s, "verify_over_ceiling"), 3) for s in stores], ">= 0.75 SQLite, >= 0.6 PG"))
     row("  bound by CPU cost (health CPU / verify CPU)", ("verify_over_ceiling_cpu_bound",), digits=3)
     row("in-process service, verifies/s", ("inprocess", "service", "per_s"), digits=0)

@@ -116,8 +116,15 @@ class ServerProcess:
         for pid in self.processes():
             st = proc_status(pid)
             if st:
-                per.append({"pid": pid, "name": st.get("Name"), "vm_hwm_kib": kib(st.get("VmHWM")),
-                            "vm_rss_kib": kib(st.get("VmRSS")), "threads": st.get("Threads")})  # fmt: skip
+                per.append(
+                    {
+                        "pid": pid,
+                        "name": st.get("Name"),
+                        "vm_hwm_kib": kib(st.get("VmHWM")),
+                        "vm_rss_kib": kib(st.get("VmRSS")),
+                        "threads": st.get("Threads"),
+                    }
+                )
         return {
             "vm_hwm_kib": sum(p["vm_hwm_kib"] or 0 for p in per),
             "vm_rss_kib": sum(p["vm_rss_kib"] or 0 for p in per),

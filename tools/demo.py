@@ -90,8 +90,17 @@ def say(text: str = "", indent: int = 0, prefix: str = "") -> None:
     if not text:
         print(flush=True)
         return
-    print(textwrap.fill(text, WIDTH, initial_indent=" " * indent + prefix, subsequent_indent=" " * (indent + len(prefix)),
-                        break_on_hyphens=False, break_long_words=False), flush=True)  # fmt: skip
+    print(
+        textwrap.fill(
+            text,
+            WIDTH,
+            initial_indent=" " * indent + prefix,
+            subsequent_indent=" " * (indent + len(prefix)),
+            break_on_hyphens=False,
+            break_long_words=False,
+        ),
+        flush=True,
+    )
 
 
 def command(argv: list[str], indent: int = 3, then: str = "") -> None:
@@ -204,9 +213,13 @@ class Demo:
             command(["pinlife", *argv])
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "service.cli", *argv], cwd=ROOT, env=self.env, capture_output=True, text=True,
+                [sys.executable, "-m", "service.cli", *argv],
+                cwd=ROOT,
+                env=self.env,
+                capture_output=True,
+                text=True,
                 timeout=CALL_TIMEOUT,
-            )  # fmt: skip
+            )
         except subprocess.TimeoutExpired:
             raise StoryBroke(f"an answer within {CALL_TIMEOUT} s", "none (the command was stopped)") from None
         return Reply(done.returncode, done.stdout, done.stderr)
@@ -263,9 +276,13 @@ class Demo:
         self.server_log = open(self.tmp / "server.log", "ab")
         self.started = time.monotonic()
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env={**self.env, "PINLIFE_CLOCK": self.clock},
-            stdin=subprocess.DEVNULL, stdout=self.server_log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [sys.executable, "-m", "service.cli", "serve"],
+            cwd=ROOT,
+            env={**self.env, "PINLIFE_CLOCK": self.clock},
+            stdin=subprocess.DEVNULL,
+            stdout=self.server_log,
+            stderr=subprocess.STDOUT,
+        )
         channel = grpc.insecure_channel(self.env["PINLIFE_LISTEN"])
         try:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -351,8 +368,20 @@ class Demo:
 
         # 1. enrol
         self.step("At the Naka Ward Office the card is issued with three PINs: resident registry, user certificate, signature.")
-        a = self.pinlife("--office", OFFICE, "enroll", CARD, "--ward", "naka",
-                         "--pin", "user_certificate=1234", "--pin", "signature=abc123", "--pin", "resident_registry=1234")  # fmt: skip
+        a = self.pinlife(
+            "--office",
+            OFFICE,
+            "enroll",
+            CARD,
+            "--ward",
+            "naka",
+            "--pin",
+            "user_certificate=1234",
+            "--pin",
+            "signature=abc123",
+            "--pin",
+            "resident_registry=1234",
+        )
         pins = a.json("the card enrolled").get("pins", [])
         if len(pins) != 3 or any(p.get("status") != "PIN_STATUS_ACTIVE" for p in pins):
             raise StoryBroke("three active PINs", a.said())
@@ -433,8 +462,10 @@ class Demo:
         self.answer(f"OK; {tries(check.get('remaining_tries', 0))} of {check.get('retry_limit')}")
 
         # 6. a proxy's two visits
-        self.step("The holder has forgotten the resident-registry PIN and cannot go in person: a proxy goes, twice. "
-                  "First visit, with the holder's card and the proxy's own ID.")  # fmt: skip
+        self.step(
+            "The holder has forgotten the resident-registry PIN and cannot go in person: a proxy goes, twice. "
+            "First visit, with the holder's card and the proxy's own ID."
+        )
         a = self.pinlife(
             "--office", OFFICE, "proxy-request", CARD, "resident_registry", "--doc", "my_number_card", "--doc", "other_id"
         )
@@ -442,14 +473,33 @@ class Demo:
         inquiry, code = r.get("inquiry_id", ""), r.get("code", "")
         if not inquiry or not re.fullmatch(r"\d{8}", code):
             raise StoryBroke("an inquiry id and an 8-digit code", a.said())
-        self.answer(f"inquiry {inquiry} issued; its one-time code ({code}) goes to the holder by post with the "
-                    f"inquiry form; valid until {self.when(instant(r['expires_at']))}")  # fmt: skip
+        self.answer(
+            f"inquiry {inquiry} issued; its one-time code ({code}) goes to the holder by post with the "
+            f"inquiry form; valid until {self.when(instant(r['expires_at']))}"
+        )
 
-        self.step("Second visit (in life, days later): the proxy brings the card, the filled inquiry form with the code, "
-                  "the power of attorney and a photo ID.")  # fmt: skip
-        a = self.pinlife("--office", OFFICE, "proxy-complete", CARD, "resident_registry", inquiry, code, "2468",
-                         "--doc", "my_number_card", "--doc", "inquiry_form", "--doc", "power_of_attorney",
-                         "--doc", "public_photo_id")  # fmt: skip
+        self.step(
+            "Second visit (in life, days later): the proxy brings the card, the filled inquiry form with the code, "
+            "the power of attorney and a photo ID."
+        )
+        a = self.pinlife(
+            "--office",
+            OFFICE,
+            "proxy-complete",
+            CARD,
+            "resident_registry",
+            inquiry,
+            code,
+            "2468",
+            "--doc",
+            "my_number_card",
+            "--doc",
+            "inquiry_form",
+            "--doc",
+            "power_of_attorney",
+            "--doc",
+            "public_photo_id",
+        )
         r = a.json("the proxy reset completed")
         if r.get("result") != "PROXY_RESET_RESULT_COMPLETED" or r.get("pin", {}).get("status") != "PIN_STATUS_ACTIVE":
             raise StoryBroke("PROXY_RESET_RESULT_COMPLETED, the PIN active", a.said())
@@ -507,8 +557,12 @@ class Demo:
 
         def seen(event_type: str, pin_type: str = "", terminal: str = "", office: str = "") -> None:
             for e in events:
-                if (e["event_type"] == event_type and (not pin_type or e.get("pin_type") == pin_type)
-                        and (not terminal or e.get("terminal_id") == terminal) and (not office or e.get("office_id") == office)):  # fmt: skip
+                if (
+                    e["event_type"] == event_type
+                    and (not pin_type or e.get("pin_type") == pin_type)
+                    and (not terminal or e.get("terminal_id") == terminal)
+                    and (not office or e.get("office_id") == office)
+                ):
                     return
             wanted = " ".join(x for x in (event_type, pin_type, terminal and f"by {terminal}", office and f"at {office}") if x)
             raise StoryBroke(f"{wanted} in the history", ", ".join(e["event_type"] for e in events))
@@ -546,12 +600,16 @@ class Demo:
         kept = Path(self.env["PINLIFE_AUDIT_CHECKPOINTS"])
         if not kept.exists():
             raise StoryBroke(f"the checkpoint kept in {kept}", "no such file")
-        self.answer(f"checkpoint of {r['origin']}: the first {r['tree_size']} events of the log (it is signed every 10 s), "
-                    f"its signature checked with the key {'+'.join(r['verifier_key'].split('+')[:2])}; kept in {kept}")  # fmt: skip
+        self.answer(
+            f"checkpoint of {r['origin']}: the first {r['tree_size']} events of the log (it is signed every 10 s), "
+            f"its signature checked with the key {'+'.join(r['verifier_key'].split('+')[:2])}; kept in {kept}"
+        )
 
     def auditor_verify(self) -> None:
-        self.step("The auditor checks the whole store: keyed links, each card's MAC, the projection against a rebuild, "
-                  "lawful history, and the checkpoints, the kept one included.")  # fmt: skip
+        self.step(
+            "The auditor checks the whole store: keyed links, each card's MAC, the projection against a rebuild, "
+            "lawful history, and the checkpoints, the kept one included."
+        )
         a = self.pinlife("audit", "verify", "--format", "jsonl")
         if a.code not in (0, 1):
             raise StoryBroke("a report (exit 0 intact)", a.said())
@@ -561,15 +619,19 @@ class Demo:
             problems = "; ".join(f"{p.get('kind')}: {p.get('reason')}" for p in report.get("problems", [])) or a.said()
             raise StoryBroke("intact", problems)
         n = lambda count, noun: f"{count} {noun}{'' if int(count) == 1 else 's'}"  # noqa: E731
-        self.answer(f"intact: {n(report['events_checked'], 'event')} and {n(report['cards_checked'], 'card')} checked, "
-                    f"up to position {report['head_position']}; {n(report['checkpoints_checked'], 'checkpoint')} matched")  # fmt: skip
+        self.answer(
+            f"intact: {n(report['events_checked'], 'event')} and {n(report['cards_checked'], 'card')} checked, "
+            f"up to position {report['head_position']}; {n(report['checkpoints_checked'], 'checkpoint')} matched"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--clock", default=DEFAULT_CLOCK,
-                        help=f"the service clock (PINLIFE_CLOCK; default {DEFAULT_CLOCK}, a Tuesday morning)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--clock", default=DEFAULT_CLOCK, help=f"the service clock (PINLIFE_CLOCK; default {DEFAULT_CLOCK}, a Tuesday morning)"
+    )
     args = parser.parse_args(argv)
     try:
         demo = Demo(args.clock)

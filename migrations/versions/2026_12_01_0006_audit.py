@@ -46,9 +46,12 @@ def upgrade() -> None:
     op.create_index("ix_events_terminal_id_occurred_at_position", "events", ["terminal_id", "occurred_at", "position"])
     op.create_index("ix_events_event_type_occurred_at_position", "events", ["event_type", "occurred_at", "position"])
     op.create_index(
-        "ix_events_office_occurred_at_position", "events", ["office", "occurred_at", "position"],
-        postgresql_where=OFFICE, sqlite_where=OFFICE,
-    )  # fmt: skip
+        "ix_events_office_occurred_at_position",
+        "events",
+        ["office", "occurred_at", "position"],
+        postgresql_where=OFFICE,
+        sqlite_where=OFFICE,
+    )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(NOTIFY_FUNCTION)
         op.execute(NOTIFY_TRIGGER)

@@ -122,12 +122,24 @@ def _typed(message: Any, payload: dict[str, Any]) -> None:
 def event(e: LoggedEvent) -> apb.AuditEvent:
     payload, schema_version = e.current_payload(), e.current_schema_version  # as stored when it cannot be read
     out = apb.AuditEvent(
-        position=e.position, stream_id=e.stream_id, stream_kind=STREAM_KIND_TO_PROTO.get(e.stream_kind, apb.STREAM_KIND_UNSPECIFIED),
-        version=e.version, event_id=e.event_id, event_type=e.event_type, schema_version=schema_version,
-        stored_schema_version=e.schema_version, occurred_at=mapping.timestamp(e.occurred_at),
-        channel=e.channel, terminal_id=e.terminal_id, office_id=e.office or "", request_id=e.request_id,
-        hash=e.hash, prev_hash=e.prev_hash, key_id=e.key_id or "", outcome=OUTCOME_TO_PROTO[outcome_of(e.event_type)],
-    )  # fmt: skip
+        position=e.position,
+        stream_id=e.stream_id,
+        stream_kind=STREAM_KIND_TO_PROTO.get(e.stream_kind, apb.STREAM_KIND_UNSPECIFIED),
+        version=e.version,
+        event_id=e.event_id,
+        event_type=e.event_type,
+        schema_version=schema_version,
+        stored_schema_version=e.schema_version,
+        occurred_at=mapping.timestamp(e.occurred_at),
+        channel=e.channel,
+        terminal_id=e.terminal_id,
+        office_id=e.office or "",
+        request_id=e.request_id,
+        hash=e.hash,
+        prev_hash=e.prev_hash,
+        key_id=e.key_id or "",
+        outcome=OUTCOME_TO_PROTO[outcome_of(e.event_type)],
+    )
     if e.pin_type:
         out.pin_type = mapping.PIN_TYPE_TO_PROTO[PIN_TYPE_BY_VALUE[e.pin_type]]
     name = _oneof_name(e.event_type)
@@ -168,27 +180,42 @@ def statistics(stats: Statistics) -> apb.GetStatisticsResponse:
 def integrity_report(r: Report) -> apb.IntegrityReport:
     problems: list[apb.IntegrityProblem] = []
     if b := r.first_broken_link:
-        problems.append(apb.IntegrityProblem(
-            kind=apb.INTEGRITY_PROBLEM_KIND_BROKEN_LINK, stream_id=b.stream_id, version=b.version, position=b.position,
-            reason=b.reason,
-        ))  # fmt: skip
+        problems.append(
+            apb.IntegrityProblem(
+                kind=apb.INTEGRITY_PROBLEM_KIND_BROKEN_LINK,
+                stream_id=b.stream_id,
+                version=b.version,
+                position=b.position,
+                reason=b.reason,
+            )
+        )
     if r.cards_failing_mac_count:
-        problems.append(apb.IntegrityProblem(
-            kind=apb.INTEGRITY_PROBLEM_KIND_MAC, stream_id=r.cards_failing_mac[0],
-            reason=f"{r.cards_failing_mac_count} card(s) fail their MAC (changed outside the service): "
-            + ", ".join(r.cards_failing_mac),
-        ))  # fmt: skip
+        problems.append(
+            apb.IntegrityProblem(
+                kind=apb.INTEGRITY_PROBLEM_KIND_MAC,
+                stream_id=r.cards_failing_mac[0],
+                reason=f"{r.cards_failing_mac_count} card(s) fail their MAC (changed outside the service): "
+                + ", ".join(r.cards_failing_mac),
+            )
+        )
     if r.projection_mismatch_count:
-        problems.append(apb.IntegrityProblem(
-            kind=apb.INTEGRITY_PROBLEM_KIND_PROJECTION, stream_id=r.projection_mismatches[0],
-            reason=f"{r.projection_mismatch_count} card(s) differ from a rebuild from their events: "
-            + ", ".join(r.projection_mismatches),
-        ))  # fmt: skip
+        problems.append(
+            apb.IntegrityProblem(
+                kind=apb.INTEGRITY_PROBLEM_KIND_PROJECTION,
+                stream_id=r.projection_mismatches[0],
+                reason=f"{r.projection_mismatch_count} card(s) differ from a rebuild from their events: "
+                + ", ".join(r.projection_mismatches),
+            )
+        )
     if u := r.first_unlawful:
-        problems.append(apb.IntegrityProblem(
-            kind=apb.INTEGRITY_PROBLEM_KIND_UNLAWFUL, stream_id=u["stream_id"], version=u["version"],
-            reason=f"{u['event_type']}: {u['reason']}",
-        ))  # fmt: skip
+        problems.append(
+            apb.IntegrityProblem(
+                kind=apb.INTEGRITY_PROBLEM_KIND_UNLAWFUL,
+                stream_id=u["stream_id"],
+                version=u["version"],
+                reason=f"{u['event_type']}: {u['reason']}",
+            )
+        )
     for kind, p in (
         (apb.INTEGRITY_PROBLEM_KIND_STORED_CHECKPOINT, r.checkpoint_problem),
         (apb.INTEGRITY_PROBLEM_KIND_SUPPLIED_CHECKPOINT, r.supplied_checkpoint_problem),
@@ -196,9 +223,13 @@ def integrity_report(r: Report) -> apb.IntegrityReport:
         if p:
             problems.append(apb.IntegrityProblem(kind=kind, position=p["tree_size"], reason=p["reason"]))
     out = apb.IntegrityReport(
-        intact=r.intact, problems=problems, events_checked=r.events, cards_checked=r.cards,
-        head_position=r.head_position, checkpoints_checked=r.stored_checkpoints + r.supplied_checkpoints,
-    )  # fmt: skip
+        intact=r.intact,
+        problems=problems,
+        events_checked=r.events,
+        cards_checked=r.cards,
+        head_position=r.head_position,
+        checkpoints_checked=r.stored_checkpoints + r.supplied_checkpoints,
+    )
     if problems:
         out.first_problem.CopyFrom(problems[0])
     return out

@@ -89,9 +89,12 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         except NoteError as exc:
             raise IntegrityViolation("checkpoints", f"the latest stored checkpoint does not verify: {exc}") from exc
         return apb.GetCheckpointResponse(
-            note=note, origin=cp.origin, tree_size=cp.size, root_hash=base64.b64encode(cp.root).decode(),
+            note=note,
+            origin=cp.origin,
+            tree_size=cp.size,
+            root_hash=base64.b64encode(cp.root).decode(),
             verifier_key=verifier_key,
-        )  # fmt: skip
+        )
 
     @rpc(AUDIT_SERVICE, "GetStatistics")
     async def GetStatistics(self, request: apb.GetStatisticsRequest, caller: Caller) -> apb.GetStatisticsResponse:

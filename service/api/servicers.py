@@ -89,9 +89,13 @@ def _failed(exc: BaseException) -> BaseException:
 
 
 def _log_call(
-    self, full_name: str, started: float, failure: BaseException | None, context: grpc.aio.ServicerContext,
+    self,
+    full_name: str,
+    started: float,
+    failure: BaseException | None,
+    context: grpc.aio.ServicerContext,
     ended: bool = True,
-) -> None:  # fmt: skip
+) -> None:
     """The one log line of a call, and its metrics (ended: False when a
     stream was closed before it ended: its client went away)."""
     code = "OK" if failure is None else code_for(failure).name
@@ -288,56 +292,83 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
     @rpc(COUNTER_SERVICE, "ResetPin")
     async def ResetPin(self, request: counter_pb.ResetPinRequest, caller: Caller) -> counter_pb.ResetPinResponse:
         cmd = ResetPin.create(
-            request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.new_pin,
-            mapping.applicant(request.applicant), mapping.documents(request.documents), request.adult_ward, caller.office,
-        )  # fmt: skip
+            request.request_id,
+            request.card_id,
+            mapping.pin_type(request.pin_type),
+            request.new_pin,
+            mapping.applicant(request.applicant),
+            mapping.documents(request.documents),
+            request.adult_ward,
+            caller.office,
+        )
         answer = await self.app.execute(cmd, caller)
         return counter_pb.ResetPinResponse(
-            pin=_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version), stream_version=answer.stream_version,
+            pin=_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version),
+            stream_version=answer.stream_version,
             replayed=answer.replayed,
-        )  # fmt: skip
+        )
 
     @rpc(COUNTER_SERVICE, "UnlockPin")
     async def UnlockPin(self, request: counter_pb.UnlockPinRequest, caller: Caller) -> counter_pb.UnlockPinResponse:
         cmd = UnlockPin.create(
-            request.request_id, request.card_id, mapping.pin_type(request.pin_type), mapping.applicant(request.applicant),
-            mapping.documents(request.documents), request.adult_ward, caller.office,
-        )  # fmt: skip
+            request.request_id,
+            request.card_id,
+            mapping.pin_type(request.pin_type),
+            mapping.applicant(request.applicant),
+            mapping.documents(request.documents),
+            request.adult_ward,
+            caller.office,
+        )
         answer = await self.app.execute(cmd, caller)
         return counter_pb.UnlockPinResponse(
-            pin=_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version), stream_version=answer.stream_version,
+            pin=_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version),
+            stream_version=answer.stream_version,
             replayed=answer.replayed,
-        )  # fmt: skip
+        )
 
     @rpc(COUNTER_SERVICE, "RequestProxyReset")
     async def RequestProxyReset(
         self, request: counter_pb.RequestProxyResetRequest, caller: Caller
     ) -> counter_pb.RequestProxyResetResponse:
         cmd = RequestProxyReset.create(
-            request.request_id, request.card_id, mapping.pin_type(request.pin_type), mapping.documents(request.documents),
+            request.request_id,
+            request.card_id,
+            mapping.pin_type(request.pin_type),
+            mapping.documents(request.documents),
             caller.office,
-        )  # fmt: skip
+        )
         answer = await self.app.execute(cmd, caller)
         o = answer.outcome
         return counter_pb.RequestProxyResetResponse(
-            inquiry_id=o.inquiry_id, code=o.code or "", expires_at=mapping.timestamp(o.expires_at),
-            stream_version=answer.stream_version, replayed=answer.replayed,
-        )  # fmt: skip
+            inquiry_id=o.inquiry_id,
+            code=o.code or "",
+            expires_at=mapping.timestamp(o.expires_at),
+            stream_version=answer.stream_version,
+            replayed=answer.replayed,
+        )
 
     @rpc(COUNTER_SERVICE, "CompleteProxyReset")
     async def CompleteProxyReset(
         self, request: counter_pb.CompleteProxyResetRequest, caller: Caller
     ) -> counter_pb.CompleteProxyResetResponse:
         cmd = CompleteProxyReset.create(
-            request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.inquiry_id, request.code,
-            request.new_pin, mapping.documents(request.documents), caller.office,
-        )  # fmt: skip
+            request.request_id,
+            request.card_id,
+            mapping.pin_type(request.pin_type),
+            request.inquiry_id,
+            request.code,
+            request.new_pin,
+            mapping.documents(request.documents),
+            caller.office,
+        )
         answer = await self.app.execute(cmd, caller)
         o = answer.outcome
         response = counter_pb.CompleteProxyResetResponse(
-            result=PROXY_RESULT_TO_PROTO[o.result], remaining_attempts=o.remaining_attempts,
-            stream_version=answer.stream_version, replayed=answer.replayed,
-        )  # fmt: skip
+            result=PROXY_RESULT_TO_PROTO[o.result],
+            remaining_attempts=o.remaining_attempts,
+            stream_version=answer.stream_version,
+            replayed=answer.replayed,
+        )
         if o.result is ProxyResult.COMPLETED:
             response.pin.CopyFrom(_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version))
         return response
@@ -347,21 +378,27 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
         cmd = SuspendCard.create(request.request_id, request.card_id, SUSPENSION_REASONS.get(request.reason), caller.office)
         answer = await self.app.execute(cmd, caller)
         return counter_pb.SuspendCardResponse(
-            card_status=mapping.CARD_STATUS_TO_PROTO[answer.outcome.status], stream_version=answer.stream_version,
+            card_status=mapping.CARD_STATUS_TO_PROTO[answer.outcome.status],
+            stream_version=answer.stream_version,
             replayed=answer.replayed,
-        )  # fmt: skip
+        )
 
     @rpc(COUNTER_SERVICE, "ResumeCard")
     async def ResumeCard(self, request: counter_pb.ResumeCardRequest, caller: Caller) -> counter_pb.ResumeCardResponse:
         cmd = ResumeCard.create(
-            request.request_id, request.card_id, mapping.applicant(request.applicant), mapping.documents(request.documents),
-            request.adult_ward, caller.office,
-        )  # fmt: skip
+            request.request_id,
+            request.card_id,
+            mapping.applicant(request.applicant),
+            mapping.documents(request.documents),
+            request.adult_ward,
+            caller.office,
+        )
         answer = await self.app.execute(cmd, caller)
         return counter_pb.ResumeCardResponse(
-            card_status=mapping.CARD_STATUS_TO_PROTO[answer.outcome.status], stream_version=answer.stream_version,
+            card_status=mapping.CARD_STATUS_TO_PROTO[answer.outcome.status],
+            stream_version=answer.stream_version,
             replayed=answer.replayed,
-        )  # fmt: skip
+        )
 
     @rpc(COUNTER_SERVICE, "EnrollCard")
     async def EnrollCard(self, request: counter_pb.EnrollCardRequest, caller: Caller) -> counter_pb.EnrollCardResponse:
@@ -400,9 +437,13 @@ class StoreServicer(_Base, store_grpc.ConvenienceStoreServiceServicer):
     @rpc(STORE_SERVICE, "ResetPin")
     async def ResetPin(self, request: store_pb.StoreResetPinRequest, caller: Caller) -> store_pb.StoreResetPinResponse:
         cmd = StoreResetPin.create(
-            request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.proving_pin, request.new_pin,
+            request.request_id,
+            request.card_id,
+            mapping.pin_type(request.pin_type),
+            request.proving_pin,
+            request.new_pin,
             caller.chain,
-        )  # fmt: skip
+        )
         answer = await self.app.execute(cmd, caller)
         o = answer.outcome
         return store_pb.StoreResetPinResponse(

@@ -83,13 +83,25 @@ def _recovery_back(d: dict[str, Any] | None) -> Recovery | None:
 
 
 def _check(o: CheckOutcome) -> dict[str, Any]:
-    return {"result": o.result.value, "remaining_tries": o.remaining_tries, "final_try": o.final_try,
-            "retry_limit": o.retry_limit, "locked_now": o.locked_now, "recovery": _recovery(o.recovery)}  # fmt: skip
+    return {
+        "result": o.result.value,
+        "remaining_tries": o.remaining_tries,
+        "final_try": o.final_try,
+        "retry_limit": o.retry_limit,
+        "locked_now": o.locked_now,
+        "recovery": _recovery(o.recovery),
+    }
 
 
 def _check_back(d: dict[str, Any]) -> CheckOutcome:
-    return CheckOutcome(CheckResult(d["result"]), d["remaining_tries"], d["final_try"], d["retry_limit"],
-                        d["locked_now"], _recovery_back(d["recovery"]))  # fmt: skip
+    return CheckOutcome(
+        CheckResult(d["result"]),
+        d["remaining_tries"],
+        d["final_try"],
+        d["retry_limit"],
+        d["locked_now"],
+        _recovery_back(d["recovery"]),
+    )
 
 
 @dataclass(frozen=True)

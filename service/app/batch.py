@@ -37,9 +37,14 @@ ATTEMPTS = 6  # of one batch, on conflicts with another instance
 
 
 def run_batch(
-    store: Store, keys: KeyRing, clock: Clock, policy: Policy, items: Sequence[Item], attempts: int = ATTEMPTS,
+    store: Store,
+    keys: KeyRing,
+    clock: Clock,
+    policy: Policy,
+    items: Sequence[Item],
+    attempts: int = ATTEMPTS,
     leaves: LeafSink | None = None,
-) -> list[Result]:  # fmt: skip
+) -> list[Result]:
     """Handle a batch in one transaction; one result per item, in order.
     `leaves` is told the committed events' Merkle leaves."""
     for attempt in range(1, attempts + 1):
@@ -84,9 +89,14 @@ class ThreadRunner:
     """Runs batches on one writer thread of this process."""
 
     def __init__(
-        self, store: Store, keys: KeyRing, clock: Clock, policy: Policy = Policy(), attempts: int = ATTEMPTS,
+        self,
+        store: Store,
+        keys: KeyRing,
+        clock: Clock,
+        policy: Policy = Policy(),
+        attempts: int = ATTEMPTS,
         leaves: LeafSink | None = None,
-    ):  # fmt: skip
+    ):
         self.store = store
         self._args = (store, keys, clock, policy)
         self._attempts = attempts

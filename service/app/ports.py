@@ -66,9 +66,12 @@ class UnitOfWork(Protocol):
     leaves: list[tuple[int, bytes]]  # (position, Merkle leaf hash) of the events written, once flushed
 
     def prefetch(
-        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = (),
+        self,
+        card_ids: Iterable[str],
+        request_keys: Iterable[tuple[str, str]] = (),
+        read_only: Iterable[str] = (),
         terminal_ids: Iterable[str] = (),
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Load, in one go, the cards the batch writes (locked for this
         transaction), the cards it only reads (not locked), the terminals
         whose failure windows it decides (locked) and the answers kept for

@@ -116,9 +116,16 @@ def make_app(
     """The app over a store (a real one, or a test's fake) and its
     group-commit writer, with the runner make_runner builds."""
     runner = make_runner(
-        store, keys, clock, policy, writer=writer, open_store=open_store, log_format=log_format,
-        on_writer_death=on_writer_death, leaves=leaves,
-    )  # fmt: skip
+        store,
+        keys,
+        clock,
+        policy,
+        writer=writer,
+        open_store=open_store,
+        log_format=log_format,
+        on_writer_death=on_writer_death,
+        leaves=leaves,
+    )
     return PinLife(GroupCommitWriter(runner, max_batch=batch_max, batch_deadline=batch_deadline), clock, policy)
 
 

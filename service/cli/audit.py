@@ -46,9 +46,25 @@ PHASES = {  # VerifyIntegrity's progress phases, as the bar names them
 OUTCOME_STYLES = {"success": "green", "failure": "yellow", "locked": "bold red", "refused": "magenta", "other": "dim"}
 COUNTS = ("checks", "failures", "locks", "resets", "unlocks", "changes", "refusals", "throttles", "suspensions", "events")
 EVENT_CSV = (
-    "position", "occurred_at", "stream_id", "stream_kind", "version", "event_type", "pin_type", "channel", "terminal_id",
-    "office_id", "outcome", "request_id", "event_id", "schema_version", "key_id", "hash", "prev_hash", "payload",
-)  # fmt: skip
+    "position",
+    "occurred_at",
+    "stream_id",
+    "stream_kind",
+    "version",
+    "event_type",
+    "pin_type",
+    "channel",
+    "terminal_id",
+    "office_id",
+    "outcome",
+    "request_id",
+    "event_id",
+    "schema_version",
+    "key_id",
+    "hash",
+    "prev_hash",
+    "payload",
+)
 
 
 class Problem(Exception):
@@ -201,11 +217,25 @@ def _cells(e) -> dict[str, str]:
 
 def _csv_row(e) -> list[Any]:
     return [
-        e.position, _tokyo(e.occurred_at, iso=True), e.stream_id, _short(apb.StreamKind, e.stream_kind, "STREAM_KIND_"),
-        e.version, e.event_type, _short(pb.PinType, e.pin_type, "PIN_TYPE_"), e.channel, e.terminal_id, e.office_id,
-        _short(apb.EventOutcome, e.outcome, "EVENT_OUTCOME_"), e.request_id, e.event_id, e.schema_version, e.key_id,
-        e.hash, e.prev_hash, json.dumps(payload(e), ensure_ascii=False, separators=(",", ":")),
-    ]  # fmt: skip
+        e.position,
+        _tokyo(e.occurred_at, iso=True),
+        e.stream_id,
+        _short(apb.StreamKind, e.stream_kind, "STREAM_KIND_"),
+        e.version,
+        e.event_type,
+        _short(pb.PinType, e.pin_type, "PIN_TYPE_"),
+        e.channel,
+        e.terminal_id,
+        e.office_id,
+        _short(apb.EventOutcome, e.outcome, "EVENT_OUTCOME_"),
+        e.request_id,
+        e.event_id,
+        e.schema_version,
+        e.key_id,
+        e.hash,
+        e.prev_hash,
+        json.dumps(payload(e), ensure_ascii=False, separators=(",", ":")),
+    ]
 
 
 COLUMNS: tuple[tuple[str, str, dict[str, Any]], ...] = (  # key, header, rich column options
@@ -272,16 +302,25 @@ class EventWriter:
             return
 
         shown = {
-            key: max([len(header), *(len(row[key]) for row in self.rows)]) for key, header, _ in COLUMNS
+            key: max([len(header), *(len(row[key]) for row in self.rows)])
+            for key, header, _ in COLUMNS
             if key not in hide and (key in ALWAYS_SHOWN or any(row[key] for row in self.rows))
-        }  # fmt: skip
+        }
         room = lambda: self.console.width - sum(w for k, w in shown.items() if k != "details") - 3 * len(shown)  # noqa: E731
         for key in DROPPED_FIRST:
             if room() >= DETAILS_MIN or "details" not in shown:
                 break
             shown.pop(key, None)
-        table = Table(title=title, title_justify="left", title_style="bold", caption=caption, caption_justify="left",
-                      header_style="bold cyan", box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
+        table = Table(
+            title=title,
+            title_justify="left",
+            title_style="bold",
+            caption=caption,
+            caption_justify="left",
+            header_style="bold cyan",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
         for key, header, options in COLUMNS:
             if key in shown:
                 width = max(room(), 8) if key == "details" else None
@@ -441,8 +480,20 @@ def _show_report(report, fmt: str) -> None:
         return
     if fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["intact", "events_checked", "cards_checked", "head_position", "checkpoints_checked",
-                    "problem", "stream_id", "version", "position", "reason"])  # fmt: skip
+        w.writerow(
+            [
+                "intact",
+                "events_checked",
+                "cards_checked",
+                "head_position",
+                "checkpoints_checked",
+                "problem",
+                "stream_id",
+                "version",
+                "position",
+                "reason",
+            ]
+        )
         head = [
             str(report.intact).lower(),
             report.events_checked,
@@ -502,8 +553,10 @@ def checkpoint(args: argparse.Namespace) -> None:
         if supplied:
             raise Problem(f"the log no longer holds the checkpoint in {args.compare}: {supplied[0].reason}")
         if not report.intact:
-            raise Problem(f"the log holds the checkpoint in {args.compare}, but {_problem_text(report.first_problem)} "
-                          "(`pinlife audit verify` for the report)")  # fmt: skip
+            raise Problem(
+                f"the log holds the checkpoint in {args.compare}, but {_problem_text(report.first_problem)} "
+                "(`pinlife audit verify` for the report)"
+            )
         compared = {"file": args.compare, "held": True, "events_checked": report.events_checked}
         if fmt == "table":
             _console(stderr=True).print(_ok(f"the log still holds the checkpoint in {args.compare}"))
@@ -525,8 +578,9 @@ def checkpoint(args: argparse.Namespace) -> None:
     elif fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(["origin", "tree_size", "root_hash", "verifier_key", "saved", "compared", "held"])
-        w.writerow([r.origin, r.tree_size, r.root_hash, r.verifier_key, args.save or "", args.compare or "",
-                    "true" if compared else ""])  # fmt: skip
+        w.writerow(
+            [r.origin, r.tree_size, r.root_hash, r.verifier_key, args.save or "", args.compare or "", "true" if compared else ""]
+        )
     else:
         sys.stdout.write(r.note)
         sys.stdout.flush()
@@ -582,17 +636,26 @@ class Kept:
         mine = [k for k in self.all() if k.get("origin") == cp.origin]
         keys = {k["verifier_key"] for k in mine}
         if keys and r.verifier_key not in keys and not accept_new_key:
-            raise Problem(f"the checkpoint of {cp.origin} is signed by {r.verifier_key}, not by the key kept in "
-                          f"{self.path} ({sorted(keys)[0]}); after a key rotation keep it with --accept-new-key")  # fmt: skip
+            raise Problem(
+                f"the checkpoint of {cp.origin} is signed by {r.verifier_key}, not by the key kept in "
+                f"{self.path} ({sorted(keys)[0]}); after a key rotation keep it with --accept-new-key"
+            )
         for k in mine:
             if int(k["tree_size"]) == cp.size and k["root_hash"] != r.root_hash:
-                raise Problem(f"the log of {cp.origin} has forked: tree size {cp.size} had root {k['root_hash']}, "
-                              f"now {r.root_hash}")  # fmt: skip
+                raise Problem(
+                    f"the log of {cp.origin} has forked: tree size {cp.size} had root {k['root_hash']}, now {r.root_hash}"
+                )
         if not any(int(k["tree_size"]) == cp.size and k.get("server") == server for k in mine):
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
-            entry = {"server": server, "origin": cp.origin, "tree_size": cp.size, "root_hash": r.root_hash,
-                     "verifier_key": r.verifier_key, "note": r.note,
-                     "fetched_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+            entry = {
+                "server": server,
+                "origin": cp.origin,
+                "tree_size": cp.size,
+                "root_hash": r.root_hash,
+                "verifier_key": r.verifier_key,
+                "note": r.note,
+                "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry, ensure_ascii=False) + "\n")
         return len(self.of_server(server))
@@ -663,8 +726,15 @@ def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
         return Text(str(n)) if n else Text("·", "dim")
 
     def table(title: str, first: str, footer: bool = False) -> Table:
-        t = Table(title=title, title_justify="left", title_style="bold", header_style="bold cyan", box=box.SIMPLE_HEAD,
-                  show_footer=footer, footer_style="bold")  # fmt: skip
+        t = Table(
+            title=title,
+            title_justify="left",
+            title_style="bold",
+            header_style="bold cyan",
+            box=box.SIMPLE_HEAD,
+            show_footer=footer,
+            footer_style="bold",
+        )
         t.add_column(first, footer="total" if footer else "", no_wrap=True)
         return t
 
@@ -686,8 +756,11 @@ def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
     if none:
         console.print(Text(f"none in the range: {', '.join(none)}", "dim"))
     console.print(counts_table("by channel", "channel", [(r.key, r.counts) for r in s.by_channel], s.total))
-    for title, first, rows in (("by office", "office", s.by_office), ("by PIN type", "PIN type", s.by_pin_type),
-                               ("busiest terminals", "terminal", s.by_terminal)):  # fmt: skip
+    for title, first, rows in (
+        ("by office", "office", s.by_office),
+        ("by PIN type", "PIN type", s.by_pin_type),
+        ("busiest terminals", "terminal", s.by_terminal),
+    ):
         if rows:
             console.print(counts_table(title, first, [(r.key, r.counts) for r in rows]))
     if s.by_time:

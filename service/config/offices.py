@@ -58,10 +58,13 @@ def _office(office_id: str, data: dict) -> Office:
             raise OfficesConfigError(f"{w}: closes must be after opens")
         hours.append(Hours(_days(w + ".days", h.get("days", []), {*DAYS, HOLIDAY}), opens, closes, frozenset(h.get("weeks", []))))
     closures = tuple(
-        Closure(_days(f"{where}.closures[{i}].days", c.get("days", []), set(DAYS)),
-                frozenset(c.get("nth_weekends", [])), frozenset(c.get("dates", [])))
+        Closure(
+            _days(f"{where}.closures[{i}].days", c.get("days", []), set(DAYS)),
+            frozenset(c.get("nth_weekends", [])),
+            frozenset(c.get("dates", [])),
+        )
         for i, c in enumerate(data.get("closures", []))
-    )  # fmt: skip
+    )
     return Office(office_id, data.get("name", office_id), kind, frozenset(data["wards"]), tuple(hours), closures)
 
 

@@ -31,9 +31,13 @@ class Report:
     @property
     def intact(self) -> bool:
         return not (
-            self.first_broken_link or self.cards_failing_mac_count or self.projection_mismatch_count
-            or self.first_unlawful or self.checkpoint_problem or self.supplied_checkpoint_problem
-        )  # fmt: skip
+            self.first_broken_link
+            or self.cards_failing_mac_count
+            or self.projection_mismatch_count
+            or self.first_unlawful
+            or self.checkpoint_problem
+            or self.supplied_checkpoint_problem
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "intact": self.intact}

@@ -140,9 +140,12 @@ class KeyRing:
     integrity keys, and the checkpoint signing key."""
 
     def __init__(
-        self, current: str, keys: dict[str, bytes], integrity: IntegrityKeys | None = None,
+        self,
+        current: str,
+        keys: dict[str, bytes],
+        integrity: IntegrityKeys | None = None,
         checkpoint: CheckpointKey | None = None,
-    ):  # fmt: skip
+    ):
         _check_keys("verifier", current, keys)
         if integrity is None:
             raise KeyFileError('no integrity keys (the key file\'s "integrity" section)')

@@ -41,25 +41,39 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.handled = Counter("grpc_server_handled", "RPCs completed, by method and code.",
-                               ("grpc_service", "grpc_method", "grpc_code"), registry=r)  # fmt: skip
-        self.handling = Histogram("grpc_server_handling_seconds", "RPC handling time, by method and code.",
-                                  ("grpc_service", "grpc_method", "grpc_code"), buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.checks = Counter("pinlife_pin_checks", "PIN checks (verify, change, a proving PIN), by result.",
-                              ("pin_type", "channel", "result"), registry=r)  # fmt: skip
+        self.handled = Counter(
+            "grpc_server_handled", "RPCs completed, by method and code.", ("grpc_service", "grpc_method", "grpc_code"), registry=r
+        )
+        self.handling = Histogram(
+            "grpc_server_handling_seconds",
+            "RPC handling time, by method and code.",
+            ("grpc_service", "grpc_method", "grpc_code"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.checks = Counter(
+            "pinlife_pin_checks",
+            "PIN checks (verify, change, a proving PIN), by result.",
+            ("pin_type", "channel", "result"),
+            registry=r,
+        )
         self.locks = Counter("pinlife_pin_locks", "PINs locked by a failed check.", ("pin_type", "channel"), registry=r)
         self.resets = Counter(
             "pinlife_pin_resets", "PINs reset or unlocked, by procedure.", ("pin_type", "procedure"), registry=r
         )
-        self.batch_commands = Histogram("pinlife_batch_commands", "Commands per group-commit transaction.",
-                                        buckets=BATCH_BUCKETS, registry=r)  # fmt: skip
-        self.batch_seconds = Histogram("pinlife_batch_seconds", "A batch from hand-off to commit.",
-                                       buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.writer_failures = Counter("pinlife_writer_failures", "Batches past their deadline (stalled); writer processes that died.",
-                                       ("kind",), registry=r)  # fmt: skip
+        self.batch_commands = Histogram(
+            "pinlife_batch_commands", "Commands per group-commit transaction.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "pinlife_batch_seconds", "A batch from hand-off to commit.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.writer_failures = Counter(
+            "pinlife_writer_failures", "Batches past their deadline (stalled); writer processes that died.", ("kind",), registry=r
+        )
         self.watch_subscribers = Gauge("pinlife_watch_subscribers", "WatchEvents streams open.", registry=r)
-        self.watch_lag = Histogram("pinlife_watch_lag_seconds", "From an event's time to its delivery to a watcher.",
-                                   buckets=LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.watch_lag = Histogram(
+            "pinlife_watch_lag_seconds", "From an event's time to its delivery to a watcher.", buckets=LATENCY_BUCKETS, registry=r
+        )
         for kind in ("stalled", "died"):
             self.writer_failures.labels(kind)  # present at 0 from the start
         self._http: Any = None
@@ -132,8 +146,9 @@ class _PoolCollector:
         self.engines = engines
 
     def collect(self):
-        family = GaugeMetricFamily("pinlife_store_pool_connections", "Store connections by engine and state.",
-                                   labels=("engine", "state"))  # fmt: skip
+        family = GaugeMetricFamily(
+            "pinlife_store_pool_connections", "Store connections by engine and state.", labels=("engine", "state")
+        )
         for name, engine in self.engines:
             pool = engine.pool
             in_use = pool.checkedout() if hasattr(pool, "checkedout") else 0

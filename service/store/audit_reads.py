@@ -153,8 +153,13 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
         denied: Iterable[tuple[Any, ...]] = conn.execute(q.where(in_range, c.event_type == "AccessDenied"))
         for channel, office, terminal, bucket, n in denied:
             if n:
-                for counts in (stats.total, stats.by_channel.get(channel), stats.by_office.get(office),
-                               stats.by_terminal.get(terminal), stats.by_time.get(local(bucket))):  # fmt: skip
+                for counts in (
+                    stats.total,
+                    stats.by_channel.get(channel),
+                    stats.by_office.get(office),
+                    stats.by_terminal.get(terminal),
+                    stats.by_time.get(local(bucket)),
+                ):
                     if counts is not None:
                         counts.values["refusals"] += int(n)
         failing = (

@@ -139,9 +139,13 @@ def sign_checkpoint(
     note = s.sign(Checkpoint(s.name, frontier.size, root).body())
     body = frontier.to_json()
     row = dict(
-        tree_size=frontier.size, root_hash=root.hex(), frontier=body, note=note,
-        mac=keys.integrity.tag(FRONTIER_LABEL + body.encode()), created_at=now,
-    )  # fmt: skip
+        tree_size=frontier.size,
+        root_hash=root.hex(),
+        frontier=body,
+        note=note,
+        mac=keys.integrity.tag(FRONTIER_LABEL + body.encode()),
+        created_at=now,
+    )
     try:
         with store.writer.begin() as conn:
             conn.execute(checkpoints.insert().values(**row))
@@ -234,9 +238,13 @@ class LeafFeed:
     is logged, never the batch's."""
 
     def __init__(
-        self, store: EventStore, keys: KeyRing, clock: Clock, every: float = CHECKPOINT_EVERY,
+        self,
+        store: EventStore,
+        keys: KeyRing,
+        clock: Clock,
+        every: float = CHECKPOINT_EVERY,
         monotonic: Callable[[], float] = time.monotonic,
-    ):  # fmt: skip
+    ):
         self.store, self.keys, self.clock, self.every, self._monotonic = store, keys, clock, every, monotonic
         self._known: dict[int, bytes] = {}
         self._signed_at = monotonic()

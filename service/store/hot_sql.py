@@ -33,20 +33,52 @@ Convert = Callable[[Any], Any]
 # against its table, so a new column cannot be silently left out).
 CARD_COLUMNS = ("card_id", "version", "last_hash", "status", "ward", "enrolled_at", "mac")
 EVENT_COLUMNS = (
-    "position", "stream_id", "stream_kind", "version", "event_id", "event_type", "schema_version", "occurred_at",
-    "pin_type", "channel", "terminal_id", "request_id", "payload", "prev_hash", "hash", "key_id",
+    "position",
+    "stream_id",
+    "stream_kind",
+    "version",
+    "event_id",
+    "event_type",
+    "schema_version",
+    "occurred_at",
+    "pin_type",
+    "channel",
+    "terminal_id",
+    "request_id",
+    "payload",
+    "prev_hash",
+    "hash",
+    "key_id",
     "office",
-)  # fmt: skip
+)
 PIN_COLUMNS = (
-    "card_id", "pin_type", "status", "consecutive_failures", "remaining_tries", "locked_at", "last_version",
-    "inquiry_id", "inquiry_expires_at", "inquiry_wrong_codes",
-    "reservation_id", "reservation_proving_pin_type", "reservation_expires_at",
-)  # fmt: skip
+    "card_id",
+    "pin_type",
+    "status",
+    "consecutive_failures",
+    "remaining_tries",
+    "locked_at",
+    "last_version",
+    "inquiry_id",
+    "inquiry_expires_at",
+    "inquiry_wrong_codes",
+    "reservation_id",
+    "reservation_proving_pin_type",
+    "reservation_expires_at",
+)
 SECRET_COLUMNS = ("card_id", "kind", "name", "key_id", "digest", "set_at_version")
 TERMINAL_COLUMNS = ("terminal_id", "version", "last_hash", "throttle_failures", "throttled_until", "revision")
 REQUEST_COLUMNS = (
-    "terminal_id", "request_id", "card_id", "command", "fingerprint", "outcome", "stream_version", "created_at", "mac",
-)  # fmt: skip
+    "terminal_id",
+    "request_id",
+    "card_id",
+    "command",
+    "fingerprint",
+    "outcome",
+    "stream_version",
+    "created_at",
+    "mac",
+)
 
 
 # What the write path reads of a card: its head, and each PIN's row with its verifier.

@@ -26,10 +26,18 @@ from service.store.records import utc
 # The columns of pin_states after card_id, in hot_sql.PIN_COLUMNS order but
 # for remaining_tries (derived): what a state is read from.
 PIN_READ_COLUMNS = (
-    "pin_type", "consecutive_failures", "status", "locked_at", "last_version",
-    "inquiry_id", "inquiry_expires_at", "inquiry_wrong_codes",
-    "reservation_id", "reservation_proving_pin_type", "reservation_expires_at",
-)  # fmt: skip
+    "pin_type",
+    "consecutive_failures",
+    "status",
+    "locked_at",
+    "last_version",
+    "inquiry_id",
+    "inquiry_expires_at",
+    "inquiry_wrong_codes",
+    "reservation_id",
+    "reservation_proving_pin_type",
+    "reservation_expires_at",
+)
 
 
 _STATUS = {s.value: s for s in CardStatus}
@@ -48,8 +56,19 @@ def card_state(
     """A card from its head and its pin_states rows (PIN_READ_COLUMNS;
     `read_time` converts stored times where the driver has not)."""
     pins, inquiries, reservations = {}, {}, {}
-    for (pin_type, failures, pin_status, locked_at, last_version, inq_id, inq_expires, inq_wrong, res_id, res_proving,
-         res_expires) in pin_rows:  # fmt: skip
+    for (
+        pin_type,
+        failures,
+        pin_status,
+        locked_at,
+        last_version,
+        inq_id,
+        inq_expires,
+        inq_wrong,
+        res_id,
+        res_proving,
+        res_expires,
+    ) in pin_rows:
         t = PIN_TYPE_BY_VALUE[pin_type]
         locked_at = None if locked_at is None else utc(read_time(locked_at))
         pins[t] = PinState(t, failures, pin_status == "locked", locked_at, last_version)
@@ -63,16 +82,26 @@ def card_state(
 def pin_row(card_id: str, state: CardState, t: PinType, bind_time: Callable[[datetime | None], Any]) -> tuple:
     """A pin_states row in hot_sql.PIN_COLUMNS order."""
     p = state.pins[t]
-    row = (card_id, t.value, "locked" if p.locked else "active", p.consecutive_failures, p.remaining_tries,
-           None if p.locked_at is None else bind_time(p.locked_at), p.last_version)  # fmt: skip
+    row = (
+        card_id,
+        t.value,
+        "locked" if p.locked else "active",
+        p.consecutive_failures,
+        p.remaining_tries,
+        None if p.locked_at is None else bind_time(p.locked_at),
+        p.last_version,
+    )
     inquiry, reservation = state.inquiries.get(t), state.reservations.get(t)
     if inquiry is None and reservation is None:
         return row + (None,) * 6
     return row + (
-        inquiry and inquiry.inquiry_id, inquiry and bind_time(inquiry.expires_at), inquiry and inquiry.wrong_codes,
-        reservation and reservation.reservation_id, reservation and reservation.proving_pin_type.value,
+        inquiry and inquiry.inquiry_id,
+        inquiry and bind_time(inquiry.expires_at),
+        inquiry and inquiry.wrong_codes,
+        reservation and reservation.reservation_id,
+        reservation and reservation.proving_pin_type.value,
         reservation and bind_time(reservation.expires_at),
-    )  # fmt: skip
+    )
 
 
 def changed_pins(before: CardState, after: CardState) -> list[PinType]:
@@ -81,10 +110,11 @@ def changed_pins(before: CardState, after: CardState) -> list[PinType]:
     changed = [t for t, p in after.pins.items() if p.last_version > before.version]
     if before.inquiries or after.inquiries or before.reservations or after.reservations:
         changed += [
-            t for t in after.pins
-            if t not in changed and (before.inquiries.get(t) != after.inquiries.get(t)
-                                     or before.reservations.get(t) != after.reservations.get(t))
-        ]  # fmt: skip
+            t
+            for t in after.pins
+            if t not in changed
+            and (before.inquiries.get(t) != after.inquiries.get(t) or before.reservations.get(t) != after.reservations.get(t))
+        ]
     return changed
 
 
@@ -132,6 +162,15 @@ def answer_message(a: StoredRequest, created_at: str) -> bytes:
     outcome in canonical JSON (PostgreSQL's JSONB does not keep the text),
     created_at as canonical_time gives it (the write path formats a batch's
     time once). A stored format (tests/store/test_mac_message.py)."""
-    parts = ("pinlife-answer-v1", a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint,
-             canonical(a.outcome).decode(), str(a.stream_version), created_at)  # fmt: skip
+    parts = (
+        "pinlife-answer-v1",
+        a.terminal_id,
+        a.request_id,
+        a.card_id,
+        a.command,
+        a.fingerprint,
+        canonical(a.outcome).decode(),
+        str(a.stream_version),
+        created_at,
+    )
     return "\x1f".join(parts).encode()

@@ -88,9 +88,13 @@ Index("ix_events_terminal_id_occurred_at_position", events.c.terminal_id, events
 Index("ix_events_event_type_occurred_at_position", events.c.event_type, events.c.occurred_at, events.c.position)
 _office = events.c.office.isnot(None)
 Index(
-    "ix_events_office_occurred_at_position", events.c.office, events.c.occurred_at, events.c.position,
-    postgresql_where=_office, sqlite_where=_office,
-)  # fmt: skip
+    "ix_events_office_occurred_at_position",
+    events.c.office,
+    events.c.occurred_at,
+    events.c.position,
+    postgresql_where=_office,
+    sqlite_where=_office,
+)
 # Events not yet keyed (stored before keyed chains, until `pinlife migrate` re-chains them).
 _unkeyed = events.c.key_id.is_(None)
 Index("ix_events_unkeyed", events.c.position, postgresql_where=_unkeyed, sqlite_where=_unkeyed)

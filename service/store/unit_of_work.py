@@ -96,9 +96,12 @@ class UnitOfWork:
 
     # -- reads -------------------------------------------------------------
     def prefetch(
-        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = (),
+        self,
+        card_ids: Iterable[str],
+        request_keys: Iterable[tuple[str, str]] = (),
+        read_only: Iterable[str] = (),
         terminal_ids: Iterable[str] = (),
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Load, in one round trip (HotSql.run), the cards the batch writes
         (locking their heads), the cards it only reads (no lock), the
         terminals whose failure windows it decides, and earlier answers to
@@ -223,9 +226,19 @@ class UnitOfWork:
         when its position is known)."""
         pin_type = getattr(e, "pin_type", None)
         envelope = hashed_envelope(
-            stream_id, version, new_event_id(), e.type_name, e.schema_version, env.occurred_at,
-            pin_type.value if pin_type else None, env.channel, env.terminal_id, env.request_id, e.payload(), env.office,
-        )  # fmt: skip
+            stream_id,
+            version,
+            new_event_id(),
+            e.type_name,
+            e.schema_version,
+            env.occurred_at,
+            pin_type.value if pin_type else None,
+            env.channel,
+            env.terminal_id,
+            env.request_id,
+            e.payload(),
+            env.office,
+        )
         self._new_events.append((envelope, env.occurred_at))
 
     def append(self, card_id: str, new_events: Sequence[Event], env: Envelope) -> CardState:
@@ -319,11 +332,27 @@ class UnitOfWork:
             link, leaf = link_and_leaf(key, prev, position, env)
             hashes[sid] = link
             self.leaves.append((position, leaf))
-            rows.append((
-                position, sid, stream_kind(sid).value, env["version"], env["event_id"], env["event_type"],
-                env["schema_version"], bind_time(at), env["pin_type"], env["channel"], env["terminal_id"],
-                env["request_id"], bind_json(env["payload"]), prev, link, key_id, env.get("office"),
-            ))  # fmt: skip
+            rows.append(
+                (
+                    position,
+                    sid,
+                    stream_kind(sid).value,
+                    env["version"],
+                    env["event_id"],
+                    env["event_type"],
+                    env["schema_version"],
+                    bind_time(at),
+                    env["pin_type"],
+                    env["channel"],
+                    env["terminal_id"],
+                    env["request_id"],
+                    bind_json(env["payload"]),
+                    prev,
+                    link,
+                    key_id,
+                    env.get("office"),
+                )
+            )
         return rows
 
     def _verifiers(self, state: CardState) -> dict[PinType, Verifier | None]:
@@ -344,23 +373,39 @@ class UnitOfWork:
         first = self._claim()
         event_rows = self._link(first) if self._new_events else []
         if self._new_cards:
-            plan["cards"] = Statement(sql.insert_cards, [
-                (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at), self._mac(c))
-                for c, at in self._new_cards.items() for s in (self._states[c],)
-            ], many=True)  # fmt: skip
+            plan["cards"] = Statement(
+                sql.insert_cards,
+                [
+                    (c, s.version, self._hashes[c], s.status.value, s.ward, bind_time(at), self._mac(c))
+                    for c, at in self._new_cards.items()
+                    for s in (self._states[c],)
+                ],
+                many=True,
+            )
         if self._dirty_terminals:  # locked by _claim, as read
-            plan["terminals"] = Statement(sql.update_terminal, [
-                (version, self._hashes[terminal_stream(t)], *window_to_row(window, bind_time), t, revision)
-                for t in sorted(self._dirty_terminals) for version, window, revision in (self._terminals[t],)
-            ], many=True, expect=len(self._dirty_terminals))  # fmt: skip
+            plan["terminals"] = Statement(
+                sql.update_terminal,
+                [
+                    (version, self._hashes[terminal_stream(t)], *window_to_row(window, bind_time), t, revision)
+                    for t in sorted(self._dirty_terminals)
+                    for version, window, revision in (self._terminals[t],)
+                ],
+                many=True,
+                expect=len(self._dirty_terminals),
+            )
         touched = {env["card_id"] for env, _ in self._new_events if is_card_stream(env["card_id"])}
         touched |= {ref.card_id for ref in self._new_secrets if ref.kind == SecretKind.PIN}  # the MAC covers verifiers
         touched -= self._new_cards.keys()
         if touched:
-            plan["heads"] = Statement(sql.update_cards, [
-                (s.version, self._hashes[c], s.status.value, self._mac(c), c)
-                for c in sorted(touched) for s in (self._states[c],)
-            ], many=True)  # fmt: skip
+            plan["heads"] = Statement(
+                sql.update_cards,
+                [
+                    (s.version, self._hashes[c], s.status.value, self._mac(c), c)
+                    for c in sorted(touched)
+                    for s in (self._states[c],)
+                ],
+                many=True,
+            )
         if event_rows:
             plan["events"] = Statement(sql.insert_events, event_rows, many=True)
         if self._dirty_pins:
@@ -370,10 +415,23 @@ class UnitOfWork:
             plan["secrets"] = Statement(sql.upsert_secrets, list(self._new_secrets.values()), many=True)
         if self._new_requests:
             tag, times = self._integrity.tag, {at: canonical_time(at) for at in {at for _, at in self._new_requests}}
-            plan["answers"] = Statement(sql.insert_requests, [
-                (a.terminal_id, a.request_id, a.card_id, a.command, a.fingerprint, bind_json(a.outcome), a.stream_version,
-                 bind_time(at), tag(answer_message(a, times[at])))
-                for a, at in self._new_requests
-            ], many=True)  # fmt: skip
+            plan["answers"] = Statement(
+                sql.insert_requests,
+                [
+                    (
+                        a.terminal_id,
+                        a.request_id,
+                        a.card_id,
+                        a.command,
+                        a.fingerprint,
+                        bind_json(a.outcome),
+                        a.stream_version,
+                        bind_time(at),
+                        tag(answer_message(a, times[at])),
+                    )
+                    for a, at in self._new_requests
+                ],
+                many=True,
+            )
         if plan:
             sql.run(self._conn, plan)
