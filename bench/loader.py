@@ -1,6 +1,7 @@
 """Fast in-process loading, not over gRPC: commands go straight to
 ThreadRunner.process() in big batches (one transaction per batch), the
-same code path the server's writer thread runs.
+same batch function (service/app/batch.py, run_batch) the server's writer
+process runs.
 
 Every load has a target and a time budget. It stops where it is when the
 budget runs out, or earlier (after half the budget) when the rate of

@@ -2,7 +2,7 @@
 
 For each store (SQLite in a temp dir, then PostgreSQL in throwaway databases):
   1. create and migrate the database, write a key file, load N enrolled cards
-     in-process (GroupCommitWriter.process, big batches);
+     in-process (ThreadRunner.process, big batches);
   2. start the real server (`python -m service.cli serve`) and wait for SERVING;
   3. drive it over gRPC from separate load-generator processes: the health
      Check ceiling, then a realistic verify mix; requests/s, p50, p99, errors;
