@@ -74,7 +74,7 @@ test: check
 test-unit: gen
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# Performance (not part of `make test`): see bench/README.md and the README.
+# Performance (not part of `make test`): what each figure means is bench/README.md; figures are docs/performance.md.
 $(VENV)/.bench-installed: $(STAMP_INSTALL)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
