@@ -7,7 +7,7 @@ from typing import overload
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import common_pb2 as pb
-from service.domain.decide import CheckOutcome, CheckResult
+from service.domain.decision import CheckOutcome, CheckResult
 from service.domain.errors import InvalidInput
 from service.domain.pins import PinType, UnknownPinType, pin_type_violation
 from collections.abc import Callable

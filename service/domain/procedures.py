@@ -1,7 +1,9 @@
 """The reset procedures (DESIGN.md §2): at a counter (reset, unlock, the
 proxy's two visits, suspend and resume) and at a convenience store (the
 reset app's reservation, the kiosk's completion). Each is a `decide_*`
-function of (state, command, context), registered in decide.DECIDERS.
+function of (state, command, context); decide.py lists each in DECIDERS.
+What the deciders share (Decision, Context, check_pin, the enrolled / PIN-set
+requirements) is in decision.py.
 
 Rules, each in one place here:
 - counter_gate: a counter acts only during its office's hours and only for
@@ -22,10 +24,8 @@ Rules, each in one place here:
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from service.domain.calendar import TOKYO, Calendar
 from service.domain.commands import (
@@ -38,9 +38,9 @@ from service.domain.commands import (
     SuspendCard,
     UnlockPin,
 )
-from service.domain.decide import CheckOutcome, CheckResult, Context, Decision, _require_pin, check_pin
+from service.domain.decision import CheckOutcome, CheckResult, Context, Decision, check_pin, require_enrolled, require_pin
 from service.domain.documents import Applicant, Document, check_checklist
-from service.domain.errors import NotFound, PreconditionFailed, PreconditionViolation
+from service.domain.errors import PreconditionFailed, PreconditionViolation
 from service.domain.events import (
     CardResumed,
     CardSuspended,
@@ -112,11 +112,6 @@ class StoreReset:
 
 
 # -- shared rules --------------------------------------------------------------
-def _enrolled(state: CardState) -> None:
-    if not state.enrolled:
-        raise NotFound(f"card {state.card_id} is not enrolled")
-
-
 def counter_gate(state: CardState, office_id: str | None, rpc: str, ctx: Context) -> Decision | None:
     """A refusal when the counter is closed or does not serve the card's
     ward (None: it may act). A terminal without an office (the call centre,
@@ -164,8 +159,7 @@ def _doc_types(documents: tuple[Document, ...]) -> tuple[str, ...]:
 def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "ResetPin", ctx):
         return gate
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
+    require_pin(state, cmd.pin_type)
     if refusal := _checklist(state, "reset", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     event = PinReset(cmd.pin_type, "counter", cmd.applicant.value, _doc_types(cmd.documents))
@@ -175,8 +169,7 @@ def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision:
 def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "UnlockPin", ctx):
         return gate
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
+    require_pin(state, cmd.pin_type)
     if refusal := _checklist(state, "unlock", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     event = PinUnlocked(cmd.pin_type, cmd.applicant.value, _doc_types(cmd.documents))
@@ -186,7 +179,7 @@ def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision:
 def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "SuspendCard", ctx):
         return gate
-    _enrolled(state)
+    require_enrolled(state)
     if state.suspended:  # already: nothing happens, the answer says so
         return Decision((), CardStatusChanged(CardStatus.SUSPENDED))
     return Decision((CardSuspended(cmd.reason),), CardStatusChanged(CardStatus.SUSPENDED))
@@ -195,7 +188,7 @@ def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision
 def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "ResumeCard", ctx):
         return gate
-    _enrolled(state)
+    require_enrolled(state)
     if refusal := _checklist(state, "resume", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     if not state.suspended:
@@ -207,8 +200,7 @@ def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
 def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "RequestProxyReset", ctx):
         return gate
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
+    require_pin(state, cmd.pin_type)
     if refusal := _checklist(state, "proxy_inquiry", Applicant.PROXY, cmd.documents, ctx, step="inquiry"):
         return refusal
     events: list[Event] = []
@@ -225,8 +217,7 @@ def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context)
 def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "CompleteProxyReset", ctx):
         return gate
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
+    require_pin(state, cmd.pin_type)
     if refusal := _checklist(state, "proxy_completion", Applicant.PROXY, cmd.documents, ctx, step="completion"):
         return refusal
     inquiry = state.inquiries.get(cmd.pin_type)
@@ -259,8 +250,7 @@ def _refuse(state: CardState, cmd, procedure: str, reason: str, message: str) ->
 def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context) -> Decision:
     """The reset app proves the other certificate's PIN (a failed try of
     that PIN when wrong) and reserves a reset of `pin_type`."""
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
+    require_pin(state, cmd.pin_type)
     proving = store_proving_pin(cmd.pin_type, any(c.resets_user_certificate for c in ctx.policy.store_chains.values()))
     if proving is None or state.pin(proving) is None:
         return _refuse(state, cmd, "store_reservation", "counter_only",
@@ -279,8 +269,7 @@ def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> De
     """The kiosk, within the reservation's validity and store hours: the
     holder proves the reserved proving PIN again; then the new PIN is set
     and unlocked."""
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
+    require_pin(state, cmd.pin_type)
     local = ctx.now.astimezone(TOKYO).time()
     if not (ctx.policy.store_opens <= local < ctx.policy.store_closes):
         return _refuse(state, cmd, "convenience_store", "store_closed",
@@ -305,15 +294,3 @@ def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> De
         return Decision(events, StoreReset(check, False))
     reset = PinReset(cmd.pin_type, "convenience_store", Applicant.HOLDER.value, ())
     return Decision((*events, reset), StoreReset(check, True), {cmd.pin_type: cmd.new_pin})
-
-
-DECIDERS: dict[type, Callable[[CardState, Any, Context], Decision]] = {
-    ResetPin: decide_reset,
-    UnlockPin: decide_unlock,
-    SuspendCard: decide_suspend,
-    ResumeCard: decide_resume,
-    RequestProxyReset: decide_request_proxy,
-    CompleteProxyReset: decide_complete_proxy,
-    ReserveStoreReset: decide_reserve_store,
-    StoreResetPin: decide_store_reset,
-}

@@ -25,7 +25,8 @@ from service.domain.commands import (
     ChangePin, CompleteProxyReset, EnrollCard, RequestProxyReset, ReserveStoreReset, ResetPin, ResumeCard, StoreResetPin,
     SuspendCard, UnlockPin, VerifyPin,
 )  # fmt: skip
-from service.domain.decide import Context, decide
+from service.domain.decision import Context
+from service.domain.decide import decide
 from service.domain.documents import Applicant
 from service.domain.documents import DocumentType as D
 from service.domain.errors import DomainError
