@@ -64,9 +64,12 @@ from service.domain.events import (
     PinVerified,
     ProxyInquiryClosed,
     ProxyInquiryCodeRejected,
+    InquiryCloseReason,
     ProxyInquiryIssued,
     Purpose,
     Recorded,
+    RefusalReason,
+    ResetProcedure,
     ResetRefused,
     StoreResetReserved,
     SuspendedCardAttempted,
@@ -338,11 +341,11 @@ def _pin_reset(e: PinReset, b: Before) -> Reason:
     t = e.pin_type
     if reason := _pin(b, t):
         return reason
-    if e.procedure == "counter":
+    if e.procedure == ResetProcedure.COUNTER:
         return _documents(b, e.applicant, e.documents, "reset", HOLDER_OR_REPRESENTATIVE)
-    if e.procedure == "proxy":
+    if e.procedure == ResetProcedure.PROXY:
         return _documents(b, e.applicant, e.documents, "completion", (Applicant.PROXY,)) or _open_inquiry(b, t)
-    if e.procedure == "convenience_store":
+    if e.procedure == ResetProcedure.CONVENIENCE_STORE:
         return _store_reset(e, b)
     return f"unknown reset procedure {e.procedure!r}"
 
@@ -433,14 +436,14 @@ def _proxy_inquiry_closed(e: ProxyInquiryClosed, b: Before) -> Reason:
     t = e.pin_type
     if reason := _pin(b, t) or _open_inquiry(b, t, e.inquiry_id, live=False):
         return reason
-    if e.reason == "superseded":
+    if e.reason == InquiryCloseReason.SUPERSEDED:
         return None  # the new inquiry must follow (then)
-    if e.reason == "expired":
+    if e.reason == InquiryCloseReason.EXPIRED:
         expires = b.state.inquiries[t].expires_at
         if b.at < expires:
             return f"the inquiry expires only at {expires.isoformat()}"
         return None
-    if e.reason == "voided":
+    if e.reason == InquiryCloseReason.VOIDED:
         return _right_after(
             b, f"the wrong code that uses the last attempt of inquiry {e.inquiry_id}",
             lambda p: type(p) is ProxyInquiryCodeRejected and p.inquiry_id == e.inquiry_id and p.remaining == 0,
@@ -449,7 +452,7 @@ def _proxy_inquiry_closed(e: ProxyInquiryClosed, b: Before) -> Reason:
 
 
 def _then_issue(e: ProxyInquiryClosed) -> Then | None:
-    if e.reason != "superseded":
+    if e.reason != InquiryCloseReason.SUPERSEDED:
         return None
     t = e.pin_type
     return Then(f"ProxyInquiryIssued for the {t.value} PIN", lambda n: type(n) is ProxyInquiryIssued and n.pin_type is t)
@@ -476,7 +479,7 @@ def _then_void(e: ProxyInquiryCodeRejected) -> Then | None:
     i = e.inquiry_id
     return Then(
         f"ProxyInquiryClosed (voided) of inquiry {i}",
-        lambda n: type(n) is ProxyInquiryClosed and n.inquiry_id == i and n.reason == "voided",
+        lambda n: type(n) is ProxyInquiryClosed and n.inquiry_id == i and n.reason == InquiryCloseReason.VOIDED,
     )
 
 
@@ -505,37 +508,37 @@ def _reset_refused(e: ResetRefused, b: Before) -> Reason:
     t = e.pin_type
     if reason := _pin(b, t):
         return reason
-    if (e.procedure, e.reason) == ("proxy", "no_open_inquiry"):
+    if (e.procedure, e.reason) == (ResetProcedure.PROXY, RefusalReason.NO_OPEN_INQUIRY):
         return None  # the inquiry id asked for is not recorded: any state allows it
-    if (e.procedure, e.reason) == ("store_reservation", "counter_only"):
+    if (e.procedure, e.reason) == (ResetProcedure.STORE_RESERVATION, RefusalReason.COUNTER_ONLY):
         # Refused when no PIN proves it, or the proving PIN is not enrolled.
         proving = store_proving_pin(t, _stores_reset_user_certificate(b, unknown=False))
         if proving is not None and b.state.pin(proving) is not None:
             return f"the {t.value} PIN can be reserved for a store reset by the {proving.value} PIN"
         return None
-    if e.procedure == "convenience_store":
+    if e.procedure == ResetProcedure.CONVENIENCE_STORE:
         return _kiosk_refused(e, b)
-    return f"no rule refuses a {e.procedure} procedure with {e.reason!r}"
+    return f"no rule refuses a {e.procedure} procedure with {str(e.reason)!r}"
 
 
 def _kiosk_refused(e: ResetRefused, b: Before) -> Reason:
     """decide_store_reset, in its order: hours, counter only, suspended, reservation, expiry."""
     t = e.pin_type
-    if e.reason == "store_closed":
+    if e.reason == RefusalReason.STORE_CLOSED:
         return _kiosk(b, want_open=False)
     if reason := _kiosk(b):
         return reason
-    if e.reason == "counter_only":
+    if e.reason == RefusalReason.COUNTER_ONLY:
         # The user-certificate PIN depends on the chain (not recorded); every store resets the signature PIN.
         return "every store resets the signature PIN" if t is PinType.SIGNATURE else None
-    if e.reason not in ("no_reservation", "reservation_expired"):
-        return f"no rule refuses a kiosk reset with {e.reason!r}"
+    if e.reason not in (RefusalReason.NO_RESERVATION, RefusalReason.RESERVATION_EXPIRED):
+        return f"no rule refuses a kiosk reset with {str(e.reason)!r}"
     if reason := _active(b):
         return f"{reason}; the kiosk answers so before it looks for a reservation"
     if store_proving_pin(t, True) is None:
         return f"the {t.value} PIN is refused as counter only before a reservation is looked for"
     reservation = b.state.reservations.get(t)
-    if e.reason == "no_reservation":
+    if e.reason == RefusalReason.NO_RESERVATION:
         if reservation is not None:
             return f"a reservation for the {t.value} PIN is open (it would be used, or refused as expired)"
         return None

@@ -45,14 +45,18 @@ from service.domain.events import (
     CardResumed,
     CardSuspended,
     CounterOutOfService,
+    CounterProcedure,
     CounterProcedureRefused,
     Event,
+    InquiryCloseReason,
     PinReset,
     PinUnlocked,
     ProxyInquiryClosed,
     ProxyInquiryCodeRejected,
     ProxyInquiryIssued,
     Purpose,
+    RefusalReason,
+    ResetProcedure,
     ResetRefused,
     StoreResetReserved,
 )
@@ -121,25 +125,25 @@ def counter_gate(state: CardState, office_id: str | None, rpc: str, ctx: Context
     calendar: Calendar = ctx.policy.calendar
     office = calendar.offices.get(office_id)
     if office is None:
-        reason, message = "unknown_office", f"office {office_id} is not in the office calendar"
+        reason, message = RefusalReason.UNKNOWN_OFFICE, f"office {office_id} is not in the office calendar"
     elif not calendar.is_open(office, ctx.now):
-        reason = "out_of_hours"
+        reason = RefusalReason.OUT_OF_HOURS
         opens = calendar.next_opening(office, ctx.now)
         when = opens.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M") if opens else "not within two months"
         message = f"{office.name} is closed now; it next opens {when} (Asia/Tokyo)"
     elif not office.serves(state.ward):
-        reason = "out_of_jurisdiction"
+        reason = RefusalReason.OUT_OF_JURISDICTION
         serving = ", ".join(o.name for o in calendar.serving(state.ward)) or "no configured office"
         message = f"{office.name} does not serve ward {state.ward}; it is served by {serving}"
     else:
         return None
-    violation = PreconditionViolation(reason.upper(), f"offices/{office_id}", message)
+    violation = PreconditionViolation(reason.violation_type, f"offices/{office_id}", message)
     refusal = CounterOutOfService(rpc, state.card_id, reason)
     return Decision((), None, terminal_events=(refusal,), error=PreconditionFailed(violation))
 
 
 def _checklist(
-    state: CardState, procedure: str, applicant: Applicant, documents: tuple[Document, ...], ctx: Context,
+    state: CardState, procedure: CounterProcedure, applicant: Applicant, documents: tuple[Document, ...], ctx: Context,
     *, adult_ward: bool = False, step: str = "reset",
 ) -> Decision | None:  # fmt: skip
     """A recorded refusal naming every missing or stale document, or None."""
@@ -160,9 +164,9 @@ def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "ResetPin", ctx):
         return gate
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, "reset", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    if refusal := _checklist(state, CounterProcedure.RESET, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
-    event = PinReset(cmd.pin_type, "counter", cmd.applicant.value, _doc_types(cmd.documents))
+    event = PinReset(cmd.pin_type, ResetProcedure.COUNTER, cmd.applicant.value, _doc_types(cmd.documents))
     return Decision((event,), PinRestored(cmd.pin_type), {cmd.pin_type: cmd.new_pin})
 
 
@@ -170,7 +174,7 @@ def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "UnlockPin", ctx):
         return gate
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, "unlock", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    if refusal := _checklist(state, CounterProcedure.UNLOCK, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     event = PinUnlocked(cmd.pin_type, cmd.applicant.value, _doc_types(cmd.documents))
     return Decision((event,), PinRestored(cmd.pin_type))
@@ -189,7 +193,7 @@ def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "ResumeCard", ctx):
         return gate
     require_enrolled(state)
-    if refusal := _checklist(state, "resume", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    if refusal := _checklist(state, CounterProcedure.RESUME, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     if not state.suspended:
         return Decision((), CardStatusChanged(CardStatus.ACTIVE))
@@ -201,11 +205,11 @@ def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context)
     if gate := counter_gate(state, cmd.office_id, "RequestProxyReset", ctx):
         return gate
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, "proxy_inquiry", Applicant.PROXY, cmd.documents, ctx, step="inquiry"):
+    if refusal := _checklist(state, CounterProcedure.PROXY_INQUIRY, Applicant.PROXY, cmd.documents, ctx, step="inquiry"):
         return refusal
     events: list[Event] = []
     if (old := state.inquiries.get(cmd.pin_type)) is not None:
-        events.append(ProxyInquiryClosed(cmd.pin_type, old.inquiry_id, "superseded"))
+        events.append(ProxyInquiryClosed(cmd.pin_type, old.inquiry_id, InquiryCloseReason.SUPERSEDED))
     inquiry_id, code = ctx.new_id(), ctx.new_code()
     expires_at = ctx.now + ctx.policy.inquiry_validity
     events.append(ProxyInquiryIssued(cmd.pin_type, inquiry_id, expires_at.isoformat(), _doc_types(cmd.documents)))
@@ -218,32 +222,32 @@ def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Contex
     if gate := counter_gate(state, cmd.office_id, "CompleteProxyReset", ctx):
         return gate
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, "proxy_completion", Applicant.PROXY, cmd.documents, ctx, step="completion"):
+    if refusal := _checklist(state, CounterProcedure.PROXY_COMPLETION, Applicant.PROXY, cmd.documents, ctx, step="completion"):
         return refusal
     inquiry = state.inquiries.get(cmd.pin_type)
     if inquiry is None or inquiry.inquiry_id != cmd.inquiry_id:
-        refused = ResetRefused(cmd.pin_type, "proxy", ProxyResult.NO_OPEN_INQUIRY.value)
+        refused = ResetRefused(cmd.pin_type, ResetProcedure.PROXY, RefusalReason.NO_OPEN_INQUIRY)
         return Decision((refused,), ProxyCompletion(ProxyResult.NO_OPEN_INQUIRY, 0))
     if ctx.now >= inquiry.expires_at:
-        closed = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, "expired")
+        closed = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, InquiryCloseReason.EXPIRED)
         return Decision((closed,), ProxyCompletion(ProxyResult.EXPIRED, 0))
     limit = ctx.policy.inquiry_max_wrong_codes
     if not ctx.code_matches(INQUIRY_CODE_KIND, inquiry.inquiry_id, cmd.code):
         wrong = inquiry.wrong_codes + 1
         rejected = ProxyInquiryCodeRejected(cmd.pin_type, inquiry.inquiry_id, wrong, max(0, limit - wrong))
         if wrong >= limit:
-            voided = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, "voided")
+            voided = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, InquiryCloseReason.VOIDED)
             return Decision((rejected, voided), ProxyCompletion(ProxyResult.VOIDED, 0))
         return Decision((rejected,), ProxyCompletion(ProxyResult.WRONG_CODE, limit - wrong))
-    event = PinReset(cmd.pin_type, "proxy", Applicant.PROXY.value, _doc_types(cmd.documents))
+    event = PinReset(cmd.pin_type, ResetProcedure.PROXY, Applicant.PROXY.value, _doc_types(cmd.documents))
     return Decision((event,), ProxyCompletion(ProxyResult.COMPLETED, 0), {cmd.pin_type: cmd.new_pin})
 
 
 # -- convenience store ---------------------------------------------------------
-def _refuse(state: CardState, cmd, procedure: str, reason: str, message: str) -> Decision:
+def _refuse(state: CardState, cmd, procedure: ResetProcedure, reason: RefusalReason, message: str) -> Decision:
     """A store procedure refused with a reason: recorded, then FAILED_PRECONDITION."""
     refused = ResetRefused(cmd.pin_type, procedure, reason)
-    error = PreconditionFailed(PreconditionViolation(reason.upper(), f"{state.card_id}/{cmd.pin_type.value}", message))
+    error = PreconditionFailed(PreconditionViolation(reason.violation_type, f"{state.card_id}/{cmd.pin_type.value}", message))
     return Decision((refused,), None, error=error)
 
 
@@ -253,7 +257,7 @@ def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context)
     require_pin(state, cmd.pin_type)
     proving = store_proving_pin(cmd.pin_type, any(c.resets_user_certificate for c in ctx.policy.store_chains.values()))
     if proving is None or state.pin(proving) is None:
-        return _refuse(state, cmd, "store_reservation", "counter_only",
+        return _refuse(state, cmd, ResetProcedure.STORE_RESERVATION, RefusalReason.COUNTER_ONLY,
                              f"the {cmd.pin_type.value} PIN can be reset only at a ward office or Special Center")  # fmt: skip
     proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
     events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESERVATION, ctx)
@@ -272,25 +276,25 @@ def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> De
     require_pin(state, cmd.pin_type)
     local = ctx.now.astimezone(TOKYO).time()
     if not (ctx.policy.store_opens <= local < ctx.policy.store_closes):
-        return _refuse(state, cmd, "convenience_store", "store_closed",
+        return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, RefusalReason.STORE_CLOSED,
                              f"kiosk resets run {ctx.policy.store_opens:%H:%M}-{ctx.policy.store_closes:%H:%M} Asia/Tokyo")  # fmt: skip
     proving = store_proving_pin(cmd.pin_type, ctx.policy.chain(cmd.chain_id).resets_user_certificate)
     if proving is None:
-        return _refuse(state, cmd, "convenience_store", "counter_only",
+        return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, RefusalReason.COUNTER_ONLY,
                              f"this store cannot reset the {cmd.pin_type.value} PIN: a ward office or Special Center can")  # fmt: skip
     if state.suspended:
         events, check = check_pin(state, proving, "", Purpose.STORE_RESET, ctx)  # recorded, never checked
         return Decision(events, StoreReset(check, False))
     reservation = state.reservations.get(cmd.pin_type)
     if reservation is None or reservation.proving_pin_type is not proving:
-        return _refuse(state, cmd, "convenience_store", "no_reservation",
+        return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, RefusalReason.NO_RESERVATION,
                              "no reservation for this PIN: reserve in the reset app first")  # fmt: skip
     if ctx.now >= reservation.expires_at:
-        return _refuse(state, cmd, "convenience_store", "reservation_expired",
+        return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, RefusalReason.RESERVATION_EXPIRED,
                              "the reservation has expired: reserve again in the reset app")  # fmt: skip
     proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
     events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESET, ctx)
     if check.result is not CheckResult.OK:
         return Decision(events, StoreReset(check, False))
-    reset = PinReset(cmd.pin_type, "convenience_store", Applicant.HOLDER.value, ())
+    reset = PinReset(cmd.pin_type, ResetProcedure.CONVENIENCE_STORE, Applicant.HOLDER.value, ())
     return Decision((*events, reset), StoreReset(check, True), {cmd.pin_type: cmd.new_pin})

@@ -7,8 +7,9 @@ into the next version's; they chain up to the class's `schema_version`.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import fields
-from typing import Any
+from typing import Any, get_args, get_type_hints
 from collections.abc import Callable
 
 from service.domain.events import EVENT_TYPES, Event, Purpose
@@ -53,7 +54,32 @@ def upcast(type_name: str, schema_version: int, payload: Payload) -> Payload:
     return payload
 
 
-_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+# (field name, the StrEnum of its stored word or None) of each event class
+_FIELDS: dict[type[Event], tuple[tuple[str, type[enum.StrEnum] | None], ...]] = {}
+
+
+def _fields(cls: type[Event]) -> tuple[tuple[str, type[enum.StrEnum] | None], ...]:
+    found = _FIELDS.get(cls)
+    if found is None:
+        hints = get_type_hints(cls)
+        found = _FIELDS[cls] = tuple((f.name, _word_enum(hints[f.name])) for f in fields(cls))
+    return found
+
+
+def _word_enum(hint: Any) -> type[enum.StrEnum] | None:
+    """The StrEnum a field's annotation names (`RefusalReason | str`), if any."""
+    for t in get_args(hint) or (hint,):
+        if isinstance(t, type) and issubclass(t, enum.StrEnum):
+            return t
+    return None
+
+
+def _word(vocabulary: type[enum.StrEnum], value: Any) -> Any:
+    """The member for a known stored word; anything else as stored (the lawful check reports it)."""
+    try:
+        return vocabulary(value)
+    except ValueError:
+        return value
 
 
 def event_from_stored(type_name: str, schema_version: int, pin_type: str | None, payload: Payload) -> Event:
@@ -61,17 +87,16 @@ def event_from_stored(type_name: str, schema_version: int, pin_type: str | None,
     PIN type column, the JSON payload)."""
     payload = upcast(type_name, schema_version, payload)
     cls = EVENT_TYPES[type_name]
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
     kwargs: dict[str, Any] = {}
-    for name in names:
+    for name, vocabulary in _fields(cls):
         if name == "pin_type":
             kwargs["pin_type"] = PinType(pin_type)
         elif name == "pin_types":
             kwargs["pin_types"] = tuple(PinType(v) for v in payload["pin_types"])
         elif name == "purpose":
             kwargs["purpose"] = Purpose(payload["purpose"])
+        elif vocabulary is not None:
+            kwargs[name] = _word(vocabulary, payload[name])
         else:
             value = payload[name]
             kwargs[name] = tuple(value) if isinstance(value, list) else value
