@@ -1,6 +1,7 @@
 """What every decider shares: the shape of a decision (Decision), what a
 rule may consult (Context), the PIN check (check_pin) and its answer
 (CheckOutcome), and the requirements that a card is enrolled and a PIN set.
+The rules the lawful-history check judges by too are guards (guards.py).
 
 The deciders use it: decide.py (enrol, verify, change) and procedures.py
 (the reset procedures); decide.py assembles their table. Pure: the time
@@ -26,6 +27,7 @@ from service.domain.events import (
     Purpose,
     SuspendedCardAttempted,
 )
+from service.domain.guards import Unchecked, locks, why_unchecked, wrong_entry
 from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy
 from service.domain.recovery import Recovery, recovery_for
@@ -99,27 +101,27 @@ def require_pin(state: CardState, pin_type: PinType) -> PinState:
 def check_pin(
     state: CardState, pin_type: PinType, pin: str, purpose: Purpose, ctx: Context
 ) -> tuple[tuple[Event, ...], CheckOutcome]:
-    """Locked PINs and suspended cards are never checked (the attempt is
-    recorded); a correct entry resets the counter; a wrong one counts;
-    reaching the limit locks (the failure, then the lock)."""
+    """A suspended card or a locked PIN is never checked: the attempt is
+    recorded (guards.why_unchecked). A correct entry resets the counter; a
+    wrong one counts (guards.wrong_entry); reaching the limit locks: the
+    failure, then the lock (guards.locks)."""
     current = require_pin(state, pin_type)
     limit = retry_limit(pin_type)
-    if state.suspended:
+    unchecked = why_unchecked(state, pin_type)
+    if unchecked is Unchecked.CARD_SUSPENDED:
         outcome = CheckOutcome(
             CheckResult.CARD_SUSPENDED, current.remaining_tries, current.final_try, limit, recovery=ctx.recovery(state, pin_type)
         )
         return (SuspendedCardAttempted(pin_type, purpose),), outcome
-    if current.locked:
+    if unchecked is Unchecked.PIN_LOCKED:
         outcome = CheckOutcome(CheckResult.LOCKED, 0, False, limit, recovery=ctx.recovery(state, pin_type))
         return (LockedPinAttempted(pin_type, purpose),), outcome
     if ctx.matches(pin_type, pin):
         return (PinVerified(pin_type),), CheckOutcome(CheckResult.OK, limit, limit == 1, limit)
-    failures = current.consecutive_failures + 1
-    remaining = limit - failures
+    failures, remaining = wrong_entry(current)
     failed = PinVerificationFailed(pin_type, purpose, failures, remaining)
-    if remaining > 0:
+    if not locks(pin_type, failures):
         return (failed,), CheckOutcome(CheckResult.WRONG_PIN, remaining, remaining == 1, limit)
-    # The attempt that locks is recorded as a failure and then a lock.
-    locked_state = state.with_pin(current.__class__(pin_type, failures, locked=True))
+    locked_state = state.with_pin(PinState(pin_type, failures, locked=True))
     outcome = CheckOutcome(CheckResult.LOCKED, 0, False, limit, locked_now=True, recovery=ctx.recovery(locked_state, pin_type))
     return (failed, PinLocked(pin_type, failures)), outcome

@@ -3,22 +3,25 @@ proxy's two visits, suspend and resume) and at a convenience store (the
 reset app's reservation, the kiosk's completion). Each is a `decide_*`
 function of (state, command, context); decide.py lists each in DECIDERS.
 What the deciders share (Decision, Context, check_pin, the enrolled / PIN-set
-requirements) is in decision.py.
+requirements) is in decision.py; the rules the lawful-history check applies
+too are guards (guards.py), named below.
 
-Rules, each in one place here:
 - counter_gate: a counter acts only during its office's hours and only for
-  wards its office serves; a refusal is recorded on the terminal's stream.
-  It is decided first, so a closed counter learns nothing about a card.
+  wards its office serves (guards.counter_refusal); a refusal is recorded on
+  the terminal's stream. It is decided first, so a closed counter learns
+  nothing about a card.
 - checklist: an incomplete or stale checklist is refused, naming every
-  missing document, and recorded on the card's stream (documents.py).
+  missing document, and recorded on the card's stream
+  (guards.checklist_gaps; documents.py).
 - decide_request_proxy / decide_complete_proxy: one open inquiry per card
-  and PIN type (a new one supersedes the old); used once; expires; voided
-  at the configured number of wrong codes.
-- decide_reserve_store / decide_store_reset: the signature PIN by proving
-  the user-certificate PIN (and the user-certificate PIN by proving the
-  signature PIN where a chain allows it); a wrong proving PIN is a failed
-  try of that PIN; the reservation lasts its validity; the kiosk works only
-  in store hours.
+  and PIN type (a new one supersedes the old); used once; expires
+  (guards.inquiry_expiry, guards.expired); voided at the configured number
+  of wrong codes (guards.inquiry_attempts_left, guards.inquiry_voided).
+- decide_reserve_store / decide_store_reset: which PIN proves which
+  (guards.reservation_proving_pin, guards.store_proving_pin); a wrong
+  proving PIN is a failed try of that PIN (decision.check_pin); the
+  reservation lasts its validity (guards.reservation_expiry); the kiosk's
+  refusals, hours first (guards.kiosk_refusal, guards.kiosk_open).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.domain.calendar import TOKYO, Calendar
+from service.domain.calendar import TOKYO
 from service.domain.commands import (
     CompleteProxyReset,
     RequestProxyReset,
@@ -39,7 +42,7 @@ from service.domain.commands import (
     UnlockPin,
 )
 from service.domain.decision import CheckOutcome, CheckResult, Context, Decision, check_pin, require_enrolled, require_pin
-from service.domain.documents import Applicant, Document, check_checklist
+from service.domain.documents import Applicant, Document
 from service.domain.errors import PreconditionFailed, PreconditionViolation
 from service.domain.events import (
     CardResumed,
@@ -60,8 +63,21 @@ from service.domain.events import (
     ResetRefused,
     StoreResetReserved,
 )
+from service.domain.guards import (
+    any_chain_resets_user_certificate,
+    checklist_gaps,
+    counter_refusal,
+    expired,
+    inquiry_attempts_left,
+    inquiry_expiry,
+    inquiry_voided,
+    kiosk_open,
+    kiosk_refusal,
+    reservation_expiry,
+    reservation_proving_pin,
+    store_proving_pin,
+)
 from service.domain.pins import PinType, normalize_pin
-from service.domain.recovery import store_proving_pin
 from service.domain.state import CardState, CardStatus
 
 INQUIRY_CODE_KIND = "inquiry_code"  # the secret kind of an inquiry's one-time code
@@ -117,38 +133,32 @@ class StoreReset:
 
 # -- shared rules --------------------------------------------------------------
 def counter_gate(state: CardState, office_id: str | None, rpc: str, ctx: Context) -> Decision | None:
-    """A refusal when the counter is closed or does not serve the card's
-    ward (None: it may act). A terminal without an office (the call centre,
-    development mode) is not a counter and is not gated."""
-    if office_id is None:
+    """A refusal when the counter may not act now for this card
+    (guards.counter_refusal), recorded on the terminal's stream; None: it may act."""
+    reason = counter_refusal(ctx.policy, office_id, state.ward, ctx.now)
+    if reason is None or office_id is None:
         return None
-    calendar: Calendar = ctx.policy.calendar
+    calendar = ctx.policy.calendar
     office = calendar.offices.get(office_id)
     if office is None:
-        reason, message = RefusalReason.UNKNOWN_OFFICE, f"office {office_id} is not in the office calendar"
-    elif not calendar.is_open(office, ctx.now):
-        reason = RefusalReason.OUT_OF_HOURS
+        message = f"office {office_id} is not in the office calendar"
+    elif reason is RefusalReason.OUT_OF_HOURS:
         opens = calendar.next_opening(office, ctx.now)
         when = opens.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M") if opens else "not within two months"
         message = f"{office.name} is closed now; it next opens {when} (Asia/Tokyo)"
-    elif not office.serves(state.ward):
-        reason = RefusalReason.OUT_OF_JURISDICTION
+    else:
         serving = ", ".join(o.name for o in calendar.serving(state.ward)) or "no configured office"
         message = f"{office.name} does not serve ward {state.ward}; it is served by {serving}"
-    else:
-        return None
     violation = PreconditionViolation(reason.violation_type, f"offices/{office_id}", message)
     refusal = CounterOutOfService(rpc, state.card_id, reason)
     return Decision((), None, terminal_events=(refusal,), error=PreconditionFailed(violation))
 
 
 def _checklist(
-    state: CardState, procedure: CounterProcedure, applicant: Applicant, documents: tuple[Document, ...], ctx: Context,
-    *, adult_ward: bool = False, step: str = "reset",
-) -> Decision | None:  # fmt: skip
+    procedure: CounterProcedure, applicant: Applicant, documents: tuple[Document, ...], ctx: Context, *, adult_ward: bool = False
+) -> Decision | None:
     """A recorded refusal naming every missing or stale document, or None."""
-    today = ctx.now.astimezone(TOKYO).date()
-    violations = check_checklist(applicant, documents, today, adult_ward=adult_ward, step=step)
+    violations = checklist_gaps(procedure, applicant, documents, ctx.now, adult_ward=adult_ward)
     if not violations:
         return None
     refused = CounterProcedureRefused(procedure, tuple(v.subject for v in violations))
@@ -164,7 +174,7 @@ def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "ResetPin", ctx):
         return gate
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, CounterProcedure.RESET, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    if refusal := _checklist(CounterProcedure.RESET, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     event = PinReset(cmd.pin_type, ResetProcedure.COUNTER, cmd.applicant.value, _doc_types(cmd.documents))
     return Decision((event,), PinRestored(cmd.pin_type), {cmd.pin_type: cmd.new_pin})
@@ -174,7 +184,7 @@ def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "UnlockPin", ctx):
         return gate
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, CounterProcedure.UNLOCK, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    if refusal := _checklist(CounterProcedure.UNLOCK, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     event = PinUnlocked(cmd.pin_type, cmd.applicant.value, _doc_types(cmd.documents))
     return Decision((event,), PinRestored(cmd.pin_type))
@@ -193,7 +203,7 @@ def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "ResumeCard", ctx):
         return gate
     require_enrolled(state)
-    if refusal := _checklist(state, CounterProcedure.RESUME, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    if refusal := _checklist(CounterProcedure.RESUME, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     if not state.suspended:
         return Decision((), CardStatusChanged(CardStatus.ACTIVE))
@@ -205,13 +215,13 @@ def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context)
     if gate := counter_gate(state, cmd.office_id, "RequestProxyReset", ctx):
         return gate
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, CounterProcedure.PROXY_INQUIRY, Applicant.PROXY, cmd.documents, ctx, step="inquiry"):
+    if refusal := _checklist(CounterProcedure.PROXY_INQUIRY, Applicant.PROXY, cmd.documents, ctx):
         return refusal
     events: list[Event] = []
     if (old := state.inquiries.get(cmd.pin_type)) is not None:
         events.append(ProxyInquiryClosed(cmd.pin_type, old.inquiry_id, InquiryCloseReason.SUPERSEDED))
     inquiry_id, code = ctx.new_id(), ctx.new_code()
-    expires_at = ctx.now + ctx.policy.inquiry_validity
+    expires_at = inquiry_expiry(ctx.policy, ctx.now)
     events.append(ProxyInquiryIssued(cmd.pin_type, inquiry_id, expires_at.isoformat(), _doc_types(cmd.documents)))
     return Decision(
         tuple(events), InquiryIssued(inquiry_id, expires_at, code), new_secrets={(INQUIRY_CODE_KIND, inquiry_id): code}
@@ -222,23 +232,23 @@ def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Contex
     if gate := counter_gate(state, cmd.office_id, "CompleteProxyReset", ctx):
         return gate
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, CounterProcedure.PROXY_COMPLETION, Applicant.PROXY, cmd.documents, ctx, step="completion"):
+    if refusal := _checklist(CounterProcedure.PROXY_COMPLETION, Applicant.PROXY, cmd.documents, ctx):
         return refusal
     inquiry = state.inquiries.get(cmd.pin_type)
     if inquiry is None or inquiry.inquiry_id != cmd.inquiry_id:
         refused = ResetRefused(cmd.pin_type, ResetProcedure.PROXY, RefusalReason.NO_OPEN_INQUIRY)
         return Decision((refused,), ProxyCompletion(ProxyResult.NO_OPEN_INQUIRY, 0))
-    if ctx.now >= inquiry.expires_at:
+    if expired(inquiry.expires_at, ctx.now):
         closed = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, InquiryCloseReason.EXPIRED)
         return Decision((closed,), ProxyCompletion(ProxyResult.EXPIRED, 0))
-    limit = ctx.policy.inquiry_max_wrong_codes
     if not ctx.code_matches(INQUIRY_CODE_KIND, inquiry.inquiry_id, cmd.code):
         wrong = inquiry.wrong_codes + 1
-        rejected = ProxyInquiryCodeRejected(cmd.pin_type, inquiry.inquiry_id, wrong, max(0, limit - wrong))
-        if wrong >= limit:
+        left = inquiry_attempts_left(ctx.policy, wrong)
+        rejected = ProxyInquiryCodeRejected(cmd.pin_type, inquiry.inquiry_id, wrong, left)
+        if inquiry_voided(left):
             voided = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, InquiryCloseReason.VOIDED)
             return Decision((rejected, voided), ProxyCompletion(ProxyResult.VOIDED, 0))
-        return Decision((rejected,), ProxyCompletion(ProxyResult.WRONG_CODE, limit - wrong))
+        return Decision((rejected,), ProxyCompletion(ProxyResult.WRONG_CODE, left))
     event = PinReset(cmd.pin_type, ResetProcedure.PROXY, Applicant.PROXY.value, _doc_types(cmd.documents))
     return Decision((event,), ProxyCompletion(ProxyResult.COMPLETED, 0), {cmd.pin_type: cmd.new_pin})
 
@@ -247,26 +257,36 @@ def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Contex
 def _refuse(state: CardState, cmd, procedure: ResetProcedure, reason: RefusalReason, message: str) -> Decision:
     """A store procedure refused with a reason: recorded, then FAILED_PRECONDITION."""
     refused = ResetRefused(cmd.pin_type, procedure, reason)
-    error = PreconditionFailed(PreconditionViolation(reason.violation_type, f"{state.card_id}/{cmd.pin_type.value}", message))
-    return Decision((refused,), None, error=error)
+    subject = f"{state.card_id}/{cmd.pin_type.value}"
+    return Decision((refused,), None, error=PreconditionFailed(PreconditionViolation(reason.violation_type, subject, message)))
 
 
 def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context) -> Decision:
     """The reset app proves the other certificate's PIN (a failed try of
     that PIN when wrong) and reserves a reset of `pin_type`."""
     require_pin(state, cmd.pin_type)
-    proving = store_proving_pin(cmd.pin_type, any(c.resets_user_certificate for c in ctx.policy.store_chains.values()))
-    if proving is None or state.pin(proving) is None:
-        return _refuse(state, cmd, ResetProcedure.STORE_RESERVATION, RefusalReason.COUNTER_ONLY,
-                             f"the {cmd.pin_type.value} PIN can be reset only at a ward office or Special Center")  # fmt: skip
+    proving = reservation_proving_pin(state, cmd.pin_type, any_chain_resets_user_certificate(ctx.policy))
+    if proving is None:
+        message = f"the {cmd.pin_type.value} PIN can be reset only at a ward office or Special Center"
+        return _refuse(state, cmd, ResetProcedure.STORE_RESERVATION, RefusalReason.COUNTER_ONLY, message)
     proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
     events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESERVATION, ctx)
     if check.result is not CheckResult.OK:
         return Decision(events, Reservation(check, None, None, proving))
     reservation_id = ctx.new_id()
-    expires_at = ctx.now + ctx.policy.reservation_validity
+    expires_at = reservation_expiry(ctx.policy, ctx.now)
     reserved = StoreResetReserved(cmd.pin_type, reservation_id, proving.value, expires_at.isoformat())
     return Decision((*events, reserved), Reservation(check, reservation_id, expires_at, proving))
+
+
+def _kiosk_message(reason: RefusalReason, cmd: StoreResetPin, ctx: Context) -> str:
+    if reason is RefusalReason.STORE_CLOSED:
+        return f"kiosk resets run {ctx.policy.store_opens:%H:%M}-{ctx.policy.store_closes:%H:%M} Asia/Tokyo"
+    if reason is RefusalReason.COUNTER_ONLY:
+        return f"this store cannot reset the {cmd.pin_type.value} PIN: a ward office or Special Center can"
+    if reason is RefusalReason.NO_RESERVATION:
+        return "no reservation for this PIN: reserve in the reset app first"
+    return "the reservation has expired: reserve again in the reset app"
 
 
 def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> Decision:
@@ -274,24 +294,14 @@ def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> De
     holder proves the reserved proving PIN again; then the new PIN is set
     and unlocked."""
     require_pin(state, cmd.pin_type)
-    local = ctx.now.astimezone(TOKYO).time()
-    if not (ctx.policy.store_opens <= local < ctx.policy.store_closes):
-        return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, RefusalReason.STORE_CLOSED,
-                             f"kiosk resets run {ctx.policy.store_opens:%H:%M}-{ctx.policy.store_closes:%H:%M} Asia/Tokyo")  # fmt: skip
     proving = store_proving_pin(cmd.pin_type, ctx.policy.chain(cmd.chain_id).resets_user_certificate)
-    if proving is None:
-        return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, RefusalReason.COUNTER_ONLY,
-                             f"this store cannot reset the {cmd.pin_type.value} PIN: a ward office or Special Center can")  # fmt: skip
+    is_open = kiosk_open(ctx.policy, ctx.now)
+    if reason := kiosk_refusal(state, cmd.pin_type, proving, ctx.now, is_open=is_open):
+        return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, reason, _kiosk_message(reason, cmd, ctx))
+    assert proving is not None  # kiosk_refusal refuses a PIN no PIN proves
     if state.suspended:
         events, check = check_pin(state, proving, "", Purpose.STORE_RESET, ctx)  # recorded, never checked
         return Decision(events, StoreReset(check, False))
-    reservation = state.reservations.get(cmd.pin_type)
-    if reservation is None or reservation.proving_pin_type is not proving:
-        return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, RefusalReason.NO_RESERVATION,
-                             "no reservation for this PIN: reserve in the reset app first")  # fmt: skip
-    if ctx.now >= reservation.expires_at:
-        return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, RefusalReason.RESERVATION_EXPIRED,
-                             "the reservation has expired: reserve again in the reset app")  # fmt: skip
     proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
     events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESET, ctx)
     if check.result is not CheckResult.OK:
