@@ -27,7 +27,7 @@ from service.domain.events import (
     Purpose,
     SuspendedCardAttempted,
 )
-from service.domain.guards import Unchecked, locks, why_unchecked, wrong_entry
+from service.domain import guards
 from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy
 from service.domain.recovery import Recovery, recovery_for
@@ -107,20 +107,20 @@ def check_pin(
     failure, then the lock (guards.locks)."""
     current = require_pin(state, pin_type)
     limit = retry_limit(pin_type)
-    unchecked = why_unchecked(state, pin_type)
-    if unchecked is Unchecked.CARD_SUSPENDED:
+    unchecked = guards.why_unchecked(state, pin_type)
+    if unchecked is guards.Unchecked.CARD_SUSPENDED:
         outcome = CheckOutcome(
             CheckResult.CARD_SUSPENDED, current.remaining_tries, current.final_try, limit, recovery=ctx.recovery(state, pin_type)
         )
         return (SuspendedCardAttempted(pin_type, purpose),), outcome
-    if unchecked is Unchecked.PIN_LOCKED:
+    if unchecked is guards.Unchecked.PIN_LOCKED:
         outcome = CheckOutcome(CheckResult.LOCKED, 0, False, limit, recovery=ctx.recovery(state, pin_type))
         return (LockedPinAttempted(pin_type, purpose),), outcome
     if ctx.matches(pin_type, pin):
         return (PinVerified(pin_type),), CheckOutcome(CheckResult.OK, limit, limit == 1, limit)
-    failures, remaining = wrong_entry(current)
+    failures, remaining = guards.wrong_entry(current)
     failed = PinVerificationFailed(pin_type, purpose, failures, remaining)
-    if not locks(pin_type, failures):
+    if not guards.locks(pin_type, failures):
         return (failed,), CheckOutcome(CheckResult.WRONG_PIN, remaining, remaining == 1, limit)
     locked_state = state.with_pin(PinState(pin_type, failures, locked=True))
     outcome = CheckOutcome(CheckResult.LOCKED, 0, False, limit, locked_now=True, recovery=ctx.recovery(locked_state, pin_type))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from service.domain.pins import PinType
 
@@ -78,6 +78,19 @@ class InquiryCloseReason(enum.StrEnum):
     SUPERSEDED = "superseded"  # a new inquiry for the same PIN
     VOIDED = "voided"  # no attempts left after wrong codes
     EXPIRED = "expired"  # found expired at the second visit
+
+
+W = TypeVar("W", bound=enum.StrEnum)
+
+
+def known_word(vocabulary: type[W], value: str) -> W | None:
+    """The member of a vocabulary a recorded value names (an event read
+    from a store holds the member; one built by hand may hold the plain
+    string), or None: a word this release does not know."""
+    try:
+        return vocabulary(value)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,11 @@ def reservation_proving_pin(state: CardState, pin_type: PinType, chain_resets_us
     return proving if proving is not None and pin_set(state, proving) else None
 
 
+KIOSK_REFUSALS = frozenset(  # what kiosk_refusal answers, besides None
+    {RefusalReason.STORE_CLOSED, RefusalReason.COUNTER_ONLY, RefusalReason.NO_RESERVATION, RefusalReason.RESERVATION_EXPIRED}
+)
+
+
 def kiosk_refusal(
     state: CardState, pin_type: PinType, proving: PinType | None, at: datetime, *, is_open: bool
 ) -> RefusalReason | None:

@@ -63,20 +63,7 @@ from service.domain.events import (
     ResetRefused,
     StoreResetReserved,
 )
-from service.domain.guards import (
-    any_chain_resets_user_certificate,
-    checklist_gaps,
-    counter_refusal,
-    expired,
-    inquiry_attempts_left,
-    inquiry_expiry,
-    inquiry_voided,
-    kiosk_open,
-    kiosk_refusal,
-    reservation_expiry,
-    reservation_proving_pin,
-    store_proving_pin,
-)
+from service.domain import guards
 from service.domain.pins import PinType, normalize_pin
 from service.domain.state import CardState, CardStatus
 
@@ -135,7 +122,7 @@ class StoreReset:
 def counter_gate(state: CardState, office_id: str | None, rpc: str, ctx: Context) -> Decision | None:
     """A refusal when the counter may not act now for this card
     (guards.counter_refusal), recorded on the terminal's stream; None: it may act."""
-    reason = counter_refusal(ctx.policy, office_id, state.ward, ctx.now)
+    reason = guards.counter_refusal(ctx.policy, office_id, state.ward, ctx.now)
     if reason is None or office_id is None:
         return None
     calendar = ctx.policy.calendar
@@ -158,7 +145,7 @@ def _checklist(
     procedure: CounterProcedure, applicant: Applicant, documents: tuple[Document, ...], ctx: Context, *, adult_ward: bool = False
 ) -> Decision | None:
     """A recorded refusal naming every missing or stale document, or None."""
-    violations = checklist_gaps(procedure, applicant, documents, ctx.now, adult_ward=adult_ward)
+    violations = guards.checklist_gaps(procedure, applicant, documents, ctx.now, adult_ward=adult_ward)
     if not violations:
         return None
     refused = CounterProcedureRefused(procedure, tuple(v.subject for v in violations))
@@ -221,7 +208,7 @@ def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context)
     if (old := state.inquiries.get(cmd.pin_type)) is not None:
         events.append(ProxyInquiryClosed(cmd.pin_type, old.inquiry_id, InquiryCloseReason.SUPERSEDED))
     inquiry_id, code = ctx.new_id(), ctx.new_code()
-    expires_at = inquiry_expiry(ctx.policy, ctx.now)
+    expires_at = guards.inquiry_expiry(ctx.policy, ctx.now)
     events.append(ProxyInquiryIssued(cmd.pin_type, inquiry_id, expires_at.isoformat(), _doc_types(cmd.documents)))
     return Decision(
         tuple(events), InquiryIssued(inquiry_id, expires_at, code), new_secrets={(INQUIRY_CODE_KIND, inquiry_id): code}
@@ -238,14 +225,14 @@ def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Contex
     if inquiry is None or inquiry.inquiry_id != cmd.inquiry_id:
         refused = ResetRefused(cmd.pin_type, ResetProcedure.PROXY, RefusalReason.NO_OPEN_INQUIRY)
         return Decision((refused,), ProxyCompletion(ProxyResult.NO_OPEN_INQUIRY, 0))
-    if expired(inquiry.expires_at, ctx.now):
+    if guards.expired(inquiry.expires_at, ctx.now):
         closed = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, InquiryCloseReason.EXPIRED)
         return Decision((closed,), ProxyCompletion(ProxyResult.EXPIRED, 0))
     if not ctx.code_matches(INQUIRY_CODE_KIND, inquiry.inquiry_id, cmd.code):
         wrong = inquiry.wrong_codes + 1
-        left = inquiry_attempts_left(ctx.policy, wrong)
+        left = guards.inquiry_attempts_left(ctx.policy, wrong)
         rejected = ProxyInquiryCodeRejected(cmd.pin_type, inquiry.inquiry_id, wrong, left)
-        if inquiry_voided(left):
+        if guards.inquiry_voided(left):
             voided = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, InquiryCloseReason.VOIDED)
             return Decision((rejected, voided), ProxyCompletion(ProxyResult.VOIDED, 0))
         return Decision((rejected,), ProxyCompletion(ProxyResult.WRONG_CODE, left))
@@ -265,7 +252,7 @@ def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context)
     """The reset app proves the other certificate's PIN (a failed try of
     that PIN when wrong) and reserves a reset of `pin_type`."""
     require_pin(state, cmd.pin_type)
-    proving = reservation_proving_pin(state, cmd.pin_type, any_chain_resets_user_certificate(ctx.policy))
+    proving = guards.reservation_proving_pin(state, cmd.pin_type, guards.any_chain_resets_user_certificate(ctx.policy))
     if proving is None:
         message = f"the {cmd.pin_type.value} PIN can be reset only at a ward office or Special Center"
         return _refuse(state, cmd, ResetProcedure.STORE_RESERVATION, RefusalReason.COUNTER_ONLY, message)
@@ -274,7 +261,7 @@ def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context)
     if check.result is not CheckResult.OK:
         return Decision(events, Reservation(check, None, None, proving))
     reservation_id = ctx.new_id()
-    expires_at = reservation_expiry(ctx.policy, ctx.now)
+    expires_at = guards.reservation_expiry(ctx.policy, ctx.now)
     reserved = StoreResetReserved(cmd.pin_type, reservation_id, proving.value, expires_at.isoformat())
     return Decision((*events, reserved), Reservation(check, reservation_id, expires_at, proving))
 
@@ -294,9 +281,9 @@ def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> De
     holder proves the reserved proving PIN again; then the new PIN is set
     and unlocked."""
     require_pin(state, cmd.pin_type)
-    proving = store_proving_pin(cmd.pin_type, ctx.policy.chain(cmd.chain_id).resets_user_certificate)
-    is_open = kiosk_open(ctx.policy, ctx.now)
-    if reason := kiosk_refusal(state, cmd.pin_type, proving, ctx.now, is_open=is_open):
+    proving = guards.store_proving_pin(cmd.pin_type, ctx.policy.chain(cmd.chain_id).resets_user_certificate)
+    is_open = guards.kiosk_open(ctx.policy, ctx.now)
+    if reason := guards.kiosk_refusal(state, cmd.pin_type, proving, ctx.now, is_open=is_open):
         return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, reason, _kiosk_message(reason, cmd, ctx))
     assert proving is not None  # kiosk_refusal refuses a PIN no PIN proves
     if state.suspended:

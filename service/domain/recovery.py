@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from service.domain.calendar import TOKYO, Opening, next_openings
-from service.domain.guards import any_chain_resets_user_certificate, pin_set, store_proving_pin, why_unchecked
+from service.domain import guards
 from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.state import CardState
@@ -40,7 +40,7 @@ _NAMES = {PinType.USER_CERTIFICATE: "user-certificate", PinType.SIGNATURE: "sign
 
 def _usable(state: CardState, pin_type: PinType | None) -> bool:
     """The PIN would be checked now (an active card: a suspended one is answered first)."""
-    return pin_type is not None and pin_set(state, pin_type) and why_unchecked(state, pin_type) is None
+    return pin_type is not None and guards.pin_set(state, pin_type) and guards.why_unchecked(state, pin_type) is None
 
 
 def _openings_text(openings: tuple[Opening, ...], now: datetime) -> str:
@@ -67,7 +67,7 @@ def recovery_for(state: CardState, pin_type: PinType, policy: Policy, now: datet
             (Procedure.COUNTER_RESUME,),
             openings,
         )
-    proving = store_proving_pin(pin_type, any_chain_resets_user_certificate(policy))
+    proving = guards.store_proving_pin(pin_type, guards.any_chain_resets_user_certificate(policy))
     if proving is not None and _usable(state, proving):
         return Recovery(
             Route.CONVENIENCE_STORE_OR_COUNTER,

@@ -3,6 +3,11 @@ and schema version it was written with, and is upgraded to the current
 event class when read, on every read path (state loads, rebuild, integrity,
 audit). One upcaster per (event type, old schema version) turns a payload
 into the next version's; they chain up to the class's `schema_version`.
+
+A field typed with a vocabulary of stored words (events.py: `RefusalReason
+| str`, ...) is read as the member its word names; a word this release does
+not know is read as the string stored, never a crash: the lawful check
+reports it (lawful.py), readers show it.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import fields
 from typing import Any, get_args, get_type_hints
 from collections.abc import Callable
 
-from service.domain.events import EVENT_TYPES, Event, Purpose
+from service.domain.events import EVENT_TYPES, Event, Purpose, known_word
 from service.domain.pins import PinType
 
 Payload = dict[str, Any]
@@ -74,14 +79,6 @@ def _word_enum(hint: Any) -> type[enum.StrEnum] | None:
     return None
 
 
-def _word(vocabulary: type[enum.StrEnum], value: Any) -> Any:
-    """The member for a known stored word; anything else as stored (the lawful check reports it)."""
-    try:
-        return vocabulary(value)
-    except ValueError:
-        return value
-
-
 def event_from_stored(type_name: str, schema_version: int, pin_type: str | None, payload: Payload) -> Event:
     """The current domain event for a stored one (type, schema version, the
     PIN type column, the JSON payload)."""
@@ -96,7 +93,8 @@ def event_from_stored(type_name: str, schema_version: int, pin_type: str | None,
         elif name == "purpose":
             kwargs["purpose"] = Purpose(payload["purpose"])
         elif vocabulary is not None:
-            kwargs[name] = _word(vocabulary, payload[name])
+            value = payload[name]  # a word this release does not know stays as stored (the lawful check reports it)
+            kwargs[name] = value if (word := known_word(vocabulary, value)) is None else word
         else:
             value = payload[name]
             kwargs[name] = tuple(value) if isinstance(value, list) else value
