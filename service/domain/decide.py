@@ -5,7 +5,10 @@ the policy are arguments, the PIN check is passed in as a function).
 This module holds the rules of enrolment, verify and change, and assembles
 DECIDERS, the one table of every card command's rule: these here and the
 reset procedures' (procedures.py). What the deciders share (Decision,
-Context, check_pin, the enrolled / PIN-set requirements) is in decision.py.
+Context, check_pin, the enrolled / PIN-set requirements) is in decision.py;
+each rule the lawful-history check (lawful.py) judges by as well is a guard
+in guards.py, which both sides call. Imports run one way: this module
+imports procedures.py and decision.py; neither imports it.
 
 - decide_enroll: a card is enrolled once.
 - decide_verify: check_pin (decision.py).
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from collections.abc import Callable
 
-from service.domain import procedures as p
+from service.domain import procedures
 from service.domain.commands import (
     ChangePin,
     CompleteProxyReset,
@@ -74,14 +77,14 @@ DECIDERS: dict[type, Callable[[CardState, Any, Context], Decision]] = {
     EnrollCard: decide_enroll,
     VerifyPin: decide_verify,
     ChangePin: decide_change,
-    ResetPin: p.decide_reset,
-    UnlockPin: p.decide_unlock,
-    SuspendCard: p.decide_suspend,
-    ResumeCard: p.decide_resume,
-    RequestProxyReset: p.decide_request_proxy,
-    CompleteProxyReset: p.decide_complete_proxy,
-    ReserveStoreReset: p.decide_reserve_store,
-    StoreResetPin: p.decide_store_reset,
+    ResetPin: procedures.decide_reset,
+    UnlockPin: procedures.decide_unlock,
+    SuspendCard: procedures.decide_suspend,
+    ResumeCard: procedures.decide_resume,
+    RequestProxyReset: procedures.decide_request_proxy,
+    CompleteProxyReset: procedures.decide_complete_proxy,
+    ReserveStoreReset: procedures.decide_reserve_store,
+    StoreResetPin: procedures.decide_store_reset,
 }
 
 

@@ -1,12 +1,14 @@
 """What every decider shares: the shape of a decision (Decision), what a
 rule may consult (Context), the PIN check (check_pin) and its answer
 (CheckOutcome), and the requirements that a card is enrolled and a PIN set.
-The rules the lawful-history check judges by too are guards (guards.py).
 
 The deciders use it: decide.py (enrol, verify, change) and procedures.py
 (the reset procedures); decide.py assembles their table. Pure: the time
 and the policy are arguments and the PIN check is passed in as a function,
-so the rules never see a verifier, a key, a database or a clock.
+so the rules never see a verifier, a key, a database or a clock. Each rule
+the lawful-history check judges by as well (a locked PIN or a suspended
+card is never checked, a wrong entry adds one failure, the limit locks, a
+PIN must be set) is a guard in guards.py, called here.
 """
 
 from __future__ import annotations
@@ -90,12 +92,11 @@ def require_enrolled(state: CardState) -> None:
 def require_pin(state: CardState, pin_type: PinType) -> PinState:
     """The card is enrolled and this PIN type was set on it (else NotFound / PIN_NOT_SET)."""
     require_enrolled(state)
-    pin = state.pin(pin_type)
-    if pin is None:
+    if not guards.pin_set(state, pin_type):
         raise PreconditionFailed(
             PreconditionViolation("PIN_NOT_SET", f"{state.card_id}/{pin_type.value}", "this PIN type was never set on the card")
         )
-    return pin
+    return state.pins[pin_type]
 
 
 def check_pin(

@@ -3,7 +3,8 @@ apply, stated once. A decider (decide.py, decision.py, procedures.py) calls
 a guard to DECIDE what happens; the lawful check (lawful.py) calls the same
 guard to JUDGE whether a recorded event could have happened, trying each
 value of what the stream does not record (the chain, an adult-ward flag,
-the hours without the policy). A rule changed here changes on both sides.
+the hours without the policy). A rule changed here changes on both sides;
+the way out of a lock (recovery.py) asks them too.
 
 Pure: no clock (the instant is an argument), no I/O, no key.
 
@@ -15,13 +16,13 @@ Pure: no clock (the instant is an argument), no I/O, no key.
 | an inquiry or a reservation is used before, not at, its expiry | expired |
 | the validity of an inquiry and of a reservation | inquiry_expiry, reservation_expiry |
 | an inquiry is voided at the configured number of wrong codes | inquiry_attempts_left, inquiry_voided |
-| a counter acts only in its office's hours, for the wards it serves | counter_refusal |
+| a counter acts only in its office's hours, for the wards it serves (decided only: a card's stream does not record the office) | counter_refusal |
 | documents are dated by the Tokyo calendar day | day_of |
 | the checklist of a counter procedure; what a refusal can name | checklist_gaps, refusable_subjects |
 | kiosks run 6:30-23:00 Asia/Tokyo (configurable) | kiosk_open |
 | which PIN proves a store reset (a per-chain setting) | store_proving_pin, any_chain_resets_user_certificate |
 | which PIN the reset app checks to reserve one | reservation_proving_pin |
-| the kiosk's refusals, in its order | kiosk_refusal |
+| the kiosk's refusals, in its order | kiosk_refusal, KIOSK_REFUSALS |
 """
 
 from __future__ import annotations
