@@ -7,7 +7,8 @@ from typing import overload
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import common_pb2 as pb
-from service.domain.decide import CheckOutcome, CheckResult
+from service.domain import guards
+from service.domain.decision import CheckOutcome, CheckResult
 from service.domain.errors import InvalidInput
 from service.domain.pins import PinType, UnknownPinType, pin_type_violation
 from collections.abc import Callable
@@ -143,7 +144,7 @@ def pin_state(card: CardState, p: PinState, recovery_of: RecoveryOf) -> pb.PinSt
     )
     if p.locked_at is not None:
         msg.locked_at.CopyFrom(timestamp(p.locked_at))
-    if p.locked or card.suspended:
+    if guards.why_unchecked(card, p.pin_type) is not None:  # locked, or the card suspended: the way out
         msg.recovery.CopyFrom(recovery(recovery_of(card, p.pin_type)))
     return msg
 

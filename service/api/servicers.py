@@ -42,7 +42,7 @@ from service.domain.commands import (
     VerifyPin,
 )
 from service.domain.procedures import ProxyResult
-from service.domain.decide import CheckResult
+from service.domain.decision import CheckResult
 from service.domain.state import CardState, PinState, enrolled_card
 from service.domain.pins import PinType
 from service.domain.recovery import Recovery

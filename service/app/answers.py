@@ -14,7 +14,8 @@ from typing import Any, overload
 from collections.abc import Callable
 
 from service.domain.calendar import Opening
-from service.domain.decide import CheckOutcome, CheckResult, Enrolled
+from service.domain.decision import CheckOutcome, CheckResult
+from service.domain.decide import Enrolled
 from service.domain.pins import PinType
 from service.domain.procedures import (
     CardStatusChanged,

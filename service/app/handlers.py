@@ -23,7 +23,8 @@ from collections.abc import Callable
 from service.app.answers import Answer, command_name, decode, encode, fingerprint
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
 from service.domain.access import Role
-from service.domain.decide import DECIDERS, Context, decide
+from service.domain.decision import Context
+from service.domain.decide import DECIDERS, decide
 from service.domain import throttle
 from service.domain.errors import FieldViolation, InvalidInput, NotFound
 from service.domain.events import TerminalThrottled

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from service.domain.card_ids import validate_card_id
-from service.domain.documents import Applicant, Document, DocumentType
+from service.domain.documents import CHECKLISTS, Applicant, Document, DocumentType
 from service.domain.errors import FieldViolation, InvalidInput
+from service.domain.events import CounterProcedure
 from service.domain.pins import PinType, UnknownPinType, normalize_pin, pin_type_violation
 from service.domain.requests import validate_request_id
 
@@ -209,7 +210,7 @@ class ResetPin:
         _base(c, request_id, card_id)
         pin_type = c.require_pin_type(pin_type, "pin_type")
         pin = _pin(c, pin_type, new_pin, "new_pin")
-        _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
+        _applicant(c, applicant, CHECKLISTS[CounterProcedure.RESET].applicants)
         docs = _documents(c, documents)
         c.raise_if_any()
         return cls(request_id, card_id, _given(pin_type), pin, _given(applicant), docs, adult_ward, office_id)
@@ -241,7 +242,7 @@ class UnlockPin:
         c = _Collector()
         _base(c, request_id, card_id)
         pin_type = c.require_pin_type(pin_type, "pin_type")
-        _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
+        _applicant(c, applicant, CHECKLISTS[CounterProcedure.UNLOCK].applicants)
         docs = _documents(c, documents)
         c.raise_if_any()
         return cls(request_id, card_id, _given(pin_type), _given(applicant), docs, adult_ward, office_id)
@@ -348,7 +349,7 @@ class ResumeCard:
     ) -> ResumeCard:
         c = _Collector()
         _base(c, request_id, card_id)
-        _applicant(c, applicant, (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE))
+        _applicant(c, applicant, CHECKLISTS[CounterProcedure.RESUME].applicants)
         docs = _documents(c, documents)
         c.raise_if_any()
         return cls(request_id, card_id, _given(applicant), docs, adult_ward, office_id)

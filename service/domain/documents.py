@@ -10,6 +10,8 @@ proving authority, the issue date), never names, numbers or copies.
 | a proxy, second visit | the holder's card; the filled inquiry form; the power of attorney; the proxy's photo ID issued by a public office | reset |
 
 A representative's own My Number Card is recorded as a public photo ID.
+CHECKLISTS is this table by counter procedure: who may apply, and which
+checklist (check_checklist's step) they present.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import date
+from typing import NamedTuple
 
 from service.domain.errors import PreconditionViolation
+from service.domain.events import CounterProcedure
 
 
 class DocumentType(enum.Enum):
@@ -43,6 +47,23 @@ class Applicant(enum.Enum):
     HOLDER = "holder"
     LEGAL_REPRESENTATIVE = "legal_representative"  # of a holder under 15 or of an adult ward
     PROXY = "proxy"  # the two-visit inquiry procedure
+
+
+HOLDER_OR_REPRESENTATIVE = (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE)
+
+
+class Checklist(NamedTuple):
+    applicants: tuple[Applicant, ...]  # who may apply
+    step: str  # check_checklist's step
+
+
+CHECKLISTS: dict[CounterProcedure, Checklist] = {
+    CounterProcedure.RESET: Checklist(HOLDER_OR_REPRESENTATIVE, "reset"),
+    CounterProcedure.UNLOCK: Checklist(HOLDER_OR_REPRESENTATIVE, "reset"),
+    CounterProcedure.RESUME: Checklist(HOLDER_OR_REPRESENTATIVE, "reset"),
+    CounterProcedure.PROXY_INQUIRY: Checklist((Applicant.PROXY,), "inquiry"),
+    CounterProcedure.PROXY_COMPLETION: Checklist((Applicant.PROXY,), "completion"),
+}
 
 
 @dataclass(frozen=True)

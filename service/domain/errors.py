@@ -1,5 +1,6 @@
 """Errors a command can end in. Domain outcomes (wrong PIN, locked,
-suspended) are answers, not errors: see outcomes in decide.py."""
+suspended) are answers, not errors: see the outcomes in decision.py, decide.py
+and procedures.py."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from service.domain.pins import PinType
 
@@ -22,6 +22,75 @@ class Purpose(enum.Enum):
     CHANGE = "change"
     STORE_RESERVATION = "store_reservation"  # the other certificate's PIN, proved in the reset app
     STORE_RESET = "store_reset"  # the same PIN proved again at the kiosk
+
+
+# -- the words of the stored vocabulary ----------------------------------------------
+# Their values are stored in event payloads and covered by the keyed chain:
+# never change one. A stored value this release does not know is read as the
+# plain string (upcasting.py), which the lawful check reports (lawful.py).
+
+
+class RefusalReason(enum.StrEnum):
+    """Why a procedure was refused: CounterOutOfService.reason (the counter
+    gate) and ResetRefused.reason (the store procedures, the proxy's second
+    visit). Upper-cased, it is the PreconditionViolation type the caller gets."""
+
+    OUT_OF_HOURS = "out_of_hours"
+    OUT_OF_JURISDICTION = "out_of_jurisdiction"
+    UNKNOWN_OFFICE = "unknown_office"
+    COUNTER_ONLY = "counter_only"
+    STORE_CLOSED = "store_closed"
+    NO_RESERVATION = "no_reservation"
+    RESERVATION_EXPIRED = "reservation_expired"
+    NO_OPEN_INQUIRY = "no_open_inquiry"
+
+    @property
+    def violation_type(self) -> str:
+        """The PreconditionViolation type (the API's word): OUT_OF_HOURS, STORE_CLOSED, ..."""
+        return self.value.upper()
+
+
+class ResetProcedure(enum.StrEnum):
+    """How a PIN was reset (PinReset.procedure: counter, proxy,
+    convenience_store), or which step of a reset was refused
+    (ResetRefused.procedure: proxy, store_reservation, convenience_store)."""
+
+    COUNTER = "counter"
+    PROXY = "proxy"  # the proxy's second visit
+    STORE_RESERVATION = "store_reservation"  # the reset app's reservation
+    CONVENIENCE_STORE = "convenience_store"  # the kiosk
+
+
+class CounterProcedure(enum.StrEnum):
+    """A counter procedure with a checklist (CounterProcedureRefused.procedure;
+    documents.CHECKLISTS says who applies and which checklist)."""
+
+    RESET = "reset"
+    UNLOCK = "unlock"
+    RESUME = "resume"
+    PROXY_INQUIRY = "proxy_inquiry"  # the proxy's first visit
+    PROXY_COMPLETION = "proxy_completion"  # the proxy's second visit
+
+
+class InquiryCloseReason(enum.StrEnum):
+    """Why an open proxy inquiry ended without a reset (ProxyInquiryClosed.reason)."""
+
+    SUPERSEDED = "superseded"  # a new inquiry for the same PIN
+    VOIDED = "voided"  # no attempts left after wrong codes
+    EXPIRED = "expired"  # found expired at the second visit
+
+
+W = TypeVar("W", bound=enum.StrEnum)
+
+
+def known_word(vocabulary: type[W], value: str) -> W | None:
+    """The member of a vocabulary a recorded value names (an event read
+    from a store holds the member; one built by hand may hold the plain
+    string), or None: a word this release does not know."""
+    try:
+        return vocabulary(value)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -105,7 +174,7 @@ class PinReset(Event):
 
     type_name: ClassVar[str] = "PinReset"
     pin_type: PinType
-    procedure: str  # counter | proxy | convenience_store
+    procedure: ResetProcedure | str  # counter | proxy | convenience_store (str: unknown when read)
     applicant: str  # holder | legal_representative | proxy
     documents: tuple[str, ...]  # the document types checked (never copies)
 
@@ -125,7 +194,7 @@ class CounterProcedureRefused(Event):
     """A counter procedure refused for an incomplete or stale checklist."""
 
     type_name: ClassVar[str] = "CounterProcedureRefused"
-    procedure: str  # reset | unlock | resume | proxy_inquiry | proxy_completion
+    procedure: CounterProcedure | str  # str: a stored value this release does not know
     missing: tuple[str, ...]  # the violations' subjects, e.g. documents/authority
 
 
@@ -173,7 +242,7 @@ class ProxyInquiryClosed(Event):
     type_name: ClassVar[str] = "ProxyInquiryClosed"
     pin_type: PinType
     inquiry_id: str
-    reason: str  # superseded | voided | expired
+    reason: InquiryCloseReason | str  # str: a stored value this release does not know
 
 
 @dataclass(frozen=True)
@@ -204,8 +273,8 @@ class ResetRefused(Event):
 
     type_name: ClassVar[str] = "ResetRefused"
     pin_type: PinType
-    procedure: str
-    reason: str
+    procedure: ResetProcedure | str  # proxy | store_reservation | convenience_store (str: unknown when read)
+    reason: RefusalReason | str  # str: a stored value this release does not know
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -251,7 +320,7 @@ class CounterOutOfService(Event):
     type_name: ClassVar[str] = "CounterOutOfService"
     rpc: str
     card_id: str
-    reason: str  # out_of_hours | out_of_jurisdiction | unknown_office
+    reason: RefusalReason | str  # out_of_hours | out_of_jurisdiction | unknown_office (str: unknown when read)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,21 @@ its type whether the state the earlier events lead to allows it. It names the
 first event that breaks a rule, or returns None.
 
 The rule of every card event type is in RULES, one entry per type: what its
-deciders (decide.py, procedures.py) require of the card's state before they
-emit it (`requires`), what must follow it in the same command (`then`), and
-what they also require that no stream can show (`unchecked`: PIN
-correctness, office hours, documents' issue dates ...). A new event type
+deciders (decision.py, decide.py, procedures.py) require of the card's state
+before they emit it (`requires`), what must follow it in the same command
+(`then`), and what they also require that no stream can show (`unchecked`:
+PIN correctness, office hours, documents' issue dates ...). A new event type
 needs an entry here (tests/unit/test_lawful.py fails without one).
+
+The rules judge by the guards the deciders decide by (guards.py: a locked
+PIN or a suspended card is never checked, a wrong entry adds one failure,
+expiry, validity, the inquiry's attempts, what a checklist can miss, the
+kiosk's hours and refusals, which PIN proves a store reset ...), so a rule
+is stated once and both sides follow it. What the stream does not record
+(the kiosk's chain; the policy, when not given) is tried at each value it
+may have had. The reasons given here only explain a guard's "no". Recorded
+words (procedures, refusal and closing reasons) are read with their enums
+(events.py); an unknown word is unlawful.
 
 Checked for every stream, outside the table:
 - versions run 1, 2, ... n without a gap or a repeat;
@@ -45,7 +55,7 @@ from collections.abc import Callable, Iterable
 
 from service.domain.calendar import TOKYO
 from service.domain.commands import SUSPEND_REASONS, WARD_ID
-from service.domain.documents import Applicant, Document, DocumentType, check_checklist
+from service.domain.documents import CHECKLISTS, Applicant, Document, DocumentType
 from service.domain.events import (
     AccessDenied,
     AuditRead,
@@ -62,19 +72,24 @@ from service.domain.events import (
     PinUnlocked,
     PinVerificationFailed,
     PinVerified,
+    CounterProcedure,
+    InquiryCloseReason,
     ProxyInquiryClosed,
     ProxyInquiryCodeRejected,
     ProxyInquiryIssued,
     Purpose,
     Recorded,
+    RefusalReason,
+    ResetProcedure,
     ResetRefused,
     StoreResetReserved,
     SuspendedCardAttempted,
     TerminalThrottled,
+    known_word,
 )
+from service.domain import guards
 from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy
-from service.domain.recovery import store_proving_pin
 from service.domain.state import CardState, evolve
 
 
@@ -119,100 +134,156 @@ def _nothing(event: Any) -> Then | None:
 
 
 # -- what several rules share -------------------------------------------------------
-HOLDER_OR_REPRESENTATIVE = (Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE)
-_STORE_TARGETS = (PinType.SIGNATURE, PinType.USER_CERTIFICATE)  # the PINs a store can reset
+# Each rule asks the guards (guards.py) what the deciders would have done; for
+# what the stream does not record it tries each possible value. The messages
+# only explain a guard's "no".
 
 
 def _pin(b: Before, t: PinType) -> Reason:
-    if b.state.pin(t) is None:
+    if not guards.pin_set(b.state, t):
         return f"the card never enrolled a {t.value} PIN"
     return None
 
 
+_SUSPENDED = "the card is suspended: every check of it is recorded as SuspendedCardAttempted"
+
+
 def _active(b: Before) -> Reason:
-    if b.state.suspended:
-        return "the card is suspended: every check of it is recorded as SuspendedCardAttempted"
-    return None
+    return _SUSPENDED if b.state.suspended else None
 
 
-def _unlocked(b: Before, t: PinType) -> Reason:
-    if b.state.pins[t].locked:
+def _checked(b: Before, t: PinType) -> Reason:
+    """check_pin reaches the PIN check: enrolled, and neither a suspended card nor a locked PIN (guards.why_unchecked)."""
+    if reason := _pin(b, t):
+        return reason
+    unchecked = guards.why_unchecked(b.state, t)
+    if unchecked is guards.Unchecked.CARD_SUSPENDED:
+        return _SUSPENDED
+    if unchecked is guards.Unchecked.PIN_LOCKED:
         return f"the {t.value} PIN is locked: a locked PIN is never checked (LockedPinAttempted)"
     return None
 
 
-def _checked(b: Before, t: PinType) -> Reason:
-    """check_pin reaches the PIN check: enrolled, card active, PIN not locked."""
-    return _pin(b, t) or _active(b) or _unlocked(b, t)
+def _reservation_settings(b: Before) -> tuple[bool, ...]:
+    """What the reset app took for "a chain resets the user-certificate PIN"
+    (guards.any_chain_resets_user_certificate): either without the policy."""
+    return (False, True) if b.policy is None else (guards.any_chain_resets_user_certificate(b.policy),)
 
 
-def _stores_reset_user_certificate(b: Before, unknown: bool) -> bool:
-    """Does any configured store chain reset the user-certificate PIN? `unknown` without the policy."""
-    if b.policy is None:
-        return unknown
-    return any(c.resets_user_certificate for c in b.policy.store_chains.values())
+def _kiosk_settings(b: Before) -> tuple[bool, ...]:
+    """What the kiosk's chain (not recorded) may have said: a chain that is
+    not configured, or does not allow it, resets only the signature PIN."""
+    if b.policy is None or guards.any_chain_resets_user_certificate(b.policy):
+        return (False, True)
+    return (False,)
 
 
-def _proves(b: Before, proving: PinType) -> Reason:
-    """`proving` is the PIN a store procedure checks for an enrolled PIN to reset."""
-    allow = _stores_reset_user_certificate(b, unknown=True)
-    targets = [t for t in _STORE_TARGETS if store_proving_pin(t, allow) is proving and b.state.pin(t) is not None]
-    if not targets:
-        return f"the {proving.value} PIN proves no store reset of a PIN this card has"
-    return None
+def _kiosk_hours(b: Before) -> tuple[bool, ...]:
+    """Was the kiosk open (guards.kiosk_open)? Either without the policy."""
+    return (True, False) if b.policy is None else (guards.kiosk_open(b.policy, b.at),)
 
 
 def _kiosk(b: Before, want_open: bool = True) -> Reason:
     """Kiosk hours (configuration: checked only with the policy)."""
-    if b.policy is None:
+    if b.policy is None or guards.kiosk_open(b.policy, b.at) == want_open:
         return None
     local = b.at.astimezone(TOKYO).time()
-    is_open = b.policy.store_opens <= local < b.policy.store_closes
-    if is_open == want_open:
-        return None
     hours = f"{b.policy.store_opens:%H:%M}-{b.policy.store_closes:%H:%M}"
     if want_open:
         return f"kiosks run {hours} Asia/Tokyo; this was at {local:%H:%M}"
     return f"refused as closed at {local:%H:%M}, within the kiosk hours {hours} Asia/Tokyo"
 
 
-def _reservation_proved_by(b: Before, proving: PinType) -> Reason:
-    """The kiosk checks the proving PIN only within a live reservation it proves."""
+def _kiosk_answers(b: Before, t: PinType) -> set[tuple[RefusalReason | None, PinType | None]]:
+    """What decide_store_reset could have answered to a reset of `t` here
+    (guards.kiosk_refusal: a refusal, or None: it checks the proving PIN),
+    with the proving PIN, for each chain and hours the stream allows."""
+    return {
+        (guards.kiosk_refusal(b.state, t, proving, b.at, is_open=is_open), proving)
+        for proving in {guards.store_proving_pin(t, allows) for allows in _kiosk_settings(b)}
+        for is_open in _kiosk_hours(b)
+    }
+
+
+def _kiosk_could_not(b: Before, t: PinType, answer: RefusalReason | None) -> str:
+    """Why the kiosk could not have given `answer` to a reset of `t` (None:
+    checked the proving PIN), in decide_store_reset's order."""
+    answers = {a for a, _ in _kiosk_answers(b, t)}
+    if answer is RefusalReason.STORE_CLOSED:
+        return _kiosk(b, want_open=False) or "the kiosk was open"
+    if answers == {RefusalReason.STORE_CLOSED}:
+        return _kiosk(b) or "the kiosk was closed"
+    if answer is RefusalReason.COUNTER_ONLY:
+        return f"every store resets the {t.value} PIN"
+    if answers == {RefusalReason.COUNTER_ONLY}:
+        if answer is None:
+            return f"no configured store chain resets the {t.value} PIN"
+        return f"the {t.value} PIN is refused as counter only before a reservation is looked for"
+    if b.state.suspended:
+        return _SUSPENDED if answer is None else f"{_SUSPENDED}; the kiosk answers so before it looks for a reservation"
+    reservation = b.state.reservations.get(t)
+    if answer is RefusalReason.NO_RESERVATION:
+        return f"a reservation for the {t.value} PIN is open (it would be used, or refused as expired)"
+    if reservation is None:
+        return f"no store reservation for the {t.value} PIN"
+    if answer is RefusalReason.RESERVATION_EXPIRED:
+        return f"the reservation is valid until {reservation.expires_at.isoformat()}"
+    return f"the reservation expired at {reservation.expires_at.isoformat()}"
+
+
+def _kiosk_checks(b: Before, proving: PinType) -> Reason:
+    """The kiosk checks `proving` only for a reset of a PIN of this card it does not refuse first (guards.kiosk_refusal)."""
+    answers = {a for t in PinType if guards.pin_set(b.state, t) for a, p in _kiosk_answers(b, t) if p is proving}
+    if None in answers:
+        return None
+    if not answers:
+        return f"the {proving.value} PIN proves no store reset of a PIN this card has"
+    if reason := _kiosk(b):
+        return reason
     for reservation in b.state.reservations.values():
         if reservation.proving_pin_type is proving:
-            if b.at >= reservation.expires_at:
-                expired = reservation.expires_at.isoformat()
-                return f"the reservation proved by the {proving.value} PIN expired at {expired}"
-            return None
+            return f"the reservation proved by the {proving.value} PIN expired at {reservation.expires_at.isoformat()}"
     return f"no store reservation is proved by the {proving.value} PIN: the kiosk checks a PIN only for one"
+
+
+def _reservation_proving(b: Before, t: PinType) -> set[PinType | None]:
+    """The PIN the reset app could have checked to reserve a reset of `t`
+    (guards.reservation_proving_pin; None: refused as counter only)."""
+    return {guards.reservation_proving_pin(b.state, t, allows) for allows in _reservation_settings(b)}
+
+
+def _reservation_checks(b: Before, proving: PinType) -> Reason:
+    """The reset app checks `proving` only to reserve a reset of a PIN this card has."""
+    if any(proving in _reservation_proving(b, t) for t in PinType if guards.pin_set(b.state, t)):
+        return None
+    return f"the {proving.value} PIN proves no store reset of a PIN this card has"
 
 
 def _purpose(b: Before, t: PinType, purpose: Purpose) -> Reason:
     """What the purpose of a check adds: a store procedure's proving PIN."""
     if purpose is Purpose.STORE_RESERVATION:
-        return _proves(b, t)
+        return _reservation_checks(b, t)
     if purpose is Purpose.STORE_RESET:
-        # Hours first; then a suspended card is answered before the reservation is looked at.
-        return _proves(b, t) or _kiosk(b) or (None if b.state.suspended else _reservation_proved_by(b, t))
+        return _kiosk_checks(b, t)
     return None
 
 
-def _documents(b: Before, applicant: str, documents: tuple[str, ...], step: str, allowed: tuple[Applicant, ...]) -> Reason:
-    """The recorded checklist is complete (documents.check_checklist). Issue
+def _documents(b: Before, procedure: CounterProcedure, applicant: str, documents: tuple[str, ...]) -> Reason:
+    """The recorded checklist is complete (guards.checklist_gaps). Issue
     dates and the adult-ward flag are not recorded: taken as fresh, either flag."""
     try:
         who = Applicant(applicant)
     except ValueError:
         return f"unknown applicant {applicant!r}"
+    allowed = CHECKLISTS[procedure].applicants
     if who not in allowed:
         return f"a {applicant} cannot apply for this ({', '.join(a.value for a in allowed)} can)"
     try:
         types = [DocumentType(d) for d in documents]
     except ValueError:
         return f"unknown document type among {list(documents)}"
-    today = b.at.astimezone(TOKYO).date()
-    docs = tuple(Document(t, today) for t in types)
-    gaps = [check_checklist(who, docs, today, adult_ward=ward, step=step) for ward in (False, True)]
+    docs = tuple(Document(t, guards.day_of(b.at)) for t in types)
+    gaps = [guards.checklist_gaps(procedure, who, docs, b.at, adult_ward=ward) for ward in (False, True)]
     if any(not g for g in gaps):
         return None
     return "the recorded checklist is incomplete: " + ", ".join(v.subject for v in gaps[0])
@@ -226,12 +297,13 @@ def _instant(text: str) -> datetime | None:
     return at if at.tzinfo is not None else None
 
 
-def _expiry(b: Before, expires_at: str, validity: Callable[[Policy], timedelta]) -> Reason:
+def _expiry(b: Before, expires_at: str, expiry: Callable[[Policy, datetime], datetime]) -> Reason:
+    """The recorded expiry is an instant; with the policy, the configured one (guards.inquiry_expiry, guards.reservation_expiry)."""
     at = _instant(expires_at)
     if at is None:
         return f"expires_at {expires_at!r} is not an instant with a UTC offset"
-    if b.policy is not None and at != b.at + validity(b.policy):
-        return f"expires_at {expires_at} is not the configured validity ({validity(b.policy)}) after {b.at.isoformat()}"
+    if b.policy is not None and at != (expected := expiry(b.policy, b.at)):
+        return f"expires_at {expires_at} is not the configured validity ({expected - b.at}) after {b.at.isoformat()}"
     return None
 
 
@@ -258,7 +330,7 @@ def _open_inquiry(b: Before, t: PinType, inquiry_id: str | None = None, *, live:
         return f"no proxy inquiry is open for the {t.value} PIN"
     if inquiry_id is not None and inquiry.inquiry_id != inquiry_id:
         return f"the open inquiry for the {t.value} PIN is {inquiry.inquiry_id}, not {inquiry_id}"
-    if live and b.at >= inquiry.expires_at:
+    if live and guards.expired(inquiry.expires_at, b.at):
         return f"the inquiry expired at {inquiry.expires_at.isoformat()}: the rules close it as expired instead"
     return None
 
@@ -284,20 +356,21 @@ def _pin_verification_failed(e: PinVerificationFailed, b: Before) -> Reason:
     if reason := _checked(b, e.pin_type) or _purpose(b, e.pin_type, e.purpose):
         return reason
     pin, limit = b.state.pins[e.pin_type], retry_limit(e.pin_type)
-    if e.consecutive_failures != pin.consecutive_failures + 1:
+    failures, remaining = guards.wrong_entry(pin)
+    if e.consecutive_failures != failures:
         return (
             f"it records {e.consecutive_failures} consecutive failures of the {e.pin_type.value} PIN, which had "
             f"{pin.consecutive_failures}: a wrong entry adds exactly one"
         )
-    if e.consecutive_failures > limit:
+    if guards.locks(e.pin_type, pin.consecutive_failures):
         return f"failures of the {e.pin_type.value} PIN count past its limit of {limit} without a lock"
-    if e.remaining_tries != limit - e.consecutive_failures:
+    if e.remaining_tries != remaining:
         return f"it records {e.remaining_tries} remaining tries; {limit} - {e.consecutive_failures} remain"
     return None
 
 
 def _then_lock(e: PinVerificationFailed) -> Then | None:
-    if e.consecutive_failures < retry_limit(e.pin_type):
+    if not guards.locks(e.pin_type, e.consecutive_failures):
         return None
     t = e.pin_type
     return Then(f"PinLocked of the {t.value} PIN", lambda n: type(n) is PinLocked and n.pin_type is t)
@@ -313,19 +386,22 @@ def _pin_locked(e: PinLocked, b: Before) -> Reason:
     if reason := _right_after(
         b,
         f"the failure that reaches the limit of {limit} (the PIN had {pin.consecutive_failures} consecutive failures)",
-        lambda p: type(p) is PinVerificationFailed and p.pin_type is t and p.consecutive_failures == limit,
+        lambda p: type(p) is PinVerificationFailed and p.pin_type is t and guards.locks(t, p.consecutive_failures),
     ):
         return f"a PIN locks only at its limit of consecutive failures: {reason}"
-    if e.consecutive_failures != limit:
-        return f"it records {e.consecutive_failures} consecutive failures; the {t.value} PIN locks at {limit}"
+    if e.consecutive_failures != pin.consecutive_failures:
+        return f"it records {e.consecutive_failures} consecutive failures; the {t.value} PIN locked at {pin.consecutive_failures}"
     return None
 
 
 def _locked_pin_attempted(e: LockedPinAttempted, b: Before) -> Reason:
     t = e.pin_type
-    if reason := _pin(b, t) or _active(b):
+    if reason := _pin(b, t):
         return reason
-    if not b.state.pins[t].locked:
+    unchecked = guards.why_unchecked(b.state, t)
+    if unchecked is guards.Unchecked.CARD_SUSPENDED:
+        return _SUSPENDED
+    if unchecked is not guards.Unchecked.PIN_LOCKED:
         return f"the {t.value} PIN is not locked: an attempt against it would have been checked"
     return _purpose(b, t, e.purpose)
 
@@ -338,29 +414,24 @@ def _pin_reset(e: PinReset, b: Before) -> Reason:
     t = e.pin_type
     if reason := _pin(b, t):
         return reason
-    if e.procedure == "counter":
-        return _documents(b, e.applicant, e.documents, "reset", HOLDER_OR_REPRESENTATIVE)
-    if e.procedure == "proxy":
-        return _documents(b, e.applicant, e.documents, "completion", (Applicant.PROXY,)) or _open_inquiry(b, t)
-    if e.procedure == "convenience_store":
+    procedure = known_word(ResetProcedure, e.procedure)
+    if procedure is ResetProcedure.COUNTER:
+        return _documents(b, CounterProcedure.RESET, e.applicant, e.documents)
+    if procedure is ResetProcedure.PROXY:
+        return _documents(b, CounterProcedure.PROXY_COMPLETION, e.applicant, e.documents) or _open_inquiry(b, t)
+    if procedure is ResetProcedure.CONVENIENCE_STORE:
         return _store_reset(e, b)
-    return f"unknown reset procedure {e.procedure!r}"
+    return f"unknown reset procedure {str(e.procedure)!r}"
 
 
 def _store_reset(e: PinReset, b: Before) -> Reason:
     t = e.pin_type
     if e.applicant != Applicant.HOLDER.value or e.documents:
         return "a kiosk reset is the holder's, with no documents"
-    if reason := _kiosk(b) or _active(b):
-        return reason
-    reservation = b.state.reservations.get(t)
-    if reservation is None:
-        return f"no store reservation for the {t.value} PIN"
-    if b.at >= reservation.expires_at:
-        return f"the reservation expired at {reservation.expires_at.isoformat()}"
-    if store_proving_pin(t, _stores_reset_user_certificate(b, unknown=True)) is not reservation.proving_pin_type:
-        return f"no configured store chain resets the {t.value} PIN"
-    return _proved_just_before(b, reservation.proving_pin_type)
+    provers = {proving for answer, proving in _kiosk_answers(b, t) if answer is None}
+    if not provers or b.state.suspended:  # a suspended card's check is recorded, never passed
+        return _kiosk_could_not(b, t, None)
+    return _proved_just_before(b, b.state.reservations[t].proving_pin_type)
 
 
 def _proved_just_before(b: Before, proving: PinType) -> Reason:
@@ -369,28 +440,17 @@ def _proved_just_before(b: Before, proving: PinType) -> Reason:
 
 
 def _pin_unlocked(e: PinUnlocked, b: Before) -> Reason:
-    return _pin(b, e.pin_type) or _documents(b, e.applicant, e.documents, "reset", HOLDER_OR_REPRESENTATIVE)
-
-
-_REFUSABLE = {  # procedure -> the checklist subjects it can name as missing (any applicant)
-    "reset": {"documents/my_number_card", "documents/ids", "documents/public_photo_id", "documents/authority"},
-    "unlock": {"documents/my_number_card", "documents/ids", "documents/public_photo_id", "documents/authority"},
-    "resume": {"documents/my_number_card", "documents/ids", "documents/public_photo_id", "documents/authority"},
-    "proxy_inquiry": {"documents/my_number_card", "documents/ids"},
-    "proxy_completion": {
-        "documents/my_number_card", "documents/inquiry_form", "documents/power_of_attorney", "documents/public_photo_id",
-    },
-}  # fmt: skip
+    return _pin(b, e.pin_type) or _documents(b, CounterProcedure.UNLOCK, e.applicant, e.documents)
 
 
 def _counter_procedure_refused(e: CounterProcedureRefused, b: Before) -> Reason:
-    subjects = _REFUSABLE.get(e.procedure)
-    if subjects is None:
-        return f"unknown counter procedure {e.procedure!r}"
+    procedure = known_word(CounterProcedure, e.procedure)
+    if procedure is None:
+        return f"unknown counter procedure {str(e.procedure)!r}"
     if not e.missing:
         return "a refusal names what is missing"
-    if len(set(e.missing)) != len(e.missing) or not set(e.missing) <= subjects:
-        return f"a {e.procedure} checklist cannot miss {list(e.missing)}"
+    if len(set(e.missing)) != len(e.missing) or not set(e.missing) <= guards.refusable_subjects(procedure):
+        return f"a {procedure} checklist cannot miss {list(e.missing)}"
     return None
 
 
@@ -405,13 +465,13 @@ def _card_suspended(e: CardSuspended, b: Before) -> Reason:
 def _card_resumed(e: CardResumed, b: Before) -> Reason:
     if not b.state.suspended:
         return "the card is active: resuming an active card records nothing"
-    return _documents(b, e.applicant, e.documents, "reset", HOLDER_OR_REPRESENTATIVE)
+    return _documents(b, CounterProcedure.RESUME, e.applicant, e.documents)
 
 
 def _suspended_card_attempted(e: SuspendedCardAttempted, b: Before) -> Reason:
     if reason := _pin(b, e.pin_type):
         return reason
-    if not b.state.suspended:
+    if guards.why_unchecked(b.state, e.pin_type) is not guards.Unchecked.CARD_SUSPENDED:
         return "the card is active: an attempt on it would have been checked"
     return _purpose(b, e.pin_type, e.purpose)
 
@@ -423,8 +483,8 @@ def _proxy_inquiry_issued(e: ProxyInquiryIssued, b: Before) -> Reason:
     if (open_ := b.state.inquiries.get(t)) is not None:
         return f"inquiry {open_.inquiry_id} is still open for the {t.value} PIN: a new one is issued after closing it"
     return (
-        _documents(b, Applicant.PROXY.value, e.documents, "inquiry", (Applicant.PROXY,))
-        or _expiry(b, e.expires_at, lambda p: p.inquiry_validity)
+        _documents(b, CounterProcedure.PROXY_INQUIRY, Applicant.PROXY.value, e.documents)
+        or _expiry(b, e.expires_at, guards.inquiry_expiry)
         or _fresh_id(b, e.inquiry_id)
     )
 
@@ -433,23 +493,25 @@ def _proxy_inquiry_closed(e: ProxyInquiryClosed, b: Before) -> Reason:
     t = e.pin_type
     if reason := _pin(b, t) or _open_inquiry(b, t, e.inquiry_id, live=False):
         return reason
-    if e.reason == "superseded":
+    closed = known_word(InquiryCloseReason, e.reason)
+    if closed is InquiryCloseReason.SUPERSEDED:
         return None  # the new inquiry must follow (then)
-    if e.reason == "expired":
+    if closed is InquiryCloseReason.EXPIRED:
         expires = b.state.inquiries[t].expires_at
-        if b.at < expires:
+        if not guards.expired(expires, b.at):
             return f"the inquiry expires only at {expires.isoformat()}"
         return None
-    if e.reason == "voided":
+    if closed is InquiryCloseReason.VOIDED:
         return _right_after(
-            b, f"the wrong code that uses the last attempt of inquiry {e.inquiry_id}",
-            lambda p: type(p) is ProxyInquiryCodeRejected and p.inquiry_id == e.inquiry_id and p.remaining == 0,
-        )  # fmt: skip
-    return f"unknown reason {e.reason!r} to close an inquiry"
+            b,
+            f"the wrong code that uses the last attempt of inquiry {e.inquiry_id}",
+            lambda p: type(p) is ProxyInquiryCodeRejected and p.inquiry_id == e.inquiry_id and guards.inquiry_voided(p.remaining),
+        )
+    return f"unknown reason {str(e.reason)!r} to close an inquiry"
 
 
 def _then_issue(e: ProxyInquiryClosed) -> Then | None:
-    if e.reason != "superseded":
+    if known_word(InquiryCloseReason, e.reason) is not InquiryCloseReason.SUPERSEDED:
         return None
     t = e.pin_type
     return Then(f"ProxyInquiryIssued for the {t.value} PIN", lambda n: type(n) is ProxyInquiryIssued and n.pin_type is t)
@@ -464,19 +526,19 @@ def _proxy_inquiry_code_rejected(e: ProxyInquiryCodeRejected, b: Before) -> Reas
         return f"it records {e.wrong_codes} wrong codes; the inquiry had {inquiry.wrong_codes}: a wrong code adds one"
     if e.remaining < 0:
         return "a negative number of remaining attempts"
-    if b.policy is not None and e.remaining != max(0, b.policy.inquiry_max_wrong_codes - e.wrong_codes):
+    if b.policy is not None and e.remaining != guards.inquiry_attempts_left(b.policy, e.wrong_codes):
         limit = b.policy.inquiry_max_wrong_codes
         return f"{e.remaining} attempts remain after {e.wrong_codes} wrong codes of the configured {limit}"
     return None
 
 
 def _then_void(e: ProxyInquiryCodeRejected) -> Then | None:
-    if e.remaining > 0:
+    if not guards.inquiry_voided(e.remaining):
         return None
     i = e.inquiry_id
     return Then(
         f"ProxyInquiryClosed (voided) of inquiry {i}",
-        lambda n: type(n) is ProxyInquiryClosed and n.inquiry_id == i and n.reason == "voided",
+        lambda n: type(n) is ProxyInquiryClosed and n.inquiry_id == i and n.reason == InquiryCloseReason.VOIDED,
     )
 
 
@@ -488,16 +550,16 @@ def _store_reset_reserved(e: StoreResetReserved, b: Before) -> Reason:
         proving = PinType(e.proving_pin_type)
     except ValueError:
         return f"unknown proving PIN type {e.proving_pin_type!r}"
-    expected = store_proving_pin(t, _stores_reset_user_certificate(b, unknown=True))
-    if expected is None:
-        return f"the {t.value} PIN is reset only at a counter"
-    if proving is not expected:
-        return f"a store reset of the {t.value} PIN is proved by the {expected.value} PIN, not {proving.value}"
+    if proving not in _reservation_proving(b, t):
+        expected = {guards.store_proving_pin(t, allows) for allows in _reservation_settings(b)} - {None}
+        if not expected:
+            return f"the {t.value} PIN is reset only at a counter"
+        if proving not in expected:
+            names = " or ".join(sorted(p.value for p in expected if p is not None))
+            return f"a store reset of the {t.value} PIN is proved by the {names} PIN, not {proving.value}"
+        return _pin(b, proving)
     return (
-        _pin(b, proving)
-        or _proved_just_before(b, proving)
-        or _expiry(b, e.expires_at, lambda p: p.reservation_validity)
-        or _fresh_id(b, e.reservation_id)
+        _proved_just_before(b, proving) or _expiry(b, e.expires_at, guards.reservation_expiry) or _fresh_id(b, e.reservation_id)
     )
 
 
@@ -505,45 +567,20 @@ def _reset_refused(e: ResetRefused, b: Before) -> Reason:
     t = e.pin_type
     if reason := _pin(b, t):
         return reason
-    if (e.procedure, e.reason) == ("proxy", "no_open_inquiry"):
+    procedure, refusal = known_word(ResetProcedure, e.procedure), known_word(RefusalReason, e.reason)
+    if (procedure, refusal) == (ResetProcedure.PROXY, RefusalReason.NO_OPEN_INQUIRY):
         return None  # the inquiry id asked for is not recorded: any state allows it
-    if (e.procedure, e.reason) == ("store_reservation", "counter_only"):
-        # Refused when no PIN proves it, or the proving PIN is not enrolled.
-        proving = store_proving_pin(t, _stores_reset_user_certificate(b, unknown=False))
-        if proving is not None and b.state.pin(proving) is not None:
-            return f"the {t.value} PIN can be reserved for a store reset by the {proving.value} PIN"
-        return None
-    if e.procedure == "convenience_store":
-        return _kiosk_refused(e, b)
-    return f"no rule refuses a {e.procedure} procedure with {e.reason!r}"
-
-
-def _kiosk_refused(e: ResetRefused, b: Before) -> Reason:
-    """decide_store_reset, in its order: hours, counter only, suspended, reservation, expiry."""
-    t = e.pin_type
-    if e.reason == "store_closed":
-        return _kiosk(b, want_open=False)
-    if reason := _kiosk(b):
-        return reason
-    if e.reason == "counter_only":
-        # The user-certificate PIN depends on the chain (not recorded); every store resets the signature PIN.
-        return "every store resets the signature PIN" if t is PinType.SIGNATURE else None
-    if e.reason not in ("no_reservation", "reservation_expired"):
-        return f"no rule refuses a kiosk reset with {e.reason!r}"
-    if reason := _active(b):
-        return f"{reason}; the kiosk answers so before it looks for a reservation"
-    if store_proving_pin(t, True) is None:
-        return f"the {t.value} PIN is refused as counter only before a reservation is looked for"
-    reservation = b.state.reservations.get(t)
-    if e.reason == "no_reservation":
-        if reservation is not None:
-            return f"a reservation for the {t.value} PIN is open (it would be used, or refused as expired)"
-        return None
-    if reservation is None:
-        return f"no reservation for the {t.value} PIN"
-    if b.at < reservation.expires_at:
-        return f"the reservation is valid until {reservation.expires_at.isoformat()}"
-    return None
+    if (procedure, refusal) == (ResetProcedure.STORE_RESERVATION, RefusalReason.COUNTER_ONLY):
+        if None in _reservation_proving(b, t):
+            return None
+        names = " or ".join(sorted(p.value for p in _reservation_proving(b, t) if p is not None))
+        return f"the {t.value} PIN can be reserved for a store reset by the {names} PIN"
+    if procedure is ResetProcedure.CONVENIENCE_STORE and refusal is not None:
+        if refusal in {answer for answer, _ in _kiosk_answers(b, t)}:
+            return None
+        if refusal in guards.KIOSK_REFUSALS:
+            return _kiosk_could_not(b, t, refusal)
+    return f"no rule refuses a {e.procedure} procedure with {str(e.reason)!r}"
 
 
 NOT_CHECKABLE_CHECK = "whether the PIN entered was right (verifiers are not in the stream)"

@@ -1,33 +1,36 @@
 """The reset procedures (DESIGN.md §2): at a counter (reset, unlock, the
 proxy's two visits, suspend and resume) and at a convenience store (the
 reset app's reservation, the kiosk's completion). Each is a `decide_*`
-function of (state, command, context), registered in decide.DECIDERS.
+function of (state, command, context); decide.py lists each in DECIDERS.
+What the deciders share (Decision, Context, check_pin, the enrolled / PIN-set
+requirements) is in decision.py; the rules the lawful-history check applies
+too are guards (guards.py), named below.
 
-Rules, each in one place here:
 - counter_gate: a counter acts only during its office's hours and only for
-  wards its office serves; a refusal is recorded on the terminal's stream.
-  It is decided first, so a closed counter learns nothing about a card.
+  wards its office serves (guards.counter_refusal); a refusal is recorded on
+  the terminal's stream. It is decided first, so a closed counter learns
+  nothing about a card.
 - checklist: an incomplete or stale checklist is refused, naming every
-  missing document, and recorded on the card's stream (documents.py).
+  missing document, and recorded on the card's stream
+  (guards.checklist_gaps; documents.py).
 - decide_request_proxy / decide_complete_proxy: one open inquiry per card
-  and PIN type (a new one supersedes the old); used once; expires; voided
-  at the configured number of wrong codes.
-- decide_reserve_store / decide_store_reset: the signature PIN by proving
-  the user-certificate PIN (and the user-certificate PIN by proving the
-  signature PIN where a chain allows it); a wrong proving PIN is a failed
-  try of that PIN; the reservation lasts its validity; the kiosk works only
-  in store hours.
+  and PIN type (a new one supersedes the old); used once; expires
+  (guards.inquiry_expiry, guards.expired); voided at the configured number
+  of wrong codes (guards.inquiry_attempts_left, guards.inquiry_voided).
+- decide_reserve_store / decide_store_reset: which PIN proves which
+  (guards.reservation_proving_pin, guards.store_proving_pin); a wrong
+  proving PIN is a failed try of that PIN (decision.check_pin); the
+  reservation lasts its validity (guards.reservation_expiry); the kiosk's
+  refusals, hours first (guards.kiosk_refusal, guards.kiosk_open).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from service.domain.calendar import TOKYO, Calendar
+from service.domain.calendar import TOKYO
 from service.domain.commands import (
     CompleteProxyReset,
     RequestProxyReset,
@@ -38,26 +41,30 @@ from service.domain.commands import (
     SuspendCard,
     UnlockPin,
 )
-from service.domain.decide import CheckOutcome, CheckResult, Context, Decision, _require_pin, check_pin
-from service.domain.documents import Applicant, Document, check_checklist
-from service.domain.errors import NotFound, PreconditionFailed, PreconditionViolation
+from service.domain.decision import CheckOutcome, CheckResult, Context, Decision, check_pin, require_enrolled, require_pin
+from service.domain.documents import Applicant, Document
+from service.domain.errors import PreconditionFailed, PreconditionViolation
 from service.domain.events import (
     CardResumed,
     CardSuspended,
     CounterOutOfService,
+    CounterProcedure,
     CounterProcedureRefused,
     Event,
+    InquiryCloseReason,
     PinReset,
     PinUnlocked,
     ProxyInquiryClosed,
     ProxyInquiryCodeRejected,
     ProxyInquiryIssued,
     Purpose,
+    RefusalReason,
+    ResetProcedure,
     ResetRefused,
     StoreResetReserved,
 )
+from service.domain import guards
 from service.domain.pins import PinType, normalize_pin
-from service.domain.recovery import store_proving_pin
 from service.domain.state import CardState, CardStatus
 
 INQUIRY_CODE_KIND = "inquiry_code"  # the secret kind of an inquiry's one-time code
@@ -112,44 +119,33 @@ class StoreReset:
 
 
 # -- shared rules --------------------------------------------------------------
-def _enrolled(state: CardState) -> None:
-    if not state.enrolled:
-        raise NotFound(f"card {state.card_id} is not enrolled")
-
-
 def counter_gate(state: CardState, office_id: str | None, rpc: str, ctx: Context) -> Decision | None:
-    """A refusal when the counter is closed or does not serve the card's
-    ward (None: it may act). A terminal without an office (the call centre,
-    development mode) is not a counter and is not gated."""
-    if office_id is None:
+    """A refusal when the counter may not act now for this card
+    (guards.counter_refusal), recorded on the terminal's stream; None: it may act."""
+    reason = guards.counter_refusal(ctx.policy, office_id, state.ward, ctx.now)
+    if reason is None or office_id is None:
         return None
-    calendar: Calendar = ctx.policy.calendar
+    calendar = ctx.policy.calendar
     office = calendar.offices.get(office_id)
     if office is None:
-        reason, message = "unknown_office", f"office {office_id} is not in the office calendar"
-    elif not calendar.is_open(office, ctx.now):
-        reason = "out_of_hours"
+        message = f"office {office_id} is not in the office calendar"
+    elif reason is RefusalReason.OUT_OF_HOURS:
         opens = calendar.next_opening(office, ctx.now)
         when = opens.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M") if opens else "not within two months"
         message = f"{office.name} is closed now; it next opens {when} (Asia/Tokyo)"
-    elif not office.serves(state.ward):
-        reason = "out_of_jurisdiction"
+    else:
         serving = ", ".join(o.name for o in calendar.serving(state.ward)) or "no configured office"
         message = f"{office.name} does not serve ward {state.ward}; it is served by {serving}"
-    else:
-        return None
-    violation = PreconditionViolation(reason.upper(), f"offices/{office_id}", message)
+    violation = PreconditionViolation(reason.violation_type, f"offices/{office_id}", message)
     refusal = CounterOutOfService(rpc, state.card_id, reason)
     return Decision((), None, terminal_events=(refusal,), error=PreconditionFailed(violation))
 
 
 def _checklist(
-    state: CardState, procedure: str, applicant: Applicant, documents: tuple[Document, ...], ctx: Context,
-    *, adult_ward: bool = False, step: str = "reset",
-) -> Decision | None:  # fmt: skip
+    procedure: CounterProcedure, applicant: Applicant, documents: tuple[Document, ...], ctx: Context, *, adult_ward: bool = False
+) -> Decision | None:
     """A recorded refusal naming every missing or stale document, or None."""
-    today = ctx.now.astimezone(TOKYO).date()
-    violations = check_checklist(applicant, documents, today, adult_ward=adult_ward, step=step)
+    violations = guards.checklist_gaps(procedure, applicant, documents, ctx.now, adult_ward=adult_ward)
     if not violations:
         return None
     refused = CounterProcedureRefused(procedure, tuple(v.subject for v in violations))
@@ -164,20 +160,18 @@ def _doc_types(documents: tuple[Document, ...]) -> tuple[str, ...]:
 def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "ResetPin", ctx):
         return gate
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, "reset", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    require_pin(state, cmd.pin_type)
+    if refusal := _checklist(CounterProcedure.RESET, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
-    event = PinReset(cmd.pin_type, "counter", cmd.applicant.value, _doc_types(cmd.documents))
+    event = PinReset(cmd.pin_type, ResetProcedure.COUNTER, cmd.applicant.value, _doc_types(cmd.documents))
     return Decision((event,), PinRestored(cmd.pin_type), {cmd.pin_type: cmd.new_pin})
 
 
 def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "UnlockPin", ctx):
         return gate
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, "unlock", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    require_pin(state, cmd.pin_type)
+    if refusal := _checklist(CounterProcedure.UNLOCK, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     event = PinUnlocked(cmd.pin_type, cmd.applicant.value, _doc_types(cmd.documents))
     return Decision((event,), PinRestored(cmd.pin_type))
@@ -186,7 +180,7 @@ def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision:
 def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "SuspendCard", ctx):
         return gate
-    _enrolled(state)
+    require_enrolled(state)
     if state.suspended:  # already: nothing happens, the answer says so
         return Decision((), CardStatusChanged(CardStatus.SUSPENDED))
     return Decision((CardSuspended(cmd.reason),), CardStatusChanged(CardStatus.SUSPENDED))
@@ -195,8 +189,8 @@ def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision
 def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "ResumeCard", ctx):
         return gate
-    _enrolled(state)
-    if refusal := _checklist(state, "resume", cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    require_enrolled(state)
+    if refusal := _checklist(CounterProcedure.RESUME, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     if not state.suspended:
         return Decision((), CardStatusChanged(CardStatus.ACTIVE))
@@ -207,15 +201,14 @@ def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
 def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "RequestProxyReset", ctx):
         return gate
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, "proxy_inquiry", Applicant.PROXY, cmd.documents, ctx, step="inquiry"):
+    require_pin(state, cmd.pin_type)
+    if refusal := _checklist(CounterProcedure.PROXY_INQUIRY, Applicant.PROXY, cmd.documents, ctx):
         return refusal
     events: list[Event] = []
     if (old := state.inquiries.get(cmd.pin_type)) is not None:
-        events.append(ProxyInquiryClosed(cmd.pin_type, old.inquiry_id, "superseded"))
+        events.append(ProxyInquiryClosed(cmd.pin_type, old.inquiry_id, InquiryCloseReason.SUPERSEDED))
     inquiry_id, code = ctx.new_id(), ctx.new_code()
-    expires_at = ctx.now + ctx.policy.inquiry_validity
+    expires_at = guards.inquiry_expiry(ctx.policy, ctx.now)
     events.append(ProxyInquiryIssued(cmd.pin_type, inquiry_id, expires_at.isoformat(), _doc_types(cmd.documents)))
     return Decision(
         tuple(events), InquiryIssued(inquiry_id, expires_at, code), new_secrets={(INQUIRY_CODE_KIND, inquiry_id): code}
@@ -225,95 +218,80 @@ def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context)
 def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Context) -> Decision:
     if gate := counter_gate(state, cmd.office_id, "CompleteProxyReset", ctx):
         return gate
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
-    if refusal := _checklist(state, "proxy_completion", Applicant.PROXY, cmd.documents, ctx, step="completion"):
+    require_pin(state, cmd.pin_type)
+    if refusal := _checklist(CounterProcedure.PROXY_COMPLETION, Applicant.PROXY, cmd.documents, ctx):
         return refusal
     inquiry = state.inquiries.get(cmd.pin_type)
     if inquiry is None or inquiry.inquiry_id != cmd.inquiry_id:
-        refused = ResetRefused(cmd.pin_type, "proxy", ProxyResult.NO_OPEN_INQUIRY.value)
+        refused = ResetRefused(cmd.pin_type, ResetProcedure.PROXY, RefusalReason.NO_OPEN_INQUIRY)
         return Decision((refused,), ProxyCompletion(ProxyResult.NO_OPEN_INQUIRY, 0))
-    if ctx.now >= inquiry.expires_at:
-        closed = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, "expired")
+    if guards.expired(inquiry.expires_at, ctx.now):
+        closed = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, InquiryCloseReason.EXPIRED)
         return Decision((closed,), ProxyCompletion(ProxyResult.EXPIRED, 0))
-    limit = ctx.policy.inquiry_max_wrong_codes
     if not ctx.code_matches(INQUIRY_CODE_KIND, inquiry.inquiry_id, cmd.code):
         wrong = inquiry.wrong_codes + 1
-        rejected = ProxyInquiryCodeRejected(cmd.pin_type, inquiry.inquiry_id, wrong, max(0, limit - wrong))
-        if wrong >= limit:
-            voided = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, "voided")
+        left = guards.inquiry_attempts_left(ctx.policy, wrong)
+        rejected = ProxyInquiryCodeRejected(cmd.pin_type, inquiry.inquiry_id, wrong, left)
+        if guards.inquiry_voided(left):
+            voided = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, InquiryCloseReason.VOIDED)
             return Decision((rejected, voided), ProxyCompletion(ProxyResult.VOIDED, 0))
-        return Decision((rejected,), ProxyCompletion(ProxyResult.WRONG_CODE, limit - wrong))
-    event = PinReset(cmd.pin_type, "proxy", Applicant.PROXY.value, _doc_types(cmd.documents))
+        return Decision((rejected,), ProxyCompletion(ProxyResult.WRONG_CODE, left))
+    event = PinReset(cmd.pin_type, ResetProcedure.PROXY, Applicant.PROXY.value, _doc_types(cmd.documents))
     return Decision((event,), ProxyCompletion(ProxyResult.COMPLETED, 0), {cmd.pin_type: cmd.new_pin})
 
 
 # -- convenience store ---------------------------------------------------------
-def _refuse(state: CardState, cmd, procedure: str, reason: str, message: str) -> Decision:
+def _refuse(state: CardState, cmd, procedure: ResetProcedure, reason: RefusalReason, message: str) -> Decision:
     """A store procedure refused with a reason: recorded, then FAILED_PRECONDITION."""
     refused = ResetRefused(cmd.pin_type, procedure, reason)
-    error = PreconditionFailed(PreconditionViolation(reason.upper(), f"{state.card_id}/{cmd.pin_type.value}", message))
-    return Decision((refused,), None, error=error)
+    subject = f"{state.card_id}/{cmd.pin_type.value}"
+    return Decision((refused,), None, error=PreconditionFailed(PreconditionViolation(reason.violation_type, subject, message)))
 
 
 def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context) -> Decision:
     """The reset app proves the other certificate's PIN (a failed try of
     that PIN when wrong) and reserves a reset of `pin_type`."""
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
-    proving = store_proving_pin(cmd.pin_type, any(c.resets_user_certificate for c in ctx.policy.store_chains.values()))
-    if proving is None or state.pin(proving) is None:
-        return _refuse(state, cmd, "store_reservation", "counter_only",
-                             f"the {cmd.pin_type.value} PIN can be reset only at a ward office or Special Center")  # fmt: skip
+    require_pin(state, cmd.pin_type)
+    proving = guards.reservation_proving_pin(state, cmd.pin_type, guards.any_chain_resets_user_certificate(ctx.policy))
+    if proving is None:
+        message = f"the {cmd.pin_type.value} PIN can be reset only at a ward office or Special Center"
+        return _refuse(state, cmd, ResetProcedure.STORE_RESERVATION, RefusalReason.COUNTER_ONLY, message)
     proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
     events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESERVATION, ctx)
     if check.result is not CheckResult.OK:
         return Decision(events, Reservation(check, None, None, proving))
     reservation_id = ctx.new_id()
-    expires_at = ctx.now + ctx.policy.reservation_validity
+    expires_at = guards.reservation_expiry(ctx.policy, ctx.now)
     reserved = StoreResetReserved(cmd.pin_type, reservation_id, proving.value, expires_at.isoformat())
     return Decision((*events, reserved), Reservation(check, reservation_id, expires_at, proving))
+
+
+def _kiosk_message(reason: RefusalReason, cmd: StoreResetPin, ctx: Context) -> str:
+    if reason is RefusalReason.STORE_CLOSED:
+        return f"kiosk resets run {ctx.policy.store_opens:%H:%M}-{ctx.policy.store_closes:%H:%M} Asia/Tokyo"
+    if reason is RefusalReason.COUNTER_ONLY:
+        return f"this store cannot reset the {cmd.pin_type.value} PIN: a ward office or Special Center can"
+    if reason is RefusalReason.NO_RESERVATION:
+        return "no reservation for this PIN: reserve in the reset app first"
+    return "the reservation has expired: reserve again in the reset app"
 
 
 def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> Decision:
     """The kiosk, within the reservation's validity and store hours: the
     holder proves the reserved proving PIN again; then the new PIN is set
     and unlocked."""
-    _enrolled(state)
-    _require_pin(state, cmd.pin_type)
-    local = ctx.now.astimezone(TOKYO).time()
-    if not (ctx.policy.store_opens <= local < ctx.policy.store_closes):
-        return _refuse(state, cmd, "convenience_store", "store_closed",
-                             f"kiosk resets run {ctx.policy.store_opens:%H:%M}-{ctx.policy.store_closes:%H:%M} Asia/Tokyo")  # fmt: skip
-    proving = store_proving_pin(cmd.pin_type, ctx.policy.chain(cmd.chain_id).resets_user_certificate)
-    if proving is None:
-        return _refuse(state, cmd, "convenience_store", "counter_only",
-                             f"this store cannot reset the {cmd.pin_type.value} PIN: a ward office or Special Center can")  # fmt: skip
+    require_pin(state, cmd.pin_type)
+    proving = guards.store_proving_pin(cmd.pin_type, ctx.policy.chain(cmd.chain_id).resets_user_certificate)
+    is_open = guards.kiosk_open(ctx.policy, ctx.now)
+    if reason := guards.kiosk_refusal(state, cmd.pin_type, proving, ctx.now, is_open=is_open):
+        return _refuse(state, cmd, ResetProcedure.CONVENIENCE_STORE, reason, _kiosk_message(reason, cmd, ctx))
+    assert proving is not None  # kiosk_refusal refuses a PIN no PIN proves
     if state.suspended:
         events, check = check_pin(state, proving, "", Purpose.STORE_RESET, ctx)  # recorded, never checked
         return Decision(events, StoreReset(check, False))
-    reservation = state.reservations.get(cmd.pin_type)
-    if reservation is None or reservation.proving_pin_type is not proving:
-        return _refuse(state, cmd, "convenience_store", "no_reservation",
-                             "no reservation for this PIN: reserve in the reset app first")  # fmt: skip
-    if ctx.now >= reservation.expires_at:
-        return _refuse(state, cmd, "convenience_store", "reservation_expired",
-                             "the reservation has expired: reserve again in the reset app")  # fmt: skip
     proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
     events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESET, ctx)
     if check.result is not CheckResult.OK:
         return Decision(events, StoreReset(check, False))
-    reset = PinReset(cmd.pin_type, "convenience_store", Applicant.HOLDER.value, ())
+    reset = PinReset(cmd.pin_type, ResetProcedure.CONVENIENCE_STORE, Applicant.HOLDER.value, ())
     return Decision((*events, reset), StoreReset(check, True), {cmd.pin_type: cmd.new_pin})
-
-
-DECIDERS: dict[type, Callable[[CardState, Any, Context], Decision]] = {
-    ResetPin: decide_reset,
-    UnlockPin: decide_unlock,
-    SuspendCard: decide_suspend,
-    ResumeCard: decide_resume,
-    RequestProxyReset: decide_request_proxy,
-    CompleteProxyReset: decide_complete_proxy,
-    ReserveStoreReset: decide_reserve_store,
-    StoreResetPin: decide_store_reset,
-}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from service.domain.calendar import TOKYO, Opening, next_openings
+from service.domain import guards
 from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.state import CardState
@@ -34,21 +35,12 @@ class Recovery:
     openings: tuple[Opening, ...] = ()  # the next openings of the offices serving the card's ward
 
 
-def store_proving_pin(pin_type: PinType, chain_allows_user_certificate: bool) -> PinType | None:
-    """Which PIN proves the holder for a store reset of `pin_type` (None: counter only)."""
-    if pin_type is PinType.SIGNATURE:
-        return PinType.USER_CERTIFICATE
-    if pin_type is PinType.USER_CERTIFICATE and chain_allows_user_certificate:
-        return PinType.SIGNATURE
-    return None
-
-
 _NAMES = {PinType.USER_CERTIFICATE: "user-certificate", PinType.SIGNATURE: "signature"}
 
 
 def _usable(state: CardState, pin_type: PinType | None) -> bool:
-    pin = state.pin(pin_type) if pin_type else None
-    return pin is not None and not pin.locked
+    """The PIN would be checked now (an active card: a suspended one is answered first)."""
+    return pin_type is not None and guards.pin_set(state, pin_type) and guards.why_unchecked(state, pin_type) is None
 
 
 def _openings_text(openings: tuple[Opening, ...], now: datetime) -> str:
@@ -75,8 +67,7 @@ def recovery_for(state: CardState, pin_type: PinType, policy: Policy, now: datet
             (Procedure.COUNTER_RESUME,),
             openings,
         )
-    any_chain = any(c.resets_user_certificate for c in policy.store_chains.values())
-    proving = store_proving_pin(pin_type, any_chain)
+    proving = guards.store_proving_pin(pin_type, guards.any_chain_resets_user_certificate(policy))
     if proving is not None and _usable(state, proving):
         return Recovery(
             Route.CONVENIENCE_STORE_OR_COUNTER,

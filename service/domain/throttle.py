@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from collections.abc import Mapping
 
-from service.domain.decide import CheckOutcome, CheckResult
+from service.domain.decision import CheckOutcome, CheckResult
 from service.domain.errors import DomainError
 from service.domain.policy import ThrottlePolicy
 from service.domain.state import EMPTY

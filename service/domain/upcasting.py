@@ -3,15 +3,21 @@ and schema version it was written with, and is upgraded to the current
 event class when read, on every read path (state loads, rebuild, integrity,
 audit). One upcaster per (event type, old schema version) turns a payload
 into the next version's; they chain up to the class's `schema_version`.
+
+A field typed with a vocabulary of stored words (events.py: `RefusalReason
+| str`, ...) is read as the member its word names; a word this release does
+not know is read as the string stored, never a crash: the lawful check
+reports it (lawful.py), readers show it.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import fields
-from typing import Any
+from typing import Any, get_args, get_type_hints
 from collections.abc import Callable
 
-from service.domain.events import EVENT_TYPES, Event, Purpose
+from service.domain.events import EVENT_TYPES, Event, Purpose, known_word
 from service.domain.pins import PinType
 
 Payload = dict[str, Any]
@@ -53,7 +59,24 @@ def upcast(type_name: str, schema_version: int, payload: Payload) -> Payload:
     return payload
 
 
-_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+# (field name, the StrEnum of its stored word or None) of each event class
+_FIELDS: dict[type[Event], tuple[tuple[str, type[enum.StrEnum] | None], ...]] = {}
+
+
+def _fields(cls: type[Event]) -> tuple[tuple[str, type[enum.StrEnum] | None], ...]:
+    found = _FIELDS.get(cls)
+    if found is None:
+        hints = get_type_hints(cls)
+        found = _FIELDS[cls] = tuple((f.name, _word_enum(hints[f.name])) for f in fields(cls))
+    return found
+
+
+def _word_enum(hint: Any) -> type[enum.StrEnum] | None:
+    """The StrEnum a field's annotation names (`RefusalReason | str`), if any."""
+    for t in get_args(hint) or (hint,):
+        if isinstance(t, type) and issubclass(t, enum.StrEnum):
+            return t
+    return None
 
 
 def event_from_stored(type_name: str, schema_version: int, pin_type: str | None, payload: Payload) -> Event:
@@ -61,17 +84,17 @@ def event_from_stored(type_name: str, schema_version: int, pin_type: str | None,
     PIN type column, the JSON payload)."""
     payload = upcast(type_name, schema_version, payload)
     cls = EVENT_TYPES[type_name]
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
     kwargs: dict[str, Any] = {}
-    for name in names:
+    for name, vocabulary in _fields(cls):
         if name == "pin_type":
             kwargs["pin_type"] = PinType(pin_type)
         elif name == "pin_types":
             kwargs["pin_types"] = tuple(PinType(v) for v in payload["pin_types"])
         elif name == "purpose":
             kwargs["purpose"] = Purpose(payload["purpose"])
+        elif vocabulary is not None:
+            value = payload[name]  # a word this release does not know stays as stored (the lawful check reports it)
+            kwargs[name] = value if (word := known_word(vocabulary, value)) is None else word
         else:
             value = payload[name]
             kwargs[name] = tuple(value) if isinstance(value, list) else value

@@ -13,7 +13,8 @@ import pytest
 from service.app.answers import Answer
 from service.app.handlers import Caller
 from service.app.batch import ThreadRunner
-from service.domain.decide import CheckResult, Enrolled
+from service.domain.decision import CheckResult
+from service.domain.decide import Enrolled
 from service.domain.errors import AlreadyExists
 from service.domain.pins import retry_limit
 from service.store.event_store import EventStore

@@ -18,7 +18,8 @@ from service.app.answers import Answer
 from service.app.ports import IntegrityViolation
 from service.app.batch import ThreadRunner
 from service.domain.chain import GENESIS_HASH
-from service.domain.decide import CheckOutcome, CheckResult, Enrolled
+from service.domain.decision import CheckOutcome, CheckResult
+from service.domain.decide import Enrolled
 from service.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from service.domain.pins import retry_limit
 from service.domain.recovery import Route

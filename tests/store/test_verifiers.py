@@ -9,7 +9,7 @@ import os
 import re
 
 from service.app.batch import ThreadRunner
-from service.domain.decide import CheckResult
+from service.domain.decision import CheckResult
 from service.keys.ring import SecretRef, Verifier
 from tests.keys import ring
 from tests.store.helpers import (

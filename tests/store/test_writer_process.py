@@ -24,7 +24,7 @@ from service.app.writer import GroupCommitWriter
 from service.app.writer_process import ProcessRunner
 from service.runtime.clock import ServiceClock, system_clock
 from service.domain.policy import Policy
-from service.domain.decide import CheckResult
+from service.domain.decision import CheckResult
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, PreconditionFailed, PreconditionViolation
 from service.domain.throttle import Throttled
 from service.app.ports import StoreUnavailable

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta, UTC
 from collections.abc import Callable
 
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
-from service.domain.decide import Context, Decision, PinMatcher, decide
+from service.domain.decision import Context, Decision, PinMatcher
+from service.domain.decide import decide
 from service.domain.events import (
     CardEnrolled,
     Event,

@@ -13,7 +13,7 @@ from service.bootstrap.instance import make_app
 from service.app.handlers import Caller
 from service.app.service import PinLife
 from service.domain.card_ids import looks_like_individual_number, my_number_check_digit
-from service.domain.decide import CheckResult
+from service.domain.decision import CheckResult
 from service.domain.errors import NotFound
 from service.domain.events import AccessDenied, TerminalThrottled
 from service.domain.policy import Policy, ThrottlePolicy

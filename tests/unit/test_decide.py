@@ -10,7 +10,8 @@ from hypothesis import given as hgiven
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from service.domain.decide import CheckOutcome, CheckResult, Enrolled
+from service.domain.decision import CheckOutcome, CheckResult
+from service.domain.decide import Enrolled
 from service.domain.errors import AlreadyExists, DomainError, NotFound, PreconditionFailed
 from service.domain.events import (
     CardEnrolled,

@@ -24,7 +24,8 @@ from service.domain.streams import terminal_stream
 from service.app.handlers import Caller, MissingVerifier, ReadCard
 from service.app.ports import Envelope, StoredRequest, StoreUnavailable
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
-from service.domain.decide import CheckOutcome, CheckResult, Enrolled
+from service.domain.decision import CheckOutcome, CheckResult
+from service.domain.decide import Enrolled
 from service.domain.errors import InvalidInput, NotFound
 from service.domain.events import AccessDenied, CardEnrolled
 from service.domain.policy import Policy

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, UTC
 from itertools import count
 from typing import ClassVar
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -25,21 +26,23 @@ from service.domain.commands import (
     ChangePin, CompleteProxyReset, EnrollCard, RequestProxyReset, ReserveStoreReset, ResetPin, ResumeCard, StoreResetPin,
     SuspendCard, UnlockPin, VerifyPin,
 )  # fmt: skip
-from service.domain.decide import Context, decide
+from service.domain.decision import Context
+from service.domain.decide import decide
 from service.domain.documents import Applicant
 from service.domain.documents import DocumentType as D
 from service.domain.errors import DomainError
 from service.domain.events import (
     EVENT_TYPES, AccessDenied, CardEnrolled, CardResumed, CardSuspended, CounterProcedureRefused, Event,
     LockedPinAttempted, PinChanged, PinLocked, PinReset, PinUnlocked, PinVerificationFailed, PinVerified,
-    ProxyInquiryClosed, ProxyInquiryCodeRejected, ProxyInquiryIssued, Purpose, Recorded, ResetRefused,
+    ProxyInquiryClosed, ProxyInquiryCodeRejected, ProxyInquiryIssued, Purpose, Recorded, RefusalReason, ResetRefused,
     StoreResetReserved, SuspendedCardAttempted,
 )  # fmt: skip
 from service.domain.lawful import RULES, TERMINAL_EVENTS, Unlawful, first_unlawful
-from service.domain.pins import PinType
+from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy, StoreChain
-from service.domain.recovery import store_proving_pin
+from service.domain import guards
 from service.domain.state import CardState, evolve
+from service.domain.upcasting import event_from_stored
 from tests.unit.helpers import ALL_TYPES, CARD, CARD_INFO, RESIDENT, SIGNATURE, USER, failed
 
 # ============================================================================
@@ -172,10 +175,10 @@ class Run:
             self.do(CompleteProxyReset.create(rid, CARD, t, inquiry_id, code or "99999999", new_pin, docs, None))
         elif a.kind in ("reserve", "kiosk"):
             chain = ("chain-a", None)[a.variant % 2]
-            allows = any(c.resets_user_certificate for c in self.policy.store_chains.values())
+            allows = guards.any_chain_resets_user_certificate(self.policy)
             if a.kind == "kiosk":
                 allows = self.policy.chain(chain).resets_user_certificate
-            proving = store_proving_pin(t, allows) or USER
+            proving = guards.store_proving_pin(t, allows) or USER
             proving_pin = self.pins.get(proving, "1234") if a.right else _wrong(proving, self.pins.get(proving))
             if a.kind == "reserve":
                 self.do(ReserveStoreReset.create(rid, CARD, t, proving_pin))
@@ -223,6 +226,30 @@ def test_every_history_the_rules_produce_is_lawful(policy, pin_types, ward, scri
     assert first_unlawful(stream, policy=policy) is None  # the configuration's rules too
 
 
+# A rule changed in its guard (service/domain/guards.py) is followed by the deciders and the lawful check
+# alike: under the changed rule, every history the deciders produce is lawful.
+RULE_CHANGES = {
+    "expired": lambda expires_at, at: at > expires_at,  # good up to and including its expiry instant
+    "inquiry_voided": lambda attempts_left: attempts_left <= 1,  # voided one wrong code early
+    "kiosk_open": lambda policy, at: True,  # kiosks around the clock
+    "locks": lambda pin_type, failures: failures >= retry_limit(pin_type) - 1,  # locked one failure early
+}
+
+
+@pytest.mark.parametrize("guard", RULE_CHANGES)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hgiven(
+    policy=policies,
+    pin_types=st.lists(st.sampled_from(ALL_TYPES), min_size=1, max_size=4, unique=True),
+    ward=st.sampled_from([None, "nishi"]),
+    script=st.lists(actions, max_size=60),
+)
+def test_a_rule_changed_in_its_guard_is_followed_by_both_sides(guard, policy, pin_types, ward, script):
+    with patch.object(guards, guard, RULE_CHANGES[guard]):
+        stream = run(policy, pin_types, ward, script).stream
+        assert first_unlawful(stream, policy=policy) is None
+
+
 def random_script(rng: random.Random, n: int) -> list[Action]:
     return [
         Action(rng.choice(KINDS), rng.choice(ALL_TYPES), rng.random() < 0.6, rng.randrange(40), rng.randrange(len(STEPS)))
@@ -244,6 +271,20 @@ def test_long_lawful_walks_produce_every_card_event_and_are_accepted():
         seen.update(type(r.event) for r in stream)
     missing = {cls.__name__ for cls in RULES} - {cls.__name__ for cls in seen}
     assert not missing
+
+
+@pytest.mark.parametrize("guard", [g for g in RULE_CHANGES if g != "expired"])  # expired: tests/unit/test_guards.py
+def test_the_rule_changes_reach_the_walks(guard):
+    """Under each changed rule the walks decide something the rule as it is
+    finds unlawful: the test above exercises the change."""
+    reached = 0
+    for seed in range(10):
+        rng = random.Random(seed)
+        policy = Policy(inquiry_max_wrong_codes=1 + seed % 3)
+        with patch.object(guards, guard, RULE_CHANGES[guard]):
+            stream = run(policy, ALL_TYPES, "nishi", random_script(rng, 400)).stream
+        reached += first_unlawful(stream, policy=policy) is not None
+    assert reached
 
 
 def test_the_generated_histories_hold_each_forgeable_situation():
@@ -548,6 +589,26 @@ def test_a_counter_refusal_names_what_its_checklist_can_miss():
     assert_unlawful(check(ENROLLED, CounterProcedureRefused("reset", ())), 2, "CounterProcedureRefused", "names what")
     found = check(ENROLLED, CounterProcedureRefused("bribe", ("documents/ids",)))
     assert_unlawful(found, 2, "CounterProcedureRefused", "unknown counter procedure")
+
+
+def test_an_unknown_stored_word_is_unlawful_not_an_exception():
+    """Read from a store, a word this release does not know stays the string it was (upcasting.py)."""
+
+    def stored(type_name, pin_type, payload):
+        return event_from_stored(type_name, 1, pin_type, payload)
+
+    found = check(ENROLLED, stored("ResetRefused", "signature", {"procedure": "convenience_store", "reason": "bored"}))
+    assert_unlawful(found, 2, "ResetRefused", "no rule refuses", "'bored'")
+    found = check(
+        ENROLLED, stored("PinReset", "user_certificate", {"procedure": "telepathy", "applicant": "holder", "documents": []})
+    )
+    assert_unlawful(found, 2, "PinReset", "unknown reset procedure 'telepathy'")
+    found = check(ENROLLED, stored("CounterProcedureRefused", None, {"procedure": "bribe", "missing": ["documents/ids"]}))
+    assert_unlawful(found, 2, "CounterProcedureRefused", "unknown counter procedure 'bribe'")
+    closed = stored("ProxyInquiryClosed", "user_certificate", {"inquiry_id": "id-00000001", "reason": "lost"})
+    assert_unlawful(check(ENROLLED, issued(), closed), 3, "ProxyInquiryClosed", "unknown reason 'lost'")
+    known = stored("ResetRefused", "resident_registry", {"procedure": "store_reservation", "reason": "counter_only"})
+    assert known.reason is RefusalReason.COUNTER_ONLY and check(ENROLLED, known) is None
 
 
 # -- a proxy's two visits ---------------------------------------------------------------------

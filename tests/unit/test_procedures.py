@@ -16,7 +16,7 @@ from service.domain.calendar import TOKYO
 from service.domain.commands import (
     CompleteProxyReset, RequestProxyReset, ReserveStoreReset, ResetPin, ResumeCard, StoreResetPin, SuspendCard, UnlockPin,
 )  # fmt: skip
-from service.domain.decide import CheckResult
+from service.domain.decision import CheckResult
 from service.domain.documents import Applicant
 from service.domain.documents import DocumentType as T
 from service.domain.errors import PreconditionFailed

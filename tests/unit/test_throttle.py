@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, UTC
 
 import pytest
 
-from service.domain.decide import CheckOutcome, CheckResult, Enrolled
+from service.domain.decision import CheckOutcome, CheckResult
+from service.domain.decide import Enrolled
 from service.domain.pins import PinType
 from service.domain.policy import ThrottlePolicy
 from service.domain.throttle import TerminalWindow, Throttled, check, is_failure, record_failure

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from service.domain.events import EVENT_TYPES, CardEnrolled, PinVerified
+from service.domain.chain import canonical, link_hash
+from service.domain.events import (
+    EVENT_TYPES,
+    CardEnrolled,
+    CounterOutOfService,
+    CounterProcedure,
+    CounterProcedureRefused,
+    InquiryCloseReason,
+    PinReset,
+    PinVerified,
+    ProxyInquiryClosed,
+    RefusalReason,
+    ResetProcedure,
+    ResetRefused,
+)
 from service.domain.pins import PinType
 from service.domain.upcasting import UPCASTERS, UnknownEventShape, event_from_stored, upcast
 
@@ -36,3 +50,83 @@ def test_every_old_version_of_every_event_type_has_an_upcaster():
 def test_a_shape_this_release_cannot_read_is_refused_by_name(type_name, version, message):
     with pytest.raises(UnknownEventShape, match=message):
         upcast(type_name, version, {"pin_types": []})
+
+
+# -- the stored vocabulary (events.py): enums whose values are stored words -------------------
+
+STORED_WORDS = {
+    RefusalReason: {
+        "out_of_hours",
+        "out_of_jurisdiction",
+        "unknown_office",
+        "counter_only",
+        "store_closed",
+        "no_reservation",
+        "reservation_expired",
+        "no_open_inquiry",
+    },
+    ResetProcedure: {"counter", "proxy", "store_reservation", "convenience_store"},
+    CounterProcedure: {"reset", "unlock", "resume", "proxy_inquiry", "proxy_completion"},
+    InquiryCloseReason: {"superseded", "voided", "expired"},
+}
+
+
+@pytest.mark.parametrize("vocabulary", STORED_WORDS)
+def test_the_stored_words_never_change(vocabulary):
+    """Stored in payloads and covered by the keyed chain: a renamed value would break every link made over it."""
+    assert {m.value for m in vocabulary} == STORED_WORDS[vocabulary]
+
+
+def test_the_api_violation_types_are_the_upper_cased_refusal_reasons():
+    assert [r.violation_type for r in RefusalReason] == [
+        "OUT_OF_HOURS",
+        "OUT_OF_JURISDICTION",
+        "UNKNOWN_OFFICE",
+        "COUNTER_ONLY",
+        "STORE_CLOSED",
+        "NO_RESERVATION",
+        "RESERVATION_EXPIRED",
+        "NO_OPEN_INQUIRY",
+    ]
+    assert all(type(r.violation_type) is str for r in RefusalReason)
+
+
+def test_an_event_with_words_stores_the_bytes_of_the_plain_strings():
+    given = ResetRefused(SIGNATURE, ResetProcedure.CONVENIENCE_STORE, RefusalReason.STORE_CLOSED)
+    as_strings = ResetRefused(SIGNATURE, "convenience_store", "store_closed")
+    payload = given.payload()
+    assert payload == {"procedure": "convenience_store", "reason": "store_closed"}
+    assert all(type(v) is str for v in payload.values())
+    envelope = {"card_id": "card-1", "version": 3, "type": "ResetRefused", "payload": payload}
+    assert canonical(envelope) == canonical({**envelope, "payload": as_strings.payload()})
+    assert b'"payload":{"procedure":"convenience_store","reason":"store_closed"}' in canonical(envelope)
+    assert link_hash(b"k" * 32, "0" * 64, 7, envelope) == link_hash(
+        b"k" * 32, "0" * 64, 7, {**envelope, "payload": {"procedure": "convenience_store", "reason": "store_closed"}}
+    )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ResetRefused(SIGNATURE, ResetProcedure.CONVENIENCE_STORE, RefusalReason.NO_RESERVATION),
+        ResetRefused(USER, ResetProcedure.PROXY, RefusalReason.NO_OPEN_INQUIRY),
+        PinReset(USER, ResetProcedure.COUNTER, "holder", ("my_number_card",)),
+        CounterProcedureRefused(CounterProcedure.PROXY_COMPLETION, ("documents/inquiry_form",)),
+        ProxyInquiryClosed(USER, "inq-1", InquiryCloseReason.VOIDED),
+        CounterOutOfService("ResetPin", "card-1", RefusalReason.OUT_OF_HOURS),
+    ],
+)
+def test_a_stored_word_reads_back_as_its_member(event):
+    pin_type = getattr(event, "pin_type", None)
+    rebuilt = event_from_stored(event.type_name, event.schema_version, pin_type.value if pin_type else None, event.payload())
+    assert rebuilt == event
+    assert all(type(getattr(rebuilt, f)) is type(getattr(event, f)) for f in ("procedure", "reason") if hasattr(event, f))
+
+
+def test_an_unknown_stored_word_reads_as_stored_not_as_a_crash():
+    event = event_from_stored("ResetRefused", 1, "signature", {"procedure": "kiosk", "reason": "bored"})
+    assert (event.procedure, event.reason) == ("kiosk", "bored")
+    assert type(event.procedure) is str and type(event.reason) is str
+    assert event.payload() == {"procedure": "kiosk", "reason": "bored"}
+    closed = event_from_stored("ProxyInquiryClosed", 1, "user_certificate", {"inquiry_id": "inq-1", "reason": "lost"})
+    assert closed.reason == "lost" and not isinstance(closed.reason, InquiryCloseReason)

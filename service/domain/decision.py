@@ -1,0 +1,128 @@
+"""What every decider shares: the shape of a decision (Decision), what a
+rule may consult (Context), the PIN check (check_pin) and its answer
+(CheckOutcome), and the requirements that a card is enrolled and a PIN set.
+
+The deciders use it: decide.py (enrol, verify, change) and procedures.py
+(the reset procedures); decide.py assembles their table. Pure: the time
+and the policy are arguments and the PIN check is passed in as a function,
+so the rules never see a verifier, a key, a database or a clock. Each rule
+the lawful-history check judges by as well (a locked PIN or a suspended
+card is never checked, a wrong entry adds one failure, the limit locks, a
+PIN must be set) is a guard in guards.py, called here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+
+from service.domain.errors import DomainError, NotFound, PreconditionFailed, PreconditionViolation
+from service.domain.events import (
+    Event,
+    LockedPinAttempted,
+    PinLocked,
+    PinVerificationFailed,
+    PinVerified,
+    Purpose,
+    SuspendedCardAttempted,
+)
+from service.domain import guards
+from service.domain.pins import PinType, retry_limit
+from service.domain.policy import Policy
+from service.domain.recovery import Recovery, recovery_for
+from service.domain.state import EMPTY, CardState, PinState
+
+# (pin_type, normalized pin) -> does it match the stored verifier?
+PinMatcher = Callable[[PinType, str], bool]
+
+
+class CheckResult(enum.Enum):
+    OK = "ok"
+    WRONG_PIN = "wrong_pin"
+    LOCKED = "locked"
+    CARD_SUSPENDED = "card_suspended"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    result: CheckResult
+    remaining_tries: int
+    final_try: bool
+    retry_limit: int
+    locked_now: bool = False
+    recovery: Recovery | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    events: tuple[Event, ...]  # for the card's stream
+    outcome: Any  # the answer (None with an error)
+    # PINs to store as new verifiers in the same transaction (never in events).
+    new_pins: Mapping[PinType, str] = field(default_factory=lambda: EMPTY, repr=False)
+    # Other secrets of the card, by (kind, name): stored only as keyed hashes.
+    new_secrets: Mapping[tuple[str, str], str] = field(default_factory=lambda: EMPTY, repr=False)
+    terminal_events: tuple[Event, ...] = ()  # for the calling terminal's stream (refusals)
+    error: DomainError | None = None  # the events are recorded, then the caller gets this error
+
+
+class Context(NamedTuple):
+    """What a rule may consult besides the card's state and the command."""
+
+    now: datetime
+    policy: Policy
+    matches: PinMatcher
+    # (secret kind, name, value) -> does it match the stored keyed hash?
+    code_matches: Callable[[str, str, str], bool] = lambda kind, name, value: False
+    new_id: Callable[[], str] = lambda: ""  # a fresh unique id (inquiries, reservations)
+    new_code: Callable[[], str] = lambda: ""  # a fresh one-time code (8 digits)
+
+    def recovery(self, state: CardState, pin_type: PinType) -> Recovery:
+        return recovery_for(state, pin_type, self.policy, self.now)
+
+
+def require_enrolled(state: CardState) -> None:
+    """An unknown card is NotFound."""
+    if not state.enrolled:
+        raise NotFound(f"card {state.card_id} is not enrolled")
+
+
+def require_pin(state: CardState, pin_type: PinType) -> PinState:
+    """The card is enrolled and this PIN type was set on it (else NotFound / PIN_NOT_SET)."""
+    require_enrolled(state)
+    if not guards.pin_set(state, pin_type):
+        raise PreconditionFailed(
+            PreconditionViolation("PIN_NOT_SET", f"{state.card_id}/{pin_type.value}", "this PIN type was never set on the card")
+        )
+    return state.pins[pin_type]
+
+
+def check_pin(
+    state: CardState, pin_type: PinType, pin: str, purpose: Purpose, ctx: Context
+) -> tuple[tuple[Event, ...], CheckOutcome]:
+    """A suspended card or a locked PIN is never checked: the attempt is
+    recorded (guards.why_unchecked). A correct entry resets the counter; a
+    wrong one counts (guards.wrong_entry); reaching the limit locks: the
+    failure, then the lock (guards.locks)."""
+    current = require_pin(state, pin_type)
+    limit = retry_limit(pin_type)
+    unchecked = guards.why_unchecked(state, pin_type)
+    if unchecked is guards.Unchecked.CARD_SUSPENDED:
+        outcome = CheckOutcome(
+            CheckResult.CARD_SUSPENDED, current.remaining_tries, current.final_try, limit, recovery=ctx.recovery(state, pin_type)
+        )
+        return (SuspendedCardAttempted(pin_type, purpose),), outcome
+    if unchecked is guards.Unchecked.PIN_LOCKED:
+        outcome = CheckOutcome(CheckResult.LOCKED, 0, False, limit, recovery=ctx.recovery(state, pin_type))
+        return (LockedPinAttempted(pin_type, purpose),), outcome
+    if ctx.matches(pin_type, pin):
+        return (PinVerified(pin_type),), CheckOutcome(CheckResult.OK, limit, limit == 1, limit)
+    failures, remaining = guards.wrong_entry(current)
+    failed = PinVerificationFailed(pin_type, purpose, failures, remaining)
+    if not guards.locks(pin_type, failures):
+        return (failed,), CheckOutcome(CheckResult.WRONG_PIN, remaining, remaining == 1, limit)
+    locked_state = state.with_pin(PinState(pin_type, failures, locked=True))
+    outcome = CheckOutcome(CheckResult.LOCKED, 0, False, limit, locked_now=True, recovery=ctx.recovery(locked_state, pin_type))
+    return (failed, PinLocked(pin_type, failures)), outcome
