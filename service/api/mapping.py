@@ -7,15 +7,13 @@ from typing import overload
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import common_pb2 as pb
-from service.domain import guards
-from service.domain.decision import CheckOutcome, CheckResult
 from service.domain.errors import InvalidInput
 from service.domain.pins import PinType, UnknownPinType, pin_type_violation
-from collections.abc import Callable
 
 from service.domain.documents import Applicant, DocumentType
-from service.domain.recovery import Procedure, Recovery, Route
-from service.domain.state import CardState, CardStatus, PinState
+from service.domain.recovery import PinView, Procedure, Recovery, Route
+from service.domain.state import CardStatus
+from service.domain.outcomes import CheckOutcome, CheckResult
 
 PIN_TYPE_TO_DOMAIN = {
     pb.PIN_TYPE_RESIDENT_REGISTRY: PinType.RESIDENT_REGISTRY,
@@ -129,10 +127,8 @@ def pin_check(o: CheckOutcome) -> pb.PinCheck:
     )
 
 
-RecoveryOf = Callable[[CardState, PinType], Recovery]
-
-
-def pin_state(card: CardState, p: PinState, recovery_of: RecoveryOf) -> pb.PinState:
+def pin_state(view: PinView) -> pb.PinState:
+    p = view.pin
     msg = pb.PinState(
         pin_type=PIN_TYPE_TO_PROTO[p.pin_type],
         status=pb.PIN_STATUS_LOCKED if p.locked else pb.PIN_STATUS_ACTIVE,
@@ -144,12 +140,10 @@ def pin_state(card: CardState, p: PinState, recovery_of: RecoveryOf) -> pb.PinSt
     )
     if p.locked_at is not None:
         msg.locked_at.CopyFrom(timestamp(p.locked_at))
-    if guards.why_unchecked(card, p.pin_type) is not None:  # locked, or the card suspended: the way out
-        msg.recovery.CopyFrom(recovery(recovery_of(card, p.pin_type)))
+    if view.recovery is not None:
+        msg.recovery.CopyFrom(recovery(view.recovery))
     return msg
 
 
-def pin_states(card: CardState, recovery_of: RecoveryOf, only: PinType | None = None) -> list[pb.PinState]:
-    order = list(PinType)
-    pins = sorted(card.pins.values(), key=lambda p: order.index(p.pin_type))
-    return [pin_state(card, p, recovery_of) for p in pins if only is None or p.pin_type is only]
+def pin_states(views: tuple[PinView, ...]) -> list[pb.PinState]:
+    return [pin_state(v) for v in views]

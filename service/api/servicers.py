@@ -20,7 +20,6 @@ from pinlife.v1 import pin_service_pb2 as pin_pb
 from pinlife.v1 import pin_service_pb2_grpc as pin_grpc
 from pinlife.v1 import store_service_pb2 as store_pb
 from pinlife.v1 import store_service_pb2_grpc as store_grpc
-from pinlife.v1 import common_pb2 as pb
 from service.runtime import logs
 from service.api import mapping
 from service.api.auth import development_caller
@@ -41,15 +40,11 @@ from service.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from service.domain.procedures import ProxyResult
-from service.domain.decision import CheckResult
-from service.domain.state import CardState, PinState, enrolled_card
-from service.domain.pins import PinType
-from service.domain.recovery import Recovery
 from service.domain.access import PermissionDenied, authorize
 from service.domain.card_ids import validate_card_id
 from service.domain.errors import DomainError, FieldViolation, InvalidInput
 from service.app.ports import StoreUnavailable
+from service.domain.outcomes import CheckResult, ProxyResult
 
 if TYPE_CHECKING:
     from service.runtime.metrics import Metrics
@@ -269,23 +264,13 @@ class PinServicer(_Base, pin_grpc.PinServiceServicer):
     @rpc(PIN_SERVICE, "GetPinStatus")
     async def GetPinStatus(self, request: pin_pb.GetPinStatusRequest, caller: Caller) -> pin_pb.GetPinStatusResponse:
         only = mapping.optional_pin_type(request.pin_type)
-        card = await self.app.card_status(request.card_id, caller)
+        card = await self.app.card_status(request.card_id, caller, only)
         return pin_pb.GetPinStatusResponse(
-            card_id=card.card_id,
-            card_status=mapping.CARD_STATUS_TO_PROTO[card.status],
-            pins=mapping.pin_states(card, self.app.recovery, only),
-            stream_version=card.version,
+            card_id=card.state.card_id,
+            card_status=mapping.CARD_STATUS_TO_PROTO[card.state.status],
+            pins=mapping.pin_states(card.pins),
+            stream_version=card.state.version,
         )
-
-
-def _fresh_pin(card_id: str, pin_type: PinType, version: int) -> pb.PinState:
-    """A PIN just reset or unlocked: active, no failures."""
-    card = CardState(card_id, version, {pin_type: PinState(pin_type, last_version=version)})
-    return mapping.pin_state(card, card.pins[pin_type], _no_recovery)
-
-
-def _no_recovery(card: CardState, pin_type: PinType) -> Recovery:
-    raise AssertionError("a fresh PIN is neither locked nor on a suspended card: it has no way out to show")
 
 
 class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
@@ -303,7 +288,7 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
         )
         answer = await self.app.execute(cmd, caller)
         return counter_pb.ResetPinResponse(
-            pin=_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version),
+            pin=mapping.pin_state(answer.pins[0]),
             stream_version=answer.stream_version,
             replayed=answer.replayed,
         )
@@ -321,7 +306,7 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
         )
         answer = await self.app.execute(cmd, caller)
         return counter_pb.UnlockPinResponse(
-            pin=_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version),
+            pin=mapping.pin_state(answer.pins[0]),
             stream_version=answer.stream_version,
             replayed=answer.replayed,
         )
@@ -370,7 +355,7 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
             replayed=answer.replayed,
         )
         if o.result is ProxyResult.COMPLETED:
-            response.pin.CopyFrom(_fresh_pin(cmd.card_id, cmd.pin_type, answer.stream_version))
+            response.pin.CopyFrom(mapping.pin_state(answer.pins[0]))
         return response
 
     @rpc(COUNTER_SERVICE, "SuspendCard")
@@ -409,11 +394,9 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
             request.ward or None,
         )
         answer = await self.app.execute(cmd, caller)
-        enrolled = answer.outcome
-        card = enrolled_card(enrolled.card_id, enrolled.pin_types)
         return counter_pb.EnrollCardResponse(
-            card_id=enrolled.card_id,
-            pins=mapping.pin_states(card, self.app.recovery),
+            card_id=answer.outcome.card_id,
+            pins=mapping.pin_states(answer.pins),
             stream_version=answer.stream_version,
             replayed=answer.replayed,
         )

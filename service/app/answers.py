@@ -10,38 +10,66 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, overload
+from typing import Any, Generic, TypeVar, overload
 from collections.abc import Callable
 
 from service.domain.calendar import Opening
-from service.domain.decision import CheckOutcome, CheckResult
-from service.domain.decide import Enrolled
 from service.domain.pins import PinType
-from service.domain.procedures import (
+from service.domain.recovery import PinView, Procedure, Recovery, Route
+from service.domain.commands import CardCommand, CompleteProxyReset
+from service.domain.state import CardStatus, PinState
+from service.domain.outcomes import (
     CardStatusChanged,
+    CheckOutcome,
+    CheckResult,
+    Enrolled,
     InquiryIssued,
+    Outcome,
     PinRestored,
     ProxyCompletion,
     ProxyResult,
-    Reservation,
+    StoreReservation,
     StoreReset,
 )
-from service.domain.recovery import Procedure, Recovery, Route
-from service.domain.state import CardStatus
+
+
+Out = TypeVar("Out", bound=Outcome, covariant=True)
 
 
 @dataclass(frozen=True)
-class Answer:
-    outcome: Any
+class Answer(Generic[Out]):
+    """What a command answers: its outcome, the card's stream version after
+    it, whether it is a replay of a kept answer, and the PINs it set afresh
+    as the answer shows them (fresh_pins)."""
+
+    outcome: Out
     stream_version: int
     replayed: bool = False
+    pins: tuple[PinView, ...] = ()
 
 
-def command_name(cmd: Any) -> str:
+def fresh_pins(cmd: CardCommand, outcome: Outcome, version: int) -> tuple[PinView, ...]:
+    """The PINs a command set afresh (enrolled, reset, unlocked, a completed
+    proxy reset): active, no failures, as of the answer's stream version. A
+    replay shows them as the first answer did."""
+    match outcome:
+        case Enrolled():
+            types: tuple[PinType, ...] = outcome.pin_types
+        case PinRestored():
+            types = (outcome.pin_type,)
+        case ProxyCompletion(result=ProxyResult.COMPLETED) if isinstance(cmd, CompleteProxyReset):
+            types = (cmd.pin_type,)
+        case _:
+            return ()
+    order = list(PinType)
+    return tuple(PinView(PinState(t, last_version=version)) for t in sorted(types, key=order.index))
+
+
+def command_name(cmd: CardCommand) -> str:
     return type(cmd).__name__
 
 
-def fingerprint(cmd: Any) -> str:
+def fingerprint(cmd: CardCommand) -> str:
     """Identifies a request without its PINs: a reused request id with a
     different command, card or PIN type is refused rather than replayed."""
     pin_type = getattr(cmd, "pin_type", None)
@@ -107,12 +135,14 @@ def _check_back(d: dict[str, Any]) -> CheckOutcome:
 
 @dataclass(frozen=True)
 class Codec:
+    """One kind of outcome in its stored form (its bytes are MACed: pinned by tests/store/test_mac_message.py)."""
+
     kind: str
-    encode: Callable[[Any], dict[str, Any]]
-    decode: Callable[[dict[str, Any]], Any]
+    encode: Callable[[Any], dict[str, Any]]  # takes the codec's own outcome type (CODECS' key)
+    decode: Callable[[dict[str, Any]], Outcome]
 
 
-CODECS: dict[type, Codec] = {
+CODECS: dict[type[Outcome], Codec] = {
     Enrolled: Codec(
         "enrolled",
         lambda o: {"card_id": o.card_id, "pin_types": [t.value for t in o.pin_types]},
@@ -133,7 +163,7 @@ CODECS: dict[type, Codec] = {
     CardStatusChanged: Codec(
         "card_status", lambda o: {"status": o.status.value}, lambda d: CardStatusChanged(CardStatus(d["status"]))
     ),
-    Reservation: Codec(
+    StoreReservation: Codec(
         "reservation",
         lambda o: {
             "check": _check(o.check),
@@ -141,7 +171,7 @@ CODECS: dict[type, Codec] = {
             "expires_at": _time(o.expires_at),
             "proving_pin_type": o.proving_pin_type and o.proving_pin_type.value,
         },
-        lambda d: Reservation(
+        lambda d: StoreReservation(
             _check_back(d["check"]),
             d["reservation_id"],
             _parse(d["expires_at"]),
@@ -157,10 +187,10 @@ CODECS: dict[type, Codec] = {
 _BY_KIND = {c.kind: c for c in CODECS.values()}
 
 
-def encode(outcome: Any) -> dict[str, Any]:
+def encode(outcome: Outcome) -> dict[str, Any]:
     codec = CODECS[type(outcome)]
     return {"kind": codec.kind, **codec.encode(outcome)}
 
 
-def decode(data: dict[str, Any]) -> Any:
+def decode(data: dict[str, Any]) -> Outcome:
     return _BY_KIND[data["kind"]].decode(data)

@@ -17,14 +17,15 @@ import secrets
 import structlog
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 from collections.abc import Callable
 
-from service.app.answers import Answer, command_name, decode, encode, fingerprint
+from service.app.answers import Answer, command_name, decode, encode, fingerprint, fresh_pins
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
 from service.domain.access import Role
 from service.domain.decision import Context
-from service.domain.decide import DECIDERS, decide
+from service.domain.commands import CardCommand
+from service.domain.decide import decide
 from service.domain import throttle
 from service.domain.errors import FieldViolation, InvalidInput, NotFound
 from service.domain.events import TerminalThrottled
@@ -32,7 +33,8 @@ from service.domain.throttle import is_failure
 from service.domain.events import Event
 from service.domain.pins import PinType
 from service.domain.policy import Policy
-from service.domain.state import CardState
+from service.domain.outcomes import Outcome
+from service.domain.recovery import CardView, pin_views
 from service.runtime.ids import new_id
 from service.keys.ring import KeyRing, SecretRef
 
@@ -66,6 +68,7 @@ class ReadCard:
     """A status read (GetPinStatus): costs no try, records nothing, locks nothing."""
 
     card_id: str
+    only: PinType | None = None  # one PIN type, or every PIN of the card
 
 
 @dataclass(frozen=True)
@@ -95,14 +98,15 @@ def _new_code() -> str:
     return f"{secrets.randbelow(10**8):08d}"
 
 
-def replay(prior: StoredRequest, fp: str, deps: Deps) -> Answer:
+def replay(prior: StoredRequest, cmd: CardCommand, fp: str, deps: Deps) -> Answer[Outcome]:
     """The answer kept for a retry of the same request, within the replay window."""
     if prior.fingerprint != fp:
         raise InvalidInput(FieldViolation("request_id", "was already used by this terminal for a different request"))
     if prior.created_at is not None and deps.now - prior.created_at > deps.policy.replay_window:
         hours = int(deps.policy.replay_window.total_seconds() // 3600)
         raise InvalidInput(FieldViolation("request_id", f"was used more than {hours} h ago; send a new request id"))
-    return Answer(decode(prior.outcome), prior.stream_version, replayed=True)
+    outcome = decode(prior.outcome)
+    return Answer(outcome, prior.stream_version, replayed=True, pins=fresh_pins(cmd, outcome, prior.stream_version))
 
 
 def count_failure(uow: UnitOfWork, caller: Caller, card_id: str, deps: Deps) -> tuple[Event, ...]:
@@ -119,11 +123,11 @@ def count_failure(uow: UnitOfWork, caller: Caller, card_id: str, deps: Deps) -> 
     return (TerminalThrottled(distinct, int(policy.window.total_seconds()), until.isoformat()),)
 
 
-def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -> Answer:
+def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps: Deps) -> Answer[Outcome]:
     fp = fingerprint(cmd)
     prior = uow.request(caller.terminal_id, cmd.request_id)
     if prior is not None:
-        return replay(prior, fp, deps)
+        return replay(prior, cmd, fp, deps)
     throttle.check(uow.terminal_window(caller.terminal_id), caller.terminal_id, deps.now)
     env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now, caller.office)
 
@@ -166,14 +170,15 @@ def handle_card_command(uow: UnitOfWork, cmd: Any, caller: Caller, deps: Deps) -
     for (kind, name), value in decision.new_secrets.items():
         ref = SecretRef(cmd.card_id, kind, name)
         uow.set_secret(ref, deps.keys.make(ref, value))
-    answer = StoredRequest(
-        caller.terminal_id, cmd.request_id, cmd.card_id, command_name(cmd), fp, encode(decision.outcome), new_state.version
+    outcome = decision.answer()
+    kept = StoredRequest(
+        caller.terminal_id, cmd.request_id, cmd.card_id, command_name(cmd), fp, encode(outcome), new_state.version
     )
-    uow.remember(answer, deps.now)
-    return Answer(decision.outcome, new_state.version)
+    uow.remember(kept, deps.now)
+    return Answer(outcome, new_state.version, pins=fresh_pins(cmd, outcome, new_state.version))
 
 
-def card_command_touches(cmd: Any, caller: Caller) -> Touches:
+def card_command_touches(cmd: CardCommand, caller: Caller) -> Touches:
     return Touches((cmd.card_id,), (), ((caller.terminal_id, cmd.request_id),), (caller.terminal_id,))
 
 
@@ -182,11 +187,13 @@ def handle_terminal_events(uow: UnitOfWork, cmd: RecordTerminalEvents, caller: C
     return uow.append_terminal(caller.terminal_id, cmd.events, env)
 
 
-def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps) -> CardState | None:
+def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps) -> CardView | None:
+    """The card and its PINs (or the one asked for), each locked PIN's or
+    suspended card's way out computed at the batch's instant."""
     throttle.check(uow.terminal_window(caller.terminal_id), caller.terminal_id, deps.now)
     state = uow.read_card(cmd.card_id)
     if state.enrolled:
-        return state
+        return CardView(state, pin_views(state, deps.policy, deps.now, cmd.only))
     if throttled := count_failure(uow, caller, cmd.card_id, deps):  # a miss: enumeration counts
         uow.append_terminal(
             caller.terminal_id, throttled, Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
@@ -196,12 +203,12 @@ def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps)
 
 @dataclass(frozen=True)
 class Handler:
-    handle: Callable[[UnitOfWork, Any, Caller, Deps], Any]
+    handle: Callable[[UnitOfWork, Any, Caller, Deps], object]  # takes the command type it is listed under
     touches: Callable[[Any, Caller], Touches] = lambda cmd, caller: Touches()
 
 
 HANDLERS: dict[type, Handler] = {
-    **{command: Handler(handle_card_command, card_command_touches) for command in DECIDERS},
+    **{command: Handler(handle_card_command, card_command_touches) for command in get_args(CardCommand)},
     RecordTerminalEvents: Handler(handle_terminal_events, lambda cmd, caller: Touches(terminals=(caller.terminal_id,))),
     ReadCard: Handler(handle_read_card, lambda cmd, caller: Touches(read_cards=(cmd.card_id,), terminals=(caller.terminal_id,))),
 }

@@ -9,6 +9,7 @@ the log without bound."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import overload
 
 import structlog
 
@@ -17,30 +18,49 @@ from service.app.handlers import Caller, ReadCard, RecordTerminalEvents
 from service.app.writer import GroupCommitWriter
 from service.runtime.clock import Clock
 from service.domain.card_ids import validate_card_id
-from service.domain.commands import Command
+from service.domain.commands import (
+    CardCommand,
+    ChangePin,
+    CompleteProxyReset,
+    EnrollCard,
+    RequestProxyReset,
+    ReserveStoreReset,
+    ResetPin,
+    ResumeCard,
+    StoreResetPin,
+    SuspendCard,
+    UnlockPin,
+    VerifyPin,
+)
 from service.domain.errors import InvalidInput, NotFound
 from service.domain.events import AccessDenied
 from service.domain.pins import PinType
 from service.domain.policy import Policy
-from service.domain.recovery import Recovery, recovery_for
+from service.domain.outcomes import (
+    CardStatusChanged,
+    CheckOutcome,
+    Enrolled,
+    InquiryIssued,
+    Outcome,
+    PinRestored,
+    ProxyCompletion,
+    StoreReservation,
+    StoreReset,
+)
+from service.domain.recovery import CardView
 from service.domain.requests import validate_request_id
-from service.domain.state import CardState
 
 log = structlog.get_logger()
 
 
 class PinLife:
-    """Wired by service/app/bootstrap.py."""
+    """Wired by service/bootstrap/instance.py."""
 
     def __init__(self, writer: GroupCommitWriter, clock: Clock, policy: Policy):
         self.clock = clock
         self.writer = writer
         self.policy = policy
         self.refusals = Refusals(policy.throttle.window)
-
-    def recovery(self, card: CardState, pin_type: PinType) -> Recovery:
-        """The way out for a locked PIN or a suspended card, now."""
-        return recovery_for(card, pin_type, self.policy, self.clock())
 
     async def start(self) -> None:
         await self.writer.start()
@@ -53,10 +73,29 @@ class PinLife:
         this every second; a writer process that died cannot)."""
         return await self.writer.alive()
 
-    async def execute(self, cmd: Command, caller: Caller) -> Answer:
-        """Refused (Throttled) while the terminal is throttled; failures on a
-        card (wrong, locked, unknown card) count towards the throttle."""
-        return await self.writer.submit(cmd, caller)
+    @overload
+    async def execute(self, cmd: VerifyPin | ChangePin, caller: Caller) -> Answer[CheckOutcome]: ...
+    @overload
+    async def execute(self, cmd: EnrollCard, caller: Caller) -> Answer[Enrolled]: ...
+    @overload
+    async def execute(self, cmd: ResetPin | UnlockPin, caller: Caller) -> Answer[PinRestored]: ...
+    @overload
+    async def execute(self, cmd: RequestProxyReset, caller: Caller) -> Answer[InquiryIssued]: ...
+    @overload
+    async def execute(self, cmd: CompleteProxyReset, caller: Caller) -> Answer[ProxyCompletion]: ...
+    @overload
+    async def execute(self, cmd: SuspendCard | ResumeCard, caller: Caller) -> Answer[CardStatusChanged]: ...
+    @overload
+    async def execute(self, cmd: ReserveStoreReset, caller: Caller) -> Answer[StoreReservation]: ...
+    @overload
+    async def execute(self, cmd: StoreResetPin, caller: Caller) -> Answer[StoreReset]: ...
+    async def execute(self, cmd: CardCommand, caller: Caller) -> Answer[Outcome]:
+        """The command's answer, typed by its command (its decider's outcome:
+        service/domain/outcomes.py). Refused (Throttled) while the terminal is
+        throttled; failures on a card (wrong, locked, unknown card) count
+        towards the throttle."""
+        answer: Answer[Outcome] = await self.writer.submit(cmd, caller)
+        return answer
 
     async def record_refusal(self, caller: Caller, rpc: str, request_id: str, card_id: str) -> None:
         """Record a PERMISSION_DENIED in the terminal's stream."""
@@ -74,14 +113,15 @@ class PinLife:
         event = AccessDenied(rpc, caller.channel, card_id, repeated)
         await self.writer.submit(RecordTerminalEvents(request_id, (event,)), caller)
 
-    async def card_status(self, card_id: str, caller: Caller) -> CardState:
-        """Costs no try and records nothing; sees every command answered
-        before it on this instance."""
+    async def card_status(self, card_id: str, caller: Caller, only: PinType | None = None) -> CardView:
+        """The card and its PINs (or one of them), each way out computed at
+        the batch's instant. Costs no try and records nothing; sees every
+        command answered before it on this instance."""
         validate_card_id(card_id)
-        state = await self.writer.submit(ReadCard(card_id), caller)
-        if state is None:
+        view: CardView | None = await self.writer.submit(ReadCard(card_id, only), caller)
+        if view is None:
             raise NotFound(f"card {card_id} is not enrolled")
-        return state
+        return view
 
 
 class Refusals:

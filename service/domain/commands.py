@@ -400,7 +400,7 @@ class StoreResetPin:
         return cls(request_id, card_id, _given(pin_type), proving_pin, pin, chain_id)
 
 
-Command = (
+CardCommand = (
     EnrollCard
     | VerifyPin
     | ChangePin

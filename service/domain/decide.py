@@ -2,9 +2,9 @@
 events happen and what the caller is told. Pure (decision.py: the time and
 the policy are arguments, the PIN check is passed in as a function).
 
-This module holds the rules of enrolment, verify and change, and assembles
-DECIDERS, the one table of every card command's rule: these here and the
-reset procedures' (procedures.py). What the deciders share (Decision,
+This module holds the rules of enrolment, verify and change, and `decide`,
+which picks each card command's rule: these here and the reset procedures'
+(procedures.py), one case each. What the deciders share (Decision,
 Context, check_pin, the enrolled / PIN-set requirements) is in decision.py;
 each rule the lawful-history check (lawful.py) judges by as well is a guard
 in guards.py, which both sides call. Imports run one way: this module
@@ -18,12 +18,11 @@ imports procedures.py and decision.py; neither imports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-from collections.abc import Callable
+from typing import assert_never
 
 from service.domain import procedures
 from service.domain.commands import (
+    CardCommand,
     ChangePin,
     CompleteProxyReset,
     EnrollCard,
@@ -36,35 +35,26 @@ from service.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from service.domain.decision import CheckOutcome, CheckResult, Context, Decision, check_pin
+from service.domain.decision import Context, Decision, check_pin
 from service.domain.errors import AlreadyExists
 from service.domain.events import CardEnrolled, PinChanged, Purpose
-from service.domain.pins import PinType
+from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled, Outcome
 from service.domain.state import CardState
 
 
-@dataclass(frozen=True)
-class Enrolled:
-    card_id: str
-    pin_types: tuple[PinType, ...]
-
-
-Outcome = CheckOutcome | Enrolled
-
-
-def decide_enroll(state: CardState, cmd: EnrollCard, ctx: Context) -> Decision:
+def decide_enroll(state: CardState, cmd: EnrollCard, ctx: Context) -> Decision[Enrolled]:
     if state.enrolled:
         raise AlreadyExists(f"card {cmd.card_id} is already enrolled")
     pin_types = tuple(cmd.pins)
     return Decision((CardEnrolled(pin_types, cmd.ward),), Enrolled(cmd.card_id, pin_types), dict(cmd.pins))
 
 
-def decide_verify(state: CardState, cmd: VerifyPin, ctx: Context) -> Decision:
+def decide_verify(state: CardState, cmd: VerifyPin, ctx: Context) -> Decision[CheckOutcome]:
     events, outcome = check_pin(state, cmd.pin_type, cmd.pin, Purpose.VERIFY, ctx)
     return Decision(events, outcome)
 
 
-def decide_change(state: CardState, cmd: ChangePin, ctx: Context) -> Decision:
+def decide_change(state: CardState, cmd: ChangePin, ctx: Context) -> Decision[CheckOutcome]:
     """Only when the current PIN is known; a wrong one is a failed try."""
     events, outcome = check_pin(state, cmd.pin_type, cmd.current_pin, Purpose.CHANGE, ctx)
     if outcome.result is not CheckResult.OK:
@@ -72,21 +62,31 @@ def decide_change(state: CardState, cmd: ChangePin, ctx: Context) -> Decision:
     return Decision((PinChanged(cmd.pin_type),), outcome, {cmd.pin_type: cmd.new_pin})
 
 
-# One entry per card command: a new command is one rule function and one line here.
-DECIDERS: dict[type, Callable[[CardState, Any, Context], Decision]] = {
-    EnrollCard: decide_enroll,
-    VerifyPin: decide_verify,
-    ChangePin: decide_change,
-    ResetPin: procedures.decide_reset,
-    UnlockPin: procedures.decide_unlock,
-    SuspendCard: procedures.decide_suspend,
-    ResumeCard: procedures.decide_resume,
-    RequestProxyReset: procedures.decide_request_proxy,
-    CompleteProxyReset: procedures.decide_complete_proxy,
-    ReserveStoreReset: procedures.decide_reserve_store,
-    StoreResetPin: procedures.decide_store_reset,
-}
-
-
-def decide(state: CardState, cmd: Any, ctx: Context) -> Decision:
-    return DECIDERS[type(cmd)](state, cmd, ctx)
+def decide(state: CardState, cmd: CardCommand, ctx: Context) -> Decision[Outcome]:
+    """The rule of each card command, one case each (a command added to
+    CardCommand without its case here fails the type check)."""
+    match cmd:
+        case VerifyPin():
+            return decide_verify(state, cmd, ctx)
+        case ChangePin():
+            return decide_change(state, cmd, ctx)
+        case EnrollCard():
+            return decide_enroll(state, cmd, ctx)
+        case ResetPin():
+            return procedures.decide_reset(state, cmd, ctx)
+        case UnlockPin():
+            return procedures.decide_unlock(state, cmd, ctx)
+        case SuspendCard():
+            return procedures.decide_suspend(state, cmd, ctx)
+        case ResumeCard():
+            return procedures.decide_resume(state, cmd, ctx)
+        case RequestProxyReset():
+            return procedures.decide_request_proxy(state, cmd, ctx)
+        case CompleteProxyReset():
+            return procedures.decide_complete_proxy(state, cmd, ctx)
+        case ReserveStoreReset():
+            return procedures.decide_reserve_store(state, cmd, ctx)
+        case StoreResetPin():
+            return procedures.decide_store_reset(state, cmd, ctx)
+        case _:
+            assert_never(cmd)

@@ -13,10 +13,9 @@ PIN must be set) is a guard in guards.py, called here.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Generic, NamedTuple, NoReturn, TypeVar
 from collections.abc import Callable, Mapping
 
 from service.domain.errors import DomainError, NotFound, PreconditionFailed, PreconditionViolation
@@ -32,6 +31,7 @@ from service.domain.events import (
 from service.domain import guards
 from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy
+from service.domain.outcomes import CheckOutcome, CheckResult
 from service.domain.recovery import Recovery, recovery_for
 from service.domain.state import EMPTY, CardState, PinState
 
@@ -39,33 +39,30 @@ from service.domain.state import EMPTY, CardState, PinState
 PinMatcher = Callable[[PinType, str], bool]
 
 
-class CheckResult(enum.Enum):
-    OK = "ok"
-    WRONG_PIN = "wrong_pin"
-    LOCKED = "locked"
-    CARD_SUSPENDED = "card_suspended"
+Out = TypeVar("Out", covariant=True)  # the outcome a decider answers with (outcomes.py)
 
 
 @dataclass(frozen=True)
-class CheckOutcome:
-    result: CheckResult
-    remaining_tries: int
-    final_try: bool
-    retry_limit: int
-    locked_now: bool = False
-    recovery: Recovery | None = None
+class Decision(Generic[Out]):
+    """What a decider decides: the events, and the answer (None with an error)."""
 
-
-@dataclass(frozen=True)
-class Decision:
     events: tuple[Event, ...]  # for the card's stream
-    outcome: Any  # the answer (None with an error)
+    outcome: Out | None
     # PINs to store as new verifiers in the same transaction (never in events).
     new_pins: Mapping[PinType, str] = field(default_factory=lambda: EMPTY, repr=False)
     # Other secrets of the card, by (kind, name): stored only as keyed hashes.
     new_secrets: Mapping[tuple[str, str], str] = field(default_factory=lambda: EMPTY, repr=False)
     terminal_events: tuple[Event, ...] = ()  # for the calling terminal's stream (refusals)
     error: DomainError | None = None  # the events are recorded, then the caller gets this error
+
+    def answer(self) -> Out:
+        """The outcome of a decision that ended without an error."""
+        if self.outcome is None:
+            raise AssertionError(f"a decision without an error has an outcome: {self!r}")
+        return self.outcome
+
+
+Refusal = Decision[NoReturn]  # a recorded refusal: no outcome, an error
 
 
 class Context(NamedTuple):

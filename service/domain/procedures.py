@@ -26,9 +26,6 @@ too are guards (guards.py), named below.
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-from datetime import datetime
 
 from service.domain.calendar import TOKYO
 from service.domain.commands import (
@@ -41,7 +38,7 @@ from service.domain.commands import (
     SuspendCard,
     UnlockPin,
 )
-from service.domain.decision import CheckOutcome, CheckResult, Context, Decision, check_pin, require_enrolled, require_pin
+from service.domain.decision import Context, Decision, Refusal, check_pin, require_enrolled, require_pin
 from service.domain.documents import Applicant, Document
 from service.domain.errors import PreconditionFailed, PreconditionViolation
 from service.domain.events import (
@@ -64,62 +61,24 @@ from service.domain.events import (
     StoreResetReserved,
 )
 from service.domain import guards
-from service.domain.pins import PinType, normalize_pin
+from service.domain.outcomes import (
+    CardStatusChanged,
+    CheckResult,
+    InquiryIssued,
+    PinRestored,
+    ProxyCompletion,
+    ProxyResult,
+    StoreReservation,
+    StoreReset,
+)
+from service.domain.pins import normalize_pin
 from service.domain.state import CardState, CardStatus
 
 INQUIRY_CODE_KIND = "inquiry_code"  # the secret kind of an inquiry's one-time code
 
 
-# -- outcomes ----------------------------------------------------------------
-@dataclass(frozen=True)
-class PinRestored:
-    """A counter reset or unlock, or a completed proxy reset: the PIN is active with a fresh count."""
-
-    pin_type: PinType
-
-
-@dataclass(frozen=True)
-class InquiryIssued:
-    inquiry_id: str
-    expires_at: datetime
-    code: str | None  # given once; a replayed answer carries none
-
-
-class ProxyResult(enum.Enum):
-    COMPLETED = "completed"
-    WRONG_CODE = "wrong_code"
-    VOIDED = "voided"  # too many wrong codes
-    EXPIRED = "expired"
-    NO_OPEN_INQUIRY = "no_open_inquiry"  # used already, superseded, voided earlier, or never issued
-
-
-@dataclass(frozen=True)
-class ProxyCompletion:
-    result: ProxyResult
-    remaining_attempts: int
-
-
-@dataclass(frozen=True)
-class CardStatusChanged:
-    status: CardStatus
-
-
-@dataclass(frozen=True)
-class Reservation:
-    check: CheckOutcome  # of the proving PIN
-    reservation_id: str | None  # set when reserved
-    expires_at: datetime | None
-    proving_pin_type: PinType | None = None  # the PIN proved (to be entered again at the kiosk)
-
-
-@dataclass(frozen=True)
-class StoreReset:
-    check: CheckOutcome  # of the proving PIN (the PIN being reset)
-    reset: bool
-
-
 # -- shared rules --------------------------------------------------------------
-def counter_gate(state: CardState, office_id: str | None, rpc: str, ctx: Context) -> Decision | None:
+def counter_gate(state: CardState, office_id: str | None, rpc: str, ctx: Context) -> Refusal | None:
     """A refusal when the counter may not act now for this card
     (guards.counter_refusal), recorded on the terminal's stream; None: it may act."""
     reason = guards.counter_refusal(ctx.policy, office_id, state.ward, ctx.now)
@@ -143,7 +102,7 @@ def counter_gate(state: CardState, office_id: str | None, rpc: str, ctx: Context
 
 def _checklist(
     procedure: CounterProcedure, applicant: Applicant, documents: tuple[Document, ...], ctx: Context, *, adult_ward: bool = False
-) -> Decision | None:
+) -> Refusal | None:
     """A recorded refusal naming every missing or stale document, or None."""
     violations = guards.checklist_gaps(procedure, applicant, documents, ctx.now, adult_ward=adult_ward)
     if not violations:
@@ -157,7 +116,7 @@ def _doc_types(documents: tuple[Document, ...]) -> tuple[str, ...]:
 
 
 # -- counter -------------------------------------------------------------------
-def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision:
+def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision[PinRestored]:
     if gate := counter_gate(state, cmd.office_id, "ResetPin", ctx):
         return gate
     require_pin(state, cmd.pin_type)
@@ -167,7 +126,7 @@ def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision:
     return Decision((event,), PinRestored(cmd.pin_type), {cmd.pin_type: cmd.new_pin})
 
 
-def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision:
+def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision[PinRestored]:
     if gate := counter_gate(state, cmd.office_id, "UnlockPin", ctx):
         return gate
     require_pin(state, cmd.pin_type)
@@ -177,7 +136,7 @@ def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision:
     return Decision((event,), PinRestored(cmd.pin_type))
 
 
-def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision:
+def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision[CardStatusChanged]:
     if gate := counter_gate(state, cmd.office_id, "SuspendCard", ctx):
         return gate
     require_enrolled(state)
@@ -186,7 +145,7 @@ def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision
     return Decision((CardSuspended(cmd.reason),), CardStatusChanged(CardStatus.SUSPENDED))
 
 
-def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
+def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision[CardStatusChanged]:
     if gate := counter_gate(state, cmd.office_id, "ResumeCard", ctx):
         return gate
     require_enrolled(state)
@@ -198,7 +157,7 @@ def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision:
     return Decision((event,), CardStatusChanged(CardStatus.ACTIVE))
 
 
-def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context) -> Decision:
+def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context) -> Decision[InquiryIssued]:
     if gate := counter_gate(state, cmd.office_id, "RequestProxyReset", ctx):
         return gate
     require_pin(state, cmd.pin_type)
@@ -215,7 +174,7 @@ def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context)
     )
 
 
-def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Context) -> Decision:
+def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Context) -> Decision[ProxyCompletion]:
     if gate := counter_gate(state, cmd.office_id, "CompleteProxyReset", ctx):
         return gate
     require_pin(state, cmd.pin_type)
@@ -241,14 +200,14 @@ def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Contex
 
 
 # -- convenience store ---------------------------------------------------------
-def _refuse(state: CardState, cmd, procedure: ResetProcedure, reason: RefusalReason, message: str) -> Decision:
+def _refuse(state: CardState, cmd: ReserveStoreReset | StoreResetPin, procedure: ResetProcedure, reason: RefusalReason, message: str) -> Refusal:
     """A store procedure refused with a reason: recorded, then FAILED_PRECONDITION."""
     refused = ResetRefused(cmd.pin_type, procedure, reason)
     subject = f"{state.card_id}/{cmd.pin_type.value}"
     return Decision((refused,), None, error=PreconditionFailed(PreconditionViolation(reason.violation_type, subject, message)))
 
 
-def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context) -> Decision:
+def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context) -> Decision[StoreReservation]:
     """The reset app proves the other certificate's PIN (a failed try of
     that PIN when wrong) and reserves a reset of `pin_type`."""
     require_pin(state, cmd.pin_type)
@@ -259,11 +218,11 @@ def decide_reserve_store(state: CardState, cmd: ReserveStoreReset, ctx: Context)
     proving_pin = normalize_pin(proving, cmd.proving_pin, "proving_pin")
     events, check = check_pin(state, proving, proving_pin, Purpose.STORE_RESERVATION, ctx)
     if check.result is not CheckResult.OK:
-        return Decision(events, Reservation(check, None, None, proving))
+        return Decision(events, StoreReservation(check, None, None, proving))
     reservation_id = ctx.new_id()
     expires_at = guards.reservation_expiry(ctx.policy, ctx.now)
     reserved = StoreResetReserved(cmd.pin_type, reservation_id, proving.value, expires_at.isoformat())
-    return Decision((*events, reserved), Reservation(check, reservation_id, expires_at, proving))
+    return Decision((*events, reserved), StoreReservation(check, reservation_id, expires_at, proving))
 
 
 def _kiosk_message(reason: RefusalReason, cmd: StoreResetPin, ctx: Context) -> str:
@@ -276,7 +235,7 @@ def _kiosk_message(reason: RefusalReason, cmd: StoreResetPin, ctx: Context) -> s
     return "the reservation has expired: reserve again in the reset app"
 
 
-def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> Decision:
+def decide_store_reset(state: CardState, cmd: StoreResetPin, ctx: Context) -> Decision[StoreReset]:
     """The kiosk, within the reservation's validity and store hours: the
     holder proves the reserved proving PIN again; then the new PIN is set
     and unlocked."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime
 
 from service.domain.calendar import TOKYO, Opening, next_openings
 from service.domain import guards
 from service.domain.pins import PinType
 from service.domain.policy import Policy
-from service.domain.state import CardState
+from service.domain.state import CardState, PinState
 
 
 class Route(enum.Enum):
@@ -81,4 +82,32 @@ def recovery_for(state: CardState, pin_type: PinType, policy: Policy, now: datet
         "Reset the PIN at a ward office or a My Number Card Special Center with the card." + _openings_text(openings, now),
         (Procedure.COUNTER_RESET,),
         openings,
+    )
+
+
+class PinView(NamedTuple):
+    """A PIN as an answer shows it: its state and, when it is locked or its
+    card suspended, the way out (recovery.py), at the answer's instant."""
+
+    pin: PinState
+    recovery: Recovery | None = None
+
+
+class CardView(NamedTuple):
+    """A card as a status read answers it: its state and each PIN's view."""
+
+    state: CardState
+    pins: tuple[PinView, ...]
+
+
+def pin_views(state: CardState, policy: Policy, now: datetime, only: PinType | None = None) -> tuple[PinView, ...]:
+    """Each PIN of the card (or the one asked for), in PIN-type order, with
+    the way out where an entry would not be checked (guards.why_unchecked: a
+    locked PIN, or any PIN of a suspended card)."""
+    order = list(PinType)
+    pins = sorted(state.pins.values(), key=lambda p: order.index(p.pin_type))
+    return tuple(
+        PinView(p, recovery_for(state, p.pin_type, policy, now) if guards.why_unchecked(state, p.pin_type) else None)
+        for p in pins
+        if only is None or p.pin_type is only
     )

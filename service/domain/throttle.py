@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from collections.abc import Mapping
 
-from service.domain.decision import CheckOutcome, CheckResult
 from service.domain.errors import DomainError
 from service.domain.policy import ThrottlePolicy
 from service.domain.state import EMPTY
+from service.domain.outcomes import CheckOutcome, CheckResult
 
 # What counts as a failure on a card: a wrong PIN, an attempt against a locked
 # PIN, and (counted by the caller, as it is an error) an unknown card, also

@@ -30,8 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 
 from service.domain.commands import CompleteProxyReset, ResetPin, StoreResetPin, UnlockPin
-from service.domain.decision import CheckOutcome
-from service.domain.procedures import PinRestored, ProxyCompletion, ProxyResult, StoreReset
+from service.domain.outcomes import CheckOutcome, PinRestored, ProxyCompletion, ProxyResult, StoreReset
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tuple_
 
-from service.domain.audit import TOKYO, Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
+from service.domain.audit import Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
+from service.domain.calendar import TOKYO
 from service.keys.ring import KeyRing
 from service.store import checkpoints
 from service.store.check import Progress, Report, check_card, check_store

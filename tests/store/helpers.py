@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 from service.app.answers import Answer
 from service.app.handlers import Caller
 from service.app.batch import ThreadRunner
-from service.domain.commands import ChangePin, Command, EnrollCard, VerifyPin
+from service.domain.commands import ChangePin, CardCommand, EnrollCard, VerifyPin
 from service.domain.pins import PinType
 from tests.keys import INTEGRITY
 
@@ -69,19 +69,19 @@ def change(card_id: str, pin_type: PinType, current: str, new: str, request_id: 
     return ChangePin.create(request_id or rid(), card_id, pin_type, current, new)
 
 
-def run(writer: ThreadRunner, *commands: Command, caller: Caller = COUNTER) -> list[Answer | BaseException]:
+def run(writer: ThreadRunner, *commands: CardCommand, caller: Caller = COUNTER) -> list[Answer | BaseException]:
     """One process() call: all the commands in one batch."""
     return writer.process([(c, caller) for c in commands])
 
 
-def run_ok(writer: ThreadRunner, *commands: Command, caller: Caller = COUNTER) -> list[Answer]:
+def run_ok(writer: ThreadRunner, *commands: CardCommand, caller: Caller = COUNTER) -> list[Answer]:
     results = run(writer, *commands, caller=caller)
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, errors
     return results  # type: ignore[return-value]
 
 
-def one_by_one(writer: ThreadRunner, *commands: Command, caller: Caller = COUNTER) -> list[Answer | BaseException]:
+def one_by_one(writer: ThreadRunner, *commands: CardCommand, caller: Caller = COUNTER) -> list[Answer | BaseException]:
     """Each command in its own process() call (its own transaction)."""
     return [writer.process([(c, caller)])[0] for c in commands]
 

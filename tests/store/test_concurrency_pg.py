@@ -13,11 +13,10 @@ import pytest
 from service.app.answers import Answer
 from service.app.handlers import Caller
 from service.app.batch import ThreadRunner
-from service.domain.decision import CheckResult
-from service.domain.decide import Enrolled
 from service.domain.errors import AlreadyExists
 from service.domain.pins import retry_limit
 from service.store.event_store import EventStore
+from service.domain.outcomes import CheckResult, Enrolled
 from tests.store.helpers import COUNTER, CORRECT, SIGNATURE, USER, WRONG, enroll, rid, run_ok, verify
 from tests.keys import INTEGRITY
 

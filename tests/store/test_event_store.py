@@ -18,14 +18,13 @@ from service.app.answers import Answer
 from service.app.ports import IntegrityViolation
 from service.app.batch import ThreadRunner
 from service.domain.chain import GENESIS_HASH
-from service.domain.decision import CheckOutcome, CheckResult
-from service.domain.decide import Enrolled
 from service.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from service.domain.pins import retry_limit
 from service.domain.recovery import Route
 from service.domain.state import PinState
 from service.domain.events import EVENT_TYPES
 from service.store.event_store import EventStore
+from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
 from tests.store.helpers import (
     ALL_TYPES,
     assert_consistent,

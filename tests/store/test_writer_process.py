@@ -24,10 +24,10 @@ from service.app.writer import GroupCommitWriter
 from service.app.writer_process import ProcessRunner
 from service.runtime.clock import ServiceClock, system_clock
 from service.domain.policy import Policy
-from service.domain.decision import CheckResult
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, PreconditionFailed, PreconditionViolation
 from service.domain.throttle import Throttled
 from service.app.ports import StoreUnavailable
+from service.domain.outcomes import CheckResult
 from tests.store.helpers import COUNTER, CORRECT, USER, WRONG, assert_consistent, enroll, rid, verify
 
 

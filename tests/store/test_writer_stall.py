@@ -17,8 +17,8 @@ from service.app.ports import StoreUnavailable
 from service.app.writer import GroupCommitWriter
 from service.app.writer_process import ProcessRunner
 from service.runtime.clock import system_clock
-from service.domain.decision import CheckResult
 from service.domain.policy import Policy
+from service.domain.outcomes import CheckResult
 from tests.store.helpers import COUNTER, CORRECT, USER, WRONG, assert_consistent, enroll, rid, verify
 from tests.store.test_writer_process import until, write_lock_held
 

@@ -10,8 +10,6 @@ from hypothesis import given as hgiven
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from service.domain.decision import CheckOutcome, CheckResult
-from service.domain.decide import Enrolled
 from service.domain.errors import AlreadyExists, DomainError, NotFound, PreconditionFailed
 from service.domain.events import (
     CardEnrolled,
@@ -25,6 +23,7 @@ from service.domain.events import (
 from service.domain.pins import retry_limit
 from service.domain.recovery import Route
 from service.domain.state import CardState
+from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
 from tests.unit.helpers import (
     ALL_TYPES,
     CARD,

@@ -23,14 +23,16 @@ from service.app.batch import ThreadRunner, run_batch
 from service.domain.streams import terminal_stream
 from service.app.handlers import Caller, MissingVerifier, ReadCard
 from service.app.ports import Envelope, StoredRequest, StoreUnavailable
-from service.domain.commands import ChangePin, EnrollCard, VerifyPin
-from service.domain.decision import CheckOutcome, CheckResult
-from service.domain.decide import Enrolled
+from service.domain.commands import ChangePin, EnrollCard, ResetPin, VerifyPin
+from service.domain.documents import Applicant, DocumentType
 from service.domain.errors import InvalidInput, NotFound
 from service.domain.events import AccessDenied, CardEnrolled
+from service.domain.pins import PinType
 from service.domain.policy import Policy
-from service.domain.state import CardState
+from service.domain.recovery import CardView, PinView, recovery_for
+from service.domain.state import PinState
 from service.keys.ring import SecretRef
+from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
 from tests.unit.fakes import Conflict, FakeClock, FakeStore, Unavailable
 from tests.unit.helpers import ALL_TYPES, CORRECT, RESIDENT, SIGNATURE, USER, WRONG, change, enroll, verify
 
@@ -89,7 +91,8 @@ def event_types(store: FakeStore, stream_id: str) -> list[str]:
 
 def test_given_an_enrolled_card_when_pins_are_verified_then_wrong_counts_and_right_resets(store, runner):
     enrolled = run_ok(runner, enroll(CORRECT, "card-a"))[0]
-    assert enrolled == Answer(Enrolled("card-a", ALL_TYPES), 1)
+    fresh = tuple(PinView(PinState(t, last_version=1)) for t in PinType)  # the answer shows each PIN set, in type order
+    assert enrolled == Answer(Enrolled("card-a", ALL_TYPES), 1, pins=fresh)
 
     wrong, right = run_ok(runner, verify(USER, WRONG[USER], "card-a"), verify(USER, CORRECT[USER], "card-a"))
 
@@ -111,6 +114,33 @@ def test_given_wrong_tries_up_to_the_limit_in_one_batch_then_the_last_locks_and_
     ]
     assert store.cards.read_card("card-a").pins[USER].locked
     assert event_types(store, "card-a")[-3:] == ["PinVerificationFailed", "PinLocked", "LockedPinAttempted"]
+
+
+def test_given_a_locked_pin_when_its_status_is_read_then_the_way_out_is_decided_at_the_batch_instant(store, runner, clock):
+    run_ok(runner, enroll(CORRECT, "card-a"), *[verify(USER, WRONG[USER], "card-a") for _ in range(3)])
+    clock.advance(hours=5)  # the read's batch runs later than the lock
+
+    (view,) = run_ok(runner, ReadCard("card-a"))
+
+    shown = {v.pin.pin_type: v.recovery for v in view.pins}
+    assert shown[USER] == recovery_for(view.state, USER, Policy(), clock.now)
+    assert [t for t, r in shown.items() if r is not None] == [USER]  # only the locked PIN has a way out to show
+    (only,) = run_ok(runner, ReadCard("card-a", only=SIGNATURE))
+    assert [v.pin.pin_type for v in only.pins] == [SIGNATURE]
+
+
+def test_given_a_reset_when_it_is_replayed_then_the_answer_shows_the_pin_as_the_first_answer_did(store, runner):
+    run_ok(runner, enroll(CORRECT, "card-a"))
+    reset = ResetPin.create(
+        "reset-000001", "card-a", USER, "5555", Applicant.HOLDER, [(DocumentType.MY_NUMBER_CARD, "")], False, None
+    )
+    first = run_ok(runner, reset)[0]
+    run_ok(runner, verify(USER, WRONG[USER], "card-a"))  # the PIN has moved on since
+
+    again = run_ok(runner, reset)[0]
+
+    assert first.pins == (PinView(PinState(USER, last_version=2)),)
+    assert (again.replayed, again.outcome, again.pins) == (True, first.outcome, first.pins)
 
 
 # -- idempotent retries -----------------------------------------------------------
@@ -302,8 +332,9 @@ def test_given_a_wrong_verify_when_a_status_read_follows_in_the_same_batch_then_
     wrong, status, unknown = run(runner, verify(USER, WRONG[USER], "card-a"), ReadCard("card-a"), ReadCard("card-x"))
 
     assert check(wrong).remaining_tries == 2
-    assert isinstance(status, CardState)
-    assert (status.version, status.pins[USER].consecutive_failures, status.pins[USER].remaining_tries) == (2, 1, 2)
+    assert isinstance(status, CardView)
+    card = status.state
+    assert (card.version, card.pins[USER].consecutive_failures, card.pins[USER].remaining_tries) == (2, 1, 2)
     assert unknown is None
     assert event_types(store, "card-a") == ["CardEnrolled", "PinVerificationFailed"]
     assert store.log.head_position() == 2
@@ -316,7 +347,7 @@ def test_given_only_status_reads_then_no_card_is_locked_and_only_a_miss_is_count
 
     status, unknown = run(runner, ReadCard("card-a"), ReadCard("card-x"), caller=READER)
 
-    assert status == store.cards.read_card("card-a") and unknown is None
+    assert status.state == store.cards.read_card("card-a") and unknown is None
     assert store.locked[-1] == {terminal_stream(READER.terminal_id)}  # the terminal's window, no card
     assert (store.events, store.requests) == (events, requests)
     assert set(store.windows[READER.terminal_id].last_failure) == {"card-x"}  # enumeration counts

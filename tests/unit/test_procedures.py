@@ -16,7 +16,6 @@ from service.domain.calendar import TOKYO
 from service.domain.commands import (
     CompleteProxyReset, RequestProxyReset, ReserveStoreReset, ResetPin, ResumeCard, StoreResetPin, SuspendCard, UnlockPin,
 )  # fmt: skip
-from service.domain.decision import CheckResult
 from service.domain.documents import Applicant
 from service.domain.documents import DocumentType as T
 from service.domain.errors import PreconditionFailed
@@ -26,12 +25,10 @@ from service.domain.events import (
     Purpose, ResetRefused, StoreResetReserved, SuspendedCardAttempted,
 )  # fmt: skip
 from service.domain.policy import StoreChain, ThrottlePolicy
-from service.domain.procedures import (
-    InquiryIssued, PinRestored, ProxyCompletion, ProxyResult, Reservation, StoreReset,
-)  # fmt: skip
 from service.domain.recovery import Procedure, Route
 from service.domain.state import CardStatus, PinState
 from service.config.offices import load_policy
+from service.domain.outcomes import CheckResult, InquiryIssued, PinRestored, ProxyCompletion, ProxyResult, StoreReservation, StoreReset
 from tests.unit.helpers import (
     ALL_TYPES, CARD, CARD_INFO, CORRECT, RESIDENT, SIGNATURE, USER, WRONG, failures, given, never_checked, request_id,
     then, verify, when,
@@ -287,7 +284,7 @@ def test_reserving_a_signature_reset_proves_the_user_certificate_pin():
     state = card(*locked(SIGNATURE))
     decision = store(state, reserve())
     assert decision.events == (PinVerified(USER), RESERVATION)
-    assert decision.outcome == Reservation(decision.outcome.check, "res-00000001", EXPIRES, USER)
+    assert decision.outcome == StoreReservation(decision.outcome.check, "res-00000001", EXPIRES, USER)
     assert then(state, decision).reservations[SIGNATURE].expires_at == EXPIRES
 
 

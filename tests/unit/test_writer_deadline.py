@@ -17,7 +17,7 @@ from service.app.batch import ThreadRunner
 from service.app.handlers import Caller
 from service.app.ports import StoreUnavailable
 from service.app.writer import BATCH_DEADLINE, GroupCommitWriter
-from service.domain.decision import CheckResult
+from service.domain.outcomes import CheckResult
 from tests.keys import ring
 from tests.unit.fakes import FakeClock, FakeStore
 from tests.unit.helpers import CORRECT, USER, enroll, verify
