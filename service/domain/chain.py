@@ -44,10 +44,19 @@ def canonical(envelope: dict[str, Any]) -> bytes:
 
 
 def hashed_envelope(
-    stream_id: str, version: int, event_id: str, event_type: str, schema_version: int, occurred_at: datetime,
-    pin_type: str | None, channel: str, terminal_id: str, request_id: str, payload: dict[str, Any],
+    stream_id: str,
+    version: int,
+    event_id: str,
+    event_type: str,
+    schema_version: int,
+    occurred_at: datetime,
+    pin_type: str | None,
+    channel: str,
+    terminal_id: str,
+    request_id: str,
+    payload: dict[str, Any],
     office: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Every field that the hash covers (all but position and the hashes):
     the one definition, for appending and for checking the chain. The
     stream's id is hashed under the key "card_id", the name it had when the

@@ -280,11 +280,25 @@ class ResetRefused(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name: cls
     for cls in (
-        CardEnrolled, PinVerified, PinVerificationFailed, PinLocked, LockedPinAttempted, PinChanged, PinReset,
-        PinUnlocked, CounterProcedureRefused, CardSuspended, CardResumed, SuspendedCardAttempted, ProxyInquiryIssued,
-        ProxyInquiryClosed, ProxyInquiryCodeRejected, StoreResetReserved, ResetRefused,
+        CardEnrolled,
+        PinVerified,
+        PinVerificationFailed,
+        PinLocked,
+        LockedPinAttempted,
+        PinChanged,
+        PinReset,
+        PinUnlocked,
+        CounterProcedureRefused,
+        CardSuspended,
+        CardResumed,
+        SuspendedCardAttempted,
+        ProxyInquiryIssued,
+        ProxyInquiryClosed,
+        ProxyInquiryCodeRejected,
+        StoreResetReserved,
+        ResetRefused,
     )
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)

@@ -591,40 +591,56 @@ NOT_CHECKABLE_COUNTER = (
 
 # event type -> its rule. Every card event type has one (tests/unit/test_lawful.py).
 RULES: dict[type[Event], Rule] = {
-    CardEnrolled: Rule(_card_enrolled, _nothing,
-        "nothing: decide_enroll requires only a card not yet enrolled"),
-    PinVerified: Rule(_pin_verified, _nothing,
-        f"{NOT_CHECKABLE_CHECK}; whether it was a verify or a store procedure's proving PIN (no purpose recorded)"),
-    PinVerificationFailed: Rule(_pin_verification_failed, _then_lock,
-        f"{NOT_CHECKABLE_CHECK}; kiosk hours without the policy"),
+    CardEnrolled: Rule(_card_enrolled, _nothing, "nothing: decide_enroll requires only a card not yet enrolled"),
+    PinVerified: Rule(
+        _pin_verified,
+        _nothing,
+        f"{NOT_CHECKABLE_CHECK}; whether it was a verify or a store procedure's proving PIN (no purpose recorded)",
+    ),
+    PinVerificationFailed: Rule(_pin_verification_failed, _then_lock, f"{NOT_CHECKABLE_CHECK}; kiosk hours without the policy"),
     PinLocked: Rule(_pin_locked, _nothing, "nothing: it follows the failure at the limit in the same command"),
     LockedPinAttempted: Rule(_locked_pin_attempted, _nothing, "kiosk hours without the policy"),
     PinChanged: Rule(_pin_changed, _nothing, "whether the current PIN was right (verifiers are not in the stream)"),
-    PinReset: Rule(_pin_reset, _nothing,
+    PinReset: Rule(
+        _pin_reset,
+        _nothing,
         f"counter: {NOT_CHECKABLE_COUNTER}; proxy: the inquiry code (a secret) and the office; "
         "store: the proving PIN's correctness, the chain's setting (chain id not recorded), kiosk hours without policy. "
-        "The PIN need not be locked nor the card active for a counter or proxy reset: the deciders do not require it"),
-    PinUnlocked: Rule(_pin_unlocked, _nothing,
-        f"{NOT_CHECKABLE_COUNTER}. The PIN need not be locked: decide_unlock does not require it"),
-    CounterProcedureRefused: Rule(_counter_procedure_refused, _nothing,
-        "which PIN (no PIN type recorded), the applicant and the documents presented; the office's hours"),
+        "The PIN need not be locked nor the card active for a counter or proxy reset: the deciders do not require it",
+    ),
+    PinUnlocked: Rule(
+        _pin_unlocked, _nothing, f"{NOT_CHECKABLE_COUNTER}. The PIN need not be locked: decide_unlock does not require it"
+    ),
+    CounterProcedureRefused: Rule(
+        _counter_procedure_refused,
+        _nothing,
+        "which PIN (no PIN type recorded), the applicant and the documents presented; the office's hours",
+    ),
     CardSuspended: Rule(_card_suspended, _nothing, "the office's hours (the call centre has none)"),
     CardResumed: Rule(_card_resumed, _nothing, NOT_CHECKABLE_COUNTER),
-    SuspendedCardAttempted: Rule(_suspended_card_attempted, _nothing,
-        "kiosk hours without the policy; nothing about the PIN (it is never checked)"),
-    ProxyInquiryIssued: Rule(_proxy_inquiry_issued, _nothing,
-        f"{NOT_CHECKABLE_COUNTER}; the validity without the policy"),
+    SuspendedCardAttempted: Rule(
+        _suspended_card_attempted, _nothing, "kiosk hours without the policy; nothing about the PIN (it is never checked)"
+    ),
+    ProxyInquiryIssued: Rule(_proxy_inquiry_issued, _nothing, f"{NOT_CHECKABLE_COUNTER}; the validity without the policy"),
     ProxyInquiryClosed: Rule(_proxy_inquiry_closed, _then_issue, "the office's hours"),
-    ProxyInquiryCodeRejected: Rule(_proxy_inquiry_code_rejected, _then_void,
+    ProxyInquiryCodeRejected: Rule(
+        _proxy_inquiry_code_rejected,
+        _then_void,
         "whether the code was wrong (a secret); the documents at the second visit (not recorded in it); "
-        "the attempts left without the policy"),
-    StoreResetReserved: Rule(_store_reset_reserved, _nothing,
-        "the proving PIN's correctness; without the policy, whether a chain resets the user-certificate PIN "
-        "and the validity"),
-    ResetRefused: Rule(_reset_refused, _nothing,
+        "the attempts left without the policy",
+    ),
+    StoreResetReserved: Rule(
+        _store_reset_reserved,
+        _nothing,
+        "the proving PIN's correctness; without the policy, whether a chain resets the user-certificate PIN and the validity",
+    ),
+    ResetRefused: Rule(
+        _reset_refused,
+        _nothing,
         "proxy: the inquiry id asked for and the documents (not recorded); store: the chain (not recorded), "
-        "the hours without the policy"),
-}  # fmt: skip
+        "the hours without the policy",
+    ),
+}
 
 # Events of a terminal's stream (streams.py), never of a card's.
 TERMINAL_EVENTS: frozenset[type[Event]] = frozenset({AccessDenied, AuditRead, CounterOutOfService, TerminalThrottled})

@@ -49,7 +49,6 @@ class Enrolled:
     pin_types: tuple[PinType, ...]
 
 
-
 @dataclass(frozen=True)
 class PinRestored:
     """A counter reset or unlock, or a completed proxy reset: the PIN is active with a fresh count."""

@@ -200,7 +200,9 @@ def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Contex
 
 
 # -- convenience store ---------------------------------------------------------
-def _refuse(state: CardState, cmd: ReserveStoreReset | StoreResetPin, procedure: ResetProcedure, reason: RefusalReason, message: str) -> Refusal:
+def _refuse(
+    state: CardState, cmd: ReserveStoreReset | StoreResetPin, procedure: ResetProcedure, reason: RefusalReason, message: str
+) -> Refusal:
     """A store procedure refused with a reason: recorded, then FAILED_PRECONDITION."""
     refused = ResetRefused(cmd.pin_type, procedure, reason)
     subject = f"{state.card_id}/{cmd.pin_type.value}"

@@ -112,9 +112,14 @@ class CardState(NamedTuple):
     def with_pin(self, pin: PinState) -> CardState:
         # Spelled out rather than _replace: this runs for nearly every event.
         return CardState(
-            self.card_id, self.version, {**self.pins, pin.pin_type: pin}, self.status, self.ward, self.inquiries,
+            self.card_id,
+            self.version,
+            {**self.pins, pin.pin_type: pin},
+            self.status,
+            self.ward,
+            self.inquiries,
             self.reservations,
-        )  # fmt: skip
+        )
 
 
 def enrolled_card(card_id: str, pin_types: Iterable[PinType], version: int = 1, ward: str | None = None) -> CardState:
@@ -230,9 +235,7 @@ def evolve(state: CardState, recorded: Recorded) -> CardState:
     if recorded.version != state.version + 1:
         raise ValueError(f"stream {state.card_id}: version {recorded.version} after {state.version}")
     new = _apply(recorded.event, state, recorded.version, recorded.occurred_at)
-    return CardState(
-        new.card_id, recorded.version, new.pins, new.status, new.ward, new.inquiries, new.reservations
-    )  # fmt: skip
+    return CardState(new.card_id, recorded.version, new.pins, new.status, new.ward, new.inquiries, new.reservations)
 
 
 def fold(card_id: str, history: Iterable[Recorded]) -> CardState:
