@@ -18,9 +18,14 @@ Where each rule lives (every module of the package):
   apply, each stated once (guards) ............... guards.py
 - what deciders share: Decision, Context, the PIN
   check, the enrolled / PIN-set requirements ..... decision.py
-- decide: enrol, verify, change; DECIDERS ........ decide.py
+- decide: enrol, verify, change; each command's
+  rule picked by decide() ........................ decide.py
+- what each command answers (typed) ............. outcomes.py
 - the reset procedures (counter, proxy, store) ... procedures.py
-- the way out of a lock or a suspension .......... recovery.py
+- the way out of a lock or a suspension; a PIN
+  and a card as answers show them ................ recovery.py
+- an event as the log holds it, read once ........ log.py
+- what an integrity check reports ................ integrity.py
 - which histories the rules could produce ........ lawful.py
 - the hash chain of a stream ..................... chain.py
 - Merkle tree and checkpoints' hashing ........... merkle.py

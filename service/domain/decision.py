@@ -3,7 +3,7 @@ rule may consult (Context), the PIN check (check_pin) and its answer
 (CheckOutcome), and the requirements that a card is enrolled and a PIN set.
 
 The deciders use it: decide.py (enrol, verify, change) and procedures.py
-(the reset procedures); decide.py assembles their table. Pure: the time
+(the reset procedures); decide.py picks each command's. Pure: the time
 and the policy are arguments and the PIN check is passed in as a function,
 so the rules never see a verifier, a key, a database or a clock. Each rule
 the lawful-history check judges by as well (a locked PIN or a suspended

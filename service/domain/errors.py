@@ -1,6 +1,5 @@
 """Errors a command can end in. Domain outcomes (wrong PIN, locked,
-suspended) are answers, not errors: see the outcomes in decision.py, decide.py
-and procedures.py."""
+suspended) are answers, not errors: see outcomes.py."""
 
 from __future__ import annotations
 

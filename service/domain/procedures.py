@@ -1,7 +1,7 @@
 """The reset procedures (DESIGN.md §2): at a counter (reset, unlock, the
 proxy's two visits, suspend and resume) and at a convenience store (the
 reset app's reservation, the kiosk's completion). Each is a `decide_*`
-function of (state, command, context); decide.py lists each in DECIDERS.
+function of (state, command, context); decide.decide picks each by command.
 What the deciders share (Decision, Context, check_pin, the enrolled / PIN-set
 requirements) is in decision.py; the rules the lawful-history check applies
 too are guards (guards.py), named below.
