@@ -216,6 +216,16 @@ def integrity_report(r: Report) -> apb.IntegrityReport:
                 reason=f"{u['event_type']}: {u['reason']}",
             )
         )
+    if x := r.first_unreadable:
+        problems.append(
+            apb.IntegrityProblem(
+                kind=apb.INTEGRITY_PROBLEM_KIND_UNREADABLE_EVENT,
+                stream_id=x["stream_id"],
+                version=x["version"],
+                position=x["position"],
+                reason=f"{r.unreadable_count} stored event(s) cannot be read; the first, {x['event_type']}: {x['reason']}",
+            )
+        )
     for kind, p in (
         (apb.INTEGRITY_PROBLEM_KIND_STORED_CHECKPOINT, r.checkpoint_problem),
         (apb.INTEGRITY_PROBLEM_KIND_SUPPLIED_CHECKPOINT, r.supplied_checkpoint_problem),

@@ -37,10 +37,9 @@ from pinlife.v1 import audit_service_pb2_grpc
 from pinlife.v1 import common_pb2 as pb
 
 PHASES = {  # VerifyIntegrity's progress phases, as the bar names them
-    "links": "keyed links and positions",
-    "macs": "card MACs",
-    "projection": "projection against a rebuild",
-    "lawful": "lawful history",
+    "positions": "positions 1..head",
+    "cards": "cards: links, MACs, projection, lawful history",
+    "terminals": "terminal streams",
     "checkpoints": "checkpoints",
 }
 OUTCOME_STYLES = {"success": "green", "failure": "yellow", "locked": "bold red", "refused": "magenta", "other": "dim"}

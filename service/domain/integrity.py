@@ -27,6 +27,8 @@ class Report:
     supplied_checkpoints: int = 0
     checkpoint_problem: dict[str, Any] | None = None
     supplied_checkpoint_problem: dict[str, Any] | None = None
+    first_unreadable: dict[str, Any] | None = None  # a stored event this release cannot read (the first by position)
+    unreadable_count: int = 0
 
     @property
     def intact(self) -> bool:
@@ -37,6 +39,7 @@ class Report:
             or self.first_unlawful
             or self.checkpoint_problem
             or self.supplied_checkpoint_problem
+            or self.unreadable_count
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from service.domain.audit import Counts, Filter, Granularity, Order, Statistics,
 from service.domain.calendar import TOKYO
 from service.keys.ring import KeyRing
 from service.store import checkpoints
-from service.store.check import Progress, Report, check_card, check_store
+from service.domain.integrity import Progress, Report
+from service.store.check import check_card, check_store
 from service.store.event_store import EventStore
 from service.domain.log import LoggedEvent
 from service.store.records import logged_event, utc

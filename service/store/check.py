@@ -1,112 +1,370 @@
-"""The whole-store integrity check behind `pinlife check` (and, later, the
-audit API): every problem a database-level attacker could leave, each named
-by stream, version and position where it has one.
+"""The whole-store integrity check behind `pinlife check` and
+AuditService.VerifyIntegrity: every problem a database-level attacker could
+leave, each named by stream, version and position where it has one
+(service/domain/integrity.py: Report).
 
-- keyed links, stream heads, positions 1..head without a gap (integrity.py);
-- every card's MAC over its projection (integrity.py);
-- the projection against a rebuild from the events, by card;
-- the lawful-history replay: the first event of each card stream that the
-  domain's rules could not have produced (service/domain/lawful.py);
+It judges one consistent snapshot of the store (EventStore.snapshot), so
+traffic committed while it runs is never mistaken for tampering, and it
+reads the store once, a batch of cards at a time, in bounded memory:
+
+- positions 1..head without a gap, and no event past the head;
+- for each card (a batch of BATCH cards, in card-id order): its keyed links
+  up to its head, its MAC over its head, PIN states and verifiers, its
+  projection against the fold of its events, and its lawful history (the
+  first event the domain's rules could not have produced, lawful.py);
+- card streams without a head row; terminal streams (a page of events at a
+  time) and their heads;
 - the stored signed checkpoints, and any checkpoint the caller supplies
   (checkpoints.py): a truncated log or a deleted stream shows there.
+
+A stored event this release cannot read is a finding (`unreadable`) at its
+position, not a crash. `cancelled` is asked between batches: the check then
+stops with CheckCancelled.
 """
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from datetime import timedelta
-from collections.abc import Sequence
 from typing import Any
 
-from service.domain.integrity import Progress, Report
+from sqlalchemy import and_, exists, func, not_, select
+
+from service.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
 from service.domain.events import Recorded
-from service.domain.state import CardState, evolve
+from service.domain.integrity import Progress, Report
 from service.domain.lawful import first_unlawful
-from service.domain.streams import is_card_stream
-from service.keys.ring import KeyRing
+from service.domain.log import LoggedEvent
+from service.domain.pins import PIN_TYPE_BY_VALUE
+from service.domain.state import CardState, evolve
+from service.domain.streams import terminal_stream
+from service.keys.ring import KeyRing, SecretKind, Verifier
 from service.store import checkpoints
-from service.store.event_store import EventStore
+from service.store.event_store import EventStore, StoreView
+from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
+from service.store.records import logged_event
+from service.store.tables import cards, events, pin_states, secrets, terminals
 
 # Instances' clocks differ a little: a lawful stream may step back this much.
 CLOCK_TOLERANCE = timedelta(seconds=5)
 LISTED = 20  # cards named per kind of problem; the count is always complete
-PROGRESS_EVERY = 10_000  # events between progress reports
+BATCH = 500  # cards read at once
+STREAM_PAGE = 5000  # events of one terminal stream read at once
+
+
+class CheckCancelled(Exception):
+    """The caller cancelled the check (its report is not complete)."""
+
+
+def _never() -> bool:
+    return False
 
 
 def _quiet(phase: str, done: int, total: int) -> None:
     pass
 
 
-def check_store(store: EventStore, keys: KeyRing, supplied: Sequence[str] = (), progress: Progress = _quiet) -> Report:
-    """supplied: signed checkpoint notes kept outside the store. progress is
-    called as each phase starts and ends, and every PROGRESS_EVERY events
-    of the passes over the log."""
-    report = Report(head_position=store.log.head_position())
-    head = report.head_position
-    progress("links", 0, head)
-    report.first_broken_link = store.integrity.first_broken_link(keys.integrity, progress=lambda n: progress("links", n, head))
-    progress("links", head, head)
-    progress("macs", 0, 1)
-    failing = list(store.integrity.cards_failing_mac(keys.integrity))
-    report.cards_failing_mac, report.cards_failing_mac_count = failing[:LISTED], len(failing)
-    progress("macs", 1, 1)
-    progress("projection", 0, 1)
-    rebuilt, projected = store.cards.rebuild(), store.cards.projection()
-    report.cards = len(projected)
-    mismatched = sorted(c for c in rebuilt.keys() | projected.keys() if rebuilt.get(c) != projected.get(c))
-    report.projection_mismatches, report.projection_mismatch_count = mismatched[:LISTED], len(mismatched)
-    progress("projection", 1, 1)
-    streams: dict[str, list[Recorded]] = {}
-    progress("lawful", 0, head)
-    for e in store.log.all_events():
-        report.events += 1
-        if report.events % PROGRESS_EVERY == 0:
-            progress("lawful", report.events, head)
-        if is_card_stream(e.stream_id):
-            streams.setdefault(e.stream_id, []).append(e.recorded())
-    for stream_id in sorted(streams):
-        if (u := _first_unlawful(stream_id, streams[stream_id])) is not None:
-            report.first_unlawful = u
-            break
-    progress("lawful", head, head)
-    progress("checkpoints", 0, len(supplied) + 1)
-    _check_checkpoints(store, keys, supplied, report)
-    progress("checkpoints", len(supplied) + 1, len(supplied) + 1)
-    return report
-
-
-def _first_unlawful(stream_id: str, recorded: list[Recorded]) -> dict[str, Any] | None:
-    recorded = sorted(recorded, key=lambda r: r.version)
-    if (u := first_unlawful(recorded, clock_tolerance=CLOCK_TOLERANCE)) is not None:
-        return {"stream_id": stream_id, **asdict(u)}
-    return None
-
-
-def _check_checkpoints(store: EventStore, keys: KeyRing, supplied: Sequence[str], report: Report) -> None:
-    report.stored_checkpoints = len(checkpoints.stored(store))
-    report.supplied_checkpoints = len(supplied)
-    if keys.checkpoint is not None and (p := checkpoints.check_stored(store, keys)):
-        report.checkpoint_problem = p._asdict()
-    vkeys = [checkpoints.public_verifier_key(keys)] if keys.checkpoint is not None else []
-    for note in supplied:
-        if p := checkpoints.check_against(store, note, vkeys):
-            report.supplied_checkpoint_problem = p._asdict()
-            break
+def check_store(
+    store: EventStore,
+    keys: KeyRing,
+    supplied: Sequence[str] = (),
+    progress: Progress = _quiet,
+    cancelled: Callable[[], bool] = _never,
+) -> Report:
+    """The whole store, in one snapshot. supplied: signed checkpoint notes
+    kept outside the store. progress is told each phase as it starts and
+    ends, and each batch of cards."""
+    with store.snapshot() as view:
+        return _Check(view, keys, progress, cancelled).run(supplied)
 
 
 def check_card(store: EventStore, keys: KeyRing, card_id: str) -> Report:
-    """One card: its keyed links up to its head, its MAC, its projection
-    against a fold of its events, and its lawful history."""
-    stored = store.log.stream(card_id)
-    report = Report(head_position=store.log.head_position(), events=len(stored), cards=1)
-    report.first_broken_link = store.integrity.first_broken_link(keys.integrity, card_id)
-    if failing := list(store.integrity.cards_failing_mac(keys.integrity, card_id)):
-        report.cards_failing_mac, report.cards_failing_mac_count = failing, len(failing)
-    recorded = [e.recorded() for e in stored]
-    rebuilt = CardState(card_id)
-    for r in recorded:
-        rebuilt = evolve(rebuilt, r)
-    if store.cards.read_card(card_id) != (rebuilt if recorded else None):
-        report.projection_mismatches, report.projection_mismatch_count = [card_id], 1
-    report.first_unlawful = _first_unlawful(card_id, recorded)
-    return report
+    """One card, in one snapshot: its keyed links up to its head, its MAC,
+    its projection against a fold of its events, and its lawful history."""
+    with store.snapshot() as view:
+        check = _Check(view, keys, _quiet, _never)
+        check.report.head_position = view.log.head_position()
+        heads = _card_heads(view, [card_id])
+        stream = view.log.stream(card_id)
+        check.report.events = len(stream)
+        check.report.cards = 1
+        if heads:
+            check._cards(heads, {card_id: stream}, [card_id])
+        else:  # a stream whose head row is gone
+            check._broken(first_broken_link(_links(stream), check.key, StreamHead(card_id, 0, GENESIS_HASH)))
+        return check._finish()
+
+
+class _Listed:
+    """The first LISTED ids (in sort order) of a kind of problem, and how many there are."""
+
+    def __init__(self) -> None:
+        self.first: list[str] = []
+        self.count = 0
+
+    def add(self, stream_id: str) -> None:
+        self.count += 1
+        bisect.insort(self.first, stream_id)
+        del self.first[LISTED:]
+
+
+class _Check:
+    def __init__(self, view: StoreView, keys: KeyRing, progress: Progress, cancelled: Callable[[], bool]):
+        self.view, self.keys, self.progress, self.cancelled = view, keys, progress, cancelled
+        self.key = keys.integrity.key_or_none
+        self.report = Report()
+        self.broken: BrokenLink | None = None
+        self.mac, self.projection = _Listed(), _Listed()
+
+    def _stop_if_cancelled(self) -> None:
+        if self.cancelled():
+            raise CheckCancelled("the integrity check was cancelled")
+
+    def _broken(self, b: BrokenLink | None) -> None:
+        if b is not None and (self.broken is None or (b.position, b.stream_id) < (self.broken.position, self.broken.stream_id)):
+            self.broken = b
+
+    def run(self, supplied: Sequence[str]) -> Report:
+        r = self.report
+        r.head_position = head = self.view.log.head_position()
+        self.progress("positions", 0, 1)
+        r.events, gap = _positions(self.view, head)
+        self._broken(gap)
+        self.progress("positions", 1, 1)
+        total = _count(self.view, cards)
+        self.progress("cards", 0, total)
+        for batch in _card_batches(self.view):
+            self._stop_if_cancelled()
+            ids = [row[0] for row in batch]
+            streams = _streams(self.view, ids)
+            r.cards += len(ids)
+            self._cards(batch, streams, ids)
+            self.progress("cards", r.cards, total)
+        for stream_id in _headless_card_streams(self.view):
+            self._broken(
+                first_broken_link(_links(self.view.log.stream(stream_id)), self.key, StreamHead(stream_id, 0, GENESIS_HASH))
+            )
+        self.progress("terminals", 0, 1)
+        self._terminals()
+        self.progress("terminals", 1, 1)
+        self.progress("checkpoints", 0, len(supplied) + 1)
+        self._checkpoints(supplied)
+        self.progress("checkpoints", len(supplied) + 1, len(supplied) + 1)
+        return self._finish()
+
+    def _finish(self) -> Report:
+        r = self.report
+        r.first_broken_link = self.broken
+        r.cards_failing_mac, r.cards_failing_mac_count = self.mac.first, self.mac.count
+        r.projection_mismatches, r.projection_mismatch_count = self.projection.first, self.projection.count
+        return r
+
+    def _cards(self, heads: Sequence[Sequence[Any]], streams: dict[str, list[LoggedEvent]], ids: list[str]) -> None:
+        """Each card's links, MAC, projection and lawful history."""
+        pins = _pin_rows(self.view, ids)
+        verifiers = _verifiers(self.view, ids)
+        for card_id, version, last_hash, status, ward, mac in heads:
+            stream = streams.get(card_id, [])
+            self._broken(first_broken_link(_links(stream), self.key, StreamHead(card_id, version, last_hash)))
+            projected = card_state(card_id, version, status, ward, pins.get(card_id, ()))
+            if not self.keys.integrity.checks(mac, state_message(projected, last_hash, verifiers.get(card_id, {}))):
+                self.mac.add(card_id)
+            recorded = self._readable(stream)
+            if recorded is None:
+                continue  # reported as unreadable: neither folded nor judged
+            rebuilt = CardState(card_id)
+            for rec in recorded:
+                try:
+                    rebuilt = evolve(rebuilt, rec)
+                except Exception:  # noqa: BLE001 - a stream the fold cannot apply is judged unlawful below
+                    break
+            if rebuilt != projected:
+                self.projection.add(card_id)
+            self._unlawful(card_id, recorded)
+        self._stop_if_cancelled()
+
+    def _readable(self, stream: list[LoggedEvent]) -> list[Recorded] | None:
+        recorded = []
+        for e in stream:
+            if e.event is None:
+                self._unreadable(e)
+                return None
+            recorded.append(Recorded(e.event, e.version, e.occurred_at))
+        return recorded
+
+    def _unreadable(self, e: LoggedEvent) -> None:
+        r = self.report
+        r.unreadable_count += 1
+        if r.first_unreadable is None or e.position < r.first_unreadable["position"]:
+            r.first_unreadable = {
+                "stream_id": e.stream_id,
+                "version": e.version,
+                "position": e.position,
+                "event_type": e.event_type,
+                "reason": e.unreadable or "",
+            }
+
+    def _unlawful(self, stream_id: str, recorded: list[Recorded]) -> None:
+        r = self.report
+        if r.first_unlawful is not None and r.first_unlawful["stream_id"] <= stream_id:
+            return  # the first by stream id is kept
+        if (u := first_unlawful(recorded, clock_tolerance=CLOCK_TOLERANCE)) is not None:
+            r.first_unlawful = {"stream_id": stream_id, **asdict(u)}
+
+    def _terminals(self) -> None:
+        """Each terminal stream's links to its head, a page at a time; and
+        terminal streams whose head row is gone."""
+        with self.view.read() as conn:
+            rows: Sequence[tuple[Any, ...]] = conn.execute(
+                select(terminals.c.terminal_id, terminals.c.version, terminals.c.last_hash)
+            ).all()
+        known = set()
+        for terminal_id, version, last_hash in rows:
+            self._stop_if_cancelled()
+            sid = terminal_stream(terminal_id)
+            known.add(sid)
+            stream = _stream_pages(self.view, sid, self._unreadable_counted)
+            self._broken(first_broken_link(stream, self.key, StreamHead(sid, version, last_hash)))
+        q = select(events.c.stream_id).where(events.c.stream_kind == "terminal").group_by(events.c.stream_id)
+        with self.view.read() as conn:
+            orphans = [str(sid) for (sid,) in conn.execute(q) if sid not in known]
+        for sid in orphans:
+            self._broken(
+                first_broken_link(
+                    _stream_pages(self.view, sid, self._unreadable_counted), self.key, StreamHead(sid, 0, GENESIS_HASH)
+                )
+            )
+
+    def _unreadable_counted(self, e: LoggedEvent) -> None:
+        if e.event is None:
+            self._unreadable(e)
+
+    def _checkpoints(self, supplied: Sequence[str]) -> None:
+        r, keys = self.report, self.keys
+        r.stored_checkpoints = len(checkpoints.stored(self.view))
+        r.supplied_checkpoints = len(supplied)
+        if keys.checkpoint is not None and (p := checkpoints.check_stored(self.view, keys)):
+            r.checkpoint_problem = p._asdict()
+        vkeys = [checkpoints.public_verifier_key(keys)] if keys.checkpoint is not None else []
+        for note in supplied:
+            if p := checkpoints.check_against(self.view, note, vkeys):
+                r.supplied_checkpoint_problem = p._asdict()
+                break
+
+
+def _links(stream: Iterable[LoggedEvent]) -> Iterator[Link]:
+    for e in stream:
+        yield Link(e.position, e.envelope(), e.prev_hash, e.hash, e.key_id)
+
+
+def _count(view: StoreView, table: Any) -> int:
+    with view.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _positions(view: StoreView, head: int) -> tuple[int, BrokenLink | None]:
+    """How many events the log holds, and whether they are positions
+    1..head, each once: the first missing one, or the log ending elsewhere
+    than its head."""
+    p = events.c.position
+    with view.read() as conn:
+        row: tuple[Any, ...] = tuple(conn.execute(select(func.count(), func.min(p), func.max(p))).one())
+        count, low, high = int(row[0]), row[1], row[2]
+        if count == head and (count == 0 or (low == 1 and high == head)):
+            return count, None
+        nxt = events.alias("nxt")
+        missing = conn.execute(
+            select(func.min(p + 1)).where(p < head, not_(exists().where(nxt.c.position == p + 1)))
+        ).scalar_one_or_none()
+        if low is not None and low > 1:
+            missing = 1
+        if missing is not None and missing <= head:
+            after = conn.execute(select(events.c.stream_id, events.c.version).where(p > missing).order_by(p).limit(1)).first()
+            sid, version = (after.stream_id, after.version) if after else ("", 0)
+            return count, BrokenLink(sid, version, missing, f"position {missing} is missing from the log")
+    return count, BrokenLink("", 0, (high or 0) + 1, f"the log ends at position {high or 0} but its head is {head}")
+
+
+def _card_batches(view: StoreView) -> Iterator[list[Sequence[Any]]]:
+    """Card heads (card_id, version, last_hash, status, ward, mac), BATCH at a time, in card-id order."""
+    c = cards.c
+    after: str | None = None
+    while True:
+        q = select(c.card_id, c.version, c.last_hash, c.status, c.ward, c.mac).order_by(c.card_id).limit(BATCH)
+        if after is not None:
+            q = q.where(c.card_id > after)
+        with view.read() as conn:
+            batch: list[Sequence[Any]] = list(conn.execute(q).all())
+        if not batch:
+            return
+        yield batch
+        after = batch[-1][0]
+
+
+def _card_heads(view: StoreView, ids: list[str]) -> list[Sequence[Any]]:
+    c = cards.c
+    with view.read() as conn:
+        return list(
+            conn.execute(select(c.card_id, c.version, c.last_hash, c.status, c.ward, c.mac).where(c.card_id.in_(ids))).all()
+        )
+
+
+def _streams(view: StoreView, ids: list[str]) -> dict[str, list[LoggedEvent]]:
+    q = select(events).where(events.c.stream_id.in_(ids)).order_by(events.c.stream_id, events.c.version)
+    out: dict[str, list[LoggedEvent]] = {}
+    with view.read() as conn:
+        for row in conn.execute(q):
+            e = logged_event(row)
+            out.setdefault(e.stream_id, []).append(e)
+    return out
+
+
+def _pin_rows(view: StoreView, ids: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with view.read() as conn:
+        for r in conn.execute(select(pin_states).where(pin_states.c.card_id.in_(ids))):
+            out.setdefault(r.card_id, []).append(tuple(getattr(r, c) for c in PIN_READ_COLUMNS))
+    return out
+
+
+def _verifiers(view: StoreView, ids: list[str]) -> dict[str, dict[Any, Verifier]]:
+    s = secrets.c
+    q = select(s.card_id, s.name, s.key_id, s.digest).where(s.kind == SecretKind.PIN, s.card_id.in_(ids))
+    out: dict[str, dict[Any, Verifier]] = {}
+    with view.read() as conn:
+        for r in conn.execute(q):
+            out.setdefault(r.card_id, {})[PIN_TYPE_BY_VALUE.get(r.name)] = Verifier(r.key_id, r.digest)
+    return out
+
+
+def _headless_card_streams(view: StoreView) -> list[str]:
+    """Card streams whose head row is gone (a deleted card): broken at their first event."""
+    q = (
+        select(events.c.stream_id)
+        .where(events.c.stream_kind == "card", not_(exists().where(cards.c.card_id == events.c.stream_id)))
+        .group_by(events.c.stream_id)
+    )
+    with view.read() as conn:
+        return sorted(str(sid) for (sid,) in conn.execute(q))
+
+
+def _stream_pages(view: StoreView, stream_id: str, seen: Callable[[LoggedEvent], None]) -> Iterator[Link]:
+    """One stream's links in version order, STREAM_PAGE events at a time."""
+    after = 0
+    while True:
+        q = (
+            select(events)
+            .where(and_(events.c.stream_id == stream_id, events.c.version > after))
+            .order_by(events.c.version)
+            .limit(STREAM_PAGE)
+        )
+        with view.read() as conn:
+            page = [logged_event(row) for row in conn.execute(q)]
+        for e in page:
+            seen(e)
+            yield Link(e.position, e.envelope(), e.prev_hash, e.hash, e.key_id)
+        if len(page) < STREAM_PAGE:
+            return
+        after = page[-1].version

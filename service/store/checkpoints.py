@@ -37,7 +37,7 @@ from service.domain.merkle import Frontier
 from service.app.ports import IntegrityViolation
 from service.keys.ring import KeyRing
 from service.keys.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
-from service.store.event_store import EventStore
+from service.store.event_store import EventStore, StoreView
 from service.store.tables import checkpoints
 
 log = structlog.get_logger()
@@ -71,13 +71,13 @@ def latest(store: EventStore) -> StoredCheckpoint | None:
     return StoredCheckpoint(row.tree_size, row.root_hash, row.note) if row else None
 
 
-def stored(store: EventStore) -> list[StoredCheckpoint]:
-    with store.reader.begin() as conn:
+def stored(store: StoreView) -> list[StoredCheckpoint]:
+    with store.read() as conn:
         q = select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note).order_by(checkpoints.c.tree_size)
         return [StoredCheckpoint(r.tree_size, r.root_hash, r.note) for r in conn.execute(q)]
 
 
-def _leaves(store: EventStore, after: int, upto: int, keys: KeyRing | None = None) -> Iterator[bytes]:
+def _leaves(store: StoreView, after: int, upto: int, keys: KeyRing | None = None) -> Iterator[bytes]:
     """Leaf data of positions after+1..upto, in order; with keys, each
     event's own keyed link is checked first. Read 1,000 events a page: a
     server that signs at start over a large tail holds one page at a time."""
@@ -160,7 +160,7 @@ class CheckpointProblem(NamedTuple):
     reason: str
 
 
-def check_against(store: EventStore, note: str, verifier_keys: list[str]) -> CheckpointProblem | None:
+def check_against(store: StoreView, note: str, verifier_keys: list[str]) -> CheckpointProblem | None:
     """Whether the log's first N events still have the root a signed
     checkpoint of size N records (its signature checked first)."""
     try:
@@ -179,11 +179,11 @@ def check_against(store: EventStore, note: str, verifier_keys: list[str]) -> Che
     return None
 
 
-def check_stored(store: EventStore, keys: KeyRing) -> CheckpointProblem | None:
+def check_stored(store: StoreView, keys: KeyRing) -> CheckpointProblem | None:
     """Every stored checkpoint: its signature, and its root against the
     log, in one pass over the events."""
     vkey = public_verifier_key(keys)
-    with store.reader.begin() as conn:
+    with store.read() as conn:
         q = select(
             checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note, checkpoints.c.frontier, checkpoints.c.mac
         )

@@ -16,7 +16,7 @@ It is made of parts, each in its own module:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 
 from sqlalchemy import delete
@@ -27,21 +27,46 @@ from service.store.engine import make_engine
 from service.store.hot_sql import HotSql
 from service.store.records import utc
 from service.store.integrity import IntegrityReader
-from service.store.reads import CardReader, LogReader
+from service.store.reads import Begin, CardReader, LogReader
 from service.store.tables import MAIN_LOG, Log, requests
 from service.store.unit_of_work import UnitOfWork
 
 
-class EventStore:
+class StoreView:
+    """The store's readers over one way of reading: each read in its own
+    transaction (EventStore itself), or every read in one snapshot
+    (EventStore.snapshot)."""
+
+    def __init__(self, read: Begin, hot_sql: HotSql, log: Log):
+        self.read = read  # a read transaction, for the readers and the modules that read (checkpoints)
+        self.log = LogReader(read, log)
+        self.cards = CardReader(read, hot_sql)
+        self.integrity = IntegrityReader(read, self.log)
+
+
+class EventStore(StoreView):
     def __init__(self, url: str, *, read_pool: int = 4, log: Log = MAIN_LOG):
         self.url = url
         self.writer = make_engine(url, writer=True, pool_size=2)
         self.reader = make_engine(url, pool_size=read_pool)
         self.dialect = self.writer.dialect.name
         self._hot_sql = HotSql(self.writer.dialect, log)
-        self.log = LogReader(self.reader, log)
-        self.cards = CardReader(self.reader, self._hot_sql)
-        self.integrity = IntegrityReader(self.reader, self.log)
+        self._log = log
+        super().__init__(self.reader.begin, self._hot_sql, log)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[StoreView]:
+        """Every read through the view sees one consistent state of the
+        store, whatever commits meanwhile: on PostgreSQL one REPEATABLE READ,
+        READ ONLY transaction; on SQLite one read transaction (WAL keeps its
+        snapshot from its first read). A judge of the whole store (pinlife
+        check, VerifyIntegrity) reads through one, so a card written between
+        two of its statements never looks forged."""
+        with self.reader.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield StoreView(lambda: nullcontext(conn), self._hot_sql, self._log)
 
     def ping(self) -> None:
         """Raises if the database cannot be reached (health checking)."""

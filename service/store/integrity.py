@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
 from service.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
 from service.domain.log import LoggedEvent
@@ -17,7 +17,7 @@ from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.streams import TERMINAL_STREAM_PREFIX, terminal_stream
 from service.keys.ring import IntegrityKeys, SecretKind, Verifier
 from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
-from service.store.reads import LogReader
+from service.store.reads import Begin, LogReader
 from service.store.tables import cards, pin_states, secrets, terminals
 
 
@@ -26,13 +26,13 @@ def _link(e: LoggedEvent) -> Link:
 
 
 class IntegrityReader:
-    def __init__(self, engine: Engine, log: LogReader):
-        self.engine = engine
+    def __init__(self, begin: Begin, log: LogReader):
+        self.begin = begin
         self.log = log
 
     def heads(self, stream_id: str | None = None) -> dict[str, StreamHead]:
         """Head rows of card and terminal streams (all, or one)."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             qc = select(cards.c.card_id, cards.c.version, cards.c.last_hash)
             qt = select(terminals.c.terminal_id, terminals.c.version, terminals.c.last_hash)
             if stream_id is not None:
@@ -77,7 +77,7 @@ class IntegrityReader:
 
     def cards_failing_mac(self, integrity: IntegrityKeys, card_id: str | None = None) -> Iterator[str]:
         """Cards whose head, PIN states or verifiers do not match their MAC."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             qh = select(cards.c.card_id, cards.c.version, cards.c.last_hash, cards.c.status, cards.c.ward, cards.c.mac)
             qp = select(pin_states)
             qs = select(secrets.c.card_id, secrets.c.name, secrets.c.key_id, secrets.c.digest).where(

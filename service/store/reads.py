@@ -15,10 +15,11 @@ from __future__ import annotations
 import functools
 import gc
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, func, select
 
 from service.domain.events import Event, Recorded
 from service.domain.log import LoggedEvent
@@ -43,20 +44,25 @@ def _state_from_rows(card_id: str, version: int, status: str, ward: str | None, 
     return card_state(card_id, version, status, ward, (tuple(getattr(r, c) for c in PIN_READ_COLUMNS) for r in rows))
 
 
+# Opens a read transaction: the read engine's begin() (each read its own
+# transaction), or one snapshot's (EventStore.snapshot: every read the same state).
+Begin = Callable[[], AbstractContextManager[Connection]]
+
+
 class LogReader:
     """One log's events."""
 
-    def __init__(self, engine: Engine, log: Log = MAIN_LOG):
-        self.engine = engine
+    def __init__(self, begin: Begin, log: Log = MAIN_LOG):
+        self.begin = begin
         self.head_query = select(log_head.c.position).where(log_head.c.id == log.head_id)  # the log's last position
 
     def stream(self, stream_id: str) -> list[LoggedEvent]:
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             q = select(events).where(events.c.stream_id == stream_id).order_by(events.c.version)
             return [logged_event(r) for r in conn.execute(q)]
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[LoggedEvent]:
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             q = select(events).where(events.c.position > after_position).order_by(events.c.position).limit(limit)
             return [logged_event(r) for r in conn.execute(q)]
 
@@ -67,20 +73,20 @@ class LogReader:
             after = page[-1].position
 
     def head_position(self) -> int:
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             return conn.execute(self.head_query).scalar_one()
 
 
 class CardReader:
     """The lock-state projection and the secrets' keys."""
 
-    def __init__(self, engine: Engine, hot_sql: HotSql):
-        self.engine = engine
+    def __init__(self, begin: Begin, hot_sql: HotSql):
+        self.begin = begin
         self._hot_sql = hot_sql
 
     def read_card(self, card_id: str) -> CardState | None:
         """One card's projection as the tables hold it."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             q = select(cards.c.version, cards.c.status, cards.c.ward).where(cards.c.card_id == card_id)
             head = conn.execute(q).one_or_none()
             if head is None:
@@ -89,20 +95,20 @@ class CardReader:
             return _state_from_rows(card_id, head.version, head.status, head.ward, rows)
 
     def secret(self, ref: SecretRef) -> Verifier | None:
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             q = select(secrets).where(secrets.c.card_id == ref.card_id, secrets.c.kind == ref.kind, secrets.c.name == ref.name)
             r = conn.execute(q).one_or_none()
             return Verifier(r.key_id, r.digest) if r else None
 
     def secrets_by_key(self) -> dict[str, int]:
         """How many secrets each key id still protects (retire a key at 0)."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             q = select(secrets.c.key_id, func.count()).group_by(secrets.c.key_id)
             return dict(conn.execute(q).all())
 
     def projection(self) -> dict[str, CardState]:
         """The live lock-state projection of every card."""
-        with self.engine.begin() as conn:
+        with self.begin() as conn:
             heads: Sequence[tuple[Any, ...]] = conn.execute(
                 select(cards.c.card_id, cards.c.version, cards.c.status, cards.c.ward)
             ).all()
@@ -128,7 +134,7 @@ class CardReader:
         read_time = sql.read_time
         after = 0
         while True:
-            with self.engine.begin() as conn:
+            with self.begin() as conn:
                 rows: Sequence[tuple[Any, ...]] = conn.exec_driver_sql(sql.rebuild_page, (after, batch)).fetchall()
             if not rows:
                 return states

@@ -28,7 +28,15 @@ from service.domain.policy import StoreChain, ThrottlePolicy
 from service.domain.recovery import Procedure, Route
 from service.domain.state import CardStatus, PinState
 from service.config.offices import load_policy
-from service.domain.outcomes import CheckResult, InquiryIssued, PinRestored, ProxyCompletion, ProxyResult, StoreReservation, StoreReset
+from service.domain.outcomes import (
+    CheckResult,
+    InquiryIssued,
+    PinRestored,
+    ProxyCompletion,
+    ProxyResult,
+    StoreReservation,
+    StoreReset,
+)
 from tests.unit.helpers import (
     ALL_TYPES, CARD, CARD_INFO, CORRECT, RESIDENT, SIGNATURE, USER, WRONG, failures, given, never_checked, request_id,
     then, verify, when,
