@@ -105,9 +105,15 @@ class UnitOfWork(Protocol):
 
 class LeafSink(Protocol):
     """Told the Merkle leaves (position, leaf hash) of each committed batch's
-    events (service/store/checkpoints.py LeafFeed signs checkpoints with them)."""
+    events: it must return at once (service/store/checkpoints.py:
+    CheckpointSigner signs with them on a thread of its own, which start and
+    stop run)."""
 
     def committed(self, leaves: Sequence[tuple[int, bytes]]) -> None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class Store(Protocol):

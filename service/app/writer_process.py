@@ -212,6 +212,8 @@ def _child_main(
     logs.configure(log_format)
     logs.bind_context(process="writer")
     store, leaves = open_store(keys, clock)
+    if leaves is not None:
+        leaves.start()  # signs off this process's write path, on a thread of its own
     freeze_startup_objects()
     try:
         while True:
@@ -227,6 +229,8 @@ def _child_main(
             results = run_batch(store, keys, clock, policy, items, attempts, leaves)
             conn.send([_portable(result) for result in results])
     finally:
+        if leaves is not None:
+            leaves.stop()  # the log as this writer leaves it
         store.close()
 
 

@@ -32,7 +32,7 @@ from service.keys.file_modes import FileModeError, check_private_file
 from service.keys.ring import KeyRing
 from service.runtime.clock import Clock, ServiceClock
 from service.store.audit_reads import StoreAuditReads
-from service.store.checkpoints import LeafFeed
+from service.store.checkpoints import CheckpointSigner
 from service.store.event_store import EventStore
 from service.store.key_checks import key_problems
 from service.store.maintenance import Maintenance
@@ -65,14 +65,14 @@ def service_policy(settings: Settings, access: AccessConfig | None, clock: Clock
 @dataclass(frozen=True)
 class WriterStore:
     """What a writer process opens: its own store on the database, and the
-    leaf feed that signs checkpoints of what it commits. A plain value, so
-    that it can be pickled into the process."""
+    signer of its checkpoints (the instance's: see Instance). A plain value,
+    so that it can be pickled into the process."""
 
     database_url: str
 
     def __call__(self, keys: KeyRing, clock: Clock) -> tuple[Store, LeafSink | None]:
         store = EventStore(self.database_url)
-        return store, LeafFeed(store, keys, clock)
+        return store, CheckpointSigner(store, keys, clock)
 
 
 def make_runner(
@@ -158,7 +158,10 @@ class Instance:
         if problems := key_problems(self.store, keys, self.clock()):
             self.store.close()
             raise KeysRefused("; ".join(problems))
-        self.maintenance = Maintenance(self.store, keys, self.clock, self.policy.replay_window)
+        self.maintenance = Maintenance(self.store, self.clock, self.policy.replay_window)
+        # Checkpoints are signed by the process that writes: this one with a
+        # writer thread, else the writer process (its own signer, WriterStore).
+        self.signer = CheckpointSigner(self.store, keys, self.clock) if settings.writer != "process" else None
         # Crash-only: a writer process that dies stops this instance, whose
         # process exits non-zero for its supervisor to start a fresh one.
         self.failed = asyncio.Event()
@@ -179,7 +182,7 @@ class Instance:
             open_store=WriterStore(settings.database_url),
             log_format=settings.log_format,
             on_writer_death=self._writer_died,
-            leaves=LeafFeed(self.store, keys, self.clock),  # a thread writer's checkpoints (a writer process has its own)
+            leaves=self.signer,
         )
         self.log_signal = LogSignal()
         self.app.writer.after_batch.append(self.log_signal.notify)
@@ -208,6 +211,8 @@ class Instance:
                     f"cannot serve metrics on {self.settings.metrics_listen} (PINLIFE_METRICS_LISTEN): {exc.strerror or exc}"
                 ) from None
         await self.app.start()
+        if self.signer is not None:
+            self.signer.start()
         self.maintenance.start()
         if self.log_listener is not None:
             self.log_listener.start()
@@ -220,6 +225,8 @@ class Instance:
             await self.log_listener.stop()
         await self.app.stop()
         await self.maintenance.stop()
+        if self.signer is not None:
+            await asyncio.to_thread(self.signer.stop)  # a last checkpoint of the log as this instance leaves it
         self.close()
 
     def close(self) -> None:

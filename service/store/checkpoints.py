@@ -6,8 +6,8 @@ events appended since (O(log n) hashes per event, amortised O(1)), checks
 each new event's keyed link before it signs, and stores the checkpoint with
 its frontier. The frontier row is MACed under the integrity key: a frontier
 edited in the database is never extended (the server would otherwise sign
-a forged tree). The server signs one every few seconds while the log grows
-(service/api/server.py); `pinlife checkpoint` signs one now.
+a forged tree). Each instance signs one every few seconds while the log grows, off the
+write path (CheckpointSigner); `pinlife checkpoint` signs one now.
 
 `check_against` recomputes the root of the first N events from the store and
 compares it with a checkpoint taken earlier (kept outside the operator's
@@ -21,8 +21,8 @@ proofs can later be served from the same leaves and the stored frontiers.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from datetime import datetime
 from typing import NamedTuple
@@ -45,6 +45,7 @@ log = structlog.get_logger()
 FRONTIER_LABEL = b"pinlife-frontier-v1\x1f"
 CHECKPOINT_EVERY = 10.0  # seconds between checkpoints while the log grows
 KNOWN_LEAVES_MAX = 200_000  # leaves a writer keeps for its next checkpoint (past it: read back)
+SIGN_STEP = 50_000  # positions one signing step covers at most (a long tail is signed in steps)
 
 
 class StoredCheckpoint(NamedTuple):
@@ -100,20 +101,28 @@ def _leaves(store: StoreView, after: int, upto: int, keys: KeyRing | None = None
         raise IntegrityViolation("log", f"the log ends at position {expected - 1}, before {upto}")
 
 
-def sign_checkpoint(
-    store: EventStore, keys: KeyRing, now: datetime, known: MutableMapping[int, bytes] | None = None
-) -> StoredCheckpoint | None:
-    """Sign a checkpoint of the log as it is now; None when nothing was
-    appended since the last one (or another instance signed it first).
+KnownLeaves = Callable[[range], "list[bytes] | None"]  # the leaf hashes of these positions, if all are known
 
-    known: the leaf hashes (by position) of events this process committed
-    itself (LeafFeed). When they cover every position since the last
-    checkpoint, the events are not read back: they are as this process
-    wrote them, so the checkpoint commits to them even if a row was edited
-    meanwhile (the edit then fails against it). Entries the signed tree
-    covers are removed."""
+
+def _none_known(positions: range) -> list[bytes] | None:
+    return None
+
+
+def sign_checkpoint(
+    store: EventStore, keys: KeyRing, now: datetime, known: KnownLeaves = _none_known, upto: int | None = None
+) -> StoredCheckpoint | None:
+    """Sign a checkpoint of the log as it is now (or of its first `upto`
+    positions, to sign a long tail in steps); None when nothing was appended
+    since the last one (or another instance signed it first). It extends
+    the last checkpoint's stored frontier: no signing rereads what an
+    earlier one covered.
+
+    known: the leaf hashes of events this process committed itself
+    (CheckpointSigner). When they cover every position to sign, the events
+    are not read back: they are as this process wrote them, so the
+    checkpoint commits to them even if a row was edited meanwhile (the edit
+    then fails against it)."""
     s = signer(keys)
-    known = {} if known is None else known
     with store.reader.begin() as conn:
         head: int = conn.execute(store.log.head_query).scalar_one()
         q = select(checkpoints.c.tree_size, checkpoints.c.frontier, checkpoints.c.mac)
@@ -126,15 +135,16 @@ def sign_checkpoint(
         frontier = Frontier.from_json(last.frontier)
         if frontier.size != last.tree_size:
             raise IntegrityViolation("checkpoints", f"the frontier of checkpoint {last.tree_size} has another size")
-    _forget(known, frontier.size)
+    if upto is not None:
+        head = min(head, upto)
     if head <= frontier.size:
         return None
     positions = range(frontier.size + 1, head + 1)
-    if all(p in known for p in positions):
-        frontier = frontier.extend_hashed(known[p] for p in positions)
+    hashed = known(positions)
+    if hashed is not None:
+        frontier = frontier.extend_hashed(hashed)
     else:
         frontier = frontier.extend(_leaves(store, frontier.size, head, keys))
-    _forget(known, frontier.size)
     root = frontier.root()
     note = s.sign(Checkpoint(s.name, frontier.size, root).body())
     body = frontier.to_json()
@@ -222,43 +232,92 @@ def check_stored(store: StoreView, keys: KeyRing) -> CheckpointProblem | None:
     return None
 
 
-def _forget(known: MutableMapping[int, bytes], upto: int) -> None:
-    for p in [p for p in known if p <= upto]:
-        del known[p]
+class CheckpointSigner:
+    """An instance's checkpoints, signed off the write path: at start, every
+    CHECKPOINT_EVERY seconds and once more at stop, on a thread of its own
+    with its own connections, it signs the log up to its head, SIGN_STEP
+    positions at a time, each step stored with its frontier (so a long
+    unsigned tail, a restored backup or a store from before checkpoints is
+    signed in bounded steps, and no step is lost).
 
+    It is the writer's LeafSink: a batch hands it the Merkle leaves of the
+    events it committed (`committed`: a dict update under a lock, nothing
+    more), and a step whose every position is known is signed without
+    reading the events back; other instances' events are read back and their
+    links checked. A failure is logged and tried again next round; it never
+    reaches a batch."""
 
-class LeafFeed:
-    """A writer's checkpoints: the Merkle leaves of the events it commits
-    (from each batch, service/app/batch.py), signed every CHECKPOINT_EVERY
-    seconds while the log grows, without reading the events back when this
-    writer wrote every one since the last checkpoint (the usual case with
-    one instance; with several, sign_checkpoint reads the others' events
-    and checks their links). The server's maintenance signs when no writer
-    has for a while (an idle log's tail; service/store/maintenance.py). A failure
-    is logged, never the batch's."""
-
-    def __init__(
-        self,
-        store: EventStore,
-        keys: KeyRing,
-        clock: Clock,
-        every: float = CHECKPOINT_EVERY,
-        monotonic: Callable[[], float] = time.monotonic,
-    ):
-        self.store, self.keys, self.clock, self.every, self._monotonic = store, keys, clock, every, monotonic
+    def __init__(self, store: EventStore, keys: KeyRing, clock: Clock, *, every: float = CHECKPOINT_EVERY, step: int = SIGN_STEP):
+        self.store, self.keys, self.clock, self.every, self.step = store, keys, clock, every, step
         self._known: dict[int, bytes] = {}
-        self._signed_at = monotonic()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
 
+    # -- the write path's side -------------------------------------------------------
     def committed(self, leaves: Iterable[tuple[int, bytes]]) -> None:
         if self.keys.checkpoint is None:
             return
-        self._known.update(leaves)
-        if len(self._known) > KNOWN_LEAVES_MAX:
-            self._known.clear()  # signing has failed for long: the next one reads the events back
-        if self._monotonic() - self._signed_at < self.every:
-            return
-        self._signed_at = self._monotonic()
+        with self._lock:
+            self._known.update(leaves)
+            if len(self._known) > KNOWN_LEAVES_MAX:
+                self._known.clear()  # signing has fallen far behind: it reads the events back
+
+    # -- the signer's side -----------------------------------------------------------
+    def _hashes(self, positions: range) -> list[bytes] | None:
+        with self._lock:
+            if not all(p in self._known for p in positions):
+                return None
+            return [self._known[p] for p in positions]
+
+    def _forget(self, upto: int) -> None:
+        with self._lock:
+            for p in [p for p in self._known if p <= upto]:
+                del self._known[p]
+
+    def sign(self) -> StoredCheckpoint | None:
+        """One round: the log up to its head, a step at a time (a stop
+        between steps ends the round); the last checkpoint signed, if any."""
+        if self.keys.checkpoint is None:
+            return None
+        signed = None
+        while True:
+            size = latest_size(self.store)
+            self._forget(size)
+            step = sign_checkpoint(self.store, self.keys, self.clock(), self._hashes, upto=size + self.step)
+            if step is None:
+                return signed
+            signed = step
+            if self._stopping.is_set() and self._thread is not None:
+                return signed
+
+    def _round(self) -> None:
         try:
-            sign_checkpoint(self.store, self.keys, self.clock(), self._known)
+            self.sign()
         except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
             log.error("checkpoint_failed", error=type(exc).__name__, detail=str(exc))
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._round()
+            self._stopping.wait(self.every)
+
+    def start(self) -> None:
+        if self.keys.checkpoint is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="pinlife-checkpoints", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the rounds, then sign the log as this instance leaves it."""
+        self._stopping.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        self._stopping.clear()
+        self._round()
+
+
+def latest_size(store: EventStore) -> int:
+    found = latest(store)
+    return found.tree_size if found else 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import timedelta
+import threading
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,7 +24,7 @@ from service.domain.chain import leaf_data, link_hash
 from service.domain.merkle import Frontier
 from service.keys.ring import IntegrityKeys, SecretRef
 from service.keys.notes import NoteSigner, open_note, parse_checkpoint
-from service.store import maintenance
+
 from service.store import checkpoints
 from service.store.check import check_store
 from service.store.projection import state_message
@@ -271,33 +271,20 @@ def test_with_the_integrity_key_a_relinked_event_still_fails_the_stored_checkpoi
     )  # fmt: skip
 
 
-# -- a writer's checkpoints from the leaves it committed (LeafFeed) -------------------------
-class Ticks:
-    """A monotonic clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_writer_signs_from_the_leaves_it_committed_without_reading_the_events_back(store, keys, clock):
+# -- an instance's checkpoints, signed off the write path (CheckpointSigner) ---------------
+def test_the_signer_signs_from_the_leaves_it_was_told_without_reading_the_events_back(store, keys, clock):
     """The checkpoint is the RFC 6962 tree of the log; an event edited in the
     database between its commit and the checkpoint does not enter it (the
     writer signs what it wrote), so the edit fails against the checkpoint."""
-    ticks = Ticks()
-    feed = checkpoints.LeafFeed(store, keys, clock, every=10, monotonic=ticks)
-    writer = ThreadRunner(store, keys, clock, leaves=feed)
+    signer = checkpoints.CheckpointSigner(store, keys, clock)
+    writer = ThreadRunner(store, keys, clock, leaves=signer)
     run_ok(writer, enroll(CARD))
-    run_ok(writer, *(verify(CARD, USER, CORRECT[USER]) for _ in range(5)))
-    assert checkpoints.latest(store) is None  # not yet: every 10 s
+    run_ok(writer, *(verify(CARD, USER, CORRECT[USER]) for _ in range(6)))
+    assert checkpoints.latest(store) is None  # a batch only hands its leaves over
     disable_append_only(store)
     with store.writer.begin() as conn:
         conn.execute(update(events).where(events.c.position == 3).values(terminal_id="terminal-forged"))
-    ticks.now = 10
-    run_ok(writer, verify(CARD, USER, CORRECT[USER]))
-    signed = checkpoints.latest(store)
+    signed = signer.sign()
     assert signed is not None and signed.tree_size == 7
     assert checkpoints.check_stored(store, keys) == (7, "the log's first 7 events do not match the checkpoint")
     with store.writer.begin() as conn:  # the edit undone: the log is the tree signed
@@ -306,44 +293,52 @@ def test_a_writer_signs_from_the_leaves_it_committed_without_reading_the_events_
     assert signed.root_hash == _mth(leaf_hashes(store)).hex()
 
 
-def test_a_writer_signs_over_another_writers_events_by_reading_and_checking_them(store, keys, clock):
-    ticks = Ticks()
-    feed = checkpoints.LeafFeed(store, keys, clock, every=10, monotonic=ticks)
-    ours, theirs = ThreadRunner(store, keys, clock, leaves=feed), ThreadRunner(store, keys, clock)
+def test_the_signer_signs_over_another_writers_events_by_reading_and_checking_them(store, keys, clock):
+    signer = checkpoints.CheckpointSigner(store, keys, clock)
+    ours, theirs = ThreadRunner(store, keys, clock, leaves=signer), ThreadRunner(store, keys, clock)
     run_ok(ours, enroll(CARD))
     run_ok(theirs, verify(CARD, USER, CORRECT[USER]))  # another instance's event between ours
-    ticks.now = 10
     run_ok(ours, verify(CARD, USER, CORRECT[USER]))
-    signed = checkpoints.latest(store)
+    signed = signer.sign()
     assert signed is not None and signed.tree_size == 3 and signed.root_hash == _mth(leaf_hashes(store)).hex()
     assert checkpoints.check_stored(store, keys) is None
 
 
-def test_the_maintenance_signs_at_start_when_no_writer_has_for_two_rounds_and_on_stopping(store, keys, clock, monkeypatch):
-    now = [1000.0]
-    monkeypatch.setattr(maintenance.time, "monotonic", lambda: now[0])
-    m = maintenance.Maintenance(store, keys, clock, timedelta(hours=24))
-    writer = ThreadRunner(store, keys, clock)  # signs nothing itself
-
-    def size() -> int:
-        latest = checkpoints.latest(store)
-        return latest.tree_size if latest else 0
-
+def test_a_long_unsigned_tail_is_signed_in_steps_each_stored(store, keys, clock):
+    """A store with no checkpoint over its events (a restored backup, a bulk
+    load, a store from before checkpoints): each step reads at most `step`
+    events back and is stored, so no signing rereads what one covered."""
+    writer = ThreadRunner(store, keys, clock)  # tells no signer: every event is read back
     run_ok(writer, enroll(CARD))
-    m.checkpoint()
-    assert size() == 1  # at start
-    run_ok(writer, verify(CARD, USER, CORRECT[USER]))
-    now[0] += checkpoints.CHECKPOINT_EVERY
-    m.checkpoint()
-    assert size() == 1  # one round without a checkpoint: a writer may be about to sign
-    now[0] += checkpoints.CHECKPOINT_EVERY
-    m.checkpoint()
-    assert size() == 2  # two: none does
-    run_ok(writer, verify(CARD, USER, CORRECT[USER]))
-    checkpoints.sign_checkpoint(store, keys, clock())  # as a writer does
-    run_ok(writer, verify(CARD, USER, CORRECT[USER]))
-    now[0] += 5 * checkpoints.CHECKPOINT_EVERY
-    m.checkpoint()
-    assert size() == 3  # a writer signed since the last round
-    m.final_checkpoint()
-    assert size() == 4  # stopping: the log as this instance leaves it
+    run_ok(writer, *(verify(CARD, USER, CORRECT[USER]) for _ in range(9)))
+    signer = checkpoints.CheckpointSigner(store, keys, clock, step=4)
+    assert signer.sign().tree_size == 10
+    assert [c.tree_size for c in checkpoints.stored(store)] == [4, 8, 10]
+    assert checkpoints.check_stored(store, keys) is None
+
+
+def test_a_signer_blocked_on_its_database_never_holds_a_batch(store, keys, clock, monkeypatch):
+    """Signing, and any read-back it needs, runs on the signer's own thread:
+    while it is stuck reading the log back, batches commit and answer."""
+    run_ok(ThreadRunner(store, keys, clock), enroll(CARD))  # a tail no signer knows: it must be read back
+    reading, release = threading.Event(), threading.Event()
+    real = checkpoints._leaves
+
+    def stuck(*args, **kwargs):
+        reading.set()
+        release.wait(30)
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "_leaves", stuck)
+    signer = checkpoints.CheckpointSigner(store, keys, clock, every=3600)
+    writer = ThreadRunner(store, keys, clock, leaves=signer)
+    signer.start()
+    try:
+        assert reading.wait(30)
+        answers = run_ok(writer, *(verify(CARD, USER, CORRECT[USER]) for _ in range(3)))
+        assert [a.stream_version for a in answers] == [2, 3, 4]  # committed and answered while it waits
+        assert checkpoints.latest(store) is None
+    finally:
+        release.set()
+        signer.stop()  # the round ends, then the log as it is left is signed
+    assert checkpoints.latest(store).tree_size == 4
