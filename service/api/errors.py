@@ -9,7 +9,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from service.domain.access import PermissionDenied, Unauthenticated
 from service.domain.throttle import Throttled
-from service.domain.errors import AlreadyExists, DomainError, InvalidInput, NotFound, PreconditionFailed
+from service.domain.errors import AlreadyExists, AtCapacity, DomainError, InvalidInput, NotFound, PreconditionFailed
 from service.app.ports import IntegrityViolation, StoreUnavailable
 
 CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
@@ -21,6 +21,7 @@ CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Throttled, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (AtCapacity, grpc.StatusCode.RESOURCE_EXHAUSTED),
     # What the database holds for the card does not authenticate: never acted on.
     (IntegrityViolation, grpc.StatusCode.DATA_LOSS),
 ]
@@ -70,7 +71,7 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         )
     elif isinstance(exc, StoreUnavailable):
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": 1})))
-    elif isinstance(exc, Throttled):
+    elif isinstance(exc, (Throttled, AtCapacity)):
         seconds = max(1, int(exc.retry_after.total_seconds()))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": seconds})))
     return status

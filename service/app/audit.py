@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -39,7 +40,7 @@ from service.domain.audit import (
     validate_statistics_range,
 )
 from service.domain.card_ids import validate_card_id
-from service.domain.errors import FieldViolation, InvalidInput, NotFound
+from service.domain.errors import AtCapacity, FieldViolation, InvalidInput, NotFound
 from service.domain.events import AuditRead
 from service.domain.integrity import Progress, Report
 from service.domain.log import LoggedEvent
@@ -58,7 +59,7 @@ class AuditReads(Protocol):
     def head_position(self) -> int: ...
     def statistics(self, start: datetime, end: datetime, granularity: Granularity, top: int) -> Statistics: ...
     def checkpoint(self) -> tuple[str, str] | None: ...
-    def verify(self, card_id: str | None, notes: Sequence[str], progress: Progress) -> Report: ...
+    def verify(self, card_id: str | None, notes: Sequence[str], progress: Progress, cancelled: Callable[[], bool]) -> Report: ...
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class Page:
 
 
 WATCH_PAGE = 500  # events read at a time by a watcher catching up
+INTEGRITY_RETRY = timedelta(seconds=30)  # what a refused whole-store check is told to wait
 STOPPING = "the server is stopping: watch again after the last position received"
 
 
@@ -81,11 +83,16 @@ class Audit:
         app: PinLife,
         is_unavailable: Callable[[BaseException], bool],
         signal: LogSignal | None = None,
+        *,
+        max_integrity_runs: int = 1,
     ):
         self.reads = reads
         self.app = app
         self._is_unavailable = is_unavailable
         self.signal = signal or LogSignal()
+        self.max_integrity_runs = max_integrity_runs
+        self.integrity_runs = asyncio.Semaphore(max_integrity_runs)  # whole-store checks running on this instance
+        self._pending: set[asyncio.Task[None]] = set()  # records of calls that ended early
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -178,13 +185,28 @@ class Audit:
             raise InvalidInput(FieldViolation("checkpoints", "apply to the whole store, not to one card"))
         if card is not None and await self._read(self.reads.card_version, card) is None:
             raise NotFound(f"card {card} is not enrolled")
+        filter: dict[str, Any] = {"card": card or "", "checkpoints": len(notes)}
+        if card is None and self.integrity_runs.locked():
+            await self.record(caller, "VerifyIntegrity", "", {**filter, "refused": "at_capacity"}, 0)
+            raise AtCapacity(
+                f"{self.max_integrity_runs} whole-store integrity check(s) already run on this instance: retry later",
+                INTEGRITY_RETRY,
+            )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=1000)
+        cancel = threading.Event()
 
         def progress(phase: str, done: int, total: int) -> None:
             loop.call_soon_threadsafe(_offer, queue, ("progress", (phase, done, total)))
 
-        task = asyncio.ensure_future(self._read(self.reads.verify, card, list(notes), progress))
+        async def run() -> Report:
+            if card is not None:
+                return await self._read(self.reads.verify, card, list(notes), progress, cancel.is_set)
+            async with self.integrity_runs:
+                return await self._read(self.reads.verify, card, list(notes), progress, cancel.is_set)
+
+        task = asyncio.ensure_future(run())
+        ended = False
         try:
             while not task.done() or not queue.empty():
                 getter = asyncio.ensure_future(queue.get())
@@ -194,12 +216,34 @@ class Audit:
                 else:
                     getter.cancel()
             report = task.result()
+            ended = True
         finally:
-            if not task.done():
-                task.cancel()  # the thread finishes its pass; its result is dropped
-        filter = {"card": card or "", "checkpoints": len(notes)}
+            if not ended:  # the caller went away, or the check failed: stop it, and say which in the record
+                cancel.set()
+                failed = task.done() and not task.cancelled() and task.exception() is not None
+                task.add_done_callback(_retrieved)
+                self._record_later(
+                    caller, "VerifyIntegrity", card or "", {**filter, "ended": "failed" if failed else "cancelled"}, 0
+                )
         await self.record(caller, "VerifyIntegrity", card or "", filter, report.events)
         yield ("report", report)
+
+    def _record_later(self, caller: Caller, rpc: str, card_id: str, filter: dict[str, Any], returned: int) -> None:
+        """Record from a call that is ending (cancelled): in a task of its own, kept until done."""
+        task = asyncio.ensure_future(self.record(caller, rpc, card_id, filter, returned))
+        self._pending.add(task)
+        task.add_done_callback(self._recorded)
+
+    def _recorded(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("audit_read_not_recorded", error=type(exc).__name__)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """A task whose result nobody waits for any more (its exception is not an error to report)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _offer(queue: asyncio.Queue[tuple[str, Any]], item: tuple[str, Any]) -> None:

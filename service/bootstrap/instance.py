@@ -191,7 +191,13 @@ class Instance:
             from service.store.pg_listener import LogListener
 
             self.log_listener = LogListener(settings.database_url, self.log_signal.notify)
-        self.audit = Audit(StoreAuditReads(self.store, keys), self.app, self.store.is_unavailable, self.log_signal)
+        # Auditors read on connections of their own (or a read replica's), so
+        # that their reads never wait for, nor hold, the PIN path's.
+        self.audit_store = EventStore(settings.audit_database_url or settings.database_url, read_pool=settings.audit_pool_size)
+        reads = StoreAuditReads(self.audit_store, keys, timedelta(seconds=settings.clock_skew_seconds))
+        self.audit = Audit(
+            reads, self.app, self.audit_store.is_unavailable, self.log_signal, max_integrity_runs=settings.max_integrity_runs
+        )
         if self.metrics is not None:
             self.app.writer.on_batch.append(self.metrics.batch)
             self.app.writer.on_stall.append(self.metrics.stalled)
@@ -231,5 +237,6 @@ class Instance:
 
     def close(self) -> None:
         self.store.close()
+        self.audit_store.close()
         if self.metrics is not None:
             self.metrics.close()

@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -155,7 +155,7 @@ def check(args: argparse.Namespace) -> None:
             fail(f"cannot read the checkpoint {name}: {exc.strerror}")
     store = existing_store(s)
     try:
-        report = check_store(store, keys(s), notes)
+        report = check_store(store, keys(s), notes, clock_skew=timedelta(seconds=s.clock_skew_seconds))
         print(json.dumps({**report.as_dict(), "secrets_by_key": store.cards.secrets_by_key()}, default=str))
     finally:
         store.close()

@@ -99,6 +99,24 @@ KEYS: tuple[Key, ...] = (
     Key("access", "access_file", Path, "TLS, terminals, roles, throttling (or the [access] tables here)"),
     Key("procedures", "offices_file", Path, "offices, hours, closures, store chains (default: the shipped one)"),
     Key("procedures", "replay_window_hours", float, "a request id's answer is replayed this long", _at_least(0.01)),
+    Key("audit", "audit_database_url", str, "where auditors' reads go, e.g. a read replica (empty: the store itself)"),
+    Key("audit", "audit_pool_size", int, "read connections for auditors' calls, apart from the PIN path's", _at_least(1)),
+    Key(
+        "audit",
+        "max_integrity_runs",
+        int,
+        "whole-store integrity checks at once per instance (more: RESOURCE_EXHAUSTED)",
+        _at_least(1),
+    ),
+    Key("audit", "max_watchers", int, "WatchEvents streams at once per instance", _at_least(1)),
+    Key("audit", "max_watchers_per_terminal", int, "WatchEvents streams at once per auditor terminal", _at_least(1)),
+    Key(
+        "audit",
+        "clock_skew_seconds",
+        float,
+        "how far instances' clocks may differ before history is judged unlawful",
+        _at_least(0),
+    ),
 )
 
 
@@ -119,6 +137,12 @@ class Settings:
     access_file: Path | None = None
     offices_file: Path | None = None
     replay_window_hours: float = 24.0
+    audit_database_url: str = ""
+    audit_pool_size: int = 2
+    max_integrity_runs: int = 1
+    max_watchers: int = 64
+    max_watchers_per_terminal: int = 4
+    clock_skew_seconds: float = 5.0
     # The [access] tables given in the configuration file itself, and the
     # folder their relative paths are taken from.
     access_tables: dict[str, Any] | None = field(default=None, compare=False, repr=False)

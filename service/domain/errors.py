@@ -4,6 +4,7 @@ suspended) are answers, not errors: see outcomes.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 
@@ -68,3 +69,12 @@ class PreconditionFailed(DomainError):
             violations = [violations]
         self.violations = list(violations)
         super().__init__("; ".join(f"{v.subject}: {v.description}" for v in self.violations))
+
+
+class AtCapacity(DomainError):
+    """A bounded resource of this instance is in full use (integrity runs,
+    watchers): refused at once, to be retried after `retry_after`."""
+
+    def __init__(self, message: str, retry_after: timedelta):
+        self.retry_after = retry_after
+        super().__init__(message)

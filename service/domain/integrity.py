@@ -47,3 +47,7 @@ class Report:
 
 
 Progress = Callable[[str, int, int], None]  # phase, done, total
+
+
+class CheckCancelled(Exception):
+    """The caller cancelled an integrity check (its report is not complete)."""

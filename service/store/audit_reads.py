@@ -12,7 +12,7 @@ after page_size rows; tests/store/test_audit_reads.py shows the plans.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tuple_
@@ -22,7 +22,8 @@ from service.domain.calendar import TOKYO
 from service.keys.ring import KeyRing
 from service.store import checkpoints
 from service.domain.integrity import Progress, Report
-from service.store.check import check_card, check_store
+from service.store.check import CLOCK_TOLERANCE, check_card
+from service.store.check_process import check_store_in_process
 from service.store.event_store import EventStore
 from service.domain.log import LoggedEvent
 from service.store.records import logged_event, utc
@@ -185,8 +186,8 @@ def _all_buckets(start: datetime, end: datetime, granularity: Granularity, seen:
 class StoreAuditReads:
     """The auditors' port (service/app/ports.py: AuditReads) on a store."""
 
-    def __init__(self, store: EventStore, keys: KeyRing):
-        self.store, self.keys = store, keys
+    def __init__(self, store: EventStore, keys: KeyRing, clock_skew: timedelta = CLOCK_TOLERANCE):
+        self.store, self.keys, self.clock_skew = store, keys, clock_skew
 
     def card_version(self, card_id: str) -> int | None:
         return card_version(self.store, card_id)
@@ -213,7 +214,8 @@ class StoreAuditReads:
         latest = checkpoints.latest(self.store)
         return None if latest is None else (latest.note, checkpoints.public_verifier_key(self.keys))
 
-    def verify(self, card_id: str | None, notes: Sequence[str], progress: Progress) -> Report:
+    def verify(self, card_id: str | None, notes: Sequence[str], progress: Progress, cancelled: Callable[[], bool]) -> Report:
+        """One card here; the whole store in a process of its own (check_process.py)."""
         if card_id is not None:
-            return check_card(self.store, self.keys, card_id)
-        return check_store(self.store, self.keys, notes, progress)
+            return check_card(self.store, self.keys, card_id, self.clock_skew)
+        return check_store_in_process(self.store.url, self.keys, notes, progress, cancelled, self.clock_skew)

@@ -34,7 +34,7 @@ from sqlalchemy import and_, exists, func, not_, select
 
 from service.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
 from service.domain.events import Recorded
-from service.domain.integrity import Progress, Report
+from service.domain.integrity import CheckCancelled, Progress, Report
 from service.domain.lawful import first_unlawful
 from service.domain.log import LoggedEvent
 from service.domain.pins import PIN_TYPE_BY_VALUE
@@ -47,15 +47,12 @@ from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
 from service.store.records import logged_event
 from service.store.tables import cards, events, pin_states, secrets, terminals
 
-# Instances' clocks differ a little: a lawful stream may step back this much.
+# Instances' clocks differ a little: a lawful stream may step back this much
+# (the default of [audit] clock_skew_seconds).
 CLOCK_TOLERANCE = timedelta(seconds=5)
 LISTED = 20  # cards named per kind of problem; the count is always complete
 BATCH = 500  # cards read at once
 STREAM_PAGE = 5000  # events of one terminal stream read at once
-
-
-class CheckCancelled(Exception):
-    """The caller cancelled the check (its report is not complete)."""
 
 
 def _never() -> bool:
@@ -72,19 +69,21 @@ def check_store(
     supplied: Sequence[str] = (),
     progress: Progress = _quiet,
     cancelled: Callable[[], bool] = _never,
+    clock_skew: timedelta = CLOCK_TOLERANCE,
 ) -> Report:
     """The whole store, in one snapshot. supplied: signed checkpoint notes
     kept outside the store. progress is told each phase as it starts and
-    ends, and each batch of cards."""
+    ends, and each batch of cards. clock_skew: how far a stream's
+    occurred-at may step back (instances' clocks)."""
     with store.snapshot() as view:
-        return _Check(view, keys, progress, cancelled).run(supplied)
+        return _Check(view, keys, progress, cancelled, clock_skew).run(supplied)
 
 
-def check_card(store: EventStore, keys: KeyRing, card_id: str) -> Report:
+def check_card(store: EventStore, keys: KeyRing, card_id: str, clock_skew: timedelta = CLOCK_TOLERANCE) -> Report:
     """One card, in one snapshot: its keyed links up to its head, its MAC,
     its projection against a fold of its events, and its lawful history."""
     with store.snapshot() as view:
-        check = _Check(view, keys, _quiet, _never)
+        check = _Check(view, keys, _quiet, _never, clock_skew)
         check.report.head_position = view.log.head_position()
         heads = _card_heads(view, [card_id])
         stream = view.log.stream(card_id)
@@ -111,8 +110,8 @@ class _Listed:
 
 
 class _Check:
-    def __init__(self, view: StoreView, keys: KeyRing, progress: Progress, cancelled: Callable[[], bool]):
-        self.view, self.keys, self.progress, self.cancelled = view, keys, progress, cancelled
+    def __init__(self, view: StoreView, keys: KeyRing, progress: Progress, cancelled: Callable[[], bool], clock_skew: timedelta):
+        self.view, self.keys, self.progress, self.cancelled, self.clock_skew = view, keys, progress, cancelled, clock_skew
         self.key = keys.integrity.key_or_none
         self.report = Report()
         self.broken: BrokenLink | None = None
@@ -210,7 +209,7 @@ class _Check:
         r = self.report
         if r.first_unlawful is not None and r.first_unlawful["stream_id"] <= stream_id:
             return  # the first by stream id is kept
-        if (u := first_unlawful(recorded, clock_tolerance=CLOCK_TOLERANCE)) is not None:
+        if (u := first_unlawful(recorded, clock_tolerance=self.clock_skew)) is not None:
             r.first_unlawful = {"stream_id": stream_id, **asdict(u)}
 
     def _terminals(self) -> None:

@@ -5,12 +5,17 @@ written between two of its reads never looks forged, on either store."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+
+import pytest
 
 from service.app.batch import ThreadRunner
 from service.app.handlers import Caller
 from service.runtime.clock import system_clock
-from service.store.check import check_card, check_store
+from service.domain.integrity import CheckCancelled
+from service.store.check import CLOCK_TOLERANCE, check_card, check_store
+from service.store.check_process import check_store_in_process
 from tests.store.helpers import CORRECT, USER, WRONG, enroll, run_ok, verify
 
 CARDS = [f"card-w{i:03d}" for i in range(150)]
@@ -60,3 +65,25 @@ def test_the_verdict_is_intact_while_four_writers_keep_verifying(store, keys):
 
 def _caller(worker: int) -> Caller:
     return Caller("medical_reader", f"reader-{worker}")
+
+
+def test_a_whole_store_check_in_its_own_process_reports_as_in_this_one_and_stops_when_cancelled(store, keys):
+    runner = ThreadRunner(store, keys, system_clock)
+    run_ok(runner, *[enroll(card) for card in CARDS[:20]], verify(CARDS[0], USER, WRONG[USER]))
+    phases: list[str] = []
+    report = check_store_in_process(
+        store.url, keys, [], lambda phase, done, total: phases.append(phase), lambda: False, CLOCK_TOLERANCE
+    )
+    assert report == check_store(store, keys)
+    assert report.intact and report.cards == 20 and {"positions", "cards", "terminals", "checkpoints"} <= set(phases)
+
+    seen = threading.Event()
+    children: list = []
+
+    def cancelled() -> bool:
+        children.extend(c for c in multiprocessing.active_children() if c.name == "pinlife-check")
+        return seen.is_set()
+
+    with pytest.raises(CheckCancelled):
+        check_store_in_process(store.url, keys, [], lambda *progress: seen.set(), cancelled, CLOCK_TOLERANCE)
+    assert children and not any(c.is_alive() for c in children)  # the check's process is gone
