@@ -83,6 +83,16 @@ def event_filter(f: apb.EventFilter, stream_kind: int = apb.STREAM_KIND_UNSPECIF
     )
 
 
+MAX_EVENTS_PER_MESSAGE = 500
+
+
+def events_per_message(asked: int) -> int:
+    """WatchEvents' max_events_per_message: 0 or 1 is one event per message."""
+    if asked > MAX_EVENTS_PER_MESSAGE:
+        raise InvalidInput(FieldViolation("max_events_per_message", f"at most {MAX_EVENTS_PER_MESSAGE}"))
+    return max(1, asked)
+
+
 # -- events --------------------------------------------------------------------
 def _oneof_name(event_type: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", event_type).lower()

@@ -57,14 +57,21 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
 
     @rpc_stream(AUDIT_SERVICE, "WatchEvents")
     async def WatchEvents(self, request: apb.WatchEventsRequest, caller: Caller) -> AsyncIterator[apb.WatchEventsResponse]:
+        per_message = amap.events_per_message(request.max_events_per_message)
         metrics = self.metrics
         if metrics is not None:
             metrics.watch_subscribers.inc()
         try:
-            async for e in self.audit.watch(caller, request.after_position):
-                yield apb.WatchEventsResponse(event=amap.event(e))
-                if metrics is not None:
-                    metrics.delivered(e.occurred_at)
+            async for events in self.audit.watch(caller, request.after_position):
+                for i in range(0, len(events), per_message):
+                    chunk = events[i : i + per_message]
+                    if request.max_events_per_message > 1:
+                        yield apb.WatchEventsResponse(events=[amap.event(e) for e in chunk])
+                    else:
+                        yield apb.WatchEventsResponse(event=amap.event(chunk[0]))
+                    if metrics is not None:
+                        for e in chunk:
+                            metrics.delivered(e.occurred_at)
         finally:
             if metrics is not None:
                 metrics.watch_subscribers.dec()

@@ -22,6 +22,8 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from service.app.handlers import Caller, RecordTerminalEvents
+from service.app.log_follower import PAGE as WATCH_PAGE
+from service.app.log_follower import LogFollower
 from service.app.log_signal import LogSignal
 from service.app.ports import StoreUnavailable
 from service.app.service import PinLife
@@ -71,9 +73,10 @@ class Page:
     stream_version: int = 0
 
 
-WATCH_PAGE = 500  # events read at a time by a watcher catching up
 INTEGRITY_RETRY = timedelta(seconds=30)  # what a refused whole-store check is told to wait
 STOPPING = "the server is stopping: watch again after the last position received"
+FELL_BEHIND = "this watch fell behind the log: watch again after position {position}"
+WATCH_RETRY = timedelta(seconds=10)  # what a watcher refused at capacity is told to wait
 
 
 class Audit:
@@ -85,6 +88,8 @@ class Audit:
         signal: LogSignal | None = None,
         *,
         max_integrity_runs: int = 1,
+        max_watchers: int = 64,
+        max_watchers_per_terminal: int = 4,
     ):
         self.reads = reads
         self.app = app
@@ -93,6 +98,13 @@ class Audit:
         self.max_integrity_runs = max_integrity_runs
         self.integrity_runs = asyncio.Semaphore(max_integrity_runs)  # whole-store checks running on this instance
         self._pending: set[asyncio.Task[None]] = set()  # records of calls that ended early
+        self.max_watchers, self.max_watchers_per_terminal = max_watchers, max_watchers_per_terminal
+        self._watching: dict[str, int] = {}  # watchers by terminal
+        self.follower = LogFollower(
+            lambda after, limit: self._read(self.reads.read_all, after, limit),
+            lambda: self._read(self.reads.head_position),
+            self.signal,
+        )
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -158,22 +170,45 @@ class Audit:
             )
         return found
 
-    async def watch(self, caller: Caller, after_position: int) -> AsyncIterator[LoggedEvent]:
-        """Every event after `after_position`, in position order: those stored,
-        then each batch as it commits; never ends on its own. Recorded once,
-        when the watch starts."""
-        await self.record(caller, "WatchEvents", "", {"after_position": after_position}, 0)
-        position = after_position
-        while True:
-            if self.signal.closed:
-                raise StoreUnavailable(STOPPING)
-            ticket = self.signal.ticket()
-            events = await self._read(self.reads.read_all, position, WATCH_PAGE)
-            for e in events:
-                yield e
-                position = e.position
-            if len(events) < WATCH_PAGE:
-                await self.signal.wait(ticket)
+    async def watch(self, caller: Caller, after_position: int) -> AsyncIterator[list[LoggedEvent]]:
+        """Every event after `after_position`, in position order, a list at a
+        time: those stored, then each batch as it commits (log_follower.py);
+        never ends on its own. Recorded when it starts, and again when it ends
+        with how many events it delivered. At most max_watchers per instance
+        and max_watchers_per_terminal per terminal (AtCapacity)."""
+        terminal = caller.terminal_id
+        query: dict[str, Any] = {"after_position": after_position}
+        if self.follower.watchers >= self.max_watchers or self._watching.get(terminal, 0) >= self.max_watchers_per_terminal:
+            await self.record(caller, "WatchEvents", "", {**query, "refused": "at_capacity"}, 0)
+            limit = self.max_watchers if self.follower.watchers >= self.max_watchers else self.max_watchers_per_terminal
+            raise AtCapacity(f"{limit} watchers already follow the log here: watch again later", WATCH_RETRY)
+        await self.record(caller, "WatchEvents", "", query, 0)
+        self._watching[terminal] = self._watching.get(terminal, 0) + 1
+        sub = await self.follower.subscribe()
+        position, delivered = after_position, 0
+        try:
+            while position < sub.start:  # catch up on the stored events, up to where the follower took over
+                events = [e for e in await self._read(self.reads.read_all, position, WATCH_PAGE) if e.position <= sub.start]
+                if not events:
+                    break
+                position, delivered = events[-1].position, delivered + len(events)
+                yield events
+            while True:
+                batch = await sub.queue.get()
+                if batch is None:
+                    raise StoreUnavailable(sub.ended or STOPPING)
+                fresh = [e for e in batch if e.position > position]
+                if fresh:
+                    position, delivered = fresh[-1].position, delivered + len(fresh)
+                    yield fresh
+                if sub.cut and sub.queue.empty():
+                    raise StoreUnavailable(sub.ended or FELL_BEHIND.format(position=position))
+        finally:
+            self.follower.unsubscribe(sub)
+            self._watching[terminal] -= 1
+            if not self._watching[terminal]:
+                del self._watching[terminal]
+            self._record_later(caller, "WatchEvents", "", {**query, "ended": "watch"}, delivered)
 
     async def verify(self, caller: Caller, card_id: str, notes: Sequence[str]) -> AsyncIterator[tuple[str, Any]]:
         """Yields ("progress", (phase, done, total)) while the check runs,
@@ -227,6 +262,11 @@ class Audit:
                 )
         await self.record(caller, "VerifyIntegrity", card or "", filter, report.events)
         yield ("report", report)
+
+    async def stop(self) -> None:
+        """Write the records of calls that ended early (before the writer stops)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
 
     def _record_later(self, caller: Caller, rpc: str, card_id: str, filter: dict[str, Any], returned: int) -> None:
         """Record from a call that is ending (cancelled): in a task of its own, kept until done."""

@@ -196,7 +196,13 @@ class Instance:
         self.audit_store = EventStore(settings.audit_database_url or settings.database_url, read_pool=settings.audit_pool_size)
         reads = StoreAuditReads(self.audit_store, keys, timedelta(seconds=settings.clock_skew_seconds))
         self.audit = Audit(
-            reads, self.app, self.audit_store.is_unavailable, self.log_signal, max_integrity_runs=settings.max_integrity_runs
+            reads,
+            self.app,
+            self.audit_store.is_unavailable,
+            self.log_signal,
+            max_integrity_runs=settings.max_integrity_runs,
+            max_watchers=settings.max_watchers,
+            max_watchers_per_terminal=settings.max_watchers_per_terminal,
         )
         if self.metrics is not None:
             self.app.writer.on_batch.append(self.metrics.batch)
@@ -229,6 +235,7 @@ class Instance:
         self.log_signal.close()
         if self.log_listener is not None:
             await self.log_listener.stop()
+        await self.audit.stop()
         await self.app.stop()
         await self.maintenance.stop()
         if self.signer is not None:

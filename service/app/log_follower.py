@@ -1,0 +1,111 @@
+"""One reader of the log per instance, for every live watcher
+(AuditService.WatchEvents): however many watch, each batch the writers
+commit is read once and handed to each watcher's bounded buffer.
+
+A watcher first catches up on its own, reading the stored events after its
+position up to the follower's position when it subscribed (`start`), then
+takes what the follower hands it. A watcher whose buffer is full when the
+follower has more for it (it falls behind by more than `buffer` pages) is
+cut: it is given what its buffer holds, then ends, and watches again from
+the last position it delivered; the others never wait for it. The follower
+runs while anyone watches, and ends every watch when the server stops or
+the log cannot be read (UNAVAILABLE: watch again, here or elsewhere).
+
+Positions are gap-free and commit in order (service/store/unit_of_work.py),
+so reading "after p" never skips an event, and a watcher drops what it has
+delivered already: it never repeats one either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from service.app.log_signal import LogSignal
+from service.domain.log import LoggedEvent
+
+log = structlog.get_logger()
+
+PAGE = 500  # events read at a time, by the follower and by a watcher catching up
+BUFFER = 64  # pages a watcher may fall behind the follower before it is cut
+
+
+class Subscription:
+    """A watcher's place at the follower: its buffer, and why it ended, if it did."""
+
+    def __init__(self, start: int, buffer: int):
+        self.start = start  # the follower hands over what comes after this position
+        self.queue: asyncio.Queue[list[LoggedEvent] | None] = asyncio.Queue(maxsize=buffer)
+        self.cut = False  # fell behind: it ends once its buffer is delivered
+        self.ended: str | None = None  # why the follower ended it (None in the queue says so)
+
+
+class LogFollower:
+    def __init__(
+        self,
+        read_after: Callable[[int, int], Awaitable[list[LoggedEvent]]],
+        head: Callable[[], Awaitable[int]],
+        signal: LogSignal,
+        *,
+        page: int = PAGE,
+        buffer: int = BUFFER,
+    ):
+        self._read_after, self._head, self.signal = read_after, head, signal
+        self.page, self.buffer = page, buffer
+        self.position = 0  # the last position handed over
+        self._subscribers: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+
+    @property
+    def watchers(self) -> int:
+        return len(self._subscribers)
+
+    async def subscribe(self) -> Subscription:
+        async with self._starting:
+            if self._task is None:
+                self.position = await self._head()
+                self._task = asyncio.create_task(self._run(), name="pinlife-log-follower")
+            sub = Subscription(self.position, self.buffer)
+            self._subscribers.add(sub)
+            return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    async def _run(self) -> None:
+        why = "the server is stopping: watch again after the last position received"
+        try:
+            while self._subscribers and not self.signal.closed:
+                ticket = self.signal.ticket()
+                events = await self._read_after(self.position, self.page)
+                if events:
+                    self.position = events[-1].position
+                    self._hand_over(events)
+                if len(events) < self.page:
+                    await self.signal.wait(ticket)
+        except Exception as exc:  # noqa: BLE001 - every watch ends UNAVAILABLE; watchers resume
+            log.warning("log_follower_failed", error=type(exc).__name__)
+            why = "the log cannot be read now: watch again after the last position received"
+        finally:
+            self._task = None
+            for sub in list(self._subscribers):
+                self._end(sub, why)
+
+    def _hand_over(self, events: list[LoggedEvent]) -> None:
+        for sub in list(self._subscribers):
+            try:
+                sub.queue.put_nowait(events)
+            except asyncio.QueueFull:
+                sub.cut = True
+                self._subscribers.discard(sub)
+
+    def _end(self, sub: Subscription, why: str) -> None:
+        self._subscribers.discard(sub)
+        sub.ended = why
+        try:
+            sub.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            sub.cut = True  # it learns once it has delivered its buffer
