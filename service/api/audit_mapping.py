@@ -8,7 +8,7 @@ from datetime import datetime, UTC
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.json_format import ParseDict
+from google.protobuf.json_format import ParseDict, ParseError
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -58,8 +58,17 @@ def granularity(value: int) -> Granularity:
     return _known(GRANULARITY_TO_DOMAIN, value, "granularity")
 
 
-def time(ts: Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
+def time(ts: Timestamp, present: bool, field_name: str) -> datetime | None:
+    """A Timestamp the client set, or None; one protobuf itself would not
+    accept (seconds or nanos out of range) is bad input naming the field."""
+    if not present:
+        return None
+    try:
+        if not 0 <= ts.nanos <= 999_999_999:
+            raise ValueError("nanos")
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidInput(FieldViolation(field_name, "is not a valid time (seconds or nanos out of range)")) from None
 
 
 def event_filter(f: apb.EventFilter, stream_kind: int = apb.STREAM_KIND_UNSPECIFIED, prefix: str = "filter") -> Filter:
@@ -71,8 +80,8 @@ def event_filter(f: apb.EventFilter, stream_kind: int = apb.STREAM_KIND_UNSPECIF
         except InvalidInput:
             raise InvalidInput(FieldViolation(f"{prefix}.pin_type", f"unknown value {f.pin_type}")) from None
     return Filter(
-        start=time(getattr(f, "from"), f.HasField("from")),
-        end=time(f.to, f.HasField("to")),
+        start=time(getattr(f, "from"), f.HasField("from"), f"{prefix}.from"),
+        end=time(f.to, f.HasField("to"), f"{prefix}.to"),
         event_types=frozenset(f.event_types),
         channels=frozenset(f.channels),
         terminal_id=f.terminal_id or None,
@@ -157,7 +166,10 @@ def event(e: LoggedEvent) -> apb.AuditEvent:
         _typed(getattr(out.payload, name), payload)
         getattr(out.payload, name).SetInParent()
     json_payload = Struct()
-    ParseDict(payload, json_payload)
+    try:
+        ParseDict(payload if isinstance(payload, dict) else {"stored": payload}, json_payload)
+    except ParseError:  # a stored payload JSON cannot hold as a Struct: shown as its text
+        ParseDict({"stored": str(payload)}, json_payload)
     out.payload.json.CopyFrom(json_payload)
     return out
 

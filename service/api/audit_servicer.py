@@ -107,8 +107,8 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
     async def GetStatistics(self, request: apb.GetStatisticsRequest, caller: Caller) -> apb.GetStatisticsResponse:
         stats = await self.audit.statistics(
             caller,
-            amap.time(getattr(request, "from"), request.HasField("from")),
-            amap.time(request.to, request.HasField("to")),
+            amap.time(getattr(request, "from"), request.HasField("from"), "from"),
+            amap.time(request.to, request.HasField("to"), "to"),
             amap.granularity(request.granularity),
             request.top_terminals,
         )

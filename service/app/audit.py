@@ -33,12 +33,14 @@ from service.domain.audit import (
     Filter,
     Granularity,
     Order,
+    Seal,
     Statistics,
     decode_cursor,
     encode_cursor,
     page_size,
     top_terminals,
     validate_filter,
+    validate_position,
     validate_statistics_range,
 )
 from service.domain.card_ids import validate_card_id
@@ -84,6 +86,7 @@ class Audit:
         self,
         reads: AuditReads,
         app: PinLife,
+        seal: Seal,
         is_unavailable: Callable[[BaseException], bool],
         signal: LogSignal | None = None,
         *,
@@ -93,6 +96,7 @@ class Audit:
     ):
         self.reads = reads
         self.app = app
+        self.seal = seal  # page tokens are sealed with it (the integrity keys)
         self._is_unavailable = is_unavailable
         self.signal = signal or LogSignal()
         self.max_integrity_runs = max_integrity_runs
@@ -124,7 +128,7 @@ class Audit:
         f = validate_filter(f)
         size = page_size(size)
         query = {"rpc": "GetCardHistory", "card": card_id, "order": order.value, "filter": f.as_dict()}
-        cursor = decode_cursor(token, query, (int,))
+        cursor = decode_cursor(token, query, (int,), self.seal)
         after = None if cursor is None else cursor.key[0]
         version = await self._read(self.reads.card_version, card_id)
         if version is None:
@@ -133,7 +137,7 @@ class Audit:
         events = await self._read(self.reads.card_history, card_id, f, order, after, size + 1)
         more = len(events) > size
         events = events[:size]
-        next_token = encode_cursor(Cursor((events[-1].version,)), query) if more else ""
+        next_token = encode_cursor(Cursor((events[-1].version,)), query, self.seal) if more else ""
         await self.record(caller, "GetCardHistory", card_id, f.as_dict(), len(events))
         return Page(events, next_token, version)
 
@@ -141,12 +145,13 @@ class Audit:
         f = validate_filter(f)
         size = page_size(size)
         query = {"rpc": "QueryEvents", "order": order.value, "filter": f.as_dict()}
-        cursor = decode_cursor(token, query, (datetime, int))
+        cursor = decode_cursor(token, query, (datetime, int), self.seal)
         after = None if cursor is None else cursor.key
         events = await self._read(self.reads.query_events, f, order, after, size + 1)
         more = len(events) > size
         events = events[:size]
-        next_token = encode_cursor(Cursor((events[-1].occurred_at.isoformat(), events[-1].position)), query) if more else ""
+        last = Cursor((events[-1].occurred_at.isoformat(), events[-1].position)) if more else None
+        next_token = encode_cursor(last, query, self.seal) if last else ""
         await self.record(caller, "QueryEvents", "", f.as_dict(), len(events))
         return Page(events, next_token)
 
@@ -177,6 +182,7 @@ class Audit:
         with how many events it delivered. At most max_watchers per instance
         and max_watchers_per_terminal per terminal (AtCapacity)."""
         terminal = caller.terminal_id
+        validate_position(after_position, "after_position")
         query: dict[str, Any] = {"after_position": after_position}
         if self.follower.watchers >= self.max_watchers or self._watching.get(terminal, 0) >= self.max_watchers_per_terminal:
             await self.record(caller, "WatchEvents", "", {**query, "refused": "at_capacity"}, 0)

@@ -198,6 +198,7 @@ class Instance:
         self.audit = Audit(
             reads,
             self.app,
+            keys.integrity,
             self.audit_store.is_unavailable,
             self.log_signal,
             max_integrity_runs=settings.max_integrity_runs,

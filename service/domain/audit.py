@@ -13,8 +13,8 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from service.domain.access import Role
 from service.domain.calendar import TOKYO
@@ -30,6 +30,30 @@ DEFAULT_TOP_TERMINALS = 20
 MAX_TOP_TERMINALS = 1000
 MAX_SUPPLIED_CHECKPOINTS = 16  # checkpoints an auditor may supply to one integrity check
 MAX_FILTER_VALUES = 50  # event types or channels in one filter
+MAX_POSITION = 2**63 - 1  # positions and versions are stored as 64-bit signed integers
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # the times an auditor may ask about: [EARLIEST, LATEST)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+class Seal(Protocol):
+    """Authenticates what the service hands out and takes back (page
+    tokens): service/keys/ring.py's IntegrityKeys is one."""
+
+    def tag(self, message: bytes) -> str: ...
+
+    def checks(self, tagged: str | None, message: bytes) -> bool: ...
+
+
+def validate_position(value: int, field_name: str) -> int:
+    if not 0 <= value <= MAX_POSITION:
+        raise InvalidInput(FieldViolation(field_name, f"must be 0 to {MAX_POSITION}"))
+    return value
+
+
+def validate_time(at: datetime, field_name: str) -> datetime:
+    if not EARLIEST <= at < LATEST:
+        raise InvalidInput(FieldViolation(field_name, f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)"))
+    return at
 
 
 class Outcome(enum.Enum):
@@ -149,6 +173,11 @@ CHANNELS = frozenset(r.value for r in Role)
 
 def validate_filter(f: Filter, prefix: str = "filter") -> Filter:
     problems = []
+    for name, at in (("from", f.start), ("to", f.end)):
+        if at is not None and not EARLIEST <= at < LATEST:
+            problems.append(
+                FieldViolation(f"{prefix}.{name}", f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)")
+            )
     if f.start and f.end and f.start >= f.end:
         problems.append(FieldViolation(f"{prefix}.to", "must be after filter.from (the range is [from, to))"))
     for name, values, known in (("event_types", f.event_types, EVENT_TYPES.keys()), ("channels", f.channels, CHANNELS)):
@@ -187,23 +216,35 @@ def _digest(query: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(query, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def encode_cursor(cursor: Cursor, query: dict[str, Any]) -> str:
-    body = json.dumps({"v": 1, "k": list(cursor.key), "q": _digest(query)}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+def _sealed(body: dict[str, Any]) -> bytes:
+    return json.dumps({k: body[k] for k in ("v", "k", "q")}, sort_keys=True, separators=(",", ":")).encode()
 
 
-def decode_cursor(token: str, query: dict[str, Any], shape: tuple[type, ...], field_name: str = "page_token") -> Cursor | None:
-    """None for the first page. A token that is not ours, or was made for
-    another query (filter, order, card), is INVALID_ARGUMENT. shape: the
-    key's types (a datetime travels as ISO 8601 text)."""
+def encode_cursor(cursor: Cursor, query: dict[str, Any], seal: Seal) -> str:
+    """A page token: the cursor and the query's digest, sealed (a token
+    edited or made up by a client is refused, not followed)."""
+    body: dict[str, Any] = {"v": 2, "k": list(cursor.key), "q": _digest(query)}
+    body["m"] = seal.tag(_sealed(body))
+    return base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(
+    token: str, query: dict[str, Any], shape: tuple[type, ...], seal: Seal, field_name: str = "page_token"
+) -> Cursor | None:
+    """None for the first page. A token that is not ours (its seal does not
+    check), or was made for another query (filter, order, card), is
+    INVALID_ARGUMENT. shape: the key's types (a datetime travels as ISO 8601
+    text)."""
     if not token:
         return None
     try:
         if len(token) > 512:
             raise ValueError("too long")
         body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if body["v"] != 1 or not isinstance(body["k"], list) or not isinstance(body["q"], str):
+        if body["v"] != 2 or not isinstance(body["k"], list) or not isinstance(body["q"], str):
             raise ValueError("shape")
+        if not isinstance(body.get("m"), str) or not seal.checks(body["m"], _sealed(body)):
+            raise ValueError("not sealed by this service")
         key = tuple(_key_part(v, t) for v, t in zip(body["k"], shape, strict=True))
     except (ValueError, KeyError, TypeError):
         raise InvalidInput(FieldViolation(field_name, "is not a page token this service issued")) from None
@@ -218,7 +259,7 @@ def _key_part(value: Any, kind: type) -> Any:
         if at.tzinfo is None:
             raise ValueError("naive time")
         return at
-    if kind is int and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_POSITION):
         raise ValueError("not a position")
     return value
 
@@ -247,6 +288,9 @@ def validate_statistics_range(
         if start >= end:
             problems.append(FieldViolation("to", "must be after from (the range is [from, to))"))
         limit = MAX_HOUR_BUCKETS_DAYS if granularity is Granularity.HOUR else MAX_DAY_BUCKETS_DAYS
+        for name, at in (("from", start), ("to", end)):
+            if not EARLIEST <= at < LATEST:
+                problems.append(FieldViolation(name, f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)"))
         if end - start > timedelta(days=limit):
             problems.append(FieldViolation("to", f"the range is at most {limit} days by {granularity.value}"))
     if problems:

@@ -18,7 +18,7 @@ from service.domain.errors import AtCapacity
 from service.domain.integrity import CheckCancelled, Report
 from service.domain.policy import Policy
 from service.domain.streams import terminal_stream
-from tests.keys import ring
+from tests.keys import INTEGRITY, ring
 from tests.unit.fakes import FakeClock, FakeStore
 
 KEYS = ring("k-1", {"k-1": b"k" * 32})
@@ -67,7 +67,7 @@ def test_a_whole_store_check_beyond_the_bound_is_refused_at_once_with_a_retry_an
     reads = HeldChecks()
 
     async def scenario(app) -> None:
-        audit = Audit(reads, app, lambda exc: False, max_integrity_runs=1)
+        audit = Audit(reads, app, INTEGRITY, lambda exc: False, max_integrity_runs=1)
         first = audit.verify(AUDITOR, "", [])
         assert (await anext(first))[0] == "progress"  # running, holding the one run
         with pytest.raises(AtCapacity) as refused:
@@ -87,7 +87,7 @@ def test_a_cancelled_check_stops_and_its_run_is_recorded_as_cancelled():
     reads = HeldChecks()
 
     async def scenario(app) -> None:
-        audit = Audit(reads, app, lambda exc: False, max_integrity_runs=1)
+        audit = Audit(reads, app, INTEGRITY, lambda exc: False, max_integrity_runs=1)
         call = audit.verify(AUDITOR, "", [])
         assert (await anext(call))[0] == "progress"
         await call.aclose()  # the auditor went away

@@ -43,6 +43,8 @@ from service.domain.calendar import TOKYO
 from service.domain.errors import InvalidInput
 from service.domain.events import EVENT_TYPES
 from service.domain.pins import PinType
+from service.keys.ring import IntegrityKeys
+from tests.keys import INTEGRITY
 
 UTC = UTC
 NOW = datetime(2026, 12, 1, 1, 30, tzinfo=UTC)  # 10:30 in Tokyo
@@ -166,19 +168,19 @@ def token_of(body: dict) -> str:
 
 
 def test_no_token_is_the_first_page():
-    assert decode_cursor("", HISTORY_QUERY, (int,)) is None
+    assert decode_cursor("", HISTORY_QUERY, (int,), SEAL) is None
 
 
 def test_a_cursor_round_trips_for_the_query_it_was_issued_for():
-    token = encode_cursor(Cursor((42,)), HISTORY_QUERY)
+    token = encode_cursor(Cursor((42,)), HISTORY_QUERY, SEAL)
     assert "=" not in token and token.isascii()
-    assert decode_cursor(token, HISTORY_QUERY, (int,)) == Cursor((42,))
+    assert decode_cursor(token, HISTORY_QUERY, (int,), SEAL) == Cursor((42,))
     at = datetime(2026, 12, 1, 10, 30, 0, 123456, tzinfo=TOKYO)
-    token = encode_cursor(Cursor((at.isoformat(), 7)), EVENTS_QUERY)
-    decoded = decode_cursor(token, EVENTS_QUERY, (datetime, int))
+    token = encode_cursor(Cursor((at.isoformat(), 7)), EVENTS_QUERY, SEAL)
+    decoded = decode_cursor(token, EVENTS_QUERY, (datetime, int), SEAL)
     assert decoded == Cursor((at, 7)) and decoded.key[0].utcoffset() == timedelta(hours=9)
     # the same query built in another key order is the same query
-    assert decode_cursor(token, dict(reversed(EVENTS_QUERY.items())), (datetime, int)) == Cursor((at, 7))
+    assert decode_cursor(token, dict(reversed(EVENTS_QUERY.items())), (datetime, int), SEAL) == Cursor((at, 7))
 
 
 @pytest.mark.parametrize(
@@ -191,13 +193,14 @@ def test_a_cursor_round_trips_for_the_query_it_was_issued_for():
     ],
 )
 def test_a_cursor_from_another_query_is_refused(other):
-    token = encode_cursor(Cursor((3,)), HISTORY_QUERY)
-    assert violations(lambda: decode_cursor(token, other, (int,))) == {
+    token = encode_cursor(Cursor((3,)), HISTORY_QUERY, SEAL)
+    assert violations(lambda: decode_cursor(token, other, (int,), SEAL)) == {
         "page_token": "was issued for another query: pass the same filter and order"
     }
 
 
 NOT_OURS = "is not a page token this service issued"
+SEAL = INTEGRITY  # page tokens are sealed with the integrity keys
 
 
 @pytest.mark.parametrize(
@@ -217,44 +220,55 @@ NOT_OURS = "is not a page token this service issued"
         token_of({"v": 1, "k": ["x"], "q": "0"}),
         token_of({"v": 1, "k": [3, 4], "q": "0"}),  # too long a key
         token_of({"v": 1, "k": [], "q": "0"}),  # too short
-        encode_cursor(Cursor((10**400,)), HISTORY_QUERY),  # well formed, but over the length bound
+        encode_cursor(Cursor((10**400,)), HISTORY_QUERY, SEAL),  # well formed, but over the length bound
     ],
 )
 def test_a_token_this_service_did_not_issue_is_refused(token):
-    assert violations(lambda: decode_cursor(token, HISTORY_QUERY, (int,))) == {"page_token": NOT_OURS}
+    assert violations(lambda: decode_cursor(token, HISTORY_QUERY, (int,), SEAL)) == {"page_token": NOT_OURS}
 
 
 def test_a_tampered_token_is_refused():
-    token = encode_cursor(Cursor((3,)), HISTORY_QUERY)
+    token = encode_cursor(Cursor((3,)), HISTORY_QUERY, SEAL)
     body = body_of(token)
-    # the digest changed: the token claims another query
-    forged = token_of({**body, "q": "0" * 16})
-    assert "another query" in violations(lambda: decode_cursor(forged, HISTORY_QUERY, (int,)))["page_token"]
+    # the digest or the key changed: its seal no longer checks
+    for forged in (token_of({**body, "q": "0" * 16}), token_of({**body, "k": [2]})):
+        assert violations(lambda f=forged: decode_cursor(f, HISTORY_QUERY, (int,), SEAL)) == {"page_token": NOT_OURS}
+    # sealed by another service's key, or made before tokens were sealed (v1)
+    other = IntegrityKeys("int-other", {"int-other": b"o" * 32})
+    assert violations(lambda: decode_cursor(encode_cursor(Cursor((3,)), HISTORY_QUERY, other), HISTORY_QUERY, (int,), SEAL)) == {
+        "page_token": NOT_OURS
+    }
+    v1 = token_of({"v": 1, "k": [3], "q": body["q"]})
+    assert violations(lambda: decode_cursor(v1, HISTORY_QUERY, (int,), SEAL)) == {"page_token": NOT_OURS}
+    # sealed, but a position past what a store can hold
+    assert violations(
+        lambda: decode_cursor(encode_cursor(Cursor((2**63,)), HISTORY_QUERY, SEAL), HISTORY_QUERY, (int,), SEAL)
+    ) == {"page_token": NOT_OURS}
     # cut short, or with its body edited into something else
-    assert violations(lambda: decode_cursor(token[:-6], HISTORY_QUERY, (int,))) == {"page_token": NOT_OURS}
+    assert violations(lambda: decode_cursor(token[:-6], HISTORY_QUERY, (int,), SEAL)) == {"page_token": NOT_OURS}
     edited = token_of({**body, "k": {"version": 3}})
-    assert violations(lambda: decode_cursor(edited, HISTORY_QUERY, (int,))) == {"page_token": NOT_OURS}
-    assert set(violations(lambda: decode_cursor("%%%", HISTORY_QUERY, (int,), "query.page_token"))) == {"query.page_token"}
+    assert violations(lambda: decode_cursor(edited, HISTORY_QUERY, (int,), SEAL)) == {"page_token": NOT_OURS}
+    assert set(violations(lambda: decode_cursor("%%%", HISTORY_QUERY, (int,), SEAL, "query.page_token"))) == {"query.page_token"}
 
 
 def test_a_cursor_decoded_with_the_wrong_shape_is_refused():
-    history_token = encode_cursor(Cursor((3,)), HISTORY_QUERY)
-    assert violations(lambda: decode_cursor(history_token, HISTORY_QUERY, (datetime, int))) == {"page_token": NOT_OURS}
-    query_token = encode_cursor(Cursor((NOW.isoformat(), 9)), HISTORY_QUERY)
-    assert violations(lambda: decode_cursor(query_token, HISTORY_QUERY, (int,))) == {"page_token": NOT_OURS}
-    naive = encode_cursor(Cursor((NOW.replace(tzinfo=None).isoformat(), 9)), EVENTS_QUERY)  # a time without its zone
-    assert violations(lambda: decode_cursor(naive, EVENTS_QUERY, (datetime, int))) == {"page_token": NOT_OURS}
-    not_a_time = encode_cursor(Cursor(("yesterday", 9)), EVENTS_QUERY)
-    assert violations(lambda: decode_cursor(not_a_time, EVENTS_QUERY, (datetime, int))) == {"page_token": NOT_OURS}
+    history_token = encode_cursor(Cursor((3,)), HISTORY_QUERY, SEAL)
+    assert violations(lambda: decode_cursor(history_token, HISTORY_QUERY, (datetime, int), SEAL)) == {"page_token": NOT_OURS}
+    query_token = encode_cursor(Cursor((NOW.isoformat(), 9)), HISTORY_QUERY, SEAL)
+    assert violations(lambda: decode_cursor(query_token, HISTORY_QUERY, (int,), SEAL)) == {"page_token": NOT_OURS}
+    naive = encode_cursor(Cursor((NOW.replace(tzinfo=None).isoformat(), 9)), EVENTS_QUERY, SEAL)  # a time without its zone
+    assert violations(lambda: decode_cursor(naive, EVENTS_QUERY, (datetime, int), SEAL)) == {"page_token": NOT_OURS}
+    not_a_time = encode_cursor(Cursor(("yesterday", 9)), EVENTS_QUERY, SEAL)
+    assert violations(lambda: decode_cursor(not_a_time, EVENTS_QUERY, (datetime, int), SEAL)) == {"page_token": NOT_OURS}
 
 
 @settings(max_examples=150, deadline=None)
 @given(versions=st.integers(min_value=0, max_value=2**62), card=st.text(min_size=1, max_size=20))
 def test_every_history_cursor_round_trips_and_fits_its_bound(versions, card):
     query = {**HISTORY_QUERY, "card": card}
-    token = encode_cursor(Cursor((versions,)), query)
+    token = encode_cursor(Cursor((versions,)), query, SEAL)
     assert len(token) <= 512
-    assert decode_cursor(token, query, (int,)) == Cursor((versions,))
+    assert decode_cursor(token, query, (int,), SEAL) == Cursor((versions,))
 
 
 @settings(max_examples=300, deadline=None)
@@ -263,7 +277,7 @@ def test_any_token_is_either_a_cursor_or_invalid_input(token):
     """Whatever a client sends, the answer is a cursor or INVALID_ARGUMENT
     naming page_token, never another exception (an INTERNAL)."""
     try:
-        cursor = decode_cursor(token, EVENTS_QUERY, (datetime, int))
+        cursor = decode_cursor(token, EVENTS_QUERY, (datetime, int), SEAL)
     except InvalidInput as err:
         assert [v.field for v in err.violations] == ["page_token"]
     else:
@@ -427,8 +441,9 @@ def test_a_filters_dict_is_stable_whatever_the_order_of_its_sets():
     assert a.as_dict() == b.as_dict() == {
         "from": NOW.isoformat(), "event_types": ["PinLocked", "PinVerified"], "outcomes": ["failure", "locked"]
     }  # fmt: skip
-    token = encode_cursor(Cursor((1,)), {"filter": a.as_dict()})
-    assert decode_cursor(token, {"filter": b.as_dict()}, (int,)) == Cursor((1,))
+    token = encode_cursor(Cursor((1,)), {"filter": a.as_dict()}, SEAL)
+    assert decode_cursor(token, {"filter": b.as_dict()}, (int,), SEAL) == Cursor((1,))
     assert (
-        "another query" in violations(lambda: decode_cursor(token, {"filter": Filter(start=NOW).as_dict()}, (int,)))["page_token"]
+        "another query"
+        in violations(lambda: decode_cursor(token, {"filter": Filter(start=NOW).as_dict()}, (int,), SEAL))["page_token"]
     )

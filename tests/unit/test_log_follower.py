@@ -21,7 +21,7 @@ from service.bootstrap.instance import make_app
 from service.domain.errors import AtCapacity
 from service.domain.policy import Policy
 from service.domain.streams import terminal_stream
-from tests.keys import ring
+from tests.keys import INTEGRITY, ring
 from tests.unit.fakes import FakeClock, FakeStore
 
 KEYS = ring("k-1", {"k-1": b"k" * 32})
@@ -112,7 +112,7 @@ def watch_scenario(scenario, *, max_watchers: int = 64, per_terminal: int = 4) -
         await app.start()
         try:
             await scenario(app, lambda reads, signal: Audit(
-                reads, app, lambda exc: False, signal, max_watchers=max_watchers, max_watchers_per_terminal=per_terminal
+                reads, app, INTEGRITY, lambda exc: False, signal, max_watchers=max_watchers, max_watchers_per_terminal=per_terminal
             ))  # fmt: skip
         finally:
             await app.stop()

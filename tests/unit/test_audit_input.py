@@ -1,0 +1,53 @@
+"""Auditors' input out of range is INVALID_ARGUMENT naming the field, never
+an internal error: times protobuf itself would not accept, times outside
+[2000, 2200), statistics ranges there, positions past 64-bit storage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from pinlife.v1 import audit_service_pb2 as apb
+from service.api import audit_mapping as amap
+from service.domain.audit import Granularity, validate_filter, validate_position, validate_statistics_range
+from service.domain.errors import InvalidInput
+
+
+def fields(fn) -> set[str]:
+    with pytest.raises(InvalidInput) as err:
+        fn()
+    return {v.field for v in err.value.violations}
+
+
+@pytest.mark.parametrize(
+    "seconds, nanos",
+    [(0, 1_000_000_000), (0, -1), (2**62, 0), (-(2**62), 0), (253402300800, 0)],  # nanos out of range; past 9999-12-31
+)
+def test_a_timestamp_protobuf_would_not_accept_names_its_field(seconds, nanos):
+    ts = Timestamp(seconds=seconds, nanos=nanos)
+    assert fields(lambda: amap.time(ts, True, "filter.from")) == {"filter.from"}
+
+
+@pytest.mark.parametrize("year", [1970, 1999, 2200, 9999])
+def test_a_filter_outside_the_times_asked_about_names_its_field(year):
+    f = apb.EventFilter()
+    getattr(f, "from").FromDatetime(datetime(year, 6, 1))
+    assert fields(lambda: validate_filter(amap.event_filter(f))) == {"filter.from"}
+
+
+def test_statistics_for_the_year_9999_are_refused_naming_both_ends():
+    start, end = datetime(9999, 12, 30, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)
+    assert fields(lambda: validate_statistics_range(start, end, Granularity.HOUR)) == {"from", "to"}
+
+
+@pytest.mark.parametrize("position", [2**63, 2**64 - 1, -1])
+def test_a_position_past_64_bit_storage_names_its_field(position):
+    assert fields(lambda: validate_position(position, "after_position")) == {"after_position"}
+
+
+def test_positions_and_times_in_range_pass():
+    assert validate_position(2**63 - 1, "after_position") == 2**63 - 1
+    start, end = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
+    assert validate_statistics_range(start, end, Granularity.HOUR) == (start, end)
