@@ -29,6 +29,10 @@ class Report:
     supplied_checkpoint_problem: dict[str, Any] | None = None
     first_unreadable: dict[str, Any] | None = None  # a stored event this release cannot read (the first by position)
     unreadable_count: int = 0
+    # A stream stepping back in time by more than the tolerated clock skew
+    # ([audit] clock_skew_seconds): reported, not a problem of integrity.
+    first_clock_step: dict[str, Any] | None = None
+    clock_steps: int = 0
 
     @property
     def intact(self) -> bool:

@@ -648,7 +648,7 @@ TERMINAL_EVENTS: frozenset[type[Event]] = frozenset({AccessDenied, AuditRead, Co
 
 # -- the fold --------------------------------------------------------------------------
 def first_unlawful(
-    stream: Iterable[Recorded], *, policy: Policy | None = None, clock_tolerance: timedelta = timedelta(0)
+    stream: Iterable[Recorded], *, policy: Policy | None = None, clock_tolerance: timedelta | None = timedelta(0)
 ) -> Unlawful | None:
     """The first event of a card's stream (in version order, as stored) that
     the rules could not have produced from the state the earlier events lead
@@ -657,7 +657,9 @@ def first_unlawful(
     policy: the configuration the stream was decided under, to check the
     rules that depend on it too (leave it None if it may have changed).
     clock_tolerance: how far occurred-at may step back (several instances'
-    clocks, a wall clock stepped back); zero by default."""
+    clocks, a wall clock stepped back); zero by default. None: time order is
+    not judged here (the whole-store check reports a clock step apart:
+    first_clock_step)."""
     state = CardState("")
     previous: Recorded | None = None
     pending: tuple[Recorded, Then] | None = None  # an event still waiting for its follower
@@ -667,7 +669,7 @@ def first_unlawful(
         unlawful = partial(Unlawful, r.version, e.type_name)
         if r.version != state.version + 1:
             return unlawful(f"versions run 1, 2, ...: expected {state.version + 1}, got {r.version}")
-        if previous is not None and r.occurred_at < previous.occurred_at - clock_tolerance:
+        if clock_tolerance is not None and previous is not None and r.occurred_at < previous.occurred_at - clock_tolerance:
             return unlawful(
                 f"occurred at {r.occurred_at.isoformat()}, before version {previous.version} "
                 f"({previous.occurred_at.isoformat()}): time does not go back"
@@ -703,4 +705,25 @@ def first_unlawful(
         first, then = pending
         reason = f"the stream ends before {then.what}, which follows it in the same command"
         return Unlawful(first.version, first.event.type_name, reason)
+    return None
+
+
+@dataclass(frozen=True)
+class ClockStep:
+    """An event whose occurred-at is before its predecessor's by more than
+    the tolerated skew: a clock stepped back, or instances whose clocks
+    differ more than configured. Not a rule broken: the log's order is its
+    positions, and occurred-at is the deciding instance's wall clock."""
+
+    version: int
+    seconds_back: float
+
+
+def first_clock_step(stream: Iterable[Recorded], tolerance: timedelta) -> ClockStep | None:
+    """The first event of a stream that steps back in time by more than `tolerance`."""
+    previous: Recorded | None = None
+    for r in stream:
+        if previous is not None and r.occurred_at < previous.occurred_at - tolerance:
+            return ClockStep(r.version, (previous.occurred_at - r.occurred_at).total_seconds())
+        previous = r
     return None

@@ -35,7 +35,7 @@ from sqlalchemy import and_, exists, func, not_, select
 from service.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
 from service.domain.events import Recorded
 from service.domain.integrity import CheckCancelled, Progress, Report
-from service.domain.lawful import first_unlawful
+from service.domain.lawful import first_clock_step, first_unlawful
 from service.domain.log import LoggedEvent
 from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.state import CardState, evolve
@@ -182,6 +182,7 @@ class _Check:
             if rebuilt != projected:
                 self.projection.add(card_id)
             self._unlawful(card_id, recorded)
+            self._clock_step(card_id, recorded)
         self._stop_if_cancelled()
 
     def _readable(self, stream: list[LoggedEvent]) -> list[Recorded] | None:
@@ -209,8 +210,16 @@ class _Check:
         r = self.report
         if r.first_unlawful is not None and r.first_unlawful["stream_id"] <= stream_id:
             return  # the first by stream id is kept
-        if (u := first_unlawful(recorded, clock_tolerance=self.clock_skew)) is not None:
+        if (u := first_unlawful(recorded, clock_tolerance=None)) is not None:
             r.first_unlawful = {"stream_id": stream_id, **asdict(u)}
+
+    def _clock_step(self, stream_id: str, recorded: list[Recorded]) -> None:
+        if (step := first_clock_step(recorded, self.clock_skew)) is None:
+            return
+        r = self.report
+        r.clock_steps += 1
+        if r.first_clock_step is None or stream_id < r.first_clock_step["stream_id"]:
+            r.first_clock_step = {"stream_id": stream_id, **asdict(step), "tolerated_seconds": self.clock_skew.total_seconds()}
 
     def _terminals(self) -> None:
         """Each terminal stream's links to its head, a page at a time; and

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from datetime import timedelta
 
 import pytest
 
@@ -16,7 +17,7 @@ from service.runtime.clock import system_clock
 from service.domain.integrity import CheckCancelled
 from service.store.check import CLOCK_TOLERANCE, check_card, check_store
 from service.store.check_process import check_store_in_process
-from tests.store.helpers import CORRECT, USER, WRONG, enroll, run_ok, verify
+from tests.store.helpers import CORRECT, USER, WRONG, FakeClock, enroll, run_ok, verify
 
 CARDS = [f"card-w{i:03d}" for i in range(150)]
 
@@ -87,3 +88,24 @@ def test_a_whole_store_check_in_its_own_process_reports_as_in_this_one_and_stops
     with pytest.raises(CheckCancelled):
         check_store_in_process(store.url, keys, [], lambda *progress: seen.set(), cancelled, CLOCK_TOLERANCE)
     assert children and not any(c.is_alive() for c in children)  # the check's process is gone
+
+
+def test_a_clock_stepped_back_is_reported_as_such_and_the_store_stays_intact(store, keys):
+    """A wall clock stepped back (or two instances' clocks apart) is not
+    tampering: within [audit] clock_skew_seconds it is not even mentioned;
+    beyond, it is reported as a clock step, and the verdict stays intact."""
+    clock = FakeClock()
+    runner = ThreadRunner(store, keys, clock)
+    run_ok(runner, enroll("card-c1"), enroll("card-c2"))
+    clock.advance(seconds=-3)
+    run_ok(runner, verify("card-c1", USER, CORRECT[USER]))
+    clock.advance(seconds=-10)
+    run_ok(runner, verify("card-c2", USER, WRONG[USER]))
+    lenient = check_store(store, keys, clock_skew=timedelta(seconds=30))
+    assert lenient.intact and lenient.first_clock_step is None
+    strict = check_store(store, keys, clock_skew=timedelta(seconds=5))
+    assert strict.intact and strict.first_unlawful is None
+    assert (strict.clock_steps, strict.first_clock_step) == (
+        1,
+        {"stream_id": "card-c2", "version": 2, "seconds_back": 13.0, "tolerated_seconds": 5.0},
+    )
