@@ -11,6 +11,7 @@ Validation, cursors and the classification of events are domain rules
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import uuid
@@ -123,12 +124,27 @@ class Audit:
         event = AuditRead(rpc, card_id, json.dumps(filter, sort_keys=True, separators=(",", ":")), returned)
         await self.app.writer.submit(RecordTerminalEvents(str(uuid.uuid4()), (event,)), caller)
 
+    @contextlib.asynccontextmanager
+    async def _refusal_recorded(self, caller: Caller, rpc: str, card_id: str = "") -> AsyncIterator[None]:
+        """A call refused as bad input is recorded too (its card only if it is a valid card id)."""
+        try:
+            yield
+        except InvalidInput as exc:
+            try:
+                card_id = validate_card_id(card_id) if card_id else ""
+            except InvalidInput:
+                card_id = ""  # never record what may be an Individual Number
+            refused = {"refused": "invalid_argument", "fields": [v.field for v in exc.violations]}
+            await self.record(caller, rpc, card_id, refused, 0)
+            raise
+
     async def history(self, caller: Caller, card_id: str, f: Filter, order: Order, size: int, token: str) -> Page:
-        card_id = validate_card_id(card_id)
-        f = validate_filter(f)
-        size = page_size(size)
-        query = {"rpc": "GetCardHistory", "card": card_id, "order": order.value, "filter": f.as_dict()}
-        cursor = decode_cursor(token, query, (int,), self.seal)
+        async with self._refusal_recorded(caller, "GetCardHistory", card_id):
+            card_id = validate_card_id(card_id)
+            f = validate_filter(f)
+            size = page_size(size)
+            query = {"rpc": "GetCardHistory", "card": card_id, "order": order.value, "filter": f.as_dict()}
+            cursor = decode_cursor(token, query, (int,), self.seal)
         after = None if cursor is None else cursor.key[0]
         version = await self._read(self.reads.card_version, card_id)
         if version is None:
@@ -142,10 +158,11 @@ class Audit:
         return Page(events, next_token, version)
 
     async def query(self, caller: Caller, f: Filter, order: Order, size: int, token: str) -> Page:
-        f = validate_filter(f)
-        size = page_size(size)
-        query = {"rpc": "QueryEvents", "order": order.value, "filter": f.as_dict()}
-        cursor = decode_cursor(token, query, (datetime, int), self.seal)
+        async with self._refusal_recorded(caller, "QueryEvents"):
+            f = validate_filter(f)
+            size = page_size(size)
+            query = {"rpc": "QueryEvents", "order": order.value, "filter": f.as_dict()}
+            cursor = decode_cursor(token, query, (datetime, int), self.seal)
         after = None if cursor is None else cursor.key
         events = await self._read(self.reads.query_events, f, order, after, size + 1)
         more = len(events) > size
@@ -158,8 +175,9 @@ class Audit:
     async def statistics(
         self, caller: Caller, start: datetime | None, end: datetime | None, granularity: Granularity, top: int
     ) -> Statistics:
-        start, end = validate_statistics_range(start, end, granularity)
-        top = top_terminals(top)
+        async with self._refusal_recorded(caller, "GetStatistics"):
+            start, end = validate_statistics_range(start, end, granularity)
+            top = top_terminals(top)
         stats = await self._read(self.reads.statistics, start, end, granularity, top)
         filter = {"from": start.isoformat(), "to": end.isoformat(), "granularity": granularity.value, "top": top}
         await self.record(caller, "GetStatistics", "", filter, 0)
@@ -182,7 +200,8 @@ class Audit:
         with how many events it delivered. At most max_watchers per instance
         and max_watchers_per_terminal per terminal (AtCapacity)."""
         terminal = caller.terminal_id
-        validate_position(after_position, "after_position")
+        async with self._refusal_recorded(caller, "WatchEvents"):
+            validate_position(after_position, "after_position")
         query: dict[str, Any] = {"after_position": after_position}
         if self.follower.watchers >= self.max_watchers or self._watching.get(terminal, 0) >= self.max_watchers_per_terminal:
             await self.record(caller, "WatchEvents", "", {**query, "refused": "at_capacity"}, 0)
@@ -219,11 +238,12 @@ class Audit:
     async def verify(self, caller: Caller, card_id: str, notes: Sequence[str]) -> AsyncIterator[tuple[str, Any]]:
         """Yields ("progress", (phase, done, total)) while the check runs,
         then ("report", Report)."""
-        if len(notes) > MAX_SUPPLIED_CHECKPOINTS:
-            raise InvalidInput(FieldViolation("checkpoints", f"at most {MAX_SUPPLIED_CHECKPOINTS}"))
-        card = validate_card_id(card_id) if card_id else None
-        if card is not None and notes:
-            raise InvalidInput(FieldViolation("checkpoints", "apply to the whole store, not to one card"))
+        async with self._refusal_recorded(caller, "VerifyIntegrity", card_id):
+            if len(notes) > MAX_SUPPLIED_CHECKPOINTS:
+                raise InvalidInput(FieldViolation("checkpoints", f"at most {MAX_SUPPLIED_CHECKPOINTS}"))
+            card = validate_card_id(card_id) if card_id else None
+            if card is not None and notes:
+                raise InvalidInput(FieldViolation("checkpoints", "apply to the whole store, not to one card"))
         if card is not None and await self._read(self.reads.card_version, card) is None:
             raise NotFound(f"card {card} is not enrolled")
         filter: dict[str, Any] = {"card": card or "", "checkpoints": len(notes)}

@@ -12,6 +12,7 @@ whole batch at once).
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import structlog
@@ -28,7 +29,7 @@ from service.domain.commands import CardCommand
 from service.domain.decide import decide
 from service.domain import throttle
 from service.domain.errors import FieldViolation, InvalidInput, NotFound
-from service.domain.events import TerminalThrottled
+from service.domain.events import AuditRead, TerminalThrottled
 from service.domain.throttle import is_failure
 from service.domain.events import Event
 from service.domain.pins import PinType
@@ -192,6 +193,12 @@ def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps)
     suspended card's way out computed at the batch's instant."""
     throttle.check(uow.terminal_window(caller.terminal_id), caller.terminal_id, deps.now)
     state = uow.read_card(cmd.card_id)
+    if caller.role is Role.AUDITOR:  # the audit of the auditors: their status reads too
+        only = {"pin_type": cmd.only.value} if cmd.only else {}
+        read = AuditRead("GetPinStatus", cmd.card_id, json.dumps(only), 1 if state.enrolled else 0)
+        uow.append_terminal(
+            caller.terminal_id, (read,), Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
+        )
     if state.enrolled:
         return CardView(state, pin_views(state, deps.policy, deps.now, cmd.only))
     if throttled := count_failure(uow, caller, cmd.card_id, deps):  # a miss: enumeration counts

@@ -14,7 +14,8 @@ import pytest
 from service.app.audit import Audit
 from service.app.handlers import Caller
 from service.bootstrap.instance import make_app
-from service.domain.errors import AtCapacity
+from service.domain.audit import Filter, Order
+from service.domain.errors import AtCapacity, InvalidInput
 from service.domain.integrity import CheckCancelled, Report
 from service.domain.policy import Policy
 from service.domain.streams import terminal_stream
@@ -105,4 +106,25 @@ def test_a_cancelled_check_stops_and_its_run_is_recorded_as_cancelled():
     assert audit_records(store) == [
         {"card": "", "checkpoints": 0, "ended": "cancelled"},
         {"card": "", "checkpoints": 0},
+    ]
+
+
+def test_a_call_refused_as_bad_input_is_recorded_without_what_might_be_an_individual_number():
+    async def scenario(app) -> None:
+        audit = Audit(HeldChecks(), app, INTEGRITY, lambda exc: False)
+        for card in ("123456789018", "card-1"):  # an Individual Number is never recorded
+            with pytest.raises(InvalidInput):
+                await audit.history(AUDITOR, card, Filter(), Order.OLDEST_FIRST, 5000, "")
+        with pytest.raises(InvalidInput):
+            await audit.query(AUDITOR, Filter(), Order.OLDEST_FIRST, 0, "forged-token")
+        with pytest.raises(InvalidInput):
+            await anext(audit.watch(AUDITOR, 2**63))
+
+    store = run(scenario)
+    records = [(e.event.rpc, e.event.card_id, json.loads(e.event.filter)) for e in store.log.stream(terminal_stream("audit-01"))]
+    assert records == [
+        ("GetCardHistory", "", {"refused": "invalid_argument", "fields": ["card_id"]}),
+        ("GetCardHistory", "card-1", {"refused": "invalid_argument", "fields": ["page_size"]}),
+        ("QueryEvents", "", {"refused": "invalid_argument", "fields": ["page_token"]}),
+        ("WatchEvents", "", {"refused": "invalid_argument", "fields": ["after_position"]}),
     ]

@@ -129,6 +129,19 @@ def test_given_a_locked_pin_when_its_status_is_read_then_the_way_out_is_decided_
     assert [v.pin.pin_type for v in only.pins] == [SIGNATURE]
 
 
+def test_given_an_auditor_when_it_reads_a_status_then_the_read_is_recorded_on_its_stream(store, runner):
+    auditor = Caller("auditor", "audit-01")
+    run_ok(runner, enroll(CORRECT, "card-a"))
+    run(runner, ReadCard("card-a", only=USER), ReadCard("card-x"), caller=auditor)
+    run(runner, ReadCard("card-a"), caller=READER)  # other roles' status reads record nothing
+    reads = [e.event for e in store.log.stream(terminal_stream("audit-01"))]
+    assert [(r.rpc, r.card_id, r.filter, r.events_returned) for r in reads] == [
+        ("GetPinStatus", "card-a", '{"pin_type": "user_certificate"}', 1),
+        ("GetPinStatus", "card-x", "{}", 0),
+    ]
+    assert store.log.stream(terminal_stream(READER.terminal_id)) == []
+
+
 def test_given_a_reset_when_it_is_replayed_then_the_answer_shows_the_pin_as_the_first_answer_did(store, runner):
     run_ok(runner, enroll(CORRECT, "card-a"))
     reset = ResetPin.create(
