@@ -169,6 +169,8 @@ class StoreRun:
                 self.phase("ceiling", self.ceiling, server)
                 self.phase("verify mix", self.verify_mix, server, cards)
                 self.res["server"]["memory"] = server.memory()
+                self.phase("audit load", self.audit_load, server, url, cards)
+                self.res["server"]["memory_after_audit_load"] = server.memory()
                 self.phase("live watch", self.live_watch, server, url, cards)
                 self.res["server"]["memory_after_watch"] = server.memory()
                 self.res["server"]["log"] = self.server_log_excerpt(server)
@@ -437,6 +439,48 @@ class StoreRun:
             )
         finally:
             server.stop()
+
+    def audit_load(self, server, url: str, cards: int) -> None:
+        """The verify mix alone and, in the same run, with 1 watcher, with 100
+        watchers, and with whole-store VerifyIntegrity runs one after another;
+        health polled throughout (stores.<store>.audit_load)."""
+        from bench.audit_load import HealthMonitor, IntegrityLoop, Watchers
+        from service.store.event_store import EventStore
+
+        store = EventStore(url)
+        try:
+            head = store.log.head_position()
+        finally:
+            store.close()
+        out: dict = {}
+        self.res["audit_load"] = out
+        health = HealthMonitor(server.target).start()
+        try:
+            alone = self._load(server, "mix", cards)
+            for name, n in (("1_watcher", 1), ("100_watchers", 100)):
+                watchers = Watchers(server.target, head, n).start()
+                try:
+                    r = self._load(server, "mix", cards)
+                finally:
+                    out[f"watchers_{name}"] = watchers.stop()
+                out[f"with_{name}_rps"], out[f"with_{name}_p99_ms"] = r["rps"], r["p99_ms"]
+            integrity = IntegrityLoop(server.target).start()
+            try:
+                r = self._load(server, "mix", cards)
+            finally:
+                out["integrity_runs"] = integrity.stop()
+            out["with_integrity_rps"], out["with_integrity_p99_ms"] = r["rps"], r["p99_ms"]
+        finally:
+            out["health_not_serving_s"] = health.stop()
+        out["verify_alone_rps"], out["verify_alone_p99_ms"] = alone["rps"], alone["p99_ms"]
+        for name in ("1_watcher", "100_watchers", "integrity"):
+            out[f"with_{name}_over_alone"] = round(out[f"with_{name}_rps"] / alone["rps"], 3) if alone["rps"] else None
+        out["server_memory"] = server.memory()
+        log(
+            f"{self.kind}: audit load: verify alone {alone['rps']:,.0f} req/s; with 1 watcher {out['with_1_watcher_over_alone']}x, "
+            f"with 100 watchers {out['with_100_watchers_over_alone']}x, with integrity runs {out['with_integrity_over_alone']}x; "
+            f"health not serving {out['health_not_serving_s']} s"
+        )
 
     def live_watch(self, server, url: str, cards: int) -> None:
         """The verify mix again, with a WatchEvents subscriber following the

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from service.app.audit import Audit
 from service.app.handlers import Caller
 from service.app.service import PinLife
 from service.app.ports import IntegrityViolation
+from service.domain.log import LoggedEvent
 from service.keys.notes import NoteError, open_note, parse_checkpoint
 
 if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on
@@ -25,6 +27,7 @@ if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on
 
 AUDIT_SERVICE = apb.DESCRIPTOR.services_by_name["AuditService"].full_name
 PROGRESS_EVERY_S = 0.5
+ENCODED_MESSAGES = 4096  # WatchEvents messages kept encoded for the next watcher
 
 
 class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
@@ -38,6 +41,7 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
     ):
         super().__init__(app, identify, gate, metrics)
         self.audit = audit
+        self._messages: OrderedDict[tuple[int, int, bool], bytes] = OrderedDict()  # WatchEvents messages, by their events
 
     @rpc(AUDIT_SERVICE, "GetCardHistory")
     async def GetCardHistory(self, request: apb.GetCardHistoryRequest, caller: Caller) -> apb.GetCardHistoryResponse:
@@ -56,8 +60,11 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         return apb.QueryEventsResponse(events=[amap.event(e) for e in page.events], next_page_token=page.next_token)
 
     @rpc_stream(AUDIT_SERVICE, "WatchEvents")
-    async def WatchEvents(self, request: apb.WatchEventsRequest, caller: Caller) -> AsyncIterator[apb.WatchEventsResponse]:
+    async def WatchEvents(  # type: ignore[override]  # it yields encoded messages: registration.py sends bytes as they are
+        self, request: apb.WatchEventsRequest, caller: Caller
+    ) -> AsyncIterator[apb.WatchEventsResponse | bytes]:
         per_message = amap.events_per_message(request.max_events_per_message)
+        several = request.max_events_per_message > 1
         metrics = self.metrics
         if metrics is not None:
             metrics.watch_subscribers.inc()
@@ -65,16 +72,28 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
             async for events in self.audit.watch(caller, request.after_position):
                 for i in range(0, len(events), per_message):
                     chunk = events[i : i + per_message]
-                    if request.max_events_per_message > 1:
-                        yield apb.WatchEventsResponse(events=[amap.event(e) for e in chunk])
-                    else:
-                        yield apb.WatchEventsResponse(event=amap.event(chunk[0]))
+                    yield self._encoded(chunk, several)
                     if metrics is not None:
                         for e in chunk:
                             metrics.delivered(e.occurred_at)
         finally:
             if metrics is not None:
                 metrics.watch_subscribers.dec()
+
+    def _encoded(self, chunk: list[LoggedEvent], several: bool) -> bytes:
+        """One message's bytes, made once for every watcher at the log's
+        live edge (they are handed the same pages by the log follower)."""
+        key = (chunk[0].position, chunk[-1].position, several)
+        data = self._messages.get(key)
+        if data is None:
+            if several:
+                message = apb.WatchEventsResponse(events=[amap.event(e) for e in chunk])
+            else:
+                message = apb.WatchEventsResponse(event=amap.event(chunk[0]))
+            data = self._messages[key] = message.SerializeToString()
+            while len(self._messages) > ENCODED_MESSAGES:
+                self._messages.popitem(last=False)
+        return data
 
     @rpc_stream(AUDIT_SERVICE, "VerifyIntegrity")
     async def VerifyIntegrity(

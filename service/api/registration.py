@@ -1,6 +1,7 @@
 """Register servicers from the service descriptors, with a request
 deserializer that turns an undecodable message (bad UTF-8, corrupt wire
-format) into a clean INVALID_ARGUMENT instead of grpc's UNKNOWN."""
+format) into a clean INVALID_ARGUMENT instead of grpc's UNKNOWN, and a
+response serializer that sends a response already encoded as it is."""
 
 from __future__ import annotations
 
@@ -26,6 +27,17 @@ def _tolerant(message_class):
     return deserialize
 
 
+def _serializer(message_class):
+    """A response's wire bytes; a response already encoded (bytes: one
+    WatchEvents message sent to many watchers) goes as it is."""
+    serialize = message_class.SerializeToString
+
+    def encode(message) -> bytes:
+        return message if isinstance(message, bytes) else serialize(message)
+
+    return encode
+
+
 def add_servicer(server: grpc.aio.Server, servicer, service_descriptor) -> None:
     handlers = {}
     for method in service_descriptor.methods:
@@ -35,6 +47,6 @@ def add_servicer(server: grpc.aio.Server, servicer, service_descriptor) -> None:
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=_tolerant(request_class),
-            response_serializer=response_class.SerializeToString,
+            response_serializer=_serializer(response_class),
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_descriptor.full_name, handlers),))

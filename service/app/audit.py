@@ -92,7 +92,7 @@ class Audit:
         signal: LogSignal | None = None,
         *,
         max_integrity_runs: int = 1,
-        max_watchers: int = 64,
+        max_watchers: int = 128,
         max_watchers_per_terminal: int = 4,
     ):
         self.reads = reads

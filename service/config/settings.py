@@ -140,7 +140,7 @@ class Settings:
     audit_database_url: str = ""
     audit_pool_size: int = 2
     max_integrity_runs: int = 1
-    max_watchers: int = 64
+    max_watchers: int = 128
     max_watchers_per_terminal: int = 4
     clock_skew_seconds: float = 5.0
     # The [access] tables given in the configuration file itself, and the
