@@ -448,17 +448,18 @@ class StoreRun:
         from service.store.event_store import EventStore
 
         store = EventStore(url)
-        try:
-            head = store.log.head_position()
-        finally:
-            store.close()
+
+        def head() -> int:
+            return store.log.head_position()
+
+        self._closers.append(store.close)
         out: dict = {}
         self.res["audit_load"] = out
         health = HealthMonitor(server.target).start()
         try:
             alone = self._load(server, "mix", cards)
             for name, n in (("1_watcher", 1), ("100_watchers", 100)):
-                watchers = Watchers(server.target, head, n).start()
+                watchers = Watchers(server.target, head(), n).start()  # from the log's head: they follow it live
                 try:
                     r = self._load(server, "mix", cards)
                 finally:

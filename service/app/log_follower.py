@@ -2,7 +2,9 @@
 (AuditService.WatchEvents): however many watch, each batch the writers
 commit is read once and handed to each watcher's bounded buffer.
 
-A watcher first catches up on its own, reading the stored events after its
+At the live edge the follower reads at most every INTERVAL (0.1 s), so
+that a page gathers what commits meanwhile: each watcher is sent one message
+per page, whatever the writers' batch rate. A watcher first catches up on its own, reading the stored events after its
 position up to the follower's position when it subscribed (`start`), then
 takes what the follower hands it. A watcher whose buffer is full when the
 follower has more for it (it falls behind by more than `buffer` pages) is
@@ -30,6 +32,7 @@ log = structlog.get_logger()
 
 PAGE = 500  # events read at a time, by the follower and by a watcher catching up
 BUFFER = 64  # pages a watcher may fall behind the follower before it is cut
+INTERVAL = 0.1  # seconds between the follower's reads at the live edge: what commits meanwhile goes in one page
 
 
 class Subscription:
@@ -51,9 +54,10 @@ class LogFollower:
         *,
         page: int = PAGE,
         buffer: int = BUFFER,
+        interval: float = INTERVAL,
     ):
         self._read_after, self._head, self.signal = read_after, head, signal
-        self.page, self.buffer = page, buffer
+        self.page, self.buffer, self.interval = page, buffer, interval
         self.position = 0  # the last position handed over
         self._subscribers: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
@@ -78,14 +82,20 @@ class LogFollower:
     async def _run(self) -> None:
         why = "the server is stopping: watch again after the last position received"
         try:
+            loop = asyncio.get_running_loop()
             while self._subscribers and not self.signal.closed:
                 ticket = self.signal.ticket()
+                read_at = loop.time()
                 events = await self._read_after(self.position, self.page)
                 if events:
                     self.position = events[-1].position
                     self._hand_over(events)
                 if len(events) < self.page:
                     await self.signal.wait(ticket)
+                    # One read per interval at most: each watcher is sent a message per page,
+                    # so a page gathering what commits meanwhile costs every watcher less.
+                    if (rest := self.interval - (loop.time() - read_at)) > 0 and not self.signal.closed:
+                        await asyncio.sleep(rest)
         except Exception as exc:  # noqa: BLE001 - every watch ends UNAVAILABLE; watchers resume
             log.warning("log_follower_failed", error=type(exc).__name__)
             why = "the log cannot be read now: watch again after the last position received"

@@ -13,6 +13,7 @@ replica) and sends its progress and then its report down a pipe.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from multiprocessing.connection import Connection
@@ -23,7 +24,7 @@ from service.store.check import check_store
 from service.store.event_store import EventStore
 
 POLL_S = 0.1  # how often the parent looks for a cancel while it waits
-START_TIMEOUT_S = 60.0  # a child that says nothing this long after starting is ended
+NICENESS = 10  # the check's process runs at a lower priority than the server and its writer
 
 
 class CheckFailed(Exception):
@@ -74,6 +75,7 @@ def check_store_in_process(
 
 
 def _child_main(conn: Connection, database_url: str, keys: KeyRing, supplied: list[str], clock_skew: timedelta) -> None:
+    os.nice(NICENESS)  # the PIN path's processes come first when the cores are busy
     store = EventStore(database_url, read_pool=1)
     try:
         report = check_store(
