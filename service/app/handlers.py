@@ -193,7 +193,7 @@ def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps)
     suspended card's way out computed at the batch's instant."""
     throttle.check(uow.terminal_window(caller.terminal_id), caller.terminal_id, deps.now)
     state = uow.read_card(cmd.card_id)
-    if caller.role is Role.AUDITOR:  # the audit of the auditors: their status reads too
+    if caller.channel == Role.AUDITOR.value:  # the audit of the auditors: their status reads too
         only = {"pin_type": cmd.only.value} if cmd.only else {}
         read = AuditRead("GetPinStatus", cmd.card_id, json.dumps(only), 1 if state.enrolled else 0)
         uow.append_terminal(

@@ -176,7 +176,7 @@ def checkpoint(args: argparse.Namespace) -> None:
         except IntegrityViolation as exc:
             # a problem found in the store: 1, as `pinlife check` says
             fail(f"not signed: {exc.stream_id}: {exc.reason} (`pinlife check` for the report)", code=1)
-        latest = checkpoints.latest(store)
+        latest = checkpoints.latest_authentic(store, ring)  # a forged row is skipped (and logged), not printed
     finally:
         store.close()
     if latest is None:

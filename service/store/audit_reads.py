@@ -211,7 +211,7 @@ class StoreAuditReads:
         """The latest signed checkpoint note and the key to verify it with."""
         if self.keys.checkpoint is None:
             return None
-        latest = checkpoints.latest(self.store)
+        latest = checkpoints.latest_authentic(self.store, self.keys)
         return None if latest is None else (latest.note, checkpoints.public_verifier_key(self.keys))
 
     def verify(self, card_id: str | None, notes: Sequence[str], progress: Progress, cancelled: Callable[[], bool]) -> Report:

@@ -25,11 +25,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from service.runtime.clock import Clock
 from service.domain.chain import leaf_data, link_hash
@@ -63,6 +63,65 @@ def signer(keys: KeyRing) -> NoteSigner:
 def public_verifier_key(keys: KeyRing) -> str:
     """The note verifier key an auditor checks checkpoints with."""
     return signer(keys).verifier_key
+
+
+def _last_frontier(conn: Connection, keys: KeyRing, head: int) -> Frontier:
+    """The frontier of the latest stored checkpoint that is authentic (its
+    frontier's MAC checks, its size is its tree's) and within the log; a row
+    that is not (inserted or edited by someone without the keys) is skipped
+    and logged, never extended: signing goes on from the one before it."""
+    c = checkpoints.c
+    below = head + 1
+    while True:
+        q = select(c.tree_size, c.frontier, c.mac).where(c.tree_size < below).order_by(c.tree_size.desc()).limit(100)
+        rows = conn.execute(q).all()
+        if not rows:
+            return Frontier()
+        for row in rows:
+            if (frontier := _authentic_frontier(row.tree_size, row.frontier, row.mac, keys)) is not None:
+                return frontier
+        below = rows[-1].tree_size
+
+
+def _authentic_frontier(size: int, body: Any, mac: Any, keys: KeyRing) -> Frontier | None:
+    if not isinstance(body, str) or not keys.integrity.checks(mac, FRONTIER_LABEL + body.encode()):
+        log.error("integrity_violation", stream="checkpoints", what="frontier MAC", tree_size=size)
+        return None
+    try:
+        frontier = Frontier.from_json(body)
+    except (ValueError, KeyError, TypeError):
+        log.error("integrity_violation", stream="checkpoints", what="frontier unreadable", tree_size=size)
+        return None
+    if frontier.size != size:
+        log.error("integrity_violation", stream="checkpoints", what="frontier size", tree_size=size)
+        return None
+    return frontier
+
+
+def latest_authentic(store: EventStore, keys: KeyRing) -> StoredCheckpoint | None:
+    """The latest stored checkpoint whose signed note verifies under this
+    instance's checkpoint key and matches its row (what auditors are given,
+    GetCheckpoint): a forged row is skipped and logged."""
+    vkey = public_verifier_key(keys)
+    c = checkpoints.c
+    with store.reader.begin() as conn:
+        head: int = conn.execute(store.log.head_query).scalar_one()
+        below = head + 1
+        while True:
+            q = select(c.tree_size, c.root_hash, c.note).where(c.tree_size < below).order_by(c.tree_size.desc()).limit(100)
+            rows = conn.execute(q).all()
+            if not rows:
+                return None
+            for row in rows:
+                try:
+                    cp = parse_checkpoint(open_note(row.note, [vkey])[0])
+                except NoteError:
+                    log.error("integrity_violation", stream="checkpoints", what="note signature", tree_size=row.tree_size)
+                    continue
+                if (cp.size, cp.root.hex()) == (row.tree_size, row.root_hash):
+                    return StoredCheckpoint(row.tree_size, row.root_hash, row.note)
+                log.error("integrity_violation", stream="checkpoints", what="note and row differ", tree_size=row.tree_size)
+            below = rows[-1].tree_size
 
 
 def latest(store: EventStore) -> StoredCheckpoint | None:
@@ -125,16 +184,7 @@ def sign_checkpoint(
     s = signer(keys)
     with store.reader.begin() as conn:
         head: int = conn.execute(store.log.head_query).scalar_one()
-        q = select(checkpoints.c.tree_size, checkpoints.c.frontier, checkpoints.c.mac)
-        last = conn.execute(q.order_by(checkpoints.c.tree_size.desc()).limit(1)).first()
-    frontier = Frontier()
-    if last is not None:
-        if not keys.integrity.checks(last.mac, FRONTIER_LABEL + last.frontier.encode()):
-            log.error("integrity_violation", stream="checkpoints", what="frontier MAC")
-            raise IntegrityViolation("checkpoints", f"the frontier of checkpoint {last.tree_size} fails its MAC")
-        frontier = Frontier.from_json(last.frontier)
-        if frontier.size != last.tree_size:
-            raise IntegrityViolation("checkpoints", f"the frontier of checkpoint {last.tree_size} has another size")
+        frontier = _last_frontier(conn, keys, head)
     if upto is not None:
         head = min(head, upto)
     if head <= frontier.size:
@@ -282,7 +332,7 @@ class CheckpointSigner:
             return None
         signed = None
         while True:
-            size = latest_size(self.store)
+            size = signed_size(self.store, self.keys)
             self._forget(size)
             step = sign_checkpoint(self.store, self.keys, self.clock(), self._hashes, upto=size + self.step)
             if step is None:
@@ -318,6 +368,8 @@ class CheckpointSigner:
         self._round()
 
 
-def latest_size(store: EventStore) -> int:
-    found = latest(store)
-    return found.tree_size if found else 0
+def signed_size(store: EventStore, keys: KeyRing) -> int:
+    """The tree size of the latest authentic checkpoint (0: none)."""
+    with store.reader.begin() as conn:
+        head: int = conn.execute(store.log.head_query).scalar_one()
+        return _last_frontier(conn, keys, head).size

@@ -496,14 +496,15 @@ def test_with_the_key_a_forged_verify_after_a_lock_is_named_by_the_lawful_histor
 
 
 # -- g. the stored frontier forged: check says so, and signing refuses in one line -----------------
-def test_a_forged_frontier_fails_check_and_pinlife_checkpoint_refuses_in_one_line(svc):
+def test_a_forged_frontier_fails_check_and_pinlife_checkpoint_signs_on_without_it(svc):
     c = svc.client
     c.enroll("card-G", PINS)
     svc.checkpoint("first.note")
     c.verify("card-G", USER, PINS[USER])
     svc.stop()
     first = int(svc.tmp_path.joinpath("first.note").read_text().splitlines()[1])
-    assert first < svc.store.log.head_position()
+    head = svc.store.log.head_position()
+    assert first < head
     with as_attacker(svc.store) as conn:  # later checkpoints gone, the first one's frontier MAC forged
         conn.execute(delete(checkpoints).where(checkpoints.c.tree_size > first))
         conn.execute(update(checkpoints).where(checkpoints.c.tree_size == first).values(mac="00" * 32))
@@ -513,9 +514,9 @@ def test_a_forged_frontier_fails_check_and_pinlife_checkpoint_refuses_in_one_lin
     assert report["checkpoint_problem"]["tree_size"] == first
     assert "frontier fails its MAC" in report["checkpoint_problem"]["reason"]
 
-    done = svc.cli("checkpoint")
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"pinlife: not signed: checkpoints: the frontier of checkpoint {first} fails its MAC (`pinlife check` for the report)"
-    )
+    done = svc.cli("checkpoint")  # a forged row never stops signing: it is skipped, and logged
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "integrity_violation" in done.stderr
+    assert done.stdout.splitlines()[1] == str(head)  # the whole log, signed from scratch
+
+
