@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, UTC
 from typing import Any
@@ -138,8 +139,28 @@ def _typed(message: Any, payload: dict[str, Any]) -> None:
             setattr(message, fd.name, value)
 
 
+MAX_SHOWN_PAYLOAD = 64 * 1024  # bytes of JSON: a larger stored payload is named, not shown
+
+
 def event(e: LoggedEvent) -> apb.AuditEvent:
+    """The event as auditors see it. A row someone inserted behind the
+    service's back (a field out of range, an unknown PIN type, a payload too
+    large to show) is shown as far as it can be, never an internal error."""
+    try:
+        return _event(e)
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        out = apb.AuditEvent(event_type=str(e.event_type)[:64], stream_id=str(e.stream_id)[:200])
+        if isinstance(e.position, int) and 0 <= e.position < 2**64:
+            out.position = e.position
+        out.payload.json.update({"unreadable": f"{type(exc).__name__}: {exc}"[:500]})
+        return out
+
+
+def _event(e: LoggedEvent) -> apb.AuditEvent:
     payload, schema_version = e.current_payload(), e.current_schema_version  # as stored when it cannot be read
+    size = len(json.dumps(payload, default=str))
+    if size > MAX_SHOWN_PAYLOAD:
+        payload = {"oversized_payload_bytes": size}
     out = apb.AuditEvent(
         position=e.position,
         stream_id=e.stream_id,
@@ -162,7 +183,7 @@ def event(e: LoggedEvent) -> apb.AuditEvent:
     if e.pin_type:
         out.pin_type = mapping.PIN_TYPE_TO_PROTO[PIN_TYPE_BY_VALUE[e.pin_type]]
     name = _oneof_name(e.event_type)
-    if name in PAYLOAD_FIELDS and e.event is not None:
+    if name in PAYLOAD_FIELDS and e.event is not None and size <= MAX_SHOWN_PAYLOAD:
         _typed(getattr(out.payload, name), payload)
         getattr(out.payload, name).SetInParent()
     json_payload = Struct()

@@ -13,6 +13,7 @@ from pinlife.v1 import audit_service_pb2 as apb
 from service.api import audit_mapping as amap
 from service.domain.audit import Granularity, validate_filter, validate_position, validate_statistics_range
 from service.domain.errors import InvalidInput
+from service.domain.log import LoggedEvent
 
 
 def fields(fn) -> set[str]:
@@ -51,3 +52,32 @@ def test_positions_and_times_in_range_pass():
     assert validate_position(2**63 - 1, "after_position") == 2**63 - 1
     start, end = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
     assert validate_statistics_range(start, end, Granularity.HOUR) == (start, end)
+
+
+def stored(**changes) -> LoggedEvent:
+    """A row of the log as someone may insert it behind the service's back."""
+    columns = dict(
+        position=7, stream_id="card-1", stream_kind="card", version=2, event_id="e-7", event_type="PinVerified",
+        schema_version=1, occurred_at=datetime(2026, 12, 1, tzinfo=UTC), pin_type="user_certificate", channel="medical_reader",
+        terminal_id="reader-1", request_id="r-1", payload={}, prev_hash="0" * 64, hash="1" * 64,
+    )  # fmt: skip
+    return LoggedEvent.read(**{**columns, **changes})
+
+
+@pytest.mark.parametrize(
+    "changes, shown",
+    [
+        ({"payload": "a string, not an object"}, {"stored": "a string, not an object"}),
+        ({"event_type": "NoSuchEvent", "payload": {"x": 1}}, {"x": 1.0}),
+        ({"payload": {"blob": "x" * 100_000}}, {"oversized_payload_bytes": 100_012.0}),
+        ({"pin_type": "no_such_pin"}, None),
+        ({"version": -5}, None),
+    ],
+)
+def test_a_row_inserted_behind_the_service_is_shown_as_far_as_it_can_be(changes, shown):
+    out = amap.event(stored(**changes))
+    payload = dict(out.payload.json)
+    if shown is not None:
+        assert payload == shown
+    else:
+        assert set(payload) == {"unreadable"} and out.position == 7
