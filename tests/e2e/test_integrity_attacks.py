@@ -518,5 +518,3 @@ def test_a_forged_frontier_fails_check_and_pinlife_checkpoint_signs_on_without_i
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "integrity_violation" in done.stderr
     assert done.stdout.splitlines()[1] == str(head)  # the whole log, signed from scratch
-
-

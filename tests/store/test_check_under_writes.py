@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,6 +17,7 @@ from service.runtime.clock import system_clock
 from service.domain.integrity import CheckCancelled
 from service.store.check import CLOCK_TOLERANCE, check_card, check_store
 from service.store.check_process import check_store_in_process
+from service.store.tables import events
 from tests.store.helpers import CORRECT, USER, WRONG, FakeClock, enroll, run_ok, verify
 
 CARDS = [f"card-w{i:03d}" for i in range(150)]
@@ -109,3 +110,32 @@ def test_a_clock_stepped_back_is_reported_as_such_and_the_store_stays_intact(sto
         1,
         {"stream_id": "card-c2", "version": 2, "seconds_back": 13.0, "tolerated_seconds": 5.0},
     )
+
+
+BAD_ROWS = {  # a row of the log as anyone who may INSERT into it can leave one (the service's own role may)
+    "unknown type": {"event_type": "NoSuchEvent"},
+    "newer schema": {"schema_version": 99},
+    "payload not an object": {"payload": "text"},
+    "payload missing a field": {"event_type": "PinVerificationFailed", "payload": {"purpose": "verify"}},
+    "unknown PIN type": {"pin_type": "no_such_pin"},
+    "unknown purpose": {"event_type": "LockedPinAttempted", "payload": {"purpose": "nothing"}},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(BAD_ROWS))
+def test_a_row_the_check_cannot_read_is_a_finding_at_its_position_not_a_crash(store, keys, shape):
+    runner = ThreadRunner(store, keys, system_clock)
+    run_ok(runner, enroll("card-b1"), verify("card-b1", USER, CORRECT[USER]))
+    head = store.log.head_position()
+    row = dict(
+        position=head + 1, stream_id="card-b1", stream_kind="card", version=3, event_id="bad-row-0001", event_type="PinVerified",
+        schema_version=1, occurred_at=datetime.now(UTC), pin_type="user_certificate", channel="medical_reader",
+        terminal_id="reader-1", request_id="r-1", payload={}, prev_hash="0" * 64, hash="1" * 64, key_id=None, office=None,
+    )  # fmt: skip
+    with store.writer.begin() as conn:
+        conn.execute(events.insert().values(**{**row, **BAD_ROWS[shape]}))
+    report = check_store(store, keys)
+    assert not report.intact
+    assert report.first_unreadable is not None and report.first_unreadable["position"] == head + 1
+    assert report.first_broken_link is not None  # its link does not verify either
+    assert check_card(store, keys, "card-b1").unreadable_count == 1
