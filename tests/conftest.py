@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
 import uuid
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -141,3 +143,26 @@ def make_key_file(path: Path, keys: dict[str, bytes], current: str) -> Path:
 @pytest.fixture
 def keys():
     return ring("test-1", {"test-1": os.urandom(32)})
+
+
+@pytest.fixture(autouse=True)
+def _plain_log_tracebacks():
+    """The service's log lines in a test's captured output, as structlog
+    writes them by default, but with a plain traceback: its default (rich,
+    with every frame's locals) takes a good part of a second per logged
+    exception. Before each test: a test that configures logging itself puts
+    back structlog's defaults when it ends."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
+        context_class=dict,
+        logger_factory=structlog.PrintLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
