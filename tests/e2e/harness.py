@@ -14,26 +14,20 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import structlog
-
 import grpc
-from google.rpc import error_details_pb2
+import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 from pinlife.v1 import audit_service_pb2_grpc
-from pinlife.v1 import common_pb2 as pb
-from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import counter_service_pb2_grpc
-from pinlife.v1 import pin_service_pb2 as ppb
 from pinlife.v1 import pin_service_pb2_grpc, store_service_pb2_grpc
 from service.bootstrap.serving import Server
 from service.runtime.clock import system_clock
 from service.config.settings import Settings
+from tests.rpc import Calls, development_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +43,7 @@ class WithMetadata:
         return lambda request, **kw: method(request, metadata=self._metadata, **kw)
 
 
-class Client:
+class Client(Calls):
     def __init__(
         self, target: str, terminal: str = "e2e-terminal", credentials: grpc.ChannelCredentials | None = None,
         office: str | None = None, chain: str | None = None,
@@ -62,64 +56,17 @@ class Client:
         self.counter = counter_service_pb2_grpc.CounterServiceStub(self.channel)
         self.store = store_service_pb2_grpc.ConvenienceStoreServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.metadata = [("x-pinlife-terminal", terminal)]
-        if office:  # development mode: act as a counter of this office
-            self.metadata.append(("x-pinlife-office", office))
-        if chain:
-            self.metadata.append(("x-pinlife-chain", chain))
+        self.metadata = development_metadata(terminal, office, chain)
         self.audit = WithMetadata(audit_service_pb2_grpc.AuditServiceStub(self.channel), self.metadata)
 
     def close(self) -> None:
         self.channel.close()
-
-    def enroll(self, card_id: str, pins: dict[int, str], request_id: str | None = None) -> cpb.EnrollCardResponse:
-        req = cpb.EnrollCardRequest(
-            request_id=request_id or str(uuid.uuid4()),
-            card_id=card_id,
-            pins=[cpb.InitialPin(pin_type=t, pin=p) for t, p in pins.items()],
-        )
-        return self.counter.EnrollCard(req, timeout=10, metadata=self.metadata)
-
-    def verify(self, card_id: str, pin_type: int, pin: str, request_id: str | None = None, timeout: float = 10):
-        req = ppb.VerifyPinRequest(request_id=request_id or str(uuid.uuid4()), card_id=card_id, pin_type=pin_type, pin=pin)
-        return self.pins.VerifyPin(req, timeout=timeout, metadata=self.metadata)
-
-    def change(self, card_id: str, pin_type: int, current: str, new: str, request_id: str | None = None):
-        req = ppb.ChangePinRequest(
-            request_id=request_id or str(uuid.uuid4()), card_id=card_id, pin_type=pin_type, current_pin=current, new_pin=new
-        )
-        return self.pins.ChangePin(req, timeout=10, metadata=self.metadata)
-
-    def status(self, card_id: str, pin_type: int = pb.PIN_TYPE_UNSPECIFIED) -> ppb.GetPinStatusResponse:
-        return self.pins.GetPinStatus(
-            ppb.GetPinStatusRequest(card_id=card_id, pin_type=pin_type), timeout=10, metadata=self.metadata
-        )
 
     def serving(self) -> bool:
         try:
             return self.health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING
         except grpc.RpcError:
             return False
-
-
-def field_violations(err: grpc.RpcError) -> dict[str, str]:
-    status = rpc_status.from_call(err)
-    out: dict[str, str] = {}
-    for detail in status.details if status else ():
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out.update({v.field: v.description for v in bad.field_violations})
-    return out
-
-
-def precondition_violations(err: grpc.RpcError) -> list[error_details_pb2.PreconditionFailure.Violation]:
-    status = rpc_status.from_call(err)
-    out = []
-    for detail in status.details if status else ():
-        failure = error_details_pb2.PreconditionFailure()
-        if detail.Unpack(failure):
-            out.extend(failure.violations)
-    return out
 
 
 class ThreadedServer:

@@ -16,7 +16,7 @@ from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
 from pinlife.v1 import store_service_pb2 as spb
-from tests.e2e.harness import field_violations
+from tests.rpc import field_violations
 from tests.keys import INTEGRITY
 
 CLEAN = {

@@ -17,7 +17,8 @@ from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
 from pinlife.v1 import store_service_pb2 as spb
 from service.domain.streams import terminal_stream
-from tests.e2e.harness import Client, ThreadedServer, precondition_violations
+from tests.e2e.harness import Client, ThreadedServer
+from tests.rpc import field_violations, precondition_violations
 from tests.store.helpers import FakeClock
 from tests.keys import INTEGRITY
 
@@ -317,8 +318,6 @@ def test_bad_input_to_the_procedures_is_invalid_argument_with_every_field(client
     with pytest.raises(grpc.RpcError) as info:
         clients["naka"].counter.ResetPin(req, timeout=10, metadata=clients["naka"].metadata)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    from tests.e2e.harness import field_violations
-
     assert set(field_violations(info.value)) == {
         "request_id", "new_pin", "applicant", "documents[0].type", "documents[1].issued_on",
     }  # fmt: skip

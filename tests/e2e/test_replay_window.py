@@ -18,7 +18,8 @@ from pinlife.v1 import common_pb2 as pb
 from service.domain.policy import Policy
 from service.store.event_store import EventStore
 from service.store.tables import requests
-from tests.e2e.harness import Client, ThreadedServer, field_violations
+from tests.e2e.harness import Client, ThreadedServer
+from tests.rpc import field_violations
 from tests.keys import INTEGRITY
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
