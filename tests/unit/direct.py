@@ -26,10 +26,8 @@ import asyncio
 from collections.abc import Callable
 
 import grpc
-from grpc_status import rpc_status
 
 from service.api.auth import development_caller
-from service.api.errors import to_status
 from service.api.servicers import CounterServicer, Gate, PinServicer, StoreServicer
 from service.app.handlers import Caller
 from service.bootstrap.instance import make_app
@@ -62,10 +60,13 @@ class Refused(grpc.RpcError):
 
 class Context:
     """A grpc.aio.ServicerContext, as much of one as the servicers use: the
-    call's metadata; an abort raises the error the client would get."""
+    call's metadata; an abort raises the error the client would get. `caller`:
+    who the calling client stands for when the service identifies callers
+    with `as_given` (what TLS and the access file make of a certificate)."""
 
-    def __init__(self, metadata):
+    def __init__(self, metadata, caller: Caller | None = None):
         self.metadata = tuple(metadata)
+        self.caller = caller
 
     def invocation_metadata(self):
         return self.metadata
@@ -78,6 +79,12 @@ class Context:
 
     async def abort_with_status(self, status: grpc.Status):
         raise Refused(status)
+
+
+def as_given(context: Context) -> Caller:
+    """Identifies a call's caller as its client was made (Service.client(caller=...))."""
+    assert context.caller is not None, "this client was made without a caller"
+    return context.caller
 
 
 def policy(clock: FakeClock, throttle: ThrottlePolicy = ThrottlePolicy()) -> Policy:
@@ -112,14 +119,19 @@ class Service:
             "store": StoreServicer(self.app, identify, gate),
         }
 
-    def call(self, method, request, metadata=()):
+    def call(self, method, request, metadata=(), caller: Caller | None = None):
         """One call, its request and response through their wire format."""
         request = type(request).FromString(request.SerializeToString())
-        response = self.loop.run_until_complete(method(request, Context(metadata)))
+        response = self.loop.run_until_complete(method(request, Context(metadata, caller)))
         return type(response).FromString(response.SerializeToString())
 
-    def client(self, terminal: str = "unit-terminal", office: str | None = None, chain: str | None = None) -> Client:
-        return Client(self, terminal, office, chain)
+    def client(
+        self, terminal: str = "unit-terminal", office: str | None = None, chain: str | None = None,
+        caller: Caller | None = None,
+    ) -> Client:  # fmt: skip
+        """A client sending the development headers of this terminal (and
+        office or chain), and standing for `caller` (see as_given)."""
+        return Client(self, terminal, office, chain, caller)
 
     def close(self) -> None:
         self.loop.run_until_complete(self.app.stop())
@@ -129,14 +141,14 @@ class Service:
 class Stub:
     """A servicer behind a generated stub's interface: stub.Method(request, timeout=..., metadata=...)."""
 
-    def __init__(self, service: Service, servicer):
-        self._service, self._servicer = service, servicer
+    def __init__(self, service: Service, servicer, caller: Caller | None = None):
+        self._service, self._servicer, self._caller = service, servicer, caller
 
     def __getattr__(self, name: str):
         method = getattr(self._servicer, name)
 
         def call(request, timeout: float | None = None, metadata=()):
-            return self._service.call(method, request, metadata)
+            return self._service.call(method, request, metadata, self._caller)
 
         return call
 
@@ -144,13 +156,11 @@ class Stub:
 class Client(Calls):
     """tests/e2e/harness.Client's calls, straight into the servicers."""
 
-    def __init__(self, service: Service, terminal: str, office: str | None = None, chain: str | None = None):
-        self.pins = Stub(service, service.servicers["pins"])
-        self.counter = Stub(service, service.servicers["counter"])
-        self.store = Stub(service, service.servicers["store"])
+    def __init__(
+        self, service: Service, terminal: str, office: str | None = None, chain: str | None = None,
+        caller: Caller | None = None,
+    ):  # fmt: skip
+        self.pins = Stub(service, service.servicers["pins"], caller)
+        self.counter = Stub(service, service.servicers["counter"], caller)
+        self.store = Stub(service, service.servicers["store"], caller)
         self.metadata = development_metadata(terminal, office, chain)
-
-
-def status_of(exc: BaseException) -> Refused:
-    """The error a client gets for this exception (service/api/errors.py)."""
-    return Refused(rpc_status.to_status(to_status(exc)))
