@@ -39,6 +39,17 @@ from tests.keys import CHECKPOINT, INTEGRITY, ring
 from service.store.engine import normalize_url
 from service.store.migrate import upgrade
 
+
+def pytest_configure(config):
+    """With pytest-xdist's `load` distribution, tests are handed to workers at
+    most a few at a time (--maxschedchunk, unless given): by default each
+    worker first gets a quarter of its share in one consecutive run, and the
+    end-to-end tests, collected first, made one worker's run most of the
+    suite's time while the other one had finished."""
+    if hasattr(config.option, "maxschedchunk") and config.option.maxschedchunk is None:
+        config.option.maxschedchunk = 4
+
+
 PG_ADMIN_URL = normalize_url(os.environ.get("PINLIFE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
 REQUIRE_PG = os.environ.get("PINLIFE_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
