@@ -173,6 +173,14 @@ def databases(tmp_path, request):
     dbs.drop_all()
 
 
+@pytest.fixture(scope="module")
+def module_databases(tmp_path_factory, request):
+    """Databases kept for a module's tests (servers they share)."""
+    dbs = Databases(tmp_path_factory.mktemp("module-databases"), request)
+    yield dbs
+    dbs.drop_all()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param
