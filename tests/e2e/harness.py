@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -74,10 +75,14 @@ class ThreadedServer:
 
     def __init__(
         self, database_url: str, keys, clock=None, batch_max: int = 256, access=None, access_file=None, writer=None,
-        metrics: bool = False, settings: Settings | None = None,
+        metrics: bool = False, settings: Settings | None = None, batch_deadline: float | None = None,
+        health_interval: float = 1.0,
     ):  # fmt: skip
         """A server on `database_url` with test settings, or with `settings`
-        as given (its clock then comes from them unless `clock` is given)."""
+        as given (its clock then comes from them unless `clock` is given).
+        batch_deadline (the settings' default unless given) and
+        health_interval (how often health looks at the store and the writer):
+        shorter for a test that waits on them."""
         if settings is None:
             clock = clock or system_clock
             # The thread writer unless a test is about the writer process (which
@@ -92,13 +97,15 @@ class ThreadedServer:
                 writer=writer,
                 metrics_listen="127.0.0.1:0" if metrics else "",
             )
+        if batch_deadline is not None:
+            settings = replace(settings, batch_deadline_seconds=batch_deadline)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-server", daemon=True)
         self.thread.start()
 
         async def make() -> Server:
             server = Server(settings, keys, clock, access=access)
-            await server.start()
+            await server.start(health_interval)
             return server
 
         self.server: Server = self._run(make())
