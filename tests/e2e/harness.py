@@ -161,7 +161,7 @@ class ProcessServer:
             while not client.serving():
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"server did not start; see {log_path}")
-                time.sleep(0.1)
+                time.sleep(0.02)
         finally:
             client.close()
 

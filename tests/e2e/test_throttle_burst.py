@@ -151,7 +151,7 @@ class TlsProcesses:
                     if self.procs[i].poll() is not None or time.monotonic() > deadline:
                         self.close()
                         raise RuntimeError(f"server {i} did not start; see {folder / f'server-{i}.log'}")
-                    time.sleep(0.1)
+                    time.sleep(0.02)
             finally:
                 probe.close()
 
