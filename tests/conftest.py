@@ -12,10 +12,11 @@ PostgreSQL template database, a SQLite file); each test's database is a copy
 of it (CREATE DATABASE ... TEMPLATE, a file copy). Tests that exercise the
 migrations themselves ask for an unmigrated database (`migrate=False`).
 
-A test's PostgreSQL databases are dropped after it in a thread of the test
-process (PgDropper), not in its teardown: DROP DATABASE makes the server
-take a checkpoint (PostgreSQL 15), which the next test need not wait for.
-The session ends once the last is dropped.
+A test process's PostgreSQL databases are made ahead and dropped after
+their test by threads of that process (PgDatabases), off the tests' path:
+CREATE DATABASE takes a tenth of a second, and DROP DATABASE makes the
+server take a checkpoint (PostgreSQL 15). The session ends once the last
+is dropped.
 """
 
 from __future__ import annotations
@@ -97,23 +98,57 @@ def pg_template(pg_admin):
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-class PgDropper:
-    """Drops databases, one after the other, in a thread of its own (with
-    its own connection): a test hands its databases over and goes on."""
+class PgDatabases:
+    """The throwaway PostgreSQL databases of a test process, made and dropped
+    off the tests' path by two threads of their own (each with its own
+    connection): READY migrated copies of the template are made ahead of the
+    tests that will ask for them, and a test hands its databases back to be
+    dropped and goes on (DROP DATABASE makes the server take a checkpoint,
+    PostgreSQL 15). Closing drops the rest."""
 
-    def __init__(self) -> None:
+    READY = 3
+
+    def __init__(self, template: str) -> None:
+        self.template = template
         self.engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        self.names: queue.Queue[str | None] = queue.Queue()
+        self.to_make: queue.Queue[bool] = queue.Queue()  # True: make one; False: stop
+        self.to_drop: queue.Queue[str | None] = queue.Queue()  # None: stop
+        self.ready: queue.Queue[str | BaseException] = queue.Queue()
         self.failed: list[tuple[str, str]] = []
-        self.thread = threading.Thread(target=self._run, name="pg-dropper", daemon=True)
-        self.thread.start()
+        self.threads = [
+            threading.Thread(target=self._make, name="pg-make", daemon=True),
+            threading.Thread(target=self._drop, name="pg-drop", daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+        for _ in range(self.READY):
+            self.to_make.put(True)
+
+    def take(self) -> str:
+        """A migrated database, made ahead; another is made for the next test."""
+        made = self.ready.get(timeout=120)
+        if isinstance(made, BaseException):
+            raise made
+        self.to_make.put(True)
+        return made
 
     def drop(self, names: list[str]) -> None:
         for name in names:
-            self.names.put(name)
+            self.to_drop.put(name)
 
-    def _run(self) -> None:
-        while (name := self.names.get()) is not None:
+    def _make(self) -> None:
+        while self.to_make.get():
+            name = f"pinlife_test_{uuid.uuid4().hex[:12]}"
+            try:
+                with self.engine.connect() as conn:
+                    conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'))
+            except Exception as exc:  # noqa: BLE001 - the test that takes it gets it
+                self.ready.put(exc)
+            else:
+                self.ready.put(name)
+
+    def _drop(self) -> None:
+        while (name := self.to_drop.get()) is not None:
             try:
                 with self.engine.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -121,19 +156,25 @@ class PgDropper:
                 self.failed.append((name, f"{type(exc).__name__}: {exc}"))
 
     def close(self) -> None:
-        """Once every database handed over is dropped."""
-        self.names.put(None)
-        self.thread.join()
+        """Once every database handed back, and each made ahead and not taken, is dropped."""
+        self.to_make.put(False)
+        self.threads[0].join()
+        while not self.ready.empty():
+            made = self.ready.get()
+            if isinstance(made, str):
+                self.to_drop.put(made)
+        self.to_drop.put(None)
+        self.threads[1].join()
         self.engine.dispose()
         if self.failed:
             raise RuntimeError(f"test databases not dropped: {self.failed}")
 
 
 @pytest.fixture(scope="session")
-def pg_dropper(pg_admin):
-    dropper = PgDropper()
-    yield dropper
-    dropper.close()
+def pg_databases(pg_template):
+    pool = PgDatabases(pg_template)
+    yield pool
+    pool.close()
 
 
 class Databases:
@@ -144,7 +185,7 @@ class Databases:
         self.tmp_path = tmp_path
         self.request = request
         self.pg_names: list[str] = []
-        self.dropper: PgDropper | None = None
+        self.pool: PgDatabases | None = None
 
     def create(self, backend: str, migrate: bool = True) -> str:
         if backend == "sqlite":
@@ -152,18 +193,19 @@ class Databases:
             if migrate:
                 shutil.copyfile(self.request.getfixturevalue("sqlite_template"), path)
             return f"sqlite:///{path}"
-        admin = self.request.getfixturevalue("pg_admin")
-        self.dropper = self.request.getfixturevalue("pg_dropper")  # asked for now: teardown may not ask
-        template = f' TEMPLATE "{self.request.getfixturevalue("pg_template")}"' if migrate else ""
-        name = f"pinlife_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"{template}'))
+        self.pool = self.request.getfixturevalue("pg_databases")  # asked for now: teardown may not ask
+        if migrate:
+            name = self.pool.take()
+        else:
+            name = f"pinlife_test_{uuid.uuid4().hex[:12]}"
+            with self.request.getfixturevalue("pg_admin").connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
         self.pg_names.append(name)
         return _pg_url(name)
 
     def drop_all(self) -> None:
-        if self.dropper is not None:
-            self.dropper.drop(self.pg_names)
+        if self.pool is not None:
+            self.pool.drop(self.pg_names)
 
 
 @pytest.fixture
