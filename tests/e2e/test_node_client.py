@@ -5,7 +5,8 @@ they are) against a real server, on SQLite and PostgreSQL: in plain text
 Skipped, with the reason, when node or npm is not on PATH, or when `npm ci`
 cannot reach the registry; any other install failure fails. The install runs
 once per test session (under pytest-xdist: once for all workers, behind a
-file lock), into examples/node/node_modules (not committed).
+file lock), into examples/node/node_modules (not committed), unless what npm
+installed there last is what package-lock.json says.
 """
 
 from __future__ import annotations
@@ -48,7 +49,20 @@ UNREACHABLE = re.compile(
 OPEN_HOURS = ServiceClock(fixed=dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.UTC))
 
 
+def installed() -> bool:
+    """node_modules holds what package-lock.json says: npm's record of what it
+    installed (node_modules/.package-lock.json) lists the same packages."""
+    try:
+        wanted = json.loads((EXAMPLE / "package-lock.json").read_text())["packages"]
+        done = json.loads((EXAMPLE / "node_modules" / ".package-lock.json").read_text())["packages"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return {k: v for k, v in wanted.items() if k} == done
+
+
 def npm_install() -> None:
+    if installed():
+        return
     locked = (EXAMPLE / "package-lock.json").exists()
     cmd = [NPM, "ci" if locked else "install", "--no-audit", "--no-fund", "--fetch-timeout=60000", "--fetch-retries=1"]
     try:
