@@ -279,16 +279,24 @@ class _ThreadOutput(io.TextIOBase):
         return "utf-8"
 
 
+def _set_environment(env: Mapping[str, str]) -> None:
+    """os.environ made `env`, changing only the variables that differ (other
+    threads of the process may read the environment meanwhile)."""
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
 @contextlib.contextmanager
 def _environment(env: Mapping[str, str]) -> Iterator[None]:
     before = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
+    _set_environment(env)
     try:
         yield
     finally:
-        os.environ.clear()
-        os.environ.update(before)
+        _set_environment(before)
 
 
 def cli(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
