@@ -29,7 +29,10 @@ CARDS = [f"card-k{i:03d}" for i in range(40)]
 @pytest.mark.slow
 def test_kill_9_under_load_loses_no_acknowledged_answer(db_url, tmp_path):
     key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
-    server = ProcessServer(db_url, key_file, tmp_path / "before.log")
+    # Its own process group: the kill takes the server and its writer process
+    # at once, as a crash of the service would (a writer left behind would
+    # still commit its batch while the store is checked below).
+    server = ProcessServer(db_url, key_file, tmp_path / "before.log", new_session=True)
     setup = Client(server.target, "loader")
     for card in CARDS:
         setup.enroll(card, {USER: "4821"})
@@ -63,7 +66,7 @@ def test_kill_9_under_load_loses_no_acknowledged_answer(db_url, tmp_path):
     deadline = time.monotonic() + 20  # a busy machine (parallel tests) gets going more slowly
     while len(acknowledged) <= 60 and time.monotonic() < deadline:
         time.sleep(0.1)
-    server.proc.kill()  # SIGKILL: no graceful stop, no flush
+    os.killpg(server.proc.pid, signal.SIGKILL)  # no graceful stop, no flush, in either process
     server.proc.wait()
     stop.set()
     for t in threads:
