@@ -1,6 +1,6 @@
 """The Node.js example client (examples/node, @grpc/grpc-js loading protos/ as
-they are) against a real server, on SQLite and PostgreSQL: in plain text
-(development mode) and over mutual TLS.
+they are) against a real server on SQLite: in plain text (development mode)
+and over mutual TLS.
 
 Skipped, with the reason, when node or npm is not on PATH, or when `npm ci`
 cannot reach the registry; any other install failure fails. The install runs
@@ -158,6 +158,7 @@ def check_store(server: ThreadedServer, client: Client, terminal: str, channel: 
     assert (user.status, user.consecutive_failures, user.remaining_tries) == (pb.PIN_STATUS_ACTIVE, 0, 3)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # the client and the channel: the stores are tested without it
 def test_the_node_client_enrolls_verifies_and_reads_the_status(node_example, server):  # server: tests/e2e/conftest.py
     check_answers(run_client(node_example, server.target))
     client = Client(server.target)
@@ -207,6 +208,7 @@ office = "naka-ward-office"
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_the_node_client_over_mutual_tls(node_example, db_url, keys, tmp_path):
     pki = Pki(tmp_path)
     srv = ThreadedServer(db_url, keys, clock=OPEN_HOURS, access=load_access_config(pki.access_file), access_file=pki.access_file)
