@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from pinlife.v1 import common_pb2 as pb
 from service.store.event_store import EventStore
 from service.store.tables import requests
+from service.keys.ring import KeyRing
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ProcessServer, TcpProxy, ThreadedServer
 from tests.keys import INTEGRITY
@@ -101,8 +102,9 @@ def test_kill_9_under_load_loses_no_acknowledged_answer(db_url, tmp_path):
     finally:
         store.close()
 
-    # After restart, a retry of an acknowledged request gets the same answer.
-    again = ProcessServer(db_url, key_file, tmp_path / "after.log")
+    # After restart, a retry of an acknowledged request gets the same answer
+    # (the restarted server here in this process: the store is what matters).
+    again = ThreadedServer(db_url, KeyRing.load(key_file))
     rid, (terminal, card, check) = next(iter(acknowledged.items()))
     client = Client(again.target, terminal)
     try:
@@ -188,7 +190,8 @@ def test_a_dead_writer_process_stops_the_server_for_its_supervisor_and_a_fresh_o
         server.close()
     log = (tmp_path / "first.log").read_text()
     assert "writer_process_died" in log and "stopping_after_writer_death" in log
-    again = ProcessServer(db_url, key_file, tmp_path / "second.log")
+    # The fresh server, as its supervisor would start it (here in this process: the store is what matters).
+    again = ThreadedServer(db_url, KeyRing.load(key_file))
     client = Client(again.target)
     try:
         assert client.verify("card-w", USER, "4821").check.result == pb.CHECK_RESULT_OK

@@ -184,7 +184,7 @@ def test_a_different_key_under_the_same_id_is_refused_and_never_locks_a_card(dat
     # The original key file restored: it serves, and the correct PIN is right.
     shutil.move(saved, key_file)
     assert key_file.read_bytes() == original
-    server = _process_server(url, key_file, tmp_path / "restored.log", env)
+    server = ThreadedServer(url, KeyRing.load(key_file))  # `make run` serving is shown above, as a process
     client = Client(server.target)
     try:
         for _ in range(3):  # three correct entries never lock the card
