@@ -306,10 +306,17 @@ def cli(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.C
     environment `env` while it runs. Milliseconds instead of the second a
     process costs. Not for `serve` (it serves until a signal, then calls
     os._exit): cli_process runs that; and what only a process shows (gRPC's
-    own logging, read once when gRPC starts) is tested with cli_process."""
-    if "serve" in args:
+    own logging, read once when gRPC starts) is tested with cli_process.
+    `timeout` is cli_process's: a command here is not stopped."""
+    from service.cli.main import main, parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # a usage error is the command's own, below
+            command = parser().parse_args(list(args)).command
+    except SystemExit:
+        command = None
+    if command == ("serve", "serve"):
         raise ValueError("`pinlife serve` runs in its own process: cli_process or ProcessServer")
-    from service.cli.main import main
 
     thread = threading.get_ident()
     out, err = _ThreadOutput(sys.stdout, thread), _ThreadOutput(sys.stderr, thread)
