@@ -1,32 +1,34 @@
 """Real servers for end-to-end tests: in a thread of this process (so logs
-can be captured), or as separate processes (python -m service.cli serve)."""
+can be captured), or as separate processes (python -m service.cli serve);
+and the `pinlife` command line, in its own process or in this one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
+import traceback
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
-from google.rpc import error_details_pb2
+import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 from pinlife.v1 import audit_service_pb2_grpc
-from pinlife.v1 import common_pb2 as pb
-from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import counter_service_pb2_grpc
-from pinlife.v1 import pin_service_pb2 as ppb
 from pinlife.v1 import pin_service_pb2_grpc, store_service_pb2_grpc
 from service.bootstrap.serving import Server
 from service.runtime.clock import system_clock
 from service.config.settings import Settings
+from tests.rpc import Calls, development_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +44,7 @@ class WithMetadata:
         return lambda request, **kw: method(request, metadata=self._metadata, **kw)
 
 
-class Client:
+class Client(Calls):
     def __init__(
         self, target: str, terminal: str = "e2e-terminal", credentials: grpc.ChannelCredentials | None = None,
         office: str | None = None, chain: str | None = None,
@@ -55,38 +57,11 @@ class Client:
         self.counter = counter_service_pb2_grpc.CounterServiceStub(self.channel)
         self.store = store_service_pb2_grpc.ConvenienceStoreServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.metadata = [("x-pinlife-terminal", terminal)]
-        if office:  # development mode: act as a counter of this office
-            self.metadata.append(("x-pinlife-office", office))
-        if chain:
-            self.metadata.append(("x-pinlife-chain", chain))
+        self.metadata = development_metadata(terminal, office, chain)
         self.audit = WithMetadata(audit_service_pb2_grpc.AuditServiceStub(self.channel), self.metadata)
 
     def close(self) -> None:
         self.channel.close()
-
-    def enroll(self, card_id: str, pins: dict[int, str], request_id: str | None = None) -> cpb.EnrollCardResponse:
-        req = cpb.EnrollCardRequest(
-            request_id=request_id or str(uuid.uuid4()),
-            card_id=card_id,
-            pins=[cpb.InitialPin(pin_type=t, pin=p) for t, p in pins.items()],
-        )
-        return self.counter.EnrollCard(req, timeout=10, metadata=self.metadata)
-
-    def verify(self, card_id: str, pin_type: int, pin: str, request_id: str | None = None, timeout: float = 10):
-        req = ppb.VerifyPinRequest(request_id=request_id or str(uuid.uuid4()), card_id=card_id, pin_type=pin_type, pin=pin)
-        return self.pins.VerifyPin(req, timeout=timeout, metadata=self.metadata)
-
-    def change(self, card_id: str, pin_type: int, current: str, new: str, request_id: str | None = None):
-        req = ppb.ChangePinRequest(
-            request_id=request_id or str(uuid.uuid4()), card_id=card_id, pin_type=pin_type, current_pin=current, new_pin=new
-        )
-        return self.pins.ChangePin(req, timeout=10, metadata=self.metadata)
-
-    def status(self, card_id: str, pin_type: int = pb.PIN_TYPE_UNSPECIFIED) -> ppb.GetPinStatusResponse:
-        return self.pins.GetPinStatus(
-            ppb.GetPinStatusRequest(card_id=card_id, pin_type=pin_type), timeout=10, metadata=self.metadata
-        )
 
     def serving(self) -> bool:
         try:
@@ -95,58 +70,48 @@ class Client:
             return False
 
 
-def field_violations(err: grpc.RpcError) -> dict[str, str]:
-    status = rpc_status.from_call(err)
-    out: dict[str, str] = {}
-    for detail in status.details if status else ():
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out.update({v.field: v.description for v in bad.field_violations})
-    return out
-
-
-def precondition_violations(err: grpc.RpcError) -> list[error_details_pb2.PreconditionFailure.Violation]:
-    status = rpc_status.from_call(err)
-    out = []
-    for detail in status.details if status else ():
-        failure = error_details_pb2.PreconditionFailure()
-        if detail.Unpack(failure):
-            out.extend(failure.violations)
-    return out
-
-
 class ThreadedServer:
     """The real Server on its own event loop in a background thread."""
 
     def __init__(
-        self, database_url: str, keys, clock=system_clock, batch_max: int = 256, access=None, access_file=None, writer=None,
-        metrics: bool = False,
+        self, database_url: str, keys, clock=None, batch_max: int = 256, access=None, access_file=None, writer=None,
+        metrics: bool = False, settings: Settings | None = None, batch_deadline: float | None = None,
+        health_interval: float = 1.0,
     ):  # fmt: skip
-        # The thread writer unless a test is about the writer process (which
-        # costs a spawned child per server).
-        writer = writer or "thread"
-        settings = Settings(
-            env="test",
-            database_url=database_url,
-            listen="127.0.0.1:0",
-            batch_max=batch_max,
-            access_file=access_file,
-            writer=writer,
-            metrics_listen="127.0.0.1:0" if metrics else "",
-        )
+        """A server on `database_url` with test settings, or with `settings`
+        as given (its clock then comes from them unless `clock` is given).
+        batch_deadline (the settings' default unless given) and
+        health_interval (how often health looks at the store and the writer):
+        shorter for a test that waits on them."""
+        if settings is None:
+            clock = clock or system_clock
+            # The thread writer unless a test is about the writer process (which
+            # costs a spawned child per server).
+            writer = writer or "thread"
+            settings = Settings(
+                env="test",
+                database_url=database_url,
+                listen="127.0.0.1:0",
+                batch_max=batch_max,
+                access_file=access_file,
+                writer=writer,
+                metrics_listen="127.0.0.1:0" if metrics else "",
+            )
+        if batch_deadline is not None:
+            settings = replace(settings, batch_deadline_seconds=batch_deadline)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-server", daemon=True)
         self.thread.start()
 
         async def make() -> Server:
             server = Server(settings, keys, clock, access=access)
-            await server.start()
+            await server.start(health_interval)
             return server
 
         self.server: Server = self._run(make())
         self.target = f"127.0.0.1:{self.server.port}"
         self.store = self.server.store
-        self.metrics_url = f"http://127.0.0.1:{self.server.metrics_port}/metrics" if metrics else None
+        self.metrics_url = f"http://127.0.0.1:{self.server.metrics_port}/metrics" if settings.metrics_listen else None
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
@@ -196,7 +161,7 @@ class ProcessServer:
             while not client.serving():
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"server did not start; see {log_path}")
-                time.sleep(0.1)
+                time.sleep(0.02)
         finally:
             client.close()
 
@@ -277,3 +242,99 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+# -- the command line ------------------------------------------------------------------
+def cli_process(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """`pinlife ARGS` as an operator runs it: `python -m service.cli ARGS`
+    in its own process (an interpreter and the imports: about a second)."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=dict(env), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+class _ThreadOutput(io.TextIOBase):
+    """sys.stdout or sys.stderr while a command runs in this process: what
+    the command's thread writes is captured; what other threads write (a
+    ThreadedServer's log lines) goes where it went before."""
+
+    def __init__(self, before, thread: int):
+        self.before, self.thread, self.buffer_ = before, thread, io.StringIO()
+
+    def write(self, text: str) -> int:
+        if threading.get_ident() == self.thread:
+            return self.buffer_.write(text)
+        return self.before.write(text)
+
+    def flush(self) -> None:
+        if threading.get_ident() != self.thread:
+            self.before.flush()
+
+    def isatty(self) -> bool:
+        return False  # as a pipe: a subprocess's captured output
+
+    @property
+    def encoding(self) -> str:  # rich asks
+        return "utf-8"
+
+
+def _set_environment(env: Mapping[str, str]) -> None:
+    """os.environ made `env`, changing only the variables that differ (other
+    threads of the process may read the environment meanwhile)."""
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _environment(env: Mapping[str, str]) -> Iterator[None]:
+    before = dict(os.environ)
+    _set_environment(env)
+    try:
+        yield
+    finally:
+        _set_environment(before)
+
+
+def cli(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """`pinlife ARGS` run in this process (service.cli.main.main): what it
+    prints, its exit code and, for an exception that escapes, a traceback on
+    stderr and 1, as `python -m service.cli` would give; with exactly the
+    environment `env` while it runs. Milliseconds instead of the second a
+    process costs. Not for `serve` (it serves until a signal, then calls
+    os._exit): cli_process runs that; and what only a process shows (gRPC's
+    own logging, read once when gRPC starts) is tested with cli_process.
+    `timeout` is cli_process's: a command here is not stopped."""
+    from service.cli.main import main, parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # a usage error is the command's own, below
+            command = parser().parse_args(list(args)).command
+    except SystemExit:
+        command = None
+    if command == ("serve", "serve"):
+        raise ValueError("`pinlife serve` runs in its own process: cli_process or ProcessServer")
+
+    thread = threading.get_ident()
+    out, err = _ThreadOutput(sys.stdout, thread), _ThreadOutput(sys.stderr, thread)
+    logging_before = structlog.get_config()  # main() configures logging to its stderr: put back after
+    code = 0
+    try:
+        with _environment(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+            except Exception:  # noqa: BLE001 - as the interpreter reports it
+                traceback.print_exc()
+                code = 1
+    finally:
+        structlog.configure(**logging_before)
+    return subprocess.CompletedProcess(["pinlife", *args], code, out.buffer_.getvalue(), err.buffer_.getvalue())

@@ -21,7 +21,8 @@ from service.domain import merkle
 from service.domain.chain import leaf_data
 from service.keys.notes import open_note
 from service.store import checkpoints
-from tests.e2e.harness import Client, ThreadedServer, field_violations
+from tests.e2e.harness import Client, ThreadedServer
+from tests.rpc import field_violations
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 SIGNATURE = pb.PIN_TYPE_SIGNATURE

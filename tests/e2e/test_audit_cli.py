@@ -1,8 +1,13 @@
-"""`pinlife audit` (service/audit_cli.py) as an auditor runs it: a
-subprocess against a real server (SQLite; the server side is tested on both
-stores in test_audit.py), in development mode and over mutual TLS. What it
-prints (jsonl, csv, table), what it exits with (0 done or intact, 1 a problem
-found, 2 could not run), and that every failure is one line on stderr."""
+"""`pinlife audit` (service/cli/audit.py) as an auditor runs it, against a
+real server (SQLite; the server side is tested on both stores in
+test_audit.py), in development mode and over mutual TLS. What it prints
+(jsonl, csv, table), what it exits with (0 done or intact, 1 a problem
+found, 2 could not run), and that every failure is one line on stderr.
+
+The command runs in this process (harness.cli: its output, exit code and
+environment as a process's); where only a process shows it (gRPC's own
+logging kept off stderr, the exit code of the interpreter), in its own
+(harness.cli_process)."""
 
 from __future__ import annotations
 
@@ -12,14 +17,13 @@ import io
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from pinlife.v1 import common_pb2 as pb
 from service.runtime.clock import ServiceClock
 from service.store import checkpoints
-from tests.e2e.harness import ROOT, Client, ThreadedServer, free_port
+from tests.e2e.harness import Client, ThreadedServer, cli, cli_process, free_port
 from tests.e2e.test_access import Pki, start
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
@@ -31,12 +35,17 @@ EVENT_CSV = (
 )
 
 
-def pinlife(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def environment(env: dict[str, str] | None = None) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env={**base, "COLUMNS": "200", **(env or {})},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return {**base, "COLUMNS": "200", **(env or {})}
+
+
+def pinlife(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return cli(*args, env=environment(env))
+
+
+def pinlife_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return cli_process(*args, env=environment(env))
 
 
 def one_line_error(done: subprocess.CompletedProcess, code: str) -> str:
@@ -184,7 +193,8 @@ def test_verify_and_checkpoints_then_a_tampered_event(server, audit, history, ke
 
 
 def test_errors_are_one_line_and_exit_2(server, audit, history, tmp_path):
-    line = one_line_error(pinlife("audit", "history", "card-1", "--server", f"127.0.0.1:{free_port()}"), "UNAVAILABLE")
+    # In a process of its own: nothing but the one line, not even gRPC's own log of the refused connection.
+    line = one_line_error(pinlife_process("audit", "history", "card-1", "--server", f"127.0.0.1:{free_port()}"), "UNAVAILABLE")
     assert "Traceback" not in line
     one_line_error(audit("history", "card-nobody"), "NOT_FOUND")
     line = one_line_error(audit("query", "--from", "2026-12-02", "--to", "2026-12-01"), "INVALID_ARGUMENT")
@@ -241,7 +251,7 @@ def test_mutual_tls_options_roles_and_env(databases, keys, tmp_path):
         assert "mutual TLS" in line
         garbage = {**auditor, "PINLIFE_CLIENT_KEY": auditor["PINLIFE_CA"]}  # not a key: gRPC's own log stays quiet
         assert "check --ca, --cert and --key" in one_line_error(
-            pinlife("audit", "stats", "--server", srv.target, env=garbage), "UNAVAILABLE"
+            pinlife_process("audit", "stats", "--server", srv.target, env=garbage), "UNAVAILABLE"
         )
     finally:
         srv.close()

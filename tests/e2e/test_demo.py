@@ -1,17 +1,34 @@
 """`make demo` (python -m tools.demo): the seed story through the real API
 with the shipped CLI, against its own server. It must play to the end and
 say each step's key facts; and when an answer is not the story's, it must
-say so, clean up and exit 1, without a traceback."""
+say so, clean up and exit 1, without a traceback.
+
+The whole story runs in this process (tools.demo.main, its `pinlife`
+commands through harness.cli, its server a ThreadedServer made from the
+demo's own settings): some thirty commands, a second each as processes. Its
+one wait, for the first checkpoint the server signs (every 10 s while the
+log grows), is the server signing it at once. The story stopped early runs
+as `make demo` does: `python -m tools.demo` in its own process, with its
+commands and its server (`pinlife serve`) as processes too."""
 
 from __future__ import annotations
 
+import io
 import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from service.config.settings import from_env
+from service.keys.ring import KeyRing
+from service.runtime import logs
+from tests.e2e.harness import ThreadedServer, cli
+from tools import demo as demo_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 90
@@ -21,6 +38,45 @@ pytestmark = pytest.mark.slow
 
 def run_demo(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tools.demo", *args], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def run_demo_here(monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
+    """tools.demo.main(args) in this process: the same story, the same
+    checks of each answer, the same output (on stderr, the server's log
+    lines written while a command waited for its answer)."""
+    servers: list[ThreadedServer] = []
+
+    def pinlife(self, *argv: str, show: bool = True) -> demo_tool.Reply:
+        if show:
+            demo_tool.command(["pinlife", *argv])
+        done = cli(*argv, env=self.env)
+        return demo_tool.Reply(done.returncode, done.stdout, done.stderr)
+
+    def start_server(self) -> bool:
+        """`PINLIFE_CLOCK=... pinlife serve`, as a ThreadedServer (the thread
+        writer: the writer process is tested in tests/store)."""
+        self.stop_server()
+        settings = from_env({**self.env, "PINLIFE_CLOCK": self.clock, "PINLIFE_WRITER": "thread"})
+        self.started = time.monotonic()
+        servers.append(ThreadedServer(settings.database_url, KeyRing.load(settings.key_file), settings=settings))
+        return True
+
+    def stop_server(self) -> None:
+        while servers:
+            servers.pop().close()
+
+    def sleep(seconds: float) -> None:
+        """The demo waits for the server's next checkpoint: the server signs it now."""
+        servers[-1].server.instance.maintenance.checkpoint(force=True)
+
+    monkeypatch.setattr(demo_tool.Demo, "pinlife", pinlife)
+    monkeypatch.setattr(demo_tool.Demo, "start_server", start_server)
+    monkeypatch.setattr(demo_tool.Demo, "stop_server", stop_server)
+    monkeypatch.setattr(demo_tool, "time", SimpleNamespace(**{**vars(time), "sleep": sleep}))
+    logs.configure("json", stream=io.StringIO())  # the server's log lines: not in the demo's output
+    code = demo_tool.main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["python", "-m", "tools.demo", *args], code, out, err)
 
 
 def cleaned_up(out: str) -> None:
@@ -34,8 +90,8 @@ def cleaned_up(out: str) -> None:
         assert s.connect_ex(("127.0.0.1", int(port[1]))) != 0, "the demo's server still listens"
 
 
-def test_the_seed_story_plays_to_the_end():
-    done = run_demo()
+def test_the_seed_story_plays_to_the_end(monkeypatch, capsys):
+    done = run_demo_here(monkeypatch, capsys)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "Traceback" not in out + done.stderr
@@ -91,7 +147,8 @@ def test_the_seed_story_plays_to_the_end():
 
 def test_an_answer_off_the_story_stops_it_with_what_was_expected():
     """On the first Saturday the Naka Ward Office is closed: the locked
-    answer names the Special Center first, which is not the story's."""
+    answer names the Special Center first, which is not the story's. As
+    `make demo` runs: the demo, its commands and its server as processes."""
     done = run_demo("--clock", "start:2026-12-05T10:00:00+09:00")
     out = done.stdout
     assert done.returncode == 1, out + done.stderr

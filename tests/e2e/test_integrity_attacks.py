@@ -1,7 +1,9 @@
 """Attacks on the stored history by someone with power over the database
 (docs/security.md, "Against whom"), through a real gRPC server and the
-operator's `pinlife check [--checkpoint FILE]` / `pinlife checkpoint`, run as
-subprocesses with the server's environment, on SQLite and PostgreSQL.
+operator's `pinlife check [--checkpoint FILE]` / `pinlife checkpoint` with
+the server's environment, on SQLite and PostgreSQL. The commands run in this
+process (harness.cli), one of each in its own (harness.cli_process): exit
+code, report and one-line refusal as the operator gets them.
 
 The attacker is the database's superuser or owner: on PostgreSQL a session
 in `session_replication_role = replica` (no trigger fires), on SQLite the
@@ -20,7 +22,6 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import uuid
 from contextlib import contextmanager
 from datetime import timedelta
@@ -40,7 +41,7 @@ from service.domain.chain import hashed_envelope
 from service.domain.log import LoggedEvent
 from service.store.tables import cards, checkpoints, events, log_head, pin_states, requests, secrets
 from tests.conftest import make_key_file
-from tests.e2e.harness import ROOT, Client, ThreadedServer
+from tests.e2e.harness import Client, ThreadedServer, cli, cli_process
 from tests.keys import INTEGRITY, ring
 
 USER, SIGN = pb.PIN_TYPE_USER_CERTIFICATE, pb.PIN_TYPE_SIGNATURE
@@ -82,16 +83,14 @@ class Service:
             "PINLIFE_LOG_FORMAT": "json", "PINLIFE_WRITER": "thread",
         }  # fmt: skip
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=self.env(), capture_output=True, text=True,
-            timeout=120,
-        )  # fmt: skip
+    def cli(self, *args: str, process: bool = False) -> subprocess.CompletedProcess:
+        """`pinlife ARGS` in this process, or in its own (process=True)."""
+        return (cli_process if process else cli)(*args, env=self.env(), timeout=120)
 
-    def check(self, *checkpoint_files: Path) -> tuple[int, dict]:
+    def check(self, *checkpoint_files: Path, process: bool = False) -> tuple[int, dict]:
         """`pinlife check [--checkpoint FILE ...]`: its exit code and report."""
         args = [a for f in checkpoint_files for a in ("--checkpoint", str(f))]
-        done = self.cli("check", *args)
+        done = self.cli("check", *args, process=process)
         assert done.returncode in (0, 1), done.stderr
         report = json.loads(done.stdout)
         assert report["intact"] is (done.returncode == 0)
@@ -422,7 +421,7 @@ def test_a_log_truncated_to_an_exact_prefix_is_caught_only_by_a_kept_checkpoint(
 
     rc, report = svc.check()
     assert rc == 0, report  # nothing in the store itself shows it: this is what the checkpoint is for
-    rc, report = svc.check(kept)
+    rc, report = svc.check(kept, process=True)  # as the operator runs it: exit 1 and the report
     assert rc == 1
     assert report["supplied_checkpoint_problem"] == {
         "tree_size": size, "reason": f"the log ends at position {prefix}, before {size}",
@@ -514,7 +513,7 @@ def test_a_forged_frontier_fails_check_and_pinlife_checkpoint_signs_on_without_i
     assert report["checkpoint_problem"]["tree_size"] == first
     assert "frontier fails its MAC" in report["checkpoint_problem"]["reason"]
 
-    done = svc.cli("checkpoint")  # a forged row never stops signing: it is skipped, and logged
+    done = svc.cli("checkpoint", process=True)  # as the operator runs it: a forged row never stops signing
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "integrity_violation" in done.stderr
     assert done.stdout.splitlines()[1] == str(head)  # the whole log, signed from scratch

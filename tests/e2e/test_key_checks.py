@@ -6,8 +6,10 @@ value is recorded in the store at first use; `pinlife dev-key` (and so
 Also: the key file's mode, `pinlife check` on a store that does not exist,
 and an older key file without the integrity and checkpoint sections.
 
-The CLI runs as subprocesses (python -m service.cli ...), configured by
-PINLIFE_DATABASE_URL, PINLIFE_KEY_FILE and PINLIFE_ENV as an operator would."""
+The CLI is configured by PINLIFE_DATABASE_URL, PINLIFE_KEY_FILE and
+PINLIFE_ENV as an operator would: `pinlife serve` in its own process (python
+-m service.cli serve), the other commands in this one (harness.cli: the
+same output and exit code, without a second of start-up each)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from service.domain.pins import PinType
 from service.keys.ring import KeyFileError, KeyRing, SecretRef, write_new_key_file
 from service.store.event_store import EventStore
 from service.store.tables import key_checks
+from tests.e2e import harness
 from tests.e2e.harness import ROOT, Client, ProcessServer, ThreadedServer, free_port
 from tests.e2e.test_access import Pki
 from tests.keys import ring as make_ring
@@ -50,11 +52,12 @@ def _env(url: str, key_file: Path, environment: str = "development", **extra: st
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    """`pinlife ARGS` in its own process. A `serve` that does not refuse is
-    still serving at the timeout (TimeoutExpired: the test fails)."""
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    """`pinlife ARGS`: `serve` in its own process (one that does not refuse
+    is still serving at the timeout: TimeoutExpired, the test fails), any
+    other command in this one."""
+    if args[0] == "serve":
+        return harness.cli_process(*args, env=env, timeout=timeout)
+    return harness.cli(*args, env=env)
 
 
 def refusals(done: subprocess.CompletedProcess) -> list[dict]:
@@ -181,7 +184,7 @@ def test_a_different_key_under_the_same_id_is_refused_and_never_locks_a_card(dat
     # The original key file restored: it serves, and the correct PIN is right.
     shutil.move(saved, key_file)
     assert key_file.read_bytes() == original
-    server = _process_server(url, key_file, tmp_path / "restored.log", env)
+    server = ThreadedServer(url, KeyRing.load(key_file))  # `make run` serving is shown above, as a process
     client = Client(server.target)
     try:
         for _ in range(3):  # three correct entries never lock the card
@@ -287,7 +290,10 @@ def test_an_integrity_or_checkpoint_key_replaced_under_its_id_is_refused(db_url,
 
     change, expected = REPLACE[which]
     _rewrite(key_file, change)
-    message = _serve_refused(_env(db_url, key_file, env="test"))
+    # What `pinlife serve` says in its one refusing_to_start line (a process shows it in the test above).
+    with pytest.raises(KeysRefused) as refused:
+        Server(_settings(db_url), KeyRing.load(key_file))
+    message = str(refused.value)
     assert message.startswith(expected) and "check value" in message
     assert "verifier key" not in message  # only the key that differs is named
     assert _stored_checks(db_url) == recorded and _stream(db_url, CARD) == history

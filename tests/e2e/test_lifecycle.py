@@ -124,6 +124,7 @@ def one_line(done: subprocess.CompletedProcess) -> str:
     return out.splitlines()[-1]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # the address, not the store: as on PostgreSQL
 def test_a_port_in_use_is_one_line_and_exit_2(db_url, tmp_path):
     key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
     with socket.socket() as taken:
@@ -157,6 +158,7 @@ def test_an_unreadable_or_invalid_configuration_is_one_line(tmp_path, config, ex
     assert line.startswith(expected.format(path=path)), line
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # said before the store is opened
 def test_the_development_mode_warning_is_the_first_line(db_url, tmp_path):
     key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
     log = tmp_path / "server.log"

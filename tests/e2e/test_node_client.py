@@ -1,11 +1,12 @@
 """The Node.js example client (examples/node, @grpc/grpc-js loading protos/ as
-they are) against a real server, on SQLite and PostgreSQL: in plain text
-(development mode) and over mutual TLS.
+they are) against a real server on SQLite: in plain text (development mode)
+and over mutual TLS.
 
 Skipped, with the reason, when node or npm is not on PATH, or when `npm ci`
 cannot reach the registry; any other install failure fails. The install runs
 once per test session (under pytest-xdist: once for all workers, behind a
-file lock), into examples/node/node_modules (not committed).
+file lock), into examples/node/node_modules (not committed), unless what npm
+installed there last is what package-lock.json says.
 """
 
 from __future__ import annotations
@@ -48,7 +49,20 @@ UNREACHABLE = re.compile(
 OPEN_HOURS = ServiceClock(fixed=dt.datetime(2026, 12, 1, 1, 0, tzinfo=dt.UTC))
 
 
+def installed() -> bool:
+    """node_modules holds what package-lock.json says: npm's record of what it
+    installed (node_modules/.package-lock.json) lists the same packages."""
+    try:
+        wanted = json.loads((EXAMPLE / "package-lock.json").read_text())["packages"]
+        done = json.loads((EXAMPLE / "node_modules" / ".package-lock.json").read_text())["packages"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return {k: v for k, v in wanted.items() if k} == done
+
+
 def npm_install() -> None:
+    if installed():
+        return
     locked = (EXAMPLE / "package-lock.json").exists()
     cmd = [NPM, "ci" if locked else "install", "--no-audit", "--no-fund", "--fetch-timeout=60000", "--fetch-retries=1"]
     try:
@@ -144,6 +158,7 @@ def check_store(server: ThreadedServer, client: Client, terminal: str, channel: 
     assert (user.status, user.consecutive_failures, user.remaining_tries) == (pb.PIN_STATUS_ACTIVE, 0, 3)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # the client and the channel: the stores are tested without it
 def test_the_node_client_enrolls_verifies_and_reads_the_status(node_example, server):  # server: tests/e2e/conftest.py
     check_answers(run_client(node_example, server.target))
     client = Client(server.target)
@@ -193,6 +208,7 @@ office = "naka-ward-office"
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_the_node_client_over_mutual_tls(node_example, db_url, keys, tmp_path):
     pki = Pki(tmp_path)
     srv = ThreadedServer(db_url, keys, clock=OPEN_HOURS, access=load_access_config(pki.access_file), access_file=pki.access_file)

@@ -1,43 +1,34 @@
 """The reset procedures through the real gRPC API, on SQLite and PostgreSQL
-(DESIGN.md §2): a counter reset (holder, legal representative), unlock, the
-proxy's two visits, suspension, the convenience-store reset, office hours and
-jurisdiction, and the recovery guidance of a locked answer. The service
-clock is a test clock moved between steps (Asia/Tokyo times below)."""
+(DESIGN.md §2): one case of each procedure's path, to show the real channel
+and stores carry it (a counter reset after a lock with its recovery
+guidance and a refusal's details, the proxy's two visits with the inquiry
+kept by the store, the convenience-store reset with its reservation, a
+suspension and its resumption), and the log after each. The service clock
+is a test clock moved between steps (Asia/Tokyo times).
+
+The procedures' rules (office hours and jurisdiction, a legal
+representative's documents, unlock, an inquiry voided, superseded or
+expired, the store's refusals, bad input with every field named, and the
+cases above) are tested through the servicers on the in-memory store:
+tests/unit/test_api_procedures.py."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timedelta, timezone, UTC
+from datetime import datetime, timedelta, UTC
 
-import grpc
 import pytest
 
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
-from pinlife.v1 import store_service_pb2 as spb
-from service.domain.streams import terminal_stream
-from tests.e2e.harness import Client, ThreadedServer, precondition_violations
-from tests.store.helpers import FakeClock
+from tests.e2e.harness import Client, ThreadedServer
 from tests.keys import INTEGRITY
-
-USER, SIGN = pb.PIN_TYPE_USER_CERTIFICATE, pb.PIN_TYPE_SIGNATURE
-RESIDENT = pb.PIN_TYPE_RESIDENT_REGISTRY
-PINS = {RESIDENT: "4821", USER: "4821", SIGN: "KX73PQ"}
-JST = timezone(timedelta(hours=9))
-TUESDAY_10 = datetime(2026, 12, 1, 10, 0, tzinfo=JST)  # the ward office and the kiosks are open
-NAKA = "naka-ward-office"  # serves ward "naka"
-TSURUMI = "tsurumi-ward-office"  # does not
-
-D = pb.Document
-CARD = D(type=pb.DOCUMENT_TYPE_MY_NUMBER_CARD)
-PHOTO_ID = D(type=pb.DOCUMENT_TYPE_PUBLIC_PHOTO_ID)
-OTHER_ID = D(type=pb.DOCUMENT_TYPE_OTHER_ID)
-SECOND_VISIT = [CARD, D(type=pb.DOCUMENT_TYPE_INQUIRY_FORM), D(type=pb.DOCUMENT_TYPE_POWER_OF_ATTORNEY), PHOTO_ID]
-
-
-def rid() -> str:
-    return str(uuid.uuid4())
+from tests.procedures import (
+    CALLERS, CARD, JST, NAKA, SIGN, TUESDAY_10, USER, enroll, kiosk_reset, lock, proxy_complete, proxy_request, refused,
+    reserve, reset, rid,
+)  # fmt: skip
+from tests.rpc import precondition_violations
+from tests.store.helpers import FakeClock
 
 
 @pytest.fixture
@@ -55,41 +46,11 @@ def server(db_url, keys, clock):
 @pytest.fixture
 def clients(server):
     made = {
-        "reader": Client(server.target, "clinic-reader-01"),
-        "naka": Client(server.target, "naka-counter-01", office=NAKA),
-        "tsurumi": Client(server.target, "tsurumi-counter-01", office=TSURUMI),
-        "app": Client(server.target, "reset-app"),
-        "kiosk": Client(server.target, "kiosk-0001", chain="example-chain"),
-        "call": Client(server.target, "call-centre-01"),
+        name: Client(server.target, terminal, office=office, chain=chain) for name, (terminal, office, chain) in CALLERS.items()
     }
     yield made
     for c in made.values():
         c.close()
-
-
-def enroll(c: Client, card: str, ward: str | None = "naka") -> None:
-    req = cpb.EnrollCardRequest(request_id=rid(), card_id=card, ward=ward or "",
-                                pins=[cpb.InitialPin(pin_type=t, pin=p) for t, p in PINS.items()])  # fmt: skip
-    c.counter.EnrollCard(req, timeout=10, metadata=c.metadata)
-
-
-def lock(c: Client, card: str, pin_type: int, wrong: str, times: int):
-    for _ in range(times):
-        last = c.verify(card, pin_type, wrong).check
-    return last
-
-
-def reset(c: Client, card: str, pin_type: int = USER, new_pin: str = "1357", documents=(CARD,), **kw):
-    req = cpb.ResetPinRequest(request_id=kw.pop("request_id", rid()), card_id=card, pin_type=pin_type, new_pin=new_pin,
-                              applicant=kw.pop("applicant", pb.APPLICANT_HOLDER), documents=list(documents), **kw)  # fmt: skip
-    return c.counter.ResetPin(req, timeout=10, metadata=c.metadata)
-
-
-def refused(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, info.value.details()
-    return info.value
 
 
 def test_a_patient_locked_out_at_a_clinic_is_told_where_and_when_then_a_clerk_resets(server, clients):
@@ -123,68 +84,6 @@ def test_a_patient_locked_out_at_a_clinic_is_told_where_and_when_then_a_clerk_re
     )
 
 
-def test_a_counter_outside_its_hours_or_wards_is_refused_and_the_refusal_recorded(server, clients, clock):
-    enroll(clients["naka"], "card-H1")
-    lock(clients["reader"], "card-H1", USER, "0000", 3)
-    clock.now = datetime(2026, 12, 2, 3, 0, tzinfo=JST).astimezone(UTC)  # 3 a.m.
-    err = refused(lambda: reset(clients["naka"], "card-H1"))
-    assert "next opens 2026-12-02 08:45" in err.details()
-    [violation] = precondition_violations(err)
-    assert (violation.type, violation.subject) == ("OUT_OF_HOURS", f"offices/{NAKA}")
-    clock.now = datetime(2026, 12, 19, 10, 0, tzinfo=JST).astimezone(UTC)  # a 3rd Saturday: ward office closed
-    assert "next opens 2026-12-21 08:45" in refused(lambda: reset(clients["naka"], "card-H1")).details()
-    clock.now = TUESDAY_10.astimezone(UTC)
-    err = refused(lambda: reset(clients["tsurumi"], "card-H1"))
-    assert "does not serve ward naka" in err.details() and "Naka Ward Office" in err.details()
-    refusals = [e.payload["reason"] for e in server.store.log.stream(terminal_stream("naka-counter-01"))]
-    assert refusals == ["out_of_hours", "out_of_hours"]
-    assert [e.payload["reason"] for e in server.store.log.stream(terminal_stream("tsurumi-counter-01"))] == [
-        "out_of_jurisdiction"
-    ]
-    assert reset(clients["naka"], "card-H1").pin.status == pb.PIN_STATUS_ACTIVE  # in hours, its ward: done
-
-
-def test_a_legal_representative_needs_two_ids_and_a_recent_proof_of_authority(server, clients):
-    enroll(clients["naka"], "card-L1")
-    stale = D(type=pb.DOCUMENT_TYPE_FAMILY_REGISTER, issued_on="2026-08-31")  # more than 3 months before 2026-12-01
-    err = refused(lambda: reset(clients["naka"], "card-L1", applicant=pb.APPLICANT_LEGAL_REPRESENTATIVE,
-                                documents=[CARD, OTHER_ID, stale]))  # fmt: skip
-    assert {(v.type, v.subject) for v in precondition_violations(err)} == {
-        ("DOCUMENT_MISSING", "documents/ids"), ("DOCUMENT_MISSING", "documents/public_photo_id"),
-        ("DOCUMENT_STALE", "documents/authority"),
-    }  # fmt: skip
-    guardian = refused(lambda: reset(clients["naka"], "card-L1", applicant=pb.APPLICANT_LEGAL_REPRESENTATIVE,
-                                     adult_ward=True, documents=[CARD, OTHER_ID, PHOTO_ID,
-                                     D(type=pb.DOCUMENT_TYPE_FAMILY_REGISTER, issued_on="2026-11-20")]))  # fmt: skip
-    assert [v.subject for v in precondition_violations(guardian)] == ["documents/authority"]
-    ok = reset(clients["naka"], "card-L1", applicant=pb.APPLICANT_LEGAL_REPRESENTATIVE, adult_ward=True,
-               documents=[CARD, OTHER_ID, PHOTO_ID, D(type=pb.DOCUMENT_TYPE_ADULT_GUARDIANSHIP_CERTIFICATE, issued_on="2026-09-01")])  # fmt: skip
-    assert ok.pin.status == pb.PIN_STATUS_ACTIVE
-    refusals = [e for e in server.store.log.stream("card-L1") if e.event_type == "CounterProcedureRefused"]
-    assert len(refusals) == 2
-
-
-def test_unlock_keeps_the_pin(server, clients):
-    enroll(clients["naka"], "card-U1")
-    lock(clients["reader"], "card-U1", USER, "0000", 3)
-    req = cpb.UnlockPinRequest(
-        request_id=rid(), card_id="card-U1", pin_type=USER, applicant=pb.APPLICANT_HOLDER, documents=[CARD]
-    )
-    assert clients["naka"].counter.UnlockPin(req, timeout=10, metadata=clients["naka"].metadata).pin.remaining_tries == 3
-    assert clients["reader"].verify("card-U1", USER, "4821").check.result == pb.CHECK_RESULT_OK
-
-
-def proxy_request(c: Client, card: str, request_id: str | None = None):
-    req = cpb.RequestProxyResetRequest(request_id=request_id or rid(), card_id=card, pin_type=USER, documents=[CARD, OTHER_ID])
-    return c.counter.RequestProxyReset(req, timeout=10, metadata=c.metadata)
-
-
-def proxy_complete(c: Client, card: str, inquiry_id: str, code: str, new_pin: str = "2468"):
-    req = cpb.CompleteProxyResetRequest(request_id=rid(), card_id=card, pin_type=USER, inquiry_id=inquiry_id, code=code,
-                                        new_pin=new_pin, documents=SECOND_VISIT)  # fmt: skip
-    return c.counter.CompleteProxyReset(req, timeout=10, metadata=c.metadata)
-
-
 def test_a_proxy_completes_the_two_visit_procedure_once(server, clients, clock):
     enroll(clients["naka"], "card-X1")
     lock(clients["reader"], "card-X1", USER, "0000", 3)
@@ -210,40 +109,6 @@ def test_a_proxy_completes_the_two_visit_procedure_once(server, clients, clock):
     assert server.store.cards.rebuild() == server.store.cards.projection()
 
 
-def test_an_inquiry_is_voided_after_wrong_codes_superseded_by_a_new_one_and_expires(server, clients, clock):
-    enroll(clients["naka"], "card-X2")
-    first = proxy_request(clients["naka"], "card-X2")
-    second = proxy_request(clients["naka"], "card-X2")  # supersedes the first
-    assert (
-        proxy_complete(clients["naka"], "card-X2", first.inquiry_id, first.code).result == cpb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY
-    )
-    wrong = "00000000" if second.code != "00000000" else "11111111"
-    results = [proxy_complete(clients["naka"], "card-X2", second.inquiry_id, wrong).result for _ in range(3)]
-    assert results == [cpb.PROXY_RESET_RESULT_WRONG_CODE, cpb.PROXY_RESET_RESULT_WRONG_CODE, cpb.PROXY_RESET_RESULT_VOIDED]
-    assert (
-        proxy_complete(clients["naka"], "card-X2", second.inquiry_id, second.code).result
-        == cpb.PROXY_RESET_RESULT_NO_OPEN_INQUIRY
-    )
-    third = proxy_request(clients["naka"], "card-X2")
-    clock.advance(days=31)
-    clock.now = clock.now.replace(hour=1)  # 10:00 in Tokyo, a weekday (2027-01-01 is closed: move on)
-    while clock.now.astimezone(JST).weekday() >= 5 or clock.now.astimezone(JST).strftime("%m-%d") <= "01-03":
-        clock.advance(days=1)
-    assert proxy_complete(clients["naka"], "card-X2", third.inquiry_id, third.code).result == cpb.PROXY_RESET_RESULT_EXPIRED
-    closed = [e.payload["reason"] for e in server.store.log.stream("card-X2") if e.event_type == "ProxyInquiryClosed"]
-    assert closed == ["superseded", "voided", "expired"]
-
-
-def reserve(c: Client, card: str, proving: str, pin_type: int = SIGN):
-    req = ppb.ReserveStoreResetRequest(request_id=rid(), card_id=card, pin_type=pin_type, proving_pin=proving)
-    return c.pins.ReserveStoreReset(req, timeout=10, metadata=c.metadata)
-
-
-def kiosk_reset(c: Client, card: str, proving: str, new_pin: str = "NEWPIN7", pin_type: int = SIGN):
-    req = spb.StoreResetPinRequest(request_id=rid(), card_id=card, pin_type=pin_type, proving_pin=proving, new_pin=new_pin)
-    return c.store.ResetPin(req, timeout=10, metadata=c.metadata)
-
-
 def test_a_holder_resets_the_signature_pin_at_a_convenience_store(server, clients, clock):
     enroll(clients["naka"], "card-S1")
     locked = lock(clients["reader"], "card-S1", SIGN, "ZZZ999", 5)
@@ -267,22 +132,6 @@ def test_a_holder_resets_the_signature_pin_at_a_convenience_store(server, client
     assert clients["reader"].verify("card-S1", SIGN, "newpin7").check.result == pb.CHECK_RESULT_OK
     assert "no reservation" in refused(lambda: kiosk_reset(clients["kiosk"], "card-S1", "4821")).details()  # used
     assert server.store.cards.rebuild() == server.store.cards.projection()
-
-
-def test_store_refusals_expiry_counter_only_and_a_locked_proving_pin(server, clients, clock):
-    enroll(clients["naka"], "card-S2")
-    assert reserve(clients["app"], "card-S2", "4821").reserved
-    clock.advance(hours=25)
-    assert "expired" in refused(lambda: kiosk_reset(clients["kiosk"], "card-S2", "4821")).details()
-    err = refused(lambda: reserve(clients["app"], "card-S2", "KX73PQ", pin_type=RESIDENT))
-    assert "only at a ward office or Special Center" in err.details()
-    err = refused(lambda: kiosk_reset(clients["kiosk"], "card-S2", "KX73PQ", "1111", pin_type=USER))
-    assert "cannot reset the user_certificate PIN" in err.details()  # no chain allows it by default
-    lock(clients["reader"], "card-S2", USER, "0000", 3)
-    blocked = reserve(clients["app"], "card-S2", "4821")
-    assert (blocked.reserved, blocked.check.result) == (False, pb.CHECK_RESULT_LOCKED)
-    refusals = [e.payload["reason"] for e in server.store.log.stream("card-S2") if e.event_type == "ResetRefused"]
-    assert refusals == ["reservation_expired", "counter_only", "counter_only"]
 
 
 def test_a_lost_card_is_suspended_by_the_call_centre_answers_suspended_and_is_resumed_at_a_counter(server, clients, clock):
@@ -313,18 +162,3 @@ def test_a_lost_card_is_suspended_by_the_call_centre_answers_suspended_and_is_re
     assert types[1:] == ["CardSuspended", "SuspendedCardAttempted", "SuspendedCardAttempted", "SuspendedCardAttempted",
                          "CardResumed", "PinVerified"]  # fmt: skip
     assert server.store.cards.rebuild() == server.store.cards.projection()
-
-
-def test_bad_input_to_the_procedures_is_invalid_argument_with_every_field(clients):
-    enroll(clients["naka"], "card-B1")
-    req = cpb.ResetPinRequest(request_id="x", card_id="card-B1", pin_type=USER, new_pin="12a",
-                              documents=[D(type=99), D(type=pb.DOCUMENT_TYPE_FAMILY_REGISTER, issued_on="yesterday")])  # fmt: skip
-    with pytest.raises(grpc.RpcError) as info:
-        clients["naka"].counter.ResetPin(req, timeout=10, metadata=clients["naka"].metadata)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    from tests.e2e.harness import field_violations
-
-    assert set(field_violations(info.value)) == {
-        "request_id", "new_pin", "applicant", "documents[0].type", "documents[1].issued_on",
-    }  # fmt: skip
-    assert "12a" not in info.value.details()

@@ -1,7 +1,11 @@
 """Two server processes on one PostgreSQL: concurrent wrong attempts at one
 card never exceed the limit, a retried request id appends nothing, whichever
 instance the retry reaches, and one proxy inquiry or one store reservation
-is used once however many completions race for it."""
+is used once however many completions race for it.
+
+The module's tests share the two servers and their store (each test its own
+cards and terminals; what they check of the whole log holds for any log):
+two processes take seconds to start."""
 
 from __future__ import annotations
 
@@ -23,9 +27,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 
 
-@pytest.fixture
-def two_instances(databases, tmp_path):
-    url = databases.create("postgres")
+@pytest.fixture(scope="module")
+def two_instances(module_databases, tmp_path_factory):
+    url = module_databases.create("postgres")
+    tmp_path = tmp_path_factory.mktemp("two-instances")
     key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
     # The service clock starts on a Tuesday at 10:00 in Tokyo: the kiosks are open.
     env = {"PINLIFE_CLOCK": "start:2026-12-01T10:00:00+09:00"}

@@ -53,6 +53,11 @@ class FakeEvent:
     def event_type(self) -> str:
         return self.event.type_name
 
+    @property
+    def payload(self) -> dict:
+        """As the real store keeps it (Event.payload(): enums by value, the PIN type in the envelope)."""
+        return self.event.payload()
+
 
 class FakeUnitOfWork:
     """One transaction: works on copies of the committed data, which the
