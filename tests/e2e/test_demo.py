@@ -67,7 +67,7 @@ def run_demo_here(monkeypatch, capsys, *args: str) -> subprocess.CompletedProces
 
     def sleep(seconds: float) -> None:
         """The demo waits for the server's next checkpoint: the server signs it now."""
-        servers[-1].server.instance.maintenance.checkpoint(force=True)
+        servers[-1].server.instance.signer.sign()
 
     monkeypatch.setattr(demo_tool.Demo, "pinlife", pinlife)
     monkeypatch.setattr(demo_tool.Demo, "start_server", start_server)
