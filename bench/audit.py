@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import UTC
 
 from bench.common import card_id, latency_summary
 from service.store.event_store import EventStore
-from datetime import UTC
 
 
 def history_reads(store: EventStore, cards: int, reads: int, seed: int = 5) -> dict:

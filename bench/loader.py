@@ -18,13 +18,13 @@ import uuid
 from dataclasses import dataclass, field
 
 from bench.common import card_id, log, pins_for, wrong_4digit
-from service.app.handlers import Caller
 from service.app.batch import ThreadRunner
-from service.runtime.clock import system_clock
+from service.app.handlers import Caller
 from service.domain.commands import EnrollCard, VerifyPin
 from service.domain.pins import PinType
 from service.domain.policy import Policy, ThrottlePolicy
 from service.keys.ring import KeyRing
+from service.runtime.clock import system_clock
 from service.store.event_store import EventStore
 
 LOADER = Caller("development", "bench-loader")

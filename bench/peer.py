@@ -239,10 +239,10 @@ def run_peer(app: PeerPins, cards: int, concurrency: int, warmup_s: float, durat
 async def _run_service_async(
     url: str, keys: KeyRing, cards: int, concurrency: int, warmup_s: float, duration_s: float, batch_max: int, seed: int
 ) -> dict:
-    from service.bootstrap.instance import make_app
     from service.app.handlers import Caller
-    from service.runtime.clock import system_clock
+    from service.bootstrap.instance import make_app
     from service.domain.commands import VerifyPin
+    from service.runtime.clock import system_clock
     from service.store.event_store import EventStore
 
     store = EventStore(url)

@@ -29,7 +29,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import (

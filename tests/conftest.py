@@ -36,9 +36,9 @@ import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.keys import CHECKPOINT, INTEGRITY, ring
 from service.store.engine import normalize_url
 from service.store.migrate import upgrade
+from tests.keys import CHECKPOINT, INTEGRITY, ring
 
 
 def pytest_configure(config):

@@ -28,14 +28,14 @@ import sys
 import tempfile
 import textwrap
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta, UTC
-from pathlib import Path
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import IO
 
-from service.runtime.clock import ClockSettingError, ServiceClock
 from service.domain.calendar import TOKYO, Calendar
+from service.runtime.clock import ClockSettingError, ServiceClock
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLOCK = "start:2026-12-01T10:00:00+09:00"  # a Tuesday: ward offices are open
@@ -196,8 +196,8 @@ class Demo:
         file the server reads (the answer says where and when it opens, not
         when it closes)."""
         if self.calendar is None:
-            from service.domain.policy import ThrottlePolicy
             from service.config.offices import load_policy
+            from service.domain.policy import ThrottlePolicy
 
             self.calendar = load_policy(None, ThrottlePolicy(), self.now().astimezone(TOKYO).date()).calendar
         office = self.calendar.offices.get(office_id)

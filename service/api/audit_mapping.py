@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -17,10 +17,10 @@ from pinlife.v1 import audit_service_pb2 as apb
 from service.api import mapping
 from service.domain.audit import Counts, Filter, Granularity, Order, Outcome, Statistics, outcome_of
 from service.domain.errors import FieldViolation, InvalidInput
-from service.domain.pins import PinType
 from service.domain.events import EVENT_TYPES
 from service.domain.integrity import Report
 from service.domain.log import LoggedEvent
+from service.domain.pins import PinType
 
 OUTCOME_TO_DOMAIN = {
     apb.EVENT_OUTCOME_SUCCESS: Outcome.SUCCESS,

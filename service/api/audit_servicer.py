@@ -17,8 +17,8 @@ from service.api.auth import development_caller
 from service.api.servicers import Gate, _Base, rpc, rpc_stream
 from service.app.audit import Audit
 from service.app.handlers import Caller
-from service.app.service import PinLife
 from service.app.ports import IntegrityViolation
+from service.app.service import PinLife
 from service.domain.log import LoggedEvent
 from service.keys.notes import NoteError, open_note, parse_checkpoint
 

@@ -21,8 +21,8 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from service.config.access import AccessConfig
 from service.app.handlers import Caller
+from service.config.access import AccessConfig
 from service.domain.access import Role, Unauthenticated
 from service.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
 

@@ -7,10 +7,10 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from service.domain.access import PermissionDenied, Unauthenticated
-from service.domain.throttle import Throttled
-from service.domain.errors import AlreadyExists, AtCapacity, DomainError, InvalidInput, NotFound, PreconditionFailed
 from service.app.ports import IntegrityViolation, StoreUnavailable
+from service.domain.access import PermissionDenied, Unauthenticated
+from service.domain.errors import AlreadyExists, AtCapacity, DomainError, InvalidInput, NotFound, PreconditionFailed
+from service.domain.throttle import Throttled
 
 CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import TYPE_CHECKING, Any, TypeVar
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import structlog
@@ -20,13 +20,15 @@ from pinlife.v1 import pin_service_pb2 as pin_pb
 from pinlife.v1 import pin_service_pb2_grpc as pin_grpc
 from pinlife.v1 import store_service_pb2 as store_pb
 from pinlife.v1 import store_service_pb2_grpc as store_grpc
-from service.runtime import logs
 from service.api import mapping
 from service.api.auth import development_caller
 from service.api.errors import code_for, to_status
 from service.api.registration import Undecodable
 from service.app.handlers import Caller
+from service.app.ports import StoreUnavailable
 from service.app.service import PinLife
+from service.domain.access import PermissionDenied, authorize
+from service.domain.card_ids import validate_card_id
 from service.domain.commands import (
     ChangePin,
     CompleteProxyReset,
@@ -40,11 +42,9 @@ from service.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from service.domain.access import PermissionDenied, authorize
-from service.domain.card_ids import validate_card_id
 from service.domain.errors import DomainError, FieldViolation, InvalidInput
-from service.app.ports import StoreUnavailable
 from service.domain.outcomes import CheckResult, ProxyResult
+from service.runtime import logs
 
 if TYPE_CHECKING:
     from service.runtime.metrics import Metrics

@@ -8,16 +8,13 @@ keyed hash only, so its stored answer has no code.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar, overload
-from collections.abc import Callable
 
 from service.domain.calendar import Opening
-from service.domain.pins import PinType
-from service.domain.recovery import PinView, Procedure, Recovery, Route
 from service.domain.commands import CardCommand, CompleteProxyReset
-from service.domain.state import CardStatus, PinState
 from service.domain.outcomes import (
     CardStatusChanged,
     CheckOutcome,
@@ -31,7 +28,9 @@ from service.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
-
+from service.domain.pins import PinType
+from service.domain.recovery import PinView, Procedure, Recovery, Route
+from service.domain.state import CardStatus, PinState
 
 Out = TypeVar("Out", bound=Outcome, covariant=True)
 

@@ -15,18 +15,18 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from collections.abc import Sequence
 
 import structlog
 
 from service.app.handlers import HANDLERS, Caller, Deps
 from service.app.ports import LeafSink, Store, StoreUnavailable
-from service.runtime.clock import Clock
 from service.domain.errors import DomainError
 from service.domain.policy import Policy
 from service.keys.ring import KeyRing
+from service.runtime.clock import Clock
 
 log = structlog.get_logger()
 

@@ -14,30 +14,29 @@ from __future__ import annotations
 
 import json
 import secrets
-
-import structlog
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, get_args
-from collections.abc import Callable
+
+import structlog
 
 from service.app.answers import Answer, command_name, decode, encode, fingerprint, fresh_pins
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
+from service.domain import throttle
 from service.domain.access import Role
-from service.domain.decision import Context
 from service.domain.commands import CardCommand
 from service.domain.decide import decide
-from service.domain import throttle
+from service.domain.decision import Context
 from service.domain.errors import FieldViolation, InvalidInput, NotFound
-from service.domain.events import AuditRead, TerminalThrottled
-from service.domain.throttle import is_failure
-from service.domain.events import Event
+from service.domain.events import AuditRead, Event, TerminalThrottled
+from service.domain.outcomes import Outcome
 from service.domain.pins import PinType
 from service.domain.policy import Policy
-from service.domain.outcomes import Outcome
 from service.domain.recovery import CardView, pin_views
-from service.runtime.ids import new_id
+from service.domain.throttle import is_failure
 from service.keys.ring import KeyRing, SecretRef
+from service.runtime.ids import new_id
 
 log = structlog.get_logger()
 

@@ -16,7 +16,6 @@ import structlog
 from service.app.answers import Answer
 from service.app.handlers import Caller, ReadCard, RecordTerminalEvents
 from service.app.writer import GroupCommitWriter
-from service.runtime.clock import Clock
 from service.domain.card_ids import validate_card_id
 from service.domain.commands import (
     CardCommand,
@@ -34,8 +33,6 @@ from service.domain.commands import (
 )
 from service.domain.errors import InvalidInput, NotFound
 from service.domain.events import AccessDenied
-from service.domain.pins import PinType
-from service.domain.policy import Policy
 from service.domain.outcomes import (
     CardStatusChanged,
     CheckOutcome,
@@ -47,8 +44,11 @@ from service.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
+from service.domain.pins import PinType
+from service.domain.policy import Policy
 from service.domain.recovery import CardView
 from service.domain.requests import validate_request_id
+from service.runtime.clock import Clock
 
 log = structlog.get_logger()
 

@@ -17,8 +17,8 @@ hold callers until their own deadlines. See `GroupCommitWriter`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import structlog
 

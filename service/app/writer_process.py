@@ -32,8 +32,8 @@ import asyncio
 import multiprocessing
 import multiprocessing.process
 import signal
-from multiprocessing.connection import Connection
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import cast
 
 import structlog

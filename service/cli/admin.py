@@ -17,8 +17,8 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from service.app.ports import IntegrityViolation
-from service.cli.exits import fail
 from service.cli.configured import config_problems, keys, settings
+from service.cli.exits import fail
 from service.config import settings as config_mod
 from service.config.access import AccessConfigError, access_from_settings
 from service.config.offices import OfficesConfigError, load_policy

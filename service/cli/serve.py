@@ -9,8 +9,8 @@ import os
 import sys
 
 from service.bootstrap.serving import serve as serve_forever
-from service.cli.exits import fail
 from service.cli.configured import keys, settings
+from service.cli.exits import fail
 from service.config.access import AccessConfigError, access_from_settings
 from service.runtime import logs
 

@@ -34,8 +34,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from service.domain.access import COUNTERS, Role
-from service.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
 from service.domain.policy import ThrottlePolicy
+from service.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
 
 
 class AccessConfigError(Exception):

@@ -17,10 +17,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 from service.runtime.clock import ClockSettingError, ServiceClock
 

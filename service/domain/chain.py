@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
-from datetime import datetime, UTC
-from typing import Any, NamedTuple
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from service.domain.merkle import leaf_hash
 

@@ -5,9 +5,9 @@ is well formed; a malformed one raises InvalidInput naming every bad field
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from collections.abc import Callable
 from typing import TypeVar
 
 from service.domain.card_ids import validate_card_id

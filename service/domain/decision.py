@@ -13,11 +13,12 @@ PIN must be set) is a guard in guards.py, called here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, NamedTuple, NoReturn, TypeVar
-from collections.abc import Callable, Mapping
 
+from service.domain import guards
 from service.domain.errors import DomainError, NotFound, PreconditionFailed, PreconditionViolation
 from service.domain.events import (
     Event,
@@ -28,10 +29,9 @@ from service.domain.events import (
     Purpose,
     SuspendedCardAttempted,
 )
-from service.domain import guards
+from service.domain.outcomes import CheckOutcome, CheckResult
 from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy
-from service.domain.outcomes import CheckOutcome, CheckResult
 from service.domain.recovery import Recovery, recovery_for
 from service.domain.state import EMPTY, CardState, PinState
 

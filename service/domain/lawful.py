@@ -47,12 +47,13 @@ Pure: no clock, no store, no keys.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
-from collections.abc import Callable, Iterable
 
+from service.domain import guards
 from service.domain.calendar import TOKYO
 from service.domain.commands import SUSPEND_REASONS, WARD_ID
 from service.domain.documents import CHECKLISTS, Applicant, Document, DocumentType
@@ -63,8 +64,10 @@ from service.domain.events import (
     CardResumed,
     CardSuspended,
     CounterOutOfService,
+    CounterProcedure,
     CounterProcedureRefused,
     Event,
+    InquiryCloseReason,
     LockedPinAttempted,
     PinChanged,
     PinLocked,
@@ -72,8 +75,6 @@ from service.domain.events import (
     PinUnlocked,
     PinVerificationFailed,
     PinVerified,
-    CounterProcedure,
-    InquiryCloseReason,
     ProxyInquiryClosed,
     ProxyInquiryCodeRejected,
     ProxyInquiryIssued,
@@ -87,7 +88,6 @@ from service.domain.events import (
     TerminalThrottled,
     known_word,
 )
-from service.domain import guards
 from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy
 from service.domain.state import CardState, evolve

@@ -26,7 +26,7 @@ too are guards (guards.py), named below.
 
 from __future__ import annotations
 
-
+from service.domain import guards
 from service.domain.calendar import TOKYO
 from service.domain.commands import (
     CompleteProxyReset,
@@ -60,7 +60,6 @@ from service.domain.events import (
     ResetRefused,
     StoreResetReserved,
 )
-from service.domain import guards
 from service.domain.outcomes import (
     CardStatusChanged,
     CheckResult,

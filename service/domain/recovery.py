@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple
 from datetime import datetime
+from typing import NamedTuple
 
-from service.domain.calendar import TOKYO, Opening, next_openings
 from service.domain import guards
+from service.domain.calendar import TOKYO, Opening, next_openings
 from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.state import CardState, PinState

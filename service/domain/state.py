@@ -7,12 +7,11 @@ date in the append transaction; a rebuild from the events must equal it.
 from __future__ import annotations
 
 import enum
-from types import MappingProxyType
-from typing import Any, NamedTuple, TypeVar
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from functools import singledispatch
-from collections.abc import Iterable
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeVar
 
 from service.domain.events import (
     CardEnrolled,

@@ -14,14 +14,14 @@ Pure: the caller passes the time in."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
-from collections.abc import Mapping
 
 from service.domain.errors import DomainError
+from service.domain.outcomes import CheckOutcome, CheckResult
 from service.domain.policy import ThrottlePolicy
 from service.domain.state import EMPTY
-from service.domain.outcomes import CheckOutcome, CheckResult
 
 # What counts as a failure on a card: a wrong PIN, an attempt against a locked
 # PIN, and (counted by the caller, as it is an error) an unknown card, also

@@ -13,9 +13,9 @@ reports it (lawful.py), readers show it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, get_args, get_type_hints
-from collections.abc import Callable
 
 from service.domain.events import EVENT_TYPES, Event, Purpose, known_word
 from service.domain.pins import PinType

@@ -27,8 +27,8 @@ import binascii
 import hashlib
 import re
 import secrets
-from typing import NamedTuple
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey

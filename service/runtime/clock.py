@@ -14,9 +14,9 @@ PINLIFE_CLOCK:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta, UTC
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
 

@@ -23,20 +23,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
 from datetime import datetime
+from itertools import islice
 from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import Connection, select
+from sqlalchemy import exc as sa_exc
 
-from service.runtime.clock import Clock
+from service.app.ports import IntegrityViolation
 from service.domain.chain import leaf_data, link_hash
 from service.domain.merkle import Frontier
-from service.app.ports import IntegrityViolation
-from service.keys.ring import KeyRing
 from service.keys.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
+from service.keys.ring import KeyRing
+from service.runtime.clock import Clock
 from service.store.event_store import EventStore, StoreView
 from service.store.tables import checkpoints
 

@@ -25,9 +25,9 @@ from service.keys.ring import IntegrityKeys
 from service.store import errors
 from service.store.engine import make_engine
 from service.store.hot_sql import HotSql
-from service.store.records import utc
 from service.store.integrity import IntegrityReader
 from service.store.reads import Begin, CardReader, LogReader
+from service.store.records import utc
 from service.store.tables import MAIN_LOG, Log, requests
 from service.store.unit_of_work import UnitOfWork
 

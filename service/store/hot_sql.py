@@ -13,8 +13,8 @@ tests/store/test_hot_sql.py against the table definitions).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 import sqlite3
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from sqlalchemy import Column, Connection, Table

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from service.app.ports import StoredRequest
+from service.domain.chain import canonical, canonical_time
 from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
 from service.domain.state import EMPTY, CardState, CardStatus, Inquiry, PinState, Reservation
 from service.domain.throttle import TerminalWindow
-from service.domain.chain import canonical, canonical_time
-from service.app.ports import StoredRequest
 from service.keys.ring import Verifier
 from service.store.records import utc
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from sqlalchemy import select, text, update
 
+from service.app.ports import StoredRequest
 from service.domain.chain import GENESIS_HASH, canonical_time, legacy_hash, link_hash
 from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.streams import TERMINAL_STREAM_PREFIX, is_card_stream
-from service.app.ports import StoredRequest
 from service.keys.ring import IntegrityKeys, SecretKind, Verifier
 from service.store.event_store import EventStore
 from service.store.projection import PIN_READ_COLUMNS, answer_message, card_state, state_message

@@ -39,13 +39,15 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, select
 
-from service.domain.chain import GENESIS_HASH, canonical_time, link_and_leaf
+from service.app.ports import Envelope, IntegrityViolation, StoredRequest
+from service.domain.chain import GENESIS_HASH, canonical_time, hashed_envelope, link_and_leaf
 from service.domain.events import Event, Recorded
 from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
 from service.domain.state import CardState, evolve
-from service.domain.throttle import TerminalWindow
 from service.domain.streams import is_card_stream, stream_kind, terminal_stream
+from service.domain.throttle import TerminalWindow
 from service.keys.ring import IntegrityKeys, SecretKind, SecretRef, Verifier
+from service.runtime.ids import new_id as new_event_id
 from service.store.errors import WriteConflict
 from service.store.hot_sql import HEAD_COLUMNS, HotSql, Statement
 from service.store.projection import (
@@ -57,12 +59,8 @@ from service.store.projection import (
     window_from_row,
     window_to_row,
 )
-from service.app.ports import Envelope, IntegrityViolation, StoredRequest
-from service.runtime.ids import new_id as new_event_id
-from service.domain.chain import hashed_envelope
 from service.store.records import utc
 from service.store.tables import secrets
-
 
 log = structlog.get_logger()
 

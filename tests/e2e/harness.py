@@ -22,12 +22,10 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pinlife.v1 import audit_service_pb2_grpc
-from pinlife.v1 import counter_service_pb2_grpc
-from pinlife.v1 import pin_service_pb2_grpc, store_service_pb2_grpc
+from pinlife.v1 import audit_service_pb2_grpc, counter_service_pb2_grpc, pin_service_pb2_grpc, store_service_pb2_grpc
 from service.bootstrap.serving import Server
-from service.runtime.clock import system_clock
 from service.config.settings import Settings
+from service.runtime.clock import system_clock
 from tests.rpc import Calls, development_metadata
 
 ROOT = Path(__file__).resolve().parents[2]

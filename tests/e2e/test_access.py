@@ -18,9 +18,9 @@ import pytest
 import trustme
 
 from service.config.access import load_access_config
-from service.runtime.clock import ServiceClock
 from service.domain.access import COUNTERS, RPC_ROLES, Role
 from service.domain.streams import terminal_stream
+from service.runtime.clock import ServiceClock
 from tests.e2e.harness import Client, ThreadedServer
 from tests.keys import INTEGRITY
 from tests.rpc import CALLS, CALLS_AT, SIGNATURE, USER

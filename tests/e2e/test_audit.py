@@ -16,10 +16,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
-from service.runtime.clock import ServiceClock
 from service.domain import merkle
 from service.domain.chain import leaf_data
 from service.keys.notes import open_note
+from service.runtime.clock import ServiceClock
 from service.store import checkpoints
 from tests.e2e.harness import Client, ThreadedServer
 from tests.rpc import field_violations

@@ -24,19 +24,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
-from service.config.access import load_access_config
 from service.app.ports import Envelope
-from service.runtime.clock import ServiceClock
+from service.config.access import load_access_config
 from service.domain.access import RPC_ROLES, Role
-from service.domain.chain import GENESIS_HASH, link_hash
+from service.domain.chain import GENESIS_HASH, hashed_envelope, link_hash
 from service.domain.events import CardEnrolled
 from service.domain.pins import PinType
 from service.domain.state import CardStatus
 from service.domain.streams import terminal_stream
 from service.keys.ring import SecretRef
+from service.runtime.clock import ServiceClock
 from service.store import checkpoints
 from service.store.event_store import EventStore
-from service.domain.chain import hashed_envelope
 from tests.e2e.harness import Client, ThreadedServer
 from tests.e2e.test_access import Pki
 from tests.keys import INTEGRITY

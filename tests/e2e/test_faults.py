@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 import uuid
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from pinlife.v1 import common_pb2 as pb
+from service.keys.ring import KeyRing
 from service.store.event_store import EventStore
 from service.store.tables import requests
-from service.keys.ring import KeyRing
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ProcessServer, TcpProxy, ThreadedServer
 from tests.keys import INTEGRITY

@@ -18,14 +18,14 @@ import structlog
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
-from service.runtime import logs
-from service.config.access import load_access_config
 from service.bootstrap.serving import Server, serve
+from service.config.access import load_access_config
 from service.config.settings import Settings
 from service.keys.file_modes import FileModeError
-from service.store.schema_check import SchemaMismatch, check_schema
+from service.runtime import logs
 from service.store.engine import normalize_url
 from service.store.migrate import alembic_config, upgrade
+from service.store.schema_check import SchemaMismatch, check_schema
 from tests.conftest import make_key_file
 from tests.e2e.harness import ROOT, Client, ThreadedServer, free_port
 from tests.e2e.test_access import Pki

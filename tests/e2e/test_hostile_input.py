@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pinlife.v1 import common_pb2 as pb

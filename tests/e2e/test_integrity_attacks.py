@@ -32,13 +32,12 @@ import pytest
 from sqlalchemy import delete, func, insert, select, update
 
 from pinlife.v1 import common_pb2 as pb
-from service.domain.chain import GENESIS_HASH, legacy_hash, link_hash
+from service.domain.chain import GENESIS_HASH, hashed_envelope, legacy_hash, link_hash
+from service.domain.log import LoggedEvent
 from service.domain.pins import PinType
 from service.keys.ring import SecretRef
 from service.store.event_store import EventStore
 from service.store.projection import state_message
-from service.domain.chain import hashed_envelope
-from service.domain.log import LoggedEvent
 from service.store.tables import cards, checkpoints, events, log_head, pin_states, requests, secrets
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ThreadedServer, cli, cli_process

@@ -8,8 +8,8 @@ import os
 from pinlife.v1 import common_pb2 as pb
 from service.domain.pins import PinType
 from service.keys.ring import SecretRef
-from tests.keys import ring
 from tests.e2e.harness import Client, ThreadedServer
+from tests.keys import ring
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 SIGN = pb.PIN_TYPE_SIGNATURE

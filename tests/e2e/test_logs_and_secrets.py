@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import UTC
 
 import grpc
 import pytest
@@ -14,7 +15,6 @@ from sqlalchemy import MetaData, select
 
 from pinlife.v1 import common_pb2 as pb
 from service.runtime import logs
-from datetime import UTC
 
 # Distinctive values: none is a year, a time part or a common number.
 PINS = {

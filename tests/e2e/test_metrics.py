@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
+from datetime import UTC
 
 import grpc
 import pytest
@@ -19,7 +20,6 @@ from pinlife.v1 import common_pb2 as pb
 from tests.e2e.harness import Client, ThreadedServer
 from tests.procedures import CARD, NAKA, PINS, TUESDAY_10, USER, enroll, lock, reset
 from tests.store.helpers import FakeClock
-from datetime import UTC
 
 PERSONAL = ("card-M", "clinic-reader-m", "naka-counter-m", NAKA, "4821", "0000", "1357", "KX73PQ")
 

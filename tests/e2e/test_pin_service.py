@@ -25,8 +25,8 @@ RESIDENT = pb.PIN_TYPE_RESIDENT_REGISTRY
 CARD_INFO = pb.PIN_TYPE_CARD_INFO_INPUT_SUPPORT
 ALL_PINS = {RESIDENT: "4821", CARD_INFO: "4821", USER: "4821", SIGN: "Kx73pq"}
 
-from tests.rpc import field_violations, precondition_violations  # noqa: E402
 from tests.keys import INTEGRITY  # noqa: E402
+from tests.rpc import field_violations, precondition_violations  # noqa: E402
 
 
 def enrolled(client, card="card-A1", pins=None):

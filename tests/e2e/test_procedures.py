@@ -14,7 +14,7 @@ tests/unit/test_api_procedures.py."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -24,8 +24,22 @@ from pinlife.v1 import pin_service_pb2 as ppb
 from tests.e2e.harness import Client, ThreadedServer
 from tests.keys import INTEGRITY
 from tests.procedures import (
-    CALLERS, CARD, JST, NAKA, SIGN, TUESDAY_10, USER, enroll, kiosk_reset, lock, proxy_complete, proxy_request, refused,
-    reserve, reset, rid,
+    CALLERS,
+    CARD,
+    JST,
+    NAKA,
+    SIGN,
+    TUESDAY_10,
+    USER,
+    enroll,
+    kiosk_reset,
+    lock,
+    proxy_complete,
+    proxy_request,
+    refused,
+    reserve,
+    reset,
+    rid,
 )  # fmt: skip
 from tests.rpc import precondition_violations
 from tests.store.helpers import FakeClock

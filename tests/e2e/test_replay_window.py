@@ -14,7 +14,7 @@ tests/store/test_answer_pruning.py."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest

@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, UTC
-from typing import Any
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, text
 
 from service.app.answers import Answer
-from service.app.handlers import Caller
 from service.app.batch import ThreadRunner
-from service.domain.commands import ChangePin, CardCommand, EnrollCard, VerifyPin
+from service.app.handlers import Caller
+from service.domain.commands import CardCommand, ChangePin, EnrollCard, VerifyPin
 from service.domain.pins import PinType
 from tests.keys import INTEGRITY
 

@@ -5,7 +5,7 @@ which made the answers through a server: here the writer makes them."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone, UTC
+from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import select
 

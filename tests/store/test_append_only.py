@@ -8,8 +8,8 @@ from sqlalchemy.exc import DBAPIError
 
 from service.app.batch import ThreadRunner
 from service.store.event_store import EventStore
-from tests.store.helpers import CORRECT, USER, WRONG, dump, enroll, run_ok, verify
 from tests.keys import INTEGRITY
+from tests.store.helpers import CORRECT, USER, WRONG, dump, enroll, run_ok, verify
 
 REFUSED = [
     "UPDATE events SET channel = 'forged' WHERE position = 2",

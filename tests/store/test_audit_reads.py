@@ -7,7 +7,7 @@ index condition bounds both the key and the time range
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text

@@ -13,8 +13,8 @@ import pytest
 
 from service.app.batch import ThreadRunner
 from service.app.handlers import Caller
-from service.runtime.clock import system_clock
 from service.domain.integrity import CheckCancelled
+from service.runtime.clock import system_clock
 from service.store.check import CLOCK_TOLERANCE, check_card, check_store
 from service.store.check_process import check_store_in_process
 from service.store.tables import events

@@ -21,15 +21,15 @@ from sqlalchemy import select, update
 from service.app.batch import ThreadRunner
 from service.domain.chain import leaf_data, link_hash
 from service.domain.merkle import Frontier
-from service.keys.ring import IntegrityKeys, SecretRef
 from service.keys.notes import NoteSigner, open_note, parse_checkpoint
-
+from service.keys.ring import IntegrityKeys, SecretRef
 from service.store import checkpoints
 from service.store.check import check_store
 from service.store.projection import state_message
-from service.store.tables import cards, checkpoints as checkpoints_table, events
+from service.store.tables import cards, events
+from service.store.tables import checkpoints as checkpoints_table
 from tests.keys import CHECKPOINT, INTEGRITY
-from tests.store.helpers import COUNTER, CORRECT, USER, enroll, run_ok, verify
+from tests.store.helpers import CORRECT, COUNTER, USER, enroll, run_ok, verify
 
 CARD = "card-M"
 

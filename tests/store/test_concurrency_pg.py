@@ -11,14 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from service.app.answers import Answer
-from service.app.handlers import Caller
 from service.app.batch import ThreadRunner
+from service.app.handlers import Caller
 from service.domain.errors import AlreadyExists
+from service.domain.outcomes import CheckResult, Enrolled
 from service.domain.pins import retry_limit
 from service.store.event_store import EventStore
-from service.domain.outcomes import CheckResult, Enrolled
-from tests.store.helpers import COUNTER, CORRECT, SIGNATURE, USER, WRONG, enroll, rid, run_ok, verify
 from tests.keys import INTEGRITY
+from tests.store.helpers import CORRECT, COUNTER, SIGNATURE, USER, WRONG, enroll, rid, run_ok, verify
 
 pytestmark = pytest.mark.postgres
 

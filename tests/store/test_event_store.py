@@ -4,8 +4,6 @@ the log, idempotent retries and per-item failure in a batch."""
 
 from __future__ import annotations
 
-from tests.keys import INTEGRITY
-
 import dataclasses
 import random
 import uuid
@@ -15,19 +13,19 @@ import pytest
 from sqlalchemy import text
 
 from service.app.answers import Answer
-from service.app.ports import IntegrityViolation
 from service.app.batch import ThreadRunner
+from service.app.ports import IntegrityViolation
 from service.domain.chain import GENESIS_HASH
 from service.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
+from service.domain.events import EVENT_TYPES
+from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
 from service.domain.pins import retry_limit
 from service.domain.recovery import Route
 from service.domain.state import PinState
-from service.domain.events import EVENT_TYPES
 from service.store.event_store import EventStore
-from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
+from tests.keys import INTEGRITY
 from tests.store.helpers import (
     ALL_TYPES,
-    assert_consistent,
     CARD_INFO,
     CORRECT,
     COUNTER,
@@ -37,6 +35,7 @@ from tests.store.helpers import (
     USER,
     WRONG,
     FakeClock,
+    assert_consistent,
     change,
     count,
     dump,

@@ -4,27 +4,26 @@ Core does, so the Core reads (streams, audit, rebuild) see the same data."""
 
 from __future__ import annotations
 
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import psycopg
 import psycopg.sql
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from service.app.batch import ThreadRunner
 from service.app.handlers import HANDLERS, Deps
-from service.domain.policy import Policy
-from service.store import hot_sql
 from service.domain import throttle
-from service.domain.policy import ThrottlePolicy
+from service.domain.policy import Policy, ThrottlePolicy
+from service.store import hot_sql
 from service.store.errors import WriteConflict, is_retryable, is_unavailable
 from service.store.event_store import EventStore
 from service.store.hot_sql import Statement
 from service.store.records import utc
 from service.store.tables import cards, events, pin_states, requests, secrets, terminals
-from tests.store.helpers import COUNTER, CORRECT, USER, WRONG, enroll, run_ok, verify
+from tests.store.helpers import CORRECT, COUNTER, USER, WRONG, enroll, run_ok, verify
 
 POLICY = ThrottlePolicy()
 

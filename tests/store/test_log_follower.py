@@ -7,11 +7,11 @@ from __future__ import annotations
 import threading
 import time
 
-from service.app.handlers import Caller
 from service.app.batch import ThreadRunner
+from service.app.handlers import Caller
 from service.store.event_store import EventStore
-from tests.store.helpers import ALL_TYPES, CORRECT, WRONG, enroll, run_ok, verify
 from tests.keys import INTEGRITY
+from tests.store.helpers import ALL_TYPES, CORRECT, WRONG, enroll, run_ok, verify
 
 WRITERS = 4
 BATCHES = 15

@@ -4,7 +4,7 @@ they must never change, whatever the code that builds them."""
 
 from __future__ import annotations
 
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 from service.app.ports import StoredRequest
 from service.domain.chain import canonical_time

@@ -6,21 +6,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC
 
 import pytest
-
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
 
-from service.store.schema_check import SchemaMismatch, code_revisions
+from service.domain.pins import PinType
 from service.store.engine import normalize_url
 from service.store.migrate import alembic_config, downgrade, upgrade
-from service.domain.pins import PinType
+from service.store.schema_check import SchemaMismatch, code_revisions
 from service.store.tables import metadata
 from tests.keys import INTEGRITY
-from datetime import UTC
 
 TABLES = {"cards", "events", "log_head", "pin_states", "secrets", "requests", "terminals"}
 
@@ -139,10 +138,9 @@ def _write_0002_store(url: str, keys) -> None:
     service computed them then."""
     from datetime import datetime
 
-    from service.domain.chain import GENESIS_HASH
+    from service.domain.chain import GENESIS_HASH, hashed_envelope
     from service.domain.chain import legacy_hash as event_hash  # how events were chained before 0005
     from service.keys.ring import SecretRef
-    from service.domain.chain import hashed_envelope
     from tests.store.helpers import CORRECT, USER
 
     at = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)

@@ -12,7 +12,17 @@ from sqlalchemy import text
 from service.app.handlers import ReadCard
 from service.domain.pins import retry_limit
 from tests.store.helpers import (
-    KIOSK, TABLES, USER, WRONG, CORRECT, SIGNATURE, count, enroll, run, run_ok, verify,
+    CORRECT,
+    KIOSK,
+    SIGNATURE,
+    TABLES,
+    USER,
+    WRONG,
+    count,
+    enroll,
+    run,
+    run_ok,
+    verify,
 )  # fmt: skip
 
 

@@ -11,8 +11,8 @@ from sqlalchemy import delete, text, update
 
 from service.domain.chain import legacy_hash, link_hash
 from service.store.tables import events
-from tests.store.helpers import CORRECT, RESIDENT, USER, WRONG, enroll, one_by_one, run_ok, verify
 from tests.keys import INTEGRITY
+from tests.store.helpers import CORRECT, RESIDENT, USER, WRONG, enroll, one_by_one, run_ok, verify
 
 
 def disable_append_only(store) -> None:

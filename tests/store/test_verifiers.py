@@ -9,8 +9,8 @@ import os
 import re
 
 from service.app.batch import ThreadRunner
-from service.keys.ring import SecretRef, Verifier
 from service.domain.outcomes import CheckResult
+from service.keys.ring import SecretRef, Verifier
 from tests.keys import ring
 from tests.store.helpers import (
     CARD_INFO,

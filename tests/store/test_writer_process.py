@@ -7,28 +7,26 @@ batch at once without writing, reports its death once, and is not restarted
 
 from __future__ import annotations
 
-from service.bootstrap.instance import WriterStore
-from service.app.ports import IntegrityViolation
-
 import asyncio
 import contextlib
 import os
 import pickle
 import signal
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 
+from service.app.ports import IntegrityViolation, StoreUnavailable
 from service.app.writer import GroupCommitWriter
 from service.app.writer_process import ProcessRunner
-from service.runtime.clock import ServiceClock, system_clock
-from service.domain.policy import Policy
+from service.bootstrap.instance import WriterStore
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, PreconditionFailed, PreconditionViolation
-from service.domain.throttle import Throttled
-from service.app.ports import StoreUnavailable
 from service.domain.outcomes import CheckResult
-from tests.store.helpers import COUNTER, CORRECT, USER, WRONG, assert_consistent, enroll, rid, verify
+from service.domain.policy import Policy
+from service.domain.throttle import Throttled
+from service.runtime.clock import ServiceClock, system_clock
+from tests.store.helpers import CORRECT, COUNTER, USER, WRONG, assert_consistent, enroll, rid, verify
 
 
 def run_async(coro):

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from service.bootstrap.instance import WriterStore
 from service.app.ports import StoreUnavailable
 from service.app.writer import GroupCommitWriter
 from service.app.writer_process import ProcessRunner
-from service.runtime.clock import system_clock
-from service.domain.policy import Policy
+from service.bootstrap.instance import WriterStore
 from service.domain.outcomes import CheckResult
-from tests.store.helpers import COUNTER, CORRECT, USER, WRONG, assert_consistent, enroll, rid, verify
+from service.domain.policy import Policy
+from service.runtime.clock import system_clock
+from tests.store.helpers import CORRECT, COUNTER, USER, WRONG, assert_consistent, enroll, rid, verify
 from tests.store.test_writer_process import until, write_lock_held
 
 DEADLINE = 0.3  # s: short, for the test; the server's is BATCH_DEADLINE

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 from service.app.ports import Envelope, StoredRequest
 from service.domain.events import Event, Recorded

@@ -10,12 +10,12 @@ with a helpers module of another test directory.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, UTC
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from service.domain.commands import ChangePin, EnrollCard, VerifyPin
-from service.domain.decision import Context, Decision, PinMatcher
 from service.domain.decide import decide
+from service.domain.decision import Context, Decision, PinMatcher
 from service.domain.events import (
     CardEnrolled,
     Event,

@@ -8,7 +8,7 @@ channel on each store."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import grpc
 import pytest

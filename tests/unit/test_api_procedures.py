@@ -10,7 +10,7 @@ procedure's path over a real channel on each store."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -20,8 +20,26 @@ from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
 from service.domain.streams import terminal_stream
 from tests.procedures import (
-    CALLERS, CARD, JST, NAKA, OTHER_ID, PHOTO_ID, RESIDENT, SIGN, TUESDAY_10, USER, D, enroll, kiosk_reset, lock,
-    proxy_complete, proxy_request, refused, reserve, reset, rid,
+    CALLERS,
+    CARD,
+    JST,
+    NAKA,
+    OTHER_ID,
+    PHOTO_ID,
+    RESIDENT,
+    SIGN,
+    TUESDAY_10,
+    USER,
+    D,
+    enroll,
+    kiosk_reset,
+    lock,
+    proxy_complete,
+    proxy_request,
+    refused,
+    reserve,
+    reset,
+    rid,
 )  # fmt: skip
 from tests.rpc import field_violations, precondition_violations
 from tests.unit.direct import Service

@@ -9,7 +9,7 @@ each store keeps it)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest

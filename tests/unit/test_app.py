@@ -5,20 +5,20 @@ asyncio.run: the terminal throttle and the recording of refusals."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.bootstrap.instance import make_app
 from service.app.handlers import Caller
 from service.app.service import PinLife
+from service.bootstrap.instance import make_app
 from service.domain.card_ids import looks_like_individual_number, my_number_check_digit
 from service.domain.errors import NotFound
 from service.domain.events import AccessDenied, TerminalThrottled
+from service.domain.outcomes import CheckResult
 from service.domain.policy import Policy, ThrottlePolicy
 from service.domain.streams import terminal_stream
 from service.domain.throttle import Throttled
-from service.domain.outcomes import CheckResult
 from tests.keys import ring
 from tests.unit.fakes import FakeClock, FakeStore
 from tests.unit.helpers import CORRECT, USER, WRONG, enroll, request_id, verify

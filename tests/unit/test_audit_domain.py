@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from service.domain.audit import (
     CHANNELS,
-    COUNTED_AS,
     COUNT_NAMES,
+    COUNTED_AS,
     DEFAULT_PAGE_SIZE,
     DEFAULT_TOP_TERMINALS,
     MAX_DAY_BUCKETS_DAYS,

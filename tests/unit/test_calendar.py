@@ -8,6 +8,7 @@ from datetime import date, datetime, time
 
 import pytest
 
+from service.config.offices import load_policy
 from service.domain.calendar import (
     TOKYO,
     Calendar,
@@ -19,7 +20,6 @@ from service.domain.calendar import (
     week_of_month,
 )
 from service.domain.policy import ThrottlePolicy
-from service.config.offices import load_policy
 
 CALENDAR = load_policy(None, ThrottlePolicy(), date(2026, 6, 1)).calendar
 WARD = CALENDAR.offices["nishi-ward-office"]

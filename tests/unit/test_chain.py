@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from datetime import datetime, timedelta, timezone, UTC
+import hmac
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-
-import hmac
 
 from service.domain.chain import GENESIS_HASH, Link, StreamHead, canonical_time, first_broken_link, legacy_hash, link_hash
 

@@ -5,11 +5,10 @@ instead of a server that starts half-configured."""
 from __future__ import annotations
 
 import pickle
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 from service.config.access import AccessConfigError, access_from_settings
 from service.config.settings import KEYS, ConfigError, from_env, load

@@ -20,10 +20,10 @@ from service.domain.events import (
     PinVerified,
     Purpose,
 )
+from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
 from service.domain.pins import retry_limit
 from service.domain.recovery import Route
 from service.domain.state import CardState
-from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
 from tests.unit.helpers import (
     ALL_TYPES,
     CARD,

@@ -4,7 +4,7 @@ and, at the end, a rule changed in its guard followed by both sides."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, UTC
+from datetime import UTC, date, datetime, time, timedelta
 from unittest.mock import patch
 
 import pytest

@@ -8,31 +8,30 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import grpc
 import pytest
 
-from tests.keys import ring
-
 from service.api.errors import code_for
 from service.app import batch
 from service.app.answers import Answer
 from service.app.batch import ThreadRunner, run_batch
-from service.domain.streams import terminal_stream
 from service.app.handlers import Caller, MissingVerifier, ReadCard
 from service.app.ports import Envelope, StoredRequest, StoreUnavailable
 from service.domain.commands import ChangePin, EnrollCard, ResetPin, VerifyPin
 from service.domain.documents import Applicant, DocumentType
 from service.domain.errors import InvalidInput, NotFound
 from service.domain.events import AccessDenied, CardEnrolled
+from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
 from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.recovery import CardView, PinView, recovery_for
 from service.domain.state import PinState
+from service.domain.streams import terminal_stream
 from service.keys.ring import SecretRef
-from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
+from tests.keys import ring
 from tests.unit.fakes import Conflict, FakeClock, FakeStore, Unavailable
 from tests.unit.helpers import ALL_TYPES, CORRECT, RESIDENT, SIGNATURE, USER, WRONG, change, enroll, verify
 

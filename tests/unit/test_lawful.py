@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import ClassVar
 from unittest.mock import patch
@@ -20,27 +20,55 @@ from hypothesis import HealthCheck, settings
 from hypothesis import given as hgiven
 from hypothesis import strategies as st
 
+from service.domain import guards
 from service.domain import state as state_module
 from service.domain.calendar import TOKYO
 from service.domain.commands import (
-    ChangePin, CompleteProxyReset, EnrollCard, RequestProxyReset, ReserveStoreReset, ResetPin, ResumeCard, StoreResetPin,
-    SuspendCard, UnlockPin, VerifyPin,
+    ChangePin,
+    CompleteProxyReset,
+    EnrollCard,
+    RequestProxyReset,
+    ReserveStoreReset,
+    ResetPin,
+    ResumeCard,
+    StoreResetPin,
+    SuspendCard,
+    UnlockPin,
+    VerifyPin,
 )  # fmt: skip
-from service.domain.decision import Context
 from service.domain.decide import decide
+from service.domain.decision import Context
 from service.domain.documents import Applicant
 from service.domain.documents import DocumentType as D
 from service.domain.errors import DomainError
 from service.domain.events import (
-    EVENT_TYPES, AccessDenied, CardEnrolled, CardResumed, CardSuspended, CounterProcedureRefused, Event,
-    LockedPinAttempted, PinChanged, PinLocked, PinReset, PinUnlocked, PinVerificationFailed, PinVerified,
-    ProxyInquiryClosed, ProxyInquiryCodeRejected, ProxyInquiryIssued, Purpose, Recorded, RefusalReason, ResetRefused,
-    StoreResetReserved, SuspendedCardAttempted,
+    EVENT_TYPES,
+    AccessDenied,
+    CardEnrolled,
+    CardResumed,
+    CardSuspended,
+    CounterProcedureRefused,
+    Event,
+    LockedPinAttempted,
+    PinChanged,
+    PinLocked,
+    PinReset,
+    PinUnlocked,
+    PinVerificationFailed,
+    PinVerified,
+    ProxyInquiryClosed,
+    ProxyInquiryCodeRejected,
+    ProxyInquiryIssued,
+    Purpose,
+    Recorded,
+    RefusalReason,
+    ResetRefused,
+    StoreResetReserved,
+    SuspendedCardAttempted,
 )  # fmt: skip
 from service.domain.lawful import RULES, TERMINAL_EVENTS, Unlawful, first_unlawful
 from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy, StoreChain
-from service.domain import guards
 from service.domain.state import CardState, evolve
 from service.domain.upcasting import event_from_stored
 from tests.unit.helpers import ALL_TYPES, CARD, CARD_INFO, RESIDENT, SIGNATURE, USER, failed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import pytest
 import structlog

@@ -7,27 +7,45 @@ schedule; the card's holder lives in Nishi ward."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, UTC
+from datetime import UTC, date, datetime, timedelta
 from itertools import count
 
 import pytest
 
+from service.config.offices import load_policy
 from service.domain.calendar import TOKYO
 from service.domain.commands import (
-    CompleteProxyReset, RequestProxyReset, ReserveStoreReset, ResetPin, ResumeCard, StoreResetPin, SuspendCard, UnlockPin,
+    CompleteProxyReset,
+    RequestProxyReset,
+    ReserveStoreReset,
+    ResetPin,
+    ResumeCard,
+    StoreResetPin,
+    SuspendCard,
+    UnlockPin,
 )  # fmt: skip
 from service.domain.documents import Applicant
 from service.domain.documents import DocumentType as T
 from service.domain.errors import PreconditionFailed
 from service.domain.events import (
-    CardEnrolled, CardResumed, CardSuspended, CounterOutOfService, CounterProcedureRefused, PinLocked, PinReset,
-    PinUnlocked, PinVerificationFailed, PinVerified, ProxyInquiryClosed, ProxyInquiryCodeRejected, ProxyInquiryIssued,
-    Purpose, ResetRefused, StoreResetReserved, SuspendedCardAttempted,
+    CardEnrolled,
+    CardResumed,
+    CardSuspended,
+    CounterOutOfService,
+    CounterProcedureRefused,
+    PinLocked,
+    PinReset,
+    PinUnlocked,
+    PinVerificationFailed,
+    PinVerified,
+    ProxyInquiryClosed,
+    ProxyInquiryCodeRejected,
+    ProxyInquiryIssued,
+    Purpose,
+    ResetRefused,
+    StoreResetReserved,
+    SuspendedCardAttempted,
 )  # fmt: skip
-from service.domain.policy import StoreChain, ThrottlePolicy
-from service.domain.recovery import Procedure, Route
-from service.domain.state import CardStatus, PinState
-from service.config.offices import load_policy
 from service.domain.outcomes import (
     CheckResult,
     InquiryIssued,
@@ -37,9 +55,25 @@ from service.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
+from service.domain.policy import StoreChain, ThrottlePolicy
+from service.domain.recovery import Procedure, Route
+from service.domain.state import CardStatus, PinState
 from tests.unit.helpers import (
-    ALL_TYPES, CARD, CARD_INFO, CORRECT, RESIDENT, SIGNATURE, USER, WRONG, failures, given, never_checked, request_id,
-    then, verify, when,
+    ALL_TYPES,
+    CARD,
+    CARD_INFO,
+    CORRECT,
+    RESIDENT,
+    SIGNATURE,
+    USER,
+    WRONG,
+    failures,
+    given,
+    never_checked,
+    request_id,
+    then,
+    verify,
+    when,
 )  # fmt: skip
 
 POLICY = load_policy(None, ThrottlePolicy(), date(2026, 6, 1))

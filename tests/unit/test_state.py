@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,8 +15,8 @@ from service.domain.events import (
     Purpose,
     Recorded,
 )
-from service.domain.upcasting import event_from_stored
 from service.domain.state import CardState, PinState, evolve, fold
+from service.domain.upcasting import event_from_stored
 from tests.unit.helpers import (
     ALL_TYPES,
     CARD,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 import pytest
 
