@@ -48,8 +48,9 @@ def rid() -> str:
 
 
 def enroll(c: Client, card: str, ward: str | None = "naka") -> None:
-    req = cpb.EnrollCardRequest(request_id=rid(), card_id=card, ward=ward or "",
-                                pins=[cpb.InitialPin(pin_type=t, pin=p) for t, p in PINS.items()])  # fmt: skip
+    req = cpb.EnrollCardRequest(
+        request_id=rid(), card_id=card, ward=ward or "", pins=[cpb.InitialPin(pin_type=t, pin=p) for t, p in PINS.items()]
+    )
     c.counter.EnrollCard(req, timeout=10, metadata=c.metadata)
 
 
@@ -60,8 +61,15 @@ def lock(c: Client, card: str, pin_type: int, wrong: str, times: int):
 
 
 def reset(c: Client, card: str, pin_type: int = USER, new_pin: str = "1357", documents=(CARD,), **kw):
-    req = cpb.ResetPinRequest(request_id=kw.pop("request_id", rid()), card_id=card, pin_type=pin_type, new_pin=new_pin,
-                              applicant=kw.pop("applicant", pb.APPLICANT_HOLDER), documents=list(documents), **kw)  # fmt: skip
+    req = cpb.ResetPinRequest(
+        request_id=kw.pop("request_id", rid()),
+        card_id=card,
+        pin_type=pin_type,
+        new_pin=new_pin,
+        applicant=kw.pop("applicant", pb.APPLICANT_HOLDER),
+        documents=list(documents),
+        **kw,
+    )
     return c.counter.ResetPin(req, timeout=10, metadata=c.metadata)
 
 
@@ -78,8 +86,9 @@ def proxy_request(c: Client, card: str, request_id: str | None = None):
 
 
 def proxy_complete(c: Client, card: str, inquiry_id: str, code: str, new_pin: str = "2468"):
-    req = cpb.CompleteProxyResetRequest(request_id=rid(), card_id=card, pin_type=USER, inquiry_id=inquiry_id, code=code,
-                                        new_pin=new_pin, documents=SECOND_VISIT)  # fmt: skip
+    req = cpb.CompleteProxyResetRequest(
+        request_id=rid(), card_id=card, pin_type=USER, inquiry_id=inquiry_id, code=code, new_pin=new_pin, documents=SECOND_VISIT
+    )
     return c.counter.CompleteProxyReset(req, timeout=10, metadata=c.metadata)
 
 

@@ -108,14 +108,10 @@ CALLS = {
         ppb.VerifyPinRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER, pin="4821"), timeout=10
     ),
     "/pinlife.v1.PinService/ChangePin": lambda c: c.pins.ChangePin(
-        ppb.ChangePinRequest(
-            request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER, current_pin="4821", new_pin="4821"
-        ),
+        ppb.ChangePinRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER, current_pin="4821", new_pin="4821"),
         timeout=10,
     ),
-    "/pinlife.v1.PinService/GetPinStatus": lambda c: c.pins.GetPinStatus(
-        ppb.GetPinStatusRequest(card_id="card-T1"), timeout=10
-    ),
+    "/pinlife.v1.PinService/GetPinStatus": lambda c: c.pins.GetPinStatus(ppb.GetPinStatusRequest(card_id="card-T1"), timeout=10),
     "/pinlife.v1.CounterService/EnrollCard": lambda c: c.counter.EnrollCard(
         cpb.EnrollCardRequest(
             request_id=str(uuid.uuid4()), card_id=f"card-{uuid.uuid4().hex[:8]}", pins=[cpb.InitialPin(pin_type=USER, pin="1234")]
@@ -123,52 +119,83 @@ CALLS = {
         timeout=10,
     ),
     "/pinlife.v1.CounterService/ResetPin": lambda c: c.counter.ResetPin(
-        cpb.ResetPinRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER, new_pin="4821",
-                            applicant=pb.APPLICANT_HOLDER, documents=HOLDER_CARD), timeout=10,
+        cpb.ResetPinRequest(
+            request_id=str(uuid.uuid4()),
+            card_id="card-T1",
+            pin_type=USER,
+            new_pin="4821",
+            applicant=pb.APPLICANT_HOLDER,
+            documents=HOLDER_CARD,
+        ),
+        timeout=10,
     ),
     "/pinlife.v1.CounterService/UnlockPin": lambda c: c.counter.UnlockPin(
-        cpb.UnlockPinRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER,
-                             applicant=pb.APPLICANT_HOLDER, documents=HOLDER_CARD), timeout=10,
+        cpb.UnlockPinRequest(
+            request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER, applicant=pb.APPLICANT_HOLDER, documents=HOLDER_CARD
+        ),
+        timeout=10,
     ),
     "/pinlife.v1.CounterService/RequestProxyReset": lambda c: c.counter.RequestProxyReset(
-        cpb.RequestProxyResetRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER,
-                                     documents=[*HOLDER_CARD, pb.Document(type=pb.DOCUMENT_TYPE_OTHER_ID)]), timeout=10,
+        cpb.RequestProxyResetRequest(
+            request_id=str(uuid.uuid4()),
+            card_id="card-T1",
+            pin_type=USER,
+            documents=[*HOLDER_CARD, pb.Document(type=pb.DOCUMENT_TYPE_OTHER_ID)],
+        ),
+        timeout=10,
     ),
     "/pinlife.v1.CounterService/CompleteProxyReset": lambda c: c.counter.CompleteProxyReset(
         cpb.CompleteProxyResetRequest(
-            request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=USER, inquiry_id="not-an-open-inquiry",
-            code="12345678", new_pin="4821",
-            documents=[*HOLDER_CARD, *(pb.Document(type=t) for t in (pb.DOCUMENT_TYPE_INQUIRY_FORM,
-                       pb.DOCUMENT_TYPE_POWER_OF_ATTORNEY, pb.DOCUMENT_TYPE_PUBLIC_PHOTO_ID))],
-        ), timeout=10,
+            request_id=str(uuid.uuid4()),
+            card_id="card-T1",
+            pin_type=USER,
+            inquiry_id="not-an-open-inquiry",
+            code="12345678",
+            new_pin="4821",
+            documents=[
+                *HOLDER_CARD,
+                *(
+                    pb.Document(type=t)
+                    for t in (pb.DOCUMENT_TYPE_INQUIRY_FORM, pb.DOCUMENT_TYPE_POWER_OF_ATTORNEY, pb.DOCUMENT_TYPE_PUBLIC_PHOTO_ID)
+                ),
+            ],
+        ),
+        timeout=10,
     ),
     "/pinlife.v1.CounterService/SuspendCard": lambda c: c.counter.SuspendCard(
         cpb.SuspendCardRequest(request_id=str(uuid.uuid4()), card_id="card-T1", reason=cpb.SUSPENSION_REASON_LOST),
         timeout=10,
     ),
     "/pinlife.v1.CounterService/ResumeCard": lambda c: c.counter.ResumeCard(
-        cpb.ResumeCardRequest(request_id=str(uuid.uuid4()), card_id="card-T1", applicant=pb.APPLICANT_HOLDER,
-                              documents=HOLDER_CARD), timeout=10,
+        cpb.ResumeCardRequest(
+            request_id=str(uuid.uuid4()), card_id="card-T1", applicant=pb.APPLICANT_HOLDER, documents=HOLDER_CARD
+        ),
+        timeout=10,
     ),
     "/pinlife.v1.PinService/ReserveStoreReset": lambda c: c.pins.ReserveStoreReset(
-        ppb.ReserveStoreResetRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=SIGNATURE,
-                                     proving_pin="4821"), timeout=10,
+        ppb.ReserveStoreResetRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=SIGNATURE, proving_pin="4821"),
+        timeout=10,
     ),
     "/pinlife.v1.ConvenienceStoreService/ResetPin": lambda c: c.store.ResetPin(
-        spb.StoreResetPinRequest(request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=SIGNATURE,
-                                 proving_pin="4821", new_pin="NEW123"), timeout=10,
+        spb.StoreResetPinRequest(
+            request_id=str(uuid.uuid4()), card_id="card-T1", pin_type=SIGNATURE, proving_pin="4821", new_pin="NEW123"
+        ),
+        timeout=10,
     ),
     "/pinlife.v1.AuditService/GetCardHistory": lambda c: c.audit.GetCardHistory(
-        apb.GetCardHistoryRequest(card_id="card-T1"), timeout=10),
+        apb.GetCardHistoryRequest(card_id="card-T1"), timeout=10
+    ),
     "/pinlife.v1.AuditService/QueryEvents": lambda c: c.audit.QueryEvents(apb.QueryEventsRequest(page_size=5), timeout=10),
     "/pinlife.v1.AuditService/WatchEvents": lambda c: _first(c.audit.WatchEvents(apb.WatchEventsRequest(), timeout=10)),
     "/pinlife.v1.AuditService/VerifyIntegrity": lambda c: list(
-        c.audit.VerifyIntegrity(apb.VerifyIntegrityRequest(card_id="card-T1"), timeout=30)),
+        c.audit.VerifyIntegrity(apb.VerifyIntegrityRequest(card_id="card-T1"), timeout=30)
+    ),
     "/pinlife.v1.AuditService/GetCheckpoint": lambda c: _checkpoint(c),
     "/pinlife.v1.AuditService/GetStatistics": lambda c: c.audit.GetStatistics(
         apb.GetStatisticsRequest(**{"from": _ts(CALLS_AT - dt.timedelta(hours=1)), "to": _ts(CALLS_AT + dt.timedelta(hours=1))}),
-        timeout=10),
-}  # fmt: skip
+        timeout=10,
+    ),
+}
 
 
 def _ts(at: dt.datetime) -> Timestamp:

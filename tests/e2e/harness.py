@@ -44,9 +44,13 @@ class WithMetadata:
 
 class Client(Calls):
     def __init__(
-        self, target: str, terminal: str = "e2e-terminal", credentials: grpc.ChannelCredentials | None = None,
-        office: str | None = None, chain: str | None = None,
-    ):  # fmt: skip
+        self,
+        target: str,
+        terminal: str = "e2e-terminal",
+        credentials: grpc.ChannelCredentials | None = None,
+        office: str | None = None,
+        chain: str | None = None,
+    ):
         if credentials is None:
             self.channel = grpc.insecure_channel(target)
         else:
@@ -72,10 +76,19 @@ class ThreadedServer:
     """The real Server on its own event loop in a background thread."""
 
     def __init__(
-        self, database_url: str, keys, clock=None, batch_max: int = 256, access=None, access_file=None, writer=None,
-        metrics: bool = False, settings: Settings | None = None, batch_deadline: float | None = None,
+        self,
+        database_url: str,
+        keys,
+        clock=None,
+        batch_max: int = 256,
+        access=None,
+        access_file=None,
+        writer=None,
+        metrics: bool = False,
+        settings: Settings | None = None,
+        batch_deadline: float | None = None,
         health_interval: float = 1.0,
-    ):  # fmt: skip
+    ):
         """A server on `database_url` with test settings, or with `settings`
         as given (its clock then comes from them unless `clock` is given).
         batch_deadline (the settings' default unless given) and
@@ -247,9 +260,13 @@ def cli_process(*args: str, env: Mapping[str, str], timeout: float = 60) -> subp
     """`pinlife ARGS` as an operator runs it: `python -m service.cli ARGS`
     in its own process (an interpreter and the imports: about a second)."""
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args], cwd=ROOT, env=dict(env), capture_output=True, text=True,
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
         timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 class _ThreadOutput(io.TextIOBase):

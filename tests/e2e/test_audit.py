@@ -80,9 +80,13 @@ def test_a_cards_history_has_every_envelope_field_and_typed_payloads(reader, aud
     r = auditor.audit.GetCardHistory(apb.GetCardHistoryRequest(card_id="card-H1"), timeout=10)
     types = [e.event_type for e in r.events]
     assert types == [
-        "CardEnrolled", "PinVerificationFailed", "PinVerificationFailed", "PinVerificationFailed", "PinLocked",
+        "CardEnrolled",
+        "PinVerificationFailed",
+        "PinVerificationFailed",
+        "PinVerificationFailed",
+        "PinLocked",
         "LockedPinAttempted",
-    ]  # fmt: skip
+    ]
     assert r.stream_version == 6 and not r.next_page_token
     assert [e.version for e in r.events] == [1, 2, 3, 4, 5, 6]
     assert all(e.stream_id == "card-H1" and e.stream_kind == apb.STREAM_KIND_CARD for e in r.events)

@@ -95,17 +95,23 @@ def history(server):
 def test_history_in_every_format_and_queries(server, audit, history):
     events = jsonl(audit("history", "card-1"))  # stdout is a pipe: jsonl
     assert [e["event_type"] for e in events] == [
-        "CardEnrolled", "PinVerificationFailed", "PinVerificationFailed", "PinVerificationFailed", "PinLocked",
+        "CardEnrolled",
+        "PinVerificationFailed",
+        "PinVerificationFailed",
+        "PinVerificationFailed",
+        "PinLocked",
         "LockedPinAttempted",
-    ]  # fmt: skip
+    ]
     assert [int(e["version"]) for e in events] == [1, 2, 3, 4, 5, 6]
     assert all(len(e["hash"]) == 64 for e in events)
     assert all(later["prev_hash"] == earlier["hash"] for earlier, later in zip(events, events[1:]))
     first_fail = events[1]
     assert first_fail["payload"] == {"purpose": "verify", "consecutive_failures": 1, "remaining_tries": 2}
     assert (first_fail["pin_type"], first_fail["outcome"], first_fail["terminal_id"]) == (
-        "PIN_TYPE_USER_CERTIFICATE", "EVENT_OUTCOME_FAILURE", "reader-01",
-    )  # fmt: skip
+        "PIN_TYPE_USER_CERTIFICATE",
+        "EVENT_OUTCOME_FAILURE",
+        "reader-01",
+    )
     assert first_fail["occurred_at"] == "2026-12-01T01:30:00Z" and first_fail["key_id"] and first_fail["event_id"]
 
     newest = jsonl(audit("history", "card-1", "--newest-first", "--limit", "2"))
@@ -184,8 +190,10 @@ def test_verify_and_checkpoints_then_a_tampered_event(server, audit, history, ke
     (report,) = [json.loads(line) for line in done.stdout.splitlines()]
     assert report["intact"] is False
     assert (report["first_problem"]["kind"], report["first_problem"]["stream_id"], report["first_problem"]["version"]) == (
-        "INTEGRITY_PROBLEM_KIND_BROKEN_LINK", "card-1", "2",
-    )  # fmt: skip
+        "INTEGRITY_PROBLEM_KIND_BROKEN_LINK",
+        "card-1",
+        "2",
+    )
     table = audit("verify", "--format", "table")
     assert table.returncode == 1 and "problem found" in table.stdout and "broken_link" in table.stdout
     line = audit("checkpoint", "--compare", str(saved))
@@ -245,8 +253,10 @@ def test_mutual_tls_options_roles_and_env(databases, keys, tmp_path):
         )
         assert "medical_reader" in line
         assert jsonl(pinlife("audit", "history", "card-T1", env={**auditor, "PINLIFE_LISTEN": srv.target}))
-        one_line_error(pinlife("audit", "stats", "--server", srv.target, "--ca", auditor["PINLIFE_CA"], "--cert", auditor["PINLIFE_CERT"]),
-                       "--cert and --key go together")  # fmt: skip
+        one_line_error(
+            pinlife("audit", "stats", "--server", srv.target, "--ca", auditor["PINLIFE_CA"], "--cert", auditor["PINLIFE_CERT"]),
+            "--cert and --key go together",
+        )
         line = one_line_error(pinlife("audit", "stats", "--server", srv.target), "UNAVAILABLE")  # plain text to a TLS server
         assert "mutual TLS" in line
         garbage = {**auditor, "PINLIFE_CLIENT_KEY": auditor["PINLIFE_CA"]}  # not a key: gRPC's own log stays quiet

@@ -91,9 +91,18 @@ def the_stored_row_is_the_old_shape_correctly_linked(store: EventStore) -> Any:
     assert (e.event_type, e.schema_version, e.office) == ("CardEnrolled", 1, None)
     assert e.payload == {"pin_types": ["user_certificate", "signature"]}  # no "ward": never rewritten
     envelope = hashed_envelope(
-        OLD_CARD, 1, e.event_id, "CardEnrolled", 1, ENROLLED_AT, None, "ward_office", "naka-counter-07", e.request_id,
+        OLD_CARD,
+        1,
+        e.event_id,
+        "CardEnrolled",
+        1,
+        ENROLLED_AT,
+        None,
+        "ward_office",
+        "naka-counter-07",
+        e.request_id,
         {"pin_types": ["user_certificate", "signature"]},
-    )  # fmt: skip
+    )
     assert e.envelope() == envelope
     assert (e.prev_hash, e.key_id) == (GENESIS_HASH, INTEGRITY.current)
     assert e.hash == link_hash(INTEGRITY.key(INTEGRITY.current), GENESIS_HASH, e.position, envelope)
@@ -154,8 +163,10 @@ def test_a_version_1_enrolment_is_read_as_the_current_shape_on_every_read_path(u
         assert [e.stored_schema_version for e in history.events] == [1, 1, 1]
         # filtered by type and outcome, and paged through, the same event
         only = apb.GetCardHistoryRequest(
-            card_id=OLD_CARD, page_size=1, filter=apb.EventFilter(event_types=["CardEnrolled"], outcomes=[apb.EVENT_OUTCOME_SUCCESS])
-        )  # fmt: skip
+            card_id=OLD_CARD,
+            page_size=1,
+            filter=apb.EventFilter(event_types=["CardEnrolled"], outcomes=[apb.EVENT_OUTCOME_SUCCESS]),
+        )
         page = auditor.audit.GetCardHistory(only, timeout=10)
         assert len(page.events) == 1 and not page.next_page_token
         assert_read_as_current(page.events[0], stored)
@@ -163,9 +174,11 @@ def test_a_version_1_enrolment_is_read_as_the_current_shape_on_every_read_path(u
             apb.GetCardHistoryRequest(card_id=OLD_CARD, order=apb.ORDER_NEWEST_FIRST, page_size=2), timeout=10
         )
         last = auditor.audit.GetCardHistory(
-            apb.GetCardHistoryRequest(card_id=OLD_CARD, order=apb.ORDER_NEWEST_FIRST, page_size=2, page_token=newest.next_page_token),
+            apb.GetCardHistoryRequest(
+                card_id=OLD_CARD, order=apb.ORDER_NEWEST_FIRST, page_size=2, page_token=newest.next_page_token
+            ),
             timeout=10,
-        )  # fmt: skip
+        )
         assert [e.version for e in last.events] == [1]
         assert_read_as_current(last.events[0], stored)
 
@@ -174,8 +187,9 @@ def test_a_version_1_enrolment_is_read_as_the_current_shape_on_every_read_path(u
             apb.QueryEventsRequest(filter=apb.EventFilter(event_types=["CardEnrolled"])), timeout=10
         ).events
         assert [(e.stream_id, e.schema_version, e.stored_schema_version) for e in enrolments] == [
-            (OLD_CARD, 2, 1), (NEW_CARD, 2, 2)
-        ]  # fmt: skip
+            (OLD_CARD, 2, 1),
+            (NEW_CARD, 2, 2),
+        ]
         assert_read_as_current(enrolments[0], stored)
         assert all(e.payload.WhichOneof("kind") == "card_enrolled" for e in enrolments)
 
@@ -218,16 +232,18 @@ def test_a_version_1_enrolment_is_read_as_the_current_shape_on_every_read_path(u
 # -- the AuditService refused to every other role --------------------------------------
 AUDIT_CALLS = {
     "/pinlife.v1.AuditService/GetCardHistory": lambda c: c.audit.GetCardHistory(
-        apb.GetCardHistoryRequest(card_id=OLD_CARD), timeout=10),
+        apb.GetCardHistoryRequest(card_id=OLD_CARD), timeout=10
+    ),
     "/pinlife.v1.AuditService/QueryEvents": lambda c: c.audit.QueryEvents(apb.QueryEventsRequest(), timeout=10),
     "/pinlife.v1.AuditService/WatchEvents": lambda c: next(iter(c.audit.WatchEvents(apb.WatchEventsRequest(), timeout=10))),
     "/pinlife.v1.AuditService/VerifyIntegrity": lambda c: list(
-        c.audit.VerifyIntegrity(apb.VerifyIntegrityRequest(card_id=OLD_CARD), timeout=30)),
+        c.audit.VerifyIntegrity(apb.VerifyIntegrityRequest(card_id=OLD_CARD), timeout=30)
+    ),
     "/pinlife.v1.AuditService/GetCheckpoint": lambda c: c.audit.GetCheckpoint(apb.GetCheckpointRequest(), timeout=10),
     "/pinlife.v1.AuditService/GetStatistics": lambda c: c.audit.GetStatistics(
-        apb.GetStatisticsRequest(**{"from": _ts(NOW - dt.timedelta(hours=1)), "to": _ts(NOW + dt.timedelta(hours=1))}),
-        timeout=10),
-}  # fmt: skip
+        apb.GetStatisticsRequest(**{"from": _ts(NOW - dt.timedelta(hours=1)), "to": _ts(NOW + dt.timedelta(hours=1))}), timeout=10
+    ),
+}
 CARD_NAMED = {"/pinlife.v1.AuditService/GetCardHistory", "/pinlife.v1.AuditService/VerifyIntegrity"}
 OTHER_ROLES = [r for r in Role if r not in (Role.AUDITOR, Role.DEVELOPMENT)]
 
@@ -273,8 +289,11 @@ def test_every_audit_rpc_is_refused_to_every_other_role_and_each_refusal_recorde
                 (denied,) = srv.store.log.stream(terminal_stream(terminal))
                 assert (denied.event_type, denied.terminal_id, denied.channel) == ("AccessDenied", terminal, role.value)
                 assert denied.payload == {
-                    "rpc": rpc, "role": role.value, "card_id": OLD_CARD if rpc in CARD_NAMED else "", "repeated": 0,
-                }  # fmt: skip
+                    "rpc": rpc,
+                    "role": role.value,
+                    "card_id": OLD_CARD if rpc in CARD_NAMED else "",
+                    "repeated": 0,
+                }
         # Nothing was read for them: one AccessDenied per call, no AuditRead anywhere.
         log = srv.store.log.read_all(head, 10_000)
         assert [e.event_type for e in log] == ["AccessDenied"] * len(OTHER_ROLES) * len(AUDIT_CALLS)

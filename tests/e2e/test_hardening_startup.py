@@ -108,9 +108,13 @@ def test_an_unreachable_database_refuses_to_start(keys):
 def test_pinlife_serve_on_an_unmigrated_database_exits_with_the_command_to_run(tmp_path):
     key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
     env = {
-        **os.environ, "PINLIFE_ENV": "test", "PINLIFE_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}",
-        "PINLIFE_KEY_FILE": str(key_file), "PINLIFE_LISTEN": f"127.0.0.1:{free_port()}", "PINLIFE_LOG_FORMAT": "json",
-    }  # fmt: skip
+        **os.environ,
+        "PINLIFE_ENV": "test",
+        "PINLIFE_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}",
+        "PINLIFE_KEY_FILE": str(key_file),
+        "PINLIFE_LISTEN": f"127.0.0.1:{free_port()}",
+        "PINLIFE_LOG_FORMAT": "json",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )

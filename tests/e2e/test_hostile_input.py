@@ -120,9 +120,10 @@ def test_thousands_of_bad_pins_get_one_readable_violation(hostile):
     on `pins` naming the limit (it was one violation per PIN: 268 KB of
     trailers, over the client's metadata limit)."""
     request = cpb.EnrollCardRequest(
-        request_id="req-00000001", card_id="card-H3",
+        request_id="req-00000001",
+        card_id="card-H3",
         pins=[cpb.InitialPin(pin_type=pb.PIN_TYPE_USER_CERTIFICATE, pin="x") for _ in range(3000)],
-    )  # fmt: skip
+    )
     assert request.ByteSize() < 64 * 1024
     with pytest.raises(grpc.RpcError) as err:
         hostile.counter.EnrollCard(request, timeout=10, metadata=hostile.metadata)
@@ -131,6 +132,9 @@ def test_thousands_of_bad_pins_get_one_readable_violation(hostile):
     assert len(err.value.details()) < 200
     # four PINs are still taken one by one
     with pytest.raises(grpc.RpcError) as err:
-        hostile.counter.EnrollCard(cpb.EnrollCardRequest(request_id="req-00000001", card_id="card-H3", pins=request.pins[:4]),
-                                   timeout=10, metadata=hostile.metadata)  # fmt: skip
+        hostile.counter.EnrollCard(
+            cpb.EnrollCardRequest(request_id="req-00000001", card_id="card-H3", pins=request.pins[:4]),
+            timeout=10,
+            metadata=hostile.metadata,
+        )
     assert [f for f, _ in _bad_request(err.value)] == ["pins[0].pin", "pins[1].pin_type", "pins[2].pin_type", "pins[3].pin_type"]

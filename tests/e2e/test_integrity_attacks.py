@@ -78,9 +78,13 @@ class Service:
     def env(self) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}
         return {
-            **base, "PINLIFE_ENV": "test", "PINLIFE_DATABASE_URL": self.url, "PINLIFE_KEY_FILE": str(self.key_file),
-            "PINLIFE_LOG_FORMAT": "json", "PINLIFE_WRITER": "thread",
-        }  # fmt: skip
+            **base,
+            "PINLIFE_ENV": "test",
+            "PINLIFE_DATABASE_URL": self.url,
+            "PINLIFE_KEY_FILE": str(self.key_file),
+            "PINLIFE_LOG_FORMAT": "json",
+            "PINLIFE_WRITER": "thread",
+        }
 
     def cli(self, *args: str, process: bool = False) -> subprocess.CompletedProcess:
         """`pinlife ARGS` in this process, or in its own (process=True)."""
@@ -330,9 +334,11 @@ def test_a_whole_card_deleted_leaves_a_gap_in_positions(svc):
     rc, report = svc.check()
     assert rc == 1
     assert report["first_broken_link"] == {
-        "stream_id": next_event.stream_id, "version": next_event.version, "position": first_gone,
+        "stream_id": next_event.stream_id,
+        "version": next_event.version,
+        "position": first_gone,
         "reason": f"position {first_gone} is missing from the log",
-    }  # fmt: skip
+    }
     # every trace of the card is gone: only the positions tell
     assert report["cards_failing_mac"] == [] and report["projection_mismatches"] == [] and report["cards"] == 2
 
@@ -344,10 +350,7 @@ def test_two_adjacent_events_of_different_cards_swapped_are_detected(svc):
     log = list(svc.store.log.all_events())
     # Adjacent events of two cards, neither a stream's first: each stream's own
     # order, versions and previous links are unchanged by the swap.
-    p = next(
-        e.position for e, f in zip(log, log[1:])
-        if e.stream_id != f.stream_id and e.version > 1 and f.version > 1
-    )  # fmt: skip
+    p = next(e.position for e, f in zip(log, log[1:]) if e.stream_id != f.stream_id and e.version > 1 and f.version > 1)
     a, b = svc.event_at(p), svc.event_at(p + 1)
     with as_attacker(svc.store) as conn:
         conn.execute(update(events).where(events.c.position == p).values(position=-1))
@@ -359,9 +362,11 @@ def test_two_adjacent_events_of_different_cards_swapped_are_detected(svc):
     rc, report = svc.check()
     assert rc == 1
     assert report["first_broken_link"] == {
-        "stream_id": b.stream_id, "version": b.version, "position": p,
+        "stream_id": b.stream_id,
+        "version": b.version,
+        "position": p,
         "reason": "the keyed link does not match the event's content and position",
-    }  # fmt: skip
+    }
     assert report["first_unlawful"] is None  # each stream's history is still lawful: the positions tell
 
 
@@ -390,8 +395,9 @@ def test_a_log_cut_inside_a_kept_checkpoint_fails_check_against_that_checkpoint(
     rc, report = svc.check(kept)
     assert rc == 1
     assert report["supplied_checkpoint_problem"] == {
-        "tree_size": size, "reason": f"the log ends at position {cut_after}, before {size}",
-    }  # fmt: skip
+        "tree_size": size,
+        "reason": f"the log ends at position {cut_after}, before {size}",
+    }
 
 
 def test_a_log_truncated_to_an_exact_prefix_is_caught_only_by_a_kept_checkpoint(svc):
@@ -423,8 +429,9 @@ def test_a_log_truncated_to_an_exact_prefix_is_caught_only_by_a_kept_checkpoint(
     rc, report = svc.check(kept, process=True)  # as the operator runs it: exit 1 and the report
     assert rc == 1
     assert report["supplied_checkpoint_problem"] == {
-        "tree_size": size, "reason": f"the log ends at position {prefix}, before {size}",
-    }  # fmt: skip
+        "tree_size": size,
+        "reason": f"the log ends at position {prefix}, before {size}",
+    }
 
 
 # -- f. with the key: a forged PinVerified after a lock -----------------------------------------
@@ -438,19 +445,40 @@ def forge_verified_after_lock(store: EventStore, card: str) -> LoggedEvent:
     model = next(e for e in store.log.all_events() if e.event_type == "PinVerified")  # an authentic one to copy
     position = store.log.head_position() + 1
     env = hashed_envelope(
-        card, locked.version + 1, str(uuid.uuid4()), "PinVerified", model.schema_version,
-        locked.occurred_at + timedelta(seconds=1), USER_VALUE, locked.channel, locked.terminal_id,
-        f"forged-{uuid.uuid4()}", model.payload,
-    )  # fmt: skip
+        card,
+        locked.version + 1,
+        str(uuid.uuid4()),
+        "PinVerified",
+        model.schema_version,
+        locked.occurred_at + timedelta(seconds=1),
+        USER_VALUE,
+        locked.channel,
+        locked.terminal_id,
+        f"forged-{uuid.uuid4()}",
+        model.payload,
+    )
     h = link_hash(INTEGRITY.key(INTEGRITY.current), locked.hash, position, env)
     with store.writer.begin() as conn:
-        conn.execute(insert(events).values(
-            position=position, stream_id=card, stream_kind=locked.stream_kind, version=env["version"],
-            event_id=env["event_id"], event_type="PinVerified", schema_version=model.schema_version,
-            occurred_at=locked.occurred_at + timedelta(seconds=1), pin_type=USER_VALUE, channel=locked.channel,
-            terminal_id=locked.terminal_id, request_id=env["request_id"], payload=model.payload,
-            prev_hash=locked.hash, hash=h, key_id=INTEGRITY.current,
-        ))  # fmt: skip
+        conn.execute(
+            insert(events).values(
+                position=position,
+                stream_id=card,
+                stream_kind=locked.stream_kind,
+                version=env["version"],
+                event_id=env["event_id"],
+                event_type="PinVerified",
+                schema_version=model.schema_version,
+                occurred_at=locked.occurred_at + timedelta(seconds=1),
+                pin_type=USER_VALUE,
+                channel=locked.channel,
+                terminal_id=locked.terminal_id,
+                request_id=env["request_id"],
+                payload=model.payload,
+                prev_hash=locked.hash,
+                hash=h,
+                key_id=INTEGRITY.current,
+            )
+        )
         conn.execute(update(log_head).where(log_head.c.id == 1).values(position=position))
     state = store.cards.rebuild()[card]
     assert not state.pins[PinType.USER_CERTIFICATE].locked

@@ -46,9 +46,15 @@ CARD = "card-K1"
 def _env(url: str, key_file: Path, environment: str = "development", **extra: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}
     return {
-        **base, "PINLIFE_ENV": environment, "PINLIFE_DATABASE_URL": url, "PINLIFE_KEY_FILE": str(key_file),
-        "PINLIFE_LISTEN": f"127.0.0.1:{free_port()}", "PINLIFE_LOG_FORMAT": "json", "PINLIFE_WRITER": "thread", **extra,
-    }  # fmt: skip
+        **base,
+        "PINLIFE_ENV": environment,
+        "PINLIFE_DATABASE_URL": url,
+        "PINLIFE_KEY_FILE": str(key_file),
+        "PINLIFE_LISTEN": f"127.0.0.1:{free_port()}",
+        "PINLIFE_LOG_FORMAT": "json",
+        "PINLIFE_WRITER": "thread",
+        **extra,
+    }
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:

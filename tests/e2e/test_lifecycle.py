@@ -112,9 +112,13 @@ def test_sigterm_under_load_flips_health_drains_and_loses_nothing(db_url, tmp_pa
 def serve(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env={**base, "PINLIFE_ENV": "test", **env},
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        [sys.executable, "-m", "service.cli", "serve"],
+        cwd=ROOT,
+        env={**base, "PINLIFE_ENV": "test", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def one_line(done: subprocess.CompletedProcess) -> str:
@@ -131,8 +135,12 @@ def test_a_port_in_use_is_one_line_and_exit_2(db_url, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {"PINLIFE_DATABASE_URL": db_url, "PINLIFE_KEY_FILE": str(key_file), "PINLIFE_LOG_FORMAT": "json",
-               "PINLIFE_WRITER": "thread"}  # fmt: skip
+        env = {
+            "PINLIFE_DATABASE_URL": db_url,
+            "PINLIFE_KEY_FILE": str(key_file),
+            "PINLIFE_LOG_FORMAT": "json",
+            "PINLIFE_WRITER": "thread",
+        }
         line = json.loads(one_line(serve({**env, "PINLIFE_LISTEN": f"127.0.0.1:{port}"})))
         assert line["event"] == "refusing_to_start"
         assert line["message"].startswith(f"cannot listen on 127.0.0.1:{port} (PINLIFE_LISTEN)")

@@ -126,28 +126,69 @@ def test_no_pin_or_inquiry_code_in_the_reset_procedures(log_lines, db_url, keys)
     user, sign = pb.PIN_TYPE_USER_CERTIFICATE, pb.PIN_TYPE_SIGNATURE
     try:
         client.enroll("card-R1", PINS)
-        client.counter.ResetPin(cpb.ResetPinRequest(request_id="reset-0001", card_id="card-R1", pin_type=user,
-                                new_pin="6048", applicant=pb.APPLICANT_HOLDER, documents=[card]), metadata=md)  # fmt: skip
-        inquiry = client.counter.RequestProxyReset(cpb.RequestProxyResetRequest(
-            request_id="proxy-0001", card_id="card-R1", pin_type=pb.PIN_TYPE_RESIDENT_REGISTRY,
-            documents=[card, pb.Document(type=pb.DOCUMENT_TYPE_OTHER_ID)]), metadata=md)  # fmt: skip
+        client.counter.ResetPin(
+            cpb.ResetPinRequest(
+                request_id="reset-0001",
+                card_id="card-R1",
+                pin_type=user,
+                new_pin="6048",
+                applicant=pb.APPLICANT_HOLDER,
+                documents=[card],
+            ),
+            metadata=md,
+        )
+        inquiry = client.counter.RequestProxyReset(
+            cpb.RequestProxyResetRequest(
+                request_id="proxy-0001",
+                card_id="card-R1",
+                pin_type=pb.PIN_TYPE_RESIDENT_REGISTRY,
+                documents=[card, pb.Document(type=pb.DOCUMENT_TYPE_OTHER_ID)],
+            ),
+            metadata=md,
+        )
         SECRETS.append(inquiry.code)
-        second = [card] + [pb.Document(type=t) for t in (pb.DOCUMENT_TYPE_INQUIRY_FORM, pb.DOCUMENT_TYPE_POWER_OF_ATTORNEY,
-                                                         pb.DOCUMENT_TYPE_PUBLIC_PHOTO_ID)]  # fmt: skip
-        done = client.counter.CompleteProxyReset(cpb.CompleteProxyResetRequest(
-            request_id="proxy-0002", card_id="card-R1", pin_type=pb.PIN_TYPE_RESIDENT_REGISTRY,
-            inquiry_id=inquiry.inquiry_id, code=inquiry.code, new_pin="3852", documents=second), metadata=md)  # fmt: skip
+        second = [card] + [
+            pb.Document(type=t)
+            for t in (pb.DOCUMENT_TYPE_INQUIRY_FORM, pb.DOCUMENT_TYPE_POWER_OF_ATTORNEY, pb.DOCUMENT_TYPE_PUBLIC_PHOTO_ID)
+        ]
+        done = client.counter.CompleteProxyReset(
+            cpb.CompleteProxyResetRequest(
+                request_id="proxy-0002",
+                card_id="card-R1",
+                pin_type=pb.PIN_TYPE_RESIDENT_REGISTRY,
+                inquiry_id=inquiry.inquiry_id,
+                code=inquiry.code,
+                new_pin="3852",
+                documents=second,
+            ),
+            metadata=md,
+        )
         assert done.result == cpb.PROXY_RESET_RESULT_COMPLETED
         errors = []
         with pytest.raises(grpc.RpcError) as err:  # a malformed code: INVALID_ARGUMENT, not echoed
-            client.counter.CompleteProxyReset(cpb.CompleteProxyResetRequest(
-                request_id="proxy-0003", card_id="card-R1", pin_type=pb.PIN_TYPE_RESIDENT_REGISTRY,
-                inquiry_id=inquiry.inquiry_id, code="59173", new_pin="3852", documents=second), metadata=md)  # fmt: skip
+            client.counter.CompleteProxyReset(
+                cpb.CompleteProxyResetRequest(
+                    request_id="proxy-0003",
+                    card_id="card-R1",
+                    pin_type=pb.PIN_TYPE_RESIDENT_REGISTRY,
+                    inquiry_id=inquiry.inquiry_id,
+                    code="59173",
+                    new_pin="3852",
+                    documents=second,
+                ),
+                metadata=md,
+            )
         errors.append(f"{err.value.details()} {err.value.trailing_metadata()}")
-        client.pins.ReserveStoreReset(ppb.ReserveStoreResetRequest(request_id="reserve-01", card_id="card-R1",
-                                      pin_type=sign, proving_pin="6048"), metadata=md)  # fmt: skip
-        assert client.store.ResetPin(spb.StoreResetPinRequest(request_id="kiosk-0001", card_id="card-R1", pin_type=sign,
-                                     proving_pin="6048", new_pin="MVKQ8402TRDZ"), metadata=md).reset  # fmt: skip
+        client.pins.ReserveStoreReset(
+            ppb.ReserveStoreResetRequest(request_id="reserve-01", card_id="card-R1", pin_type=sign, proving_pin="6048"),
+            metadata=md,
+        )
+        assert client.store.ResetPin(
+            spb.StoreResetPinRequest(
+                request_id="kiosk-0001", card_id="card-R1", pin_type=sign, proving_pin="6048", new_pin="MVKQ8402TRDZ"
+            ),
+            metadata=md,
+        ).reset
         assert leaks(log_lines.getvalue()) == []
         assert leaks("\n".join(errors)) == []
         assert leaks("\n".join(repr(e) for e in server.store.log.all_events())) == []

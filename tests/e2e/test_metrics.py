@@ -92,8 +92,16 @@ def test_metrics_count_rpcs_checks_locks_resets_batches_and_watchers(server):
         assert value(samples, "grpc_server_handled_total", **verify, grpc_code="NOT_FOUND") == 1
         assert value(samples, "grpc_server_handling_seconds_count", **verify, grpc_code="OK") == 5
         assert value(samples, "grpc_server_handling_seconds_bucket", **verify, grpc_code="OK", le="+Inf") == 5
-        assert value(samples, "grpc_server_handled_total", grpc_service="pinlife.v1.CounterService",
-                     grpc_method="ResetPin", grpc_code="OK") == 1  # fmt: skip
+        assert (
+            value(
+                samples,
+                "grpc_server_handled_total",
+                grpc_service="pinlife.v1.CounterService",
+                grpc_method="ResetPin",
+                grpc_code="OK",
+            )
+            == 1
+        )
         check = dict(pin_type="user_certificate", channel="development")
         assert value(samples, "pinlife_pin_checks_total", **check, result="ok") == 2
         assert value(samples, "pinlife_pin_checks_total", **check, result="wrong_pin") == 2

@@ -67,9 +67,13 @@ def npm_install() -> None:
     cmd = [NPM, "ci" if locked else "install", "--no-audit", "--no-fund", "--fetch-timeout=60000", "--fetch-retries=1"]
     try:
         done = subprocess.run(
-            cmd, cwd=EXAMPLE, capture_output=True, text=True, timeout=240,
+            cmd,
+            cwd=EXAMPLE,
+            capture_output=True,
+            text=True,
+            timeout=240,
             env={**os.environ, "npm_config_update_notifier": "false"},
-        )  # fmt: skip
+        )
     except subprocess.TimeoutExpired:
         pytest.skip(f"`{' '.join(cmd[:2])}` in examples/node took over 240 s (is the npm registry reachable?)")
     if done.returncode == 0:
@@ -115,9 +119,13 @@ def run_client(example: Path, target: str, env: dict[str, str] | None = None) ->
         k: v for k, v in os.environ.items() if k not in ("PINLIFE_LISTEN", "PINLIFE_CA", "PINLIFE_CERT", "PINLIFE_CLIENT_KEY")
     }
     done = subprocess.run(
-        [NODE, str(example / "client.js"), target, CARD], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [NODE, str(example / "client.js"), target, CARD],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**base, **(env or {})},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == 4, done.stdout
@@ -203,9 +211,10 @@ office = "naka-ward-office"
 
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
-            root_certificates=self.ca.cert_pem.bytes(), private_key=self.leaf.private_key_pem.bytes(),
+            root_certificates=self.ca.cert_pem.bytes(),
+            private_key=self.leaf.private_key_pem.bytes(),
             certificate_chain=(self.path / "terminal.pem").read_bytes(),
-        )  # fmt: skip
+        )
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

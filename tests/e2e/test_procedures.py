@@ -40,7 +40,7 @@ from tests.procedures import (
     reserve,
     reset,
     rid,
-)  # fmt: skip
+)
 from tests.rpc import precondition_violations
 from tests.store.helpers import FakeClock
 
@@ -173,6 +173,12 @@ def test_a_lost_card_is_suspended_by_the_call_centre_answers_suspended_and_is_re
     )
     assert clients["reader"].verify("card-Z1", USER, "4821").check.result == pb.CHECK_RESULT_OK
     types = [e.event_type for e in server.store.log.stream("card-Z1")]
-    assert types[1:] == ["CardSuspended", "SuspendedCardAttempted", "SuspendedCardAttempted", "SuspendedCardAttempted",
-                         "CardResumed", "PinVerified"]  # fmt: skip
+    assert types[1:] == [
+        "CardSuspended",
+        "SuspendedCardAttempted",
+        "SuspendedCardAttempted",
+        "SuspendedCardAttempted",
+        "CardResumed",
+        "PinVerified",
+    ]
     assert server.store.cards.rebuild() == server.store.cards.projection()

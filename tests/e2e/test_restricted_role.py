@@ -43,9 +43,14 @@ TRIGGERS = ("events_no_update_delete", "events_no_truncate")
 def _connect(url: str) -> psycopg.Connection:
     u = make_url(url)
     return psycopg.connect(
-        host=u.host, port=u.port or 5432, user=u.username, password=u.password, dbname=u.database, autocommit=True,
+        host=u.host,
+        port=u.port or 5432,
+        user=u.username,
+        password=u.password,
+        dbname=u.database,
+        autocommit=True,
         connect_timeout=3,
-    )  # fmt: skip
+    )
 
 
 class Restricted:
@@ -118,7 +123,7 @@ def test_the_role_has_exactly_the_granted_privileges(restricted):
                 p
                 for p in TABLE_PRIVILEGES
                 if conn.execute("SELECT has_table_privilege(%s, %s, %s)", (restricted.role, f"public.{table}", p)).fetchone()[0]
-            )  # fmt: skip
+            )
             for table in tables
         }
         assert held == {t: tuple(p for p in TABLE_PRIVILEGES if p in PRIVILEGES[t]) for t in tables}
@@ -170,8 +175,7 @@ def test_the_restricted_role_cannot_rewrite_history(restricted):
             f"ALTER TABLE events DISABLE TRIGGER {TRIGGERS[1]}": "42501 must be owner of table events",
             f"DROP TRIGGER {TRIGGERS[0]} ON events": "42501 must be owner of relation events",
             "DROP FUNCTION events_append_only()": "42501 must be owner of function events_append_only",
-            "CREATE TRIGGER sneaky BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_append_only()":
-                "42501 permission denied for table events",
+            "CREATE TRIGGER sneaky BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_append_only()": "42501 permission denied for table events",
             # the table itself
             "DROP TABLE events": "42501 must be owner of table events",
             "ALTER TABLE events RENAME TO events_old": "42501 must be owner of table events",
@@ -181,8 +185,7 @@ def test_the_restricted_role_cannot_rewrite_history(restricted):
             "DELETE FROM events": "42501 permission denied for table events",
             "TRUNCATE events": "42501 permission denied for table events",
             # replica mode would skip the triggers: superuser only
-            "SET session_replication_role = replica":
-                '42501 permission denied to set parameter "session_replication_role"',
+            "SET session_replication_role = replica": '42501 permission denied to set parameter "session_replication_role"',
             # nothing of its own in the schema
             "CREATE TABLE x (id integer)": "42501 permission denied for schema public",
             "CREATE VIEW events_v AS SELECT 1": "42501 permission denied for schema public",
@@ -190,7 +193,7 @@ def test_the_restricted_role_cannot_rewrite_history(restricted):
             "UPDATE alembic_version SET version_num = '0001'": "42501 permission denied for table alembic_version",
             "DELETE FROM checkpoints": "42501 permission denied for table checkpoints",
             "UPDATE key_checks SET check_value = ''": "42501 permission denied for table key_checks",
-        }  # fmt: skip
+        }
         outcomes = {statement: _refusal(conn, statement) for statement in refused}
         assert outcomes == refused
 
@@ -216,9 +219,13 @@ def test_the_restricted_role_cannot_rewrite_history(restricted):
 
 def _reset(client: Client, card: str, pin_type: int, new_pin: str, documents=(MY_NUMBER_CARD,)):
     request = cpb.ResetPinRequest(
-        request_id=str(uuid.uuid4()), card_id=card, pin_type=pin_type, new_pin=new_pin,
-        applicant=pb.APPLICANT_HOLDER, documents=list(documents),
-    )  # fmt: skip
+        request_id=str(uuid.uuid4()),
+        card_id=card,
+        pin_type=pin_type,
+        new_pin=new_pin,
+        applicant=pb.APPLICANT_HOLDER,
+        documents=list(documents),
+    )
     return client.counter.ResetPin(request, timeout=10, metadata=client.metadata)
 
 
@@ -235,9 +242,11 @@ def test_the_server_runs_every_kind_of_command_as_the_restricted_role(restricted
     store = None
     try:
         enroll = cpb.EnrollCardRequest(
-            request_id=str(uuid.uuid4()), card_id="card-R1", ward="naka",
+            request_id=str(uuid.uuid4()),
+            card_id="card-R1",
+            ward="naka",
             pins=[cpb.InitialPin(pin_type=USER, pin="4821"), cpb.InitialPin(pin_type=SIGN, pin="KX73PQ")],
-        )  # fmt: skip
+        )
         naka.counter.EnrollCard(enroll, timeout=10, metadata=naka.metadata)
         assert reader.verify("card-R1", USER, "4821").check.result == pb.CHECK_RESULT_OK
         rid = str(uuid.uuid4())

@@ -143,9 +143,11 @@ class TlsProcesses:
             }
             log = open(folder / f"server-{i}.log", "wb")
             self.logs.append(log)
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            ))  # fmt: skip
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
             self.targets.append(target)
         deadline = time.monotonic() + 30
         for i, target in enumerate(self.targets):
@@ -373,12 +375,13 @@ def enroll_storm(clients: list[Client], n: int, wave: int = 250) -> Counter:
     for start in range(0, n, wave):
         futures = [
             clients[i % len(clients)].counter.EnrollCard.future(
-                cpb.EnrollCardRequest(request_id=str(uuid.uuid4()), card_id=f"card-S{i:04d}",
-                                      pins=[cpb.InitialPin(pin_type=USER, pin="1234")]),
+                cpb.EnrollCardRequest(
+                    request_id=str(uuid.uuid4()), card_id=f"card-S{i:04d}", pins=[cpb.InitialPin(pin_type=USER, pin="1234")]
+                ),
                 timeout=60,
             )
             for i in range(start, min(n, start + wave))
-        ]  # fmt: skip
+        ]
         codes.update(outcome_code(f) for f in futures)
     return codes
 

@@ -98,16 +98,31 @@ def test_one_inquiry_completed_from_two_instances_at_once_resets_once(two_instan
     clients = [Client(s.target, terminal=f"counter-{i}") for i, s in enumerate(servers) for _ in range(4)]
     clients[0].enroll("card-proxy-race", {USER: "4821"})
     card = pb.Document(type=pb.DOCUMENT_TYPE_MY_NUMBER_CARD)
-    inquiry = clients[0].counter.RequestProxyReset(cpb.RequestProxyResetRequest(
-        request_id=str(uuid.uuid4()), card_id="card-proxy-race", pin_type=USER,
-        documents=[card, pb.Document(type=pb.DOCUMENT_TYPE_OTHER_ID)]), timeout=10, metadata=clients[0].metadata)  # fmt: skip
-    second_visit = [card] + [pb.Document(type=t) for t in (pb.DOCUMENT_TYPE_INQUIRY_FORM, pb.DOCUMENT_TYPE_POWER_OF_ATTORNEY,
-                                                          pb.DOCUMENT_TYPE_PUBLIC_PHOTO_ID)]  # fmt: skip
+    inquiry = clients[0].counter.RequestProxyReset(
+        cpb.RequestProxyResetRequest(
+            request_id=str(uuid.uuid4()),
+            card_id="card-proxy-race",
+            pin_type=USER,
+            documents=[card, pb.Document(type=pb.DOCUMENT_TYPE_OTHER_ID)],
+        ),
+        timeout=10,
+        metadata=clients[0].metadata,
+    )
+    second_visit = [card] + [
+        pb.Document(type=t)
+        for t in (pb.DOCUMENT_TYPE_INQUIRY_FORM, pb.DOCUMENT_TYPE_POWER_OF_ATTORNEY, pb.DOCUMENT_TYPE_PUBLIC_PHOTO_ID)
+    ]
 
     def complete(c):
-        req = cpb.CompleteProxyResetRequest(request_id=str(uuid.uuid4()), card_id="card-proxy-race", pin_type=USER,
-                                            inquiry_id=inquiry.inquiry_id, code=inquiry.code, new_pin="2468",
-                                            documents=second_visit)  # fmt: skip
+        req = cpb.CompleteProxyResetRequest(
+            request_id=str(uuid.uuid4()),
+            card_id="card-proxy-race",
+            pin_type=USER,
+            inquiry_id=inquiry.inquiry_id,
+            code=inquiry.code,
+            new_pin="2468",
+            documents=second_visit,
+        )
         return c.counter.CompleteProxyReset(req, timeout=20, metadata=c.metadata).result
 
     results = _race(clients, complete)
@@ -127,14 +142,23 @@ def test_one_reservation_completed_at_two_kiosks_at_once_resets_once(two_instanc
     servers, store = two_instances
     clients = [Client(s.target, terminal=f"kiosk-{i}") for i, s in enumerate(servers) for _ in range(4)]
     clients[0].enroll("card-kiosk-race", {USER: "4821", pb.PIN_TYPE_SIGNATURE: "ABC123"})
-    reserved = clients[0].pins.ReserveStoreReset(ppb.ReserveStoreResetRequest(
-        request_id=str(uuid.uuid4()), card_id="card-kiosk-race", pin_type=pb.PIN_TYPE_SIGNATURE, proving_pin="4821"),
-        timeout=10, metadata=clients[0].metadata)  # fmt: skip
+    reserved = clients[0].pins.ReserveStoreReset(
+        ppb.ReserveStoreResetRequest(
+            request_id=str(uuid.uuid4()), card_id="card-kiosk-race", pin_type=pb.PIN_TYPE_SIGNATURE, proving_pin="4821"
+        ),
+        timeout=10,
+        metadata=clients[0].metadata,
+    )
     assert reserved.reserved
 
     def kiosk(c):
-        req = spb.StoreResetPinRequest(request_id=str(uuid.uuid4()), card_id="card-kiosk-race",
-                                       pin_type=pb.PIN_TYPE_SIGNATURE, proving_pin="4821", new_pin="NEW123")  # fmt: skip
+        req = spb.StoreResetPinRequest(
+            request_id=str(uuid.uuid4()),
+            card_id="card-kiosk-race",
+            pin_type=pb.PIN_TYPE_SIGNATURE,
+            proving_pin="4821",
+            new_pin="NEW123",
+        )
         try:
             return "reset" if c.store.ResetPin(req, timeout=20, metadata=c.metadata).reset else "not reset"
         except grpc.RpcError as err:

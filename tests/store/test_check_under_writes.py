@@ -128,10 +128,24 @@ def test_a_row_the_check_cannot_read_is_a_finding_at_its_position_not_a_crash(st
     run_ok(runner, enroll("card-b1"), verify("card-b1", USER, CORRECT[USER]))
     head = store.log.head_position()
     row = dict(
-        position=head + 1, stream_id="card-b1", stream_kind="card", version=3, event_id="bad-row-0001", event_type="PinVerified",
-        schema_version=1, occurred_at=datetime.now(UTC), pin_type="user_certificate", channel="medical_reader",
-        terminal_id="reader-1", request_id="r-1", payload={}, prev_hash="0" * 64, hash="1" * 64, key_id=None, office=None,
-    )  # fmt: skip
+        position=head + 1,
+        stream_id="card-b1",
+        stream_kind="card",
+        version=3,
+        event_id="bad-row-0001",
+        event_type="PinVerified",
+        schema_version=1,
+        occurred_at=datetime.now(UTC),
+        pin_type="user_certificate",
+        channel="medical_reader",
+        terminal_id="reader-1",
+        request_id="r-1",
+        payload={},
+        prev_hash="0" * 64,
+        hash="1" * 64,
+        key_id=None,
+        office=None,
+    )
     with store.writer.begin() as conn:
         conn.execute(events.insert().values(**{**row, **BAD_ROWS[shape]}))
     report = check_store(store, keys)

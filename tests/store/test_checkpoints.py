@@ -235,8 +235,9 @@ def test_a_stored_row_whose_root_differs_from_its_signed_note_is_reported(store,
         conn.execute(update(checkpoints_table).values(root_hash="ab" * 32))
     report = check_store(store, keys)
     assert report.checkpoint_problem == {
-        "tree_size": 9, "reason": "the stored checkpoint's row does not match its signed note",
-    }  # fmt: skip
+        "tree_size": 9,
+        "reason": "the stored checkpoint's row does not match its signed note",
+    }
 
 
 def test_with_the_integrity_key_a_relinked_event_still_fails_the_stored_checkpoint(store, writer, keys, signed):
@@ -258,11 +259,13 @@ def test_with_the_integrity_key_a_relinked_event_still_fails_the_stored_checkpoi
     report = check_store(store, keys)
     assert report.first_broken_link is None and report.cards_failing_mac == [] and report.first_unlawful is None
     assert report.checkpoint_problem == {
-        "tree_size": 9, "reason": "the log's first 9 events do not match the checkpoint",
-    }  # fmt: skip
+        "tree_size": 9,
+        "reason": "the log's first 9 events do not match the checkpoint",
+    }
     assert checkpoints.check_against(store, signed.note, [checkpoints.public_verifier_key(keys)]) == (
-        9, "the log's first 9 events do not have the checkpoint's root (rewritten or removed)",
-    )  # fmt: skip
+        9,
+        "the log's first 9 events do not have the checkpoint's root (rewritten or removed)",
+    )
 
 
 # -- an instance's checkpoints, signed off the write path (CheckpointSigner) ---------------

@@ -47,9 +47,19 @@ def test_row_layouts_name_every_column_of_their_table_once(columns, table):
 def test_statements_use_the_dialects_placeholder_only(dialect):
     sql = hot_sql.HotSql(dialect)
     mark, other = ("%s", "?") if dialect.name == "postgresql" else ("?", "%s")
-    for text in (sql.insert_cards, sql.update_cards, sql.take_positions, sql.insert_events, sql.upsert_pins,
-                 sql.upsert_secrets, sql.insert_requests, sql.locked_heads(["a", "b"]).sql,
-                 sql.read_cards(["a", "b"]).sql, sql.terminals(["a"], lock=True).sql, sql.insert_terminals(["a"], "x").sql):  # fmt: skip
+    for text in (
+        sql.insert_cards,
+        sql.update_cards,
+        sql.take_positions,
+        sql.insert_events,
+        sql.upsert_pins,
+        sql.upsert_secrets,
+        sql.insert_requests,
+        sql.locked_heads(["a", "b"]).sql,
+        sql.read_cards(["a", "b"]).sql,
+        sql.terminals(["a"], lock=True).sql,
+        sql.insert_terminals(["a"], "x").sql,
+    ):
         assert mark in text and other not in text
 
 
@@ -84,11 +94,14 @@ def test_a_round_trip_runs_its_statements_in_order_and_returns_each_ones_rows(st
     them all in one pipeline), and each statement's rows come back by name."""
     sql = store._hot_sql
     with store.writer.begin() as conn:
-        rows = sql.run(conn, {
-            "new": sql.insert_terminals(["term-b", "term-a"], "genesis"),
-            "again": sql.insert_terminals(["term-a"], "other"),  # already there: left as it is
-            "locked": sql.terminals(["term-a", "term-b", "term-c"], lock=True),
-        })  # fmt: skip
+        rows = sql.run(
+            conn,
+            {
+                "new": sql.insert_terminals(["term-b", "term-a"], "genesis"),
+                "again": sql.insert_terminals(["term-a"], "other"),  # already there: left as it is
+                "locked": sql.terminals(["term-a", "term-b", "term-c"], lock=True),
+            },
+        )
     assert rows["new"] == [] and rows["again"] == []
     assert [tuple(r) for r in rows["locked"]] == [
         ("term-a", 0, "genesis", None, None, 0),
@@ -102,10 +115,17 @@ def test_a_failing_statement_in_a_round_trip_raises_as_sqlalchemy_would_and_writ
     try:
         with pytest.raises(IntegrityError) as err:
             with store.writer.begin() as conn:
-                sql.run(conn, {
-                    "new": sql.insert_terminals(["term-a"], "genesis"),
-                    "twice": Statement(sql.insert_requests, [("t", "r", "c", "verify", "fp", "{}", 1, utc(datetime.now(UTC)), None)] * 2, many=True),
-                })  # fmt: skip
+                sql.run(
+                    conn,
+                    {
+                        "new": sql.insert_terminals(["term-a"], "genesis"),
+                        "twice": Statement(
+                            sql.insert_requests,
+                            [("t", "r", "c", "verify", "fp", "{}", 1, utc(datetime.now(UTC)), None)] * 2,
+                            many=True,
+                        ),
+                    },
+                )
         assert is_retryable(err.value)
         with store.reader.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM terminals").scalar_one() == 0

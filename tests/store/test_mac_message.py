@@ -19,9 +19,14 @@ RR, CI, UC, SG = PinType.RESIDENT_REGISTRY, PinType.CARD_INFO_INPUT_SUPPORT, Pin
 
 def test_a_card_with_a_locked_pin_an_inquiry_and_a_reservation():
     state = CardState(
-        "card-1", 9, {RR: PinState(RR, 0, True, AT, 8), CI: PinState(CI, 2, False, None, 6)}, CardStatus.SUSPENDED, "naka",
-        {CI: Inquiry("inq-1", AT, 1)}, {RR: Reservation("res-1", CI, AT)},
-    )  # fmt: skip
+        "card-1",
+        9,
+        {RR: PinState(RR, 0, True, AT, 8), CI: PinState(CI, 2, False, None, 6)},
+        CardStatus.SUSPENDED,
+        "naka",
+        {CI: Inquiry("inq-1", AT, 1)},
+        {RR: Reservation("res-1", CI, AT)},
+    )
     assert state_message(state, "ab" * 32, {RR: Verifier("k-1", "d" * 8), CI: None}) == (
         b"pinlife-card-v1\x1fcard-1\x1f9\x1f" + b"ab" * 32 + b"\x1fsuspended\x1fnaka"
         b"\x1f-\x1ecard_info_input_support\x1e2\x1e0\x1e\x1e6\x1ei\x1einq-1\x1e2026-04-01T01:30:05.123456Z\x1e1"

@@ -146,26 +146,59 @@ def _write_0002_store(url: str, keys) -> None:
     at = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
     rows = [  # stream, version, type, pin type, payload
         ("card-old", 1, "CardEnrolled", None, {"pin_types": [t.value for t in CORRECT]}),
-        ("card-old", 2, "PinVerificationFailed", "user_certificate",
-         {"purpose": "verify", "consecutive_failures": 1, "remaining_tries": 2}),
-        ("terminal:reader-9", 1, "AccessDenied", None, {"rpc": "/pinlife.v1.CounterService/EnrollCard",
-                                                         "role": "medical_reader", "card_id": "card-old"}),
-    ]  # fmt: skip
+        (
+            "card-old",
+            2,
+            "PinVerificationFailed",
+            "user_certificate",
+            {"purpose": "verify", "consecutive_failures": 1, "remaining_tries": 2},
+        ),
+        (
+            "terminal:reader-9",
+            1,
+            "AccessDenied",
+            None,
+            {"rpc": "/pinlife.v1.CounterService/EnrollCard", "role": "medical_reader", "card_id": "card-old"},
+        ),
+    ]
     engine = create_engine(normalize_url(url))
     prev: dict[str, str] = {}
     with engine.begin() as conn:
         for position, (stream, version, event_type, pin_type, payload) in enumerate(rows, start=1):
-            env = hashed_envelope(stream, version, f"00000000-0000-0000-0000-00000000000{position}", event_type, 1, at,
-                                  pin_type, "ward_office", "counter-1", f"req-old-{position}", payload)  # fmt: skip
+            env = hashed_envelope(
+                stream,
+                version,
+                f"00000000-0000-0000-0000-00000000000{position}",
+                event_type,
+                1,
+                at,
+                pin_type,
+                "ward_office",
+                "counter-1",
+                f"req-old-{position}",
+                payload,
+            )
             digest = event_hash(prev.get(stream, GENESIS_HASH), env)
             conn.execute(
-                text("INSERT INTO events (position, card_id, version, event_id, event_type, schema_version, occurred_at,"
-                     " pin_type, channel, terminal_id, request_id, payload, prev_hash, hash) VALUES (:p, :s, :v, :id,"
-                     " :t, 1, :at, :pt, 'ward_office', 'counter-1', :r, :payload, :prev, :h)"),
-                {"p": position, "s": stream, "v": version, "id": env["event_id"], "t": event_type, "at": at,
-                 "pt": pin_type, "r": env["request_id"], "payload": json.dumps(payload),
-                 "prev": prev.get(stream, GENESIS_HASH), "h": digest},
-            )  # fmt: skip
+                text(
+                    "INSERT INTO events (position, card_id, version, event_id, event_type, schema_version, occurred_at,"
+                    " pin_type, channel, terminal_id, request_id, payload, prev_hash, hash) VALUES (:p, :s, :v, :id,"
+                    " :t, 1, :at, :pt, 'ward_office', 'counter-1', :r, :payload, :prev, :h)"
+                ),
+                {
+                    "p": position,
+                    "s": stream,
+                    "v": version,
+                    "id": env["event_id"],
+                    "t": event_type,
+                    "at": at,
+                    "pt": pin_type,
+                    "r": env["request_id"],
+                    "payload": json.dumps(payload),
+                    "prev": prev.get(stream, GENESIS_HASH),
+                    "h": digest,
+                },
+            )
             prev[stream] = digest
         conn.execute(text("UPDATE log_head SET position = 3"))
         conn.execute(text("INSERT INTO cards VALUES ('card-old', 2, :h, 'active', :at)"), {"h": prev["card-old"], "at": at})

@@ -23,7 +23,7 @@ from tests.store.helpers import (
     run,
     run_ok,
     verify,
-)  # fmt: skip
+)
 
 
 def test_a_read_in_a_batch_is_the_state_the_tables_hold(store, writer):
@@ -41,9 +41,13 @@ def test_a_read_in_a_batch_is_the_state_the_tables_hold(store, writer):
 def test_a_read_sees_the_commands_before_it_in_its_batch_and_not_those_after(store, writer):
     run_ok(writer, enroll("card-s3"))
     before, _, between, _, after = run(
-        writer, ReadCard("card-s3"), verify("card-s3", USER, WRONG[USER]), ReadCard("card-s3"),
-        verify("card-s3", USER, WRONG[USER]), ReadCard("card-s3"),
-    )  # fmt: skip
+        writer,
+        ReadCard("card-s3"),
+        verify("card-s3", USER, WRONG[USER]),
+        ReadCard("card-s3"),
+        verify("card-s3", USER, WRONG[USER]),
+        ReadCard("card-s3"),
+    )
     assert [s.state.pin(USER).consecutive_failures for s in (before, between, after)] == [0, 1, 2]
     assert [s.state.version for s in (before, between, after)] == [1, 2, 3]
     assert after.state == store.cards.read_card("card-s3")

@@ -58,9 +58,11 @@ def test_answers_and_domain_errors_cross_the_process_boundary(store, keys):
             assert enrolled.stream_version == 1
             same_id = rid()
             ok, wrong, unknown = await gather(
-                writer, verify("card-p", USER, CORRECT[USER], same_id), verify("card-p", USER, WRONG[USER]),
+                writer,
+                verify("card-p", USER, CORRECT[USER], same_id),
+                verify("card-p", USER, WRONG[USER]),
                 verify("card-none", USER, CORRECT[USER]),
-            )  # fmt: skip
+            )
             reused = (await gather(writer, verify("card-other", USER, CORRECT[USER], same_id)))[0]
             replay = (await gather(writer, verify("card-p", USER, CORRECT[USER], same_id)))[0]
         return ok, wrong, unknown, reused, replay

@@ -126,9 +126,12 @@ class Service:
         return type(response).FromString(response.SerializeToString())
 
     def client(
-        self, terminal: str = "unit-terminal", office: str | None = None, chain: str | None = None,
+        self,
+        terminal: str = "unit-terminal",
+        office: str | None = None,
+        chain: str | None = None,
         caller: Caller | None = None,
-    ) -> Client:  # fmt: skip
+    ) -> Client:
         """A client sending the development headers of this terminal (and
         office or chain), and standing for `caller` (see as_given)."""
         return Client(self, terminal, office, chain, caller)
@@ -157,9 +160,13 @@ class Client(Calls):
     """tests/e2e/harness.Client's calls, straight into the servicers."""
 
     def __init__(
-        self, service: Service, terminal: str, office: str | None = None, chain: str | None = None,
+        self,
+        service: Service,
+        terminal: str,
+        office: str | None = None,
+        chain: str | None = None,
         caller: Caller | None = None,
-    ):  # fmt: skip
+    ):
         self.pins = Stub(service, service.servicers["pins"], caller)
         self.counter = Stub(service, service.servicers["counter"], caller)
         self.store = Stub(service, service.servicers["store"], caller)

@@ -74,9 +74,12 @@ class FakeUnitOfWork:
         self.leaves: list[tuple[int, bytes]] = []  # no Merkle leaves here: checkpoints are the real store's
 
     def prefetch(
-        self, card_ids: Iterable[str], request_keys: Iterable[tuple[str, str]] = (), read_only: Iterable[str] = (),
+        self,
+        card_ids: Iterable[str],
+        request_keys: Iterable[tuple[str, str]] = (),
+        read_only: Iterable[str] = (),
         terminal_ids: Iterable[str] = (),
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.locked.update(card_ids)  # nothing to load: every read below is served from memory
         self.locked.update(terminal_stream(t) for t in terminal_ids)
 

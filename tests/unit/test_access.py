@@ -12,9 +12,17 @@ ENROLL = "/pinlife.v1.CounterService/EnrollCard"
 
 def test_only_counters_enroll_and_auditors_only_read():
     assert RPC_ROLES[ENROLL] == COUNTERS
-    audit = [f"/pinlife.v1.AuditService/{rpc}" for rpc in (
-        "GetCardHistory", "QueryEvents", "WatchEvents", "VerifyIntegrity", "GetCheckpoint", "GetStatistics",
-    )]  # fmt: skip
+    audit = [
+        f"/pinlife.v1.AuditService/{rpc}"
+        for rpc in (
+            "GetCardHistory",
+            "QueryEvents",
+            "WatchEvents",
+            "VerifyIntegrity",
+            "GetCheckpoint",
+            "GetStatistics",
+        )
+    ]
     assert sorted(rpc for rpc, roles in RPC_ROLES.items() if Role.AUDITOR in roles) == sorted(
         ["/pinlife.v1.PinService/GetPinStatus", *audit]
     )

@@ -107,35 +107,84 @@ def _pin_type_calls(pin_type: int):
     rid, card = "req-00000001", "card-H1"
     docs = [pb.Document(type=pb.DOCUMENT_TYPE_MY_NUMBER_CARD)]
     return {
-        "VerifyPin": ("pin_type", lambda c: c.pins.VerifyPin(
-            ppb.VerifyPinRequest(request_id=rid, card_id=card, pin_type=pin_type, pin="1234"), metadata=c.metadata)),
-        "ChangePin": ("pin_type", lambda c: c.pins.ChangePin(
-            ppb.ChangePinRequest(request_id=rid, card_id=card, pin_type=pin_type, current_pin="1234", new_pin="5678"),
-            metadata=c.metadata)),
-        "GetPinStatus": ("pin_type", lambda c: c.pins.GetPinStatus(
-            ppb.GetPinStatusRequest(card_id=card, pin_type=pin_type), metadata=c.metadata)),
-        "ReserveStoreReset": ("pin_type", lambda c: c.pins.ReserveStoreReset(
-            ppb.ReserveStoreResetRequest(request_id=rid, card_id=card, pin_type=pin_type, proving_pin="1234"),
-            metadata=c.metadata)),
-        "EnrollCard": ("pins[0].pin_type", lambda c: c.counter.EnrollCard(
-            cpb.EnrollCardRequest(request_id=rid, card_id="card-H2", pins=[cpb.InitialPin(pin_type=pin_type, pin="1234")]),
-            metadata=c.metadata)),
-        "ResetPin": ("pin_type", lambda c: c.counter.ResetPin(
-            cpb.ResetPinRequest(request_id=rid, card_id=card, pin_type=pin_type, new_pin="1234",
-                                applicant=pb.APPLICANT_HOLDER, documents=docs), metadata=c.metadata)),
-        "UnlockPin": ("pin_type", lambda c: c.counter.UnlockPin(
-            cpb.UnlockPinRequest(request_id=rid, card_id=card, pin_type=pin_type, applicant=pb.APPLICANT_HOLDER,
-                                 documents=docs), metadata=c.metadata)),
-        "RequestProxyReset": ("pin_type", lambda c: c.counter.RequestProxyReset(
-            cpb.RequestProxyResetRequest(request_id=rid, card_id=card, pin_type=pin_type, documents=docs),
-            metadata=c.metadata)),
-        "CompleteProxyReset": ("pin_type", lambda c: c.counter.CompleteProxyReset(
-            cpb.CompleteProxyResetRequest(request_id=rid, card_id=card, pin_type=pin_type, inquiry_id="inquiry-0001",
-                                          code="12345678", new_pin="1234", documents=docs), metadata=c.metadata)),
-        "ConvenienceStoreService.ResetPin": ("pin_type", lambda c: c.store.ResetPin(
-            spb.StoreResetPinRequest(request_id=rid, card_id=card, pin_type=pin_type, proving_pin="1234",
-                                     new_pin="1234"), metadata=c.metadata)),
-    }  # fmt: skip
+        "VerifyPin": (
+            "pin_type",
+            lambda c: c.pins.VerifyPin(
+                ppb.VerifyPinRequest(request_id=rid, card_id=card, pin_type=pin_type, pin="1234"), metadata=c.metadata
+            ),
+        ),
+        "ChangePin": (
+            "pin_type",
+            lambda c: c.pins.ChangePin(
+                ppb.ChangePinRequest(request_id=rid, card_id=card, pin_type=pin_type, current_pin="1234", new_pin="5678"),
+                metadata=c.metadata,
+            ),
+        ),
+        "GetPinStatus": (
+            "pin_type",
+            lambda c: c.pins.GetPinStatus(ppb.GetPinStatusRequest(card_id=card, pin_type=pin_type), metadata=c.metadata),
+        ),
+        "ReserveStoreReset": (
+            "pin_type",
+            lambda c: c.pins.ReserveStoreReset(
+                ppb.ReserveStoreResetRequest(request_id=rid, card_id=card, pin_type=pin_type, proving_pin="1234"),
+                metadata=c.metadata,
+            ),
+        ),
+        "EnrollCard": (
+            "pins[0].pin_type",
+            lambda c: c.counter.EnrollCard(
+                cpb.EnrollCardRequest(request_id=rid, card_id="card-H2", pins=[cpb.InitialPin(pin_type=pin_type, pin="1234")]),
+                metadata=c.metadata,
+            ),
+        ),
+        "ResetPin": (
+            "pin_type",
+            lambda c: c.counter.ResetPin(
+                cpb.ResetPinRequest(
+                    request_id=rid, card_id=card, pin_type=pin_type, new_pin="1234", applicant=pb.APPLICANT_HOLDER, documents=docs
+                ),
+                metadata=c.metadata,
+            ),
+        ),
+        "UnlockPin": (
+            "pin_type",
+            lambda c: c.counter.UnlockPin(
+                cpb.UnlockPinRequest(
+                    request_id=rid, card_id=card, pin_type=pin_type, applicant=pb.APPLICANT_HOLDER, documents=docs
+                ),
+                metadata=c.metadata,
+            ),
+        ),
+        "RequestProxyReset": (
+            "pin_type",
+            lambda c: c.counter.RequestProxyReset(
+                cpb.RequestProxyResetRequest(request_id=rid, card_id=card, pin_type=pin_type, documents=docs), metadata=c.metadata
+            ),
+        ),
+        "CompleteProxyReset": (
+            "pin_type",
+            lambda c: c.counter.CompleteProxyReset(
+                cpb.CompleteProxyResetRequest(
+                    request_id=rid,
+                    card_id=card,
+                    pin_type=pin_type,
+                    inquiry_id="inquiry-0001",
+                    code="12345678",
+                    new_pin="1234",
+                    documents=docs,
+                ),
+                metadata=c.metadata,
+            ),
+        ),
+        "ConvenienceStoreService.ResetPin": (
+            "pin_type",
+            lambda c: c.store.ResetPin(
+                spb.StoreResetPinRequest(request_id=rid, card_id=card, pin_type=pin_type, proving_pin="1234", new_pin="1234"),
+                metadata=c.metadata,
+            ),
+        ),
+    }
 
 
 def test_an_unknown_pin_type_gets_one_message_on_every_rpc(hostile):
@@ -177,9 +226,10 @@ def test_thousands_of_bad_pins_get_one_readable_violation(hostile):
     on `pins` naming the limit (it was one violation per PIN: 268 KB of
     trailers, over the client's metadata limit)."""
     request = cpb.EnrollCardRequest(
-        request_id="req-00000001", card_id="card-H3",
+        request_id="req-00000001",
+        card_id="card-H3",
         pins=[cpb.InitialPin(pin_type=pb.PIN_TYPE_USER_CERTIFICATE, pin="x") for _ in range(3000)],
-    )  # fmt: skip
+    )
     assert request.ByteSize() < 64 * 1024
     with pytest.raises(grpc.RpcError) as err:
         hostile.counter.EnrollCard(request, timeout=10, metadata=hostile.metadata)
@@ -188,8 +238,11 @@ def test_thousands_of_bad_pins_get_one_readable_violation(hostile):
     assert len(err.value.details()) < 200
     # four PINs are still taken one by one
     with pytest.raises(grpc.RpcError) as err:
-        hostile.counter.EnrollCard(cpb.EnrollCardRequest(request_id="req-00000001", card_id="card-H3", pins=request.pins[:4]),
-                                   timeout=10, metadata=hostile.metadata)  # fmt: skip
+        hostile.counter.EnrollCard(
+            cpb.EnrollCardRequest(request_id="req-00000001", card_id="card-H3", pins=request.pins[:4]),
+            timeout=10,
+            metadata=hostile.metadata,
+        )
     assert [f for f, _ in _bad_request(err.value)] == ["pins[0].pin", "pins[1].pin_type", "pins[2].pin_type", "pins[3].pin_type"]
 
 
@@ -197,10 +250,17 @@ def test_too_many_documents_get_one_violation(hostile):
     docs = [pb.Document(type=pb.DOCUMENT_TYPE_MY_NUMBER_CARD, issued_on="yesterday") for _ in range(2000)]
     with pytest.raises(grpc.RpcError) as err:
         hostile.counter.ResetPin(
-            cpb.ResetPinRequest(request_id="req-00000001", card_id="card-H1", pin_type=pb.PIN_TYPE_USER_CERTIFICATE,
-                                new_pin="1234", applicant=pb.APPLICANT_HOLDER, documents=docs),
-            timeout=10, metadata=hostile.metadata,
-        )  # fmt: skip
+            cpb.ResetPinRequest(
+                request_id="req-00000001",
+                card_id="card-H1",
+                pin_type=pb.PIN_TYPE_USER_CERTIFICATE,
+                new_pin="1234",
+                applicant=pb.APPLICANT_HOLDER,
+                documents=docs,
+            ),
+            timeout=10,
+            metadata=hostile.metadata,
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _bad_request(err.value) == [("documents", "at most 16 documents")]
 

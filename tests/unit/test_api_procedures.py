@@ -40,7 +40,7 @@ from tests.procedures import (
     reserve,
     reset,
     rid,
-)  # fmt: skip
+)
 from tests.rpc import field_violations, precondition_violations
 from tests.unit.direct import Service
 from tests.unit.fakes import FakeClock
@@ -114,18 +114,31 @@ def test_a_counter_outside_its_hours_or_wards_is_refused_and_the_refusal_recorde
 def test_a_legal_representative_needs_two_ids_and_a_recent_proof_of_authority(service, clients):
     enroll(clients["naka"], "card-L1")
     stale = D(type=pb.DOCUMENT_TYPE_FAMILY_REGISTER, issued_on="2026-08-31")  # more than 3 months before 2026-12-01
-    err = refused(lambda: reset(clients["naka"], "card-L1", applicant=pb.APPLICANT_LEGAL_REPRESENTATIVE,
-                                documents=[CARD, OTHER_ID, stale]))  # fmt: skip
+    err = refused(
+        lambda: reset(clients["naka"], "card-L1", applicant=pb.APPLICANT_LEGAL_REPRESENTATIVE, documents=[CARD, OTHER_ID, stale])
+    )
     assert {(v.type, v.subject) for v in precondition_violations(err)} == {
-        ("DOCUMENT_MISSING", "documents/ids"), ("DOCUMENT_MISSING", "documents/public_photo_id"),
+        ("DOCUMENT_MISSING", "documents/ids"),
+        ("DOCUMENT_MISSING", "documents/public_photo_id"),
         ("DOCUMENT_STALE", "documents/authority"),
-    }  # fmt: skip
-    guardian = refused(lambda: reset(clients["naka"], "card-L1", applicant=pb.APPLICANT_LEGAL_REPRESENTATIVE,
-                                     adult_ward=True, documents=[CARD, OTHER_ID, PHOTO_ID,
-                                     D(type=pb.DOCUMENT_TYPE_FAMILY_REGISTER, issued_on="2026-11-20")]))  # fmt: skip
+    }
+    guardian = refused(
+        lambda: reset(
+            clients["naka"],
+            "card-L1",
+            applicant=pb.APPLICANT_LEGAL_REPRESENTATIVE,
+            adult_ward=True,
+            documents=[CARD, OTHER_ID, PHOTO_ID, D(type=pb.DOCUMENT_TYPE_FAMILY_REGISTER, issued_on="2026-11-20")],
+        )
+    )
     assert [v.subject for v in precondition_violations(guardian)] == ["documents/authority"]
-    ok = reset(clients["naka"], "card-L1", applicant=pb.APPLICANT_LEGAL_REPRESENTATIVE, adult_ward=True,
-               documents=[CARD, OTHER_ID, PHOTO_ID, D(type=pb.DOCUMENT_TYPE_ADULT_GUARDIANSHIP_CERTIFICATE, issued_on="2026-09-01")])  # fmt: skip
+    ok = reset(
+        clients["naka"],
+        "card-L1",
+        applicant=pb.APPLICANT_LEGAL_REPRESENTATIVE,
+        adult_ward=True,
+        documents=[CARD, OTHER_ID, PHOTO_ID, D(type=pb.DOCUMENT_TYPE_ADULT_GUARDIANSHIP_CERTIFICATE, issued_on="2026-09-01")],
+    )
     assert ok.pin.status == pb.PIN_STATUS_ACTIVE
     refusals = [e for e in service.store.log.stream("card-L1") if e.event_type == "CounterProcedureRefused"]
     assert len(refusals) == 2
@@ -254,18 +267,33 @@ def test_a_lost_card_is_suspended_by_the_call_centre_answers_suspended_and_is_re
     )
     assert clients["reader"].verify("card-Z1", USER, "4821").check.result == pb.CHECK_RESULT_OK
     types = [e.event_type for e in service.store.log.stream("card-Z1")]
-    assert types[1:] == ["CardSuspended", "SuspendedCardAttempted", "SuspendedCardAttempted", "SuspendedCardAttempted",
-                         "CardResumed", "PinVerified"]  # fmt: skip
+    assert types[1:] == [
+        "CardSuspended",
+        "SuspendedCardAttempted",
+        "SuspendedCardAttempted",
+        "SuspendedCardAttempted",
+        "CardResumed",
+        "PinVerified",
+    ]
 
 
 def test_bad_input_to_the_procedures_is_invalid_argument_with_every_field(clients):
     enroll(clients["naka"], "card-B1")
-    req = cpb.ResetPinRequest(request_id="x", card_id="card-B1", pin_type=USER, new_pin="12a",
-                              documents=[D(type=99), D(type=pb.DOCUMENT_TYPE_FAMILY_REGISTER, issued_on="yesterday")])  # fmt: skip
+    req = cpb.ResetPinRequest(
+        request_id="x",
+        card_id="card-B1",
+        pin_type=USER,
+        new_pin="12a",
+        documents=[D(type=99), D(type=pb.DOCUMENT_TYPE_FAMILY_REGISTER, issued_on="yesterday")],
+    )
     with pytest.raises(grpc.RpcError) as info:
         clients["naka"].counter.ResetPin(req, timeout=10, metadata=clients["naka"].metadata)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(info.value)) == {
-        "request_id", "new_pin", "applicant", "documents[0].type", "documents[1].issued_on",
-    }  # fmt: skip
+        "request_id",
+        "new_pin",
+        "applicant",
+        "documents[0].type",
+        "documents[1].issued_on",
+    }
     assert "12a" not in info.value.details()

@@ -62,10 +62,16 @@ def violations(call) -> dict[str, str]:
 # -- validate_filter ---------------------------------------------------------------
 def test_a_valid_filter_is_returned_as_it_is():
     f = Filter(
-        start=NOW, end=NOW + timedelta(hours=1), event_types=frozenset({"PinLocked", "AuditRead"}),
-        channels=frozenset({"medical_reader", "auditor"}), terminal_id="reader-01", office="naka-ward-office",
-        pin_type=PinType.SIGNATURE, outcomes=frozenset({Outcome.LOCKED}), stream_kind="card",
-    )  # fmt: skip
+        start=NOW,
+        end=NOW + timedelta(hours=1),
+        event_types=frozenset({"PinLocked", "AuditRead"}),
+        channels=frozenset({"medical_reader", "auditor"}),
+        terminal_id="reader-01",
+        office="naka-ward-office",
+        pin_type=PinType.SIGNATURE,
+        outcomes=frozenset({Outcome.LOCKED}),
+        stream_kind="card",
+    )
     assert validate_filter(f) is f
     assert validate_filter(Filter()) == Filter()  # nothing set: everything
 
@@ -126,9 +132,7 @@ def test_a_long_or_unprintable_terminal_or_office_is_refused(name, value):
 
 def test_every_problem_of_a_filter_is_reported_at_once():
     f = Filter(start=NOW, end=NOW, event_types=frozenset({"Nope"}), channels=frozenset({"nobody"}), office="o" * 65)
-    assert set(violations(lambda: validate_filter(f))) == {
-        "filter.to", "filter.event_types", "filter.channels", "filter.office"
-    }  # fmt: skip
+    assert set(violations(lambda: validate_filter(f))) == {"filter.to", "filter.event_types", "filter.channels", "filter.office"}
 
 
 # -- page sizes and top terminals ---------------------------------------------------------
@@ -355,8 +359,12 @@ INSTANTS = st.datetimes(
 
 
 @settings(max_examples=200, deadline=None)
-@given(start=INSTANTS, length=st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=40)),
-       granularity=st.sampled_from([HOUR, DAY]), probe=st.floats(min_value=0, max_value=1, exclude_max=True))  # fmt: skip
+@given(
+    start=INSTANTS,
+    length=st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=40)),
+    granularity=st.sampled_from([HOUR, DAY]),
+    probe=st.floats(min_value=0, max_value=1, exclude_max=True),
+)
 def test_buckets_are_contiguous_cover_the_range_and_hold_their_instants(start, length, granularity, probe):
     end = start + length
     got = buckets(start, end, granularity)
@@ -438,9 +446,11 @@ def test_a_filters_dict_is_stable_whatever_the_order_of_its_sets():
     b = Filter(
         start=NOW, event_types=frozenset(["PinLocked", "PinVerified"]), outcomes=frozenset([Outcome.FAILURE, Outcome.LOCKED])
     )
-    assert a.as_dict() == b.as_dict() == {
-        "from": NOW.isoformat(), "event_types": ["PinLocked", "PinVerified"], "outcomes": ["failure", "locked"]
-    }  # fmt: skip
+    assert (
+        a.as_dict()
+        == b.as_dict()
+        == {"from": NOW.isoformat(), "event_types": ["PinLocked", "PinVerified"], "outcomes": ["failure", "locked"]}
+    )
     token = encode_cursor(Cursor((1,)), {"filter": a.as_dict()}, SEAL)
     assert decode_cursor(token, {"filter": b.as_dict()}, (int,), SEAL) == Cursor((1,))
     assert (

@@ -57,10 +57,22 @@ def test_positions_and_times_in_range_pass():
 def stored(**changes) -> LoggedEvent:
     """A row of the log as someone may insert it behind the service's back."""
     columns = dict(
-        position=7, stream_id="card-1", stream_kind="card", version=2, event_id="e-7", event_type="PinVerified",
-        schema_version=1, occurred_at=datetime(2026, 12, 1, tzinfo=UTC), pin_type="user_certificate", channel="medical_reader",
-        terminal_id="reader-1", request_id="r-1", payload={}, prev_hash="0" * 64, hash="1" * 64,
-    )  # fmt: skip
+        position=7,
+        stream_id="card-1",
+        stream_kind="card",
+        version=2,
+        event_id="e-7",
+        event_type="PinVerified",
+        schema_version=1,
+        occurred_at=datetime(2026, 12, 1, tzinfo=UTC),
+        pin_type="user_certificate",
+        channel="medical_reader",
+        terminal_id="reader-1",
+        request_id="r-1",
+        payload={},
+        prev_hash="0" * 64,
+        hash="1" * 64,
+    )
     return LoggedEvent.read(**{**columns, **changes})
 
 

@@ -175,8 +175,9 @@ def test_next_openings_of_a_ward_earliest_first():
     # An ordinary Sunday morning: the center is open now.
     sunday = tokyo(2026, 5, 10, 10)
     assert [o.office_id for o in next_openings(CALENDAR, "nishi", sunday)] == [
-        "special-center-yokohama", "nishi-ward-office",
-    ]  # fmt: skip
+        "special-center-yokohama",
+        "nishi-ward-office",
+    ]
     assert next_openings(CALENDAR, "nishi", sunday)[0].at == sunday
 
 
@@ -197,8 +198,17 @@ def office(hours, closures=()) -> Office:
 
 def test_week_of_month():
     assert [week_of_month(date(2026, 5, d)) for d in (1, 7, 8, 14, 15, 21, 22, 28, 29, 31)] == [
-        1, 1, 2, 2, 3, 3, 4, 4, 5, 5,
-    ]  # fmt: skip
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        4,
+        4,
+        5,
+        5,
+    ]
 
 
 def test_a_closing_weekday_stays_closed_on_a_holiday():

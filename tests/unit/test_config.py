@@ -17,8 +17,12 @@ from service.config.settings import KEYS, ConfigError, from_env, load
 def test_defaults_are_a_loopback_development_server_with_the_writer_process():
     s = from_env({})
     assert (s.environment, s.listen, s.batch_max, s.writer, s.access_file) == (
-        "development", "127.0.0.1:50051", 256, "process", None,
-    )  # fmt: skip
+        "development",
+        "127.0.0.1:50051",
+        256,
+        "process",
+        None,
+    )
 
 
 def test_the_writer_can_run_on_a_thread():
@@ -109,14 +113,16 @@ def test_every_problem_is_reported_at_once_each_naming_its_key(tmp_path):
     f.write_text('[server]\nlisten = "0.0.0.0:1"\nmetrics_listen = 5\ngrace_seconds = "x"\n[store]\nwriterr = "x"\n[bogus]\n')
     with pytest.raises(ConfigError) as err:
         load({"PINLIFE_BATCH_MAX": "0"}, path=f)
-    assert sorted(err.value.problems) == sorted([
-        "[bogus]: unknown section (one of access, audit, keys, procedures, server, store)",
-        "PINLIFE_METRICS_LISTEN ([server] metrics_listen) must be a string, not 5",
-        "PINLIFE_GRACE_SECONDS ([server] grace_seconds) must be a number, not 'x'",
-        "PINLIFE_BATCH_MAX ([store] batch_max) must be at least 1",
-        "[store] writerr: unknown key",
-        "PINLIFE_LISTEN ([server] listen): plain-text development mode may only listen on loopback, not '0.0.0.0:1'",
-    ])  # fmt: skip
+    assert sorted(err.value.problems) == sorted(
+        [
+            "[bogus]: unknown section (one of access, audit, keys, procedures, server, store)",
+            "PINLIFE_METRICS_LISTEN ([server] metrics_listen) must be a string, not 5",
+            "PINLIFE_GRACE_SECONDS ([server] grace_seconds) must be a number, not 'x'",
+            "PINLIFE_BATCH_MAX ([store] batch_max) must be at least 1",
+            "[store] writerr: unknown key",
+            "PINLIFE_LISTEN ([server] listen): plain-text development mode may only listen on loopback, not '0.0.0.0:1'",
+        ]
+    )
 
 
 @pytest.mark.parametrize(

@@ -174,9 +174,11 @@ def _file(tmp_path, body) -> os.PathLike:
 
 def _complete(**over) -> dict:
     body = {
-        "current": "v1", "keys": {"v1": b64(K1)}, "integrity": {"current": "i1", "keys": {"i1": b64(K2)}},
+        "current": "v1",
+        "keys": {"v1": b64(K1)},
+        "integrity": {"current": "i1", "keys": {"i1": b64(K2)}},
         "checkpoint": {"origin": "pinlife.test/log", "seed": b64(b"s" * 32)},
-    }  # fmt: skip
+    }
     body.update(over)
     return body
 

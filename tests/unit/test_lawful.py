@@ -35,7 +35,7 @@ from service.domain.commands import (
     SuspendCard,
     UnlockPin,
     VerifyPin,
-)  # fmt: skip
+)
 from service.domain.decide import decide
 from service.domain.decision import Context
 from service.domain.documents import Applicant
@@ -65,7 +65,7 @@ from service.domain.events import (
     ResetRefused,
     StoreResetReserved,
     SuspendedCardAttempted,
-)  # fmt: skip
+)
 from service.domain.lawful import RULES, TERMINAL_EVENTS, Unlawful, first_unlawful
 from service.domain.pins import PinType, retry_limit
 from service.domain.policy import Policy, StoreChain
@@ -84,9 +84,22 @@ _M, _H = timedelta(minutes=1), timedelta(hours=1)
 STEPS = (0 * _M, _M, 0 * _M, 2 * _H, _M, 0 * _M, 9 * _H, _M, 2 * _H, 25 * _H, 0 * _M, _M, 2 * _H, 31 * 24 * _H)
 NEW_PINS = {RESIDENT: ("1234", "5678"), CARD_INFO: ("1234", "0000"), USER: ("1234", "4321"), SIGNATURE: ("ABC123", "NEW456")}
 KINDS = (
-    "verify", "verify", "verify", "change", "reset", "unlock", "suspend", "resume", "request_proxy", "complete_proxy",
-    "complete_proxy", "reserve", "kiosk", "kiosk", "enroll",
-)  # fmt: skip
+    "verify",
+    "verify",
+    "verify",
+    "change",
+    "reset",
+    "unlock",
+    "suspend",
+    "resume",
+    "request_proxy",
+    "complete_proxy",
+    "complete_proxy",
+    "reserve",
+    "kiosk",
+    "kiosk",
+    "enroll",
+)
 
 
 @dataclass(frozen=True)
@@ -121,12 +134,13 @@ class Run:
 
     def context(self) -> Context:
         return Context(
-            self.now, self.policy,
+            self.now,
+            self.policy,
             matches=lambda t, p: self.pins.get(t) == p,
             code_matches=lambda kind, name, value: self.codes.get(name) == value,
             new_id=lambda: f"id-{next(self.ids):08d}",
             new_code=lambda: f"{next(self.ids):08d}",
-        )  # fmt: skip
+        )
 
     def request_id(self) -> str:
         return f"req-{next(self.requests):08d}"
@@ -332,14 +346,25 @@ def test_the_generated_histories_hold_each_forgeable_situation():
             if isinstance(r.event, PinReset):
                 reasons.add(("PinReset", r.event.procedure))
     assert {
-        ("ResetRefused", "no_open_inquiry"), ("ResetRefused", "counter_only"), ("ResetRefused", "store_closed"),
-        ("ResetRefused", "no_reservation"), ("ResetRefused", "reservation_expired"),
-        ("ProxyInquiryClosed", "superseded"), ("ProxyInquiryClosed", "voided"), ("ProxyInquiryClosed", "expired"),
-        ("PinReset", "counter"), ("PinReset", "proxy"), ("PinReset", "convenience_store"),
+        ("ResetRefused", "no_open_inquiry"),
+        ("ResetRefused", "counter_only"),
+        ("ResetRefused", "store_closed"),
+        ("ResetRefused", "no_reservation"),
+        ("ResetRefused", "reservation_expired"),
+        ("ProxyInquiryClosed", "superseded"),
+        ("ProxyInquiryClosed", "voided"),
+        ("ProxyInquiryClosed", "expired"),
+        ("PinReset", "counter"),
+        ("PinReset", "proxy"),
+        ("PinReset", "convenience_store"),
         ("ProxyInquiryCodeRejected", "again"),
-        *((name, p.value) for name in ("LockedPinAttempted", "SuspendedCardAttempted", "PinVerificationFailed")
-          for p in Purpose if (name, p) != ("LockedPinAttempted", Purpose.STORE_RESET)),  # rare in a walk: see below
-    } <= reasons  # fmt: skip
+        *(
+            (name, p.value)
+            for name in ("LockedPinAttempted", "SuspendedCardAttempted", "PinVerificationFailed")
+            for p in Purpose
+            if (name, p) != ("LockedPinAttempted", Purpose.STORE_RESET)
+        ),  # rare in a walk: see below
+    } <= reasons
 
 
 def test_a_kiosk_attempt_with_a_proving_pin_locked_after_the_reservation_is_lawful():
@@ -561,15 +586,20 @@ def test_a_store_reservation_on_a_suspended_card():
 
 
 def test_what_a_suspended_card_may_have():
-    assert check(
-        ENROLLED, CardSuspended("lost"),
-        SuspendedCardAttempted(USER, VERIFY), SuspendedCardAttempted(USER, KIOSK),
-        SuspendedCardAttempted(USER, RESERVATION_PURPOSE),
-        PinReset(USER, "counter", "holder", HOLDER_CARD),  # decide_reset does not ask whether the card is suspended
-        PinUnlocked(SIGNATURE, "holder", HOLDER_CARD),
-        CounterProcedureRefused("resume", ("documents/my_number_card",)),
-        CardResumed("holder", HOLDER_CARD),
-    ) is None  # fmt: skip
+    assert (
+        check(
+            ENROLLED,
+            CardSuspended("lost"),
+            SuspendedCardAttempted(USER, VERIFY),
+            SuspendedCardAttempted(USER, KIOSK),
+            SuspendedCardAttempted(USER, RESERVATION_PURPOSE),
+            PinReset(USER, "counter", "holder", HOLDER_CARD),  # decide_reset does not ask whether the card is suspended
+            PinUnlocked(SIGNATURE, "holder", HOLDER_CARD),
+            CounterProcedureRefused("resume", ("documents/my_number_card",)),
+            CardResumed("holder", HOLDER_CARD),
+        )
+        is None
+    )
 
 
 def test_a_suspended_attempt_on_an_active_card():
@@ -657,13 +687,20 @@ PROXY_RESET = PinReset(USER, "proxy", "proxy", COMPLETION_DOCS)
 
 
 def test_a_lawful_proxy_history():
-    assert check(
-        ENROLLED, issued(at=T0 + timedelta(minutes=1)),
-        (ProxyInquiryClosed(USER, "id-00000001", "superseded"), issued("id-00000002", T0 + timedelta(minutes=2))),
-        rejected(1, 1, "id-00000002"), (rejected(2, 0, "id-00000002"), ProxyInquiryClosed(USER, "id-00000002", "voided")),
-        issued("id-00000003", T0 + timedelta(minutes=5)), PROXY_RESET, ResetRefused(USER, "proxy", "no_open_inquiry"),
-        policy=Policy(inquiry_max_wrong_codes=2),
-    ) is None  # fmt: skip
+    assert (
+        check(
+            ENROLLED,
+            issued(at=T0 + timedelta(minutes=1)),
+            (ProxyInquiryClosed(USER, "id-00000001", "superseded"), issued("id-00000002", T0 + timedelta(minutes=2))),
+            rejected(1, 1, "id-00000002"),
+            (rejected(2, 0, "id-00000002"), ProxyInquiryClosed(USER, "id-00000002", "voided")),
+            issued("id-00000003", T0 + timedelta(minutes=5)),
+            PROXY_RESET,
+            ResetRefused(USER, "proxy", "no_open_inquiry"),
+            policy=Policy(inquiry_max_wrong_codes=2),
+        )
+        is None
+    )
 
 
 def test_a_proxy_reset_without_an_open_inquiry():
@@ -729,13 +766,19 @@ STORE_RESET = PinReset(SIGNATURE, "convenience_store", "holder", ())
 
 
 def test_a_lawful_store_history():
-    assert check(
-        ENROLLED, *locked(SIGNATURE), (PinVerified(USER), reserved(at=T0 + timedelta(minutes=6))),
-        PinVerificationFailed(USER, KIOSK, 1, 2), (PinVerified(USER), STORE_RESET),
-        ResetRefused(SIGNATURE, "convenience_store", "no_reservation"),
-        ResetRefused(RESIDENT, "store_reservation", "counter_only"),
-        policy=Policy(),
-    ) is None  # fmt: skip
+    assert (
+        check(
+            ENROLLED,
+            *locked(SIGNATURE),
+            (PinVerified(USER), reserved(at=T0 + timedelta(minutes=6))),
+            PinVerificationFailed(USER, KIOSK, 1, 2),
+            (PinVerified(USER), STORE_RESET),
+            ResetRefused(SIGNATURE, "convenience_store", "no_reservation"),
+            ResetRefused(RESIDENT, "store_reservation", "counter_only"),
+            policy=Policy(),
+        )
+        is None
+    )
 
 
 def test_a_reservation_without_the_proving_pin_or_by_the_wrong_pin():

@@ -111,9 +111,18 @@ def watch_scenario(scenario, *, max_watchers: int = 64, per_terminal: int = 4) -
         app = make_app(store, KEYS, FakeClock(datetime(2026, 12, 1, tzinfo=UTC)), Policy(), writer="thread")
         await app.start()
         try:
-            await scenario(app, lambda reads, signal: Audit(
-                reads, app, INTEGRITY, lambda exc: False, signal, max_watchers=max_watchers, max_watchers_per_terminal=per_terminal
-            ))  # fmt: skip
+            await scenario(
+                app,
+                lambda reads, signal: Audit(
+                    reads,
+                    app,
+                    INTEGRITY,
+                    lambda exc: False,
+                    signal,
+                    max_watchers=max_watchers,
+                    max_watchers_per_terminal=per_terminal,
+                ),
+            )
         finally:
             await app.stop()
 

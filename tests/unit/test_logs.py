@@ -26,8 +26,9 @@ def lines():
 def test_a_line_is_json_with_level_timestamp_context_and_redaction(lines):
     logs.new_context(rpc="VerifyPin", card="card-1")
     logs.bind_context(terminal="kiosk-7")
-    structlog.get_logger().info("rpc", status="OK", pin="5917", new_pin="3852", pin_type="signature",
-                                at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))  # fmt: skip
+    structlog.get_logger().info(
+        "rpc", status="OK", pin="5917", new_pin="3852", pin_type="signature", at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    )
     [line] = lines()
     assert line["event"] == "rpc" and line["level"] == "info" and line["status"] == "OK"
     assert (line["rpc"], line["card"], line["terminal"]) == ("VerifyPin", "card-1", "kiosk-7")

@@ -23,7 +23,7 @@ from service.domain.commands import (
     StoreResetPin,
     SuspendCard,
     UnlockPin,
-)  # fmt: skip
+)
 from service.domain.documents import Applicant
 from service.domain.documents import DocumentType as T
 from service.domain.errors import PreconditionFailed
@@ -45,7 +45,7 @@ from service.domain.events import (
     ResetRefused,
     StoreResetReserved,
     SuspendedCardAttempted,
-)  # fmt: skip
+)
 from service.domain.outcomes import (
     CheckResult,
     InquiryIssued,
@@ -74,7 +74,7 @@ from tests.unit.helpers import (
     then,
     verify,
     when,
-)  # fmt: skip
+)
 
 POLICY = load_policy(None, ThrottlePolicy(), date(2026, 6, 1))
 NISHI, NAKA = "nishi-ward-office", "naka-ward-office"
@@ -135,8 +135,10 @@ def test_a_representatives_reset_records_the_document_types_dated_in_tokyo():
     docs = [(T.MY_NUMBER_CARD, ""), (T.PUBLIC_PHOTO_ID, ""), (T.OTHER_ID, ""), (T.FAMILY_REGISTER, "2026-06-01")]
     decision = at_counter(card(), reset(SIGNATURE, "new123", docs, REPRESENTATIVE, None), now=utc(2026, 6, 1, 0, 30))
     assert decision.events == (
-        PinReset(SIGNATURE, "counter", "legal_representative", ("my_number_card", "public_photo_id", "other_id", "family_register")),
-    )  # fmt: skip
+        PinReset(
+            SIGNATURE, "counter", "legal_representative", ("my_number_card", "public_photo_id", "other_id", "family_register")
+        ),
+    )
     assert decision.new_pins == {SIGNATURE: "NEW123"}
 
 
@@ -168,8 +170,9 @@ COUNTER_COMMANDS = {
     "ResumeCard": lambda office: ResumeCard.create(request_id(), CARD, HOLDER, THE_CARD, False, office),
     "RequestProxyReset": lambda office: RequestProxyReset.create(request_id(), CARD, USER, THE_CARD, office),
     "CompleteProxyReset": lambda office: CompleteProxyReset.create(
-        request_id(), CARD, USER, "inq-00000001", "12345678", "5678", THE_CARD, office),
-}  # fmt: skip
+        request_id(), CARD, USER, "inq-00000001", "12345678", "5678", THE_CARD, office
+    ),
+}
 
 
 @pytest.mark.parametrize("rpc", COUNTER_COMMANDS)
@@ -232,8 +235,11 @@ CODE = "12345678"
 
 def proxy_ctx(inquiry_id="inq-00000001", right_code=CODE):
     ids = (f"inq-{n:08d}" for n in count(1))
-    return dict(new_id=lambda: next(ids), new_code=lambda: CODE,
-                code_matches=lambda kind, name, value: (kind, name, value) == ("inquiry_code", inquiry_id, right_code))  # fmt: skip
+    return dict(
+        new_id=lambda: next(ids),
+        new_code=lambda: CODE,
+        code_matches=lambda kind, name, value: (kind, name, value) == ("inquiry_code", inquiry_id, right_code),
+    )
 
 
 def request_proxy():  # the proxy's first visit
@@ -268,7 +274,9 @@ def test_the_right_code_resets_once():
     other = at_counter(state, complete_proxy(inquiry_id="inq-99999999"), **proxy_ctx())
     assert other.outcome.result is ProxyResult.NO_OPEN_INQUIRY and other.new_pins == {}
     decision = at_counter(state, complete_proxy(), **proxy_ctx())
-    assert decision.events == (PinReset(USER, "proxy", "proxy", ("my_number_card", "inquiry_form", "power_of_attorney", "public_photo_id")),)  # fmt: skip
+    assert decision.events == (
+        PinReset(USER, "proxy", "proxy", ("my_number_card", "inquiry_form", "power_of_attorney", "public_photo_id")),
+    )
     assert decision.outcome.result is ProxyResult.COMPLETED and decision.new_pins == {USER: "5678"}
     state = then(state, decision)
     assert not state.pin(USER).locked and USER not in state.inquiries
@@ -286,8 +294,9 @@ def test_wrong_codes_count_down_and_void_the_inquiry():
         state = then(state, decision)
     decision = at_counter(state, complete_proxy("00000000"), **proxy_ctx())
     assert decision.events == (
-        ProxyInquiryCodeRejected(USER, "inq-00000001", 3, 0), ProxyInquiryClosed(USER, "inq-00000001", "voided"),
-    )  # fmt: skip
+        ProxyInquiryCodeRejected(USER, "inq-00000001", 3, 0),
+        ProxyInquiryClosed(USER, "inq-00000001", "voided"),
+    )
     assert decision.outcome.result is ProxyResult.VOIDED
     state = then(state, decision)
     assert at_counter(state, complete_proxy(), **proxy_ctx()).outcome.result is ProxyResult.NO_OPEN_INQUIRY
