@@ -412,7 +412,7 @@ def test_pinlife_checkpoint_refuses_a_different_checkpoint_key_under_the_recorde
 
     key_file = tmp_path / "keys.json"
     write_new_key_file(key_file)
-    env = _env(db_url, key_file, env="test")
+    env = _env(db_url, key_file, environment="test")
     server = _process_server(db_url, key_file, tmp_path / "server.log", env)
     client = Client(server.target)
     try:
@@ -444,7 +444,8 @@ def test_dev_key_names_a_store_with_verifiers_without_its_password(databases, tm
     from sqlalchemy.engine import make_url
 
     from service.app.batch import ThreadRunner
-    from tests.store.helpers import FakeClock, enroll, run_ok
+    from tests.clock import FakeClock
+    from tests.store.helpers import enroll, run_ok
 
     url = databases.create("postgres")
     store = EventStore(url)

@@ -17,9 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
+from tests.clock import FakeClock
 from tests.e2e.harness import Client, ThreadedServer
 from tests.procedures import CARD, NAKA, PINS, TUESDAY_10, USER, enroll, lock, reset
-from tests.store.helpers import FakeClock
 
 PERSONAL = ("card-M", "clinic-reader-m", "naka-counter-m", NAKA, "4821", "0000", "1357", "KX73PQ")
 

@@ -21,6 +21,7 @@ import pytest
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
+from tests.clock import FakeClock
 from tests.e2e.harness import Client, ThreadedServer
 from tests.keys import INTEGRITY
 from tests.procedures import (
@@ -42,7 +43,6 @@ from tests.procedures import (
     rid,
 )
 from tests.rpc import precondition_violations
-from tests.store.helpers import FakeClock
 
 
 @pytest.fixture

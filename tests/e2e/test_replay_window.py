@@ -21,6 +21,7 @@ import pytest
 
 from pinlife.v1 import common_pb2 as pb
 from service.domain.policy import Policy
+from tests.clock import FakeClock
 from tests.e2e.harness import Client, ThreadedServer
 from tests.keys import INTEGRITY
 from tests.rpc import field_violations
@@ -31,20 +32,9 @@ WINDOW = Policy().replay_window
 START = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)
 
 
-class MovableClock:
-    """The server's clock, moved by the test (the thread writer takes any
-    callable returning an aware datetime)."""
-
-    def __init__(self, at: datetime):
-        self.now = at
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def moved(db_url, keys):
-    clock = MovableClock(START)
+    clock = FakeClock(START)
     server = ThreadedServer(db_url, keys, clock=clock)
     client = Client(server.target, terminal="reader-07")
     yield server, client, clock

@@ -34,6 +34,7 @@ from pinlife.v1 import pin_service_pb2 as ppb
 from service.config.access import load_access_config
 from service.domain.streams import terminal_stream
 from service.store.event_store import EventStore
+from tests.clock import FakeClock
 from tests.conftest import make_key_file
 from tests.e2e.harness import ROOT, Client, ThreadedServer, free_port
 from tests.keys import INTEGRITY
@@ -48,17 +49,6 @@ FAILURE_EVENTS = {"PinVerificationFailed", "PinLocked", "LockedPinAttempted"}
 READER, COUNTER, AUDITOR = "medical_reader-01", "ward_office-01", "auditor-01"
 READER_2 = "medical_reader-02"  # refused in a storm on the PostgreSQL instances the burst throttles READER on
 ENROLL_RPC = "/pinlife.v1.CounterService/EnrollCard"
-
-
-class MovableClock:
-    def __init__(self, at: datetime = START):
-        self.now = at
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, by: timedelta) -> None:
-        self.now += by
 
 
 class Pki:
@@ -291,7 +281,7 @@ def test_a_burst_of_wrong_verifies_on_two_postgres_instances_stays_within_the_bo
 
 
 def test_a_burst_of_wrong_verifies_on_one_sqlite_instance_stays_within_the_bound(databases, keys, pki):
-    server = threaded(databases.create("sqlite"), keys, pki, MovableClock(), max_distinct_cards=BOUND)
+    server = threaded(databases.create("sqlite"), keys, pki, FakeClock(), max_distinct_cards=BOUND)
     counter = client_for(server.target, pki, COUNTER)
     readers = [client_for(server.target, pki, READER) for _ in range(2)]
     try:
@@ -307,7 +297,7 @@ def test_a_burst_of_wrong_verifies_on_one_sqlite_instance_stays_within_the_bound
 
 # -- 1b: enumeration by status reads -------------------------------------------
 def test_status_misses_throttle_a_terminal_enumerating_cards(db_url, keys, pki):
-    clock = MovableClock()
+    clock = FakeClock()
     server = threaded(db_url, keys, pki, clock, max_distinct_cards=5, window_seconds=600, penalty_seconds=60)
     counter = client_for(server.target, pki, COUNTER)
     auditor = client_for(server.target, pki, AUDITOR)
@@ -388,7 +378,7 @@ def enroll_storm(clients: list[Client], n: int, wave: int = 250) -> Counter:
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # on PostgreSQL: two instances, below
 def test_refusals_do_not_grow_the_log(db_url, keys, pki):
-    clock = MovableClock()
+    clock = FakeClock()
     server = threaded(db_url, keys, pki, clock, max_distinct_cards=BOUND, window_seconds=600)
     readers = [client_for(server.target, pki, READER) for _ in range(4)]
     try:

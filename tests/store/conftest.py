@@ -7,7 +7,7 @@ import pytest
 
 from service.app.batch import ThreadRunner
 from service.store.event_store import EventStore
-from tests.store.helpers import FakeClock
+from tests.clock import FakeClock
 
 
 @pytest.fixture

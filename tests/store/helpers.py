@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -35,22 +34,6 @@ COUNTER = Caller("counter", "terminal-counter-01")
 KIOSK = Caller("kiosk", "terminal-kiosk-07")
 
 TABLES = ("cards", "events", "log_head", "pin_states", "secrets", "requests")
-
-T0 = datetime(2026, 4, 1, 9, 30, 15, 123456, tzinfo=UTC)
-
-
-class FakeClock:
-    """Returns ``now`` until a test moves it; counts how often it was read."""
-
-    def __init__(self, now: datetime = T0):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now = self.now + timedelta(**(delta or {"seconds": 1}))
-        return self.now
 
 
 def rid() -> str:

@@ -18,7 +18,8 @@ from service.runtime.clock import system_clock
 from service.store.check import CLOCK_TOLERANCE, check_card, check_store
 from service.store.check_process import check_store_in_process
 from service.store.tables import events
-from tests.store.helpers import CORRECT, USER, WRONG, FakeClock, enroll, run_ok, verify
+from tests.clock import FakeClock
+from tests.store.helpers import CORRECT, USER, WRONG, enroll, run_ok, verify
 
 CARDS = [f"card-w{i:03d}" for i in range(150)]
 

@@ -23,6 +23,7 @@ from service.domain.pins import retry_limit
 from service.domain.recovery import Route
 from service.domain.state import PinState
 from service.store.event_store import EventStore
+from tests.clock import FakeClock
 from tests.keys import INTEGRITY
 from tests.store.helpers import (
     ALL_TYPES,
@@ -34,7 +35,6 @@ from tests.store.helpers import (
     SIGNATURE,
     USER,
     WRONG,
-    FakeClock,
     assert_consistent,
     change,
     count,

@@ -227,7 +227,8 @@ def test_an_existing_0002_store_migrates_and_its_old_events_read_as_current(data
     from service.domain.upcasting import event_from_stored
     from service.store.event_store import EventStore
     from service.store.rechain import rechain
-    from tests.store.helpers import CORRECT, USER, FakeClock, run_ok, verify
+    from tests.clock import FakeClock
+    from tests.store.helpers import CORRECT, USER, run_ok, verify
 
     url = databases.create(backend, migrate=False)
     upgrade(url, "0002")

@@ -34,9 +34,10 @@ from service.bootstrap.instance import make_app
 from service.config.offices import load_policy
 from service.domain.policy import Policy, ThrottlePolicy
 from service.keys.ring import KeyRing
+from tests.clock import FakeClock
 from tests.keys import ring
 from tests.rpc import Calls, development_metadata
-from tests.unit.fakes import FakeClock, FakeStore
+from tests.unit.fakes import FakeStore
 
 KEYS = ring("k-1", {"k-1": b"k" * 32})
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from service.app.ports import Envelope, StoredRequest
 from service.domain.events import Event, Recorded
@@ -201,17 +201,3 @@ class FakeCards:
 
     def secret(self, ref: SecretRef) -> Verifier | None:
         return self._store.secrets.get(ref)
-
-
-class FakeClock:
-    """Returns `now` until a test moves it."""
-
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now

@@ -20,9 +20,9 @@ from service.app.handlers import Caller
 from service.domain.access import COUNTERS, RPC_ROLES, Role
 from service.domain.policy import ThrottlePolicy
 from service.domain.streams import terminal_stream
+from tests.clock import FakeClock
 from tests.rpc import CALLS, CALLS_AT, SIGNATURE, USER, retry_seconds
 from tests.unit.direct import Service, as_given, policy
-from tests.unit.fakes import FakeClock
 
 ROLES = [r for r in Role if r is not Role.DEVELOPMENT]
 OFFICE = "naka-ward-office"  # of the shipped Yokohama calendar

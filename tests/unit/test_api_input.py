@@ -21,9 +21,9 @@ from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
 from pinlife.v1 import store_service_pb2 as spb
+from tests.clock import FakeClock
 from tests.rpc import CALLS_AT, field_violations
 from tests.unit.direct import Service
-from tests.unit.fakes import FakeClock
 
 CLEAN = {
     grpc.StatusCode.OK,

@@ -14,9 +14,9 @@ import grpc
 import pytest
 
 from pinlife.v1 import common_pb2 as pb
+from tests.clock import FakeClock
 from tests.rpc import field_violations, precondition_violations
 from tests.unit.direct import Service
-from tests.unit.fakes import FakeClock
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 SIGN = pb.PIN_TYPE_SIGNATURE

@@ -19,6 +19,7 @@ from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
 from service.domain.streams import terminal_stream
+from tests.clock import FakeClock
 from tests.procedures import (
     CALLERS,
     CARD,
@@ -43,7 +44,6 @@ from tests.procedures import (
 )
 from tests.rpc import field_violations, precondition_violations
 from tests.unit.direct import Service
-from tests.unit.fakes import FakeClock
 
 
 @pytest.fixture

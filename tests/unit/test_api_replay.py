@@ -16,9 +16,9 @@ import pytest
 
 from pinlife.v1 import common_pb2 as pb
 from service.domain.policy import Policy
+from tests.clock import FakeClock
 from tests.rpc import field_violations
 from tests.unit.direct import Service
-from tests.unit.fakes import FakeClock
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 WINDOW = Policy().replay_window

@@ -19,9 +19,9 @@ from pinlife.v1 import pin_service_pb2 as ppb
 from service.app.handlers import Caller
 from service.domain.policy import ThrottlePolicy
 from service.domain.streams import terminal_stream
+from tests.clock import FakeClock
 from tests.rpc import CALLS_AT, USER, retry_seconds
 from tests.unit.direct import Service, as_given, policy
-from tests.unit.fakes import FakeClock
 
 THROTTLED = grpc.StatusCode.RESOURCE_EXHAUSTED  # service/api/errors.py: Throttled
 READER = Caller("medical_reader", "medical_reader-01")

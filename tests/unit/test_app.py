@@ -19,8 +19,9 @@ from service.domain.outcomes import CheckResult
 from service.domain.policy import Policy, ThrottlePolicy
 from service.domain.streams import terminal_stream
 from service.domain.throttle import Throttled
+from tests.clock import FakeClock
 from tests.keys import ring
-from tests.unit.fakes import FakeClock, FakeStore
+from tests.unit.fakes import FakeStore
 from tests.unit.helpers import CORRECT, USER, WRONG, enroll, request_id, verify
 
 T0 = datetime(2026, 4, 1, 1, 30, tzinfo=UTC)

@@ -19,8 +19,9 @@ from service.domain.errors import AtCapacity, InvalidInput
 from service.domain.integrity import CheckCancelled, Report
 from service.domain.policy import Policy
 from service.domain.streams import terminal_stream
+from tests.clock import FakeClock
 from tests.keys import INTEGRITY, ring
-from tests.unit.fakes import FakeClock, FakeStore
+from tests.unit.fakes import FakeStore
 
 KEYS = ring("k-1", {"k-1": b"k" * 32})
 AUDITOR = Caller("auditor", "audit-01")

@@ -31,8 +31,9 @@ from service.domain.recovery import CardView, PinView, recovery_for
 from service.domain.state import PinState
 from service.domain.streams import terminal_stream
 from service.keys.ring import SecretRef
+from tests.clock import FakeClock
 from tests.keys import ring
-from tests.unit.fakes import Conflict, FakeClock, FakeStore, Unavailable
+from tests.unit.fakes import Conflict, FakeStore, Unavailable
 from tests.unit.helpers import ALL_TYPES, CORRECT, RESIDENT, SIGNATURE, USER, WRONG, change, enroll, verify
 
 T0 = datetime(2026, 4, 1, 1, 30, tzinfo=UTC)

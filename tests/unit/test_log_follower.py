@@ -21,8 +21,9 @@ from service.bootstrap.instance import make_app
 from service.domain.errors import AtCapacity
 from service.domain.policy import Policy
 from service.domain.streams import terminal_stream
+from tests.clock import FakeClock
 from tests.keys import INTEGRITY, ring
-from tests.unit.fakes import FakeClock, FakeStore
+from tests.unit.fakes import FakeStore
 
 KEYS = ring("k-1", {"k-1": b"k" * 32})
 

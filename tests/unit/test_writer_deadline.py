@@ -18,8 +18,9 @@ from service.app.handlers import Caller
 from service.app.ports import StoreUnavailable
 from service.app.writer import BATCH_DEADLINE, GroupCommitWriter
 from service.domain.outcomes import CheckResult
+from tests.clock import FakeClock
 from tests.keys import ring
-from tests.unit.fakes import FakeClock, FakeStore
+from tests.unit.fakes import FakeStore
 from tests.unit.helpers import CORRECT, USER, enroll, verify
 
 DEADLINE = 0.05
