@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +20,9 @@ from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
 from tests.keys import INTEGRITY
+from tests.unit.test_api_input import (  # the same check, collected here too: over a real channel, on each store
+    test_thousands_of_bad_pins_get_one_readable_violation,  # noqa: F401
+)
 
 CLEAN = {
     grpc.StatusCode.OK,
@@ -103,38 +104,3 @@ def test_random_messages_and_garbage_get_clean_answers_and_leave_a_valid_log(hos
 
 
 # --- bounded repeated fields and bounded errors ------------------------------
-def _bad_request(err: grpc.RpcError) -> list[tuple[str, str]]:
-    status = rpc_status.from_call(err)
-    assert status is not None, "the error carries its google.rpc.Status"
-    out = []
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out.extend((v.field, v.description) for v in bad.field_violations)
-    return out
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_thousands_of_bad_pins_get_one_readable_violation(hostile):
-    """3,000 bad PINs in a 12 KB request: INVALID_ARGUMENT with one violation
-    on `pins` naming the limit (it was one violation per PIN: 268 KB of
-    trailers, over the client's metadata limit)."""
-    request = cpb.EnrollCardRequest(
-        request_id="req-00000001",
-        card_id="card-H3",
-        pins=[cpb.InitialPin(pin_type=pb.PIN_TYPE_USER_CERTIFICATE, pin="x") for _ in range(3000)],
-    )
-    assert request.ByteSize() < 64 * 1024
-    with pytest.raises(grpc.RpcError) as err:
-        hostile.counter.EnrollCard(request, timeout=10, metadata=hostile.metadata)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert _bad_request(err.value) == [("pins", "at most 4 PINs: one of each PIN type")]
-    assert len(err.value.details()) < 200
-    # four PINs are still taken one by one
-    with pytest.raises(grpc.RpcError) as err:
-        hostile.counter.EnrollCard(
-            cpb.EnrollCardRequest(request_id="req-00000001", card_id="card-H3", pins=request.pins[:4]),
-            timeout=10,
-            metadata=hostile.metadata,
-        )
-    assert [f for f, _ in _bad_request(err.value)] == ["pins[0].pin", "pins[1].pin_type", "pins[2].pin_type", "pins[3].pin_type"]

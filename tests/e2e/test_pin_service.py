@@ -18,25 +18,20 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pinlife.v1 import common_pb2 as pb
+from tests.keys import INTEGRITY
+from tests.rpc import field_violations
+from tests.unit.test_api_pins import (  # the same checks, collected here too: over a real channel, on each store
+    enrolled,
+    pin_state,
+    test_bad_fields_are_reported_together,  # noqa: F401
+    test_unknown_card_and_unset_pin_type,  # noqa: F401
+)
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 SIGN = pb.PIN_TYPE_SIGNATURE
 RESIDENT = pb.PIN_TYPE_RESIDENT_REGISTRY
 CARD_INFO = pb.PIN_TYPE_CARD_INFO_INPUT_SUPPORT
 ALL_PINS = {RESIDENT: "4821", CARD_INFO: "4821", USER: "4821", SIGN: "Kx73pq"}
-
-from tests.keys import INTEGRITY  # noqa: E402
-from tests.rpc import field_violations, precondition_violations  # noqa: E402
-
-
-def enrolled(client, card="card-A1", pins=None):
-    client.enroll(card, pins or ALL_PINS)
-    return card
-
-
-def pin_state(client, card, pin_type):
-    (state,) = client.status(card, pin_type).pins
-    return state
 
 
 def test_verify_counts_down_flags_the_final_try_and_locks_at_the_limit(client, server):
@@ -72,33 +67,6 @@ def test_retry_with_same_request_id_returns_first_answer_and_appends_nothing(cli
         client.verify(card, RESIDENT, "0000", request_id=rid)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "request_id" in field_violations(err.value)
-
-
-def test_unknown_card_and_unset_pin_type(client):
-    with pytest.raises(grpc.RpcError) as err:
-        client.verify("no-such-card", USER, "1234")
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    with pytest.raises(grpc.RpcError) as err:
-        client.status("no-such-card")
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    client.enroll("card-minor", {RESIDENT: "1234", USER: "1234"})  # no signature certificate
-    with pytest.raises(grpc.RpcError) as err:
-        client.verify("card-minor", SIGN, "ABC123")
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert [v.type for v in precondition_violations(err.value)] == ["PIN_NOT_SET"]
-
-
-def test_bad_fields_are_reported_together(client):
-    with pytest.raises(grpc.RpcError) as err:
-        client.verify("bad card id", 99, "1234", request_id="short")
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert set(field_violations(err.value)) == {"request_id", "card_id", "pin_type"}
-    with pytest.raises(grpc.RpcError) as err:
-        client.enroll("card-C3", {})
-    assert "pins" in field_violations(err.value)
-    with pytest.raises(grpc.RpcError) as err:
-        client.status("card-C3", pin_type=42)
-    assert "pin_type" in field_violations(err.value)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
