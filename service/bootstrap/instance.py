@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from service.app.ports import LeafSink, Store, StoreFactory
 from service.app.service import PinLife
 from service.app.writer import BATCH_DEADLINE, GroupCommitWriter, Runner
 from service.app.writer_process import ProcessRunner
+from service.bootstrap.writer_store import WriterStore
 from service.config.access import AccessConfig
 from service.config.offices import load_policy
 from service.config.settings import Settings
@@ -60,19 +61,6 @@ def service_policy(settings: Settings, access: AccessConfig | None, clock: Clock
         load_policy(settings.offices_file, throttle, clock().date()),
         replay_window=timedelta(hours=settings.replay_window_hours),
     )
-
-
-@dataclass(frozen=True)
-class WriterStore:
-    """What a writer process opens: its own store on the database, and the
-    signer of its checkpoints (the instance's: see Instance). A plain value,
-    so that it can be pickled into the process."""
-
-    database_url: str
-
-    def __call__(self, keys: KeyRing, clock: Clock) -> tuple[Store, LeafSink | None]:
-        store = EventStore(self.database_url)
-        return store, CheckpointSigner(store, keys, clock)
 
 
 def make_runner(

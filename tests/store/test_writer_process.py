@@ -20,7 +20,7 @@ from sqlalchemy import text
 from service.app.ports import IntegrityViolation, StoreUnavailable
 from service.app.writer import GroupCommitWriter
 from service.app.writer_process import ProcessRunner
-from service.bootstrap.instance import WriterStore
+from service.bootstrap.writer_store import WriterStore
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, PreconditionFailed, PreconditionViolation
 from service.domain.outcomes import CheckResult
 from service.domain.policy import Policy

@@ -15,7 +15,7 @@ import contextlib
 from service.app.ports import StoreUnavailable
 from service.app.writer import GroupCommitWriter
 from service.app.writer_process import ProcessRunner
-from service.bootstrap.instance import WriterStore
+from service.bootstrap.writer_store import WriterStore
 from service.domain.outcomes import CheckResult
 from service.domain.policy import Policy
 from service.runtime.clock import system_clock
