@@ -3,7 +3,10 @@ its CPU (keyed links, MACs, the fold, the lawful replay) is not the
 server's, so it neither slows the event loop that answers PIN calls nor
 holds the server's interpreter lock; its memory is its own and bounded (the
 check reads a batch of cards at a time); and it stops at once when its
-caller cancels: the process is ended.
+caller cancels: the process is ended. It runs at a lower priority (nice
+10), so that when the cores are busy the PIN path's processes run first,
+and works half its time (PACE): nice does not reach the database server,
+whose time the check's reads would otherwise take from the writer.
 
 The process is started with `spawn` (a fork of a process that runs gRPC is
 not safe); it opens its own store on the database (or the auditors' read
@@ -25,6 +28,7 @@ from service.store.event_store import EventStore
 
 POLL_S = 0.1  # how often the parent looks for a cancel while it waits
 NICENESS = 10  # the check's process runs at a lower priority than the server and its writer
+PACE = 0.5  # and works half its time: its database reads leave room for the PIN path's too
 
 
 class CheckFailed(Exception):
@@ -79,7 +83,12 @@ def _child_main(conn: Connection, database_url: str, keys: KeyRing, supplied: li
     store = EventStore(database_url, read_pool=1)
     try:
         report = check_store(
-            store, keys, supplied, lambda phase, done, total: conn.send(("progress", phase, done, total)), clock_skew=clock_skew
+            store,
+            keys,
+            supplied,
+            lambda phase, done, total: conn.send(("progress", phase, done, total)),
+            clock_skew=clock_skew,
+            pace=PACE,
         )
         conn.send(("report", report))
     except BaseException as exc:  # noqa: BLE001 - told to the parent in one line
