@@ -18,6 +18,10 @@ from sqlalchemy.engine import make_url
 
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
+from service.app.batch import ThreadRunner
+from service.runtime.clock import system_clock
+from service.store import checkpoints
+from service.store.check import check_store
 from service.store.event_store import EventStore
 from service.store.roles import (
     PRIVILEGES,
@@ -32,6 +36,8 @@ from service.store.tables import metadata
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ProcessServer
 from tests.keys import INTEGRITY
+from tests.store.helpers import CORRECT, enroll, run_ok, verify
+from tests.store.helpers import USER as DOMAIN_USER
 
 USER, SIGN = pb.PIN_TYPE_USER_CERTIFICATE, pb.PIN_TYPE_SIGNATURE
 NAKA, TSURUMI = "naka-ward-office", "tsurumi-ward-office"  # TSURUMI does not serve ward naka
@@ -285,3 +291,35 @@ def test_the_server_runs_every_kind_of_command_as_the_restricted_role(restricted
         server.close()
     log = (tmp_path / "server.log").read_text()
     assert "InsufficientPrivilege" not in log and "permission denied" not in log
+
+
+def test_rows_the_restricted_role_may_insert_are_findings_not_crashes(restricted, keys):
+    """The service's own role may INSERT into the log and into checkpoints:
+    what it inserts by hand (a row no reader can read, a forged checkpoint)
+    is named by the check and never stops signing nor reaches an auditor."""
+    owner = EventStore(restricted.owner_url)
+    try:
+        run_ok(ThreadRunner(owner, keys, system_clock), enroll("card-R1"), verify("card-R1", DOMAIN_USER, CORRECT[DOMAIN_USER]))
+        checkpoints.sign_checkpoint(owner, keys, system_clock())
+    finally:
+        owner.close()
+    with _connect(restricted.url) as conn:  # as the service's role, by hand
+        conn.execute(
+            "INSERT INTO events (position, stream_id, stream_kind, version, event_id, event_type, schema_version, occurred_at,"
+            " pin_type, channel, terminal_id, request_id, payload, prev_hash, hash)"
+            " VALUES (3, 'card-R1', 'card', 3, 'forged-1', 'NoSuchEvent', 1, now(), NULL, 'x', 'x', 'x', '\"text\"', %s, %s)",
+            ("0" * 64, "1" * 64),
+        )
+        conn.execute(
+            "INSERT INTO checkpoints (tree_size, root_hash, frontier, note, mac, created_at)"
+            " VALUES (3, %s, '{}', 'forged', 'k:00', now())",
+            ("ab" * 32,),
+        )
+    store = EventStore(restricted.url)
+    try:
+        report = check_store(store, keys)
+        assert not report.intact
+        assert report.first_unreadable["position"] == 3 and report.checkpoint_problem["tree_size"] == 3
+        assert checkpoints.latest_authentic(store, keys).tree_size == 2  # the forged row is not what auditors get
+    finally:
+        store.close()
