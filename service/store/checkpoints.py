@@ -22,6 +22,7 @@ proofs can later be served from the same leaves and the stored frontiers.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from itertools import islice
@@ -45,7 +46,9 @@ log = structlog.get_logger()
 FRONTIER_LABEL = b"pinlife-frontier-v1\x1f"
 CHECKPOINT_EVERY = 10.0  # seconds between checkpoints while the log grows
 KNOWN_LEAVES_MAX = 200_000  # leaves a writer keeps for its next checkpoint (past it: read back)
-SIGN_STEP = 50_000  # positions one signing step covers at most (a long tail is signed in steps)
+SIGN_STEP = 10_000  # positions one signing step covers at most (a long tail is signed in steps)
+SIGN_PACE = 0.25  # the share of its time a signer catching up on a long tail works
+BUSY_STEP_S = 0.05  # a step that took longer read the log back: the signer then rests
 
 
 class StoredCheckpoint(NamedTuple):
@@ -334,12 +337,18 @@ class CheckpointSigner:
         while True:
             size = signed_size(self.store, self.keys)
             self._forget(size)
+            started = time.monotonic()
             step = sign_checkpoint(self.store, self.keys, self.clock(), self._hashes, upto=size + self.step)
             if step is None:
                 return signed
             signed = step
             if self._stopping.is_set() and self._thread is not None:
                 return signed
+            worked = time.monotonic() - started
+            if worked > BUSY_STEP_S and self._thread is not None:
+                # A step that read the log back (a long unsigned tail): rest three times as long
+                # before the next, so that the writer it shares its process with keeps its pace.
+                self._stopping.wait(worked * (1 / SIGN_PACE - 1))
 
     def _round(self) -> None:
         try:
