@@ -28,7 +28,7 @@ from service.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
-from service.domain.pins import PinType
+from service.domain.pins import PinType, pin_type_order
 from service.domain.recovery import PinView, Procedure, Recovery, Route
 from service.domain.state import CardStatus, PinState
 
@@ -60,8 +60,7 @@ def fresh_pins(cmd: CardCommand, outcome: Outcome, version: int) -> tuple[PinVie
             types = (cmd.pin_type,)
         case _:
             return ()
-    order = list(PinType)
-    return tuple(PinView(PinState(t, last_version=version)) for t in sorted(types, key=order.index))
+    return tuple(PinView(PinState(t, last_version=version)) for t in sorted(types, key=pin_type_order))
 
 
 def command_name(cmd: CardCommand) -> str:

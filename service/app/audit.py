@@ -24,7 +24,7 @@ import structlog
 
 from service.app.handlers import Caller, RecordTerminalEvents
 from service.app.log_follower import PAGE as WATCH_PAGE
-from service.app.log_follower import LogFollower
+from service.app.log_follower import STOPPING, LogFollower
 from service.app.log_signal import LogSignal
 from service.app.ports import StoreUnavailable
 from service.app.service import PinLife
@@ -77,7 +77,6 @@ class Page:
 
 
 INTEGRITY_RETRY = timedelta(seconds=30)  # what a refused whole-store check is told to wait
-STOPPING = "the server is stopping: watch again after the last position received"
 FELL_BEHIND = "this watch fell behind the log: watch again after position {position}"
 WATCH_RETRY = timedelta(seconds=10)  # what a watcher refused at capacity is told to wait
 

@@ -33,6 +33,9 @@ log = structlog.get_logger()
 PAGE = 500  # events read at a time, by the follower and by a watcher catching up
 BUFFER = 64  # pages a watcher may fall behind the follower before it is cut
 INTERVAL = 0.1  # seconds between the follower's reads at the live edge: what commits meanwhile goes in one page
+# Why the follower ends every watch (Subscription.ended).
+STOPPING = "the server is stopping: watch again after the last position received"
+UNREADABLE = "the log cannot be read now: watch again after the last position received"
 
 
 class Subscription:
@@ -80,7 +83,7 @@ class LogFollower:
         self._subscribers.discard(sub)
 
     async def _run(self) -> None:
-        why = "the server is stopping: watch again after the last position received"
+        why = STOPPING
         try:
             loop = asyncio.get_running_loop()
             while self._subscribers and not self.signal.closed:
@@ -98,7 +101,7 @@ class LogFollower:
                         await asyncio.sleep(rest)
         except Exception as exc:  # noqa: BLE001 - every watch ends UNAVAILABLE; watchers resume
             log.warning("log_follower_failed", error=type(exc).__name__)
-            why = "the log cannot be read now: watch again after the last position received"
+            why = UNREADABLE
         finally:
             self._task = None
             for sub in list(self._subscribers):

@@ -219,8 +219,8 @@ class Instance:
             self.log_listener.start()
 
     async def stop(self) -> None:
-        """Watchers end, the writer commits what it holds, maintenance signs
-        a last checkpoint, and the store closes."""
+        """Watchers end, the writer commits what it holds, maintenance stops,
+        the signer signs a last checkpoint, and the store closes."""
         self.log_signal.close()
         if self.log_listener is not None:
             await self.log_listener.stop()

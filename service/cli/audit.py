@@ -31,7 +31,7 @@ from pinlife.v1 import common_pb2 as pb
 from service.cli.args import OUTCOMES, STREAMS, listed
 from service.cli.client import channel, close, metadata, rpc_error, uses_tls
 from service.cli.exits import PROBLEM, fail
-from service.domain.audit import MAX_PAGE_SIZE, MAX_SUPPLIED_CHECKPOINTS
+from service.domain.audit import COUNT_NAMES, MAX_PAGE_SIZE, MAX_SUPPLIED_CHECKPOINTS
 from service.domain.calendar import TOKYO
 from service.keys.notes import NoteError, open_note, parse_checkpoint
 
@@ -42,7 +42,6 @@ PHASES = {  # VerifyIntegrity's progress phases, as the bar names them
     "checkpoints": "checkpoints",
 }
 OUTCOME_STYLES = {"success": "green", "failure": "yellow", "locked": "bold red", "refused": "magenta", "other": "dim"}
-COUNTS = ("checks", "failures", "locks", "resets", "unlocks", "changes", "refusals", "throttles", "suspensions", "events")
 EVENT_CSV = (
     "position",
     "occurred_at",
@@ -705,14 +704,14 @@ def stats(args: argparse.Namespace) -> None:
     )
     if fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["dimension", "key", *COUNTS, "distinct_cards"])
-        w.writerow(["total", "", *(getattr(s.total, c) for c in COUNTS), ""])
+        w.writerow(["dimension", "key", *COUNT_NAMES, "distinct_cards"])
+        w.writerow(["total", "", *(getattr(s.total, c) for c in COUNT_NAMES), ""])
         for dimension, rows in sections:
             for row in rows:
-                w.writerow([dimension, row.key, *(getattr(row.counts, c) for c in COUNTS), ""])
+                w.writerow([dimension, row.key, *(getattr(row.counts, c) for c in COUNT_NAMES), ""])
         for t in s.most_distinct_card_failures:
             only = {"failures": t.failures}
-            w.writerow(["distinct_card_failures", t.terminal_id, *(only.get(c, "") for c in COUNTS), t.distinct_cards])
+            w.writerow(["distinct_card_failures", t.terminal_id, *(only.get(c, "") for c in COUNT_NAMES), t.distinct_cards])
         return
     _stats_tables(s, start, end, args.granularity)
 
@@ -737,8 +736,8 @@ def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
         return t
 
     # The counts nothing in the range has are said once, not shown as columns of zeros.
-    counted = [c for c in COUNTS if getattr(s.total, c)] or ["events"]
-    none = [c for c in COUNTS if c not in counted]
+    counted = [c for c in COUNT_NAMES if getattr(s.total, c)] or ["events"]
+    none = [c for c in COUNT_NAMES if c not in counted]
 
     def counts_table(title: str, first: str, rows, total=None) -> Table:
         t = table(title, first, footer=total is not None)

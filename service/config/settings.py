@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from service.domain.lawful import CLOCK_TOLERANCE
 from service.runtime.clock import ClockSettingError, ServiceClock
 
 DEFAULT_DATABASE_URL = "sqlite:///var/pinlife.db"
@@ -142,7 +143,7 @@ class Settings:
     max_integrity_runs: int = 1
     max_watchers: int = 128
     max_watchers_per_terminal: int = 4
-    clock_skew_seconds: float = 5.0
+    clock_skew_seconds: float = CLOCK_TOLERANCE.total_seconds()
     # The [access] tables given in the configuration file itself, and the
     # folder their relative paths are taken from.
     access_tables: dict[str, Any] | None = field(default=None, compare=False, repr=False)

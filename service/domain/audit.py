@@ -50,10 +50,11 @@ def validate_position(value: int, field_name: str) -> int:
     return value
 
 
-def validate_time(at: datetime, field_name: str) -> datetime:
-    if not EARLIEST <= at < LATEST:
-        raise InvalidInput(FieldViolation(field_name, f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)"))
-    return at
+def _out_of_range(at: datetime | None, field_name: str) -> list[FieldViolation]:
+    """A time an auditor asks about is in [EARLIEST, LATEST) (None: not asked)."""
+    if at is None or EARLIEST <= at < LATEST:
+        return []
+    return [FieldViolation(field_name, f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)")]
 
 
 class Outcome(enum.Enum):
@@ -172,12 +173,7 @@ CHANNELS = frozenset(r.value for r in Role)
 
 
 def validate_filter(f: Filter, prefix: str = "filter") -> Filter:
-    problems = []
-    for name, at in (("from", f.start), ("to", f.end)):
-        if at is not None and not EARLIEST <= at < LATEST:
-            problems.append(
-                FieldViolation(f"{prefix}.{name}", f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)")
-            )
+    problems = [*_out_of_range(f.start, f"{prefix}.from"), *_out_of_range(f.end, f"{prefix}.to")]
     if f.start and f.end and f.start >= f.end:
         problems.append(FieldViolation(f"{prefix}.to", "must be after filter.from (the range is [from, to))"))
     for name, values, known in (("event_types", f.event_types, EVENT_TYPES.keys()), ("channels", f.channels, CHANNELS)):
@@ -288,9 +284,7 @@ def validate_statistics_range(
         if start >= end:
             problems.append(FieldViolation("to", "must be after from (the range is [from, to))"))
         limit = MAX_HOUR_BUCKETS_DAYS if granularity is Granularity.HOUR else MAX_DAY_BUCKETS_DAYS
-        for name, at in (("from", start), ("to", end)):
-            if not EARLIEST <= at < LATEST:
-                problems.append(FieldViolation(name, f"must be from {EARLIEST:%Y-%m-%d} to before {LATEST:%Y-%m-%d} (UTC)"))
+        problems += [*_out_of_range(start, "from"), *_out_of_range(end, "to")]
         if end - start > timedelta(days=limit):
             problems.append(FieldViolation("to", f"the range is at most {limit} days by {granularity.value}"))
     if problems:

@@ -669,7 +669,7 @@ def first_unlawful(
         unlawful = partial(Unlawful, r.version, e.type_name)
         if r.version != state.version + 1:
             return unlawful(f"versions run 1, 2, ...: expected {state.version + 1}, got {r.version}")
-        if clock_tolerance is not None and previous is not None and r.occurred_at < previous.occurred_at - clock_tolerance:
+        if clock_tolerance is not None and previous is not None and _steps_back(previous, r, clock_tolerance):
             return unlawful(
                 f"occurred at {r.occurred_at.isoformat()}, before version {previous.version} "
                 f"({previous.occurred_at.isoformat()}): time does not go back"
@@ -719,11 +719,21 @@ class ClockStep:
     seconds_back: float
 
 
+# Instances' clocks differ a little: a stream may step back this much before
+# the whole-store check reports a clock step (the default of [audit] clock_skew_seconds).
+CLOCK_TOLERANCE = timedelta(seconds=5)
+
+
+def _steps_back(previous: Recorded, r: Recorded, tolerance: timedelta) -> bool:
+    """r occurred before the event before it by more than `tolerance`."""
+    return r.occurred_at < previous.occurred_at - tolerance
+
+
 def first_clock_step(stream: Iterable[Recorded], tolerance: timedelta) -> ClockStep | None:
     """The first event of a stream that steps back in time by more than `tolerance`."""
     previous: Recorded | None = None
     for r in stream:
-        if previous is not None and r.occurred_at < previous.occurred_at - tolerance:
+        if previous is not None and _steps_back(previous, r, tolerance):
             return ClockStep(r.version, (previous.occurred_at - r.occurred_at).total_seconds())
         previous = r
     return None

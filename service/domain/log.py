@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from service.domain.chain import hashed_envelope
+from service.domain.chain import Link, hashed_envelope
 from service.domain.events import Event, Recorded
 from service.domain.upcasting import UnknownEventShape, event_from_stored, upcast
 
@@ -89,6 +89,10 @@ class LoggedEvent:
             self.payload,
             self.office,
         )
+
+    def link(self) -> Link:
+        """Its place in its stream's keyed chain (chain.first_broken_link checks it)."""
+        return Link(self.position, self.envelope(), self.prev_hash, self.hash, self.key_id)
 
     def recorded(self) -> Recorded:
         """What evolve needs of it (the event must be readable)."""

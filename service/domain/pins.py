@@ -32,6 +32,12 @@ class PinType(enum.Enum):
 
 
 PIN_TYPE_BY_VALUE: dict[str, PinType] = {t.value: t for t in PinType}  # faster than PinType(value)
+_DECLARED = {t: i for i, t in enumerate(PinType)}
+
+
+def pin_type_order(pin_type: PinType) -> int:
+    """A sort key: PIN types in their declared order (an answer lists a card's PINs so)."""
+    return _DECLARED[pin_type]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from service.domain import guards
 from service.domain.calendar import TOKYO, Opening, next_openings
-from service.domain.pins import PinType
+from service.domain.pins import PinType, pin_type_order
 from service.domain.policy import Policy
 from service.domain.state import CardState, PinState
 
@@ -104,8 +104,7 @@ def pin_views(state: CardState, policy: Policy, now: datetime, only: PinType | N
     """Each PIN of the card (or the one asked for), in PIN-type order, with
     the way out where an entry would not be checked (guards.why_unchecked: a
     locked PIN, or any PIN of a suspended card)."""
-    order = list(PinType)
-    pins = sorted(state.pins.values(), key=lambda p: order.index(p.pin_type))
+    pins = sorted(state.pins.values(), key=lambda p: pin_type_order(p.pin_type))
     return tuple(
         PinView(p, recovery_for(state, p.pin_type, policy, now) if guards.why_unchecked(state, p.pin_type) else None)
         for p in pins

@@ -20,10 +20,11 @@ from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tu
 from service.domain.audit import Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
 from service.domain.calendar import TOKYO
 from service.domain.integrity import Progress, Report
+from service.domain.lawful import CLOCK_TOLERANCE
 from service.domain.log import LoggedEvent
 from service.keys.ring import KeyRing
 from service.store import checkpoints
-from service.store.check import CLOCK_TOLERANCE, check_card
+from service.store.check import check_card
 from service.store.check_process import check_store_in_process
 from service.store.event_store import EventStore
 from service.store.records import logged_event, utc

@@ -36,7 +36,7 @@ from sqlalchemy import and_, exists, func, not_, select
 from service.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
 from service.domain.events import Recorded
 from service.domain.integrity import CheckCancelled, Progress, Report
-from service.domain.lawful import first_clock_step, first_unlawful
+from service.domain.lawful import CLOCK_TOLERANCE, first_clock_step, first_unlawful
 from service.domain.log import LoggedEvent
 from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.state import CardState, evolve
@@ -48,9 +48,6 @@ from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
 from service.store.records import logged_event
 from service.store.tables import cards, events, pin_states, secrets, terminals
 
-# Instances' clocks differ a little: a lawful stream may step back this much
-# (the default of [audit] clock_skew_seconds).
-CLOCK_TOLERANCE = timedelta(seconds=5)
 LISTED = 20  # cards named per kind of problem; the count is always complete
 BATCH = 500  # cards read at once
 STREAM_PAGE = 5000  # events of one terminal stream read at once
@@ -207,7 +204,7 @@ class _Check:
             if e.event is None:
                 self._unreadable(e)
                 return None
-            recorded.append(Recorded(e.event, e.version, e.occurred_at))
+            recorded.append(e.recorded())
         return recorded
 
     def _unreadable(self, e: LoggedEvent) -> None:
@@ -279,8 +276,7 @@ class _Check:
 
 
 def _links(stream: Iterable[LoggedEvent]) -> Iterator[Link]:
-    for e in stream:
-        yield Link(e.position, e.envelope(), e.prev_hash, e.hash, e.key_id)
+    return (e.link() for e in stream)
 
 
 def _count(view: StoreView, table: Any) -> int:
@@ -311,12 +307,16 @@ def _positions(view: StoreView, head: int) -> tuple[int, BrokenLink | None]:
     return count, BrokenLink("", 0, (high or 0) + 1, f"the log ends at position {high or 0} but its head is {head}")
 
 
+# A card's head row as _Check._cards takes it: (card_id, version, last_hash, status, ward, mac).
+_HEADS = select(cards.c.card_id, cards.c.version, cards.c.last_hash, cards.c.status, cards.c.ward, cards.c.mac)
+
+
 def _card_batches(view: StoreView) -> Iterator[list[Sequence[Any]]]:
-    """Card heads (card_id, version, last_hash, status, ward, mac), BATCH at a time, in card-id order."""
+    """Card heads (_HEADS), BATCH at a time, in card-id order."""
     c = cards.c
     after: str | None = None
     while True:
-        q = select(c.card_id, c.version, c.last_hash, c.status, c.ward, c.mac).order_by(c.card_id).limit(BATCH)
+        q = _HEADS.order_by(c.card_id).limit(BATCH)
         if after is not None:
             q = q.where(c.card_id > after)
         with view.read() as conn:
@@ -328,11 +328,8 @@ def _card_batches(view: StoreView) -> Iterator[list[Sequence[Any]]]:
 
 
 def _card_heads(view: StoreView, ids: list[str]) -> list[Sequence[Any]]:
-    c = cards.c
     with view.read() as conn:
-        return list(
-            conn.execute(select(c.card_id, c.version, c.last_hash, c.status, c.ward, c.mac).where(c.card_id.in_(ids))).all()
-        )
+        return list(conn.execute(_HEADS.where(cards.c.card_id.in_(ids))).all())
 
 
 def _streams(view: StoreView, ids: list[str]) -> dict[str, list[LoggedEvent]]:
@@ -388,7 +385,7 @@ def _stream_pages(view: StoreView, stream_id: str, seen: Callable[[LoggedEvent],
             page = [logged_event(row) for row in conn.execute(q)]
         for e in page:
             seen(e)
-            yield Link(e.position, e.envelope(), e.prev_hash, e.hash, e.key_id)
+            yield e.link()
         if len(page) < STREAM_PAGE:
             return
         after = page[-1].version

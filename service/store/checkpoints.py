@@ -74,15 +74,23 @@ def _last_frontier(conn: Connection, keys: KeyRing, head: int) -> Frontier:
     that is not (inserted or edited by someone without the keys) is skipped
     and logged, never extended: signing goes on from the one before it."""
     c = checkpoints.c
+    for row in _newest_first(conn, head, c.frontier, c.mac):
+        if (frontier := _authentic_frontier(row.tree_size, row.frontier, row.mac, keys)) is not None:
+            return frontier
+    return Frontier()
+
+
+def _newest_first(conn: Connection, head: int, *columns: Any) -> Iterator[Any]:
+    """Stored checkpoints within the log (tree_size and `columns`), the
+    latest first, read 100 rows at a time."""
+    c = checkpoints.c
     below = head + 1
     while True:
-        q = select(c.tree_size, c.frontier, c.mac).where(c.tree_size < below).order_by(c.tree_size.desc()).limit(100)
+        q = select(c.tree_size, *columns).where(c.tree_size < below).order_by(c.tree_size.desc()).limit(100)
         rows = conn.execute(q).all()
         if not rows:
-            return Frontier()
-        for row in rows:
-            if (frontier := _authentic_frontier(row.tree_size, row.frontier, row.mac, keys)) is not None:
-                return frontier
+            return
+        yield from rows
         below = rows[-1].tree_size
 
 
@@ -109,22 +117,16 @@ def latest_authentic(store: EventStore, keys: KeyRing) -> StoredCheckpoint | Non
     c = checkpoints.c
     with store.reader.begin() as conn:
         head: int = conn.execute(store.log.head_query).scalar_one()
-        below = head + 1
-        while True:
-            q = select(c.tree_size, c.root_hash, c.note).where(c.tree_size < below).order_by(c.tree_size.desc()).limit(100)
-            rows = conn.execute(q).all()
-            if not rows:
-                return None
-            for row in rows:
-                try:
-                    cp = parse_checkpoint(open_note(row.note, [vkey])[0])
-                except NoteError:
-                    log.error("integrity_violation", stream="checkpoints", what="note signature", tree_size=row.tree_size)
-                    continue
-                if (cp.size, cp.root.hex()) == (row.tree_size, row.root_hash):
-                    return StoredCheckpoint(row.tree_size, row.root_hash, row.note)
-                log.error("integrity_violation", stream="checkpoints", what="note and row differ", tree_size=row.tree_size)
-            below = rows[-1].tree_size
+        for row in _newest_first(conn, head, c.root_hash, c.note):
+            try:
+                cp = parse_checkpoint(open_note(row.note, [vkey])[0])
+            except NoteError:
+                log.error("integrity_violation", stream="checkpoints", what="note signature", tree_size=row.tree_size)
+                continue
+            if (cp.size, cp.root.hex()) == (row.tree_size, row.root_hash):
+                return StoredCheckpoint(row.tree_size, row.root_hash, row.note)
+            log.error("integrity_violation", stream="checkpoints", what="note and row differ", tree_size=row.tree_size)
+    return None
 
 
 def latest(store: EventStore) -> StoredCheckpoint | None:

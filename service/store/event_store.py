@@ -5,7 +5,7 @@ It is made of parts, each in its own module:
                    projection, secrets, answers), on the writer engine;
 - reads.py         store.log (one log's events) and store.cards (the
                    projection, its rebuild, secrets), on the read engine;
-- integrity.py     store.integrity: keyed links, stream heads, card MACs;
+- integrity.py     store.integrity: keyed links and stream heads;
 - records.py       the one mapper from stored rows to values;
 - errors.py        which database failures are retried or reported;
 - hot_sql.py       the driver-level statements of the write path and rebuild;

@@ -1,28 +1,20 @@
-"""The integrity reader (store.integrity), with the integrity keys: every
-stream's keyed links, each stream ending where its head row says, global
-positions 1..head without a gap, and every card's MAC over its projection.
-(The whole-store check that adds the rebuild, the lawful-history replay and
-checkpoints is check.py.)"""
+"""The integrity reader (store.integrity), with the integrity keys: one
+stream's keyed links ending where its head row says, or every stream's with
+global positions 1..head without a gap (held in memory: a small store's).
+The whole-store check, in bounded memory and one snapshot, that adds card
+MACs, the rebuild, the lawful-history replay and checkpoints is check.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy import select
 
 from service.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
-from service.domain.log import LoggedEvent
-from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.streams import TERMINAL_STREAM_PREFIX, terminal_stream
-from service.keys.ring import IntegrityKeys, SecretKind, Verifier
-from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
+from service.keys.ring import IntegrityKeys
 from service.store.reads import Begin, LogReader
-from service.store.tables import cards, pin_states, secrets, terminals
-
-
-def _link(e: LoggedEvent) -> Link:
-    return Link(e.position, e.envelope(), e.prev_hash, e.hash, e.key_id)
+from service.store.tables import cards, terminals
 
 
 class IntegrityReader:
@@ -53,7 +45,7 @@ class IntegrityReader:
         key = integrity.key_or_none
         if stream_id is not None:
             head = self.heads(stream_id).get(stream_id, StreamHead(stream_id, 0, GENESIS_HASH))
-            return first_broken_link([_link(e) for e in self.log.stream(stream_id)], key, head)
+            return first_broken_link([e.link() for e in self.log.stream(stream_id)], key, head)
         streams: dict[str, list[Link]] = {}
         gap = None
         expected = 1
@@ -63,7 +55,7 @@ class IntegrityReader:
             if gap is None and e.position != expected:
                 gap = BrokenLink(e.stream_id, e.version, expected, f"position {expected} is missing from the log")
             expected = e.position + 1
-            streams.setdefault(e.stream_id, []).append(_link(e))
+            streams.setdefault(e.stream_id, []).append(e.link())
         head_position = self.log.head_position()
         if gap is None and expected - 1 != head_position:
             gap = BrokenLink("", 0, expected, f"the log ends at position {expected - 1} but its head is {head_position}")
@@ -74,25 +66,3 @@ class IntegrityReader:
             if b := first_broken_link(links, key, heads.get(sid, StreamHead(sid, 0, GENESIS_HASH))):
                 broken.append(b)
         return min(broken, key=lambda b: (b.position, b.stream_id), default=None)
-
-    def cards_failing_mac(self, integrity: IntegrityKeys, card_id: str | None = None) -> Iterator[str]:
-        """Cards whose head, PIN states or verifiers do not match their MAC."""
-        with self.begin() as conn:
-            qh = select(cards.c.card_id, cards.c.version, cards.c.last_hash, cards.c.status, cards.c.ward, cards.c.mac)
-            qp = select(pin_states)
-            qs = select(secrets.c.card_id, secrets.c.name, secrets.c.key_id, secrets.c.digest).where(
-                secrets.c.kind == SecretKind.PIN
-            )
-            if card_id is not None:
-                qh, qp, qs = (q.where(t.c.card_id == card_id) for q, t in ((qh, cards), (qp, pin_states), (qs, secrets)))
-            heads: Sequence[tuple[Any, ...]] = conn.execute(qh).all()
-            rows: dict[str, list] = {}
-            for r in conn.execute(qp):
-                rows.setdefault(r.card_id, []).append(tuple(getattr(r, c) for c in PIN_READ_COLUMNS))
-            verifiers: dict[str, dict] = {}
-            for r in conn.execute(qs):
-                verifiers.setdefault(r.card_id, {})[PIN_TYPE_BY_VALUE.get(r.name)] = Verifier(r.key_id, r.digest)
-        for c, version, last_hash, status, ward, mac in heads:
-            state = card_state(c, version, status, ward, rows.get(c, ()))  # select() has converted the times
-            if not integrity.checks(mac, state_message(state, last_hash, verifiers.get(c, {}))):
-                yield c
