@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.json_format import ParseDict, ParseError
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -186,12 +185,11 @@ def _event(e: LoggedEvent) -> apb.AuditEvent:
     if name in PAYLOAD_FIELDS and e.event is not None and size <= MAX_SHOWN_PAYLOAD:
         _typed(getattr(out.payload, name), payload)
         getattr(out.payload, name).SetInParent()
-    json_payload = Struct()
     try:
-        ParseDict(payload if isinstance(payload, dict) else {"stored": payload}, json_payload)
-    except ParseError:  # a stored payload JSON cannot hold as a Struct: shown as its text
-        ParseDict({"stored": str(payload)}, json_payload)
-    out.payload.json.CopyFrom(json_payload)
+        out.payload.json.update(payload if isinstance(payload, dict) else {"stored": payload})
+    except (ValueError, TypeError, OverflowError):  # a stored payload JSON cannot hold as a Struct: shown as its text
+        out.payload.json.Clear()
+        out.payload.json.update({"stored": str(payload)})
     return out
 
 
