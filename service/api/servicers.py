@@ -229,14 +229,21 @@ class _Base:
 class PinServicer(_Base, pin_grpc.PinServiceServicer):
     @rpc(PIN_SERVICE, "VerifyPin")
     async def VerifyPin(self, request: pin_pb.VerifyPinRequest, caller: Caller) -> pin_pb.VerifyPinResponse:
-        cmd = VerifyPin.create(request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.pin)
+        cmd = VerifyPin.create(
+            request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.pin, caller.office
+        )
         answer = await self.app.execute(cmd, caller)
         return pin_pb.VerifyPinResponse(check=mapping.pin_check(answer.outcome), replayed=answer.replayed)
 
     @rpc(PIN_SERVICE, "ChangePin")
     async def ChangePin(self, request: pin_pb.ChangePinRequest, caller: Caller) -> pin_pb.ChangePinResponse:
         cmd = ChangePin.create(
-            request.request_id, request.card_id, mapping.pin_type(request.pin_type), request.current_pin, request.new_pin
+            request.request_id,
+            request.card_id,
+            mapping.pin_type(request.pin_type),
+            request.current_pin,
+            request.new_pin,
+            caller.office,
         )
         answer = await self.app.execute(cmd, caller)
         check = mapping.pin_check(answer.outcome)
@@ -392,6 +399,7 @@ class CounterServicer(_Base, counter_grpc.CounterServiceServicer):
             request.card_id,
             [(mapping.pin_type(p.pin_type), p.pin) for p in request.pins],
             request.ward or None,
+            caller.office,
         )
         answer = await self.app.execute(cmd, caller)
         return counter_pb.EnrollCardResponse(

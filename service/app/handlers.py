@@ -3,7 +3,10 @@ answer to the same request id (within the replay window), or refuse a
 throttled terminal, or load state, decide, append, count a failure in the
 terminal's window, store new secrets and remember the answer, all in the
 caller's unit of work. A status read is answered from the same unit of work
-without locking the card; a miss counts as a failure of its terminal.
+without locking the card; a miss counts as a failure of its terminal, and a
+counter's is gated by its office's hours and wards as its commands are
+(decision.counter_gate). A counter refused for a ward it does not serve
+counts a failure too (throttle.is_probe).
 
 A new command is one entry: its handler and what it touches (the cards the
 batch must lock or read and the request ids to look up, loaded for the
@@ -27,14 +30,14 @@ from service.domain import throttle
 from service.domain.access import Role
 from service.domain.commands import CardCommand
 from service.domain.decide import decide
-from service.domain.decision import Context
+from service.domain.decision import Context, counter_gate
 from service.domain.errors import FieldViolation, InvalidInput, NotFound
 from service.domain.events import AuditRead, Event, TerminalThrottled
 from service.domain.outcomes import Outcome
 from service.domain.pins import PinType
 from service.domain.policy import Policy
 from service.domain.recovery import CardView, pin_views
-from service.domain.throttle import is_failure
+from service.domain.throttle import is_failure, is_probe
 from service.keys.ring import KeyRing, SecretRef
 from service.runtime.ids import new_id
 
@@ -69,6 +72,7 @@ class ReadCard:
 
     card_id: str
     only: PinType | None = None  # one PIN type, or every PIN of the card
+    office_id: str | None = None  # a counter's office: gated as its commands are (decision.counter_gate)
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps:
         raise
     new_state = uow.append(cmd.card_id, decision.events, env) if decision.events else state
     terminal_events = decision.terminal_events
-    if is_failure(decision.outcome):
+    if is_failure(decision.outcome) or (terminal_events and is_probe(terminal_events)):
         terminal_events += count_failure(uow, caller, cmd.card_id, deps)
     if terminal_events:
         uow.append_terminal(caller.terminal_id, terminal_events, env)
@@ -192,6 +196,16 @@ def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps)
     suspended card's way out computed at the batch's instant."""
     throttle.check(uow.terminal_window(caller.terminal_id), caller.terminal_id, deps.now)
     state = uow.read_card(cmd.card_id)
+    if cmd.office_id is not None and (
+        gate := counter_gate(cmd.card_id, state.ward, cmd.office_id, "GetPinStatus", deps.policy, deps.now)
+    ):
+        env = Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
+        refusals = gate.terminal_events
+        if is_probe(refusals):
+            refusals += count_failure(uow, caller, cmd.card_id, deps)
+        uow.append_terminal(caller.terminal_id, refusals, env)
+        assert gate.error is not None  # a gate refuses with an error
+        raise gate.error
     if caller.channel == Role.AUDITOR.value:  # the audit of the auditors: their status reads too
         only = {"pin_type": cmd.only.value} if cmd.only else {}
         read = AuditRead("GetPinStatus", cmd.card_id, json.dumps(only), 1 if state.enrolled else 0)

@@ -118,7 +118,7 @@ class PinLife:
         the batch's instant. Costs no try and records nothing; sees every
         command answered before it on this instance."""
         validate_card_id(card_id)
-        view: CardView | None = await self.writer.submit(ReadCard(card_id, only), caller)
+        view: CardView | None = await self.writer.submit(ReadCard(card_id, only, caller.office), caller)
         if view is None:
             raise NotFound(f"card {card_id} is not enrolled")
         return view

@@ -73,10 +73,16 @@ class EnrollCard:
     card_id: str
     pins: dict[PinType, str] = field(repr=False)
     ward: str | None = None  # the holder's ward (counters act only for wards they serve)
+    office_id: str | None = None  # the counter's office (decide.py gates it)
 
     @classmethod
     def create(
-        cls, request_id: str, card_id: str, pins: list[tuple[PinType | UnknownPinType | None, str]], ward: str | None = None
+        cls,
+        request_id: str,
+        card_id: str,
+        pins: list[tuple[PinType | UnknownPinType | None, str]],
+        ward: str | None = None,
+        office_id: str | None = None,
     ) -> EnrollCard:
         c = _Collector()
         c.run(lambda: validate_request_id(request_id))
@@ -99,7 +105,7 @@ class EnrollCard:
                 continue
             normalized[pin_type] = _pin(c, pin_type, raw, f"pins[{i}].pin")
         c.raise_if_any()
-        return cls(request_id, card_id, normalized, ward)
+        return cls(request_id, card_id, normalized, ward, office_id)
 
 
 @dataclass(frozen=True)
@@ -108,16 +114,19 @@ class VerifyPin:
     card_id: str
     pin_type: PinType
     pin: str = field(repr=False)
+    office_id: str | None = None  # a counter verifying at the desk (decide.py gates it)
 
     @classmethod
-    def create(cls, request_id: str, card_id: str, pin_type: PinType | UnknownPinType | None, pin: str) -> VerifyPin:
+    def create(
+        cls, request_id: str, card_id: str, pin_type: PinType | UnknownPinType | None, pin: str, office_id: str | None = None
+    ) -> VerifyPin:
         c = _Collector()
         c.run(lambda: validate_request_id(request_id))
         c.run(lambda: validate_card_id(card_id))
         pin_type = c.require_pin_type(pin_type, "pin_type")
         normalized = _pin(c, pin_type, pin, "pin")
         c.raise_if_any()
-        return cls(request_id, card_id, _given(pin_type), normalized)
+        return cls(request_id, card_id, _given(pin_type), normalized, office_id)
 
 
 @dataclass(frozen=True)
@@ -127,10 +136,17 @@ class ChangePin:
     pin_type: PinType
     current_pin: str = field(repr=False)
     new_pin: str = field(repr=False)
+    office_id: str | None = None  # a counter assisting the holder (decide.py gates it)
 
     @classmethod
     def create(
-        cls, request_id: str, card_id: str, pin_type: PinType | UnknownPinType | None, current_pin: str, new_pin: str
+        cls,
+        request_id: str,
+        card_id: str,
+        pin_type: PinType | UnknownPinType | None,
+        current_pin: str,
+        new_pin: str,
+        office_id: str | None = None,
     ) -> ChangePin:
         c = _Collector()
         c.run(lambda: validate_request_id(request_id))
@@ -139,7 +155,7 @@ class ChangePin:
         current = _pin(c, pin_type, current_pin, "current_pin")
         new = _pin(c, pin_type, new_pin, "new_pin")
         c.raise_if_any()
-        return cls(request_id, card_id, _given(pin_type), current, new)
+        return cls(request_id, card_id, _given(pin_type), current, new, office_id)
 
 
 # -- reset procedures (DESIGN.md §2) ------------------------------------------

@@ -10,7 +10,8 @@ each rule the lawful-history check (lawful.py) judges by as well is a guard
 in guards.py, which both sides call. Imports run one way: this module
 imports procedures.py and decision.py; neither imports it.
 
-- decide_enroll: a card is enrolled once.
+- decide_enroll: a card is enrolled once, with a ward an office serves
+  (require_served_ward).
 - decide_verify: check_pin (decision.py).
 - decide_change: only when the current PIN is known; a wrong current PIN is
   a failed try of that PIN.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from service.domain import procedures
+from service.domain import guards, procedures
 from service.domain.commands import (
     CardCommand,
     ChangePin,
@@ -35,11 +36,25 @@ from service.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from service.domain.decision import Context, Decision, check_pin
-from service.domain.errors import AlreadyExists
+from service.domain.decision import Context, Decision, check_pin, counter_gate
+from service.domain.errors import AlreadyExists, FieldViolation, InvalidInput
 from service.domain.events import CardEnrolled, PinChanged, Purpose
 from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled, Outcome
+from service.domain.policy import Policy
 from service.domain.state import CardState
+
+
+def require_served_ward(ward: str | None, policy: Policy) -> None:
+    """An enrolment's ward is one an office serves (guards.ward_served), else
+    INVALID_ARGUMENT naming `ward`: checked before anything else is decided."""
+    if not guards.ward_served(policy, ward):
+        known = sorted({w for office in policy.calendar.offices.values() for w in office.wards})
+        shown = ", ".join(known[:30]) + (f" and {len(known) - 30} more" if len(known) > 30 else "")
+        raise InvalidInput(
+            FieldViolation(
+                "ward", f"{ward!r} is served by no office; the known wards come from the offices file: {shown or 'none'}"
+            )
+        )
 
 
 def decide_enroll(state: CardState, cmd: EnrollCard, ctx: Context) -> Decision[Enrolled]:
@@ -64,7 +79,16 @@ def decide_change(state: CardState, cmd: ChangePin, ctx: Context) -> Decision[Ch
 
 def decide(state: CardState, cmd: CardCommand, ctx: Context) -> Decision[Outcome]:
     """The rule of each card command, one case each (a command added to
-    CardCommand without its case here fails the type check)."""
+    CardCommand without its case here fails the type check). A command a
+    counter sends (it names the counter's office) is gated first, whichever
+    it is (decision.counter_gate): the rule runs only in the office's hours,
+    for a card of a ward the office serves."""
+    if isinstance(cmd, EnrollCard):
+        require_served_ward(cmd.ward, ctx.policy)
+    if (office_id := getattr(cmd, "office_id", None)) is not None:
+        ward = cmd.ward if isinstance(cmd, EnrollCard) else state.ward
+        if gate := counter_gate(cmd.card_id, ward, office_id, type(cmd).__name__, ctx.policy, ctx.now):
+            return gate
     match cmd:
         case VerifyPin():
             return decide_verify(state, cmd, ctx)

@@ -19,14 +19,17 @@ from datetime import datetime
 from typing import Generic, NamedTuple, NoReturn, TypeVar
 
 from service.domain import guards
+from service.domain.calendar import TOKYO
 from service.domain.errors import DomainError, NotFound, PreconditionFailed, PreconditionViolation
 from service.domain.events import (
+    CounterOutOfService,
     Event,
     LockedPinAttempted,
     PinLocked,
     PinVerificationFailed,
     PinVerified,
     Purpose,
+    RefusalReason,
     SuspendedCardAttempted,
 )
 from service.domain.outcomes import CheckOutcome, CheckResult
@@ -78,6 +81,34 @@ class Context(NamedTuple):
 
     def recovery(self, state: CardState, pin_type: PinType) -> Recovery:
         return recovery_for(state, pin_type, self.policy, self.now)
+
+
+def counter_gate(
+    card_id: str, ward: str | None, office_id: str | None, rpc: str, policy: Policy, now: datetime
+) -> Refusal | None:
+    """A counter acts only in its office's hours and for cards of the wards
+    its office serves (guards.counter_refusal), whatever it asks: a verify, a
+    change, a status read, an enrolment or a procedure. The refusal is
+    recorded on the terminal's stream (CounterOutOfService), names the next
+    opening or the offices that serve the ward, and nothing about the card is
+    checked: no try is spent. None: it may act (or the caller is no counter)."""
+    reason = guards.counter_refusal(policy, office_id, ward, now)
+    if reason is None or office_id is None:
+        return None
+    calendar = policy.calendar
+    office = calendar.offices.get(office_id)
+    if office is None:
+        message = f"office {office_id} is not in the office calendar"
+    elif reason is RefusalReason.OUT_OF_HOURS:
+        opens = calendar.next_opening(office, now)
+        when = opens.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M") if opens else "not within two months"
+        message = f"{office.name} is closed now; it next opens {when} (Asia/Tokyo)"
+    else:
+        serving = ", ".join(o.name for o in calendar.serving(ward)) or "no configured office"
+        message = f"{office.name} does not serve ward {ward}; it is served by {serving}"
+    violation = PreconditionViolation(reason.violation_type, f"offices/{office_id}", message)
+    refusal = CounterOutOfService(rpc, card_id, reason)
+    return Decision((), None, terminal_events=(refusal,), error=PreconditionFailed(violation))
 
 
 def require_enrolled(state: CardState) -> None:

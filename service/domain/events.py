@@ -308,6 +308,7 @@ class Recorded:
     event: Event
     version: int
     occurred_at: datetime
+    office: str | None = None  # the counter's office that recorded it (its hours and wards applied)
 
 
 # -- terminal streams (service/domain/streams.py): access events, not about a card --

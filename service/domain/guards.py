@@ -16,7 +16,8 @@ Pure: no clock (the instant is an argument), no I/O, no key.
 | an inquiry or a reservation is used before, not at, its expiry | expired |
 | the validity of an inquiry and of a reservation | inquiry_expiry, reservation_expiry |
 | an inquiry is voided at the configured number of wrong codes | inquiry_attempts_left, inquiry_voided |
-| a counter acts only in its office's hours, for the wards it serves (decided only: a card's stream does not record the office) | counter_refusal |
+| a counter acts only in its office's hours, for the wards it serves, whatever it asks | counter_refusal |
+| a card's ward at enrolment is one an office serves | ward_served |
 | documents are dated by the Tokyo calendar day | day_of |
 | the checklist of a counter procedure; what a refusal can name | checklist_gaps, refusable_subjects |
 | kiosks run 6:30-23:00 Asia/Tokyo (configurable) | kiosk_open |
@@ -120,6 +121,13 @@ def counter_refusal(policy: Policy, office_id: str | None, ward: str | None, at:
     if not office.serves(ward):
         return RefusalReason.OUT_OF_JURISDICTION
     return None
+
+
+def ward_served(policy: Policy, ward: str | None) -> bool:
+    """A card enrolled with a ward names one that an office of the offices
+    file serves, so a counter can reset, unlock or resume it (no ward:
+    every office serves the card)."""
+    return ward is None or bool(policy.calendar.serving(ward))
 
 
 def day_of(at: datetime) -> date:

@@ -39,8 +39,10 @@ Checked for every stream, outside the table:
 Configuration is not in the stream. Given the Policy (only if it has not
 changed over the streams' lives), a few more rules are checked: the kiosk's
 hours, the validity of inquiries and reservations, the number of wrong
-inquiry codes, and whether any store chain may reset the user-certificate
-PIN. Without it those are not checked.
+inquiry codes, whether any store chain may reset the user-certificate
+PIN, that an event a counter recorded (its office is on it) fell in the
+office's hours and a ward it serves, and that an enrolment's ward is one an
+office serves. Without it those are not checked.
 
 Pure: no clock, no store, no keys.
 """
@@ -335,6 +337,20 @@ def _open_inquiry(b: Before, t: PinType, inquiry_id: str | None = None, *, live:
     return None
 
 
+def _counter_could_not(e: Event, r: Recorded, state: CardState, policy: Policy) -> Reason:
+    """An event a counter recorded (its office is on it) was decided in the
+    office's hours, for a ward it serves (guards.counter_refusal): a counter
+    is gated whatever it asks (decision.counter_gate)."""
+    if r.office is None:
+        return None
+    ward = e.ward if isinstance(e, CardEnrolled) else state.ward
+    refusal = guards.counter_refusal(policy, r.office, ward, r.occurred_at)
+    if refusal is None:
+        return None
+    local = r.occurred_at.astimezone(TOKYO)
+    return f"recorded by office {r.office} at {local:%Y-%m-%d %H:%M} Asia/Tokyo, when it could not act ({refusal.value})"
+
+
 # -- one rule per event type ----------------------------------------------------------
 def _card_enrolled(e: CardEnrolled, b: Before) -> Reason:
     if b.state.enrolled:
@@ -345,6 +361,8 @@ def _card_enrolled(e: CardEnrolled, b: Before) -> Reason:
         return "an enrolment sets each PIN type once"
     if e.ward is not None and not WARD_ID.fullmatch(e.ward):
         return f"ward {e.ward!r} is not a ward id"
+    if b.policy is not None and not guards.ward_served(b.policy, e.ward):
+        return f"ward {e.ward!r} is served by no office"
     return None
 
 
@@ -585,7 +603,7 @@ def _reset_refused(e: ResetRefused, b: Before) -> Reason:
 
 NOT_CHECKABLE_CHECK = "whether the PIN entered was right (verifiers are not in the stream)"
 NOT_CHECKABLE_COUNTER = (
-    "the office's hours and wards (the terminal's office is not in Recorded); the documents' issue dates "
+    "without the policy, the office's hours and wards; the documents' issue dates "
     "(authority within 3 months) and whether the holder is an adult ward (not recorded)"
 )
 
@@ -614,15 +632,15 @@ RULES: dict[type[Event], Rule] = {
     CounterProcedureRefused: Rule(
         _counter_procedure_refused,
         _nothing,
-        "which PIN (no PIN type recorded), the applicant and the documents presented; the office's hours",
+        "which PIN (no PIN type recorded), the applicant and the documents presented; the office's hours without the policy",
     ),
-    CardSuspended: Rule(_card_suspended, _nothing, "the office's hours (the call centre has none)"),
+    CardSuspended: Rule(_card_suspended, _nothing, "the office's hours without the policy (the call centre has none)"),
     CardResumed: Rule(_card_resumed, _nothing, NOT_CHECKABLE_COUNTER),
     SuspendedCardAttempted: Rule(
         _suspended_card_attempted, _nothing, "kiosk hours without the policy; nothing about the PIN (it is never checked)"
     ),
     ProxyInquiryIssued: Rule(_proxy_inquiry_issued, _nothing, f"{NOT_CHECKABLE_COUNTER}; the validity without the policy"),
-    ProxyInquiryClosed: Rule(_proxy_inquiry_closed, _then_issue, "the office's hours"),
+    ProxyInquiryClosed: Rule(_proxy_inquiry_closed, _then_issue, "the office's hours without the policy"),
     ProxyInquiryCodeRejected: Rule(
         _proxy_inquiry_code_rejected,
         _then_void,
@@ -684,6 +702,8 @@ def first_unlawful(
             pending = None
         if not state.enrolled and type(e) is not CardEnrolled:
             return unlawful("the first event of a card stream is CardEnrolled")
+        if policy is not None and (reason := _counter_could_not(e, r, state, policy)):
+            return unlawful(reason)
         rule = RULES.get(type(e))
         if rule is None:
             where = "a terminal's stream" if type(e) in TERMINAL_EVENTS else "no card stream (no rule)"

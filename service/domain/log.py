@@ -98,4 +98,4 @@ class LoggedEvent:
         """What evolve needs of it (the event must be readable)."""
         if self.event is None:
             raise UnknownEventShape(self.unreadable or f"{self.event_type} cannot be read")
-        return Recorded(self.event, self.version, self.occurred_at)
+        return Recorded(self.event, self.version, self.occurred_at, self.office)

@@ -6,10 +6,9 @@ What the deciders share (Decision, Context, check_pin, the enrolled / PIN-set
 requirements) is in decision.py; the rules the lawful-history check applies
 too are guards (guards.py), named below.
 
-- counter_gate: a counter acts only during its office's hours and only for
-  wards its office serves (guards.counter_refusal); a refusal is recorded on
-  the terminal's stream. It is decided first, so a closed counter learns
-  nothing about a card.
+- a counter acts only during its office's hours and only for wards its
+  office serves: decide.decide gates every command a counter sends before
+  its rule runs (decision.counter_gate, guards.counter_refusal).
 - checklist: an incomplete or stale checklist is refused, naming every
   missing document, and recorded on the card's stream
   (guards.checklist_gaps; documents.py).
@@ -27,7 +26,6 @@ too are guards (guards.py), named below.
 from __future__ import annotations
 
 from service.domain import guards
-from service.domain.calendar import TOKYO
 from service.domain.commands import (
     CompleteProxyReset,
     RequestProxyReset,
@@ -44,7 +42,6 @@ from service.domain.errors import PreconditionFailed, PreconditionViolation
 from service.domain.events import (
     CardResumed,
     CardSuspended,
-    CounterOutOfService,
     CounterProcedure,
     CounterProcedureRefused,
     Event,
@@ -77,28 +74,6 @@ INQUIRY_CODE_KIND = "inquiry_code"  # the secret kind of an inquiry's one-time c
 
 
 # -- shared rules --------------------------------------------------------------
-def counter_gate(state: CardState, office_id: str | None, rpc: str, ctx: Context) -> Refusal | None:
-    """A refusal when the counter may not act now for this card
-    (guards.counter_refusal), recorded on the terminal's stream; None: it may act."""
-    reason = guards.counter_refusal(ctx.policy, office_id, state.ward, ctx.now)
-    if reason is None or office_id is None:
-        return None
-    calendar = ctx.policy.calendar
-    office = calendar.offices.get(office_id)
-    if office is None:
-        message = f"office {office_id} is not in the office calendar"
-    elif reason is RefusalReason.OUT_OF_HOURS:
-        opens = calendar.next_opening(office, ctx.now)
-        when = opens.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M") if opens else "not within two months"
-        message = f"{office.name} is closed now; it next opens {when} (Asia/Tokyo)"
-    else:
-        serving = ", ".join(o.name for o in calendar.serving(state.ward)) or "no configured office"
-        message = f"{office.name} does not serve ward {state.ward}; it is served by {serving}"
-    violation = PreconditionViolation(reason.violation_type, f"offices/{office_id}", message)
-    refusal = CounterOutOfService(rpc, state.card_id, reason)
-    return Decision((), None, terminal_events=(refusal,), error=PreconditionFailed(violation))
-
-
 def _checklist(
     procedure: CounterProcedure, applicant: Applicant, documents: tuple[Document, ...], ctx: Context, *, adult_ward: bool = False
 ) -> Refusal | None:
@@ -116,8 +91,6 @@ def _doc_types(documents: tuple[Document, ...]) -> tuple[str, ...]:
 
 # -- counter -------------------------------------------------------------------
 def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision[PinRestored]:
-    if gate := counter_gate(state, cmd.office_id, "ResetPin", ctx):
-        return gate
     require_pin(state, cmd.pin_type)
     if refusal := _checklist(CounterProcedure.RESET, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
@@ -126,8 +99,6 @@ def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision[PinR
 
 
 def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision[PinRestored]:
-    if gate := counter_gate(state, cmd.office_id, "UnlockPin", ctx):
-        return gate
     require_pin(state, cmd.pin_type)
     if refusal := _checklist(CounterProcedure.UNLOCK, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
@@ -136,8 +107,6 @@ def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision[Pi
 
 
 def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision[CardStatusChanged]:
-    if gate := counter_gate(state, cmd.office_id, "SuspendCard", ctx):
-        return gate
     require_enrolled(state)
     if state.suspended:  # already: nothing happens, the answer says so
         return Decision((), CardStatusChanged(CardStatus.SUSPENDED))
@@ -145,8 +114,6 @@ def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision
 
 
 def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision[CardStatusChanged]:
-    if gate := counter_gate(state, cmd.office_id, "ResumeCard", ctx):
-        return gate
     require_enrolled(state)
     if refusal := _checklist(CounterProcedure.RESUME, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
@@ -157,8 +124,6 @@ def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision[C
 
 
 def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context) -> Decision[InquiryIssued]:
-    if gate := counter_gate(state, cmd.office_id, "RequestProxyReset", ctx):
-        return gate
     require_pin(state, cmd.pin_type)
     if refusal := _checklist(CounterProcedure.PROXY_INQUIRY, Applicant.PROXY, cmd.documents, ctx):
         return refusal
@@ -174,8 +139,6 @@ def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context)
 
 
 def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Context) -> Decision[ProxyCompletion]:
-    if gate := counter_gate(state, cmd.office_id, "CompleteProxyReset", ctx):
-        return gate
     require_pin(state, cmd.pin_type)
     if refusal := _checklist(CounterProcedure.PROXY_COMPLETION, Applicant.PROXY, cmd.documents, ctx):
         return refusal

@@ -19,13 +19,15 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from service.domain.errors import DomainError
+from service.domain.events import CounterOutOfService, Event, RefusalReason
 from service.domain.outcomes import CheckOutcome, CheckResult
 from service.domain.policy import ThrottlePolicy
 from service.domain.state import EMPTY
 
 # What counts as a failure on a card: a wrong PIN, an attempt against a locked
-# PIN, and (counted by the caller, as it is an error) an unknown card, also
-# when a status read asks for it.
+# PIN, a counter's refusal for a ward it does not serve (is_probe), and
+# (counted by the caller, as it is an error) an unknown card, also when a
+# status read asks for it.
 FAILED_RESULTS = (CheckResult.WRONG_PIN, CheckResult.LOCKED)
 
 
@@ -33,6 +35,13 @@ def is_failure(outcome: object) -> bool:
     """A failed PIN check: of a verify or change, or the proving PIN of a store reset."""
     check = outcome if isinstance(outcome, CheckOutcome) else getattr(outcome, "check", None)
     return isinstance(check, CheckOutcome) and check.result in FAILED_RESULTS
+
+
+def is_probe(refusals: tuple[Event, ...]) -> bool:
+    """A counter refused for a card of a ward its office does not serve: the
+    answer proves the card exists and names its ward, so it counts as a
+    failure on that card, as an unknown card does."""
+    return any(isinstance(e, CounterOutOfService) and e.reason is RefusalReason.OUT_OF_JURISDICTION for e in refusals)
 
 
 class Throttled(DomainError):

@@ -12,18 +12,21 @@ and every malformed development header."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import grpc
 import pytest
 import trustme
 
+from pinlife.v1 import counter_service_pb2 as cpb
 from service.config.access import load_access_config
 from service.domain.access import COUNTERS, RPC_ROLES, Role
 from service.domain.streams import terminal_stream
 from service.runtime.clock import ServiceClock
+from tests.clock import FakeClock
 from tests.e2e.harness import Client, ThreadedServer
 from tests.keys import INTEGRITY
-from tests.rpc import CALLS, CALLS_AT, SIGNATURE, USER
+from tests.rpc import CALLS, CALLS_AT, SIGNATURE, USER, field_violations, precondition_violations
 
 ROLES = [r for r in Role if r is not Role.DEVELOPMENT]
 OFFICE = "naka-ward-office"  # of the shipped Yokohama calendar
@@ -268,9 +271,81 @@ def test_development_mode_refuses_a_terminal_header_given_twice(server):
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_development_mode_takes_well_formed_headers(server):
-    client = Client(server.target, terminal="reader-07", office=OFFICE, chain="seven")
-    with pytest.raises(grpc.RpcError) as err:
-        client.status("card-D1")
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    client.close()
+def test_development_mode_takes_well_formed_headers(db_url, keys):
+    """x-pinlife-office makes a development caller a counter of that office:
+    its hours apply (docs/operations.md)."""
+    night = ServiceClock(fixed=CALLS_AT.replace(hour=18))  # 03:00 in Tokyo
+    for clock, code in ((OPEN_HOURS, grpc.StatusCode.NOT_FOUND), (night, grpc.StatusCode.FAILED_PRECONDITION)):
+        server = ThreadedServer(db_url, keys, clock=clock)
+        client = Client(server.target, terminal="reader-07", office=OFFICE, chain="seven")
+        try:
+            with pytest.raises(grpc.RpcError) as err:
+                client.status("card-D1")
+            assert err.value.code() == code, err.value.details()
+        finally:
+            client.close()
+            server.close()
+
+
+def test_a_counter_certificate_acts_only_in_its_office_hours_and_wards_whatever_it_calls(db_url, keys, pki):
+    """DESIGN §5, over mutual TLS on each store: at 3 a.m. a ward-office
+    certificate verifies, changes, reads and enrolls nothing (and spends no
+    try); another office's counter is refused for a naka card and each such
+    probe counts toward its throttle; an enrolment's ward must be one an
+    office serves."""
+    clock = FakeClock(CALLS_AT)  # a Tuesday, 10:00 in Tokyo
+    other = '[throttle]\nmax_distinct_cards = 1\n\n[terminals.tsurumi-01]\nrole = "ward_office"\noffice = "tsurumi-ward-office"\n'
+    path = pki.access_file(other)
+    server = ThreadedServer(db_url, keys, clock=clock, access=load_access_config(path), access_file=path)
+    naka, tsurumi = client_for(server, pki, "ward_office-01"), client_for(server, pki, "tsurumi-01")
+    reader = client_for(server, pki, "medical_reader-01")
+    try:
+        enroll_with_ward(naka, "card-N1", "naka")
+        enroll_with_ward(naka, "card-N4", "naka")
+        with pytest.raises(grpc.RpcError) as err:
+            enroll_with_ward(naka, "card-N2", "atlantis")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "ward" in field_violations(err.value)
+        with pytest.raises(grpc.RpcError) as err:
+            tsurumi.verify("card-N1", USER, "4821")
+        assert [v.type for v in precondition_violations(err.value)] == ["OUT_OF_JURISDICTION"]
+        assert "Naka Ward Office" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:  # a second card probed: over the throttle's bound of one card
+            tsurumi.status("card-N4")
+        assert [v.type for v in precondition_violations(err.value)] == ["OUT_OF_JURISDICTION"]
+        with pytest.raises(grpc.RpcError) as err:
+            tsurumi.status("card-N1")
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        clock.now = CALLS_AT.replace(hour=18)  # 03:00 in Tokyo
+        calls = {
+            "VerifyPin": lambda: naka.verify("card-N1", USER, "0000"),
+            "ChangePin": lambda: naka.change("card-N1", USER, "0000", "1111"),
+            "GetPinStatus": lambda: naka.status("card-N1"),
+            "EnrollCard": lambda: enroll_with_ward(naka, "card-N3", "naka"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, name
+            assert [v.type for v in precondition_violations(err.value)] == ["OUT_OF_HOURS"], name
+            assert "next opens 2026-12-02 08:45" in err.value.details(), name
+        stream = server.store.log.stream(terminal_stream("ward_office-01"))
+        assert [(e.event_type, e.payload["rpc"], e.payload["reason"]) for e in stream] == [
+            ("CounterOutOfService", name, "out_of_hours") for name in calls
+        ]
+        assert all(e.office == OFFICE for e in stream)
+        assert [e.event_type for e in server.store.log.stream("card-N1")] == ["CardEnrolled"]  # no try spent
+        assert reader.verify("card-N1", USER, "0000").check.remaining_tries == 2
+        probes = server.store.log.stream(terminal_stream("tsurumi-01"))
+        assert [e.event_type for e in probes] == ["CounterOutOfService", "CounterOutOfService", "TerminalThrottled"]
+    finally:
+        for c in (naka, tsurumi, reader):
+            c.close()
+        server.close()
+
+
+def enroll_with_ward(client: Client, card_id: str, ward: str) -> None:
+    req = cpb.EnrollCardRequest(
+        request_id=str(uuid.uuid4()), card_id=card_id, ward=ward, pins=[cpb.InitialPin(pin_type=USER, pin="4821")]
+    )
+    client.counter.EnrollCard(req, timeout=10, metadata=client.metadata)

@@ -38,7 +38,7 @@ from tests.clock import FakeClock
 from tests.conftest import make_key_file
 from tests.e2e.harness import ROOT, Client, ThreadedServer, free_port
 from tests.keys import INTEGRITY
-from tests.rpc import retry_seconds
+from tests.rpc import CALLS_AT, retry_seconds
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
 OFFICE = "naka-ward-office"  # of the shipped Yokohama calendar
@@ -281,7 +281,7 @@ def test_a_burst_of_wrong_verifies_on_two_postgres_instances_stays_within_the_bo
 
 
 def test_a_burst_of_wrong_verifies_on_one_sqlite_instance_stays_within_the_bound(databases, keys, pki):
-    server = threaded(databases.create("sqlite"), keys, pki, FakeClock(), max_distinct_cards=BOUND)
+    server = threaded(databases.create("sqlite"), keys, pki, FakeClock(CALLS_AT), max_distinct_cards=BOUND)
     counter = client_for(server.target, pki, COUNTER)
     readers = [client_for(server.target, pki, READER) for _ in range(2)]
     try:
@@ -297,7 +297,7 @@ def test_a_burst_of_wrong_verifies_on_one_sqlite_instance_stays_within_the_bound
 
 # -- 1b: enumeration by status reads -------------------------------------------
 def test_status_misses_throttle_a_terminal_enumerating_cards(db_url, keys, pki):
-    clock = FakeClock()
+    clock = FakeClock(CALLS_AT)
     server = threaded(db_url, keys, pki, clock, max_distinct_cards=5, window_seconds=600, penalty_seconds=60)
     counter = client_for(server.target, pki, COUNTER)
     auditor = client_for(server.target, pki, AUDITOR)
@@ -378,7 +378,7 @@ def enroll_storm(clients: list[Client], n: int, wave: int = 250) -> Counter:
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # on PostgreSQL: two instances, below
 def test_refusals_do_not_grow_the_log(db_url, keys, pki):
-    clock = FakeClock()
+    clock = FakeClock(CALLS_AT)
     server = threaded(db_url, keys, pki, clock, max_distinct_cards=BOUND, window_seconds=600)
     readers = [client_for(server.target, pki, READER) for _ in range(4)]
     try:

@@ -258,8 +258,10 @@ def test_a_lost_card_is_suspended_by_the_call_centre_answers_suspended_and_is_re
         clients["reader"].pins.ChangePin(change, timeout=10, metadata=clients["reader"].metadata).check.result
         == pb.CHECK_RESULT_CARD_SUSPENDED
     )
-    assert clients["naka"].status("card-Z1").card_status == pb.CARD_STATUS_SUSPENDED
+    err = refused(lambda: clients["naka"].status("card-Z1"))  # the counter itself is closed at 3 a.m.
+    assert [v.type for v in precondition_violations(err)] == ["OUT_OF_HOURS"]
     clock.now = TUESDAY_10.astimezone(UTC) + timedelta(days=7)
+    assert clients["naka"].status("card-Z1").card_status == pb.CARD_STATUS_SUSPENDED
     resume = cpb.ResumeCardRequest(request_id=rid(), card_id="card-Z1", applicant=pb.APPLICANT_HOLDER, documents=[CARD])
     assert (
         clients["naka"].counter.ResumeCard(resume, timeout=10, metadata=clients["naka"].metadata).card_status
@@ -297,3 +299,57 @@ def test_bad_input_to_the_procedures_is_invalid_argument_with_every_field(client
         "documents[1].issued_on",
     }
     assert "12a" not in info.value.details()
+
+
+def test_a_counter_is_gated_for_every_call_it_may_make_and_a_refusal_spends_no_try(service, clients, clock):
+    """DESIGN §5: a stolen counter credential used at 3 a.m. must not work,
+    whatever it asks; the refusal is recorded and costs the holder nothing."""
+    enroll(clients["naka"], "card-G1")
+    naka = clients["naka"]
+    clock.now = datetime(2026, 12, 2, 3, 0, tzinfo=JST).astimezone(UTC)  # Wednesday, 3 a.m.
+    change = ppb.ChangePinRequest(request_id=rid(), card_id="card-G1", pin_type=USER, current_pin="0000", new_pin="1111")
+    calls = {
+        "VerifyPin": lambda: naka.verify("card-G1", USER, "0000"),
+        "ChangePin": lambda: naka.pins.ChangePin(change, timeout=10, metadata=naka.metadata),
+        "GetPinStatus": lambda: naka.status("card-G1"),
+        "EnrollCard": lambda: enroll(naka, "card-G2"),
+    }
+    for name, call in calls.items():
+        err = refused(call)
+        [violation] = precondition_violations(err)
+        assert (violation.type, violation.subject) == ("OUT_OF_HOURS", f"offices/{NAKA}"), name
+        assert "next opens 2026-12-02 08:45" in err.details(), name
+    recorded = [(e.payload["rpc"], e.payload["reason"]) for e in service.store.log.stream(terminal_stream("naka-counter-01"))]
+    assert recorded == [(name, "out_of_hours") for name in calls]
+    assert [e.event_type for e in service.store.log.stream("card-G1")] == ["CardEnrolled"]  # no try spent, nothing checked
+    assert service.store.log.stream("card-G2") == []
+    assert clients["reader"].verify("card-G1", USER, "0000").check.remaining_tries == 2  # the reader's is the first try
+
+
+def test_a_counter_acts_only_for_the_wards_its_office_serves_and_each_probe_counts_toward_its_throttle(service, clients):
+    tsurumi = clients["tsurumi"]
+    cards = [f"card-W{i:02d}" for i in range(11)]
+    for card in cards:
+        enroll(clients["naka"], card)
+    err = refused(lambda: enroll(clients["naka"], "card-W99", ward="tsurumi"))  # a ward its office does not serve
+    assert [v.type for v in precondition_violations(err)] == ["OUT_OF_JURISDICTION"]
+    for card in cards:  # each answer proves the card exists and names its ward: a failure on that card
+        err = refused(lambda card=card: tsurumi.verify(card, USER, "4821"))
+        assert [v.type for v in precondition_violations(err)] == ["OUT_OF_JURISDICTION"]
+        assert "Naka Ward Office" in err.details()
+    with pytest.raises(grpc.RpcError) as info:  # 11 distinct cards within the window: throttled (default 10)
+        tsurumi.status(cards[0])
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    types = [e.event_type for e in service.store.log.stream(terminal_stream("tsurumi-counter-01"))]
+    assert types == ["CounterOutOfService"] * 11 + ["TerminalThrottled"]
+    assert clients["reader"].verify(cards[0], USER, "4821").check.result == pb.CHECK_RESULT_OK  # the card itself is untouched
+
+
+def test_an_enrolment_names_a_ward_that_an_office_serves(service, clients):
+    with pytest.raises(grpc.RpcError) as info:
+        enroll(clients["naka"], "card-A1", ward="atlantis")
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [(field, message)] = field_violations(info.value).items()
+    assert field == "ward" and "offices file" in message and "naka" in message
+    assert service.store.log.stream("card-A1") == []
+    enroll(clients["naka"], "card-A2", ward=None)  # no ward recorded: every office serves the card

@@ -238,3 +238,9 @@ def test_a_rule_changed_in_its_guard_changes_what_is_decided_and_what_is_lawful(
         decided = stream + [Recorded(e, v, at) for v, e in enumerate(events, start=4)]
         assert first_unlawful(decided, policy=POLICY) is None
     assert first_unlawful(decided, policy=POLICY).version == 5  # judged by the rule as it is again
+
+
+def test_a_ward_is_served_when_an_office_of_the_offices_file_lists_it():
+    assert guards.ward_served(YOKOHAMA, "naka") and guards.ward_served(YOKOHAMA, "tsurumi")
+    assert guards.ward_served(YOKOHAMA, None)  # no ward recorded: every office serves the card
+    assert not guards.ward_served(YOKOHAMA, "atlantis")

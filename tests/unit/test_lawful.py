@@ -8,9 +8,10 @@ style, and asserts the version and the reason named."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import count
 from typing import ClassVar
 from unittest.mock import patch
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import given as hgiven
 from hypothesis import strategies as st
 
+from service.config.offices import load_policy
 from service.domain import guards
 from service.domain import state as state_module
 from service.domain.calendar import TOKYO
@@ -68,7 +70,7 @@ from service.domain.events import (
 )
 from service.domain.lawful import RULES, TERMINAL_EVENTS, Unlawful, first_unlawful
 from service.domain.pins import PinType, retry_limit
-from service.domain.policy import Policy, StoreChain
+from service.domain.policy import Policy, StoreChain, ThrottlePolicy
 from service.domain.state import CardState, evolve
 from service.domain.upcasting import event_from_stored
 from tests.unit.helpers import ALL_TYPES, CARD, CARD_INFO, RESIDENT, SIGNATURE, USER, failed
@@ -100,6 +102,13 @@ KINDS = (
     "kiosk",
     "enroll",
 )
+
+YOKOHAMA = load_policy(None, ThrottlePolicy(), date(2026, 6, 1))  # the shipped offices: enrolments' wards are checked
+
+
+def shipped(**settings) -> Policy:
+    """The shipped offices and calendar, with these settings."""
+    return dataclasses.replace(YOKOHAMA, **settings)
 
 
 @dataclass(frozen=True)
@@ -241,7 +250,7 @@ actions = st.builds(
     step=st.integers(0, len(STEPS) - 1),
 )
 policies = st.builds(
-    Policy,
+    shipped,
     inquiry_max_wrong_codes=st.integers(1, 3),
     store_chains=st.sampled_from([{}, {"chain-a": StoreChain(resets_user_certificate=True)}]),
 )
@@ -306,7 +315,7 @@ def test_long_lawful_walks_produce_every_card_event_and_are_accepted():
     for seed in range(40):
         rng = random.Random(seed)
         chains = {"chain-a": StoreChain(resets_user_certificate=True)} if seed % 2 else {}
-        policy = Policy(store_chains=chains, inquiry_max_wrong_codes=1 + seed % 3)
+        policy = shipped(store_chains=chains, inquiry_max_wrong_codes=1 + seed % 3)
         pin_types = ALL_TYPES if seed % 4 else rng.sample(ALL_TYPES, rng.randint(1, 4))
         stream = run(policy, pin_types, "nishi", random_script(rng, 400)).stream
         assert first_unlawful(stream, policy=policy) is None, seed
@@ -322,7 +331,7 @@ def test_the_rule_changes_reach_the_walks(guard):
     reached = 0
     for seed in range(10):
         rng = random.Random(seed)
-        policy = Policy(inquiry_max_wrong_codes=1 + seed % 3)
+        policy = shipped(inquiry_max_wrong_codes=1 + seed % 3)
         with patch.object(guards, guard, RULE_CHANGES[guard]):
             stream = run(policy, ALL_TYPES, "nishi", random_script(rng, 400)).stream
         reached += first_unlawful(stream, policy=policy) is not None
@@ -334,7 +343,7 @@ def test_the_generated_histories_hold_each_forgeable_situation():
     reasons: set[tuple[str, str]] = set()
     for seed in range(40):
         rng = random.Random(seed)
-        policy = Policy(inquiry_max_wrong_codes=1 + seed % 3)
+        policy = shipped(inquiry_max_wrong_codes=1 + seed % 3)
         stream = run(policy, ALL_TYPES, None, random_script(rng, 400)).stream
         for r in stream:
             if isinstance(r.event, (LockedPinAttempted, SuspendedCardAttempted, PinVerificationFailed)):
@@ -368,7 +377,7 @@ def test_the_generated_histories_hold_each_forgeable_situation():
 
 
 def test_a_kiosk_attempt_with_a_proving_pin_locked_after_the_reservation_is_lawful():
-    r = Run(Policy())
+    r = Run(shipped())
     r.enroll(ALL_TYPES, None)
     r.act(Action("reserve", SIGNATURE, right=True, variant=0, step=0))
     for _ in range(3):
@@ -697,7 +706,7 @@ def test_a_lawful_proxy_history():
             issued("id-00000003", T0 + timedelta(minutes=5)),
             PROXY_RESET,
             ResetRefused(USER, "proxy", "no_open_inquiry"),
-            policy=Policy(inquiry_max_wrong_codes=2),
+            policy=shipped(inquiry_max_wrong_codes=2),
         )
         is None
     )
@@ -725,7 +734,7 @@ def test_an_inquiry_code_rejected_without_an_inquiry_or_counting_wrong():
 def test_the_configured_number_of_wrong_codes_is_checked_with_the_policy():
     forged = (ENROLLED, issued(at=T0 + timedelta(minutes=1)), rejected(1, 5))
     assert check(*forged) is None  # the limit is configuration
-    assert_unlawful(check(*forged, policy=Policy()), 3, "ProxyInquiryCodeRejected", "configured 3")
+    assert_unlawful(check(*forged, policy=shipped()), 3, "ProxyInquiryCodeRejected", "configured 3")
 
 
 def test_an_inquiry_voided_without_the_last_wrong_code():
@@ -752,7 +761,7 @@ def test_a_second_inquiry_while_one_is_open_or_a_supersession_without_a_new_one(
 def test_the_inquiry_validity_is_checked_with_the_policy():
     forged = (ENROLLED, issued(at=T0 + timedelta(minutes=1), days=365))
     assert check(*forged) is None
-    assert_unlawful(check(*forged, policy=Policy()), 2, "ProxyInquiryIssued", "configured validity")
+    assert_unlawful(check(*forged, policy=shipped()), 2, "ProxyInquiryIssued", "configured validity")
 
 
 # -- the convenience store ---------------------------------------------------------------------
@@ -775,7 +784,7 @@ def test_a_lawful_store_history():
             (PinVerified(USER), STORE_RESET),
             ResetRefused(SIGNATURE, "convenience_store", "no_reservation"),
             ResetRefused(RESIDENT, "store_reservation", "counter_only"),
-            policy=Policy(),
+            policy=shipped(),
         )
         is None
     )
@@ -793,8 +802,8 @@ def test_a_reservation_without_the_proving_pin_or_by_the_wrong_pin():
 def test_a_user_certificate_store_reset_needs_a_chain_that_allows_it():
     forged = (ENROLLED, (PinVerified(SIGNATURE), reserved(USER, SIGNATURE, T0 + timedelta(minutes=1))))
     assert check(*forged) is None  # the chains are configuration
-    assert_unlawful(check(*forged, policy=Policy()), 3, "StoreResetReserved", "only at a counter")
-    chains = Policy(store_chains={"chain-a": StoreChain(resets_user_certificate=True)})
+    assert_unlawful(check(*forged, policy=shipped()), 3, "StoreResetReserved", "only at a counter")
+    chains = shipped(store_chains={"chain-a": StoreChain(resets_user_certificate=True)})
     assert check(*forged, policy=chains) is None
 
 
@@ -828,11 +837,11 @@ def test_kiosk_hours_are_checked_with_the_policy():
         Recorded(STORE_RESET, 5, night),
     ]
     assert first_unlawful(stream) is None
-    assert_unlawful(first_unlawful(stream, policy=Policy()), 5, "PinReset", "kiosks run 06:30-23:00", "03:00")
+    assert_unlawful(first_unlawful(stream, policy=shipped()), 5, "PinReset", "kiosks run 06:30-23:00", "03:00")
     store_closed = ResetRefused(SIGNATURE, "convenience_store", "store_closed")
     closed = [*stream[:3], Recorded(store_closed, 4, T0 + timedelta(minutes=2))]  # at noon
-    assert first_unlawful([*stream[:3], Recorded(store_closed, 4, night)], policy=Policy()) is None
-    assert_unlawful(first_unlawful(closed, policy=Policy()), 4, "ResetRefused", "within the kiosk hours")
+    assert first_unlawful([*stream[:3], Recorded(store_closed, 4, night)], policy=shipped()) is None
+    assert_unlawful(first_unlawful(closed, policy=shipped()), 4, "ResetRefused", "within the kiosk hours")
 
 
 def test_kiosk_refusals_follow_the_kiosks_order():
@@ -848,3 +857,28 @@ def test_kiosk_refusals_follow_the_kiosks_order():
     assert_unlawful(found, 2, "ResetRefused", "can be reserved")
     assert check(CardEnrolled((SIGNATURE,)), ResetRefused(SIGNATURE, "store_reservation", "counter_only")) is None
     assert_unlawful(check(ENROLLED, ResetRefused(USER, "proxy", "no_idea")), 2, "ResetRefused", "no rule refuses")
+
+
+def test_an_event_a_counter_recorded_out_of_its_hours_or_wards_is_unlawful_with_the_policy():
+    """decision.counter_gate refuses a counter whatever it asks; an event
+    bearing an office was decided in its hours, for a ward it serves."""
+    tuesday_10 = datetime(2026, 6, 2, 10, 0, tzinfo=TOKYO)
+    enrolled = Recorded(ENROLLED, 1, tuesday_10, "nishi-ward-office")
+    night = Recorded(PinVerified(USER), 2, tuesday_10 + timedelta(hours=17), "nishi-ward-office")  # 03:00
+    assert first_unlawful([enrolled, night]) is None  # without the policy, hours are not judged
+    assert_unlawful(first_unlawful([enrolled, night], policy=shipped()), 2, "PinVerified", "nishi-ward-office", "out_of_hours")
+    by_day = Recorded(PinVerified(USER), 2, tuesday_10 + timedelta(hours=1), "nishi-ward-office")
+    assert first_unlawful([enrolled, by_day], policy=shipped()) is None
+    elsewhere = Recorded(ENROLLED, 1, tuesday_10, "tsurumi-ward-office")  # serves tsurumi, not nishi
+    assert_unlawful(first_unlawful([elsewhere], policy=shipped()), 1, "CardEnrolled", "out_of_jurisdiction")
+    unknown = Recorded(ENROLLED, 1, tuesday_10, "no-such-office")
+    assert_unlawful(first_unlawful([unknown], policy=shipped()), 1, "CardEnrolled", "unknown_office")
+    call_centre = Recorded(CardSuspended("lost"), 2, tuesday_10 + timedelta(hours=17))  # no office: around the clock
+    assert first_unlawful([enrolled, call_centre], policy=shipped()) is None
+
+
+def test_an_enrolment_names_a_ward_an_office_serves_with_the_policy():
+    atlantis = CardEnrolled(ALL_TYPES, "atlantis")
+    assert check(atlantis) is None  # a well-formed ward id: without the policy, the offices are unknown
+    assert_unlawful(check(atlantis, policy=shipped()), 1, "CardEnrolled", "served by no office")
+    assert check(CardEnrolled(ALL_TYPES, None), policy=shipped()) is None
