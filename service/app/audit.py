@@ -26,7 +26,7 @@ from service.app.handlers import Caller, RecordTerminalEvents
 from service.app.log_follower import PAGE as WATCH_PAGE
 from service.app.log_follower import STOPPING, LogFollower
 from service.app.log_signal import LogSignal
-from service.app.ports import StoreUnavailable
+from service.app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
 from service.app.service import PinLife
 from service.domain.audit import (
     MAX_SUPPLIED_CHECKPOINTS,
@@ -115,7 +115,8 @@ class Audit:
             return await asyncio.to_thread(fn, *args)
         except Exception as exc:
             if self._is_unavailable(exc):
-                raise StoreUnavailable(str(exc)) from exc
+                log.warning("audit_store_unavailable", error=type(exc).__name__, detail=str(exc)[:500])
+                raise StoreUnavailable(DATABASE_UNAVAILABLE) from exc
             raise
 
     async def record(self, caller: Caller, rpc: str, card_id: str, filter: dict[str, Any], returned: int) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from service.app.handlers import HANDLERS, Caller, Deps
-from service.app.ports import LeafSink, Store, StoreUnavailable
+from service.app.ports import DATABASE_UNAVAILABLE, LeafSink, Store, StoreUnavailable
 from service.domain.errors import DomainError
 from service.domain.policy import Policy
 from service.keys.ring import KeyRing
@@ -53,7 +53,7 @@ def run_batch(
         except Exception as exc:  # noqa: BLE001 - classified below
             if store.is_unavailable(exc):
                 log.warning("store_unavailable", error=type(exc).__name__)
-                return [StoreUnavailable("the database is unavailable")] * len(items)
+                return [StoreUnavailable(DATABASE_UNAVAILABLE)] * len(items)
             if store.is_retryable(exc) and attempt < attempts:
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))
                 continue

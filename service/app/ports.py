@@ -16,6 +16,10 @@ from service.domain.throttle import TerminalWindow
 from service.keys.ring import IntegrityKeys, KeyRing, SecretRef, Verifier
 from service.runtime.clock import Clock
 
+# What every caller is told when the database fails, whichever service it
+# called: the driver's text (host, port, a link) goes to the log only.
+DATABASE_UNAVAILABLE = "the database is unavailable: retry later"
+
 
 class StoreUnavailable(Exception):
     """The database cannot be reached; the caller should retry later."""

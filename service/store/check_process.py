@@ -21,12 +21,17 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from multiprocessing.connection import Connection
 
+import structlog
+
+from service.app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
 from service.domain.integrity import CheckCancelled, Progress, Report
 from service.keys.ring import KeyRing
 from service.store.check import check_store
 from service.store.event_store import EventStore
 
 POLL_S = 0.1  # how often the parent looks for a cancel while it waits
+log = structlog.get_logger()
+
 NICENESS = 10  # the check's process runs at a lower priority than the server and its writer
 PACE = 0.5  # and works half its time: its database reads leave room for the PIN path's too
 
@@ -69,6 +74,9 @@ def check_store_in_process(
             elif kind == "report":
                 report: Report = value[0]
                 return report
+            elif kind == "unavailable":  # the driver's text to the log, never to the auditor
+                log.warning("check_store_unavailable", detail=value[0][:500])
+                raise StoreUnavailable(DATABASE_UNAVAILABLE)
             else:
                 raise CheckFailed(value[0])
     finally:
@@ -92,7 +100,10 @@ def _child_main(conn: Connection, database_url: str, keys: KeyRing, supplied: li
         )
         conn.send(("report", report))
     except BaseException as exc:  # noqa: BLE001 - told to the parent in one line
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        if isinstance(exc, Exception) and store.is_unavailable(exc):
+            conn.send(("unavailable", f"{type(exc).__name__}: {exc}"))
+        else:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         store.close()
         conn.close()

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
+from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
 from service.keys.ring import KeyRing
 from service.store.event_store import EventStore
@@ -138,6 +139,18 @@ def test_database_outage_fails_fast_reports_not_serving_and_recovers(databases, 
         with pytest.raises(grpc.RpcError) as err:
             client.status("card-out")
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        pin_message = err.value.details()
+        audit_calls = {
+            "GetCardHistory": lambda: client.audit.GetCardHistory(apb.GetCardHistoryRequest(card_id="card-out"), timeout=30),
+            "QueryEvents": lambda: client.audit.QueryEvents(apb.QueryEventsRequest(), timeout=30),
+            "VerifyIntegrity": lambda: list(client.audit.VerifyIntegrity(apb.VerifyIntegrityRequest(), timeout=30)),
+        }
+        for name, call in audit_calls.items():  # every service tells a client the same, never the driver's text
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE, (name, err.value.details())
+            assert err.value.details() == pin_message, name
+            assert str(proxy.port) not in err.value.details() and "sqlalche" not in err.value.details(), name
         deadline = time.monotonic() + 10
         while client.serving() and time.monotonic() < deadline:
             time.sleep(0.05)
