@@ -34,9 +34,8 @@ log = structlog.get_logger()
 
 class RateLimiter:
     """Admits a call, or raises RateLimited. `rates`: role (the caller's
-    channel) to its policy; a role not there, or None, has no limit."""
-
-    PRUNE_AT = 10_000  # terminals remembered before the idle ones are forgotten
+    channel) to its policy; a role not there, or None, has no limit.
+    `remember`: terminals kept before the idle ones are forgotten."""
 
     def __init__(
         self,
@@ -44,13 +43,15 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
         log_every: float = 60.0,
+        remember: int = 10_000,
     ):
         self.rates = {role: policy for role, policy in rates.items() if policy is not None}
         self.clock = clock
         self.metrics = metrics
         self.log_every = log_every
         self.buckets: dict[str, Bucket] = {}
-        self._prune_at = self.PRUNE_AT
+        self.remember = remember
+        self._prune_at = remember
         # terminal -> (refusals not yet logged, when its last line was written)
         self._refused: dict[str, tuple[int, float]] = {}
 
@@ -92,4 +93,4 @@ class RateLimiter:
             if now - bucket.at >= refill:
                 del self.buckets[terminal]
                 self._refused.pop(terminal, None)
-        self._prune_at = max(self.PRUNE_AT, 2 * len(self.buckets))
+        self._prune_at = max(self.remember, 2 * len(self.buckets))

@@ -81,9 +81,7 @@ def start(db_url, keys, pki, throttle: str = "") -> ThreadedServer:
     """A server with mutual TLS; every role's terminal calls every RPC in
     quick succession, so without request-rate limits (tests/e2e/test_rate_limit.py)."""
     path = pki.access_file(throttle)
-    return ThreadedServer(
-        db_url, keys, clock=OPEN_HOURS, access=load_access_config(path), access_file=path, rates=NO_RATE_LIMITS
-    )
+    return ThreadedServer(db_url, keys, clock=OPEN_HOURS, access=load_access_config(path), access_file=path, rates=NO_RATE_LIMITS)
 
 
 @pytest.fixture
