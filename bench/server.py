@@ -60,6 +60,10 @@ class ServerProcess:
             "PINLIFE_LOG_FORMAT": "json",
         }
         env.pop("PINLIFE_ACCESS_FILE", None)  # plain text on loopback
+        # Development mode has no request-rate limit by default; said here so
+        # that an inherited setting cannot make the bench measure the limiter
+        # (thousands of calls a second from a few thousand terminal ids).
+        env["PINLIFE_RATE_DEVELOPMENT"] = "off"
         if batch_max is not None:
             env["PINLIFE_BATCH_MAX"] = str(batch_max)
         self._log = open(log_path, "wb")

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from service.app.ports import IntegrityViolation, StoreUnavailable
 from service.domain.access import PermissionDenied, Unauthenticated
 from service.domain.errors import AlreadyExists, AtCapacity, DomainError, InvalidInput, NotFound, PreconditionFailed
+from service.domain.rate import RateLimited
 from service.domain.throttle import Throttled
 
 CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
@@ -21,6 +24,7 @@ CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Throttled, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (AtCapacity, grpc.StatusCode.RESOURCE_EXHAUSTED),
     # What the database holds for the card does not authenticate: never acted on.
     (IntegrityViolation, grpc.StatusCode.DATA_LOSS),
@@ -71,6 +75,22 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         )
     elif isinstance(exc, StoreUnavailable):
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": 1})))
+    elif isinstance(exc, RateLimited):
+        # The exact delay until the terminal's next token (often under a second).
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(math.ceil(exc.retry_after.total_seconds() * 1000))
+        status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        status.details.append(
+            _pack(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=f"terminal:{exc.terminal_id}", description=f"request rate of role {exc.role}: {exc.policy}"
+                        )
+                    ]
+                )
+            )
+        )
     elif isinstance(exc, (Throttled, AtCapacity)):
         seconds = max(1, int(exc.retry_after.total_seconds()))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": seconds})))

@@ -10,6 +10,7 @@ are service/bootstrap/serving.py's."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import grpc
@@ -19,11 +20,13 @@ from grpc_reflection.v1alpha import reflection
 from pinlife.v1 import audit_service_pb2, counter_service_pb2, pin_service_pb2, store_service_pb2
 from service.api.audit_servicer import AuditServicer
 from service.api.auth import CertificateAuthenticator, development_caller
+from service.api.rate_limit import RateLimiter
 from service.api.registration import add_servicer
 from service.api.servicers import CounterServicer, Gate, PinServicer, StoreServicer
 from service.app.audit import Audit
 from service.app.service import PinLife
 from service.config.access import AccessConfig
+from service.domain.rate import RatePolicy
 
 if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on
     from service.runtime.metrics import Metrics
@@ -45,7 +48,15 @@ class ListenError(Exception):
 class Endpoint:
     """The gRPC server of one instance, bound; `port` is the one it got."""
 
-    def __init__(self, app: PinLife, audit: Audit, listen: str, access: AccessConfig | None, metrics: Metrics | None):
+    def __init__(
+        self,
+        app: PinLife,
+        audit: Audit,
+        listen: str,
+        access: AccessConfig | None,
+        metrics: Metrics | None,
+        rates: Mapping[str, RatePolicy | None] | None = None,
+    ):
         identify = CertificateAuthenticator(access) if access else development_caller
         self.health = health.aio.HealthServicer()
         self.grpc = grpc.aio.server(
@@ -55,7 +66,11 @@ class Endpoint:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        self.gate = Gate()  # one for every servicer: a stopping server admits no call
+        # One for every servicer: a stopping server admits no call; each
+        # terminal within its role's request rate (on this instance's
+        # monotonic clock, never the service clock, which a test may fix).
+        limiter = RateLimiter(rates, metrics=metrics) if rates and any(rates.values()) else None
+        self.gate = Gate(limiter)
         self.servicers = (
             PinServicer(app, identify, self.gate, metrics),
             CounterServicer(app, identify, self.gate, metrics),
@@ -89,8 +104,15 @@ class Endpoint:
 
 
 def create_server(
-    app: PinLife, audit: Audit, *, listen: str, access: AccessConfig | None = None, metrics: Metrics | None = None
+    app: PinLife,
+    audit: Audit,
+    *,
+    listen: str,
+    access: AccessConfig | None = None,
+    metrics: Metrics | None = None,
+    rates: Mapping[str, RatePolicy | None] | None = None,
 ) -> Endpoint:
     """The gRPC server of an instance, its servicers registered and its
-    address bound (ListenError if it cannot be)."""
-    return Endpoint(app, audit, listen, access, metrics)
+    address bound (ListenError if it cannot be); `rates`: each role's
+    request rate (Settings.rates(); none: no limit)."""
+    return Endpoint(app, audit, listen, access, metrics, rates)

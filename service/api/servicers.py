@@ -23,6 +23,7 @@ from pinlife.v1 import store_service_pb2_grpc as store_grpc
 from service.api import mapping
 from service.api.auth import development_caller
 from service.api.errors import code_for, to_status
+from service.api.rate_limit import RateLimiter
 from service.api.registration import Undecodable
 from service.app.handlers import Caller
 from service.app.ports import StoreUnavailable
@@ -44,6 +45,7 @@ from service.domain.commands import (
 )
 from service.domain.errors import DomainError, FieldViolation, InvalidInput
 from service.domain.outcomes import CheckResult, ProxyResult
+from service.domain.rate import RateLimited
 from service.runtime import logs
 
 if TYPE_CHECKING:
@@ -61,9 +63,12 @@ _Resp = TypeVar("_Resp")
 
 
 async def _admit(self, request, context: grpc.aio.ServicerContext, full_name: str) -> Caller:
-    """Who calls, and whether their role may call this RPC (a refusal is recorded)."""
+    """Who calls, whether it is within its request rate (refused unrecorded:
+    rate_limit.py), and whether its role may call this RPC (a refusal is recorded)."""
     caller: Caller = self.identify(context)
     logs.bind_context(terminal=caller.terminal_id, channel=caller.channel)
+    if self.gate.limiter is not None:
+        self.gate.limiter.admit(caller)  # over its rate: RateLimited, before any other work
     try:
         authorize(full_name, caller.role)
     except PermissionDenied:
@@ -97,7 +102,8 @@ def _log_call(
     if (context.cancelled() or not ended) and failure is None:
         code = "CANCELLED"
     seconds = time.perf_counter() - started
-    log.info("rpc", status=code, duration_ms=round(seconds * 1000, 3))
+    if not isinstance(failure, RateLimited):  # those are counted, and logged per terminal and minute (rate_limit.py)
+        log.info("rpc", status=code, duration_ms=round(seconds * 1000, 3))
     if self.metrics is not None:
         self.metrics.rpc(full_name, code, seconds)
 
@@ -106,13 +112,15 @@ STOPPING = "the server is stopping; nothing was done: retry (another instance)"
 
 
 class Gate:
-    """The calls a server admits: every call while it serves; none once it
+    """The calls a server admits: every call while it serves, within its
+    terminal's request rate (`limiter`, none: no limit); none once it
     stops (UNAVAILABLE, nothing done, before gRPC's own shutdown could
     cancel a call mid-way), while those in flight finish."""
 
-    def __init__(self) -> None:
+    def __init__(self, limiter: RateLimiter | None = None) -> None:
         self.closed = False
         self.in_flight = 0
+        self.limiter = limiter
 
     async def drained(self, timeout: float) -> bool:
         """Close, then wait (up to timeout) until no admitted call runs."""

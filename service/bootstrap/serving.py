@@ -36,7 +36,12 @@ class Server:
         self.instance = Instance(settings, keys, clock, access, policy)
         try:
             self.endpoint = create_server(
-                self.instance.app, self.instance.audit, listen=settings.listen, access=access, metrics=self.instance.metrics
+                self.instance.app,
+                self.instance.audit,
+                listen=settings.listen,
+                access=access,
+                metrics=self.instance.metrics,
+                rates=settings.rates(),
             )
         except ListenError:
             self.instance.close()

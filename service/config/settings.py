@@ -22,7 +22,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from service.domain.access import Role
 from service.domain.lawful import CLOCK_TOLERANCE
+from service.domain.rate import DEFAULT_RATES, RATE_FORMAT, RatePolicy, format_rate, parse_rate
 from service.runtime.clock import ClockSettingError, ServiceClock
 
 DEFAULT_DATABASE_URL = "sqlite:///var/pinlife.db"
@@ -69,6 +71,14 @@ def _one_of(*allowed: str) -> Callable[[Any], str | None]:
 
 def _at_least(low: float) -> Callable[[Any], str | None]:
     return lambda v: None if v >= low else f"must be at least {low:g}"
+
+
+def _rate(v: str) -> str | None:
+    try:
+        parse_rate(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _address(optional: bool = False) -> Callable[[Any], str | None]:
@@ -118,6 +128,11 @@ KEYS: tuple[Key, ...] = (
         "how far instances' clocks may differ before history is judged unlawful",
         _at_least(0),
     ),
+    # One request rate per role (service/domain/rate.py): [rate] rate_medical_reader, ...
+    *(
+        Key("rate", f"rate_{role.value}", str, f"request rate per {role.value} terminal per instance: {RATE_FORMAT}", _rate)
+        for role in Role
+    ),
 )
 
 
@@ -144,6 +159,15 @@ class Settings:
     max_watchers: int = 128
     max_watchers_per_terminal: int = 4
     clock_skew_seconds: float = CLOCK_TOLERANCE.total_seconds()
+    rate_medical_reader: str = format_rate(DEFAULT_RATES[Role.MEDICAL_READER])
+    rate_convenience_store: str = format_rate(DEFAULT_RATES[Role.CONVENIENCE_STORE])
+    rate_smartphone_app: str = format_rate(DEFAULT_RATES[Role.SMARTPHONE_APP])
+    rate_self_service: str = format_rate(DEFAULT_RATES[Role.SELF_SERVICE])
+    rate_ward_office: str = format_rate(DEFAULT_RATES[Role.WARD_OFFICE])
+    rate_special_center: str = format_rate(DEFAULT_RATES[Role.SPECIAL_CENTER])
+    rate_auditor: str = format_rate(DEFAULT_RATES[Role.AUDITOR])
+    rate_call_center: str = format_rate(DEFAULT_RATES[Role.CALL_CENTER])
+    rate_development: str = format_rate(DEFAULT_RATES[Role.DEVELOPMENT])
     # The [access] tables given in the configuration file itself, and the
     # folder their relative paths are taken from.
     access_tables: dict[str, Any] | None = field(default=None, compare=False, repr=False)
@@ -165,6 +189,10 @@ class Settings:
     def listen_host(self) -> str:
         host, _, _ = self.listen.rpartition(":")
         return host.strip("[]")
+
+    def rates(self) -> dict[str, RatePolicy | None]:
+        """Each role's request rate (its channel name to its policy; None: no limit)."""
+        return {role.value: parse_rate(getattr(self, f"rate_{role.value}")) for role in Role}
 
     def service_clock(self) -> ServiceClock:
         return ServiceClock.parse(self.clock)

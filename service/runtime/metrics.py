@@ -17,6 +17,7 @@ procedures, so the series are few and hold nothing personal.
     pinlife_store_pool_connections{engine, state}           reader | writer; in_use | idle
     pinlife_watch_subscribers                               WatchEvents streams open
     pinlife_watch_lag_seconds                               histogram: an event's time to its delivery
+    pinlife_rate_limited_total{channel}                     calls refused over their terminal's request rate
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ class Metrics:
         self.watch_subscribers = Gauge("pinlife_watch_subscribers", "WatchEvents streams open.", registry=r)
         self.watch_lag = Histogram(
             "pinlife_watch_lag_seconds", "From an event's time to its delivery to a watcher.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.rate_limited = Counter(
+            "pinlife_rate_limited",
+            "Calls refused (RESOURCE_EXHAUSTED, nothing done) over their terminal's request rate, by role.",
+            ("channel",),
+            registry=r,
         )
         for kind in ("stalled", "died"):
             self.writer_failures.labels(kind)  # present at 0 from the start

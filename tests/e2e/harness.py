@@ -25,10 +25,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pinlife.v1 import audit_service_pb2_grpc, counter_service_pb2_grpc, pin_service_pb2_grpc, store_service_pb2_grpc
 from service.bootstrap.serving import Server
 from service.config.settings import Settings
+from service.domain.access import Role
 from service.runtime.clock import system_clock
 from tests.rpc import Calls, development_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# No request-rate limit for any role ([rate] settings): for the tests that
+# flood one terminal to measure what lies behind the limit (the throttle, the
+# aggregated refusals); the limit itself: tests/e2e/test_rate_limit.py.
+NO_RATE_LIMITS: dict[str, str] = {f"rate_{role.value}": "off" for role in Role}
+NO_RATE_LIMITS_ENV: dict[str, str] = {f"PINLIFE_RATE_{role.value.upper()}": "off" for role in Role}
 
 
 class WithMetadata:
@@ -88,12 +95,14 @@ class ThreadedServer:
         settings: Settings | None = None,
         batch_deadline: float | None = None,
         health_interval: float = 1.0,
+        rates: Mapping[str, str] | None = None,
     ):
         """A server on `database_url` with test settings, or with `settings`
         as given (its clock then comes from them unless `clock` is given).
         batch_deadline (the settings' default unless given) and
         health_interval (how often health looks at the store and the writer):
-        shorter for a test that waits on them."""
+        shorter for a test that waits on them. rates: request rates by
+        setting name (NO_RATE_LIMITS: none)."""
         if settings is None:
             clock = clock or system_clock
             # The thread writer unless a test is about the writer process (which
@@ -110,6 +119,8 @@ class ThreadedServer:
             )
         if batch_deadline is not None:
             settings = replace(settings, batch_deadline_seconds=batch_deadline)
+        if rates is not None:  # [rate] settings by name: rate_<role> = "2/s burst 5" | "off"
+            settings = replace(settings, **rates)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="e2e-server", daemon=True)
         self.thread.start()

@@ -24,7 +24,7 @@ from service.domain.access import COUNTERS, RPC_ROLES, Role
 from service.domain.streams import terminal_stream
 from service.runtime.clock import ServiceClock
 from tests.clock import FakeClock
-from tests.e2e.harness import Client, ThreadedServer
+from tests.e2e.harness import NO_RATE_LIMITS, Client, ThreadedServer
 from tests.keys import INTEGRITY
 from tests.rpc import CALLS, CALLS_AT, SIGNATURE, USER, field_violations, precondition_violations
 
@@ -81,8 +81,10 @@ def pki(tmp_path):
 
 
 def start(db_url, keys, pki, throttle: str = "") -> ThreadedServer:
+    """A server with mutual TLS; every role's terminal calls every RPC in
+    quick succession, so without request-rate limits (tests/e2e/test_rate_limit.py)."""
     path = pki.access_file(throttle)
-    return ThreadedServer(db_url, keys, clock=OPEN_HOURS, access=load_access_config(path), access_file=path)
+    return ThreadedServer(db_url, keys, clock=OPEN_HOURS, access=load_access_config(path), access_file=path, rates=NO_RATE_LIMITS)
 
 
 @pytest.fixture

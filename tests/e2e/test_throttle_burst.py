@@ -36,7 +36,7 @@ from service.domain.streams import terminal_stream
 from service.store.event_store import EventStore
 from tests.clock import FakeClock
 from tests.conftest import make_key_file
-from tests.e2e.harness import ROOT, Client, ThreadedServer, free_port
+from tests.e2e.harness import NO_RATE_LIMITS, NO_RATE_LIMITS_ENV, ROOT, Client, ThreadedServer, free_port
 from tests.keys import INTEGRITY
 from tests.rpc import CALLS_AT, retry_seconds
 
@@ -110,7 +110,7 @@ def client_for(target: str, pki: Pki, name: str) -> Client:
 
 def threaded(url: str, keys, pki: Pki, clock, **throttle) -> ThreadedServer:
     path = pki.access_file(**throttle)
-    return ThreadedServer(url, keys, clock=clock, access=load_access_config(path), access_file=path)
+    return ThreadedServer(url, keys, clock=clock, access=load_access_config(path), access_file=path, rates=NO_RATE_LIMITS)
 
 
 class TlsProcesses:
@@ -130,6 +130,7 @@ class TlsProcesses:
                 "PINLIFE_ACCESS_FILE": str(access_file),
                 "PINLIFE_CLOCK": "start:2026-12-01T10:00:00+09:00",
                 "PINLIFE_LOG_FORMAT": "json",
+                **NO_RATE_LIMITS_ENV,  # bursts past any request rate: the throttle's bound is measured
             }
             log = open(folder / f"server-{i}.log", "wb")
             self.logs.append(log)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import grpc
 
 from service.api.auth import development_caller
+from service.api.rate_limit import RateLimiter
 from service.api.servicers import CounterServicer, Gate, PinServicer, StoreServicer
 from service.app.handlers import Caller
 from service.bootstrap.instance import make_app
@@ -97,7 +98,8 @@ def policy(clock: FakeClock, throttle: ThrottlePolicy = ThrottlePolicy()) -> Pol
 class Service:
     """A PinLife over a FakeStore and the servicers of its endpoint, started
     (close() stops it). `identify` names the caller of each call from its
-    context (by default the development headers, as a server without TLS)."""
+    context (by default the development headers, as a server without TLS);
+    `limiter`: the request rates its gate applies (none: no limit)."""
 
     def __init__(
         self,
@@ -107,13 +109,14 @@ class Service:
         store: FakeStore | None = None,
         keys: KeyRing = KEYS,
         identify: Callable[[Context], Caller] = development_caller,
+        limiter: RateLimiter | None = None,
     ):
         self.clock = clock
         self.store = store if store is not None else FakeStore()
         self.loop = asyncio.new_event_loop()
         self.app = make_app(self.store, keys, clock, rules or policy(clock), writer="thread")
         self.loop.run_until_complete(self.app.start())
-        gate = Gate()
+        gate = Gate(limiter)
         self.servicers = {
             "pins": PinServicer(self.app, identify, gate),
             "counter": CounterServicer(self.app, identify, gate),

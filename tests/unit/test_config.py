@@ -12,6 +12,8 @@ import pytest
 
 from service.config.access import AccessConfigError, access_from_settings
 from service.config.settings import KEYS, ConfigError, from_env, load
+from service.domain.access import Role
+from service.domain.rate import DEFAULT_RATES, RatePolicy
 
 
 def test_defaults_are_a_loopback_development_server_with_the_writer_process():
@@ -108,6 +110,26 @@ def test_a_variable_overrides_its_key_and_paths_in_the_file_are_from_its_folder(
     assert (s.batch_max, s.key_file) == (8, Path("rel/keys.json"))  # a variable's path is the caller's
 
 
+def test_request_rates_per_role_from_the_file_and_the_environment(tmp_path):
+    f = tmp_path / "pinlife.toml"
+    f.write_text('[rate]\nrate_medical_reader = "2/s burst 5"\nrate_auditor = "off"\n')
+    s = load({"PINLIFE_RATE_CALL_CENTER": "30/h burst 3"}, path=f)
+    rates = s.rates()
+    assert rates["medical_reader"] == RatePolicy(2.0, 5)
+    assert rates["auditor"] is None  # off: no limit
+    assert rates["call_center"] == RatePolicy(30 / 3600, 3)
+    assert rates["ward_office"] == DEFAULT_RATES[Role.WARD_OFFICE]
+    assert rates["development"] is None  # development mode: off unless set
+    assert load({}, path=EXAMPLE).rates() == {r.value: DEFAULT_RATES[r] for r in Role}  # the example shows the defaults
+    with pytest.raises(ConfigError) as err:
+        load({"PINLIFE_RATE_KIOSK": "x", "PINLIFE_RATE_SELF_SERVICE": "fast", "PINLIFE_RATE_AUDITOR": "0/s burst 1"})
+    assert sorted(err.value.problems) == [
+        "PINLIFE_RATE_AUDITOR ([rate] rate_auditor) needs a positive rate and a burst of at least 1, not '0/s burst 1'",
+        'PINLIFE_RATE_SELF_SERVICE ([rate] rate_self_service) must be "N/s|min|h burst B" (e.g. "12/min burst 20") '
+        "or \"off\", not 'fast'",
+    ]
+
+
 def test_every_problem_is_reported_at_once_each_naming_its_key(tmp_path):
     f = tmp_path / "pinlife.toml"
     f.write_text('[server]\nlisten = "0.0.0.0:1"\nmetrics_listen = 5\ngrace_seconds = "x"\n[store]\nwriterr = "x"\n[bogus]\n')
@@ -115,7 +137,7 @@ def test_every_problem_is_reported_at_once_each_naming_its_key(tmp_path):
         load({"PINLIFE_BATCH_MAX": "0"}, path=f)
     assert sorted(err.value.problems) == sorted(
         [
-            "[bogus]: unknown section (one of access, audit, keys, procedures, server, store)",
+            "[bogus]: unknown section (one of access, audit, keys, procedures, rate, server, store)",
             "PINLIFE_METRICS_LISTEN ([server] metrics_listen) must be a string, not 5",
             "PINLIFE_GRACE_SECONDS ([server] grace_seconds) must be a number, not 'x'",
             "PINLIFE_BATCH_MAX ([store] batch_max) must be at least 1",
