@@ -73,6 +73,16 @@ class PinLife:
         this every second; a writer process that died cannot)."""
         return await self.writer.alive()
 
+    @property
+    def writes_failing(self) -> bool:
+        """Every command of the last batch failed for no decided reason (a
+        full disk, a read-only database): health then probes a write."""
+        return self.writer.writes_failing
+
+    def writes_recovered(self) -> None:
+        """A write committed again (health's probe): the writer's batches may succeed."""
+        self.writer.writes_failing = False
+
     @overload
     async def execute(self, cmd: VerifyPin | ChangePin, caller: Caller) -> Answer[CheckOutcome]: ...
     @overload

@@ -24,7 +24,8 @@ import structlog
 
 from service.app.batch import Item, Result
 from service.app.handlers import Caller
-from service.app.ports import StoreUnavailable
+from service.app.ports import IntegrityViolation, StoreUnavailable
+from service.domain.errors import DomainError
 
 log = structlog.get_logger()
 
@@ -40,6 +41,9 @@ BATCH_DEADLINE = 2.0
 STALLED_BATCH = "the database did not answer within {deadline:g} s; the outcome is unknown: retry with the same request id"
 NOT_ANSWERING = "the database is not answering; nothing was written: retry"
 WRITER_STOPPED = "the writer stopped; the outcome is unknown: retry with the same request id"
+# Results that are answers (decided, or the database unreachable, which health
+# learns by its own ping): anything else failing a whole batch is a write failure.
+ANSWERED = (DomainError, StoreUnavailable, IntegrityViolation)
 
 
 class Runner(Protocol):
@@ -100,6 +104,12 @@ class GroupCommitWriter:
         # results and seconds from hand-off to commit; each stall.
         self.on_batch: list[Callable[[list[Item], list[Result], float], None]] = []
         self.on_stall: list[Callable[[], None]] = []
+        # Every command of the last batch failed for a reason that is not a
+        # decided answer (a full disk, a read-only database ...): health asks
+        # the store for a write that changes nothing until one commits again
+        # (service/bootstrap/serving.py). Cleared by a batch that commits, or
+        # by that probe.
+        self.writes_failing = False
 
     # -- asyncio side ------------------------------------------------------
     async def start(self) -> None:
@@ -206,6 +216,7 @@ class GroupCommitWriter:
                 self._deadline = None
         if self._stalled_since is None:
             self._answer(batch, results)
+            self._note_failures(results)
             self._batch_done()
             if self.on_batch:
                 seconds = loop.time() - started
@@ -226,6 +237,15 @@ class GroupCommitWriter:
             store_unavailable=sum(isinstance(r, StoreUnavailable) for r in results),
         )
         return True  # a stop's end marker, if any, is still in the queue
+
+    def _note_failures(self, results: list[Result]) -> None:
+        failed = [r for r in results if isinstance(r, BaseException) and not isinstance(r, ANSWERED)]
+        if results and len(failed) == len(results):
+            if not self.writes_failing:
+                log.error("writes_failing", error=type(failed[0]).__name__, commands=len(results))
+            self.writes_failing = True
+        elif len(failed) < len(results):
+            self.writes_failing = False
 
     def _stall_after_a_turn(self, batch: list[Queued], started: float) -> None:
         """At the deadline: a result that came back in this same turn of the

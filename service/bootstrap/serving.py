@@ -56,9 +56,11 @@ class Server:
         return self.instance.metrics_port
 
     async def _watch_store(self, interval: float) -> None:
-        """Health follows the database and the writer: NOT_SERVING while the
-        database cannot be reached (SERVING again by itself once it can), or
-        once the writer process has died (the server is then stopping)."""
+        """Health follows the database and the write path: NOT_SERVING while
+        the database cannot be reached, or while writes cannot commit (every
+        command of a batch failed, and a write that changes nothing fails too:
+        a full disk, a read-only database), SERVING again by itself once they
+        can; or once the writer process has died (the server is then stopping)."""
         loop = asyncio.get_running_loop()
         serving = True
         ping: asyncio.Future | None = None
@@ -79,6 +81,15 @@ class Server:
                 ok = False
                 if serving:
                     log.warning("writer_unavailable")
+            if ok and self.instance.app.writes_failing:  # batches fail: does a write commit now?
+                try:
+                    await asyncio.wait_for(loop.run_in_executor(None, self.store.probe_write), timeout=interval * 2)
+                    self.instance.app.writes_recovered()
+                    log.info("writes_commit_again")
+                except Exception as exc:  # noqa: BLE001 - a write that cannot commit: not serving
+                    ok = False
+                    if serving:
+                        log.warning("writes_fail", error=type(exc).__name__)
             if ok != serving:
                 serving = ok
                 await self.endpoint.set_health(ok)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
 from service.keys.ring import IntegrityKeys
 from service.store import errors
@@ -28,7 +28,7 @@ from service.store.hot_sql import HotSql
 from service.store.integrity import IntegrityReader
 from service.store.reads import Begin, CardReader, LogReader
 from service.store.records import utc
-from service.store.tables import MAIN_LOG, Log, requests
+from service.store.tables import MAIN_LOG, Log, log_head, requests
 from service.store.unit_of_work import UnitOfWork
 
 
@@ -72,6 +72,14 @@ class EventStore(StoreView):
         """Raises if the database cannot be reached (health checking)."""
         with self.reader.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
+
+    def probe_write(self) -> None:
+        """Raises if a write cannot commit now (a full disk, a read-only
+        database): one update that changes nothing, asked by health checking
+        only while the writer's batches fail (service/bootstrap/serving.py)."""
+        with self.writer.begin() as conn:
+            head = log_head.c.id == MAIN_LOG.head_id
+            conn.execute(update(log_head).where(head).values(position=log_head.c.position))
 
     def close(self) -> None:
         self.writer.dispose()

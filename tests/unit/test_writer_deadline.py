@@ -254,3 +254,47 @@ def test_a_writer_cancelled_with_a_batch_in_flight_answers_it_unavailable():
             return runner
 
     assert asyncio.run(scenario()).stopped
+
+
+class FailingRunner(GatedRunner):
+    """Every command of a batch fails as a full disk makes it fail (the
+    writer process hands such errors over as WriterFailure), or is decided."""
+
+    def __init__(self):
+        super().__init__()
+        self.answer: object = None  # None: answered; else what every command gets
+
+    async def run(self, items):
+        self.batches.append([cmd for cmd, _ in items])
+        return [self.answer or ("done", cmd) for cmd, _ in items]
+
+
+def test_a_batch_whose_every_command_fails_undecided_marks_writes_failing_until_one_commits():
+    from service.app.writer_process import WriterFailure
+    from service.domain.errors import PreconditionFailed, PreconditionViolation
+
+    async def scenario():
+        runner = FailingRunner()
+        seen = []
+        async with started(runner) as writer:
+            runner.answer = WriterFailure("OperationalError")  # "database or disk is full"
+            with pytest.raises(WriterFailure):
+                await writer.submit("a", CALLER)
+            seen.append(writer.writes_failing)
+            runner.answer = PreconditionFailed(PreconditionViolation("OUT_OF_HOURS", "offices/x", "closed"))
+            with pytest.raises(PreconditionFailed):  # a decided refusal is an answer its batch committed
+                await writer.submit("b", CALLER)
+            seen.append(writer.writes_failing)
+            runner.answer = WriterFailure("OperationalError")
+            with pytest.raises(WriterFailure):
+                await writer.submit("a2", CALLER)
+            runner.answer = None
+            await writer.submit("c", CALLER)
+            seen.append(writer.writes_failing)
+            runner.answer = StoreUnavailable("the database is unavailable")  # health's ping covers an outage
+            with pytest.raises(StoreUnavailable):
+                await writer.submit("d", CALLER)
+            seen.append(writer.writes_failing)
+        return seen
+
+    assert asyncio.run(scenario()) == [True, False, False, False]
