@@ -83,6 +83,11 @@ def precondition_violations(err: grpc.RpcError) -> list[error_details_pb2.Precon
     return out
 
 
+def replayed_refusal(err: grpc.RpcError) -> bool:
+    """Whether an error is a kept refusal replayed to a retry of its request id."""
+    return ("x-pinlife-replayed", "true") in [(m[0], m[1]) for m in err.trailing_metadata() or ()]
+
+
 def retry_seconds(err: grpc.RpcError) -> int:
     """The RetryInfo delay an error carries (UNAVAILABLE, RESOURCE_EXHAUSTED)."""
     for detail in rpc_status.from_call(err).details:

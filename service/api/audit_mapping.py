@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import audit_service_pb2 as apb
 from service.api import mapping
-from service.domain.audit import Counts, Filter, Granularity, Order, Outcome, Statistics, outcome_of
+from service.domain.audit import MAX_FILTER_VALUES, Counts, Filter, Granularity, Order, Outcome, Statistics, outcome_of
 from service.domain.errors import FieldViolation, InvalidInput
 from service.domain.events import EVENT_TYPES
 from service.domain.integrity import Report
@@ -70,7 +70,17 @@ def time(ts: Timestamp, present: bool, field_name: str) -> datetime | None:
         raise InvalidInput(FieldViolation(field_name, "is not a valid time (seconds or nanos out of range)")) from None
 
 
+FILTER_LISTS = ("event_types", "channels", "outcomes")
+
+
 def event_filter(f: apb.EventFilter, stream_kind: int = apb.STREAM_KIND_UNSPECIFIED, prefix: str = "filter") -> Filter:
+    # Each list is bounded as sent, repeats included (the Filter keeps its values once each).
+    if too_long := [
+        FieldViolation(f"{prefix}.{name}", f"at most {MAX_FILTER_VALUES} values (sent: {len(getattr(f, name))}, repeats count)")
+        for name in FILTER_LISTS
+        if len(getattr(f, name)) > MAX_FILTER_VALUES
+    ]:
+        raise InvalidInput(too_long)
     outcomes = frozenset(_known(OUTCOME_TO_DOMAIN, o, f"{prefix}.outcomes") for o in f.outcomes)
     pin_type = None
     if f.pin_type:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import collections
 import math
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from service.app.ports import IntegrityViolation, StoreUnavailable
 from service.domain.access import PermissionDenied, Unauthenticated
@@ -29,6 +31,13 @@ CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     # What the database holds for the card does not authenticate: never acted on.
     (IntegrityViolation, grpc.StatusCode.DATA_LOSS),
 ]
+
+
+REPLAYED = "x-pinlife-replayed"  # trailing metadata of a kept refusal replayed to a retry of its request id
+
+
+class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    pass
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode:
@@ -94,4 +103,14 @@ def to_status(exc: BaseException) -> status_pb2.Status:
     elif isinstance(exc, (Throttled, AtCapacity)):
         seconds = max(1, int(exc.retry_after.total_seconds()))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": seconds})))
+    return status
+
+
+def grpc_status(exc: BaseException) -> grpc.Status:
+    """What the call ends with: the code, message and google.rpc details of
+    to_status; a replayed refusal (DomainError.replayed) as it was first
+    given, with `x-pinlife-replayed: true` in its trailing metadata."""
+    status = rpc_status.to_status(to_status(exc))
+    if isinstance(exc, DomainError) and exc.replayed:
+        return _Status(status.code, status.details, (*status.trailing_metadata, (REPLAYED, "true")))
     return status

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import structlog
-from grpc_status import rpc_status
 
 from pinlife.v1 import counter_service_pb2 as counter_pb
 from pinlife.v1 import counter_service_pb2_grpc as counter_grpc
@@ -22,7 +21,7 @@ from pinlife.v1 import store_service_pb2 as store_pb
 from pinlife.v1 import store_service_pb2_grpc as store_grpc
 from service.api import mapping
 from service.api.auth import development_caller
-from service.api.errors import code_for, to_status
+from service.api.errors import code_for, grpc_status
 from service.api.rate_limit import RateLimiter
 from service.api.registration import Undecodable
 from service.app.handlers import Caller
@@ -162,7 +161,7 @@ def rpc(
             finally:
                 gate.in_flight -= 1
                 _log_call(self, full_name, started, failure, context)
-            await context.abort_with_status(rpc_status.to_status(to_status(failure)))
+            await context.abort_with_status(grpc_status(failure))
 
         return wrapper
 
@@ -201,7 +200,7 @@ def rpc_stream(
             finally:
                 _log_call(self, full_name, started, failure, context, ended)
             if failure is not None:
-                await context.abort_with_status(rpc_status.to_status(to_status(failure)))
+                await context.abort_with_status(grpc_status(failure))
 
         return wrapper
 

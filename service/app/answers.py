@@ -3,10 +3,15 @@
 Each kind of outcome has one codec in CODECS. A replayed answer never
 carries a secret: an inquiry's one-time code is given once and stored as a
 keyed hash only, so its stored answer has no code.
+
+A refusal the rules decided (and recorded) is a kept answer too: its error
+in the same stored form (kind "refused", KEPT_REFUSALS), MACed like any
+other, raised again to a retry with `replayed` set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +20,15 @@ from typing import Any, Generic, TypeVar, overload
 
 from service.domain.calendar import Opening
 from service.domain.commands import CardCommand, CompleteProxyReset
+from service.domain.errors import (
+    AlreadyExists,
+    DomainError,
+    FieldViolation,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    PreconditionViolation,
+)
 from service.domain.outcomes import (
     CardStatusChanged,
     CheckOutcome,
@@ -192,3 +206,42 @@ def encode(outcome: Outcome) -> dict[str, Any]:
 
 def decode(data: dict[str, Any]) -> Outcome:
     return _BY_KIND[data["kind"]].decode(data)
+
+
+# The refusals a decision may end in that are kept for their request id, by
+# stored name: the error's class and the class of its violations (None: a
+# message only). Others (throttling, capacity: nothing was decided, the
+# answer depends on when it is asked) are never kept.
+KEPT_REFUSALS: dict[str, tuple[type[DomainError], type[Any] | None]] = {
+    "failed_precondition": (PreconditionFailed, PreconditionViolation),
+    "invalid_argument": (InvalidInput, FieldViolation),
+    "not_found": (NotFound, None),
+    "already_exists": (AlreadyExists, None),
+}
+_REFUSAL_NAMES = {cls: name for name, (cls, _) in KEPT_REFUSALS.items()}
+REFUSED = "refused"
+
+
+def encode_refusal(error: DomainError) -> dict[str, Any] | None:
+    """A refusal in its stored form, or None when it is not kept."""
+    name = _REFUSAL_NAMES.get(type(error))
+    if name is None:
+        return None
+    data: dict[str, Any] = {"kind": REFUSED, "error": name, "message": str(error)}
+    if KEPT_REFUSALS[name][1] is not None:
+        data["violations"] = [list(dataclasses.astuple(v)) for v in getattr(error, "violations", ())]
+    return data
+
+
+def decode_refusal(data: dict[str, Any]) -> DomainError | None:
+    """The kept refusal, marked replayed (its message and details as first
+    given, not rebuilt), or None when a success was kept."""
+    if data.get("kind") != REFUSED:
+        return None
+    cls, violation = KEPT_REFUSALS[data["error"]]
+    error = cls.__new__(cls)
+    Exception.__init__(error, data["message"])
+    if violation is not None:
+        error.__dict__["violations"] = [violation(*v) for v in data["violations"]]
+    error.replayed = True
+    return error

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, get_args
 
 import structlog
 
-from service.app.answers import Answer, command_name, decode, encode, fingerprint, fresh_pins
+from service.app.answers import Answer, command_name, decode, decode_refusal, encode, encode_refusal, fingerprint, fresh_pins
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
 from service.domain import throttle
 from service.domain.access import Role
@@ -103,12 +103,16 @@ def _new_code() -> str:
 
 
 def replay(prior: StoredRequest, cmd: CardCommand, fp: str, deps: Deps) -> Answer[Outcome]:
-    """The answer kept for a retry of the same request, within the replay window."""
+    """The answer kept for a retry of the same request, within the replay
+    window; a kept refusal is raised again (the id stays bound to its first
+    request, even if the retry would now be allowed)."""
     if prior.fingerprint != fp:
         raise InvalidInput(FieldViolation("request_id", "was already used by this terminal for a different request"))
     if prior.created_at is not None and deps.now - prior.created_at > deps.policy.replay_window:
         hours = int(deps.policy.replay_window.total_seconds() // 3600)
         raise InvalidInput(FieldViolation("request_id", f"was used more than {hours} h ago; send a new request id"))
+    if (refused := decode_refusal(prior.outcome)) is not None:
+        raise refused
     outcome = decode(prior.outcome)
     return Answer(outcome, prior.stream_version, replayed=True, pins=fresh_pins(cmd, outcome, prior.stream_version))
 
@@ -166,8 +170,13 @@ def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps:
         terminal_events += count_failure(uow, caller, cmd.card_id, deps)
     if terminal_events:
         uow.append_terminal(caller.terminal_id, terminal_events, env)
-    if decision.error is not None:
-        raise decision.error  # the refusal is recorded; no answer is kept, a retry is decided afresh
+    if decision.error is not None:  # the refusal is recorded, and kept: a retry replays it
+        if (refusal := encode_refusal(decision.error)) is not None:
+            kept_refusal = StoredRequest(
+                caller.terminal_id, cmd.request_id, cmd.card_id, command_name(cmd), fp, refusal, new_state.version
+            )
+            uow.remember(kept_refusal, deps.now)
+        raise decision.error
     for pin_type, pin in {**rekey, **decision.new_pins}.items():
         ref = SecretRef.pin(cmd.card_id, pin_type)
         uow.set_secret(ref, deps.keys.make(ref, pin))

@@ -11,6 +11,10 @@ from typing import Any
 class DomainError(Exception):
     """Base of the errors a caller can cause. Messages never carry a PIN."""
 
+    # A refusal kept for its request id and replayed to a retry (service/app/answers.py):
+    # the same code, message and details as the first time, marked x-pinlife-replayed.
+    replayed: bool = False
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as message and attributes, whatever the subclass's
         # __init__ takes: errors come back from the writer process.

@@ -170,6 +170,28 @@ def test_history_refuses_bad_requests_with_the_field_named(reader, auditor):
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_a_filter_list_is_bounded_as_sent_repeats_included(reader, auditor):
+    """More than 50 values in one list is INVALID_ARGUMENT naming the field,
+    counted as sent: 51 copies of one event type too (docs/audit.md)."""
+    lock_user_pin(reader, "card-H4")
+    audit = auditor.audit
+    repeated = {
+        "filter.event_types": apb.EventFilter(event_types=["PinLocked"] * 51),
+        "filter.channels": apb.EventFilter(channels=["medical_reader"] * 51),
+        "filter.outcomes": apb.EventFilter(outcomes=[apb.EVENT_OUTCOME_LOCKED] * 51),
+    }
+    for name, too_long in repeated.items():
+        for method, request in (
+            (audit.QueryEvents, apb.QueryEventsRequest(filter=too_long)),
+            (audit.GetCardHistory, apb.GetCardHistoryRequest(card_id="card-H4", filter=too_long)),
+        ):
+            found = invalid(lambda method=method, request=request: method(request, timeout=10))
+            assert set(found) == {name} and "at most 50 values" in found[name], found
+    at_limit = apb.EventFilter(event_types=["PinLocked"] * 50, outcomes=[apb.EVENT_OUTCOME_LOCKED] * 50)
+    page = audit.GetCardHistory(apb.GetCardHistoryRequest(card_id="card-H4", filter=at_limit), timeout=10)
+    assert [e.event_type for e in page.events] == ["PinLocked"]
+
+
 def test_query_events_across_cards_and_terminal_streams(server, reader, auditor):
     for i in range(3):
         lock_user_pin(reader, f"card-Q{i}")

@@ -21,6 +21,8 @@ from service.app.ports import IntegrityViolation, StoreUnavailable
 from service.app.writer import GroupCommitWriter
 from service.app.writer_process import ProcessRunner
 from service.bootstrap.writer_store import WriterStore
+from service.domain.commands import ResetPin
+from service.domain.documents import Applicant, DocumentType
 from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, PreconditionFailed, PreconditionViolation
 from service.domain.outcomes import CheckResult
 from service.domain.policy import Policy
@@ -74,6 +76,31 @@ def test_answers_and_domain_errors_cross_the_process_boundary(store, keys):
     assert isinstance(reused, InvalidInput) and [v.field for v in reused.violations] == ["request_id"]
     assert replay.replayed and replay.outcome == ok.outcome
     assert [e.event_type for e in store.log.stream("card-p")] == ["CardEnrolled", "PinVerified", "PinVerificationFailed"]
+    assert_consistent(store)
+
+
+def test_a_kept_refusal_is_stored_and_replayed_across_the_process_boundary(store, keys):
+    """A refused reset (the holder's card not recorded) is kept in the store,
+    MACed, and raised again to a retry marked replayed, even with the
+    documents now complete; nothing more appended."""
+    refused = ResetPin.create("reset-kept-1", "card-p", USER, "5555", Applicant.HOLDER, [], False, None)
+    complete = ResetPin.create(
+        "reset-kept-1", "card-p", USER, "5555", Applicant.HOLDER, [(DocumentType.MY_NUMBER_CARD, "")], False, None
+    )
+
+    async def scenario():
+        async with running_writer(store, keys) as writer:
+            await gather(writer, enroll("card-p"))
+            [first] = await gather(writer, refused)
+        async with running_writer(store, keys) as writer:  # a fresh process: read back from the store
+            return first, *(await gather(writer, refused, complete))
+
+    first, again, with_documents = run_async(scenario())
+    assert isinstance(first, PreconditionFailed) and not first.replayed
+    for replayed in (again, with_documents):
+        assert isinstance(replayed, PreconditionFailed) and replayed.replayed
+        assert (str(replayed), replayed.violations) == (str(first), first.violations)
+    assert [e.event_type for e in store.log.stream("card-p")] == ["CardEnrolled", "CounterProcedureRefused"]
     assert_consistent(store)
 
 

@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pinlife.v1 import audit_service_pb2 as apb
 from service.api import audit_mapping as amap
-from service.domain.audit import Granularity, validate_filter, validate_position, validate_statistics_range
+from service.domain.audit import MAX_FILTER_VALUES, Granularity, validate_filter, validate_position, validate_statistics_range
 from service.domain.errors import InvalidInput
 from service.domain.log import LoggedEvent
 
@@ -36,6 +36,24 @@ def test_a_filter_outside_the_times_asked_about_names_its_field(year):
     f = apb.EventFilter()
     getattr(f, "from").FromDatetime(datetime(year, 6, 1))
     assert fields(lambda: validate_filter(amap.event_filter(f))) == {"filter.from"}
+
+
+@pytest.mark.parametrize(
+    "name, value", [("event_types", "PinLocked"), ("channels", "medical_reader"), ("outcomes", apb.EVENT_OUTCOME_LOCKED)]
+)
+def test_a_filter_list_is_counted_as_sent_before_its_repeats_are_merged(name, value):
+    too_long = apb.EventFilter(**{name: [value] * (MAX_FILTER_VALUES + 1)})
+    with pytest.raises(InvalidInput) as err:
+        amap.event_filter(too_long)
+    ((field, description),) = [(v.field, v.description) for v in err.value.violations]
+    assert field == f"filter.{name}" and description.startswith(f"at most {MAX_FILTER_VALUES} values (sent: 51")
+    at_limit = amap.event_filter(apb.EventFilter(**{name: [value] * MAX_FILTER_VALUES}))
+    assert validate_filter(at_limit) == at_limit
+
+
+def test_every_list_over_its_bound_is_named_at_once():
+    f = apb.EventFilter(event_types=["PinLocked"] * 60, channels=["medical_reader"] * 60)
+    assert fields(lambda: amap.event_filter(f)) == {"filter.event_types", "filter.channels"}
 
 
 def test_statistics_for_the_year_9999_are_refused_naming_both_ends():

@@ -7,22 +7,31 @@ same behaviour on SQLite and PostgreSQL is in tests/store."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import pickle
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import grpc
 import pytest
 
-from service.api.errors import code_for
+from service.api.errors import code_for, to_status
 from service.app import batch
-from service.app.answers import Answer
+from service.app.answers import Answer, decode_refusal, encode_refusal
 from service.app.batch import ThreadRunner, run_batch
 from service.app.handlers import Caller, MissingVerifier, ReadCard
 from service.app.ports import Envelope, StoredRequest, StoreUnavailable
 from service.domain.commands import ChangePin, EnrollCard, ResetPin, VerifyPin
 from service.domain.documents import Applicant, DocumentType
-from service.domain.errors import InvalidInput, NotFound
+from service.domain.errors import (
+    AlreadyExists,
+    FieldViolation,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    PreconditionViolation,
+)
 from service.domain.events import AccessDenied, CardEnrolled
 from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
 from service.domain.pins import PinType
@@ -30,6 +39,7 @@ from service.domain.policy import Policy
 from service.domain.recovery import CardView, PinView, recovery_for
 from service.domain.state import PinState
 from service.domain.streams import terminal_stream
+from service.domain.throttle import Throttled
 from service.keys.ring import SecretRef
 from tests.clock import FakeClock
 from tests.keys import ring
@@ -194,6 +204,67 @@ def test_given_an_answered_request_when_another_terminal_uses_its_id_then_it_is_
     at_reader = run_ok(runner, wrong, caller=READER)[0]
     assert not at_reader.replayed
     assert (check(at_counter).remaining_tries, check(at_reader).remaining_tries) == (2, 1)
+
+
+def _reset(request_id: str, documents: list) -> ResetPin:
+    return ResetPin.create(request_id, "card-a", USER, "5555", Applicant.HOLDER, documents, False, None)
+
+
+def test_given_a_refused_request_when_it_is_retried_then_the_refusal_is_replayed_and_nothing_appended(store, runner, clock):
+    """A refusal the rules decided is a kept answer (issue 22, item 8): a
+    retry, in the same batch or later, even with the documents now complete,
+    gets the same error marked replayed; nothing more is appended or kept."""
+    run_ok(runner, enroll(CORRECT, "card-a"))
+    missing = _reset("reset-000002", [])
+    first, same_batch = run(runner, missing, missing)
+    assert isinstance(first, PreconditionFailed) and not first.replayed
+    head, kept = store.log.head_position(), dict(store.requests)
+    assert event_types(store, "card-a") == ["CardEnrolled", "CounterProcedureRefused"]
+    assert kept[(COUNTER.terminal_id, "reset-000002")].outcome["kind"] == "refused"
+
+    clock.advance(hours=1)
+    (complete,) = run(runner, _reset("reset-000002", [(DocumentType.MY_NUMBER_CARD, "")]))
+    for again in (same_batch, complete):
+        assert isinstance(again, PreconditionFailed) and again.replayed
+        assert (str(again), again.violations) == (str(first), first.violations)
+    assert store.log.head_position() == head and store.requests == kept
+    assert store.cards.read_card("card-a").pins[USER].last_version == 1  # never reset
+    # the same id for another request is still refused as reused; a new id is decided afresh
+    (other,) = run(runner, ResetPin.create("reset-000002", "card-a", SIGNATURE, "ABC123", Applicant.HOLDER, [], False, None))
+    assert isinstance(other, InvalidInput) and [v.field for v in other.violations] == ["request_id"]
+    assert not run_ok(runner, _reset("reset-000003", [(DocumentType.MY_NUMBER_CARD, "")]))[0].replayed
+
+
+def test_given_an_unknown_card_when_retried_after_enrolment_then_it_is_decided_afresh(store, runner):
+    """NOT_FOUND before anything is decided is not kept: nothing was recorded on the card."""
+    wrong = verify(USER, WRONG[USER], "card-a")
+    assert isinstance(run(runner, wrong)[0], NotFound)
+    assert store.requests == {}
+    run_ok(runner, enroll(CORRECT, "card-a"))
+    assert not run_ok(runner, wrong)[0].replayed
+
+
+REFUSALS = [
+    PreconditionFailed([PreconditionViolation("DOCUMENT_MISSING", "documents/my_number_card", "the holder's card")]),
+    InvalidInput([FieldViolation(f"f{i}", "bad") for i in range(30)]),  # 20 and "and 10 more": kept as given
+    NotFound("card card-a is not enrolled"),
+    AlreadyExists("card card-a is already enrolled"),
+]
+
+
+@pytest.mark.parametrize("error", REFUSALS, ids=lambda e: type(e).__name__)
+def test_a_kept_refusal_decodes_as_given_and_crosses_the_writer_process_marked_replayed(error):
+    stored = encode_refusal(error)
+    assert stored is not None and json.loads(json.dumps(stored)) == stored
+    again = pickle.loads(pickle.dumps(decode_refusal(stored)))
+    assert type(again) is type(error) and again.replayed and not error.replayed
+    assert (str(again), getattr(again, "violations", None)) == (str(error), getattr(error, "violations", None))
+    assert to_status(again) == to_status(error)  # the same code, message and details
+
+
+def test_a_kept_success_is_not_a_refusal_and_transient_errors_are_not_kept():
+    assert decode_refusal({"kind": "check", "result": "ok"}) is None
+    assert encode_refusal(Throttled("t", timedelta(seconds=5))) is None
 
 
 REUSES = {
