@@ -133,3 +133,46 @@ def test_as_the_restricted_role_a_window_reset_refuses_the_terminal_and_check_na
     assert not report.intact
     assert report.terminals_failing_mac == [STREAM] and report.terminals_failing_mac_count == 1
     assert report.first_broken_link is None and report.cards_failing_mac == []
+
+
+def test_pinlife_migrate_seals_terminal_rows_only_in_the_run_that_adds_their_mac(databases, tmp_path):
+    """`pinlife migrate` from revision 0008 seals the terminal rows it finds;
+    a later run leaves a row whose MAC was cleared unsealed (refused, named
+    by check) unless --seal-terminals is given."""
+    from sqlalchemy import text
+
+    from service.domain.chain import GENESIS_HASH
+    from service.store.engine import make_engine
+    from service.store.migrate import upgrade
+    from tests.e2e.harness import cli
+
+    url = databases.create("sqlite", migrate=False)
+    upgrade(url, "0008")
+    engine = make_engine(url, pool_size=1)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO terminals (terminal_id, version, last_hash) VALUES (:t, 0, :g)"), {"t": READER, "g": GENESIS_HASH}
+        )
+    key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")},
+        "PINLIFE_ENV": "test",
+        "PINLIFE_DATABASE_URL": url,
+        "PINLIFE_KEY_FILE": str(key_file),
+    }
+    done = cli("migrate", env=env)
+    assert done.returncode == 0 and "sealed 1 terminal rows" in done.stdout, done
+    store = EventStore(url)
+    try:
+        assert check_store(store, KeyRing.load(key_file)).intact
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE terminals SET mac = NULL"))
+        done = cli("migrate", env=env)
+        assert done.returncode == 0 and "terminal" not in done.stdout, done
+        assert check_store(store, KeyRing.load(key_file)).terminals_failing_mac == [STREAM]
+        done = cli("migrate", "--seal-terminals", env=env)
+        assert done.returncode == 0 and "sealed 1 terminal rows" in done.stdout, done
+        assert check_store(store, KeyRing.load(key_file)).intact
+    finally:
+        store.close()
+        engine.dispose()
