@@ -248,6 +248,15 @@ def integrity_report(r: Report) -> apb.IntegrityReport:
                 + ", ".join(r.cards_failing_mac),
             )
         )
+    if r.terminals_failing_mac_count:
+        problems.append(
+            apb.IntegrityProblem(
+                kind=apb.INTEGRITY_PROBLEM_KIND_TERMINAL_MAC,
+                stream_id=r.terminals_failing_mac[0],
+                reason=f"{r.terminals_failing_mac_count} terminal(s) fail their MAC (throttle state changed outside "
+                "the service; refused until resolved): " + ", ".join(r.terminals_failing_mac),
+            )
+        )
     if r.projection_mismatch_count:
         problems.append(
             apb.IntegrityProblem(

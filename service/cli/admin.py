@@ -30,8 +30,16 @@ from service.store.check import check_store
 from service.store.engine import display_url
 from service.store.event_store import EventStore
 from service.store.key_checks import has_verifiers, key_problems
-from service.store.migrate import upgrade
-from service.store.rechain import RechainRefused, rechain, seal_answers, unkeyed_events, unsealed_answers
+from service.store.migrate import terminals_lack_macs, upgrade
+from service.store.rechain import (
+    RechainRefused,
+    rechain,
+    seal_answers,
+    seal_terminals,
+    unkeyed_events,
+    unsealed_answers,
+    unsealed_terminals,
+)
 from service.store.roles import RoleNameError, grant_script
 
 
@@ -85,8 +93,11 @@ def config_check(args: argparse.Namespace) -> None:
 def migrate(args: argparse.Namespace) -> None:
     """Apply the migrations; then, if the store holds events chained before
     keyed chains, re-chain them under the integrity key, and MAC answers kept
-    before answers had MACs (service/store/rechain.py)."""
+    before answers had MACs, and terminal rows from before terminals had MACs
+    when this run adds that column or --seal-terminals asks
+    (service/store/rechain.py)."""
     s = settings()
+    seal = getattr(args, "seal_terminals", False) or terminals_lack_macs(s.database_url)
     upgrade(s.database_url)
     print("migrated to head")
     store = EventStore(s.database_url)
@@ -98,6 +109,8 @@ def migrate(args: argparse.Namespace) -> None:
                 fail(f"not re-chained: {exc}")
         if unsealed_answers(store):
             print(f"sealed {seal_answers(store, keys(s).integrity)} kept answers under the integrity key")
+        if seal and unsealed_terminals(store):
+            print(f"sealed {seal_terminals(store, keys(s).integrity)} terminal rows under the integrity key")
     finally:
         store.close()
 

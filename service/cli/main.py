@@ -90,7 +90,13 @@ def _counter_args(p: argparse.ArgumentParser, applicant: bool = True) -> None:
 
 def _server_commands(sub: argparse._SubParsersAction) -> None:
     _command(sub.add_parser("serve", help="run the gRPC server"), "serve", "serve")
-    _command(sub.add_parser("migrate", help="apply the Alembic migrations"), "admin", "migrate")
+    p = sub.add_parser("migrate", help="apply the Alembic migrations")
+    p.add_argument(
+        "--seal-terminals",
+        action="store_true",
+        help="also MAC terminal rows that have none, as they are (after checking them: docs/security.md)",
+    )
+    _command(p, "admin", "migrate")
     p = sub.add_parser("config", help="the configuration (pinlife.toml, PINLIFE_CONFIG)")
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     p = config_sub.add_parser("check", help="validate a configuration without serving: every problem at once (exit 1)")

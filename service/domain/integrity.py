@@ -20,6 +20,9 @@ class Report:
     first_broken_link: BrokenLink | None = None
     cards_failing_mac: list[str] = field(default_factory=list)
     cards_failing_mac_count: int = 0
+    # terminal streams ("terminal:<id>") whose row (throttle state, head) fails its MAC
+    terminals_failing_mac: list[str] = field(default_factory=list)
+    terminals_failing_mac_count: int = 0
     projection_mismatches: list[str] = field(default_factory=list)
     projection_mismatch_count: int = 0
     first_unlawful: dict[str, Any] | None = None
@@ -39,6 +42,7 @@ class Report:
         return not (
             self.first_broken_link
             or self.cards_failing_mac_count
+            or self.terminals_failing_mac_count
             or self.projection_mismatch_count
             or self.first_unlawful
             or self.checkpoint_problem

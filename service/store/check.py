@@ -13,7 +13,8 @@ reads the store once, a batch of cards at a time, in bounded memory:
   projection against the fold of its events, and its lawful history (the
   first event the domain's rules could not have produced, lawful.py);
 - card streams without a head row; terminal streams (a page of events at a
-  time) and their heads;
+  time) and their heads, and each terminal row's MAC over its throttle state
+  and head;
 - the stored signed checkpoints, and any checkpoint the caller supplies
   (checkpoints.py): a truncated log or a deleted stream shows there.
 
@@ -44,13 +45,17 @@ from service.domain.streams import terminal_stream
 from service.keys.ring import KeyRing, SecretKind, Verifier
 from service.store import checkpoints
 from service.store.event_store import EventStore, StoreView
-from service.store.projection import PIN_READ_COLUMNS, card_state, state_message
+from service.store.projection import PIN_READ_COLUMNS, card_state, state_message, terminal_message, window_from_row
 from service.store.records import logged_event
 from service.store.tables import cards, events, pin_states, secrets, terminals
 
 LISTED = 20  # cards named per kind of problem; the count is always complete
 BATCH = 500  # cards read at once
 STREAM_PAGE = 5000  # events of one terminal stream read at once
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _never() -> bool:
@@ -125,7 +130,7 @@ class _Check:
         self.key = keys.integrity.key_or_none
         self.report = Report()
         self.broken: BrokenLink | None = None
-        self.mac, self.projection = _Listed(), _Listed()
+        self.mac, self.projection, self.terminal_mac = _Listed(), _Listed(), _Listed()
 
     def _stop_if_cancelled(self) -> None:
         if self.cancelled():
@@ -171,6 +176,7 @@ class _Check:
         r.first_broken_link = self.broken
         r.cards_failing_mac, r.cards_failing_mac_count = self.mac.first, self.mac.count
         r.projection_mismatches, r.projection_mismatch_count = self.projection.first, self.projection.count
+        r.terminals_failing_mac, r.terminals_failing_mac_count = self.terminal_mac.first, self.terminal_mac.count
         return r
 
     def _cards(self, heads: Sequence[Sequence[Any]], streams: dict[str, list[LoggedEvent]], ids: list[str]) -> None:
@@ -235,17 +241,24 @@ class _Check:
             r.first_clock_step = {"stream_id": stream_id, **asdict(step), "tolerated_seconds": self.clock_skew.total_seconds()}
 
     def _terminals(self) -> None:
-        """Each terminal stream's links to its head, a page at a time; and
-        terminal streams whose head row is gone."""
+        """Each terminal row's MAC, and its stream's links to its head, a
+        page at a time; and terminal streams whose head row is gone."""
+        t = terminals.c
         with self.view.read() as conn:
             rows: Sequence[tuple[Any, ...]] = conn.execute(
-                select(terminals.c.terminal_id, terminals.c.version, terminals.c.last_hash)
+                select(t.terminal_id, t.version, t.last_hash, t.throttle_failures, t.throttled_until, t.mac)
             ).all()
         known = set()
-        for terminal_id, version, last_hash in rows:
+        for terminal_id, version, last_hash, failures, until, mac in rows:
             self._stop_if_cancelled()
             sid = terminal_stream(terminal_id)
             known.add(sid)
+            try:
+                message = terminal_message(terminal_id, version, last_hash, window_from_row(failures, until, _same))
+            except (ValueError, TypeError, AttributeError):  # a window that does not even parse fails its MAC too
+                message = None
+            if message is None or not self.keys.integrity.checks(mac, message):
+                self.terminal_mac.add(sid)
             stream = _stream_pages(self.view, sid, self._unreadable_counted)
             self._broken(first_broken_link(stream, self.key, StreamHead(sid, version, last_hash)))
         q = select(events.c.stream_id).where(events.c.stream_kind == "terminal").group_by(events.c.stream_id)

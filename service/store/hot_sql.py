@@ -67,7 +67,7 @@ PIN_COLUMNS = (
     "reservation_expires_at",
 )
 SECRET_COLUMNS = ("card_id", "kind", "name", "key_id", "digest", "set_at_version")
-TERMINAL_COLUMNS = ("terminal_id", "version", "last_hash", "throttle_failures", "throttled_until", "revision")
+TERMINAL_COLUMNS = ("terminal_id", "version", "last_hash", "throttle_failures", "throttled_until", "revision", "mac")
 REQUEST_COLUMNS = (
     "terminal_id",
     "request_id",
@@ -132,7 +132,7 @@ class HotSql:
         # a row read at the revision given (last parameter), or no row changes
         self.update_terminal = (
             f"UPDATE terminals SET version = {p}, last_hash = {p}, throttle_failures = {p}, throttled_until = {p}, "
-            f"revision = revision + 1 WHERE terminal_id = {p} AND revision = {p}"
+            f"mac = {p}, revision = revision + 1 WHERE terminal_id = {p} AND revision = {p}"
         )
         # The payload as text (PostgreSQL would parse JSONB per row): equal
         # payloads are then decoded once (EventStore.rebuild caches by text).
@@ -199,21 +199,23 @@ class HotSql:
         suffix = " ORDER BY terminal_id FOR UPDATE" if lock and self.pg else ""
         return Statement(f"SELECT {', '.join(TERMINAL_COLUMNS)} FROM terminals WHERE {where}{suffix}", params)
 
-    def insert_terminals(self, terminal_ids: Sequence[str], genesis: str) -> Statement:
-        """Rows for the terminals not seen before, in id order; a terminal
-        that has its row already (or whose row another transaction is
-        inserting: waited for) is left as it is. terminals(lock=True) then
-        locks them all."""
+    def insert_terminals(self, terminal_ids: Sequence[str], genesis: str, macs: Sequence[str]) -> Statement:
+        """Rows for the terminals not seen before, in id order, each with
+        its MAC (macs, in the order of terminal_ids: of the empty state); a
+        terminal that has its row already (or whose row another transaction
+        is inserting: waited for) is left as it is. terminals(lock=True)
+        then locks them all."""
         if self.pg:
             return Statement(
-                "INSERT INTO terminals (terminal_id, version, last_hash) "
-                "SELECT t, 0, %s FROM unnest(%s::text[]) AS u(t) ORDER BY t ON CONFLICT (terminal_id) DO NOTHING",
-                (genesis, list(terminal_ids)),
+                "INSERT INTO terminals (terminal_id, version, last_hash, mac) "
+                "SELECT t, 0, %s, m FROM unnest(%s::text[], %s::text[]) AS u(t, m) ORDER BY t "
+                "ON CONFLICT (terminal_id) DO NOTHING",
+                (genesis, list(terminal_ids), list(macs)),
             )
-        rows = ", ".join(["(?, 0, ?)"] * len(terminal_ids))
-        params = tuple(v for t in terminal_ids for v in (t, genesis))
+        rows = ", ".join(["(?, 0, ?, ?)"] * len(terminal_ids))
+        params = tuple(v for t, m in zip(terminal_ids, macs) for v in (t, genesis, m))
         return Statement(
-            f"INSERT INTO terminals (terminal_id, version, last_hash) VALUES {rows} ON CONFLICT (terminal_id) DO NOTHING",
+            f"INSERT INTO terminals (terminal_id, version, last_hash, mac) VALUES {rows} ON CONFLICT (terminal_id) DO NOTHING",
             params,
         )
 

@@ -25,3 +25,22 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def downgrade(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
+
+
+def terminals_lack_macs(url: str) -> bool:
+    """Whether the store has a terminals table without its mac column (a
+    store before migration 0009): the migration that adds it is then
+    followed by sealing the rows it finds (service/store/rechain.py)."""
+    from sqlalchemy import inspect
+
+    from service.store.engine import make_engine
+
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            if not inspector.has_table("terminals"):
+                return False
+            return "mac" not in {c["name"] for c in inspector.get_columns("terminals")}
+    finally:
+        engine.dispose()

@@ -6,7 +6,11 @@ A card's MAC (cards.mac, under the integrity keys) covers its whole state
 (every PIN's row, open inquiries and reservations, status, ward) and its
 stream head (version and last link). It is checked whenever a card is loaded
 for a command or a status read: a row edited, deleted, added or copied from
-another card never authenticates, so the service never acts on it."""
+another card never authenticates, so the service never acts on it.
+
+A terminal's MAC (terminals.mac) covers its throttle state (the failure
+window and the end of its throttle) and its stream head, likewise checked
+whenever the write path loads the row (terminal_message)."""
 
 from __future__ import annotations
 
@@ -172,5 +176,23 @@ def answer_message(a: StoredRequest, created_at: str) -> bytes:
         canonical(a.outcome).decode(),
         str(a.stream_version),
         created_at,
+    )
+    return "\x1f".join(parts).encode()
+
+
+def terminal_message(terminal_id: str, version: int, last_hash: str, window: TerminalWindow) -> bytes:
+    """The bytes a terminal row's MAC covers: its stream head and its whole
+    throttle state (each failed card with the time of its last failure, in
+    canonical JSON, and the end of the throttle), so a window reset, shrunk
+    or moved to another terminal never authenticates. A stored format
+    (tests/store/test_mac_message.py)."""
+    failures = {c: canonical_time(at) for c, at in window.last_failure.items()}
+    parts = (
+        "pinlife-terminal-v1",
+        terminal_id,
+        str(version),
+        last_hash,
+        canonical(failures).decode(),
+        _t(window.throttled_until),
     )
     return "\x1f".join(parts).encode()

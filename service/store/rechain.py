@@ -1,13 +1,14 @@
 """Keying a store written before keyed chains (migration 0005), and sealing
-answers kept before answers had MACs (migration 0008): once, as the
-schema owner, with the integrity key. `pinlife migrate` runs it after the
+answers kept before answers had MACs (migration 0008) and terminal rows
+from before terminals had MACs (migration 0009): once, as the schema
+owner, with the integrity key. `pinlife migrate` runs it after the
 schema migrations.
 
 It first proves the old, unkeyed chain intact and the projection equal to a
 rebuild (it refuses otherwise: keying a damaged store would bless the
 damage), then relinks every event in position order under the current
 integrity key (the links now cover positions), and writes each stream's
-head and each card's MAC, in one transaction. The append-only triggers are
+head, each card's MAC and each terminal's MAC, in one transaction. The append-only triggers are
 lifted for that transaction only.
 """
 
@@ -21,7 +22,14 @@ from service.domain.pins import PIN_TYPE_BY_VALUE
 from service.domain.streams import TERMINAL_STREAM_PREFIX, is_card_stream
 from service.keys.ring import IntegrityKeys, SecretKind, Verifier
 from service.store.event_store import EventStore
-from service.store.projection import PIN_READ_COLUMNS, answer_message, card_state, state_message
+from service.store.projection import (
+    PIN_READ_COLUMNS,
+    answer_message,
+    card_state,
+    state_message,
+    terminal_message,
+    window_from_row,
+)
 from service.store.tables import cards, events, pin_states, requests, secrets, terminals
 
 
@@ -72,6 +80,7 @@ def rechain(store: EventStore, integrity: IntegrityKeys) -> int:
                 t = stream_id.removeprefix(TERMINAL_STREAM_PREFIX)
                 conn.execute(update(terminals).where(terminals.c.terminal_id == t).values(last_hash=link))
         _mac_every_card(conn, integrity, store._hot_sql.read_time)
+        _mac_terminals(conn, integrity, every=True)
     return len(rows)
 
 
@@ -88,6 +97,18 @@ def _mac_every_card(conn, integrity: IntegrityKeys, read_time) -> None:
         state = card_state(c, version, status, ward, pins.get(c, ()), read_time)
         mac = integrity.tag(state_message(state, last_hash, verifiers.get(c, {})))
         conn.execute(update(cards).where(cards.c.card_id == c).values(mac=mac))
+
+
+def _mac_terminals(conn, integrity: IntegrityKeys, *, every: bool) -> int:
+    """MAC terminal rows as they are (every one, or those without a MAC); how many."""
+    t = terminals.c
+    q = select(t.terminal_id, t.version, t.last_hash, t.throttle_failures, t.throttled_until)
+    rows = conn.execute(q if every else q.where(t.mac.is_(None))).all()
+    for terminal_id, version, last_hash, failures, until in rows:
+        window = window_from_row(failures, until, lambda v: v)
+        mac = integrity.tag(terminal_message(terminal_id, version, last_hash, window))
+        conn.execute(update(terminals).where(t.terminal_id == terminal_id).values(mac=mac))
+    return len(rows)
 
 
 def _lift_append_only(conn, dialect: str) -> list[str]:
@@ -126,3 +147,19 @@ def seal_answers(store: EventStore, integrity: IntegrityKeys) -> int:
 def unsealed_answers(store: EventStore) -> bool:
     with store.reader.begin() as conn:
         return conn.execute(select(requests.c.request_id).where(requests.c.mac.is_(None)).limit(1)).first() is not None
+
+
+def seal_terminals(store: EventStore, integrity: IntegrityKeys) -> int:
+    """MAC the terminal rows that have none (stored before migration 0009),
+    as they are, under the current integrity key; how many. This blesses
+    what those rows hold: `pinlife migrate` runs it only in the run that
+    adds the column (or when the operator asks, --seal-terminals), never
+    on its own later, else anyone who may write the row could clear its MAC
+    and have the next deployment seal a reset window."""
+    with store.writer.begin() as conn:
+        return _mac_terminals(conn, integrity, every=False)
+
+
+def unsealed_terminals(store: EventStore) -> bool:
+    with store.reader.begin() as conn:
+        return conn.execute(select(terminals.c.terminal_id).where(terminals.c.mac.is_(None)).limit(1)).first() is not None

@@ -28,7 +28,8 @@ older the owner must also ``REVOKE CREATE ON SCHEMA public FROM PUBLIC``
 
 What the app role may still write, on purpose: the projection and the
 heads (``cards``, ``pin_states``, ``terminals``, ``secrets``) are updated in
-place by every command; they are protected by a MAC (``cards.mac``) checked
+place by every command; they are protected by MACs (``cards.mac``, and
+``terminals.mac`` over a terminal's throttle state) checked
 before the service acts, and by ``pinlife check`` (a rebuild from the log).
 ``requests`` rows past the replay window are deleted. ``events`` is
 append-only for the app role by privilege, and for the owner by trigger.
@@ -57,7 +58,7 @@ PRIVILEGES: dict[str, tuple[str, ...]] = {
     # the single row of the last position handed out (UPDATE ... RETURNING)
     "log_head": ("SELECT", "UPDATE"),
     # stream heads and the projection: written in place by every command,
-    # locked with SELECT ... FOR UPDATE, upserted (protected by cards.mac)
+    # locked with SELECT ... FOR UPDATE, upserted (protected by cards.mac and terminals.mac)
     "cards": ("SELECT", "INSERT", "UPDATE"),
     "pin_states": ("SELECT", "INSERT", "UPDATE"),
     "secrets": ("SELECT", "INSERT", "UPDATE"),

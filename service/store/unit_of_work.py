@@ -19,7 +19,9 @@
      each card's MAC, the events, the projection, the secrets and the
      answers; then commit.
 A card whose head and projection rows do not match their MAC is never acted
-on: loading it raises IntegrityViolation (service/app/ports.py).
+on: loading it raises IntegrityViolation (service/app/ports.py). Nor is a
+terminal whose row (throttle state and head) does not match its MAC: every
+command of that terminal fails so, whatever its window says.
 Steps 1 and 3 run as driver-level SQL (hot_sql.py); rare writes use Core.
 
 Global positions are gap-free and commit in order: the log_head row lock is
@@ -56,6 +58,7 @@ from service.store.projection import (
     changed_pins,
     pin_row,
     state_message,
+    terminal_message,
     window_from_row,
     window_to_row,
 )
@@ -123,7 +126,7 @@ class UnitOfWork:
         if read_ids:
             plan["read"] = sql.read_cards(read_ids)
         if terminals and self._lock_terminals:
-            plan["new terminals"] = sql.insert_terminals(terminals, GENESIS_HASH)
+            plan["new terminals"] = sql.insert_terminals(terminals, GENESIS_HASH, [self._empty_mac(t) for t in terminals])
         if terminals:
             plan["terminals"] = sql.terminals(terminals, lock=self._lock_terminals)
         if keys:
@@ -141,8 +144,17 @@ class UnitOfWork:
         for t in terminals:
             self._terminals[t] = [0, TerminalWindow(), None]
             self._hashes[terminal_stream(t)] = GENESIS_HASH
-        for terminal_id, version, last_hash, failures, until, revision in rows.get("terminals", ()):
-            self._terminals[terminal_id] = [version, window_from_row(failures, until, sql.read_time), revision]
+        for terminal_id, version, last_hash, failures, until, revision, mac in rows.get("terminals", ()):
+            try:
+                window = window_from_row(failures, until, sql.read_time)
+                authentic = self._integrity.checks(mac, terminal_message(terminal_id, version, last_hash, window))
+            except (ValueError, TypeError, AttributeError):  # a window that does not even parse
+                authentic = False
+            if not authentic:
+                stream = terminal_stream(terminal_id)
+                log.error("integrity_violation", stream=stream, what="terminal MAC")
+                raise IntegrityViolation(stream, "its throttle state does not match its MAC")
+            self._terminals[terminal_id] = [version, window, revision]
             self._hashes[terminal_stream(terminal_id)] = last_hash
         self._looked_up |= keys
         for terminal_id, request_id, card_id, command, fp, outcome, stream_version, created_at, mac in rows.get("requests", ()):
@@ -300,7 +312,9 @@ class UnitOfWork:
         if changed:
             plan["changed"] = sql.terminals(changed, lock=True)
         if made:
-            plan["made"] = Statement(sql.insert_terminal, [(t, 0, GENESIS_HASH, None, None, 0) for t in made], many=True)
+            plan["made"] = Statement(
+                sql.insert_terminal, [(t, 0, GENESIS_HASH, None, None, 0, self._empty_mac(t)) for t in made], many=True
+            )
         if self._new_events:
             plan["positions"] = Statement(sql.take_positions, (len(self._new_events),))
         if read:
@@ -356,6 +370,17 @@ class UnitOfWork:
     def _verifiers(self, state: CardState) -> dict[PinType, Verifier | None]:
         return self._pin_verifiers.get(state.card_id, {})
 
+    def _empty_mac(self, terminal_id: str) -> str:
+        """The MAC of a terminal's row as first made: no events, no failures."""
+        return self._integrity.tag(terminal_message(terminal_id, 0, GENESIS_HASH, TerminalWindow()))
+
+    def _terminal_row(self, terminal_id: str, bind_time: Any) -> tuple:
+        """A terminal's row as update_terminal takes it: head, throttle state, MAC, then id and revision read."""
+        version, window, revision = self._terminals[terminal_id]
+        last_hash = self._hashes[terminal_stream(terminal_id)]
+        mac = self._integrity.tag(terminal_message(terminal_id, version, last_hash, window))
+        return (version, last_hash, *window_to_row(window, bind_time), mac, terminal_id, revision)
+
     def _mac(self, card_id: str) -> str:
         state = self._states[card_id]
         return self._integrity.tag(state_message(state, self._hashes[card_id], self._verifiers(state)))
@@ -383,11 +408,7 @@ class UnitOfWork:
         if self._dirty_terminals:  # locked by _claim, as read
             plan["terminals"] = Statement(
                 sql.update_terminal,
-                [
-                    (version, self._hashes[terminal_stream(t)], *window_to_row(window, bind_time), t, revision)
-                    for t in sorted(self._dirty_terminals)
-                    for version, window, revision in (self._terminals[t],)
-                ],
+                [self._terminal_row(t, bind_time) for t in sorted(self._dirty_terminals)],
                 many=True,
                 expect=len(self._dirty_terminals),
             )

@@ -58,7 +58,7 @@ def test_statements_use_the_dialects_placeholder_only(dialect):
         sql.locked_heads(["a", "b"]).sql,
         sql.read_cards(["a", "b"]).sql,
         sql.terminals(["a"], lock=True).sql,
-        sql.insert_terminals(["a"], "x").sql,
+        sql.insert_terminals(["a"], "x", ["m"]).sql,
     ):
         assert mark in text and other not in text
 
@@ -97,15 +97,15 @@ def test_a_round_trip_runs_its_statements_in_order_and_returns_each_ones_rows(st
         rows = sql.run(
             conn,
             {
-                "new": sql.insert_terminals(["term-b", "term-a"], "genesis"),
-                "again": sql.insert_terminals(["term-a"], "other"),  # already there: left as it is
+                "new": sql.insert_terminals(["term-b", "term-a"], "genesis", ["mac-b", "mac-a"]),
+                "again": sql.insert_terminals(["term-a"], "other", ["other"]),  # already there: left as it is
                 "locked": sql.terminals(["term-a", "term-b", "term-c"], lock=True),
             },
         )
     assert rows["new"] == [] and rows["again"] == []
     assert [tuple(r) for r in rows["locked"]] == [
-        ("term-a", 0, "genesis", None, None, 0),
-        ("term-b", 0, "genesis", None, None, 0),
+        ("term-a", 0, "genesis", None, None, 0, "mac-a"),
+        ("term-b", 0, "genesis", None, None, 0, "mac-b"),
     ]
 
 
@@ -118,7 +118,7 @@ def test_a_failing_statement_in_a_round_trip_raises_as_sqlalchemy_would_and_writ
                 sql.run(
                     conn,
                     {
-                        "new": sql.insert_terminals(["term-a"], "genesis"),
+                        "new": sql.insert_terminals(["term-a"], "genesis", ["mac"]),
                         "twice": Statement(
                             sql.insert_requests,
                             [("t", "r", "c", "verify", "fp", "{}", 1, utc(datetime.now(UTC)), None)] * 2,

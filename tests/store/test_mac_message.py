@@ -1,17 +1,19 @@
-"""The bytes a card's MAC covers (service/store/projection.py state_message)
-are a stored format: every card's MAC in every store was made over them, so
-they must never change, whatever the code that builds them."""
+"""The bytes a card's, a kept answer's and a terminal row's MAC cover
+(service/store/projection.py state_message, answer_message,
+terminal_message) are a stored format: every MAC in every store was made
+over them, so they must never change, whatever the code that builds them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from service.app.ports import StoredRequest
 from service.domain.chain import canonical_time
 from service.domain.pins import PinType
 from service.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
+from service.domain.throttle import TerminalWindow
 from service.keys.ring import Verifier
-from service.store.projection import answer_message, state_message
+from service.store.projection import answer_message, state_message, terminal_message
 
 AT = datetime(2026, 4, 1, 1, 30, 5, 123456, tzinfo=UTC)
 RR, CI, UC, SG = PinType.RESIDENT_REGISTRY, PinType.CARD_INFO_INPUT_SUPPORT, PinType.USER_CERTIFICATE, PinType.SIGNATURE
@@ -52,4 +54,17 @@ def test_a_kept_answer():
         b"pinlife-answer-v1\x1fterm-1\x1frequest-1\x1fcard-1\x1fverify\x1fffffffff"
         b'\x1f{"kind":"check","locked_now":false,"remaining_tries":2,"result":"wrong_pin"}'
         b"\x1f7\x1f2026-04-01T01:30:05.123456Z"
+    )
+
+
+def test_a_terminal_row():
+    window = TerminalWindow(
+        {"card-b": AT, "card-a": datetime(2026, 4, 1, 10, 30, 5, 123456, tzinfo=timezone(timedelta(hours=9)))}, AT
+    )
+    assert terminal_message("reader-1", 3, "ab" * 32, window) == (
+        b"pinlife-terminal-v1\x1freader-1\x1f3\x1f" + b"ab" * 32 + b'\x1f{"card-a":"2026-04-01T01:30:05.123456Z",'
+        b'"card-b":"2026-04-01T01:30:05.123456Z"}\x1f2026-04-01T01:30:05.123456Z'
+    )
+    assert terminal_message("reader-2", 0, "0" * 64, TerminalWindow()) == (
+        b"pinlife-terminal-v1\x1freader-2\x1f0\x1f" + b"0" * 64 + b"\x1f{}\x1f"
     )

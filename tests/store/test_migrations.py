@@ -254,6 +254,12 @@ def test_an_existing_0002_store_migrates_and_its_old_events_read_as_current(data
         # the verifiers moved to the secrets table: the right PIN is still right
         [answer] = run_ok(ThreadRunner(store, keys, FakeClock()), verify("card-old", USER, CORRECT[USER]))
         assert answer.outcome.remaining_tries == 3 and answer.stream_version == 3
+        # re-chaining moved the terminal's head, and MACed its row anew: the terminal is served
+        from service.app.handlers import Caller
+
+        reader = Caller("medical_reader", "reader-9")
+        [answer] = run_ok(ThreadRunner(store, keys, FakeClock()), verify("card-old", USER, CORRECT[USER]), caller=reader)
+        assert answer.stream_version == 4
         assert store.integrity.first_broken_link(INTEGRITY) is None and store.cards.rebuild() == store.cards.projection()
     finally:
         store.close()
