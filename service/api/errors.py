@@ -3,13 +3,23 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from service.app.ports import IntegrityViolation, StoreUnavailable
 from service.domain.access import PermissionDenied, Unauthenticated
-from service.domain.errors import AlreadyExists, AtCapacity, DomainError, InvalidInput, NotFound, PreconditionFailed
+from service.domain.errors import (
+    AlreadyExists,
+    AtCapacity,
+    DomainError,
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    PreconditionFailed,
+)
 from service.domain.throttle import Throttled
 
 CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
@@ -22,6 +32,7 @@ CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Throttled, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (AtCapacity, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LimitReached, grpc.StatusCode.RESOURCE_EXHAUSTED),
     # What the database holds for the card does not authenticate: never acted on.
     (IntegrityViolation, grpc.StatusCode.DATA_LOSS),
 ]
@@ -73,5 +84,10 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": 1})))
     elif isinstance(exc, (Throttled, AtCapacity)):
         seconds = max(1, int(exc.retry_after.total_seconds()))
+        status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": seconds})))
+    elif isinstance(exc, LimitReached):
+        seconds = max(1, math.ceil(exc.retry_after.total_seconds()))  # never before it frees up
+        violation = error_details_pb2.QuotaFailure.Violation(subject=exc.subject, description=str(exc))
+        status.details.append(_pack(error_details_pb2.QuotaFailure(violations=[violation])))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": seconds})))
     return status
