@@ -252,3 +252,31 @@ def test_a_cards_mac_covers_its_days_count_and_older_macs_stay_valid():
 )
 def test_a_wrong_proxy_code_is_a_failure_for_the_terminals_throttle(outcome, failed):
     assert throttle.is_failure(outcome) is failed
+
+
+# -- configuration ([procedures] in the offices file) ----------------------------------------
+
+
+def _offices(tmp_path, procedures: str):
+    from service.config.offices import load_policy
+
+    f = tmp_path / "offices.toml"
+    f.write_text(f"[procedures]\n{procedures}\n")
+    return load_policy(f, ThrottlePolicy(), OPEN.date())
+
+
+def test_the_bounds_are_configured_in_procedures(tmp_path):
+    policy = _offices(tmp_path, "proxy_wrong_codes_per_day = 2\nsuspensions_per_window = 4\nsuspension_window_minutes = 15")
+    assert (policy.proxy_wrong_codes_per_day, policy.suspensions_per_window) == (2, 4)
+    assert policy.suspension_window == timedelta(minutes=15)
+    assert _offices(tmp_path, "").suspensions_per_window == 30
+
+
+@pytest.mark.parametrize(
+    "line", ["suspensions_per_window = 0", "proxy_wrong_codes_per_day = -1", 'suspension_window_minutes = "x"']
+)
+def test_a_bound_is_a_whole_number_of_at_least_one(tmp_path, line):
+    from service.config.offices import OfficesConfigError
+
+    with pytest.raises(OfficesConfigError, match=line.split(" ")[0]):
+        _offices(tmp_path, line)
