@@ -82,7 +82,7 @@ def card_state(
             reservations[t] = Reservation(res_id, PinType(res_proving), utc(read_time(res_expires)))
         if code_day is not None:
             code_days[t] = CodeDay(date.fromisoformat(code_day), code_day_wrong)
-    return CardState(card_id, version, pins, _STATUS[status], ward, inquiries, reservations, code_days or EMPTY)
+    return CardState(card_id, version, pins, _STATUS[status], ward, inquiries, reservations, code_days)
 
 
 def pin_row(card_id: str, state: CardState, t: PinType, bind_time: Callable[[datetime | None], Any]) -> tuple:
