@@ -13,7 +13,15 @@ from grpc_status import rpc_status
 
 from service.app.ports import IntegrityViolation, StoreUnavailable
 from service.domain.access import PermissionDenied, Unauthenticated
-from service.domain.errors import AlreadyExists, AtCapacity, DomainError, InvalidInput, NotFound, PreconditionFailed
+from service.domain.errors import (
+    AlreadyExists,
+    AtCapacity,
+    DomainError,
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    PreconditionFailed,
+)
 from service.domain.rate import RateLimited
 from service.domain.throttle import Throttled
 
@@ -28,6 +36,7 @@ CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (Throttled, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (AtCapacity, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LimitReached, grpc.StatusCode.RESOURCE_EXHAUSTED),
     # What the database holds for the card does not authenticate: never acted on.
     (IntegrityViolation, grpc.StatusCode.DATA_LOSS),
 ]
@@ -102,6 +111,11 @@ def to_status(exc: BaseException) -> status_pb2.Status:
         )
     elif isinstance(exc, (Throttled, AtCapacity)):
         seconds = max(1, int(exc.retry_after.total_seconds()))
+        status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": seconds})))
+    elif isinstance(exc, LimitReached):
+        seconds = max(1, math.ceil(exc.retry_after.total_seconds()))  # never before it frees up
+        violation = error_details_pb2.QuotaFailure.Violation(subject=exc.subject, description=str(exc))
+        status.details.append(_pack(error_details_pb2.QuotaFailure(violations=[violation])))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay={"seconds": seconds})))
     return status
 

@@ -136,7 +136,8 @@ def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps:
     prior = uow.request(caller.terminal_id, cmd.request_id)
     if prior is not None:
         return replay(prior, cmd, fp, deps)
-    throttle.check(uow.terminal_window(caller.terminal_id), caller.terminal_id, deps.now)
+    window = uow.terminal_window(caller.terminal_id)
+    throttle.check(window, caller.terminal_id, deps.now)
     env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now, caller.office)
 
     state = uow.card(cmd.card_id)
@@ -157,7 +158,7 @@ def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps:
         stored = uow.secret(ref)
         return stored is not None and deps.keys.matches(stored, ref, value)
 
-    ctx = Context(deps.now, deps.policy, matches, code_matches, new_id, _new_code)
+    ctx = Context(deps.now, deps.policy, matches, code_matches, new_id, _new_code, window.suspensions)
     try:
         decision = decide(state, cmd, ctx)
     except NotFound:
@@ -165,6 +166,8 @@ def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps:
             uow.append_terminal(caller.terminal_id, throttled, env)
         raise
     new_state = uow.append(cmd.card_id, decision.events, env) if decision.events else state
+    if (suspended := throttle.record_suspensions(window, decision.events, deps.now, deps.policy)) is not None:
+        uow.set_terminal_window(caller.terminal_id, suspended)  # the terminal's bound (procedures.suspension_bound)
     terminal_events = decision.terminal_events
     if is_failure(decision.outcome) or (terminal_events and is_probe(terminal_events)):
         terminal_events += count_failure(uow, caller, cmd.card_id, deps)

@@ -1,7 +1,10 @@
 """The procedures' configuration (TOML, named by PINLIFE_OFFICES_FILE; the
 shipped default is service/config/offices.toml, the seed's Yokohama schedule):
 offices with their hours, closures and wards; store kiosk hours and chains;
-the validity of proxy inquiries and store reservations. Public holidays come
+the validity of proxy inquiries and store reservations; the bounds on wrong
+proxy codes per card and day and on suspensions per terminal and window
+([procedures]: proxy_wrong_codes_per_day, suspensions_per_window,
+suspension_window_minutes). Public holidays come
 from the maintained `holidays` library, precomputed for the years around
 now so the policy is a plain value."""
 
@@ -34,6 +37,13 @@ def _time(where: str, value) -> time:
         return time.fromisoformat(value)
     except (TypeError, ValueError) as exc:
         raise OfficesConfigError(f"{where}: {value!r} is not a time HH:MM") from exc
+
+
+def _positive(procedures: dict, name: str, default: int) -> int:
+    value = procedures.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise OfficesConfigError(f"procedures.{name}: a whole number of at least 1, not {value!r}")
+    return value
 
 
 def _days(where: str, values, allowed) -> frozenset[str]:
@@ -88,6 +98,9 @@ def load_policy(path: Path | None, throttle: ThrottlePolicy, today: date) -> Pol
         inquiry_validity=timedelta(days=int(procedures.get("inquiry_validity_days", 30))),
         inquiry_max_wrong_codes=int(procedures.get("inquiry_max_wrong_codes", 3)),
         reservation_validity=timedelta(hours=int(procedures.get("reservation_validity_hours", 24))),
+        proxy_wrong_codes_per_day=_positive(procedures, "proxy_wrong_codes_per_day", 5),
+        suspensions_per_window=_positive(procedures, "suspensions_per_window", 30),
+        suspension_window=timedelta(minutes=_positive(procedures, "suspension_window_minutes", 60)),
         store_opens=_time("stores.opens", stores.get("opens", "06:30")),
         store_closes=_time("stores.closes", stores.get("closes", "23:00")),
         store_chains=chains,

@@ -83,6 +83,7 @@ OUTCOMES: dict[str, Outcome] = {
     "CounterProcedureRefused": Outcome.REFUSED,
     "ResetRefused": Outcome.REFUSED,
     "TerminalThrottled": Outcome.REFUSED,
+    "SuspensionRefused": Outcome.REFUSED,
     "CardSuspended": Outcome.OTHER,
     "ProxyInquiryIssued": Outcome.OTHER,
     "ProxyInquiryClosed": Outcome.OTHER,
@@ -106,6 +107,7 @@ COUNTED_AS: dict[str, tuple[str, ...]] = {
     "CounterProcedureRefused": ("refusals",),
     "ResetRefused": ("refusals",),
     "TerminalThrottled": ("throttles",),
+    "SuspensionRefused": ("refusals",),
     "CardSuspended": ("suspensions",),
 }
 COUNT_NAMES = ("checks", "failures", "locks", "resets", "unlocks", "changes", "refusals", "throttles", "suspensions", "events")

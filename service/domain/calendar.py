@@ -31,6 +31,16 @@ class OfficeKind:
     SPECIAL_CENTER = "special_center"
 
 
+def tokyo_day(at: datetime) -> date:
+    """The Tokyo calendar day of an instant (guards.day_of; the fold counts wrong proxy codes by it)."""
+    return at.astimezone(TOKYO).date()
+
+
+def next_tokyo_day(at: datetime) -> datetime:
+    """The start (00:00 Asia/Tokyo) of the Tokyo day after the one `at` falls on."""
+    return datetime.combine(tokyo_day(at) + timedelta(days=1), time(0), TOKYO)
+
+
 def week_of_month(day: date) -> int:
     """1 for the first seven days of the month (the 1st Saturday is in it), ..."""
     return (day.day - 1) // 7 + 1

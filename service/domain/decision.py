@@ -78,6 +78,8 @@ class Context(NamedTuple):
     code_matches: Callable[[str, str, str], bool] = lambda kind, name, value: False
     new_id: Callable[[], str] = lambda: ""  # a fresh unique id (inquiries, reservations)
     new_code: Callable[[], str] = lambda: ""  # a fresh one-time code (8 digits)
+    # the calling terminal's suspensions within the suspension window (throttle.TerminalWindow)
+    suspensions: tuple[datetime, ...] = ()
 
     def recovery(self, state: CardState, pin_type: PinType) -> Recovery:
         return recovery_for(state, pin_type, self.policy, self.now)

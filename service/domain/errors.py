@@ -82,3 +82,14 @@ class AtCapacity(DomainError):
     def __init__(self, message: str, retry_after: timedelta):
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class LimitReached(DomainError):
+    """A bound of the rules is reached (a card's wrong proxy codes today, a
+    terminal's suspensions per window): refused, and recorded, until
+    `retry_after` from now. `subject` names what is bounded."""
+
+    def __init__(self, subject: str, message: str, retry_after: timedelta):
+        self.subject = subject
+        self.retry_after = retry_after
+        super().__init__(message)

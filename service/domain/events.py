@@ -33,7 +33,7 @@ class Purpose(enum.Enum):
 class RefusalReason(enum.StrEnum):
     """Why a procedure was refused: CounterOutOfService.reason (the counter
     gate) and ResetRefused.reason (the store procedures, the proxy's second
-    visit). Upper-cased, it is the PreconditionViolation type the caller gets."""
+    visit, also at the day's bound of wrong codes). Upper-cased, it is the PreconditionViolation type the caller gets."""
 
     OUT_OF_HOURS = "out_of_hours"
     OUT_OF_JURISDICTION = "out_of_jurisdiction"
@@ -43,6 +43,8 @@ class RefusalReason(enum.StrEnum):
     NO_RESERVATION = "no_reservation"
     RESERVATION_EXPIRED = "reservation_expired"
     NO_OPEN_INQUIRY = "no_open_inquiry"
+    # the card and PIN type took the day's bound of wrong proxy codes (policy.proxy_wrong_codes_per_day)
+    PROXY_CODES_EXHAUSTED = "proxy_codes_exhausted"
 
     @property
     def violation_type(self) -> str:
@@ -247,11 +249,18 @@ class ProxyInquiryClosed(Event):
 
 @dataclass(frozen=True)
 class ProxyInquiryCodeRejected(Event):
+    """A wrong code at a proxy's second visit. v2 added wrong_codes_today:
+    the card's wrong codes for this PIN type on this Tokyo day, across
+    inquiries, this one included (0: recorded before they were counted, every v1
+    event)."""
+
     type_name: ClassVar[str] = "ProxyInquiryCodeRejected"
+    schema_version: ClassVar[int] = 2
     pin_type: PinType
     inquiry_id: str
-    wrong_codes: int
-    remaining: int
+    wrong_codes: int  # of this inquiry
+    remaining: int  # attempts this inquiry still takes
+    wrong_codes_today: int = 0
 
 
 @dataclass(frozen=True)
@@ -349,6 +358,18 @@ class TerminalThrottled(Event):
 
 
 @dataclass(frozen=True)
+class SuspensionRefused(Event):
+    """A terminal asked to suspend a card beyond its bound of suspensions per
+    window (policy.suspensions_per_window): refused, no card suspended."""
+
+    type_name: ClassVar[str] = "SuspensionRefused"
+    card_id: str
+    suspensions: int  # made by the terminal within the window
+    window_seconds: int
+    free_at: str  # ISO 8601, UTC: when it may suspend again
+
+
+@dataclass(frozen=True)
 class AuditRead(Event):
     """An auditor's call (the audit of the auditors), on the auditor
     terminal's stream: which RPC, which card or filter, how many events it
@@ -361,4 +382,6 @@ class AuditRead(Event):
     events_returned: int
 
 
-EVENT_TYPES.update({cls.type_name: cls for cls in (AccessDenied, CounterOutOfService, TerminalThrottled, AuditRead)})
+EVENT_TYPES.update(
+    {cls.type_name: cls for cls in (AccessDenied, CounterOutOfService, TerminalThrottled, SuspensionRefused, AuditRead)}
+)

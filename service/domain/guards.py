@@ -16,6 +16,8 @@ Pure: no clock (the instant is an argument), no I/O, no key.
 | an inquiry or a reservation is used before, not at, its expiry | expired |
 | the validity of an inquiry and of a reservation | inquiry_expiry, reservation_expiry |
 | an inquiry is voided at the configured number of wrong codes | inquiry_attempts_left, inquiry_voided |
+| a card and PIN type take a bounded number of wrong proxy codes per Tokyo day, across inquiries | wrong_codes_today, wrong_code_today, proxy_codes_left_today, proxy_codes_exhausted, proxy_codes_free_at |
+| a terminal makes a bounded number of suspensions per window (decided only: a card's stream does not record the terminal) | suspension_free_at |
 | a counter acts only in its office's hours, for the wards it serves, whatever it asks | counter_refusal |
 | a card's ward at enrolment is one an office serves | ward_served |
 | documents are dated by the Tokyo calendar day | day_of |
@@ -29,11 +31,12 @@ Pure: no clock (the instant is an argument), no I/O, no key.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import date, datetime
 from functools import cache
 from typing import NamedTuple
 
-from service.domain.calendar import TOKYO
+from service.domain.calendar import TOKYO, next_tokyo_day, tokyo_day
 from service.domain.documents import CHECKLISTS, Applicant, Document, check_checklist
 from service.domain.errors import PreconditionViolation
 from service.domain.events import CounterProcedure, RefusalReason
@@ -105,6 +108,46 @@ def inquiry_voided(attempts_left: int) -> bool:
     return attempts_left <= 0
 
 
+def wrong_codes_today(state: CardState, pin_type: PinType, at: datetime) -> int:
+    """The wrong proxy codes entered for this PIN type on the Tokyo day of
+    `at`, across every inquiry (the card's fold counts them: state.CodeDay)."""
+    counted = state.code_days.get(pin_type)
+    return counted.wrong_codes if counted is not None and counted.day == day_of(at) else 0
+
+
+def wrong_code_today(state: CardState, pin_type: PinType, at: datetime) -> int:
+    """A wrong proxy code at `at` adds one to the day's count (ProxyInquiryCodeRejected.wrong_codes_today)."""
+    return wrong_codes_today(state, pin_type, at) + 1
+
+
+def proxy_codes_left_today(policy: Policy, state: CardState, pin_type: PinType, at: datetime) -> int:
+    """The wrong codes this card and PIN type may still take today."""
+    return max(0, policy.proxy_wrong_codes_per_day - wrong_codes_today(state, pin_type, at))
+
+
+def proxy_codes_exhausted(policy: Policy, state: CardState, pin_type: PinType, at: datetime) -> bool:
+    """The day's bound is reached: a completion is refused without its code being checked."""
+    return proxy_codes_left_today(policy, state, pin_type, at) <= 0
+
+
+def proxy_codes_free_at(at: datetime) -> datetime:
+    """When a card whose daily bound is reached at `at` takes codes again: the next Tokyo midnight."""
+    return next_tokyo_day(at)
+
+
+# -- terminals -------------------------------------------------------------------------------
+def suspension_free_at(policy: Policy, recent: Iterable[datetime], at: datetime) -> datetime | None:
+    """None: a terminal whose suspensions were made at `recent` may suspend
+    a card at `at`; else when it may again (its oldest suspension that keeps
+    it at the bound leaves the window). A suspension counts while
+    at < its time + suspension_window."""
+    bound, window = policy.suspensions_per_window, policy.suspension_window
+    within = sorted(t for t in recent if t > at - window)
+    if len(within) < bound:
+        return None
+    return within[-bound] + window
+
+
 # -- counters --------------------------------------------------------------------------------
 def counter_refusal(policy: Policy, office_id: str | None, ward: str | None, at: datetime) -> RefusalReason | None:
     """Why a counter may not act now for a card of this ward (None: it may).
@@ -131,8 +174,8 @@ def ward_served(policy: Policy, ward: str | None) -> bool:
 
 
 def day_of(at: datetime) -> date:
-    """The Tokyo calendar day of an instant: documents are dated, and checked, by it."""
-    return at.astimezone(TOKYO).date()
+    """The Tokyo calendar day of an instant: documents are dated, and checked, by it; wrong proxy codes are counted by it."""
+    return tokyo_day(at)
 
 
 def checklist_gaps(

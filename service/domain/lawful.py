@@ -39,10 +39,12 @@ Checked for every stream, outside the table:
 Configuration is not in the stream. Given the Policy (only if it has not
 changed over the streams' lives), a few more rules are checked: the kiosk's
 hours, the validity of inquiries and reservations, the number of wrong
-inquiry codes, whether any store chain may reset the user-certificate
-PIN, that an event a counter recorded (its office is on it) fell in the
-office's hours and a ward it serves, and that an enrolment's ward is one an
-office serves. Without it those are not checked.
+inquiry codes, the daily bound of wrong codes per card and PIN type (no
+code checked beyond it; a refusal only at it), whether any store chain may
+reset the user-certificate PIN, that an event a counter recorded (its office
+is on it) fell in the office's hours and a ward it serves, and that an
+enrolment's ward is one an office serves. Without it those are not checked;
+the day's count of wrong codes across inquiries always is.
 
 Pure: no clock, no store, no keys.
 """
@@ -87,6 +89,7 @@ from service.domain.events import (
     ResetRefused,
     StoreResetReserved,
     SuspendedCardAttempted,
+    SuspensionRefused,
     TerminalThrottled,
     known_word,
 )
@@ -436,10 +439,41 @@ def _pin_reset(e: PinReset, b: Before) -> Reason:
     if procedure is ResetProcedure.COUNTER:
         return _documents(b, CounterProcedure.RESET, e.applicant, e.documents)
     if procedure is ResetProcedure.PROXY:
-        return _documents(b, CounterProcedure.PROXY_COMPLETION, e.applicant, e.documents) or _open_inquiry(b, t)
+        return (
+            _documents(b, CounterProcedure.PROXY_COMPLETION, e.applicant, e.documents)
+            or _open_inquiry(b, t)
+            or _codes_checked_today(b, t)
+        )
     if procedure is ResetProcedure.CONVENIENCE_STORE:
         return _store_reset(e, b)
     return f"unknown reset procedure {str(e.procedure)!r}"
+
+
+def _codes_exhausted(b: Before, t: PinType) -> Reason:
+    """Refused at the day's bound of wrong codes (guards.proxy_codes_exhausted):
+    with the policy, the bound is reached; without it, at least one wrong code
+    was counted that day (the bound is at least 1)."""
+    count = guards.wrong_codes_today(b.state, t, b.at)
+    if b.policy is None:
+        return None if count > 0 else f"the {t.value} PIN took no wrong proxy code on {guards.day_of(b.at)} (Asia/Tokyo)"
+    if guards.proxy_codes_exhausted(b.policy, b.state, t, b.at):
+        return None
+    bound = b.policy.proxy_wrong_codes_per_day
+    return (
+        f"the {t.value} PIN took {count} wrong proxy codes on {guards.day_of(b.at)}, below the configured daily bound of {bound}"
+    )
+
+
+def _codes_checked_today(b: Before, t: PinType) -> Reason:
+    """A proxy code is checked only below the day's bound of wrong codes
+    (guards.proxy_codes_exhausted; configuration: checked only with the policy)."""
+    if b.policy is None or not guards.proxy_codes_exhausted(b.policy, b.state, t, b.at):
+        return None
+    count = guards.wrong_codes_today(b.state, t, b.at)
+    return (
+        f"the {t.value} PIN took {count} wrong proxy codes on {guards.day_of(b.at)} (Asia/Tokyo), the configured "
+        f"daily bound of {b.policy.proxy_wrong_codes_per_day}: no code is checked until the next day"
+    )
 
 
 def _store_reset(e: PinReset, b: Before) -> Reason:
@@ -547,7 +581,26 @@ def _proxy_inquiry_code_rejected(e: ProxyInquiryCodeRejected, b: Before) -> Reas
     if b.policy is not None and e.remaining != guards.inquiry_attempts_left(b.policy, e.wrong_codes):
         limit = b.policy.inquiry_max_wrong_codes
         return f"{e.remaining} attempts remain after {e.wrong_codes} wrong codes of the configured {limit}"
-    return None
+    return _wrong_code_counted(e, b)
+
+
+def _wrong_code_counted(e: ProxyInquiryCodeRejected, b: Before) -> Reason:
+    """A wrong code adds one to the card's count for its PIN type and Tokyo
+    day, across inquiries (guards.wrong_code_today); a code is checked only
+    below the day's bound (with the policy). 0: an event from before the
+    count, which cannot follow a counted one."""
+    t = e.pin_type
+    if e.wrong_codes_today == 0:
+        if b.state.code_days:
+            return "a wrong code without the day's count (as recorded before the daily bound) after counted ones"
+        return None
+    expected = guards.wrong_code_today(b.state, t, b.at)
+    if e.wrong_codes_today != expected:
+        return (
+            f"it records {e.wrong_codes_today} wrong codes on {guards.day_of(b.at)} (Asia/Tokyo); the {t.value} PIN had "
+            f"{expected - 1} that day: a wrong code adds one, across inquiries"
+        )
+    return _codes_checked_today(b, t)
 
 
 def _then_void(e: ProxyInquiryCodeRejected) -> Then | None:
@@ -588,6 +641,8 @@ def _reset_refused(e: ResetRefused, b: Before) -> Reason:
     procedure, refusal = known_word(ResetProcedure, e.procedure), known_word(RefusalReason, e.reason)
     if (procedure, refusal) == (ResetProcedure.PROXY, RefusalReason.NO_OPEN_INQUIRY):
         return None  # the inquiry id asked for is not recorded: any state allows it
+    if (procedure, refusal) == (ResetProcedure.PROXY, RefusalReason.PROXY_CODES_EXHAUSTED):
+        return _open_inquiry(b, t) or _codes_exhausted(b, t)
     if (procedure, refusal) == (ResetProcedure.STORE_RESERVATION, RefusalReason.COUNTER_ONLY):
         if None in _reservation_proving(b, t):
             return None
@@ -622,7 +677,8 @@ RULES: dict[type[Event], Rule] = {
     PinReset: Rule(
         _pin_reset,
         _nothing,
-        f"counter: {NOT_CHECKABLE_COUNTER}; proxy: the inquiry code (a secret) and the office; "
+        f"counter: {NOT_CHECKABLE_COUNTER}; proxy: the inquiry code (a secret) and the office, the daily bound "
+        "of wrong codes without the policy; "
         "store: the proving PIN's correctness, the chain's setting (chain id not recorded), kiosk hours without policy. "
         "The PIN need not be locked nor the card active for a counter or proxy reset: the deciders do not require it",
     ),
@@ -634,7 +690,12 @@ RULES: dict[type[Event], Rule] = {
         _nothing,
         "which PIN (no PIN type recorded), the applicant and the documents presented; the office's hours without the policy",
     ),
-    CardSuspended: Rule(_card_suspended, _nothing, "the office's hours without the policy (the call centre has none)"),
+    CardSuspended: Rule(
+        _card_suspended,
+        _nothing,
+        "the office's hours without the policy (the call centre has none); the terminal's bound of suspensions "
+        "per window (the terminal is not in Recorded: decided on its own row, refusals on its stream as SuspensionRefused)",
+    ),
     CardResumed: Rule(_card_resumed, _nothing, NOT_CHECKABLE_COUNTER),
     SuspendedCardAttempted: Rule(
         _suspended_card_attempted, _nothing, "kiosk hours without the policy; nothing about the PIN (it is never checked)"
@@ -645,7 +706,7 @@ RULES: dict[type[Event], Rule] = {
         _proxy_inquiry_code_rejected,
         _then_void,
         "whether the code was wrong (a secret); the documents at the second visit (not recorded in it); "
-        "the attempts left without the policy",
+        "the attempts left and the daily bound of wrong codes without the policy",
     ),
     StoreResetReserved: Rule(
         _store_reset_reserved,
@@ -655,13 +716,15 @@ RULES: dict[type[Event], Rule] = {
     ResetRefused: Rule(
         _reset_refused,
         _nothing,
-        "proxy: the inquiry id asked for and the documents (not recorded); store: the chain (not recorded), "
-        "the hours without the policy",
+        "proxy: the inquiry id asked for and the documents (not recorded), the daily bound of wrong codes "
+        "without the policy; store: the chain (not recorded), the hours without the policy",
     ),
 }
 
 # Events of a terminal's stream (streams.py), never of a card's.
-TERMINAL_EVENTS: frozenset[type[Event]] = frozenset({AccessDenied, AuditRead, CounterOutOfService, TerminalThrottled})
+TERMINAL_EVENTS: frozenset[type[Event]] = frozenset(
+    {AccessDenied, AuditRead, CounterOutOfService, SuspensionRefused, TerminalThrottled}
+)
 
 
 # -- the fold --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """What the rules take from configuration, in one value passed to `decide`
 and to the app (never read from a global): office calendars, the validity of
 proxy inquiries and store reservations, the convenience-store chains' rules
-and kiosk hours, the terminal throttle. The composition root builds it from
+and kiosk hours, the terminal throttle, the bounds on wrong proxy codes
+per card and day and on suspensions per terminal and window. The composition root builds it from
 configuration (service/config/offices.py, service/config/access.py); it crosses into
 the writer process as a value.
 
@@ -41,6 +42,15 @@ class Policy:
     # the form travel by post both ways (docs/procedures.md).
     inquiry_validity: timedelta = timedelta(days=30)
     inquiry_max_wrong_codes: int = 3  # the inquiry is voided at this many wrong codes
+    # A card and PIN type take at most this many wrong proxy codes per Tokyo
+    # day, across inquiries (re-issuing one does not start a new count):
+    # beyond, a completion is refused without checking its code.
+    proxy_wrong_codes_per_day: int = 5
+    # Suspensions one terminal (the call centre's, a counter's) may make per
+    # window: a person taking lost-card calls makes a few an hour, so 30 an
+    # hour is well above any real caller's pace (docs/procedures.md).
+    suspensions_per_window: int = 30
+    suspension_window: timedelta = timedelta(hours=1)
     reservation_validity: timedelta = timedelta(hours=24)
     store_opens: time = time(6, 30)  # kiosk hours, Asia/Tokyo
     store_closes: time = time(23, 0)

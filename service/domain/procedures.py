@@ -12,10 +12,17 @@ too are guards (guards.py), named below.
 - checklist: an incomplete or stale checklist is refused, naming every
   missing document, and recorded on the card's stream
   (guards.checklist_gaps; documents.py).
+- decide_suspend: a terminal makes at most the configured number of
+  suspensions per window (guards.suspension_free_at, over the terminal's
+  own record of them in ctx.suspensions); beyond, refused and recorded on
+  the terminal's stream, no card touched.
 - decide_request_proxy / decide_complete_proxy: one open inquiry per card
   and PIN type (a new one supersedes the old); used once; expires
   (guards.inquiry_expiry, guards.expired); voided at the configured number
-  of wrong codes (guards.inquiry_attempts_left, guards.inquiry_voided).
+  of wrong codes (guards.inquiry_attempts_left, guards.inquiry_voided); a
+  card and PIN type take a bounded number of wrong codes per Tokyo day,
+  across inquiries: beyond, a completion is refused and recorded without
+  its code being checked (guards.proxy_codes_exhausted).
 - decide_reserve_store / decide_store_reset: which PIN proves which
   (guards.reservation_proving_pin, guards.store_proving_pin); a wrong
   proving PIN is a failed try of that PIN (decision.check_pin); the
@@ -25,7 +32,10 @@ too are guards (guards.py), named below.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from service.domain import guards
+from service.domain.calendar import TOKYO
 from service.domain.commands import (
     CompleteProxyReset,
     RequestProxyReset,
@@ -38,7 +48,7 @@ from service.domain.commands import (
 )
 from service.domain.decision import Context, Decision, Refusal, check_pin, require_enrolled, require_pin
 from service.domain.documents import Applicant, Document
-from service.domain.errors import PreconditionFailed, PreconditionViolation
+from service.domain.errors import LimitReached, PreconditionFailed, PreconditionViolation
 from service.domain.events import (
     CardResumed,
     CardSuspended,
@@ -56,6 +66,7 @@ from service.domain.events import (
     ResetProcedure,
     ResetRefused,
     StoreResetReserved,
+    SuspensionRefused,
 )
 from service.domain.outcomes import (
     CardStatusChanged,
@@ -106,7 +117,31 @@ def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision[Pi
     return Decision((event,), PinRestored(cmd.pin_type))
 
 
+def _tokyo(at: datetime) -> str:
+    return at.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def suspension_bound(state: CardState, ctx: Context) -> Refusal | None:
+    """A refusal when the terminal has made its bound of suspensions within
+    the window (guards.suspension_free_at), recorded on its stream; decided
+    before the card is looked at, so a refused terminal learns nothing of it."""
+    free_at = guards.suspension_free_at(ctx.policy, ctx.suspensions, ctx.now)
+    if free_at is None:
+        return None
+    bound, window = ctx.policy.suspensions_per_window, ctx.policy.suspension_window
+    minutes = int(window.total_seconds() // 60)
+    message = (
+        f"this terminal has suspended {bound} cards within {minutes} minutes, its bound; "
+        f"it may suspend again from {_tokyo(free_at)} (Asia/Tokyo)"
+    )
+    refused = SuspensionRefused(state.card_id, bound, int(window.total_seconds()), free_at.isoformat())
+    error = LimitReached("terminal/suspensions", message, free_at - ctx.now)
+    return Decision((), None, terminal_events=(refused,), error=error)
+
+
 def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision[CardStatusChanged]:
+    if bound := suspension_bound(state, ctx):
+        return bound
     require_enrolled(state)
     if state.suspended:  # already: nothing happens, the answer says so
         return Decision((), CardStatusChanged(CardStatus.SUSPENDED))
@@ -149,16 +184,34 @@ def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Contex
     if guards.expired(inquiry.expires_at, ctx.now):
         closed = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, InquiryCloseReason.EXPIRED)
         return Decision((closed,), ProxyCompletion(ProxyResult.EXPIRED, 0))
+    if guards.proxy_codes_exhausted(ctx.policy, state, cmd.pin_type, ctx.now):
+        return _codes_exhausted(state, cmd, ctx)
     if not ctx.code_matches(INQUIRY_CODE_KIND, inquiry.inquiry_id, cmd.code):
         wrong = inquiry.wrong_codes + 1
         left = guards.inquiry_attempts_left(ctx.policy, wrong)
-        rejected = ProxyInquiryCodeRejected(cmd.pin_type, inquiry.inquiry_id, wrong, left)
+        today = guards.wrong_code_today(state, cmd.pin_type, ctx.now)
+        rejected = ProxyInquiryCodeRejected(cmd.pin_type, inquiry.inquiry_id, wrong, left, today)
         if guards.inquiry_voided(left):
             voided = ProxyInquiryClosed(cmd.pin_type, inquiry.inquiry_id, InquiryCloseReason.VOIDED)
             return Decision((rejected, voided), ProxyCompletion(ProxyResult.VOIDED, 0))
-        return Decision((rejected,), ProxyCompletion(ProxyResult.WRONG_CODE, left))
+        # the attempts the clerk has left: this inquiry's, and no more than the card's today
+        left_today = max(0, ctx.policy.proxy_wrong_codes_per_day - today)
+        return Decision((rejected,), ProxyCompletion(ProxyResult.WRONG_CODE, min(left, left_today)))
     event = PinReset(cmd.pin_type, ResetProcedure.PROXY, Applicant.PROXY.value, _doc_types(cmd.documents))
     return Decision((event,), ProxyCompletion(ProxyResult.COMPLETED, 0), {cmd.pin_type: cmd.new_pin})
+
+
+def _codes_exhausted(state: CardState, cmd: CompleteProxyReset, ctx: Context) -> Refusal:
+    """The card and PIN type took the day's bound of wrong codes: refused
+    (the code is not checked) and recorded, until the next Tokyo day."""
+    free_at = guards.proxy_codes_free_at(ctx.now)
+    subject = f"{state.card_id}/{cmd.pin_type.value}"
+    message = (
+        f"{subject} took {ctx.policy.proxy_wrong_codes_per_day} wrong proxy codes today, the daily bound across inquiries; "
+        f"the code can be tried again from {_tokyo(free_at)} (Asia/Tokyo)"
+    )
+    refused = ResetRefused(cmd.pin_type, ResetProcedure.PROXY, RefusalReason.PROXY_CODES_EXHAUSTED)
+    return Decision((refused,), None, error=LimitReached(subject, message, free_at - ctx.now))
 
 
 # -- convenience store ---------------------------------------------------------

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from functools import singledispatch
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
+from service.domain.calendar import tokyo_day
 from service.domain.events import (
     CardEnrolled,
     CardResumed,
@@ -84,6 +85,14 @@ class Reservation(NamedTuple):
     expires_at: datetime
 
 
+class CodeDay(NamedTuple):
+    """The wrong proxy codes entered for one PIN type on one Tokyo day,
+    across inquiries (the daily bound: guards.proxy_codes_exhausted)."""
+
+    day: date
+    wrong_codes: int
+
+
 class CardState(NamedTuple):
     """Immutable values (NamedTuples: built for nearly every event on the
     write path and in rebuilds, and a tuple is built far faster than a frozen
@@ -96,6 +105,7 @@ class CardState(NamedTuple):
     ward: str | None = None  # the holder's ward, where the card records one
     inquiries: Mapping[PinType, Inquiry] = EMPTY
     reservations: Mapping[PinType, Reservation] = EMPTY
+    code_days: Mapping[PinType, CodeDay] = EMPTY  # the last Tokyo day with a wrong proxy code, per PIN type
 
     @property
     def suspended(self) -> bool:
@@ -118,6 +128,7 @@ class CardState(NamedTuple):
             self.ward,
             self.inquiries,
             self.reservations,
+            self.code_days,
         )
 
 
@@ -215,7 +226,11 @@ def _(event: ProxyInquiryIssued, state: CardState, version: int, at: datetime) -
 @_apply.register
 def _(event: ProxyInquiryCodeRejected, state: CardState, version: int, at: datetime) -> CardState:
     inquiry = state.inquiries[event.pin_type]._replace(wrong_codes=event.wrong_codes)
-    return state._replace(inquiries={**state.inquiries, event.pin_type: inquiry})
+    inquiries = {**state.inquiries, event.pin_type: inquiry}
+    if not event.wrong_codes_today:  # recorded before wrong codes were counted per day (schema v1)
+        return state._replace(inquiries=inquiries)
+    today = CodeDay(tokyo_day(at), event.wrong_codes_today)
+    return state._replace(inquiries=inquiries, code_days={**state.code_days, event.pin_type: today})
 
 
 @_apply.register
@@ -234,7 +249,9 @@ def evolve(state: CardState, recorded: Recorded) -> CardState:
     if recorded.version != state.version + 1:
         raise ValueError(f"stream {state.card_id}: version {recorded.version} after {state.version}")
     new = _apply(recorded.event, state, recorded.version, recorded.occurred_at)
-    return CardState(new.card_id, recorded.version, new.pins, new.status, new.ward, new.inquiries, new.reservations)
+    return CardState(
+        new.card_id, recorded.version, new.pins, new.status, new.ward, new.inquiries, new.reservations, new.code_days
+    )
 
 
 def fold(card_id: str, history: Iterable[Recorded]) -> CardState:

@@ -19,20 +19,25 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from service.domain.errors import DomainError
-from service.domain.events import CounterOutOfService, Event, RefusalReason
-from service.domain.outcomes import CheckOutcome, CheckResult
-from service.domain.policy import ThrottlePolicy
+from service.domain.events import CardSuspended, CounterOutOfService, Event, RefusalReason
+from service.domain.outcomes import CheckOutcome, CheckResult, ProxyCompletion, ProxyResult
+from service.domain.policy import Policy, ThrottlePolicy
 from service.domain.state import EMPTY
 
 # What counts as a failure on a card: a wrong PIN, an attempt against a locked
-# PIN, a counter's refusal for a ward it does not serve (is_probe), and
-# (counted by the caller, as it is an error) an unknown card, also when a
-# status read asks for it.
+# PIN, a wrong proxy code (also the one that voids the inquiry), a counter's
+# refusal for a ward it does not serve (is_probe), and (counted by the
+# caller, as it is an error) an unknown card, also when a status read asks
+# for it.
 FAILED_RESULTS = (CheckResult.WRONG_PIN, CheckResult.LOCKED)
+FAILED_PROXY_RESULTS = (ProxyResult.WRONG_CODE, ProxyResult.VOIDED)
 
 
 def is_failure(outcome: object) -> bool:
-    """A failed PIN check: of a verify or change, or the proving PIN of a store reset."""
+    """A failed check: a PIN of a verify or change, the proving PIN of a
+    store reset, or a proxy inquiry's code."""
+    if isinstance(outcome, ProxyCompletion):
+        return outcome.result in FAILED_PROXY_RESULTS
     check = outcome if isinstance(outcome, CheckOutcome) else getattr(outcome, "check", None)
     return isinstance(check, CheckOutcome) and check.result in FAILED_RESULTS
 
@@ -60,10 +65,14 @@ class Throttled(DomainError):
 class TerminalWindow(NamedTuple):
     """A terminal's recent failures: the last failure time of each distinct
     card (so its size stays at most max_distinct_cards + 1), and the end of
-    its throttle, if any."""
+    its throttle, if any; and the times of its suspensions within the
+    suspension window (at most policy.suspensions_per_window: the bound,
+    guards.suspension_free_at). Kept in one row value (store/projection.py
+    window_to_row), so whatever authenticates the row covers them all."""
 
     last_failure: Mapping[str, datetime] = EMPTY
     throttled_until: datetime | None = None
+    suspensions: tuple[datetime, ...] = ()
 
 
 def check(window: TerminalWindow, terminal_id: str, now: datetime) -> None:
@@ -81,5 +90,17 @@ def record_failure(
     recent = {c: at for c, at in window.last_failure.items() if at > since}
     recent[card_id] = now
     if len(recent) > policy.max_distinct_cards and (window.throttled_until is None or now >= window.throttled_until):
-        return TerminalWindow(EMPTY, now + policy.penalty), len(recent)
-    return TerminalWindow(recent, window.throttled_until), None
+        return window._replace(last_failure=EMPTY, throttled_until=now + policy.penalty), len(recent)
+    return window._replace(last_failure=recent), None
+
+
+def record_suspensions(window: TerminalWindow, events: tuple[Event, ...], now: datetime, policy: Policy) -> TerminalWindow | None:
+    """The window after a command whose card events are `events`, if it
+    suspended a card (None: unchanged). It keeps only the suspensions still
+    within the window: the bound's decision (guards.suspension_free_at)
+    needs no more, so the value stays small."""
+    if not any(type(e) is CardSuspended for e in events):
+        return None
+    since = now - policy.suspension_window
+    recent = tuple(at for at in window.suspensions if at > since) + (now,)
+    return window._replace(suspensions=recent[-policy.suspensions_per_window :])

@@ -37,9 +37,14 @@ def _access_denied_v1_to_v2(payload: Payload) -> Payload:
     return {**payload, "repeated": 0}  # v1 recorded every refusal on its own
 
 
+def _code_rejected_v1_to_v2(payload: Payload) -> Payload:
+    return {**payload, "wrong_codes_today": 0}  # recorded before wrong codes were counted per card and day
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("CardEnrolled", 1): _card_enrolled_v1_to_v2,
     ("AccessDenied", 1): _access_denied_v1_to_v2,
+    ("ProxyInquiryCodeRejected", 1): _code_rejected_v1_to_v2,
 }
 
 

@@ -65,6 +65,8 @@ PIN_COLUMNS = (
     "reservation_id",
     "reservation_proving_pin_type",
     "reservation_expires_at",
+    "code_day",
+    "code_day_wrong_codes",
 )
 SECRET_COLUMNS = ("card_id", "kind", "name", "key_id", "digest", "set_at_version")
 TERMINAL_COLUMNS = ("terminal_id", "version", "last_hash", "throttle_failures", "throttled_until", "revision", "mac")
@@ -87,7 +89,8 @@ _HEAD = ", ".join(HEAD_COLUMNS)
 _PIN = (
     "s.pin_type, s.consecutive_failures, s.status, s.locked_at, s.last_version, "
     "s.inquiry_id, s.inquiry_expires_at, s.inquiry_wrong_codes, "
-    "s.reservation_id, s.reservation_proving_pin_type, s.reservation_expires_at, v.key_id, v.digest"
+    "s.reservation_id, s.reservation_proving_pin_type, s.reservation_expires_at, s.code_day, s.code_day_wrong_codes, "
+    "v.key_id, v.digest"
 )
 _VERIFIER = "LEFT OUTER JOIN secrets v ON v.card_id = s.card_id AND v.kind = 'pin' AND v.name = s.pin_type"
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from service.app.ports import StoredRequest
 from service.domain.chain import canonical, canonical_time
 from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
-from service.domain.state import EMPTY, CardState, CardStatus, Inquiry, PinState, Reservation
+from service.domain.state import EMPTY, CardState, CardStatus, CodeDay, Inquiry, PinState, Reservation
 from service.domain.throttle import TerminalWindow
 from service.keys.ring import Verifier
 from service.store.records import utc
@@ -41,6 +41,8 @@ PIN_READ_COLUMNS = (
     "reservation_id",
     "reservation_proving_pin_type",
     "reservation_expires_at",
+    "code_day",
+    "code_day_wrong_codes",
 )
 
 
@@ -59,7 +61,7 @@ def card_state(
 ) -> CardState:
     """A card from its head and its pin_states rows (PIN_READ_COLUMNS;
     `read_time` converts stored times where the driver has not)."""
-    pins, inquiries, reservations = {}, {}, {}
+    pins, inquiries, reservations, code_days = {}, {}, {}, {}
     for (
         pin_type,
         failures,
@@ -72,6 +74,8 @@ def card_state(
         res_id,
         res_proving,
         res_expires,
+        code_day,
+        code_day_wrong,
     ) in pin_rows:
         t = PIN_TYPE_BY_VALUE[pin_type]
         locked_at = None if locked_at is None else utc(read_time(locked_at))
@@ -80,7 +84,9 @@ def card_state(
             inquiries[t] = Inquiry(inq_id, utc(read_time(inq_expires)), inq_wrong or 0)
         if res_id is not None:
             reservations[t] = Reservation(res_id, PinType(res_proving), utc(read_time(res_expires)))
-    return CardState(card_id, version, pins, _STATUS[status], ward, inquiries, reservations)
+        if code_day is not None:
+            code_days[t] = CodeDay(date.fromisoformat(code_day), code_day_wrong)
+    return CardState(card_id, version, pins, _STATUS[status], ward, inquiries, reservations, code_days)
 
 
 def pin_row(card_id: str, state: CardState, t: PinType, bind_time: Callable[[datetime | None], Any]) -> tuple:
@@ -96,8 +102,10 @@ def pin_row(card_id: str, state: CardState, t: PinType, bind_time: Callable[[dat
         p.last_version,
     )
     inquiry, reservation = state.inquiries.get(t), state.reservations.get(t)
+    code_day = state.code_days.get(t) if state.code_days else None
+    codes = (None, None) if code_day is None else (code_day.day.isoformat(), code_day.wrong_codes)
     if inquiry is None and reservation is None:
-        return row + (None,) * 6
+        return row + (None,) * 6 + codes
     return row + (
         inquiry and inquiry.inquiry_id,
         inquiry and bind_time(inquiry.expires_at),
@@ -105,31 +113,52 @@ def pin_row(card_id: str, state: CardState, t: PinType, bind_time: Callable[[dat
         reservation and reservation.reservation_id,
         reservation and reservation.proving_pin_type.value,
         reservation and bind_time(reservation.expires_at),
+        *codes,
     )
 
 
 def changed_pins(before: CardState, after: CardState) -> list[PinType]:
     """The PINs whose projection rows must be written after an append: those
-    an event changed, and those whose open inquiry or reservation changed."""
+    an event changed, and those whose open inquiry, reservation or day's
+    count of wrong proxy codes changed."""
     changed = [t for t, p in after.pins.items() if p.last_version > before.version]
-    if before.inquiries or after.inquiries or before.reservations or after.reservations:
+    if before.inquiries or after.inquiries or before.reservations or after.reservations or after.code_days:
         changed += [
             t
             for t in after.pins
             if t not in changed
-            and (before.inquiries.get(t) != after.inquiries.get(t) or before.reservations.get(t) != after.reservations.get(t))
+            and (
+                before.inquiries.get(t) != after.inquiries.get(t)
+                or before.reservations.get(t) != after.reservations.get(t)
+                or before.code_days.get(t) != after.code_days.get(t)
+            )
         ]
     return changed
 
 
 def window_from_row(failures: str | None, until: Any, read_time: Callable) -> TerminalWindow:
-    """A terminal's failure window from its row (failures: JSON {card: time})."""
-    last = {c: datetime.fromisoformat(at) for c, at in json.loads(failures).items()} if failures else EMPTY
-    return TerminalWindow(last, None if until is None else utc(read_time(until)))
+    """A terminal's window from its row. throttle_failures holds JSON: the
+    failure window alone as {card: time} (as every row was written before
+    suspensions were bounded, and still is while the terminal has none in
+    its window), or {"failures": {card: time}, "suspensions": [time, ...]}
+    (a failure window's values are strings, never an object, so the two
+    shapes cannot be taken for each other)."""
+    value = json.loads(failures) if failures else {}
+    suspensions: tuple[datetime, ...] = ()
+    if isinstance(value.get("failures"), dict):
+        suspensions = tuple(datetime.fromisoformat(at) for at in value.get("suspensions", ()))
+        value = value["failures"]
+    last = {c: datetime.fromisoformat(at) for c, at in value.items()} if value else EMPTY
+    return TerminalWindow(last, None if until is None else utc(read_time(until)), suspensions)
 
 
 def window_to_row(window: TerminalWindow, bind_time: Callable) -> tuple[str | None, Any]:
-    failures = json.dumps({c: at.isoformat() for c, at in window.last_failure.items()}) if window.last_failure else None
+    """The row values of a terminal's window (throttle_failures, throttled_until): see window_from_row."""
+    last = {c: at.isoformat() for c, at in window.last_failure.items()}
+    if window.suspensions:
+        failures: str | None = json.dumps({"failures": last, "suspensions": [at.isoformat() for at in window.suspensions]})
+    else:
+        failures = json.dumps(last) if last else None
     return failures, None if window.throttled_until is None else bind_time(window.throttled_until)
 
 
@@ -143,7 +172,7 @@ def state_message(state: CardState, last_hash: str, verifiers: Mapping[PinType, 
     A stored format (tests/store/test_mac_message.py); built on every card
     load and write, hence spelled out."""
     parts = ["pinlife-card-v1", state.card_id, str(state.version), last_hash, _STATUS_VALUE[state.status], state.ward or ""]
-    pins, inquiries, reservations = state.pins, state.inquiries, state.reservations
+    pins, inquiries, reservations, code_days = state.pins, state.inquiries, state.reservations, state.code_days
     for t, value in _PIN_ORDER:
         if (p := pins.get(t)) is None:
             continue
@@ -157,6 +186,8 @@ def state_message(state: CardState, last_hash: str, verifiers: Mapping[PinType, 
             part += f"\x1ei\x1e{inq.inquiry_id}\x1e{_t(inq.expires_at)}\x1e{inq.wrong_codes}"
         if reservations and (res := reservations.get(t)) is not None:
             part += f"\x1er\x1e{res.reservation_id}\x1e{res.proving_pin_type.value}\x1e{_t(res.expires_at)}"
+        if code_days and (day := code_days.get(t)) is not None:  # absent from every MAC made before it existed
+            part += f"\x1ec\x1e{day.day.isoformat()}\x1e{day.wrong_codes}"
         parts.append(part)
     return "\x1f".join(parts).encode()
 

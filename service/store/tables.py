@@ -139,6 +139,10 @@ pin_states = Table(
     Column("reservation_id", String(64), nullable=True),
     Column("reservation_proving_pin_type", String(32), nullable=True),
     Column("reservation_expires_at", UtcDateTime, nullable=True),
+    # the last Tokyo day (YYYY-MM-DD) with a wrong proxy code for this PIN,
+    # and how many that day, across inquiries (the daily bound: guards.py)
+    Column("code_day", String(10), nullable=True),
+    Column("code_day_wrong_codes", Integer, nullable=True),
 )
 
 # Secrets of a card, as keyed hashes (HMAC-SHA256 under a server key that is

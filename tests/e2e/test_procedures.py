@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
@@ -42,7 +45,7 @@ from tests.procedures import (
     reset,
     rid,
 )
-from tests.rpc import precondition_violations
+from tests.rpc import precondition_violations, retry_seconds
 
 
 @pytest.fixture
@@ -183,4 +186,81 @@ def test_a_lost_card_is_suspended_by_the_call_centre_answers_suspended_and_is_re
         "CardResumed",
         "PinVerified",
     ]
+    assert server.store.cards.rebuild() == server.store.cards.projection()
+
+
+# -- bounds (issue 22, items 5 and 6) ------------------------------------------------------
+
+
+def _exhausted(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+    return info.value
+
+
+def _quota_subjects(err: grpc.RpcError) -> list[str]:
+    out = []
+    for detail in rpc_status.from_call(err).details:
+        failure = error_details_pb2.QuotaFailure()
+        if detail.Unpack(failure):
+            out += [v.subject for v in failure.violations]
+    return out
+
+
+def test_the_call_centres_suspensions_are_bounded_per_hour(server, clients, clock):
+    cards = [f"card-S{i:02d}" for i in range(32)]
+    for card in cards:
+        enroll(clients["naka"], card)
+    night = datetime(2026, 12, 5, 3, 0, tzinfo=JST).astimezone(UTC)  # Saturday, 3 a.m.
+
+    def suspend(card):
+        req = cpb.SuspendCardRequest(request_id=rid(), card_id=card, reason=cpb.SUSPENSION_REASON_LOST)
+        return clients["call"].counter.SuspendCard(req, timeout=10, metadata=clients["call"].metadata)
+
+    for i, card in enumerate(cards[:30]):  # the default: 30 an hour, one a minute here
+        clock.now = night + timedelta(minutes=i)
+        assert suspend(card).card_status == pb.CARD_STATUS_SUSPENDED
+    clock.now = night + timedelta(minutes=30)
+    err = _exhausted(lambda: suspend(cards[30]))
+    assert retry_seconds(err) == 30 * 60  # the first suspension leaves the hour at 04:00
+    assert _quota_subjects(err) == ["terminal/suspensions"] and "04:00:00" in err.details()
+    assert clients["naka"].status(cards[30]).card_status == pb.CARD_STATUS_ACTIVE  # no card suspended
+    assert [e.event_type for e in server.store.log.stream(cards[30])] == ["CardEnrolled"]
+    (refusal,) = [e for e in server.store.log.stream("terminal:call-centre-01") if e.event_type == "SuspensionRefused"]
+    assert refusal.payload["card_id"] == cards[30] and refusal.payload["suspensions"] == 30
+    clock.now = night + timedelta(minutes=60)  # 04:00: the first suspension has left the window
+    assert suspend(cards[30]).card_status == pb.CARD_STATUS_SUSPENDED
+    _exhausted(lambda: suspend(cards[31]))
+    assert server.store.cards.rebuild() == server.store.cards.projection()
+
+
+def test_wrong_proxy_codes_are_bounded_per_card_and_day_across_reissued_inquiries(server, clients, clock):
+    enroll(clients["naka"], "card-G1")
+    codes = []
+    for wrongs in (3, 2):  # an inquiry voided at its third wrong code, re-issued, two more: five today
+        inquiry = proxy_request(clients["naka"], "card-G1")
+        codes.append(inquiry)
+        wrong = "00000000" if inquiry.code != "00000000" else "11111111"
+        for _ in range(wrongs):
+            clock.advance(minutes=1)
+            answer = proxy_complete(clients["naka"], "card-G1", inquiry.inquiry_id, wrong)
+    assert (answer.result, answer.remaining_attempts) == (
+        cpb.PROXY_RESET_RESULT_WRONG_CODE,
+        0,
+    )  # the inquiry takes 1, the card none
+    # beyond the bound even the right code is refused, unchecked, until 00:00 in Tokyo
+    err = _exhausted(lambda: proxy_complete(clients["naka"], "card-G1", inquiry.inquiry_id, inquiry.code))
+    now = clock()
+    assert retry_seconds(err) == int((datetime(2026, 12, 2, 0, 0, tzinfo=JST) - now).total_seconds())
+    assert _quota_subjects(err) == ["card-G1/user_certificate"] and "2026-12-02 00:00" in err.details()
+    stream = server.store.log.stream("card-G1")
+    rejected = [e.payload["wrong_codes_today"] for e in stream if e.event_type == "ProxyInquiryCodeRejected"]
+    assert rejected == [1, 2, 3, 4, 5]
+    assert (stream[-1].event_type, stream[-1].payload["reason"]) == ("ResetRefused", "proxy_codes_exhausted")
+    assert server.store.cards.rebuild() == server.store.cards.projection()
+    clock.now = datetime(2026, 12, 2, 10, 0, tzinfo=JST).astimezone(UTC)  # the next day, the office open
+    done = proxy_complete(clients["naka"], "card-G1", inquiry.inquiry_id, inquiry.code)
+    assert done.result == cpb.PROXY_RESET_RESULT_COMPLETED
+    assert clients["reader"].verify("card-G1", USER, "2468").check.result == pb.CHECK_RESULT_OK
     assert server.store.cards.rebuild() == server.store.cards.projection()

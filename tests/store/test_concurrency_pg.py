@@ -13,9 +13,11 @@ import pytest
 from service.app.answers import Answer
 from service.app.batch import ThreadRunner
 from service.app.handlers import Caller
-from service.domain.errors import AlreadyExists
+from service.domain.commands import SuspendCard
+from service.domain.errors import AlreadyExists, LimitReached
 from service.domain.outcomes import CheckResult, Enrolled
 from service.domain.pins import retry_limit
+from service.domain.policy import Policy
 from service.store.event_store import EventStore
 from tests.keys import INTEGRITY
 from tests.store.helpers import CORRECT, COUNTER, SIGNATURE, USER, WRONG, enroll, rid, run_ok, verify
@@ -132,3 +134,34 @@ def test_one_request_id_racing_on_several_instances_runs_once(instances, kind):
         assert results[0].outcome.remaining_tries == 2
         assert store.cards.read_card("card-a").pins[USER].consecutive_failures == 1
     assert_log_sound(store)
+
+
+def test_racing_suspensions_of_one_terminal_on_several_instances_keep_its_bound(pg_url, keys, clock):
+    """The bound of suspensions per terminal and window (issue 22, item 5) is
+    decided on the terminal's row in the write transaction: racing instances
+    suspend exactly `bound` cards, the rest are refused and recorded."""
+    bound, per_instance = 5, 3
+    stores = [EventStore(pg_url) for _ in range(INSTANCES)]
+    try:
+        writers = [ThreadRunner(s, keys, clock, Policy(suspensions_per_window=bound)) for s in stores]
+        cards = [f"card-{i}-{n}" for i in range(INSTANCES) for n in range(per_instance)]
+        run_ok(writers[0], *(enroll(c) for c in cards))
+        call_centre = Caller("call_center", "call-centre-01")
+
+        def work(i, w):
+            return [
+                w.process([(SuspendCard.create(rid(), f"card-{i}-{n}", "lost", None), call_centre)])[0]
+                for n in range(per_instance)
+            ]
+
+        results = [r for rs in in_parallel(writers, work) for r in rs]
+        assert sum(isinstance(r, Answer) for r in results) == bound
+        assert sum(isinstance(r, LimitReached) for r in results) == len(results) - bound
+        store = stores[0]
+        assert sum(store.cards.read_card(c).suspended for c in cards) == bound
+        refusals = [e for e in store.log.stream("terminal:call-centre-01") if e.event_type == "SuspensionRefused"]
+        assert len(refusals) == len(results) - bound
+        assert_log_sound(store)
+    finally:
+        for s in stores:
+            s.close()

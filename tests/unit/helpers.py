@@ -104,11 +104,12 @@ def when(
     return decide(state, command, Context(now, policy, matches, **ctx))
 
 
-def then(state: CardState, decision: Decision) -> CardState:
-    """The state after appending the decision's events to the stream."""
+def then(state: CardState, decision: Decision, now: datetime | None = None) -> CardState:
+    """The state after appending the decision's events to the stream (at
+    `now`, the instant decided at, or at(version))."""
     for event in decision.events:
         v = state.version + 1
-        state = evolve(state, Recorded(event, v, at(v)))
+        state = evolve(state, Recorded(event, v, at(v) if now is None else now))
     return state
 
 

@@ -252,6 +252,7 @@ actions = st.builds(
 policies = st.builds(
     shipped,
     inquiry_max_wrong_codes=st.integers(1, 3),
+    proxy_wrong_codes_per_day=st.integers(1, 6),
     store_chains=st.sampled_from([{}, {"chain-a": StoreChain(resets_user_certificate=True)}]),
 )
 
@@ -284,6 +285,10 @@ RULE_CHANGES = {
     "inquiry_voided": lambda attempts_left: attempts_left <= 1,  # voided one wrong code early
     "kiosk_open": lambda policy, at: True,  # kiosks around the clock
     "locks": lambda pin_type, failures: failures >= retry_limit(pin_type) - 1,  # locked one failure early
+    # the day's bound of wrong proxy codes one code early
+    "proxy_codes_exhausted": lambda policy, state, t, at: (
+        guards.wrong_codes_today(state, t, at) >= policy.proxy_wrong_codes_per_day - 1
+    ),
 }
 
 
@@ -315,7 +320,7 @@ def test_long_lawful_walks_produce_every_card_event_and_are_accepted():
     for seed in range(40):
         rng = random.Random(seed)
         chains = {"chain-a": StoreChain(resets_user_certificate=True)} if seed % 2 else {}
-        policy = shipped(store_chains=chains, inquiry_max_wrong_codes=1 + seed % 3)
+        policy = shipped(store_chains=chains, inquiry_max_wrong_codes=1 + seed % 3, proxy_wrong_codes_per_day=2 + seed % 4)
         pin_types = ALL_TYPES if seed % 4 else rng.sample(ALL_TYPES, rng.randint(1, 4))
         stream = run(policy, pin_types, "nishi", random_script(rng, 400)).stream
         assert first_unlawful(stream, policy=policy) is None, seed
@@ -331,7 +336,7 @@ def test_the_rule_changes_reach_the_walks(guard):
     reached = 0
     for seed in range(10):
         rng = random.Random(seed)
-        policy = shipped(inquiry_max_wrong_codes=1 + seed % 3)
+        policy = shipped(inquiry_max_wrong_codes=1 + seed % 3, proxy_wrong_codes_per_day=2 + seed % 4)
         with patch.object(guards, guard, RULE_CHANGES[guard]):
             stream = run(policy, ALL_TYPES, "nishi", random_script(rng, 400)).stream
         reached += first_unlawful(stream, policy=policy) is not None
@@ -343,7 +348,7 @@ def test_the_generated_histories_hold_each_forgeable_situation():
     reasons: set[tuple[str, str]] = set()
     for seed in range(40):
         rng = random.Random(seed)
-        policy = shipped(inquiry_max_wrong_codes=1 + seed % 3)
+        policy = shipped(inquiry_max_wrong_codes=1 + seed % 3, proxy_wrong_codes_per_day=1 + seed % 4)
         stream = run(policy, ALL_TYPES, None, random_script(rng, 400)).stream
         for r in stream:
             if isinstance(r.event, (LockedPinAttempted, SuspendedCardAttempted, PinVerificationFailed)):
@@ -356,6 +361,7 @@ def test_the_generated_histories_hold_each_forgeable_situation():
                 reasons.add(("PinReset", r.event.procedure))
     assert {
         ("ResetRefused", "no_open_inquiry"),
+        ("ResetRefused", "proxy_codes_exhausted"),
         ("ResetRefused", "counter_only"),
         ("ResetRefused", "store_closed"),
         ("ResetRefused", "no_reservation"),
@@ -735,6 +741,67 @@ def test_the_configured_number_of_wrong_codes_is_checked_with_the_policy():
     forged = (ENROLLED, issued(at=T0 + timedelta(minutes=1)), rejected(1, 5))
     assert check(*forged) is None  # the limit is configuration
     assert_unlawful(check(*forged, policy=shipped()), 3, "ProxyInquiryCodeRejected", "configured 3")
+
+
+def counted(wrong, remaining, today, inquiry_id="id-00000001"):
+    """A wrong code as recorded since the daily bound: with the card's count for the day."""
+    return ProxyInquiryCodeRejected(USER, inquiry_id, wrong, remaining, today)
+
+
+BOUNDED = shipped(inquiry_max_wrong_codes=3, proxy_wrong_codes_per_day=5)
+EXHAUSTED = ResetRefused(USER, "proxy", "proxy_codes_exhausted")
+# five wrong codes on one Tokyo day, over a voided inquiry and its re-issue (versions 1-9, from T0: noon in Tokyo)
+FIVE_TODAY = (
+    ENROLLED,
+    issued(at=T0 + timedelta(minutes=1)),
+    counted(1, 2, 1),
+    counted(2, 1, 2),
+    (counted(3, 0, 3), ProxyInquiryClosed(USER, "id-00000001", "voided")),
+    issued("id-00000002", T0 + timedelta(minutes=5)),
+    counted(1, 2, 4, "id-00000002"),
+    counted(2, 1, 5, "id-00000002"),
+)
+
+
+def test_wrong_codes_counted_across_inquiries_up_to_the_daily_bound_then_refused_is_lawful():
+    assert check(*FIVE_TODAY, EXHAUSTED, EXHAUSTED, policy=BOUNDED) is None
+    assert check(*FIVE_TODAY, EXHAUSTED) is None
+
+
+def test_a_wrong_code_counts_one_more_that_day_across_inquiries():
+    forged = (*FIVE_TODAY[:6], counted(1, 2, 1, "id-00000002"))  # counted afresh on a re-issued inquiry
+    assert_unlawful(check(*forged), 8, "ProxyInquiryCodeRejected", "had 3 that day", "across inquiries")
+
+
+def test_the_count_starts_afresh_on_the_next_tokyo_day():
+    stream = history(*FIVE_TODAY)
+    tomorrow = T0 + timedelta(hours=12)  # 00:00 in Tokyo
+    after = [
+        Recorded(counted(3, 0, 1, "id-00000002"), 10, tomorrow),
+        Recorded(ProxyInquiryClosed(USER, "id-00000002", "voided"), 11, tomorrow),
+    ]
+    assert first_unlawful([*stream, *after], policy=BOUNDED) is None
+    before = [Recorded(counted(3, 0, 1, "id-00000002"), 10, tomorrow - timedelta(microseconds=1))]
+    assert_unlawful(first_unlawful([*stream, *before], policy=BOUNDED), 10, "ProxyInquiryCodeRejected", "had 5 that day")
+
+
+def test_no_code_is_checked_beyond_the_daily_bound_with_the_policy():
+    sixth = (counted(3, 0, 6, "id-00000002"), ProxyInquiryClosed(USER, "id-00000002", "voided"))
+    assert check(*FIVE_TODAY, sixth) is None  # the bound is configuration
+    assert_unlawful(check(*FIVE_TODAY, sixth, policy=BOUNDED), 10, "ProxyInquiryCodeRejected", "daily bound of 5")
+    assert_unlawful(check(*FIVE_TODAY, PROXY_RESET, policy=BOUNDED), 10, "PinReset", "no code is checked")
+    assert check(*FIVE_TODAY[:-1], PROXY_RESET, policy=BOUNDED) is None  # at four, the right code is checked
+
+
+def test_a_refusal_at_the_daily_bound_only_at_it():
+    assert_unlawful(check(*FIVE_TODAY[:-1], EXHAUSTED, policy=BOUNDED), 9, "ResetRefused", "below the configured daily bound")
+    assert_unlawful(check(ENROLLED, issued(), EXHAUSTED), 3, "ResetRefused", "no wrong proxy code")
+    assert_unlawful(check(ENROLLED, EXHAUSTED), 2, "ResetRefused", "no proxy inquiry is open")
+
+
+def test_a_wrong_code_without_the_days_count_after_counted_ones():
+    found = check(*FIVE_TODAY[:3], rejected(2, 1))
+    assert_unlawful(found, 4, "ProxyInquiryCodeRejected", "without the day's count")
 
 
 def test_an_inquiry_voided_without_the_last_wrong_code():

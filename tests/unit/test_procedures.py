@@ -289,12 +289,12 @@ def test_wrong_codes_count_down_and_void_the_inquiry():
     state = inquired(card())
     for wrong, remaining in ((1, 2), (2, 1)):
         decision = at_counter(state, complete_proxy("00000000"), **proxy_ctx())
-        assert decision.events == (ProxyInquiryCodeRejected(USER, "inq-00000001", wrong, remaining),)
+        assert decision.events == (ProxyInquiryCodeRejected(USER, "inq-00000001", wrong, remaining, wrong),)
         assert decision.outcome == ProxyCompletion(ProxyResult.WRONG_CODE, remaining) and decision.new_pins == {}
-        state = then(state, decision)
+        state = then(state, decision, OPEN)
     decision = at_counter(state, complete_proxy("00000000"), **proxy_ctx())
     assert decision.events == (
-        ProxyInquiryCodeRejected(USER, "inq-00000001", 3, 0),
+        ProxyInquiryCodeRejected(USER, "inq-00000001", 3, 0, 3),
         ProxyInquiryClosed(USER, "inq-00000001", "voided"),
     )
     assert decision.outcome.result is ProxyResult.VOIDED

@@ -15,6 +15,7 @@ from service.domain.events import (
     PinReset,
     PinVerified,
     ProxyInquiryClosed,
+    ProxyInquiryCodeRejected,
     RefusalReason,
     ResetProcedure,
     ResetRefused,
@@ -35,6 +36,13 @@ def test_a_current_payload_is_read_as_it_is():
     assert event_from_stored("CardEnrolled", 2, None, payload) == CardEnrolled((USER,), "naka")
     assert upcast("PinVerified", 1, {}) == {}
     assert event_from_stored("PinVerified", 1, "user_certificate", {}) == PinVerified(USER)
+
+
+def test_a_version_1_wrong_proxy_code_reads_as_not_counted_per_day():
+    payload = {"inquiry_id": "inq-1", "wrong_codes": 2, "remaining": 1}
+    event = event_from_stored("ProxyInquiryCodeRejected", 1, "user_certificate", payload)
+    assert event == ProxyInquiryCodeRejected(USER, "inq-1", 2, 1, wrong_codes_today=0)
+    assert event.payload() == {**payload, "wrong_codes_today": 0}
 
 
 def test_every_old_version_of_every_event_type_has_an_upcaster():
@@ -64,6 +72,7 @@ STORED_WORDS = {
         "no_reservation",
         "reservation_expired",
         "no_open_inquiry",
+        "proxy_codes_exhausted",
     },
     ResetProcedure: {"counter", "proxy", "store_reservation", "convenience_store"},
     CounterProcedure: {"reset", "unlock", "resume", "proxy_inquiry", "proxy_completion"},
@@ -87,6 +96,7 @@ def test_the_api_violation_types_are_the_upper_cased_refusal_reasons():
         "NO_RESERVATION",
         "RESERVATION_EXPIRED",
         "NO_OPEN_INQUIRY",
+        "PROXY_CODES_EXHAUSTED",
     ]
     assert all(type(r.violation_type) is str for r in RefusalReason)
 
