@@ -41,6 +41,9 @@ class Policy:
     # the form travel by post both ways (docs/procedures.md).
     inquiry_validity: timedelta = timedelta(days=30)
     inquiry_max_wrong_codes: int = 3  # the inquiry is voided at this many wrong codes
+    # A new inquiry for a PIN whose open one was issued less than this ago is
+    # refused (one form in the post at a time; guards.inquiry_reissue_refused).
+    inquiry_reissue_after: timedelta = timedelta(hours=1)
     reservation_validity: timedelta = timedelta(hours=24)
     store_opens: time = time(6, 30)  # kiosk hours, Asia/Tokyo
     store_closes: time = time(23, 0)
@@ -48,6 +51,9 @@ class Policy:
     # A request id's answer is replayed to retries this long; after, the id is
     # refused as reused (and the kept answer is pruned).
     replay_window: timedelta = timedelta(hours=24)
+    # Repeated refusals and attempts of one terminal are recorded once per
+    # key and window, with a count (service/domain/repeats.py).
+    repeat_window: timedelta = timedelta(minutes=10)
 
     def chain(self, chain_id: str | None) -> StoreChain:
         return self.store_chains.get(chain_id or "", StoreChain())
