@@ -23,7 +23,7 @@ import structlog
 
 from service.app.answers import Answer, command_name, decode, encode, fingerprint, fresh_pins
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
-from service.domain import throttle
+from service.domain import repeats, throttle
 from service.domain.access import Role
 from service.domain.commands import CardCommand
 from service.domain.decide import decide
@@ -123,6 +123,21 @@ def count_failure(uow: UnitOfWork, caller: Caller, card_id: str, deps: Deps) -> 
     return (TerminalThrottled(distinct, int(policy.window.total_seconds()), until.isoformat()),)
 
 
+def unrepeated(uow: UnitOfWork, caller: Caller, stream: str, events: tuple[Event, ...], deps: Deps) -> tuple[Event, ...]:
+    """The events of a stream (a card id, or "" for the terminal's own) to
+    record, repeats of an aggregated event within its window counted in
+    the terminal's row instead (service/domain/repeats.py); the reports of
+    counts that had to make room are recorded on the terminal's stream."""
+    if not any(repeats.aggregated(e) for e in events):
+        return events  # the verify path: nothing to look up
+    got = repeats.aggregate(uow.terminal_repeats(caller.terminal_id), stream, events, deps.now, deps.policy.repeat_window)
+    uow.set_terminal_repeats(caller.terminal_id, got.repeats)
+    if got.reports:
+        env = Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
+        uow.append_terminal(caller.terminal_id, got.reports, env)
+    return got.events
+
+
 def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps: Deps) -> Answer[Outcome]:
     fp = fingerprint(cmd)
     prior = uow.request(caller.terminal_id, cmd.request_id)
@@ -156,8 +171,9 @@ def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps:
         if throttled := count_failure(uow, caller, cmd.card_id, deps):
             uow.append_terminal(caller.terminal_id, throttled, env)
         raise
-    new_state = uow.append(cmd.card_id, decision.events, env) if decision.events else state
-    terminal_events = decision.terminal_events
+    card_events = unrepeated(uow, caller, cmd.card_id, decision.events, deps)
+    new_state = uow.append(cmd.card_id, card_events, env) if card_events else state
+    terminal_events = unrepeated(uow, caller, "", decision.terminal_events, deps)
     if is_failure(decision.outcome):
         terminal_events += count_failure(uow, caller, cmd.card_id, deps)
     if terminal_events:
@@ -184,7 +200,9 @@ def card_command_touches(cmd: CardCommand, caller: Caller) -> Touches:
 
 def handle_terminal_events(uow: UnitOfWork, cmd: RecordTerminalEvents, caller: Caller, deps: Deps) -> int:
     env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now, caller.office)
-    return uow.append_terminal(caller.terminal_id, cmd.events, env)
+    if recorded := unrepeated(uow, caller, "", cmd.events, deps):
+        return uow.append_terminal(caller.terminal_id, recorded, env)
+    return 0  # only counted
 
 
 def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps) -> CardView | None:
@@ -195,9 +213,10 @@ def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps)
     if caller.channel == Role.AUDITOR.value:  # the audit of the auditors: their status reads too
         only = {"pin_type": cmd.only.value} if cmd.only else {}
         read = AuditRead("GetPinStatus", cmd.card_id, json.dumps(only), 1 if state.enrolled else 0)
-        uow.append_terminal(
-            caller.terminal_id, (read,), Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
-        )
+        if recorded := unrepeated(uow, caller, "", (read,), deps):
+            uow.append_terminal(
+                caller.terminal_id, recorded, Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
+            )
     if state.enrolled:
         return CardView(state, pin_views(state, deps.policy, deps.now, cmd.only))
     if throttled := count_failure(uow, caller, cmd.card_id, deps):  # a miss: enumeration counts

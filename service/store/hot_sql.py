@@ -67,7 +67,7 @@ PIN_COLUMNS = (
     "reservation_expires_at",
 )
 SECRET_COLUMNS = ("card_id", "kind", "name", "key_id", "digest", "set_at_version")
-TERMINAL_COLUMNS = ("terminal_id", "version", "last_hash", "throttle_failures", "throttled_until", "revision")
+TERMINAL_COLUMNS = ("terminal_id", "version", "last_hash", "throttle_failures", "throttled_until", "revision", "repeats")
 REQUEST_COLUMNS = (
     "terminal_id",
     "request_id",
@@ -132,7 +132,7 @@ class HotSql:
         # a row read at the revision given (last parameter), or no row changes
         self.update_terminal = (
             f"UPDATE terminals SET version = {p}, last_hash = {p}, throttle_failures = {p}, throttled_until = {p}, "
-            f"revision = revision + 1 WHERE terminal_id = {p} AND revision = {p}"
+            f"repeats = {p}, revision = revision + 1 WHERE terminal_id = {p} AND revision = {p}"
         )
         # The payload as text (PostgreSQL would parse JSONB per row): equal
         # payloads are then decoded once (EventStore.rebuild caches by text).

@@ -189,6 +189,9 @@ terminals = Table(
     # incremented by each write of the row: a batch writes a row it read
     # unlocked only if this is unchanged (service/store/unit_of_work.py)
     Column("revision", BigInteger, nullable=False, server_default="0"),
+    # repeated refusals and attempts counted, not yet recorded (JSON: key ->
+    # [recorded at, count]; service/domain/repeats.py), decided as the window is
+    Column("repeats", Text, nullable=True),
 )
 
 # A check value per key id and purpose (service/keys/ring.py): a different key

@@ -40,6 +40,7 @@ import structlog
 from sqlalchemy import Connection, select
 
 from service.app.ports import Envelope, IntegrityViolation, StoredRequest
+from service.domain import repeats as repeats_
 from service.domain.chain import GENESIS_HASH, canonical_time, hashed_envelope, link_and_leaf
 from service.domain.events import Event, Recorded
 from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
@@ -87,7 +88,7 @@ class UnitOfWork:
         self._new_cards: dict[str, datetime] = {}  # card -> enrolled at
         self._new_secrets: dict[SecretRef, tuple] = {}
         self._new_requests: list[tuple[StoredRequest, datetime]] = []
-        # terminal -> [version, TerminalWindow, revision read (None: no row yet)]
+        # terminal -> [version, TerminalWindow, revision read (None: no row yet), repeats (repeats.py)]
         self._terminals: dict[str, list] = {}
         self._dirty_terminals: set[str] = set()
         self.leaves: list[tuple[int, bytes]] = []  # (position, Merkle leaf hash) of each event written, for checkpoints
@@ -139,10 +140,11 @@ class UnitOfWork:
             heads = {r[:w] for r in rows["read"]}
             self._load(read_ids, heads, [(r[0], *r[w:]) for r in rows["read"] if r[w] is not None])
         for t in terminals:
-            self._terminals[t] = [0, TerminalWindow(), None]
+            self._terminals[t] = [0, TerminalWindow(), None, {}]
             self._hashes[terminal_stream(t)] = GENESIS_HASH
-        for terminal_id, version, last_hash, failures, until, revision in rows.get("terminals", ()):
-            self._terminals[terminal_id] = [version, window_from_row(failures, until, sql.read_time), revision]
+        for terminal_id, version, last_hash, failures, until, revision, repeats in rows.get("terminals", ()):
+            window = window_from_row(failures, until, sql.read_time)
+            self._terminals[terminal_id] = [version, window, revision, repeats_.from_json(repeats)]
             self._hashes[terminal_stream(terminal_id)] = last_hash
         self._looked_up |= keys
         for terminal_id, request_id, card_id, command, fp, outcome, stream_version, created_at, mac in rows.get("requests", ()):
@@ -187,6 +189,15 @@ class UnitOfWork:
     def set_terminal_window(self, terminal_id: str, window: TerminalWindow) -> None:
         self.terminal_window(terminal_id)
         self._terminals[terminal_id][1] = window
+        self._dirty_terminals.add(terminal_id)
+
+    def terminal_repeats(self, terminal_id: str) -> repeats_.Repeats:
+        self.terminal_window(terminal_id)
+        return self._terminals[terminal_id][3]
+
+    def set_terminal_repeats(self, terminal_id: str, repeats: repeats_.Repeats) -> None:
+        self.terminal_window(terminal_id)
+        self._terminals[terminal_id][3] = repeats
         self._dirty_terminals.add(terminal_id)
 
     def card(self, card_id: str) -> CardState:
@@ -300,7 +311,7 @@ class UnitOfWork:
         if changed:
             plan["changed"] = sql.terminals(changed, lock=True)
         if made:
-            plan["made"] = Statement(sql.insert_terminal, [(t, 0, GENESIS_HASH, None, None, 0) for t in made], many=True)
+            plan["made"] = Statement(sql.insert_terminal, [(t, 0, GENESIS_HASH, None, None, 0, None) for t in made], many=True)
         if self._new_events:
             plan["positions"] = Statement(sql.take_positions, (len(self._new_events),))
         if read:
@@ -384,9 +395,16 @@ class UnitOfWork:
             plan["terminals"] = Statement(
                 sql.update_terminal,
                 [
-                    (version, self._hashes[terminal_stream(t)], *window_to_row(window, bind_time), t, revision)
+                    (
+                        version,
+                        self._hashes[terminal_stream(t)],
+                        *window_to_row(window, bind_time),
+                        repeats_.to_json(repeats),
+                        t,
+                        revision,
+                    )
                     for t in sorted(self._dirty_terminals)
-                    for version, window, revision in (self._terminals[t],)
+                    for version, window, revision, repeats in (self._terminals[t],)
                 ],
                 many=True,
                 expect=len(self._dirty_terminals),
