@@ -465,9 +465,7 @@ def test_given_a_unit_of_work_when_its_block_raises_then_the_fake_keeps_nothing_
 # -- repeated refusals and attempts (service/domain/repeats.py) ------------------------------
 
 
-def test_given_a_locked_pin_when_500_attempts_are_made_then_the_card_history_stays_bounded_and_counts_them(
-    store, runner, clock
-):
+def test_given_a_locked_pin_when_500_attempts_are_made_then_the_card_history_stays_bounded_and_counts_them(store, runner, clock):
     run_ok(runner, enroll(CORRECT, "card-a"), *[verify(USER, WRONG[USER], "card-a") for _ in range(3)])
     before = len(store.log.stream("card-a"))
     for i in range(500):
@@ -480,9 +478,7 @@ def test_given_a_locked_pin_when_500_attempts_are_made_then_the_card_history_sta
     assert store.log.stream(terminal_stream(READER.terminal_id)) == []
 
 
-def test_given_an_open_inquiry_when_it_is_reissued_500_times_then_one_refusal_is_recorded_with_the_count(
-    store, runner, clock
-):
+def test_given_an_open_inquiry_when_it_is_reissued_500_times_then_one_refusal_is_recorded_with_the_count(store, runner, clock):
     clock.now = datetime(2026, 4, 1, 1, 0, tzinfo=UTC)  # 10:00 in Tokyo, a Wednesday
     run_ok(runner, enroll(CORRECT, "card-a"))
     docs = [(DocumentType.MY_NUMBER_CARD, ""), (DocumentType.OTHER_ID, "")]
