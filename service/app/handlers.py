@@ -26,7 +26,7 @@ import structlog
 
 from service.app.answers import Answer, command_name, decode, decode_refusal, encode, encode_refusal, fingerprint, fresh_pins
 from service.app.ports import Envelope, StoredRequest, UnitOfWork
-from service.domain import throttle
+from service.domain import repeats, throttle
 from service.domain.access import Role
 from service.domain.commands import CardCommand
 from service.domain.decide import decide
@@ -131,6 +131,21 @@ def count_failure(uow: UnitOfWork, caller: Caller, card_id: str, deps: Deps) -> 
     return (TerminalThrottled(distinct, int(policy.window.total_seconds()), until.isoformat()),)
 
 
+def unrepeated(uow: UnitOfWork, caller: Caller, stream: str, events: tuple[Event, ...], deps: Deps) -> tuple[Event, ...]:
+    """The events of a stream (a card id, or "" for the terminal's own) to
+    record, repeats of an aggregated event within its window counted in
+    the terminal's row instead (service/domain/repeats.py); the reports of
+    counts that had to make room are recorded on the terminal's stream."""
+    if not any(repeats.aggregated(e) for e in events):
+        return events  # the verify path: nothing to look up
+    got = repeats.aggregate(uow.terminal_repeats(caller.terminal_id), stream, events, deps.now, deps.policy.repeat_window)
+    uow.set_terminal_repeats(caller.terminal_id, got.repeats)
+    if got.reports:
+        env = Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
+        uow.append_terminal(caller.terminal_id, got.reports, env)
+    return got.events
+
+
 def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps: Deps) -> Answer[Outcome]:
     fp = fingerprint(cmd)
     prior = uow.request(caller.terminal_id, cmd.request_id)
@@ -165,11 +180,12 @@ def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps:
         if throttled := count_failure(uow, caller, cmd.card_id, deps):
             uow.append_terminal(caller.terminal_id, throttled, env)
         raise
-    new_state = uow.append(cmd.card_id, decision.events, env) if decision.events else state
+    card_events = unrepeated(uow, caller, cmd.card_id, decision.events, deps)
+    new_state = uow.append(cmd.card_id, card_events, env) if card_events else state
     if (suspended := throttle.record_suspensions(window, decision.events, deps.now, deps.policy)) is not None:
         uow.set_terminal_window(caller.terminal_id, suspended)  # the terminal's bound (procedures.suspension_bound)
-    terminal_events = decision.terminal_events
-    if is_failure(decision.outcome) or (terminal_events and is_probe(terminal_events)):
+    terminal_events = unrepeated(uow, caller, "", decision.terminal_events, deps)
+    if is_failure(decision.outcome) or is_probe(decision.terminal_events):
         terminal_events += count_failure(uow, caller, cmd.card_id, deps)
     if terminal_events:
         uow.append_terminal(caller.terminal_id, terminal_events, env)
@@ -200,7 +216,9 @@ def card_command_touches(cmd: CardCommand, caller: Caller) -> Touches:
 
 def handle_terminal_events(uow: UnitOfWork, cmd: RecordTerminalEvents, caller: Caller, deps: Deps) -> int:
     env = Envelope(caller.channel, caller.terminal_id, cmd.request_id, deps.now, caller.office)
-    return uow.append_terminal(caller.terminal_id, cmd.events, env)
+    if recorded := unrepeated(uow, caller, "", cmd.events, deps):
+        return uow.append_terminal(caller.terminal_id, recorded, env)
+    return 0  # only counted
 
 
 def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps) -> CardView | None:
@@ -212,18 +230,20 @@ def handle_read_card(uow: UnitOfWork, cmd: ReadCard, caller: Caller, deps: Deps)
         gate := counter_gate(cmd.card_id, state.ward, cmd.office_id, "GetPinStatus", deps.policy, deps.now)
     ):
         env = Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
-        refusals = gate.terminal_events
-        if is_probe(refusals):
+        refusals = unrepeated(uow, caller, "", gate.terminal_events, deps)
+        if is_probe(gate.terminal_events):
             refusals += count_failure(uow, caller, cmd.card_id, deps)
-        uow.append_terminal(caller.terminal_id, refusals, env)
+        if refusals:
+            uow.append_terminal(caller.terminal_id, refusals, env)
         assert gate.error is not None  # a gate refuses with an error
         raise gate.error
     if caller.channel == Role.AUDITOR.value:  # the audit of the auditors: their status reads too
         only = {"pin_type": cmd.only.value} if cmd.only else {}
         read = AuditRead("GetPinStatus", cmd.card_id, json.dumps(only), 1 if state.enrolled else 0)
-        uow.append_terminal(
-            caller.terminal_id, (read,), Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
-        )
+        if recorded := unrepeated(uow, caller, "", (read,), deps):
+            uow.append_terminal(
+                caller.terminal_id, recorded, Envelope(caller.channel, caller.terminal_id, "-", deps.now, caller.office)
+            )
     if state.enrolled:
         return CardView(state, pin_views(state, deps.policy, deps.now, cmd.only))
     if throttled := count_failure(uow, caller, cmd.card_id, deps):  # a miss: enumeration counts

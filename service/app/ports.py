@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from service.domain.events import Event
+from service.domain.repeats import Repeats
 from service.domain.state import CardState
 from service.domain.throttle import TerminalWindow
 from service.keys.ring import IntegrityKeys, KeyRing, SecretRef, Verifier
@@ -85,6 +86,12 @@ class UnitOfWork(Protocol):
         """A terminal's failure window (its row locked for this transaction)."""
 
     def set_terminal_window(self, terminal_id: str, window: TerminalWindow) -> None: ...
+
+    def terminal_repeats(self, terminal_id: str) -> Repeats:
+        """The repeats a terminal has counted but not recorded (its row, as
+        its failure window: service/domain/repeats.py)."""
+
+    def set_terminal_repeats(self, terminal_id: str, repeats: Repeats) -> None: ...
 
     def card(self, card_id: str) -> CardState:
         """A card about to be written (locked for this transaction)."""

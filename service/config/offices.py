@@ -97,6 +97,8 @@ def load_policy(path: Path | None, throttle: ThrottlePolicy, today: date) -> Pol
         calendar=Calendar(offices, japanese_holidays(today)),
         inquiry_validity=timedelta(days=int(procedures.get("inquiry_validity_days", 30))),
         inquiry_max_wrong_codes=int(procedures.get("inquiry_max_wrong_codes", 3)),
+        inquiry_reissue_after=timedelta(minutes=int(procedures.get("inquiry_reissue_after_minutes", 60))),
+        repeat_window=timedelta(minutes=int(procedures.get("repeat_window_minutes", 10))),
         reservation_validity=timedelta(hours=int(procedures.get("reservation_validity_hours", 24))),
         proxy_wrong_codes_per_day=_positive(procedures, "proxy_wrong_codes_per_day", 5),
         suspensions_per_window=_positive(procedures, "suspensions_per_window", 30),

@@ -89,6 +89,7 @@ OUTCOMES: dict[str, Outcome] = {
     "ProxyInquiryClosed": Outcome.OTHER,
     "StoreResetReserved": Outcome.OTHER,
     "AuditRead": Outcome.OTHER,
+    "RepeatsCounted": Outcome.OTHER,  # repeats of any aggregated type (its payload's event_type says which)
 }
 assert OUTCOMES.keys() == EVENT_TYPES.keys(), "every event type has an outcome"
 
@@ -102,7 +103,9 @@ COUNTED_AS: dict[str, tuple[str, ...]] = {
     "PinReset": ("resets",),
     "PinUnlocked": ("unlocks",),
     "PinChanged": ("changes",),
-    "AccessDenied": ("refusals",),  # plus the refusals it aggregates (payload "repeated")
+    # an aggregated event adds its payload's "repeated" too, as does a
+    # RepeatsCounted to its event_type's counters (service/domain/repeats.py)
+    "AccessDenied": ("refusals",),
     "CounterOutOfService": ("refusals",),
     "CounterProcedureRefused": ("refusals",),
     "ResetRefused": ("refusals",),

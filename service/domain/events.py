@@ -45,6 +45,7 @@ class RefusalReason(enum.StrEnum):
     NO_OPEN_INQUIRY = "no_open_inquiry"
     # the card and PIN type took the day's bound of wrong proxy codes (policy.proxy_wrong_codes_per_day)
     PROXY_CODES_EXHAUSTED = "proxy_codes_exhausted"
+    INQUIRY_OPEN = "inquiry_open"  # a new proxy inquiry while a recent one is open (guards.inquiry_reissue_refused)
 
     @property
     def violation_type(self) -> str:
@@ -61,6 +62,7 @@ class ResetProcedure(enum.StrEnum):
     PROXY = "proxy"  # the proxy's second visit
     STORE_RESERVATION = "store_reservation"  # the reset app's reservation
     CONVENIENCE_STORE = "convenience_store"  # the kiosk
+    PROXY_INQUIRY = "proxy_inquiry"  # the proxy's first visit (refused only: ResetRefused)
 
 
 class CounterProcedure(enum.StrEnum):
@@ -154,11 +156,15 @@ class PinLocked(Event):
 
 @dataclass(frozen=True)
 class LockedPinAttempted(Event):
-    """An attempt against a locked PIN: recorded, never checked."""
+    """An attempt against a locked PIN: recorded, never checked. v2 added
+    `repeated` (service/domain/repeats.py: the attempts of the same key not
+    recorded on their own since the previous one)."""
 
     type_name: ClassVar[str] = "LockedPinAttempted"
+    schema_version: ClassVar[int] = 2
     pin_type: PinType
     purpose: Purpose
+    repeated: int = 0
 
 
 @dataclass(frozen=True)
@@ -193,11 +199,17 @@ class PinUnlocked(Event):
 
 @dataclass(frozen=True)
 class CounterProcedureRefused(Event):
-    """A counter procedure refused for an incomplete or stale checklist."""
+    """A counter procedure refused for an incomplete or stale checklist. v2
+    names the PIN type it was for (None: ResumeCard, which is for no PIN;
+    every v1 event, which did not record it) and added `repeated`
+    (repeats.py)."""
 
     type_name: ClassVar[str] = "CounterProcedureRefused"
+    schema_version: ClassVar[int] = 2
     procedure: CounterProcedure | str  # str: a stored value this release does not know
     missing: tuple[str, ...]  # the violations' subjects, e.g. documents/authority
+    pin_type: PinType | None = None  # an envelope column
+    repeated: int = 0
 
 
 @dataclass(frozen=True)
@@ -217,11 +229,14 @@ class CardResumed(Event):
 
 @dataclass(frozen=True)
 class SuspendedCardAttempted(Event):
-    """An attempt against a suspended card: recorded, never checked."""
+    """An attempt against a suspended card: recorded, never checked. v2
+    added `repeated` (repeats.py)."""
 
     type_name: ClassVar[str] = "SuspendedCardAttempted"
+    schema_version: ClassVar[int] = 2
     pin_type: PinType
     purpose: Purpose
+    repeated: int = 0
 
 
 @dataclass(frozen=True)
@@ -278,12 +293,16 @@ class StoreResetReserved(Event):
 @dataclass(frozen=True)
 class ResetRefused(Event):
     """A store reservation or completion, or a proxy completion, refused
-    with a reason (no reservation, expired, counter only, ...)."""
+    with a reason (no reservation, expired, counter only, ...), or a proxy
+    inquiry refused while a recent one is open. v2 added `repeated`
+    (repeats.py)."""
 
     type_name: ClassVar[str] = "ResetRefused"
+    schema_version: ClassVar[int] = 2
     pin_type: PinType
-    procedure: ResetProcedure | str  # proxy | store_reservation | convenience_store (str: unknown when read)
+    procedure: ResetProcedure | str  # proxy | proxy_inquiry | store_reservation | convenience_store (str: unknown)
     reason: RefusalReason | str  # str: a stored value this release does not know
+    repeated: int = 0
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -339,12 +358,14 @@ class AccessDenied(Event):
 @dataclass(frozen=True)
 class CounterOutOfService(Event):
     """A counter terminal acted outside its office's hours, or for a card of
-    a ward its office does not serve: refused."""
+    a ward its office does not serve: refused. v2 added `repeated` (repeats.py)."""
 
     type_name: ClassVar[str] = "CounterOutOfService"
+    schema_version: ClassVar[int] = 2
     rpc: str
     card_id: str
     reason: RefusalReason | str  # out_of_hours | out_of_jurisdiction | unknown_office (str: unknown when read)
+    repeated: int = 0
 
 
 @dataclass(frozen=True)
@@ -367,21 +388,47 @@ class SuspensionRefused(Event):
     suspensions: int  # made by the terminal within the window
     window_seconds: int
     free_at: str  # ISO 8601, UTC: when it may suspend again
+    repeated: int = 0  # refusals of the same card not recorded on their own since (repeats.py)
 
 
 @dataclass(frozen=True)
 class AuditRead(Event):
     """An auditor's call (the audit of the auditors), on the auditor
     terminal's stream: which RPC, which card or filter, how many events it
-    returned."""
+    returned. v2 added `repeated` (repeats.py: the same call, card and
+    filter, not recorded on its own since; events_returned is this call's)."""
 
     type_name: ClassVar[str] = "AuditRead"
+    schema_version: ClassVar[int] = 2
     rpc: str
     card_id: str  # "" when the call named no card
     filter: str  # the filter as JSON (service/domain/audit.py: Filter.as_dict)
     events_returned: int
+    repeated: int = 0
+
+
+@dataclass(frozen=True)
+class RepeatsCounted(Event):
+    """Repeats of an aggregated event (repeats.py) that no later event of
+    their key will carry: the terminal had too many keys with repeats
+    pending, and this key's count is reported here, on the terminal's
+    stream, instead of in the `repeated` of its next event. `stream` is
+    where the events of the key are recorded (a card id, or "" for the
+    terminal's own stream); the PIN type, when the key has one, is in the
+    envelope."""
+
+    type_name: ClassVar[str] = "RepeatsCounted"
+    event_type: str  # the aggregated event's type
+    stream: str
+    detail: str  # the rest of the key, as JSON (the event's payload without its counts)
+    repeated: int
+    since: str  # ISO 8601, UTC: when the last event of the key was recorded
+    pin_type: PinType | None = None  # an envelope column
 
 
 EVENT_TYPES.update(
-    {cls.type_name: cls for cls in (AccessDenied, CounterOutOfService, TerminalThrottled, SuspensionRefused, AuditRead)}
+    {
+        cls.type_name: cls
+        for cls in (AccessDenied, CounterOutOfService, TerminalThrottled, SuspensionRefused, AuditRead, RepeatsCounted)
+    }
 )

@@ -18,6 +18,7 @@ Pure: no clock (the instant is an argument), no I/O, no key.
 | an inquiry is voided at the configured number of wrong codes | inquiry_attempts_left, inquiry_voided |
 | a card and PIN type take a bounded number of wrong proxy codes per Tokyo day, across inquiries | wrong_codes_today, wrong_code_today, proxy_codes_left_today, proxy_codes_exhausted, proxy_codes_free_at |
 | a terminal makes a bounded number of suspensions per window (decided only: a card's stream does not record the terminal) | suspension_free_at |
+| a new inquiry is refused while one issued recently is open | inquiry_reissue_refused |
 | a counter acts only in its office's hours, for the wards it serves, whatever it asks | counter_refusal |
 | a card's ward at enrolment is one an office serves | ward_served |
 | documents are dated by the Tokyo calendar day | day_of |
@@ -101,6 +102,15 @@ def reservation_expiry(policy: Policy, at: datetime) -> datetime:
 def inquiry_attempts_left(policy: Policy, wrong_codes: int) -> int:
     """The codes an inquiry still takes after `wrong_codes` wrong ones."""
     return max(0, policy.inquiry_max_wrong_codes - wrong_codes)
+
+
+def inquiry_reissue_refused(policy: Policy, expires_at: datetime, at: datetime) -> bool:
+    """A new inquiry for a PIN is refused while its open inquiry (expiring
+    at `expires_at`) was issued less than `inquiry_reissue_after` ago (its
+    issue is its expiry less the validity); after that, or once it has
+    expired, a new one supersedes it."""
+    issued_at = expires_at - policy.inquiry_validity
+    return not expired(expires_at, at) and at < issued_at + policy.inquiry_reissue_after
 
 
 def inquiry_voided(attempts_left: int) -> bool:

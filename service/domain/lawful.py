@@ -85,6 +85,7 @@ from service.domain.events import (
     Purpose,
     Recorded,
     RefusalReason,
+    RepeatsCounted,
     ResetProcedure,
     ResetRefused,
     StoreResetReserved,
@@ -415,9 +416,14 @@ def _pin_locked(e: PinLocked, b: Before) -> Reason:
     return None
 
 
+def _counted(e: Any) -> Reason:
+    """An aggregated event's count (repeats.py) is never negative."""
+    return f"a negative count of repeats ({e.repeated})" if e.repeated < 0 else None
+
+
 def _locked_pin_attempted(e: LockedPinAttempted, b: Before) -> Reason:
     t = e.pin_type
-    if reason := _pin(b, t):
+    if reason := _pin(b, t) or _counted(e):
         return reason
     unchecked = guards.why_unchecked(b.state, t)
     if unchecked is guards.Unchecked.CARD_SUSPENDED:
@@ -499,6 +505,13 @@ def _counter_procedure_refused(e: CounterProcedureRefused, b: Before) -> Reason:
     procedure = known_word(CounterProcedure, e.procedure)
     if procedure is None:
         return f"unknown counter procedure {str(e.procedure)!r}"
+    if e.pin_type is not None:  # None: resuming a card (for no PIN), or a v1 refusal that did not record it
+        if procedure is CounterProcedure.RESUME:
+            return "resuming a card is for no PIN: its refusal names none"
+        if reason := _pin(b, e.pin_type):
+            return reason
+    if reason := _counted(e):
+        return reason
     if not e.missing:
         return "a refusal names what is missing"
     if len(set(e.missing)) != len(e.missing) or not set(e.missing) <= guards.refusable_subjects(procedure):
@@ -521,7 +534,7 @@ def _card_resumed(e: CardResumed, b: Before) -> Reason:
 
 
 def _suspended_card_attempted(e: SuspendedCardAttempted, b: Before) -> Reason:
-    if reason := _pin(b, e.pin_type):
+    if reason := _pin(b, e.pin_type) or _counted(e):
         return reason
     if guards.why_unchecked(b.state, e.pin_type) is not guards.Unchecked.CARD_SUSPENDED:
         return "the card is active: an attempt on it would have been checked"
@@ -547,6 +560,9 @@ def _proxy_inquiry_closed(e: ProxyInquiryClosed, b: Before) -> Reason:
         return reason
     closed = known_word(InquiryCloseReason, e.reason)
     if closed is InquiryCloseReason.SUPERSEDED:
+        expires = b.state.inquiries[t].expires_at
+        if b.policy is not None and guards.inquiry_reissue_refused(b.policy, expires, b.at):
+            return f"inquiry {e.inquiry_id} was issued less than {b.policy.inquiry_reissue_after} before: a new one is refused"
         return None  # the new inquiry must follow (then)
     if closed is InquiryCloseReason.EXPIRED:
         expires = b.state.inquiries[t].expires_at
@@ -636,13 +652,20 @@ def _store_reset_reserved(e: StoreResetReserved, b: Before) -> Reason:
 
 def _reset_refused(e: ResetRefused, b: Before) -> Reason:
     t = e.pin_type
-    if reason := _pin(b, t):
+    if reason := _pin(b, t) or _counted(e):
         return reason
     procedure, refusal = known_word(ResetProcedure, e.procedure), known_word(RefusalReason, e.reason)
     if (procedure, refusal) == (ResetProcedure.PROXY, RefusalReason.NO_OPEN_INQUIRY):
         return None  # the inquiry id asked for is not recorded: any state allows it
     if (procedure, refusal) == (ResetProcedure.PROXY, RefusalReason.PROXY_CODES_EXHAUSTED):
         return _open_inquiry(b, t) or _codes_exhausted(b, t)
+    if (procedure, refusal) == (ResetProcedure.PROXY_INQUIRY, RefusalReason.INQUIRY_OPEN):
+        if reason := _open_inquiry(b, t):
+            return f"a new inquiry is refused only while one is open: {reason}"
+        expires = b.state.inquiries[t].expires_at
+        if b.policy is not None and not guards.inquiry_reissue_refused(b.policy, expires, b.at):
+            return f"the open inquiry was issued {b.policy.inquiry_reissue_after} or more before: a new one supersedes it"
+        return None
     if (procedure, refusal) == (ResetProcedure.STORE_RESERVATION, RefusalReason.COUNTER_ONLY):
         if None in _reservation_proving(b, t):
             return None
@@ -688,7 +711,8 @@ RULES: dict[type[Event], Rule] = {
     CounterProcedureRefused: Rule(
         _counter_procedure_refused,
         _nothing,
-        "which PIN (no PIN type recorded), the applicant and the documents presented; the office's hours without the policy",
+        "the applicant and the documents presented; the office's hours without the policy; "
+        "the PIN type of a v1 refusal (not recorded)",
     ),
     CardSuspended: Rule(
         _card_suspended,
@@ -701,7 +725,11 @@ RULES: dict[type[Event], Rule] = {
         _suspended_card_attempted, _nothing, "kiosk hours without the policy; nothing about the PIN (it is never checked)"
     ),
     ProxyInquiryIssued: Rule(_proxy_inquiry_issued, _nothing, f"{NOT_CHECKABLE_COUNTER}; the validity without the policy"),
-    ProxyInquiryClosed: Rule(_proxy_inquiry_closed, _then_issue, "the office's hours without the policy"),
+    ProxyInquiryClosed: Rule(
+        _proxy_inquiry_closed,
+        _then_issue,
+        "the office's hours without the policy; without the policy, when a superseded inquiry was issued",
+    ),
     ProxyInquiryCodeRejected: Rule(
         _proxy_inquiry_code_rejected,
         _then_void,
@@ -717,13 +745,13 @@ RULES: dict[type[Event], Rule] = {
         _reset_refused,
         _nothing,
         "proxy: the inquiry id asked for and the documents (not recorded), the daily bound of wrong codes "
-        "without the policy; store: the chain (not recorded), the hours without the policy",
+        "without the policy; proxy inquiry: when the open one was issued without the policy; store: the chain (not recorded), the hours without the policy",
     ),
 }
 
 # Events of a terminal's stream (streams.py), never of a card's.
 TERMINAL_EVENTS: frozenset[type[Event]] = frozenset(
-    {AccessDenied, AuditRead, CounterOutOfService, SuspensionRefused, TerminalThrottled}
+    {AccessDenied, AuditRead, CounterOutOfService, RepeatsCounted, SuspensionRefused, TerminalThrottled}
 )
 
 

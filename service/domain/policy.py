@@ -51,6 +51,9 @@ class Policy:
     # hour is well above any real caller's pace (docs/procedures.md).
     suspensions_per_window: int = 30
     suspension_window: timedelta = timedelta(hours=1)
+    # A new inquiry for a PIN whose open one was issued less than this ago is
+    # refused (one form in the post at a time; guards.inquiry_reissue_refused).
+    inquiry_reissue_after: timedelta = timedelta(hours=1)
     reservation_validity: timedelta = timedelta(hours=24)
     store_opens: time = time(6, 30)  # kiosk hours, Asia/Tokyo
     store_closes: time = time(23, 0)
@@ -58,6 +61,9 @@ class Policy:
     # A request id's answer is replayed to retries this long; after, the id is
     # refused as reused (and the kept answer is pruned).
     replay_window: timedelta = timedelta(hours=24)
+    # Repeated refusals and attempts of one terminal are recorded once per
+    # key and window, with a count (service/domain/repeats.py).
+    repeat_window: timedelta = timedelta(minutes=10)
 
     def chain(self, chain_id: str | None) -> StoreChain:
         return self.store_chains.get(chain_id or "", StoreChain())

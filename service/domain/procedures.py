@@ -22,7 +22,10 @@ too are guards (guards.py), named below.
   of wrong codes (guards.inquiry_attempts_left, guards.inquiry_voided); a
   card and PIN type take a bounded number of wrong codes per Tokyo day,
   across inquiries: beyond, a completion is refused and recorded without
-  its code being checked (guards.proxy_codes_exhausted).
+  its code being checked (guards.proxy_codes_exhausted); a new inquiry
+  while the open one was issued less than `inquiry_reissue_after` ago is
+  refused (guards.inquiry_reissue_refused), so re-issuing cannot append a
+  pair of events per call.
 - decide_reserve_store / decide_store_reset: which PIN proves which
   (guards.reservation_proving_pin, guards.store_proving_pin); a wrong
   proving PIN is a failed try of that PIN (decision.check_pin); the
@@ -78,7 +81,7 @@ from service.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
-from service.domain.pins import normalize_pin
+from service.domain.pins import PinType, normalize_pin
 from service.domain.state import CardState, CardStatus
 
 INQUIRY_CODE_KIND = "inquiry_code"  # the secret kind of an inquiry's one-time code
@@ -86,13 +89,20 @@ INQUIRY_CODE_KIND = "inquiry_code"  # the secret kind of an inquiry's one-time c
 
 # -- shared rules --------------------------------------------------------------
 def _checklist(
-    procedure: CounterProcedure, applicant: Applicant, documents: tuple[Document, ...], ctx: Context, *, adult_ward: bool = False
+    procedure: CounterProcedure,
+    pin_type: PinType | None,
+    applicant: Applicant,
+    documents: tuple[Document, ...],
+    ctx: Context,
+    *,
+    adult_ward: bool = False,
 ) -> Refusal | None:
-    """A recorded refusal naming every missing or stale document, or None."""
+    """A recorded refusal naming every missing or stale document, and the
+    PIN type the procedure was for (None: resuming a card, for no PIN), or None."""
     violations = guards.checklist_gaps(procedure, applicant, documents, ctx.now, adult_ward=adult_ward)
     if not violations:
         return None
-    refused = CounterProcedureRefused(procedure, tuple(v.subject for v in violations))
+    refused = CounterProcedureRefused(procedure, tuple(v.subject for v in violations), pin_type)
     return Decision((refused,), None, error=PreconditionFailed(violations))
 
 
@@ -103,7 +113,7 @@ def _doc_types(documents: tuple[Document, ...]) -> tuple[str, ...]:
 # -- counter -------------------------------------------------------------------
 def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision[PinRestored]:
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(CounterProcedure.RESET, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    if refusal := _checklist(CounterProcedure.RESET, cmd.pin_type, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     event = PinReset(cmd.pin_type, ResetProcedure.COUNTER, cmd.applicant.value, _doc_types(cmd.documents))
     return Decision((event,), PinRestored(cmd.pin_type), {cmd.pin_type: cmd.new_pin})
@@ -111,7 +121,7 @@ def decide_reset(state: CardState, cmd: ResetPin, ctx: Context) -> Decision[PinR
 
 def decide_unlock(state: CardState, cmd: UnlockPin, ctx: Context) -> Decision[PinRestored]:
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(CounterProcedure.UNLOCK, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    if refusal := _checklist(CounterProcedure.UNLOCK, cmd.pin_type, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     event = PinUnlocked(cmd.pin_type, cmd.applicant.value, _doc_types(cmd.documents))
     return Decision((event,), PinRestored(cmd.pin_type))
@@ -150,7 +160,7 @@ def decide_suspend(state: CardState, cmd: SuspendCard, ctx: Context) -> Decision
 
 def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision[CardStatusChanged]:
     require_enrolled(state)
-    if refusal := _checklist(CounterProcedure.RESUME, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
+    if refusal := _checklist(CounterProcedure.RESUME, None, cmd.applicant, cmd.documents, ctx, adult_ward=cmd.adult_ward):
         return refusal
     if not state.suspended:
         return Decision((), CardStatusChanged(CardStatus.ACTIVE))
@@ -160,10 +170,20 @@ def decide_resume(state: CardState, cmd: ResumeCard, ctx: Context) -> Decision[C
 
 def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context) -> Decision[InquiryIssued]:
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(CounterProcedure.PROXY_INQUIRY, Applicant.PROXY, cmd.documents, ctx):
+    if refusal := _checklist(CounterProcedure.PROXY_INQUIRY, cmd.pin_type, Applicant.PROXY, cmd.documents, ctx):
         return refusal
+    old = state.inquiries.get(cmd.pin_type)
+    if old is not None and guards.inquiry_reissue_refused(ctx.policy, old.expires_at, ctx.now):
+        after = (old.expires_at - ctx.policy.inquiry_validity + ctx.policy.inquiry_reissue_after).astimezone(TOKYO)
+        message = (
+            f"inquiry {old.inquiry_id} for this PIN is open; a new one can be issued from {after:%Y-%m-%d %H:%M} (Asia/Tokyo)"
+        )
+        refused = ResetRefused(cmd.pin_type, ResetProcedure.PROXY_INQUIRY, RefusalReason.INQUIRY_OPEN)
+        subject = f"{state.card_id}/{cmd.pin_type.value}"
+        violation = PreconditionViolation(RefusalReason.INQUIRY_OPEN.violation_type, subject, message)
+        return Decision((refused,), None, error=PreconditionFailed(violation))
     events: list[Event] = []
-    if (old := state.inquiries.get(cmd.pin_type)) is not None:
+    if old is not None:
         events.append(ProxyInquiryClosed(cmd.pin_type, old.inquiry_id, InquiryCloseReason.SUPERSEDED))
     inquiry_id, code = ctx.new_id(), ctx.new_code()
     expires_at = guards.inquiry_expiry(ctx.policy, ctx.now)
@@ -175,7 +195,7 @@ def decide_request_proxy(state: CardState, cmd: RequestProxyReset, ctx: Context)
 
 def decide_complete_proxy(state: CardState, cmd: CompleteProxyReset, ctx: Context) -> Decision[ProxyCompletion]:
     require_pin(state, cmd.pin_type)
-    if refusal := _checklist(CounterProcedure.PROXY_COMPLETION, Applicant.PROXY, cmd.documents, ctx):
+    if refusal := _checklist(CounterProcedure.PROXY_COMPLETION, cmd.pin_type, Applicant.PROXY, cmd.documents, ctx):
         return refusal
     inquiry = state.inquiries.get(cmd.pin_type)
     if inquiry is None or inquiry.inquiry_id != cmd.inquiry_id:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, get_args, get_type_hints
 
-from service.domain.events import EVENT_TYPES, Event, Purpose, known_word
+from service.domain.events import EVENT_TYPES, CounterProcedureRefused, Event, Purpose, RepeatsCounted, known_word
 from service.domain.pins import PinType
 
 Payload = dict[str, Any]
@@ -41,10 +41,28 @@ def _code_rejected_v1_to_v2(payload: Payload) -> Payload:
     return {**payload, "wrong_codes_today": 0}  # recorded before wrong codes were counted per card and day
 
 
+def _counted_v1_to_v2(payload: Payload) -> Payload:
+    """v2 of an aggregated event (repeats.py) added `repeated`; v1 recorded
+    every occurrence on its own. (CounterProcedureRefused v2 also records
+    its PIN type, in the envelope's column: a v1 one has none, read as None.)"""
+    return {**payload, "repeated": 0}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("CardEnrolled", 1): _card_enrolled_v1_to_v2,
     ("AccessDenied", 1): _access_denied_v1_to_v2,
     ("ProxyInquiryCodeRejected", 1): _code_rejected_v1_to_v2,
+    **{
+        (name, 1): _counted_v1_to_v2
+        for name in (
+            "LockedPinAttempted",
+            "SuspendedCardAttempted",
+            "CounterProcedureRefused",
+            "ResetRefused",
+            "CounterOutOfService",
+            "AuditRead",
+        )
+    },
 }
 
 
@@ -63,6 +81,9 @@ def upcast(type_name: str, schema_version: int, payload: Payload) -> Payload:
         schema_version += 1
     return payload
 
+
+# Event types whose PIN type may be absent (CounterProcedureRefused: ResumeCard's, and every v1 one).
+_PIN_TYPE_OPTIONAL = frozenset({CounterProcedureRefused, RepeatsCounted})
 
 # (field name, the StrEnum of its stored word or None) of each event class
 _FIELDS: dict[type[Event], tuple[tuple[str, type[enum.StrEnum] | None], ...]] = {}
@@ -92,7 +113,9 @@ def event_from_stored(type_name: str, schema_version: int, pin_type: str | None,
     kwargs: dict[str, Any] = {}
     for name, vocabulary in _fields(cls):
         if name == "pin_type":
-            kwargs["pin_type"] = PinType(pin_type)
+            if pin_type is None and cls not in _PIN_TYPE_OPTIONAL:
+                raise ValueError(f"{type_name} records a PIN type; the stored event has none")
+            kwargs["pin_type"] = None if pin_type is None else PinType(pin_type)
         elif name == "pin_types":
             kwargs["pin_types"] = tuple(PinType(v) for v in payload["pin_types"])
         elif name == "purpose":

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tuple_
 
-from service.domain.audit import Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
+from service.domain.audit import COUNTED_AS, Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
 from service.domain.calendar import TOKYO
 from service.domain.integrity import Progress, Report
 from service.domain.lawful import CLOCK_TOLERANCE
@@ -117,6 +117,26 @@ def _aggregated_refusals(store: EventStore):
     return func.json_extract(events.c.payload, "$.repeated")
 
 
+def _reported_type(store: EventStore):
+    """A RepeatsCounted's event_type (the type whose repeats it reports)."""
+    if store.dialect == "postgresql":
+        return literal_column("(events.payload->>'event_type')")
+    return func.json_extract(events.c.payload, "$.event_type")
+
+
+# Events whose payload counts repeats not recorded on their own (service/domain/repeats.py, AccessDenied).
+_COUNTING: tuple[str, ...] = (
+    "AccessDenied",
+    "LockedPinAttempted",
+    "SuspendedCardAttempted",
+    "CounterProcedureRefused",
+    "ResetRefused",
+    "CounterOutOfService",
+    "AuditRead",
+    "RepeatsCounted",
+)
+
+
 def statistics(store: EventStore, start: datetime, end: datetime, granularity: Granularity, top: int) -> Statistics:
     c = events.c
     stats = Statistics()
@@ -151,21 +171,28 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
         terminals = [t for (t,) in conn.execute(busiest)]
         if terminals:
             grouped(c.terminal_id, stats.by_terminal, where=c.terminal_id.in_(terminals))
-        # AccessDenied aggregates refusals not recorded on their own: add them (at most one event per terminal and window).
+        # Aggregated events count repeats not recorded on their own: add them to
+        # their type's counters (at most one event per terminal, key and window).
         repeated = _aggregated_refusals(store)
-        q = select(c.channel, c.office, c.terminal_id, _bucket_sql(store, granularity), repeated)
-        denied: Iterable[tuple[Any, ...]] = conn.execute(q.where(in_range, c.event_type == "AccessDenied"))
-        for channel, office, terminal, bucket, n in denied:
-            if n:
+        q = select(
+            c.event_type, _reported_type(store), c.channel, c.office, c.terminal_id, c.pin_type, _bucket_sql(store, granularity)
+        )
+        q = q.add_columns(repeated).where(in_range, c.event_type.in_(_COUNTING))
+        counted: Iterable[tuple[Any, ...]] = conn.execute(q)
+        for event_type, reported, channel, office, terminal, pin_type, bucket, n in counted:
+            names = COUNTED_AS.get(reported if event_type == "RepeatsCounted" else event_type, ())
+            if n and names:
                 for counts in (
                     stats.total,
                     stats.by_channel.get(channel),
                     stats.by_office.get(office),
                     stats.by_terminal.get(terminal),
+                    stats.by_pin_type.get(pin_type),
                     stats.by_time.get(local(bucket)),
                 ):
                     if counts is not None:
-                        counts.values["refusals"] += int(n)
+                        for name in names:
+                            counts.values[name] += int(n)
         failing = (
             select(c.terminal_id, func.count(c.stream_id.distinct()), func.count())
             .where(in_range, c.event_type == "PinVerificationFailed")

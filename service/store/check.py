@@ -246,15 +246,16 @@ class _Check:
         t = terminals.c
         with self.view.read() as conn:
             rows: Sequence[tuple[Any, ...]] = conn.execute(
-                select(t.terminal_id, t.version, t.last_hash, t.throttle_failures, t.throttled_until, t.mac)
+                select(t.terminal_id, t.version, t.last_hash, t.throttle_failures, t.throttled_until, t.repeats, t.mac)
             ).all()
         known = set()
-        for terminal_id, version, last_hash, failures, until, mac in rows:
+        for terminal_id, version, last_hash, failures, until, repeats, mac in rows:
             self._stop_if_cancelled()
             sid = terminal_stream(terminal_id)
             known.add(sid)
             try:
-                message = terminal_message(terminal_id, version, last_hash, window_from_row(failures, until, _same))
+                window = window_from_row(failures, until, _same)
+                message = terminal_message(terminal_id, version, last_hash, window, repeats)
             except (ValueError, TypeError, AttributeError):  # a window that does not even parse fails its MAC too
                 message = None
             if message is None or not self.keys.integrity.checks(mac, message):

@@ -69,7 +69,16 @@ PIN_COLUMNS = (
     "code_day_wrong_codes",
 )
 SECRET_COLUMNS = ("card_id", "kind", "name", "key_id", "digest", "set_at_version")
-TERMINAL_COLUMNS = ("terminal_id", "version", "last_hash", "throttle_failures", "throttled_until", "revision", "mac")
+TERMINAL_COLUMNS = (
+    "terminal_id",
+    "version",
+    "last_hash",
+    "throttle_failures",
+    "throttled_until",
+    "revision",
+    "repeats",
+    "mac",
+)
 REQUEST_COLUMNS = (
     "terminal_id",
     "request_id",
@@ -135,7 +144,7 @@ class HotSql:
         # a row read at the revision given (last parameter), or no row changes
         self.update_terminal = (
             f"UPDATE terminals SET version = {p}, last_hash = {p}, throttle_failures = {p}, throttled_until = {p}, "
-            f"mac = {p}, revision = revision + 1 WHERE terminal_id = {p} AND revision = {p}"
+            f"repeats = {p}, mac = {p}, revision = revision + 1 WHERE terminal_id = {p} AND revision = {p}"
         )
         # The payload as text (PostgreSQL would parse JSONB per row): equal
         # payloads are then decoded once (EventStore.rebuild caches by text).

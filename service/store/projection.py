@@ -211,11 +211,13 @@ def answer_message(a: StoredRequest, created_at: str) -> bytes:
     return "\x1f".join(parts).encode()
 
 
-def terminal_message(terminal_id: str, version: int, last_hash: str, window: TerminalWindow) -> bytes:
+def terminal_message(terminal_id: str, version: int, last_hash: str, window: TerminalWindow, repeats: str | None = None) -> bytes:
     """The bytes a terminal row's MAC covers: its stream head and its whole
-    throttle state (each failed card with the time of its last failure, in
-    canonical JSON, and the end of the throttle), so a window reset, shrunk
-    or moved to another terminal never authenticates. A stored format
+    state (each failed card with the time of its last failure, in canonical
+    JSON, the end of the throttle, the times of its suspensions, and the
+    repeats it has counted but not recorded, as stored), so a window reset,
+    shrunk or moved to another terminal, a suspension count cleared or a
+    count of repeats dropped never authenticates. A stored format
     (tests/store/test_mac_message.py)."""
     failures = {c: canonical_time(at) for c, at in window.last_failure.items()}
     parts = (
@@ -225,5 +227,7 @@ def terminal_message(terminal_id: str, version: int, last_hash: str, window: Ter
         last_hash,
         canonical(failures).decode(),
         _t(window.throttled_until),
+        canonical([canonical_time(at) for at in window.suspensions]).decode(),
+        repeats or "",
     )
     return "\x1f".join(parts).encode()

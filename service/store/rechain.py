@@ -102,11 +102,11 @@ def _mac_every_card(conn, integrity: IntegrityKeys, read_time) -> None:
 def _mac_terminals(conn, integrity: IntegrityKeys, *, every: bool) -> int:
     """MAC terminal rows as they are (every one, or those without a MAC); how many."""
     t = terminals.c
-    q = select(t.terminal_id, t.version, t.last_hash, t.throttle_failures, t.throttled_until)
+    q = select(t.terminal_id, t.version, t.last_hash, t.throttle_failures, t.throttled_until, t.repeats)
     rows = conn.execute(q if every else q.where(t.mac.is_(None))).all()
-    for terminal_id, version, last_hash, failures, until in rows:
+    for terminal_id, version, last_hash, failures, until, repeats in rows:
         window = window_from_row(failures, until, lambda v: v)
-        mac = integrity.tag(terminal_message(terminal_id, version, last_hash, window))
+        mac = integrity.tag(terminal_message(terminal_id, version, last_hash, window, repeats))
         conn.execute(update(terminals).where(t.terminal_id == terminal_id).values(mac=mac))
     return len(rows)
 

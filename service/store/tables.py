@@ -193,12 +193,15 @@ terminals = Table(
     # incremented by each write of the row: a batch writes a row it read
     # unlocked only if this is unchanged (service/store/unit_of_work.py)
     Column("revision", BigInteger, nullable=False, server_default="0"),
-    # "<integrity key id>:<HMAC>" over the throttle state and the head
-    # (projection.py terminal_message), written with every write of the row
-    # and checked whenever it is loaded: a row without a valid one is never
-    # acted on. NULL only in rows from before migration 0009 until `pinlife
-    # migrate` seals them.
+    # "<integrity key id>:<HMAC>" over the throttle state, the repeats and
+    # the head (projection.py terminal_message), written with every write of
+    # the row and checked whenever it is loaded: a row without a valid one is
+    # never acted on. NULL only in rows from before migration 0009 until
+    # `pinlife migrate` seals them.
     Column("mac", String(160), nullable=True),
+    # repeated refusals and attempts counted, not yet recorded (JSON: key ->
+    # [recorded at, count]; service/domain/repeats.py), decided as the window is
+    Column("repeats", Text, nullable=True),
 )
 
 # A check value per key id and purpose (service/keys/ring.py): a different key

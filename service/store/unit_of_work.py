@@ -42,6 +42,7 @@ import structlog
 from sqlalchemy import Connection, select
 
 from service.app.ports import Envelope, IntegrityViolation, StoredRequest
+from service.domain import repeats as repeats_
 from service.domain.chain import GENESIS_HASH, canonical_time, hashed_envelope, link_and_leaf
 from service.domain.events import Event, Recorded
 from service.domain.pins import PIN_TYPE_BY_VALUE, PinType
@@ -90,7 +91,7 @@ class UnitOfWork:
         self._new_cards: dict[str, datetime] = {}  # card -> enrolled at
         self._new_secrets: dict[SecretRef, tuple] = {}
         self._new_requests: list[tuple[StoredRequest, datetime]] = []
-        # terminal -> [version, TerminalWindow, revision read (None: no row yet)]
+        # terminal -> [version, TerminalWindow, revision read (None: no row yet), repeats (repeats.py)]
         self._terminals: dict[str, list] = {}
         self._dirty_terminals: set[str] = set()
         self.leaves: list[tuple[int, bytes]] = []  # (position, Merkle leaf hash) of each event written, for checkpoints
@@ -142,19 +143,21 @@ class UnitOfWork:
             heads = {r[:w] for r in rows["read"]}
             self._load(read_ids, heads, [(r[0], *r[w:]) for r in rows["read"] if r[w] is not None])
         for t in terminals:
-            self._terminals[t] = [0, TerminalWindow(), None]
+            self._terminals[t] = [0, TerminalWindow(), None, {}]
             self._hashes[terminal_stream(t)] = GENESIS_HASH
-        for terminal_id, version, last_hash, failures, until, revision, mac in rows.get("terminals", ()):
+        for terminal_id, version, last_hash, failures, until, revision, repeats, mac in rows.get("terminals", ()):
             try:
                 window = window_from_row(failures, until, sql.read_time)
-                authentic = self._integrity.checks(mac, terminal_message(terminal_id, version, last_hash, window))
-            except (ValueError, TypeError, AttributeError):  # a window that does not even parse
+                message = terminal_message(terminal_id, version, last_hash, window, repeats)
+                authentic = self._integrity.checks(mac, message)
+                pending = repeats_.from_json(repeats)
+            except (ValueError, TypeError, AttributeError, KeyError):  # a window or repeats that do not even parse
                 authentic = False
             if not authentic:
                 stream = terminal_stream(terminal_id)
                 log.error("integrity_violation", stream=stream, what="terminal MAC")
                 raise IntegrityViolation(stream, "its throttle state does not match its MAC")
-            self._terminals[terminal_id] = [version, window, revision]
+            self._terminals[terminal_id] = [version, window, revision, pending]
             self._hashes[terminal_stream(terminal_id)] = last_hash
         self._looked_up |= keys
         for terminal_id, request_id, card_id, command, fp, outcome, stream_version, created_at, mac in rows.get("requests", ()):
@@ -199,6 +202,15 @@ class UnitOfWork:
     def set_terminal_window(self, terminal_id: str, window: TerminalWindow) -> None:
         self.terminal_window(terminal_id)
         self._terminals[terminal_id][1] = window
+        self._dirty_terminals.add(terminal_id)
+
+    def terminal_repeats(self, terminal_id: str) -> repeats_.Repeats:
+        self.terminal_window(terminal_id)
+        return self._terminals[terminal_id][3]
+
+    def set_terminal_repeats(self, terminal_id: str, repeats: repeats_.Repeats) -> None:
+        self.terminal_window(terminal_id)
+        self._terminals[terminal_id][3] = repeats
         self._dirty_terminals.add(terminal_id)
 
     def card(self, card_id: str) -> CardState:
@@ -313,7 +325,7 @@ class UnitOfWork:
             plan["changed"] = sql.terminals(changed, lock=True)
         if made:
             plan["made"] = Statement(
-                sql.insert_terminal, [(t, 0, GENESIS_HASH, None, None, 0, self._empty_mac(t)) for t in made], many=True
+                sql.insert_terminal, [(t, 0, GENESIS_HASH, None, None, 0, None, self._empty_mac(t)) for t in made], many=True
             )
         if self._new_events:
             plan["positions"] = Statement(sql.take_positions, (len(self._new_events),))
@@ -375,11 +387,13 @@ class UnitOfWork:
         return self._integrity.tag(terminal_message(terminal_id, 0, GENESIS_HASH, TerminalWindow()))
 
     def _terminal_row(self, terminal_id: str, bind_time: Any) -> tuple:
-        """A terminal's row as update_terminal takes it: head, throttle state, MAC, then id and revision read."""
-        version, window, revision = self._terminals[terminal_id]
+        """A terminal's row as update_terminal takes it: head, throttle state,
+        repeats, MAC, then id and revision read."""
+        version, window, revision, pending = self._terminals[terminal_id]
         last_hash = self._hashes[terminal_stream(terminal_id)]
-        mac = self._integrity.tag(terminal_message(terminal_id, version, last_hash, window))
-        return (version, last_hash, *window_to_row(window, bind_time), mac, terminal_id, revision)
+        repeats = repeats_.to_json(pending)
+        mac = self._integrity.tag(terminal_message(terminal_id, version, last_hash, window, repeats))
+        return (version, last_hash, *window_to_row(window, bind_time), repeats, mac, terminal_id, revision)
 
     def _mac(self, card_id: str) -> str:
         state = self._states[card_id]

@@ -178,9 +178,8 @@ def test_a_lost_card_is_suspended_by_the_call_centre_answers_suspended_and_is_re
     )
     assert clients["reader"].verify("card-Z1", USER, "4821").check.result == pb.CHECK_RESULT_OK
     types = [e.event_type for e in server.store.log.stream("card-Z1")]
-    assert types[1:] == [
+    assert types[1:] == [  # the second verify within the window is counted, not recorded (docs/audit.md)
         "CardSuspended",
-        "SuspendedCardAttempted",
         "SuspendedCardAttempted",
         "SuspendedCardAttempted",
         "CardResumed",

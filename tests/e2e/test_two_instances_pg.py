@@ -21,6 +21,7 @@ from service.store.event_store import EventStore
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ProcessServer
 from tests.keys import INTEGRITY
+from tests.store.helpers import occurrences
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -58,7 +59,13 @@ def test_concurrent_wrong_attempts_on_two_instances_give_exactly_one_lock(two_in
     assert results == {"CHECK_RESULT_WRONG_PIN": 2, "CHECK_RESULT_LOCKED": attempts - 2}
     assert sum(c.locked_now for c in checks) == 1
     types = Counter(e.event_type for e in store.log.stream("card-race"))
-    assert types == {"CardEnrolled": 1, "PinVerificationFailed": 3, "PinLocked": 1, "LockedPinAttempted": attempts - 3}
+    assert {t: n for t, n in types.items() if t != "LockedPinAttempted"} == {
+        "CardEnrolled": 1,
+        "PinVerificationFailed": 3,
+        "PinLocked": 1,
+    }
+    assert 1 <= types["LockedPinAttempted"] <= 2  # once per terminal and window, the rest counted (repeats.py)
+    assert occurrences(store, "card-race", "LockedPinAttempted") == attempts - 3
     positions = [e.position for e in store.log.all_events()]
     assert positions == list(range(1, len(positions) + 1))
     assert store.cards.projection() == store.cards.rebuild()

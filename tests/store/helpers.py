@@ -105,3 +105,21 @@ def assert_consistent(store) -> None:
         pin = store.cards.projection()[r["card_id"]].pins[PinType(r["pin_type"])]
         assert r["status"] == ("locked" if pin.locked else "active")
         assert r["remaining_tries"] == pin.remaining_tries
+
+
+def occurrences(store, card_id: str, event_type: str) -> int:
+    """How many times an aggregated event happened on a card (service/domain/repeats.py):
+    its events, the repeats they carry, and the repeats still pending in the terminals' rows."""
+    from service.domain import repeats
+    from service.store.tables import terminals
+
+    recorded = [e for e in store.log.stream(card_id) if e.event_type == event_type]
+    with store.reader.begin() as conn:
+        rows = conn.execute(terminals.select().where(terminals.c.repeats.isnot(None))).all()
+    pending = sum(
+        p.repeats
+        for row in rows
+        for key, p in repeats.from_json(row.repeats).items()
+        if repeats.Key.decode(key)[:2] == (event_type, card_id)
+    )
+    return len(recorded) + sum(e.payload["repeated"] for e in recorded) + pending

@@ -156,7 +156,7 @@ def test_a_later_command_in_the_same_batch_sees_the_earlier_ones(store, writer, 
         "LockedPinAttempted",
     ]
     assert [e.payload.get("consecutive_failures") for e in stream[1:5]] == [1, 2, 3, 3]
-    assert stream[5].payload == {"purpose": "verify"}
+    assert stream[5].payload == {"purpose": "verify", "repeated": 0}
     pin = store.cards.read_card("card-a").pins[USER]
     assert (pin.locked, pin.locked_at, pin.consecutive_failures, pin.remaining_tries) == (True, clock.now, 3, 0)
     # the other PIN types of the card are untouched

@@ -104,8 +104,8 @@ def test_a_round_trip_runs_its_statements_in_order_and_returns_each_ones_rows(st
         )
     assert rows["new"] == [] and rows["again"] == []
     assert [tuple(r) for r in rows["locked"]] == [
-        ("term-a", 0, "genesis", None, None, 0, "mac-a"),
-        ("term-b", 0, "genesis", None, None, 0, "mac-b"),
+        ("term-a", 0, "genesis", None, None, 0, None, "mac-a"),
+        ("term-b", 0, "genesis", None, None, 0, None, "mac-b"),
     ]
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from service.app.ports import Envelope, StoredRequest
 from service.domain.events import Event, Recorded
+from service.domain.repeats import Repeats
 from service.domain.state import CardState, evolve
 from service.domain.streams import terminal_stream
 from service.domain.throttle import TerminalWindow
@@ -68,6 +69,7 @@ class FakeUnitOfWork:
         self.states = dict(store.states)
         self.terminals = dict(store.terminals)  # terminal id -> version of its stream
         self.windows = dict(store.windows)  # terminal id -> its failure window
+        self.repeats = dict(store.repeats)  # terminal id -> its repeats counted (service/domain/repeats.py)
         self.secrets = dict(store.secrets)
         self.requests = dict(store.requests)
         self.locked: set[str] = set()  # cards this transaction would lock
@@ -89,6 +91,13 @@ class FakeUnitOfWork:
 
     def set_terminal_window(self, terminal_id: str, window: TerminalWindow) -> None:
         self.windows[terminal_id] = window
+
+    def terminal_repeats(self, terminal_id: str) -> Repeats:
+        self.locked.add(terminal_stream(terminal_id))
+        return self.repeats.get(terminal_id, {})
+
+    def set_terminal_repeats(self, terminal_id: str, repeats: Repeats) -> None:
+        self.repeats[terminal_id] = repeats
 
     def card(self, card_id: str) -> CardState:
         self.locked.add(card_id)
@@ -146,6 +155,7 @@ class FakeStore:
         self.states: dict[str, CardState] = {}
         self.terminals: dict[str, int] = {}
         self.windows: dict[str, TerminalWindow] = {}
+        self.repeats: dict[str, Repeats] = {}
         self.secrets: dict[SecretRef, Verifier] = {}
         self.requests: dict[tuple[str, str], StoredRequest] = {}
         self.locked: list[set[str]] = []  # one entry per committed transaction: the cards it locked
@@ -166,6 +176,7 @@ class FakeStore:
         if self._failures:
             raise self._failures.pop(0)("injected by FakeStore.fail_next")
         self.events, self.states, self.terminals, self.windows = uow.events, uow.states, uow.terminals, uow.windows
+        self.repeats = uow.repeats
         self.secrets, self.requests = uow.secrets, uow.requests
         self.locked.append(uow.locked)
 

@@ -22,7 +22,7 @@ from service.app.answers import Answer, decode_refusal, encode_refusal
 from service.app.batch import ThreadRunner, run_batch
 from service.app.handlers import Caller, MissingVerifier, ReadCard
 from service.app.ports import Envelope, StoredRequest, StoreUnavailable
-from service.domain.commands import ChangePin, EnrollCard, ResetPin, VerifyPin
+from service.domain.commands import ChangePin, EnrollCard, RequestProxyReset, ResetPin, VerifyPin
 from service.domain.documents import Applicant, DocumentType
 from service.domain.errors import (
     AlreadyExists,
@@ -32,7 +32,7 @@ from service.domain.errors import (
     PreconditionFailed,
     PreconditionViolation,
 )
-from service.domain.events import AccessDenied, CardEnrolled
+from service.domain.events import AccessDenied, CardEnrolled, LockedPinAttempted, Purpose
 from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
 from service.domain.pins import PinType
 from service.domain.policy import Policy
@@ -531,3 +531,34 @@ def test_given_a_unit_of_work_when_its_block_raises_then_the_fake_keeps_nothing_
     assert store.cards.read_card("card-a").pins[USER].last_version == 1
     assert store.cards.secret(SecretRef.pin("card-a", USER)).key_id == "k-new"
     assert ("terminal-counter-01", "req-fake-0001") in store.requests
+
+
+# -- repeated refusals and attempts (service/domain/repeats.py) ------------------------------
+
+
+def test_given_a_locked_pin_when_500_attempts_are_made_then_the_card_history_stays_bounded_and_counts_them(store, runner, clock):
+    run_ok(runner, enroll(CORRECT, "card-a"), *[verify(USER, WRONG[USER], "card-a") for _ in range(3)])
+    before = len(store.log.stream("card-a"))
+    for i in range(500):
+        clock.now = T0 + timedelta(seconds=2 * i)  # 1,000 s: windows open at 0 and 600 s
+        assert check(run_ok(runner, verify(USER, WRONG[USER], "card-a"), caller=READER)[0]).result is CheckResult.LOCKED
+    attempts = [e.event for e in store.log.stream("card-a")][before:]
+    assert attempts == [LockedPinAttempted(USER, Purpose.VERIFY, 0), LockedPinAttempted(USER, Purpose.VERIFY, 299)]
+    pending = store.repeats[READER.terminal_id]
+    assert [p.repeats for p in pending.values()] == [199]  # 2 recorded + 299 + 199 = 500, none lost
+    assert store.log.stream(terminal_stream(READER.terminal_id)) == []
+
+
+def test_given_an_open_inquiry_when_it_is_reissued_500_times_then_one_refusal_is_recorded_with_the_count(store, runner, clock):
+    clock.now = datetime(2026, 4, 1, 1, 0, tzinfo=UTC)  # 10:00 in Tokyo, a Wednesday
+    run_ok(runner, enroll(CORRECT, "card-a"))
+    docs = [(DocumentType.MY_NUMBER_CARD, ""), (DocumentType.OTHER_ID, "")]
+    ask = [RequestProxyReset.create(f"proxy-{i:06}", "card-a", USER, docs, None) for i in range(500)]
+    assert isinstance(run(runner, ask[0])[0], Answer)
+    refusals = [run(runner, cmd)[0] for cmd in ask[1:250]]
+    clock.advance(minutes=11)
+    refusals += [run(runner, cmd)[0] for cmd in ask[250:]]
+    assert all(code_for(r) is grpc.StatusCode.FAILED_PRECONDITION for r in refusals)
+    recorded = [e.event for e in store.log.stream("card-a")][1:]
+    assert [type(e).__name__ for e in recorded] == ["ProxyInquiryIssued", "ResetRefused", "ResetRefused"]
+    assert [e.repeated for e in recorded[1:]] == [0, 248]  # the 249 of the first window, then the next window's first

@@ -712,10 +712,35 @@ def test_a_lawful_proxy_history():
             issued("id-00000003", T0 + timedelta(minutes=5)),
             PROXY_RESET,
             ResetRefused(USER, "proxy", "no_open_inquiry"),
-            policy=shipped(inquiry_max_wrong_codes=2),
+            policy=shipped(inquiry_max_wrong_codes=2, inquiry_reissue_after=timedelta(minutes=1)),
         )
         is None
     )
+
+
+def test_a_new_inquiry_is_refused_while_a_recent_one_is_open_and_supersedes_it_after():
+    """guards.inquiry_reissue_refused, judged with the policy (the issue is the expiry less the validity)."""
+    too_soon = ResetRefused(USER, "proxy_inquiry", "inquiry_open", repeated=4)
+    reissue_after = shipped(inquiry_reissue_after=timedelta(minutes=10))
+    assert check(ENROLLED, issued(at=T0 + timedelta(minutes=1)), too_soon, policy=reissue_after) is None
+    assert check(ENROLLED, issued(at=T0 + timedelta(minutes=1)), too_soon) is None  # without the policy: an open inquiry
+    assert_unlawful(check(ENROLLED, too_soon), 2, "ResetRefused", "only while one is open")
+    found = check(ENROLLED, issued(at=T0 + timedelta(minutes=1)), too_soon, policy=shipped(inquiry_reissue_after=timedelta(0)))
+    assert_unlawful(found, 3, "ResetRefused", "supersedes it")
+    soon = (ProxyInquiryClosed(USER, "id-00000001", "superseded"), issued("id-00000002", T0 + timedelta(minutes=2)))
+    found = check(ENROLLED, issued(at=T0 + timedelta(minutes=1)), soon, policy=reissue_after)
+    assert_unlawful(found, 3, "ProxyInquiryClosed", "a new one is refused")
+    assert_unlawful(check(ENROLLED, ResetRefused(USER, "proxy", "no_open_inquiry", repeated=-1)), 2, "ResetRefused", "negative")
+
+
+def test_a_counter_refusal_names_its_pin_type_but_resume_none():
+    assert check(ENROLLED, CounterProcedureRefused("reset", ("documents/ids",), USER, repeated=2)) is None
+    assert check(ENROLLED, CounterProcedureRefused("resume", ("documents/ids",))) is None
+    found = check(ENROLLED, CounterProcedureRefused("resume", ("documents/ids",), USER))
+    assert_unlawful(found, 2, "CounterProcedureRefused", "for no PIN")
+    only_user = CardEnrolled((USER,))
+    found = check(only_user, CounterProcedureRefused("reset", ("documents/ids",), SIGNATURE))
+    assert_unlawful(found, 2, "CounterProcedureRefused", "never enrolled")
 
 
 def test_a_proxy_reset_without_an_open_inquiry():

@@ -148,7 +148,7 @@ def test_an_incomplete_checklist_is_refused_naming_every_gap_and_recorded():
     subjects = ("documents/my_number_card", "documents/ids", "documents/public_photo_id", "documents/authority")
     assert [s for _, s in violations(decision)] == list(subjects)
     assert violations(decision)[-1] == ("DOCUMENT_STALE", "documents/authority")
-    assert decision.events == (CounterProcedureRefused("reset", subjects),)
+    assert decision.events == (CounterProcedureRefused("reset", subjects, USER),)  # names the PIN type it was for
     assert decision.new_pins == {} and decision.outcome is None
     assert then(state, decision).pin(USER).locked
 
@@ -261,9 +261,16 @@ def test_a_proxys_first_visit_issues_an_inquiry_with_a_code_and_an_expiry():
     assert decision.events == (ProxyInquiryIssued(USER, "inq-00000001", expires.isoformat(), ("my_number_card", "other_id")),)
     assert decision.outcome == InquiryIssued("inq-00000001", expires, CODE)
     assert decision.new_secrets == {("inquiry_code", "inq-00000001"): CODE} and decision.new_pins == {}
-    # a second request supersedes the first
+    # a second request within the hour is refused, recorded: one form in the post at a time
     state = then(card(), decision)
-    again = at_counter(state, request_proxy(), new_id=lambda: "inq-00000002", new_code=lambda: "87654321")
+    soon = at_counter(state, request_proxy(), new_id=lambda: "inq-00000002", new_code=lambda: "87654321")
+    assert soon.events == (ResetRefused(USER, "proxy_inquiry", "inquiry_open"),) and soon.new_secrets == {}
+    assert violations(soon) == [("INQUIRY_OPEN", "card-0001/user_certificate")]
+    assert "can be issued from" in str(soon.error)
+    # a second request an hour later supersedes the first
+    again = at_counter(
+        state, request_proxy(), now=OPEN + timedelta(hours=1), new_id=lambda: "inq-00000002", new_code=lambda: "87654321"
+    )
     assert again.events[0] == ProxyInquiryClosed(USER, "inq-00000001", "superseded")
     assert (again.events[1].inquiry_id, again.outcome.code) == ("inq-00000002", "87654321")
     assert then(state, again).inquiries[USER].inquiry_id == "inq-00000002"

@@ -188,6 +188,7 @@ def test_the_most_events_one_call_appends_is_measured_over_each_rpcs_worst_case(
         assert rec.most["VerifyPin"] == 3
         # the proxy procedure: an inquiry superseded, its code wrong to the void
         rec("RequestProxyReset", lambda: proxy_request(naka, "card-C"))
+        clock.advance(timedelta(hours=1))  # a re-issue supersedes only an inquiry issued an hour or more before
         inquiry = rec("RequestProxyReset", lambda: proxy_request(naka, "card-C"))
         for _ in range(3):
             rec("CompleteProxyReset", lambda: proxy_complete(naka, "card-C", inquiry.inquiry_id, "00000000"))

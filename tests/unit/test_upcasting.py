@@ -73,8 +73,9 @@ STORED_WORDS = {
         "reservation_expired",
         "no_open_inquiry",
         "proxy_codes_exhausted",
+        "inquiry_open",
     },
-    ResetProcedure: {"counter", "proxy", "store_reservation", "convenience_store"},
+    ResetProcedure: {"counter", "proxy", "store_reservation", "convenience_store", "proxy_inquiry"},
     CounterProcedure: {"reset", "unlock", "resume", "proxy_inquiry", "proxy_completion"},
     InquiryCloseReason: {"superseded", "voided", "expired"},
 }
@@ -97,6 +98,7 @@ def test_the_api_violation_types_are_the_upper_cased_refusal_reasons():
         "RESERVATION_EXPIRED",
         "NO_OPEN_INQUIRY",
         "PROXY_CODES_EXHAUSTED",
+        "INQUIRY_OPEN",
     ]
     assert all(type(r.violation_type) is str for r in RefusalReason)
 
@@ -105,13 +107,16 @@ def test_an_event_with_words_stores_the_bytes_of_the_plain_strings():
     given = ResetRefused(SIGNATURE, ResetProcedure.CONVENIENCE_STORE, RefusalReason.STORE_CLOSED)
     as_strings = ResetRefused(SIGNATURE, "convenience_store", "store_closed")
     payload = given.payload()
-    assert payload == {"procedure": "convenience_store", "reason": "store_closed"}
-    assert all(type(v) is str for v in payload.values())
+    assert payload == {"procedure": "convenience_store", "reason": "store_closed", "repeated": 0}
+    assert all(type(payload[k]) is str for k in ("procedure", "reason"))
     envelope = {"card_id": "card-1", "version": 3, "type": "ResetRefused", "payload": payload}
     assert canonical(envelope) == canonical({**envelope, "payload": as_strings.payload()})
-    assert b'"payload":{"procedure":"convenience_store","reason":"store_closed"}' in canonical(envelope)
+    assert b'"payload":{"procedure":"convenience_store","reason":"store_closed","repeated":0}' in canonical(envelope)
     assert link_hash(b"k" * 32, "0" * 64, 7, envelope) == link_hash(
-        b"k" * 32, "0" * 64, 7, {**envelope, "payload": {"procedure": "convenience_store", "reason": "store_closed"}}
+        b"k" * 32,
+        "0" * 64,
+        7,
+        {**envelope, "payload": {"procedure": "convenience_store", "reason": "store_closed", "repeated": 0}},
     )
 
 
@@ -124,6 +129,8 @@ def test_an_event_with_words_stores_the_bytes_of_the_plain_strings():
         CounterProcedureRefused(CounterProcedure.PROXY_COMPLETION, ("documents/inquiry_form",)),
         ProxyInquiryClosed(USER, "inq-1", InquiryCloseReason.VOIDED),
         CounterOutOfService("ResetPin", "card-1", RefusalReason.OUT_OF_HOURS),
+        CounterProcedureRefused(CounterProcedure.RESET, ("documents/ids",), USER, 7),
+        ResetRefused(USER, ResetProcedure.PROXY_INQUIRY, RefusalReason.INQUIRY_OPEN, 2),
     ],
 )
 def test_a_stored_word_reads_back_as_its_member(event):
@@ -137,6 +144,38 @@ def test_an_unknown_stored_word_reads_as_stored_not_as_a_crash():
     event = event_from_stored("ResetRefused", 1, "signature", {"procedure": "kiosk", "reason": "bored"})
     assert (event.procedure, event.reason) == ("kiosk", "bored")
     assert type(event.procedure) is str and type(event.reason) is str
-    assert event.payload() == {"procedure": "kiosk", "reason": "bored"}
+    assert event.payload() == {"procedure": "kiosk", "reason": "bored", "repeated": 0}  # upcast from v1
     closed = event_from_stored("ProxyInquiryClosed", 1, "user_certificate", {"inquiry_id": "inq-1", "reason": "lost"})
     assert closed.reason == "lost" and not isinstance(closed.reason, InquiryCloseReason)
+
+
+# -- aggregated events (service/domain/repeats.py): v2 added `repeated` ------------------------
+
+
+@pytest.mark.parametrize(
+    "type_name, pin_type, v1",
+    [
+        ("LockedPinAttempted", "signature", {"purpose": "verify"}),
+        ("SuspendedCardAttempted", "signature", {"purpose": "change"}),
+        ("ResetRefused", "signature", {"procedure": "convenience_store", "reason": "store_closed"}),
+        ("CounterOutOfService", None, {"rpc": "ResetPin", "card_id": "card-1", "reason": "out_of_hours"}),
+        ("AuditRead", None, {"rpc": "QueryEvents", "card_id": "", "filter": "{}", "events_returned": 3}),
+    ],
+)
+def test_a_v1_aggregated_event_reads_as_recorded_on_its_own(type_name, pin_type, v1):
+    event = event_from_stored(type_name, 1, pin_type, v1)
+    assert event.schema_version == 2 and event.repeated == 0
+    assert event.payload() == {**v1, "repeated": 0}
+
+
+def test_a_v1_counter_refusal_reads_with_no_pin_type():
+    """v1 did not record the PIN type a counter refusal was for: read as None (unknown); v2 records it."""
+    event = event_from_stored("CounterProcedureRefused", 1, None, {"procedure": "reset", "missing": ["documents/ids"]})
+    assert event == CounterProcedureRefused(CounterProcedure.RESET, ("documents/ids",), None, 0)
+    v2 = event_from_stored("CounterProcedureRefused", 2, "signature", {"procedure": "unlock", "missing": [], "repeated": 3})
+    assert (v2.pin_type, v2.repeated) == (SIGNATURE, 3)
+
+
+def test_an_event_that_records_a_pin_type_without_one_is_unreadable():
+    with pytest.raises(ValueError, match="records a PIN type"):
+        event_from_stored("LockedPinAttempted", 2, None, {"purpose": "verify", "repeated": 0})
