@@ -227,7 +227,7 @@ def terminal_message(terminal_id: str, version: int, last_hash: str, window: Ter
         last_hash,
         canonical(failures).decode(),
         _t(window.throttled_until),
-        canonical([canonical_time(at) for at in window.suspensions]).decode(),
+        ",".join(canonical_time(at) for at in window.suspensions),
         repeats or "",
     )
     return "\x1f".join(parts).encode()

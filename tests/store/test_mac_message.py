@@ -63,16 +63,16 @@ def test_a_terminal_row():
     )
     assert terminal_message("reader-1", 3, "ab" * 32, window) == (
         b"pinlife-terminal-v1\x1freader-1\x1f3\x1f" + b"ab" * 32 + b'\x1f{"card-a":"2026-04-01T01:30:05.123456Z",'
-        b'"card-b":"2026-04-01T01:30:05.123456Z"}\x1f2026-04-01T01:30:05.123456Z\x1f[]\x1f'
+        b'"card-b":"2026-04-01T01:30:05.123456Z"}\x1f2026-04-01T01:30:05.123456Z\x1f\x1f'
     )
     assert terminal_message("reader-2", 0, "0" * 64, TerminalWindow()) == (
-        b"pinlife-terminal-v1\x1freader-2\x1f0\x1f" + b"0" * 64 + b"\x1f{}\x1f\x1f[]\x1f"
+        b"pinlife-terminal-v1\x1freader-2\x1f0\x1f" + b"0" * 64 + b"\x1f{}\x1f\x1f\x1f"
     )
     counted = '{"k":["2026-04-01T01:30:05.123456+00:00",3]}'  # the repeats column, as stored
     suspended = TerminalWindow(suspensions=(AT,))
     assert terminal_message("call-1", 2, "cd" * 32, suspended, counted) == (
         b"pinlife-terminal-v1\x1fcall-1\x1f2\x1f"
         + b"cd" * 32
-        + b'\x1f{}\x1f\x1f["2026-04-01T01:30:05.123456Z"]\x1f'
+        + b"\x1f{}\x1f\x1f2026-04-01T01:30:05.123456Z\x1f"
         + counted.encode()
     )
