@@ -224,7 +224,7 @@ def test_the_call_centres_suspensions_are_bounded_per_hour(server, clients, cloc
     err = _exhausted(lambda: suspend(cards[30]))
     assert retry_seconds(err) == 30 * 60  # the first suspension leaves the hour at 04:00
     assert _quota_subjects(err) == ["terminal/suspensions"] and "04:00:00" in err.details()
-    assert clients["naka"].status(cards[30]).card_status == pb.CARD_STATUS_ACTIVE  # no card suspended
+    assert clients["app"].status(cards[30]).card_status == pb.CARD_STATUS_ACTIVE  # no card suspended
     assert [e.event_type for e in server.store.log.stream(cards[30])] == ["CardEnrolled"]
     (refusal,) = [e for e in server.store.log.stream("terminal:call-centre-01") if e.event_type == "SuspensionRefused"]
     assert refusal.payload["card_id"] == cards[30] and refusal.payload["suspensions"] == 30
