@@ -104,11 +104,11 @@ class GroupCommitWriter:
         # results and seconds from hand-off to commit; each stall.
         self.on_batch: list[Callable[[list[Item], list[Result], float], None]] = []
         self.on_stall: list[Callable[[], None]] = []
-        # Every command of the last batch failed for a reason that is not a
-        # decided answer (a full disk, a read-only database ...): health asks
-        # the store for a write that changes nothing until one commits again
-        # (service/bootstrap/serving.py). Cleared by a batch that commits, or
-        # by that probe.
+        # Every command of a batch failed for a reason that is not a decided
+        # answer (a full disk, a read-only database ...): health asks the
+        # store for a write that changes nothing until one commits again
+        # (service/bootstrap/serving.py), and clears it then. A batch that
+        # succeeds does not: a status read succeeds on a read-only database.
         self.writes_failing = False
 
     # -- asyncio side ------------------------------------------------------
@@ -244,8 +244,6 @@ class GroupCommitWriter:
             if not self.writes_failing:
                 log.error("writes_failing", error=type(failed[0]).__name__, commands=len(results))
             self.writes_failing = True
-        elif len(failed) < len(results):
-            self.writes_failing = False
 
     def _stall_after_a_turn(self, batch: list[Queued], started: float) -> None:
         """At the deadline: a result that came back in this same turn of the

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 
 from pinlife.v1 import audit_service_pb2 as apb
@@ -166,6 +166,61 @@ def test_database_outage_fails_fast_reports_not_serving_and_recovers(databases, 
         client.close()
         server.close()
         proxy.close()
+
+
+def _read_only(url: str, on: bool) -> None:
+    """Make the database refuse every write (PostgreSQL's
+    default_transaction_read_only, as a standby or a full disk's emergency
+    setting would), and end its sessions so that new ones take the setting."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            name = conn.exec_driver_sql("SELECT current_database()").scalar_one()
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = {"on" if on else "off"}')
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+    finally:
+        engine.dispose()
+
+
+def _until(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_health_follows_the_write_path_when_the_database_refuses_writes(databases, tmp_path):
+    """Issue 24.5: reachable but refusing writes (read-only), the server
+    reports NOT_SERVING once its batches fail and a write probe fails too,
+    and SERVING again by itself on the first write that commits."""
+    url = databases.create("postgres")
+    key_file = make_key_file(tmp_path / "keys.json", {"k1": os.urandom(32)}, "k1")
+    server = ProcessServer(url, key_file, tmp_path / "server.log")
+    client = Client(server.target)
+    try:
+        client.enroll("card-ro", {USER: "4821"})
+        _read_only(url, True)
+        codes = []
+        for _ in range(5):  # the first may meet a connection the database ended: UNAVAILABLE
+            with pytest.raises(grpc.RpcError) as err:
+                client.verify("card-ro", USER, "4821", timeout=30)
+            codes.append(err.value.code())
+        assert grpc.StatusCode.INTERNAL in codes, codes  # a write refused: nothing applied
+        assert _until(lambda: not client.serving(), 10), "health stayed SERVING while every write failed"
+        assert client.status("card-ro").card_status == pb.CARD_STATUS_ACTIVE  # reads still answer
+
+        _read_only(url, False)
+        assert _until(client.serving, 20), "health did not come back once writes commit"
+        assert client.verify("card-ro", USER, "4821").check.result == pb.CHECK_RESULT_OK
+    finally:
+        client.close()
+        server.close()
+        _read_only(url, False)
+    log = (tmp_path / "server.log").read_text()
+    assert '"event": "writes_failing"' in log and '"event": "writes_fail"' in log and '"event": "writes_commit_again"' in log
 
 
 def _children(pid: int) -> list[int]:
