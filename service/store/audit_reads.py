@@ -22,6 +22,7 @@ from service.domain.calendar import TOKYO
 from service.domain.integrity import Progress, Report
 from service.domain.lawful import CLOCK_TOLERANCE
 from service.domain.log import LoggedEvent
+from service.domain.repeats import AGGREGATED
 from service.keys.ring import KeyRing
 from service.store import checkpoints
 from service.store.check import check_card
@@ -125,16 +126,7 @@ def _reported_type(store: EventStore):
 
 
 # Events whose payload counts repeats not recorded on their own (service/domain/repeats.py, AccessDenied).
-_COUNTING: tuple[str, ...] = (
-    "AccessDenied",
-    "LockedPinAttempted",
-    "SuspendedCardAttempted",
-    "CounterProcedureRefused",
-    "ResetRefused",
-    "CounterOutOfService",
-    "AuditRead",
-    "RepeatsCounted",
-)
+_COUNTING: tuple[str, ...] = ("AccessDenied", *(t.type_name for t in AGGREGATED), "RepeatsCounted")
 
 
 def statistics(store: EventStore, start: datetime, end: datetime, granularity: Granularity, top: int) -> Statistics:
