@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -66,3 +67,91 @@ def test_concurrent_tasks_keep_their_own_context(lines):
     assert got["rpc:A"]["terminal"] == "t-A" and got["rpc:B"]["terminal"] == "t-B"
     assert "process" not in got["rpc:A"]  # an RPC starts with its own context
     assert got["after:-"]["process"] == "server" and "terminal" not in got["after:-"]
+
+
+# -- the standard library's loggers (gRPC, SQLAlchemy, Alembic) -----------------
+@pytest.fixture
+def library_lines():
+    """The log configured at a level; the lines written, parsed."""
+    buf = io.StringIO()
+
+    def configure(level: str):
+        buf.seek(0)
+        buf.truncate()
+        logs.configure("json", level, stream=buf)
+        return lambda: [json.loads(line) for line in buf.getvalue().splitlines()]
+
+    root = logging.getLogger()
+    saved = root.level, logging.getLogger("sqlalchemy").level
+    yield configure
+    structlog.reset_defaults()
+    logs.new_context()
+    for handler in [h for h in root.handlers if isinstance(h, logs._LibraryHandler)]:
+        root.removeHandler(handler)
+    root.setLevel(saved[0])
+    logging.getLogger("sqlalchemy").setLevel(saved[1])
+
+
+def test_library_records_are_the_same_json_lines_with_their_logger_and_the_call_context(library_lines):
+    lines = library_lines("info")
+    logs.new_context(rpc="VerifyPin")
+    logging.getLogger("grpc._cython.cygrpc").warning("Unexpected error %s", "x")
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s", "0001", "0002")
+    try:
+        raise OSError("disk full")
+    except OSError:
+        logging.getLogger("sqlalchemy.pool.impl.QueuePool").error("Exception during reset", exc_info=True)
+    structlog.get_logger().info("ours")
+    grpc_line, alembic, sqlalchemy, ours = lines()
+    assert grpc_line["logger"] == "grpc._cython.cygrpc" and grpc_line["level"] == "warning"
+    assert grpc_line["event"] == "Unexpected error x" and grpc_line["rpc"] == "VerifyPin"
+    assert alembic["event"] == "Running upgrade 0001 -> 0002" and alembic["level"] == "info"
+    assert sqlalchemy["level"] == "error" and "OSError: disk full" in sqlalchemy["exception"]
+    assert set(ours) == {"event", "level", "timestamp", "rpc"}  # ours as before: no logger key
+    for line in (grpc_line, alembic, sqlalchemy):
+        assert datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).tzinfo is not None
+        assert set(line) >= {"event", "level", "timestamp", "logger"}
+
+
+def test_the_level_applies_to_ours_and_the_libraries(library_lines):
+    lines = library_lines("warning")
+    logging.getLogger("alembic.runtime.migration").info("hidden")
+    logging.getLogger("grpc").warning("shown")
+    structlog.get_logger().info("hidden")
+    structlog.get_logger().error("shown")
+    assert [(line["event"], line["level"]) for line in lines()] == [("shown", "warning"), ("shown", "error")]
+
+    lines = library_lines("debug")
+    logging.getLogger("grpc.aio").debug("shown")
+    structlog.get_logger().debug("shown")
+    assert [(line["event"], line["level"]) for line in lines()] == [("shown", "debug"), ("shown", "debug")]
+
+
+def test_sqlalchemy_never_logs_statements_whatever_the_level(library_lines):
+    """Its INFO lines are SQL with parameters, which include verifiers."""
+    lines = library_lines("debug")
+    logging.getLogger("sqlalchemy.engine.Engine").info("INSERT INTO pins ... ('digest')")
+    logging.getLogger("sqlalchemy.engine.Engine").warning("shown")
+    assert [line["event"] for line in lines()] == ["shown"]
+
+
+def test_alembic_migrations_log_through_structlog(library_lines, tmp_path):
+    from service.store.migrate import upgrade
+
+    lines = library_lines("info")
+    upgrade(f"sqlite:///{tmp_path / 'm.db'}", "0001")
+    migration = [line for line in lines() if line.get("logger") == "alembic.runtime.migration"]
+    assert any(line["event"].startswith("Running upgrade") for line in migration), migration
+    assert all(line["level"] == "info" for line in migration)
+
+
+def test_a_configured_again_log_has_one_library_handler(library_lines):
+    library_lines("info")
+    library_lines("info")
+    assert sum(isinstance(h, logs._LibraryHandler) for h in logging.getLogger().handlers) == 1
+
+
+def test_an_unknown_level_is_refused():
+    with pytest.raises(ValueError, match="unknown log level"):
+        logs.level_number("verbose")
+    assert logs.level_number("warning") == logging.WARNING
