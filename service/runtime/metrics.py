@@ -2,12 +2,22 @@
 text format over HTTP on their own port ([server] metrics_listen), apart
 from the gRPC port. One registry per server instance.
 
+The gRPC metrics have go-grpc-prometheus's names and labels (grpc_type:
+unary | server_stream), so its dashboards and alerts apply as they are.
+They are on the verify path: each method's series are resolved once
+(`RpcMetrics`), so a call costs two dict lookups, two counter increments
+and a histogram observation, not a `labels()` call per metric.
+
 Labels never carry a card id, a terminal id, an office or a PIN: only RPC
 names and codes, PIN types, channels (the callers' roles), results and
 procedures, so the series are few and hold nothing personal.
 
-    grpc_server_handled_total{grpc_service, grpc_method, grpc_code}
-    grpc_server_handling_seconds{grpc_service, grpc_method, grpc_code}   histogram
+    process_*, python_gc_*, python_info                    the standard collectors (this process)
+    pinlife_writer_process_*                                the writer process's (when batches run there)
+    pinlife_build_info{version, python_version}             1
+    grpc_server_started_total{grpc_type, grpc_service, grpc_method}
+    grpc_server_handled_total{grpc_type, grpc_service, grpc_method, grpc_code}
+    grpc_server_handling_seconds{grpc_type, grpc_service, grpc_method}   histogram
     pinlife_pin_checks_total{pin_type, channel, result}    verify, change, a proving PIN
     pinlife_pin_locks_total{pin_type, channel}
     pinlife_pin_resets_total{pin_type, procedure}
@@ -22,35 +32,82 @@ procedures, so the series are few and hold nothing personal.
 
 from __future__ import annotations
 
+import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 from service.domain.commands import CompleteProxyReset, ResetPin, StoreResetPin, UnlockPin
 from service.domain.outcomes import CheckOutcome, PinRestored, ProxyCompletion, ProxyResult, StoreReset
+from service.runtime.build import version
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class RpcMetrics:
+    """One method's series, resolved once: what a call of it touches."""
+
+    __slots__ = ("started", "_handling", "_handled", "_labels", "_family")
+
+    def __init__(self, metrics: Metrics, full_name: str, grpc_type: str):
+        _, service, method = full_name.split("/", 2)
+        self._labels = (grpc_type, service, method)
+        self._family = metrics.handled
+        self.started = metrics.started.labels(*self._labels)
+        self._handling = metrics.handling.labels(*self._labels)
+        self._handled: dict[str, Any] = {}
+
+    def handled(self, code: str, seconds: float) -> None:
+        try:
+            counter = self._handled[code]
+        except KeyError:
+            counter = self._handled[code] = self._family.labels(*self._labels, code)
+        counter.inc()
+        self._handling.observe(seconds)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # The standard collectors, in this registry (not the library's global one).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Gauge(
+            "pinlife_build_info", "pinlife's version and Python's; always 1.", ("version", "python_version"), registry=r
+        ).labels(version(), platform.python_version()).set(1)
+        self.started = Counter(
+            "grpc_server_started", "RPCs started on the server.", ("grpc_type", "grpc_service", "grpc_method"), registry=r
+        )
         self.handled = Counter(
-            "grpc_server_handled", "RPCs completed, by method and code.", ("grpc_service", "grpc_method", "grpc_code"), registry=r
+            "grpc_server_handled",
+            "RPCs completed on the server, regardless of success or failure.",
+            ("grpc_type", "grpc_service", "grpc_method", "grpc_code"),
+            registry=r,
         )
         self.handling = Histogram(
             "grpc_server_handling_seconds",
-            "RPC handling time, by method and code.",
-            ("grpc_service", "grpc_method", "grpc_code"),
+            "Histogram of response latency (seconds) of RPCs handled by the server.",
+            ("grpc_type", "grpc_service", "grpc_method"),
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._methods: dict[str, RpcMetrics] = {}
         self.checks = Counter(
             "pinlife_pin_checks",
             "PIN checks (verify, change, a proving PIN), by result.",
@@ -85,10 +142,17 @@ class Metrics:
         self._http: Any = None
 
     # -- hooks -------------------------------------------------------------------
-    def rpc(self, full_name: str, code: str, seconds: float) -> None:
-        _, service, method = full_name.split("/", 2)
-        self.handled.labels(service, method, code).inc()
-        self.handling.labels(service, method, code).observe(seconds)
+    def rpc(self, full_name: str, grpc_type: str) -> RpcMetrics:
+        """A method's series (grpc_type: unary or server_stream); made on its first call."""
+        try:
+            return self._methods[full_name]
+        except KeyError:
+            calls = self._methods[full_name] = RpcMetrics(self, full_name, grpc_type)
+            return calls
+
+    def watch_process(self, namespace: str, pid: Callable[[], int | None]) -> None:
+        """Another process's process_* metrics (the writer process), while it runs."""
+        ProcessCollector(namespace=namespace, pid=lambda: pid() or "none", registry=self.registry)
 
     def batch(self, items: Sequence[tuple[Any, Any]], results: Sequence[Any], seconds: float) -> None:
         """After a batch committed: its size and time, and what its commands did."""

@@ -1,15 +1,20 @@
 """Prometheus metrics (service/runtime/metrics.py) scraped from a real server's
 metrics port during traffic and parsed with the client library's own
-parser: RPCs by method and code, PIN checks by result, locks, resets,
-group-commit batches, the store's pools, watchers; and no card id, terminal
-id, office or PIN in any label. On SQLite and PostgreSQL."""
+parser (strict: the exposition must parse whole): RPCs by type, method and
+code with go-grpc-prometheus's names and labels, PIN checks by result,
+locks, resets, group-commit batches, the store's pools, watchers, the
+standard process and platform collectors, the build info; and no card id,
+terminal id, office or PIN in any label. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import platform
+import sys
 import threading
 import time
 import urllib.request
 from datetime import UTC
+from importlib import metadata
 
 import grpc
 import pytest
@@ -17,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
+from service.runtime.clock import ServiceClock
 from tests.clock import FakeClock
 from tests.e2e.harness import Client, ThreadedServer
 from tests.procedures import CARD, NAKA, PINS, TUESDAY_10, USER, enroll, lock, reset
@@ -29,8 +35,11 @@ def scrape(server: ThreadedServer) -> dict[tuple[str, tuple], float]:
     with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/plain")
         text = r.read().decode()
+    families = list(text_string_to_metric_families(text))  # raises on any line it cannot parse
+    names = [f.name for f in families]
+    assert len(names) == len(set(names)), "a metric family is exposed twice"
     out = {}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     labels = {v for _, pairs in out for _, v in pairs}
@@ -87,20 +96,18 @@ def test_metrics_count_rpcs_checks_locks_resets_batches_and_watchers(server):
         stream.cancel()
         t.join(5)
 
-        verify = dict(grpc_service="pinlife.v1.PinService", grpc_method="VerifyPin")
+        verify = dict(grpc_type="unary", grpc_service="pinlife.v1.PinService", grpc_method="VerifyPin")
+        assert value(samples, "grpc_server_started_total", **verify) == 6
         assert value(samples, "grpc_server_handled_total", **verify, grpc_code="OK") == 5
         assert value(samples, "grpc_server_handled_total", **verify, grpc_code="NOT_FOUND") == 1
-        assert value(samples, "grpc_server_handling_seconds_count", **verify, grpc_code="OK") == 5
-        assert value(samples, "grpc_server_handling_seconds_bucket", **verify, grpc_code="OK", le="+Inf") == 5
-        assert (
-            value(
-                samples,
-                "grpc_server_handled_total",
-                grpc_service="pinlife.v1.CounterService",
-                grpc_method="ResetPin",
-                grpc_code="OK",
-            )
-            == 1
+        assert value(samples, "grpc_server_handling_seconds_count", **verify) == 6
+        assert value(samples, "grpc_server_handling_seconds_bucket", **verify, le="+Inf") == 6
+        reset_pin = dict(grpc_type="unary", grpc_service="pinlife.v1.CounterService", grpc_method="ResetPin")
+        assert value(samples, "grpc_server_handled_total", **reset_pin, grpc_code="OK") == 1
+        watch = dict(grpc_type="server_stream", grpc_service="pinlife.v1.AuditService", grpc_method="WatchEvents")
+        assert value(samples, "grpc_server_started_total", **watch) == 1  # open: started, not handled yet
+        assert not any(
+            name == "grpc_server_handled_total" and dict(labels).get("grpc_method") == "WatchEvents" for name, labels in samples
         )
         check = dict(pin_type="user_certificate", channel="development")
         assert value(samples, "pinlife_pin_checks_total", **check, result="ok") == 2
@@ -117,7 +124,7 @@ def test_metrics_count_rpcs_checks_locks_resets_batches_and_watchers(server):
         assert ("pinlife_store_pool_connections", (("engine", "reader"), ("state", "in_use"))) in samples
         assert ("pinlife_store_pool_connections", (("engine", "writer"), ("state", "idle"))) in samples
 
-        watch_cancelled = dict(grpc_service="pinlife.v1.AuditService", grpc_method="WatchEvents", grpc_code="CANCELLED")
+        watch_cancelled = dict(**watch, grpc_code="CANCELLED")
         for _ in range(50):  # the server sees the watcher go (its next write or wake-up), then counts the call
             after = scrape(server)
             if value(after, "pinlife_watch_subscribers") == 0 and value(after, "grpc_server_handled_total", **watch_cancelled):
@@ -125,9 +132,41 @@ def test_metrics_count_rpcs_checks_locks_resets_batches_and_watchers(server):
             time.sleep(0.1)
         assert value(after, "pinlife_watch_subscribers") == 0
         assert value(after, "grpc_server_handled_total", **watch_cancelled) == 1
+        assert value(after, "grpc_server_handling_seconds_count", **watch) == 1
     finally:
         for c in (reader, counter, auditor):
             c.close()
+
+
+def test_the_standard_collectors_and_the_build_info_are_exposed(server):
+    samples = scrape(server)
+    names = {name for name, _ in samples}
+    # process_* (Linux /proc) and the platform and GC collectors, of this server's process
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"):
+        assert name in names, name
+    assert value(samples, "process_resident_memory_bytes") > 0
+    python = dict(
+        implementation=platform.python_implementation(),
+        major=str(sys.version_info.major),
+        minor=str(sys.version_info.minor),
+        patchlevel=str(sys.version_info.micro),
+        version=platform.python_version(),
+    )
+    assert value(samples, "python_info", **python) == 1
+    assert "python_gc_collections_total" in names
+    build = dict(version=metadata.version("pinlife"), python_version=platform.python_version())
+    assert value(samples, "pinlife_build_info", **build) == 1
+    assert [labels for name, labels in samples if name == "pinlife_build_info"] == [tuple(sorted(build.items()))]
+
+
+def test_the_writer_process_has_its_own_process_metrics(db_url, keys):
+    srv = ThreadedServer(db_url, keys, clock=ServiceClock(fixed=TUESDAY_10.astimezone(UTC)), writer="process", metrics=True)
+    try:
+        samples = scrape(srv)
+        assert value(samples, "pinlife_writer_process_resident_memory_bytes") > 0
+        assert value(samples, "pinlife_writer_process_start_time_seconds") >= value(samples, "process_start_time_seconds")
+    finally:
+        srv.close()
 
 
 def test_a_server_without_a_metrics_address_serves_none(db_url, keys):

@@ -91,7 +91,7 @@ def test_a_flooding_terminal_gets_its_burst_and_nothing_more(db_url, keys, termi
         assert 'pinlife_rate_limited_total{channel="medical_reader"} 37.0' in text
         assert (
             'grpc_server_handled_total{grpc_code="RESOURCE_EXHAUSTED",grpc_method="VerifyPin",'
-            'grpc_service="pinlife.v1.PinService"} 37.0' in text
+            'grpc_service="pinlife.v1.PinService",grpc_type="unary"} 37.0' in text
         )
     finally:
         for c in (counter, other, *readers):
