@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     best = {name: float("inf") for name in variants}
     loop = asyncio.new_event_loop()
     try:
-        for name, servicer in variants.items():  # warm up
+        for servicer in variants.values():  # warm up
             loop.run_until_complete(_round(servicer, 1000))
         for _ in range(args.rounds):
             for name, servicer in variants.items():

@@ -24,6 +24,7 @@ from service.keys.notes import NoteError, open_note, parse_checkpoint
 
 if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on
     from service.runtime.metrics import Metrics
+    from service.runtime.tracing import Tracing
 
 AUDIT_SERVICE = apb.DESCRIPTOR.services_by_name["AuditService"].full_name
 PROGRESS_EVERY_S = 0.5
@@ -38,8 +39,9 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller,
         gate: Gate | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ):
-        super().__init__(app, identify, gate, metrics)
+        super().__init__(app, identify, gate, metrics, tracing)
         self.audit = audit
         self._messages: OrderedDict[tuple[int, int, bool], bytes] = OrderedDict()  # WatchEvents messages, by their events
 

@@ -28,8 +28,9 @@ from service.app.service import PinLife
 from service.config.access import AccessConfig
 from service.domain.rate import RatePolicy
 
-if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on
+if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on, OpenTelemetry with tracing on
     from service.runtime.metrics import Metrics
+    from service.runtime.tracing import Tracing
 
 MAX_REQUEST_BYTES = 64 * 1024
 SERVICES = (
@@ -56,6 +57,7 @@ class Endpoint:
         access: AccessConfig | None,
         metrics: Metrics | None,
         rates: Mapping[str, RatePolicy | None] | None = None,
+        tracing: Tracing | None = None,
     ):
         identify = CertificateAuthenticator(access) if access else development_caller
         self.health = health.aio.HealthServicer()
@@ -72,10 +74,10 @@ class Endpoint:
         limiter = RateLimiter(rates, metrics=metrics) if rates and any(rates.values()) else None
         self.gate = Gate(limiter)
         self.servicers = (
-            PinServicer(app, identify, self.gate, metrics),
-            CounterServicer(app, identify, self.gate, metrics),
-            StoreServicer(app, identify, self.gate, metrics),
-            AuditServicer(app, audit, identify, self.gate, metrics),
+            PinServicer(app, identify, self.gate, metrics, tracing),
+            CounterServicer(app, identify, self.gate, metrics, tracing),
+            StoreServicer(app, identify, self.gate, metrics, tracing),
+            AuditServicer(app, audit, identify, self.gate, metrics, tracing),
         )
         for servicer, descriptor in zip(self.servicers, SERVICES, strict=True):
             add_servicer(self.grpc, servicer, descriptor)
@@ -111,8 +113,9 @@ def create_server(
     access: AccessConfig | None = None,
     metrics: Metrics | None = None,
     rates: Mapping[str, RatePolicy | None] | None = None,
+    tracing: Tracing | None = None,
 ) -> Endpoint:
     """The gRPC server of an instance, its servicers registered and its
     address bound (ListenError if it cannot be); `rates`: each role's
-    request rate (Settings.rates(); none: no limit)."""
-    return Endpoint(app, audit, listen, access, metrics, rates)
+    request rate (Settings.rates(); none: no limit); `tracing`: none, off."""
+    return Endpoint(app, audit, listen, access, metrics, rates, tracing)

@@ -1,6 +1,9 @@
 """Servicers only translate: request to command, answer to response. Each RPC
 is wrapped by `rpc`, which identifies the caller, maps errors to canonical
-codes and writes the one log line per call."""
+codes and writes the one log line per call; and, when the server keeps
+them, counts and times it (service/runtime/metrics.py) and traces it
+(service/runtime/tracing.py). Both are None when off: a call then pays one
+attribute test for each."""
 
 from __future__ import annotations
 
@@ -48,7 +51,10 @@ from service.domain.rate import RateLimited
 from service.runtime import logs
 
 if TYPE_CHECKING:
-    from service.runtime.metrics import Metrics
+    from opentelemetry.trace import Span
+
+    from service.runtime.metrics import Metrics, RpcMetrics
+    from service.runtime.tracing import Tracing
 
 log = structlog.get_logger()
 
@@ -88,23 +94,30 @@ def _failed(exc: BaseException) -> BaseException:
 
 
 def _log_call(
-    self,
-    full_name: str,
     started: float,
     failure: BaseException | None,
     context: grpc.aio.ServicerContext,
+    calls: RpcMetrics | None,
     ended: bool = True,
-) -> None:
-    """The one log line of a call, and its metrics (ended: False when a
-    stream was closed before it ended: its client went away)."""
+) -> str:
+    """The one log line of a call and its metrics; its code (ended: False
+    when a stream was closed before it ended: its client went away)."""
     code = "OK" if failure is None else code_for(failure).name
     if (context.cancelled() or not ended) and failure is None:
         code = "CANCELLED"
     seconds = time.perf_counter() - started
     if not isinstance(failure, RateLimited):  # those are counted, and logged per terminal and minute (rate_limit.py)
         log.info("rpc", status=code, duration_ms=round(seconds * 1000, 3))
-    if self.metrics is not None:
-        self.metrics.rpc(full_name, code, seconds)
+    if calls is not None:
+        calls.handled(code, seconds)
+    return code
+
+
+def _traced(tracing: Tracing, full_name: str, context: grpc.aio.ServicerContext) -> Span:
+    """A call's span, started from the caller's traceparent; its trace id in the call's log lines."""
+    span = tracing.start_rpc(full_name, context.invocation_metadata())
+    logs.bind_context(trace_id=tracing.trace_id(span))
+    return span
 
 
 STOPPING = "the server is stopping; nothing was done: retry (another instance)"
@@ -148,6 +161,15 @@ def rpc(
         async def wrapper(self: _S, request: _Req, context: grpc.aio.ServicerContext) -> _Resp:
             started = time.perf_counter()
             logs.new_context(rpc=name, card=loggable_card_id(request))
+            metrics, tracing = self.metrics, self.tracing
+            calls = None if metrics is None else metrics.rpc(full_name, "unary")
+            if calls is not None:
+                calls.started.inc()
+            span: Span | None = None
+            token: object = None
+            if tracing is not None:
+                span = _traced(tracing, full_name, context)
+                token = tracing.enter(span)  # current while it runs: its command's batch spans are its children
             failure: BaseException | None = None
             gate = self.gate
             gate.in_flight += 1
@@ -160,7 +182,10 @@ def rpc(
                 failure = _failed(exc)
             finally:
                 gate.in_flight -= 1
-                _log_call(self, full_name, started, failure, context)
+                code = _log_call(started, failure, context, calls)
+                if tracing is not None and span is not None:
+                    tracing.leave(token)
+                    tracing.end_rpc(span, code)
             await context.abort_with_status(grpc_status(failure))
 
         return wrapper
@@ -184,6 +209,13 @@ def rpc_stream(
         async def wrapper(self: _S, request: _Req, context: grpc.aio.ServicerContext) -> AsyncIterator[_Resp]:
             started = time.perf_counter()
             logs.new_context(rpc=name, card=loggable_card_id(request))
+            metrics, tracing = self.metrics, self.tracing
+            calls = None if metrics is None else metrics.rpc(full_name, "server_stream")
+            if calls is not None:
+                calls.started.inc()
+            # A stream's span is not made current: the generator's context is
+            # its consumer's between responses (and a stream writes nothing).
+            span = None if tracing is None else _traced(tracing, full_name, context)
             failure: BaseException | None = None
             ended = False
             try:
@@ -198,7 +230,9 @@ def rpc_stream(
             except Exception as exc:  # noqa: BLE001
                 failure = _failed(exc)
             finally:
-                _log_call(self, full_name, started, failure, context, ended)
+                code = _log_call(started, failure, context, calls, ended)
+                if tracing is not None and span is not None:
+                    tracing.end_rpc(span, code)
             if failure is not None:
                 await context.abort_with_status(grpc_status(failure))
 
@@ -226,11 +260,13 @@ class _Base:
         identify: Callable[[grpc.aio.ServicerContext], Caller] = development_caller,
         gate: Gate | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ):
         self.app = app
         self.identify = identify
         self.gate = gate or Gate()  # the endpoint gives its servicers one gate
         self.metrics = metrics  # when the server keeps metrics
+        self.tracing = tracing  # when it traces
 
 
 class PinServicer(_Base, pin_grpc.PinServiceServicer):

@@ -44,12 +44,17 @@ def run_batch(
     items: Sequence[Item],
     attempts: int = ATTEMPTS,
     leaves: LeafSink | None = None,
+    commits: list[tuple[int, int]] | None = None,
 ) -> list[Result]:
     """Handle a batch in one transaction; one result per item, in order.
-    `leaves` is told the committed events' Merkle leaves."""
+    `leaves` is told the committed events' Merkle leaves; `commits` gets
+    each committed transaction's commit, from the end of its commands to
+    its COMMIT done (rows written, then COMMIT), in wall-clock nanoseconds
+    (time.time_ns: the trace spans' clock, the same in the writer process;
+    one transaction, or one per command after a split)."""
     for attempt in range(1, attempts + 1):
         try:
-            return _transaction(store, Deps(keys, policy, clock()), items, attempt > 1, leaves)
+            return _transaction(store, Deps(keys, policy, clock()), items, attempt > 1, leaves, commits)
         except Exception as exc:  # noqa: BLE001 - classified below
             if store.is_unavailable(exc):
                 log.warning("store_unavailable", error=type(exc).__name__)
@@ -58,13 +63,20 @@ def run_batch(
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))
                 continue
             if len(items) > 1:
-                return [run_batch(store, keys, clock, policy, [item], attempts, leaves)[0] for item in items]
+                return [run_batch(store, keys, clock, policy, [item], attempts, leaves, commits)[0] for item in items]
             log.error("command_failed", command=type(items[0][0]).__name__, error=type(exc).__name__, attempt=attempt)
             return [exc]
     raise AssertionError("unreachable")
 
 
-def _transaction(store: Store, deps: Deps, items: Sequence[Item], lock_terminals: bool, leaves: LeafSink | None) -> list[Result]:
+def _transaction(
+    store: Store,
+    deps: Deps,
+    items: Sequence[Item],
+    lock_terminals: bool,
+    leaves: LeafSink | None,
+    commits: list[tuple[int, int]] | None,
+) -> list[Result]:
     handlers = [HANDLERS[type(cmd)] for cmd, _ in items]
     touches = [h.touches(cmd, caller) for h, (cmd, caller) in zip(handlers, items)]
     results: list[Result] = []
@@ -80,6 +92,9 @@ def _transaction(store: Store, deps: Deps, items: Sequence[Item], lock_terminals
                 results.append(handler.handle(uow, cmd, caller, deps))
             except DomainError as exc:
                 results.append(exc)
+        commit_began = time.time_ns()
+    if commits is not None:  # committed
+        commits.append((commit_began, time.time_ns()))
     if leaves is not None and uow.leaves:  # committed
         leaves.committed(uow.leaves)
     return results
@@ -102,6 +117,7 @@ class ThreadRunner:
         self._attempts = attempts
         self._leaves = leaves
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="pinlife-writer")
+        self.commits: list[tuple[int, int]] = []  # the last batch's (tracing: writer.py)
 
     async def start(self) -> None:
         pass
@@ -111,7 +127,8 @@ class ThreadRunner:
 
     def process(self, items: Sequence[Item]) -> list[Result]:
         """One batch, on the calling thread (tests and tools)."""
-        return run_batch(*self._args, items, self._attempts, self._leaves)
+        self.commits = []
+        return run_batch(*self._args, items, self._attempts, self._leaves, self.commits)
 
     async def run(self, items: list[Item]) -> list[Result]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.process, items)

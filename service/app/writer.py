@@ -17,8 +17,9 @@ hold callers until their own deadlines. See `GroupCommitWriter`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -26,6 +27,11 @@ from service.app.batch import Item, Result
 from service.app.handlers import Caller
 from service.app.ports import IntegrityViolation, StoreUnavailable
 from service.domain.errors import DomainError
+
+if TYPE_CHECKING:  # OpenTelemetry is loaded only with tracing on
+    from opentelemetry.context import Context
+
+    from service.runtime.tracing import Tracing
 
 log = structlog.get_logger()
 
@@ -47,6 +53,10 @@ ANSWERED = (DomainError, StoreUnavailable, IntegrityViolation)
 
 
 class Runner(Protocol):
+    """Where batches run. A runner that also has `commits` (a list of
+    (began, ended) wall-clock nanoseconds) tells the last batch's commits
+    (service/app/batch.py); tracing makes their spans from it."""
+
     async def start(self) -> None: ...
 
     async def run(self, items: list[Item]) -> list[Result]: ...
@@ -104,6 +114,11 @@ class GroupCommitWriter:
         # results and seconds from hand-off to commit; each stall.
         self.on_batch: list[Callable[[list[Item], list[Result], float], None]] = []
         self.on_stall: list[Callable[[], None]] = []
+        # Tracing (service/runtime/tracing.py), when on: each command's trace
+        # context is kept with it (by its future) from submit to its batch,
+        # whose spans are made in each command's trace once it came back.
+        self.tracing: Tracing | None = None
+        self._traces: dict[asyncio.Future[Any], Context] = {}
         # Every command of a batch failed for a reason that is not a decided
         # answer (a full disk, a read-only database ...): health asks the
         # store for a write that changes nothing until one commits again
@@ -168,6 +183,8 @@ class GroupCommitWriter:
             raise StoreUnavailable(NOT_ANSWERING)
         queue, _ = self._started()
         fut = asyncio.get_running_loop().create_future()
+        if self.tracing is not None:
+            self._traces[fut] = self.tracing.current()
         queue.put_nowait((cmd, caller, fut))
         # A cancelled caller (deadline) cancels only this future: the command
         # stays in its batch and is written; _run skips the cancelled future.
@@ -200,6 +217,10 @@ class GroupCommitWriter:
         loop = asyncio.get_running_loop()
         started = loop.time()
         items = [(c, k) for c, k, _ in batch]
+        tracing = self.tracing
+        contexts = [self._traces.pop(fut, None) for _, _, fut in batch] if tracing is not None else []
+        handed_ns = time.time_ns() if tracing is not None else 0
+        failed: Exception | None = None
         if self.batch_deadline is not None:
             self._deadline = loop.call_later(self.batch_deadline, self._stall_after_a_turn, batch, started)
         try:
@@ -207,6 +228,7 @@ class GroupCommitWriter:
         except Exception as exc:  # noqa: BLE001 - never leave a caller waiting
             log.error("batch_failed", error=type(exc).__name__, exc_info=exc)
             results = [exc] * len(batch)
+            failed = exc
         except BaseException:  # cancelled (the loop is ending): the outcome is unknown
             self._answer(batch, [StoreUnavailable(WRITER_STOPPED)] * len(batch))
             raise
@@ -214,6 +236,9 @@ class GroupCommitWriter:
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
+        if tracing is not None:
+            commits = [] if failed is not None else getattr(self.runner, "commits", [])
+            _observe(tracing.batch, contexts, handed_ns, time.time_ns(), commits, failed)
         if self._stalled_since is None:
             self._answer(batch, results)
             self._note_failures(results)
@@ -278,6 +303,7 @@ class GroupCommitWriter:
                 stop_marker = True
                 continue
             fut = item[2]
+            self._traces.pop(fut, None)
             if not fut.done():
                 fut.set_exception(StoreUnavailable(NOT_ANSWERING))
         if stop_marker:

@@ -70,12 +70,13 @@ class ProcessRunner:
         attempts: int,
         log_format: str,
         *,
+        log_level: str = "info",
         start_timeout: float = 20.0,
         on_death: Callable[[], None] = lambda: None,
     ):
         if not isinstance(clock, ServiceClock):
             raise ValueError("the writer process takes a ServiceClock (a test clock needs the thread runner)")
-        self._args = (open_store, keys, clock, policy, attempts, log_format)
+        self._args = (open_store, keys, clock, policy, attempts, log_format, log_level)
         # A child that does not answer its first message in time is killed:
         # a start that hangs must not hold the server's start.
         self.start_timeout = start_timeout
@@ -86,7 +87,8 @@ class ProcessRunner:
         self._waiting: asyncio.Future[object] | None = None
         self._lock: asyncio.Lock | None = None  # one batch at a time
         self.dead = False  # the child died; nothing more is sent
-        self.pid: int | None = None  # the writer process (operators, tests)
+        self.pid: int | None = None  # the writer process (operators, tests, its process metrics)
+        self.commits: list[tuple[int, int]] = []  # the last batch's, as the child timed them (tracing: writer.py)
 
     async def start(self) -> None:
         self._lock = asyncio.Lock()
@@ -147,14 +149,17 @@ class ProcessRunner:
         if self._lock is None:
             raise RuntimeError("the writer process is not started")
         async with self._lock:
+            self.commits = []
             if self.dead:
                 return [StoreUnavailable("the writer process is gone; nothing was written: retry")] * len(items)
-            results = await self._exchange(items)
-            if results is _ABANDONED:
+            answer = await self._exchange(items)
+            if answer is _ABANDONED:
                 unknown = "the server stopped waiting; the outcome is unknown: retry with the same request id"
                 return [StoreUnavailable(unknown)] * len(items)
-            if results is not _DIED:
-                return cast(list[Result], results)  # what the child sent: one result per item
+            if answer is not _DIED:
+                # what the child sent: one result per item, and its commits' times
+                results, self.commits = cast(tuple[list[Result], list[tuple[int, int]]], answer)
+                return results
             self._died(during_batch=True, commands=len(items))
             return [StoreUnavailable("the writer stopped; the outcome is unknown: retry with the same request id")] * len(items)
 
@@ -203,13 +208,14 @@ def _child_main(
     policy: Policy,
     attempts: int,
     log_format: str,
+    log_level: str,
 ) -> None:
     # Ctrl-C reaches the whole process group, and a supervisor may send
     # SIGTERM to the whole group: the server drains, then stops the writer
     # (or the writer exits when the server's end of the pipe closes).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logs.configure(log_format)
+    logs.configure(log_format, log_level)
     logs.bind_context(process="writer")
     store, leaves = open_store(keys, clock)
     if leaves is not None:
@@ -226,8 +232,9 @@ def _child_main(
             if items == _READY:
                 conn.send(_READY)
                 continue
-            results = run_batch(store, keys, clock, policy, items, attempts, leaves)
-            conn.send([_portable(result) for result in results])
+            commits: list[tuple[int, int]] = []
+            results = run_batch(store, keys, clock, policy, items, attempts, leaves, commits)
+            conn.send(([_portable(result) for result in results], commits))
     finally:
         if leaves is not None:
             leaves.stop()  # the log as this writer leaves it

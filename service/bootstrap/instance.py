@@ -39,8 +39,11 @@ from service.store.key_checks import key_problems
 from service.store.maintenance import Maintenance
 from service.store.schema_check import SchemaMismatch, check_schema
 
-if TYPE_CHECKING:  # loaded only when used: prometheus_client with metrics on, psycopg on PostgreSQL
+if (
+    TYPE_CHECKING
+):  # loaded only when used: prometheus_client with metrics on, OpenTelemetry with tracing on, psycopg on PostgreSQL
     from service.runtime.metrics import Metrics
+    from service.runtime.tracing import Tracing
     from service.store.pg_listener import LogListener
 
 log = structlog.get_logger()
@@ -72,6 +75,7 @@ def make_runner(
     writer: str = "thread",
     open_store: StoreFactory | None = None,
     log_format: str = "json",
+    log_level: str = "info",
     on_writer_death: Callable[[], None] = lambda: None,
     leaves: LeafSink | None = None,
 ) -> Runner:
@@ -83,7 +87,7 @@ def make_runner(
     if writer == "process":
         if open_store is None or not isinstance(clock, ServiceClock):
             raise ValueError("the writer process needs a store factory and a ServiceClock")
-        return ProcessRunner(open_store, keys, clock, policy, ATTEMPTS, log_format, on_death=on_writer_death)
+        return ProcessRunner(open_store, keys, clock, policy, ATTEMPTS, log_format, log_level=log_level, on_death=on_writer_death)
     return ThreadRunner(store, keys, clock, policy, leaves=leaves)
 
 
@@ -98,6 +102,7 @@ def make_app(
     batch_max: int = 256,
     batch_deadline: float | None = BATCH_DEADLINE,
     log_format: str = "json",
+    log_level: str = "info",
     on_writer_death: Callable[[], None] = lambda: None,
     leaves: LeafSink | None = None,
 ) -> PinLife:
@@ -111,6 +116,7 @@ def make_app(
         writer=writer,
         open_store=open_store,
         log_format=log_format,
+        log_level=log_level,
         on_writer_death=on_writer_death,
         leaves=leaves,
     )
@@ -120,7 +126,8 @@ def make_app(
 class Instance:
     """One instance's parts, built and checked; `start` and `stop` run the
     ones that have a life of their own (the writer, maintenance, the
-    PostgreSQL log listener, the metrics endpoint)."""
+    PostgreSQL log listener, the metrics endpoint, the span exporter).
+    `tracing`: this one rather than the settings' (tests: spans in memory)."""
 
     def __init__(
         self,
@@ -129,6 +136,7 @@ class Instance:
         clock: Clock | None = None,
         access: AccessConfig | None = None,
         policy: Policy | None = None,
+        tracing: Tracing | None = None,
     ):
         self.settings = settings
         self.access = access
@@ -159,6 +167,11 @@ class Instance:
 
             self.metrics = Metrics()
         self.metrics_port: int | None = None
+        if tracing is None and settings.tracing != "off":  # OpenTelemetry is loaded only then
+            from service.runtime.tracing import Tracing
+
+            tracing = Tracing.from_settings(settings.tracing, settings.otlp_endpoint)
+        self.tracing = tracing
         self.app = make_app(
             self.store,
             keys,
@@ -169,9 +182,11 @@ class Instance:
             writer=settings.writer,
             open_store=WriterStore(settings.database_url),
             log_format=settings.log_format,
+            log_level=settings.log_level,
             on_writer_death=self._writer_died,
             leaves=self.signer,
         )
+        self.app.writer.tracing = self.tracing
         self.log_signal = LogSignal()
         self.app.writer.after_batch.append(self.log_signal.notify)
         self.log_listener: LogListener | None = None
@@ -197,6 +212,9 @@ class Instance:
             self.app.writer.on_batch.append(self.metrics.batch)
             self.app.writer.on_stall.append(self.metrics.stalled)
             self.metrics.watch_pool((("reader", self.store.reader), ("writer", self.store.writer)))
+            runner = self.app.writer.runner
+            if isinstance(runner, ProcessRunner):  # where the batches' CPU goes: pinlife_writer_process_*
+                self.metrics.watch_process("pinlife_writer", lambda: runner.pid)
 
     def _writer_died(self) -> None:
         if self.metrics is not None:
@@ -229,6 +247,8 @@ class Instance:
         await self.maintenance.stop()
         if self.signer is not None:
             await asyncio.to_thread(self.signer.stop)  # a last checkpoint of the log as this instance leaves it
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the last spans exported (a collector may be slow)
         self.close()
 
     def close(self) -> None:
@@ -236,3 +256,5 @@ class Instance:
         self.audit_store.close()
         if self.metrics is not None:
             self.metrics.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # the spans still buffered are exported

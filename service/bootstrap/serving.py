@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -17,6 +18,9 @@ from service.domain.policy import Policy
 from service.keys.ring import KeyRing
 from service.runtime.clock import Clock, ServiceClock
 from service.runtime.heap import freeze_startup_objects
+
+if TYPE_CHECKING:  # OpenTelemetry is loaded only with tracing on
+    from service.runtime.tracing import Tracing
 
 log = structlog.get_logger()
 
@@ -31,9 +35,10 @@ class Server:
         clock: Clock | None = None,
         access: AccessConfig | None = None,
         policy: Policy | None = None,
+        tracing: Tracing | None = None,
     ):
         self.settings = settings
-        self.instance = Instance(settings, keys, clock, access, policy)
+        self.instance = Instance(settings, keys, clock, access, policy, tracing)
         try:
             self.endpoint = create_server(
                 self.instance.app,
@@ -42,6 +47,7 @@ class Server:
                 access=access,
                 metrics=self.instance.metrics,
                 rates=settings.rates(),
+                tracing=self.instance.tracing,
             )
         except ListenError:
             self.instance.close()

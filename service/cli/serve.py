@@ -17,7 +17,7 @@ from service.runtime import logs
 
 def serve(args: argparse.Namespace) -> None:
     s = settings()
-    logs.configure(s.log_format)
+    logs.configure(s.log_format, s.log_level)
     try:
         access = access_from_settings(s)
     except AccessConfigError as exc:

@@ -31,6 +31,8 @@ DEFAULT_DATABASE_URL = "sqlite:///var/pinlife.db"
 DEFAULT_KEY_FILE = "var/dev-keys.json"
 ENVIRONMENTS = ("development", "test", "production")
 LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+TRACING = ("off", "console", "otlp")
 WRITERS = ("process", "thread")
 ACCESS_TABLES = ("tls", "throttle", "terminals")  # [access] tables given inline (service/config/access.py)
 
@@ -100,6 +102,13 @@ KEYS: tuple[Key, ...] = (
     Key("server", "metrics_listen", str, "Prometheus metrics over HTTP, HOST:PORT (empty: off)", _address(optional=True)),
     Key("server", "grace_seconds", float, "on SIGTERM, how long in-flight calls may finish", _at_least(0)),
     Key("server", "log_format", str, "auto (console on a terminal, else JSON), json or console", _one_of(*LOG_FORMATS)),
+    Key(
+        "server",
+        "log_level",
+        str,
+        "debug, info, warning or error; also gRPC's, SQLAlchemy's, Alembic's lines",
+        _one_of(*LOG_LEVELS),
+    ),
     Key("server", "clock", str, "the service clock; only system in production (start:, shift:, fixed:)"),
     Key("store", "database_url", str, "sqlite:///FILE or postgresql://USER@HOST/DB"),
     Key("store", "pool_size", int, "read connections per instance", _at_least(1)),
@@ -128,6 +137,13 @@ KEYS: tuple[Key, ...] = (
         "how far instances' clocks may differ before history is judged unlawful",
         _at_least(0),
     ),
+    Key("telemetry", "tracing", str, "OpenTelemetry spans: off, console (stdout) or otlp (a collector)", _one_of(*TRACING)),
+    Key(
+        "telemetry",
+        "otlp_endpoint",
+        str,
+        "the collector's OTLP/gRPC URL (empty: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317)",
+    ),
     # One request rate per role (service/domain/rate.py): [rate] rate_medical_reader, ...
     *(
         Key("rate", f"rate_{role.value}", str, f"request rate per {role.value} terminal per instance: {RATE_FORMAT}", _rate)
@@ -143,6 +159,7 @@ class Settings:
     metrics_listen: str = ""
     grace_seconds: float = 10.0
     log_format: str = "auto"
+    log_level: str = "info"
     clock: str = "system"
     database_url: str = DEFAULT_DATABASE_URL
     pool_size: int = 4
@@ -159,6 +176,8 @@ class Settings:
     max_watchers: int = 128
     max_watchers_per_terminal: int = 4
     clock_skew_seconds: float = CLOCK_TOLERANCE.total_seconds()
+    tracing: str = "off"
+    otlp_endpoint: str = ""
     rate_medical_reader: str = format_rate(DEFAULT_RATES[Role.MEDICAL_READER])
     rate_convenience_store: str = format_rate(DEFAULT_RATES[Role.CONVENIENCE_STORE])
     rate_smartphone_app: str = format_rate(DEFAULT_RATES[Role.SMARTPHONE_APP])

@@ -96,13 +96,14 @@ class ThreadedServer:
         batch_deadline: float | None = None,
         health_interval: float = 1.0,
         rates: Mapping[str, str] | None = None,
+        tracing=None,
     ):
         """A server on `database_url` with test settings, or with `settings`
         as given (its clock then comes from them unless `clock` is given).
         batch_deadline (the settings' default unless given) and
         health_interval (how often health looks at the store and the writer):
         shorter for a test that waits on them. rates: request rates by
-        setting name (NO_RATE_LIMITS: none)."""
+        setting name (NO_RATE_LIMITS: none). tracing: a Tracing (spans in memory)."""
         if settings is None:
             clock = clock or system_clock
             # The thread writer unless a test is about the writer process (which
@@ -126,7 +127,7 @@ class ThreadedServer:
         self.thread.start()
 
         async def make() -> Server:
-            server = Server(settings, keys, clock, access=access)
+            server = Server(settings, keys, clock, access=access, tracing=tracing)
             await server.start(health_interval)
             return server
 

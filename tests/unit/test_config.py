@@ -137,7 +137,7 @@ def test_every_problem_is_reported_at_once_each_naming_its_key(tmp_path):
         load({"PINLIFE_BATCH_MAX": "0"}, path=f)
     assert sorted(err.value.problems) == sorted(
         [
-            "[bogus]: unknown section (one of access, audit, keys, procedures, rate, server, store)",
+            "[bogus]: unknown section (one of access, audit, keys, procedures, rate, server, store, telemetry)",
             "PINLIFE_METRICS_LISTEN ([server] metrics_listen) must be a string, not 5",
             "PINLIFE_GRACE_SECONDS ([server] grace_seconds) must be a number, not 'x'",
             "PINLIFE_BATCH_MAX ([store] batch_max) must be at least 1",
