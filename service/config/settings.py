@@ -91,7 +91,7 @@ def _database_url(optional: bool = False) -> Callable[[Any], str | None]:
     def check(v: str) -> str | None:
         if optional and v == "":
             return None
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # here: the client commands read settings without a database
         from sqlalchemy.exc import ArgumentError
 
         try:
