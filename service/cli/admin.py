@@ -11,18 +11,18 @@ import argparse
 import json
 import os
 import sys
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.app.ports import IntegrityViolation
 from service.cli.configured import config_problems, keys, settings
 from service.cli.exits import fail
 from service.config import settings as config_mod
 from service.config.access import AccessConfigError, access_from_settings
-from service.config.offices import OfficesConfigError, load_policy
-from service.domain.policy import ThrottlePolicy
+from service.keys.file_modes import FileModeError, check_private_file
 from service.keys.ring import KeyFileError, KeyRing, add_missing_sections, write_new_key_file
 from service.runtime.clock import system_clock
 from service.store import checkpoints
@@ -41,6 +41,7 @@ from service.store.rechain import (
     unsealed_terminals,
 )
 from service.store.roles import RoleNameError, grant_script
+from service.store.schema_check import SchemaMismatch, check_schema
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -59,35 +60,83 @@ def existing_store(s: config_mod.Settings) -> EventStore:
     return EventStore(s.database_url)
 
 
+KEY_FILE = "the key file (PINLIFE_KEY_FILE)"  # as configured.keys names it
+TLS_KEY = "the TLS private key ([tls] key)"  # as bootstrap.instance names it
+
+
 def config_check(args: argparse.Namespace) -> None:
-    """Everything `serve` reads before it serves, without serving: the
-    configuration (file and variables), the access rules, the offices file
-    and the key file. Every problem at once; exit 0 if none, 1 otherwise."""
+    """Everything `serve` checks before it binds, without serving: the
+    configuration (file and variables), the access rules and the offices
+    file (their references to each other), the TLS files, the key file and
+    the private files' modes, the database URL; with --connect, the database
+    reachable, at this code's schema and holding this key file's check
+    values (nothing is written). Every problem at once; exit 0 if none
+    (warnings aside), 1 otherwise."""
     env = dict(os.environ)
     if args.file:
         env.pop("PINLIFE_CONFIG", None)
     try:
-        s = config_mod.load(env, path=args.file)
+        s, problems = config_mod.load_with_problems(env, path=args.file)
     except config_mod.ConfigError as exc:
         config_problems(exc.problems, code=1)
-    problems = []
+    warnings: list[str] = []
+
+    def private(path: Path, what: str) -> None:  # the same rule serve applies
+        try:
+            if warning := check_private_file(path, production=s.production, what=what):
+                warnings.append(warning)
+        except FileModeError as exc:
+            problems.append(str(exc))
+
     try:
-        access_from_settings(s)
+        access = access_from_settings(s)
     except AccessConfigError as exc:
-        problems.append(f"access: {exc}")
+        problems += exc.problems
+        access = None
+    if access is not None and access.tls.key_path is not None:
+        private(access.tls.key_path, TLS_KEY)
+    ring: KeyRing | None = None
     try:
-        load_policy(s.offices_file, ThrottlePolicy(), date.today())
-    except OfficesConfigError as exc:
-        problems.append(f"offices: {exc}")
-    try:
-        KeyRing.load(s.key_file)
+        ring = KeyRing.load(s.key_file)
     except KeyFileError as exc:
         problems.append(f"PINLIFE_KEY_FILE ([keys] key_file): {exc}")
+    else:
+        private(s.key_file, KEY_FILE)
+    connected = ""
+    if getattr(args, "connect", False):
+        if any(p.startswith("PINLIFE_DATABASE_URL ") for p in problems):
+            problems.append("--connect: not tried, the database URL is wrong")
+        else:
+            problems += _database_problems(s, ring)
+            connected = ", database at schema head" + (" with this key file's check values" if ring else "")
+    for warning in warnings:
+        print(f"pinlife: warning: {warning}", file=sys.stderr)
     if problems:
         config_problems(problems, code=1)
     where = args.file or os.environ.get("PINLIFE_CONFIG") or "the environment"
     mode = "mutual TLS" if s.tls else "development mode (plain text on loopback)"
-    print(f"pinlife: {where}: ok ({s.env}, {mode}, {s.database_url.split('://')[0]} store)")
+    print(f"pinlife: {where}: ok ({s.env}, {mode}, {s.database_url.split('://')[0]} store{connected})")
+
+
+def _database_problems(s: config_mod.Settings, ring: KeyRing | None) -> list[str]:
+    """What serve's start would refuse in the database: its schema
+    (check_schema) and the key check values (key_problems, recording none)."""
+    path = sqlite_path(s.database_url)
+    if path is not None and not path.exists():  # connecting would make it
+        return [f"PINLIFE_DATABASE_URL: there is no store at {path} (run `pinlife migrate` to make one)"]
+    try:
+        check_schema(s.database_url)
+    except SchemaMismatch as exc:
+        return [f"PINLIFE_DATABASE_URL {display_url(s.database_url)}: {exc}"]
+    if ring is None:
+        return []
+    store = EventStore(s.database_url, read_pool=1)
+    try:
+        return [f"PINLIFE_KEY_FILE: {p}" for p in key_problems(store, ring, system_clock(), record=False)]
+    except SQLAlchemyError as exc:
+        return [f"PINLIFE_DATABASE_URL {display_url(s.database_url)}: cannot read the key check values ({type(exc).__name__})"]
+    finally:
+        store.close()
 
 
 def migrate(args: argparse.Namespace) -> None:

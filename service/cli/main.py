@@ -101,6 +101,11 @@ def _server_commands(sub: argparse._SubParsersAction) -> None:
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     p = config_sub.add_parser("check", help="validate a configuration without serving: every problem at once (exit 1)")
     p.add_argument("file", nargs="?", help="the configuration file (default: $PINLIFE_CONFIG, else the environment alone)")
+    p.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect: the database reachable, migrated, and holding this key file's check values (writes nothing)",
+    )
     _command(p, "admin", "config_check")
     p = sub.add_parser("dev-key", help="create development keys if missing (never over a store with verifiers)")
     p.add_argument("path", nargs="?")

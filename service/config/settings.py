@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from service.config.schema import unknown
 from service.domain.access import Role
 from service.domain.lawful import CLOCK_TOLERANCE
 from service.domain.rate import DEFAULT_RATES, RATE_FORMAT, RatePolicy, format_rate, parse_rate
@@ -81,6 +82,32 @@ def _rate(v: str) -> str | None:
     return None
 
 
+# The database URLs the store opens (service/store/engine.py): SQLAlchemy's
+# names for SQLite and for PostgreSQL with psycopg 3, the one driver installed.
+DATABASE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
+def _database_url(optional: bool = False) -> Callable[[Any], str | None]:
+    def check(v: str) -> str | None:
+        if optional and v == "":
+            return None
+        from sqlalchemy.engine import make_url  # here: the client commands read settings without a database
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            u = make_url(v)
+        except (ArgumentError, ValueError):
+            return "is not a database URL: sqlite:///FILE or postgresql://USER@HOST[:PORT]/DB"
+        if u.drivername not in DATABASE_DRIVERS:
+            return (
+                f"names the driver {u.drivername!r}: pinlife stores in SQLite (sqlite:///FILE) "
+                "or PostgreSQL (postgresql://USER@HOST[:PORT]/DB)"
+            )
+        return None
+
+    return check
+
+
 def _address(optional: bool = False) -> Callable[[Any], str | None]:
     def check(v: str) -> str | None:
         if optional and v == "":
@@ -101,7 +128,7 @@ KEYS: tuple[Key, ...] = (
     Key("server", "grace_seconds", float, "on SIGTERM, how long in-flight calls may finish", _at_least(0)),
     Key("server", "log_format", str, "auto (console on a terminal, else JSON), json or console", _one_of(*LOG_FORMATS)),
     Key("server", "clock", str, "the service clock; only system in production (start:, shift:, fixed:)"),
-    Key("store", "database_url", str, "sqlite:///FILE or postgresql://USER@HOST/DB"),
+    Key("store", "database_url", str, "sqlite:///FILE or postgresql://USER@HOST/DB", _database_url()),
     Key("store", "pool_size", int, "read connections per instance", _at_least(1)),
     Key("store", "writer", str, "where batches run: process (a writer process) or thread", _one_of(*WRITERS)),
     Key("store", "batch_max", int, "commands per group-commit transaction", _at_least(1)),
@@ -110,7 +137,13 @@ KEYS: tuple[Key, ...] = (
     Key("access", "access_file", Path, "TLS, terminals, roles, throttling (or the [access] tables here)"),
     Key("procedures", "offices_file", Path, "offices, hours, closures, store chains (default: the shipped one)"),
     Key("procedures", "replay_window_hours", float, "a request id's answer is replayed this long", _at_least(0.01)),
-    Key("audit", "audit_database_url", str, "where auditors' reads go, e.g. a read replica (empty: the store itself)"),
+    Key(
+        "audit",
+        "audit_database_url",
+        str,
+        "where auditors' reads go, e.g. a read replica (empty: the store itself)",
+        _database_url(optional=True),
+    ),
     Key("audit", "audit_pool_size", int, "read connections for auditors' calls, apart from the PIN path's", _at_least(1)),
     Key(
         "audit",
@@ -276,6 +309,16 @@ def read_file(path: Path) -> dict[str, Any]:
 def load(env: dict[str, str] | None = None, path: Path | str | None = None) -> Settings:
     """The settings: the file (path, else $PINLIFE_CONFIG, else none), each
     key overridden by its variable when set. ConfigError lists every problem."""
+    settings, problems = load_with_problems(env, path)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def load_with_problems(env: dict[str, str] | None = None, path: Path | str | None = None) -> tuple[Settings, list[str]]:
+    """The settings, each wrong key at its default, and every problem found
+    (`pinlife config check` goes on to check the other files with them);
+    ConfigError only for a file that cannot be read."""
     env = dict(os.environ if env is None else env)
     path = Path(path) if path else (Path(env["PINLIFE_CONFIG"]) if env.get("PINLIFE_CONFIG") else None)
     data = read_file(path) if path else {}
@@ -285,7 +328,7 @@ def load(env: dict[str, str] | None = None, path: Path | str | None = None) -> S
     sections = {k.section for k in KEYS}
     for section, table in data.items():
         if section not in sections:
-            problems.append(f"[{section}]: unknown section (one of {', '.join(sorted(sections))})")
+            problems.append(f"[{section}]: {unknown(section, sections, 'section')}")
         elif not isinstance(table, dict):
             problems.append(f"[{section}]: must be a table")
     for key in KEYS:
@@ -310,13 +353,13 @@ def load(env: dict[str, str] | None = None, path: Path | str | None = None) -> S
             problems.append(f"{key.where} {problem}")
             value = key.default
         values[key.name] = value
-    known = {(k.section, k.name) for k in KEYS}
     for section, table in data.items():
-        if not isinstance(table, dict):
+        if not isinstance(table, dict) or section not in sections:
             continue
+        known = [k.name for k in KEYS if k.section == section] + (list(ACCESS_TABLES) if section == "access" else [])
         for name in table:
-            if (section, name) not in known and not (section == "access" and name in ACCESS_TABLES):
-                problems.append(f"[{section}] {name}: unknown key")
+            if name not in known:
+                problems.append(f"[{section}] {name}: {unknown(name, known)}")
     access = data.get("access")
     if not isinstance(access, dict):
         access = {}
@@ -325,9 +368,7 @@ def load(env: dict[str, str] | None = None, path: Path | str | None = None) -> S
         problems.append("[access]: give the access tables here or name an access file, not both")
     settings = Settings(**values, access_tables=tables or None, config_dir=base)
     problems += settings.problems()
-    if problems:
-        raise ConfigError(problems)
-    return settings
+    return settings, problems
 
 
 def from_env(env: dict[str, str] | None = None) -> Settings:

@@ -20,9 +20,10 @@ from service.store.tables import key_checks, secrets
 WHAT = {"verifier": "verifier key", "integrity": "integrity key", "checkpoint": "checkpoint signing key of origin"}
 
 
-def key_problems(store: EventStore, keys: KeyRing, now: datetime) -> list[str]:
+def key_problems(store: EventStore, keys: KeyRing, now: datetime, *, record: bool = True) -> list[str]:
     """What stops this store being served with these keys (every problem,
-    each a sentence); records the check values of keys used for the first time."""
+    each a sentence); records the check values of keys used for the first
+    time (unless record is False: `pinlife config check --connect`)."""
     problems = []
     values = keys.check_values()
     with store.reader.begin() as conn:
@@ -42,7 +43,7 @@ def key_problems(store: EventStore, keys: KeyRing, now: datetime) -> list[str]:
         problems.append("the key file has no checkpoint key, but this store's checkpoints were signed with one")
     if unkeyed_events(store):
         problems.append("the store holds events chained before keyed chains: run `pinlife migrate` with the key file")
-    if not problems and new:
+    if not problems and new and record:
         try:
             with store.writer.begin() as conn:
                 conn.execute(key_checks.insert(), new)
