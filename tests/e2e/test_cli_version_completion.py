@@ -1,0 +1,57 @@
+"""`pinlife --version` (the installed package's metadata) and `pinlife
+completion SHELL` (shtab, from the same parser): the bash script is run by
+bash, asked what follows what, as a shell asks it on Tab."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import ROOT, cli, cli_process
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}
+
+
+def test_version_is_the_installed_package_s():
+    done = cli_process("--version", env=ENV)
+    assert done.returncode == 0, done.stderr
+    declared = tomllib.loads((Path(ROOT) / "pyproject.toml").read_text())["project"]["version"]
+    assert done.stdout == f"pinlife {declared}\n" == f"pinlife {importlib.metadata.version('pinlife')}\n"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "tcsh", "fish", "powershell"])
+def test_completion_scripts_name_every_command(shell):
+    done = cli("completion", shell, env=ENV)
+    assert done.returncode == 0, done.stderr
+    for word in ("serve", "enroll", "verify", "audit", "history", "watch", "stats", "completion", "server", "format", "after"):
+        assert word in done.stdout, (shell, word)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_bash_completes_commands_subcommands_options_and_choices(tmp_path):
+    script = tmp_path / "pinlife.bash"
+    script.write_text(cli("completion", "bash", env=ENV).stdout)
+    asked = [
+        ["pinlife", ""],
+        ["pinlife", "audit", "w"],
+        ["pinlife", "audit", "watch", "--af"],
+        ["pinlife", "verify", "card-1", "user_"],
+        ["pinlife", "audit", "history", "card-1", "--format", ""],
+    ]
+    lines = [f"source {script}"]
+    lines.append(
+        'ask() { COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); COMP_LINE="${COMP_WORDS[*]}"; '
+        'COMP_POINT=${#COMP_LINE}; COMPREPLY=(); _shtab_pinlife; echo "${COMPREPLY[*]}"; }'
+    )
+    lines += ["ask " + " ".join(f"'{w}'" for w in words) for words in asked]
+    done = subprocess.run(["bash", "-c", "\n".join(lines)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    top, audit, option, pin_type, formats = done.stdout.splitlines()
+    assert {"serve", "migrate", "enroll", "verify", "audit", "completion"} <= set(top.split())
+    assert (audit, option, pin_type, formats) == ("watch", "--after", "user_certificate", "table jsonl csv")
