@@ -55,6 +55,10 @@ Output (--format): `table` on a terminal (times in Asia/Tokyo), else `jsonl`
 (one JSON object per event: the whole envelope, hashes included, and the
 payload as JSON; canonical proto3 JSON, so 64-bit numbers are strings), or
 `csv`. history and query read page after page until no more match or --limit.
+On a terminal narrower than a table's columns, the least telling ones are left out, and it
+says which. watch starts with a header (the server, the position; on stderr) and,
+when the connection is lost, retries after 0.5 s doubling to 30 s (with jitter),
+one line on stderr per attempt, resuming after the last position received.
 
 WHEN is ISO 8601 (a date, or a time without an offset, is Asia/Tokyo: 2026-12-01,
 2026-12-01T10:30, 2026-12-01T01:30Z), `now`, `today`, or `now-2h` (s, m, h, d, w).

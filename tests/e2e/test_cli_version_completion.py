@@ -1,10 +1,12 @@
 """`pinlife --version` (the installed package's metadata) and `pinlife
 completion SHELL` (shtab, from the same parser): the bash script is run by
-bash, asked what follows what, as a shell asks it on Tab."""
+bash, asked what follows what, as a shell asks it on Tab. And the README's
+sample of `pinlife check` has the keys the command prints."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from service.keys.ring import write_new_key_file
 from tests.e2e.harness import ROOT, cli, cli_process
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}
@@ -55,3 +58,17 @@ def test_bash_completes_commands_subcommands_options_and_choices(tmp_path):
     top, audit, option, pin_type, formats = done.stdout.splitlines()
     assert {"serve", "migrate", "enroll", "verify", "audit", "completion"} <= set(top.split())
     assert (audit, option, pin_type, formats) == ("watch", "--after", "user_certificate", "table jsonl csv")
+
+
+def test_the_readme_check_sample_has_the_keys_pinlife_check_prints(databases, tmp_path):
+    url = databases.create("sqlite")
+    Path(url.removeprefix("sqlite:///")).chmod(0o600)
+    key_file = tmp_path / "keys.json"
+    write_new_key_file(key_file)
+    key_file.chmod(0o600)
+    env = {**ENV, "PINLIFE_DATABASE_URL": url, "PINLIFE_KEY_FILE": str(key_file)}
+    done = cli("check", env=env)
+    assert done.returncode == 0, done.stderr
+    readme = (Path(ROOT) / "README.md").read_text()
+    sample = readme.split("$ .venv/bin/pinlife check", 1)[1].split("\n", 1)[1].split("```", 1)[0]
+    assert list(json.loads(sample)) == list(json.loads(done.stdout))
