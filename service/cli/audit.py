@@ -23,6 +23,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -261,8 +262,10 @@ HEADERS = {key: header for key, header, _ in COLUMNS}
 
 
 def not_shown(dropped: Iterable[str], width: int) -> str:
-    """What a narrow terminal left out, said (empty when nothing was)."""
-    names = [header for key, header in HEADERS.items() if key in set(dropped)]  # in the columns' order
+    """What a narrow terminal left out, said (empty when nothing was): event
+    columns by their headers, in the table's order; other names as given."""
+    dropped = list(dropped)
+    names = [header for key, header in HEADERS.items() if key in dropped] + [d for d in dropped if d not in HEADERS]
     if not names:
         return ""
     return (
@@ -816,8 +819,28 @@ def stats(args: argparse.Namespace) -> None:
     _stats_tables(s, start, end, args.granularity)
 
 
+STATS_DROPPED_FIRST = ("suspensions", "unlocks", "resets", "changes", "throttles", "refusals", "locks")  # on a narrow terminal
+
+
+def _fitted(console: Console, build: Callable[[list[str]], Table], columns: list[str]) -> tuple[Table, list[str]]:
+    """build(columns), less those of STATS_DROPPED_FIRST (in that order)
+    that leave the table wider than the terminal; and the ones left out."""
+    shown, dropped = list(columns), []
+    unbounded = console.options.update_width(10_000)  # a measurement is otherwise cut at the terminal's width
+    table = build(shown)
+    for name in STATS_DROPPED_FIRST:
+        if Measurement.get(console, unbounded, table).maximum <= console.width:  # its natural width: not squeezed
+            break
+        if name in shown:
+            shown.remove(name)
+            dropped.append(name)
+            table = build(shown)
+    return table, dropped
+
+
 def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
     console = _console()
+    left_out: list[str] = []
 
     def cell(n: int) -> Text:
         return Text(str(n)) if n else Text("·", "dim")
@@ -840,12 +863,19 @@ def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
     none = [c for c in COUNT_NAMES if c not in counted]
 
     def counts_table(title: str, first: str, rows, total=None) -> Table:
-        t = table(title, first, footer=total is not None)
-        t.columns[0].min_width = max([len(first), *(len(key) for key, _ in rows)])
-        for c in counted:
-            t.add_column(c, justify="right", footer=str(getattr(total, c)) if total is not None else "")
-        for key, counts in rows:
-            t.add_row(Text(key), *(cell(getattr(counts, c)) for c in counted))
+        def build(columns: list[str]) -> Table:
+            t = table(title, first, footer=total is not None)
+            t.columns[0].min_width = max([len(first), *(len(key) for key, _ in rows)])
+            for c in columns:
+                t.add_column(
+                    c, justify="right", no_wrap=True, min_width=len(c), footer=str(getattr(total, c)) if total is not None else ""
+                )
+            for key, counts in rows:
+                t.add_row(Text(key), *(cell(getattr(counts, c)) for c in columns))
+            return t
+
+        t, dropped = _fitted(console, build, counted)
+        left_out.extend(d for d in dropped if d not in left_out)
         return t
 
     span = f"{start.astimezone(TOKYO):%Y-%m-%d %H:%M} → {end.astimezone(TOKYO):%Y-%m-%d %H:%M} (Asia/Tokyo), by {granularity}"
@@ -861,21 +891,34 @@ def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
         if rows:
             console.print(counts_table(title, first, [(r.key, r.counts) for r in rows]))
     if s.by_time:
-        shown = ["events", *(c for c in ("checks", "failures", "locks", "refusals", "throttles") if c in counted)]
-        t = table(f"by {granularity}", "from")
-        for c in shown:
-            t.add_column(c, justify="right")
-        t.add_column("", no_wrap=True)
         peak = max(r.counts.events for r in s.by_time) or 1
-        for run in _runs(list(s.by_time)):
-            if len(run) >= 3 and not run[0].counts.events:  # a quiet stretch: one line
-                quiet = Text(f"{_bucket(run[0].key)} … {_bucket(run[-1].key)}", "dim")
-                t.add_row(quiet, *(cell(0) for _ in shown), Text(f"{len(run)} quiet {granularity}s", "dim"))
-                continue
-            for r in run:
-                bar = Text("█" * max(round(20 * r.counts.events / peak), 1 if r.counts.events else 0), "cyan")
-                t.add_row(_bucket(r.key), *(cell(getattr(r.counts, c)) for c in shown), bar)
-        console.print(t)
+        runs = _runs(list(s.by_time))
+
+        def by_time(columns: list[str], bar_width: int = 0) -> Table:
+            t = table(f"by {granularity}", "from")
+            for c in columns:
+                t.add_column(c, justify="right", no_wrap=True, min_width=len(c))
+            if bar_width:
+                t.add_column("", no_wrap=True, overflow="ellipsis")
+            for run in runs:
+                if len(run) >= 3 and not run[0].counts.events:  # a quiet stretch: one line
+                    quiet = Text(f"{_bucket(run[0].key)} … {_bucket(run[-1].key)}", "dim")
+                    note = [Text(f"{len(run)} quiet {granularity}s", "dim")] if bar_width else []
+                    t.add_row(quiet, *(cell(0) for _ in columns), *note)
+                    continue
+                for r in run:
+                    bar = Text("█" * max(round(bar_width * r.counts.events / peak), 1 if r.counts.events else 0), "cyan")
+                    t.add_row(_bucket(r.key), *(cell(getattr(r.counts, c)) for c in columns), *([bar] if bar_width else []))
+            return t
+
+        shown = ["events", *(c for c in ("checks", "failures", "locks", "refusals", "throttles") if c in counted)]
+        bare, dropped = _fitted(console, by_time, shown)
+        left_out.extend(d for d in dropped if d not in left_out)
+        kept = [c for c in shown if c not in dropped]
+        unbounded = console.options.update_width(10_000)
+        fits = lambda t: Measurement.get(console, unbounded, t).maximum <= console.width  # noqa: E731
+        barred = next((t for w in range(20, 3, -1) if fits(t := by_time(kept, w))), bare)  # the bar as wide as fits, up to 20
+        console.print(barred)
     if s.most_distinct_card_failures:
         t = table("enumeration: distinct cards failed", "terminal")
         t.add_column("distinct cards", justify="right")
@@ -883,6 +926,8 @@ def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
         for f in s.most_distinct_card_failures:
             t.add_row(f.terminal_id, Text(str(f.distinct_cards), "bold yellow"), str(f.failures))
         console.print(t)
+    if note := not_shown(sorted(left_out, key=COUNT_NAMES.index), console.width):
+        console.print(Text(note, "dim"))
 
 
 def _runs(buckets: list) -> list[list]:
