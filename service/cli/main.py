@@ -18,6 +18,7 @@ server as a newcomer would.
     pinlife reserve CARD TYPE [PROVING_PIN]
     pinlife store-reset CARD TYPE [PROVING_PIN NEW]
     auditors (`pinlife audit -h`): history, query, watch, verify, checkpoint, stats
+    pinlife completion bash|zsh|tcsh|fish|powershell   (a shell completion script) | pinlife --version
 
 Client commands take --server (default $PINLIFE_LISTEN, else
 127.0.0.1:50051) and, for mutual TLS, --ca, --cert and --key (or
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import os
 
 from service.cli.args import FORMATS, STREAMS, TYPES, client_options, kept_file, positive, when
@@ -53,6 +55,10 @@ Output (--format): `table` on a terminal (times in Asia/Tokyo), else `jsonl`
 (one JSON object per event: the whole envelope, hashes included, and the
 payload as JSON; canonical proto3 JSON, so 64-bit numbers are strings), or
 `csv`. history and query read page after page until no more match or --limit.
+On a terminal narrower than a table's columns, the least telling ones are left out, and it
+says which. watch starts with a header (the server, the position; on stderr) and,
+when the connection is lost, retries after 0.5 s doubling to 30 s (with jitter),
+one line on stderr per attempt, resuming after the last position received.
 
 WHEN is ISO 8601 (a date, or a time without an offset, is Asia/Tokyo: 2026-12-01,
 2026-12-01T10:30, 2026-12-01T01:30Z), `now`, `today`, or `now-2h` (s, m, h, d, w).
@@ -268,15 +274,27 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive, metavar="N", help="terminals listed (default 20)")
 
 
+def version() -> str:
+    """The installed package's version (its metadata: pyproject.toml's, as pip installed it)."""
+    try:
+        return importlib.metadata.version("pinlife")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install .)"
+
+
 def parser() -> argparse.ArgumentParser:
     """The whole command line; each command names the module that runs it."""
     p = argparse.ArgumentParser(prog="pinlife", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     client_options(p)
     sub = p.add_subparsers(dest="command_name", required=True)
     _server_commands(sub)
     for client in _client_commands(sub):  # the connection options after a client command too
         client_options(client, suppress=True)
     _audit_commands(sub)
+    completion = sub.add_parser("completion", help="print the shell completion script of this command line (shtab)")
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh", "fish", "powershell"])
+    _command(completion, "completion", "completion")
     return p
 
 
