@@ -369,3 +369,39 @@ def test_the_cli_on_a_certificate_without_subject_alt_names(tmp_path, db_url, ke
         assert done.stderr.startswith("error: NOT_FOUND"), done.stderr
     finally:
         server.close()
+
+
+# -- the docs' OpenSSL recipe, for a production CA -------------------------------------------
+def docs_recipe() -> str:
+    """The shell block of docs/operations.md that makes a CA, the server's and a terminal's certificates with OpenSSL."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    start = text.index("# once: the CA (keep ca-key.pem offline)")
+    return text[start : text.index("```", start)]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed here")
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_docs_openssl_recipe_makes_what_a_strict_client_and_the_server_accept(tmp_path, db_url, keys):
+    done = subprocess.run(["sh", "-e"], input=docs_recipe(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "DNS:pinlife.example, DNS:localhost, IP Address:127.0.0.1" in done.stdout
+    for key in ("ca-key.pem", "server-key.pem", "reader-0001-key.pem"):
+        assert (tmp_path / key).stat().st_mode & 0o077 == 0, key
+    (tmp_path / "access.toml").write_text(
+        f'[tls]\ncert = "server.pem"\nkey = "server-key.pem"\nclient_ca = "ca.pem"\n\n[terminals.{READER}]\nrole = "medical_reader"\n'
+    )
+    terminal = tmp_path / "pki" / "terminals"  # where files() looks
+    terminal.mkdir(parents=True)
+    shutil.copyfile(tmp_path / "ca.pem", tmp_path / "pki" / "ca.pem")
+    shutil.copyfile(tmp_path / f"{READER}.pem", terminal / f"{READER}.pem")
+    shutil.copyfile(tmp_path / f"{READER}-key.pem", terminal / f"{READER}-key.pem")
+    server = threaded(tmp_path, db_url, keys)
+    port = server.server.port
+    try:
+        context = strict_context(tmp_path, READER)
+        for name in ("pinlife.example", "localhost", "127.0.0.1"):
+            assert handshake(context, port, name) == "h2"
+        done = pinlife(server, tmp_path, READER, "verify", "card-x", "user_certificate", "1234", "--server", f"localhost:{port}")
+        assert done.stderr.startswith("error: NOT_FOUND"), done.stderr  # through TLS, authorized
+    finally:
+        server.close()
