@@ -22,7 +22,9 @@ server as a newcomer would.
 
 Client commands take --server (default $PINLIFE_LISTEN, else
 127.0.0.1:50051) and, for mutual TLS, --ca, --cert and --key (or
-PINLIFE_CA, PINLIFE_CERT and PINLIFE_CLIENT_KEY), before or after the command.
+PINLIFE_CA, PINLIFE_CERT and PINLIFE_CLIENT_KEY; `pinlife pki init` makes
+them), and --server-name when --server's host is not a name of the server's
+certificate, before or after the command.
 
 TYPE is one of: resident_registry, card_info_input_support,
 user_certificate, signature. PINs left off the command line are read
