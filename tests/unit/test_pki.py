@@ -202,3 +202,20 @@ def test_the_terminals_of_a_configuration_file(tmp_path, monkeypatch):
         "naka_counter.01-key.pem",
         "reader-0001-key.pem",
     ]
+
+
+@pytest.mark.parametrize(
+    "server, expected",
+    [
+        ("localhost:50051", ("localhost", 50051)),
+        ("127.0.0.1:50051", ("127.0.0.1", 50051)),
+        ("[::1]:50051", ("::1", 50051)),
+        ("dns:///pinlife.example:443", ("pinlife.example", 443)),
+        ("::1", ("::1", None)),
+        ("pinlife.example", ("pinlife.example", None)),
+    ],
+)
+def test_the_host_and_port_the_hostname_line_names(server, expected):
+    from service.cli.client import _host_port
+
+    assert _host_port(server) == expected
