@@ -80,7 +80,7 @@ def guarded(fn: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Name
         try:
             fn(args)
         except grpc.RpcError as err:
-            head, extra = rpc_error(err)
+            head, extra = rpc_error(err, args)
             extra = [x for x in extra if x not in head]
             fail(head + (f" ({'; '.join(extra)})" if extra else "") + _hint(err, uses_tls(args)))
         except Problem as exc:

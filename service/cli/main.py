@@ -3,6 +3,7 @@ server as a newcomer would.
 
     pinlife serve | migrate | config check [FILE] | dev-key [PATH] | grants ROLE
     pinlife check [--checkpoint NOTE_FILE ...] | checkpoint
+    pinlife pki init DIR [--access FILE] [--server-name NAME ...] [--server-ip IP ...]   (mutual TLS, development CA)
     pinlife enroll CARD --pin TYPE=PIN ... [--ward WARD]   (a missing =PIN is prompted for)
     pinlife verify CARD TYPE [PIN]
     pinlife change CARD TYPE [CURRENT NEW]
@@ -22,7 +23,9 @@ server as a newcomer would.
 
 Client commands take --server (default $PINLIFE_LISTEN, else
 127.0.0.1:50051) and, for mutual TLS, --ca, --cert and --key (or
-PINLIFE_CA, PINLIFE_CERT and PINLIFE_CLIENT_KEY), before or after the command.
+PINLIFE_CA, PINLIFE_CERT and PINLIFE_CLIENT_KEY; `pinlife pki init` makes
+them), and --server-name when --server's host is not a name of the server's
+certificate, before or after the command.
 
 TYPE is one of: resident_registry, card_info_input_support,
 user_certificate, signature. PINs left off the command line are read
@@ -123,6 +126,31 @@ def _server_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", action="append", metavar="NOTE_FILE", help="a signed checkpoint kept outside the store")
     _command(p, "admin", "check")
     _command(sub.add_parser("checkpoint", help="sign a checkpoint of the log now and print it"), "admin", "checkpoint")
+    _pki_command(sub)
+
+
+def _pki_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pki", help="mutual TLS: a development CA, the server's and the terminals' certificates")
+    p = p.add_subparsers(dest="pki_command", required=True, metavar="COMMAND").add_parser(
+        "init",
+        help="make (or complete) DIR: ca.pem, server.pem, terminals/ID.pem and their keys (0600); keys are never overwritten",
+        description="A development CA in DIR, the server's certificate with subjectAltNames (DNS names and IP addresses), "
+        "and a certificate per terminal (its common name the terminal id). Run again to add terminals: what exists and "
+        "still fits is kept. Production CAs: docs/operations.md (OpenSSL).",
+    )
+    p.add_argument("dir", help="the folder to write (made if missing)")
+    p.add_argument("--access", metavar="FILE", help="an access file (or pinlife.toml): a certificate per [terminals.ID]")
+    p.add_argument("--terminal", action="append", metavar="ID", help="also a certificate for this terminal id (repeat)")
+    p.add_argument(
+        "--server-name",
+        action="append",
+        metavar="NAME",
+        help="a DNS name of the server (repeat; neither this nor --server-ip: localhost and 127.0.0.1)",
+    )
+    p.add_argument("--server-ip", action="append", metavar="IP", help="an IP address of the server (repeat)")
+    p.add_argument("--days", type=positive, default=365, help="the server's and terminals' certificates' validity (default 365)")
+    p.add_argument("--force", action="store_true", help="make every key and certificate anew (a new CA: re-issue everything)")
+    _command(p, "pki", "init")
 
 
 def _client_commands(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
