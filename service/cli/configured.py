@@ -1,25 +1,42 @@
 """The settings and the key file, as the server-side commands load them:
-one line and exit 2 for what stops a command from running."""
+one line and exit 2 (exits.py) for what stops a command from running."""
 
 from __future__ import annotations
 
 import sys
 from typing import NoReturn
 
-from service.cli.exits import fail
+from service.cli.exits import CANNOT_RUN, fail
 from service.config import settings as config_mod
 from service.keys.file_modes import FileModeError, check_private_file
 from service.keys.ring import KeyFileError, KeyRing
+from service.store.engine import url_problem
 
 
 def settings() -> config_mod.Settings:
     try:
-        return config_mod.from_env()
+        s = config_mod.from_env()
     except config_mod.ConfigError as exc:
         config_problems(exc.problems)
+    if problems := database_url_problems(s):
+        config_problems(problems)
+    return s
 
 
-def config_problems(problems: list[str], code: int = 2) -> NoReturn:
+def database_url_problems(s: config_mod.Settings) -> list[str]:
+    """The database URLs' problems (a driver pinlife has not, a string that
+    is no URL), found before anything connects."""
+    problems = []
+    for var, where, url in (
+        ("PINLIFE_DATABASE_URL", "[store] database_url", s.database_url),
+        ("PINLIFE_AUDIT_DATABASE_URL", "[audit] audit_database_url", s.audit_database_url),
+    ):
+        if url and (problem := url_problem(url)):
+            problems.append(f"{var} ({where}): {problem}")
+    return problems
+
+
+def config_problems(problems: list[str], code: int = CANNOT_RUN) -> NoReturn:
     if len(problems) == 1:
         lines = [f"pinlife: configuration: {problems[0]}"]
     else:
