@@ -106,6 +106,13 @@ KEYS: tuple[Key, ...] = (
     Key("store", "writer", str, "where batches run: process (a writer process) or thread", _one_of(*WRITERS)),
     Key("store", "batch_max", int, "commands per group-commit transaction", _at_least(1)),
     Key("store", "batch_deadline_seconds", float, "a batch not committed by then fails UNAVAILABLE", _at_least(0.1)),
+    Key(
+        "store",
+        "startup_retry_seconds",
+        float,
+        "how long `serve` retries a database it cannot reach at start, then exits 3",
+        _at_least(0),
+    ),
     Key("keys", "key_file", Path, "the verifier, integrity and checkpoint keys (mode 0600)"),
     Key("access", "access_file", Path, "TLS, terminals, roles, throttling (or the [access] tables here)"),
     Key("procedures", "offices_file", Path, "offices, hours, closures, store chains (default: the shipped one)"),
@@ -149,6 +156,7 @@ class Settings:
     writer: str = "process"
     batch_max: int = 256
     batch_deadline_seconds: float = 2.0
+    startup_retry_seconds: float = 30.0
     key_file: Path = Path(DEFAULT_KEY_FILE)
     access_file: Path | None = None
     offices_file: Path | None = None
