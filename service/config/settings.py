@@ -82,28 +82,15 @@ def _rate(v: str) -> str | None:
     return None
 
 
-# The database URLs the store opens (service/store/engine.py): SQLAlchemy's
-# names for SQLite and for PostgreSQL with psycopg 3, the one driver installed.
-DATABASE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
-
-
 def _database_url(optional: bool = False) -> Callable[[Any], str | None]:
     def check(v: str) -> str | None:
         if optional and v == "":
             return None
-        from sqlalchemy.engine import make_url  # here: the client commands read settings without a database
-        from sqlalchemy.exc import ArgumentError
+        # the store's own rule (the drivers it opens, the URL forms it takes); here, not at the
+        # top: the client commands read settings without loading the store
+        from service.store.engine import url_problem
 
-        try:
-            u = make_url(v)
-        except (ArgumentError, ValueError):
-            return "is not a database URL: sqlite:///FILE or postgresql://USER@HOST[:PORT]/DB"
-        if u.drivername not in DATABASE_DRIVERS:
-            return (
-                f"names the driver {u.drivername!r}: pinlife stores in SQLite (sqlite:///FILE) "
-                "or PostgreSQL (postgresql://USER@HOST[:PORT]/DB)"
-            )
-        return None
+        return url_problem(v)
 
     return check
 
@@ -133,6 +120,13 @@ KEYS: tuple[Key, ...] = (
     Key("store", "writer", str, "where batches run: process (a writer process) or thread", _one_of(*WRITERS)),
     Key("store", "batch_max", int, "commands per group-commit transaction", _at_least(1)),
     Key("store", "batch_deadline_seconds", float, "a batch not committed by then fails UNAVAILABLE", _at_least(0.1)),
+    Key(
+        "store",
+        "startup_retry_seconds",
+        float,
+        "how long `serve` retries a database it cannot reach at start, then exits 3",
+        _at_least(0),
+    ),
     Key("keys", "key_file", Path, "the verifier, integrity and checkpoint keys (mode 0600)"),
     Key("access", "access_file", Path, "TLS, terminals, roles, throttling (or the [access] tables here)"),
     Key("procedures", "offices_file", Path, "offices, hours, closures, store chains (default: the shipped one)"),
@@ -182,6 +176,7 @@ class Settings:
     writer: str = "process"
     batch_max: int = 256
     batch_deadline_seconds: float = 2.0
+    startup_retry_seconds: float = 30.0
     key_file: Path = Path(DEFAULT_KEY_FILE)
     access_file: Path | None = None
     offices_file: Path | None = None

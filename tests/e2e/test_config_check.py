@@ -100,12 +100,12 @@ def test_what_serve_refuses_before_binding_config_check_refuses_too(tmp_path):
     assert done.returncode == 1
     found = problems(done)
     assert [p.split(" ")[0] for p in found] == ["PINLIFE_DATABASE_URL", "offices", "offices", "access", "the"], found
-    assert "names the driver 'mysql'" in found[0]
+    assert "not 'mysql'" in found[0]
     assert found[1].endswith("offices.naka-ward-office.hours[0].open: unknown key (did you mean opens?)")
     assert "is not the key of the certificate" in found[3]
     assert found[4].startswith(f"the key file (PINLIFE_KEY_FILE) {tmp_path / 'keys.json'} is accessible by group or others")
     served = run("serve", env={"PINLIFE_CONFIG": str(f)})
-    assert served.returncode == 2 and "names the driver 'mysql'" in served.stderr and "Traceback" not in served.stderr
+    assert served.returncode == 2 and "not 'mysql'" in served.stderr and "Traceback" not in served.stderr
 
 
 @pytest.mark.parametrize("url", ["garbage", "mysql://pinlife@db/pinlife"])
@@ -150,4 +150,4 @@ def test_connect_names_an_unreachable_postgresql(tmp_path):
     assert run("config", "check", str(f), env={}).returncode == 0  # without --connect, nothing is opened
     done = run("config", "check", "--connect", str(f), env={})
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "cannot read the database's schema revision" in done.stderr
+    assert "cannot be reached" in done.stderr and "start PostgreSQL there" in done.stderr
