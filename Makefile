@@ -12,8 +12,27 @@ export PINLIFE_KEY_FILE ?= var/dev-keys.json
 
 .PHONY: install gen dev-keys migrate run demo check test test-unit bench bench-quick release-protos clean
 
+# The venv belongs to the Python that made it: one made by another (an older
+# PYTHON, or an interpreter since removed or upgraded to another minor
+# version) is made anew, saying so, rather than reused. `make clean` removes it.
+VERSION_OF = -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null
+PYTHON_VERSION := $(shell $(PYTHON) $(VERSION_OF))
+ifneq ($(wildcard $(VENV)/pyvenv.cfg),)
+VENV_VERSION := $(shell $(PY) $(VERSION_OF))
+ifneq ($(VENV_VERSION),$(PYTHON_VERSION))
+REMAKE_VENV := 1
+.PHONY: $(STAMP_INSTALL)
+endif
+endif
+
 install: $(STAMP_INSTALL)
 $(STAMP_INSTALL): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "make: pinlife needs Python 3.11+; PYTHON=$(PYTHON) is $(or $(PYTHON_VERSION),not found): make PYTHON=python3.12 ..." >&2; exit 2; }
+ifdef REMAKE_VENV
+	@echo "make: $(VENV) was made by Python $(or $(VENV_VERSION),that is gone), not $(PYTHON) ($(PYTHON_VERSION)): making it anew (make clean removes it)"
+	rm -rf $(VENV)
+endif
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'

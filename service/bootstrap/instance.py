@@ -34,6 +34,7 @@ from service.keys.ring import KeyRing
 from service.runtime.clock import Clock, ServiceClock
 from service.store.audit_reads import StoreAuditReads
 from service.store.checkpoints import CheckpointSigner
+from service.store.errors import StoreRefused
 from service.store.event_store import EventStore
 from service.store.key_checks import key_problems
 from service.store.maintenance import Maintenance
@@ -53,7 +54,9 @@ class KeysRefused(Exception):
     """The key file does not fit this store (service/store/key_checks.py)."""
 
 
-STARTUP_REFUSALS = (SchemaMismatch, FileModeError, KeysRefused, ListenError)  # the server does not start
+# The server does not start (exit 2): a person must act. A database that
+# cannot be reached (StoreUnavailable) is not among them: exit 3, restarted.
+STARTUP_REFUSALS = (SchemaMismatch, FileModeError, KeysRefused, ListenError, StoreRefused)
 
 
 def service_policy(settings: Settings, access: AccessConfig | None, clock: Clock) -> Policy:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 from typing import TYPE_CHECKING
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.api.server import ListenError, create_server
 from service.bootstrap.instance import STARTUP_REFUSALS, Instance
@@ -18,6 +20,8 @@ from service.domain.policy import Policy
 from service.keys.ring import KeyRing
 from service.runtime.clock import Clock, ServiceClock
 from service.runtime.heap import freeze_startup_objects
+from service.store.engine import reach
+from service.store.errors import StoreRefused, StoreUnavailable, diagnose
 
 if TYPE_CHECKING:  # OpenTelemetry is loaded only with tracing on
     from service.runtime.tracing import Tracing
@@ -151,10 +155,54 @@ class Server:
         log.info("stopped")
 
 
+RETRY_FIRST = 0.25  # s: the first wait before trying an unreachable database again ...
+RETRY_MAX = 8.0  # ... doubling up to this, each wait drawn at random from its upper half (jitter)
+
+
+async def wait_for_database(settings: Settings, stop: asyncio.Event) -> bool:
+    """Reach the store (and the auditors' database, if apart) before
+    anything else opens it: a database that cannot be reached is tried again
+    with exponential backoff and jitter, each failure logged
+    (`database_unavailable`), for up to [store] startup_retry_seconds; then
+    StoreUnavailable. StoreRefused at once for what retrying cannot fix (a
+    missing database, a login or privilege refused). False if stopped
+    meanwhile (SIGTERM)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.startup_retry_seconds
+    urls = [settings.database_url] + ([settings.audit_database_url] if settings.audit_database_url else [])
+    delay, attempt = RETRY_FIRST, 0
+    while True:
+        attempt += 1
+        try:
+            for url in urls:
+                await asyncio.to_thread(reach, url)
+        except StoreUnavailable as exc:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise StoreUnavailable(
+                    f"gave up after {attempt} attempt{'s' if attempt > 1 else ''} in "
+                    f"{settings.startup_retry_seconds:g} s (PINLIFE_STARTUP_RETRY_SECONDS; exit 3 for the "
+                    f"supervisor to start it again): {exc}"
+                ) from None
+            wait = min(remaining, random.uniform(delay / 2, delay))
+            log.warning("database_unavailable", message=str(exc), attempt=attempt, retry_in_s=round(wait, 2))
+            delay = min(delay * 2, RETRY_MAX)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+                return False
+            except TimeoutError:
+                continue
+        if attempt > 1:
+            log.info("database_reachable", attempts=attempt)
+        return True
+
+
 async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None = None) -> int:
     """Serve until SIGINT or SIGTERM (exit status 0), or until the writer
     process dies (1: the supervisor starts a fresh server). A server that
-    may not start (STARTUP_REFUSALS) says why in one line and exits 2.
+    may not start (STARTUP_REFUSALS) says why in one line
+    (`refusing_to_start`) and exits 2; one whose database stays unreachable
+    for [store] startup_retry_seconds exits 3 (service/cli/exits.py).
     After serving, the caller ends the process at once with the status
     returned (os._exit: gRPC is left to close with it, Server.stop)."""
     if access is None:  # the first line a newcomer sees
@@ -164,17 +212,29 @@ async def serve(settings: Settings, keys: KeyRing, access: AccessConfig | None =
             "an x-pinlife-terminal header is the one terminal dev-terminal, throttled as one",
             listen=settings.listen,
         )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
+        if not await wait_for_database(settings, stop):
+            log.info("stopped", message="stopped while waiting for the database")
+            return 0
         server = Server(settings, keys, access=access)
         await server.start()
     except STARTUP_REFUSALS as exc:
         log.error("refusing_to_start", message=str(exc))
         return 2
+    except StoreUnavailable as exc:
+        log.error("database_unavailable", message=str(exc))
+        return 3
+    except SQLAlchemyError as exc:  # met while building the instance (the key checks' reads and writes)
+        problem = diagnose(exc, settings.database_url)
+        if problem is None:
+            raise
+        log.error("refusing_to_start" if isinstance(problem, StoreRefused) else "database_unavailable", message=str(problem))
+        return 2 if isinstance(problem, StoreRefused) else 3
     freeze_startup_objects()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.failed.wait())]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for w in waits:

@@ -97,6 +97,13 @@ def client_options(parser: argparse.ArgumentParser, suppress: bool = False, iden
         help="address of a running server (default: $PINLIFE_LISTEN, else 127.0.0.1:50051)",
     )
     g.add_argument(
+        "--server-name",
+        metavar="NAME",
+        default=default(os.environ.get("PINLIFE_SERVER_NAME")),
+        help="mutual TLS: a name of the server's certificate to check it against, when --server's host is not one "
+        "(e.g. an address the certificate lacks; $PINLIFE_SERVER_NAME)",
+    )
+    g.add_argument(
         "--ca",
         metavar="FILE",
         default=default(os.environ.get("PINLIFE_CA")),

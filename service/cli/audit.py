@@ -10,8 +10,10 @@ import csv
 import functools
 import json
 import os
+import random
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +23,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -77,7 +80,7 @@ def guarded(fn: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Name
         try:
             fn(args)
         except grpc.RpcError as err:
-            head, extra = rpc_error(err)
+            head, extra = rpc_error(err, args)
             extra = [x for x in extra if x not in head]
             fail(head + (f" ({'; '.join(extra)})" if extra else "") + _hint(err, uses_tls(args)))
         except Problem as exc:
@@ -250,6 +253,24 @@ COLUMNS: tuple[tuple[str, str, dict[str, Any]], ...] = (  # key, header, rich co
 ALWAYS_SHOWN = {"position", "occurred_at", "type", "outcome"}
 DROPPED_FIRST = ("office", "channel", "pin_type", "terminal", "details")  # on a narrow terminal
 DETAILS_MIN = 24
+# A `watch` line: each column's width (its gap included), the details after
+# them; on a narrow terminal the columns of LIVE_DROPPED_FIRST go first.
+LIVE_WIDTHS = {"position": 9, "occurred_at": 21, "type": 25, "card": 16, "pin_type": 18, "channel": 15, "terminal": 16}
+LIVE_WIDTHS |= {"office": 18, "outcome": 9}
+LIVE_DROPPED_FIRST = ("office", "channel", "pin_type", "terminal")
+HEADERS = {key: header for key, header, _ in COLUMNS}
+
+
+def not_shown(dropped: Iterable[str], width: int) -> str:
+    """What a narrow terminal left out, said (empty when nothing was): event
+    columns by their headers, in the table's order; other names as given."""
+    dropped = list(dropped)
+    names = [header for key, header in HEADERS.items() if key in dropped] + [d for d in dropped if d not in HEADERS]
+    if not names:
+        return ""
+    return (
+        f"not shown at {width} columns: {', '.join(names)} (a wider terminal shows them; --format jsonl or csv has every field)"
+    )
 
 
 class EventWriter:
@@ -261,9 +282,38 @@ class EventWriter:
         self.rows: list[dict[str, str]] = []
         self.console = _console() if fmt == "table" else None
         self.csv = csv.writer(sys.stdout, lineterminator="\n") if fmt == "csv" else None
+        self.dropped: list[str] = []  # the columns a narrow terminal left out
         if self.csv is not None:
             self.csv.writerow(EVENT_CSV)
             sys.stdout.flush()
+        self.live_columns = self._live_columns() if live and self.console is not None else []
+
+    def _live_columns(self) -> list[str]:
+        """The columns of a `watch` line that fit the terminal, the details
+        last (while DETAILS_MIN of them fit); self.dropped says which did not."""
+        assert self.console is not None
+        shown = list(LIVE_WIDTHS)
+        width = lambda: sum(LIVE_WIDTHS[k] for k in shown)  # noqa: E731
+        for key in LIVE_DROPPED_FIRST:
+            if width() + DETAILS_MIN <= self.console.width:
+                break
+            shown.remove(key)
+            self.dropped.append(key)
+        if width() + DETAILS_MIN <= self.console.width:
+            shown.append("details")
+        else:
+            self.dropped.append("details")
+        return shown
+
+    def header(self) -> None:
+        """The column names above the lines of a `watch` (table format)."""
+        if self.console is None or not self.live:
+            return
+        line = Text(style="bold cyan")
+        for key in self.live_columns:
+            last = key == self.live_columns[-1]  # no padding after the last column
+            line.append(HEADERS[key] if last else f"{HEADERS[key]:<{LIVE_WIDTHS[key]}}")
+        self.console.print(line, overflow="ellipsis", no_wrap=True, crop=True, soft_wrap=False)
 
     def add(self, events: Iterable) -> None:
         for e in events:
@@ -281,20 +331,25 @@ class EventWriter:
 
     def _line(self, c: dict[str, str]) -> None:
         line = Text()
-        line.append(f"#{c['position']:<7} ", "dim")
-        line.append(f"{c['occurred_at']}  ")
-        line.append(f"{c['type']:<26}", "bold")
-        for key, width in (("card", 18), ("pin_type", 18), ("channel", 15), ("terminal", 16), ("office", 18)):
-            line.append(f"{c[key] or '-':<{width}}", "" if c[key] else "dim")
-        line.append(f"{c['outcome']:<9}", OUTCOME_STYLES.get(c["outcome"], ""))
-        line.append(c["details"], "dim")
+        for key in self.live_columns:
+            value = f"#{c[key]}" if key == "position" else c[key]
+            if key == "details":
+                line.append(value, "dim")
+                continue
+            width = LIVE_WIDTHS[key]
+            if len(value) >= width:  # cut, said with an ellipsis, the gap kept
+                value = value[: width - 2] + "…"
+            style = {"position": "dim", "type": "bold", "outcome": OUTCOME_STYLES.get(value, "")}.get(key, "")
+            last = key == self.live_columns[-1]  # no padding after the last column
+            line.append(f"{value or '-':<{0 if last else width}}", style if value else "dim")
         assert self.console is not None  # live lines are the table format's
         self.console.print(line, overflow="ellipsis", no_wrap=True, crop=True, soft_wrap=False)
 
     def finish(self, caption: str, title: str | None = None, hide: Iterable[str] = ()) -> None:
         """The table, one line per event, as wide as the terminal: a column
         every row leaves empty (or hidden) is left out, then, while the
-        details would be narrower than DETAILS_MIN, the least telling ones."""
+        details would be narrower than DETAILS_MIN, the least telling ones,
+        which the caption names."""
         if self.console is None or self.live:  # the console is the table format's
             return
 
@@ -307,7 +362,10 @@ class EventWriter:
         for key in DROPPED_FIRST:
             if room() >= DETAILS_MIN or "details" not in shown:
                 break
-            shown.pop(key, None)
+            if shown.pop(key, None) is not None:
+                self.dropped.append(key)
+        if note := not_shown(self.dropped, self.console.width):
+            caption += f"; {note}"
         table = Table(
             title=title,
             title_justify="left",
@@ -390,45 +448,90 @@ def query(args: argparse.Namespace) -> None:
     out.finish(f"{out.count} events{_more(response, args, out.count)}")
 
 
+class Backoff:
+    """Exponential backoff with full jitter: the n-th wait (from 0) is
+    uniform in [0, min(cap, base * 2**n)), so watchers that lost one server
+    together do not come back together. reset() after a success."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0, rand: Callable[[], float] = random.random) -> None:
+        self.base, self.cap, self.rand, self.attempt = base, cap, rand, 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return self.rand() * ceiling
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+# What `watch` waits and measures with (tests put fakes here).
+WATCH_BACKOFF = {"base": 0.5, "cap": 30.0}
+_sleep: Callable[[float], None] = time.sleep
+_monotonic: Callable[[], float] = time.monotonic
+_random: Callable[[], float] = random.random
+
+
+def _say(message: str) -> None:
+    """A line about the watch itself (not an event): stderr, stdout keeps the events."""
+    print(f"pinlife: {message}", file=sys.stderr, flush=True)
+
+
 @guarded
 def watch(args: argparse.Namespace) -> None:
-    """WatchEvents until Ctrl-C (or --limit). A connection lost once the
-    server was reached is re-established, resuming after the last position
-    received (the server never skips or repeats one); an unreachable server
-    at the start is an error."""
+    """WatchEvents until Ctrl-C (or --limit). A header first (the server,
+    the position; in a table the column names). A connection lost once the
+    server was reached is re-established after a wait that doubles from
+    0.5 s up to 30 s, with full jitter (Backoff), one line on stderr per
+    attempt, resuming after the last position received (the server never
+    skips or repeats one); the waits start again from 0.5 s once an attempt
+    delivers an event or stays open 30 s. An unreachable server at the
+    start is an error (exit 2), as any error other than UNAVAILABLE is."""
 
-    reached = threading.Event()
-    ch = channel(args)
+    out = EventWriter(_format(args), live=True)
+    header = f"watching {args.server}: the events after position {args.after}, as they are written (Ctrl-C ends)"
+    if out.console is not None and (note := not_shown(out.dropped, out.console.width)):
+        header += f"; {note}"
+    _say(header)
+    out.header()
+
+    reached = threading.Event()  # the server was reached once: from then on a lost connection is retried
 
     def connected(state: grpc.ChannelConnectivity) -> None:
         if state == grpc.ChannelConnectivity.READY:
             reached.set()
 
-    ch.subscribe(connected, try_to_connect=True)
-    stub, out = _stub(args), EventWriter(_format(args), live=True)
+    channel(args).subscribe(connected, try_to_connect=True)
+    backoff = Backoff(rand=_random, **WATCH_BACKOFF)
     after, retrying = args.after, False
     while True:
-        call = stub.WatchEvents(
-            apb.WatchEventsRequest(after_position=after), wait_for_ready=retrying, **_call_options(args, streaming=True)
-        )
+        opened, delivered = _monotonic(), False
+        call = _stub(args).WatchEvents(apb.WatchEventsRequest(after_position=after), **_call_options(args, streaming=True))
         try:
             for response in call:
                 if retrying:
-                    print(f"pinlife: watching again after position {after}", file=sys.stderr)
+                    _say(f"watching again after position {after}")
                     retrying = False
-                out.add([response.event])
-                after = response.event.position
+                events = list(response.events) or [response.event]
+                out.add(events)
+                after, delivered = events[-1].position, True
                 if args.limit and out.count >= args.limit:
                     call.cancel()
                     return
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.UNAVAILABLE or not reached.is_set():
                 raise
-            print(f"pinlife: {rpc_error(err)[0]}; reconnecting, to resume after position {after}", file=sys.stderr)
+            if delivered or _monotonic() - opened >= WATCH_BACKOFF["cap"]:
+                backoff.reset()
+            delay = backoff.next()
+            _say(f"{rpc_error(err)[0]}; retrying in {delay:.1f} s (attempt {backoff.attempt}), to resume after position {after}")
+            close(args)  # a new channel for the next attempt: gRPC's own reconnect waits (up to 120 s) do not apply
+            args._channel = None
+            _sleep(delay)
+            retrying = True
         except KeyboardInterrupt:
             call.cancel()
             raise
-        retrying = True
 
 
 # -- verify and checkpoints --------------------------------------------------------
@@ -716,8 +819,28 @@ def stats(args: argparse.Namespace) -> None:
     _stats_tables(s, start, end, args.granularity)
 
 
+STATS_DROPPED_FIRST = ("suspensions", "unlocks", "resets", "changes", "throttles", "refusals", "locks")  # on a narrow terminal
+
+
+def _fitted(console: Console, build: Callable[[list[str]], Table], columns: list[str]) -> tuple[Table, list[str]]:
+    """build(columns), less those of STATS_DROPPED_FIRST (in that order)
+    that leave the table wider than the terminal; and the ones left out."""
+    shown, dropped = list(columns), []
+    unbounded = console.options.update_width(10_000)  # a measurement is otherwise cut at the terminal's width
+    table = build(shown)
+    for name in STATS_DROPPED_FIRST:
+        if Measurement.get(console, unbounded, table).maximum <= console.width:  # its natural width: not squeezed
+            break
+        if name in shown:
+            shown.remove(name)
+            dropped.append(name)
+            table = build(shown)
+    return table, dropped
+
+
 def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
     console = _console()
+    left_out: list[str] = []
 
     def cell(n: int) -> Text:
         return Text(str(n)) if n else Text("·", "dim")
@@ -740,12 +863,19 @@ def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
     none = [c for c in COUNT_NAMES if c not in counted]
 
     def counts_table(title: str, first: str, rows, total=None) -> Table:
-        t = table(title, first, footer=total is not None)
-        t.columns[0].min_width = max([len(first), *(len(key) for key, _ in rows)])
-        for c in counted:
-            t.add_column(c, justify="right", footer=str(getattr(total, c)) if total is not None else "")
-        for key, counts in rows:
-            t.add_row(Text(key), *(cell(getattr(counts, c)) for c in counted))
+        def build(columns: list[str]) -> Table:
+            t = table(title, first, footer=total is not None)
+            t.columns[0].min_width = max([len(first), *(len(key) for key, _ in rows)])
+            for c in columns:
+                t.add_column(
+                    c, justify="right", no_wrap=True, min_width=len(c), footer=str(getattr(total, c)) if total is not None else ""
+                )
+            for key, counts in rows:
+                t.add_row(Text(key), *(cell(getattr(counts, c)) for c in columns))
+            return t
+
+        t, dropped = _fitted(console, build, counted)
+        left_out.extend(d for d in dropped if d not in left_out)
         return t
 
     span = f"{start.astimezone(TOKYO):%Y-%m-%d %H:%M} → {end.astimezone(TOKYO):%Y-%m-%d %H:%M} (Asia/Tokyo), by {granularity}"
@@ -761,21 +891,34 @@ def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
         if rows:
             console.print(counts_table(title, first, [(r.key, r.counts) for r in rows]))
     if s.by_time:
-        shown = ["events", *(c for c in ("checks", "failures", "locks", "refusals", "throttles") if c in counted)]
-        t = table(f"by {granularity}", "from")
-        for c in shown:
-            t.add_column(c, justify="right")
-        t.add_column("", no_wrap=True)
         peak = max(r.counts.events for r in s.by_time) or 1
-        for run in _runs(list(s.by_time)):
-            if len(run) >= 3 and not run[0].counts.events:  # a quiet stretch: one line
-                quiet = Text(f"{_bucket(run[0].key)} … {_bucket(run[-1].key)}", "dim")
-                t.add_row(quiet, *(cell(0) for _ in shown), Text(f"{len(run)} quiet {granularity}s", "dim"))
-                continue
-            for r in run:
-                bar = Text("█" * max(round(20 * r.counts.events / peak), 1 if r.counts.events else 0), "cyan")
-                t.add_row(_bucket(r.key), *(cell(getattr(r.counts, c)) for c in shown), bar)
-        console.print(t)
+        runs = _runs(list(s.by_time))
+
+        def by_time(columns: list[str], bar_width: int = 0) -> Table:
+            t = table(f"by {granularity}", "from")
+            for c in columns:
+                t.add_column(c, justify="right", no_wrap=True, min_width=len(c))
+            if bar_width:
+                t.add_column("", no_wrap=True, overflow="ellipsis")
+            for run in runs:
+                if len(run) >= 3 and not run[0].counts.events:  # a quiet stretch: one line
+                    quiet = Text(f"{_bucket(run[0].key)} … {_bucket(run[-1].key)}", "dim")
+                    note = [Text(f"{len(run)} quiet {granularity}s", "dim")] if bar_width else []
+                    t.add_row(quiet, *(cell(0) for _ in columns), *note)
+                    continue
+                for r in run:
+                    bar = Text("█" * max(round(bar_width * r.counts.events / peak), 1 if r.counts.events else 0), "cyan")
+                    t.add_row(_bucket(r.key), *(cell(getattr(r.counts, c)) for c in columns), *([bar] if bar_width else []))
+            return t
+
+        shown = ["events", *(c for c in ("checks", "failures", "locks", "refusals", "throttles") if c in counted)]
+        bare, dropped = _fitted(console, by_time, shown)
+        left_out.extend(d for d in dropped if d not in left_out)
+        kept = [c for c in shown if c not in dropped]
+        unbounded = console.options.update_width(10_000)
+        fits = lambda t: Measurement.get(console, unbounded, t).maximum <= console.width  # noqa: E731
+        barred = next((t for w in range(20, 3, -1) if fits(t := by_time(kept, w))), bare)  # the bar as wide as fits, up to 20
+        console.print(barred)
     if s.most_distinct_card_failures:
         t = table("enumeration: distinct cards failed", "terminal")
         t.add_column("distinct cards", justify="right")
@@ -783,6 +926,8 @@ def _stats_tables(s, start: datetime, end: datetime, granularity: str) -> None:
         for f in s.most_distinct_card_failures:
             t.add_row(f.terminal_id, Text(str(f.distinct_cards), "bold yellow"), str(f.failures))
         console.print(t)
+    if note := not_shown(sorted(left_out, key=COUNT_NAMES.index), console.width):
+        console.print(Text(note, "dim"))
 
 
 def _runs(buckets: list) -> list[list]:

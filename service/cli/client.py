@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import re
 import sys
 
 import grpc
@@ -48,11 +49,14 @@ def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials:
 
 def channel(args: argparse.Namespace) -> grpc.Channel:
     """The one channel of a command, shared by its stubs: mutual TLS when
-    --ca, --cert or --key is given (or their PINLIFE_ variables), else plain
-    text (development mode)."""
+    --ca, --cert or --key is given (or their PINLIFE_ variables), the
+    server's certificate checked against --server-name if given, else
+    --server's host; else plain text (development mode)."""
     if getattr(args, "_channel", None) is None:
         if uses_tls(args):
-            args._channel = grpc.secure_channel(args.server, _credentials(args))
+            name = getattr(args, "server_name", None)
+            options = [("grpc.ssl_target_name_override", name)] if name else []
+            args._channel = grpc.secure_channel(args.server, _credentials(args), options=options)
         else:
             args._channel = grpc.insecure_channel(args.server)
     return args._channel
@@ -77,12 +81,16 @@ def metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
     return md
 
 
-def rpc_error(err: grpc.RpcError) -> tuple[str, list[str]]:
+def rpc_error(err: grpc.RpcError, args: argparse.Namespace | None = None) -> tuple[str, list[str]]:
     """An RPC error as "CODE: details", and what its google.rpc details add
-    (field violations, failed preconditions, when to retry), one per item."""
+    (field violations, failed preconditions, when to retry), one per item.
+    With the command's `args`, a server certificate that does not name the
+    host called is said as such: the names it has, and what to pass."""
     call: grpc.Call = err  # type: ignore[assignment]  # grpc's RpcError raised by a call is also its Call
     code = call.code().name if call.code() is not None else "UNKNOWN"
     head = f"{code}: {' '.join((call.details() or '').split())}"
+    if args is not None and uses_tls(args) and HOSTNAME_FAILED.search(call.details() or ""):
+        return f"{code}: {hostname_mismatch(args)}", []
     extra: list[str] = []
     try:
         status = rpc_status.from_call(call)
@@ -103,6 +111,94 @@ def rpc_error(err: grpc.RpcError) -> tuple[str, list[str]]:
     return head, extra
 
 
+# gRPC's words for a server certificate that does not name the target (core's
+# "Hostname Verification Check failed", older releases' "Peer name ... is not in peer certificate").
+HOSTNAME_FAILED = re.compile(r"Hostname Verification Check failed|Peer name .* is not in peer certificate", re.IGNORECASE)
+
+
+def _host_port(server: str) -> tuple[str, int | None]:
+    """--server as (host, port): host:port, [v6]:port, or a host alone."""
+    target = server.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:")
+    host, sep, port = target.rpartition(":")
+    if not sep or "]" in port or (":" in host and not host.startswith("[")):  # no port, or a bare IPv6 address
+        return target.strip("[]"), None
+    return host.strip("[]"), int(port) if port.isdigit() else None
+
+
+def server_certificate_names(args: argparse.Namespace) -> tuple[list[str], str | None] | None:
+    """The names the server's certificate has (its DNS and IP
+    subjectAltNames) and its common name, read in a TLS handshake of our own
+    (with this terminal's certificate, checking nothing): None if it
+    cannot be read."""
+    import socket
+    import ssl
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    host, port = _host_port(args.server)
+    if port is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    try:
+        if args.cert and args.key:
+            context.load_cert_chain(args.cert, args.key)
+        with socket.create_connection((host, port), timeout=3) as sock, context.wrap_socket(sock) as tls:
+            der = tls.getpeercert(binary_form=True)
+        cert = x509.load_der_x509_certificate(der) if der else None
+    except (OSError, ValueError):
+        return None
+    if cert is None:
+        return None
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(n) for n in sans.get_values_for_type(x509.DNSName)]
+        names += [str(a) for a in sans.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        names = []
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return names, (str(common[0].value) if common else None)
+
+
+def hostname_mismatch(args: argparse.Namespace) -> str:
+    """One line: the server's certificate does not name the host called;
+    the names it has; what to pass (--server with one of them, or --server-name)."""
+    called = getattr(args, "server_name", None) or _host_port(args.server)[0]
+    option = "--server-name" if getattr(args, "server_name", None) else "--server"
+    found = server_certificate_names(args)
+    if found is None:
+        return (
+            f"the server's certificate does not name {called} ({option}): pass --server HOST:PORT with a name it has "
+            "(openssl x509 -noout -ext subjectAltName -in server.pem), or --server-name NAME"
+        )
+    names, common = found
+    port = _host_port(args.server)[1]
+    if not names:
+        return (
+            f"the server's certificate has no subjectAltName, only the common name {common!r}, which is not {called}: "
+            f"pass --server-name {common}; better, re-issue it with subjectAltNames (`pinlife pki init`, or "
+            "docs/operations.md), as grpcurl and Go refuse it"
+        )
+    name = next((n for n in names if not _is_address(n)), names[0])
+    host = f"[{name}]" if ":" in name else name
+    return (
+        f"the server's certificate does not name {called} ({option}); it names {', '.join(names)}: "
+        f"pass --server {host}:{port} (if it reaches this server), or --server-name {name}"
+    )
+
+
+def _is_address(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def show(message: Message) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2, ensure_ascii=False))
 
@@ -113,7 +209,7 @@ def call(fn, request: Message, args: argparse.Namespace) -> None:
     try:
         show(fn(request, timeout=10, metadata=metadata(args)))
     except grpc.RpcError as err:
-        head, extra = rpc_error(err)
+        head, extra = rpc_error(err, args)
         print(f"error: {head}", file=sys.stderr)
         for line in extra:
             print(f"  {line}", file=sys.stderr)

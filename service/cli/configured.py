@@ -1,12 +1,12 @@
 """The settings and the key file, as the server-side commands load them:
-one line and exit 2 for what stops a command from running."""
+one line and exit 2 (exits.py) for what stops a command from running."""
 
 from __future__ import annotations
 
 import sys
 from typing import NoReturn
 
-from service.cli.exits import fail
+from service.cli.exits import CANNOT_RUN, fail
 from service.config import settings as config_mod
 from service.keys.file_modes import FileModeError, check_private_file
 from service.keys.ring import KeyFileError, KeyRing
@@ -14,12 +14,13 @@ from service.keys.ring import KeyFileError, KeyRing
 
 def settings() -> config_mod.Settings:
     try:
-        return config_mod.from_env()
+        s = config_mod.from_env()
     except config_mod.ConfigError as exc:
         config_problems(exc.problems)
+    return s
 
 
-def config_problems(problems: list[str], code: int = 2) -> NoReturn:
+def config_problems(problems: list[str], code: int = CANNOT_RUN) -> NoReturn:
     if len(problems) == 1:
         lines = [f"pinlife: configuration: {problems[0]}"]
     else:

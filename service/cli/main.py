@@ -3,6 +3,7 @@ server as a newcomer would.
 
     pinlife serve | migrate | config check [FILE] | dev-key [PATH] | grants ROLE
     pinlife check [--checkpoint NOTE_FILE ...] | checkpoint
+    pinlife pki init DIR [--access FILE] [--server-name NAME ...] [--server-ip IP ...]   (mutual TLS, development CA)
     pinlife enroll CARD --pin TYPE=PIN ... [--ward WARD]   (a missing =PIN is prompted for)
     pinlife verify CARD TYPE [PIN]
     pinlife change CARD TYPE [CURRENT NEW]
@@ -18,10 +19,13 @@ server as a newcomer would.
     pinlife reserve CARD TYPE [PROVING_PIN]
     pinlife store-reset CARD TYPE [PROVING_PIN NEW]
     auditors (`pinlife audit -h`): history, query, watch, verify, checkpoint, stats
+    pinlife completion bash|zsh|tcsh|fish|powershell   (a shell completion script) | pinlife --version
 
 Client commands take --server (default $PINLIFE_LISTEN, else
 127.0.0.1:50051) and, for mutual TLS, --ca, --cert and --key (or
-PINLIFE_CA, PINLIFE_CERT and PINLIFE_CLIENT_KEY), before or after the command.
+PINLIFE_CA, PINLIFE_CERT and PINLIFE_CLIENT_KEY; `pinlife pki init` makes
+them), and --server-name when --server's host is not a name of the server's
+certificate, before or after the command.
 
 TYPE is one of: resident_registry, card_info_input_support,
 user_certificate, signature. PINs left off the command line are read
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import os
 
 from service.cli.args import FORMATS, STREAMS, TYPES, client_options, kept_file, positive, when
@@ -53,6 +58,10 @@ Output (--format): `table` on a terminal (times in Asia/Tokyo), else `jsonl`
 (one JSON object per event: the whole envelope, hashes included, and the
 payload as JSON; canonical proto3 JSON, so 64-bit numbers are strings), or
 `csv`. history and query read page after page until no more match or --limit.
+On a terminal narrower than a table's columns, the least telling ones are left out, and it
+says which. watch starts with a header (the server, the position; on stderr) and,
+when the connection is lost, retries after 0.5 s doubling to 30 s (with jitter),
+one line on stderr per attempt, resuming after the last position received.
 
 WHEN is ISO 8601 (a date, or a time without an offset, is Asia/Tokyo: 2026-12-01,
 2026-12-01T10:30, 2026-12-01T01:30Z), `now`, `today`, or `now-2h` (s, m, h, d, w).
@@ -101,6 +110,11 @@ def _server_commands(sub: argparse._SubParsersAction) -> None:
     config_sub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     p = config_sub.add_parser("check", help="validate a configuration without serving: every problem at once (exit 1)")
     p.add_argument("file", nargs="?", help="the configuration file (default: $PINLIFE_CONFIG, else the environment alone)")
+    p.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect: the database reachable, migrated, and holding this key file's check values (writes nothing)",
+    )
     _command(p, "admin", "config_check")
     p = sub.add_parser("dev-key", help="create development keys if missing (never over a store with verifiers)")
     p.add_argument("path", nargs="?")
@@ -112,6 +126,31 @@ def _server_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", action="append", metavar="NOTE_FILE", help="a signed checkpoint kept outside the store")
     _command(p, "admin", "check")
     _command(sub.add_parser("checkpoint", help="sign a checkpoint of the log now and print it"), "admin", "checkpoint")
+    _pki_command(sub)
+
+
+def _pki_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pki", help="mutual TLS: a development CA, the server's and the terminals' certificates")
+    p = p.add_subparsers(dest="pki_command", required=True, metavar="COMMAND").add_parser(
+        "init",
+        help="make (or complete) DIR: ca.pem, server.pem, terminals/ID.pem and their keys (0600); keys are never overwritten",
+        description="A development CA in DIR, the server's certificate with subjectAltNames (DNS names and IP addresses), "
+        "and a certificate per terminal (its common name the terminal id). Run again to add terminals: what exists and "
+        "still fits is kept. Production CAs: docs/operations.md (OpenSSL).",
+    )
+    p.add_argument("dir", help="the folder to write (made if missing)")
+    p.add_argument("--access", metavar="FILE", help="an access file (or pinlife.toml): a certificate per [terminals.ID]")
+    p.add_argument("--terminal", action="append", metavar="ID", help="also a certificate for this terminal id (repeat)")
+    p.add_argument(
+        "--server-name",
+        action="append",
+        metavar="NAME",
+        help="a DNS name of the server (repeat; neither this nor --server-ip: localhost and 127.0.0.1)",
+    )
+    p.add_argument("--server-ip", action="append", metavar="IP", help="an IP address of the server (repeat)")
+    p.add_argument("--days", type=positive, default=365, help="the server's and terminals' certificates' validity (default 365)")
+    p.add_argument("--force", action="store_true", help="make every key and certificate anew (a new CA: re-issue everything)")
+    _command(p, "pki", "init")
 
 
 def _client_commands(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
@@ -263,15 +302,27 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive, metavar="N", help="terminals listed (default 20)")
 
 
+def version() -> str:
+    """The installed package's version (its metadata: pyproject.toml's, as pip installed it)."""
+    try:
+        return importlib.metadata.version("pinlife")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install .)"
+
+
 def parser() -> argparse.ArgumentParser:
     """The whole command line; each command names the module that runs it."""
     p = argparse.ArgumentParser(prog="pinlife", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     client_options(p)
     sub = p.add_subparsers(dest="command_name", required=True)
     _server_commands(sub)
     for client in _client_commands(sub):  # the connection options after a client command too
         client_options(client, suppress=True)
     _audit_commands(sub)
+    completion = sub.add_parser("completion", help="print the shell completion script of this command line (shtab)")
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh", "fish", "powershell"])
+    _command(completion, "completion", "completion")
     return p
 
 

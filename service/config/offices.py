@@ -6,25 +6,134 @@ proxy codes per card and day and on suspensions per terminal and window
 ([procedures]: proxy_wrong_codes_per_day, suspensions_per_window,
 suspension_window_minutes). Public holidays come
 from the maintained `holidays` library, precomputed for the years around
-now so the policy is a plain value."""
+now so the policy is a plain value.
+
+Read as strictly as the settings (service/config/schema.py): an unknown
+section or key is refused by name with the nearest known one, every number
+has its range, an office's wards are ids and a special center's are served
+by some ward office of the file (when it has ward offices), and every
+problem is reported at once (OfficesConfigError.problems)."""
 
 from __future__ import annotations
 
 import tomllib
-from datetime import date, time, timedelta
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import holidays
 
+from service.config.schema import (
+    Field,
+    Problems,
+    boolean,
+    integer,
+    join,
+    list_of,
+    matching,
+    month_day,
+    one_of,
+    read_table,
+    string,
+    table_list,
+    tables,
+    time_of_day,
+    unknown,
+)
+from service.config.settings import ConfigError
 from service.domain.calendar import DAYS, HOLIDAY, Calendar, Closure, Hours, Office, OfficeKind
 from service.domain.policy import Policy, StoreChain, ThrottlePolicy
+from service.domain.streams import TERMINAL_ID
 
 DEFAULT_OFFICES_FILE = Path(__file__).with_name("offices.toml")
 HOLIDAY_YEARS_BEHIND, HOLIDAY_YEARS_AHEAD = 1, 3
+ID_RULE = "an id (1 to 64 of A-Z a-z 0-9 . _ -)"
+an_id = matching(TERMINAL_ID, ID_RULE)  # office, chain and ward ids: as terminal ids
+
+SECTIONS = ("procedures", "stores", "chains", "offices")
+PROCEDURES = {
+    "inquiry_validity_days": Field(integer(1, 366), 30),
+    "inquiry_max_wrong_codes": Field(integer(1, 100), 3),
+    "inquiry_reissue_after_minutes": Field(integer(0, 43_200), 60),
+    "repeat_window_minutes": Field(integer(1, 1_440), 10),
+    "reservation_validity_hours": Field(integer(1, 720), 24),
+    "proxy_wrong_codes_per_day": Field(integer(1, 1_000), 5),
+    "suspensions_per_window": Field(integer(1, 100_000), 30),
+    "suspension_window_minutes": Field(integer(1, 10_080), 60),
+}
+STORES = {"opens": Field(time_of_day, time_of_day("06:30")), "closes": Field(time_of_day, time_of_day("23:00"))}
+CHAIN = {"resets_user_certificate": Field(boolean, False)}
+OFFICE = {
+    "name": Field(string, None),
+    "kind": Field(one_of(OfficeKind.WARD_OFFICE, OfficeKind.SPECIAL_CENTER)),
+    "wards": Field(list_of(an_id, nonempty=True)),
+    "hours": Field(table_list, []),
+    "closures": Field(table_list, []),
+}
+HOURS = {
+    "days": Field(list_of(one_of(*DAYS, HOLIDAY), nonempty=True)),
+    "opens": Field(time_of_day),
+    "closes": Field(time_of_day),
+    "weeks": Field(list_of(integer(1, 5)), frozenset()),
+}
+CLOSURE = {
+    "days": Field(list_of(one_of(*DAYS)), frozenset()),
+    "nth_weekends": Field(list_of(integer(1, 5)), frozenset()),
+    "dates": Field(list_of(month_day), frozenset()),
+}
 
 
-class OfficesConfigError(Exception):
-    pass
+@dataclass(frozen=True)
+class OfficeIds:
+    """The offices and chains a file names, which the access rules refer to."""
+
+    path: Path
+    offices: frozenset[str]
+    chains: frozenset[str]
+
+
+class OfficesConfigError(ConfigError):
+    """Every problem of the offices file, each naming where it is; `ids`:
+    the offices and chains it names all the same, for the access rules'
+    references to be checked with its own problems (None: unreadable)."""
+
+    def __init__(self, problems: list[str] | str, ids: OfficeIds | None = None):
+        super().__init__(problems)
+        self.ids = ids
+
+
+@dataclass(frozen=True)
+class OfficesConfig:
+    """The offices file, read and checked (the policy is made from it with the day's holidays)."""
+
+    path: Path
+    offices: dict[str, Office]
+    chains: dict[str, StoreChain]
+    procedures: dict[str, Any]
+    stores: dict[str, Any]
+
+    @property
+    def ids(self) -> OfficeIds:
+        return OfficeIds(self.path, frozenset(self.offices), frozenset(self.chains))
+
+    def policy(self, throttle: ThrottlePolicy, today: date) -> Policy:
+        p = self.procedures
+        return Policy(
+            throttle=throttle,
+            calendar=Calendar(self.offices, japanese_holidays(today)),
+            inquiry_validity=timedelta(days=p["inquiry_validity_days"]),
+            inquiry_max_wrong_codes=p["inquiry_max_wrong_codes"],
+            inquiry_reissue_after=timedelta(minutes=p["inquiry_reissue_after_minutes"]),
+            repeat_window=timedelta(minutes=p["repeat_window_minutes"]),
+            reservation_validity=timedelta(hours=p["reservation_validity_hours"]),
+            proxy_wrong_codes_per_day=p["proxy_wrong_codes_per_day"],
+            suspensions_per_window=p["suspensions_per_window"],
+            suspension_window=timedelta(minutes=p["suspension_window_minutes"]),
+            store_opens=self.stores["opens"],
+            store_closes=self.stores["closes"],
+            store_chains=self.chains,
+        )
 
 
 def japanese_holidays(today: date) -> frozenset[date]:
@@ -32,78 +141,94 @@ def japanese_holidays(today: date) -> frozenset[date]:
     return frozenset(holidays.country_holidays("JP", years=years))
 
 
-def _time(where: str, value) -> time:
-    try:
-        return time.fromisoformat(value)
-    except (TypeError, ValueError) as exc:
-        raise OfficesConfigError(f"{where}: {value!r} is not a time HH:MM") from exc
-
-
-def _positive(procedures: dict, name: str, default: int) -> int:
-    value = procedures.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise OfficesConfigError(f"procedures.{name}: a whole number of at least 1, not {value!r}")
-    return value
-
-
-def _days(where: str, values, allowed) -> frozenset[str]:
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise OfficesConfigError(f"{where}: unknown day(s) {bad}; one of {sorted(allowed)}")
-    return frozenset(values)
-
-
-def _office(office_id: str, data: dict) -> Office:
+def _office(problems: Problems, office_id: str, data: Any) -> Office | None:
     where = f"offices.{office_id}"
-    kind = data.get("kind")
-    if kind not in (OfficeKind.WARD_OFFICE, OfficeKind.SPECIAL_CENTER):
-        raise OfficesConfigError(f"{where}.kind: ward_office or special_center")
-    if not data.get("wards"):
-        raise OfficesConfigError(f"{where}.wards: the wards it serves are required")
-    hours = []
-    for i, h in enumerate(data.get("hours", [])):
-        w = f"{where}.hours[{i}]"
-        opens, closes = _time(w + ".opens", h.get("opens")), _time(w + ".closes", h.get("closes"))
-        if closes <= opens:
-            raise OfficesConfigError(f"{w}: closes must be after opens")
-        hours.append(Hours(_days(w + ".days", h.get("days", []), {*DAYS, HOLIDAY}), opens, closes, frozenset(h.get("weeks", []))))
-    closures = tuple(
-        Closure(
-            _days(f"{where}.closures[{i}].days", c.get("days", []), set(DAYS)),
-            frozenset(c.get("nth_weekends", [])),
-            frozenset(c.get("dates", [])),
-        )
-        for i, c in enumerate(data.get("closures", []))
-    )
-    return Office(office_id, data.get("name", office_id), kind, frozenset(data["wards"]), tuple(hours), closures)
+    o = read_table(problems, where, data, OFFICE)
+    hours: list[Hours] = []
+    for i, h in enumerate(_entries(data, "hours")):
+        w = join(join(where, "hours"), i)
+        if (v := read_table(problems, w, h, HOURS)) is None:
+            continue
+        if v["closes"] <= v["opens"]:
+            problems.add(w, f"closes ({v['closes']:%H:%M}) must be after opens ({v['opens']:%H:%M})")
+            continue
+        hours.append(Hours(v["days"], v["opens"], v["closes"], v["weeks"]))
+    closures: list[Closure] = []
+    for i, c in enumerate(_entries(data, "closures")):
+        w = join(join(where, "closures"), i)
+        if (v := read_table(problems, w, c, CLOSURE)) is None:
+            continue
+        if not (v["days"] or v["nth_weekends"] or v["dates"]):
+            problems.add(w, "closes nothing: give days, nth_weekends or dates")
+            continue
+        closures.append(Closure(v["days"], v["nth_weekends"], v["dates"]))
+    if o is None:
+        return None
+    return Office(office_id, o["name"] or office_id, o["kind"], o["wards"], tuple(hours), tuple(closures))
+
+
+def _entries(data: Any, name: str) -> list[Any]:
+    """An office's list of tables, to read each (a value that is not a list is reported by read_table)."""
+    value = data.get(name, []) if isinstance(data, dict) else []
+    return value if isinstance(value, list) else []
+
+
+def parse_offices(data: dict[str, Any], path: Path, origin: str) -> OfficesConfig:
+    """The offices file from its TOML tables; OfficesConfigError lists every problem."""
+    problems = Problems(origin)
+    for name in data:
+        if name not in SECTIONS:
+            problems.add(name, unknown(name, SECTIONS, "section"))
+    procedures = read_table(problems, "procedures", data.get("procedures", {}), PROCEDURES)
+    stores = read_table(problems, "stores", data.get("stores", {}), STORES)
+    if stores is not None and stores["closes"] <= stores["opens"]:
+        problems.add("stores", f"closes ({stores['closes']:%H:%M}) must be after opens ({stores['opens']:%H:%M})")
+    chains: dict[str, StoreChain] = {}
+    for chain_id, c in tables(problems, "chains", data.get("chains", {})).items():
+        where = f"chains.{chain_id}"
+        if not TERMINAL_ID.fullmatch(chain_id):
+            problems.add(where, f"the chain id must be {ID_RULE}")
+        if (v := read_table(problems, where, c, CHAIN)) is not None:
+            chains[chain_id] = StoreChain(resets_user_certificate=v["resets_user_certificate"])
+    offices: dict[str, Office] = {}
+    for office_id, o in tables(problems, "offices", data.get("offices", {})).items():
+        if not TERMINAL_ID.fullmatch(office_id):
+            problems.add(f"offices.{office_id}", f"the office id must be {ID_RULE}")
+        if (office := _office(problems, office_id, o)) is not None:
+            offices[office_id] = office
+    # Wards are ids of the city's own, referred to by enrolments: a special
+    # center's ward that no ward office serves is most likely a typo.
+    by_ward_office = {w for o in offices.values() if o.kind == OfficeKind.WARD_OFFICE for w in o.wards}
+    if by_ward_office:
+        for o in offices.values():
+            if o.kind == OfficeKind.SPECIAL_CENTER and (stray := sorted(o.wards - by_ward_office)):
+                problems.add(
+                    f"offices.{o.office_id}.wards",
+                    f"{', '.join(stray)}: no ward office of this file serves it (a typo? wards served: "
+                    f"{', '.join(sorted(by_ward_office))})",
+                )
+    if problems or procedures is None or stores is None:
+        named = {name: set(v) if isinstance(v := data.get(name, {}), dict) else set() for name in ("offices", "chains")}
+        raise OfficesConfigError(problems.items, OfficeIds(path, frozenset(named["offices"]), frozenset(named["chains"])))
+    return OfficesConfig(path, offices, chains, procedures, stores)
+
+
+def read_toml(path: Path, what: str, error: type[ConfigError]) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {path} is not valid TOML: {exc}") from None
+
+
+def load_offices(path: Path | None) -> OfficesConfig:
+    """The offices file (None: the shipped one), checked."""
+    path = path or DEFAULT_OFFICES_FILE
+    return parse_offices(read_toml(path, "offices file", OfficesConfigError), path, f"offices file {path}")
 
 
 def load_policy(path: Path | None, throttle: ThrottlePolicy, today: date) -> Policy:
-    path = path or DEFAULT_OFFICES_FILE
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise OfficesConfigError(f"offices file {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise OfficesConfigError(f"offices file {path}: {exc}") from exc
-    offices = {office_id: _office(office_id, o) for office_id, o in data.get("offices", {}).items()}
-    procedures, stores = data.get("procedures", {}), data.get("stores", {})
-    chains = {
-        name: StoreChain(resets_user_certificate=bool(c.get("resets_user_certificate", False)))
-        for name, c in data.get("chains", {}).items()
-    }
-    return Policy(
-        throttle=throttle,
-        calendar=Calendar(offices, japanese_holidays(today)),
-        inquiry_validity=timedelta(days=int(procedures.get("inquiry_validity_days", 30))),
-        inquiry_max_wrong_codes=int(procedures.get("inquiry_max_wrong_codes", 3)),
-        inquiry_reissue_after=timedelta(minutes=int(procedures.get("inquiry_reissue_after_minutes", 60))),
-        repeat_window=timedelta(minutes=int(procedures.get("repeat_window_minutes", 10))),
-        reservation_validity=timedelta(hours=int(procedures.get("reservation_validity_hours", 24))),
-        proxy_wrong_codes_per_day=_positive(procedures, "proxy_wrong_codes_per_day", 5),
-        suspensions_per_window=_positive(procedures, "suspensions_per_window", 30),
-        suspension_window=timedelta(minutes=_positive(procedures, "suspension_window_minutes", 60)),
-        store_opens=_time("stores.opens", stores.get("opens", "06:30")),
-        store_closes=_time("stores.closes", stores.get("closes", "23:00")),
-        store_chains=chains,
-    )
+    return load_offices(path).policy(throttle, today)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from service.config.schema import unknown
 from service.domain.access import Role
 from service.domain.lawful import CLOCK_TOLERANCE
 from service.domain.rate import DEFAULT_RATES, RATE_FORMAT, RatePolicy, format_rate, parse_rate
@@ -83,6 +84,19 @@ def _rate(v: str) -> str | None:
     return None
 
 
+def _database_url(optional: bool = False) -> Callable[[Any], str | None]:
+    def check(v: str) -> str | None:
+        if optional and v == "":
+            return None
+        # the store's own rule (the drivers it opens, the URL forms it takes); here, not at the
+        # top: the client commands read settings without loading the store
+        from service.store.engine import url_problem
+
+        return url_problem(v)
+
+    return check
+
+
 def _address(optional: bool = False) -> Callable[[Any], str | None]:
     def check(v: str) -> str | None:
         if optional and v == "":
@@ -110,16 +124,29 @@ KEYS: tuple[Key, ...] = (
         _one_of(*LOG_LEVELS),
     ),
     Key("server", "clock", str, "the service clock; only system in production (start:, shift:, fixed:)"),
-    Key("store", "database_url", str, "sqlite:///FILE or postgresql://USER@HOST/DB"),
+    Key("store", "database_url", str, "sqlite:///FILE or postgresql://USER@HOST/DB", _database_url()),
     Key("store", "pool_size", int, "read connections per instance", _at_least(1)),
     Key("store", "writer", str, "where batches run: process (a writer process) or thread", _one_of(*WRITERS)),
     Key("store", "batch_max", int, "commands per group-commit transaction", _at_least(1)),
     Key("store", "batch_deadline_seconds", float, "a batch not committed by then fails UNAVAILABLE", _at_least(0.1)),
+    Key(
+        "store",
+        "startup_retry_seconds",
+        float,
+        "how long `serve` retries a database it cannot reach at start, then exits 3",
+        _at_least(0),
+    ),
     Key("keys", "key_file", Path, "the verifier, integrity and checkpoint keys (mode 0600)"),
     Key("access", "access_file", Path, "TLS, terminals, roles, throttling (or the [access] tables here)"),
     Key("procedures", "offices_file", Path, "offices, hours, closures, store chains (default: the shipped one)"),
     Key("procedures", "replay_window_hours", float, "a request id's answer is replayed this long", _at_least(0.01)),
-    Key("audit", "audit_database_url", str, "where auditors' reads go, e.g. a read replica (empty: the store itself)"),
+    Key(
+        "audit",
+        "audit_database_url",
+        str,
+        "where auditors' reads go, e.g. a read replica (empty: the store itself)",
+        _database_url(optional=True),
+    ),
     Key("audit", "audit_pool_size", int, "read connections for auditors' calls, apart from the PIN path's", _at_least(1)),
     Key(
         "audit",
@@ -166,6 +193,7 @@ class Settings:
     writer: str = "process"
     batch_max: int = 256
     batch_deadline_seconds: float = 2.0
+    startup_retry_seconds: float = 30.0
     key_file: Path = Path(DEFAULT_KEY_FILE)
     access_file: Path | None = None
     offices_file: Path | None = None
@@ -295,6 +323,16 @@ def read_file(path: Path) -> dict[str, Any]:
 def load(env: dict[str, str] | None = None, path: Path | str | None = None) -> Settings:
     """The settings: the file (path, else $PINLIFE_CONFIG, else none), each
     key overridden by its variable when set. ConfigError lists every problem."""
+    settings, problems = load_with_problems(env, path)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def load_with_problems(env: dict[str, str] | None = None, path: Path | str | None = None) -> tuple[Settings, list[str]]:
+    """The settings, each wrong key at its default, and every problem found
+    (`pinlife config check` goes on to check the other files with them);
+    ConfigError only for a file that cannot be read."""
     env = dict(os.environ if env is None else env)
     path = Path(path) if path else (Path(env["PINLIFE_CONFIG"]) if env.get("PINLIFE_CONFIG") else None)
     data = read_file(path) if path else {}
@@ -304,7 +342,7 @@ def load(env: dict[str, str] | None = None, path: Path | str | None = None) -> S
     sections = {k.section for k in KEYS}
     for section, table in data.items():
         if section not in sections:
-            problems.append(f"[{section}]: unknown section (one of {', '.join(sorted(sections))})")
+            problems.append(f"[{section}]: {unknown(section, sections, 'section')}")
         elif not isinstance(table, dict):
             problems.append(f"[{section}]: must be a table")
     for key in KEYS:
@@ -329,13 +367,13 @@ def load(env: dict[str, str] | None = None, path: Path | str | None = None) -> S
             problems.append(f"{key.where} {problem}")
             value = key.default
         values[key.name] = value
-    known = {(k.section, k.name) for k in KEYS}
     for section, table in data.items():
-        if not isinstance(table, dict):
+        if not isinstance(table, dict) or section not in sections:
             continue
+        known = [k.name for k in KEYS if k.section == section] + (list(ACCESS_TABLES) if section == "access" else [])
         for name in table:
-            if (section, name) not in known and not (section == "access" and name in ACCESS_TABLES):
-                problems.append(f"[{section}] {name}: unknown key")
+            if name not in known:
+                problems.append(f"[{section}] {name}: {unknown(name, known)}")
     access = data.get("access")
     if not isinstance(access, dict):
         access = {}
@@ -344,9 +382,7 @@ def load(env: dict[str, str] | None = None, path: Path | str | None = None) -> S
         problems.append("[access]: give the access tables here or name an access file, not both")
     settings = Settings(**values, access_tables=tables or None, config_dir=base)
     problems += settings.problems()
-    if problems:
-        raise ConfigError(problems)
-    return settings
+    return settings, problems
 
 
 def from_env(env: dict[str, str] | None = None) -> Settings:

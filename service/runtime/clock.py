@@ -47,13 +47,17 @@ class ServiceClock:
             if kind in ("", "system") and not value:
                 return cls()
             if kind == "shift":
-                return cls(offset=timedelta(seconds=float(value)))
+                clock = cls(offset=timedelta(seconds=float(value)))
+                clock()  # an instant past year 9999 (or before year 1) is refused now, not at the first call
+                return clock
             if kind in ("start", "fixed"):
                 at = datetime.fromisoformat(value)
                 if at.tzinfo is None:
                     raise ClockSettingError(f"{setting!r}: give the instant with its UTC offset, e.g. +09:00")
                 at = at.astimezone(UTC)
                 return cls(fixed=at) if kind == "fixed" else cls(offset=at - datetime.now(UTC))
+        except OverflowError:
+            raise ClockSettingError(f"{setting!r}: the clock would be out of range (years 1 to 9999)") from None
         except ValueError as exc:
             if isinstance(exc, ClockSettingError):
                 raise

@@ -20,6 +20,7 @@ connection lives on.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -63,6 +64,33 @@ def normalize_url(url: str) -> str:
     if u.drivername in ("postgresql", "postgres"):
         u = u.set(drivername="postgresql+psycopg")
     return u.render_as_string(hide_password=False)
+
+
+# The databases pinlife stores in, with the drivers it ships (psycopg 3 for
+# PostgreSQL, the standard library's sqlite3).
+KNOWN_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg"), "postgres": ("",)}
+URL_FORMS = "sqlite:///FILE or postgresql://USER@HOST[:PORT]/DB"
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a database URL before anything connects: one
+    sentence naming the fix, or None."""
+    try:
+        u = make_url(url)
+    except Exception as exc:  # noqa: BLE001 - ArgumentError, or ValueError for a port that is not a number
+        detail = "its port is not a number" if isinstance(exc, ValueError) else "not a URL"
+        shown = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)  # no password in a message
+        return f"{shown!r} is not a database URL ({detail}): give {URL_FORMS}"
+    backend, _, driver = u.drivername.partition("+")
+    if backend not in KNOWN_DRIVERS:
+        return f"{display_url(url)}: pinlife stores in SQLite or PostgreSQL, not {backend!r}: give {URL_FORMS}"
+    if driver not in KNOWN_DRIVERS[backend]:
+        return f"{display_url(url)}: the driver {driver!r} is not pinlife's: give {backend}:// without a driver (it uses {KNOWN_DRIVERS[backend][-1]})"
+    if backend == "sqlite" and u.database and u.database.startswith("file:"):
+        return None
+    if backend != "sqlite" and not u.database:
+        return f"{display_url(url)} names no database: give {URL_FORMS}"
+    return None
 
 
 def display_url(url: str) -> str:
@@ -173,3 +201,26 @@ def _sqlite_setup(engine: Engine, begin: str) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         conn.exec_driver_sql(begin)
+
+
+def reach(url: str) -> None:
+    """Connect once and run `SELECT 1`: StoreRefused or StoreUnavailable
+    (service/store/errors.py) naming the cause and the fix if that fails."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.store.errors import diagnose
+
+    try:
+        engine = make_engine(url, pool_size=1)
+    except OSError as exc:  # a SQLite file that cannot be made
+        raise diagnose(exc, url) or exc from None
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        if (problem := diagnose(exc, url)) is not None:
+            raise problem from None
+        raise
+    finally:
+        engine.dispose()

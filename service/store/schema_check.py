@@ -17,6 +17,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.store.engine import make_engine
+from service.store.errors import diagnose
 
 VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 _MISSING = object()
@@ -25,7 +26,12 @@ MIGRATE = "run `pinlife migrate` (`make migrate`) with the same PINLIFE_DATABASE
 
 
 class SchemaMismatch(Exception):
-    """The database's Alembic revision is not the code's head (or cannot be read)."""
+    """The database's Alembic revision is not the code's head (or cannot be read).
+    ahead: the database was migrated by newer code (migrating cannot help)."""
+
+    def __init__(self, message: str, *, ahead: bool = False):
+        super().__init__(message)
+        self.ahead = ahead
 
 
 def code_revisions(folder: Path = VERSIONS) -> tuple[set[str], set[str]]:
@@ -71,16 +77,22 @@ def _module_values(path: Path, names: tuple[str, ...]) -> dict[str, object]:
 
 def check_schema(url: str) -> None:
     """Raise SchemaMismatch unless the database's alembic_version is exactly
-    the head of this code's migrations."""
+    the head of this code's migrations; StoreRefused or StoreUnavailable
+    (service/store/errors.py) when the database cannot be read."""
     known, heads = code_revisions()
-    engine = make_engine(url, pool_size=1)
+    try:
+        engine = make_engine(url, pool_size=1)
+    except OSError as exc:  # a SQLite file that cannot be made
+        raise diagnose(exc, url) or exc from None
     try:
         with engine.connect() as conn:
             current: set[str] = set()
             if inspect(conn).has_table("alembic_version"):
                 current = {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))}
     except SQLAlchemyError as exc:
-        raise SchemaMismatch(f"cannot read the database's schema revision ({type(exc).__name__}); is it reachable?") from exc
+        if (problem := diagnose(exc, url)) is not None:
+            raise problem from None
+        raise SchemaMismatch(f"cannot read the database's schema revision: {' '.join(str(exc).split())[:300]}") from exc
     finally:
         engine.dispose()
     if current == heads:
@@ -92,6 +104,7 @@ def check_schema(url: str) -> None:
     if unknown:
         raise SchemaMismatch(
             f"the database is at schema revision {', '.join(unknown)}, newer than this code's {head}: "
-            "it was migrated by a newer pinlife; run that version (or downgrade the database with it)"
+            "it was migrated by a newer pinlife; run that version (or downgrade the database with it)",
+            ahead=True,
         )
     raise SchemaMismatch(f"the database is at schema revision {', '.join(sorted(current))}, behind this code's {head}: {MIGRATE}")

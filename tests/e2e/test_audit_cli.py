@@ -16,11 +16,16 @@ import datetime as dt
 import io
 import json
 import os
+import queue
+import re
 import subprocess
+import threading
 
 import pytest
 
 from pinlife.v1 import common_pb2 as pb
+from service.cli import audit as audit_cli
+from service.config.settings import Settings
 from service.runtime.clock import ServiceClock
 from service.store import checkpoints
 from tests.e2e.harness import Client, ThreadedServer, cli, cli_process, free_port
@@ -149,6 +154,123 @@ def test_watch_gives_stored_events_in_position_order_after_a_position(server, au
     head = server.store.log.head_position()
     watched = jsonl(audit("watch", "--after", "3", "--limit", str(head - 3)))
     assert [int(e["position"]) for e in watched] == list(range(4, head + 1))
+
+
+def test_watch_says_where_it_starts_and_the_columns_a_narrow_terminal_leaves_out(server, audit, history):
+    done = audit("watch", "--format", "table", "--limit", "2", env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    said = done.stderr.splitlines()
+    assert said[0].startswith(f"pinlife: watching {server.target}: the events after position 0")
+    assert "not shown at 80 columns: PIN, channel, terminal, office, details" in said[0]
+    header, *lines = done.stdout.splitlines()
+    assert header.split() == ["pos", "occurred", "at", "(JST)", "type", "card", "outcome"]
+    assert len(lines) == 2 and lines[0].split()[:5] == ["#1", "2026-12-01", "10:30:00", "CardEnrolled", "card-1"]
+    assert all(len(line) <= 80 for line in done.stdout.splitlines())
+
+    wide = audit("watch", "--format", "table", "--after", "1", "--limit", "1", env={"COLUMNS": "200"})
+    assert "not shown" not in wide.stderr and wide.stdout.splitlines()[0].split()[-3:] == ["office", "outcome", "details"]
+    assert "reader-01" in wide.stdout and "consecutive_failures=1" in wide.stdout
+    # Into a pipe (jsonl) the header is on stderr alone: stdout is the events.
+    piped = audit("watch", "--limit", "1")
+    assert piped.stderr.startswith("pinlife: watching") and [
+        json.loads(line)["position"] for line in piped.stdout.splitlines()
+    ] == ["1"]
+
+
+def test_a_table_narrower_than_its_columns_says_which_it_left_out(audit, history):
+    narrow = audit("history", "card-1", "--format", "table", env={"COLUMNS": "80"})
+    assert narrow.returncode == 0, narrow.stderr
+    text = " ".join(narrow.stdout.split())
+    assert "not shown at 80 columns:" in text and "terminal" in text.split("not shown at 80 columns:")[1]
+    assert "reader-01" not in narrow.stdout  # the terminal column, left out, and said so
+    assert all(len(line) <= 80 for line in narrow.stdout.splitlines())
+    wide = audit("history", "card-1", "--format", "table", env={"COLUMNS": "200"})
+    assert "reader-01" in wide.stdout and "not shown" not in wide.stdout
+
+
+def test_watch_reconnects_with_exponential_backoff_and_jitter_resuming_after_the_last_position(
+    databases, keys, tmp_path, monkeypatch
+):
+    """The server stops under a watch: one line per attempt, waits doubling
+    from 0.5 s (the jitter's draw made 1: the whole ceiling), the next
+    server's events from the position after the last one delivered, none
+    twice; a wait starts from 0.5 s again once events flowed. A fake sleep:
+    no wall-clock waits, and the test restarts the server from it."""
+    url, port = databases.create("sqlite"), free_port()
+    settings = Settings(env="test", database_url=url, listen=f"127.0.0.1:{port}", writer="thread")
+    servers = [ThreadedServer(url, keys, settings=settings)]
+    target = servers[0].target
+    Client(target, terminal="reader-01").enroll("card-1", {USER: "4821"})
+
+    delivered: queue.Queue[int] = queue.Queue()
+    add = audit_cli.EventWriter.add
+
+    def observed(self, events):
+        events = list(events)
+        add(self, events)
+        for e in events:
+            delivered.put(e.position)
+
+    waits: list[float] = []
+    restarted = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:  # the server comes back during the third wait
+            servers.append(ThreadedServer(url, keys, settings=settings))
+            restarted.set()
+        elif len(waits) == 4:
+            raise KeyboardInterrupt  # the auditor's Ctrl-C
+
+    monkeypatch.setattr(audit_cli.EventWriter, "add", observed)
+    monkeypatch.setattr(audit_cli, "_sleep", sleep)
+    monkeypatch.setattr(audit_cli, "_random", lambda: 1.0)
+    result: list[subprocess.CompletedProcess] = []
+    watcher = threading.Thread(target=lambda: result.append(pinlife("audit", "watch", "--server", target)))
+    watcher.start()
+
+    def until(position: int) -> None:
+        while (got := delivered.get(timeout=30)) < position:
+            pass
+        assert got == position
+
+    def stop(srv: ThreadedServer) -> None:
+        if srv.loop.is_running():
+            srv.close()
+
+    try:
+        until(2)  # card-1's enrolment, the watch's own AuditRead
+        stop(servers[0])
+        assert restarted.wait(30)
+        Client(target, terminal="reader-01").enroll("card-2", {USER: "1111"})
+        until(servers[1].store.log.head_position())
+        stop(servers[1])
+        watcher.join(30)
+    finally:
+        for srv in servers:
+            stop(srv)
+    (done,) = result
+    assert done.returncode == 130, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    positions = [int(e["position"]) for e in events]
+    assert positions == list(range(1, positions[-1] + 1))  # every position once, in order
+    assert ("card-2", "CardEnrolled") in [(e["stream_id"], e["event_type"]) for e in events]
+
+    assert waits == [0.5, 1.0, 2.0, 0.5]
+    said = done.stderr.splitlines()
+    assert said[0] == f"pinlife: watching {target}: the events after position 0, as they are written (Ctrl-C ends)"
+    retries = [line for line in said if "retrying in" in line]
+    assert [re.search(r"retrying in (\S+) s \(attempt (\d+)\)", line).groups() for line in retries] == [
+        ("0.5", "1"),
+        ("1.0", "2"),
+        ("2.0", "3"),
+        ("0.5", "1"),
+    ]
+    last_before = int(retries[0].rsplit(" ", 1)[1])
+    assert all(line.startswith("pinlife: UNAVAILABLE") for line in retries)
+    assert all(line.endswith(f"to resume after position {last_before}") for line in retries[:3])
+    assert f"pinlife: watching again after position {last_before}" in said
+    assert retries[3].endswith(f"to resume after position {positions[-1]}")
 
 
 def test_statistics_as_json_and_csv(audit, history):

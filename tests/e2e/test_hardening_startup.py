@@ -18,12 +18,14 @@ import structlog
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
+from service.bootstrap.instance import STARTUP_REFUSALS
 from service.bootstrap.serving import Server, serve
 from service.config.access import load_access_config
 from service.config.settings import Settings
 from service.keys.file_modes import FileModeError
 from service.runtime import logs
 from service.store.engine import normalize_url
+from service.store.errors import StoreUnavailable
 from service.store.migrate import alembic_config, upgrade
 from service.store.schema_check import SchemaMismatch, check_schema
 from tests.conftest import make_key_file
@@ -100,9 +102,13 @@ def test_a_migrated_database_starts(db_url, keys):
         server.close()
 
 
-def test_an_unreachable_database_refuses_to_start(keys):
-    with pytest.raises(SchemaMismatch, match="cannot read the database's schema revision"):
-        Server(_settings(f"postgresql://postgres@127.0.0.1:{free_port()}/pinlife"), keys)
+def test_an_unreachable_database_is_unavailable_not_a_schema_refusal(keys):
+    """Not among the refusals (exit 2, not restarted): serve retries it, then
+    exits 3 for a restart (tests/e2e/test_operator_errors.py)."""
+    port = free_port()
+    with pytest.raises(StoreUnavailable, match=rf"the database at 127.0.0.1:{port} cannot be reached \(Connection refused\)"):
+        Server(_settings(f"postgresql://postgres@127.0.0.1:{port}/pinlife"), keys)
+    assert not issubclass(StoreUnavailable, STARTUP_REFUSALS)
 
 
 def test_pinlife_serve_on_an_unmigrated_database_exits_with_the_command_to_run(tmp_path):
