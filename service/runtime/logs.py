@@ -12,9 +12,11 @@ is rendered with orjson (figures: docs/performance.md).
 The standard library's loggers (gRPC's, SQLAlchemy's, Alembic's, asyncio's)
 go through the same processors and renderer (a root handler with structlog's
 ProcessorFormatter), so the log is one format; their lines carry `logger`,
-the library logger's name. The level applies to both. SQLAlchemy is never
-let below WARNING: its INFO lines are SQL statements with their parameters,
-which include verifiers. gRPC's C core writes to stderr by itself
+the library logger's name. Their warnings and errors are written at any
+level up to warning; their INFO and DEBUG lines (Alembic's plugin set-up on
+import, gRPC's internals) only at level debug, so that a command's stderr
+stays its one line. SQLAlchemy is never let below WARNING: its INFO lines
+are SQL statements with their parameters, which include verifiers. gRPC's C core writes to stderr by itself
 (GRPC_VERBOSITY, GRPC_TRACE), outside any Python logger.
 """
 
@@ -127,5 +129,5 @@ def configure(log_format: str = "auto", level: int | str = logging.INFO, stream:
     for handler in [h for h in root.handlers if isinstance(h, _LibraryHandler)]:  # configured again: replaced
         root.removeHandler(handler)
     root.addHandler(_LibraryHandler(stream, formatter, level))
-    root.setLevel(level)
+    root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))  # the libraries' own loggers inherit it
     logging.getLogger("sqlalchemy").setLevel(max(level, logging.WARNING))

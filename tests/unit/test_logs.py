@@ -93,7 +93,7 @@ def library_lines():
 
 
 def test_library_records_are_the_same_json_lines_with_their_logger_and_the_call_context(library_lines):
-    lines = library_lines("info")
+    lines = library_lines("debug")
     logs.new_context(rpc="VerifyPin")
     logging.getLogger("grpc._cython.cygrpc").warning("Unexpected error %s", "x")
     logging.getLogger("alembic.runtime.migration").info("Running upgrade %s -> %s", "0001", "0002")
@@ -114,6 +114,14 @@ def test_library_records_are_the_same_json_lines_with_their_logger_and_the_call_
 
 
 def test_the_level_applies_to_ours_and_the_libraries(library_lines):
+    """The libraries' INFO and DEBUG lines only at debug: a command's stderr stays its one line."""
+    lines = library_lines("info")
+    logging.getLogger("alembic.runtime.plugins").info("hidden")
+    logging.getLogger("grpc").warning("shown")
+    structlog.get_logger().info("shown")
+    structlog.get_logger().debug("hidden")
+    assert [(line["event"], line["level"]) for line in lines()] == [("shown", "warning"), ("shown", "info")]
+
     lines = library_lines("warning")
     logging.getLogger("alembic.runtime.migration").info("hidden")
     logging.getLogger("grpc").warning("shown")
@@ -123,8 +131,9 @@ def test_the_level_applies_to_ours_and_the_libraries(library_lines):
 
     lines = library_lines("debug")
     logging.getLogger("grpc.aio").debug("shown")
+    logging.getLogger("alembic.runtime.migration").info("shown")
     structlog.get_logger().debug("shown")
-    assert [(line["event"], line["level"]) for line in lines()] == [("shown", "debug"), ("shown", "debug")]
+    assert [(line["event"], line["level"]) for line in lines()] == [("shown", "debug"), ("shown", "info"), ("shown", "debug")]
 
 
 def test_sqlalchemy_never_logs_statements_whatever_the_level(library_lines):
@@ -138,11 +147,11 @@ def test_sqlalchemy_never_logs_statements_whatever_the_level(library_lines):
 def test_alembic_migrations_log_through_structlog(library_lines, tmp_path):
     from service.store.migrate import upgrade
 
-    lines = library_lines("info")
+    lines = library_lines("debug")
     upgrade(f"sqlite:///{tmp_path / 'm.db'}", "0001")
     migration = [line for line in lines() if line.get("logger") == "alembic.runtime.migration"]
-    assert any(line["event"].startswith("Running upgrade") for line in migration), migration
-    assert all(line["level"] == "info" for line in migration)
+    steps = [line for line in migration if line["event"].startswith("Running upgrade")]
+    assert steps and all(line["level"] == "info" for line in steps), migration
 
 
 def test_a_configured_again_log_has_one_library_handler(library_lines):
