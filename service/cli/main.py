@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import os
 
 from service.cli.args import FORMATS, STREAMS, TYPES, client_options, kept_file, positive, when
-from service.runtime import logs
+from service.runtime import build, logs
 
 AUDIT_USAGE = """pinlife audit: the auditor's client of AuditService
 (protos/pinlife/v1/audit_service.proto).
@@ -302,18 +301,10 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive, metavar="N", help="terminals listed (default 20)")
 
 
-def version() -> str:
-    """The installed package's version (its metadata: pyproject.toml's, as pip installed it)."""
-    try:
-        return importlib.metadata.version("pinlife")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed: pip install .)"
-
-
 def parser() -> argparse.ArgumentParser:
     """The whole command line; each command names the module that runs it."""
     p = argparse.ArgumentParser(prog="pinlife", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {build.version()}")
     client_options(p)
     sub = p.add_subparsers(dest="command_name", required=True)
     _server_commands(sub)
