@@ -22,10 +22,12 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 log = structlog.get_logger()
@@ -203,10 +205,12 @@ def _sqlite_setup(engine: Engine, begin: str) -> None:
         conn.exec_driver_sql(begin)
 
 
-def reach(url: str) -> None:
-    """Connect once and run `SELECT 1`: StoreRefused or StoreUnavailable
-    (service/store/errors.py) naming the cause and the fix if that fails."""
-    from sqlalchemy import text
+@contextmanager
+def connected_once(url: str) -> Iterator[Connection]:
+    """One connection to the database, for the commands that check it
+    before they act: StoreRefused or StoreUnavailable (service/store/errors.py)
+    naming the cause and the fix if it cannot be had or used; any other
+    database error as it is."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from service.store.errors import diagnose
@@ -217,10 +221,18 @@ def reach(url: str) -> None:
         raise diagnose(exc, url) or exc from None
     try:
         with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            yield conn
     except SQLAlchemyError as exc:
         if (problem := diagnose(exc, url)) is not None:
             raise problem from None
         raise
     finally:
         engine.dispose()
+
+
+def reach(url: str) -> None:
+    """Connect once and run `SELECT 1` (connected_once)."""
+    from sqlalchemy import text
+
+    with connected_once(url) as conn:
+        conn.execute(text("SELECT 1"))

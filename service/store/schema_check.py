@@ -16,8 +16,7 @@ from pathlib import Path
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.store.engine import make_engine
-from service.store.errors import diagnose
+from service.store.engine import connected_once
 
 VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 _MISSING = object()
@@ -81,20 +80,12 @@ def check_schema(url: str) -> None:
     (service/store/errors.py) when the database cannot be read."""
     known, heads = code_revisions()
     try:
-        engine = make_engine(url, pool_size=1)
-    except OSError as exc:  # a SQLite file that cannot be made
-        raise diagnose(exc, url) or exc from None
-    try:
-        with engine.connect() as conn:
+        with connected_once(url) as conn:
             current: set[str] = set()
             if inspect(conn).has_table("alembic_version"):
                 current = {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))}
-    except SQLAlchemyError as exc:
-        if (problem := diagnose(exc, url)) is not None:
-            raise problem from None
+    except SQLAlchemyError as exc:  # not a connection problem (connected_once says those): the revision unreadable
         raise SchemaMismatch(f"cannot read the database's schema revision: {' '.join(str(exc).split())[:300]}") from exc
-    finally:
-        engine.dispose()
     if current == heads:
         return
     head = ", ".join(sorted(heads))
