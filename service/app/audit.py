@@ -290,7 +290,9 @@ class Audit:
         yield ("report", report)
 
     async def stop(self) -> None:
-        """Write the records of calls that ended early (before the writer stops)."""
+        """End the log follower; write the records of calls that ended early
+        (before the writer stops)."""
+        await self.follower.stop()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 

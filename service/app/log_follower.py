@@ -82,6 +82,14 @@ class LogFollower:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
 
+    async def stop(self) -> None:
+        """The server is stopping (its signal is closed): end the follower now,
+        not at some later turn of a loop that may be closing, so no task is
+        left pending. Every watch ends as `_run` says (STOPPING)."""
+        if (task := self._task) is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _run(self) -> None:
         why = STOPPING
         try:
