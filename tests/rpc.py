@@ -223,25 +223,3 @@ def _checkpoint(c):
         if err.code() != grpc.StatusCode.NOT_FOUND:  # allowed, nothing signed yet
             raise
         return None
-
-
-def _ts(at: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(at)
-    return ts
-
-
-def _first(stream):
-    try:
-        return next(stream)
-    finally:
-        stream.cancel()
-
-
-def _checkpoint(c):
-    try:
-        return c.audit.GetCheckpoint(apb.GetCheckpointRequest(), timeout=10)
-    except grpc.RpcError as err:
-        if err.code() != grpc.StatusCode.NOT_FOUND:  # allowed, nothing signed yet
-            raise
-        return None

@@ -189,12 +189,15 @@ def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps:
         terminal_events += count_failure(uow, caller, cmd.card_id, deps)
     if terminal_events:
         uow.append_terminal(caller.terminal_id, terminal_events, env)
+
+    def keep(answer: dict[str, Any]) -> None:
+        """The request's answer (or refusal), for a retry with its id to replay."""
+        kept = StoredRequest(caller.terminal_id, cmd.request_id, cmd.card_id, command_name(cmd), fp, answer, new_state.version)
+        uow.remember(kept, deps.now)
+
     if decision.error is not None:  # the refusal is recorded, and kept: a retry replays it
         if (refusal := encode_refusal(decision.error)) is not None:
-            kept_refusal = StoredRequest(
-                caller.terminal_id, cmd.request_id, cmd.card_id, command_name(cmd), fp, refusal, new_state.version
-            )
-            uow.remember(kept_refusal, deps.now)
+            keep(refusal)
         raise decision.error
     for pin_type, pin in {**rekey, **decision.new_pins}.items():
         ref = SecretRef.pin(cmd.card_id, pin_type)
@@ -203,10 +206,7 @@ def handle_card_command(uow: UnitOfWork, cmd: CardCommand, caller: Caller, deps:
         ref = SecretRef(cmd.card_id, kind, name)
         uow.set_secret(ref, deps.keys.make(ref, value))
     outcome = decision.answer()
-    kept = StoredRequest(
-        caller.terminal_id, cmd.request_id, cmd.card_id, command_name(cmd), fp, encode(outcome), new_state.version
-    )
-    uow.remember(kept, deps.now)
+    keep(encode(outcome))
     return Answer(outcome, new_state.version, pins=fresh_pins(cmd, outcome, new_state.version))
 
 
