@@ -38,28 +38,31 @@ endif
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# Stubs are build output (not committed): regenerated from protos/ and put on
-# the venv's path with a .pth file.
+# Stubs are build output (not committed): generated from protos/ into
+# service/v1/, which the editable install maps to pinlife.v1 (a wheel gets
+# them from setup.py's build hook). gen/pinlife points at service/ so that
+# mypy finds the package under its installed name.
 gen: $(STAMP_GEN)
 $(STAMP_GEN): $(STAMP_INSTALL) $(PROTOS)
-	rm -rf $(GEN) && mkdir -p $(GEN)
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --grpc_python_out=$(GEN) \
-		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=$(GEN) \
-		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=$(GEN) \
+	rm -rf $(GEN) service/v1 && mkdir -p $(GEN)/out
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN)/out --grpc_python_out=$(GEN)/out \
+		--plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=$(GEN)/out \
+		--plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=$(GEN)/out \
 		$(PROTOS)
-	echo "$(CURDIR)/$(GEN)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pinlife-gen.pth"
+	mv $(GEN)/out/pinlife/v1 service/v1 && touch service/v1/__init__.py && rm -rf $(GEN)/out
+	ln -s ../service $(GEN)/pinlife
 	@touch $@
 
 # Development keys: made if missing (never over a store that already has
 # verifiers), completed if an older file lacks a section; kept otherwise.
 dev-keys: gen
-	$(PY) -m service.cli dev-key $(PINLIFE_KEY_FILE)
+	$(PY) -m pinlife.cli dev-key $(PINLIFE_KEY_FILE)
 
 migrate: gen dev-keys
-	$(PY) -m service.cli migrate
+	$(PY) -m pinlife.cli migrate
 
 run: gen dev-keys migrate
-	$(PY) -m service.cli serve
+	$(PY) -m pinlife.cli serve
 
 # The seed story (docs/procedures.md) through the real API with the CLI, on a throwaway
 # store and its own server (tools/demo.py; DEMO_ARGS="--clock ..." moves it).
@@ -105,4 +108,4 @@ bench-quick: gen $(VENV)/.bench-installed
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(GEN) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(GEN) service/v1 build dist .pytest_cache .hypothesis

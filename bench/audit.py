@@ -10,7 +10,7 @@ import time
 from datetime import UTC
 
 from bench.common import card_id, latency_summary
-from service.store.event_store import EventStore
+from pinlife.store.event_store import EventStore
 
 
 def history_reads(store: EventStore, cards: int, reads: int, seed: int = 5) -> dict:
@@ -59,8 +59,8 @@ def audit_pages(store: EventStore, keys, cards: int, reads: int, seed: int = 11)
     cursor resumes), with the PostgreSQL plans of the day's query."""
     from datetime import timedelta
 
-    from service.domain.audit import Filter, Order
-    from service.store.audit_reads import StoreAuditReads, query_plan
+    from pinlife.domain.audit import Filter, Order
+    from pinlife.store.audit_reads import StoreAuditReads, query_plan
 
     reads_ = StoreAuditReads(store, keys)
     rng = random.Random(seed)
@@ -68,8 +68,8 @@ def audit_pages(store: EventStore, keys, cards: int, reads: int, seed: int = 11)
     # (Asia/Tokyo) around its latest event
     from sqlalchemy import func, select
 
-    from service.domain.calendar import TOKYO
-    from service.store.tables import events
+    from pinlife.domain.calendar import TOKYO
+    from pinlife.store.tables import events
 
     with store.reader.begin() as conn:
         terminal, latest = conn.execute(

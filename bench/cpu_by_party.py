@@ -23,9 +23,9 @@ from bench.common import create_pg_database, drop_pg_database, random_db_name
 from bench.loader import enroll_cards
 from bench.loadgen import LoadSpec, layout, run_load
 from bench.server import ServerProcess
-from service.keys.ring import KeyRing, write_new_key_file
-from service.store.event_store import EventStore
-from service.store.migrate import upgrade
+from pinlife.keys.ring import KeyRing, write_new_key_file
+from pinlife.store.event_store import EventStore
+from pinlife.store.migrate import upgrade
 
 
 def wal_bytes(url: str) -> int:

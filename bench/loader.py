@@ -18,14 +18,14 @@ import uuid
 from dataclasses import dataclass, field
 
 from bench.common import card_id, log, pins_for, wrong_4digit
-from service.app.batch import ThreadRunner
-from service.app.handlers import Caller
-from service.domain.commands import EnrollCard, VerifyPin
-from service.domain.pins import PinType
-from service.domain.policy import Policy, ThrottlePolicy
-from service.keys.ring import KeyRing
-from service.runtime.clock import system_clock
-from service.store.event_store import EventStore
+from pinlife.app.batch import ThreadRunner
+from pinlife.app.handlers import Caller
+from pinlife.domain.commands import EnrollCard, VerifyPin
+from pinlife.domain.pins import PinType
+from pinlife.domain.policy import Policy, ThrottlePolicy
+from pinlife.keys.ring import KeyRing
+from pinlife.runtime.clock import system_clock
+from pinlife.store.event_store import EventStore
 
 LOADER = Caller("development", "bench-loader")
 READERS = 100  # the verify events come from this many card readers, in rotation

@@ -39,8 +39,8 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import RecordConflictError
 
 from bench.common import card_id, latency_summary, pins_for, wrong_4digit
-from service.domain.pins import PinType, retry_limit
-from service.keys.ring import KeyRing, SecretRef, Verifier
+from pinlife.domain.pins import PinType, retry_limit
+from pinlife.keys.ring import KeyRing, SecretRef, Verifier
 
 WRONG_SHARE = 0.10
 CARD_NS = uuid5(NAMESPACE_URL, "https://pinlife.invalid/bench/card")
@@ -239,11 +239,11 @@ def run_peer(app: PeerPins, cards: int, concurrency: int, warmup_s: float, durat
 async def _run_service_async(
     url: str, keys: KeyRing, cards: int, concurrency: int, warmup_s: float, duration_s: float, batch_max: int, seed: int
 ) -> dict:
-    from service.app.handlers import Caller
-    from service.bootstrap.instance import make_app
-    from service.domain.commands import VerifyPin
-    from service.runtime.clock import system_clock
-    from service.store.event_store import EventStore
+    from pinlife.app.handlers import Caller
+    from pinlife.bootstrap.instance import make_app
+    from pinlife.domain.commands import VerifyPin
+    from pinlife.runtime.clock import system_clock
+    from pinlife.store.event_store import EventStore
 
     store = EventStore(url)
     app = make_app(store, keys, system_clock, batch_max=batch_max)

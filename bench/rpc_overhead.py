@@ -18,9 +18,9 @@ import os
 import time
 from typing import Any
 
-from service.api.servicers import Gate, _Base, rpc
-from service.app.handlers import Caller
-from service.runtime import logs
+from pinlife.api.servicers import Gate, _Base, rpc
+from pinlife.app.handlers import Caller
+from pinlife.runtime import logs
 
 FULL = "pinlife.v1.PinService"
 
@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logs.configure("json", stream=open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
 
-    from service.runtime.metrics import Metrics
+    from pinlife.runtime.metrics import Metrics
 
     variants: dict[str, _Servicer] = {"metrics off": _servicer(None, None), "metrics on": _servicer(Metrics(), None)}
     try:
-        from service.runtime.tracing import Tracing  # type: ignore[import-not-found,unused-ignore]
+        from pinlife.runtime.tracing import Tracing  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         pass
     else:

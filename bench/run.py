@@ -3,7 +3,7 @@
 For each store (SQLite in a temp dir, then PostgreSQL in throwaway databases):
   1. create and migrate the database, write a key file, load N enrolled cards
      in-process (ThreadRunner.process, big batches);
-  2. start the real server (`python -m service.cli serve`) and wait for SERVING;
+  2. start the real server (`python -m pinlife.cli serve`) and wait for SERVING;
   3. drive it over gRPC from separate load-generator processes: the health
      Check ceiling, then a realistic verify mix; requests/s, p50, p99, errors;
   4. in-process, no gRPC: the service's command path against a peer built on
@@ -152,7 +152,7 @@ class StoreRun:
             return None
 
     def run(self) -> dict:
-        from service.keys.ring import KeyRing, write_new_key_file
+        from pinlife.keys.ring import KeyRing, write_new_key_file
 
         key_file = self.dir / "keys.json"
         write_new_key_file(key_file)
@@ -230,7 +230,7 @@ class StoreRun:
 
     # phases -----------------------------------------------------------------
     def setup_main(self) -> str:
-        from service.store.migrate import upgrade
+        from pinlife.store.migrate import upgrade
 
         url = self.new_database("main")
         upgrade(url)
@@ -251,7 +251,7 @@ class StoreRun:
 
     def load_cards(self, url: str, keys) -> int:
         from bench.loader import enroll_cards
-        from service.store.event_store import EventStore
+        from pinlife.store.event_store import EventStore
 
         store = EventStore(url)
         try:
@@ -336,8 +336,8 @@ class StoreRun:
     def inprocess(self, keys) -> None:
         from bench.loader import enroll_cards
         from bench.peer import PeerPins, load_peer, peer_env_postgres, peer_env_sqlite, run_peer, run_service
-        from service.store.event_store import EventStore
-        from service.store.migrate import upgrade
+        from pinlife.store.event_store import EventStore
+        from pinlife.store.migrate import upgrade
 
         cfg = self.cfg
         out: dict = {
@@ -388,7 +388,7 @@ class StoreRun:
     def audit(self, url: str, keys, cards: int) -> None:
         from bench.audit import audit_pages, history_reads, rebuild_speed, watch_catch_up
         from bench.loader import add_verify_events
-        from service.store.event_store import EventStore
+        from pinlife.store.event_store import EventStore
 
         cfg = self.cfg
         store = EventStore(url)
@@ -445,7 +445,7 @@ class StoreRun:
         watchers, and with whole-store VerifyIntegrity runs one after another;
         health polled throughout (stores.<store>.audit_load)."""
         from bench.audit_load import HealthMonitor, IntegrityLoop, Watchers
-        from service.store.event_store import EventStore
+        from pinlife.store.event_store import EventStore
 
         store = EventStore(url)
 
@@ -488,7 +488,7 @@ class StoreRun:
         log: the lag from each event's time to its delivery, and the verify
         figures while it runs (the plain verify mix above is the reference)."""
         from bench.audit import LiveWatcher
-        from service.store.event_store import EventStore
+        from pinlife.store.event_store import EventStore
 
         store = EventStore(url)
         try:
@@ -772,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    from service.runtime import logs
+    from pinlife.runtime import logs
 
     workdir = Path(tempfile.mkdtemp(prefix="pinlife-bench-"))
     service_log = open(workdir / "inprocess-service.log", "w")

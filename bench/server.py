@@ -1,4 +1,4 @@
-"""The real server as a separate process (`python -m service.cli serve`),
+"""The real server as a separate process (`python -m pinlife.cli serve`),
 started as tests/e2e/harness.py's ProcessServer does."""
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class ServerProcess:
             env["PINLIFE_BATCH_MAX"] = str(batch_max)
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "pinlife.cli", "serve"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         self.pid = self.proc.pid
         self.start_seconds = self._wait_serving(60)

@@ -1,5 +1,5 @@
 """Alembic environment. The URL comes from config.attributes["url"] (set by
-service.store.migrate) or PINLIFE_DATABASE_URL."""
+pinlife.store.migrate) or PINLIFE_DATABASE_URL."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 from alembic import context
 from sqlalchemy.engine import Engine
 
-from service.store.engine import make_engine
-from service.store.tables import metadata
+from pinlife.store.engine import make_engine
+from pinlife.store.tables import metadata
 
 config = context.config
 
@@ -17,7 +17,7 @@ config = context.config
 def _url() -> str:
     url = config.attributes.get("url") or os.environ.get("PINLIFE_DATABASE_URL")
     if not url:
-        from service.config.settings import DEFAULT_DATABASE_URL
+        from pinlife.config.settings import DEFAULT_DATABASE_URL
 
         url = DEFAULT_DATABASE_URL
     return url

@@ -36,8 +36,8 @@ import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from service.store.engine import normalize_url
-from service.store.migrate import upgrade
+from pinlife.store.engine import normalize_url
+from pinlife.store.migrate import upgrade
 from tests.keys import CHECKPOINT, INTEGRITY, ring
 
 

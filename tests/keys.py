@@ -4,7 +4,7 @@ checkpoint signing key."""
 
 from __future__ import annotations
 
-from service.keys.ring import CheckpointKey, IntegrityKeys, KeyRing
+from pinlife.keys.ring import CheckpointKey, IntegrityKeys, KeyRing
 
 INTEGRITY = IntegrityKeys("int-test", {"int-test": b"i" * 32})
 CHECKPOINT = CheckpointKey("pinlife.test/log", b"c" * 32)

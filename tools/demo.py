@@ -4,7 +4,7 @@ through the real API with the shipped CLI, as a person would read it.
 A server on a throwaway SQLite store, its service clock started on a
 Tuesday morning in Tokyo (PINLIFE_CLOCK=start:..., so it runs on from
 there); then, one step at a time: what happens, the command a person would
-type (`$ pinlife ...`, run as `python -m service.cli ...`), and the answer
+type (`$ pinlife ...`, run as `python -m pinlife.cli ...`), and the answer
 condensed from the command's own JSON. Each answer is checked against what
 the story expects; at the first that differs the demo says what it expected
 and what came, stops the server and exits 1. The server is stopped
@@ -34,8 +34,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-from service.domain.calendar import TOKYO, Calendar
-from service.runtime.clock import ClockSettingError, ServiceClock
+from pinlife.domain.calendar import TOKYO, Calendar
+from pinlife.runtime.clock import ClockSettingError, ServiceClock
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLOCK = "start:2026-12-01T10:00:00+09:00"  # a Tuesday: ward offices are open
@@ -196,8 +196,8 @@ class Demo:
         file the server reads (the answer says where and when it opens, not
         when it closes)."""
         if self.calendar is None:
-            from service.config.offices import load_policy
-            from service.domain.policy import ThrottlePolicy
+            from pinlife.config.offices import load_policy
+            from pinlife.domain.policy import ThrottlePolicy
 
             self.calendar = load_policy(None, ThrottlePolicy(), self.now().astimezone(TOKYO).date()).calendar
         office = self.calendar.offices.get(office_id)
@@ -208,12 +208,12 @@ class Demo:
 
     # running the CLI
     def pinlife(self, *argv: str, show: bool = True) -> Reply:
-        """Run `pinlife ARGV` (python -m service.cli), print the command as a person types it."""
+        """Run `pinlife ARGV` (python -m pinlife.cli), print the command as a person types it."""
         if show:
             command(["pinlife", *argv])
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "service.cli", *argv],
+                [sys.executable, "-m", "pinlife.cli", *argv],
                 cwd=ROOT,
                 env=self.env,
                 capture_output=True,
@@ -276,7 +276,7 @@ class Demo:
         self.server_log = open(self.tmp / "server.log", "ab")
         self.started = time.monotonic()
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"],
+            [sys.executable, "-m", "pinlife.cli", "serve"],
             cwd=ROOT,
             env={**self.env, "PINLIFE_CLOCK": self.clock},
             stdin=subprocess.DEVNULL,

@@ -10,21 +10,21 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from pinlife.api import audit_mapping as amap
+from pinlife.api.auth import development_caller
+from pinlife.api.servicers import Gate, _Base, rpc, rpc_stream
+from pinlife.app.audit import Audit
+from pinlife.app.handlers import Caller
+from pinlife.app.ports import IntegrityViolation
+from pinlife.app.service import PinLife
+from pinlife.domain.log import LoggedEvent
+from pinlife.keys.notes import NoteError, open_note, parse_checkpoint
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import audit_service_pb2_grpc as audit_grpc
-from service.api import audit_mapping as amap
-from service.api.auth import development_caller
-from service.api.servicers import Gate, _Base, rpc, rpc_stream
-from service.app.audit import Audit
-from service.app.handlers import Caller
-from service.app.ports import IntegrityViolation
-from service.app.service import PinLife
-from service.domain.log import LoggedEvent
-from service.keys.notes import NoteError, open_note, parse_checkpoint
 
 if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on
-    from service.runtime.metrics import Metrics
-    from service.runtime.tracing import Tracing
+    from pinlife.runtime.metrics import Metrics
+    from pinlife.runtime.tracing import Tracing
 
 AUDIT_SERVICE = apb.DESCRIPTOR.services_by_name["AuditService"].full_name
 PROGRESS_EVERY_S = 0.5

@@ -6,13 +6,13 @@ from typing import overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from pinlife.domain.documents import Applicant, DocumentType
+from pinlife.domain.errors import InvalidInput
+from pinlife.domain.outcomes import CheckOutcome, CheckResult
+from pinlife.domain.pins import PinType, UnknownPinType, pin_type_violation
+from pinlife.domain.recovery import PinView, Procedure, Recovery, Route
+from pinlife.domain.state import CardStatus
 from pinlife.v1 import common_pb2 as pb
-from service.domain.documents import Applicant, DocumentType
-from service.domain.errors import InvalidInput
-from service.domain.outcomes import CheckOutcome, CheckResult
-from service.domain.pins import PinType, UnknownPinType, pin_type_violation
-from service.domain.recovery import PinView, Procedure, Recovery, Route
-from service.domain.state import CardStatus
 
 PIN_TYPE_TO_DOMAIN = {
     pb.PIN_TYPE_RESIDENT_REGISTRY: PinType.RESIDENT_REGISTRY,

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from service.domain.rate import Bucket, RateLimited, RatePolicy, take
+from pinlife.domain.rate import Bucket, RateLimited, RatePolicy, take
 
 if TYPE_CHECKING:
-    from service.app.handlers import Caller
-    from service.runtime.metrics import Metrics
+    from pinlife.app.handlers import Caller
+    from pinlife.runtime.metrics import Metrics
 
 log = structlog.get_logger()
 

@@ -17,20 +17,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pinlife.api.audit_servicer import AuditServicer
+from pinlife.api.auth import CertificateAuthenticator, development_caller
+from pinlife.api.rate_limit import RateLimiter
+from pinlife.api.registration import add_servicer
+from pinlife.api.servicers import CounterServicer, Gate, PinServicer, StoreServicer
+from pinlife.app.audit import Audit
+from pinlife.app.service import PinLife
+from pinlife.config.access import AccessConfig
+from pinlife.domain.rate import RatePolicy
 from pinlife.v1 import audit_service_pb2, counter_service_pb2, pin_service_pb2, store_service_pb2
-from service.api.audit_servicer import AuditServicer
-from service.api.auth import CertificateAuthenticator, development_caller
-from service.api.rate_limit import RateLimiter
-from service.api.registration import add_servicer
-from service.api.servicers import CounterServicer, Gate, PinServicer, StoreServicer
-from service.app.audit import Audit
-from service.app.service import PinLife
-from service.config.access import AccessConfig
-from service.domain.rate import RatePolicy
 
 if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on, OpenTelemetry with tracing on
-    from service.runtime.metrics import Metrics
-    from service.runtime.tracing import Tracing
+    from pinlife.runtime.metrics import Metrics
+    from pinlife.runtime.tracing import Tracing
 
 MAX_REQUEST_BYTES = 64 * 1024
 SERVICES = (

@@ -16,23 +16,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import structlog
 
-from pinlife.v1 import counter_service_pb2 as counter_pb
-from pinlife.v1 import counter_service_pb2_grpc as counter_grpc
-from pinlife.v1 import pin_service_pb2 as pin_pb
-from pinlife.v1 import pin_service_pb2_grpc as pin_grpc
-from pinlife.v1 import store_service_pb2 as store_pb
-from pinlife.v1 import store_service_pb2_grpc as store_grpc
-from service.api import mapping
-from service.api.auth import development_caller
-from service.api.errors import code_for, grpc_status
-from service.api.rate_limit import RateLimiter
-from service.api.registration import Undecodable
-from service.app.handlers import Caller
-from service.app.ports import StoreUnavailable
-from service.app.service import PinLife
-from service.domain.access import PermissionDenied, authorize
-from service.domain.card_ids import validate_card_id
-from service.domain.commands import (
+from pinlife.api import mapping
+from pinlife.api.auth import development_caller
+from pinlife.api.errors import code_for, grpc_status
+from pinlife.api.rate_limit import RateLimiter
+from pinlife.api.registration import Undecodable
+from pinlife.app.handlers import Caller
+from pinlife.app.ports import StoreUnavailable
+from pinlife.app.service import PinLife
+from pinlife.domain.access import PermissionDenied, authorize
+from pinlife.domain.card_ids import validate_card_id
+from pinlife.domain.commands import (
     ChangePin,
     CompleteProxyReset,
     EnrollCard,
@@ -45,16 +39,22 @@ from service.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from service.domain.errors import DomainError, FieldViolation, InvalidInput
-from service.domain.outcomes import CheckResult, ProxyResult
-from service.domain.rate import RateLimited
-from service.runtime import logs
+from pinlife.domain.errors import DomainError, FieldViolation, InvalidInput
+from pinlife.domain.outcomes import CheckResult, ProxyResult
+from pinlife.domain.rate import RateLimited
+from pinlife.runtime import logs
+from pinlife.v1 import counter_service_pb2 as counter_pb
+from pinlife.v1 import counter_service_pb2_grpc as counter_grpc
+from pinlife.v1 import pin_service_pb2 as pin_pb
+from pinlife.v1 import pin_service_pb2_grpc as pin_grpc
+from pinlife.v1 import store_service_pb2 as store_pb
+from pinlife.v1 import store_service_pb2_grpc as store_grpc
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from service.runtime.metrics import Metrics, RpcMetrics
-    from service.runtime.tracing import Tracing
+    from pinlife.runtime.metrics import Metrics, RpcMetrics
+    from pinlife.runtime.tracing import Tracing
 
 log = structlog.get_logger()
 

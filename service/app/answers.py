@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar, overload
 
-from service.domain.calendar import Opening
-from service.domain.commands import CardCommand, CompleteProxyReset
-from service.domain.errors import (
+from pinlife.domain.calendar import Opening
+from pinlife.domain.commands import CardCommand, CompleteProxyReset
+from pinlife.domain.errors import (
     AlreadyExists,
     DomainError,
     FieldViolation,
@@ -29,7 +29,7 @@ from service.domain.errors import (
     PreconditionFailed,
     PreconditionViolation,
 )
-from service.domain.outcomes import (
+from pinlife.domain.outcomes import (
     CardStatusChanged,
     CheckOutcome,
     CheckResult,
@@ -42,9 +42,9 @@ from service.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
-from service.domain.pins import PinType, pin_type_order
-from service.domain.recovery import PinView, Procedure, Recovery, Route
-from service.domain.state import CardStatus, PinState
+from pinlife.domain.pins import PinType, pin_type_order
+from pinlife.domain.recovery import PinView, Procedure, Recovery, Route
+from pinlife.domain.state import CardStatus, PinState
 
 Out = TypeVar("Out", bound=Outcome, covariant=True)
 

@@ -22,13 +22,13 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from service.app.handlers import Caller, RecordTerminalEvents
-from service.app.log_follower import PAGE as WATCH_PAGE
-from service.app.log_follower import STOPPING, LogFollower
-from service.app.log_signal import LogSignal
-from service.app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
-from service.app.service import PinLife
-from service.domain.audit import (
+from pinlife.app.handlers import Caller, RecordTerminalEvents
+from pinlife.app.log_follower import PAGE as WATCH_PAGE
+from pinlife.app.log_follower import STOPPING, LogFollower
+from pinlife.app.log_signal import LogSignal
+from pinlife.app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
+from pinlife.app.service import PinLife
+from pinlife.domain.audit import (
     MAX_SUPPLIED_CHECKPOINTS,
     Cursor,
     Filter,
@@ -44,11 +44,11 @@ from service.domain.audit import (
     validate_position,
     validate_statistics_range,
 )
-from service.domain.card_ids import validate_card_id
-from service.domain.errors import AtCapacity, FieldViolation, InvalidInput, NotFound
-from service.domain.events import AuditRead
-from service.domain.integrity import Progress, Report
-from service.domain.log import LoggedEvent
+from pinlife.domain.card_ids import validate_card_id
+from pinlife.domain.errors import AtCapacity, FieldViolation, InvalidInput, NotFound
+from pinlife.domain.events import AuditRead
+from pinlife.domain.integrity import Progress, Report
+from pinlife.domain.log import LoggedEvent
 
 log = structlog.get_logger()
 T = TypeVar("T")

@@ -21,12 +21,12 @@ from typing import Any
 
 import structlog
 
-from service.app.handlers import HANDLERS, Caller, Deps
-from service.app.ports import DATABASE_UNAVAILABLE, LeafSink, Store, StoreUnavailable
-from service.domain.errors import DomainError
-from service.domain.policy import Policy
-from service.keys.ring import KeyRing
-from service.runtime.clock import Clock
+from pinlife.app.handlers import HANDLERS, Caller, Deps
+from pinlife.app.ports import DATABASE_UNAVAILABLE, LeafSink, Store, StoreUnavailable
+from pinlife.domain.errors import DomainError
+from pinlife.domain.policy import Policy
+from pinlife.keys.ring import KeyRing
+from pinlife.runtime.clock import Clock
 
 log = structlog.get_logger()
 

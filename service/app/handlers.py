@@ -24,22 +24,22 @@ from typing import Any, NamedTuple, get_args
 
 import structlog
 
-from service.app.answers import Answer, command_name, decode, decode_refusal, encode, encode_refusal, fingerprint, fresh_pins
-from service.app.ports import Envelope, StoredRequest, UnitOfWork
-from service.domain import repeats, throttle
-from service.domain.access import Role
-from service.domain.commands import CardCommand
-from service.domain.decide import decide
-from service.domain.decision import Context, counter_gate
-from service.domain.errors import FieldViolation, InvalidInput, NotFound
-from service.domain.events import AuditRead, Event, TerminalThrottled
-from service.domain.outcomes import Outcome
-from service.domain.pins import PinType
-from service.domain.policy import Policy
-from service.domain.recovery import CardView, pin_views
-from service.domain.throttle import is_failure, is_probe
-from service.keys.ring import KeyRing, SecretRef
-from service.runtime.ids import new_id
+from pinlife.app.answers import Answer, command_name, decode, decode_refusal, encode, encode_refusal, fingerprint, fresh_pins
+from pinlife.app.ports import Envelope, StoredRequest, UnitOfWork
+from pinlife.domain import repeats, throttle
+from pinlife.domain.access import Role
+from pinlife.domain.commands import CardCommand
+from pinlife.domain.decide import decide
+from pinlife.domain.decision import Context, counter_gate
+from pinlife.domain.errors import FieldViolation, InvalidInput, NotFound
+from pinlife.domain.events import AuditRead, Event, TerminalThrottled
+from pinlife.domain.outcomes import Outcome
+from pinlife.domain.pins import PinType
+from pinlife.domain.policy import Policy
+from pinlife.domain.recovery import CardView, pin_views
+from pinlife.domain.throttle import is_failure, is_probe
+from pinlife.keys.ring import KeyRing, SecretRef
+from pinlife.runtime.ids import new_id
 
 log = structlog.get_logger()
 

@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from service.app.log_signal import LogSignal
-from service.domain.log import LoggedEvent
+from pinlife.app.log_signal import LogSignal
+from pinlife.domain.log import LoggedEvent
 
 log = structlog.get_logger()
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from service.domain.events import Event
-from service.domain.repeats import Repeats
-from service.domain.state import CardState
-from service.domain.throttle import TerminalWindow
-from service.keys.ring import IntegrityKeys, KeyRing, SecretRef, Verifier
-from service.runtime.clock import Clock
+from pinlife.domain.events import Event
+from pinlife.domain.repeats import Repeats
+from pinlife.domain.state import CardState
+from pinlife.domain.throttle import TerminalWindow
+from pinlife.keys.ring import IntegrityKeys, KeyRing, SecretRef, Verifier
+from pinlife.runtime.clock import Clock
 
 # What every caller is told when the database fails, whichever service it
 # called: the driver's text (host, port, a link) goes to the log only.

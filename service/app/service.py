@@ -13,11 +13,11 @@ from typing import overload
 
 import structlog
 
-from service.app.answers import Answer
-from service.app.handlers import Caller, ReadCard, RecordTerminalEvents
-from service.app.writer import GroupCommitWriter
-from service.domain.card_ids import validate_card_id
-from service.domain.commands import (
+from pinlife.app.answers import Answer
+from pinlife.app.handlers import Caller, ReadCard, RecordTerminalEvents
+from pinlife.app.writer import GroupCommitWriter
+from pinlife.domain.card_ids import validate_card_id
+from pinlife.domain.commands import (
     CardCommand,
     ChangePin,
     CompleteProxyReset,
@@ -31,9 +31,9 @@ from service.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from service.domain.errors import InvalidInput, NotFound
-from service.domain.events import AccessDenied
-from service.domain.outcomes import (
+from pinlife.domain.errors import InvalidInput, NotFound
+from pinlife.domain.events import AccessDenied
+from pinlife.domain.outcomes import (
     CardStatusChanged,
     CheckOutcome,
     Enrolled,
@@ -44,11 +44,11 @@ from service.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
-from service.domain.pins import PinType
-from service.domain.policy import Policy
-from service.domain.recovery import CardView
-from service.domain.requests import validate_request_id
-from service.runtime.clock import Clock
+from pinlife.domain.pins import PinType
+from pinlife.domain.policy import Policy
+from pinlife.domain.recovery import CardView
+from pinlife.domain.requests import validate_request_id
+from pinlife.runtime.clock import Clock
 
 log = structlog.get_logger()
 

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from service.app.batch import Item, Result
-from service.app.handlers import Caller
-from service.app.ports import IntegrityViolation, StoreUnavailable
-from service.domain.errors import DomainError
+from pinlife.app.batch import Item, Result
+from pinlife.app.handlers import Caller
+from pinlife.app.ports import IntegrityViolation, StoreUnavailable
+from pinlife.domain.errors import DomainError
 
 if TYPE_CHECKING:  # OpenTelemetry is loaded only with tracing on
     from opentelemetry.context import Context
 
-    from service.runtime.tracing import Tracing
+    from pinlife.runtime.tracing import Tracing
 
 log = structlog.get_logger()
 

@@ -38,14 +38,14 @@ from typing import cast
 
 import structlog
 
-from service.app.batch import Item, Result, run_batch
-from service.app.ports import IntegrityViolation, StoreFactory, StoreUnavailable
-from service.domain.errors import DomainError
-from service.domain.policy import Policy
-from service.keys.ring import KeyRing
-from service.runtime import logs
-from service.runtime.clock import ServiceClock
-from service.runtime.heap import freeze_startup_objects
+from pinlife.app.batch import Item, Result, run_batch
+from pinlife.app.ports import IntegrityViolation, StoreFactory, StoreUnavailable
+from pinlife.domain.errors import DomainError
+from pinlife.domain.policy import Policy
+from pinlife.keys.ring import KeyRing
+from pinlife.runtime import logs
+from pinlife.runtime.clock import ServiceClock
+from pinlife.runtime.heap import freeze_startup_objects
 
 log = structlog.get_logger()
 

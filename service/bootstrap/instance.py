@@ -16,36 +16,36 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from service.api.server import ListenError
-from service.app.audit import Audit
-from service.app.batch import ATTEMPTS, ThreadRunner
-from service.app.log_signal import LogSignal
-from service.app.ports import LeafSink, Store, StoreFactory
-from service.app.service import PinLife
-from service.app.writer import BATCH_DEADLINE, GroupCommitWriter, Runner
-from service.app.writer_process import ProcessRunner
-from service.bootstrap.writer_store import WriterStore
-from service.config.access import AccessConfig
-from service.config.offices import load_policy
-from service.config.settings import Settings
-from service.domain.policy import Policy, ThrottlePolicy
-from service.keys.file_modes import FileModeError, check_private_file
-from service.keys.ring import KeyRing
-from service.runtime.clock import Clock, ServiceClock
-from service.store.audit_reads import StoreAuditReads
-from service.store.checkpoints import CheckpointSigner
-from service.store.errors import StoreRefused
-from service.store.event_store import EventStore
-from service.store.key_checks import key_problems
-from service.store.maintenance import Maintenance
-from service.store.schema_check import SchemaMismatch, check_schema
+from pinlife.api.server import ListenError
+from pinlife.app.audit import Audit
+from pinlife.app.batch import ATTEMPTS, ThreadRunner
+from pinlife.app.log_signal import LogSignal
+from pinlife.app.ports import LeafSink, Store, StoreFactory
+from pinlife.app.service import PinLife
+from pinlife.app.writer import BATCH_DEADLINE, GroupCommitWriter, Runner
+from pinlife.app.writer_process import ProcessRunner
+from pinlife.bootstrap.writer_store import WriterStore
+from pinlife.config.access import AccessConfig
+from pinlife.config.offices import load_policy
+from pinlife.config.settings import Settings
+from pinlife.domain.policy import Policy, ThrottlePolicy
+from pinlife.keys.file_modes import FileModeError, check_private_file
+from pinlife.keys.ring import KeyRing
+from pinlife.runtime.clock import Clock, ServiceClock
+from pinlife.store.audit_reads import StoreAuditReads
+from pinlife.store.checkpoints import CheckpointSigner
+from pinlife.store.errors import StoreRefused
+from pinlife.store.event_store import EventStore
+from pinlife.store.key_checks import key_problems
+from pinlife.store.maintenance import Maintenance
+from pinlife.store.schema_check import SchemaMismatch, check_schema
 
 if (
     TYPE_CHECKING
 ):  # loaded only when used: prometheus_client with metrics on, OpenTelemetry with tracing on, psycopg on PostgreSQL
-    from service.runtime.metrics import Metrics
-    from service.runtime.tracing import Tracing
-    from service.store.pg_listener import LogListener
+    from pinlife.runtime.metrics import Metrics
+    from pinlife.runtime.tracing import Tracing
+    from pinlife.store.pg_listener import LogListener
 
 log = structlog.get_logger()
 
@@ -166,12 +166,12 @@ class Instance:
         self.failed = asyncio.Event()
         self.metrics: Metrics | None = None
         if settings.metrics_listen:  # prometheus_client is loaded only then
-            from service.runtime.metrics import Metrics
+            from pinlife.runtime.metrics import Metrics
 
             self.metrics = Metrics()
         self.metrics_port: int | None = None
         if tracing is None and settings.tracing != "off":  # OpenTelemetry is loaded only then
-            from service.runtime.tracing import Tracing
+            from pinlife.runtime.tracing import Tracing
 
             tracing = Tracing.from_settings(settings.tracing, settings.otlp_endpoint)
         self.tracing = tracing
@@ -194,7 +194,7 @@ class Instance:
         self.app.writer.after_batch.append(self.log_signal.notify)
         self.log_listener: LogListener | None = None
         if self.store.dialect == "postgresql":  # psycopg is loaded only then
-            from service.store.pg_listener import LogListener
+            from pinlife.store.pg_listener import LogListener
 
             self.log_listener = LogListener(settings.database_url, self.log_signal.notify)
         # Auditors read on connections of their own (or a read replica's), so

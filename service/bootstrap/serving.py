@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.api.server import ListenError, create_server
-from service.bootstrap.instance import STARTUP_REFUSALS, Instance
-from service.config.access import AccessConfig
-from service.config.settings import Settings
-from service.domain.policy import Policy
-from service.keys.ring import KeyRing
-from service.runtime.clock import Clock, ServiceClock
-from service.runtime.heap import freeze_startup_objects
-from service.store.engine import reach
-from service.store.errors import StoreRefused, StoreUnavailable, diagnose
+from pinlife.api.server import ListenError, create_server
+from pinlife.bootstrap.instance import STARTUP_REFUSALS, Instance
+from pinlife.config.access import AccessConfig
+from pinlife.config.settings import Settings
+from pinlife.domain.policy import Policy
+from pinlife.keys.ring import KeyRing
+from pinlife.runtime.clock import Clock, ServiceClock
+from pinlife.runtime.heap import freeze_startup_objects
+from pinlife.store.engine import reach
+from pinlife.store.errors import StoreRefused, StoreUnavailable, diagnose
 
 if TYPE_CHECKING:  # OpenTelemetry is loaded only with tracing on
-    from service.runtime.tracing import Tracing
+    from pinlife.runtime.tracing import Tracing
 
 log = structlog.get_logger()
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.app.ports import LeafSink, Store
-from service.keys.ring import KeyRing
-from service.runtime.clock import Clock
-from service.store.checkpoints import CheckpointSigner
-from service.store.event_store import EventStore
+from pinlife.app.ports import LeafSink, Store
+from pinlife.keys.ring import KeyRing
+from pinlife.runtime.clock import Clock
+from pinlife.store.checkpoints import CheckpointSigner
+from pinlife.store.event_store import EventStore
 
 
 @dataclass(frozen=True)

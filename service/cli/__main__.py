@@ -1,5 +1,5 @@
-"""python -m service.cli: the `pinlife` command."""
+"""python -m pinlife.cli: the `pinlife` command."""
 
-from service.cli.main import main
+from pinlife.cli.main import main
 
 main()

@@ -20,22 +20,22 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.app.ports import IntegrityViolation
-from service.cli.configured import config_problems, keys, settings
-from service.cli.exits import CANNOT_RUN, UNAVAILABLE, fail
-from service.config import settings as config_mod
-from service.config.access import AccessConfigError, access_from_settings
-from service.keys.file_modes import FileModeError, check_private_file
-from service.keys.ring import KeyFileError, KeyRing, add_missing_sections, write_new_key_file
-from service.runtime.clock import system_clock
-from service.store import checkpoints
-from service.store.check import check_store
-from service.store.engine import display_url, reach
-from service.store.errors import StoreRefused, StoreUnavailable, diagnose
-from service.store.event_store import EventStore
-from service.store.key_checks import has_verifiers, key_mismatches, key_problems
-from service.store.migrate import terminals_lack_macs, upgrade
-from service.store.rechain import (
+from pinlife.app.ports import IntegrityViolation
+from pinlife.cli.configured import config_problems, keys, settings
+from pinlife.cli.exits import CANNOT_RUN, UNAVAILABLE, fail
+from pinlife.config import settings as config_mod
+from pinlife.config.access import AccessConfigError, access_from_settings
+from pinlife.keys.file_modes import FileModeError, check_private_file
+from pinlife.keys.ring import KeyFileError, KeyRing, add_missing_sections, write_new_key_file
+from pinlife.runtime.clock import system_clock
+from pinlife.store import checkpoints
+from pinlife.store.check import check_store
+from pinlife.store.engine import display_url, reach
+from pinlife.store.errors import StoreRefused, StoreUnavailable, diagnose
+from pinlife.store.event_store import EventStore
+from pinlife.store.key_checks import has_verifiers, key_mismatches, key_problems
+from pinlife.store.migrate import terminals_lack_macs, upgrade
+from pinlife.store.rechain import (
     RechainRefused,
     rechain,
     seal_answers,
@@ -44,8 +44,8 @@ from service.store.rechain import (
     unsealed_answers,
     unsealed_terminals,
 )
-from service.store.roles import RoleNameError, grant_script
-from service.store.schema_check import SchemaMismatch, check_schema
+from pinlife.store.roles import RoleNameError, grant_script
+from pinlife.store.schema_check import SchemaMismatch, check_schema
 
 
 def sqlite_path(url: str) -> Path | None:

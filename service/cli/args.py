@@ -10,8 +10,8 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 
-from service.domain.calendar import TOKYO
-from service.domain.pins import PinType
+from pinlife.domain.calendar import TOKYO
+from pinlife.domain.pins import PinType
 
 TYPES = [t.value for t in PinType]
 FORMATS = ("table", "jsonl", "csv")

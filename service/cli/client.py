@@ -16,11 +16,11 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from pinlife.api.mapping import PIN_TYPE_TO_PROTO
+from pinlife.cli.args import TYPES
+from pinlife.cli.exits import PROBLEM, fail
+from pinlife.domain.pins import PinType
 from pinlife.v1 import common_pb2 as pb
-from service.api.mapping import PIN_TYPE_TO_PROTO
-from service.cli.args import TYPES
-from service.cli.exits import PROBLEM, fail
-from service.domain.pins import PinType
 
 
 def uses_tls(args: argparse.Namespace) -> bool:

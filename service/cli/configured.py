@@ -6,10 +6,10 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-from service.cli.exits import CANNOT_RUN, fail
-from service.config import settings as config_mod
-from service.keys.file_modes import FileModeError, check_private_file
-from service.keys.ring import KeyFileError, KeyRing
+from pinlife.cli.exits import CANNOT_RUN, fail
+from pinlife.config import settings as config_mod
+from pinlife.keys.file_modes import FileModeError, check_private_file
+from pinlife.keys.ring import KeyFileError, KeyRing
 
 
 def settings() -> config_mod.Settings:

@@ -38,8 +38,8 @@ import argparse
 import importlib
 import os
 
-from service.cli.args import FORMATS, STREAMS, TYPES, client_options, kept_file, positive, when
-from service.runtime import build, logs
+from pinlife.cli.args import FORMATS, STREAMS, TYPES, client_options, kept_file, positive, when
+from pinlife.runtime import build, logs
 
 AUDIT_USAGE = """pinlife audit: the auditor's client of AuditService
 (protos/pinlife/v1/audit_service.proto).
@@ -85,7 +85,7 @@ PERMISSION_DENIED (and the refusal is recorded).
 
 
 def _command(p: argparse.ArgumentParser, module: str, function: str) -> None:
-    """The command runs `service.cli.<module>.<function>(args)`."""
+    """The command runs `pinlife.cli.<module>.<function>(args)`."""
     p.set_defaults(command=(module, function))
 
 
@@ -327,5 +327,5 @@ def main(argv: list[str] | None = None) -> None:
         logs.configure()  # stderr: stdout carries only the command's output
     # Deferred on purpose: a command loads only its own module (serve never
     # loads rich or Alembic; a client command never loads SQLAlchemy).
-    run = getattr(importlib.import_module(f"service.cli.{module}"), function)
+    run = getattr(importlib.import_module(f"pinlife.cli.{module}"), function)
     run(args)

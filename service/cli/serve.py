@@ -8,11 +8,11 @@ import asyncio
 import os
 import sys
 
-from service.bootstrap.serving import serve as serve_forever
-from service.cli.configured import keys, settings
-from service.cli.exits import fail
-from service.config.access import AccessConfigError, access_from_settings
-from service.runtime import logs
+from pinlife.bootstrap.serving import serve as serve_forever
+from pinlife.cli.configured import keys, settings
+from pinlife.cli.exits import fail
+from pinlife.config.access import AccessConfigError, access_from_settings
+from pinlife.runtime import logs
 
 
 def serve(args: argparse.Namespace) -> None:

@@ -43,15 +43,15 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from service.config.offices import OfficeIds, OfficesConfigError, an_id, load_offices, read_toml
-from service.config.schema import Field, Problems, boolean, integer, nearest, one_of, read_table, string, tables, unknown
-from service.config.settings import ConfigError
-from service.domain.access import COUNTERS, Role
-from service.domain.policy import ThrottlePolicy
-from service.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
+from pinlife.config.offices import OfficeIds, OfficesConfigError, an_id, load_offices, read_toml
+from pinlife.config.schema import Field, Problems, boolean, integer, nearest, one_of, read_table, string, tables, unknown
+from pinlife.config.settings import ConfigError
+from pinlife.domain.access import COUNTERS, Role
+from pinlife.domain.policy import ThrottlePolicy
+from pinlife.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
 
 if TYPE_CHECKING:
-    from service.config.settings import Settings
+    from pinlife.config.settings import Settings
 
 SECTIONS = ("tls", "throttle", "terminals")
 TLS = {"cert": Field(string), "key": Field(string), "client_ca": Field(string)}

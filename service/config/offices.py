@@ -24,7 +24,7 @@ from typing import Any
 
 import holidays
 
-from service.config.schema import (
+from pinlife.config.schema import (
     Field,
     Problems,
     boolean,
@@ -41,10 +41,10 @@ from service.config.schema import (
     time_of_day,
     unknown,
 )
-from service.config.settings import ConfigError
-from service.domain.calendar import DAYS, HOLIDAY, Calendar, Closure, Hours, Office, OfficeKind
-from service.domain.policy import Policy, StoreChain, ThrottlePolicy
-from service.domain.streams import TERMINAL_ID
+from pinlife.config.settings import ConfigError
+from pinlife.domain.calendar import DAYS, HOLIDAY, Calendar, Closure, Hours, Office, OfficeKind
+from pinlife.domain.policy import Policy, StoreChain, ThrottlePolicy
+from pinlife.domain.streams import TERMINAL_ID
 
 DEFAULT_OFFICES_FILE = Path(__file__).with_name("offices.toml")
 HOLIDAY_YEARS_BEHIND, HOLIDAY_YEARS_AHEAD = 1, 3

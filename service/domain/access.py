@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 
-from service.domain.errors import DomainError
+from pinlife.domain.errors import DomainError
 
 
 class Role(enum.Enum):

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from service.domain.access import Role
-from service.domain.calendar import TOKYO
-from service.domain.errors import FieldViolation, InvalidInput
-from service.domain.events import EVENT_TYPES
-from service.domain.pins import PinType
+from pinlife.domain.access import Role
+from pinlife.domain.calendar import TOKYO
+from pinlife.domain.errors import FieldViolation, InvalidInput
+from pinlife.domain.events import EVENT_TYPES
+from pinlife.domain.pins import PinType
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

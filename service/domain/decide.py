@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from service.domain import guards, procedures
-from service.domain.commands import (
+from pinlife.domain import guards, procedures
+from pinlife.domain.commands import (
     CardCommand,
     ChangePin,
     CompleteProxyReset,
@@ -36,12 +36,12 @@ from service.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from service.domain.decision import Context, Decision, check_pin, counter_gate
-from service.domain.errors import AlreadyExists, FieldViolation, InvalidInput
-from service.domain.events import CardEnrolled, PinChanged, Purpose
-from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled, Outcome
-from service.domain.policy import Policy
-from service.domain.state import CardState
+from pinlife.domain.decision import Context, Decision, check_pin, counter_gate
+from pinlife.domain.errors import AlreadyExists, FieldViolation, InvalidInput
+from pinlife.domain.events import CardEnrolled, PinChanged, Purpose
+from pinlife.domain.outcomes import CheckOutcome, CheckResult, Enrolled, Outcome
+from pinlife.domain.policy import Policy
+from pinlife.domain.state import CardState
 
 
 def require_served_ward(ward: str | None, policy: Policy) -> None:

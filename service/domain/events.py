@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from service.domain.pins import PinType
+from pinlife.domain.pins import PinType
 
 
 class Purpose(enum.Enum):

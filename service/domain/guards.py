@@ -37,13 +37,13 @@ from datetime import date, datetime
 from functools import cache
 from typing import NamedTuple
 
-from service.domain.calendar import TOKYO, next_tokyo_day, tokyo_day
-from service.domain.documents import CHECKLISTS, Applicant, Document, check_checklist
-from service.domain.errors import PreconditionViolation
-from service.domain.events import CounterProcedure, RefusalReason
-from service.domain.pins import PinType, retry_limit
-from service.domain.policy import Policy
-from service.domain.state import CardState, PinState
+from pinlife.domain.calendar import TOKYO, next_tokyo_day, tokyo_day
+from pinlife.domain.documents import CHECKLISTS, Applicant, Document, check_checklist
+from pinlife.domain.errors import PreconditionViolation
+from pinlife.domain.events import CounterProcedure, RefusalReason
+from pinlife.domain.pins import PinType, retry_limit
+from pinlife.domain.policy import Policy
+from pinlife.domain.state import CardState, PinState
 
 
 # -- a card's PINs and their checks ----------------------------------------------------------

@@ -57,11 +57,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
 
-from service.domain import guards
-from service.domain.calendar import TOKYO
-from service.domain.commands import SUSPEND_REASONS, WARD_ID
-from service.domain.documents import CHECKLISTS, Applicant, Document, DocumentType
-from service.domain.events import (
+from pinlife.domain import guards
+from pinlife.domain.calendar import TOKYO
+from pinlife.domain.commands import SUSPEND_REASONS, WARD_ID
+from pinlife.domain.documents import CHECKLISTS, Applicant, Document, DocumentType
+from pinlife.domain.events import (
     AccessDenied,
     AuditRead,
     CardEnrolled,
@@ -94,9 +94,9 @@ from service.domain.events import (
     TerminalThrottled,
     known_word,
 )
-from service.domain.pins import PinType, retry_limit
-from service.domain.policy import Policy
-from service.domain.state import CardState, evolve
+from pinlife.domain.pins import PinType, retry_limit
+from pinlife.domain.policy import Policy
+from pinlife.domain.state import CardState, evolve
 
 
 @dataclass(frozen=True)

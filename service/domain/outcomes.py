@@ -21,9 +21,9 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.domain.pins import PinType
-from service.domain.recovery import Recovery
-from service.domain.state import CardStatus
+from pinlife.domain.pins import PinType
+from pinlife.domain.recovery import Recovery
+from pinlife.domain.state import CardStatus
 
 
 class CheckResult(enum.Enum):

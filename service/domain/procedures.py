@@ -37,9 +37,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from service.domain import guards
-from service.domain.calendar import TOKYO
-from service.domain.commands import (
+from pinlife.domain import guards
+from pinlife.domain.calendar import TOKYO
+from pinlife.domain.commands import (
     CompleteProxyReset,
     RequestProxyReset,
     ReserveStoreReset,
@@ -49,10 +49,10 @@ from service.domain.commands import (
     SuspendCard,
     UnlockPin,
 )
-from service.domain.decision import Context, Decision, Refusal, check_pin, require_enrolled, require_pin
-from service.domain.documents import Applicant, Document
-from service.domain.errors import LimitReached, PreconditionFailed, PreconditionViolation
-from service.domain.events import (
+from pinlife.domain.decision import Context, Decision, Refusal, check_pin, require_enrolled, require_pin
+from pinlife.domain.documents import Applicant, Document
+from pinlife.domain.errors import LimitReached, PreconditionFailed, PreconditionViolation
+from pinlife.domain.events import (
     CardResumed,
     CardSuspended,
     CounterProcedure,
@@ -71,7 +71,7 @@ from service.domain.events import (
     StoreResetReserved,
     SuspensionRefused,
 )
-from service.domain.outcomes import (
+from pinlife.domain.outcomes import (
     CardStatusChanged,
     CheckResult,
     InquiryIssued,
@@ -81,8 +81,8 @@ from service.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
-from service.domain.pins import PinType, normalize_pin
-from service.domain.state import CardState, CardStatus
+from pinlife.domain.pins import PinType, normalize_pin
+from pinlife.domain.state import CardState, CardStatus
 
 INQUIRY_CODE_KIND = "inquiry_code"  # the secret kind of an inquiry's one-time code
 

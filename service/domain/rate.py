@@ -22,8 +22,8 @@ import re
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from service.domain.access import Role
-from service.domain.errors import DomainError
+from pinlife.domain.access import Role
+from pinlife.domain.errors import DomainError
 
 # The most events one admitted call can append (counted from the deciders and
 # the handlers; tests/unit/test_rate.py holds each RPC's worst case to it):

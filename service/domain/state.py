@@ -13,8 +13,8 @@ from functools import singledispatch
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
-from service.domain.calendar import tokyo_day
-from service.domain.events import (
+from pinlife.domain.calendar import tokyo_day
+from pinlife.domain.events import (
     CardEnrolled,
     CardResumed,
     CardSuspended,
@@ -35,7 +35,7 @@ from service.domain.events import (
     StoreResetReserved,
     SuspendedCardAttempted,
 )
-from service.domain.pins import PinType, retry_limit
+from pinlife.domain.pins import PinType, retry_limit
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -17,19 +17,19 @@ from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tuple_
 
-from service.domain.audit import COUNTED_AS, Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
-from service.domain.calendar import TOKYO
-from service.domain.integrity import Progress, Report
-from service.domain.lawful import CLOCK_TOLERANCE
-from service.domain.log import LoggedEvent
-from service.domain.repeats import AGGREGATED
-from service.keys.ring import KeyRing
-from service.store import checkpoints
-from service.store.check import check_card
-from service.store.check_process import check_store_in_process
-from service.store.event_store import EventStore
-from service.store.records import logged_event, utc
-from service.store.tables import cards, events
+from pinlife.domain.audit import COUNTED_AS, Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
+from pinlife.domain.calendar import TOKYO
+from pinlife.domain.integrity import Progress, Report
+from pinlife.domain.lawful import CLOCK_TOLERANCE
+from pinlife.domain.log import LoggedEvent
+from pinlife.domain.repeats import AGGREGATED
+from pinlife.keys.ring import KeyRing
+from pinlife.store import checkpoints
+from pinlife.store.check import check_card
+from pinlife.store.check_process import check_store_in_process
+from pinlife.store.event_store import EventStore
+from pinlife.store.records import logged_event, utc
+from pinlife.store.tables import cards, events
 
 
 def _where(q: Select, f: Filter) -> Select:

@@ -34,20 +34,20 @@ from typing import Any
 
 from sqlalchemy import and_, exists, func, not_, select
 
-from service.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
-from service.domain.events import Recorded
-from service.domain.integrity import CheckCancelled, Progress, Report
-from service.domain.lawful import CLOCK_TOLERANCE, first_clock_step, first_unlawful
-from service.domain.log import LoggedEvent
-from service.domain.pins import PIN_TYPE_BY_VALUE
-from service.domain.state import CardState, evolve
-from service.domain.streams import terminal_stream
-from service.keys.ring import KeyRing, SecretKind, Verifier
-from service.store import checkpoints
-from service.store.event_store import EventStore, StoreView
-from service.store.projection import PIN_READ_COLUMNS, card_state, state_message, terminal_message, window_from_row
-from service.store.records import logged_event
-from service.store.tables import cards, events, pin_states, secrets, terminals
+from pinlife.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
+from pinlife.domain.events import Recorded
+from pinlife.domain.integrity import CheckCancelled, Progress, Report
+from pinlife.domain.lawful import CLOCK_TOLERANCE, first_clock_step, first_unlawful
+from pinlife.domain.log import LoggedEvent
+from pinlife.domain.pins import PIN_TYPE_BY_VALUE
+from pinlife.domain.state import CardState, evolve
+from pinlife.domain.streams import terminal_stream
+from pinlife.keys.ring import KeyRing, SecretKind, Verifier
+from pinlife.store import checkpoints
+from pinlife.store.event_store import EventStore, StoreView
+from pinlife.store.projection import PIN_READ_COLUMNS, card_state, state_message, terminal_message, window_from_row
+from pinlife.store.records import logged_event
+from pinlife.store.tables import cards, events, pin_states, secrets, terminals
 
 LISTED = 20  # cards named per kind of problem; the count is always complete
 BATCH = 500  # cards read at once

@@ -23,11 +23,11 @@ from multiprocessing.connection import Connection
 
 import structlog
 
-from service.app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
-from service.domain.integrity import CheckCancelled, Progress, Report
-from service.keys.ring import KeyRing
-from service.store.check import check_store
-from service.store.event_store import EventStore
+from pinlife.app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
+from pinlife.domain.integrity import CheckCancelled, Progress, Report
+from pinlife.keys.ring import KeyRing
+from pinlife.store.check import check_store
+from pinlife.store.event_store import EventStore
 
 POLL_S = 0.1  # how often the parent looks for a cancel while it waits
 log = structlog.get_logger()

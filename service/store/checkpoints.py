@@ -32,14 +32,14 @@ import structlog
 from sqlalchemy import Connection, select
 from sqlalchemy import exc as sa_exc
 
-from service.app.ports import IntegrityViolation
-from service.domain.chain import leaf_data, link_hash
-from service.domain.merkle import Frontier
-from service.keys.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
-from service.keys.ring import KeyRing
-from service.runtime.clock import Clock
-from service.store.event_store import EventStore, StoreView
-from service.store.tables import checkpoints
+from pinlife.app.ports import IntegrityViolation
+from pinlife.domain.chain import leaf_data, link_hash
+from pinlife.domain.merkle import Frontier
+from pinlife.keys.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
+from pinlife.keys.ring import KeyRing
+from pinlife.runtime.clock import Clock
+from pinlife.store.event_store import EventStore, StoreView
+from pinlife.store.tables import checkpoints
 
 log = structlog.get_logger()
 

@@ -21,15 +21,15 @@ from datetime import datetime
 
 from sqlalchemy import delete, update
 
-from service.keys.ring import IntegrityKeys
-from service.store import errors
-from service.store.engine import make_engine
-from service.store.hot_sql import HotSql
-from service.store.integrity import IntegrityReader
-from service.store.reads import Begin, CardReader, LogReader
-from service.store.records import utc
-from service.store.tables import MAIN_LOG, Log, log_head, requests
-from service.store.unit_of_work import UnitOfWork
+from pinlife.keys.ring import IntegrityKeys
+from pinlife.store import errors
+from pinlife.store.engine import make_engine
+from pinlife.store.hot_sql import HotSql
+from pinlife.store.integrity import IntegrityReader
+from pinlife.store.reads import Begin, CardReader, LogReader
+from pinlife.store.records import utc
+from pinlife.store.tables import MAIN_LOG, Log, log_head, requests
+from pinlife.store.unit_of_work import UnitOfWork
 
 
 class StoreView:

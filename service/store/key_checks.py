@@ -12,10 +12,10 @@ from datetime import datetime
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
-from service.keys.ring import KeyRing
-from service.store.event_store import EventStore
-from service.store.rechain import unkeyed_events
-from service.store.tables import key_checks, secrets
+from pinlife.keys.ring import KeyRing
+from pinlife.store.event_store import EventStore
+from pinlife.store.rechain import unkeyed_events
+from pinlife.store.tables import key_checks, secrets
 
 WHAT = {"verifier": "verifier key", "integrity": "integrity key", "checkpoint": "checkpoint signing key of origin"}
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 
-from service.store.engine import normalize_url
-
-ROOT = Path(__file__).resolve().parents[2]
+from pinlife.store.engine import normalize_url
+from pinlife.store.schema_check import MIGRATIONS
 
 
 def alembic_config(url: str) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    """Alembic's configuration, made here rather than read from alembic.ini
+    (which an installed package does not have; the checkout's alembic.ini is
+    for `alembic revision`)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["url"] = normalize_url(url)
     return cfg
 
@@ -33,7 +33,7 @@ def terminals_lack_macs(url: str) -> bool:
     followed by sealing the rows it finds (service/store/rechain.py)."""
     from sqlalchemy import inspect
 
-    from service.store.engine import make_engine
+    from pinlife.store.engine import make_engine
 
     engine = make_engine(url, pool_size=1)
     try:

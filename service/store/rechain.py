@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from sqlalchemy import select, text, update
 
-from service.app.ports import StoredRequest
-from service.domain.chain import GENESIS_HASH, canonical_time, legacy_hash, link_hash
-from service.domain.pins import PIN_TYPE_BY_VALUE
-from service.domain.streams import TERMINAL_STREAM_PREFIX, is_card_stream
-from service.keys.ring import IntegrityKeys, SecretKind, Verifier
-from service.store.event_store import EventStore
-from service.store.projection import (
+from pinlife.app.ports import StoredRequest
+from pinlife.domain.chain import GENESIS_HASH, canonical_time, legacy_hash, link_hash
+from pinlife.domain.pins import PIN_TYPE_BY_VALUE
+from pinlife.domain.streams import TERMINAL_STREAM_PREFIX, is_card_stream
+from pinlife.keys.ring import IntegrityKeys, SecretKind, Verifier
+from pinlife.store.event_store import EventStore
+from pinlife.store.projection import (
     PIN_READ_COLUMNS,
     answer_message,
     card_state,
@@ -30,7 +30,7 @@ from service.store.projection import (
     terminal_message,
     window_from_row,
 )
-from service.store.tables import cards, events, pin_states, requests, secrets, terminals
+from pinlife.store.tables import cards, events, pin_states, requests, secrets, terminals
 
 
 class RechainRefused(Exception):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from service.domain.log import LoggedEvent
+from pinlife.domain.log import LoggedEvent
 
 
 @overload

@@ -11,14 +11,17 @@ checks both views agree)."""
 from __future__ import annotations
 
 import ast
+from importlib.resources import files
 from pathlib import Path
 
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from service.store.engine import connected_once
+from pinlife.store.engine import connected_once
 
-VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
+# Alembic's scripts: migrations/ in a checkout, installed as the package pinlife.migrations.
+MIGRATIONS = Path(str(files("pinlife.migrations")))
+VERSIONS = MIGRATIONS / "versions"
 _MISSING = object()
 
 MIGRATE = "run `pinlife migrate` (`make migrate`) with the same PINLIFE_DATABASE_URL"

@@ -1,5 +1,5 @@
 """Real servers for end-to-end tests: in a thread of this process (so logs
-can be captured), or as separate processes (python -m service.cli serve);
+can be captured), or as separate processes (python -m pinlife.cli serve);
 and the `pinlife` command line, in its own process or in this one."""
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pinlife.bootstrap.serving import Server
+from pinlife.config.settings import Settings
+from pinlife.domain.access import Role
+from pinlife.runtime.clock import system_clock
 from pinlife.v1 import audit_service_pb2_grpc, counter_service_pb2_grpc, pin_service_pb2_grpc, store_service_pb2_grpc
-from service.bootstrap.serving import Server
-from service.config.settings import Settings
-from service.domain.access import Role
-from service.runtime.clock import system_clock
 from tests.rpc import Calls, development_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,7 +153,7 @@ def free_port() -> int:
 
 
 class ProcessServer:
-    """`python -m service.cli serve` in its own process."""
+    """`python -m pinlife.cli serve` in its own process."""
 
     def __init__(
         self, database_url: str, key_file: Path, log_path: Path, env: dict[str, str] | None = None, new_session: bool = False
@@ -171,7 +171,7 @@ class ProcessServer:
         }
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"],
+            [sys.executable, "-m", "pinlife.cli", "serve"],
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -269,10 +269,10 @@ class TcpProxy:
 
 # -- the command line ------------------------------------------------------------------
 def cli_process(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    """`pinlife ARGS` as an operator runs it: `python -m service.cli ARGS`
+    """`pinlife ARGS` as an operator runs it: `python -m pinlife.cli ARGS`
     in its own process (an interpreter and the imports: about a second)."""
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "pinlife.cli", *args],
         cwd=ROOT,
         env=dict(env),
         capture_output=True,
@@ -327,15 +327,15 @@ def _environment(env: Mapping[str, str]) -> Iterator[None]:
 
 
 def cli(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    """`pinlife ARGS` run in this process (service.cli.main.main): what it
+    """`pinlife ARGS` run in this process (pinlife.cli.main.main): what it
     prints, its exit code and, for an exception that escapes, a traceback on
-    stderr and 1, as `python -m service.cli` would give; with exactly the
+    stderr and 1, as `python -m pinlife.cli` would give; with exactly the
     environment `env` while it runs. Milliseconds instead of the second a
     process costs. Not for `serve` (it serves until a signal, then calls
     os._exit): cli_process runs that; and what only a process shows (gRPC's
     own logging, read once when gRPC starts) is tested with cli_process.
     `timeout` is cli_process's: a command here is not stopped."""
-    from service.cli.main import main, parser
+    from pinlife.cli.main import main, parser
 
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # a usage error is the command's own, below

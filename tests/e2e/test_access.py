@@ -18,11 +18,11 @@ import grpc
 import pytest
 import trustme
 
+from pinlife.config.access import load_access_config
+from pinlife.domain.access import COUNTERS, RPC_ROLES, Role
+from pinlife.domain.streams import terminal_stream
+from pinlife.runtime.clock import ServiceClock
 from pinlife.v1 import counter_service_pb2 as cpb
-from service.config.access import load_access_config
-from service.domain.access import COUNTERS, RPC_ROLES, Role
-from service.domain.streams import terminal_stream
-from service.runtime.clock import ServiceClock
 from tests.clock import FakeClock
 from tests.e2e.harness import NO_RATE_LIMITS, Client, ThreadedServer
 from tests.keys import INTEGRITY

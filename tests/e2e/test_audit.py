@@ -14,13 +14,13 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from pinlife.domain import merkle
+from pinlife.domain.chain import leaf_data
+from pinlife.keys.notes import open_note
+from pinlife.runtime.clock import ServiceClock
+from pinlife.store import checkpoints
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
-from service.domain import merkle
-from service.domain.chain import leaf_data
-from service.keys.notes import open_note
-from service.runtime.clock import ServiceClock
-from service.store import checkpoints
 from tests.e2e.harness import Client, ThreadedServer
 from tests.rpc import field_violations
 

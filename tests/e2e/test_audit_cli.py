@@ -23,11 +23,11 @@ import threading
 
 import pytest
 
+from pinlife.cli import audit as audit_cli
+from pinlife.config.settings import Settings
+from pinlife.runtime.clock import ServiceClock
+from pinlife.store import checkpoints
 from pinlife.v1 import common_pb2 as pb
-from service.cli import audit as audit_cli
-from service.config.settings import Settings
-from service.runtime.clock import ServiceClock
-from service.store import checkpoints
 from tests.e2e.harness import Client, ThreadedServer, cli, cli_process, free_port
 from tests.e2e.test_access import Pki, start
 

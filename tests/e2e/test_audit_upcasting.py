@@ -22,20 +22,20 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from pinlife.app.ports import Envelope
+from pinlife.config.access import load_access_config
+from pinlife.domain.access import RPC_ROLES, Role
+from pinlife.domain.chain import GENESIS_HASH, hashed_envelope, link_hash
+from pinlife.domain.events import CardEnrolled
+from pinlife.domain.pins import PinType
+from pinlife.domain.state import CardStatus
+from pinlife.domain.streams import terminal_stream
+from pinlife.keys.ring import SecretRef
+from pinlife.runtime.clock import ServiceClock
+from pinlife.store import checkpoints
+from pinlife.store.event_store import EventStore
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
-from service.app.ports import Envelope
-from service.config.access import load_access_config
-from service.domain.access import RPC_ROLES, Role
-from service.domain.chain import GENESIS_HASH, hashed_envelope, link_hash
-from service.domain.events import CardEnrolled
-from service.domain.pins import PinType
-from service.domain.state import CardStatus
-from service.domain.streams import terminal_stream
-from service.keys.ring import SecretRef
-from service.runtime.clock import ServiceClock
-from service.store import checkpoints
-from service.store.event_store import EventStore
 from tests.e2e.harness import Client, ThreadedServer
 from tests.e2e.test_access import Pki
 from tests.keys import INTEGRITY

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from service.keys.ring import write_new_key_file
+from pinlife.keys.ring import write_new_key_file
 from tests.e2e.harness import ROOT, cli, cli_process
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from service.keys.ring import KeyRing
-from service.store.event_store import EventStore
-from service.store.key_checks import key_problems
+from pinlife.keys.ring import KeyRing
+from pinlife.store.event_store import EventStore
+from pinlife.store.key_checks import key_problems
 from tests.conftest import make_key_file
 from tests.e2e.harness import ROOT, free_port
 from tests.unit.test_config_files import write_tls
@@ -34,7 +34,7 @@ TYPOS = (
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "pinlife.cli", *args],
         cwd=ROOT,
         env={**clean, "PINLIFE_LOG_FORMAT": "json", **env},
         capture_output=True,

@@ -24,9 +24,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from service.config.settings import from_env
-from service.keys.ring import KeyRing
-from service.runtime import logs
+from pinlife.config.settings import from_env
+from pinlife.keys.ring import KeyRing
+from pinlife.runtime import logs
 from tests.e2e.harness import ThreadedServer, cli
 from tools import demo as demo_tool
 

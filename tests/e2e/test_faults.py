@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 
+from pinlife.keys.ring import KeyRing
+from pinlife.store.event_store import EventStore
+from pinlife.store.tables import requests
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
-from service.keys.ring import KeyRing
-from service.store.event_store import EventStore
-from service.store.tables import requests
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ProcessServer, TcpProxy, ThreadedServer
 from tests.keys import INTEGRITY

@@ -18,16 +18,16 @@ import structlog
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
-from service.bootstrap.instance import STARTUP_REFUSALS
-from service.bootstrap.serving import Server, serve
-from service.config.access import load_access_config
-from service.config.settings import Settings
-from service.keys.file_modes import FileModeError
-from service.runtime import logs
-from service.store.engine import normalize_url
-from service.store.errors import StoreUnavailable
-from service.store.migrate import alembic_config, upgrade
-from service.store.schema_check import SchemaMismatch, check_schema
+from pinlife.bootstrap.instance import STARTUP_REFUSALS
+from pinlife.bootstrap.serving import Server, serve
+from pinlife.config.access import load_access_config
+from pinlife.config.settings import Settings
+from pinlife.keys.file_modes import FileModeError
+from pinlife.runtime import logs
+from pinlife.store.engine import normalize_url
+from pinlife.store.errors import StoreUnavailable
+from pinlife.store.migrate import alembic_config, upgrade
+from pinlife.store.schema_check import SchemaMismatch, check_schema
 from tests.conftest import make_key_file
 from tests.e2e.harness import ROOT, Client, ThreadedServer, free_port
 from tests.e2e.test_access import Pki
@@ -122,7 +122,7 @@ def test_pinlife_serve_on_an_unmigrated_database_exits_with_the_command_to_run(t
         "PINLIFE_LOG_FORMAT": "json",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "pinlife.cli", "serve"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2
     refusals = [json.loads(line) for line in done.stderr.splitlines() if "refusing_to_start" in line]

@@ -31,14 +31,14 @@ import grpc
 import pytest
 from sqlalchemy import delete, func, insert, select, update
 
+from pinlife.domain.chain import GENESIS_HASH, hashed_envelope, legacy_hash, link_hash
+from pinlife.domain.log import LoggedEvent
+from pinlife.domain.pins import PinType
+from pinlife.keys.ring import SecretRef
+from pinlife.store.event_store import EventStore
+from pinlife.store.projection import state_message
+from pinlife.store.tables import cards, checkpoints, events, log_head, pin_states, requests, secrets
 from pinlife.v1 import common_pb2 as pb
-from service.domain.chain import GENESIS_HASH, hashed_envelope, legacy_hash, link_hash
-from service.domain.log import LoggedEvent
-from service.domain.pins import PinType
-from service.keys.ring import SecretRef
-from service.store.event_store import EventStore
-from service.store.projection import state_message
-from service.store.tables import cards, checkpoints, events, log_head, pin_states, requests, secrets
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ThreadedServer, cli, cli_process
 from tests.keys import INTEGRITY, ring

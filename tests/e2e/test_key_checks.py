@@ -8,7 +8,7 @@ and an older key file without the integrity and checkpoint sections.
 
 The CLI is configured by PINLIFE_DATABASE_URL, PINLIFE_KEY_FILE and
 PINLIFE_ENV as an operator would: `pinlife serve` in its own process (python
--m service.cli serve), the other commands in this one (harness.cli: the
+-m pinlife.cli serve), the other commands in this one (harness.cli: the
 same output and exit code, without a second of start-up each)."""
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from pinlife.bootstrap.instance import KeysRefused
+from pinlife.bootstrap.serving import Server
+from pinlife.config.settings import Settings
+from pinlife.domain.pins import PinType
+from pinlife.keys.ring import KeyFileError, KeyRing, SecretRef, write_new_key_file
+from pinlife.store.event_store import EventStore
+from pinlife.store.tables import key_checks
 from pinlife.v1 import common_pb2 as pb
-from service.bootstrap.instance import KeysRefused
-from service.bootstrap.serving import Server
-from service.config.settings import Settings
-from service.domain.pins import PinType
-from service.keys.ring import KeyFileError, KeyRing, SecretRef, write_new_key_file
-from service.store.event_store import EventStore
-from service.store.tables import key_checks
 from tests.e2e import harness
 from tests.e2e.harness import ROOT, Client, ProcessServer, ThreadedServer, free_port
 from tests.e2e.test_access import Pki
@@ -212,8 +212,8 @@ def test_make_run_makes_keys_before_it_migrates_and_serves(tmp_path):
     env = {**os.environ, "PINLIFE_KEY_FILE": str(key_file), "PINLIFE_DATABASE_URL": url}
     done = subprocess.run(["make", "-n", "run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if "service.cli" in line]
-    assert [line.split("service.cli ")[1] for line in lines] == [f"dev-key {key_file}", "migrate", "serve"]
+    lines = [line for line in done.stdout.splitlines() if "pinlife.cli" in line]
+    assert [line.split("pinlife.cli ")[1] for line in lines] == [f"dev-key {key_file}", "migrate", "serve"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -408,7 +408,7 @@ def test_an_old_key_file_is_refused_until_dev_key_adds_the_missing_sections(tmp_
 # --- `pinlife checkpoint`: a write outside the server ----------------------------------
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_pinlife_checkpoint_refuses_a_different_checkpoint_key_under_the_recorded_origin(db_url, tmp_path):
-    from service.store import checkpoints
+    from pinlife.store import checkpoints
 
     key_file = tmp_path / "keys.json"
     write_new_key_file(key_file)
@@ -443,7 +443,7 @@ def test_pinlife_checkpoint_refuses_a_different_checkpoint_key_under_the_recorde
 def test_dev_key_names_a_store_with_verifiers_without_its_password(databases, tmp_path, keys):
     from sqlalchemy.engine import make_url
 
-    from service.app.batch import ThreadRunner
+    from pinlife.app.batch import ThreadRunner
     from tests.clock import FakeClock
     from tests.store.helpers import enroll, run_ok
 

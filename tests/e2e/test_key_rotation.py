@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
+from pinlife.domain.pins import PinType
+from pinlife.keys.ring import SecretRef
 from pinlife.v1 import common_pb2 as pb
-from service.domain.pins import PinType
-from service.keys.ring import SecretRef
 from tests.e2e.harness import Client, ThreadedServer
 from tests.keys import ring
 

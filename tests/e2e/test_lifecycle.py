@@ -21,9 +21,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 from sqlalchemy import select
 
+from pinlife.store.event_store import EventStore
+from pinlife.store.tables import requests
 from pinlife.v1 import common_pb2 as pb
-from service.store.event_store import EventStore
-from service.store.tables import requests
 from tests.conftest import make_key_file
 from tests.e2e.harness import ROOT, Client, ProcessServer
 
@@ -112,7 +112,7 @@ def test_sigterm_under_load_flips_health_drains_and_loses_nothing(db_url, tmp_pa
 def serve(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve"],
+        [sys.executable, "-m", "pinlife.cli", "serve"],
         cwd=ROOT,
         env={**base, "PINLIFE_ENV": "test", **env},
         capture_output=True,

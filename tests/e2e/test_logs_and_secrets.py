@@ -13,8 +13,8 @@ import pytest
 import structlog
 from sqlalchemy import MetaData, select
 
+from pinlife.runtime import logs
 from pinlife.v1 import common_pb2 as pb
-from service.runtime import logs
 
 # Distinctive values: none is a year, a time part or a common number.
 PINS = {
@@ -114,10 +114,10 @@ def test_no_pin_or_inquiry_code_in_the_reset_procedures(log_lines, db_url, keys)
     an error, an event or a column (the code is stored as a keyed hash)."""
     from datetime import datetime
 
+    from pinlife.runtime.clock import ServiceClock
     from pinlife.v1 import counter_service_pb2 as cpb
     from pinlife.v1 import pin_service_pb2 as ppb
     from pinlife.v1 import store_service_pb2 as spb
-    from service.runtime.clock import ServiceClock
     from tests.e2e.harness import Client, ThreadedServer
 
     server = ThreadedServer(db_url, keys, clock=ServiceClock(fixed=datetime(2026, 12, 1, 1, 0, tzinfo=UTC)))

@@ -20,9 +20,9 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pinlife.runtime.clock import ServiceClock
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
-from service.runtime.clock import ServiceClock
 from tests.clock import FakeClock
 from tests.e2e.harness import Client, ThreadedServer
 from tests.procedures import CARD, NAKA, PINS, TUESDAY_10, USER, enroll, lock, reset

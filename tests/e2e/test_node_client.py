@@ -24,9 +24,9 @@ import grpc
 import pytest
 import trustme
 
+from pinlife.config.access import load_access_config
+from pinlife.runtime.clock import ServiceClock
 from pinlife.v1 import common_pb2 as pb
-from service.config.access import load_access_config
-from service.runtime.clock import ServiceClock
 from tests.e2e.harness import ROOT, Client, ThreadedServer
 
 EXAMPLE = ROOT / "examples" / "node"

@@ -24,14 +24,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from service.bootstrap import serving
-from service.config.settings import Settings
-from service.keys.ring import KeyRing, write_new_key_file
-from service.store.engine import normalize_url
-from service.store.errors import StoreRefused, StoreUnavailable
-from service.store.event_store import EventStore
-from service.store.key_checks import key_problems
-from service.store.migrate import upgrade
+from pinlife.bootstrap import serving
+from pinlife.config.settings import Settings
+from pinlife.keys.ring import KeyRing, write_new_key_file
+from pinlife.store.engine import normalize_url
+from pinlife.store.errors import StoreRefused, StoreUnavailable
+from pinlife.store.event_store import EventStore
+from pinlife.store.key_checks import key_problems
+from pinlife.store.migrate import upgrade
 from tests.conftest import _pg_url
 from tests.e2e.harness import ROOT, cli, cli_process, free_port
 
@@ -145,7 +145,7 @@ def test_a_database_that_is_down_is_exit_3_after_serve_retried_it(key_file, pg_a
 @pytest.mark.postgres
 def test_sigterm_while_serve_waits_for_the_database_exits_0(key_file, pg_admin):
     env = _env(f"postgresql://postgres@127.0.0.1:{free_port()}/pinlife", key_file, PINLIFE_STARTUP_RETRY_SECONDS="60")
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pinlife.cli", "serve"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
         for line in proc.stderr:

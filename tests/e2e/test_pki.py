@@ -31,9 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from pinlife.config.access import load_access_config
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2_grpc, pin_service_pb2_grpc
-from service.config.access import load_access_config
 from tests.conftest import make_key_file
 from tests.e2e.harness import ROOT, ThreadedServer, cli, free_port
 from tests.e2e.test_node_client import NODE, NPM, check_answers, node_example, run_client  # noqa: F401 (a fixture)
@@ -123,7 +123,7 @@ class Served:
             }
         )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "pinlife.cli", "serve"], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
         )
         probe = TlsClient(f"localhost:{self.port}", folder, READER)
         deadline = time.monotonic() + 30

@@ -17,9 +17,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from service.config.access import load_access_config
-from service.domain.rate import MAX_EVENTS_PER_CALL
-from service.domain.streams import terminal_stream
+from pinlife.config.access import load_access_config
+from pinlife.domain.rate import MAX_EVENTS_PER_CALL
+from pinlife.domain.streams import terminal_stream
 from tests.e2e.harness import Client, ThreadedServer
 from tests.e2e.test_access import OPEN_HOURS, Pki
 from tests.rpc import USER

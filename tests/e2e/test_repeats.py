@@ -12,13 +12,13 @@ from datetime import UTC, timedelta
 
 import pytest
 
+from pinlife.domain import repeats
+from pinlife.domain.streams import terminal_stream
+from pinlife.store.tables import terminals
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
-from service.domain import repeats
-from service.domain.streams import terminal_stream
-from service.store.tables import terminals
 from tests.clock import FakeClock
 from tests.e2e.harness import Client, ThreadedServer
 from tests.keys import INTEGRITY

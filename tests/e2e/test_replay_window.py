@@ -26,9 +26,9 @@ import grpc
 import pytest
 from sqlalchemy import select, update
 
+from pinlife.domain.policy import Policy
+from pinlife.store.tables import requests
 from pinlife.v1 import common_pb2 as pb
-from service.domain.policy import Policy
-from service.store.tables import requests
 from tests.clock import FakeClock
 from tests.e2e.harness import Client, ThreadedServer
 from tests.keys import INTEGRITY

@@ -16,14 +16,12 @@ import pytest
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from pinlife.v1 import common_pb2 as pb
-from pinlife.v1 import counter_service_pb2 as cpb
-from service.app.batch import ThreadRunner
-from service.runtime.clock import system_clock
-from service.store import checkpoints
-from service.store.check import check_store
-from service.store.event_store import EventStore
-from service.store.roles import (
+from pinlife.app.batch import ThreadRunner
+from pinlife.runtime.clock import system_clock
+from pinlife.store import checkpoints
+from pinlife.store.check import check_store
+from pinlife.store.event_store import EventStore
+from pinlife.store.roles import (
     PRIVILEGES,
     TABLE_PRIVILEGES,
     RoleNameError,
@@ -32,7 +30,9 @@ from service.store.roles import (
     revoke_statements,
     validate_role,
 )
-from service.store.tables import metadata
+from pinlife.store.tables import metadata
+from pinlife.v1 import common_pb2 as pb
+from pinlife.v1 import counter_service_pb2 as cpb
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ProcessServer
 from tests.keys import INTEGRITY

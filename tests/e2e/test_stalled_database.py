@@ -26,8 +26,8 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from pinlife.app.writer import BATCH_DEADLINE
 from pinlife.v1 import common_pb2 as pb
-from service.app.writer import BATCH_DEADLINE
 from tests.e2e.harness import Client, ThreadedServer, free_port
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE

@@ -19,12 +19,12 @@ import uuid
 import grpc
 import pytest
 
+from pinlife.keys.ring import KeyRing
+from pinlife.store.check import check_store
+from pinlife.store.event_store import EventStore
 from pinlife.v1 import audit_service_pb2 as apb
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
-from service.keys.ring import KeyRing
-from service.store.check import check_store
-from service.store.event_store import EventStore
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ProcessServer
 from tests.e2e.test_integrity_attacks import Service
@@ -141,9 +141,9 @@ def test_pinlife_migrate_seals_terminal_rows_only_in_the_run_that_adds_their_mac
     by check) unless --seal-terminals is given."""
     from sqlalchemy import text
 
-    from service.domain.chain import GENESIS_HASH
-    from service.store.engine import make_engine
-    from service.store.migrate import upgrade
+    from pinlife.domain.chain import GENESIS_HASH
+    from pinlife.store.engine import make_engine
+    from pinlife.store.migrate import upgrade
     from tests.e2e.harness import cli
 
     url = databases.create("sqlite", migrate=False)

@@ -28,12 +28,12 @@ import grpc
 import pytest
 import trustme
 
+from pinlife.config.access import load_access_config
+from pinlife.domain.streams import terminal_stream
+from pinlife.store.event_store import EventStore
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
-from service.config.access import load_access_config
-from service.domain.streams import terminal_stream
-from service.store.event_store import EventStore
 from tests.clock import FakeClock
 from tests.conftest import make_key_file
 from tests.e2e.harness import NO_RATE_LIMITS, NO_RATE_LIMITS_ENV, ROOT, Client, ThreadedServer, free_port
@@ -114,7 +114,7 @@ def threaded(url: str, keys, pki: Pki, clock, **throttle) -> ThreadedServer:
 
 
 class TlsProcesses:
-    """`python -m service.cli serve` processes with the access file (mutual
+    """`python -m pinlife.cli serve` processes with the access file (mutual
     TLS), started together; ready once each answers a TLS health check."""
 
     def __init__(self, n: int, url: str, key_file: Path, access_file: Path, pki: Pki, folder: Path):
@@ -136,7 +136,7 @@ class TlsProcesses:
             self.logs.append(log)
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                    [sys.executable, "-m", "pinlife.cli", "serve"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
                 )
             )
             self.targets.append(target)

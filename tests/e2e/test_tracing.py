@@ -21,11 +21,11 @@ import structlog
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from pinlife.runtime import logs
+from pinlife.runtime.clock import ServiceClock
+from pinlife.runtime.tracing import Tracing
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import pin_service_pb2 as ppb
-from service.runtime import logs
-from service.runtime.clock import ServiceClock
-from service.runtime.tracing import Tracing
 from tests.e2e.harness import ROOT, Client, ThreadedServer
 from tests.procedures import NAKA, PINS, TUESDAY_10, USER, enroll, rid
 
@@ -153,7 +153,7 @@ def test_tracing_off_is_no_tracer_anywhere(db_url, keys):
 
 def test_tracing_off_does_not_import_opentelemetry():
     code = (
-        "import sys, service.bootstrap.serving, service.api.servicers, service.app.writer, service.cli.serve\n"
+        "import sys, pinlife.bootstrap.serving, pinlife.api.servicers, pinlife.app.writer, pinlife.cli.serve\n"
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'opentelemetry imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

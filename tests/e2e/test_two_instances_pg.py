@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from pinlife.store.event_store import EventStore
 from pinlife.v1 import common_pb2 as pb
-from service.store.event_store import EventStore
 from tests.conftest import make_key_file
 from tests.e2e.harness import Client, ProcessServer
 from tests.keys import INTEGRITY

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.app.batch import ThreadRunner
-from service.store.event_store import EventStore
+from pinlife.app.batch import ThreadRunner
+from pinlife.store.event_store import EventStore
 from tests.clock import FakeClock
 
 

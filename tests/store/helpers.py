@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from service.app.answers import Answer
-from service.app.batch import ThreadRunner
-from service.app.handlers import Caller
-from service.domain.commands import CardCommand, ChangePin, EnrollCard, VerifyPin
-from service.domain.pins import PinType
+from pinlife.app.answers import Answer
+from pinlife.app.batch import ThreadRunner
+from pinlife.app.handlers import Caller
+from pinlife.domain.commands import CardCommand, ChangePin, EnrollCard, VerifyPin
+from pinlife.domain.pins import PinType
 from tests.keys import INTEGRITY
 
 RESIDENT = PinType.RESIDENT_REGISTRY
@@ -110,8 +110,8 @@ def assert_consistent(store) -> None:
 def occurrences(store, card_id: str, event_type: str) -> int:
     """How many times an aggregated event happened on a card (service/domain/repeats.py):
     its events, the repeats they carry, and the repeats still pending in the terminals' rows."""
-    from service.domain import repeats
-    from service.store.tables import terminals
+    from pinlife.domain import repeats
+    from pinlife.store.tables import terminals
 
     recorded = [e for e in store.log.stream(card_id) if e.event_type == event_type]
     with store.reader.begin() as conn:

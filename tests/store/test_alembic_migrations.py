@@ -13,7 +13,7 @@ from pytest_alembic.tests import (  # noqa: F401 - collected here, where alembic
     test_upgrade,
 )
 
-from service.store.engine import make_engine
+from pinlife.store.engine import make_engine
 
 
 @pytest.fixture

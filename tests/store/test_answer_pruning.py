@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from sqlalchemy import select
 
-from service.store.tables import requests
+from pinlife.store.tables import requests
 from tests.keys import INTEGRITY
 from tests.store.helpers import CORRECT, USER, WRONG, enroll, rid, run_ok, verify
 

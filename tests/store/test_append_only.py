@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.app.batch import ThreadRunner
-from service.store.event_store import EventStore
+from pinlife.app.batch import ThreadRunner
+from pinlife.store.event_store import EventStore
 from tests.keys import INTEGRITY
 from tests.store.helpers import CORRECT, USER, WRONG, dump, enroll, run_ok, verify
 

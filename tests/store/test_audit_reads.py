@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from service.domain.audit import Filter
-from service.store.audit_reads import query_plan
+from pinlife.domain.audit import Filter
+from pinlife.store.audit_reads import query_plan
 
 ROWS = 50_000
 T0 = datetime(2026, 9, 1, tzinfo=UTC)

@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.app.batch import ThreadRunner
-from service.app.handlers import Caller
-from service.domain.integrity import CheckCancelled
-from service.runtime.clock import system_clock
-from service.store.check import CLOCK_TOLERANCE, check_card, check_store
-from service.store.check_process import check_store_in_process
-from service.store.tables import events
+from pinlife.app.batch import ThreadRunner
+from pinlife.app.handlers import Caller
+from pinlife.domain.integrity import CheckCancelled
+from pinlife.runtime.clock import system_clock
+from pinlife.store.check import CLOCK_TOLERANCE, check_card, check_store
+from pinlife.store.check_process import check_store_in_process
+from pinlife.store.tables import events
 from tests.clock import FakeClock
 from tests.store.helpers import CORRECT, USER, WRONG, enroll, run_ok, verify
 

@@ -18,16 +18,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 
-from service.app.batch import ThreadRunner
-from service.domain.chain import leaf_data, link_hash
-from service.domain.merkle import Frontier
-from service.keys.notes import NoteSigner, open_note, parse_checkpoint
-from service.keys.ring import IntegrityKeys, SecretRef
-from service.store import checkpoints
-from service.store.check import check_store
-from service.store.projection import state_message
-from service.store.tables import cards, events
-from service.store.tables import checkpoints as checkpoints_table
+from pinlife.app.batch import ThreadRunner
+from pinlife.domain.chain import leaf_data, link_hash
+from pinlife.domain.merkle import Frontier
+from pinlife.keys.notes import NoteSigner, open_note, parse_checkpoint
+from pinlife.keys.ring import IntegrityKeys, SecretRef
+from pinlife.store import checkpoints
+from pinlife.store.check import check_store
+from pinlife.store.projection import state_message
+from pinlife.store.tables import cards, events
+from pinlife.store.tables import checkpoints as checkpoints_table
 from tests.keys import CHECKPOINT, INTEGRITY
 from tests.store.helpers import CORRECT, COUNTER, USER, enroll, run_ok, verify
 

@@ -10,15 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service.app.answers import Answer
-from service.app.batch import ThreadRunner
-from service.app.handlers import Caller
-from service.domain.commands import SuspendCard
-from service.domain.errors import AlreadyExists, LimitReached
-from service.domain.outcomes import CheckResult, Enrolled
-from service.domain.pins import retry_limit
-from service.domain.policy import Policy
-from service.store.event_store import EventStore
+from pinlife.app.answers import Answer
+from pinlife.app.batch import ThreadRunner
+from pinlife.app.handlers import Caller
+from pinlife.domain.commands import SuspendCard
+from pinlife.domain.errors import AlreadyExists, LimitReached
+from pinlife.domain.outcomes import CheckResult, Enrolled
+from pinlife.domain.pins import retry_limit
+from pinlife.domain.policy import Policy
+from pinlife.store.event_store import EventStore
 from tests.keys import INTEGRITY
 from tests.store.helpers import CORRECT, COUNTER, SIGNATURE, USER, WRONG, enroll, occurrences, rid, run_ok, verify
 

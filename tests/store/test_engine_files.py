@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
-from service.store.engine import make_engine
+from pinlife.store.engine import make_engine
 
 
 def mode(path: Path) -> int:

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from service.store import engine as engines
-from service.store.engine import make_engine
-from service.store.errors import is_unavailable
+from pinlife.store import engine as engines
+from pinlife.store.engine import make_engine
+from pinlife.store.errors import is_unavailable
 
 
 def test_a_connection_to_a_server_that_never_answers_fails_fast_as_unavailable():

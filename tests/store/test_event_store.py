@@ -12,17 +12,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from service.app.answers import Answer
-from service.app.batch import ThreadRunner
-from service.app.ports import IntegrityViolation
-from service.domain.chain import GENESIS_HASH
-from service.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
-from service.domain.events import EVENT_TYPES
-from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
-from service.domain.pins import retry_limit
-from service.domain.recovery import Route
-from service.domain.state import PinState
-from service.store.event_store import EventStore
+from pinlife.app.answers import Answer
+from pinlife.app.batch import ThreadRunner
+from pinlife.app.ports import IntegrityViolation
+from pinlife.domain.chain import GENESIS_HASH
+from pinlife.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
+from pinlife.domain.events import EVENT_TYPES
+from pinlife.domain.outcomes import CheckOutcome, CheckResult, Enrolled
+from pinlife.domain.pins import retry_limit
+from pinlife.domain.recovery import Route
+from pinlife.domain.state import PinState
+from pinlife.store.event_store import EventStore
 from tests.clock import FakeClock
 from tests.keys import INTEGRITY
 from tests.store.helpers import (

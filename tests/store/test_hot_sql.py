@@ -13,16 +13,16 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from service.app.batch import ThreadRunner
-from service.app.handlers import HANDLERS, Deps
-from service.domain import throttle
-from service.domain.policy import Policy, ThrottlePolicy
-from service.store import hot_sql
-from service.store.errors import WriteConflict, is_retryable, is_unavailable
-from service.store.event_store import EventStore
-from service.store.hot_sql import Statement
-from service.store.records import utc
-from service.store.tables import cards, events, pin_states, requests, secrets, terminals
+from pinlife.app.batch import ThreadRunner
+from pinlife.app.handlers import HANDLERS, Deps
+from pinlife.domain import throttle
+from pinlife.domain.policy import Policy, ThrottlePolicy
+from pinlife.store import hot_sql
+from pinlife.store.errors import WriteConflict, is_retryable, is_unavailable
+from pinlife.store.event_store import EventStore
+from pinlife.store.hot_sql import Statement
+from pinlife.store.records import utc
+from pinlife.store.tables import cards, events, pin_states, requests, secrets, terminals
 from tests.store.helpers import CORRECT, COUNTER, USER, WRONG, enroll, run_ok, verify
 
 POLICY = ThrottlePolicy()
@@ -276,8 +276,8 @@ def test_answers_kept_before_they_had_macs_are_sealed_by_migrate_and_replayed(st
     """Rows from before migration 0008 have no MAC: not replayed (an
     integrity error) until `pinlife migrate` seals them (rechain.seal_answers);
     then a retry gets its kept answer."""
-    from service.app.ports import IntegrityViolation
-    from service.store.rechain import seal_answers, unsealed_answers
+    from pinlife.app.ports import IntegrityViolation
+    from pinlife.store.rechain import seal_answers, unsealed_answers
 
     run_ok(writer, enroll("card-1"))
     first = verify("card-1", USER, WRONG[USER])

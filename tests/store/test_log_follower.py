@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 import time
 
-from service.app.batch import ThreadRunner
-from service.app.handlers import Caller
-from service.store.event_store import EventStore
+from pinlife.app.batch import ThreadRunner
+from pinlife.app.handlers import Caller
+from pinlife.store.event_store import EventStore
 from tests.keys import INTEGRITY
 from tests.store.helpers import ALL_TYPES, CORRECT, WRONG, enroll, run_ok, verify
 

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
-from service.store.pg_listener import LogListener
+from pinlife.store.pg_listener import LogListener
 from tests.store.helpers import enroll, run_ok
 
 pytestmark = pytest.mark.postgres

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from service.app.ports import StoredRequest
-from service.domain.chain import canonical_time
-from service.domain.pins import PinType
-from service.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
-from service.domain.throttle import TerminalWindow
-from service.keys.ring import Verifier
-from service.store.projection import answer_message, state_message, terminal_message
+from pinlife.app.ports import StoredRequest
+from pinlife.domain.chain import canonical_time
+from pinlife.domain.pins import PinType
+from pinlife.domain.state import CardState, CardStatus, Inquiry, PinState, Reservation
+from pinlife.domain.throttle import TerminalWindow
+from pinlife.keys.ring import Verifier
+from pinlife.store.projection import answer_message, state_message, terminal_message
 
 AT = datetime(2026, 4, 1, 1, 30, 5, 123456, tzinfo=UTC)
 RR, CI, UC, SG = PinType.RESIDENT_REGISTRY, PinType.CARD_INFO_INPUT_SUPPORT, PinType.USER_CERTIFICATE, PinType.SIGNATURE

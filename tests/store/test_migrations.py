@@ -14,11 +14,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
 
-from service.domain.pins import PinType
-from service.store.engine import normalize_url
-from service.store.migrate import alembic_config, downgrade, upgrade
-from service.store.schema_check import SchemaMismatch, code_revisions
-from service.store.tables import metadata
+from pinlife.domain.pins import PinType
+from pinlife.store.engine import normalize_url
+from pinlife.store.migrate import alembic_config, downgrade, upgrade
+from pinlife.store.schema_check import SchemaMismatch, code_revisions
+from pinlife.store.tables import metadata
 from tests.keys import INTEGRITY
 
 TABLES = {"cards", "events", "log_head", "pin_states", "secrets", "requests", "terminals"}
@@ -138,9 +138,9 @@ def _write_0002_store(url: str, keys) -> None:
     service computed them then."""
     from datetime import datetime
 
-    from service.domain.chain import GENESIS_HASH, hashed_envelope
-    from service.domain.chain import legacy_hash as event_hash  # how events were chained before 0005
-    from service.keys.ring import SecretRef
+    from pinlife.domain.chain import GENESIS_HASH, hashed_envelope
+    from pinlife.domain.chain import legacy_hash as event_hash  # how events were chained before 0005
+    from pinlife.keys.ring import SecretRef
     from tests.store.helpers import CORRECT, USER
 
     at = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
@@ -221,12 +221,12 @@ def test_an_existing_0002_store_migrates_and_its_old_events_read_as_current(data
     """Stream ids, stream kinds, secrets and the v1 CardEnrolled shape: the
     data of a store written before revision 0003 survives it, its chains
     still verify, and the rebuild (which upcasts) equals the projection."""
-    from service.app.batch import ThreadRunner
-    from service.domain.events import CardEnrolled
-    from service.domain.state import CardStatus
-    from service.domain.upcasting import event_from_stored
-    from service.store.event_store import EventStore
-    from service.store.rechain import rechain
+    from pinlife.app.batch import ThreadRunner
+    from pinlife.domain.events import CardEnrolled
+    from pinlife.domain.state import CardStatus
+    from pinlife.domain.upcasting import event_from_stored
+    from pinlife.store.event_store import EventStore
+    from pinlife.store.rechain import rechain
     from tests.clock import FakeClock
     from tests.store.helpers import CORRECT, USER, run_ok, verify
 
@@ -255,7 +255,7 @@ def test_an_existing_0002_store_migrates_and_its_old_events_read_as_current(data
         [answer] = run_ok(ThreadRunner(store, keys, FakeClock()), verify("card-old", USER, CORRECT[USER]))
         assert answer.outcome.remaining_tries == 3 and answer.stream_version == 3
         # re-chaining moved the terminal's head, and MACed its row anew: the terminal is served
-        from service.app.handlers import Caller
+        from pinlife.app.handlers import Caller
 
         reader = Caller("medical_reader", "reader-9")
         [answer] = run_ok(ThreadRunner(store, keys, FakeClock()), verify("card-old", USER, CORRECT[USER]), caller=reader)
@@ -278,9 +278,9 @@ def test_a_server_on_sqlite_loads_neither_alembic_nor_psycopg_nor_prometheus(dat
     url = databases.create("sqlite")
     probe = (
         "import sys\n"
-        "import service.cli.main, service.cli.serve, service.bootstrap.serving, service.app.writer_process\n"
-        "import service.store.checkpoints, service.store.hot_sql, service.store.maintenance\n"
-        "from service.store.schema_check import check_schema\n"
+        "import pinlife.cli.main, pinlife.cli.serve, pinlife.bootstrap.serving, pinlife.app.writer_process\n"
+        "import pinlife.store.checkpoints, pinlife.store.hot_sql, pinlife.store.maintenance\n"
+        "from pinlife.store.schema_check import check_schema\n"
         f"check_schema({url!r})\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'psycopg', 'prometheus_client'}))\n"
     )

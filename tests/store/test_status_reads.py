@@ -9,8 +9,8 @@ import threading
 import pytest
 from sqlalchemy import text
 
-from service.app.handlers import ReadCard
-from service.domain.pins import retry_limit
+from pinlife.app.handlers import ReadCard
+from pinlife.domain.pins import retry_limit
 from tests.store.helpers import (
     CORRECT,
     KIOSK,

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import delete, text, update
 
-from service.domain.chain import legacy_hash, link_hash
-from service.store.tables import events
+from pinlife.domain.chain import legacy_hash, link_hash
+from pinlife.store.tables import events
 from tests.keys import INTEGRITY
 from tests.store.helpers import CORRECT, RESIDENT, USER, WRONG, enroll, one_by_one, run_ok, verify
 

@@ -16,17 +16,17 @@ import pytest
 from sqlalchemy import select, text, update
 from structlog.testing import capture_logs
 
-from service.app.batch import ThreadRunner
-from service.app.handlers import Caller
-from service.app.ports import IntegrityViolation
-from service.domain.chain import GENESIS_HASH
-from service.domain.policy import Policy, ThrottlePolicy
-from service.domain.throttle import Throttled
-from service.store.check import check_store
-from service.store.event_store import EventStore
-from service.store.migrate import terminals_lack_macs, upgrade
-from service.store.rechain import seal_terminals, unsealed_terminals
-from service.store.tables import terminals
+from pinlife.app.batch import ThreadRunner
+from pinlife.app.handlers import Caller
+from pinlife.app.ports import IntegrityViolation
+from pinlife.domain.chain import GENESIS_HASH
+from pinlife.domain.policy import Policy, ThrottlePolicy
+from pinlife.domain.throttle import Throttled
+from pinlife.store.check import check_store
+from pinlife.store.event_store import EventStore
+from pinlife.store.migrate import terminals_lack_macs, upgrade
+from pinlife.store.rechain import seal_terminals, unsealed_terminals
+from pinlife.store.tables import terminals
 from tests.store.helpers import CORRECT, USER, WRONG, enroll, one_by_one, run, run_ok, verify
 
 THROTTLE = ThrottlePolicy(max_distinct_cards=3, window=timedelta(minutes=10), penalty=timedelta(minutes=15))
@@ -141,7 +141,7 @@ def test_a_terminal_whose_row_was_changed_outside_the_service_is_refused_and_nam
 
 def test_a_status_read_of_a_tampered_terminal_is_refused_too(store, writer, cards):
     """GetPinStatus misses count toward the throttle: a reset window refuses them as well."""
-    from service.app.handlers import ReadCard
+    from pinlife.app.handlers import ReadCard
 
     _fail_on(writer, *cards[:2])
     _set(store, throttle_failures=None)
@@ -165,8 +165,8 @@ def test_the_mac_is_under_the_integrity_key_not_a_plain_hash(store, writer, keys
     """A MAC recomputed without the key (another key id, or a plain hash) does not authenticate."""
     import hashlib
 
-    from service.keys.ring import IntegrityKeys
-    from service.store.projection import terminal_message, window_from_row
+    from pinlife.keys.ring import IntegrityKeys
+    from pinlife.store.projection import terminal_message, window_from_row
 
     _fail_on(writer, *cards[:2])
     row = _row(store)
@@ -222,7 +222,7 @@ class _owner:
     """A plain connection in a transaction, as the schema owner writes before the service runs."""
 
     def __init__(self, url: str):
-        from service.store.engine import make_engine
+        from pinlife.store.engine import make_engine
 
         self._engine = make_engine(url, pool_size=1)
 

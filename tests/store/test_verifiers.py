@@ -8,9 +8,9 @@ import hashlib
 import os
 import re
 
-from service.app.batch import ThreadRunner
-from service.domain.outcomes import CheckResult
-from service.keys.ring import SecretRef, Verifier
+from pinlife.app.batch import ThreadRunner
+from pinlife.domain.outcomes import CheckResult
+from pinlife.keys.ring import SecretRef, Verifier
 from tests.keys import ring
 from tests.store.helpers import (
     CARD_INFO,

@@ -17,17 +17,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from service.app.ports import IntegrityViolation, StoreUnavailable
-from service.app.writer import GroupCommitWriter
-from service.app.writer_process import ProcessRunner
-from service.bootstrap.writer_store import WriterStore
-from service.domain.commands import ResetPin
-from service.domain.documents import Applicant, DocumentType
-from service.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, PreconditionFailed, PreconditionViolation
-from service.domain.outcomes import CheckResult
-from service.domain.policy import Policy
-from service.domain.throttle import Throttled
-from service.runtime.clock import ServiceClock, system_clock
+from pinlife.app.ports import IntegrityViolation, StoreUnavailable
+from pinlife.app.writer import GroupCommitWriter
+from pinlife.app.writer_process import ProcessRunner
+from pinlife.bootstrap.writer_store import WriterStore
+from pinlife.domain.commands import ResetPin
+from pinlife.domain.documents import Applicant, DocumentType
+from pinlife.domain.errors import DomainError, FieldViolation, InvalidInput, NotFound, PreconditionFailed, PreconditionViolation
+from pinlife.domain.outcomes import CheckResult
+from pinlife.domain.policy import Policy
+from pinlife.domain.throttle import Throttled
+from pinlife.runtime.clock import ServiceClock, system_clock
 from tests.store.helpers import CORRECT, COUNTER, USER, WRONG, assert_consistent, enroll, rid, verify
 
 

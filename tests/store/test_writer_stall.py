@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from service.app.ports import StoreUnavailable
-from service.app.writer import GroupCommitWriter
-from service.app.writer_process import ProcessRunner
-from service.bootstrap.writer_store import WriterStore
-from service.domain.outcomes import CheckResult
-from service.domain.policy import Policy
-from service.runtime.clock import system_clock
+from pinlife.app.ports import StoreUnavailable
+from pinlife.app.writer import GroupCommitWriter
+from pinlife.app.writer_process import ProcessRunner
+from pinlife.bootstrap.writer_store import WriterStore
+from pinlife.domain.outcomes import CheckResult
+from pinlife.domain.policy import Policy
+from pinlife.runtime.clock import system_clock
 from tests.store.helpers import CORRECT, COUNTER, USER, WRONG, assert_consistent, enroll, rid, verify
 from tests.store.test_writer_process import until, write_lock_held
 

@@ -27,14 +27,14 @@ from collections.abc import Callable
 
 import grpc
 
-from service.api.auth import development_caller
-from service.api.rate_limit import RateLimiter
-from service.api.servicers import CounterServicer, Gate, PinServicer, StoreServicer
-from service.app.handlers import Caller
-from service.bootstrap.instance import make_app
-from service.config.offices import load_policy
-from service.domain.policy import Policy, ThrottlePolicy
-from service.keys.ring import KeyRing
+from pinlife.api.auth import development_caller
+from pinlife.api.rate_limit import RateLimiter
+from pinlife.api.servicers import CounterServicer, Gate, PinServicer, StoreServicer
+from pinlife.app.handlers import Caller
+from pinlife.bootstrap.instance import make_app
+from pinlife.config.offices import load_policy
+from pinlife.domain.policy import Policy, ThrottlePolicy
+from pinlife.keys.ring import KeyRing
 from tests.clock import FakeClock
 from tests.keys import ring
 from tests.rpc import Calls, development_metadata

@@ -22,13 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from service.app.ports import Envelope, StoredRequest
-from service.domain.events import Event, Recorded
-from service.domain.repeats import Repeats
-from service.domain.state import CardState, evolve
-from service.domain.streams import terminal_stream
-from service.domain.throttle import TerminalWindow
-from service.keys.ring import SecretKind, SecretRef, Verifier
+from pinlife.app.ports import Envelope, StoredRequest
+from pinlife.domain.events import Event, Recorded
+from pinlife.domain.repeats import Repeats
+from pinlife.domain.state import CardState, evolve
+from pinlife.domain.streams import terminal_stream
+from pinlife.domain.throttle import TerminalWindow
+from pinlife.keys.ring import SecretKind, SecretRef, Verifier
 
 
 class Conflict(Exception):

@@ -13,19 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from service.domain.commands import ChangePin, EnrollCard, VerifyPin
-from service.domain.decide import decide
-from service.domain.decision import Context, Decision, PinMatcher
-from service.domain.events import (
+from pinlife.domain.commands import ChangePin, EnrollCard, VerifyPin
+from pinlife.domain.decide import decide
+from pinlife.domain.decision import Context, Decision, PinMatcher
+from pinlife.domain.events import (
     CardEnrolled,
     Event,
     PinVerificationFailed,
     Purpose,
     Recorded,
 )
-from service.domain.pins import PinType, retry_limit
-from service.domain.policy import Policy
-from service.domain.state import CardState, evolve, fold
+from pinlife.domain.pins import PinType, retry_limit
+from pinlife.domain.policy import Policy
+from pinlife.domain.state import CardState, evolve, fold
 
 CARD = "card-0001"
 T0 = datetime(2025, 4, 1, 9, 0, tzinfo=UTC)

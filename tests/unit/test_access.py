@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.domain.access import COUNTERS, RPC_ROLES, PermissionDenied, Role, authorize
+from pinlife.domain.access import COUNTERS, RPC_ROLES, PermissionDenied, Role, authorize
 
 VERIFY = "/pinlife.v1.PinService/VerifyPin"
 ENROLL = "/pinlife.v1.CounterService/EnrollCard"

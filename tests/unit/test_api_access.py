@@ -15,11 +15,11 @@ from datetime import timedelta
 import grpc
 import pytest
 
+from pinlife.app.handlers import Caller
+from pinlife.domain.access import COUNTERS, RPC_ROLES, Role
+from pinlife.domain.policy import ThrottlePolicy
+from pinlife.domain.streams import terminal_stream
 from pinlife.v1 import common_pb2 as pb
-from service.app.handlers import Caller
-from service.domain.access import COUNTERS, RPC_ROLES, Role
-from service.domain.policy import ThrottlePolicy
-from service.domain.streams import terminal_stream
 from tests.clock import FakeClock
 from tests.rpc import CALLS, CALLS_AT, SIGNATURE, USER, retry_seconds
 from tests.unit.direct import Service, as_given, policy

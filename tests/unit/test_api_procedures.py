@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
+from pinlife.domain.streams import terminal_stream
 from pinlife.v1 import common_pb2 as pb
 from pinlife.v1 import counter_service_pb2 as cpb
 from pinlife.v1 import pin_service_pb2 as ppb
-from service.domain.streams import terminal_stream
 from tests.clock import FakeClock
 from tests.procedures import (
     CALLERS,

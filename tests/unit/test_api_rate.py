@@ -14,10 +14,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from structlog.testing import capture_logs
 
-from service.api.rate_limit import RateLimiter
-from service.app.handlers import Caller
-from service.domain.rate import RatePolicy
-from service.runtime.metrics import Metrics
+from pinlife.api.rate_limit import RateLimiter
+from pinlife.app.handlers import Caller
+from pinlife.domain.rate import RatePolicy
+from pinlife.runtime.metrics import Metrics
 from tests.clock import FakeClock
 from tests.rpc import CALLS_AT, USER
 from tests.unit.direct import Service, as_given

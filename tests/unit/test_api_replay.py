@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
+from pinlife.domain.policy import Policy
+from pinlife.domain.streams import terminal_stream
 from pinlife.v1 import common_pb2 as pb
-from service.domain.policy import Policy
-from service.domain.streams import terminal_stream
 from tests.clock import FakeClock
 from tests.procedures import CALLERS, CARD, enroll, reset
 from tests.rpc import field_violations, precondition_violations, replayed_refusal

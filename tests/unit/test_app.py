@@ -9,16 +9,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.app.handlers import Caller
-from service.app.service import PinLife
-from service.bootstrap.instance import make_app
-from service.domain.card_ids import looks_like_individual_number, my_number_check_digit
-from service.domain.errors import NotFound
-from service.domain.events import AccessDenied, TerminalThrottled
-from service.domain.outcomes import CheckResult
-from service.domain.policy import Policy, ThrottlePolicy
-from service.domain.streams import terminal_stream
-from service.domain.throttle import Throttled
+from pinlife.app.handlers import Caller
+from pinlife.app.service import PinLife
+from pinlife.bootstrap.instance import make_app
+from pinlife.domain.card_ids import looks_like_individual_number, my_number_check_digit
+from pinlife.domain.errors import NotFound
+from pinlife.domain.events import AccessDenied, TerminalThrottled
+from pinlife.domain.outcomes import CheckResult
+from pinlife.domain.policy import Policy, ThrottlePolicy
+from pinlife.domain.streams import terminal_stream
+from pinlife.domain.throttle import Throttled
 from tests.clock import FakeClock
 from tests.keys import ring
 from tests.unit.fakes import FakeStore

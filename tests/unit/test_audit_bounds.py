@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.app.audit import Audit
-from service.app.handlers import Caller
-from service.bootstrap.instance import make_app
-from service.domain.audit import Filter, Order
-from service.domain.errors import AtCapacity, InvalidInput
-from service.domain.integrity import CheckCancelled, Report
-from service.domain.policy import Policy
-from service.domain.streams import terminal_stream
+from pinlife.app.audit import Audit
+from pinlife.app.handlers import Caller
+from pinlife.bootstrap.instance import make_app
+from pinlife.domain.audit import Filter, Order
+from pinlife.domain.errors import AtCapacity, InvalidInput
+from pinlife.domain.integrity import CheckCancelled, Report
+from pinlife.domain.policy import Policy
+from pinlife.domain.streams import terminal_stream
 from tests.clock import FakeClock
 from tests.keys import INTEGRITY, ring
 from tests.unit.fakes import FakeStore

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from pinlife.cli import audit
+from pinlife.domain.audit import COUNT_NAMES
 from pinlife.v1 import audit_service_pb2 as apb
-from service.cli import audit
-from service.domain.audit import COUNT_NAMES
 
 START = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
 

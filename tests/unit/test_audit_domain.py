@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.domain.audit import (
+from pinlife.domain.audit import (
     CHANNELS,
     COUNT_NAMES,
     COUNTED_AS,
@@ -39,11 +39,11 @@ from service.domain.audit import (
     validate_filter,
     validate_statistics_range,
 )
-from service.domain.calendar import TOKYO
-from service.domain.errors import InvalidInput
-from service.domain.events import EVENT_TYPES
-from service.domain.pins import PinType
-from service.keys.ring import IntegrityKeys
+from pinlife.domain.calendar import TOKYO
+from pinlife.domain.errors import InvalidInput
+from pinlife.domain.events import EVENT_TYPES
+from pinlife.domain.pins import PinType
+from pinlife.keys.ring import IntegrityKeys
 from tests.keys import INTEGRITY
 
 UTC = UTC

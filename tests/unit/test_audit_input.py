@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from pinlife.api import audit_mapping as amap
+from pinlife.domain.audit import MAX_FILTER_VALUES, Granularity, validate_filter, validate_position, validate_statistics_range
+from pinlife.domain.errors import InvalidInput
+from pinlife.domain.log import LoggedEvent
 from pinlife.v1 import audit_service_pb2 as apb
-from service.api import audit_mapping as amap
-from service.domain.audit import MAX_FILTER_VALUES, Granularity, validate_filter, validate_position, validate_statistics_range
-from service.domain.errors import InvalidInput
-from service.domain.log import LoggedEvent
 
 
 def fields(fn) -> set[str]:

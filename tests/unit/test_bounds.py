@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.domain import guards, throttle
-from service.domain.calendar import TOKYO
-from service.domain.commands import SuspendCard
-from service.domain.errors import LimitReached, NotFound
-from service.domain.events import (
+from pinlife.domain import guards, throttle
+from pinlife.domain.calendar import TOKYO
+from pinlife.domain.commands import SuspendCard
+from pinlife.domain.errors import LimitReached, NotFound
+from pinlife.domain.events import (
     CardSuspended,
     ProxyInquiryClosed,
     ProxyInquiryCodeRejected,
@@ -25,10 +25,10 @@ from service.domain.events import (
     ResetRefused,
     SuspensionRefused,
 )
-from service.domain.outcomes import CheckOutcome, CheckResult, ProxyCompletion, ProxyResult
-from service.domain.policy import Policy, ThrottlePolicy
-from service.domain.state import CodeDay, evolve
-from service.store.projection import state_message, window_from_row, window_to_row
+from pinlife.domain.outcomes import CheckOutcome, CheckResult, ProxyCompletion, ProxyResult
+from pinlife.domain.policy import Policy, ThrottlePolicy
+from pinlife.domain.state import CodeDay, evolve
+from pinlife.store.projection import state_message, window_from_row, window_to_row
 from tests.unit.helpers import CARD, USER, request_id, then
 from tests.unit.test_procedures import NISHI, OPEN, POLICY, at_counter, card, complete_proxy, inquired, proxy_ctx
 
@@ -196,7 +196,7 @@ def test_each_pin_type_has_its_own_count():
     state = then(state, wrong(state), OPEN)
     other = evolve(state, Recorded(ProxyInquiryCodeRejected(USER, "inq-00000001", 2, 1, 2), state.version + 1, OPEN))
     assert guards.wrong_codes_today(other, USER, OPEN) == 2
-    from service.domain.pins import PinType
+    from pinlife.domain.pins import PinType
 
     assert guards.wrong_codes_today(other, PinType.SIGNATURE, OPEN) == 0
 
@@ -258,7 +258,7 @@ def test_a_wrong_proxy_code_is_a_failure_for_the_terminals_throttle(outcome, fai
 
 
 def _offices(tmp_path, procedures: str):
-    from service.config.offices import load_policy
+    from pinlife.config.offices import load_policy
 
     f = tmp_path / "offices.toml"
     f.write_text(f"[procedures]\n{procedures}\n")
@@ -276,7 +276,7 @@ def test_the_bounds_are_configured_in_procedures(tmp_path):
     "line", ["suspensions_per_window = 0", "proxy_wrong_codes_per_day = -1", 'suspension_window_minutes = "x"']
 )
 def test_a_bound_is_a_whole_number_of_at_least_one(tmp_path, line):
-    from service.config.offices import OfficesConfigError
+    from pinlife.config.offices import OfficesConfigError
 
     with pytest.raises(OfficesConfigError, match=line.split(" ")[0]):
         _offices(tmp_path, line)

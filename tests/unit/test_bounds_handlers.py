@@ -12,17 +12,17 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from service.api.errors import code_for, to_status
-from service.app.answers import Answer
-from service.app.batch import ThreadRunner
-from service.app.handlers import Caller
-from service.domain.commands import CompleteProxyReset, RequestProxyReset, SuspendCard
-from service.domain.documents import DocumentType as T
-from service.domain.errors import LimitReached
-from service.domain.outcomes import ProxyResult
-from service.domain.policy import Policy, ThrottlePolicy
-from service.domain.streams import terminal_stream
-from service.domain.throttle import Throttled
+from pinlife.api.errors import code_for, to_status
+from pinlife.app.answers import Answer
+from pinlife.app.batch import ThreadRunner
+from pinlife.app.handlers import Caller
+from pinlife.domain.commands import CompleteProxyReset, RequestProxyReset, SuspendCard
+from pinlife.domain.documents import DocumentType as T
+from pinlife.domain.errors import LimitReached
+from pinlife.domain.outcomes import ProxyResult
+from pinlife.domain.policy import Policy, ThrottlePolicy
+from pinlife.domain.streams import terminal_stream
+from pinlife.domain.throttle import Throttled
 from tests.clock import FakeClock
 from tests.keys import ring
 from tests.unit.fakes import FakeStore

@@ -8,8 +8,8 @@ from datetime import date, datetime, time
 
 import pytest
 
-from service.config.offices import load_policy
-from service.domain.calendar import (
+from pinlife.config.offices import load_policy
+from pinlife.domain.calendar import (
     TOKYO,
     Calendar,
     Closure,
@@ -19,7 +19,7 @@ from service.domain.calendar import (
     next_openings,
     week_of_month,
 )
-from service.domain.policy import ThrottlePolicy
+from pinlife.domain.policy import ThrottlePolicy
 
 CALENDAR = load_policy(None, ThrottlePolicy(), date(2026, 6, 1)).calendar
 WARD = CALENDAR.offices["nishi-ward-office"]

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.domain.card_ids import (
+from pinlife.domain.card_ids import (
     looks_like_individual_number,
     my_number_check_digit,
     validate_card_id,
 )
-from service.domain.errors import InvalidInput
+from pinlife.domain.errors import InvalidInput
 
 
 def reference_check_digit(first11: str) -> int:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from service.domain.chain import GENESIS_HASH, Link, StreamHead, canonical_time, first_broken_link, legacy_hash, link_hash
+from pinlife.domain.chain import GENESIS_HASH, Link, StreamHead, canonical_time, first_broken_link, legacy_hash, link_hash
 
 KEY, OTHER_KEY = b"k" * 32, b"o" * 32
 KEYS = {"k1": KEY}

@@ -5,7 +5,7 @@ reset. The draw is given: no randomness, no clock."""
 
 from __future__ import annotations
 
-from service.cli.audit import WATCH_BACKOFF, Backoff
+from pinlife.cli.audit import WATCH_BACKOFF, Backoff
 
 
 def test_the_ceiling_doubles_from_half_a_second_up_to_thirty():

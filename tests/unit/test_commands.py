@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from service.domain.commands import ChangePin, EnrollCard, VerifyPin
-from service.domain.errors import FieldViolation, InvalidInput
-from service.domain.pins import UnknownPinType
+from pinlife.domain.commands import ChangePin, EnrollCard, VerifyPin
+from pinlife.domain.errors import FieldViolation, InvalidInput
+from pinlife.domain.pins import UnknownPinType
 from tests.unit.helpers import CARD, CARD_INFO, RESIDENT, SIGNATURE, USER
 
 RID = "req-00000001"

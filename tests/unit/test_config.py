@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from service.config.access import AccessConfigError, access_from_settings
-from service.config.settings import KEYS, ConfigError, from_env, load
-from service.domain.access import Role
-from service.domain.rate import DEFAULT_RATES, RatePolicy
+from pinlife.config.access import AccessConfigError, access_from_settings
+from pinlife.config.settings import KEYS, ConfigError, from_env, load
+from pinlife.domain.access import Role
+from pinlife.domain.rate import DEFAULT_RATES, RatePolicy
 from tests.unit.test_config_files import write_tls
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from service.config.access import AccessConfigError, access_from_settings, load_access_config
-from service.config.offices import DEFAULT_OFFICES_FILE, OfficesConfigError, load_offices, load_policy
-from service.config.schema import nearest
-from service.config.settings import load
-from service.domain.policy import ThrottlePolicy
+from pinlife.config.access import AccessConfigError, access_from_settings, load_access_config
+from pinlife.config.offices import DEFAULT_OFFICES_FILE, OfficesConfigError, load_offices, load_policy
+from pinlife.config.schema import nearest
+from pinlife.config.settings import load
+from pinlife.domain.policy import ThrottlePolicy
 
 SHIPPED = load_offices(None)
 

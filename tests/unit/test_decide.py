@@ -10,8 +10,8 @@ from hypothesis import given as hgiven
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from service.domain.errors import AlreadyExists, DomainError, NotFound, PreconditionFailed
-from service.domain.events import (
+from pinlife.domain.errors import AlreadyExists, DomainError, NotFound, PreconditionFailed
+from pinlife.domain.events import (
     CardEnrolled,
     LockedPinAttempted,
     PinChanged,
@@ -20,10 +20,10 @@ from service.domain.events import (
     PinVerified,
     Purpose,
 )
-from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
-from service.domain.pins import retry_limit
-from service.domain.recovery import Route
-from service.domain.state import CardState
+from pinlife.domain.outcomes import CheckOutcome, CheckResult, Enrolled
+from pinlife.domain.pins import retry_limit
+from pinlife.domain.recovery import Route
+from pinlife.domain.state import CardState
 from tests.unit.helpers import (
     ALL_TYPES,
     CARD,

@@ -8,8 +8,8 @@ from datetime import date
 
 import pytest
 
-from service.domain.documents import Applicant, Document, check_checklist, months_before
-from service.domain.documents import DocumentType as T
+from pinlife.domain.documents import Applicant, Document, check_checklist, months_before
+from pinlife.domain.documents import DocumentType as T
 
 HOLDER, REPRESENTATIVE, PROXY = Applicant.HOLDER, Applicant.LEGAL_REPRESENTATIVE, Applicant.PROXY
 TODAY = date(2026, 5, 20)

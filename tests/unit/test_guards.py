@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given as hgiven
 from hypothesis import strategies as st
 
-from service.config.offices import load_policy
-from service.domain import guards
-from service.domain.calendar import TOKYO
-from service.domain.commands import StoreResetPin
-from service.domain.documents import CHECKLISTS, Applicant, Document, DocumentType, check_checklist
-from service.domain.events import (
+from pinlife.config.offices import load_policy
+from pinlife.domain import guards
+from pinlife.domain.calendar import TOKYO
+from pinlife.domain.commands import StoreResetPin
+from pinlife.domain.documents import CHECKLISTS, Applicant, Document, DocumentType, check_checklist
+from pinlife.domain.events import (
     CardEnrolled,
     CardSuspended,
     CounterProcedure,
@@ -29,9 +29,9 @@ from service.domain.events import (
     ResetRefused,
     StoreResetReserved,
 )
-from service.domain.lawful import first_unlawful
-from service.domain.policy import Policy, StoreChain, ThrottlePolicy
-from service.domain.state import PinState
+from pinlife.domain.lawful import first_unlawful
+from pinlife.domain.policy import Policy, StoreChain, ThrottlePolicy
+from pinlife.domain.state import PinState
 from tests.unit.helpers import ALL_TYPES, CARD_INFO, CORRECT, RESIDENT, SIGNATURE, USER, failures, given, request_id, when
 
 POLICY = Policy()

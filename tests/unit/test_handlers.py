@@ -16,15 +16,15 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from service.api.errors import code_for, to_status
-from service.app import batch
-from service.app.answers import Answer, decode_refusal, encode_refusal
-from service.app.batch import ThreadRunner, run_batch
-from service.app.handlers import Caller, MissingVerifier, ReadCard
-from service.app.ports import Envelope, StoredRequest, StoreUnavailable
-from service.domain.commands import ChangePin, EnrollCard, RequestProxyReset, ResetPin, VerifyPin
-from service.domain.documents import Applicant, DocumentType
-from service.domain.errors import (
+from pinlife.api.errors import code_for, to_status
+from pinlife.app import batch
+from pinlife.app.answers import Answer, decode_refusal, encode_refusal
+from pinlife.app.batch import ThreadRunner, run_batch
+from pinlife.app.handlers import Caller, MissingVerifier, ReadCard
+from pinlife.app.ports import Envelope, StoredRequest, StoreUnavailable
+from pinlife.domain.commands import ChangePin, EnrollCard, RequestProxyReset, ResetPin, VerifyPin
+from pinlife.domain.documents import Applicant, DocumentType
+from pinlife.domain.errors import (
     AlreadyExists,
     FieldViolation,
     InvalidInput,
@@ -32,15 +32,15 @@ from service.domain.errors import (
     PreconditionFailed,
     PreconditionViolation,
 )
-from service.domain.events import AccessDenied, CardEnrolled, LockedPinAttempted, Purpose
-from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
-from service.domain.pins import PinType
-from service.domain.policy import Policy
-from service.domain.recovery import CardView, PinView, recovery_for
-from service.domain.state import PinState
-from service.domain.streams import terminal_stream
-from service.domain.throttle import Throttled
-from service.keys.ring import SecretRef
+from pinlife.domain.events import AccessDenied, CardEnrolled, LockedPinAttempted, Purpose
+from pinlife.domain.outcomes import CheckOutcome, CheckResult, Enrolled
+from pinlife.domain.pins import PinType
+from pinlife.domain.policy import Policy
+from pinlife.domain.recovery import CardView, PinView, recovery_for
+from pinlife.domain.state import PinState
+from pinlife.domain.streams import terminal_stream
+from pinlife.domain.throttle import Throttled
+from pinlife.keys.ring import SecretRef
 from tests.clock import FakeClock
 from tests.keys import ring
 from tests.unit.fakes import Conflict, FakeStore, Unavailable

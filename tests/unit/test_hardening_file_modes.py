@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.keys.file_modes import FileModeError, check_private_file
+from pinlife.keys.file_modes import FileModeError, check_private_file
 
 
 @pytest.fixture

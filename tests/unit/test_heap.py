@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from service.runtime.heap import freeze_startup_objects
+from pinlife.runtime.heap import freeze_startup_objects
 
 
 class Node:

@@ -11,8 +11,8 @@ import stat
 
 import pytest
 
-from service.domain.pins import PinType
-from service.keys.ring import (
+from pinlife.domain.pins import PinType
+from pinlife.keys.ring import (
     CheckpointKey,
     IntegrityKeys,
     KeyFileError,

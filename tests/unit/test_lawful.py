@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import given as hgiven
 from hypothesis import strategies as st
 
-from service.config.offices import load_policy
-from service.domain import guards
-from service.domain import state as state_module
-from service.domain.calendar import TOKYO
-from service.domain.commands import (
+from pinlife.config.offices import load_policy
+from pinlife.domain import guards
+from pinlife.domain import state as state_module
+from pinlife.domain.calendar import TOKYO
+from pinlife.domain.commands import (
     ChangePin,
     CompleteProxyReset,
     EnrollCard,
@@ -38,12 +38,12 @@ from service.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from service.domain.decide import decide
-from service.domain.decision import Context
-from service.domain.documents import Applicant
-from service.domain.documents import DocumentType as D
-from service.domain.errors import DomainError
-from service.domain.events import (
+from pinlife.domain.decide import decide
+from pinlife.domain.decision import Context
+from pinlife.domain.documents import Applicant
+from pinlife.domain.documents import DocumentType as D
+from pinlife.domain.errors import DomainError
+from pinlife.domain.events import (
     EVENT_TYPES,
     AccessDenied,
     CardEnrolled,
@@ -68,11 +68,11 @@ from service.domain.events import (
     StoreResetReserved,
     SuspendedCardAttempted,
 )
-from service.domain.lawful import RULES, TERMINAL_EVENTS, Unlawful, first_unlawful
-from service.domain.pins import PinType, retry_limit
-from service.domain.policy import Policy, StoreChain, ThrottlePolicy
-from service.domain.state import CardState, evolve
-from service.domain.upcasting import event_from_stored
+from pinlife.domain.lawful import RULES, TERMINAL_EVENTS, Unlawful, first_unlawful
+from pinlife.domain.pins import PinType, retry_limit
+from pinlife.domain.policy import Policy, StoreChain, ThrottlePolicy
+from pinlife.domain.state import CardState, evolve
+from pinlife.domain.upcasting import event_from_stored
 from tests.unit.helpers import ALL_TYPES, CARD, CARD_INFO, RESIDENT, SIGNATURE, USER, failed
 
 # ============================================================================

@@ -12,15 +12,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.app.audit import Audit
-from service.app.handlers import Caller
-from service.app.log_follower import LogFollower
-from service.app.log_signal import LogSignal
-from service.app.ports import StoreUnavailable
-from service.bootstrap.instance import make_app
-from service.domain.errors import AtCapacity
-from service.domain.policy import Policy
-from service.domain.streams import terminal_stream
+from pinlife.app.audit import Audit
+from pinlife.app.handlers import Caller
+from pinlife.app.log_follower import LogFollower
+from pinlife.app.log_signal import LogSignal
+from pinlife.app.ports import StoreUnavailable
+from pinlife.bootstrap.instance import make_app
+from pinlife.domain.errors import AtCapacity
+from pinlife.domain.policy import Policy
+from pinlife.domain.streams import terminal_stream
 from tests.clock import FakeClock
 from tests.keys import INTEGRITY, ring
 from tests.unit.fakes import FakeStore

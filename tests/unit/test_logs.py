@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 import structlog
 
-from service.runtime import logs
+from pinlife.runtime import logs
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_sqlalchemy_never_logs_statements_whatever_the_level(library_lines):
 
 
 def test_alembic_migrations_log_through_structlog(library_lines, tmp_path):
-    from service.store.migrate import upgrade
+    from pinlife.store.migrate import upgrade
 
     lines = library_lines("debug")
     upgrade(f"sqlite:///{tmp_path / 'm.db'}", "0001")

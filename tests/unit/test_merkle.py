@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.domain.merkle import EMPTY_ROOT, Frontier, leaf_hash, node_hash, root_of
+from pinlife.domain.merkle import EMPTY_ROOT, Frontier, leaf_hash, node_hash, root_of
 
 # Test data of the Certificate Transparency reference implementation
 # (transparency-dev/merkle testonly/constants.go, from certificate-transparency-go).

@@ -8,8 +8,8 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from service.domain.merkle import Frontier
-from service.keys.notes import (
+from pinlife.domain.merkle import Frontier
+from pinlife.keys.notes import (
     Checkpoint,
     NoteError,
     NoteSigner,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.domain.errors import InvalidInput
-from service.domain.pins import PinType, normalize_pin, retry_limit
+from pinlife.domain.errors import InvalidInput
+from pinlife.domain.pins import PinType, normalize_pin, retry_limit
 from tests.unit.helpers import ALL_TYPES, FOUR_DIGIT_TYPES, SIGNATURE
 
 # The documented formats, written independently of service/domain/pins.py.

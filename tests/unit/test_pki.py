@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from service.cli.main import main
-from service.keys.file_modes import check_private_file
+from pinlife.cli.main import main
+from pinlife.keys.file_modes import check_private_file
 
 ACCESS = """
 [tls]
@@ -216,6 +216,6 @@ def test_the_terminals_of_a_configuration_file(tmp_path, monkeypatch):
     ],
 )
 def test_the_host_and_port_the_hostname_line_names(server, expected):
-    from service.cli.client import _host_port
+    from pinlife.cli.client import _host_port
 
     assert _host_port(server) == expected

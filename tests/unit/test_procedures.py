@@ -12,9 +12,9 @@ from itertools import count
 
 import pytest
 
-from service.config.offices import load_policy
-from service.domain.calendar import TOKYO
-from service.domain.commands import (
+from pinlife.config.offices import load_policy
+from pinlife.domain.calendar import TOKYO
+from pinlife.domain.commands import (
     CompleteProxyReset,
     RequestProxyReset,
     ReserveStoreReset,
@@ -24,10 +24,10 @@ from service.domain.commands import (
     SuspendCard,
     UnlockPin,
 )
-from service.domain.documents import Applicant
-from service.domain.documents import DocumentType as T
-from service.domain.errors import PreconditionFailed
-from service.domain.events import (
+from pinlife.domain.documents import Applicant
+from pinlife.domain.documents import DocumentType as T
+from pinlife.domain.errors import PreconditionFailed
+from pinlife.domain.events import (
     CardEnrolled,
     CardResumed,
     CardSuspended,
@@ -46,7 +46,7 @@ from service.domain.events import (
     StoreResetReserved,
     SuspendedCardAttempted,
 )
-from service.domain.outcomes import (
+from pinlife.domain.outcomes import (
     CheckResult,
     InquiryIssued,
     PinRestored,
@@ -55,9 +55,9 @@ from service.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
-from service.domain.policy import StoreChain, ThrottlePolicy
-from service.domain.recovery import Procedure, Route
-from service.domain.state import CardStatus, PinState
+from pinlife.domain.policy import StoreChain, ThrottlePolicy
+from pinlife.domain.recovery import Procedure, Route
+from pinlife.domain.state import CardStatus, PinState
 from tests.unit.helpers import (
     ALL_TYPES,
     CARD,

@@ -11,10 +11,10 @@ from datetime import timedelta
 
 import pytest
 
-from service.domain.access import Role
-from service.domain.pins import PinType, retry_limit
-from service.domain.policy import ThrottlePolicy
-from service.domain.rate import (
+from pinlife.domain.access import Role
+from pinlife.domain.pins import PinType, retry_limit
+from pinlife.domain.policy import ThrottlePolicy
+from pinlife.domain.rate import (
     DEFAULT_RATES,
     MAX_EVENTS_PER_CALL,
     Bucket,

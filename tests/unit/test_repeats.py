@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from service.domain import repeats
-from service.domain.events import (
+from pinlife.domain import repeats
+from pinlife.domain.events import (
     AuditRead,
     CounterProcedureRefused,
     LockedPinAttempted,
@@ -16,7 +16,7 @@ from service.domain.events import (
     RepeatsCounted,
     ResetRefused,
 )
-from service.domain.pins import PinType
+from pinlife.domain.pins import PinType
 
 T0 = datetime(2026, 4, 1, 1, 30, tzinfo=UTC)
 W = timedelta(minutes=10)
@@ -103,7 +103,7 @@ def test_the_row_round_trips():
 def test_a_terminals_suspensions_refused_beyond_its_bound_are_one_event_per_card_and_window():
     """SuspensionRefused (procedures.suspension_bound): the count made and the
     time it frees up differ from call to call, so they are not the key."""
-    from service.domain.events import SuspensionRefused
+    from pinlife.domain.events import SuspensionRefused
 
     table: dict = {}
     recorded = []

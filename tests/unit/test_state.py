@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.domain.events import (
+from pinlife.domain.events import (
     CardEnrolled,
     LockedPinAttempted,
     PinChanged,
@@ -15,8 +15,8 @@ from service.domain.events import (
     Purpose,
     Recorded,
 )
-from service.domain.state import CardState, PinState, evolve, fold
-from service.domain.upcasting import event_from_stored
+from pinlife.domain.state import CardState, PinState, evolve, fold
+from pinlife.domain.upcasting import event_from_stored
 from tests.unit.helpers import (
     ALL_TYPES,
     CARD,

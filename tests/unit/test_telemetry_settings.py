@@ -8,8 +8,8 @@ import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-from service.config.settings import ConfigError, load
-from service.runtime.tracing import Tracing
+from pinlife.config.settings import ConfigError, load
+from pinlife.runtime.tracing import Tracing
 
 
 def test_the_defaults_are_info_and_no_tracing():

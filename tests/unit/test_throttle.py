@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.domain.outcomes import CheckOutcome, CheckResult, Enrolled
-from service.domain.pins import PinType
-from service.domain.policy import ThrottlePolicy
-from service.domain.throttle import TerminalWindow, Throttled, check, is_failure, record_failure
+from pinlife.domain.outcomes import CheckOutcome, CheckResult, Enrolled
+from pinlife.domain.pins import PinType
+from pinlife.domain.policy import ThrottlePolicy
+from pinlife.domain.throttle import TerminalWindow, Throttled, check, is_failure, record_failure
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 POLICY = ThrottlePolicy(max_distinct_cards=3, window=timedelta(minutes=10), penalty=timedelta(minutes=15))

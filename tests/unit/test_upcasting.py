@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.domain.chain import canonical, link_hash
-from service.domain.events import (
+from pinlife.domain.chain import canonical, link_hash
+from pinlife.domain.events import (
     EVENT_TYPES,
     CardEnrolled,
     CounterOutOfService,
@@ -20,8 +20,8 @@ from service.domain.events import (
     ResetProcedure,
     ResetRefused,
 )
-from service.domain.pins import PinType
-from service.domain.upcasting import UPCASTERS, UnknownEventShape, event_from_stored, upcast
+from pinlife.domain.pins import PinType
+from pinlife.domain.upcasting import UPCASTERS, UnknownEventShape, event_from_stored, upcast
 
 USER, SIGNATURE = PinType.USER_CERTIFICATE, PinType.SIGNATURE
 

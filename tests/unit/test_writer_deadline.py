@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.app.batch import ThreadRunner
-from service.app.handlers import Caller
-from service.app.ports import StoreUnavailable
-from service.app.writer import BATCH_DEADLINE, GroupCommitWriter
-from service.domain.outcomes import CheckResult
+from pinlife.app.batch import ThreadRunner
+from pinlife.app.handlers import Caller
+from pinlife.app.ports import StoreUnavailable
+from pinlife.app.writer import BATCH_DEADLINE, GroupCommitWriter
+from pinlife.domain.outcomes import CheckResult
 from tests.clock import FakeClock
 from tests.keys import ring
 from tests.unit.fakes import FakeStore
@@ -270,8 +270,8 @@ class FailingRunner(GatedRunner):
 
 
 def test_a_batch_whose_every_command_fails_undecided_marks_writes_failing_until_health_clears_it():
-    from service.app.writer_process import WriterFailure
-    from service.domain.errors import PreconditionFailed, PreconditionViolation
+    from pinlife.app.writer_process import WriterFailure
+    from pinlife.domain.errors import PreconditionFailed, PreconditionViolation
 
     async def scenario():
         runner = FailingRunner()
