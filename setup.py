@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 
 def packages() -> list[str]:
     inner = find_packages(str(HERE / "service"), exclude=["v1", "v1.*"])  # v1: generated below
-    return ["pinlife", *(f"pinlife.{name}" for name in inner), "pinlife.migrations"]
+    return ["pinlife", *(f"pinlife.{name}" for name in inner), "pinlife.migrations", "pinlife.migrations.versions"]
 
 
 class BuildWithStubs(build_py):
