@@ -11,14 +11,14 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from pinlife.api import mapping
-from pinlife.domain.audit import MAX_FILTER_VALUES, Counts, Filter, Granularity, Order, Outcome, Statistics, outcome_of
-from pinlife.domain.errors import FieldViolation, InvalidInput
-from pinlife.domain.events import EVENT_TYPES
-from pinlife.domain.integrity import Report
-from pinlife.domain.log import LoggedEvent
-from pinlife.domain.pins import PinType
-from pinlife.v1 import audit_service_pb2 as apb
+from ..domain.audit import MAX_FILTER_VALUES, Counts, Filter, Granularity, Order, Outcome, Statistics, outcome_of
+from ..domain.errors import FieldViolation, InvalidInput
+from ..domain.events import EVENT_TYPES
+from ..domain.integrity import Report
+from ..domain.log import LoggedEvent
+from ..domain.pins import PinType
+from ..v1 import audit_service_pb2 as apb
+from . import mapping
 
 OUTCOME_TO_DOMAIN = {
     apb.EVENT_OUTCOME_SUCCESS: Outcome.SUCCESS,

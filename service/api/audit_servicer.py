@@ -10,21 +10,21 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from pinlife.api import audit_mapping as amap
-from pinlife.api.auth import development_caller
-from pinlife.api.servicers import Gate, _Base, rpc, rpc_stream
-from pinlife.app.audit import Audit
-from pinlife.app.handlers import Caller
-from pinlife.app.ports import IntegrityViolation
-from pinlife.app.service import PinLife
-from pinlife.domain.log import LoggedEvent
-from pinlife.keys.notes import NoteError, open_note, parse_checkpoint
-from pinlife.v1 import audit_service_pb2 as apb
-from pinlife.v1 import audit_service_pb2_grpc as audit_grpc
+from ..app.audit import Audit
+from ..app.handlers import Caller
+from ..app.ports import IntegrityViolation
+from ..app.service import PinLife
+from ..domain.log import LoggedEvent
+from ..keys.notes import NoteError, open_note, parse_checkpoint
+from ..v1 import audit_service_pb2 as apb
+from ..v1 import audit_service_pb2_grpc as audit_grpc
+from . import audit_mapping as amap
+from .auth import development_caller
+from .servicers import Gate, _Base, rpc, rpc_stream
 
 if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on
-    from pinlife.runtime.metrics import Metrics
-    from pinlife.runtime.tracing import Tracing
+    from ..runtime.metrics import Metrics
+    from ..runtime.tracing import Tracing
 
 AUDIT_SERVICE = apb.DESCRIPTOR.services_by_name["AuditService"].full_name
 PROGRESS_EVERY_S = 0.5

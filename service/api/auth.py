@@ -21,10 +21,10 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from pinlife.app.handlers import Caller
-from pinlife.config.access import AccessConfig
-from pinlife.domain.access import Role, Unauthenticated
-from pinlife.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
+from ..app.handlers import Caller
+from ..config.access import AccessConfig
+from ..domain.access import Role, Unauthenticated
+from ..domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
 
 TERMINAL_HEADER = "x-pinlife-terminal"
 OFFICE_HEADER = "x-pinlife-office"  # development: act as a counter of this office (its hours and wards apply)

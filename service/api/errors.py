@@ -11,9 +11,9 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from pinlife.app.ports import IntegrityViolation, StoreUnavailable
-from pinlife.domain.access import PermissionDenied, Unauthenticated
-from pinlife.domain.errors import (
+from ..app.ports import IntegrityViolation, StoreUnavailable
+from ..domain.access import PermissionDenied, Unauthenticated
+from ..domain.errors import (
     AlreadyExists,
     AtCapacity,
     DomainError,
@@ -22,8 +22,8 @@ from pinlife.domain.errors import (
     NotFound,
     PreconditionFailed,
 )
-from pinlife.domain.rate import RateLimited
-from pinlife.domain.throttle import Throttled
+from ..domain.rate import RateLimited
+from ..domain.throttle import Throttled
 
 CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),

@@ -6,13 +6,13 @@ from typing import overload
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from pinlife.domain.documents import Applicant, DocumentType
-from pinlife.domain.errors import InvalidInput
-from pinlife.domain.outcomes import CheckOutcome, CheckResult
-from pinlife.domain.pins import PinType, UnknownPinType, pin_type_violation
-from pinlife.domain.recovery import PinView, Procedure, Recovery, Route
-from pinlife.domain.state import CardStatus
-from pinlife.v1 import common_pb2 as pb
+from ..domain.documents import Applicant, DocumentType
+from ..domain.errors import InvalidInput
+from ..domain.outcomes import CheckOutcome, CheckResult
+from ..domain.pins import PinType, UnknownPinType, pin_type_violation
+from ..domain.recovery import PinView, Procedure, Recovery, Route
+from ..domain.state import CardStatus
+from ..v1 import common_pb2 as pb
 
 PIN_TYPE_TO_DOMAIN = {
     pb.PIN_TYPE_RESIDENT_REGISTRY: PinType.RESIDENT_REGISTRY,

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from pinlife.domain.rate import Bucket, RateLimited, RatePolicy, take
+from ..domain.rate import Bucket, RateLimited, RatePolicy, take
 
 if TYPE_CHECKING:
-    from pinlife.app.handlers import Caller
-    from pinlife.runtime.metrics import Metrics
+    from ..app.handlers import Caller
+    from ..runtime.metrics import Metrics
 
 log = structlog.get_logger()
 

@@ -17,20 +17,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pinlife.api.audit_servicer import AuditServicer
-from pinlife.api.auth import CertificateAuthenticator, development_caller
-from pinlife.api.rate_limit import RateLimiter
-from pinlife.api.registration import add_servicer
-from pinlife.api.servicers import CounterServicer, Gate, PinServicer, StoreServicer
-from pinlife.app.audit import Audit
-from pinlife.app.service import PinLife
-from pinlife.config.access import AccessConfig
-from pinlife.domain.rate import RatePolicy
-from pinlife.v1 import audit_service_pb2, counter_service_pb2, pin_service_pb2, store_service_pb2
+from ..app.audit import Audit
+from ..app.service import PinLife
+from ..config.access import AccessConfig
+from ..domain.rate import RatePolicy
+from ..v1 import audit_service_pb2, counter_service_pb2, pin_service_pb2, store_service_pb2
+from .audit_servicer import AuditServicer
+from .auth import CertificateAuthenticator, development_caller
+from .rate_limit import RateLimiter
+from .registration import add_servicer
+from .servicers import CounterServicer, Gate, PinServicer, StoreServicer
 
 if TYPE_CHECKING:  # prometheus_client is loaded only with metrics on, OpenTelemetry with tracing on
-    from pinlife.runtime.metrics import Metrics
-    from pinlife.runtime.tracing import Tracing
+    from ..runtime.metrics import Metrics
+    from ..runtime.tracing import Tracing
 
 MAX_REQUEST_BYTES = 64 * 1024
 SERVICES = (

@@ -16,17 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import structlog
 
-from pinlife.api import mapping
-from pinlife.api.auth import development_caller
-from pinlife.api.errors import code_for, grpc_status
-from pinlife.api.rate_limit import RateLimiter
-from pinlife.api.registration import Undecodable
-from pinlife.app.handlers import Caller
-from pinlife.app.ports import StoreUnavailable
-from pinlife.app.service import PinLife
-from pinlife.domain.access import PermissionDenied, authorize
-from pinlife.domain.card_ids import validate_card_id
-from pinlife.domain.commands import (
+from ..app.handlers import Caller
+from ..app.ports import StoreUnavailable
+from ..app.service import PinLife
+from ..domain.access import PermissionDenied, authorize
+from ..domain.card_ids import validate_card_id
+from ..domain.commands import (
     ChangePin,
     CompleteProxyReset,
     EnrollCard,
@@ -39,22 +34,27 @@ from pinlife.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from pinlife.domain.errors import DomainError, FieldViolation, InvalidInput
-from pinlife.domain.outcomes import CheckResult, ProxyResult
-from pinlife.domain.rate import RateLimited
-from pinlife.runtime import logs
-from pinlife.v1 import counter_service_pb2 as counter_pb
-from pinlife.v1 import counter_service_pb2_grpc as counter_grpc
-from pinlife.v1 import pin_service_pb2 as pin_pb
-from pinlife.v1 import pin_service_pb2_grpc as pin_grpc
-from pinlife.v1 import store_service_pb2 as store_pb
-from pinlife.v1 import store_service_pb2_grpc as store_grpc
+from ..domain.errors import DomainError, FieldViolation, InvalidInput
+from ..domain.outcomes import CheckResult, ProxyResult
+from ..domain.rate import RateLimited
+from ..runtime import logs
+from ..v1 import counter_service_pb2 as counter_pb
+from ..v1 import counter_service_pb2_grpc as counter_grpc
+from ..v1 import pin_service_pb2 as pin_pb
+from ..v1 import pin_service_pb2_grpc as pin_grpc
+from ..v1 import store_service_pb2 as store_pb
+from ..v1 import store_service_pb2_grpc as store_grpc
+from . import mapping
+from .auth import development_caller
+from .errors import code_for, grpc_status
+from .rate_limit import RateLimiter
+from .registration import Undecodable
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from pinlife.runtime.metrics import Metrics, RpcMetrics
-    from pinlife.runtime.tracing import Tracing
+    from ..runtime.metrics import Metrics, RpcMetrics
+    from ..runtime.tracing import Tracing
 
 log = structlog.get_logger()
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar, overload
 
-from pinlife.domain.calendar import Opening
-from pinlife.domain.commands import CardCommand, CompleteProxyReset
-from pinlife.domain.errors import (
+from ..domain.calendar import Opening
+from ..domain.commands import CardCommand, CompleteProxyReset
+from ..domain.errors import (
     AlreadyExists,
     DomainError,
     FieldViolation,
@@ -29,7 +29,7 @@ from pinlife.domain.errors import (
     PreconditionFailed,
     PreconditionViolation,
 )
-from pinlife.domain.outcomes import (
+from ..domain.outcomes import (
     CardStatusChanged,
     CheckOutcome,
     CheckResult,
@@ -42,9 +42,9 @@ from pinlife.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
-from pinlife.domain.pins import PinType, pin_type_order
-from pinlife.domain.recovery import PinView, Procedure, Recovery, Route
-from pinlife.domain.state import CardStatus, PinState
+from ..domain.pins import PinType, pin_type_order
+from ..domain.recovery import PinView, Procedure, Recovery, Route
+from ..domain.state import CardStatus, PinState
 
 Out = TypeVar("Out", bound=Outcome, covariant=True)
 

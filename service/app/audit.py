@@ -22,13 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from pinlife.app.handlers import Caller, RecordTerminalEvents
-from pinlife.app.log_follower import PAGE as WATCH_PAGE
-from pinlife.app.log_follower import STOPPING, LogFollower
-from pinlife.app.log_signal import LogSignal
-from pinlife.app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
-from pinlife.app.service import PinLife
-from pinlife.domain.audit import (
+from ..domain.audit import (
     MAX_SUPPLIED_CHECKPOINTS,
     Cursor,
     Filter,
@@ -44,11 +38,17 @@ from pinlife.domain.audit import (
     validate_position,
     validate_statistics_range,
 )
-from pinlife.domain.card_ids import validate_card_id
-from pinlife.domain.errors import AtCapacity, FieldViolation, InvalidInput, NotFound
-from pinlife.domain.events import AuditRead
-from pinlife.domain.integrity import Progress, Report
-from pinlife.domain.log import LoggedEvent
+from ..domain.card_ids import validate_card_id
+from ..domain.errors import AtCapacity, FieldViolation, InvalidInput, NotFound
+from ..domain.events import AuditRead
+from ..domain.integrity import Progress, Report
+from ..domain.log import LoggedEvent
+from .handlers import Caller, RecordTerminalEvents
+from .log_follower import PAGE as WATCH_PAGE
+from .log_follower import STOPPING, LogFollower
+from .log_signal import LogSignal
+from .ports import DATABASE_UNAVAILABLE, StoreUnavailable
+from .service import PinLife
 
 log = structlog.get_logger()
 T = TypeVar("T")

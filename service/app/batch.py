@@ -21,12 +21,12 @@ from typing import Any
 
 import structlog
 
-from pinlife.app.handlers import HANDLERS, Caller, Deps
-from pinlife.app.ports import DATABASE_UNAVAILABLE, LeafSink, Store, StoreUnavailable
-from pinlife.domain.errors import DomainError
-from pinlife.domain.policy import Policy
-from pinlife.keys.ring import KeyRing
-from pinlife.runtime.clock import Clock
+from ..domain.errors import DomainError
+from ..domain.policy import Policy
+from ..keys.ring import KeyRing
+from ..runtime.clock import Clock
+from .handlers import HANDLERS, Caller, Deps
+from .ports import DATABASE_UNAVAILABLE, LeafSink, Store, StoreUnavailable
 
 log = structlog.get_logger()
 

@@ -24,22 +24,22 @@ from typing import Any, NamedTuple, get_args
 
 import structlog
 
-from pinlife.app.answers import Answer, command_name, decode, decode_refusal, encode, encode_refusal, fingerprint, fresh_pins
-from pinlife.app.ports import Envelope, StoredRequest, UnitOfWork
-from pinlife.domain import repeats, throttle
-from pinlife.domain.access import Role
-from pinlife.domain.commands import CardCommand
-from pinlife.domain.decide import decide
-from pinlife.domain.decision import Context, counter_gate
-from pinlife.domain.errors import FieldViolation, InvalidInput, NotFound
-from pinlife.domain.events import AuditRead, Event, TerminalThrottled
-from pinlife.domain.outcomes import Outcome
-from pinlife.domain.pins import PinType
-from pinlife.domain.policy import Policy
-from pinlife.domain.recovery import CardView, pin_views
-from pinlife.domain.throttle import is_failure, is_probe
-from pinlife.keys.ring import KeyRing, SecretRef
-from pinlife.runtime.ids import new_id
+from ..domain import repeats, throttle
+from ..domain.access import Role
+from ..domain.commands import CardCommand
+from ..domain.decide import decide
+from ..domain.decision import Context, counter_gate
+from ..domain.errors import FieldViolation, InvalidInput, NotFound
+from ..domain.events import AuditRead, Event, TerminalThrottled
+from ..domain.outcomes import Outcome
+from ..domain.pins import PinType
+from ..domain.policy import Policy
+from ..domain.recovery import CardView, pin_views
+from ..domain.throttle import is_failure, is_probe
+from ..keys.ring import KeyRing, SecretRef
+from ..runtime.ids import new_id
+from .answers import Answer, command_name, decode, decode_refusal, encode, encode_refusal, fingerprint, fresh_pins
+from .ports import Envelope, StoredRequest, UnitOfWork
 
 log = structlog.get_logger()
 

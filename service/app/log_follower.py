@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from pinlife.app.log_signal import LogSignal
-from pinlife.domain.log import LoggedEvent
+from ..domain.log import LoggedEvent
+from .log_signal import LogSignal
 
 log = structlog.get_logger()
 

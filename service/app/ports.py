@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from pinlife.domain.events import Event
-from pinlife.domain.repeats import Repeats
-from pinlife.domain.state import CardState
-from pinlife.domain.throttle import TerminalWindow
-from pinlife.keys.ring import IntegrityKeys, KeyRing, SecretRef, Verifier
-from pinlife.runtime.clock import Clock
+from ..domain.events import Event
+from ..domain.repeats import Repeats
+from ..domain.state import CardState
+from ..domain.throttle import TerminalWindow
+from ..keys.ring import IntegrityKeys, KeyRing, SecretRef, Verifier
+from ..runtime.clock import Clock
 
 # What every caller is told when the database fails, whichever service it
 # called: the driver's text (host, port, a link) goes to the log only.

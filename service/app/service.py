@@ -13,11 +13,8 @@ from typing import overload
 
 import structlog
 
-from pinlife.app.answers import Answer
-from pinlife.app.handlers import Caller, ReadCard, RecordTerminalEvents
-from pinlife.app.writer import GroupCommitWriter
-from pinlife.domain.card_ids import validate_card_id
-from pinlife.domain.commands import (
+from ..domain.card_ids import validate_card_id
+from ..domain.commands import (
     CardCommand,
     ChangePin,
     CompleteProxyReset,
@@ -31,9 +28,9 @@ from pinlife.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from pinlife.domain.errors import InvalidInput, NotFound
-from pinlife.domain.events import AccessDenied
-from pinlife.domain.outcomes import (
+from ..domain.errors import InvalidInput, NotFound
+from ..domain.events import AccessDenied
+from ..domain.outcomes import (
     CardStatusChanged,
     CheckOutcome,
     Enrolled,
@@ -44,11 +41,14 @@ from pinlife.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
-from pinlife.domain.pins import PinType
-from pinlife.domain.policy import Policy
-from pinlife.domain.recovery import CardView
-from pinlife.domain.requests import validate_request_id
-from pinlife.runtime.clock import Clock
+from ..domain.pins import PinType
+from ..domain.policy import Policy
+from ..domain.recovery import CardView
+from ..domain.requests import validate_request_id
+from ..runtime.clock import Clock
+from .answers import Answer
+from .handlers import Caller, ReadCard, RecordTerminalEvents
+from .writer import GroupCommitWriter
 
 log = structlog.get_logger()
 

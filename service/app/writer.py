@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from pinlife.app.batch import Item, Result
-from pinlife.app.handlers import Caller
-from pinlife.app.ports import IntegrityViolation, StoreUnavailable
-from pinlife.domain.errors import DomainError
+from ..domain.errors import DomainError
+from .batch import Item, Result
+from .handlers import Caller
+from .ports import IntegrityViolation, StoreUnavailable
 
 if TYPE_CHECKING:  # OpenTelemetry is loaded only with tracing on
     from opentelemetry.context import Context
 
-    from pinlife.runtime.tracing import Tracing
+    from ..runtime.tracing import Tracing
 
 log = structlog.get_logger()
 

@@ -38,14 +38,14 @@ from typing import cast
 
 import structlog
 
-from pinlife.app.batch import Item, Result, run_batch
-from pinlife.app.ports import IntegrityViolation, StoreFactory, StoreUnavailable
-from pinlife.domain.errors import DomainError
-from pinlife.domain.policy import Policy
-from pinlife.keys.ring import KeyRing
-from pinlife.runtime import logs
-from pinlife.runtime.clock import ServiceClock
-from pinlife.runtime.heap import freeze_startup_objects
+from ..domain.errors import DomainError
+from ..domain.policy import Policy
+from ..keys.ring import KeyRing
+from ..runtime import logs
+from ..runtime.clock import ServiceClock
+from ..runtime.heap import freeze_startup_objects
+from .batch import Item, Result, run_batch
+from .ports import IntegrityViolation, StoreFactory, StoreUnavailable
 
 log = structlog.get_logger()
 

@@ -16,36 +16,36 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from pinlife.api.server import ListenError
-from pinlife.app.audit import Audit
-from pinlife.app.batch import ATTEMPTS, ThreadRunner
-from pinlife.app.log_signal import LogSignal
-from pinlife.app.ports import LeafSink, Store, StoreFactory
-from pinlife.app.service import PinLife
-from pinlife.app.writer import BATCH_DEADLINE, GroupCommitWriter, Runner
-from pinlife.app.writer_process import ProcessRunner
-from pinlife.bootstrap.writer_store import WriterStore
-from pinlife.config.access import AccessConfig
-from pinlife.config.offices import load_policy
-from pinlife.config.settings import Settings
-from pinlife.domain.policy import Policy, ThrottlePolicy
-from pinlife.keys.file_modes import FileModeError, check_private_file
-from pinlife.keys.ring import KeyRing
-from pinlife.runtime.clock import Clock, ServiceClock
-from pinlife.store.audit_reads import StoreAuditReads
-from pinlife.store.checkpoints import CheckpointSigner
-from pinlife.store.errors import StoreRefused
-from pinlife.store.event_store import EventStore
-from pinlife.store.key_checks import key_problems
-from pinlife.store.maintenance import Maintenance
-from pinlife.store.schema_check import SchemaMismatch, check_schema
+from ..api.server import ListenError
+from ..app.audit import Audit
+from ..app.batch import ATTEMPTS, ThreadRunner
+from ..app.log_signal import LogSignal
+from ..app.ports import LeafSink, Store, StoreFactory
+from ..app.service import PinLife
+from ..app.writer import BATCH_DEADLINE, GroupCommitWriter, Runner
+from ..app.writer_process import ProcessRunner
+from ..config.access import AccessConfig
+from ..config.offices import load_policy
+from ..config.settings import Settings
+from ..domain.policy import Policy, ThrottlePolicy
+from ..keys.file_modes import FileModeError, check_private_file
+from ..keys.ring import KeyRing
+from ..runtime.clock import Clock, ServiceClock
+from ..store.audit_reads import StoreAuditReads
+from ..store.checkpoints import CheckpointSigner
+from ..store.errors import StoreRefused
+from ..store.event_store import EventStore
+from ..store.key_checks import key_problems
+from ..store.maintenance import Maintenance
+from ..store.schema_check import SchemaMismatch, check_schema
+from .writer_store import WriterStore
 
 if (
     TYPE_CHECKING
 ):  # loaded only when used: prometheus_client with metrics on, OpenTelemetry with tracing on, psycopg on PostgreSQL
-    from pinlife.runtime.metrics import Metrics
-    from pinlife.runtime.tracing import Tracing
-    from pinlife.store.pg_listener import LogListener
+    from ..runtime.metrics import Metrics
+    from ..runtime.tracing import Tracing
+    from ..store.pg_listener import LogListener
 
 log = structlog.get_logger()
 
@@ -166,12 +166,12 @@ class Instance:
         self.failed = asyncio.Event()
         self.metrics: Metrics | None = None
         if settings.metrics_listen:  # prometheus_client is loaded only then
-            from pinlife.runtime.metrics import Metrics
+            from ..runtime.metrics import Metrics
 
             self.metrics = Metrics()
         self.metrics_port: int | None = None
         if tracing is None and settings.tracing != "off":  # OpenTelemetry is loaded only then
-            from pinlife.runtime.tracing import Tracing
+            from ..runtime.tracing import Tracing
 
             tracing = Tracing.from_settings(settings.tracing, settings.otlp_endpoint)
         self.tracing = tracing
@@ -194,7 +194,7 @@ class Instance:
         self.app.writer.after_batch.append(self.log_signal.notify)
         self.log_listener: LogListener | None = None
         if self.store.dialect == "postgresql":  # psycopg is loaded only then
-            from pinlife.store.pg_listener import LogListener
+            from ..store.pg_listener import LogListener
 
             self.log_listener = LogListener(settings.database_url, self.log_signal.notify)
         # Auditors read on connections of their own (or a read replica's), so

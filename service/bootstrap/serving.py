@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
-from pinlife.api.server import ListenError, create_server
-from pinlife.bootstrap.instance import STARTUP_REFUSALS, Instance
-from pinlife.config.access import AccessConfig
-from pinlife.config.settings import Settings
-from pinlife.domain.policy import Policy
-from pinlife.keys.ring import KeyRing
-from pinlife.runtime.clock import Clock, ServiceClock
-from pinlife.runtime.heap import freeze_startup_objects
-from pinlife.store.engine import reach
-from pinlife.store.errors import StoreRefused, StoreUnavailable, diagnose
+from ..api.server import ListenError, create_server
+from ..config.access import AccessConfig
+from ..config.settings import Settings
+from ..domain.policy import Policy
+from ..keys.ring import KeyRing
+from ..runtime.clock import Clock, ServiceClock
+from ..runtime.heap import freeze_startup_objects
+from ..store.engine import reach
+from ..store.errors import StoreRefused, StoreUnavailable, diagnose
+from .instance import STARTUP_REFUSALS, Instance
 
 if TYPE_CHECKING:  # OpenTelemetry is loaded only with tracing on
-    from pinlife.runtime.tracing import Tracing
+    from ..runtime.tracing import Tracing
 
 log = structlog.get_logger()
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pinlife.app.ports import LeafSink, Store
-from pinlife.keys.ring import KeyRing
-from pinlife.runtime.clock import Clock
-from pinlife.store.checkpoints import CheckpointSigner
-from pinlife.store.event_store import EventStore
+from ..app.ports import LeafSink, Store
+from ..keys.ring import KeyRing
+from ..runtime.clock import Clock
+from ..store.checkpoints import CheckpointSigner
+from ..store.event_store import EventStore
 
 
 @dataclass(frozen=True)

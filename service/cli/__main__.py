@@ -1,5 +1,5 @@
 """python -m pinlife.cli: the `pinlife` command."""
 
-from pinlife.cli.main import main
+from .main import main
 
 main()

@@ -20,22 +20,20 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from pinlife.app.ports import IntegrityViolation
-from pinlife.cli.configured import config_problems, keys, settings
-from pinlife.cli.exits import CANNOT_RUN, UNAVAILABLE, fail
-from pinlife.config import settings as config_mod
-from pinlife.config.access import AccessConfigError, access_from_settings
-from pinlife.keys.file_modes import FileModeError, check_private_file
-from pinlife.keys.ring import KeyFileError, KeyRing, add_missing_sections, write_new_key_file
-from pinlife.runtime.clock import system_clock
-from pinlife.store import checkpoints
-from pinlife.store.check import check_store
-from pinlife.store.engine import display_url, reach
-from pinlife.store.errors import StoreRefused, StoreUnavailable, diagnose
-from pinlife.store.event_store import EventStore
-from pinlife.store.key_checks import has_verifiers, key_mismatches, key_problems
-from pinlife.store.migrate import terminals_lack_macs, upgrade
-from pinlife.store.rechain import (
+from ..app.ports import IntegrityViolation
+from ..config import settings as config_mod
+from ..config.access import AccessConfigError, access_from_settings
+from ..keys.file_modes import FileModeError, check_private_file
+from ..keys.ring import KeyFileError, KeyRing, add_missing_sections, write_new_key_file
+from ..runtime.clock import system_clock
+from ..store import checkpoints
+from ..store.check import check_store
+from ..store.engine import display_url, reach
+from ..store.errors import StoreRefused, StoreUnavailable, diagnose
+from ..store.event_store import EventStore
+from ..store.key_checks import has_verifiers, key_mismatches, key_problems
+from ..store.migrate import terminals_lack_macs, upgrade
+from ..store.rechain import (
     RechainRefused,
     rechain,
     seal_answers,
@@ -44,8 +42,10 @@ from pinlife.store.rechain import (
     unsealed_answers,
     unsealed_terminals,
 )
-from pinlife.store.roles import RoleNameError, grant_script
-from pinlife.store.schema_check import SchemaMismatch, check_schema
+from ..store.roles import RoleNameError, grant_script
+from ..store.schema_check import SchemaMismatch, check_schema
+from .configured import config_problems, keys, settings
+from .exits import CANNOT_RUN, UNAVAILABLE, fail
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -10,8 +10,8 @@ import os
 import re
 from datetime import UTC, datetime, timedelta
 
-from pinlife.domain.calendar import TOKYO
-from pinlife.domain.pins import PinType
+from ..domain.calendar import TOKYO
+from ..domain.pins import PinType
 
 TYPES = [t.value for t in PinType]
 FORMATS = ("table", "jsonl", "csv")

@@ -28,15 +28,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
-from pinlife.cli.args import OUTCOMES, STREAMS, listed
-from pinlife.cli.client import channel, close, metadata, rpc_error, uses_tls
-from pinlife.cli.exits import PROBLEM, fail
-from pinlife.domain.audit import COUNT_NAMES, MAX_PAGE_SIZE, MAX_SUPPLIED_CHECKPOINTS
-from pinlife.domain.calendar import TOKYO
-from pinlife.keys.notes import NoteError, open_note, parse_checkpoint
-from pinlife.v1 import audit_service_pb2 as apb
-from pinlife.v1 import audit_service_pb2_grpc
-from pinlife.v1 import common_pb2 as pb
+from ..domain.audit import COUNT_NAMES, MAX_PAGE_SIZE, MAX_SUPPLIED_CHECKPOINTS
+from ..domain.calendar import TOKYO
+from ..keys.notes import NoteError, open_note, parse_checkpoint
+from ..v1 import audit_service_pb2 as apb
+from ..v1 import audit_service_pb2_grpc
+from ..v1 import common_pb2 as pb
+from .args import OUTCOMES, STREAMS, listed
+from .client import channel, close, metadata, rpc_error, uses_tls
+from .exits import PROBLEM, fail
 
 PHASES = {  # VerifyIntegrity's progress phases, as the bar names them
     "positions": "positions 1..head",

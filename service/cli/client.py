@@ -16,11 +16,11 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from pinlife.api.mapping import PIN_TYPE_TO_PROTO
-from pinlife.cli.args import TYPES
-from pinlife.cli.exits import PROBLEM, fail
-from pinlife.domain.pins import PinType
-from pinlife.v1 import common_pb2 as pb
+from ..api.mapping import PIN_TYPE_TO_PROTO
+from ..domain.pins import PinType
+from ..v1 import common_pb2 as pb
+from .args import TYPES
+from .exits import PROBLEM, fail
 
 
 def uses_tls(args: argparse.Namespace) -> bool:

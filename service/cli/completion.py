@@ -29,7 +29,7 @@ def _file_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def completion(args: argparse.Namespace) -> None:
-    from pinlife.cli.main import parser
+    from .main import parser
 
     p = parser()
     _file_arguments(p)

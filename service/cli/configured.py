@@ -6,10 +6,10 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-from pinlife.cli.exits import CANNOT_RUN, fail
-from pinlife.config import settings as config_mod
-from pinlife.keys.file_modes import FileModeError, check_private_file
-from pinlife.keys.ring import KeyFileError, KeyRing
+from ..config import settings as config_mod
+from ..keys.file_modes import FileModeError, check_private_file
+from ..keys.ring import KeyFileError, KeyRing
+from .exits import CANNOT_RUN, fail
 
 
 def settings() -> config_mod.Settings:

@@ -38,8 +38,8 @@ import argparse
 import importlib
 import os
 
-from pinlife.cli.args import FORMATS, STREAMS, TYPES, client_options, kept_file, positive, when
-from pinlife.runtime import build, logs
+from ..runtime import build, logs
+from .args import FORMATS, STREAMS, TYPES, client_options, kept_file, positive, when
 
 AUDIT_USAGE = """pinlife audit: the auditor's client of AuditService
 (protos/pinlife/v1/audit_service.proto).
@@ -327,5 +327,5 @@ def main(argv: list[str] | None = None) -> None:
         logs.configure()  # stderr: stdout carries only the command's output
     # Deferred on purpose: a command loads only its own module (serve never
     # loads rich or Alembic; a client command never loads SQLAlchemy).
-    run = getattr(importlib.import_module(f"pinlife.cli.{module}"), function)
+    run = getattr(importlib.import_module(f".{module}", __package__), function)
     run(args)

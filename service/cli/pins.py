@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import uuid
 
-from pinlife.cli.client import applicant, ask, call, channel, documents, pin_type
-from pinlife.v1 import common_pb2 as pb
-from pinlife.v1 import counter_service_pb2 as cpb
-from pinlife.v1 import counter_service_pb2_grpc, pin_service_pb2_grpc, store_service_pb2_grpc
-from pinlife.v1 import pin_service_pb2 as ppb
-from pinlife.v1 import store_service_pb2 as spb
+from ..v1 import common_pb2 as pb
+from ..v1 import counter_service_pb2 as cpb
+from ..v1 import counter_service_pb2_grpc, pin_service_pb2_grpc, store_service_pb2_grpc
+from ..v1 import pin_service_pb2 as ppb
+from ..v1 import store_service_pb2 as spb
+from .client import applicant, ask, call, channel, documents, pin_type
 
 
 def _request_id() -> str:

@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pinlife.cli.args import default_server
-from pinlife.cli.exits import fail
-from pinlife.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
-from pinlife.keys.file_modes import check_private_file
+from ..domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
+from ..keys.file_modes import check_private_file
+from .args import default_server
+from .exits import fail
 
 CA_DAYS = 3650
 RENEW_BEFORE = dt.timedelta(days=30)  # a kept certificate expiring sooner is re-issued

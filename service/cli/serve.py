@@ -8,11 +8,11 @@ import asyncio
 import os
 import sys
 
-from pinlife.bootstrap.serving import serve as serve_forever
-from pinlife.cli.configured import keys, settings
-from pinlife.cli.exits import fail
-from pinlife.config.access import AccessConfigError, access_from_settings
-from pinlife.runtime import logs
+from ..bootstrap.serving import serve as serve_forever
+from ..config.access import AccessConfigError, access_from_settings
+from ..runtime import logs
+from .configured import keys, settings
+from .exits import fail
 
 
 def serve(args: argparse.Namespace) -> None:

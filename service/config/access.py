@@ -43,15 +43,15 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pinlife.config.offices import OfficeIds, OfficesConfigError, an_id, load_offices, read_toml
-from pinlife.config.schema import Field, Problems, boolean, integer, nearest, one_of, read_table, string, tables, unknown
-from pinlife.config.settings import ConfigError
-from pinlife.domain.access import COUNTERS, Role
-from pinlife.domain.policy import ThrottlePolicy
-from pinlife.domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
+from ..domain.access import COUNTERS, Role
+from ..domain.policy import ThrottlePolicy
+from ..domain.streams import TERMINAL_ID, TERMINAL_ID_MAX_LENGTH
+from .offices import OfficeIds, OfficesConfigError, an_id, load_offices, read_toml
+from .schema import Field, Problems, boolean, integer, nearest, one_of, read_table, string, tables, unknown
+from .settings import ConfigError
 
 if TYPE_CHECKING:
-    from pinlife.config.settings import Settings
+    from .settings import Settings
 
 SECTIONS = ("tls", "throttle", "terminals")
 TLS = {"cert": Field(string), "key": Field(string), "client_ca": Field(string)}

@@ -24,7 +24,10 @@ from typing import Any
 
 import holidays
 
-from pinlife.config.schema import (
+from ..domain.calendar import DAYS, HOLIDAY, Calendar, Closure, Hours, Office, OfficeKind
+from ..domain.policy import Policy, StoreChain, ThrottlePolicy
+from ..domain.streams import TERMINAL_ID
+from .schema import (
     Field,
     Problems,
     boolean,
@@ -41,10 +44,7 @@ from pinlife.config.schema import (
     time_of_day,
     unknown,
 )
-from pinlife.config.settings import ConfigError
-from pinlife.domain.calendar import DAYS, HOLIDAY, Calendar, Closure, Hours, Office, OfficeKind
-from pinlife.domain.policy import Policy, StoreChain, ThrottlePolicy
-from pinlife.domain.streams import TERMINAL_ID
+from .settings import ConfigError
 
 DEFAULT_OFFICES_FILE = Path(__file__).with_name("offices.toml")
 HOLIDAY_YEARS_BEHIND, HOLIDAY_YEARS_AHEAD = 1, 3

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pinlife.config.schema import unknown
-from pinlife.domain.access import Role
-from pinlife.domain.lawful import CLOCK_TOLERANCE
-from pinlife.domain.rate import DEFAULT_RATES, RATE_FORMAT, RatePolicy, format_rate, parse_rate
-from pinlife.runtime.clock import ClockSettingError, ServiceClock
+from ..domain.access import Role
+from ..domain.lawful import CLOCK_TOLERANCE
+from ..domain.rate import DEFAULT_RATES, RATE_FORMAT, RatePolicy, format_rate, parse_rate
+from ..runtime.clock import ClockSettingError, ServiceClock
+from .schema import unknown
 
 DEFAULT_DATABASE_URL = "sqlite:///var/pinlife.db"
 DEFAULT_KEY_FILE = "var/dev-keys.json"
@@ -90,7 +90,7 @@ def _database_url(optional: bool = False) -> Callable[[Any], str | None]:
             return None
         # the store's own rule (the drivers it opens, the URL forms it takes); here, not at the
         # top: the client commands read settings without loading the store
-        from pinlife.store.engine import url_problem
+        from ..store.engine import url_problem
 
         return url_problem(v)
 

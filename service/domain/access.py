@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 
-from pinlife.domain.errors import DomainError
+from .errors import DomainError
 
 
 class Role(enum.Enum):

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from pinlife.domain.access import Role
-from pinlife.domain.calendar import TOKYO
-from pinlife.domain.errors import FieldViolation, InvalidInput
-from pinlife.domain.events import EVENT_TYPES
-from pinlife.domain.pins import PinType
+from .access import Role
+from .calendar import TOKYO
+from .errors import FieldViolation, InvalidInput
+from .events import EVENT_TYPES
+from .pins import PinType
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

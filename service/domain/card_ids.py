@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from pinlife.domain.errors import FieldViolation, InvalidInput
+from .errors import FieldViolation, InvalidInput
 
 CARD_ID_MAX_LENGTH = 64
 CARD_ID_PATTERN = re.compile(rf"[A-Za-z0-9._-]{{1,{CARD_ID_MAX_LENGTH}}}", re.ASCII)

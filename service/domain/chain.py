@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from pinlife.domain.merkle import leaf_hash
+from .merkle import leaf_hash
 
 GENESIS_HASH = "0" * 64
 

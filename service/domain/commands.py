@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TypeVar
 
-from pinlife.domain.card_ids import validate_card_id
-from pinlife.domain.documents import CHECKLISTS, Applicant, Document, DocumentType
-from pinlife.domain.errors import FieldViolation, InvalidInput
-from pinlife.domain.events import CounterProcedure
-from pinlife.domain.pins import PinType, UnknownPinType, normalize_pin, pin_type_violation
-from pinlife.domain.requests import validate_request_id
+from .card_ids import validate_card_id
+from .documents import CHECKLISTS, Applicant, Document, DocumentType
+from .errors import FieldViolation, InvalidInput
+from .events import CounterProcedure
+from .pins import PinType, UnknownPinType, normalize_pin, pin_type_violation
+from .requests import validate_request_id
 
 
 class _Collector:

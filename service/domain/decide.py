@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from pinlife.domain import guards, procedures
-from pinlife.domain.commands import (
+from . import guards, procedures
+from .commands import (
     CardCommand,
     ChangePin,
     CompleteProxyReset,
@@ -36,12 +36,12 @@ from pinlife.domain.commands import (
     UnlockPin,
     VerifyPin,
 )
-from pinlife.domain.decision import Context, Decision, check_pin, counter_gate
-from pinlife.domain.errors import AlreadyExists, FieldViolation, InvalidInput
-from pinlife.domain.events import CardEnrolled, PinChanged, Purpose
-from pinlife.domain.outcomes import CheckOutcome, CheckResult, Enrolled, Outcome
-from pinlife.domain.policy import Policy
-from pinlife.domain.state import CardState
+from .decision import Context, Decision, check_pin, counter_gate
+from .errors import AlreadyExists, FieldViolation, InvalidInput
+from .events import CardEnrolled, PinChanged, Purpose
+from .outcomes import CheckOutcome, CheckResult, Enrolled, Outcome
+from .policy import Policy
+from .state import CardState
 
 
 def require_served_ward(ward: str | None, policy: Policy) -> None:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, NamedTuple, NoReturn, TypeVar
 
-from pinlife.domain import guards
-from pinlife.domain.calendar import TOKYO
-from pinlife.domain.errors import DomainError, NotFound, PreconditionFailed, PreconditionViolation
-from pinlife.domain.events import (
+from . import guards
+from .calendar import TOKYO
+from .errors import DomainError, NotFound, PreconditionFailed, PreconditionViolation
+from .events import (
     CounterOutOfService,
     Event,
     LockedPinAttempted,
@@ -32,11 +32,11 @@ from pinlife.domain.events import (
     RefusalReason,
     SuspendedCardAttempted,
 )
-from pinlife.domain.outcomes import CheckOutcome, CheckResult
-from pinlife.domain.pins import PinType, retry_limit
-from pinlife.domain.policy import Policy
-from pinlife.domain.recovery import Recovery, recovery_for
-from pinlife.domain.state import EMPTY, CardState, PinState
+from .outcomes import CheckOutcome, CheckResult
+from .pins import PinType, retry_limit
+from .policy import Policy
+from .recovery import Recovery, recovery_for
+from .state import EMPTY, CardState, PinState
 
 # (pin_type, normalized pin) -> does it match the stored verifier?
 PinMatcher = Callable[[PinType, str], bool]

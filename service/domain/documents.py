@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import NamedTuple
 
-from pinlife.domain.errors import PreconditionViolation
-from pinlife.domain.events import CounterProcedure
+from .errors import PreconditionViolation
+from .events import CounterProcedure
 
 
 class DocumentType(enum.Enum):

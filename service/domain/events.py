@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from pinlife.domain.pins import PinType
+from .pins import PinType
 
 
 class Purpose(enum.Enum):

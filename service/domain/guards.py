@@ -37,13 +37,13 @@ from datetime import date, datetime
 from functools import cache
 from typing import NamedTuple
 
-from pinlife.domain.calendar import TOKYO, next_tokyo_day, tokyo_day
-from pinlife.domain.documents import CHECKLISTS, Applicant, Document, check_checklist
-from pinlife.domain.errors import PreconditionViolation
-from pinlife.domain.events import CounterProcedure, RefusalReason
-from pinlife.domain.pins import PinType, retry_limit
-from pinlife.domain.policy import Policy
-from pinlife.domain.state import CardState, PinState
+from .calendar import TOKYO, next_tokyo_day, tokyo_day
+from .documents import CHECKLISTS, Applicant, Document, check_checklist
+from .errors import PreconditionViolation
+from .events import CounterProcedure, RefusalReason
+from .pins import PinType, retry_limit
+from .policy import Policy
+from .state import CardState, PinState
 
 
 # -- a card's PINs and their checks ----------------------------------------------------------

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pinlife.domain.chain import BrokenLink
+from .chain import BrokenLink
 
 
 @dataclass

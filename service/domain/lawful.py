@@ -57,11 +57,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
 
-from pinlife.domain import guards
-from pinlife.domain.calendar import TOKYO
-from pinlife.domain.commands import SUSPEND_REASONS, WARD_ID
-from pinlife.domain.documents import CHECKLISTS, Applicant, Document, DocumentType
-from pinlife.domain.events import (
+from . import guards
+from .calendar import TOKYO
+from .commands import SUSPEND_REASONS, WARD_ID
+from .documents import CHECKLISTS, Applicant, Document, DocumentType
+from .events import (
     AccessDenied,
     AuditRead,
     CardEnrolled,
@@ -94,9 +94,9 @@ from pinlife.domain.events import (
     TerminalThrottled,
     known_word,
 )
-from pinlife.domain.pins import PinType, retry_limit
-from pinlife.domain.policy import Policy
-from pinlife.domain.state import CardState, evolve
+from .pins import PinType, retry_limit
+from .policy import Policy
+from .state import CardState, evolve
 
 
 @dataclass(frozen=True)

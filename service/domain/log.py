@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pinlife.domain.chain import Link, hashed_envelope
-from pinlife.domain.events import Event, Recorded
-from pinlife.domain.upcasting import UnknownEventShape, event_from_stored, upcast
+from .chain import Link, hashed_envelope
+from .events import Event, Recorded
+from .upcasting import UnknownEventShape, event_from_stored, upcast
 
 
 def read_event(event_type: str, schema_version: int, pin_type: str | None, payload: Any) -> tuple[Event | None, str | None]:

@@ -21,9 +21,9 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from pinlife.domain.pins import PinType
-from pinlife.domain.recovery import Recovery
-from pinlife.domain.state import CardStatus
+from .pins import PinType
+from .recovery import Recovery
+from .state import CardStatus
 
 
 class CheckResult(enum.Enum):

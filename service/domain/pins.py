@@ -16,7 +16,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from pinlife.domain.errors import FieldViolation, InvalidInput
+from .errors import FieldViolation, InvalidInput
 
 
 class PinType(enum.Enum):

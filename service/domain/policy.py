@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 
-from pinlife.domain.calendar import Calendar
+from .calendar import Calendar
 
 
 @dataclass(frozen=True)

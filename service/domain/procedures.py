@@ -37,9 +37,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pinlife.domain import guards
-from pinlife.domain.calendar import TOKYO
-from pinlife.domain.commands import (
+from . import guards
+from .calendar import TOKYO
+from .commands import (
     CompleteProxyReset,
     RequestProxyReset,
     ReserveStoreReset,
@@ -49,10 +49,10 @@ from pinlife.domain.commands import (
     SuspendCard,
     UnlockPin,
 )
-from pinlife.domain.decision import Context, Decision, Refusal, check_pin, require_enrolled, require_pin
-from pinlife.domain.documents import Applicant, Document
-from pinlife.domain.errors import LimitReached, PreconditionFailed, PreconditionViolation
-from pinlife.domain.events import (
+from .decision import Context, Decision, Refusal, check_pin, require_enrolled, require_pin
+from .documents import Applicant, Document
+from .errors import LimitReached, PreconditionFailed, PreconditionViolation
+from .events import (
     CardResumed,
     CardSuspended,
     CounterProcedure,
@@ -71,7 +71,7 @@ from pinlife.domain.events import (
     StoreResetReserved,
     SuspensionRefused,
 )
-from pinlife.domain.outcomes import (
+from .outcomes import (
     CardStatusChanged,
     CheckResult,
     InquiryIssued,
@@ -81,8 +81,8 @@ from pinlife.domain.outcomes import (
     StoreReservation,
     StoreReset,
 )
-from pinlife.domain.pins import PinType, normalize_pin
-from pinlife.domain.state import CardState, CardStatus
+from .pins import PinType, normalize_pin
+from .state import CardState, CardStatus
 
 INQUIRY_CODE_KIND = "inquiry_code"  # the secret kind of an inquiry's one-time code
 

@@ -22,8 +22,8 @@ import re
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from pinlife.domain.access import Role
-from pinlife.domain.errors import DomainError
+from .access import Role
+from .errors import DomainError
 
 # The most events one admitted call can append (counted from the deciders and
 # the handlers; tests/unit/test_rate.py holds each RPC's worst case to it):

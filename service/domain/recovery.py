@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from pinlife.domain import guards
-from pinlife.domain.calendar import TOKYO, Opening, next_openings
-from pinlife.domain.pins import PinType, pin_type_order
-from pinlife.domain.policy import Policy
-from pinlife.domain.state import CardState, PinState
+from . import guards
+from .calendar import TOKYO, Opening, next_openings
+from .pins import PinType, pin_type_order
+from .policy import Policy
+from .state import CardState, PinState
 
 
 class Route(enum.Enum):

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from pinlife.domain.events import (
+from .events import (
     AuditRead,
     CounterOutOfService,
     CounterProcedureRefused,
@@ -50,7 +50,7 @@ from pinlife.domain.events import (
     SuspendedCardAttempted,
     SuspensionRefused,
 )
-from pinlife.domain.pins import PinType
+from .pins import PinType
 
 MAX_KEYS = 32  # keys remembered per terminal (its row holds at most this many)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pinlife.domain.errors import FieldViolation, InvalidInput
+from .errors import FieldViolation, InvalidInput
 
 REQUEST_ID_PATTERN = re.compile(r"[\x21-\x7e]{8,128}", re.ASCII)
 

@@ -13,8 +13,8 @@ from functools import singledispatch
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
-from pinlife.domain.calendar import tokyo_day
-from pinlife.domain.events import (
+from .calendar import tokyo_day
+from .events import (
     CardEnrolled,
     CardResumed,
     CardSuspended,
@@ -35,7 +35,7 @@ from pinlife.domain.events import (
     StoreResetReserved,
     SuspendedCardAttempted,
 )
-from pinlife.domain.pins import PinType, retry_limit
+from .pins import PinType, retry_limit
 
 K = TypeVar("K")
 V = TypeVar("V")

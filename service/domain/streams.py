@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import re
 
-from pinlife.domain.card_ids import CARD_ID_MAX_LENGTH
+from .card_ids import CARD_ID_MAX_LENGTH
 
 
 class StreamKind(enum.Enum):

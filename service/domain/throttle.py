@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from pinlife.domain.errors import DomainError
-from pinlife.domain.events import CardSuspended, CounterOutOfService, Event, RefusalReason
-from pinlife.domain.outcomes import CheckOutcome, CheckResult, ProxyCompletion, ProxyResult
-from pinlife.domain.policy import Policy, ThrottlePolicy
-from pinlife.domain.state import EMPTY
+from .errors import DomainError
+from .events import CardSuspended, CounterOutOfService, Event, RefusalReason
+from .outcomes import CheckOutcome, CheckResult, ProxyCompletion, ProxyResult
+from .policy import Policy, ThrottlePolicy
+from .state import EMPTY
 
 # What counts as a failure on a card: a wrong PIN, an attempt against a locked
 # PIN, a wrong proxy code (also the one that voids the inquiry), a counter's

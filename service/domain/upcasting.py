@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, get_args, get_type_hints
 
-from pinlife.domain.events import EVENT_TYPES, CounterProcedureRefused, Event, Purpose, RepeatsCounted, known_word
-from pinlife.domain.pins import PinType
+from .events import EVENT_TYPES, CounterProcedureRefused, Event, Purpose, RepeatsCounted, known_word
+from .pins import PinType
 
 Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]

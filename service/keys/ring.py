@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pinlife.domain.pins import PinType
+from ..domain.pins import PinType
 
 
 class KeyFileError(Exception):

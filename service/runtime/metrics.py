@@ -50,9 +50,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from pinlife.domain.commands import CompleteProxyReset, ResetPin, StoreResetPin, UnlockPin
-from pinlife.domain.outcomes import CheckOutcome, PinRestored, ProxyCompletion, ProxyResult, StoreReset
-from pinlife.runtime.build import version
+from ..domain.commands import CompleteProxyReset, ResetPin, StoreResetPin, UnlockPin
+from ..domain.outcomes import CheckOutcome, PinRestored, ProxyCompletion, ProxyResult, StoreReset
+from .build import version
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from pinlife.runtime.build import version
+from .build import version
 
 # gRPC's semantic conventions: a server span is an error for these codes only
 # (the others are the caller's mistakes or ordinary answers).

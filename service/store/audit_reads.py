@@ -17,19 +17,19 @@ from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tuple_
 
-from pinlife.domain.audit import COUNTED_AS, Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
-from pinlife.domain.calendar import TOKYO
-from pinlife.domain.integrity import Progress, Report
-from pinlife.domain.lawful import CLOCK_TOLERANCE
-from pinlife.domain.log import LoggedEvent
-from pinlife.domain.repeats import AGGREGATED
-from pinlife.keys.ring import KeyRing
-from pinlife.store import checkpoints
-from pinlife.store.check import check_card
-from pinlife.store.check_process import check_store_in_process
-from pinlife.store.event_store import EventStore
-from pinlife.store.records import logged_event, utc
-from pinlife.store.tables import cards, events
+from ..domain.audit import COUNTED_AS, Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
+from ..domain.calendar import TOKYO
+from ..domain.integrity import Progress, Report
+from ..domain.lawful import CLOCK_TOLERANCE
+from ..domain.log import LoggedEvent
+from ..domain.repeats import AGGREGATED
+from ..keys.ring import KeyRing
+from . import checkpoints
+from .check import check_card
+from .check_process import check_store_in_process
+from .event_store import EventStore
+from .records import logged_event, utc
+from .tables import cards, events
 
 
 def _where(q: Select, f: Filter) -> Select:

@@ -34,20 +34,20 @@ from typing import Any
 
 from sqlalchemy import and_, exists, func, not_, select
 
-from pinlife.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
-from pinlife.domain.events import Recorded
-from pinlife.domain.integrity import CheckCancelled, Progress, Report
-from pinlife.domain.lawful import CLOCK_TOLERANCE, first_clock_step, first_unlawful
-from pinlife.domain.log import LoggedEvent
-from pinlife.domain.pins import PIN_TYPE_BY_VALUE
-from pinlife.domain.state import CardState, evolve
-from pinlife.domain.streams import terminal_stream
-from pinlife.keys.ring import KeyRing, SecretKind, Verifier
-from pinlife.store import checkpoints
-from pinlife.store.event_store import EventStore, StoreView
-from pinlife.store.projection import PIN_READ_COLUMNS, card_state, state_message, terminal_message, window_from_row
-from pinlife.store.records import logged_event
-from pinlife.store.tables import cards, events, pin_states, secrets, terminals
+from ..domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
+from ..domain.events import Recorded
+from ..domain.integrity import CheckCancelled, Progress, Report
+from ..domain.lawful import CLOCK_TOLERANCE, first_clock_step, first_unlawful
+from ..domain.log import LoggedEvent
+from ..domain.pins import PIN_TYPE_BY_VALUE
+from ..domain.state import CardState, evolve
+from ..domain.streams import terminal_stream
+from ..keys.ring import KeyRing, SecretKind, Verifier
+from . import checkpoints
+from .event_store import EventStore, StoreView
+from .projection import PIN_READ_COLUMNS, card_state, state_message, terminal_message, window_from_row
+from .records import logged_event
+from .tables import cards, events, pin_states, secrets, terminals
 
 LISTED = 20  # cards named per kind of problem; the count is always complete
 BATCH = 500  # cards read at once

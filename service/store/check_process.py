@@ -23,11 +23,11 @@ from multiprocessing.connection import Connection
 
 import structlog
 
-from pinlife.app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
-from pinlife.domain.integrity import CheckCancelled, Progress, Report
-from pinlife.keys.ring import KeyRing
-from pinlife.store.check import check_store
-from pinlife.store.event_store import EventStore
+from ..app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
+from ..domain.integrity import CheckCancelled, Progress, Report
+from ..keys.ring import KeyRing
+from .check import check_store
+from .event_store import EventStore
 
 POLL_S = 0.1  # how often the parent looks for a cancel while it waits
 log = structlog.get_logger()

@@ -32,14 +32,14 @@ import structlog
 from sqlalchemy import Connection, select
 from sqlalchemy import exc as sa_exc
 
-from pinlife.app.ports import IntegrityViolation
-from pinlife.domain.chain import leaf_data, link_hash
-from pinlife.domain.merkle import Frontier
-from pinlife.keys.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
-from pinlife.keys.ring import KeyRing
-from pinlife.runtime.clock import Clock
-from pinlife.store.event_store import EventStore, StoreView
-from pinlife.store.tables import checkpoints
+from ..app.ports import IntegrityViolation
+from ..domain.chain import leaf_data, link_hash
+from ..domain.merkle import Frontier
+from ..keys.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
+from ..keys.ring import KeyRing
+from ..runtime.clock import Clock
+from .event_store import EventStore, StoreView
+from .tables import checkpoints
 
 log = structlog.get_logger()
 

@@ -213,7 +213,7 @@ def connected_once(url: str) -> Iterator[Connection]:
     database error as it is."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from pinlife.store.errors import diagnose
+    from .errors import diagnose
 
     try:
         engine = make_engine(url, pool_size=1)

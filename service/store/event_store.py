@@ -21,15 +21,15 @@ from datetime import datetime
 
 from sqlalchemy import delete, update
 
-from pinlife.keys.ring import IntegrityKeys
-from pinlife.store import errors
-from pinlife.store.engine import make_engine
-from pinlife.store.hot_sql import HotSql
-from pinlife.store.integrity import IntegrityReader
-from pinlife.store.reads import Begin, CardReader, LogReader
-from pinlife.store.records import utc
-from pinlife.store.tables import MAIN_LOG, Log, log_head, requests
-from pinlife.store.unit_of_work import UnitOfWork
+from ..keys.ring import IntegrityKeys
+from . import errors
+from .engine import make_engine
+from .hot_sql import HotSql
+from .integrity import IntegrityReader
+from .reads import Begin, CardReader, LogReader
+from .records import utc
+from .tables import MAIN_LOG, Log, log_head, requests
+from .unit_of_work import UnitOfWork
 
 
 class StoreView:

@@ -21,8 +21,8 @@ from sqlalchemy import Column, Connection, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from pinlife.store.errors import WriteConflict
-from pinlife.store.tables import MAIN_LOG, Log, cards, events, pin_states, requests, secrets, terminals
+from .errors import WriteConflict
+from .tables import MAIN_LOG, Log, cards, events, pin_states, requests, secrets, terminals
 
 if TYPE_CHECKING:
     import psycopg  # the driver is the dialect's (psycopg is not loaded for a SQLite store)

@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from pinlife.domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
-from pinlife.domain.streams import TERMINAL_STREAM_PREFIX, terminal_stream
-from pinlife.keys.ring import IntegrityKeys
-from pinlife.store.reads import Begin, LogReader
-from pinlife.store.tables import cards, terminals
+from ..domain.chain import GENESIS_HASH, BrokenLink, Link, StreamHead, first_broken_link
+from ..domain.streams import TERMINAL_STREAM_PREFIX, terminal_stream
+from ..keys.ring import IntegrityKeys
+from .reads import Begin, LogReader
+from .tables import cards, terminals
 
 
 class IntegrityReader:

@@ -12,10 +12,10 @@ from datetime import datetime
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 
-from pinlife.keys.ring import KeyRing
-from pinlife.store.event_store import EventStore
-from pinlife.store.rechain import unkeyed_events
-from pinlife.store.tables import key_checks, secrets
+from ..keys.ring import KeyRing
+from .event_store import EventStore
+from .rechain import unkeyed_events
+from .tables import key_checks, secrets
 
 WHAT = {"verifier": "verifier key", "integrity": "integrity key", "checkpoint": "checkpoint signing key of origin"}
 

@@ -10,8 +10,8 @@ from datetime import timedelta
 
 import structlog
 
-from pinlife.runtime.clock import Clock
-from pinlife.store.event_store import EventStore
+from ..runtime.clock import Clock
+from .event_store import EventStore
 
 log = structlog.get_logger()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 
-from pinlife.store.engine import normalize_url
-from pinlife.store.schema_check import MIGRATIONS
+from .engine import normalize_url
+from .schema_check import MIGRATIONS
 
 
 def alembic_config(url: str) -> Config:
@@ -33,7 +33,7 @@ def terminals_lack_macs(url: str) -> bool:
     followed by sealing the rows it finds (service/store/rechain.py)."""
     from sqlalchemy import inspect
 
-    from pinlife.store.engine import make_engine
+    from .engine import make_engine
 
     engine = make_engine(url, pool_size=1)
     try:

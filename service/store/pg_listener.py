@@ -14,7 +14,7 @@ import psycopg
 import structlog
 from sqlalchemy.engine import make_url
 
-from pinlife.store.engine import postgres_connect_args
+from .engine import postgres_connect_args
 
 log = structlog.get_logger()
 CHANNEL = "pinlife_log"

@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from pinlife.app.ports import StoredRequest
-from pinlife.domain.chain import canonical, canonical_time
-from pinlife.domain.pins import PIN_TYPE_BY_VALUE, PinType
-from pinlife.domain.state import EMPTY, CardState, CardStatus, CodeDay, Inquiry, PinState, Reservation
-from pinlife.domain.throttle import TerminalWindow
-from pinlife.keys.ring import Verifier
-from pinlife.store.records import utc
+from ..app.ports import StoredRequest
+from ..domain.chain import canonical, canonical_time
+from ..domain.pins import PIN_TYPE_BY_VALUE, PinType
+from ..domain.state import EMPTY, CardState, CardStatus, CodeDay, Inquiry, PinState, Reservation
+from ..domain.throttle import TerminalWindow
+from ..keys.ring import Verifier
+from .records import utc
 
 # The columns of pin_states after card_id, in hot_sql.PIN_COLUMNS order but
 # for remaining_tries (derived): what a state is read from.

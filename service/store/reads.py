@@ -21,16 +21,16 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from pinlife.domain.events import Event, Recorded
-from pinlife.domain.log import LoggedEvent
-from pinlife.domain.state import CardState, evolve
-from pinlife.domain.streams import is_card_stream
-from pinlife.domain.upcasting import event_from_stored
-from pinlife.keys.ring import SecretRef, Verifier
-from pinlife.store.hot_sql import HotSql
-from pinlife.store.projection import PIN_READ_COLUMNS, card_state
-from pinlife.store.records import logged_event, utc
-from pinlife.store.tables import MAIN_LOG, Log, cards, events, log_head, pin_states, secrets
+from ..domain.events import Event, Recorded
+from ..domain.log import LoggedEvent
+from ..domain.state import CardState, evolve
+from ..domain.streams import is_card_stream
+from ..domain.upcasting import event_from_stored
+from ..keys.ring import SecretRef, Verifier
+from .hot_sql import HotSql
+from .projection import PIN_READ_COLUMNS, card_state
+from .records import logged_event, utc
+from .tables import MAIN_LOG, Log, cards, events, log_head, pin_states, secrets
 
 
 @functools.lru_cache(maxsize=8192)

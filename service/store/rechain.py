@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from sqlalchemy import select, text, update
 
-from pinlife.app.ports import StoredRequest
-from pinlife.domain.chain import GENESIS_HASH, canonical_time, legacy_hash, link_hash
-from pinlife.domain.pins import PIN_TYPE_BY_VALUE
-from pinlife.domain.streams import TERMINAL_STREAM_PREFIX, is_card_stream
-from pinlife.keys.ring import IntegrityKeys, SecretKind, Verifier
-from pinlife.store.event_store import EventStore
-from pinlife.store.projection import (
+from ..app.ports import StoredRequest
+from ..domain.chain import GENESIS_HASH, canonical_time, legacy_hash, link_hash
+from ..domain.pins import PIN_TYPE_BY_VALUE
+from ..domain.streams import TERMINAL_STREAM_PREFIX, is_card_stream
+from ..keys.ring import IntegrityKeys, SecretKind, Verifier
+from .event_store import EventStore
+from .projection import (
     PIN_READ_COLUMNS,
     answer_message,
     card_state,
@@ -30,7 +30,7 @@ from pinlife.store.projection import (
     terminal_message,
     window_from_row,
 )
-from pinlife.store.tables import cards, events, pin_states, requests, secrets, terminals
+from .tables import cards, events, pin_states, requests, secrets, terminals
 
 
 class RechainRefused(Exception):

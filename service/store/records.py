@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from pinlife.domain.log import LoggedEvent
+from ..domain.log import LoggedEvent
 
 
 @overload

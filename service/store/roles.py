@@ -46,7 +46,7 @@ import re
 
 from sqlalchemy.dialects import postgresql
 
-from pinlife.store.tables import metadata
+from .tables import metadata
 
 # What the running service needs, table by table. Keep each entry minimal;
 # a privilege is added only for a statement the service runs (and row locks,

@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from pinlife.store.engine import connected_once
+from .engine import connected_once
 
 # Alembic's scripts: migrations/ in a checkout, installed as the package pinlife.migrations.
 MIGRATIONS = Path(str(files("pinlife.migrations")))

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from pinlife.domain.streams import STREAM_ID_LENGTH, TERMINAL_ID_MAX_LENGTH
+from ..domain.streams import STREAM_ID_LENGTH, TERMINAL_ID_MAX_LENGTH
 
 metadata = MetaData(
     naming_convention={

@@ -41,19 +41,19 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, select
 
-from pinlife.app.ports import Envelope, IntegrityViolation, StoredRequest
-from pinlife.domain import repeats as repeats_
-from pinlife.domain.chain import GENESIS_HASH, canonical_time, hashed_envelope, link_and_leaf
-from pinlife.domain.events import Event, Recorded
-from pinlife.domain.pins import PIN_TYPE_BY_VALUE, PinType
-from pinlife.domain.state import CardState, evolve
-from pinlife.domain.streams import is_card_stream, stream_kind, terminal_stream
-from pinlife.domain.throttle import TerminalWindow
-from pinlife.keys.ring import IntegrityKeys, SecretKind, SecretRef, Verifier
-from pinlife.runtime.ids import new_id as new_event_id
-from pinlife.store.errors import WriteConflict
-from pinlife.store.hot_sql import HEAD_COLUMNS, HotSql, Statement
-from pinlife.store.projection import (
+from ..app.ports import Envelope, IntegrityViolation, StoredRequest
+from ..domain import repeats as repeats_
+from ..domain.chain import GENESIS_HASH, canonical_time, hashed_envelope, link_and_leaf
+from ..domain.events import Event, Recorded
+from ..domain.pins import PIN_TYPE_BY_VALUE, PinType
+from ..domain.state import CardState, evolve
+from ..domain.streams import is_card_stream, stream_kind, terminal_stream
+from ..domain.throttle import TerminalWindow
+from ..keys.ring import IntegrityKeys, SecretKind, SecretRef, Verifier
+from ..runtime.ids import new_id as new_event_id
+from .errors import WriteConflict
+from .hot_sql import HEAD_COLUMNS, HotSql, Statement
+from .projection import (
     answer_message,
     card_state,
     changed_pins,
@@ -63,8 +63,8 @@ from pinlife.store.projection import (
     window_from_row,
     window_to_row,
 )
-from pinlife.store.records import utc
-from pinlife.store.tables import secrets
+from .records import utc
+from .tables import secrets
 
 log = structlog.get_logger()
 
