@@ -75,9 +75,8 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
                 for i in range(0, len(events), per_message):
                     chunk = events[i : i + per_message]
                     yield self._encoded(chunk, several)
-                    if metrics is not None:
-                        for e in chunk:
-                            metrics.delivered(e.occurred_at)
+                    if metrics is not None:  # once per message (its oldest event), not per event and watcher
+                        metrics.delivered(chunk[0].occurred_at)
         finally:
             if metrics is not None:
                 metrics.watch_subscribers.dec()

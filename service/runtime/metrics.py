@@ -26,7 +26,7 @@ procedures, so the series are few and hold nothing personal.
     pinlife_writer_failures_total{kind}                     stalled (past the deadline) | died
     pinlife_store_pool_connections{engine, state}           reader | writer; in_use | idle
     pinlife_watch_subscribers                               WatchEvents streams open
-    pinlife_watch_lag_seconds                               histogram: an event's time to its delivery
+    pinlife_watch_lag_seconds                               histogram: a message's oldest event's time to its delivery
     pinlife_rate_limited_total{channel}                     calls refused over their terminal's request rate
 """
 
@@ -129,7 +129,10 @@ class Metrics:
         )
         self.watch_subscribers = Gauge("pinlife_watch_subscribers", "WatchEvents streams open.", registry=r)
         self.watch_lag = Histogram(
-            "pinlife_watch_lag_seconds", "From an event's time to its delivery to a watcher.", buckets=LATENCY_BUCKETS, registry=r
+            "pinlife_watch_lag_seconds",
+            "From the time of a WatchEvents message's oldest event to its delivery to a watcher.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.rate_limited = Counter(
             "pinlife_rate_limited",
@@ -173,7 +176,7 @@ class Metrics:
                 self.resets.labels(pin, type(cmd).__name__).inc()
 
     def delivered(self, occurred_at: datetime) -> None:
-        """An event sent to a watcher: its lag from the event's time."""
+        """A message sent to a watcher: its lag from the time of its oldest event."""
         at = occurred_at if occurred_at.tzinfo else occurred_at.replace(tzinfo=UTC)  # SQLite: UTC without an offset
         self.watch_lag.observe(max(0.0, time.time() - at.timestamp()))
 
