@@ -77,6 +77,7 @@ def latency_summary(latencies_s: list[float]) -> dict:
         "p50_ms": ms(percentile(xs, 50)),
         "p90_ms": ms(percentile(xs, 90)),
         "p99_ms": ms(percentile(xs, 99)),
+        "p999_ms": ms(percentile(xs, 99.9)),
         "max_ms": ms(xs[-1] if xs else None),
         "mean_ms": ms(sum(xs) / len(xs) if xs else None),
     }

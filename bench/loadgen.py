@@ -3,6 +3,12 @@ grpc.aio channel and `inflight` concurrent tasks calling the server as fast
 as answers come back (closed loop), for a warm-up and then a fixed measured
 duration.
 
+Open loop (`rate` > 0): requests are sent at Poisson arrival times, `rate`
+per second over all processes, whether or not earlier ones were answered;
+each latency is measured from the request's scheduled time, not from when it
+was sent, so a server that falls behind cannot hide the queue it builds
+(coordinated omission).
+
 Two workloads:
 - "health": the standard grpc.health.v1 Health/Check, which does no work:
   the ceiling of this machine, this gRPC stack and this load generator.
@@ -63,6 +69,7 @@ class LoadSpec:
     terminals_per_proc: int = 5000
     deadline_s: float = 10.0
     seed: int = 1
+    rate: float = 0.0  # requests/s over all processes, sent at Poisson arrival times (open loop); 0: closed loop
 
 
 def layout(cards: int) -> tuple[int, int, int]:
@@ -204,7 +211,32 @@ async def _child_main(spec: LoadSpec, idx: int, ready, go) -> dict:
             if record_from <= ended < stop_at:
                 stats.add(h[0], ended - started, answer, error)
 
-    await asyncio.gather(*(task() for _ in range(spec.inflight)))
+    async def at(scheduled: float) -> None:
+        h = ["?"]
+        try:
+            answer, error = await one(h), None
+        except grpc.aio.AioRpcError as exc:
+            answer, error = None, exc.code().name
+        if record_from <= scheduled < stop_at:
+            stats.add(h[0], time.perf_counter() - scheduled, answer, error)
+
+    async def arrivals() -> None:
+        pending: set[asyncio.Task] = set()
+        scheduled = time.perf_counter()
+        while (scheduled := scheduled + rng.expovariate(spec.rate / spec.procs)) < stop_at:
+            if (wait := scheduled - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            if cpu[0] is None and scheduled >= record_from:
+                cpu[0] = time.process_time()
+            t = asyncio.create_task(at(scheduled))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+
+    if spec.rate > 0:
+        await arrivals()
+    else:
+        await asyncio.gather(*(task() for _ in range(spec.inflight)))
     cpu[1] = time.process_time()
     await channel.close()
     return {
@@ -300,7 +332,8 @@ def aggregate(spec: LoadSpec, results: list[dict]) -> dict:
         "workload": spec.workload,
         "procs": spec.procs,
         "inflight_per_proc": spec.inflight,
-        "in_flight": spec.procs * spec.inflight,
+        "in_flight": spec.procs * spec.inflight if not spec.rate else None,
+        "rate": spec.rate or None,
         "warmup_s": spec.warmup_s,
         "duration_s": spec.duration_s,
         "completed": completed,

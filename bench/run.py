@@ -53,6 +53,7 @@ TARGETS = {
     "history_min_events": 1_000_000,
     "rebuild_events_per_s": 50_000.0,
     "peak_rss_mb": 300.0,  # MB = 10^6 bytes
+    "open_loop_p99_ms_at_60": 15.0,  # verify-mix p99 at 60 % of the closed-loop rate (issue 25)
 }
 
 
@@ -117,6 +118,9 @@ QUICK = Config(
 )
 
 
+OPEN_LOOP_FRACTIONS = (0.3, 0.6, 0.8)  # of the closed-loop verify mix's rate
+
+
 # -- one store -------------------------------------------------------------------------
 class StoreRun:
     def __init__(self, kind: str, cfg: Config, workdir: Path):
@@ -168,6 +172,7 @@ class StoreRun:
             if server is not None:
                 self.phase("ceiling", self.ceiling, server)
                 self.phase("verify mix", self.verify_mix, server, cards)
+                self.phase("open loop", self.open_loop, server, cards)
                 self.res["server"]["memory"] = server.memory()
                 self.phase("audit load", self.audit_load, server, url, cards)
                 self.res["server"]["memory_after_audit_load"] = server.memory()
@@ -280,11 +285,11 @@ class StoreRun:
         self.res["server"] = {"pid": server.pid, "target": server.target, "start_s": round(server.start_seconds, 2)}
         return server
 
-    def _load(self, server, workload: str, cards: int = 0) -> dict:
+    def _load(self, server, workload: str, cards: int = 0, rate: float = 0.0) -> dict:
         from bench.loadgen import LoadSpec, layout, run_load
 
         cfg = self.cfg
-        spec = LoadSpec(server.target, workload, cfg.procs, cfg.inflight, cfg.warmup_s, cfg.duration_s, cards=cards)
+        spec = LoadSpec(server.target, workload, cfg.procs, cfg.inflight, cfg.warmup_s, cfg.duration_s, cards=cards, rate=rate)
         if workload == "mix":
             _, lock, change = layout(cards)
             spec = replace(spec, lock_cards=lock, change_cards=change)
@@ -332,6 +337,34 @@ class StoreRun:
             f"{self.kind}: verify mix {r['rps']:,.0f} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}"
             + (f", {self.res['verify_over_ceiling']:.2f}x ceiling" if ceiling else "")
         )
+
+    def open_loop(self, server, cards: int) -> None:
+        """The verify mix sent at fixed arrival rates (Poisson), fractions of
+        the closed-loop mix's answered rate measured just before: latency from
+        each request's scheduled time (stores.<store>.open_loop)."""
+        capacity = _get(self.res, ("verify_mix", "rps"))
+        if not capacity:
+            raise RuntimeError("no verify-mix rate to take fractions of")
+        out = []
+        for fraction in OPEN_LOOP_FRACTIONS:
+            r = self._load(server, "mix", cards, rate=round(capacity * fraction, 1))
+            out.append(
+                {
+                    "rate_fraction": fraction,
+                    "rate_rps": r["rate"],
+                    "answered_rps": r["rps"],
+                    "p50_ms": r["p50_ms"],
+                    "p99_ms": r["p99_ms"],
+                    "p999_ms": r["p999_ms"],
+                    "errors": r["errors"],
+                    "server_cpu_cores": r.get("server_cpu_cores"),
+                }
+            )
+            log(
+                f"{self.kind}: open loop at {fraction:.0%} ({r['rate']:,.0f} req/s): "
+                f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, p99.9 {r['p999_ms']} ms, errors {r['errors']}"
+            )
+        self.res["open_loop"] = out
 
     def inprocess(self, keys) -> None:
         from bench.loader import enroll_cards
@@ -567,6 +600,9 @@ def judge(kind: str, r: dict) -> dict:
     hwm = r.get("server", {}).get("memory", {}).get("vm_hwm_kib")
     mb = None if hwm is None else round(hwm * 1024 / 1e6, 1)
     put("peak_rss_mb", mb, f"< {TARGETS['peak_rss_mb']}", mb is not None and mb < TARGETS["peak_rss_mb"])
+    at60 = next((o["p99_ms"] for o in r.get("open_loop") or [] if o["rate_fraction"] == 0.6), None)
+    t = TARGETS["open_loop_p99_ms_at_60"]
+    put("open_loop_p99_ms_at_60", at60, f"< {t} at 60 % of the verify rate", at60 is not None and at60 < t)
     return out
 
 
@@ -609,6 +645,17 @@ def table(report: dict) -> str:
     )
     row("  ceiling errors", ("ceiling", "errors"))
     row("verify mix req/s", ("verify_mix", "rps"), digits=0)
+    for i, fraction in enumerate(OPEN_LOOP_FRACTIONS):
+        rows.append(
+            (
+                f"  open loop at {fraction:.0%}: p50 | p99 | p99.9 ms",
+                [
+                    " | ".join(fmt(_get(report["stores"][s], ("open_loop", i, k)), 2) for k in ("p50_ms", "p99_ms", "p999_ms"))
+                    for s in stores
+                ],
+                "p99 < 15" if fraction == 0.6 else "",
+            )
+        )
     rows.append(
         (
             "  verify p50 | p99 ms",
@@ -707,6 +754,7 @@ def table(report: dict) -> str:
     met("target: history p99", "history_p99_ms")
     met("target: rebuild", "rebuild_events_per_s")
     met("target: peak RSS", "peak_rss_mb")
+    met("target: open-loop p99 at 60 %", "open_loop_p99_ms_at_60")
     rows.append(("errors (phases that failed)", [str(len(report["stores"][s].get("errors", []))) for s in stores], ""))
 
     w0 = max(len(r[0]) for r in rows)
@@ -722,9 +770,12 @@ def table(report: dict) -> str:
 
 def _get(d, path):
     for p in path:
-        if not isinstance(d, dict):
+        if isinstance(d, list) and isinstance(p, int):
+            d = d[p] if p < len(d) else None
+        elif isinstance(d, dict):
+            d = d.get(p)
+        else:
             return None
-        d = d.get(p)
     return d
 
 
