@@ -29,8 +29,6 @@ it: the child is told to exit after it, and killed if it has not within 10 s.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import multiprocessing.process
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -41,7 +39,7 @@ import structlog
 from ..domain.errors import DomainError
 from ..domain.policy import Policy
 from ..keys.ring import KeyRing
-from ..runtime import logs
+from ..runtime import child, logs
 from ..runtime.clock import ServiceClock
 from ..runtime.heap import freeze_startup_objects
 from .batch import Item, Result, run_batch
@@ -56,8 +54,8 @@ class WriterFailure(Exception):
 
 
 class ProcessRunner:
-    """Batches run in one child process, started with `spawn` (a fork of a
-    process that runs gRPC is not safe). A batch goes down a pipe and its
+    """Batches run in one child process, a fresh interpreter (runtime/child.py;
+    a fork of a process that runs gRPC is not safe). A batch goes down a pipe and its
     results come back on the same pipe, read by the event loop itself: no
     helper threads that would also need this process's GIL."""
 
@@ -81,8 +79,7 @@ class ProcessRunner:
         # a start that hangs must not hold the server's start.
         self.start_timeout = start_timeout
         self.on_death = on_death
-        self._ctx = multiprocessing.get_context("spawn")
-        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._proc: child.Child | None = None
         self._conn: Connection | None = None
         self._waiting: asyncio.Future[object] | None = None
         self._lock: asyncio.Lock | None = None  # one batch at a time
@@ -92,12 +89,8 @@ class ProcessRunner:
 
     async def start(self) -> None:
         self._lock = asyncio.Lock()
-        parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_child_main, args=(child, *self._args), name="pinlife-writer", daemon=True)
-        self._proc.start()
-        child.close()
-        self._conn = parent
-        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable)
+        self._proc, self._conn = child.start(_child_main, self._args)
+        asyncio.get_running_loop().add_reader(self._conn.fileno(), self._on_readable)
         try:
             ready = await asyncio.wait_for(self._exchange(_READY), self.start_timeout)
         except TimeoutError:

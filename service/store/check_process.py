@@ -8,14 +8,13 @@ caller cancels: the process is ended. It runs at a lower priority (nice
 and works half its time (PACE): nice does not reach the database server,
 whose time the check's reads would otherwise take from the writer.
 
-The process is started with `spawn` (a fork of a process that runs gRPC is
-not safe); it opens its own store on the database (or the auditors' read
+The process is a fresh interpreter (runtime/child.py: a fork of a process
+that runs gRPC is not safe); it opens its own store on the database (or the auditors' read
 replica) and sends its progress and then its report down a pipe.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -26,6 +25,7 @@ import structlog
 from ..app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
 from ..domain.integrity import CheckCancelled, Progress, Report
 from ..keys.ring import KeyRing
+from ..runtime import child
 from .check import check_store
 from .event_store import EventStore
 
@@ -50,13 +50,7 @@ def check_store_in_process(
 ) -> Report:
     """The report of check.check_store, run in a child process; CheckCancelled
     as soon as `cancelled()` is true (the child is ended)."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_child_main, args=(child, database_url, keys, list(supplied), clock_skew), name="pinlife-check", daemon=True
-    )
-    proc.start()
-    child.close()
+    proc, parent = child.start(_child_main, (database_url, keys, list(supplied), clock_skew))
     try:
         while True:
             if cancelled():

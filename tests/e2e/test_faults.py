@@ -236,12 +236,12 @@ def _children(pid: int) -> list[int]:
 
 
 def _writer_pid(server: ProcessServer) -> int:
-    """The server's writer process (multiprocessing also runs a resource tracker)."""
-    for child in _children(server.proc.pid):
-        with open(f"/proc/{child}/cmdline", "rb") as f:
-            if b"spawn_main" in f.read():
-                return child
-    raise AssertionError("no writer process found")
+    """The server's writer process: its one child (runtime/child.py starts no
+    resource tracker beside it, as multiprocessing would)."""
+    (child,) = _children(server.proc.pid)
+    with open(f"/proc/{child}/cmdline", "rb") as f:
+        assert b"runtime.child import _enter" in f.read()
+    return child
 
 
 @pytest.mark.slow
