@@ -6,7 +6,8 @@ proxy codes per card and day and on suspensions per terminal and window
 ([procedures]: proxy_wrong_codes_per_day, suspensions_per_window,
 suspension_window_minutes). Public holidays come
 from the maintained `holidays` library, precomputed for the years around
-now so the policy is a plain value.
+now so the policy is a plain value (in a short-lived child process: see
+japanese_holidays).
 
 Read as strictly as the settings (service/config/schema.py): an unknown
 section or key is refused by name with the nearest known one, every number
@@ -16,13 +17,14 @@ problem is reported at once (OfficesConfigError.problems)."""
 
 from __future__ import annotations
 
+import functools
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
-
-import holidays
 
 from ..domain.calendar import DAYS, HOLIDAY, Calendar, Closure, Hours, Office, OfficeKind
 from ..domain.policy import Policy, StoreChain, ThrottlePolicy
@@ -137,8 +139,26 @@ class OfficesConfig:
 
 
 def japanese_holidays(today: date) -> frozenset[date]:
-    years = range(today.year - HOLIDAY_YEARS_BEHIND, today.year + HOLIDAY_YEARS_AHEAD + 1)
-    return frozenset(holidays.country_holidays("JP", years=years))
+    return _holidays_of(today.year - HOLIDAY_YEARS_BEHIND, today.year + HOLIDAY_YEARS_AHEAD)
+
+
+# The library imports the modules of every country it knows (about 300,
+# some 15 MB resident that a server would keep for its whole life) to give
+# a few dozen dates: they are computed in a child interpreter, once per
+# range of years and process, and only the dates come back.
+_HOLIDAYS = (
+    "import sys, holidays; print(*sorted(holidays.country_holidays('JP', years=range(int(sys.argv[1]), int(sys.argv[2]) + 1))))"
+)
+
+
+@functools.cache
+def _holidays_of(first_year: int, last_year: int) -> frozenset[date]:
+    done = subprocess.run(
+        [sys.executable, "-c", _HOLIDAYS, str(first_year), str(last_year)], capture_output=True, text=True, timeout=60
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the public holidays of Japan could not be computed: {done.stderr.strip().splitlines()[-1:]}")
+    return frozenset(date.fromisoformat(day) for day in done.stdout.split())
 
 
 def _office(problems: Problems, office_id: str, data: Any) -> Office | None:

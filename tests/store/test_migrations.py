@@ -272,9 +272,10 @@ def test_the_server_reads_the_code_s_revisions_from_the_migration_files_as_alemb
     assert known == {s.revision for s in script.walk_revisions()}
 
 
-def test_a_server_on_sqlite_loads_neither_alembic_nor_psycopg_nor_prometheus(databases):
+def test_a_server_on_sqlite_loads_neither_alembic_nor_psycopg_nor_prometheus_nor_holidays(databases):
     """Memory: each costs the server (and psycopg its writer process too)
-    several MB it does not use on SQLite without metrics."""
+    several MB it does not use on SQLite without metrics; the holidays
+    library's dates are computed in a child interpreter (config/offices.py)."""
     url = databases.create("sqlite")
     probe = (
         "import sys\n"
@@ -282,7 +283,11 @@ def test_a_server_on_sqlite_loads_neither_alembic_nor_psycopg_nor_prometheus(dat
         "import pinlife.store.checkpoints, pinlife.store.hot_sql, pinlife.store.maintenance\n"
         "from pinlife.store.schema_check import check_schema\n"
         f"check_schema({url!r})\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'psycopg', 'prometheus_client'}))\n"
+        "from datetime import date\n"
+        "from pinlife.config.offices import load_policy\n"
+        "from pinlife.domain.policy import ThrottlePolicy\n"
+        "assert load_policy(None, ThrottlePolicy(), date.today()).calendar.holidays\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'psycopg', 'prometheus_client', 'holidays'}))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

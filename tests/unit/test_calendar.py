@@ -241,3 +241,15 @@ def test_next_opening_skips_a_lunch_break_and_gives_up_after_the_look_ahead():
     assert not cal.is_open(o, tokyo(2026, 6, 1, 12, 30))
     assert cal.next_opening(o, tokyo(2026, 6, 1, 12, 30)) == tokyo(2026, 6, 1, 13)
     assert cal.next_opening(office([]), tokyo(2026, 6, 1)) is None
+
+
+def test_the_holidays_computed_in_a_child_process_are_the_librarys_for_the_years_around_today():
+    """config/offices.py asks a child interpreter (the library's 300 country
+    modules stay out of the server): the same dates, 1 year behind to 3 ahead."""
+    import holidays
+
+    from pinlife.config.offices import japanese_holidays
+
+    got = japanese_holidays(date(2026, 12, 7))
+    assert got == frozenset(holidays.country_holidays("JP", years=range(2025, 2030)))
+    assert date(2027, 1, 1) in got and date(2026, 11, 3) in got  # New Year's Day, Culture Day
