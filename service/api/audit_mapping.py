@@ -17,6 +17,7 @@ from pinlife.domain.errors import FieldViolation, InvalidInput
 from pinlife.domain.events import EVENT_TYPES
 from pinlife.domain.integrity import Report
 from pinlife.domain.log import LoggedEvent
+from pinlife.domain.merkle import LeafProof
 from pinlife.domain.pins import PinType
 from pinlife.v1 import audit_service_pb2 as apb
 
@@ -302,3 +303,14 @@ def integrity_report(r: Report) -> apb.IntegrityReport:
     if problems:
         out.first_problem.CopyFrom(problems[0])
     return out
+
+
+# -- proofs --------------------------------------------------------------------
+def leaf_proof(p: LeafProof) -> apb.LeafProof:
+    return apb.LeafProof(
+        leaf_data=p.leaf_data,
+        leaf_hash=p.proof.leaf_hash,
+        leaf_index=p.proof.leaf_index,
+        tree_size=p.proof.tree_size,
+        audit_path=list(p.proof.path),
+    )
