@@ -30,6 +30,7 @@ from pinlife.app.ports import DATABASE_UNAVAILABLE, StoreUnavailable
 from pinlife.app.service import PinLife
 from pinlife.domain.audit import (
     MAX_POSITION,
+    MAX_PROOF_PAGE_SIZE,
     MAX_SUPPLIED_CHECKPOINTS,
     Cursor,
     Filter,
@@ -162,6 +163,8 @@ class Audit:
             query = {"rpc": "GetCardHistory", "card": card_id, "order": order.value, "filter": f.as_dict()}
             cursor = decode_cursor(token, query, (int,), self.seal)
             if proofs is not None:
+                if size > MAX_PROOF_PAGE_SIZE:
+                    raise InvalidInput(FieldViolation("page_size", f"at most {MAX_PROOF_PAGE_SIZE} with proofs"))
                 proofs = await self._signed_tree("proof_tree_size", proofs, latest_if_zero=True)
         after = None if cursor is None else cursor.key[0]
         version = await self._read(self.reads.card_version, card_id)

@@ -30,6 +30,7 @@ DEFAULT_TOP_TERMINALS = 20
 MAX_TOP_TERMINALS = 1000
 MAX_SUPPLIED_CHECKPOINTS = 16  # checkpoints an auditor may supply to one integrity check
 MAX_FILTER_VALUES = 50  # values in one list of a filter, as sent (repeats count: service/api/audit_mapping.py)
+MAX_PROOF_PAGE_SIZE = 100  # events of a history page with their inclusion proofs
 MAX_POSITION = 2**63 - 1  # positions and versions are stored as 64-bit signed integers
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # the times an auditor may ask about: [EARLIEST, LATEST)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
