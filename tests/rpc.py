@@ -196,6 +196,12 @@ CALLS = {
         c.audit.VerifyIntegrity(apb.VerifyIntegrityRequest(card_id="card-T1"), timeout=30)
     ),
     "/pinlife.v1.AuditService/GetCheckpoint": lambda c: _checkpoint(c),
+    "/pinlife.v1.AuditService/GetInclusionProof": lambda c: _proof(
+        lambda: c.audit.GetInclusionProof(apb.GetInclusionProofRequest(position=1, tree_size=1), timeout=10)
+    ),
+    "/pinlife.v1.AuditService/GetConsistencyProof": lambda c: _proof(
+        lambda: c.audit.GetConsistencyProof(apb.GetConsistencyProofRequest(first_size=1, second_size=1), timeout=10)
+    ),
     "/pinlife.v1.AuditService/GetStatistics": lambda c: c.audit.GetStatistics(
         apb.GetStatisticsRequest(**{"from": _ts(CALLS_AT - dt.timedelta(hours=1)), "to": _ts(CALLS_AT + dt.timedelta(hours=1))}),
         timeout=10,
@@ -214,6 +220,15 @@ def _first(stream):
         return next(stream)
     finally:
         stream.cancel()
+
+
+def _proof(call):
+    try:
+        return call()
+    except grpc.RpcError as err:
+        if err.code() not in (grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.INVALID_ARGUMENT):  # allowed, no such checkpoint
+            raise
+        return None
 
 
 def _checkpoint(c):

@@ -16,6 +16,7 @@ from ..domain.errors import FieldViolation, InvalidInput
 from ..domain.events import EVENT_TYPES
 from ..domain.integrity import Report
 from ..domain.log import LoggedEvent
+from ..domain.merkle import LeafProof
 from ..domain.pins import PinType
 from ..v1 import audit_service_pb2 as apb
 from . import mapping
@@ -302,3 +303,14 @@ def integrity_report(r: Report) -> apb.IntegrityReport:
     if problems:
         out.first_problem.CopyFrom(problems[0])
     return out
+
+
+# -- proofs --------------------------------------------------------------------
+def leaf_proof(p: LeafProof) -> apb.LeafProof:
+    return apb.LeafProof(
+        leaf_data=p.leaf_data,
+        leaf_hash=p.proof.leaf_hash,
+        leaf_index=p.proof.leaf_index,
+        tree_size=p.proof.tree_size,
+        audit_path=list(p.proof.path),
+    )

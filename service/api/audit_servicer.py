@@ -48,11 +48,21 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
     @rpc(AUDIT_SERVICE, "GetCardHistory")
     async def GetCardHistory(self, request: apb.GetCardHistoryRequest, caller: Caller) -> apb.GetCardHistoryResponse:
         f = amap.event_filter(request.filter)
+        proofs = request.proof_tree_size if request.with_proofs else None
         page = await self.audit.history(
-            caller, request.card_id, f, amap.order(request.order), request.page_size, request.page_token
+            caller, request.card_id, f, amap.order(request.order), request.page_size, request.page_token, proofs
         )
+        events = []
+        for e in page.events:
+            out = amap.event(e)
+            if (proof := page.proofs.get(e.position)) is not None:
+                out.proof.CopyFrom(amap.leaf_proof(proof))
+            events.append(out)
         return apb.GetCardHistoryResponse(
-            events=[amap.event(e) for e in page.events], next_page_token=page.next_token, stream_version=page.stream_version
+            events=events,
+            next_page_token=page.next_token,
+            stream_version=page.stream_version,
+            proof_tree_size=page.proof_tree_size,
         )
 
     @rpc(AUDIT_SERVICE, "QueryEvents")
@@ -133,3 +143,19 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
             request.top_terminals,
         )
         return amap.statistics(stats)
+
+    @rpc(AUDIT_SERVICE, "GetInclusionProof")
+    async def GetInclusionProof(self, request: apb.GetInclusionProofRequest, caller: Caller) -> apb.GetInclusionProofResponse:
+        proof = await self.audit.inclusion_proof(caller, request.position, request.tree_size)
+        return apb.GetInclusionProofResponse(
+            leaf_index=proof.leaf_index, tree_size=proof.tree_size, audit_path=list(proof.path), leaf_hash=proof.leaf_hash
+        )
+
+    @rpc(AUDIT_SERVICE, "GetConsistencyProof")
+    async def GetConsistencyProof(
+        self, request: apb.GetConsistencyProofRequest, caller: Caller
+    ) -> apb.GetConsistencyProofResponse:
+        path = await self.audit.consistency_proof(caller, request.first_size, request.second_size)
+        return apb.GetConsistencyProofResponse(
+            first_size=request.first_size, second_size=request.second_size, consistency_path=path
+        )

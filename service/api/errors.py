@@ -20,12 +20,14 @@ from ..domain.errors import (
     InvalidInput,
     LimitReached,
     NotFound,
+    OutOfRange,
     PreconditionFailed,
 )
 from ..domain.rate import RateLimited
 from ..domain.throttle import Throttled
 
 CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),  # before InvalidInput, which it is too (its fields named alike)
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),

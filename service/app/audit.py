@@ -16,13 +16,15 @@ import json
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from ..domain.audit import (
+    MAX_POSITION,
+    MAX_PROOF_PAGE_SIZE,
     MAX_SUPPLIED_CHECKPOINTS,
     Cursor,
     Filter,
@@ -30,6 +32,9 @@ from ..domain.audit import (
     Order,
     Seal,
     Statistics,
+    check_consistency_sizes,
+    check_proof_position,
+    check_tree_size,
     decode_cursor,
     encode_cursor,
     page_size,
@@ -39,10 +44,11 @@ from ..domain.audit import (
     validate_statistics_range,
 )
 from ..domain.card_ids import validate_card_id
-from ..domain.errors import AtCapacity, FieldViolation, InvalidInput, NotFound
+from ..domain.errors import AtCapacity, FieldViolation, InvalidInput, NotFound, OutOfRange
 from ..domain.events import AuditRead
 from ..domain.integrity import Progress, Report
 from ..domain.log import LoggedEvent
+from ..domain.merkle import InclusionProof, LeafProof
 from .handlers import Caller, RecordTerminalEvents
 from .log_follower import PAGE as WATCH_PAGE
 from .log_follower import STOPPING, LogFollower
@@ -65,6 +71,10 @@ class AuditReads(Protocol):
     def statistics(self, start: datetime, end: datetime, granularity: Granularity, top: int) -> Statistics: ...
     def checkpoint(self) -> tuple[str, str] | None: ...
     def verify(self, card_id: str | None, notes: Sequence[str], progress: Progress, cancelled: Callable[[], bool]) -> Report: ...
+    def signed_sizes(self, sizes: Sequence[int]) -> tuple[int, frozenset[int]]: ...
+    def inclusion_proof(self, index: int, size: int) -> InclusionProof: ...
+    def consistency_proof(self, first: int, second: int) -> list[bytes]: ...
+    def leaf_proofs(self, events: Sequence[LoggedEvent], size: int) -> dict[int, LeafProof]: ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,8 @@ class Page:
     events: list[LoggedEvent]
     next_token: str
     stream_version: int = 0
+    proofs: dict[int, LeafProof] = field(default_factory=dict)  # by position, with_proofs
+    proof_tree_size: int = 0
 
 
 INTEGRITY_RETRY = timedelta(seconds=30)  # what a refused whole-store check is told to wait
@@ -134,17 +146,26 @@ class Audit:
                 card_id = validate_card_id(card_id) if card_id else ""
             except InvalidInput:
                 card_id = ""  # never record what may be an Individual Number
-            refused = {"refused": "invalid_argument", "fields": [v.field for v in exc.violations]}
+            kind = "out_of_range" if isinstance(exc, OutOfRange) else "invalid_argument"
+            refused = {"refused": kind, "fields": [v.field for v in exc.violations]}
             await self.record(caller, rpc, card_id, refused, 0)
             raise
 
-    async def history(self, caller: Caller, card_id: str, f: Filter, order: Order, size: int, token: str) -> Page:
+    async def history(
+        self, caller: Caller, card_id: str, f: Filter, order: Order, size: int, token: str, proofs: int | None = None
+    ) -> Page:
+        """A page of the card's events; with `proofs` (a signed tree size, 0:
+        the latest), each event in that tree with its leaf and inclusion proof."""
         async with self._refusal_recorded(caller, "GetCardHistory", card_id):
             card_id = validate_card_id(card_id)
             f = validate_filter(f)
             size = page_size(size)
             query = {"rpc": "GetCardHistory", "card": card_id, "order": order.value, "filter": f.as_dict()}
             cursor = decode_cursor(token, query, (int,), self.seal)
+            if proofs is not None:
+                if size > MAX_PROOF_PAGE_SIZE:
+                    raise InvalidInput(FieldViolation("page_size", f"at most {MAX_PROOF_PAGE_SIZE} with proofs"))
+                proofs = await self._signed_tree("proof_tree_size", proofs, latest_if_zero=True)
         after = None if cursor is None else cursor.key[0]
         version = await self._read(self.reads.card_version, card_id)
         if version is None:
@@ -154,8 +175,51 @@ class Audit:
         more = len(events) > size
         events = events[:size]
         next_token = encode_cursor(Cursor((events[-1].version,)), query, self.seal) if more else ""
-        await self.record(caller, "GetCardHistory", card_id, f.as_dict(), len(events))
-        return Page(events, next_token, version)
+        leaf_proofs = await self._read(self.reads.leaf_proofs, events, proofs) if proofs else {}
+        recorded = f.as_dict() | ({"proof_tree_size": proofs} if proofs else {})
+        await self.record(caller, "GetCardHistory", card_id, recorded, len(events))
+        return Page(events, next_token, version, leaf_proofs, proofs or 0)
+
+    async def _signed_tree(self, field_name: str, size: int, *, latest_if_zero: bool = False) -> int:
+        """`size` if the server signed a checkpoint of that size (InvalidInput,
+        OutOfRange otherwise); 0 with latest_if_zero: the latest one's."""
+        asked = [size] if 1 <= size <= MAX_POSITION else []
+        latest, signed = await self._read(self.reads.signed_sizes, asked)
+        if size == 0 and latest_if_zero:
+            if not latest:
+                raise OutOfRange(FieldViolation(field_name, "no checkpoint has been signed yet"))
+            return latest
+        check_tree_size(field_name, size, latest, size in signed)
+        return size
+
+    async def inclusion_proof(self, caller: Caller, position: int, tree_size: int) -> InclusionProof:
+        """The audit path of the event at `position` in the signed tree of `tree_size`."""
+        async with self._refusal_recorded(caller, "GetInclusionProof"):
+            validate_position(position, "position")
+            await self._signed_tree("tree_size", tree_size)
+            check_proof_position(position, tree_size)
+        proof = await self._read(self.reads.inclusion_proof, position - 1, tree_size)
+        await self.record(caller, "GetInclusionProof", "", {"position": position, "tree_size": tree_size}, 1)
+        return proof
+
+    async def consistency_proof(self, caller: Caller, first: int, second: int) -> list[bytes]:
+        """The consistency path from the signed tree of `first` to that of `second`."""
+        async with self._refusal_recorded(caller, "GetConsistencyProof"):
+            latest, signed = await self._read(self.reads.signed_sizes, [n for n in (first, second) if 1 <= n <= MAX_POSITION])
+            violations = []
+            for name, n in (("first_size", first), ("second_size", second)):
+                try:
+                    check_tree_size(name, n, latest, n in signed)
+                except InvalidInput as exc:
+                    violations.append(exc)
+            if violations:  # every field named; OUT_OF_RANGE only if each is past the latest
+                if all(isinstance(v, OutOfRange) for v in violations):
+                    raise OutOfRange([x for v in violations for x in v.violations])
+                raise InvalidInput([x for v in violations for x in v.violations])
+            check_consistency_sizes(first, second)
+        path = await self._read(self.reads.consistency_proof, first, second)
+        await self.record(caller, "GetConsistencyProof", "", {"first_size": first, "second_size": second}, 0)
+        return path
 
     async def query(self, caller: Caller, f: Filter, order: Order, size: int, token: str) -> Page:
         async with self._refusal_recorded(caller, "QueryEvents"):

@@ -44,6 +44,7 @@ from ..store.rechain import (
 )
 from ..store.roles import RoleNameError, grant_script
 from ..store.schema_check import SchemaMismatch, check_schema
+from ..store.tree import fill_nodes, unfilled
 from .configured import config_problems, keys, settings
 from .exits import CANNOT_RUN, UNAVAILABLE, fail
 
@@ -179,7 +180,9 @@ def migrate(args: argparse.Namespace) -> None:
     keyed chains, re-chain them under the integrity key, and MAC answers kept
     before answers had MACs, and terminal rows from before terminals had MACs
     when this run adds that column or --seal-terminals asks
-    (service/store/rechain.py)."""
+    (service/store/rechain.py); and store the Merkle subtree hashes proofs
+    are served from, below a checkpoint signed before they were kept
+    (service/store/tree.py)."""
     s = settings()
     with database_errors(s.database_url):
         reach(s.database_url)
@@ -206,6 +209,12 @@ def _after_upgrade(s: config_mod.Settings, seal: bool) -> None:
             print(f"sealed {seal_answers(store, keys(s).integrity)} kept answers under the integrity key")
         if seal and unsealed_terminals(store):
             print(f"sealed {seal_terminals(store, keys(s).integrity)} terminal rows under the integrity key")
+        if (todo := unfilled(store)) is not None:
+            size, root = todo
+            try:
+                print(f"stored {fill_nodes(store, size, root)} Merkle subtree hashes for proofs up to tree size {size}")
+            except IntegrityViolation as exc:
+                fail(f"no proofs below tree size {size}: {exc.reason} (`pinlife check` for the report)")
     finally:
         store.close()
 

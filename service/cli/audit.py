@@ -6,6 +6,7 @@ Ctrl-C ends `watch` (130)."""
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import functools
 import json
@@ -30,10 +31,11 @@ from rich.text import Text
 
 from ..domain.audit import COUNT_NAMES, MAX_PAGE_SIZE, MAX_SUPPLIED_CHECKPOINTS
 from ..domain.calendar import TOKYO
-from ..keys.notes import NoteError, open_note, parse_checkpoint
+from ..keys.notes import Checkpoint, NoteError, open_note, parse_checkpoint
 from ..v1 import audit_service_pb2 as apb
 from ..v1 import audit_service_pb2_grpc
 from ..v1 import common_pb2 as pb
+from . import proofs
 from .args import OUTCOMES, STREAMS, listed
 from .client import channel, close, metadata, rpc_error, uses_tls
 from .exits import PROBLEM, fail
@@ -627,16 +629,101 @@ def _show_report(report, fmt: str) -> None:
 
 @guarded
 def verify(args: argparse.Namespace) -> None:
-    """The whole store is checked against the checkpoints given and the
-    newest ones kept from this server (up to the server's bound)."""
+    """The whole store is checked, and (with --keep) the server's latest
+    checkpoint against the newest kept one of the same server with a
+    consistency proof checked here, then kept: the kept checkpoints are then
+    held by the log as far as the store's own latest checkpoint is (which
+    the check compares with the log). Kept checkpoints no proof links yet
+    (kept before proofs, or when the proof fails) are supplied to the check,
+    up to the server's bound, as before."""
     notes = [_read("--checkpoint", name) for name in args.checkpoint or ()]
+    extended: dict[str, Any] | None = None
+    broken: str | None = None
     if args.keep and not args.card:
+        kept = Kept(args.keep)
+        try:
+            extended = _fetch_and_keep(args, kept)
+        except Problem as exc:
+            broken = str(exc)
+        held = kept.of_server(args.server)
+        linked = {int(k["extends"]) for k in held if "extends" in k} | ({int(held[-1]["tree_size"])} if held else set())
+        unlinked = [k["note"] for k in held if broken or int(k["tree_size"]) not in linked]
         room = max(0, MAX_SUPPLIED_CHECKPOINTS - len(notes))
-        held = [k["note"] for k in Kept(args.keep).of_server(args.server)][-room:] if room else []
-        notes += [n for n in held if n not in notes]
+        notes += [n for n in (unlinked[-room:] if room else []) if n not in notes]
     report = _verify(args, args.card or "", notes)
-    _show_report(report, _format(args))
-    sys.exit(0 if report.intact else 1)
+    fmt = _format(args)
+    if fmt == "jsonl" and (extended or broken):
+        out = MessageToDict(report, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        out["checkpoint_consistency"] = {"problem": broken} if broken else extended
+        _emit(json.dumps(out))
+    else:
+        if extended or broken:
+            console = _console(stderr=fmt == "csv")
+            if broken:
+                console.print(Text.assemble(("✗ checkpoint: ", "bold red"), broken))
+            elif extended is not None:
+                console.print(_ok(extended["said"]))
+        _show_report(report, fmt)
+    sys.exit(0 if report.intact and not broken else 1)
+
+
+def _fetch_and_keep(args: argparse.Namespace, kept: Kept) -> dict[str, Any]:
+    """Fetch the latest checkpoint, prove it extends the newest kept one of
+    this server (a consistency proof, checked here: O(log n) hashes, no pass
+    over the log), then keep it. What was proved; Problem (exit 1) if it
+    does not extend it."""
+    r = _stub(args).GetCheckpoint(apb.GetCheckpointRequest(), **_call_options(args))
+    proved = _extends_kept(args, kept, r)
+    count = kept.add(args.server, r, accept_new_key=args.accept_new_key, extends=proved.get("from_size"))
+    return {**proved, "kept": count}
+
+
+def _extends_kept(args: argparse.Namespace, kept: Kept, r) -> dict[str, Any]:
+    """That the checkpoint r (its note, key and size vetted first) extends
+    the newest kept checkpoint of this server and origin."""
+    cp, _ = kept.vet(r, getattr(args, "accept_new_key", False))
+    mine = [k for k in kept.of_server(args.server) if k.get("origin") == cp.origin]
+    if not mine:
+        return {"said": f"checkpoint of tree size {cp.size} is the first kept of {cp.origin}", "to_size": cp.size}
+    newest = mine[-1]
+    m, old_root = int(newest["tree_size"]), base64.b64decode(newest["root_hash"])
+    if cp.size < m:
+        raise Problem(
+            f"the server's latest checkpoint (tree size {cp.size}) does not extend the kept one of tree size {m}: "
+            "the log was cut back, or this server is behind"
+        )
+    if cp.size == m:
+        if old_root != cp.root:
+            raise Problem(f"the log of {cp.origin} has forked: tree size {m} had root {newest['root_hash']}, now {r.root_hash}")
+        return {"said": f"checkpoint of tree size {m} is the one kept", "from_size": None, "to_size": m}
+    try:
+        answer = _stub(args).GetConsistencyProof(
+            apb.GetConsistencyProofRequest(first_size=m, second_size=cp.size), **_call_options(args)
+        )
+    except grpc.RpcError as err:
+        if err.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+            raise
+        raise Problem(
+            f"the checkpoint of tree size {cp.size} does not extend the kept one of tree size {m}: "
+            f"the server gives no proof ({err.code().name}: {err.details()})"
+        ) from None
+    if (answer.first_size, answer.second_size) != (m, cp.size):
+        raise Problem(
+            f"proof for another tree size: asked from {m} to {cp.size}, the server's proof is from "
+            f"{answer.first_size} to {answer.second_size}"
+        )
+    try:
+        proofs.verify_consistency(m, cp.size, old_root, cp.root, list(answer.consistency_path))
+    except proofs.ProofError as exc:
+        raise Problem(f"the checkpoint of tree size {cp.size} does not extend the kept one of tree size {m}: {exc}") from None
+    hashes = len(answer.consistency_path)
+    return {
+        "said": f"checkpoint of tree size {cp.size} extends the kept one of tree size {m}: "
+        f"consistency proof of {_n(hashes, 'hash')} checked here (no pass over the log)",
+        "from_size": m,
+        "to_size": cp.size,
+        "proof_hashes": hashes,
+    }
 
 
 @guarded
@@ -662,9 +749,13 @@ def checkpoint(args: argparse.Namespace) -> None:
             _console(stderr=True).print(_ok(f"the log still holds the checkpoint in {args.compare}"))
     r = _stub(args).GetCheckpoint(apb.GetCheckpointRequest(), **_call_options(args))
     if args.keep:
-        kept = Kept(args.keep).add(args.server, r, accept_new_key=args.accept_new_key)
+        proved = _extends_kept(args, Kept(args.keep), r)
+        kept = Kept(args.keep).add(args.server, r, accept_new_key=args.accept_new_key, extends=proved.get("from_size"))
         if fmt == "table":
-            _console(stderr=True).print(_ok(f"kept in {args.keep} ({_n(kept, 'checkpoint')} of this server)"))
+            err = _console(stderr=True)
+            if proved.get("from_size"):
+                err.print(_ok(proved["said"]))
+            err.print(_ok(f"kept in {args.keep} ({_n(kept, 'checkpoint')} of this server)"))
     if args.save:
         try:
             with open(args.save, "w", encoding="utf-8") as f:
@@ -674,6 +765,8 @@ def checkpoint(args: argparse.Namespace) -> None:
     if fmt == "jsonl":
         out = MessageToDict(r, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
         out |= {"saved": args.save or "", **({"compared": compared} if compared else {})}
+        if args.keep and proved.get("from_size"):
+            out["extends"] = {k: proved[k] for k in ("from_size", "to_size", "proof_hashes")}
         _emit(json.dumps(out, ensure_ascii=False))
     elif fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
@@ -688,6 +781,104 @@ def checkpoint(args: argparse.Namespace) -> None:
         err.print(f"verifier key: {r.verifier_key}", style="dim", soft_wrap=True)
         if args.save:
             err.print(_ok(f"saved the checkpoint of tree size {r.tree_size} to {args.save}"))
+
+
+# -- proofs: a card's events in the kept checkpoint's tree --------------------------------
+PROOF_PAGE = 100  # events (each with its proof) a page
+
+
+def event_problem(e, size: int, root: bytes) -> tuple[str, str] | None:
+    """Whether the event e (an AuditEvent with its proof) is, by its proof,
+    in the tree of `size` leaves whose root the auditor keeps: None if so,
+    else (the kind of problem, why). Checked here, trusting nothing of the
+    server but the event and the proof it sent."""
+    if not e.HasField("proof"):
+        return "no_proof", "the server sent no proof for this event"
+    p = e.proof
+    if p.tree_size != size:
+        return "another_tree_size", f"proof for another tree size: {p.tree_size}, not the kept {size}"
+    try:
+        position, envelope = proofs.leaf_fields(p.leaf_data)
+    except proofs.ProofError as exc:
+        return "leaf_not_the_event", str(exc)
+    said = (position, envelope.get("card_id"), envelope.get("version"), envelope.get("event_id"), envelope.get("event_type"))
+    if said != (e.position, e.stream_id, e.version, e.event_id, e.event_type) or p.leaf_index != e.position - 1:
+        return "leaf_not_the_event", "the proof's leaf is not this event (position, stream, version, id or type differ)"
+    leaf = proofs.hash_leaf(p.leaf_data)
+    if p.leaf_hash and p.leaf_hash != leaf:
+        return "tampered_proof", "the leaf hash sent is not the hash of the leaf"
+    try:
+        proofs.verify_inclusion(e.position - 1, size, leaf, list(p.audit_path), root)
+    except proofs.ProofError as exc:
+        return "tampered_proof", str(exc)
+    return None
+
+
+@guarded
+def prove(args: argparse.Namespace) -> None:
+    """Each of the card's events checked here, with its inclusion proof,
+    against the newest checkpoint kept of this server (events after it are
+    listed as not yet covered)."""
+    if not args.keep:
+        fail("prove checks against a kept checkpoint: --no-keep leaves none (`pinlife audit checkpoint` keeps one)")
+    held = Kept(args.keep).of_server(args.server)
+    if not held:
+        fail(f"no checkpoint of {args.server} is kept in {args.keep}: `pinlife audit checkpoint` keeps one")
+    size, root = int(held[-1]["tree_size"]), base64.b64decode(held[-1]["root_hash"])
+    request = apb.GetCardHistoryRequest(card_id=args.card, with_proofs=True, proof_tree_size=size, page_size=PROOF_PAGE)
+    rows: list[dict[str, Any]] = []
+    call = _stub(args).GetCardHistory
+    while True:
+        response = call(request, **_call_options(args))
+        for e in response.events:
+            row = {"position": e.position, "version": e.version, "event_type": e.event_type, "tree_size": size}
+            if e.position > size:
+                row |= {"result": "after_checkpoint", "reason": f"after the kept checkpoint (tree size {size})"}
+            elif response.proof_tree_size != size:
+                row |= {"result": "another_tree_size", "reason": f"proofs against tree size {response.proof_tree_size}"}
+            elif (problem := event_problem(e, size, root)) is not None:
+                row |= {"result": problem[0], "reason": problem[1]}
+            else:
+                row |= {"result": "included", "reason": ""}
+            rows.append(row)
+        if not response.next_page_token:
+            break
+        request.page_token = response.next_page_token
+    bad = [r for r in rows if r["result"] not in ("included", "after_checkpoint")]
+    _show_proved(args, rows, bad, size)
+    sys.exit(1 if bad else 0)
+
+
+def _show_proved(args: argparse.Namespace, rows: list[dict[str, Any]], bad: list[dict[str, Any]], size: int) -> None:
+    fmt = _format(args)
+    if fmt == "jsonl":
+        for r in rows:
+            _emit(json.dumps(r))
+        return
+    if fmt == "csv":
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["position", "version", "event_type", "tree_size", "result", "reason"])
+        for r in rows:
+            w.writerow([r[k] for k in ("position", "version", "event_type", "tree_size", "result", "reason")])
+        return
+    console = _console()
+    table = Table(header_style="bold cyan", box=box.SIMPLE_HEAD)
+    for header in ("pos", "v", "type", "in the tree", "reason"):
+        table.add_column(header, overflow="fold")
+    marks = {"included": ("✓", "green"), "after_checkpoint": ("·", "dim")}
+    for r in rows:
+        mark, style = marks.get(r["result"], ("✗ " + r["result"], "bold red"))
+        table.add_row(str(r["position"]), str(r["version"]), r["event_type"], Text(mark, style), Text(r["reason"], "dim"))
+    console.print(table)
+    included = sum(r["result"] == "included" for r in rows)
+    after = sum(r["result"] == "after_checkpoint" for r in rows)
+    summary = f"{_n(included, 'event')} of card {args.card} proved in the kept checkpoint of tree size {size}, checked here"
+    if after:
+        summary += f"; {after} after it (`pinlife audit checkpoint` keeps a newer one)"
+    if bad:
+        console.print(Text.assemble(("✗ ", "bold red"), f"{_n(len(bad), 'event')} not proved: {bad[0]['reason']}; {summary}"))
+    else:
+        console.print(_ok(summary))
 
 
 def _ok(message: str):
@@ -723,10 +914,10 @@ class Kept:
         """This server's kept checkpoints, smallest tree first."""
         return sorted((k for k in self.all() if k.get("server") == server), key=lambda k: int(k["tree_size"]))
 
-    def add(self, server: str, r, accept_new_key: bool = False) -> int:
-        """Keep the GetCheckpoint answer r (unless that size is kept);
-        returns how many this server now has. Problem (exit 1) on a note
-        that does not verify, another key for the origin, or a fork."""
+    def vet(self, r, accept_new_key: bool = False) -> tuple[Checkpoint, list[dict[str, Any]]]:
+        """The GetCheckpoint answer r, parsed, and the kept checkpoints of
+        its origin: Problem (exit 1) on a note that does not verify, another
+        key for the origin, or a fork (a kept one of its size, another root)."""
 
         try:
             body, _ = open_note(r.note, [r.verifier_key])
@@ -745,6 +936,14 @@ class Kept:
                 raise Problem(
                     f"the log of {cp.origin} has forked: tree size {cp.size} had root {k['root_hash']}, now {r.root_hash}"
                 )
+        return cp, mine
+
+    def add(self, server: str, r, accept_new_key: bool = False, extends: int | None = None) -> int:
+        """Keep the GetCheckpoint answer r (unless that size is kept);
+        returns how many this server now has. Problem (exit 1) on a note
+        that does not verify, another key for the origin, or a fork.
+        extends: the kept tree size a consistency proof showed r extends."""
+        cp, mine = self.vet(r, accept_new_key)
         if not any(int(k["tree_size"]) == cp.size and k.get("server") == server for k in mine):
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
             entry = {
@@ -755,6 +954,7 @@ class Kept:
                 "verifier_key": r.verifier_key,
                 "note": r.note,
                 "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                **({"extends": extends} if extends else {}),
             }
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry, ensure_ascii=False) + "\n")

@@ -51,6 +51,7 @@ AUDIT_USAGE = """pinlife audit: the auditor's client of AuditService
     pinlife audit watch [--after POSITION] [--limit N]
     pinlife audit verify [CARD] [--checkpoint FILE ...] [--keep FILE | --no-keep]
     pinlife audit checkpoint [--save FILE] [--compare FILE] [--keep FILE | --no-keep] [--accept-new-key]
+    pinlife audit prove CARD [--keep FILE]
     pinlife audit stats [--from WHEN] [--to WHEN] [--granularity hour|day] [--top N]
 
 Output (--format): `table` on a terminal (times in Asia/Tokyo), else `jsonl`
@@ -68,12 +69,18 @@ WHEN is ISO 8601 (a date, or a time without an offset, is Asia/Tokyo: 2026-12-01
 
 `checkpoint` keeps each checkpoint it fetches in the auditor's own file
 (--keep, default ~/.local/share/pinlife/checkpoints.jsonl), after checking
-its signature, its key against the one kept for its origin, and that no kept
-checkpoint of the same size has another root; `verify` checks the whole
-store against the newest kept checkpoints of the same server (up to 16).
+its signature, its key against the one kept for its origin, that no kept
+checkpoint of the same size has another root, and, with a consistency proof
+checked here, that it extends the newest one kept of that server; `verify`
+fetches and keeps the latest the same way, then checks the whole store
+(kept checkpoints no proof links are supplied to it, up to 16). `prove CARD`
+checks each of the card's events, with its inclusion proof, against the newest
+kept checkpoint. The proofs are checked by the CLI's own code
+(service/cli/proofs.py), not the server's.
 
-Exit codes: 0 done (verify: intact); 1 verify or checkpoint --compare found a
-problem; 2 the command could not run (an error, one line on stderr:
+Exit codes: 0 done (verify: intact; prove: every event proved); 1 verify,
+prove or checkpoint found a problem (a tampered proof, a proof for another tree
+size, a checkpoint that does not extend the kept one); 2 the command could not run (an error, one line on stderr:
 `pinlife: CODE: details`). Ctrl-C ends `watch` (130).
 
 In development mode (`make run`: plain text on loopback) every terminal has
@@ -220,7 +227,7 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:
     options (--server, --ca, --cert, --key) after it too."""
     audit = sub.add_parser(
         "audit",
-        help="auditors: history, query, watch, verify, checkpoint, stats (AuditService)",
+        help="auditors: history, query, watch, verify, checkpoint, prove, stats (AuditService)",
         description=AUDIT_USAGE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -280,6 +287,11 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:
     p = command("verify", "check the whole store (or one card): links, MACs, projection, lawful history, checkpoints")
     p.add_argument("card", nargs="?", help="one card (default: the whole store)")
     p.add_argument("--checkpoint", action="append", metavar="FILE", help="a signed checkpoint note kept outside (repeat)")
+    p.add_argument(
+        "--accept-new-key",
+        action="store_true",
+        help="keep a checkpoint signed by another key than the one kept for its origin (after a key rotation)",
+    )
     kept(p)
     p = command("checkpoint", "fetch the latest signed checkpoint of the log (a C2SP signed note) and keep it")
     p.add_argument("--save", metavar="FILE", help="also write the note to FILE")
@@ -289,6 +301,9 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep a checkpoint signed by another key than the one kept for its origin (after a key rotation)",
     )
+    kept(p)
+    p = command("prove", "check each of a card's events against the newest kept checkpoint, with inclusion proofs")
+    p.add_argument("card")
     kept(p)
     p = command("stats", "counts by channel, office, terminal, PIN type and hour or day (Asia/Tokyo)")
     times(p)

@@ -48,7 +48,16 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     # Auditors read the history; nobody else may (every call of theirs is itself recorded).
     **{
         f"/pinlife.v1.AuditService/{rpc}": frozenset({Role.AUDITOR})
-        for rpc in ("GetCardHistory", "QueryEvents", "WatchEvents", "VerifyIntegrity", "GetCheckpoint", "GetStatistics")
+        for rpc in (
+            "GetCardHistory",
+            "QueryEvents",
+            "WatchEvents",
+            "VerifyIntegrity",
+            "GetCheckpoint",
+            "GetStatistics",
+            "GetInclusionProof",
+            "GetConsistencyProof",
+        )
     },
 }
 

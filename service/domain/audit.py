@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .access import Role
 from .calendar import TOKYO
-from .errors import FieldViolation, InvalidInput
+from .errors import FieldViolation, InvalidInput, OutOfRange
 from .events import EVENT_TYPES
 from .pins import PinType
 
@@ -30,6 +30,7 @@ DEFAULT_TOP_TERMINALS = 20
 MAX_TOP_TERMINALS = 1000
 MAX_SUPPLIED_CHECKPOINTS = 16  # checkpoints an auditor may supply to one integrity check
 MAX_FILTER_VALUES = 50  # values in one list of a filter, as sent (repeats count: service/api/audit_mapping.py)
+MAX_PROOF_PAGE_SIZE = 100  # events of a history page with their inclusion proofs
 MAX_POSITION = 2**63 - 1  # positions and versions are stored as 64-bit signed integers
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)  # the times an auditor may ask about: [EARLIEST, LATEST)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
@@ -48,6 +49,33 @@ def validate_position(value: int, field_name: str) -> int:
     if not 0 <= value <= MAX_POSITION:
         raise InvalidInput(FieldViolation(field_name, f"must be 0 to {MAX_POSITION}"))
     return value
+
+
+def check_tree_size(field_name: str, size: int, latest: int, signed: bool) -> None:
+    """A proof is asked for against trees the server signed (a checkpoint of
+    that size); `latest` is the size of its latest checkpoint (0: none)."""
+    if not 1 <= size <= MAX_POSITION:
+        raise InvalidInput(FieldViolation(field_name, f"must be the tree size of a signed checkpoint, 1 to {MAX_POSITION}"))
+    if size > latest:
+        past = f"the latest signed checkpoint has tree size {latest}" if latest else "no checkpoint has been signed yet"
+        raise OutOfRange(FieldViolation(field_name, f"{size} is past the log's signed checkpoints: {past}"))
+    if not signed:
+        raise InvalidInput(
+            FieldViolation(field_name, f"no checkpoint of tree size {size} was signed (GetCheckpoint, or a kept one)")
+        )
+
+
+def check_proof_position(position: int, tree_size: int) -> None:
+    """The event an inclusion proof is asked for: positions 1..tree_size are in the tree."""
+    if not 1 <= position <= MAX_POSITION:
+        raise InvalidInput(FieldViolation("position", f"must be 1 to {MAX_POSITION}"))
+    if position > tree_size:
+        raise OutOfRange(FieldViolation("position", f"{position} is past the tree of size {tree_size}"))
+
+
+def check_consistency_sizes(first: int, second: int) -> None:
+    if first > second:
+        raise InvalidInput(FieldViolation("first_size", f"must be at most second_size ({second})"))
 
 
 def _out_of_range(at: datetime | None, field_name: str) -> list[FieldViolation]:

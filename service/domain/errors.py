@@ -52,6 +52,12 @@ class InvalidInput(DomainError):
         super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
 
 
+class OutOfRange(InvalidInput):
+    """Input of the right form past what exists (a tree size past the latest
+    checkpoint, a position past the tree): OUT_OF_RANGE, its fields named as
+    bad input's are."""
+
+
 class NotFound(DomainError):
     pass
 

@@ -11,13 +11,13 @@ A `Frontier` is the tree's compact range [0, size): the roots of its perfect
 subtrees, left to right, one per set bit of `size` (largest first). It is all
 an append-only log needs to keep to go on appending and to compute its root.
 
-Proofs, later: an inclusion or consistency proof also needs interior nodes
-that the frontier has already folded away (the right siblings of an old
-leaf's path, the subtrees of [m, n) between two sizes). They are served either
-from stored per-level hashes (Go's sumdb/tlog keeps every perfect subtree root,
-indexed by StoredHashIndex) or by recomputing the subtree roots from the
-leaves. The frontier of size m is exactly the left part of a consistency proof
-from m: its hashes fold to MTH of the first m leaves.
+Proofs (RFC 9162 §2.1.3, §2.1.4): `inclusion_path` and `consistency_path`
+name the subtrees whose hashes make a proof, as ranges [lo, hi) of leaves;
+the store hashes them (service/store/tree.py) from the perfect subtree roots
+kept at every NODE_EVERY-th level (`Frontier.extend_nodes` hands them over as
+they complete) and, below the lowest such level, from the leaves themselves.
+Any range of the tree is at most log2(n) perfect subtrees, each at most
+2^(NODE_EVERY - 1) stored hashes: a proof reads O(log n) hashes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 HASH_SIZE = 32
@@ -126,3 +126,154 @@ class Frontier:
         if not isinstance(hashes, list) or not all(isinstance(h, str) and _HEX_HASH.fullmatch(h) for h in hashes):
             raise ValueError("frontier hashes must be a list of 64 lowercase hex digits each")
         return cls(size, tuple(bytes.fromhex(h) for h in hashes))
+
+    def extend_nodes(self, leaf_hashes: Iterable[bytes], every: int | None = None) -> tuple[Frontier, list[Node]]:
+        """The frontier with leaves appended (given their leaf_hash), and the
+        perfect subtrees completed on the way whose level is a positive
+        multiple of `every` (NODE_EVERY): the hashes a store keeps to serve
+        proofs. One node per 2^every leaves, amortised."""
+        every = NODE_EVERY if every is None else every
+        size, hashes = self.size, list(self.hashes)
+        nodes: list[Node] = []
+        for h in leaf_hashes:
+            carry, level = size, 0
+            while carry & 1:
+                h = node_hash(hashes.pop(), h)
+                carry >>= 1
+                level += 1
+                if level % every == 0:
+                    nodes.append(Node(level, size >> level, h))
+            hashes.append(h)
+            size += 1
+        return Frontier(size, tuple(hashes)), nodes
+
+
+NODE_EVERY = 4  # the levels whose perfect subtree roots a store keeps (every 4th: 1 hash per 15 leaves)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """The root of a perfect subtree: `level` (0: a leaf) and its `index` at
+    that level, i.e. the leaves [index * 2^level, (index + 1) * 2^level)."""
+
+    level: int
+    index: int
+    hash: bytes
+
+
+def _split(n: int) -> int:
+    """The largest power of two below n (n > 1)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+Range = tuple[int, int]  # [lo, hi): a subtree of the tree, by its leaves
+
+
+def inclusion_path(index: int, size: int) -> list[Range]:
+    """The subtrees whose hashes make the inclusion proof of leaf `index` in
+    the tree of `size` leaves (RFC 9162 §2.1.3.1 PATH), leaf to root."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf {index} is not in a tree of size {size}")
+    path: list[Range] = []
+    lo, hi = 0, size
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if index < lo + k:
+            path.append((lo + k, hi))
+            hi = lo + k
+        else:
+            path.append((lo, lo + k))
+            lo += k
+    return path[::-1]
+
+
+def consistency_path(first: int, second: int) -> list[Range]:
+    """The subtrees whose hashes make the consistency proof from the tree of
+    `first` leaves to the tree of `second` (RFC 9162 §2.1.4.1 SUBPROOF with
+    b = true), in the proof's order. Empty when the sizes are equal."""
+    if not 0 < first <= second:
+        raise ValueError(f"no consistency proof from size {first} to {second}")
+    path: list[Range] = []
+    lo, hi, m, whole = 0, second, first, True
+    while m != hi - lo:
+        k = _split(hi - lo)
+        if m <= k:
+            path.append((lo + k, hi))
+            hi = lo + k
+        else:
+            path.append((lo, lo + k))
+            lo, m, whole = lo + k, m - k, False
+    if not whole:
+        path.append((lo, hi))
+    return path[::-1]
+
+
+def perfect_parts(lo: int, hi: int) -> list[tuple[int, int]]:
+    """The perfect subtrees (level, index) that make up the subtree [lo, hi)
+    of an RFC 6962 tree (lo a multiple of a power of two >= hi - lo), left to
+    right: one per set bit of hi - lo, largest first."""
+    if not 0 <= lo < hi or lo % (1 << (hi - lo - 1).bit_length()):
+        raise ValueError(f"[{lo}, {hi}) is not a subtree")
+    parts, at = [], lo
+    for level in range((hi - lo).bit_length() - 1, -1, -1):
+        if (hi - lo) >> level & 1:
+            parts.append((level, at >> level))
+            at += 1 << level
+    return parts
+
+
+def fold(hashes: Sequence[bytes]) -> bytes:
+    """The root of consecutive perfect subtrees, largest first (as a
+    frontier's, or perfect_parts'): folded right to left."""
+    root = hashes[-1]
+    for h in reversed(hashes[:-1]):
+        root = node_hash(h, root)
+    return root
+
+
+def perfect_root(hashes: Sequence[bytes]) -> bytes:
+    """The root of a perfect subtree from its 2^k nodes at one level, left to right."""
+    level = list(hashes)
+    if not level or len(level) & (len(level) - 1):
+        raise ValueError(f"{len(level)} nodes are not a perfect subtree")
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    leaf_index: int
+    tree_size: int
+    leaf_hash: bytes
+    path: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeafProof:
+    """An event's leaf (position and canonical envelope, chain.leaf_data) and
+    its inclusion proof: what a page of history carries to be checked offline."""
+
+    leaf_data: bytes
+    proof: InclusionProof
+
+
+def tree_proofs(leaves: Sequence[bytes]) -> tuple[Callable[[int, int], InclusionProof], Callable[[int, int], list[bytes]]]:
+    """Inclusion and consistency proofs over leaves held in memory (their
+    data): for tests and small trees; a store serves them from its nodes."""
+    hashes = [leaf_hash(d) for d in leaves]
+
+    def subtree(lo: int, hi: int) -> bytes:
+        return fold([perfect_root(hashes[i << lv : (i + 1) << lv]) for lv, i in perfect_parts(lo, hi)])
+
+    def inclusion(index: int, size: int) -> InclusionProof:
+        if size > len(hashes):
+            raise ValueError(f"the tree has {len(hashes)} leaves, not {size}")
+        return InclusionProof(index, size, hashes[index], tuple(subtree(lo, hi) for lo, hi in inclusion_path(index, size)))
+
+    def consistency(first: int, second: int) -> list[bytes]:
+        if second > len(hashes):
+            raise ValueError(f"the tree has {len(hashes)} leaves, not {second}")
+        return [subtree(lo, hi) for lo, hi in consistency_path(first, second)]
+
+    return inclusion, consistency

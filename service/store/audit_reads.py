@@ -11,7 +11,8 @@ after page_size rows; tests/store/test_audit_reads.py shows the plans.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,9 +20,11 @@ from sqlalchemy import Select, and_, bindparam, func, literal_column, select, tu
 
 from ..domain.audit import COUNTED_AS, Counts, Filter, Granularity, Order, Statistics, bucket_start, buckets
 from ..domain.calendar import TOKYO
+from ..domain.errors import PreconditionFailed, PreconditionViolation
 from ..domain.integrity import Progress, Report
 from ..domain.lawful import CLOCK_TOLERANCE
 from ..domain.log import LoggedEvent
+from ..domain.merkle import InclusionProof, LeafProof
 from ..domain.repeats import AGGREGATED
 from ..keys.ring import KeyRing
 from . import checkpoints
@@ -30,6 +33,7 @@ from .check_process import check_store_in_process
 from .event_store import EventStore
 from .records import logged_event, utc
 from .tables import cards, events
+from .tree import NodesMissing, TreeReader
 
 
 def _where(q: Select, f: Filter) -> Select:
@@ -233,6 +237,36 @@ class StoreAuditReads:
             return None
         latest = checkpoints.latest_authentic(self.store, self.keys)
         return None if latest is None else (latest.note, checkpoints.public_verifier_key(self.keys))
+
+    def signed_sizes(self, sizes: Sequence[int]) -> tuple[int, frozenset[int]]:
+        """The latest authentic checkpoint's tree size (0: none), and which of
+        `sizes` are sizes of authentic checkpoints (their notes verify)."""
+        if self.keys.checkpoint is None:
+            return 0, frozenset()
+        return checkpoints.signed_sizes(self.store, self.keys, sizes)
+
+    def inclusion_proof(self, index: int, size: int) -> InclusionProof:
+        with self._tree(size) as tree:
+            return tree.inclusion(index)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        with self._tree(second) as tree:
+            return tree.consistency(first)
+
+    def leaf_proofs(self, events: Sequence[LoggedEvent], size: int) -> dict[int, LeafProof]:
+        with self._tree(size) as tree:
+            return tree.leaf_proofs(events)
+
+    @contextmanager
+    def _tree(self, size: int) -> Iterator[TreeReader]:
+        """The tree of the log's first `size` events, read in one snapshot."""
+        with self.store.snapshot() as view:
+            try:
+                yield TreeReader(view, size)
+            except NodesMissing as exc:
+                raise PreconditionFailed(
+                    PreconditionViolation("TREE_NOT_FILLED", f"tree_size {size}", f"{exc}: the operator runs `pinlife migrate`")
+                ) from None
 
     def verify(self, card_id: str | None, notes: Sequence[str], progress: Progress, cancelled: Callable[[], bool]) -> Report:
         """One card here; the whole store in a process of its own (check_process.py)."""

@@ -15,8 +15,9 @@ reach): a log truncated, a stream deleted, or any event changed, moved or
 inserted before position N is detected, whatever else the attacker rewrote.
 
 Leaves hash each event's position and canonical envelope (unkeyed), so an
-auditor recomputes roots with the events alone. Inclusion and consistency
-proofs can later be served from the same leaves and the stored frontiers.
+auditor recomputes roots with the events alone. Each signing also stores the
+perfect subtrees it completed at every 4th level (tree_nodes), from which
+inclusion and consistency proofs are served (service/store/tree.py).
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from sqlalchemy import exc as sa_exc
 
 from ..app.ports import IntegrityViolation
 from ..domain.chain import leaf_data, link_hash
-from ..domain.merkle import Frontier
+from ..domain.merkle import Frontier, leaf_hash
 from ..keys.notes import Checkpoint, NoteError, NoteSigner, open_note, parse_checkpoint
 from ..keys.ring import KeyRing
 from ..runtime.clock import Clock
 from .event_store import EventStore, StoreView
 from .tables import checkpoints
+from .tree import insert_nodes
 
 log = structlog.get_logger()
 
@@ -129,6 +131,28 @@ def latest_authentic(store: EventStore, keys: KeyRing) -> StoredCheckpoint | Non
     return None
 
 
+def signed_sizes(store: EventStore, keys: KeyRing, sizes: Iterable[int]) -> tuple[int, frozenset[int]]:
+    """The tree size of the latest authentic checkpoint (0: none), and which
+    of `sizes` have a checkpoint whose note verifies under this instance's
+    key and matches its row (what a proof may be asked against)."""
+    latest = latest_authentic(store, keys)
+    vkey = public_verifier_key(keys)
+    c = checkpoints.c
+    signed = set()
+    with store.reader.begin() as conn:
+        for size in set(sizes):
+            row = conn.execute(select(c.tree_size, c.root_hash, c.note).where(c.tree_size == size)).first()
+            if row is None:
+                continue
+            try:
+                cp = parse_checkpoint(open_note(row.note, [vkey])[0])
+            except NoteError:
+                continue
+            if (cp.size, cp.root.hex()) == (row.tree_size, row.root_hash):
+                signed.add(size)
+    return (latest.tree_size if latest else 0), frozenset(signed)
+
+
 def latest(store: EventStore) -> StoredCheckpoint | None:
     with store.reader.begin() as conn:
         q = select(checkpoints.c.tree_size, checkpoints.c.root_hash, checkpoints.c.note)
@@ -195,11 +219,10 @@ def sign_checkpoint(
     if head <= frontier.size:
         return None
     positions = range(frontier.size + 1, head + 1)
-    hashed = known(positions)
-    if hashed is not None:
-        frontier = frontier.extend_hashed(hashed)
-    else:
-        frontier = frontier.extend(_leaves(store, frontier.size, head, keys))
+    hashed: Iterable[bytes] | None = known(positions)
+    if hashed is None:
+        hashed = (leaf_hash(data) for data in _leaves(store, frontier.size, head, keys))
+    frontier, nodes = frontier.extend_nodes(hashed)
     root = frontier.root()
     note = s.sign(Checkpoint(s.name, frontier.size, root).body())
     body = frontier.to_json()
@@ -214,6 +237,7 @@ def sign_checkpoint(
     try:
         with store.writer.begin() as conn:
             conn.execute(checkpoints.insert().values(**row))
+            insert_nodes(conn, nodes)  # the subtrees completed on the way, for proofs (store/tree.py)
     except sa_exc.IntegrityError:
         return None  # another instance signed this size first
     log.info("checkpoint_signed", tree_size=frontier.size)

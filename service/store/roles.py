@@ -69,6 +69,8 @@ PRIVILEGES: dict[str, tuple[str, ...]] = {
     "key_checks": ("SELECT", "INSERT"),
     # signed checkpoints: each one is new, none is changed
     "checkpoints": ("SELECT", "INSERT"),
+    # Merkle subtree roots, written as they complete, never changed (INSERT ... ON CONFLICT DO NOTHING)
+    "tree_nodes": ("SELECT", "INSERT"),
     # Alembic's revision row: the service reads it, only migrations write it
     "alembic_version": ("SELECT",),
 }

@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -227,4 +228,18 @@ checkpoints = Table(
     Column("note", Text, nullable=False),
     Column("mac", String(160), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+)
+
+# The roots of the log's perfect Merkle subtrees at every NODE_EVERY-th level
+# (4, 8, 12, ...; service/domain/merkle.py): node `idx` at `level` is the root
+# of the leaves [idx * 2^level, (idx + 1) * 2^level). Written by the checkpoint
+# signer as each subtree completes (never changed: a subtree of an
+# append-only log never changes), read to serve inclusion and consistency
+# proofs in O(log n) hashes (service/store/tree.py).
+tree_nodes = Table(
+    "tree_nodes",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
 )

@@ -243,6 +243,12 @@ AUDIT_CALLS = {
     "/pinlife.v1.AuditService/GetStatistics": lambda c: c.audit.GetStatistics(
         apb.GetStatisticsRequest(**{"from": _ts(NOW - dt.timedelta(hours=1)), "to": _ts(NOW + dt.timedelta(hours=1))}), timeout=10
     ),
+    "/pinlife.v1.AuditService/GetInclusionProof": lambda c: c.audit.GetInclusionProof(
+        apb.GetInclusionProofRequest(position=1, tree_size=1), timeout=10
+    ),
+    "/pinlife.v1.AuditService/GetConsistencyProof": lambda c: c.audit.GetConsistencyProof(
+        apb.GetConsistencyProofRequest(first_size=1, second_size=1), timeout=10
+    ),
 }
 CARD_NAMED = {"/pinlife.v1.AuditService/GetCardHistory", "/pinlife.v1.AuditService/VerifyIntegrity"}
 OTHER_ROLES = [r for r in Role if r not in (Role.AUDITOR, Role.DEVELOPMENT)]

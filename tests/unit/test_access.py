@@ -21,6 +21,8 @@ def test_only_counters_enroll_and_auditors_only_read():
             "VerifyIntegrity",
             "GetCheckpoint",
             "GetStatistics",
+            "GetInclusionProof",
+            "GetConsistencyProof",
         )
     ]
     assert sorted(rpc for rpc, roles in RPC_ROLES.items() if Role.AUDITOR in roles) == sorted(

@@ -42,7 +42,7 @@ def clock() -> FakeClock:
 def test_medical_reader_only_verifies_and_auditor_only_reads():
     assert RPC_ROLES["/pinlife.v1.PinService/VerifyPin"] >= {Role.MEDICAL_READER}
     assert {rpc for rpc, roles in RPC_ROLES.items() if Role.MEDICAL_READER in roles} == {"/pinlife.v1.PinService/VerifyPin"}
-    assert len(AUDIT_RPCS) == 6 and all(RPC_ROLES[rpc] == {Role.AUDITOR} for rpc in AUDIT_RPCS)
+    assert len(AUDIT_RPCS) == 8 and all(RPC_ROLES[rpc] == {Role.AUDITOR} for rpc in AUDIT_RPCS)
     assert {rpc for rpc, roles in RPC_ROLES.items() if Role.AUDITOR in roles} == {
         "/pinlife.v1.PinService/GetPinStatus",
         *AUDIT_RPCS,
