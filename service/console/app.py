@@ -290,6 +290,8 @@ def create_app(
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     allowed = sorted({"127.0.0.1", "localhost", "[::1]", "::1", *hosts})
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=allowed)])
+    app = Starlette(
+        routes=routes, middleware=[Middleware(SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=allowed)]
+    )
     app.state.console = console
     return app

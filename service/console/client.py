@@ -15,9 +15,8 @@ from typing import Protocol
 
 from pinlife.cli.client import channel, metadata
 from pinlife.v1 import audit_service_pb2 as apb
-from pinlife.v1 import audit_service_pb2_grpc
+from pinlife.v1 import audit_service_pb2_grpc, pin_service_pb2_grpc
 from pinlife.v1 import pin_service_pb2 as ppb
-from pinlife.v1 import pin_service_pb2_grpc
 
 CALL_TIMEOUT = 30.0  # seconds, a unary call (the CLI's default)
 
@@ -53,7 +52,7 @@ class GrpcReads:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.server = args.server
-        self._metadata = metadata(args)
+        self._metadata = tuple(metadata(args))
         self._audit = audit_service_pb2_grpc.AuditServiceStub(channel(args))
         self._pins = pin_service_pb2_grpc.PinServiceStub(channel(args))
 

@@ -107,7 +107,11 @@ def pin_states(status, lang: labels.Lang) -> dict[str, Any]:
                 "locked_at": jst(p.locked_at) if p.HasField("locked_at") else "",
             }
         )
-    return {"card_status": _name(pb.CardStatus, status.card_status, "CARD_STATUS_"), "pins": pins, "version": status.stream_version}
+    return {
+        "card_status": _name(pb.CardStatus, status.card_status, "CARD_STATUS_"),
+        "pins": pins,
+        "version": status.stream_version,
+    }
 
 
 def history(reads: Reads, params: Mapping[str, str], lang: labels.Lang, page_size: int = PAGE_SIZE) -> dict[str, Any]:
@@ -424,7 +428,9 @@ def _range(params: Mapping[str, str], day: bool, now: datetime) -> tuple[datetim
     end = _time(params, "to")
     if end is None:
         local = now.astimezone(TOKYO)
-        floor = local.replace(hour=0, minute=0, second=0, microsecond=0) if day else local.replace(minute=0, second=0, microsecond=0)
+        floor = (
+            local.replace(hour=0, minute=0, second=0, microsecond=0) if day else local.replace(minute=0, second=0, microsecond=0)
+        )
         end = floor + (timedelta(days=1) if day else timedelta(hours=1))
     start = _time(params, "from")
     return (start if start is not None else end - (timedelta(days=7) if day else timedelta(hours=24))), end
@@ -467,7 +473,9 @@ def statistics(reads: Reads, params: Mapping[str, str], lang: labels.Lang, now: 
         return out
     out.update(start=start.astimezone(TOKYO).strftime("%Y-%m-%dT%H:%M"), end=end.astimezone(TOKYO).strftime("%Y-%m-%dT%H:%M"))
     last_day = (end - timedelta(microseconds=1)).astimezone(TOKYO).replace(hour=0, minute=0, second=0, microsecond=0)
-    first_day = min(start.astimezone(TOKYO).replace(hour=0, minute=0, second=0, microsecond=0), last_day - timedelta(days=LOCK_DAYS - 1))
+    first_day = min(
+        start.astimezone(TOKYO).replace(hour=0, minute=0, second=0, microsecond=0), last_day - timedelta(days=LOCK_DAYS - 1)
+    )
     try:
         s = reads.statistics(_stats_request(start, end, day, top))
         by_day = reads.statistics(_stats_request(first_day, last_day + timedelta(days=1), True, 1))
@@ -502,7 +510,8 @@ def statistics(reads: Reads, params: Mapping[str, str], lang: labels.Lang, now: 
         for r in s.by_channel
     ]
     out["enumeration"] = [
-        {"terminal": t.terminal_id, "distinct_cards": t.distinct_cards, "failures": t.failures} for t in s.most_distinct_card_failures
+        {"terminal": t.terminal_id, "distinct_cards": t.distinct_cards, "failures": t.failures}
+        for t in s.most_distinct_card_failures
     ]
     out["count_names"] = COUNT_NAMES
     return out

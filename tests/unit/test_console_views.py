@@ -91,7 +91,9 @@ class FakeReads:
     server = "127.0.0.1:50051"
 
     def __init__(self, events: list[apb.AuditEvent] | None = None) -> None:
-        self.events = events if events is not None else [event(n, "PinLocked" if n == 3 else "PinVerificationFailed") for n in (1, 2, 3)]
+        self.events = (
+            events if events is not None else [event(n, "PinLocked" if n == 3 else "PinVerificationFailed") for n in (1, 2, 3)]
+        )
         self.requests: list = []
         self.refuse: grpc.RpcError | None = None
         self.watch_then: grpc.RpcError | None = None
@@ -136,8 +138,10 @@ class FakeReads:
         self.requests.append(request)
         day = request.granularity == apb.GRANULARITY_DAY
         counts = apb.Counts(checks=3, failures=2, locks=1, events=3)
-        buckets = [apb.CountsBy(key=f"2026-12-0{d}T00:00:00+09:00" if day else f"2026-12-01T{h:02d}:00:00+09:00", counts=counts)
-                   for d, h in ((1, 10), (2, 11))]
+        buckets = [
+            apb.CountsBy(key=f"2026-12-0{d}T00:00:00+09:00" if day else f"2026-12-01T{h:02d}:00:00+09:00", counts=counts)
+            for d, h in ((1, 10), (2, 11))
+        ]
         return apb.GetStatisticsResponse(
             total=counts,
             by_channel=[apb.CountsBy(key="medical_reader", counts=counts)],
@@ -153,7 +157,13 @@ class FakeReads:
             card_status=pb.CARD_STATUS_ACTIVE,
             stream_version=3,
             pins=[
-                pb.PinState(pin_type=pb.PIN_TYPE_USER_CERTIFICATE, status=pb.PIN_STATUS_LOCKED, consecutive_failures=3, retry_limit=3, locked_at=locked),
+                pb.PinState(
+                    pin_type=pb.PIN_TYPE_USER_CERTIFICATE,
+                    status=pb.PIN_STATUS_LOCKED,
+                    consecutive_failures=3,
+                    retry_limit=3,
+                    locked_at=locked,
+                ),
                 pb.PinState(pin_type=pb.PIN_TYPE_SIGNATURE, status=pb.PIN_STATUS_ACTIVE, remaining_tries=5, retry_limit=5),
             ],
         )
@@ -207,7 +217,12 @@ def test_data_is_escaped_in_every_page(web, reads):
 
 
 def test_a_query_filter_becomes_the_request_and_the_export_links_carry_it(web, reads):
-    params = [("event_type", "PinLocked"), ("channel", "medical_reader"), ("terminal", "clinic-reader-07"), ("pin_type", "user_certificate")]
+    params = [
+        ("event_type", "PinLocked"),
+        ("channel", "medical_reader"),
+        ("terminal", "clinic-reader-07"),
+        ("pin_type", "user_certificate"),
+    ]
     params += [("outcome", "locked"), ("from", "2026-12-01T10:00"), ("to", "2026-12-02T00:00"), ("order", "newest")]
     page = web.get("/query", params=params)
     assert page.status_code == 200
@@ -274,7 +289,7 @@ def test_an_integrity_run_only_from_the_console_itself(web, reads):
     assert web.post("/integrity/run", data={"card": ""}).status_code == 403  # neither Origin nor Referer
     started = web.post("/integrity/run", data={"card": ""}, headers=origin)
     assert started.status_code == 200
-    run_id = started.text.split('/integrity/run/')[1].split('"')[0] if "/integrity/run/" in started.text else None
+    run_id = started.text.split("/integrity/run/")[1].split('"')[0] if "/integrity/run/" in started.text else None
     console = web.app.state.console
     run = console.runs.current
     for _ in range(200):
@@ -287,7 +302,9 @@ def test_an_integrity_run_only_from_the_console_itself(web, reads):
     assert run_id in (None, run.id)
     reads.report = apb.IntegrityReport(
         intact=False,
-        first_problem=apb.IntegrityProblem(kind=apb.INTEGRITY_PROBLEM_KIND_BROKEN_LINK, stream_id="card-1", version=2, reason="x"),
+        first_problem=apb.IntegrityProblem(
+            kind=apb.INTEGRITY_PROBLEM_KIND_BROKEN_LINK, stream_id="card-1", version=2, reason="x"
+        ),
         problems=[apb.IntegrityProblem(kind=apb.INTEGRITY_PROBLEM_KIND_BROKEN_LINK, stream_id="card-1", version=2, reason="x")],
     )
     web.post("/integrity/run", data={"card": "card-1"}, headers={"referer": "http://127.0.0.1:8040/integrity"})
@@ -312,7 +329,9 @@ def test_statistics_give_the_charts_their_series(reads):
     assert hourly.granularity == apb.GRANULARITY_HOUR and daily.granularity == apb.GRANULARITY_DAY
     span = daily.to.ToDatetime() - getattr(daily, "from").ToDatetime()
     assert span.days == views.LOCK_DAYS  # at least two weeks of days, ending with the range's
-    assert views.statistics(reads, {"from": "2026-12-02T00:00", "to": "2026-12-01T00:00"}, "en")["error"] == "to: must be after from"
+    assert (
+        views.statistics(reads, {"from": "2026-12-02T00:00", "to": "2026-12-01T00:00"}, "en")["error"] == "to: must be after from"
+    )
 
 
 def test_the_statistics_page_carries_its_data_as_json_not_script(web):
@@ -348,5 +367,7 @@ def test_the_console_reaches_no_store_and_no_state_changing_rpc():
     from pinlife.console import client
 
     source = inspect.getsource(client.GrpcReads)
-    called = {name for name in ("VerifyPin", "ChangePin", "ReserveStoreReset", "CounterService", "ConvenienceStore") if name in source}
+    called = {
+        name for name in ("VerifyPin", "ChangePin", "ReserveStoreReset", "CounterService", "ConvenienceStore") if name in source
+    }
     assert called == set()
