@@ -10,7 +10,7 @@ STAMP_GEN := $(GEN)/.generated
 export PINLIFE_DATABASE_URL ?= sqlite:///var/pinlife.db
 export PINLIFE_KEY_FILE ?= var/dev-keys.json
 
-.PHONY: install gen dev-keys migrate run demo check test test-unit bench bench-quick release-protos clean
+.PHONY: install gen dev-keys migrate run demo console console-vendor check test test-unit bench bench-quick release-protos clean
 
 # The venv belongs to the Python that made it: one made by another (an older
 # PYTHON, or an interpreter since removed or upgraded to another minor
@@ -35,7 +35,7 @@ ifdef REMAKE_VENV
 endif
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,console]'
 	@touch $@
 
 # Stubs are build output (not committed): generated from protos/ into
@@ -68,6 +68,16 @@ run: gen dev-keys migrate
 # store and its own server (tools/demo.py; DEMO_ARGS="--clock ..." moves it).
 demo: gen
 	$(PY) -m tools.demo $(DEMO_ARGS)
+
+# The auditors' web console (docs/audit.md) against `make run`'s server, on http://127.0.0.1:8040/.
+console: gen
+	$(PY) -m pinlife.cli console $(CONSOLE_ARGS)
+
+# The console's browser libraries (htmx, Chart.js), pinned in tools/console/package.json, copied
+# with their licences into service/console/static/vendor/ (committed: serving needs no npm).
+console-vendor:
+	npm ci --prefix tools/console --no-audit --no-fund --loglevel=error
+	$(PY) tools/console/vendor.py
 
 # Hygiene, before the tests: lint and format (ruff), types (mypy on
 # service/), the protos (buf lint; buf breaking against the released

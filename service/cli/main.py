@@ -19,6 +19,7 @@ server as a newcomer would.
     pinlife reserve CARD TYPE [PROVING_PIN]
     pinlife store-reset CARD TYPE [PROVING_PIN NEW]
     auditors (`pinlife audit -h`): history, query, watch, verify, checkpoint, stats
+    pinlife console [--listen 127.0.0.1:8040]   (the auditors' read-only web console)
     pinlife completion bash|zsh|tcsh|fish|powershell   (a shell completion script) | pinlife --version
 
 Client commands take --server (default $PINLIFE_LISTEN, else
@@ -316,6 +317,33 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive, metavar="N", help="terminals listed (default 20)")
 
 
+def _console_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "console",
+        help="auditors: a read-only web console (history, query, live tail, integrity, statistics) on a local port",
+        description="Serve the auditors' web console on a local port. It reads the server through AuditService "
+        "(and GetPinStatus) with this command's connection options, as `pinlife audit` does: with mutual TLS, "
+        "the auditor's own certificate (--ca, --cert, --key), so every read is authorised and recorded as the "
+        "CLI's. It changes nothing and holds no database credentials. docs/audit.md.",
+    )
+    client_options(p, suppress=True, identity=False)
+    p.add_argument(
+        "--listen", default="127.0.0.1:8040", metavar="HOST:PORT", help="where to serve it (default 127.0.0.1:8040; port 0: any)"
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="serve on a non-loopback address (anyone who reaches it reads as you: put your own access control in front)",
+    )
+    p.add_argument(
+        "--keep",
+        metavar="FILE",
+        default=kept_file(),
+        help="the auditor's kept checkpoints, shown and checked against (default as `pinlife audit checkpoint`)",
+    )
+    _command(p, "console", "console")
+
+
 def parser() -> argparse.ArgumentParser:
     """The whole command line; each command names the module that runs it."""
     p = argparse.ArgumentParser(prog="pinlife", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -326,6 +354,7 @@ def parser() -> argparse.ArgumentParser:
     for client in _client_commands(sub):  # the connection options after a client command too
         client_options(client, suppress=True)
     _audit_commands(sub)
+    _console_command(sub)
     completion = sub.add_parser("completion", help="print the shell completion script of this command line (shtab)")
     completion.add_argument("shell", choices=["bash", "zsh", "tcsh", "fish", "powershell"])
     _command(completion, "completion", "completion")
