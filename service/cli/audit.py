@@ -193,7 +193,8 @@ def _tokyo(ts, iso: bool = False) -> str:
     return at.isoformat() if iso else at.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _details(e) -> str:
+def event_details(e) -> str:
+    """An event's payload as one line of key=value (the CLI's tables and the console's)."""
     parts = []
     for k, v in payload(e).items():
         if v in ("", None, [], {}):
@@ -213,11 +214,12 @@ def _cells(e) -> dict[str, str]:
         "terminal": e.terminal_id,
         "office": e.office_id,
         "outcome": _short(apb.EventOutcome, e.outcome, "EVENT_OUTCOME_"),
-        "details": _details(e),
+        "details": event_details(e),
     }
 
 
-def _csv_row(e) -> list[Any]:
+def csv_row(e) -> list[Any]:
+    """An event as a row of EVENT_CSV (the CLI's CSV and the console's export)."""
     return [
         e.position,
         _tokyo(e.occurred_at, iso=True),
@@ -323,7 +325,7 @@ class EventWriter:
             if self.fmt == "jsonl":
                 sys.stdout.write(json.dumps(record(e), ensure_ascii=False, separators=(",", ":")) + "\n")
             elif self.csv is not None:
-                self.csv.writerow(_csv_row(e))
+                self.csv.writerow(csv_row(e))
             elif self.live:
                 self._line(_cells(e))
             else:

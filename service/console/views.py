@@ -24,7 +24,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ..cli.args import OUTCOMES, STREAMS, when
-from ..cli.audit import EVENT_CSV, PHASES, Kept, _csv_row, _details, record
+from ..cli.audit import EVENT_CSV, PHASES, Kept, csv_row, event_details, record
 from ..cli.client import rpc_error
 from ..domain import labels
 from ..domain.access import Role
@@ -86,7 +86,7 @@ def event_row(e: apb.AuditEvent, lang: labels.Lang) -> dict[str, Any]:
         "office": e.office_id,
         "outcome": outcome,
         "outcome_label": labels.outcome(outcome, lang) if outcome else "",
-        "details": _details(e),
+        "details": event_details(e),
     }
 
 
@@ -282,7 +282,7 @@ def export(reads: Reads, q: Query, fmt: str) -> Iterator[str]:
         while True:
             for e in response.events:
                 if fmt == "csv":
-                    writer.writerow(_csv_row(e))
+                    writer.writerow(csv_row(e))
                 else:
                     buffer.write(json.dumps(record(e), ensure_ascii=False, separators=(",", ":")) + "\n")
             yield buffer.getvalue()
