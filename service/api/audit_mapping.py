@@ -214,13 +214,23 @@ def counts_by(table: dict) -> list[apb.CountsBy]:
 
 def statistics(stats: Statistics) -> apb.GetStatisticsResponse:
     by_terminal = sorted(stats.by_terminal.items(), key=lambda kv: (-kv[1].values["events"], kv[0]))
+    channels_at: dict[datetime, dict[str, Counts]] = {}
+    for (at, channel), n in sorted(stats.by_time_channel.items()):
+        channels_at.setdefault(at, {})[channel] = n
     return apb.GetStatisticsResponse(
         total=counts(stats.total),
         by_channel=counts_by(dict(sorted(stats.by_channel.items()))),
         by_office=counts_by(dict(sorted(stats.by_office.items()))),
         by_terminal=counts_by(dict(by_terminal)),
         by_pin_type=counts_by(dict(sorted(stats.by_pin_type.items()))),
-        by_time=[apb.CountsBy(key=b.isoformat(), counts=counts(c)) for b, c in stats.by_time.items()],
+        by_time=[
+            apb.CountsBy(
+                key=b.isoformat(),
+                counts=counts(c),
+                by_channel=counts_by(channels_at.get(b, {})),
+            )
+            for b, c in stats.by_time.items()
+        ],
         most_distinct_card_failures=[
             apb.TerminalFailures(terminal_id=t, distinct_cards=d, failures=n) for t, d, n in stats.distinct_card_failures
         ],

@@ -489,6 +489,15 @@ def statistics(reads: Reads, params: Mapping[str, str], lang: labels.Lang, now: 
             "labels": [_bucket(b.key, day) for b in s.by_time],
             "series": {c: [getattr(b.counts, c) for b in s.by_time] for c in shown},
         },
+        "time_channel": {
+            "labels": [_bucket(b.key, day) for b in s.by_time],
+            "series": {
+                labels.channel(ch, lang) if ch else "—": [
+                    sum(r.counts.events for r in b.by_channel if r.key == ch) for b in s.by_time
+                ]
+                for ch in sorted({r.key for b in s.by_time for r in b.by_channel})
+            },
+        },
         "channel": {
             "labels": [labels.channel(r.key, lang) if r.key else "—" for r in s.by_channel],
             "series": {c: [getattr(r.counts, c) for r in s.by_channel] for c in ("checks", "failures", "locks", "refusals")},

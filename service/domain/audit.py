@@ -359,4 +359,5 @@ class Statistics:
     by_terminal: dict[str, Counts] = field(default_factory=dict)
     by_pin_type: dict[str, Counts] = field(default_factory=dict)
     by_time: dict[datetime, Counts] = field(default_factory=dict)
+    by_time_channel: dict[tuple[datetime, str], Counts] = field(default_factory=dict)  # (bucket, channel)
     distinct_card_failures: list[tuple[str, int, int]] = field(default_factory=list)  # terminal, cards, failures

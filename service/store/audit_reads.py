@@ -161,7 +161,13 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
                 k = datetime.fromisoformat(k)
             return k.replace(tzinfo=TOKYO)
 
-        grouped(_bucket_sql(store, granularity), stats.by_time, local)
+        bucket = _bucket_sql(store, granularity)
+        grouped(bucket, stats.by_time, local)
+        by_time_channel: Iterable[tuple[Any, ...]] = conn.execute(
+            select(bucket, c.channel, c.event_type, func.count()).where(in_range).group_by(bucket, c.channel, c.event_type)
+        )
+        for b, channel, event_type, n in by_time_channel:
+            stats.by_time_channel.setdefault((local(b), channel), Counts()).add(event_type, n)
         busiest = select(c.terminal_id).where(in_range).group_by(c.terminal_id)
         busiest = busiest.order_by(func.count().desc(), c.terminal_id).limit(top)
         terminals = [t for (t,) in conn.execute(busiest)]
@@ -170,12 +176,10 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
         # Aggregated events count repeats not recorded on their own: add them to
         # their type's counters (at most one event per terminal, key and window).
         repeated = _aggregated_refusals(store)
-        q = select(
-            c.event_type, _reported_type(store), c.channel, c.office, c.terminal_id, c.pin_type, _bucket_sql(store, granularity)
-        )
+        q = select(c.event_type, _reported_type(store), c.channel, c.office, c.terminal_id, c.pin_type, bucket)
         q = q.add_columns(repeated).where(in_range, c.event_type.in_(_COUNTING))
         counted: Iterable[tuple[Any, ...]] = conn.execute(q)
-        for event_type, reported, channel, office, terminal, pin_type, bucket, n in counted:
+        for event_type, reported, channel, office, terminal, pin_type, at, n in counted:
             names = COUNTED_AS.get(reported if event_type == "RepeatsCounted" else event_type, ())
             if n and names:
                 for counts in (
@@ -184,7 +188,8 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
                     stats.by_office.get(office),
                     stats.by_terminal.get(terminal),
                     stats.by_pin_type.get(pin_type),
-                    stats.by_time.get(local(bucket)),
+                    stats.by_time.get(local(at)),
+                    stats.by_time_channel.get((local(at), channel)),
                 ):
                     if counts is not None:
                         for name in names:

@@ -268,6 +268,11 @@ def test_statistics_count_by_channel_terminal_pin_type_and_hour(server, reader, 
     assert len(stats.by_time) == 5  # 08:30-12:30 Tokyo: the hours starting at 08, 09, 10, 11 and 12
     hours = [c.key for c in stats.by_time]
     assert hours[0].endswith("+09:00") and any(c.counts.failures == 4 for c in stats.by_time)
+    for bucket in stats.by_time:  # each bucket by channel (here one), summing to the bucket
+        assert [c.key for c in bucket.by_channel] == (["development"] if bucket.counts.events else [])
+        assert sum(c.counts.failures for c in bucket.by_channel) == bucket.counts.failures
+        assert sum(c.counts.events for c in bucket.by_channel) == bucket.counts.events
+    assert not stats.by_channel[0].by_channel  # only buckets are broken down
     assert stats.by_terminal[0].key == "reader-01"
     top = stats.most_distinct_card_failures[0]
     assert (top.terminal_id, top.distinct_cards, top.failures) == ("reader-01", 2, 4)

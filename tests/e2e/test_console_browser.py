@@ -382,7 +382,7 @@ def test_statistics_draw_their_charts(page, world):
     drawn = page.locator("canvas[data-drawn=true]").evaluate_all(
         "cs => cs.map(c => [c.dataset.chart, Number(c.dataset.points), c.width > 0 && c.height > 0])"
     )
-    assert {name for name, _, _ in drawn} == {"time", "channel", "enumeration", "locks"}
+    assert {name for name, _, _ in drawn} == {"time", "time_channel", "channel", "enumeration", "locks"}
     assert all(points > 0 and sized for _, points, sized in drawn), drawn
     assert page.locator("#enumeration tbody tr").first.inner_text().split()[:2] == ["clinic-reader-13", "5"]
     shot(page, "stats")

@@ -139,7 +139,11 @@ class FakeReads:
         day = request.granularity == apb.GRANULARITY_DAY
         counts = apb.Counts(checks=3, failures=2, locks=1, events=3)
         buckets = [
-            apb.CountsBy(key=f"2026-12-0{d}T00:00:00+09:00" if day else f"2026-12-01T{h:02d}:00:00+09:00", counts=counts)
+            apb.CountsBy(
+                key=f"2026-12-0{d}T00:00:00+09:00" if day else f"2026-12-01T{h:02d}:00:00+09:00",
+                counts=counts,
+                by_channel=[apb.CountsBy(key="medical_reader", counts=counts)] if d == 1 else [],
+            )
             for d, h in ((1, 10), (2, 11))
         ]
         return apb.GetStatisticsResponse(
@@ -323,6 +327,8 @@ def test_statistics_give_the_charts_their_series(reads):
     charts = view["charts"]
     assert charts["time"]["labels"] == ["12-01 10:00", "12-01 11:00"] and charts["time"]["series"]["failures"] == [2, 2]
     assert charts["channel"]["labels"] == ["medical-institution reader"]
+    # events per bucket by channel (stacked): a channel with none in a bucket is 0 there
+    assert charts["time_channel"] == {"labels": ["12-01 10:00", "12-01 11:00"], "series": {"medical-institution reader": [3, 0]}}
     assert charts["enumeration"] == {"labels": ["clinic-reader-13"], "series": {"distinct_cards": [4], "failures": [4]}}
     assert charts["locks"]["series"]["locks"] == [1, 1]
     hourly, daily = [r for r in reads.requests if isinstance(r, apb.GetStatisticsRequest)]
@@ -337,7 +343,7 @@ def test_statistics_give_the_charts_their_series(reads):
 def test_the_statistics_page_carries_its_data_as_json_not_script(web):
     page = web.get("/stats", params={"from": "2026-12-01T10:00", "to": "2026-12-01T12:00"})
     assert '<script type="application/json" id="stats-data">' in page.text
-    assert page.text.count("<canvas") == 4 and "chart.umd.min.js" in page.text
+    assert page.text.count("<canvas") == 5 and "chart.umd.min.js" in page.text
 
 
 def test_security_headers_hosts_and_static_files(web):

@@ -84,14 +84,18 @@
     events: "#7f8c9f", checks: "#1f5fbf", failures: "#d98a00", locks: "#8a1538", refusals: "#6a3fa0",
     distinct_cards: "#b3261e", failures_: "#d98a00",
   };
-  const kinds = { time: "line", channel: "bar", enumeration: "bar", locks: "bar" };
+  const kinds = { time: "line", time_channel: "bar", channel: "bar", enumeration: "bar", locks: "bar" };
   const horizontal = { channel: true, enumeration: true };
+  const stacked = { time_channel: true };
+  const palette = ["#1f5fbf", "#d98a00", "#2e7d32", "#8a1538", "#6a3fa0", "#00838f", "#7f8c9f", "#b3261e"];
   for (const canvas of document.querySelectorAll("canvas[data-chart]")) {
     const name = canvas.dataset.chart;
     const chart = charts[name];
     if (!chart) continue;
-    const datasets = Object.entries(chart.series).map(([label, values]) => ({
-      label, data: values, borderColor: colors[label] || "#444", backgroundColor: (colors[label] || "#444") + (kinds[name] === "line" ? "33" : "cc"),
+    const datasets = Object.entries(chart.series).map(([label, values], i) => ({
+      label, data: values,
+      borderColor: (stacked[name] ? palette[i % palette.length] : colors[label]) || "#444",
+      backgroundColor: ((stacked[name] ? palette[i % palette.length] : colors[label]) || "#444") + (kinds[name] === "line" ? "33" : "cc"),
       borderWidth: kinds[name] === "line" ? 2 : 0, pointRadius: kinds[name] === "line" ? 2 : 0, tension: 0.2,
     }));
     new Chart(canvas, {
@@ -101,7 +105,10 @@
         animation: false, responsive: true, maintainAspectRatio: false,
         indexAxis: horizontal[name] ? "y" : "x",
         plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
-        scales: { x: { beginAtZero: true, ticks: { precision: 0 } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
+        scales: {
+          x: { beginAtZero: true, stacked: !!stacked[name], ticks: { precision: 0 } },
+          y: { beginAtZero: true, stacked: !!stacked[name], ticks: { precision: 0 } },
+        },
       },
     });
     canvas.dataset.points = String(datasets.reduce((n, d) => n + d.data.filter((v) => v > 0).length, 0));
