@@ -6,10 +6,10 @@ development mode)."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import socket
 import sys
 
+from ..config.settings import is_loopback
 from .client import uses_tls
 from .exits import fail
 
@@ -22,15 +22,6 @@ def listen_address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         fail(f"--listen {text!r}: HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -255,7 +255,7 @@ class Settings:
             problems.append(
                 "production requires mutual TLS: set PINLIFE_ACCESS_FILE ([access] access_file) or the [access] tables"
             )
-        if not self.tls and not _is_loopback(self.listen_host):
+        if not self.tls and not is_loopback(self.listen_host):
             problems.append(
                 f"PINLIFE_LISTEN ([server] listen): plain-text development mode may only listen on loopback, not {self.listen!r}"
             )
@@ -273,7 +273,8 @@ assert [f.name for f in fields(Settings)][: len(KEYS)] == [k.name for k in KEYS]
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether a host (a name or an address) is this machine's loopback."""
     if host == "localhost":
         return True
     try:
