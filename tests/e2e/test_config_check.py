@@ -1,13 +1,16 @@
 """`pinlife config check` runs the checks `serve` runs before it binds, and
 lists every problem at once (exit 1, one line each, no traceback); `serve`
 refuses the same files (exit 2). With --connect it also opens the database:
-reachable, at this code's schema, holding this key file's check values."""
+reachable, at this code's schema, holding this key file's check values.
+
+`config check` and `migrate` run in this process (harness.cli: the same
+output and exit code, without the second an interpreter costs); `serve`
+in its own, as an operator starts it."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from pinlife.keys.ring import KeyRing
 from pinlife.store.event_store import EventStore
 from pinlife.store.key_checks import key_problems
 from tests.conftest import make_key_file
-from tests.e2e.harness import ROOT, free_port
+from tests.e2e.harness import ROOT, cli, cli_process, free_port
 from tests.unit.test_config_files import write_tls
 
 TLS = "[tls]\ncert = 'server.pem'\nkey = 'server-key.pem'\nclient_ca = 'terminal-ca.pem'\n"
@@ -32,15 +35,10 @@ TYPOS = (
 
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`pinlife ARGS` with no PINLIFE_ variable but `env`'s: `serve` in its
+    own process, the other commands in this one."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PINLIFE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "pinlife.cli", *args],
-        cwd=ROOT,
-        env={**clean, "PINLIFE_LOG_FORMAT": "json", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return (cli_process if args[0] == "serve" else cli)(*args, env={**clean, "PINLIFE_LOG_FORMAT": "json", **env})
 
 
 def problems(done: subprocess.CompletedProcess[str]) -> list[str]:
