@@ -10,7 +10,7 @@ STAMP_GEN := $(GEN)/.generated
 export PINLIFE_DATABASE_URL ?= sqlite:///var/pinlife.db
 export PINLIFE_KEY_FILE ?= var/dev-keys.json
 
-.PHONY: install gen dev-keys migrate run demo check test test-unit bench bench-quick release-protos clean
+.PHONY: install gen dev-keys migrate run demo check test test-unit bench bench-quick bench-growth release-protos clean
 
 # The venv belongs to the Python that made it: one made by another (an older
 # PYTHON, or an interpreter since removed or upgraded to another minor
@@ -106,6 +106,9 @@ bench: gen $(VENV)/.bench-installed
 
 bench-quick: gen $(VENV)/.bench-installed
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
+
+bench-growth: gen $(VENV)/.bench-installed
+	$(PY) -m bench.run --growth $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(GEN) service/v1 build dist .pytest_cache .hypothesis
