@@ -86,8 +86,12 @@ class BulkReport:
     checkpoint_seconds: float = 0.0
     commands: dict[str, int] = field(default_factory=dict)
     chunks: int = 0
+    worker_cpu_s: float = 0.0  # the worker processes' CPU
+    database_cpu_s: float = 0.0  # PostgreSQL's backends serving the workers (not its checkpointer or WAL writer)
+    parent_cpu_s: float = 0.0  # this process's CPU during the load (SQLite's writes, the checkpoints)
 
     def as_dict(self) -> dict:
+        cpu = self.worker_cpu_s + self.database_cpu_s + self.parent_cpu_s
         return {
             "cards": self.cards,
             "events": self.events,
@@ -99,6 +103,14 @@ class BulkReport:
             "checkpoint_seconds": round(self.checkpoint_seconds, 2),
             "commands": dict(sorted(self.commands.items())),
             "chunks": self.chunks,
+            "cpu_s": {
+                "workers": round(self.worker_cpu_s, 1),
+                "database": round(self.database_cpu_s, 1),
+                "parent": round(self.parent_cpu_s, 1),
+            },
+            "cpu_ms_per_card": round(cpu * 1000 / self.cards, 3) if self.cards else None,
+            # what the CPU cost allows on this many idle cores (the load spread over them)
+            "cards_per_s_cpu_bound_per_core": round(self.cards / cpu, 1) if cpu else None,
         }
 
 
@@ -300,10 +312,12 @@ def _worker(
         engine = create_engine(normalize_url(spec.url))
         sql = HotSql(engine.dialect)
         pg = None
+        backend = None
         if sql.pg:
             import psycopg
 
             pg = psycopg.connect(spec.url.replace("postgresql+psycopg://", "postgresql://"))
+            backend = pg.execute("SELECT pg_backend_pid()").fetchone()[0]  # its CPU, read from /proc below (same host)
         for number, first_card, count in chunks:
             t = time.perf_counter()
             chunk = decide_chunk(keys, first_card, count, spec.seed, t0 + span * number, span, readers)
@@ -330,12 +344,24 @@ def _worker(
                 pipe.send(("done", number, rows.leaves, None, stats))
             else:
                 pipe.send(("done", number, rows.leaves, (rows.events, rows.cards, rows.pins, rows.secrets), stats))
+        cpu = {"worker_cpu_s": time.process_time(), "database_cpu_s": _cpu_seconds(backend) if backend else 0.0}
         if pg is not None:
             pg.close()
         engine.dispose()
-        pipe.send(("bye", None))
+        pipe.send(("bye", cpu))
     except BaseException:  # noqa: BLE001 - reported to the parent, which stops the load
         pipe.send(("error", traceback.format_exc()))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process of this host (0 if it cannot be read)."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 # -- the parent ---------------------------------------------------------------------------
@@ -351,6 +377,7 @@ def bulk_load(spec: BulkSpec) -> BulkReport:
     store = EventStore(spec.url)
     report = BulkReport(cards=spec.cards)
     started = time.perf_counter()
+    parent_cpu = time.process_time()
     sqlite_db = None
     try:
         if store.log.head_position() != 0:
@@ -426,6 +453,8 @@ def bulk_load(spec: BulkSpec) -> BulkReport:
                     raise RuntimeError(f"bulk worker {w} failed:\n{msg[1]}")
                 if msg[0] == "bye":
                     alive.discard(w)
+                    report.worker_cpu_s += msg[1]["worker_cpu_s"]
+                    report.database_cpu_s += msg[1]["database_cpu_s"]
                 elif msg[0] == "count":
                     counts[msg[1]] = msg[2]
                 elif msg[0] == "done":
@@ -483,6 +512,7 @@ def bulk_load(spec: BulkSpec) -> BulkReport:
         if sqlite_db is not None:
             sqlite_db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         report.seconds = time.perf_counter() - started
+        report.parent_cpu_s = time.process_time() - parent_cpu
         return report
     finally:
         if sqlite_db is not None:
