@@ -330,7 +330,7 @@ class GrowthRun:
             call = stub.VerifyIntegrity(apb.VerifyIntegrityRequest(), metadata=md, timeout=3600)
             t = time.perf_counter()
             cards_started = cards_done = 0
-            t_cards = None
+            t_cards = t_cards_end = None
             try:
                 for r in call:
                     now = time.perf_counter()
@@ -343,6 +343,10 @@ class GrowthRun:
                         if t_cards is None:
                             t_cards, cards_started = now, p.done
                         cards_done = p.done
+                        if p.total and p.done >= p.total:
+                            t_cards_end = now
+                    elif t_cards is not None and t_cards_end is None:
+                        t_cards_end = now  # the cards phase is over
                     if now - t > self.cfg.integrity_budget_s:
                         out["finished"] = False
                         call.cancel()
@@ -353,9 +357,11 @@ class GrowthRun:
             seconds = time.perf_counter() - t
         out["seconds"] = round(seconds, 1)
         if t_cards is not None:
-            cards_s = time.perf_counter() - t_cards if not out.get("finished") else seconds
-            rate = (cards_done - cards_started) / cards_s if cards_s else None
+            # over the cards phase only (each card's links, MAC, projection and lawful history)
+            cards_s = (t_cards_end or time.perf_counter()) - t_cards
+            rate = (cards_done - cards_started) / cards_s if cards_s > 0 else None
             out["cards_checked"] = cards_done
+            out["cards_phase_s"] = round(cards_s, 2)
             out["cards_per_s"] = round(rate, 1) if rate else None
             per_card = (self.res.get("events") or 0) / self.cards
             out["events_per_s"] = round(rate * per_card, 1) if rate else None
