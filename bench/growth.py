@@ -502,7 +502,7 @@ def table(growth: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(growth: dict, path: Path) -> Path | None:
+def plot(growth: dict, path: Path, dpi: int = 80) -> Path | None:
     """Each figure against the store size (cards), log axes, one line per store."""
     try:
         import matplotlib
@@ -533,6 +533,6 @@ def plot(growth: dict, path: Path) -> Path | None:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
