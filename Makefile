@@ -97,7 +97,7 @@ test-unit: gen
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # Performance (not part of `make test`): what each figure means is bench/README.md; figures are docs/performance.md.
-$(VENV)/.bench-installed: $(STAMP_INSTALL)
+$(VENV)/.bench-installed: $(STAMP_INSTALL) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
