@@ -10,7 +10,7 @@ STAMP_GEN := $(GEN)/.generated
 export PINLIFE_DATABASE_URL ?= sqlite:///var/pinlife.db
 export PINLIFE_KEY_FILE ?= var/dev-keys.json
 
-.PHONY: install gen dev-keys migrate run demo console console-vendor check test test-unit bench bench-quick release-protos clean
+.PHONY: install gen dev-keys migrate run demo console console-vendor check test test-unit bench bench-quick bench-growth release-protos clean
 
 # The venv belongs to the Python that made it: one made by another (an older
 # PYTHON, or an interpreter since removed or upgraded to another minor
@@ -113,8 +113,8 @@ test-unit: gen
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # Performance (not part of `make test`): what each figure means is bench/README.md; figures are docs/performance.md.
-$(VENV)/.bench-installed: $(STAMP_INSTALL)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+$(VENV)/.bench-installed: $(STAMP_INSTALL) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,console,bench]'
 	@touch $@
 
 bench: gen $(VENV)/.bench-installed
@@ -122,6 +122,9 @@ bench: gen $(VENV)/.bench-installed
 
 bench-quick: gen $(VENV)/.bench-installed
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
+
+bench-growth: gen $(VENV)/.bench-installed
+	$(PY) -m bench.run --growth $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(GEN) service/v1 build dist .pytest_cache .hypothesis

@@ -794,6 +794,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-cards", type=int, help="cards in each in-process comparison database")
     p.add_argument("--load-budget", type=float, help="seconds allowed for each bulk load (cards, events)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (SQLite files, server logs)")
+    g = p.add_argument_group("growth", "the growth phase alone (bench/growth.py): the figures at growing store sizes")
+    g.add_argument("--growth", action="store_true", help="run the growth phase (and nothing else)")
+    g.add_argument("--growth-sizes", help="cards per store size, comma-separated (default 10000,100000,1000000)")
+    g.add_argument("--growth-sqlite-max", type=int, help="the largest SQLite store, in cards (default 1000000)")
+    g.add_argument(
+        "--growth-no-checkpoints-max", type=int, help="sizes up to this are loaded again without checkpoints (default 100000)"
+    )
+    g.add_argument("--growth-workers", type=int, help="bulk-loader processes (default: the machine's cores)")
+    g.add_argument("--plot", type=Path, help="where to write the growth plot (default beside the JSON, .png)")
     return p.parse_args(argv)
 
 
@@ -815,8 +824,77 @@ def make_config(a: argparse.Namespace) -> Config:
     return replace(cfg, peer_concurrency=cfg.procs * cfg.inflight)
 
 
+def growth_main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """`--growth`: the growth phase alone; JSON, a table, a plot."""
+    import os
+
+    from bench.growth import DEFAULT_SIZES, GrowthConfig, plot, run_growth
+    from bench.growth import table as growth_table
+
+    def on_term(_sig, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    from pinlife.runtime import logs
+
+    logs.configure("json", level=logging.WARNING)
+    over = {
+        "sizes": tuple(int(s.replace("_", "")) for s in args.growth_sizes.split(",")) if args.growth_sizes else DEFAULT_SIZES,
+        "sqlite_max": args.growth_sqlite_max,
+        "no_checkpoints_max": args.growth_no_checkpoints_max,
+        "workers": args.growth_workers or len(os.sched_getaffinity(0)),
+        "procs": args.procs,
+        "inflight": args.inflight,
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+    }
+    cfg = GrowthConfig(**{k: v for k, v in over.items() if v is not None})
+    stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
+    if "postgres" in stores and (why := pg_reachable()):
+        log(f"postgres: not reachable, skipped: {why}")
+        stores.remove("postgres")
+    started = datetime.now(UTC)
+    wall = Stopwatch()
+    workdir = Path(tempfile.mkdtemp(prefix="pinlife-growth-"))
+    report: dict = {
+        "benchmark": "pinlife-growth",
+        "started_at": started.isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine_info(),
+    }
+    m = report["machine"]
+    log(f"growth: stores {', '.join(stores)}, sizes {', '.join(f'{s:,}' for s in cfg.sizes)}; temp dir {workdir}")
+    interrupted = False
+    try:
+        report["growth"] = run_growth(stores, cfg, workdir)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        report["wall_seconds"] = round(wall.elapsed, 1)
+        out = args.json or ROOT / "bench-results" / f"growth-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(f"pinlife growth benchmark, {m['nproc']} cpus ({m['cpu_model']}), Python {m['python']}, service at {m['git_commit']}")
+    print()
+    growth = report.get("growth", {"stores": {}})
+    print(growth_table(growth))
+    png = plot(growth, args.plot or out.with_suffix(".png"))
+    errors = [(k, s, e) for k, per in growth["stores"].items() for s, r in per.items() for e in r.get("errors", [])]
+    for kind, size, e in errors:
+        print(f"{kind} {size}: phase '{e['phase']}' failed: {e['error']}")
+    print(f"\nwall time {report['wall_seconds']:.0f} s; results written to {out}" + (f", plot {png}" if png else ""))
+    return 1 if interrupted or errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.growth:
+        return growth_main(args, argv)
     cfg = make_config(args)
 
     def on_term(_sig, _frame):
