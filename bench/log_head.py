@@ -43,8 +43,16 @@ HASH = "0" * 64
 
 
 def _worker(url: str, idx: int, batch: int, seconds: float, go, out) -> None:
+    try:
+        out.put(_work(url, idx, batch, seconds, go))
+    except BaseException as exc:  # noqa: BLE001 - told to the parent
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def _work(url: str, idx: int, batch: int, seconds: float, go) -> tuple[int, list[float]]:
     import psycopg
 
+    run = uuid.uuid4().hex[:8]  # stream ids of this measurement's own
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         go.wait()
         holds: list[float] = []
@@ -59,12 +67,12 @@ def _worker(url: str, idx: int, batch: int, seconds: float, go, out) -> None:
                 rows = []
                 for position in range(end - batch + 1, end + 1):
                     n += 1
-                    rows.append((position, f"card-b{idx}-{n}", str(uuid.uuid4()), f"reader-{idx}", str(uuid.uuid4()), HASH, HASH))
+                    rows.append((position, f"card-{run}-{n}", str(uuid.uuid4()), f"reader-{idx}", str(uuid.uuid4()), HASH, HASH))
                 cur.executemany(EVENT, rows)
-                cur.executemany(PIN, [(f"card-b{idx}-{n % 1000}",) for _ in range(batch)])
+                cur.executemany(PIN, [(f"card-{run}-{n % 1000}",) for _ in range(batch)])
             holds.append(time.perf_counter() - taken)  # the row's lock: from taking it to the commit's return
             batches += 1
-    out.put((batches, holds))
+    return batches, holds
 
 
 def measure(url: str, procs: int, batch: int, seconds: float) -> dict:
@@ -78,6 +86,8 @@ def measure(url: str, procs: int, batch: int, seconds: float) -> dict:
     results = [out.get(timeout=seconds + 60) for _ in workers]
     for w in workers:
         w.join(10)
+    if failed := [r for r in results if isinstance(r, str)]:
+        raise RuntimeError(f"a writer failed: {failed[0]}")
     batches = sum(b for b, _ in results)
     holds = sorted(h for _, hs in results for h in hs)
     mean_hold = statistics.fmean(holds) if holds else None
