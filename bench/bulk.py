@@ -245,13 +245,12 @@ class _Rows:
 
     def __init__(self, chunk: _Chunk, first: int, keys: Any, sql: Any):
         from pinlife.domain.chain import GENESIS_HASH, link_and_leaf
-        from pinlife.domain.streams import stream_kind
         from pinlife.store.projection import pin_row, state_message
 
         integrity = keys.integrity
         key_id = integrity.current
         key = integrity.key(key_id)
-        bind_time, bind_json = sql.bind_time, sql.bind_json
+        bind_time = sql.bind_time
         hashes: dict[str, str] = {}
         self.events: list[tuple] = []
         leaves = bytearray()
@@ -261,27 +260,7 @@ class _Rows:
             link, leaf = link_and_leaf(key, prev, position, env)
             hashes[sid] = link
             leaves += leaf
-            self.events.append(
-                (
-                    position,
-                    sid,
-                    stream_kind(sid).value,
-                    env["version"],
-                    env["event_id"],
-                    env["event_type"],
-                    env["schema_version"],
-                    bind_time(at),
-                    env["pin_type"],
-                    env["channel"],
-                    env["terminal_id"],
-                    env["request_id"],
-                    bind_json(env["payload"]),
-                    prev,
-                    link,
-                    key_id,
-                    env.get("office"),
-                )
-            )
+            self.events.append(sql.event_row(position, env, at, prev, link, key_id))
         self.leaves = bytes(leaves)
         self.cards, self.pins, self.secrets = [], [], []
         for cid, state in chunk.states.items():

@@ -21,6 +21,7 @@ from sqlalchemy import Column, Connection, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
+from ..domain.streams import stream_kind
 from .errors import WriteConflict
 from .tables import MAIN_LOG, Log, cards, events, pin_states, requests, secrets, terminals
 
@@ -158,6 +159,30 @@ class HotSql:
         self.bind_json = self._bind(events.c.payload)
         self.read_time = self._result(pin_states.c.locked_at)
         self.read_json = self._result(requests.c.outcome)
+
+    def event_row(self, position: int, env: Mapping[str, Any], at: Any, prev: str, link: str, key_id: str) -> tuple:
+        """An event's row, in EVENT_COLUMNS order: its envelope at its
+        position, with its stream's previous link and its own."""
+        sid = env["card_id"]
+        return (
+            position,
+            sid,
+            stream_kind(sid).value,
+            env["version"],
+            env["event_id"],
+            env["event_type"],
+            env["schema_version"],
+            self.bind_time(at),
+            env["pin_type"],
+            env["channel"],
+            env["terminal_id"],
+            env["request_id"],
+            self.bind_json(env["payload"]),
+            prev,
+            link,
+            key_id,
+            env.get("office"),
+        )
 
     # -- statement text ------------------------------------------------------
     def _insert(self, table: Table, columns: Sequence[str]) -> str:

@@ -47,7 +47,7 @@ from ..domain.chain import GENESIS_HASH, canonical_time, hashed_envelope, link_a
 from ..domain.events import Event, Recorded
 from ..domain.pins import PIN_TYPE_BY_VALUE, PinType
 from ..domain.state import CardState, evolve
-from ..domain.streams import is_card_stream, stream_kind, terminal_stream
+from ..domain.streams import is_card_stream, terminal_stream
 from ..domain.throttle import TerminalWindow
 from ..keys.ring import IntegrityKeys, SecretKind, SecretRef, Verifier
 from ..runtime.ids import new_id as new_event_id
@@ -348,7 +348,6 @@ class UnitOfWork:
         sql, hashes = self._sql, self._hashes
         key_id = self._integrity.current
         key = self._integrity.key(key_id)
-        bind_time, bind_json = sql.bind_time, sql.bind_json
         rows = []
         for position, (env, at) in enumerate(self._new_events, first):
             sid = env["card_id"]
@@ -356,27 +355,7 @@ class UnitOfWork:
             link, leaf = link_and_leaf(key, prev, position, env)
             hashes[sid] = link
             self.leaves.append((position, leaf))
-            rows.append(
-                (
-                    position,
-                    sid,
-                    stream_kind(sid).value,
-                    env["version"],
-                    env["event_id"],
-                    env["event_type"],
-                    env["schema_version"],
-                    bind_time(at),
-                    env["pin_type"],
-                    env["channel"],
-                    env["terminal_id"],
-                    env["request_id"],
-                    bind_json(env["payload"]),
-                    prev,
-                    link,
-                    key_id,
-                    env.get("office"),
-                )
-            )
+            rows.append(sql.event_row(position, env, at, prev, link, key_id))
         return rows
 
     def _verifiers(self, state: CardState) -> dict[PinType, Verifier | None]:
