@@ -60,6 +60,7 @@ def start(target: Callable[..., None], args: tuple[Any, ...]) -> tuple[Child, Co
         proc = subprocess.Popen(
             [sys.executable, "-c", _ENTER.format(module=__name__), str(child.fileno())],
             pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,  # as multiprocessing gives its children: a child never reads the server's terminal
         )
     except BaseException:
         parent.close()
