@@ -4,6 +4,7 @@ migrations/versions; tests/store/test_migrations.py checks the two agree."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     JSON,
@@ -17,9 +18,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 
 from ..domain.streams import STREAM_ID_LENGTH, TERMINAL_ID_MAX_LENGTH
 
@@ -34,7 +37,24 @@ metadata = MetaData(
 )
 
 Json = JSON().with_variant(JSONB(), "postgresql")
-UtcDateTime = DateTime(timezone=True)
+
+
+class _UtcDateTime(TypeDecorator[datetime]):
+    """A point in time, stored as its UTC instant: an aware time of another
+    zone is converted first (SQLite keeps a time's wall clock, not its
+    offset, and what is read back is taken as UTC), a naive one is UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is None or value.utcoffset() == ZERO:
+            return value
+        return value.astimezone(UTC)
+
+
+ZERO = timedelta(0)
+UtcDateTime = _UtcDateTime()
 
 # One stream per card: its head (version, hash of the last event), and the
 # card's part of the projection (status, the holder's ward).

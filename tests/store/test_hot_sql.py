@@ -292,3 +292,20 @@ def test_answers_kept_before_they_had_macs_are_sealed_by_migrate_and_replayed(st
     assert not unsealed_answers(store)
     (retry,) = run_ok(writer, first)
     assert retry.replayed
+
+
+def test_a_time_of_another_zone_is_stored_as_its_utc_instant(store):
+    """SQLite keeps a time's wall clock and drops its offset (what is read
+    back is taken as UTC): the column type converts an aware time to UTC
+    first, for the write path's binds and for Core alike."""
+    from datetime import timedelta, timezone
+
+    tokyo = datetime(2026, 12, 1, 19, 30, tzinfo=timezone(timedelta(hours=9)))
+    same = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
+    sql = hot_sql.HotSql(store.writer.dialect)
+    assert sql.bind_time(tokyo) == sql.bind_time(same)
+    with store.writer.begin() as conn:
+        conn.execute(cards.insert().values(card_id="card-tz", version=0, last_hash="0" * 64, status="active", enrolled_at=tokyo))
+    with store.writer.connect() as conn:
+        (stored,) = conn.execute(select(cards.c.enrolled_at).where(cards.c.card_id == "card-tz")).one()
+    assert utc(stored) == same
