@@ -779,6 +779,19 @@ def _get(d, path):
     return d
 
 
+def _save(report: dict, path: Path | None, kind: str, started: datetime, workdir: Path, keep: bool) -> Path:
+    """Write the report (to bench-results/<kind>-<time>.json unless a path
+    is given) and remove the run's temp dir unless it is kept; the report's path."""
+    out = path or ROOT / "bench-results" / f"{kind}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if keep:
+        log(f"kept {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
 # -- main ------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
@@ -871,13 +884,7 @@ def growth_main(args: argparse.Namespace, argv: list[str] | None) -> int:
         interrupted = True
     finally:
         report["wall_seconds"] = round(wall.elapsed, 1)
-        out = args.json or ROOT / "bench-results" / f"growth-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        if args.keep:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        out = _save(report, args.json, "growth", started, workdir, args.keep)
     print()
     print(f"pinlife growth benchmark, {m['nproc']} cpus ({m['cpu_model']}), Python {m['python']}, service at {m['git_commit']}")
     print()
@@ -961,13 +968,7 @@ def main(argv: list[str] | None = None) -> int:
                 "server processes started later may have run other code than the in-process phases"
             )
         service_log.close()
-        out = args.json or ROOT / "bench-results" / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        if args.keep:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        out = _save(report, args.json, "bench", started, workdir, args.keep)
 
     print()
     print(
