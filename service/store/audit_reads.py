@@ -145,29 +145,30 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
         for k, event_type, n in conn.execute(q.group_by(key, c.event_type)):
             into.setdefault(convert(k), Counts()).add(event_type, n)
 
+    def local(k) -> datetime:
+        if isinstance(k, str):
+            k = datetime.fromisoformat(k)
+        return k.replace(tzinfo=TOKYO)
+
     with store.reader.begin() as conn:
+        # One grouping by bucket, channel and type gives the totals, each
+        # channel, each bucket and each bucket by channel.
         # (rows typed as plain tuples: mypy unpacks SQLAlchemy 2.1's Row[*tuple[Any, ...]] to object)
-        totals: Iterable[tuple[Any, ...]] = conn.execute(
-            select(c.event_type, func.count()).where(in_range).group_by(c.event_type)
-        )
-        for event_type, n in totals:
-            stats.total.add(event_type, n)
-        grouped(c.channel, stats.by_channel)
-        grouped(c.office, stats.by_office, where=c.office.isnot(None))
-        grouped(c.pin_type, stats.by_pin_type, where=c.pin_type.isnot(None))
-
-        def local(k) -> datetime:
-            if isinstance(k, str):
-                k = datetime.fromisoformat(k)
-            return k.replace(tzinfo=TOKYO)
-
         bucket = _bucket_sql(store, granularity)
-        grouped(bucket, stats.by_time, local)
         by_time_channel: Iterable[tuple[Any, ...]] = conn.execute(
             select(bucket, c.channel, c.event_type, func.count()).where(in_range).group_by(bucket, c.channel, c.event_type)
         )
         for b, channel, event_type, n in by_time_channel:
-            stats.by_time_channel.setdefault((local(b), channel), Counts()).add(event_type, n)
+            at = local(b)
+            for into in (
+                stats.total,
+                stats.by_channel.setdefault(channel, Counts()),
+                stats.by_time.setdefault(at, Counts()),
+                stats.by_time_channel.setdefault((at, channel), Counts()),
+            ):
+                into.add(event_type, n)
+        grouped(c.office, stats.by_office, where=c.office.isnot(None))
+        grouped(c.pin_type, stats.by_pin_type, where=c.pin_type.isnot(None))
         busiest = select(c.terminal_id).where(in_range).group_by(c.terminal_id)
         busiest = busiest.order_by(func.count().desc(), c.terminal_id).limit(top)
         terminals = [t for (t,) in conn.execute(busiest)]
@@ -179,17 +180,18 @@ def statistics(store: EventStore, start: datetime, end: datetime, granularity: G
         q = select(c.event_type, _reported_type(store), c.channel, c.office, c.terminal_id, c.pin_type, bucket)
         q = q.add_columns(repeated).where(in_range, c.event_type.in_(_COUNTING))
         counted: Iterable[tuple[Any, ...]] = conn.execute(q)
-        for event_type, reported, channel, office, terminal, pin_type, at, n in counted:
+        for event_type, reported, channel, office, terminal, pin_type, b, n in counted:
             names = COUNTED_AS.get(reported if event_type == "RepeatsCounted" else event_type, ())
             if n and names:
+                at = local(b)
                 for counts in (
                     stats.total,
                     stats.by_channel.get(channel),
                     stats.by_office.get(office),
                     stats.by_terminal.get(terminal),
                     stats.by_pin_type.get(pin_type),
-                    stats.by_time.get(local(at)),
-                    stats.by_time_channel.get((local(at), channel)),
+                    stats.by_time.get(at),
+                    stats.by_time_channel.get((at, channel)),
                 ):
                     if counts is not None:
                         for name in names:
