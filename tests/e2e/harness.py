@@ -152,6 +152,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port where nothing listens for as long as the block runs: bound
+    here without listening (a connection to it is refused), so no other
+    test's server can take it meanwhile, as it could a free_port()."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
 class ProcessServer:
     """`python -m pinlife.cli serve` in its own process."""
 

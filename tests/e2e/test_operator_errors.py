@@ -33,7 +33,7 @@ from pinlife.store.event_store import EventStore
 from pinlife.store.key_checks import key_problems
 from pinlife.store.migrate import upgrade
 from tests.conftest import _pg_url
-from tests.e2e.harness import ROOT, cli, cli_process, free_port
+from tests.e2e.harness import ROOT, cli, cli_process, refusing_port
 
 COMMANDS = ("migrate", "check", "serve")
 CANNOT_RUN, UNAVAILABLE = 2, 3
@@ -119,10 +119,16 @@ def test_an_unknown_driver_or_a_malformed_url_is_a_configuration_line(key_file, 
     assert "secret" not in run("check", env)[1]  # a password is never printed
 
 
+@pytest.fixture
+def refused_port():
+    with refusing_port() as port:
+        yield port
+
+
 # --- PostgreSQL: down, missing, login refused, privilege missing -----------------------
 @pytest.mark.postgres
-def test_a_database_that_is_down_is_exit_3_after_serve_retried_it(key_file, pg_admin):
-    port = free_port()  # nothing listens there
+def test_a_database_that_is_down_is_exit_3_after_serve_retried_it(key_file, pg_admin, refused_port):
+    port = refused_port  # nothing listens there
     env = _env(f"postgresql://postgres@127.0.0.1:{port}/pinlife", key_file)
     expected = f"the database at 127.0.0.1:{port} cannot be reached (Connection refused): start PostgreSQL there"
     _in_every_command(env, UNAVAILABLE, expected, commands=("migrate", "check"), process=True)
@@ -143,8 +149,8 @@ def test_a_database_that_is_down_is_exit_3_after_serve_retried_it(key_file, pg_a
 
 
 @pytest.mark.postgres
-def test_sigterm_while_serve_waits_for_the_database_exits_0(key_file, pg_admin):
-    env = _env(f"postgresql://postgres@127.0.0.1:{free_port()}/pinlife", key_file, PINLIFE_STARTUP_RETRY_SECONDS="60")
+def test_sigterm_while_serve_waits_for_the_database_exits_0(key_file, pg_admin, refused_port):
+    env = _env(f"postgresql://postgres@127.0.0.1:{refused_port}/pinlife", key_file, PINLIFE_STARTUP_RETRY_SECONDS="60")
     proc = subprocess.Popen([sys.executable, "-m", "pinlife.cli", "serve"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
