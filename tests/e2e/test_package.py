@@ -134,18 +134,19 @@ def test_the_wheel_holds_the_stubs_the_migrations_and_the_offices_file_under_pin
     assert [Path(v).name for v in versions] == sorted(p.name for p in (ROOT / "migrations" / "versions").glob("*.py"))
 
 
-def test_the_installed_pinlife_migrates_serves_and_answers_from_another_folder(installed, tmp_path):
+def test_the_installed_pinlife_migrates_serves_and_answers_from_another_folder(installed, tmp_path, db_url):
+    """On SQLite and PostgreSQL, from an empty folder, with nothing of the
+    checkout on the path: make keys, check the configuration, migrate, serve,
+    enrol and verify with the installed client, audit the history, check the
+    store, stop."""
     bin = installed.bin
-    """From an empty folder, with nothing of the checkout on the path: make
-    keys, check the configuration, migrate, serve, enrol and verify with the
-    installed client, audit the history, check the store, stop."""
     home = tmp_path / "elsewhere"
     home.mkdir()
     port = free_port()
     env = {
         "PATH": f"{bin}:{os.environ['PATH']}",
         "HOME": str(home),
-        "PINLIFE_DATABASE_URL": f"sqlite:///{home / 'pinlife.db'}",
+        "PINLIFE_DATABASE_URL": db_url,  # a fresh SQLite file or PostgreSQL database (tests/conftest.py)
         "PINLIFE_KEY_FILE": str(home / "keys.json"),
         "PINLIFE_LISTEN": f"127.0.0.1:{port}",
         "PINLIFE_TERMINAL": "package-test",
