@@ -355,16 +355,22 @@ class CheckpointSigner:
                 del self._known[p]
 
     def sign(self) -> StoredCheckpoint | None:
-        """One round: the log up to its head, a step at a time (a stop
-        between steps ends the round); the last checkpoint signed, if any."""
+        """One round: the log up to the head it has when the round begins, a
+        step at a time (a stop between steps ends the round); the last
+        checkpoint signed, if any. Events appended meanwhile wait for the
+        next round: a round that chased the head of a busy log signed a
+        checkpoint after every batch, each one a write beside the writer's."""
         if self.keys.checkpoint is None:
             return None
         signed = None
+        target = self.store.log.head_position()
         while True:
             size = signed_size(self.store, self.keys)
             self._forget(size)
+            if size >= target:
+                return signed
             started = time.monotonic()
-            step = sign_checkpoint(self.store, self.keys, self.clock(), self._hashes, upto=size + self.step)
+            step = sign_checkpoint(self.store, self.keys, self.clock(), self._hashes, upto=min(target, size + self.step))
             if step is None:
                 return signed
             signed = step

@@ -314,6 +314,31 @@ def test_a_long_unsigned_tail_is_signed_in_steps_each_stored(store, keys, clock)
     assert checkpoints.check_stored(store, keys) is None
 
 
+def test_a_round_signs_the_head_it_began_with_and_leaves_what_commits_meanwhile_to_the_next(store, keys, clock, monkeypatch):
+    """On a busy log a batch commits while each checkpoint is signed: the
+    round stops at the head it saw when it began, so it signs one checkpoint
+    per round and not one after every batch (each a write beside the
+    writer's, which made a verify wait tens of milliseconds)."""
+    signer = checkpoints.CheckpointSigner(store, keys, clock)
+    writer = ThreadRunner(store, keys, clock, leaves=signer)
+    run_ok(writer, enroll(CARD))
+    run_ok(writer, *(verify(CARD, USER, CORRECT[USER]) for _ in range(3)))
+    real, meanwhile = checkpoints.sign_checkpoint, [verify(CARD, USER, CORRECT[USER]) for _ in range(3)]
+
+    def a_batch_commits_meanwhile(*args, **kwargs):
+        signed = real(*args, **kwargs)
+        if meanwhile:
+            run_ok(writer, meanwhile.pop())
+        return signed
+
+    monkeypatch.setattr(checkpoints, "sign_checkpoint", a_batch_commits_meanwhile)
+    assert signer.sign().tree_size == 4
+    assert [c.tree_size for c in checkpoints.stored(store)] == [4]
+    assert signer.sign().tree_size == 5  # the next round: what committed during the first
+    assert [c.tree_size for c in checkpoints.stored(store)] == [4, 5]
+    assert checkpoints.check_stored(store, keys) is None
+
+
 def test_a_signer_blocked_on_its_database_never_holds_a_batch(store, keys, clock, monkeypatch):
     """Signing, and any read-back it needs, runs on the signer's own thread:
     while it is stuck reading the log back, batches commit and answer."""
