@@ -1,7 +1,8 @@
 """Audit reads on a store holding many events: one card's history page
 (store.log.stream(card_id): every event of that card, in order, decoded),
 and rebuilding the lock-state projection from the events alone
-(store.cards.rebuild(): reads the whole log in position order and folds it)."""
+(store.cards.rebuilt(): reads the whole log in stream order, a page at a
+time, and folds each card's stream)."""
 
 from __future__ import annotations
 
@@ -38,11 +39,11 @@ def history_reads(store: EventStore, cards: int, reads: int, seed: int = 5) -> d
 def rebuild_speed(store: EventStore) -> dict:
     events = store.log.head_position()
     t = time.perf_counter()
-    states = store.cards.rebuild()
+    streams = sum(1 for _ in store.cards.rebuilt())  # folded a page at a time: memory flat in the cards
     seconds = time.perf_counter() - t
     return {
         "events": events,
-        "streams": len(states),
+        "streams": streams,
         "seconds": round(seconds, 3),
         "events_per_s": round(events / seconds, 1) if seconds else None,
     }

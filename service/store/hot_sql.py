@@ -147,12 +147,14 @@ class HotSql:
             f"UPDATE terminals SET version = {p}, last_hash = {p}, throttle_failures = {p}, throttled_until = {p}, "
             f"repeats = {p}, mac = {p}, revision = revision + 1 WHERE terminal_id = {p} AND revision = {p}"
         )
-        # The payload as text (PostgreSQL would parse JSONB per row): equal
-        # payloads are then decoded once (EventStore.rebuild caches by text).
+        # The rebuild's page: the events after a (stream, version), in stream
+        # order, from the (stream_id, version) index. The payload as text
+        # (PostgreSQL would parse JSONB per row): equal payloads are then
+        # decoded once (CardReader.rebuilt caches by text).
         payload = "payload::text" if self.pg else "payload"
         self.rebuild_page = (
-            f"SELECT position, stream_id, version, event_type, schema_version, pin_type, {payload}, occurred_at FROM events "
-            f"WHERE position > {p} ORDER BY position LIMIT {p}"
+            f"SELECT stream_id, version, event_type, schema_version, pin_type, {payload}, occurred_at FROM events "
+            f"WHERE (stream_id, version) > ({p}, {p}) ORDER BY stream_id, version LIMIT {p}"
         )
 
         self.bind_time = self._bind(events.c.occurred_at)

@@ -13,7 +13,6 @@ once (its hot path)."""
 from __future__ import annotations
 
 import functools
-import gc
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -118,29 +117,35 @@ class CardReader:
         return {c: _state_from_rows(c, v, s, w, rows.get(c, ())) for c, v, s, w in heads}
 
     def rebuild(self, batch: int = 20000) -> dict[str, CardState]:
-        """The projection computed from the events alone (card streams only).
-        Reads just the columns evolve needs, in position order."""
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # the fold keeps millions of small objects alive; the cycle collector would rescan them again and again
-        try:
-            return self._rebuild(batch)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+        """The whole projection computed from the events alone, in one dict
+        (a small store's, to compare with projection(); a large one is
+        folded a page at a time by rebuilt())."""
+        return dict(self.rebuilt(batch))
 
-    def _rebuild(self, batch: int) -> dict[str, CardState]:
-        states: dict[str, CardState] = {}
+    def rebuilt(self, batch: int = 20000) -> Iterator[tuple[str, CardState]]:
+        """Each card's state computed from its events alone, in card-id
+        order: the log is read `batch` events at a time in stream order
+        (the (stream_id, version) index), and a card is given as soon as its
+        stream ends, so memory holds one page and one card however many
+        cards the store has. Reads only the columns evolve needs."""
         sql = self._hot_sql
         read_time = sql.read_time
-        after = 0
+        card: str | None = None
+        state = CardState("")
+        after: tuple[str, int] = ("", 0)
         while True:
             with self.begin() as conn:
-                rows: Sequence[tuple[Any, ...]] = conn.exec_driver_sql(sql.rebuild_page, (after, batch)).fetchall()
-            if not rows:
-                return states
-            for _, stream_id, version, event_type, schema_version, pin_type, payload, occurred_at in rows:
-                if is_card_stream(stream_id):
-                    state = states.get(stream_id) or CardState(stream_id)
+                rows: Sequence[tuple[Any, ...]] = conn.exec_driver_sql(sql.rebuild_page, (*after, batch)).fetchall()
+            for stream_id, version, event_type, schema_version, pin_type, payload, occurred_at in rows:
+                if stream_id != card:
+                    if card is not None:
+                        yield card, state
+                    card, state = (stream_id, CardState(stream_id)) if is_card_stream(stream_id) else (None, state)
+                if card is not None:
                     event = _event_from_text(event_type, schema_version, pin_type, payload)
-                    states[stream_id] = evolve(state, Recorded(event, version, utc(read_time(occurred_at))))
-            after = rows[-1][0]
+                    state = evolve(state, Recorded(event, version, utc(read_time(occurred_at))))
+            if len(rows) < batch:
+                if card is not None:
+                    yield card, state
+                return
+            after = (rows[-1][0], rows[-1][1])

@@ -220,6 +220,8 @@ def test_projection_equals_rebuild_after_a_varied_scenario(store, writer, clock)
 
     live = store.cards.projection()
     assert live == store.cards.rebuild()
+    for batch in (1, 4):  # a card's events over several pages
+        assert list(store.cards.rebuilt(batch)) == sorted(live.items())
     assert_consistent(store)
     a, b, c = live["card-a"], live["card-b"], live["card-c"]
     assert a.pins[USER].locked and a.pins[USER].locked_at == lock_time

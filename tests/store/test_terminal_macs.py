@@ -13,7 +13,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from structlog.testing import capture_logs
 
 from pinlife.app.batch import ThreadRunner
@@ -26,7 +26,7 @@ from pinlife.store.check import check_store
 from pinlife.store.event_store import EventStore
 from pinlife.store.migrate import terminals_lack_macs, upgrade
 from pinlife.store.rechain import seal_terminals, unsealed_terminals
-from pinlife.store.tables import terminals
+from pinlife.store.tables import events, terminals
 from tests.store.helpers import CORRECT, USER, WRONG, enroll, one_by_one, run, run_ok, verify
 
 THROTTLE = ThrottlePolicy(max_distinct_cards=3, window=timedelta(minutes=10), penalty=timedelta(minutes=15))
@@ -85,6 +85,19 @@ def test_rows_the_service_writes_authenticate_and_the_check_finds_nothing(store,
     assert row["throttled_until"] is not None and row["mac"].startswith(f"{keys.integrity.current}:")
     report = check_store(store, keys)
     assert report.intact and report.terminals_failing_mac == [] and report.terminals_failing_mac_count == 0
+
+
+def test_the_rebuild_by_pages_skips_terminal_streams_and_equals_the_projection(store, writer, cards):
+    """Terminal streams sit among the card streams in stream order: folded a
+    few events a page (a card's events split over pages), the rebuild gives
+    each card once, in card-id order, as the projection holds it."""
+    _fail_on(writer, *cards[:5])
+    with store.reader.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(events).where(events.c.stream_id == STREAM)).scalar_one() > 0
+    live = sorted(store.cards.projection().items())
+    assert len(live) == len(cards)
+    for batch in (1, 2, 3, 7, 1000):
+        assert list(store.cards.rebuilt(batch)) == live
 
 
 @pytest.mark.parametrize(
