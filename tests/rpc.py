@@ -47,9 +47,9 @@ class Calls:
         )
         return self.pins.ChangePin(req, timeout=10, metadata=self.metadata)
 
-    def status(self, card_id: str, pin_type: int = pb.PIN_TYPE_UNSPECIFIED) -> ppb.GetPinStatusResponse:
+    def status(self, card_id: str, pin_type: int = pb.PIN_TYPE_UNSPECIFIED, timeout: float = 10) -> ppb.GetPinStatusResponse:
         return self.pins.GetPinStatus(
-            ppb.GetPinStatusRequest(card_id=card_id, pin_type=pin_type), timeout=10, metadata=self.metadata
+            ppb.GetPinStatusRequest(card_id=card_id, pin_type=pin_type), timeout=timeout, metadata=self.metadata
         )
 
 

@@ -132,11 +132,10 @@ def test_database_outage_fails_fast_reports_not_serving_and_recovers(databases, 
         assert client.verify("card-out", USER, "4821").check.result == pb.CHECK_RESULT_OK
 
         proxy.cut()
-        started = time.monotonic()
         with pytest.raises(grpc.RpcError) as err:
-            client.verify("card-out", USER, "4821", timeout=30)
+            # Fails fast: a server that waited out the call's deadline would end it DEADLINE_EXCEEDED.
+            client.verify("card-out", USER, "4821", timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert time.monotonic() - started < 10, "failed, but not fast"
         with pytest.raises(grpc.RpcError) as err:
             client.status("card-out")
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE

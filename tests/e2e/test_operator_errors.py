@@ -133,7 +133,6 @@ def test_a_database_that_is_down_is_exit_3_after_serve_retried_it(key_file, pg_a
     expected = f"the database at 127.0.0.1:{port} cannot be reached (Connection refused): start PostgreSQL there"
     _in_every_command(env, UNAVAILABLE, expected, commands=("migrate", "check"), process=True)
 
-    started = time.monotonic()
     done = cli_process("serve", env={**env, "PINLIFE_STARTUP_RETRY_SECONDS": "1.5"})  # two tries at least, however busy the host
     assert done.returncode == UNAVAILABLE and "Traceback" not in done.stderr, done.stderr
     logged = [json.loads(line) for line in done.stderr.splitlines()]
@@ -145,7 +144,6 @@ def test_a_database_that_is_down_is_exit_3_after_serve_retried_it(key_file, pg_a
     assert final["event"] == "database_unavailable"
     assert final["message"].startswith("gave up after ") and "PINLIFE_STARTUP_RETRY_SECONDS" in final["message"]
     assert expected in final["message"]
-    assert time.monotonic() - started < 30
 
 
 @pytest.mark.postgres

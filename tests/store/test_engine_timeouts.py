@@ -6,7 +6,6 @@ TCP ones are set on every connection."""
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 from sqlalchemy import text
@@ -25,14 +24,13 @@ def test_a_connection_to_a_server_that_never_answers_fails_fast_as_unavailable()
         silent.listen(8)
         port = silent.getsockname()[1]
         engine = make_engine(f"postgresql://postgres@127.0.0.1:{port}/test")
-        started = time.monotonic()
         try:
             with pytest.raises(OperationalError) as err:
                 with engine.connect():
                     pass
         finally:
             engine.dispose()
-        assert time.monotonic() - started < engines.CONNECT_TIMEOUT + 3, "failed, but not fast"
+        assert "timeout expired" in str(err.value.orig)  # ended by the connect timeout, not by the server
         assert is_unavailable(err.value)
 
 

@@ -103,21 +103,20 @@ def test_a_stalled_batch_fails_unavailable_refuses_new_commands_and_clears_when_
             with pytest.raises(StoreUnavailable, match="nothing was written"):
                 await queued
             assert writer.stalled and not await writer.alive()
-            t1 = loop.time()
             with pytest.raises(StoreUnavailable, match="nothing was written"):
-                await writer.submit("new", CALLER)  # at once, not queued behind it
-            refused_in = loop.time() - t1
+                # at once: queued behind the stuck batch it would wait until the gate opens below
+                await writer.submit("new", CALLER)
             assert runner.batches == [["stuck"]]  # neither was handed to the runner
+            assert not runner.gate.is_set()
 
             runner.gate.set()  # the path resumes: the late result is dropped
             await until(lambda: not writer.stalled)
             assert await writer.alive()
             after = await writer.submit("after", CALLER)
-            return waited, refused_in, after, runner.batches
+            return waited, after, runner.batches
 
-    waited, refused_in, after, batches = asyncio.run(scenario())
-    assert DEADLINE <= waited < DEADLINE + 1.0
-    assert refused_in < DEADLINE
+    waited, after, batches = asyncio.run(scenario())
+    assert waited >= DEADLINE  # failed by the deadline while the path still hung (the gate opens only later)
     assert after == ("done", "after") and batches == [["stuck"], ["after"]]
 
 
