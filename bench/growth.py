@@ -203,33 +203,33 @@ class GrowthRun:
         from pinlife.v1 import common_pb2, pin_service_pb2_grpc
         from pinlife.v1 import pin_service_pb2 as ppb
 
-        out: dict = {}
-        with grpc.insecure_channel(server.target) as channel:
-            stub = pin_service_pb2_grpc.PinServiceStub(channel)
-            md = (("x-pinlife-terminal", "bench-growth"),)
-            lat = []
-            for i in range(20):
-                t = time.perf_counter()
-                r = stub.VerifyPin(
-                    ppb.VerifyPinRequest(
-                        request_id=str(uuid.uuid4()),
-                        card_id=card_id(i),
-                        pin_type=PB_USER_CERTIFICATE,
-                        pin=pins_for(i).user_certificate,
-                    ),
-                    metadata=md,
-                    timeout=60,
-                )
-                lat.append(time.perf_counter() - t)
-                if i == 0:
-                    out["first_verify_s"] = round(lat[0], 3)
-                    out["first_verify_result"] = common_pb2.CheckResult.Name(r.check.result)
-            out["verify_latency"] = latency_summary(lat)
         keys = KeyRing.load(key_file)
         store = EventStore(url)
+        out: dict = {}
         try:
+            head = store.log.head_position()  # the log as loaded: what the start-up signing must cover
+            with grpc.insecure_channel(server.target) as channel:
+                stub = pin_service_pb2_grpc.PinServiceStub(channel)
+                md = (("x-pinlife-terminal", "bench-growth"),)
+                lat = []
+                for i in range(20):
+                    t = time.perf_counter()
+                    r = stub.VerifyPin(
+                        ppb.VerifyPinRequest(
+                            request_id=str(uuid.uuid4()),
+                            card_id=card_id(i),
+                            pin_type=PB_USER_CERTIFICATE,
+                            pin=pins_for(i).user_certificate,
+                        ),
+                        metadata=md,
+                        timeout=60,
+                    )
+                    lat.append(time.perf_counter() - t)
+                    if i == 0:
+                        out["first_verify_s"] = round(lat[0], 3)
+                        out["first_verify_result"] = common_pb2.CheckResult.Name(r.check.result)
+                out["verify_latency"] = latency_summary(lat)
             t = time.perf_counter()
-            head = store.log.head_position()
             while (size := signed_size(store, keys)) < head and time.perf_counter() - t < 600:
                 time.sleep(0.5)
             out["checkpoint_covers_log_s"] = round(server.start_seconds + time.perf_counter() - t, 1)
