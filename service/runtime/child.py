@@ -21,8 +21,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 # The child's first statement: import this module under the name the parent
-# knows it by (the package's installed name), and enter.
-_ENTER = "import sys; from {module} import _enter; _enter(int(sys.argv[1]))"
+# knows it by (the package's installed name), and enter. A child draws
+# nothing on a terminal: rich, which structlog's console renderer imports when
+# it can (about 5 MB resident), is kept out.
+_ENTER = "import sys; sys.modules.setdefault('rich', None); from {module} import _enter; _enter(int(sys.argv[1]))"
 
 
 class Child:
