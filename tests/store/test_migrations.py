@@ -15,6 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
 
 from pinlife.domain.pins import PinType
+from pinlife.runtime import child
 from pinlife.store.engine import normalize_url
 from pinlife.store.migrate import alembic_config, downgrade, upgrade
 from pinlife.store.schema_check import SchemaMismatch, code_revisions
@@ -272,13 +273,21 @@ def test_the_server_reads_the_code_s_revisions_from_the_migration_files_as_alemb
     assert known == {s.revision for s in script.walk_revisions()}
 
 
-def test_a_server_on_sqlite_loads_neither_alembic_nor_psycopg_nor_prometheus_nor_holidays(databases):
+def _modules_loaded(conn) -> None:
+    """In a child of runtime/child.py: the top-level modules it holds."""
+    conn.send(sorted({name.split(".")[0] for name, module in sys.modules.items() if module is not None}))
+
+
+def test_a_server_on_sqlite_loads_neither_alembic_nor_psycopg_nor_prometheus_nor_holidays_nor_rich(databases):
     """Memory: each costs the server (and psycopg its writer process too)
     several MB it does not use on SQLite without metrics; the holidays
-    library's dates are computed in a child interpreter (config/offices.py)."""
+    library's dates are computed in a child interpreter (config/offices.py);
+    rich, which structlog imports when it can, serves only the other
+    commands' tables (cli/__init__.py, and runtime/child.py for the children)."""
     url = databases.create("sqlite")
     probe = (
         "import sys\n"
+        "sys.argv = ['pinlife', 'serve']\n"
         "import pinlife.cli.main, pinlife.cli.serve, pinlife.bootstrap.serving, pinlife.app.writer_process\n"
         "import pinlife.store.checkpoints, pinlife.store.hot_sql, pinlife.store.maintenance\n"
         "from pinlife.store.schema_check import check_schema\n"
@@ -287,10 +296,18 @@ def test_a_server_on_sqlite_loads_neither_alembic_nor_psycopg_nor_prometheus_nor
         "from pinlife.config.offices import load_policy\n"
         "from pinlife.domain.policy import ThrottlePolicy\n"
         "assert load_policy(None, ThrottlePolicy(), date.today()).calendar.holidays\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'psycopg', 'prometheus_client', 'holidays'}))\n"
+        "loaded = {m.split('.')[0] for m, module in sys.modules.items() if module is not None}\n"
+        "print(sorted(loaded & {'alembic', 'psycopg', 'prometheus_client', 'holidays', 'rich'}))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+    proc, conn = child.start(_modules_loaded, ())
+    try:
+        loaded = conn.recv()
+        assert "structlog" in loaded and "rich" not in loaded
+    finally:
+        conn.close()
+        proc.join(10)
 
 
 def _migration(folder, name: str, body: str) -> None:
