@@ -10,4 +10,4 @@ if sys.argv[1:2] == ["serve"]:
     # imports rich when it can: about 5 MB resident for the server's life.
     # Kept out, as in its children (runtime/child.py); the tables and progress
     # bars of the other commands use it.
-    sys.modules.setdefault("rich", None)
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # None: `import rich` raises ImportError

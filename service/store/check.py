@@ -41,7 +41,7 @@ from ..domain.lawful import CLOCK_TOLERANCE, first_clock_step, first_unlawful
 from ..domain.log import LoggedEvent
 from ..domain.pins import PIN_TYPE_BY_VALUE
 from ..domain.state import CardState, evolve
-from ..domain.streams import terminal_stream
+from ..domain.streams import TERMINAL_STREAM_PREFIX, terminal_stream
 from ..keys.ring import KeyRing, SecretKind, Verifier
 from . import checkpoints
 from .event_store import EventStore, StoreView
@@ -52,6 +52,8 @@ from .tables import cards, events, pin_states, secrets, terminals
 LISTED = 20  # cards named per kind of problem; the count is always complete
 BATCH = 500  # cards read at once
 STREAM_PAGE = 5000  # events of one terminal stream read at once
+STREAM_IDS = 1000  # stream ids read at once past the last card
+POSITION_RANGE = 1_000_000  # positions counted by one statement
 
 
 def _same(value: Any) -> Any:
@@ -131,6 +133,7 @@ class _Check:
         self.report = Report()
         self.broken: BrokenLink | None = None
         self.mac, self.projection, self.terminal_mac = _Listed(), _Listed(), _Listed()
+        self.terminal_streams: set[str] = set()  # seen in the log (_headless), for _terminals
 
     def _stop_if_cancelled(self) -> None:
         if self.cancelled():
@@ -149,6 +152,7 @@ class _Check:
         self.progress("positions", 1, 1)
         total = _count(self.view, cards)
         self.progress("cards", 0, total)
+        after: str | None = None
         for batch in _card_batches(self.view):
             self._stop_if_cancelled()
             started = time.monotonic()
@@ -156,13 +160,12 @@ class _Check:
             streams = _streams(self.view, ids)
             r.cards += len(ids)
             self._cards(batch, streams, ids)
+            self._headless(_stream_ids(self.view, after, ids[-1]), set(ids))
+            after = ids[-1]
             self.progress("cards", r.cards, total)
             if self.pace < 1:  # leave the cores and the database to the PIN path the rest of the time
                 time.sleep((time.monotonic() - started) * (1 / self.pace - 1))
-        for stream_id in _headless_card_streams(self.view):
-            self._broken(
-                first_broken_link(_links(self.view.log.stream(stream_id)), self.key, StreamHead(stream_id, 0, GENESIS_HASH))
-            )
+        self._headless(_stream_ids(self.view, after, None), set())
         self.progress("terminals", 0, 1)
         self._terminals()
         self.progress("terminals", 1, 1)
@@ -203,6 +206,22 @@ class _Check:
             self._unlawful(card_id, recorded)
             self._clock_step(card_id, recorded)
         self._stop_if_cancelled()
+
+    def _headless(self, stream_ids: Iterable[str], heads: set[str]) -> None:
+        """The streams of the log in a range of stream ids that the card
+        heads of that range do not name: a card stream whose head row is gone
+        (a deleted card) is broken at its first event; terminal streams are
+        noted for _terminals. Together the ranges cover every stream id, so
+        no statement reads the whole log."""
+        for stream_id in stream_ids:
+            if stream_id in heads:
+                continue
+            if stream_id.startswith(TERMINAL_STREAM_PREFIX):
+                self.terminal_streams.add(stream_id)
+                continue
+            self._stop_if_cancelled()
+            pages = _stream_pages(self.view, stream_id, self._unreadable_counted)
+            self._broken(first_broken_link(pages, self.key, StreamHead(stream_id, 0, GENESIS_HASH)))
 
     def _readable(self, stream: list[LoggedEvent]) -> list[Recorded] | None:
         recorded = []
@@ -262,10 +281,7 @@ class _Check:
                 self.terminal_mac.add(sid)
             stream = _stream_pages(self.view, sid, self._unreadable_counted)
             self._broken(first_broken_link(stream, self.key, StreamHead(sid, version, last_hash)))
-        q = select(events.c.stream_id).where(events.c.stream_kind == "terminal").group_by(events.c.stream_id)
-        with self.view.read() as conn:
-            orphans = [str(sid) for (sid,) in conn.execute(q) if sid not in known]
-        for sid in orphans:
+        for sid in sorted(self.terminal_streams - known):
             self._broken(
                 first_broken_link(
                     _stream_pages(self.view, sid, self._unreadable_counted), self.key, StreamHead(sid, 0, GENESIS_HASH)
@@ -301,20 +317,30 @@ def _count(view: StoreView, table: Any) -> int:
 def _positions(view: StoreView, head: int) -> tuple[int, BrokenLink | None]:
     """How many events the log holds, and whether they are positions
     1..head, each once: the first missing one, or the log ending elsewhere
-    than its head."""
+    than its head. Counted POSITION_RANGE positions a statement (a range of
+    the primary key), so no statement outlasts the statement timeout
+    however long the log."""
     p = events.c.position
+    nxt = events.alias("nxt")
+    missing = None
     with view.read() as conn:
-        row: tuple[Any, ...] = tuple(conn.execute(select(func.count(), func.min(p), func.max(p))).one())
-        count, low, high = int(row[0]), row[1], row[2]
+        row: tuple[Any, ...] = tuple(conn.execute(select(func.min(p), func.max(p))).one())
+        low, high = row[0], row[1]
+        count = int(conn.execute(select(func.count()).select_from(events).where(p > head)).scalar_one())
+        for lo in range(0, head, POSITION_RANGE):
+            hi = min(lo + POSITION_RANGE, head)
+            n = int(conn.execute(select(func.count()).select_from(events).where(p > lo, p <= hi)).scalar_one())
+            count += n
+            if missing is None and n < hi - lo:  # the first range with a gap: its first missing position
+                if lo == 0 and (low is None or low > 1):
+                    missing = 1
+                else:  # every position up to lo is there: the first whose successor is not
+                    missing = conn.execute(
+                        select(func.min(p + 1)).where(p >= lo, p < hi, not_(exists().where(nxt.c.position == p + 1)))
+                    ).scalar_one_or_none()
         if count == head and (count == 0 or (low == 1 and high == head)):
             return count, None
-        nxt = events.alias("nxt")
-        missing = conn.execute(
-            select(func.min(p + 1)).where(p < head, not_(exists().where(nxt.c.position == p + 1)))
-        ).scalar_one_or_none()
-        if low is not None and low > 1:
-            missing = 1
-        if missing is not None and missing <= head:
+        if missing is not None:
             after = conn.execute(select(events.c.stream_id, events.c.version).where(p > missing).order_by(p).limit(1)).first()
             sid, version = (after.stream_id, after.version) if after else ("", 0)
             return count, BrokenLink(sid, version, missing, f"position {missing} is missing from the log")
@@ -374,15 +400,25 @@ def _verifiers(view: StoreView, ids: list[str]) -> dict[str, dict[Any, Verifier]
     return out
 
 
-def _headless_card_streams(view: StoreView) -> list[str]:
-    """Card streams whose head row is gone (a deleted card): broken at their first event."""
-    q = (
-        select(events.c.stream_id)
-        .where(events.c.stream_kind == "card", not_(exists().where(cards.c.card_id == events.c.stream_id)))
-        .group_by(events.c.stream_id)
-    )
-    with view.read() as conn:
-        return sorted(str(sid) for (sid,) in conn.execute(q))
+def _stream_ids(view: StoreView, after: str | None, upto: str | None) -> Iterator[str]:
+    """The stream ids of the log after `after` up to `upto` (both None: no
+    bound), in order, from the (stream_id, version) index: one statement for
+    a batch's range, pages of STREAM_IDS for the rest."""
+    sid = events.c.stream_id
+    while True:
+        q = select(sid).distinct().order_by(sid)
+        if after is not None:
+            q = q.where(sid > after)
+        if upto is not None:
+            q = q.where(sid <= upto)
+        else:
+            q = q.limit(STREAM_IDS)
+        with view.read() as conn:
+            page = [str(s) for (s,) in conn.execute(q)]
+        yield from page
+        if upto is not None or len(page) < STREAM_IDS:
+            return
+        after = page[-1]
 
 
 def _stream_pages(view: StoreView, stream_id: str, seen: Callable[[LoggedEvent], None]) -> Iterator[Link]:
