@@ -5,7 +5,9 @@ leave, each named by stream, version and position where it has one
 
 It judges one consistent snapshot of the store (EventStore.snapshot), so
 traffic committed while it runs is never mistaken for tampering, and it
-reads the store once, a batch of cards at a time, in bounded memory:
+reads the store once, a batch of cards at a time, in bounded memory, and
+in statements that each read a bounded range (an index range of positions
+or stream ids), so none outlasts the statement timeout on a large store:
 
 - positions 1..head without a gap, and no event past the head;
 - for each card (a batch of BATCH cards, in card-id order): its keyed links
