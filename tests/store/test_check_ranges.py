@@ -64,35 +64,33 @@ def test_each_missing_position_is_named_alike_in_small_ranges_and_in_one(filled,
         assert check_store(store, keys).intact
 
 
-def test_a_card_stream_whose_head_row_is_gone_is_named(filled, keys, monkeypatch):
-    store = filled
-    gone = CARDS[3]  # among the others: found in the range of its batch
-    with store.writer.begin() as conn:
-        for table in (pin_states, secrets, cards):
-            conn.execute(delete(table).where(table.c.card_id == gone))
+def _named_alike_in_small_ranges(store, keys, monkeypatch, stream_id: str) -> None:
+    """The check names `stream_id` first, with the default ranges and with
+    batches of 2 and 3 cards and pages of 1 and 2 stream ids."""
     whole = _verdict(store, keys, monkeypatch)
-    assert whole.stream_id == gone
+    assert whole.stream_id == stream_id
     for batch, ids in ((2, 1), (3, 2)):
         assert _verdict(store, keys, monkeypatch, BATCH=batch, STREAM_IDS=ids) == whole, (batch, ids)
+
+
+def _delete_head(store, card_id: str) -> None:
+    """As the database-level attacker: the card's head, PIN states and verifiers gone, its events left."""
+    with store.writer.begin() as conn:
+        for table in (pin_states, secrets, cards):
+            conn.execute(delete(table).where(table.c.card_id == card_id))
+
+
+def test_a_card_stream_whose_head_row_is_gone_is_named(filled, keys, monkeypatch):
+    _delete_head(filled, CARDS[3])  # among the others: found in the range of its batch
+    _named_alike_in_small_ranges(filled, keys, monkeypatch, CARDS[3])
 
 
 def test_a_terminal_stream_whose_row_is_gone_is_named(filled, keys, monkeypatch):
-    store = filled
-    with store.writer.begin() as conn:
+    with filled.writer.begin() as conn:
         conn.execute(delete(terminals).where(terminals.c.terminal_id == READER.terminal_id))
-    whole = _verdict(store, keys, monkeypatch)
-    assert whole.stream_id == f"terminal:{READER.terminal_id}"
-    for batch, ids in ((2, 1), (3, 2)):
-        assert _verdict(store, keys, monkeypatch, BATCH=batch, STREAM_IDS=ids) == whole, (batch, ids)
+    _named_alike_in_small_ranges(filled, keys, monkeypatch, f"terminal:{READER.terminal_id}")
 
 
 def test_a_card_stream_past_the_last_head_is_named(filled, keys, monkeypatch):
-    store = filled
-    last = CARDS[-1]  # no head row after it: found in the pages of stream ids past the last card
-    with store.writer.begin() as conn:
-        for table in (pin_states, secrets, cards):
-            conn.execute(delete(table).where(table.c.card_id == last))
-    whole = _verdict(store, keys, monkeypatch)
-    assert whole.stream_id == last
-    for batch, ids in ((2, 1), (3, 2)):
-        assert _verdict(store, keys, monkeypatch, BATCH=batch, STREAM_IDS=ids) == whole, (batch, ids)
+    _delete_head(filled, CARDS[-1])  # no head after it: found in the pages of stream ids past the last card
+    _named_alike_in_small_ranges(filled, keys, monkeypatch, CARDS[-1])
