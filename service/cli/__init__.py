@@ -5,9 +5,7 @@ module (client.py) and one set of exit codes (exits.py)."""
 
 import sys
 
+from ..runtime.heap import without_rich
+
 if sys.argv[1:2] == ["serve"]:
-    # The server draws nothing on a terminal, but structlog's console renderer
-    # imports rich when it can: about 5 MB resident for the server's life.
-    # Kept out, as in its children (runtime/child.py); the tables and progress
-    # bars of the other commands use it.
-    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # None: `import rich` raises ImportError
+    without_rich()  # the server, as its children (runtime/child.py)

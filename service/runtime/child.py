@@ -20,11 +20,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-# The child's first statement: import this module under the name the parent
-# knows it by (the package's installed name), and enter. A child draws
-# nothing on a terminal: rich, which structlog's console renderer imports when
-# it can (about 5 MB resident), is kept out.
-_ENTER = "import sys; sys.modules.setdefault('rich', None); from {module} import _enter; _enter(int(sys.argv[1]))"
+# The child's first statement: leave rich out (heap.without_rich), import
+# this module under the name the parent knows it by (the package's installed
+# name), and enter.
+_ENTER = "import sys; from {heap} import without_rich; without_rich(); from {module} import _enter; _enter(int(sys.argv[1]))"
 
 
 class Child:
@@ -60,7 +59,12 @@ def start(target: Callable[..., None], args: tuple[Any, ...]) -> tuple[Child, Co
     parent, child = socket.socketpair()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _ENTER.format(module=__name__), str(child.fileno())],
+            [
+                sys.executable,
+                "-c",
+                _ENTER.format(heap=__name__.rpartition(".")[0] + ".heap", module=__name__),
+                str(child.fileno()),
+            ],
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,  # as multiprocessing gives its children: a child never reads the server's terminal
         )

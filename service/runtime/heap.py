@@ -1,5 +1,10 @@
-"""Garbage-collector set-up for the long-running processes (the server and
-its writer process).
+"""Memory set-up for the long-running processes (the server and its
+children): what they leave out, and the garbage collector.
+
+`without_rich`: structlog's console renderer imports rich whenever it is
+installed (about 5 MB resident); a server process draws nothing on a
+terminal, so it is left out there, before anything imports structlog. The
+other commands' tables and progress bars use it.
 
 Python's cyclic collector periodically walks every tracked object; a full
 (generation 2) collection walks them all. After start-up the server holds
@@ -12,6 +17,12 @@ of the collector's reach: later collections walk only what requests create.
 from __future__ import annotations
 
 import gc
+import sys
+
+
+def without_rich() -> None:
+    """Make `import rich` fail in this process (call before structlog is imported)."""
+    sys.modules.setdefault("rich", None)  # type: ignore[arg-type]  # None: `import rich` raises ImportError
 
 
 def freeze_startup_objects() -> None:
