@@ -11,6 +11,7 @@ checks both views agree)."""
 from __future__ import annotations
 
 import ast
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -57,6 +58,14 @@ def code_revisions(folder: Path = VERSIONS) -> tuple[set[str], set[str]]:
     return known, known - below
 
 
+@cache
+def installed_revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """code_revisions of the installed migrations, read once a process: they
+    do not change while it runs (each server an e2e test starts read them again)."""
+    known, heads = code_revisions()
+    return frozenset(known), frozenset(heads)
+
+
 def _module_values(path: Path, names: tuple[str, ...]) -> dict[str, object]:
     """The literal values last assigned to these names at a module's top level."""
     try:
@@ -81,7 +90,7 @@ def check_schema(url: str) -> None:
     """Raise SchemaMismatch unless the database's alembic_version is exactly
     the head of this code's migrations; StoreRefused or StoreUnavailable
     (service/store/errors.py) when the database cannot be read."""
-    known, heads = code_revisions()
+    known, heads = installed_revisions()
     try:
         with connected_once(url) as conn:
             current: set[str] = set()
