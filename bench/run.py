@@ -54,6 +54,10 @@ TARGETS = {
     "rebuild_events_per_s": 50_000.0,
     "peak_rss_mb": 300.0,  # MB = 10^6 bytes
     "open_loop_p99_ms_at_60": 15.0,  # verify-mix p99 at 60 % of the closed-loop rate (issue 25)
+    # the verify mix with auditors at work over the mix alone (audit_load, issue 23)
+    "with_1_watcher_over_alone": 0.9,
+    "with_100_watchers_over_alone": 0.8,
+    "with_integrity_over_alone": 0.8,
 }
 
 
@@ -516,16 +520,27 @@ class StoreRun:
                 else:
                     r = self._load(server, "mix", cards)
                 windows[name].append(r)
-                out["windows"].append({"condition": name, "rps": r["rps"], "p99_ms": r["p99_ms"]})
+                cpu = r.get("cpu_ms_per_request") or {}
+                server_ms = round(cpu["server"] + cpu["children"], 3) if "server" in cpu and "children" in cpu else None
+                out["windows"].append(
+                    {"condition": name, "rps": r["rps"], "p99_ms": r["p99_ms"], "server_cpu_ms_per_request": server_ms}
+                )
         finally:
             out["health_not_serving_s"] = health.stop()
-        for name, runs in windows.items():
-            rps = round(sum(w["rps"] for w in runs) / len(runs), 1) if runs else 0.0
-            p99 = max((w["p99_ms"] for w in runs if w["p99_ms"] is not None), default=None)
+        # server_cpu_ms_per_request: what each condition costs the server itself (its process and its
+        # children: the writer, an integrity check) per verify answered; the watchers' own process shares
+        # the cores but is not the server.
+        out["server_cpu_ms_per_request"] = {}
+        for name, results in windows.items():
+            rps = round(sum(w["rps"] for w in results) / len(results), 1) if results else 0.0
+            p99 = max((w["p99_ms"] for w in results if w["p99_ms"] is not None), default=None)
             if name == "alone":
                 out["verify_alone_rps"], out["verify_alone_p99_ms"] = rps, p99
             else:
                 out[f"with_{name}_rps"], out[f"with_{name}_p99_ms"] = rps, p99
+            ms = [w["server_cpu_ms_per_request"] for w in out["windows"] if w["condition"] == name]
+            known = [m for m in ms if m is not None]
+            out["server_cpu_ms_per_request"][name] = round(sum(known) / len(known), 3) if known else None
         alone = out["verify_alone_rps"]
         for name in ("1_watcher", "100_watchers", "integrity"):
             out[f"with_{name}_over_alone"] = round(out[f"with_{name}_rps"] / alone, 3) if alone else None
@@ -634,6 +649,12 @@ def judge(kind: str, r: dict) -> dict:
     at60 = next((o["p99_ms"] for o in r.get("open_loop") or [] if o["rate_fraction"] == 0.6), None)
     t = TARGETS["open_loop_p99_ms_at_60"]
     put("open_loop_p99_ms_at_60", at60, f"< {t} at 60 % of the verify rate", at60 is not None and at60 < t)
+    al = r.get("audit_load", {})
+    for name in ("with_1_watcher_over_alone", "with_100_watchers_over_alone", "with_integrity_over_alone"):
+        v, t = al.get(name), TARGETS[name]
+        put(name, v, f">= {t}", v is not None and v >= t)
+    down = al.get("health_not_serving_s")
+    put("audit_load_health_not_serving_s", down, "0", down == 0)
     return out
 
 
@@ -777,6 +798,13 @@ def table(report: dict) -> str:
         )
     )
     row("  verify mix req/s with a watcher", ("watch_live", "verify_rps"), digits=0)
+    row("audit load: verify alone, req/s", ("audit_load", "verify_alone_rps"), digits=0)
+    row("  with 1 watcher / alone", ("audit_load", "with_1_watcher_over_alone"), ">= 0.9", digits=3)
+    row("  with 100 watchers / alone", ("audit_load", "with_100_watchers_over_alone"), ">= 0.8", digits=3)
+    row("  with integrity runs / alone", ("audit_load", "with_integrity_over_alone"), ">= 0.8", digits=3)
+    row("  server CPU ms/verify: alone", ("audit_load", "server_cpu_ms_per_request", "alone"), digits=3)
+    row("  server CPU ms/verify: 100 watchers", ("audit_load", "server_cpu_ms_per_request", "100_watchers"), digits=3)
+    row("  health not SERVING, s", ("audit_load", "health_not_serving_s"), "0", digits=1)
     row("rebuild, events/s", ("audit", "rebuild", "events_per_s"), ">= 50,000", digits=0)
     row("server peak RSS (VmHWM), MB", ("targets", "peak_rss_mb", "value"), "< 300")
     met("target: verify/ceiling", "verify_over_ceiling")
@@ -786,6 +814,10 @@ def table(report: dict) -> str:
     met("target: rebuild", "rebuild_events_per_s")
     met("target: peak RSS", "peak_rss_mb")
     met("target: open-loop p99 at 60 %", "open_loop_p99_ms_at_60")
+    met("target: 1 watcher", "with_1_watcher_over_alone")
+    met("target: 100 watchers", "with_100_watchers_over_alone")
+    met("target: integrity runs", "with_integrity_over_alone")
+    met("target: health during audit load", "audit_load_health_not_serving_s")
     rows.append(("errors (phases that failed)", [str(len(report["stores"][s].get("errors", []))) for s in stores], ""))
 
     w0 = max(len(r[0]) for r in rows)
