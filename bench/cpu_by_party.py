@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import structlog
 from bench.common import create_pg_database, drop_pg_database, random_db_name
 from bench.loader import enroll_cards
 from bench.loadgen import LoadSpec, layout, run_load
-from bench.server import ServerProcess
+from bench.server import ServerProcess, postgres_cpu_seconds
 from pinlife.keys.ring import KeyRing, write_new_key_file
 from pinlife.store.event_store import EventStore
 from pinlife.store.migrate import upgrade
@@ -32,18 +31,6 @@ def wal_bytes(url: str) -> int:
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')").fetchone()
         return int(row[0]) if row else 0
-
-
-def postgres_cpu_seconds() -> float:
-    ticks = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        except OSError:
-            continue  # gone meanwhile
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
