@@ -105,8 +105,8 @@ class PgDatabases:
     connection): READY migrated copies of the template are made ahead of the
     tests that will ask for them, and a test hands its databases back and
     goes on. A database handed back is reset to the template's state and
-    made ready again when only rows changed in it (tests/pg_reset.py: a
-    tenth of what making and dropping one costs the server), dropped
+    made ready again when only rows changed in it (tests/pg_reset.py: about
+    a sixth of what making and dropping one costs the server), dropped
     otherwise. Closing drops the rest."""
 
     READY = 3
