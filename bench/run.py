@@ -875,7 +875,7 @@ def _save(report: dict, path: Path | None, kind: str, started: datetime, workdir
 # -- main ------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="short run (under 3 minutes for both stores on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="short run (about 7 minutes for both stores on 2 cores)")
     p.add_argument("--store", choices=("sqlite", "postgres", "both"), default="both")
     p.add_argument("--json", type=Path, help="where to write the results (default bench-results/bench-<timestamp>.json)")
     p.add_argument("--cards", type=int, help="cards enrolled for the server phases")
