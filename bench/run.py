@@ -127,6 +127,17 @@ OPEN_LOOP_FRACTIONS = (0.3, 0.6, 0.8)  # of the closed-loop verify mix's rate
 AUDIT_LOAD_ORDER = ("alone", "1_watcher", "100_watchers", "integrity", "integrity", "100_watchers", "1_watcher", "alone")
 
 
+def _added(before: dict | None, runs: dict) -> dict:
+    """IntegrityLoop.stop()'s figures over several windows."""
+    if before is None:
+        return runs
+    return {
+        "runs_completed": before["runs_completed"] + runs["runs_completed"],
+        "errors": before["errors"] + runs["errors"],
+        "first_errors": (before["first_errors"] + runs["first_errors"])[:3],
+    }
+
+
 # -- one store -------------------------------------------------------------------------
 class StoreRun:
     def __init__(self, kind: str, cfg: Config, workdir: Path):
@@ -594,17 +605,6 @@ class StoreRun:
 
 
 # -- targets and the table -----------------------------------------------------------
-def _added(before: dict | None, runs: dict) -> dict:
-    """IntegrityLoop.stop()'s figures over several windows."""
-    if before is None:
-        return runs
-    return {
-        "runs_completed": before["runs_completed"] + runs["runs_completed"],
-        "errors": before["errors"] + runs["errors"],
-        "first_errors": (before["first_errors"] + runs["first_errors"])[:3],
-    }
-
-
 def cpu_per_request(load: dict) -> dict | None:
     """CPU milliseconds per answered request over the measured window: the
     server process, its children (the writer process), the load generators."""
