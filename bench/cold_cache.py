@@ -31,12 +31,8 @@ from pinlife.store.migrate import upgrade
 TABLES = ("cards", "pin_states", "secrets", "requests", "events")
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 def _blocks(url: str, name: str) -> tuple[int, int]:
-    with psycopg.connect(_plain(url)) as conn:
+    with psycopg.connect(url) as conn:
         row = conn.execute("SELECT blks_read, blks_hit FROM pg_stat_database WHERE datname = %s", (name,)).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
@@ -65,7 +61,7 @@ def main() -> None:
         report = bulk_load(BulkSpec(url, key_file, args.cards, workers=2))
         print(f"loaded {args.cards:,} cards, {report.events:,} events in {time.perf_counter() - started:.0f} s", flush=True)
         pg_analyze(url)
-        with psycopg.connect(_plain(url)) as conn:
+        with psycopg.connect(url) as conn:
             for table in TABLES:
                 size = conn.execute("SELECT pg_total_relation_size(%s)", (table,)).fetchone()
                 print(f"{table}: {size[0] / 1e9:.3f} GB with its indexes" if size else table, flush=True)

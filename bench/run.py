@@ -542,12 +542,11 @@ class StoreRun:
                         out["integrity_runs"] = _added(out.get("integrity_runs"), runs)
                 else:
                     r = self._load(server, "mix", cards)
-                windows[name].append(r)
                 cpu = r.get("cpu_ms_per_request") or {}
                 server_ms = round(cpu["server"] + cpu["children"], 3) if "server" in cpu and "children" in cpu else None
-                out["windows"].append(
-                    {"condition": name, "rps": r["rps"], "p99_ms": r["p99_ms"], "server_cpu_ms_per_request": server_ms}
-                )
+                window = {"condition": name, "rps": r["rps"], "p99_ms": r["p99_ms"], "server_cpu_ms_per_request": server_ms}
+                out["windows"].append(window)
+                windows[name].append(window)
         finally:
             out["health_not_serving_s"] = health.stop()
         # server_cpu_ms_per_request: what each condition costs the server itself (its process and its
@@ -561,8 +560,7 @@ class StoreRun:
                 out["verify_alone_rps"], out["verify_alone_p99_ms"] = rps, p99
             else:
                 out[f"with_{name}_rps"], out[f"with_{name}_p99_ms"] = rps, p99
-            ms = [w["server_cpu_ms_per_request"] for w in out["windows"] if w["condition"] == name]
-            known = [m for m in ms if m is not None]
+            known = [w["server_cpu_ms_per_request"] for w in results if w["server_cpu_ms_per_request"] is not None]
             out["server_cpu_ms_per_request"][name] = round(sum(known) / len(known), 3) if known else None
         alone = out["verify_alone_rps"]
         for name in ("1_watcher", "100_watchers", "integrity"):

@@ -404,21 +404,20 @@ def _verifiers(view: StoreView, ids: list[str]) -> dict[str, dict[Any, Verifier]
 
 def _stream_ids(view: StoreView, after: str | None, upto: str | None) -> Iterator[str]:
     """The stream ids of the log after `after` up to `upto` (both None: no
-    bound), in order, from the (stream_id, version) index: one statement for
-    a batch's range, pages of STREAM_IDS for the rest."""
+    bound), in order, from the (stream_id, version) index, STREAM_IDS a
+    statement (a batch's range of card ids may also hold every terminal
+    stream: `terminal:` sorts among the card ids)."""
     sid = events.c.stream_id
     while True:
-        q = select(sid).distinct().order_by(sid)
+        q = select(sid).distinct().order_by(sid).limit(STREAM_IDS)
         if after is not None:
             q = q.where(sid > after)
         if upto is not None:
             q = q.where(sid <= upto)
-        else:
-            q = q.limit(STREAM_IDS)
         with view.read() as conn:
             page = [str(s) for (s,) in conn.execute(q)]
         yield from page
-        if upto is not None or len(page) < STREAM_IDS:
+        if len(page) < STREAM_IDS:
             return
         after = page[-1]
 

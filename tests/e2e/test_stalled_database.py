@@ -31,9 +31,8 @@ from pinlife.v1 import common_pb2 as pb
 from tests.e2e.harness import Client, ThreadedServer, free_port
 
 USER = pb.PIN_TYPE_USER_CERTIFICATE
-FAIL_FAST = (
-    5.0  # s: the calls' gRPC deadline, generous over BATCH_DEADLINE (2 s): a call that waited it out ends DEADLINE_EXCEEDED
-)
+# s: the calls' gRPC deadline, generous over BATCH_DEADLINE (2 s): a call that waited it out ends DEADLINE_EXCEEDED
+FAIL_FAST = 5.0
 assert BATCH_DEADLINE < FAIL_FAST
 DEADLINE, HEALTH_EVERY = 0.5, 0.1  # s: the servers' batch deadline and health interval here
 
