@@ -34,6 +34,18 @@ def proc_status(pid: int) -> dict[str, str]:
     return out
 
 
+def pss_kib(pid: int) -> int | None:
+    """Proportional set size: each page shared with other processes (a
+    library mapped by the server and its writer alike) counted by its share."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     """/proc/<pid>/stat after the command name: [state, ppid, ...]."""
     try:
@@ -129,7 +141,9 @@ class ServerProcess:
 
     def memory(self) -> dict:
         """Peak (VmHWM) and current (VmRSS) resident set, summed over the
-        server's processes (a sum of peaks: an upper bound of the peak)."""
+        server's processes (a sum of peaks: an upper bound of the peak), and
+        the current proportional set size (PSS), whose sum counts a page the
+        processes share once: what they take from the machine."""
         per = []
         for pid in self.processes():
             st = proc_status(pid)
@@ -140,12 +154,14 @@ class ServerProcess:
                         "name": st.get("Name"),
                         "vm_hwm_kib": kib(st.get("VmHWM")),
                         "vm_rss_kib": kib(st.get("VmRSS")),
+                        "pss_kib": pss_kib(pid),
                         "threads": st.get("Threads"),
                     }
                 )
         return {
             "vm_hwm_kib": sum(p["vm_hwm_kib"] or 0 for p in per),
             "vm_rss_kib": sum(p["vm_rss_kib"] or 0 for p in per),
+            "pss_kib": sum(p["pss_kib"] or 0 for p in per),
             "processes": per,
         }
 
