@@ -5,7 +5,9 @@ module (client.py) and one set of exit codes (exits.py)."""
 
 import sys
 
-from ..runtime.heap import without_rich
+from ..runtime.heap import structlog_without_rich, without_rich
 
 if sys.argv[1:2] == ["serve"]:
     without_rich()  # the server, as its children (runtime/child.py)
+else:
+    structlog_without_rich()  # rich only for the commands that draw (runtime/heap.py)

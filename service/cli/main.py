@@ -344,10 +344,23 @@ def _console_command(sub: argparse._SubParsersAction) -> None:
     _command(p, "console", "console")
 
 
+class _Version(argparse.Action):
+    """--version, the version read only when asked for (runtime/build.py)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help="show the version and exit")
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: object, values: object, option_string: str | None = None
+    ) -> None:
+        print(f"{parser.prog} {build.version()}")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     """The whole command line; each command names the module that runs it."""
     p = argparse.ArgumentParser(prog="pinlife", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"%(prog)s {build.version()}")
+    p.add_argument("--version", action=_Version)
     client_options(p)
     sub = p.add_subparsers(dest="command_name", required=True)
     _server_commands(sub)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
-from importlib import metadata
 
 
 @functools.cache
 def version() -> str:
-    """pinlife's version ("unknown" when run from sources that were never installed)."""
+    """pinlife's version ("unknown" when run from sources that were never installed).
+    importlib.metadata is imported here, not at start: it and the search of
+    the installed distributions cost a command about 30 ms it rarely needs."""
+    from importlib import metadata
+
     try:
         return metadata.version("pinlife")
     except metadata.PackageNotFoundError:

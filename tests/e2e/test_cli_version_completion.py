@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -26,6 +27,24 @@ def test_version_is_the_installed_package_s():
     assert done.returncode == 0, done.stderr
     declared = tomllib.loads((Path(ROOT) / "pyproject.toml").read_text())["project"]["version"]
     assert done.stdout == f"pinlife {declared}\n" == f"pinlife {importlib.metadata.version('pinlife')}\n"
+
+
+def test_a_client_command_imports_neither_rich_nor_the_package_metadata_nor_the_store():
+    """A command that draws nothing and prints no version starts without
+    them (runtime/heap.py, runtime/build.py): the real entry point, run to
+    its exit (here a server that is not there), then what it imported."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['pinlife', 'status', 'card-1', '--server', '127.0.0.1:1']\n"
+        "try:\n    runpy.run_module('pinlife.cli', run_name='__main__')\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "print(code, sorted({m for m, module in sys.modules.items() if module is not None}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    exit_code, _, modules = done.stdout.strip().partition(" ")
+    assert exit_code not in ("", "0", "None"), done  # nobody answers on port 1
+    imported = set(json.loads(modules.replace("'", '"')))
+    assert {"grpc", "structlog"} <= imported  # what the command does need
+    assert {m for m in imported if m.split(".")[0] in ("rich", "sqlalchemy") or m == "importlib.metadata"} == set()
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "tcsh", "fish", "powershell"])
