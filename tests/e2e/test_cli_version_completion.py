@@ -1,7 +1,8 @@
-"""`pinlife --version` (the installed package's metadata) and `pinlife
-completion SHELL` (shtab, from the same parser): the bash script is run by
-bash, asked what follows what, as a shell asks it on Tab. And the README's
-sample of `pinlife check` has the keys the command prints."""
+"""`pinlife --version` (the installed package's metadata), what a client
+command's start imports, and `pinlife completion SHELL` (shtab, from the
+same parser): the bash script is run by bash, asked what follows what, as a
+shell asks it on Tab. And the README's sample of `pinlife check` has the
+keys the command prints."""
 
 from __future__ import annotations
 
@@ -34,15 +35,15 @@ def test_a_client_command_imports_neither_rich_nor_the_package_metadata_nor_the_
     them (runtime/heap.py, runtime/build.py): the real entry point, run to
     its exit (here a server that is not there), then what it imported."""
     code = (
-        "import runpy, sys\n"
+        "import json, runpy, sys\n"
         "sys.argv = ['pinlife', 'status', 'card-1', '--server', '127.0.0.1:1']\n"
         "try:\n    runpy.run_module('pinlife.cli', run_name='__main__')\nexcept SystemExit as exc:\n    code = exc.code\n"
-        "print(code, sorted({m for m, module in sys.modules.items() if module is not None}))\n"
+        "print(code, json.dumps(sorted(m for m, module in sys.modules.items() if module is not None)))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
     exit_code, _, modules = done.stdout.strip().partition(" ")
     assert exit_code not in ("", "0", "None"), done  # nobody answers on port 1
-    imported = set(json.loads(modules.replace("'", '"')))
+    imported = set(json.loads(modules))
     assert {"grpc", "structlog"} <= imported  # what the command does need
     assert {m for m in imported if m.split(".")[0] in ("rich", "sqlalchemy") or m == "importlib.metadata"} == set()
 
