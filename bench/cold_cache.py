@@ -24,6 +24,7 @@ import argparse
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +48,28 @@ def _iowait_s() -> float:
     """The machine's I/O wait so far, in CPU-seconds (/proc/stat)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
     return int(fields[5]) / os.sysconf("SC_CLK_TCK")
+
+
+def _sampling_peaks(server: ServerProcess, work) -> dict[int, float]:
+    """Run `work` while the resident set of each of the server's processes
+    (the check's own process among them) is read every 0.2 s; each one's
+    peak (VmHWM), in MB, by pid."""
+    peaks: dict[int, float] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            for p in server.memory()["processes"]:
+                peaks[p["pid"]] = max(peaks.get(p["pid"], 0.0), round((p["vm_hwm_kib"] or 0) * 1024 / 1e6, 1))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        work()
+    finally:
+        done.set()
+        sampler.join()
+    return peaks
 
 
 def _prewarm(url: str) -> None:
@@ -157,8 +180,9 @@ def main() -> None:
             if args.integrity_budget:
                 run = GrowthRun("postgres", args.cards, GrowthConfig(integrity_budget_s=args.integrity_budget), workdir)
                 run.res["events"] = report.events
-                run.integrity(server)
+                peaks = _sampling_peaks(server, lambda: run.integrity(server))
                 print(f"VerifyIntegrity: {run.res['integrity']}", flush=True)
+                print(f"peak RSS of the server's processes while it ran, MB: {peaks}", flush=True)
         finally:
             server.stop()
     finally:
