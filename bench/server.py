@@ -60,11 +60,13 @@ def postgres_cpu_seconds() -> float:
     ticks = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            if not Path(f"/proc/{pid}/comm").read_text().startswith("postgres"):
+                continue
         except OSError:
             continue  # gone meanwhile
+        fields = _stat_fields(int(pid))
+        if fields:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -10,9 +10,9 @@ they are enabled, functions, schemas, privileges, owners, settings,
 extensions) and its Alembic revision must read exactly as the template's
 (FINGERPRINT). Then every connection to it is ended (as DROP DATABASE ...
 WITH (FORCE) would), every table is emptied (TRUNCATE, with triggers off:
-the log refuses TRUNCATE), the template's rows are put back (the log head,
-the Alembic revision) and the planner's statistics from the test's rows are
-forgotten. A database that fails any of this is dropped as before."""
+the log refuses TRUNCATE) but the Alembic revision (equal: the fingerprint
+says so), the template's log head is put back and the planner's statistics
+from the test's rows are forgotten. A database that fails any of this is dropped as before."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ SELECT md5(string_agg(item, E'\\n' ORDER BY item)) FROM (
 ) fingerprint
 """
 
-# Tables whose template rows are put back after the others are emptied.
+# Tables not emptied: the Alembic revision is left as it is, the log head put back as the template's.
 SEEDED = ("alembic_version", "log_head")
 
 
